@@ -1,0 +1,168 @@
+"""Content-defined chunking with casync's exact cut rule, over the C scanner in ``ext/``.
+
+Python only moves buffers: the per-byte rolling hash runs in C (with the GIL
+released), fed with blocks of several MiB, so a chunking thread costs about a
+second per GiB while hashing and compression threads use the other core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from desync_decl._chunker_cffi import ffi, lib
+from desync_decl.errors import UsageError
+
+KiB = 1024
+MiB = 1024 * KiB
+WINDOW_SIZE = 48
+MAX_CHUNK_SIZE = 128 * MiB  # casync's limit for each of min, avg and max
+READ_BLOCK_SIZE = 4 * MiB
+
+_UNITS = {"": None, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB}
+_VALUE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+
+
+@dataclass(frozen=True)
+class ChunkSizes:
+    """Minimum, average and maximum chunk size in bytes (what an index header stores)."""
+
+    min: int
+    avg: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.avg <= self.max:
+            raise UsageError(f"invalid chunk sizes {self}: need 1 <= min <= avg <= max")
+        if self.max > MAX_CHUNK_SIZE:
+            raise UsageError(f"invalid chunk sizes {self}: each must be at most 128 MiB")
+        if not self.fixed and self.max < WINDOW_SIZE:
+            raise UsageError(
+                f"invalid chunk sizes {self}: max must be at least {WINDOW_SIZE} bytes"
+                " (the hash window) unless min = avg = max"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.avg}:{self.max}"
+
+    @property
+    def fixed(self) -> bool:
+        """casync cuts every ``avg`` bytes without hashing when all three are equal."""
+        return self.min == self.avg == self.max
+
+    @property
+    def discriminator(self) -> int:
+        """casync's discriminator for ``avg``, clamped into [min, max]."""
+        return max(self.min, min(self.max, lib.ca_chunker_discriminator(self.avg)))
+
+    @classmethod
+    def parse(cls, text: str, default_unit: int = KiB) -> ChunkSizes:
+        """Parse desync's ``-m MIN:AVG:MAX`` (plain numbers are KiB) or a single AVG.
+
+        Suffixes B, K/KiB, M/MiB give explicit units, so casync's byte values
+        (``1000B:3000B:20000B``) can be written too. A single value is the
+        average; min = avg/4 and max = avg*4, as casync derives them.
+        """
+        parts = text.split(":")
+        if len(parts) not in (1, 3):
+            raise UsageError(f"invalid chunk size '{text}': expected MIN:AVG:MAX or AVG")
+        values = [_parse_size(p, text, default_unit) for p in parts]
+        if len(values) == 1:
+            avg = values[0]
+            return cls(max(1, avg // 4), avg, min(MAX_CHUNK_SIZE, avg * 4))
+        try:
+            return cls(*values)
+        except UsageError as e:
+            raise UsageError(f"invalid chunk size '{text}': {str(e).split(': ', 1)[1]}") from None
+
+
+def _parse_size(part: str, text: str, default_unit: int) -> int:
+    match = _VALUE.match(part)
+    unit = _UNITS.get(match.group(2).lower(), 0) if match else 0
+    if not match or unit == 0:
+        raise UsageError(f"invalid chunk size '{text}': '{part}' is not a size")
+    return int(match.group(1)) * (unit or default_unit)
+
+
+DEFAULT_CHUNK_SIZES = ChunkSizes(16 * KiB, 64 * KiB, 256 * KiB)
+
+
+class Chunker:
+    """Streaming state of one chunking pass (not thread-safe: one per stream)."""
+
+    def __init__(self, sizes: ChunkSizes = DEFAULT_CHUNK_SIZES) -> None:
+        self.sizes = sizes
+        self._state = ffi.new("ca_chunker *")
+        if lib.ca_chunker_init(self._state, sizes.min, sizes.avg, sizes.max) != 0:
+            raise UsageError(f"invalid chunk sizes {sizes}")
+        self._cuts_len = 4096
+        self._cuts = ffi.new("uint64_t[]", self._cuts_len)
+
+    def scan(self, buf: bytes | bytearray | memoryview) -> list[int]:
+        """Chunk end offsets in ``buf``, whose first byte starts the current chunk.
+
+        The bytes after the last offset are an unfinished chunk: pass them
+        again, followed by new data, in the next call (they are not re-hashed).
+        """
+        view = ffi.from_buffer("uint8_t[]", buf)
+        cuts: list[int] = []
+        base = 0
+        while True:
+            n = lib.ca_chunker_scan(
+                self._state, view + base, len(view) - base, self._cuts, self._cuts_len
+            )
+            if n == 0:
+                return cuts
+            found = ffi.unpack(self._cuts, n)
+            cuts.extend(base + c for c in found)
+            base += found[-1]
+            if n < self._cuts_len:
+                return cuts
+
+
+def iter_chunks(
+    reader: BinaryIO,
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
+    *,
+    block_size: int = READ_BLOCK_SIZE,
+) -> Iterator[tuple[int, memoryview]]:
+    """Yield ``(start_offset, data)`` for every chunk of a stream, in order.
+
+    Each block is a fresh buffer that is never written again once chunks point
+    into it, so the views stay valid while worker threads hash them (desync
+    #314 corrupted stores by reusing a buffer). Memory: one block plus at most
+    ``max`` bytes carried over, and whatever blocks the consumer still holds.
+    """
+    chunker = Chunker(sizes)
+    block_size = max(block_size, sizes.max)
+    carry = b""
+    offset = 0  # stream offset of carry[0]
+    while True:
+        block = bytearray(len(carry) + block_size)
+        block[: len(carry)] = carry
+        filled = len(carry) + _read_into(reader, memoryview(block)[len(carry) :])
+        at_eof = filled < len(block)
+        view = memoryview(block)[:filled]
+        start = 0
+        for end in chunker.scan(view):
+            yield offset + start, view[start:end]
+            start = end
+        offset += start
+        carry = bytes(view[start:])
+        if at_eof:
+            if carry:
+                yield offset, memoryview(carry)
+            return
+
+
+def _read_into(reader: BinaryIO, buf: memoryview) -> int:
+    """Fill ``buf`` as far as the stream allows; short only at end of stream."""
+    total = 0
+    while total < len(buf):
+        n = reader.readinto(buf[total:])
+        if not n:
+            break
+        total += n
+    return total

@@ -1,0 +1,1 @@
+"""Pure byte formats shared with casync: digests, feature flags, indexes, chunk files."""

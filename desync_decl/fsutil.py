@@ -1,0 +1,93 @@
+"""Crash-safe file writing: a temp file beside the target, fsync, then rename.
+
+A reader (or a rerun after a crash or kill) sees either the old file or the
+complete new one, never a half-written target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import secrets
+from pathlib import Path
+from types import TracebackType
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def temp_name_for(path: Path) -> Path:
+    """A hidden, unique name in the same directory (same filesystem, so rename is atomic)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+class AtomicFile:
+    """A file that appears under its final name only on ``commit()``.
+
+    Used as a context manager: leaving the block without ``commit()``
+    (an exception, a failed extraction) removes the temp file.
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: int = 0o644) -> None:
+        self.path = Path(path)
+        self.temp = temp_name_for(self.path)
+        self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def commit(self) -> None:
+        """fsync the data, rename over the target, fsync the directory."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self._done = True
+        os.replace(self.temp, self.path)
+        fsync_dir(self.path.parent)
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            os.close(self.fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.abort()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    with AtomicFile(path, mode) as f:
+        f.write(data)
+        f.commit()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: str | os.PathLike) -> None:
+    """Flush every dirty file of the filesystem holding ``path`` (one call, not one per file).
+
+    Stores write thousands of chunk files; one syncfs before the index that
+    references them is written costs far less than an fsync per chunk.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err or errno.EIO), str(path))
+    finally:
+        os.close(fd)

@@ -1,0 +1,111 @@
+"""``make``: chunk a file, store the chunks a store lacks, and build its index.
+
+One pass over the file: the main thread runs the C chunker and the
+whole-file digest (both drop the GIL), workers hash each chunk and compress and
+write the ones the store lacks. The index is identical to ``casync make``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes, iter_chunks
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.index import Index, blob_flags
+from desync_decl.ops.source import open_source
+from desync_decl.parallel import ordered_map
+from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.stores.base import WriteStore
+
+
+@dataclass(frozen=True)
+class MakeResult:
+    index: Index
+    blob_digest: bytes  # digest of the whole file, what `casync make` prints
+    chunks_total: int
+    chunks_stored: int  # chunks written to the store by this run
+    bytes_stored: int  # their size as stored (compressed)
+
+
+class ChunkStorer:
+    """Writes each chunk a store lacks exactly once, from any number of threads.
+
+    Remembers what this run already handled, so a chunk repeated in the input
+    costs one ``has_chunk`` at most (desync's chunk-storing helper).
+    """
+
+    def __init__(self, store: WriteStore) -> None:
+        self.store = store
+        self._seen: set[ChunkID] = set()
+        self._lock = threading.Lock()
+        self.stored = 0
+        self.bytes_stored = 0
+
+    def add(self, chunk: Chunk) -> None:
+        with self._lock:
+            if chunk.id in self._seen:
+                return
+            self._seen.add(chunk.id)
+        if self.store.has_chunk(chunk.id):
+            return
+        self.store.store_chunk(chunk)
+        with self._lock:
+            self.stored += 1
+            self.bytes_stored += len(chunk.stored())
+
+    def flush(self) -> None:
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            flush()
+
+
+def make(
+    source: str | os.PathLike,
+    *,
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
+    digest: Digest = Digest.SHA512_256,
+    store: WriteStore | None = None,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> MakeResult:
+    storer = ChunkStorer(store) if store is not None else None
+
+    def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
+        data = item[1]
+        cid = digest.hash(data)
+        if storer is not None:
+            storer.add(Chunk(cid, plain=data))
+        progress.advance(len(data))
+        return len(data), cid
+
+    whole = digest.hasher()
+    with open_source(Path(source)) as (reader, size):
+        progress.start("make", size)
+        chunks = _hashed(iter_chunks(reader, sizes), whole)
+        table = list(ordered_map(process, chunks, workers=concurrency))
+    progress.finish()
+    if storer is not None:
+        storer.flush()  # chunks durable before any index refers to them
+    index = Index.from_chunks(blob_flags(digest), sizes, table)
+    return MakeResult(
+        index=index,
+        blob_digest=whole.digest(),
+        chunks_total=len(index),
+        chunks_stored=storer.stored if storer else 0,
+        bytes_stored=storer.bytes_stored if storer else 0,
+    )
+
+
+def _hashed(
+    chunks: Iterator[tuple[int, memoryview]], whole: hashlib._Hash
+) -> Iterator[tuple[int, memoryview]]:
+    """Pass chunks through, feeding them in order into the whole-file digest."""
+    for item in chunks:
+        whole.update(item[1])
+        yield item

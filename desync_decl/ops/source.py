@@ -1,0 +1,35 @@
+"""Opening the file an operation reads: a regular file or a block device."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from desync_decl.errors import DesyncError
+
+
+@contextlib.contextmanager
+def open_source(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+    """Yield the open file and its size; a clear error for anything else."""
+    try:
+        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise DesyncError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DesyncError(f"{path}: is a directory, not a file") from None
+    except OSError as e:
+        raise DesyncError(f"cannot open {path}: {e.strerror}") from None
+    with f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode):
+            size = st.st_size
+        elif stat.S_ISBLK(st.st_mode):
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
+        else:
+            raise DesyncError(f"{path}: not a regular file or block device")
+        yield f, size  # type: ignore[misc]

@@ -1,0 +1,1 @@
+"""Chunk stores: the interfaces and errors (base), backends, composition and locations."""

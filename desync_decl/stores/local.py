@@ -1,0 +1,172 @@
+"""A chunk store in a local directory: ``<store>/<id[:4]>/<id>.cacnk``.
+
+Compressed (``.cacnk``) and uncompressed (no suffix) chunk files may sit side
+by side, as casync allows: the store writes its configured form and reads
+either, preferring that form. Writes go to a temp file in the chunk's own
+directory and are renamed into place, so concurrent writers and crashes never
+expose a partial chunk; ``flush()`` makes everything written durable at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX
+from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.fsutil import syncfs
+from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
+
+TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
+STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write in progress
+_CHUNK_NAME = re.compile(r"^([0-9a-f]{64})(\.cacnk)?$")
+
+
+class LocalStore:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        digest: Digest = Digest.SHA512_256,
+        uncompressed: bool = False,
+        skip_verify: bool = False,
+        create: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.digest = digest
+        self.uncompressed = uncompressed
+        self.skip_verify = skip_verify
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store {self.path} is not a directory")
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"store {self.path} does not exist")
+            self._mkdir(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def _mkdir(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {path}: {e.strerror}") from e
+
+    def _file(self, id: ChunkID, compressed: bool) -> Path:
+        h = id.hex()
+        return self.path / h[:4] / (h + COMPRESSED_SUFFIX if compressed else h)
+
+    def _forms(self) -> tuple[bool, bool]:
+        """Compressed-ness of the files to try, the configured form first."""
+        return (False, True) if self.uncompressed else (True, False)
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        for compressed in self._forms():
+            try:
+                data = self._file(id, compressed).read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot read chunk {id.hex()} from {self}: {e.strerror}") from e
+            chunk = Chunk(id, stored=data) if compressed else Chunk(id, plain=data)
+            return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
+        raise ChunkMissing(id, str(self))
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        for compressed in self._forms():
+            try:
+                os.stat(self._file(id, compressed))
+                return True
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot stat chunk {id.hex()} in {self}: {e.strerror}") from e
+        return False
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        final = self._file(chunk.id, not self.uncompressed)
+        data = chunk.plain() if self.uncompressed else chunk.stored()
+        temp = final.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        try:
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                self._mkdir(final.parent)
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(temp, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {e.strerror}") from e
+
+    def flush(self) -> None:
+        """Make every chunk written so far durable (before an index refers to them)."""
+        try:
+            syncfs(self.path)
+        except OSError as e:
+            raise StoreError(f"cannot sync {self}: {e.strerror}") from e
+
+    def _walk(self) -> Iterator[tuple[Path, re.Match | None]]:
+        """Every file in the prefix directories, with its chunk-name match (None if not a chunk)."""
+        try:
+            prefixes = sorted(os.scandir(self.path), key=lambda e: e.name)
+            for prefix in prefixes:
+                if len(prefix.name) != 4 or not prefix.is_dir(follow_symlinks=False):
+                    continue
+                for entry in sorted(os.scandir(prefix.path), key=lambda e: e.name):
+                    m = _CHUNK_NAME.match(entry.name)
+                    if m and not m.group(1).startswith(prefix.name):
+                        m = None
+                    yield Path(entry.path), m
+        except OSError as e:
+            raise StoreError(f"cannot list {self}: {e.strerror}") from e
+
+    def iter_chunk_ids(self) -> Iterator[ChunkID]:
+        last = None
+        for _, m in self._walk():
+            if m is not None:
+                id = ChunkID(bytes.fromhex(m.group(1)))
+                if id != last:  # both forms of one chunk are listed one after the other
+                    yield id
+                last = id
+
+    def remove_chunk(self, id: ChunkID) -> None:
+        for compressed in (True, False):
+            try:
+                os.unlink(self._file(id, compressed))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise StoreError(f"cannot remove chunk {id.hex()} from {self}: {e.strerror}") from e
+
+    def prune(self, keep: set[ChunkID]) -> int:
+        removed = 0
+        stale = time.time() - STALE_TEMP_SECONDS
+        for path, m in list(self._walk()):
+            try:
+                if m is None:
+                    if path.name.startswith(TEMP_PREFIX) and path.stat().st_mtime < stale:
+                        path.unlink()
+                elif ChunkID(bytes.fromhex(m.group(1))) not in keep:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise StoreError(f"cannot prune {path}: {e.strerror}") from e
+        return removed
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,9 @@
+"""Hooks the cffi extension into setuptools (pyproject.toml holds the metadata).
+
+cffi's ``cffi_modules`` keyword has no pyproject.toml equivalent, so this
+file stays as small as it can be.
+"""
+
+from setuptools import setup
+
+setup(cffi_modules=["ext/build_chunker.py:ffibuilder"])
