@@ -13,8 +13,9 @@ from desync_decl.errors import DesyncError
 
 
 @contextlib.contextmanager
-def open_source(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+def open_source(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
     """Yield the open file and its size; a clear error for anything else."""
+    path = Path(path)
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
     except FileNotFoundError:

@@ -111,6 +111,15 @@ class LocalStore:
                 os.unlink(temp)
             raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {e.strerror}") from e
 
+    def stored_size(self, id: ChunkID) -> int | None:
+        """Size of the compressed chunk file, None when there is none (inspect-chunks)."""
+        try:
+            return os.stat(self._file(id, True)).st_size
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot stat chunk {id.hex()} in {self}: {e.strerror}") from e
+
     def flush(self) -> None:
         """Make every chunk written so far durable (before an index refers to them)."""
         try:

@@ -1,0 +1,1 @@
+"""The argparse front: parse, open stores, call one ops function, render."""

@@ -1,0 +1,92 @@
+"""Where a command writes: text and binary stdout, stderr, and whether they are terminals.
+
+Tests pass in-memory streams; the real entry point passes the process's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
+
+from desync_decl.progress import NO_PROGRESS, Progress
+
+
+@dataclass
+class Console:
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    binary_out: BinaryIO | None = None
+
+    def print(self, *parts: object) -> None:
+        print(*parts, file=self.out)
+
+    def warn(self, message: str) -> None:
+        print(f"desync-decl: {message}", file=self.err)
+
+    def json(self, data: object) -> None:
+        json.dump(data, self.out, indent=2)
+        self.out.write("\n")
+
+    def binary(self) -> BinaryIO:
+        if self.binary_out is not None:
+            return self.binary_out
+        self.out.flush()
+        return self.out.buffer  # type: ignore[attr-defined,no-any-return]
+
+    def progress(self) -> Progress:
+        """A bar on stderr when it is a terminal; nothing when piped."""
+        isatty = getattr(self.err, "isatty", None)
+        return TerminalProgress(self.err) if isatty and isatty() else NO_PROGRESS
+
+
+class TerminalProgress:
+    """A one-line bar: stage, bytes done/total, rate and ETA, redrawn at most 5 times a second."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._stage, self._total, self._done = "", 0, 0
+        self._started = self._drawn = 0.0
+
+    def start(self, stage: str, total: int) -> None:
+        with self._lock:
+            self._stage, self._total, self._done = stage, total, 0
+            self._started = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self._done += n
+            now = time.monotonic()
+            if now - self._drawn >= 0.2:
+                self._drawn = now
+                self._draw(now)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._draw(time.monotonic())
+            self._stream.write("\n")
+            self._stream.flush()
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-6)
+        rate = self._done / elapsed
+        if self._total:
+            frac = min(1.0, self._done / self._total)
+            bar = "#" * int(frac * 30)
+            eta = (self._total - self._done) / rate if rate else 0.0
+            text = (
+                f"\r{self._stage:<12} [{bar:<30}] {_mib(self._done)}/{_mib(self._total)}"
+                f" {rate / 1e6:6.1f} MB/s ETA {eta:4.0f}s"
+            )
+        else:
+            text = f"\r{self._stage:<12} {self._done} done {rate:8.0f}/s"
+        self._stream.write(text)
+        self._stream.flush()
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f}MiB"

@@ -1,0 +1,72 @@
+"""Entry point: global flags, one sub-command per verb, one-line errors.
+
+Every expected failure is a ``DesyncError`` and ends as
+``desync-decl: error: <what, where>`` with exit status 1; a traceback only
+with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from desync_decl import __version__
+from desync_decl.cli import cat, chop, chunks, extract, info, make, prune, verify
+from desync_decl.cli.console import Console
+from desync_decl.errors import DesyncError
+
+VERBS = (make, extract, chop, cat, prune, verify, info, chunks)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit status 1, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="desync-decl",
+        description="casync/desync-compatible content-addressed distribution of big files",
+    )
+    parser.add_argument("--version", action="version", version=f"desync-decl {__version__}")
+    parser.add_argument(
+        "--digest",
+        default="sha512-256",
+        help="chunk digest for new indexes: sha512-256 (default) or sha256; "
+        "existing indexes carry their own",
+    )
+    parser.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
+    for verb in VERBS:
+        verb.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    console = console or Console()
+    args = build_parser().parse_args(argv)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG, stream=console.err)
+    try:
+        return int(args.func(args, console))
+    except DesyncError as e:
+        if args.debug:
+            raise
+        console.err.write(f"desync-decl: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        console.err.write("desync-decl: error: interrupted\n")
+        return 1
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `cat | head`): not an error
+        return 0
+    except OSError as e:
+        if args.debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        console.err.write(f"desync-decl: error:{where} {e.strerror or e}\n")
+        return 1

@@ -1,0 +1,53 @@
+"""``make INDEX FILE``: chunk a file into an index, storing chunks with ``-s``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from desync_decl.cli import common
+from desync_decl.cli.console import Console
+from desync_decl.ops.make import make
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make", help="chunk a file, store its chunks, write its index")
+    p.add_argument("index", help="index file to write (- for stdout)")
+    p.add_argument("file", help="file or block device to chunk")
+    common.add_store_args(p, required=False, many=False)
+    common.add_chunk_size_arg(p)
+    common.add_concurrency_arg(p)
+    p.add_argument("--print-stats", action="store_true", help="chunk statistics as JSON on stderr")
+    p.add_argument("--json", action="store_true", help="result as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    digest = common.digest_arg(args)
+    sizes = common.chunk_sizes(args)
+    store = common.open_single_store(args.store, digest, create=True) if args.store else None
+    result = make(
+        args.file,
+        sizes=sizes,
+        digest=digest,
+        store=store,  # type: ignore[arg-type]
+        concurrency=args.concurrency,
+        progress=console.progress(),
+    )
+    common.write_index(args.index, result.index)
+    stats = {
+        "chunks": result.chunks_total,
+        "unique": len(result.index.unique_ids()),
+        "stored": result.chunks_stored,
+        "bytes-stored": result.bytes_stored,
+        "size": result.index.length,
+    }
+    if args.print_stats:
+        console.err.write(json.dumps(stats, indent=2) + "\n")
+    if args.index == "-":
+        return 0
+    if args.json:
+        console.json({"digest": result.blob_digest.hex(), "index": args.index, **stats})
+    else:
+        console.print(result.blob_digest.hex())
+    return 0

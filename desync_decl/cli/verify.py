@@ -1,0 +1,47 @@
+"""``verify -s STORE`` (store integrity) and ``verify-index INDEX FILE``."""
+
+from __future__ import annotations
+
+import argparse
+
+from desync_decl.cli import common
+from desync_decl.cli.console import Console
+from desync_decl.errors import DesyncError
+from desync_decl.ops.verify import verify_index, verify_store
+from desync_decl.stores.base import PruneStore
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check that every chunk in a store matches its id")
+    common.add_store_args(p, required=True, many=False)
+    common.add_concurrency_arg(p)
+    p.add_argument("-r", "--repair", action="store_true", help="delete invalid chunks")
+    p.set_defaults(func=run_verify)
+
+    p = sub.add_parser("verify-index", help="check that a file matches an index")
+    p.add_argument("index", help="index file (- for stdin)")
+    p.add_argument("file", help="file or block device to check")
+    common.add_concurrency_arg(p)
+    p.set_defaults(func=run_verify_index)
+
+
+def run_verify(args: argparse.Namespace, console: Console) -> int:
+    store = common.open_single_store(args.store, common.digest_arg(args))
+    if not isinstance(store, PruneStore):
+        raise DesyncError(f"store {store} cannot be listed for verification")
+    bad = verify_store(store, repair=args.repair, concurrency=args.concurrency)
+    for b in bad:
+        console.err.write(
+            f"chunk {b.id.hex()} is invalid: {b.why}{': removed' if b.removed else ''}\n"
+        )
+    if bad:
+        raise DesyncError(
+            f"{len(bad)} invalid chunks in {store}" + (" (removed)" if args.repair else "")
+        )
+    return 0
+
+
+def run_verify_index(args: argparse.Namespace, console: Console) -> int:
+    index = common.read_index(args.index)
+    verify_index(index, args.file, concurrency=args.concurrency, progress=console.progress())
+    return 0

@@ -1,0 +1,71 @@
+"""``chop``: cut a local file at an index's offsets and store the chunks a store lacks.
+
+Each piece is hashed and must match the index (a file that changed since the
+index was made is an error, not a silently corrupt store).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from desync_decl.errors import DesyncError
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index, IndexChunk
+from desync_decl.ops.make import ChunkStorer
+from desync_decl.ops.source import open_source
+from desync_decl.parallel import ordered_map
+from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.stores.base import WriteStore
+
+
+@dataclass(frozen=True)
+class ChopResult:
+    chunks_total: int
+    chunks_stored: int
+    bytes_stored: int
+
+
+def chop(
+    index: Index,
+    source: str | os.PathLike,
+    store: WriteStore,
+    *,
+    ignore: set[ChunkID] = frozenset(),  # type: ignore[assignment]
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> ChopResult:
+    storer = ChunkStorer(store)
+    digest = index.digest
+    path = Path(source)
+    with open_source(path) as (reader, size):
+        if size < index.length:
+            raise DesyncError(f"{path} has {size} bytes, the index describes {index.length}")
+        fd = reader.fileno()
+
+        def cut(c: IndexChunk) -> None:
+            data = os.pread(fd, c.size, c.start)
+            if len(data) != c.size or digest.hash(data) != c.id:
+                raise DesyncError(
+                    f"{path}: bytes {c.start}..{c.end} do not match chunk {c.id.hex()} of the index"
+                )
+            storer.add(Chunk(c.id, plain=data))
+            progress.advance(c.size)
+
+        progress.start("chop", index.length)
+        for _ in ordered_map(cut, _wanted(index, ignore), workers=concurrency):
+            pass
+        progress.finish()
+    storer.flush()
+    return ChopResult(len(index), storer.stored, storer.bytes_stored)
+
+
+def _wanted(index: Index, ignore: set[ChunkID]) -> Iterator[IndexChunk]:
+    seen: set[ChunkID] = set(ignore)
+    for c in index:
+        if c.id not in seen:
+            seen.add(c.id)
+            yield c

@@ -1,0 +1,57 @@
+"""``info``: what an index holds and, given stores, how much of it they hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from desync_decl.formats.index import Index
+from desync_decl.parallel import ordered_map
+from desync_decl.stores.base import Store
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    size: int
+    total: int
+    unique: int
+    digest: str
+    flags: int
+    chunk_size_min: int
+    chunk_size_avg: int
+    chunk_size_max: int
+    in_store: int | None  # distinct chunks the stores hold; None without stores
+
+    def as_json(self) -> dict[str, object]:
+        """desync's ``info`` keys (plus the digest and flags it does not print)."""
+        out: dict[str, object] = {
+            "total": self.total,
+            "unique": self.unique,
+            "size": self.size,
+            "chunk-size-min": self.chunk_size_min,
+            "chunk-size-avg": self.chunk_size_avg,
+            "chunk-size-max": self.chunk_size_max,
+            "digest": self.digest,
+            "feature-flags": f"0x{self.flags:016x}",
+        }
+        if self.in_store is not None:
+            out["in-store"] = self.in_store
+        return out
+
+
+def info(index: Index, *, store: Store | None = None, concurrency: int = 10) -> IndexInfo:
+    """Counts over distinct ids; a failing store raises instead of counting as absent."""
+    unique = index.unique_ids()
+    in_store = None
+    if store is not None:
+        in_store = sum(ordered_map(store.has_chunk, iter(unique), workers=concurrency))
+    return IndexInfo(
+        size=index.length,
+        total=len(index),
+        unique=len(unique),
+        digest=index.digest.value,
+        flags=index.flags,
+        chunk_size_min=index.sizes.min,
+        chunk_size_avg=index.sizes.avg,
+        chunk_size_max=index.sizes.max,
+        in_store=in_store,
+    )

@@ -1,0 +1,80 @@
+"""``verify`` (every chunk of a store hashes to its id) and ``verify-index``
+(a file matches an index)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from desync_decl.errors import DesyncError
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index, IndexChunk
+from desync_decl.ops.source import open_source
+from desync_decl.parallel import ordered_map
+from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, PruneStore
+
+
+@dataclass(frozen=True)
+class BadChunk:
+    id: ChunkID
+    why: str
+    removed: bool
+
+
+def verify_store(
+    store: PruneStore,
+    *,
+    repair: bool = False,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> list[BadChunk]:
+    """Every chunk whose data does not decode or hash to its id; ``repair`` deletes them."""
+
+    def check(id: ChunkID) -> BadChunk | None:
+        try:
+            store.get_chunk(id)
+        except ChunkMissing:  # deleted meanwhile
+            return None
+        except ChunkInvalid as e:
+            if repair:
+                store.remove_chunk(id)
+            return BadChunk(id, e.why, repair)
+        finally:
+            progress.advance(1)
+        return None
+
+    progress.start("verify", 0)
+    bad = [b for b in ordered_map(check, store.iter_chunk_ids(), workers=concurrency) if b]
+    progress.finish()
+    return bad
+
+
+def verify_index(
+    index: Index,
+    path: str | os.PathLike,
+    *,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> None:
+    """Raise naming the first chunk of ``path`` that differs from ``index``."""
+    digest = index.digest
+    file = Path(path)
+    with open_source(file) as (reader, size):
+        if size != index.length:
+            raise DesyncError(f"{file} has {size} bytes, the index describes {index.length}")
+        fd = reader.fileno()
+
+        def matches(c: IndexChunk) -> IndexChunk | None:
+            ok = digest.hash(os.pread(fd, c.size, c.start)) == c.id
+            progress.advance(c.size)
+            return None if ok else c
+
+        progress.start("verify-index", index.length)
+        for bad in ordered_map(matches, iter(index), workers=concurrency):
+            if bad is not None:
+                raise DesyncError(
+                    f"{file}: bytes {bad.start}..{bad.end} do not match chunk {bad.id.hex()}"
+                )
+        progress.finish()
