@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from desync_decl.chunker import ChunkSizes
+from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
@@ -32,12 +33,12 @@ def read_index(arg: str) -> Index:
     return index_format.decode(data, arg)
 
 
-def write_index(arg: str, index: Index) -> None:
+def write_index(arg: str, index: Index, console: Console) -> None:
     """Write atomically (temp file + fsync + rename), or to stdout for ``-``."""
     data = index.encode()
     if arg == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        console.binary().write(data)
+        console.binary().flush()
         return
     try:
         write_atomic(arg, data)

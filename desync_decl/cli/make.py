@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         concurrency=args.concurrency,
         progress=console.progress(),
     )
-    common.write_index(args.index, result.index)
+    common.write_index(args.index, result.index, console)
     stats = {
         "chunks": result.chunks_total,
         "unique": len(result.index.unique_ids()),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from desync_decl.chunker import MAX_CHUNK_SIZE, ChunkSizes
@@ -33,6 +33,7 @@ _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _HEADER = struct.Struct("<6Q")
 _TABLE_HEADER = struct.Struct("<2Q")
 _TAIL = struct.Struct("<5Q")
+_ITEM = struct.Struct("<Q32s")
 
 
 @dataclass(frozen=True)
@@ -146,37 +147,38 @@ def decode(data: bytes, source: str = "index") -> Index:
         raise fail(24, str(e)) from None
     if _TABLE_HEADER.unpack_from(data, HEADER_SIZE) != (_U64_MAX, CA_FORMAT_TABLE):
         raise fail(HEADER_SIZE, "bad table header")
-    body = len(data) - HEADER_SIZE - TABLE_HEADER_SIZE - TAIL_SIZE
-    if body % ITEM_SIZE:
-        raise fail(len(data), "file is truncated or has trailing bytes (size not 104 + 40*n)")
-    n = body // ITEM_SIZE
-    ends, ids = _decode_table(data, n, cmax, fail)
-    tail_at = HEADER_SIZE + TABLE_HEADER_SIZE + n * ITEM_SIZE
-    z1, z2, index_offset, table_size, marker = _TAIL.unpack_from(data, tail_at)
-    if marker != CA_FORMAT_TABLE_TAIL_MARKER or z1 or z2:
-        raise fail(tail_at, "missing table tail (file truncated or corrupted)")
+    ends, ids = _decode_table(data, cmax, fail)
+    tail_at = HEADER_SIZE + TABLE_HEADER_SIZE + len(ends) * ITEM_SIZE
+    _, z2, index_offset, table_size, marker = _TAIL.unpack_from(data, tail_at)
+    if marker != CA_FORMAT_TABLE_TAIL_MARKER or z2:
+        raise fail(tail_at, "bad table tail")
+    if tail_at + TAIL_SIZE != len(data):
+        raise fail(tail_at + TAIL_SIZE, f"{len(data) - tail_at - TAIL_SIZE} bytes after the table tail")
     if index_offset != HEADER_SIZE or table_size + HEADER_SIZE != len(data):
         raise fail(tail_at, "table tail does not match the file size")
     return Index(flags, sizes, ends, ids)
 
 
-def _decode_table(data: bytes, n: int, cmax: int, fail) -> tuple[array, bytes]:
+def _decode_table(data: bytes, cmax: int, fail: Callable[[int, str], FormatError]) -> tuple[array, bytes]:
+    """Items up to the tail (the first item whose end offset is 0), as casync reads them."""
+    first = HEADER_SIZE + TABLE_HEADER_SIZE
+    slots = (len(data) - first) // ITEM_SIZE
     ends = array("Q")
     ids = bytearray()
     prev = 0
-    pos = HEADER_SIZE + TABLE_HEADER_SIZE
-    for _ in range(n):
-        (end,) = struct.unpack_from("<Q", data, pos)
+    pos = first
+    for end, cid in _ITEM.iter_unpack(memoryview(data)[first : first + slots * ITEM_SIZE]):
+        if end == 0:
+            return ends, bytes(ids)
         if end <= prev:
-            what = "end of table reached early" if end == 0 else "offsets not increasing"
-            raise fail(pos, f"{what} (chunk end {end} after {prev})")
+            raise fail(pos, f"chunk end offsets not increasing ({end} after {prev})")
         if end - prev > cmax:
             raise fail(pos, f"chunk of {end - prev} bytes exceeds the maximum {cmax}")
         ends.append(end)
-        ids += data[pos + 8 : pos + ITEM_SIZE]
+        ids += cid
         prev = end
         pos += ITEM_SIZE
-    return ends, bytes(ids)
+    raise fail(len(data), "file is truncated (no table tail)")
 
 
 def blob_flags(digest: Digest) -> int:

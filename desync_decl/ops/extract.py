@@ -72,7 +72,8 @@ def extract(
             data = store.get_chunk(p.id).plain(p.size)
             if len(data) != p.size:
                 raise DesyncError(
-                    f"chunk {p.id.hex()} from {store} has {len(data)} bytes, the index says {p.size}"
+                    f"chunk {p.id.hex()} from {store} has {len(data)} bytes,"
+                    f" the index says {p.size}"
                 )
             for offset in p.offsets:
                 _pwrite_all(out.fd, data, offset)

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""Blob-mode benchmark of desync-decl against casync on this machine (run by hand).
+
+For two inputs of ``--size`` bytes (``rand``: ``random.Random(42)`` bytes;
+``real``: a tar stream of /usr), and for each tool, this times ``make`` into a
+fresh local store and ``extract`` of that index into a fresh file, ``--runs``
+times each, and reports medians of wall time, CPU time (user + sys) and peak
+RSS of the command. It also times our C chunker alone on ``rand`` and
+checks as it goes that every extract reproduces its input and that our
+``.caibx`` is byte-identical to casync's.
+
+Both tools run in the same invocation, their runs interleaved, so that drift in
+the machine's speed affects both alike. Every timed run starts from a removed
+store or output and a ``sync``; inputs are read once beforehand (hashed), so
+they are in the page cache. The tables go to stdout and to ``bench/results.md``.
+
+    python bench/bench_blob.py                      # 1 GiB inputs, 3 runs
+    python bench/bench_blob.py --size 64M --runs 1  # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1 << 20
+GiB = 1 << 30
+RAND_PIECE = 16 * MiB
+RAND_SEED = 42
+REAL_TAR = ["tar", "--sort=name", "-cf", "-", "-C", "/", "usr/bin", "usr/lib", "usr/share"]
+DATASETS = ("rand", "real")
+TOOLS = ("ours", "casync")
+OPERATIONS = ("make", "extract", "chunker")
+TIME = "/usr/bin/time"  # GNU time: -f FORMAT -o FILE
+RESULTS_MD = Path(__file__).resolve().parent / "results.md"
+
+CHUNKER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from desync_decl.chunker import iter_chunks
+    t = time.perf_counter()
+    with open(sys.argv[1], "rb", buffering=0) as f:
+        n = sum(1 for _ in iter_chunks(f))
+    print(n, time.perf_counter() - t)
+    """
+)
+
+
+# ----------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run of a command."""
+
+    wall: float  # seconds
+    cpu: float  # user + sys seconds of the command (and its children)
+    rss_kib: int  # peak resident set size of the command
+
+
+@dataclass
+class Result:
+    """All runs of one (operation, data set, tool) cell."""
+
+    operation: str
+    dataset: str
+    tool: str
+    nbytes: int
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        """Median wall seconds."""
+        return statistics.median(s.wall for s in self.samples)
+
+    @property
+    def cpu(self) -> float:
+        """Median user + sys seconds."""
+        return statistics.median(s.cpu for s in self.samples)
+
+    @property
+    def rss_mib(self) -> float:
+        """Median peak RSS in MiB."""
+        return statistics.median(s.rss_kib for s in self.samples) / 1024
+
+    @property
+    def mb_per_s(self) -> float:
+        """Input megabytes (10^6) per median wall second."""
+        return self.nbytes / 1e6 / self.wall
+
+
+class BenchError(RuntimeError):
+    """A benchmarked command failed or produced a wrong result."""
+
+
+def timed_run(cmd: Sequence[str], log: Path) -> Sample:
+    """Run ``cmd`` after a ``sync``, stdout/stderr to ``log``; fail on non-zero exit.
+
+    CPU time and peak RSS come from ``/usr/bin/time``, not from ``os.wait4`` on
+    a child of this process: Linux carries the pre-exec address space's high
+    water mark into the child's ``ru_maxrss``, so a child forked from this
+    (much larger) Python process would report at least our own RSS.
+    """
+    usage = log.with_suffix(".time")
+    os.sync()
+    with log.open("wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [TIME, "-f", "%U %S %M", "-o", str(usage), *cmd], stdout=out, stderr=subprocess.STDOUT
+        )
+        wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise BenchError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
+    user, system, rss_kib = usage.read_text().split()[-3:]
+    return Sample(wall, float(user) + float(system), int(rss_kib))
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file (also pulls it into the page cache)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def remove(path: Path) -> None:
+    """Remove a file or directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------- inputs
+
+
+def size_label(size: int) -> str:
+    """``1GiB``, ``64MiB`` or a byte count, for file names and headings."""
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB")):
+        if size % unit == 0:
+            return f"{size // unit}{name}"
+    return f"{size}B"
+
+
+def make_rand(path: Path, size: int) -> None:
+    """Write ``size`` bytes of one ``random.Random(42)`` stream, 16 MiB at a time."""
+    rng = random.Random(RAND_SEED)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        left = size
+        while left:
+            piece = min(RAND_PIECE, left)
+            f.write(rng.randbytes(piece))
+            left -= piece
+    tmp.rename(path)
+
+
+def make_real(path: Path, size: int) -> None:
+    """Write the first ``size`` bytes of a sorted tar of /usr/{bin,lib,share}."""
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as f:
+        tar = subprocess.Popen(REAL_TAR, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert tar.stdout is not None
+        left = size
+        while left:
+            block = tar.stdout.read(min(MiB, left))
+            if not block:
+                break
+            f.write(block)
+            left -= len(block)
+        tar.stdout.close()
+        if left == 0:
+            tar.kill()
+        tar.wait()
+    tmp.rename(path)
+
+
+def ensure_input(workdir: Path, dataset: str, size: int) -> Path:
+    """Create the cached input once; say so when ``real`` came out short."""
+    path = workdir / f"{dataset}-{size_label(size)}"
+    if not path.exists():
+        log(f"creating {path} ...")
+        (make_rand if dataset == "rand" else make_real)(path, size)
+    actual = path.stat().st_size
+    if actual < size:
+        log(f"NOTE: {path} is only {actual} bytes (< {size}); using what there is")
+    return path
+
+
+# --------------------------------------------------------------- the tools
+
+
+def ours_cmd() -> list[str]:
+    """How to start desync-decl."""
+    exe = shutil.which("desync-decl")
+    return [exe] if exe else [sys.executable, "-m", "desync_decl"]
+
+
+def make_cmd(tool: str, store: Path, index: Path, src: Path) -> list[str]:
+    """Command line of ``make`` for ``tool``."""
+    if tool == "ours":
+        return [*ours_cmd(), "make", "-s", str(store), str(index), str(src)]
+    return ["casync", "make", f"--store={store}", str(index), str(src)]
+
+
+def extract_cmd(tool: str, store: Path, index: Path, out: Path) -> list[str]:
+    """Command line of ``extract`` for ``tool``."""
+    if tool == "ours":
+        return [*ours_cmd(), "extract", "-s", str(store), str(index), str(out)]
+    return ["casync", "extract", f"--store={store}", str(index), str(out)]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one tool's store, index and output for one data set live."""
+
+    store: Path
+    index: Path
+    out: Path
+
+    @classmethod
+    def of(cls, workdir: Path, dataset: str, tool: str) -> Paths:
+        """Paths under ``workdir`` (the same disk as the inputs)."""
+        stem = workdir / f"{dataset}.{tool}"
+        return cls(Path(f"{stem}.store"), Path(f"{stem}.caibx"), Path(f"{stem}.out"))
+
+
+# --------------------------------------------------------------- benchmarks
+
+
+class Bench:
+    """Runs the measurements and collects results and correctness problems."""
+
+    def __init__(self, workdir: Path, runs: int) -> None:
+        self.workdir = workdir
+        self.runs = runs
+        self.results: list[Result] = []
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def cell(self, operation: str, dataset: str, tool: str, nbytes: int) -> Result:
+        """A new result cell, registered in table order."""
+        result = Result(operation, dataset, tool, nbytes)
+        self.results.append(result)
+        return result
+
+    def problem(self, text: str) -> None:
+        """Record (and show at once) a correctness mismatch."""
+        log(f"MISMATCH: {text}")
+        self.problems.append(text)
+
+    def run_make(self, dataset: str, src: Path) -> None:
+        """Time ``make`` into a fresh store for both tools; compare the indexes."""
+        nbytes = src.stat().st_size
+        cells = {tool: self.cell("make", dataset, tool, nbytes) for tool in TOOLS}
+        for run in range(1, self.runs + 1):
+            for tool in TOOLS:
+                p = Paths.of(self.workdir, dataset, tool)
+                remove(p.store)
+                remove(p.index)
+                cmd = make_cmd(tool, p.store, p.index, src)
+                sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.make.log")
+                cells[tool].samples.append(sample)
+                log_sample("make", dataset, tool, run, sample, nbytes)
+            self.compare_indexes(dataset, run)
+        self.note_stores(dataset)
+
+    def compare_indexes(self, dataset: str, run: int) -> None:
+        """Our .caibx must be byte-identical to casync's."""
+        ours, theirs = (Paths.of(self.workdir, dataset, t).index for t in TOOLS)
+        if ours.read_bytes() != theirs.read_bytes():
+            self.problem(f"make {dataset} run {run}: {ours} differs from {theirs}")
+
+    def note_stores(self, dataset: str) -> None:
+        """Record chunk count and bytes of each tool's store."""
+        for tool in TOOLS:
+            store = Paths.of(self.workdir, dataset, tool).store
+            files = [f for f in store.rglob("*.cacnk") if f.is_file()]
+            size = sum(f.stat().st_size for f in files)
+            self.notes.append(f"{dataset} store of {tool}: {len(files)} chunk files, {size} bytes")
+
+    def ensure_store(self, dataset: str, tool: str, src: Path) -> Paths:
+        """Store and index for ``extract``; made untimed when ``make`` did not run."""
+        p = Paths.of(self.workdir, dataset, tool)
+        if not (p.store.is_dir() and p.index.is_file()):
+            remove(p.store)
+            remove(p.index)
+            log(f"(untimed) make {dataset} {tool}")
+            timed_run(make_cmd(tool, p.store, p.index, src), self.workdir / "setup.log")
+        return p
+
+    def run_extract(self, dataset: str, src: Path, digest: str) -> None:
+        """Time ``extract`` into a fresh file for both tools; check the output."""
+        nbytes = src.stat().st_size
+        cells = {tool: self.cell("extract", dataset, tool, nbytes) for tool in TOOLS}
+        paths = {tool: self.ensure_store(dataset, tool, src) for tool in TOOLS}
+        for run in range(1, self.runs + 1):
+            for tool in TOOLS:
+                p = paths[tool]
+                remove(p.out)  # casync would use an existing output as a seed
+                cmd = extract_cmd(tool, p.store, p.index, p.out)
+                sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.extract.log")
+                cells[tool].samples.append(sample)
+                log_sample("extract", dataset, tool, run, sample, nbytes)
+                if sha256_file(p.out) != digest:
+                    self.problem(f"extract {dataset} {tool} run {run}: output differs from input")
+                remove(p.out)
+
+    def run_chunker(self, src: Path) -> None:
+        """Time our C chunker alone over ``src`` (one thread, 4 MiB blocks)."""
+        nbytes = src.stat().st_size
+        cell = self.cell("chunker", "rand", "ours", nbytes)
+        log_file = self.workdir / "chunker.log"
+        for run in range(1, self.runs + 1):
+            sample = timed_run([sys.executable, "-c", CHUNKER_SCRIPT, str(src)], log_file)
+            cell.samples.append(sample)
+            log_sample("chunker", "rand", "ours", run, sample, nbytes)
+        count, inner = log_file.read_text().split()
+        self.notes.append(
+            f"chunker: {count} chunks in rand; last run's scan loop alone took {float(inner):.2f} s"
+            f" = {nbytes / 1e9 / float(inner):.2f} GB/s (the table's wall includes"
+            " Python start-up and imports)"
+        )
+
+    def cleanup(self, dataset: str) -> None:
+        """Remove the stores, indexes and outputs of one data set."""
+        for tool in TOOLS:
+            p = Paths.of(self.workdir, dataset, tool)
+            for path in (p.store, p.index, p.out):
+                remove(path)
+
+
+def log(text: str) -> None:
+    """Progress on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def log_sample(op: str, dataset: str, tool: str, run: int, s: Sample, nbytes: int) -> None:
+    """One progress line per timed run."""
+    log(
+        f"{op:8} {dataset} {tool:6} run {run}: wall {s.wall:6.2f} s"
+        f" ({nbytes / 1e6 / s.wall:6.0f} MB/s)  cpu {s.cpu:6.2f} s  rss {s.rss_kib / 1024:6.1f} MiB"
+    )
+
+
+# ------------------------------------------------------------------ reports
+
+
+def results_table(results: Sequence[Result]) -> str:
+    """The main Markdown table, one row per (operation, data set, tool)."""
+    lines = [
+        "| operation | data | tool | wall s median (runs) | MB/s | CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        runs = "/".join(f"{s.wall:.2f}" for s in r.samples)
+        rate = f"{r.mb_per_s:.0f}"
+        if r.operation == "chunker":
+            rate += f" ({r.nbytes / 1e9 / r.wall:.2f} GB/s)"
+        lines.append(
+            f"| {r.operation} | {r.dataset} | {r.tool} | {r.wall:.2f} ({runs}) | {rate}"
+            f" | {r.cpu:.2f} | {r.rss_mib:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def ratio_table(results: Sequence[Result]) -> str:
+    """ours/casync per (operation, data set): throughput = casync wall / our wall."""
+    by_key = {(r.operation, r.dataset, r.tool): r for r in results}
+    lines = [
+        "| operation | data | ours wall s | casync wall s | throughput ours/casync"
+        " | CPU ours/casync | RSS ours/casync |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.tool != "ours" or (r.operation, r.dataset, "casync") not in by_key:
+            continue
+        c = by_key[(r.operation, r.dataset, "casync")]
+        lines.append(
+            f"| {r.operation} | {r.dataset} | {r.wall:.2f} | {c.wall:.2f} | {c.wall / r.wall:.2f}"
+            f" | {r.cpu / c.cpu:.2f} | {r.rss_mib / c.rss_mib:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_description() -> str:
+    """nproc, CPU model, memory, kernel and tool versions."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    meminfo = Path("/proc/meminfo").read_text()
+    mem = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    casync = subprocess.run(["casync", "--version"], capture_output=True, text=True).stdout
+    return ", ".join(
+        [
+            f"nproc {os.cpu_count()}",
+            model.group(1) if model else "unknown CPU",
+            f"{int(mem.group(1)) / MiB:.1f} GiB RAM" if mem else "unknown RAM",
+            f"Linux {platform.release()}",
+            f"Python {platform.python_version()}",
+            casync.strip() or "casync (version unknown)",
+            f"desync-decl {git_revision()}",
+        ]
+    )
+
+
+def git_revision() -> str:
+    """The working tree's commit, marked when it has local changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "desync_decl", "ext"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(no git revision)"
+    return rev + (" + uncommitted changes" if dirty else "")
+
+
+def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
+    """The full Markdown report."""
+    parts = [
+        f"# desync-decl vs casync, blob mode ({size_label(args.size)} inputs)",
+        "",
+        f"* Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"* Machine: {machine_description()}",
+        f"* Command: `{command}`",
+        f"* Work dir: `{args.workdir}` (stores, indexes and outputs on the same disk as inputs)",
+        "* Each timed run starts from a removed store/output after `sync`; inputs are warm in the"
+        " page cache. Median of the runs; MB/s = 10^6 input bytes per median wall second;"
+        " CPU = user + sys and RSS = peak resident set of the command, both from GNU"
+        " `/usr/bin/time`.",
+        "",
+        results_table(bench.results),
+        "",
+        "Ratios (throughput ours/casync = casync wall / our wall; above 1 means we are faster):",
+        "",
+        ratio_table(bench.results),
+        "",
+        "Notes:",
+        "",
+        *(f"* {n}" for n in bench.notes),
+        "",
+        "Correctness: "
+        + (
+            "all extracts byte-identical to their input; our .caibx byte-identical to casync's."
+            if not bench.problems
+            else "MISMATCHES:\n" + "\n".join(f"* {p}" for p in bench.problems)
+        ),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------- main
+
+
+def parse_size(text: str) -> int:
+    """``1G``, ``64M``, ``64MiB``, ``512K`` (binary units) or a plain byte count."""
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(?:i?B)?\s*", text, re.I)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    shift = {"": 0, "K": 10, "M": 20, "G": 30}[match.group(2).upper()]
+    return int(match.group(1)) << shift
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default=GiB, help="input size (default 1G)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per cell (default 3)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/var/tmp/desync-decl-bench"),
+        help="inputs (cached), stores and outputs (default /var/tmp/desync-decl-bench)",
+    )
+    parser.add_argument("--only", choices=OPERATIONS, help="run only this operation")
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.size < 1:
+        parser.error("--runs and --size must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the tables and write bench/results.md."""
+    args = parse_args(argv)
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    ops = [args.only] if args.only else list(OPERATIONS)
+    bench = Bench(args.workdir, args.runs)
+    for dataset in DATASETS:
+        if dataset != "rand" and ops == ["chunker"]:
+            continue
+        src = ensure_input(args.workdir, dataset, args.size)
+        digest = sha256_file(src)
+        bench.notes.append(f"input {dataset}: {src.stat().st_size} bytes, sha256 {digest}")
+        if "make" in ops:
+            bench.run_make(dataset, src)
+        if "extract" in ops:
+            bench.run_extract(dataset, src, digest)
+        if "chunker" in ops and dataset == "rand":
+            bench.run_chunker(src)
+        bench.cleanup(dataset)
+    text = report(bench, args, command)
+    print(text)
+    RESULTS_MD.write_text(text)
+    log(f"written {RESULTS_MD}")
+    return 1 if bench.problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
