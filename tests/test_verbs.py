@@ -1,0 +1,280 @@
+"""Each verb end to end through the CLI, on real files and a real local store."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from desync_decl.formats import index as fmt
+from desync_decl.formats.digest import Digest
+
+
+@pytest.fixture
+def blob(tmp_path):
+    """A 1.5 MB file with a repeated block and a zero run (dedup and null chunks)."""
+    rng = random.Random(7)
+    a = rng.randbytes(300_000)
+    data = a + rng.randbytes(400_000) + a + bytes(500_000) + rng.randbytes(123_457)
+    path = tmp_path / "blob.img"
+    path.write_bytes(data)
+    return path
+
+
+def make(cli, tmp_path, blob, *extra):
+    r = cli(
+        "make", "-s", tmp_path / "store", "-m", "4:16:64", *extra, tmp_path / "blob.caibx", blob
+    )
+    assert r.code == 0, r.err
+    return fmt.decode((tmp_path / "blob.caibx").read_bytes())
+
+
+def test_make_prints_the_blob_digest_and_stores_every_chunk(cli, tmp_path, blob):
+    r = cli("make", "-s", tmp_path / "store", "-m", "4:16:64", tmp_path / "blob.caibx", blob)
+    assert r.code == 0
+    assert r.out.strip() == Digest.SHA512_256.hash(blob.read_bytes()).hex()
+    index = fmt.decode((tmp_path / "blob.caibx").read_bytes())
+    assert index.length == blob.stat().st_size
+    files = {p.name for p in (tmp_path / "store").rglob("*.cacnk")}
+    assert files == {c.id.hex() + ".cacnk" for c in index}
+    assert len(files) < len(index)  # repeated content is stored once
+
+
+def test_make_json_and_stdout_index(cli, tmp_path, blob):
+    r = cli("make", "--json", "-m", "4:16:64", tmp_path / "x.caibx", blob)
+    doc = json.loads(r.out)
+    assert doc["digest"] == Digest.SHA512_256.hash(blob.read_bytes()).hex()
+    assert doc["stored"] == 0 and doc["chunks"] > 50
+    r2 = cli("make", "-m", "4:16:64", "-", blob)
+    assert r2.data == (tmp_path / "x.caibx").read_bytes()
+
+
+def test_make_with_sha256_digest(cli, tmp_path, blob):
+    r = cli("--digest", "sha256", "make", "-s", tmp_path / "s", tmp_path / "x.caibx", blob)
+    assert r.code == 0, r.err
+    index = fmt.decode((tmp_path / "x.caibx").read_bytes())
+    assert index.digest is Digest.SHA256
+    assert index.flags == 0x9000000000000000
+    assert r.out.strip() == Digest.SHA256.hash(blob.read_bytes()).hex()
+    assert cli("extract", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "out").code == 0
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+
+
+def test_extract_round_trip_and_stats(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    r = cli(
+        "extract",
+        "--print-stats",
+        "-s",
+        tmp_path / "store",
+        tmp_path / "blob.caibx",
+        tmp_path / "out",
+    )
+    assert r.code == 0, r.err
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+    stats = json.loads(r.out)
+    assert stats["chunks-total"] == len(index)
+    assert stats["chunks-from-store"] == len(index.unique_ids())
+    assert stats["bytes-total"] == blob.stat().st_size
+
+
+def test_extract_tries_stores_in_order(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    # split the chunks over two stores: neither alone is enough
+    second = tmp_path / "second"
+    for i, path in enumerate(sorted((tmp_path / "store").rglob("*.cacnk"))):
+        if i % 2:
+            dest = second / path.parent.name / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(dest)
+    out = tmp_path / "out"
+    assert cli("extract", "-s", tmp_path / "store", tmp_path / "blob.caibx", out).code == 1
+    r = cli("extract", "-s", f"{tmp_path / 'store'},{second}", tmp_path / "blob.caibx", out)
+    assert r.code == 0, r.err
+    assert out.read_bytes() == blob.read_bytes()
+    assert len(index) > 0
+
+
+def test_extract_replaces_an_existing_target(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    out = tmp_path / "out"
+    out.write_bytes(b"old content that is longer or shorter")
+    assert cli("extract", "-s", tmp_path / "store", tmp_path / "blob.caibx", out).code == 0
+    assert out.read_bytes() == blob.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_extract_refuses_to_overwrite_its_own_index(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    r = cli("extract", "-s", tmp_path / "store", tmp_path / "blob.caibx", tmp_path / "blob.caibx")
+    assert r.code == 1 and "overwrite the index" in r.err
+
+
+def test_chop_stores_what_make_would(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    made = {p.name for p in (tmp_path / "store").rglob("*.cacnk")}
+    r = cli("chop", "-s", tmp_path / "chopped", tmp_path / "blob.caibx", blob)
+    assert r.code == 0, r.err
+    assert {p.name for p in (tmp_path / "chopped").rglob("*.cacnk")} == made
+
+
+def test_chop_ignores_chunks_of_other_indexes_and_id_lists(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    ids = sorted(index.unique_ids())
+    (tmp_path / "ignore.txt").write_text("\n".join(i.hex() for i in ids[:5]) + "\n\n")
+    r = cli(
+        "chop",
+        "-s",
+        tmp_path / "c",
+        "--ignore-chunks",
+        tmp_path / "ignore.txt",
+        tmp_path / "blob.caibx",
+        blob,
+    )
+    assert r.code == 0, r.err
+    assert len(list((tmp_path / "c").rglob("*.cacnk"))) == len(ids) - 5
+    r = cli(
+        "chop",
+        "-s",
+        tmp_path / "d",
+        "--ignore",
+        tmp_path / "blob.caibx",
+        tmp_path / "blob.caibx",
+        blob,
+    )
+    assert r.code == 0 and not list((tmp_path / "d").rglob("*.cacnk"))
+
+
+def test_chop_refuses_a_file_that_does_not_match(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    data = bytearray(blob.read_bytes())
+    data[500_000] ^= 0xFF
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(data))
+    r = cli("chop", "-s", tmp_path / "c", tmp_path / "blob.caibx", other)
+    assert r.code == 1
+    assert "do not match chunk" in r.err
+
+
+@pytest.mark.parametrize(
+    ("offset", "length"), [(0, 0), (1, 10), (299_990, 20_000), (1_600_000, 0), (5, 1)]
+)
+def test_cat_writes_the_requested_range(cli, tmp_path, blob, offset, length):
+    make(cli, tmp_path, blob)
+    data = blob.read_bytes()
+    r = cli("cat", "-s", tmp_path / "store", "-o", offset, "-l", length, tmp_path / "blob.caibx")
+    assert r.code == 0, r.err
+    assert r.data == data[offset : offset + length if length else None]
+    r = cli(
+        "cat",
+        "-s",
+        tmp_path / "store",
+        "-o",
+        offset,
+        "-l",
+        length,
+        tmp_path / "blob.caibx",
+        tmp_path / "part",
+    )
+    assert (tmp_path / "part").read_bytes() == data[offset : offset + length if length else None]
+
+
+def test_info_counts_chunks_and_store_presence(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    victim = next((tmp_path / "store").rglob("*.cacnk"))
+    victim.unlink()
+    r = cli("info", "--json", "-s", tmp_path / "store", tmp_path / "blob.caibx")
+    doc = json.loads(r.out)
+    assert doc["total"] == len(index)
+    assert doc["unique"] == len(index.unique_ids())
+    assert doc["in-store"] == len(index.unique_ids()) - 1
+    assert doc["size"] == blob.stat().st_size
+    assert (doc["chunk-size-min"], doc["chunk-size-avg"], doc["chunk-size-max"]) == (
+        4096,
+        16384,
+        65536,
+    )
+    text = cli("info", tmp_path / "blob.caibx").out
+    assert f"Total chunks: {len(index)}" in text
+    assert "Blob size: 1623457" in text
+
+
+def test_list_chunks_prints_every_id_in_order(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    r = cli("list-chunks", tmp_path / "blob.caibx")
+    assert r.out.split() == [c.id.hex() for c in index]
+
+
+def test_inspect_chunks_reports_stored_sizes(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    rows = json.loads(cli("inspect-chunks", "-s", tmp_path / "store", tmp_path / "blob.caibx").out)
+    assert [r["id"] for r in rows] == [c.id.hex() for c in index]
+    assert [r["uncompressed_size"] for r in rows] == [c.size for c in index]
+    for row in rows:
+        h = row["id"]
+        assert row["compressed_size"] == (tmp_path / "store" / h[:4] / f"{h}.cacnk").stat().st_size
+    plain = json.loads(cli("inspect-chunks", tmp_path / "blob.caibx").out)
+    assert all("compressed_size" not in r for r in plain)
+
+
+def test_chunk_prints_boundaries_like_make(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    r = cli("chunk", "-m", "4:16:64", blob)
+    rows = [line.split("\t") for line in r.out.splitlines()]
+    assert rows == [[str(c.start), str(c.size), c.id.hex()] for c in index]
+
+
+def test_chunk_start_offset(cli, tmp_path, blob):
+    r = cli("chunk", "-S", 1000, "-m", "4:16:64", blob)
+    rows = [line.split("\t") for line in r.out.splitlines()]
+    assert rows[0][0] == "1000"
+    assert sum(int(size) for _, size, _ in rows) == blob.stat().st_size - 1000
+
+
+def test_prune_keeps_only_referenced_chunks(cli, tmp_path, blob):
+    index = make(cli, tmp_path, blob)
+    other = tmp_path / "other.img"
+    other.write_bytes(random.Random(9).randbytes(200_000))
+    r = cli("make", "-s", tmp_path / "store", "-m", "4:16:64", tmp_path / "other.caibx", other)
+    assert r.code == 0
+    r = cli("prune", "-y", "-s", tmp_path / "store", tmp_path / "blob.caibx")
+    assert r.code == 0, r.err
+    left = {p.name[:64] for p in (tmp_path / "store").rglob("*.cacnk")}
+    assert left == {i.hex() for i in index.unique_ids()}
+
+
+def test_prune_asks_and_stops_on_no(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    before = sorted((tmp_path / "store").rglob("*.cacnk"))
+    (tmp_path / "empty.img").write_bytes(b"x")
+    cli("make", "-m", "4:16:64", tmp_path / "tiny.caibx", tmp_path / "empty.img")
+    r = cli("prune", "-s", tmp_path / "store", tmp_path / "tiny.caibx", stdin=b"maybe\nn\n")
+    assert r.code == 0
+    assert r.out.count("Continue? [y/N]") == 2
+    assert sorted((tmp_path / "store").rglob("*.cacnk")) == before
+    r = cli("prune", "-s", tmp_path / "store", tmp_path / "tiny.caibx", stdin=b"y\n")
+    assert r.code == 0
+    assert not list((tmp_path / "store").rglob("*.cacnk"))
+
+
+def test_verify_index_accepts_the_matching_file(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    assert cli("verify-index", tmp_path / "blob.caibx", blob).code == 0
+
+
+def test_verify_passes_on_a_good_store(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    r = cli("verify", "-s", tmp_path / "store")
+    assert r.code == 0 and r.err == ""
+
+
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "desync_decl", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("desync-decl ")
