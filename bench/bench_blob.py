@@ -71,6 +71,7 @@ class Sample:
     wall: float  # seconds
     cpu: float  # user + sys seconds of the command (and its children)
     rss_kib: int  # peak resident set size of the command
+    other_cpu: float  # busy CPU seconds of the whole machine minus ``cpu``
 
 
 @dataclass
@@ -119,16 +120,32 @@ def timed_run(cmd: Sequence[str], log: Path) -> Sample:
     usage = log.with_suffix(".time")
     os.sync()
     with log.open("wb") as out:
+        busy_before = machine_busy_seconds()
         start = time.perf_counter()
         proc = subprocess.run(
             [TIME, "-f", "%U %S %M", "-o", str(usage), *cmd], stdout=out, stderr=subprocess.STDOUT
         )
         wall = time.perf_counter() - start
+        busy = machine_busy_seconds() - busy_before
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
     user, system, rss_kib = usage.read_text().split()[-3:]
-    return Sample(wall, float(user) + float(system), int(rss_kib))
+    cpu = float(user) + float(system)
+    return Sample(wall, cpu, int(rss_kib), max(0.0, busy - cpu))
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU seconds of all CPUs since boot (``/proc/stat``), for interference checks.
+
+    The difference over a run, minus the command's own CPU time, is what other
+    processes and kernel threads (including writeback of the command's own
+    writes) used meanwhile.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def sha256_file(path: Path) -> str:
@@ -336,6 +353,22 @@ class Bench:
             " Python start-up and imports)"
         )
 
+    def note_interference(self) -> None:
+        """Say how much CPU other work used during each cell's timed runs."""
+        worst = max((s.other_cpu for r in self.results for s in r.samples), default=0.0)
+        self.notes.append(
+            "Interference: CPU seconds used outside the measured command during each run"
+            " (other processes, kernel threads incl. writeback of the command's own writes;"
+            f" {os.cpu_count()} CPUs): worst run {worst:.1f} s; "
+            + "; ".join(
+                f"{r.operation} {r.dataset} {r.tool} "
+                + "/".join(f"{s.other_cpu:.1f}" for s in r.samples)
+                for r in self.results
+            )
+        )
+        load1, load5, load15 = os.getloadavg()
+        self.notes.append(f"Load average at the end: {load1:.2f} {load5:.2f} {load15:.2f}")
+
     def cleanup(self, dataset: str) -> None:
         """Remove the stores, indexes and outputs of one data set."""
         for tool in TOOLS:
@@ -354,6 +387,7 @@ def log_sample(op: str, dataset: str, tool: str, run: int, s: Sample, nbytes: in
     log(
         f"{op:8} {dataset} {tool:6} run {run}: wall {s.wall:6.2f} s"
         f" ({nbytes / 1e6 / s.wall:6.0f} MB/s)  cpu {s.cpu:6.2f} s  rss {s.rss_kib / 1024:6.1f} MiB"
+        f"  other cpu {s.other_cpu:5.1f} s"
     )
 
 
@@ -509,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     ops = [args.only] if args.only else list(OPERATIONS)
     bench = Bench(args.workdir, args.runs)
+    load1, load5, load15 = os.getloadavg()
+    bench.notes.append(f"Load average at the start: {load1:.2f} {load5:.2f} {load15:.2f}")
     for dataset in DATASETS:
         if dataset != "rand" and ops == ["chunker"]:
             continue
@@ -522,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "chunker" in ops and dataset == "rand":
             bench.run_chunker(src)
         bench.cleanup(dataset)
+    bench.note_interference()
     text = report(bench, args, command)
     print(text)
     RESULTS_MD.write_text(text)

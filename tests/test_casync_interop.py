@@ -82,6 +82,7 @@ def test_round_trips_with_real_casync(casync, data, sizes, sha256):
         ours_out = run_ours(
             *ours_digest,
             "make",
+            "--blob-digest",
             "-s",
             d / "ostore",
             "-m",

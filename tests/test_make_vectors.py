@@ -24,7 +24,9 @@ def test_make_writes_casyncs_index_and_digest(case, gen_input, tmp_path):
     source = tmp_path / "input"
     source.write_bytes(gen_input.INPUTS[case.input]())
     store = LocalStore(tmp_path / "store", digest=case.digest, create=True)
-    result = make(source, sizes=case.sizes, digest=case.digest, store=store, concurrency=4)
+    result = make(
+        source, sizes=case.sizes, digest=case.digest, store=store, concurrency=4, blob_digest=True
+    )
     assert result.index.encode() == (case.dir / "index.caibx").read_bytes()
     assert result.blob_digest.hex() == (case.dir / "digest.txt").read_text().strip()
     ids = {c.id.hex() for c in decode((case.dir / "index.caibx").read_bytes())}

@@ -30,11 +30,12 @@ def make(cli, tmp_path, blob, *extra):
     return fmt.decode((tmp_path / "blob.caibx").read_bytes())
 
 
-def test_make_prints_the_blob_digest_and_stores_every_chunk(cli, tmp_path, blob):
+def test_make_prints_the_index_digest_and_stores_every_chunk(cli, tmp_path, blob):
     r = cli("make", "-s", tmp_path / "store", "-m", "4:16:64", tmp_path / "blob.caibx", blob)
     assert r.code == 0
-    assert r.out.strip() == Digest.SHA512_256.hash(blob.read_bytes()).hex()
-    index = fmt.decode((tmp_path / "blob.caibx").read_bytes())
+    raw = (tmp_path / "blob.caibx").read_bytes()
+    assert r.out.strip() == "sha512-256:" + Digest.SHA512_256.hash(raw).hex()
+    index = fmt.decode(raw)
     assert index.length == blob.stat().st_size
     files = {p.name for p in (tmp_path / "store").rglob("*.cacnk")}
     assert files == {c.id.hex() + ".cacnk" for c in index}
@@ -42,16 +43,29 @@ def test_make_prints_the_blob_digest_and_stores_every_chunk(cli, tmp_path, blob)
 
 
 def test_make_json_and_stdout_index(cli, tmp_path, blob):
-    r = cli("make", "--json", "-m", "4:16:64", tmp_path / "x.caibx", blob)
+    r = cli("make", "--json", "--blob-digest", "-m", "4:16:64", tmp_path / "x.caibx", blob)
     doc = json.loads(r.out)
-    assert doc["digest"] == Digest.SHA512_256.hash(blob.read_bytes()).hex()
+    assert doc["blob-digest"] == Digest.SHA512_256.hash(blob.read_bytes()).hex()
+    assert (
+        doc["index-digest"]
+        == "sha512-256:" + Digest.SHA512_256.hash((tmp_path / "x.caibx").read_bytes()).hex()
+    )
     assert doc["stored"] == 0 and doc["chunks"] > 50
     r2 = cli("make", "-m", "4:16:64", "-", blob)
     assert r2.data == (tmp_path / "x.caibx").read_bytes()
 
 
 def test_make_with_sha256_digest(cli, tmp_path, blob):
-    r = cli("--digest", "sha256", "make", "-s", tmp_path / "s", tmp_path / "x.caibx", blob)
+    r = cli(
+        "--digest",
+        "sha256",
+        "make",
+        "--blob-digest",
+        "-s",
+        tmp_path / "s",
+        tmp_path / "x.caibx",
+        blob,
+    )
     assert r.code == 0, r.err
     index = fmt.decode((tmp_path / "x.caibx").read_bytes())
     assert index.digest is Digest.SHA256

@@ -17,6 +17,7 @@ _LABELS = {
     "chunk-size-avg": "Chunk size avg",
     "chunk-size-max": "Chunk size max",
     "digest": "Digest",
+    "index-digest": "Index digest",
     "feature-flags": "Feature flags",
 }
 

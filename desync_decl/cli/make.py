@@ -1,4 +1,8 @@
-"""``make INDEX FILE``: chunk a file into an index, storing chunks with ``-s``."""
+"""``make INDEX FILE``: chunk a file into an index, storing chunks with ``-s``.
+
+Prints the index's digest (``sha512-256:<hex>`` of the index file: the value a
+manifest pins), or with ``--blob-digest`` the whole file's digest as casync does.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_chunk_size_arg(p)
     common.add_concurrency_arg(p)
     p.add_argument("--print-stats", action="store_true", help="chunk statistics as JSON on stderr")
+    p.add_argument(
+        "--blob-digest",
+        action="store_true",
+        help="print the digest of the whole file, as `casync make` does (an extra hash pass)",
+    )
     p.add_argument("--json", action="store_true", help="result as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -32,6 +41,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         digest=digest,
         store=store,  # type: ignore[arg-type]
         concurrency=args.concurrency,
+        blob_digest=args.blob_digest,
         progress=console.progress(),
     )
     common.write_index(args.index, result.index, console)
@@ -46,8 +56,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.err.write(json.dumps(stats, indent=2) + "\n")
     if args.index == "-":
         return 0
+    blob = result.blob_digest.hex() if result.blob_digest is not None else None
     if args.json:
-        console.json({"digest": result.blob_digest.hex(), "index": args.index, **stats})
+        extra = {"blob-digest": blob} if blob else {}
+        console.json(
+            {"index": args.index, "index-digest": result.index.file_digest(), **extra, **stats}
+        )
     else:
-        console.print(result.blob_digest.hex())
+        console.print(blob if blob else result.index.file_digest())
     return 0

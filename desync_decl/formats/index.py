@@ -100,6 +100,10 @@ class Index:
         ids = self.ids
         return {ChunkID(ids[i : i + ID_SIZE]) for i in range(0, len(ids), ID_SIZE)}
 
+    def file_digest(self) -> str:
+        """``<digest>:<hex>`` of the encoded index: its content address, e.g. for pinning."""
+        return f"{self.digest.value}:{self.digest.hash(self.encode()).hex()}"
+
     def encode(self) -> bytes:
         """The index file's bytes, exactly as casync writes them."""
         n = len(self)
@@ -153,13 +157,17 @@ def decode(data: bytes, source: str = "index") -> Index:
     if marker != CA_FORMAT_TABLE_TAIL_MARKER or z2:
         raise fail(tail_at, "bad table tail")
     if tail_at + TAIL_SIZE != len(data):
-        raise fail(tail_at + TAIL_SIZE, f"{len(data) - tail_at - TAIL_SIZE} bytes after the table tail")
+        raise fail(
+            tail_at + TAIL_SIZE, f"{len(data) - tail_at - TAIL_SIZE} bytes after the table tail"
+        )
     if index_offset != HEADER_SIZE or table_size + HEADER_SIZE != len(data):
         raise fail(tail_at, "table tail does not match the file size")
     return Index(flags, sizes, ends, ids)
 
 
-def _decode_table(data: bytes, cmax: int, fail: Callable[[int, str], FormatError]) -> tuple[array, bytes]:
+def _decode_table(
+    data: bytes, cmax: int, fail: Callable[[int, str], FormatError]
+) -> tuple[array, bytes]:
     """Items up to the tail (the first item whose end offset is 0), as casync reads them."""
     first = HEADER_SIZE + TABLE_HEADER_SIZE
     slots = (len(data) - first) // ITEM_SIZE

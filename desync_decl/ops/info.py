@@ -15,6 +15,7 @@ class IndexInfo:
     total: int
     unique: int
     digest: str
+    index_digest: str
     flags: int
     chunk_size_min: int
     chunk_size_avg: int
@@ -31,6 +32,7 @@ class IndexInfo:
             "chunk-size-avg": self.chunk_size_avg,
             "chunk-size-max": self.chunk_size_max,
             "digest": self.digest,
+            "index-digest": self.index_digest,
             "feature-flags": f"0x{self.flags:016x}",
         }
         if self.in_store is not None:
@@ -49,6 +51,7 @@ def info(index: Index, *, store: Store | None = None, concurrency: int = 10) -> 
         total=len(index),
         unique=len(unique),
         digest=index.digest.value,
+        index_digest=index.file_digest(),
         flags=index.flags,
         chunk_size_min=index.sizes.min,
         chunk_size_avg=index.sizes.avg,

@@ -27,7 +27,7 @@ from desync_decl.stores.base import WriteStore
 @dataclass(frozen=True)
 class MakeResult:
     index: Index
-    blob_digest: bytes  # digest of the whole file, what `casync make` prints
+    blob_digest: bytes | None  # digest of the whole file (what `casync make` prints), if asked
     chunks_total: int
     chunks_stored: int  # chunks written to the store by this run
     bytes_stored: int  # their size as stored (compressed)
@@ -72,8 +72,11 @@ def make(
     digest: Digest = Digest.SHA512_256,
     store: WriteStore | None = None,
     concurrency: int = 10,
+    blob_digest: bool = False,
     progress: Progress = NO_PROGRESS,
 ) -> MakeResult:
+    """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
+    SHA pass, about 2 s/GiB of CPU, so only when asked)."""
     storer = ChunkStorer(store) if store is not None else None
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
@@ -84,10 +87,12 @@ def make(
         progress.advance(len(data))
         return len(data), cid
 
-    whole = digest.hasher()
+    whole = digest.hasher() if blob_digest else None
     with open_source(Path(source)) as (reader, size):
         progress.start("make", size)
-        chunks = _hashed(iter_chunks(reader, sizes), whole)
+        chunks = iter_chunks(reader, sizes)
+        if whole is not None:
+            chunks = _hashed(chunks, whole)
         table = list(ordered_map(process, chunks, workers=concurrency))
     progress.finish()
     if storer is not None:
@@ -95,7 +100,7 @@ def make(
     index = Index.from_chunks(blob_flags(digest), sizes, table)
     return MakeResult(
         index=index,
-        blob_digest=whole.digest(),
+        blob_digest=whole.digest() if whole is not None else None,
         chunks_total=len(index),
         chunks_stored=storer.stored if storer else 0,
         bytes_stored=storer.bytes_stored if storer else 0,

@@ -44,10 +44,10 @@ class LocalStore:
         self.skip_verify = skip_verify
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"store {self.path} does not exist")
-            self._mkdir(self.path)
+        if not create and not self.path.exists():
+            raise StoreError(f"store {self.path} does not exist")
+        # With create, the directory appears with the first chunk written or at
+        # flush(), so a run that fails before storing anything leaves nothing behind.
 
     def __str__(self) -> str:
         return str(self.path)
@@ -122,6 +122,7 @@ class LocalStore:
 
     def flush(self) -> None:
         """Make every chunk written so far durable (before an index refers to them)."""
+        self._mkdir(self.path)  # a successful run leaves a store, even an empty one
         try:
             syncfs(self.path)
         except OSError as e:
