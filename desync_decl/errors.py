@@ -15,3 +15,12 @@ class UsageError(DesyncError):
 
 class FormatError(DesyncError):
     """Bytes that do not follow a casync format; the message names the byte offset."""
+
+
+def file_error(path: object, error: OSError, action: str = "open") -> DesyncError:
+    """One line for a failed file operation: "<path>: no such file", "cannot open <path>: ..."."""
+    if isinstance(error, FileNotFoundError):
+        return DesyncError(f"{path}: no such file")
+    if isinstance(error, IsADirectoryError):
+        return DesyncError(f"{path}: is a directory, not a file")
+    return DesyncError(f"cannot {action} {path}: {error.strerror or error}")

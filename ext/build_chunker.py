@@ -11,15 +11,7 @@ from cffi import FFI
 ffibuilder = FFI()
 ffibuilder.cdef(
     """
-    typedef struct ca_chunker {
-        uint64_t min, avg, max;
-        uint64_t discriminator;
-        uint64_t fastmod_m;
-        uint64_t first_test;
-        int fixed;
-        uint32_t hash;
-        uint64_t scanned;
-    } ca_chunker;
+    typedef struct { ...; } ca_chunker;  /* layout taken from chunker.h by the compiler */
     uint64_t ca_chunker_discriminator(uint64_t avg);
     int ca_chunker_init(ca_chunker *c, uint64_t min, uint64_t avg, uint64_t max);
     size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from desync_decl.chunker import ChunkSizes
 from desync_decl.cli.console import Console
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
@@ -24,12 +25,8 @@ def read_index(arg: str) -> Index:
         return index_format.decode(sys.stdin.buffer.read(), "<stdin>")
     try:
         data = Path(arg).read_bytes()
-    except FileNotFoundError:
-        raise DesyncError(f"{arg}: no such index file") from None
-    except IsADirectoryError:
-        raise DesyncError(f"{arg}: is a directory, not an index file") from None
     except OSError as e:
-        raise DesyncError(f"cannot read {arg}: {e.strerror}") from None
+        raise file_error(arg, e, "read") from None
     return index_format.decode(data, arg)
 
 
@@ -61,7 +58,7 @@ def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) ->
 
 def add_concurrency_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "-n", "--concurrency", type=_positive_int, default=10, help="worker threads (default 10)"
+        "-n", "--concurrency", type=int_at_least(1), default=10, help="worker threads (default 10)"
     )
 
 
@@ -99,24 +96,22 @@ def open_single_store(values: list[str], digest: Digest, *, create: bool = False
     return open_store(locations[0], digest=digest, create=create)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
+non_negative_int = int_at_least(0)
 
 
 def digest_arg(args: argparse.Namespace) -> Digest:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, file_error
 
 
 @contextlib.contextmanager
@@ -18,12 +18,8 @@ def open_source(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
     path = Path(path)
     try:
         f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise DesyncError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DesyncError(f"{path}: is a directory, not a file") from None
     except OSError as e:
-        raise DesyncError(f"cannot open {path}: {e.strerror}") from None
+        raise file_error(path, e) from None
     with f:
         st = os.fstat(f.fileno())
         if stat.S_ISREG(st.st_mode):
