@@ -47,6 +47,12 @@ DATASETS = ("rand", "real")
 TOOLS = ("ours", "casync")
 OPERATIONS = ("make", "extract", "chunker")
 TIME = "/usr/bin/time"  # GNU time: -f FORMAT -o FILE
+STORE_POLICY = {
+    False: "a new store directory per run; all stores are removed only at the end (ext4 here"
+    " creates files slowly for about a minute after many deletions).",
+    True: "the store is removed right before each run (`--rm-between-runs`).",
+}
+SETTLE_MARK = "stores-removed.stamp"  # its mtime: when this script last removed stores
 RESULTS_MD = Path(__file__).resolve().parent / "results.md"
 
 CHUNKER_SCRIPT = textwrap.dedent(
@@ -72,6 +78,7 @@ class Sample:
     cpu: float  # user + sys seconds of the command (and its children)
     rss_kib: int  # peak resident set size of the command
     other_cpu: float  # busy CPU seconds of the whole machine minus ``cpu``
+    sync_after: float  # seconds a ``sync`` took right after the command
 
 
 @dataclass
@@ -112,6 +119,9 @@ class BenchError(RuntimeError):
 def timed_run(cmd: Sequence[str], log: Path) -> Sample:
     """Run ``cmd`` after a ``sync``, stdout/stderr to ``log``; fail on non-zero exit.
 
+    A second, separately timed ``sync`` afterwards shows how much written data
+    the command left unflushed (casync never syncs; we flush before finishing).
+
     CPU time and peak RSS come from ``/usr/bin/time``, not from ``os.wait4`` on
     a child of this process: Linux carries the pre-exec address space's high
     water mark into the child's ``ru_maxrss``, so a child forked from this
@@ -130,9 +140,12 @@ def timed_run(cmd: Sequence[str], log: Path) -> Sample:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise BenchError(f"{shlex.join(cmd)} exited {proc.returncode}:\n{tail}")
+    start = time.perf_counter()
+    os.sync()
+    sync_after = time.perf_counter() - start
     user, system, rss_kib = usage.read_text().split()[-3:]
     cpu = float(user) + float(system)
-    return Sample(wall, cpu, int(rss_kib), max(0.0, busy - cpu))
+    return Sample(wall, cpu, int(rss_kib), max(0.0, busy - cpu), sync_after)
 
 
 def machine_busy_seconds() -> float:
@@ -250,24 +263,48 @@ class Paths:
     out: Path
 
     @classmethod
-    def of(cls, workdir: Path, dataset: str, tool: str) -> Paths:
-        """Paths under ``workdir`` (the same disk as the inputs)."""
+    def of(cls, workdir: Path, dataset: str, tool: str, run: int) -> Paths:
+        """Paths under ``workdir`` (the same disk as the inputs); one store per ``run``."""
         stem = workdir / f"{dataset}.{tool}"
-        return cls(Path(f"{stem}.store"), Path(f"{stem}.caibx"), Path(f"{stem}.out"))
+        return cls(Path(f"{stem}.store{run}"), Path(f"{stem}.caibx"), Path(f"{stem}.out"))
+
+
+def leftovers(workdir: Path) -> list[Path]:
+    """Stores, indexes, outputs and temp files a benchmark leaves in ``workdir``."""
+    found: set[Path] = set()
+    for dataset in DATASETS:
+        for tool in TOOLS:
+            stem = f"{dataset}.{tool}"
+            for pattern in (f"{stem}.store*", f"{stem}.caibx", f"{stem}.out", f".{stem}.out.*"):
+                found.update(workdir.glob(pattern))
+    return sorted(found)
 
 
 # --------------------------------------------------------------- benchmarks
 
 
 class Bench:
-    """Runs the measurements and collects results and correctness problems."""
+    """Runs the measurements and collects results and correctness problems.
 
-    def __init__(self, workdir: Path, runs: int) -> None:
+    By default every ``make`` run writes a store of its own and all stores are
+    removed only at the end. On this machine's ext4 (no journal), creating
+    files within about a minute of deleting many others is several times
+    slower for both tools (``find_inode_bit`` skips each recently deleted
+    inode), which would make the timings depend on how long ago the previous
+    store was removed. ``rm_between_runs`` restores the remove-then-make cycle
+    of ``bench_casync.sh``.
+    """
+
+    def __init__(self, workdir: Path, runs: int, *, rm_between_runs: bool = False) -> None:
         self.workdir = workdir
         self.runs = runs
+        self.rm_between_runs = rm_between_runs
         self.results: list[Result] = []
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.made: dict[tuple[str, str], Paths] = {}  # the store extract reads
+        self.extracts_checked = 0
+        self.indexes_compared = 0
 
     def cell(self, operation: str, dataset: str, tool: str, nbytes: int) -> Result:
         """A new result cell, registered in table order."""
@@ -280,59 +317,71 @@ class Bench:
         log(f"MISMATCH: {text}")
         self.problems.append(text)
 
+    def paths(self, dataset: str, tool: str, run: int) -> Paths:
+        """This run's paths; with ``rm_between_runs`` every run reuses one store path."""
+        return Paths.of(self.workdir, dataset, tool, 0 if self.rm_between_runs else run)
+
     def run_make(self, dataset: str, src: Path) -> None:
         """Time ``make`` into a fresh store for both tools; compare the indexes."""
         nbytes = src.stat().st_size
         cells = {tool: self.cell("make", dataset, tool, nbytes) for tool in TOOLS}
         for run in range(1, self.runs + 1):
-            for tool in TOOLS:
-                p = Paths.of(self.workdir, dataset, tool)
+            for tool in tool_order(run):
+                p = self.paths(dataset, tool, run)
                 remove(p.store)
                 remove(p.index)
                 cmd = make_cmd(tool, p.store, p.index, src)
                 sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.make.log")
                 cells[tool].samples.append(sample)
                 log_sample("make", dataset, tool, run, sample, nbytes)
+                self.made[dataset, tool] = p
             self.compare_indexes(dataset, run)
         self.note_stores(dataset)
 
     def compare_indexes(self, dataset: str, run: int) -> None:
         """Our .caibx must be byte-identical to casync's."""
-        ours, theirs = (Paths.of(self.workdir, dataset, t).index for t in TOOLS)
+        ours, theirs = (self.made[dataset, tool].index for tool in TOOLS)
+        self.indexes_compared += 1
         if ours.read_bytes() != theirs.read_bytes():
             self.problem(f"make {dataset} run {run}: {ours} differs from {theirs}")
 
     def note_stores(self, dataset: str) -> None:
-        """Record chunk count and bytes of each tool's store."""
+        """Record chunk count and bytes of each tool's (last) store."""
         for tool in TOOLS:
-            store = Paths.of(self.workdir, dataset, tool).store
-            files = [f for f in store.rglob("*.cacnk") if f.is_file()]
+            files = [f for f in self.made[dataset, tool].store.rglob("*.cacnk") if f.is_file()]
             size = sum(f.stat().st_size for f in files)
             self.notes.append(f"{dataset} store of {tool}: {len(files)} chunk files, {size} bytes")
 
     def ensure_store(self, dataset: str, tool: str, src: Path) -> Paths:
         """Store and index for ``extract``; made untimed when ``make`` did not run."""
-        p = Paths.of(self.workdir, dataset, tool)
-        if not (p.store.is_dir() and p.index.is_file()):
+        if (dataset, tool) not in self.made:
+            p = self.paths(dataset, tool, 0)
             remove(p.store)
             remove(p.index)
             log(f"(untimed) make {dataset} {tool}")
             timed_run(make_cmd(tool, p.store, p.index, src), self.workdir / "setup.log")
-        return p
+            self.made[dataset, tool] = p
+        return self.made[dataset, tool]
 
     def run_extract(self, dataset: str, src: Path, digest: str) -> None:
         """Time ``extract`` into a fresh file for both tools; check the output."""
         nbytes = src.stat().st_size
         cells = {tool: self.cell("extract", dataset, tool, nbytes) for tool in TOOLS}
         paths = {tool: self.ensure_store(dataset, tool, src) for tool in TOOLS}
+        for tool in TOOLS:  # untimed warm-up: the first extract after make is often slower
+            p = paths[tool]
+            remove(p.out)
+            timed_run(extract_cmd(tool, p.store, p.index, p.out), self.workdir / "warmup.log")
+            remove(p.out)
         for run in range(1, self.runs + 1):
-            for tool in TOOLS:
+            for tool in tool_order(run):
                 p = paths[tool]
                 remove(p.out)  # casync would use an existing output as a seed
                 cmd = extract_cmd(tool, p.store, p.index, p.out)
                 sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.extract.log")
                 cells[tool].samples.append(sample)
                 log_sample("extract", dataset, tool, run, sample, nbytes)
+                self.extracts_checked += 1
                 if sha256_file(p.out) != digest:
                     self.problem(f"extract {dataset} {tool} run {run}: output differs from input")
                 remove(p.out)
@@ -369,12 +418,23 @@ class Bench:
         load1, load5, load15 = os.getloadavg()
         self.notes.append(f"Load average at the end: {load1:.2f} {load5:.2f} {load15:.2f}")
 
-    def cleanup(self, dataset: str) -> None:
-        """Remove the stores, indexes and outputs of one data set."""
-        for tool in TOOLS:
-            p = Paths.of(self.workdir, dataset, tool)
-            for path in (p.store, p.index, p.out):
-                remove(path)
+    def note_sync_after(self) -> None:
+        """How long the ``sync`` right after each command took (median per cell)."""
+        self.notes.append(
+            "`sync` right after the command, median s (unflushed writes the command left"
+            " behind; desync-decl syncs the store before writing the index and fsyncs the"
+            " extract output, casync does neither): "
+            + "; ".join(
+                f"{r.operation} {r.dataset} {r.tool} "
+                f"{statistics.median(s.sync_after for s in r.samples):.2f}"
+                for r in self.results
+            )
+        )
+
+
+def tool_order(run: int) -> tuple[str, ...]:
+    """Odd runs start with ours, even runs with casync, so neither always goes first."""
+    return TOOLS if run % 2 else TOOLS[::-1]
 
 
 def log(text: str) -> None:
@@ -387,7 +447,7 @@ def log_sample(op: str, dataset: str, tool: str, run: int, s: Sample, nbytes: in
     log(
         f"{op:8} {dataset} {tool:6} run {run}: wall {s.wall:6.2f} s"
         f" ({nbytes / 1e6 / s.wall:6.0f} MB/s)  cpu {s.cpu:6.2f} s  rss {s.rss_kib / 1024:6.1f} MiB"
-        f"  other cpu {s.other_cpu:5.1f} s"
+        f"  other cpu {s.other_cpu:5.1f} s  sync after {s.sync_after:5.2f} s"
     )
 
 
@@ -472,6 +532,18 @@ def git_revision() -> str:
     return rev + (" + uncommitted changes" if dirty else "")
 
 
+def correctness(bench: Bench) -> str:
+    """What was checked and what did not match."""
+    checked = (
+        f"Correctness: {bench.extracts_checked} extract outputs compared with their input"
+        f" (SHA-256), {bench.indexes_compared} pairs of .caibx compared byte for byte (ours vs"
+        " casync)"
+    )
+    if not bench.problems:
+        return checked + ": all identical."
+    return checked + ". MISMATCHES:\n\n" + "\n".join(f"* {p}" for p in bench.problems)
+
+
 def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
     """The full Markdown report."""
     parts = [
@@ -481,8 +553,11 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         f"* Machine: {machine_description()}",
         f"* Command: `{command}`",
         f"* Work dir: `{args.workdir}` (stores, indexes and outputs on the same disk as inputs)",
-        "* Each timed run starts from a removed store/output after `sync`; inputs are warm in the"
-        " page cache. Median of the runs; MB/s = 10^6 input bytes per median wall second;"
+        "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
+        " even runs with casync), each after a `sync`. Inputs are warm in the page cache."
+        " Make: " + STORE_POLICY[args.rm_between_runs] + " Extract: from the last make's store"
+        " (warm) into a removed output file, after one untimed warm-up extract per tool.",
+        "* Median of the runs; MB/s = 10^6 input bytes per median wall second;"
         " CPU = user + sys and RSS = peak resident set of the command, both from GNU"
         " `/usr/bin/time`.",
         "",
@@ -496,12 +571,7 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         "",
         *(f"* {n}" for n in bench.notes),
         "",
-        "Correctness: "
-        + (
-            "all extracts byte-identical to their input; our .caibx byte-identical to casync's."
-            if not bench.problems
-            else "MISMATCHES:\n" + "\n".join(f"* {p}" for p in bench.problems)
-        ),
+        correctness(bench),
     ]
     return "\n".join(parts) + "\n"
 
@@ -530,10 +600,44 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="inputs (cached), stores and outputs (default /var/tmp/desync-decl-bench)",
     )
     parser.add_argument("--only", choices=OPERATIONS, help="run only this operation")
+    parser.add_argument(
+        "--rm-between-runs",
+        action="store_true",
+        help="remove the store right before each make run, as bench_casync.sh does"
+        " (default: one store per run, all removed at the end)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=70.0,
+        help="before timing anything, wait until this many seconds have passed since an"
+        " earlier invocation removed its stores (ext4 skips recently deleted inodes for"
+        " about a minute; default 70)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.size < 1:
         parser.error("--runs and --size must be positive")
     return args
+
+
+def remove_leftovers(workdir: Path) -> None:
+    """Remove stores, indexes and outputs; note the time when stores were among them."""
+    paths = leftovers(workdir)
+    stores = [p for p in paths if p.is_dir()]
+    for path in paths:
+        remove(path)
+    if stores:
+        os.sync()
+        (workdir / SETTLE_MARK).touch()
+
+
+def wait_settled(workdir: Path, settle: float) -> None:
+    """Sleep until ``settle`` seconds have passed since stores were last removed here."""
+    mark = workdir / SETTLE_MARK
+    left = settle - (time.time() - mark.stat().st_mtime) if mark.exists() else 0.0
+    if left > 0:
+        log(f"stores were removed recently: waiting {left:.0f} s for ext4 to settle")
+        time.sleep(left)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -542,7 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     args.workdir.mkdir(parents=True, exist_ok=True)
     ops = [args.only] if args.only else list(OPERATIONS)
-    bench = Bench(args.workdir, args.runs)
+    remove_leftovers(args.workdir)  # from an interrupted earlier invocation
+    wait_settled(args.workdir, args.settle)
+    bench = Bench(args.workdir, args.runs, rm_between_runs=args.rm_between_runs)
     load1, load5, load15 = os.getloadavg()
     bench.notes.append(f"Load average at the start: {load1:.2f} {load5:.2f} {load15:.2f}")
     for dataset in DATASETS:
@@ -557,8 +663,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.run_extract(dataset, src, digest)
         if "chunker" in ops and dataset == "rand":
             bench.run_chunker(src)
-        bench.cleanup(dataset)
     bench.note_interference()
+    bench.note_sync_after()
+    remove_leftovers(args.workdir)
     text = report(bench, args, command)
     print(text)
     RESULTS_MD.write_text(text)

@@ -7,6 +7,7 @@ MiB per worker however large the input is.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,3 +38,45 @@ def ordered_map(
         finally:
             for f in pending:
                 f.cancel()
+
+
+def batched_map(
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int,
+    weight: Callable[[T], int],
+    batch_weight: int = 1 << 20,
+) -> Iterator[R]:
+    """``ordered_map`` over runs of consecutive items weighing about ``batch_weight``.
+
+    A chunk is ~64 KiB: one task per chunk would pay a future, a queue hop and
+    several GIL hand-offs 16,000 times per GiB. One task per MiB of chunks pays
+    them 1,000 times. At most 2 x workers batches are in flight.
+
+    Batches are CPU work (hashing, zstd, local file I/O), so ``workers`` is
+    capped at the number of cores: measured on 2 cores, 10 threads made
+    ``make`` slower than 2, through GIL hand-offs and directory lock contention.
+    """
+    workers = max(1, min(workers, os.cpu_count() or 1))
+
+    def run(batch: list[T]) -> list[R]:
+        return [fn(item) for item in batch]
+
+    for results in ordered_map(
+        run, _batches(items, weight, batch_weight), workers=workers, window=2 * workers
+    ):
+        yield from results
+
+
+def _batches(items: Iterable[T], weight: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        batch.append(item)
+        total += weight(item)
+        if total >= limit:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch

@@ -17,7 +17,7 @@ from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.ops.make import ChunkStorer
 from desync_decl.ops.source import open_source
-from desync_decl.parallel import ordered_map
+from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
 
@@ -56,7 +56,9 @@ def chop(
             progress.advance(c.size)
 
         progress.start("chop", index.length)
-        for _ in ordered_map(cut, _wanted(index, ignore), workers=concurrency):
+        for _ in batched_map(
+            cut, _wanted(index, ignore), workers=concurrency, weight=lambda c: c.size
+        ):
             pass
         progress.finish()
     storer.flush()

@@ -16,7 +16,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile
-from desync_decl.parallel import ordered_map
+from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
 
@@ -81,7 +81,9 @@ def extract(
             return p.size
 
         progress.start("extract", index.length)
-        fetched = sum(ordered_map(fetch_and_write, iter(plan), workers=concurrency))
+        fetched = sum(
+            batched_map(fetch_and_write, plan, workers=concurrency, weight=lambda p: p.size)
+        )
         progress.finish()
         try:
             out.commit()

@@ -19,7 +19,7 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.ops.source import open_source
-from desync_decl.parallel import ordered_map
+from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
 
@@ -93,7 +93,7 @@ def make(
         chunks = iter_chunks(reader, sizes)
         if whole is not None:
             chunks = _hashed(chunks, whole)
-        table = list(ordered_map(process, chunks, workers=concurrency))
+        table = list(batched_map(process, chunks, workers=concurrency, weight=lambda c: len(c[1])))
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them

@@ -11,7 +11,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.ops.source import open_source
-from desync_decl.parallel import ordered_map
+from desync_decl.parallel import batched_map, ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, PruneStore
 
@@ -72,7 +72,7 @@ def verify_index(
             return None if ok else c
 
         progress.start("verify-index", index.length)
-        for bad in ordered_map(matches, iter(index), workers=concurrency):
+        for bad in batched_map(matches, index, workers=concurrency, weight=lambda c: c.size):
             if bad is not None:
                 raise DesyncError(
                     f"{file}: bytes {bad.start}..{bad.end} do not match chunk {bad.id.hex()}"
