@@ -649,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     remove_leftovers(args.workdir)  # from an interrupted earlier invocation
     wait_settled(args.workdir, args.settle)
     bench = Bench(args.workdir, args.runs, rm_between_runs=args.rm_between_runs)
+    revision = git_revision()
     load1, load5, load15 = os.getloadavg()
     bench.notes.append(f"Load average at the start: {load1:.2f} {load5:.2f} {load15:.2f}")
     for dataset in DATASETS:
@@ -666,6 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.note_interference()
     bench.note_sync_after()
     remove_leftovers(args.workdir)
+    if git_revision() != revision or "uncommitted" in revision:
+        bench.notes.append(
+            f"WARNING: desync-decl changed during the run or had local edits (start: {revision},"
+            f" end: {git_revision()}); rows may mix versions."
+        )
     text = report(bench, args, command)
     print(text)
     RESULTS_MD.write_text(text)

@@ -7,7 +7,11 @@ second per GiB while hashing and compression threads use the other core.
 
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -20,6 +24,7 @@ MiB = 1024 * KiB
 WINDOW_SIZE = 48
 MAX_CHUNK_SIZE = 128 * MiB  # casync's limit for each of min, avg and max
 READ_BLOCK_SIZE = 4 * MiB
+_DROP_LAG = 16 * MiB  # mapped input pages this far behind the scan are unmapped
 
 _UNITS = {"": None, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB}
 _VALUE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
@@ -128,7 +133,67 @@ def iter_chunks(
     *,
     block_size: int = READ_BLOCK_SIZE,
 ) -> Iterator[tuple[int, memoryview]]:
-    """Yield ``(start_offset, data)`` for every chunk of a stream, in order.
+    """Yield ``(offset, data)`` for every chunk from the reader's position on, in order.
+
+    ``offset`` counts from that position. A regular file is memory-mapped: chunks
+    are views of the page cache, with no buffer allocated or copied (allocating a
+    fresh multi-MiB buffer per block made the kernel serialize the worker threads
+    on the address-space lock). Other streams are read block by block.
+    """
+    mapped = _map(reader)
+    if mapped is None:
+        yield from _iter_read(reader, sizes, block_size)
+    else:
+        yield from _iter_mapped(*mapped, sizes, block_size)
+
+
+def _map(reader: BinaryIO) -> tuple[mmap.mmap, int] | None:
+    """The whole file mapped read-only and the reader's position, if it is a regular file."""
+    try:
+        fd = reader.fileno()
+        st = os.fstat(fd)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    position = reader.tell()
+    if not stat.S_ISREG(st.st_mode) or st.st_size <= position:
+        return None
+    return mmap.mmap(fd, 0, access=mmap.ACCESS_READ), position
+
+
+def _iter_mapped(
+    mapped: mmap.mmap, position: int, sizes: ChunkSizes, block_size: int
+) -> Iterator[tuple[int, memoryview]]:
+    """Chunks as views of the mapping; pages far behind are dropped from the mapping.
+
+    Dropping (MADV_DONTNEED) only unmaps them: the page cache keeps the data, and
+    a worker still reading a dropped page faults it back in with the same bytes.
+    Views stay valid after the generator ends; the mapping goes with the last one.
+    """
+    chunker = Chunker(sizes)
+    view = memoryview(mapped)
+    size = len(mapped)
+    start = scanned_to = position
+    dropped = position & ~(mmap.PAGESIZE - 1)
+    while True:
+        base = start  # the buffer passed to scan starts at the unfinished chunk
+        scanned_to = min(size, max(scanned_to, base) + block_size)
+        for end in chunker.scan(view[base:scanned_to]):
+            yield start - position, view[start : base + end]
+            start = base + end
+        if scanned_to == size:
+            if start < size:
+                yield start - position, view[start:size]
+            return
+        if start - dropped >= 2 * _DROP_LAG:
+            upto = (start - _DROP_LAG) & ~(mmap.PAGESIZE - 1)
+            mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
+            dropped = upto
+
+
+def _iter_read(
+    reader: BinaryIO, sizes: ChunkSizes, block_size: int
+) -> Iterator[tuple[int, memoryview]]:
+    """Chunks of a stream read block by block (pipes, block devices).
 
     Each block is a fresh buffer that is never written again once chunks point
     into it, so the views stay valid while worker threads hash them (desync

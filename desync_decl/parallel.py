@@ -64,7 +64,7 @@ def batched_map(
         return [fn(item) for item in batch]
 
     for results in ordered_map(
-        run, _batches(items, weight, batch_weight), workers=workers, window=2 * workers
+        run, _batches(items, weight, batch_weight), workers=workers, window=4 * workers
     ):
         yield from results
 

@@ -195,3 +195,31 @@ def test_invalid_chunk_sizes_are_refused_with_the_reason(text, why):
     with pytest.raises(UsageError, match=why) as e:
         ChunkSizes.parse(text)
     assert text in str(e.value)
+
+
+@pytest.mark.parametrize("position", [0, 1, 5000, 4096])
+def test_mapped_file_and_stream_give_the_same_chunks(tmp_path, monkeypatch, position):
+    """A regular file is memory-mapped, a stream is read; the chunks are identical,
+    also when pages behind the scan are dropped from the mapping mid-way."""
+    import desync_decl.chunker as chunker_module
+
+    monkeypatch.setattr(chunker_module, "_DROP_LAG", 64 * 1024)
+    data = random.Random(11).randbytes(3_000_000) + bytes(700_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    sizes = ChunkSizes(1024, 4096, 16384)
+    with path.open("rb") as f:
+        f.seek(position)
+        assert chunker_module._map(f) is not None
+        mapped = [(o, bytes(d)) for o, d in iter_chunks(f, sizes, block_size=100_000)]
+    streamed = [(o, bytes(d)) for o, d in iter_chunks(io.BytesIO(data[position:]), sizes)]
+    assert mapped == streamed
+    assert b"".join(d for _, d in mapped) == data[position:]
+
+
+def test_chunk_views_outlive_the_mapping_generator(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(random.Random(12).randbytes(500_000))
+    with path.open("rb") as f:
+        chunks = list(iter_chunks(f, ChunkSizes(1024, 4096, 16384)))
+    assert b"".join(chunks[i][1] for i in range(len(chunks))) == path.read_bytes()

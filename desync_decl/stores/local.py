@@ -10,6 +10,7 @@ expose a partial chunk; ``flush()`` makes everything written durable at once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import secrets
@@ -26,6 +27,11 @@ from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
 STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write in progress
 _CHUNK_NAME = re.compile(r"^([0-9a-f]{64})(\.cacnk)?$")
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# Temp names: unique per process (random tag, pid) and per write (counter),
+# without a getrandom() call for every chunk.
+_TEMP_TAG = secrets.token_hex(4)
+_temp_counter = itertools.count()
 
 
 class LocalStore:
@@ -58,6 +64,15 @@ class LocalStore:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create {path}: {e.strerror}") from e
+
+    def _make_prefix_dir(self, directory: str) -> None:
+        """One mkdir in the common case; the store root too when it is new."""
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            pass  # another thread made it
+        except FileNotFoundError:
+            self._mkdir(directory)
 
     def _file(self, id: ChunkID, compressed: bool) -> str:
         h = id.hex()
@@ -95,13 +110,13 @@ class LocalStore:
         final = self._file(chunk.id, not self.uncompressed)
         data = chunk.plain() if self.uncompressed else chunk.stored()
         directory = os.path.dirname(final)
-        temp = f"{directory}/{TEMP_PREFIX}{secrets.token_hex(8)}"
+        temp = f"{directory}/{TEMP_PREFIX}{_TEMP_TAG}-{os.getpid()}-{next(_temp_counter)}"
         try:
             try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                fd = os.open(temp, _CREATE_FLAGS, 0o644)
             except FileNotFoundError:
-                self._mkdir(directory)
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                self._make_prefix_dir(directory)
+                fd = os.open(temp, _CREATE_FLAGS, 0o644)
             try:
                 view = memoryview(data)
                 while view:
