@@ -53,7 +53,8 @@ STORE_POLICY = {
     True: "the store is removed right before each run (`--rm-between-runs`).",
 }
 SETTLE_MARK = "stores-removed.stamp"  # its mtime: when this script last removed stores
-RESULTS_MD = Path(__file__).resolve().parent / "results.md"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_MD = REPO / "bench" / "results.md"
 
 CHUNKER_SCRIPT = textwrap.dedent(
     """
@@ -133,7 +134,10 @@ def timed_run(cmd: Sequence[str], log: Path) -> Sample:
         busy_before = machine_busy_seconds()
         start = time.perf_counter()
         proc = subprocess.run(
-            [TIME, "-f", "%U %S %M", "-o", str(usage), *cmd], stdout=out, stderr=subprocess.STDOUT
+            [TIME, "-f", "%U %S %M", "-o", str(usage), *cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,  # the work dir: never the repo, which would shadow a snapshot
         )
         wall = time.perf_counter() - start
         busy = machine_busy_seconds() - busy_before
@@ -304,6 +308,7 @@ class Bench:
         self.notes: list[str] = []
         self.made: dict[tuple[str, str], Paths] = {}  # the store extract reads
         self.extracts_checked = 0
+        self.version = git_revision()  # of desync-decl, as measured
         self.indexes_compared = 0
 
     def cell(self, operation: str, dataset: str, tool: str, nbytes: int) -> Result:
@@ -492,7 +497,7 @@ def ratio_table(results: Sequence[Result]) -> str:
 
 
 def machine_description() -> str:
-    """nproc, CPU model, memory, kernel and tool versions."""
+    """nproc, CPU model, memory, kernel, Python and casync versions."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
     meminfo = Path("/proc/meminfo").read_text()
@@ -506,23 +511,21 @@ def machine_description() -> str:
             f"Linux {platform.release()}",
             f"Python {platform.python_version()}",
             casync.strip() or "casync (version unknown)",
-            f"desync-decl {git_revision()}",
         ]
     )
 
 
 def git_revision() -> str:
     """The working tree's commit, marked when it has local changes."""
-    repo = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--", "desync_decl", "ext"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "desync_decl", "ext"],
             capture_output=True,
             text=True,
             check=True,
@@ -551,6 +554,7 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         "",
         f"* Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"* Machine: {machine_description()}",
+        f"* desync-decl: {bench.version}",
         f"* Command: `{command}`",
         f"* Work dir: `{args.workdir}` (stores, indexes and outputs on the same disk as inputs)",
         "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
@@ -601,6 +605,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--only", choices=OPERATIONS, help="run only this operation")
     parser.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="run desync-decl from a copy of the package taken at start (for a tree that is"
+        " being edited while the benchmark runs)",
+    )
+    parser.add_argument(
         "--rm-between-runs",
         action="store_true",
         help="remove the store right before each make run, as bench_casync.sh does"
@@ -640,16 +650,57 @@ def wait_settled(workdir: Path, settle: float) -> None:
         time.sleep(left)
 
 
+def take_snapshot(workdir: Path) -> str:
+    """Copy the desync_decl package (with its built extension) and put it on PYTHONPATH.
+
+    Children then import this frozen copy, even through the ``desync-decl``
+    script, so edits made to the tree during a long run do not mix versions.
+    Returns where the children's ``desync_decl`` comes from.
+    """
+    dest = workdir / "snapshot"
+    remove(dest)
+    shutil.copytree(
+        REPO / "desync_decl", dest / "desync_decl", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p
+    )
+    where = subprocess.run(
+        [sys.executable, "-c", "import desync_decl; print(desync_decl.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=workdir,
+    ).stdout.strip()
+    if not where.startswith(str(dest)):
+        raise BenchError(f"the snapshot is not used: desync_decl imports from {where}")
+    return str(Path(where).parent)
+
+
+def note_version(bench: Bench, revision: str, snapshot: str | None) -> None:
+    """Which desync-decl was measured; warn when the tree changed under a live run."""
+    if snapshot:
+        bench.version = f"{revision}, run from a snapshot in {snapshot}"
+    elif git_revision() != revision or "uncommitted" in revision:
+        bench.version = f"{git_revision()} at the end, {revision} at the start"
+        bench.notes.append(
+            "WARNING: desync-decl had local edits or changed during the run; rows may mix"
+            " versions (see --snapshot)."
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the tables and write bench/results.md."""
     args = parse_args(argv)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
+    args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     ops = [args.only] if args.only else list(OPERATIONS)
     remove_leftovers(args.workdir)  # from an interrupted earlier invocation
     wait_settled(args.workdir, args.settle)
     bench = Bench(args.workdir, args.runs, rm_between_runs=args.rm_between_runs)
     revision = git_revision()
+    snapshot = take_snapshot(args.workdir) if args.snapshot else None
     load1, load5, load15 = os.getloadavg()
     bench.notes.append(f"Load average at the start: {load1:.2f} {load5:.2f} {load15:.2f}")
     for dataset in DATASETS:
@@ -667,11 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.note_interference()
     bench.note_sync_after()
     remove_leftovers(args.workdir)
-    if git_revision() != revision or "uncommitted" in revision:
-        bench.notes.append(
-            f"WARNING: desync-decl changed during the run or had local edits (start: {revision},"
-            f" end: {git_revision()}); rows may mix versions."
-        )
+    note_version(bench, revision, snapshot)
     text = report(bench, args, command)
     print(text)
     RESULTS_MD.write_text(text)

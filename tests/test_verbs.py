@@ -292,3 +292,19 @@ def test_python_dash_m_runs_the_cli():
     )
     assert done.returncode == 0
     assert done.stdout.startswith("desync-decl ")
+
+
+@pytest.mark.parametrize("uncompressed", [False, True])
+def test_make_counts_the_bytes_it_stored_in_the_stores_form(tmp_path, blob, uncompressed):
+    from desync_decl.chunker import ChunkSizes
+    from desync_decl.ops.make import make as make_op
+    from desync_decl.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "s", create=True, uncompressed=uncompressed)
+    result = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store)
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
+    assert result.chunks_stored == len(files) == len(result.index.unique_ids())
+    assert result.bytes_stored == sum(p.stat().st_size for p in files)
+    assert all(p.name.endswith(".cacnk") != uncompressed for p in files)
+    again = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store)
+    assert (again.chunks_stored, again.bytes_stored) == (0, 0)

@@ -28,9 +28,9 @@ class Chunk:
         self._plain = plain
         self._stored = stored
 
-    @property
-    def has_plain(self) -> bool:
-        return self._plain is not None
+    def held_size(self) -> int:
+        """Size of the form a store wrote: the stored bytes if made, else the plain ones."""
+        return len(self._stored if self._stored is not None else self._plain)  # type: ignore[arg-type]
 
     def plain(self, limit: int = MAX_PLAIN_SIZE) -> bytes | memoryview:
         """The uncompressed bytes (raises ``chunkfile.DecodeError`` on bad stored data)."""

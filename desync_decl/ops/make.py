@@ -1,8 +1,9 @@
 """``make``: chunk a file, store the chunks a store lacks, and build its index.
 
-One pass over the file: the main thread runs the C chunker and the
-whole-file digest (both drop the GIL), workers hash each chunk and compress and
-write the ones the store lacks. The index is identical to ``casync make``'s.
+One pass over the file: the main thread runs the C chunker over the mapped
+file (and, if asked, the whole-file digest; both drop the GIL), workers hash
+each chunk and compress and write the ones the store lacks. The index is
+identical to ``casync make``'s.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class MakeResult:
     blob_digest: bytes | None  # digest of the whole file (what `casync make` prints), if asked
     chunks_total: int
     chunks_stored: int  # chunks written to the store by this run
-    bytes_stored: int  # their size as stored (compressed)
+    bytes_stored: int  # their size as stored (compressed unless the store is not)
 
 
 class ChunkStorer:
@@ -57,7 +58,7 @@ class ChunkStorer:
         self.store.store_chunk(chunk)
         with self._lock:
             self.stored += 1
-            self.bytes_stored += len(chunk.stored())
+            self.bytes_stored += chunk.held_size()
 
     def flush(self) -> None:
         flush = getattr(self.store, "flush", None)
