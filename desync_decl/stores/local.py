@@ -21,7 +21,7 @@ from pathlib import Path
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.fsutil import syncfs
+from desync_decl.fsutil import start_writeback, syncfs
 from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
 
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
@@ -46,6 +46,7 @@ class LocalStore:
     ) -> None:
         self.path = Path(path)
         self._root = os.fspath(self.path)  # string joins: pathlib costs microseconds per chunk
+        self._prefixes: set[str] = set()  # prefix directories known to exist (never removed)
         self.digest = digest
         self.uncompressed = uncompressed
         self.skip_verify = skip_verify
@@ -73,6 +74,7 @@ class LocalStore:
             pass  # another thread made it
         except FileNotFoundError:
             self._mkdir(directory)
+        self._prefixes.add(os.path.basename(directory))
 
     def _file(self, id: ChunkID, compressed: bool) -> str:
         h = id.hex()
@@ -95,6 +97,17 @@ class LocalStore:
         raise ChunkMissing(id, str(self))
 
     def has_chunk(self, id: ChunkID) -> bool:
+        prefix = id.hex()[:4]
+        if prefix not in self._prefixes:
+            # In a new store most chunks land in a new prefix directory: one
+            # lookup of the directory answers for both file forms.
+            try:
+                os.stat(f"{self._root}/{prefix}")
+            except FileNotFoundError:
+                return False
+            except OSError as e:
+                raise StoreError(f"cannot stat {self._root}/{prefix}: {e.strerror}") from e
+            self._prefixes.add(prefix)
         for compressed in self._forms():
             try:
                 os.stat(self._file(id, compressed))
@@ -120,6 +133,7 @@ class LocalStore:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                start_writeback(fd)  # overlaps disk writes with the run; flush() waits less
             finally:
                 os.close(fd)
             os.replace(temp, final)
