@@ -9,10 +9,13 @@ RSS of the command. It also times our C chunker alone on ``rand`` and
 checks as it goes that every extract reproduces its input and that our
 ``.caibx`` is byte-identical to casync's.
 
-Both tools run in the same invocation, their runs interleaved, so that drift in
-the machine's speed affects both alike. Every timed run starts from a removed
-store or output and a ``sync``; inputs are read once beforehand (hashed), so
-they are in the page cache. The tables go to stdout and to ``bench/results.md``.
+Both tools run in the same invocation, their runs interleaved (alternating
+which goes first), so that drift in the machine's speed affects both alike.
+Every ``make`` writes a new store directory and every ``extract`` a removed
+output file, each after a ``sync``; inputs are read once beforehand (hashed),
+so they are in the page cache. The tables go to stdout and to
+``bench/results.md``. ``--snapshot`` freezes the desync_decl code measured
+while others edit the tree.
 
     python bench/bench_blob.py                      # 1 GiB inputs, 3 runs
     python bench/bench_blob.py --size 64M --runs 1  # quick check
@@ -21,7 +24,9 @@ they are in the page cache. The tables go to stdout and to ``bench/results.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import hashlib
 import os
 import platform
@@ -34,7 +39,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +101,11 @@ class Result:
     def wall(self) -> float:
         """Median wall seconds."""
         return statistics.median(s.wall for s in self.samples)
+
+    @property
+    def durable(self) -> float:
+        """Median seconds until the output is on disk: the run plus the ``sync`` after it."""
+        return statistics.median(s.wall + s.sync_after for s in self.samples)
 
     @property
     def cpu(self) -> float:
@@ -270,7 +280,7 @@ class Paths:
     def of(cls, workdir: Path, dataset: str, tool: str, run: int) -> Paths:
         """Paths under ``workdir`` (the same disk as the inputs); one store per ``run``."""
         stem = workdir / f"{dataset}.{tool}"
-        return cls(Path(f"{stem}.store{run}"), Path(f"{stem}.caibx"), Path(f"{stem}.out"))
+        return cls(Path(f"{stem}.store{run}"), Path(f"{stem}.caibx"), Path(f"{stem}.out{run}"))
 
 
 def leftovers(workdir: Path) -> list[Path]:
@@ -279,7 +289,7 @@ def leftovers(workdir: Path) -> list[Path]:
     for dataset in DATASETS:
         for tool in TOOLS:
             stem = f"{dataset}.{tool}"
-            for pattern in (f"{stem}.store*", f"{stem}.caibx", f"{stem}.out", f".{stem}.out.*"):
+            for pattern in (f"{stem}.store*", f"{stem}.caibx", f"{stem}.out*", f".{stem}.out*"):
                 found.update(workdir.glob(pattern))
     return sorted(found)
 
@@ -375,21 +385,20 @@ class Bench:
         paths = {tool: self.ensure_store(dataset, tool, src) for tool in TOOLS}
         for tool in TOOLS:  # untimed warm-up: the first extract after make is often slower
             p = paths[tool]
-            remove(p.out)
             timed_run(extract_cmd(tool, p.store, p.index, p.out), self.workdir / "warmup.log")
-            remove(p.out)
         for run in range(1, self.runs + 1):
             for tool in tool_order(run):
-                p = paths[tool]
-                remove(p.out)  # casync would use an existing output as a seed
-                cmd = extract_cmd(tool, p.store, p.index, p.out)
+                # A new output name per run: casync would seed from an existing output,
+                # and deleting a 1 GiB file right before a run makes the next fsync
+                # (ours) commit that deletion too. Outputs are removed at the end.
+                out = Path(f"{paths[tool].out}.{run}")
+                cmd = extract_cmd(tool, paths[tool].store, paths[tool].index, out)
                 sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.extract.log")
                 cells[tool].samples.append(sample)
                 log_sample("extract", dataset, tool, run, sample, nbytes)
                 self.extracts_checked += 1
-                if sha256_file(p.out) != digest:
+                if sha256_file(out) != digest:
                     self.problem(f"extract {dataset} {tool} run {run}: output differs from input")
-                remove(p.out)
 
     def run_chunker(self, src: Path) -> None:
         """Time our C chunker alone over ``src`` (one thread, 4 MiB blocks)."""
@@ -482,8 +491,8 @@ def ratio_table(results: Sequence[Result]) -> str:
     by_key = {(r.operation, r.dataset, r.tool): r for r in results}
     lines = [
         "| operation | data | ours wall s | casync wall s | throughput ours/casync"
-        " | CPU ours/casync | RSS ours/casync |",
-        "|---|---|---|---|---|---|---|",
+        " | until durable (+sync) ours/casync | CPU ours/casync | RSS ours/casync |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.tool != "ours" or (r.operation, r.dataset, "casync") not in by_key:
@@ -491,7 +500,7 @@ def ratio_table(results: Sequence[Result]) -> str:
         c = by_key[(r.operation, r.dataset, "casync")]
         lines.append(
             f"| {r.operation} | {r.dataset} | {r.wall:.2f} | {c.wall:.2f} | {c.wall / r.wall:.2f}"
-            f" | {r.cpu / c.cpu:.2f} | {r.rss_mib / c.rss_mib:.1f} |"
+            f" | {c.durable / r.durable:.2f} | {r.cpu / c.cpu:.2f} | {r.rss_mib / c.rss_mib:.1f} |"
         )
     return "\n".join(lines)
 
@@ -560,14 +569,17 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
         " even runs with casync), each after a `sync`. Inputs are warm in the page cache."
         " Make: " + STORE_POLICY[args.rm_between_runs] + " Extract: from the last make's store"
-        " (warm) into a removed output file, after one untimed warm-up extract per tool.",
+        " (warm) into a new output file per run (all removed at the end), after one untimed"
+        " warm-up extract per tool.",
         "* Median of the runs; MB/s = 10^6 input bytes per median wall second;"
         " CPU = user + sys and RSS = peak resident set of the command, both from GNU"
         " `/usr/bin/time`.",
         "",
         results_table(bench.results),
         "",
-        "Ratios (throughput ours/casync = casync wall / our wall; above 1 means we are faster):",
+        "Ratios (throughput ours/casync = casync wall / our wall; above 1 means we are faster."
+        " 'Until durable' adds to each run the `sync` right after it: desync-decl fsyncs what"
+        " it writes before it exits, casync leaves that to the kernel):",
         "",
         ratio_table(bench.results),
         "",
@@ -689,12 +701,33 @@ def note_version(bench: Bench, revision: str, snapshot: str | None) -> None:
         )
 
 
+@contextlib.contextmanager
+def exclusive(workdir: Path) -> Iterator[None]:
+    """Hold a lock on ``workdir``: two benchmarks there would wreck each other's timings."""
+    with (workdir / "lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(f"another benchmark is running in {workdir}") from None
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the tables and write bench/results.md."""
     args = parse_args(argv)
-    command = shlex.join([Path(sys.executable).name, *sys.argv])
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive(args.workdir):
+            return run(args)
+    except BenchError as e:
+        log(f"error: {e}")
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """The benchmark proper, with the work dir locked."""
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
     ops = [args.only] if args.only else list(OPERATIONS)
     remove_leftovers(args.workdir)  # from an interrupted earlier invocation
     wait_settled(args.workdir, args.settle)
