@@ -57,6 +57,7 @@ STORE_POLICY = {
     " creates files slowly for about a minute after many deletions).",
     True: "the store is removed right before each run (`--rm-between-runs`).",
 }
+DISTURBED_CPU_SHARE = 0.1  # of all CPUs' time during a run, used by other work
 SETTLE_MARK = "stores-removed.stamp"  # its mtime: when this script last removed stores
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_MD = REPO / "bench" / "results.md"
@@ -468,6 +469,11 @@ def log_sample(op: str, dataset: str, tool: str, run: int, s: Sample, nbytes: in
 # ------------------------------------------------------------------ reports
 
 
+def disturbed(sample: Sample) -> bool:
+    """Whether other work took a noticeable share of the machine during this run."""
+    return sample.other_cpu > DISTURBED_CPU_SHARE * sample.wall * (os.cpu_count() or 1)
+
+
 def results_table(results: Sequence[Result]) -> str:
     """The main Markdown table, one row per (operation, data set, tool)."""
     lines = [
@@ -475,7 +481,7 @@ def results_table(results: Sequence[Result]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        runs = "/".join(f"{s.wall:.2f}" for s in r.samples)
+        runs = "/".join(f"{s.wall:.2f}" + ("*" if disturbed(s) else "") for s in r.samples)
         rate = f"{r.mb_per_s:.0f}"
         if r.operation == "chunker":
             rate += f" ({r.nbytes / 1e9 / r.wall:.2f} GB/s)"
@@ -576,6 +582,9 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         " `/usr/bin/time`.",
         "",
         results_table(bench.results),
+        "",
+        f"`*`: other work used more than {DISTURBED_CPU_SHARE:.0%} of the machine's CPU time"
+        " during that run (see Interference below).",
         "",
         "Ratios (throughput ours/casync = casync wall / our wall; above 1 means we are faster."
         " 'Until durable' adds to each run the `sync` right after it: desync-decl fsyncs what"

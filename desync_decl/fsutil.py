@@ -108,3 +108,24 @@ def start_writeback(fd: int) -> None:
     """
     if _sync_file_range is not None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_linkat = getattr(_libc, "linkat", None)
+if _linkat is not None:
+    _linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+
+
+def link_fd(fd: int, path: str) -> None:
+    """Give the unnamed file ``fd`` (opened with O_TMPFILE) the name ``path``.
+
+    ``linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH)``: fails with EEXIST rather
+    than replace, and needs a kernel that allows it (Linux >= 6.10 for any user,
+    older ones for root); /proc/self/fd links do not work in every sandbox.
+    """
+    if _linkat is None:
+        raise OSError(errno.ENOSYS, "linkat is not available")
+    if _linkat(fd, b"", _AT_FDCWD, os.fsencode(path), _AT_EMPTY_PATH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)

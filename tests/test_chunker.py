@@ -223,3 +223,31 @@ def test_chunk_views_outlive_the_mapping_generator(tmp_path):
     with path.open("rb") as f:
         chunks = list(iter_chunks(f, ChunkSizes(1024, 4096, 16384)))
     assert b"".join(chunks[i][1] for i in range(len(chunks))) == path.read_bytes()
+
+
+def test_scan_releases_the_gil():
+    """Another Python thread keeps running while one long scan is inside C."""
+    import threading
+    import time
+
+    data = bytes(random.Random(13).randbytes(1 << 20)) * 96  # ~100 MiB: tens of ms in C
+    chunker = Chunker(ChunkSizes(16384, 65536, 262144))
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.01)
+    began = time.perf_counter()
+    cuts = chunker.scan(data)
+    ended = time.perf_counter()
+    stop.set()
+    ticker.join()
+    assert len(cuts) > 100
+    inside = [t for t in ticks if began < t < ended]
+    assert ended - began > 0.02
+    assert len(inside) > 100, "no Python thread ran during the scan: the GIL was held"

@@ -489,3 +489,20 @@ def test_sha256_store_rejects_a_chunk_named_by_its_sha512_256_id(store_dir):
     with pytest.raises(ChunkInvalid):
         LocalStore(store_dir, digest=Digest.SHA256).get_chunk(wrong.id)
     assert bytes(LocalStore(store_dir).get_chunk(wrong.id).plain()) == other
+
+
+@pytest.mark.parametrize("anonymous", [True, False])
+def test_store_chunk_replaces_a_corrupt_chunk_file(store_dir, anonymous):
+    """Both ways of writing (unnamed file linked in, named temp file renamed) replace
+    an existing bad file, as a repairing cache needs, and leave no temp file."""
+    store = LocalStore(store_dir, create=True)
+    store._anonymous_files = anonymous  # the fallback for filesystems without O_TMPFILE
+    chunk = chunk_of(data_for(160, 5000))
+    store.store_chunk(chunk)
+    path = store_dir / chunk.id.hex()[:4] / f"{chunk.id.hex()}.cacnk"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ChunkInvalid):
+        store.get_chunk(chunk.id)
+    store.store_chunk(chunk)
+    assert bytes(store.get_chunk(chunk.id).plain()) == chunk.plain()
+    assert not [p for p in store_dir.rglob("*") if p.name.startswith(".tmp")]
