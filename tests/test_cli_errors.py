@@ -474,3 +474,30 @@ def test_real_process_prune_without_yes_and_no_stdin_fails_and_deletes_nothing(c
 
     error_line(result)
     assert files_under(made.store) == before
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MiB filesystem (tmpfs, needs root: CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_extract_onto_a_full_disk_fails_before_writing_and_leaves_nothing(
+    cli, tmp_path, small_tmpfs
+):
+    data = random.Random(21).randbytes(3_000_000)
+    (tmp_path / "big").write_bytes(data)
+    assert cli("make", "-s", tmp_path / "store", tmp_path / "big.caibx", tmp_path / "big").code == 0
+    target = small_tmpfs / "big.out"
+
+    line = error_line(cli("extract", "-s", tmp_path / "store", tmp_path / "big.caibx", target))
+
+    assert "No space left on device" in line
+    assert str(target) in line
+    assert list(small_tmpfs.iterdir()) == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile, start_writeback
+from desync_decl.fsutil import AtomicFile, preallocate, start_writeback
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
@@ -68,7 +68,13 @@ def extract(
     except OSError as e:
         raise DesyncError(f"cannot write {target}: {e.strerror}") from None
     with out:
-        os.ftruncate(out.fd, index.length)
+        try:
+            os.ftruncate(out.fd, index.length)
+            preallocate(out.fd, index.length)
+        except OSError as e:
+            raise DesyncError(
+                f"cannot write {target} ({index.length} bytes): {e.strerror}"
+            ) from None
 
         def fetch_and_write(p: _Placement) -> int:
             data = store.get_chunk(p.id).plain(p.size)
