@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -32,22 +33,21 @@ class ExtractResult:
     bytes_from_store: int  # their uncompressed size
 
 
-@dataclass(frozen=True)
-class _Placement:
+class _Placement(NamedTuple):
     id: ChunkID
     size: int
-    offsets: list[int]
+    offsets: list[int]  # every offset the chunk occupies in the output
 
 
 def placements(index: Index) -> list[_Placement]:
     """Each distinct chunk with every offset it occupies, in order of first use."""
     by_id: dict[ChunkID, _Placement] = {}
-    for c in index:
-        p = by_id.get(c.id)
+    for start, size, id in index:
+        p = by_id.get(id)
         if p is None:
-            by_id[c.id] = _Placement(c.id, c.size, [c.start])
+            by_id[id] = _Placement(id, size, [start])
         else:
-            p.offsets.append(c.start)
+            p.offsets.append(start)
     return list(by_id.values())
 
 
