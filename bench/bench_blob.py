@@ -389,9 +389,9 @@ class Bench:
             timed_run(extract_cmd(tool, p.store, p.index, p.out), self.workdir / "warmup.log")
         for run in range(1, self.runs + 1):
             for tool in tool_order(run):
-                # A new output name per run: casync would seed from an existing output,
-                # and deleting a 1 GiB file right before a run makes the next fsync
-                # (ours) commit that deletion too. Outputs are removed at the end.
+                # A new output name per run: casync would seed from an existing output.
+                # Each output is removed after its check, so the `sync` before the
+                # next run commits the deletion instead of that run's fsync.
                 out = Path(f"{paths[tool].out}.{run}")
                 cmd = extract_cmd(tool, paths[tool].store, paths[tool].index, out)
                 sample = timed_run(cmd, self.workdir / f"{dataset}.{tool}.extract.log")
@@ -400,6 +400,7 @@ class Bench:
                 self.extracts_checked += 1
                 if sha256_file(out) != digest:
                     self.problem(f"extract {dataset} {tool} run {run}: output differs from input")
+                remove(out)  # 1 GiB outputs left around crowd the page cache (reclaim)
 
     def run_chunker(self, src: Path) -> None:
         """Time our C chunker alone over ``src`` (one thread, 4 MiB blocks)."""
@@ -575,8 +576,8 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
         "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
         " even runs with casync), each after a `sync`. Inputs are warm in the page cache."
         " Make: " + STORE_POLICY[args.rm_between_runs] + " Extract: from the last make's store"
-        " (warm) into a new output file per run (all removed at the end), after one untimed"
-        " warm-up extract per tool.",
+        " (warm) into a new output file per run (removed after its check, before the next"
+        " run's `sync`), after one untimed warm-up extract per tool.",
         "* Median of the runs; MB/s = 10^6 input bytes per median wall second;"
         " CPU = user + sys and RSS = peak resident set of the command, both from GNU"
         " `/usr/bin/time`.",
