@@ -21,7 +21,7 @@ from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
 
-WRITEBACK_EVERY = 16 * 1024 * 1024  # start disk writes early: the final fsync then waits less
+WRITEBACK_EVERY = 64 * 1024 * 1024  # start disk writes early: the final fsync then waits less
 
 
 @dataclass(frozen=True)
