@@ -2,9 +2,10 @@
 
 Compressed (``.cacnk``) and uncompressed (no suffix) chunk files may sit side
 by side, as casync allows: the store writes its configured form and reads
-either, preferring that form. Writes go to a temp file in the chunk's own
-directory and are renamed into place, so concurrent writers and crashes never
-expose a partial chunk; ``flush()`` makes everything written durable at once.
+either, preferring that form. A chunk is written as an unnamed file and linked
+in under its final name (or, where the filesystem cannot, written to a temp
+file and renamed), so concurrent writers and crashes never expose a partial
+chunk; ``flush()`` makes everything written durable at once.
 """
 
 from __future__ import annotations
