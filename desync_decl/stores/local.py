@@ -44,6 +44,7 @@ _CANNOT_LINK_ANONYMOUS = {
 # Temp names: unique per process (random tag, pid) and per write (counter),
 # without a getrandom() call for every chunk.
 _TEMP_TAG = secrets.token_hex(4)
+_READ_HINT = 320 * 1024  # a default-sized chunk file (<= 256 KiB + framing) in one read
 _temp_counter = itertools.count()
 
 
@@ -270,17 +271,17 @@ class LocalStore:
 
 
 def _read_file(path: str) -> bytes:
-    """A whole small file in one read (no file object: this runs once per chunk)."""
+    """A whole small file, usually in one read() (this runs once per chunk: no
+    file object, no fstat; every system call is also a GIL hand-off)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)  # one more byte: notices a file that grew
-        while len(data) > size:
-            more = os.read(fd, 1 << 20)
-            if not more:
-                break
-            data += more
-        return data
+        data = os.read(fd, _READ_HINT)
+        if len(data) < _READ_HINT:
+            return data
+        parts = [data]
+        while more := os.read(fd, 1 << 20):
+            parts.append(more)
+        return b"".join(parts)
     finally:
         os.close(fd)
 
