@@ -36,7 +36,7 @@ def pytest_runtest_makereport(item, call):
 
 def _gen_input():
     if not VECTORS.is_dir():
-        pytest.skip(f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
+        pytest.skip(reason=f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
     sys.path.insert(0, str(VECTORS))
     try:
         import gen_input  # type: ignore[import-not-found]
@@ -54,7 +54,7 @@ def gen_input():
 @pytest.fixture(scope="session")
 def vectors() -> Path:
     if not VECTORS.is_dir():
-        pytest.skip(f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
+        pytest.skip(reason=f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
     return VECTORS
 
 
@@ -63,7 +63,7 @@ def casync() -> str:
     """The real casync binary (Debian package ``casync``, installed by .ci/run)."""
     path = shutil.which("casync")
     if path is None:
-        pytest.skip("casync is not installed (apt-get install casync)")
+        pytest.skip(reason="casync is not installed (apt-get install casync)")
     return path
 
 

@@ -25,7 +25,7 @@ TABLE_SHA256 = "5b52080d38287da9d2e278466e3e0db7ec98e5e8b226f50612a56fa012b1f660
 def table() -> list[int]:
     path = SHARED / "spec" / "buzhash_table.json"
     if not path.exists():
-        pytest.skip(f"{path} not found (set DESYNC_DECL_SHARED)")
+        pytest.skip(reason=f"{path} not found (set DESYNC_DECL_SHARED)")
     t = ref.load_table(path)
     packed = b"".join(v.to_bytes(4, "little") for v in t)
     assert hashlib.sha256(packed).hexdigest() == TABLE_SHA256

@@ -480,7 +480,7 @@ def test_real_process_prune_without_yes_and_no_stdin_fails_and_deletes_nothing(c
 def small_tmpfs(tmp_path):
     """A real 1 MiB filesystem (tmpfs, needs root: CI runs as root)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.skip(reason="mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
