@@ -11,7 +11,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.ops.source import open_source
-from desync_decl.parallel import batched_map, ordered_map
+from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, PruneStore
 
@@ -46,7 +46,10 @@ def verify_store(
         return None
 
     progress.start("verify", 0)
-    bad = [b for b in ordered_map(check, store.iter_chunk_ids(), workers=concurrency) if b]
+    ids = store.iter_chunk_ids()
+    # reading + hashing is CPU work: batches on as many threads as cores (sizes
+    # are unknown before reading, so a batch is 16 chunks of a typical 64 KiB)
+    bad = [b for b in batched_map(check, ids, workers=concurrency, weight=lambda _: 1 << 16) if b]
     progress.finish()
     return bad
 
