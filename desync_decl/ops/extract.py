@@ -9,19 +9,22 @@ failed or killed extraction leaves the old target untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from desync_decl.errors import DesyncError
+from desync_decl.forked import Report, Work, can_fork, run_forked
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, preallocate, start_writeback
-from desync_decl.parallel import batched_map
+from desync_decl.parallel import batched_map, cpu_workers
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
 
 WRITEBACK_EVERY = 64 * 1024 * 1024  # start disk writes early: the final fsync then waits less
+SHARE_RUN = 16  # forked workers take turns by runs of this many chunks (locality, balance)
 
 
 @dataclass(frozen=True)
@@ -77,26 +80,16 @@ def extract(
             ) from None
 
         def fetch_and_write(p: _Placement) -> int:
-            data = store.get_chunk(p.id).plain(p.size)
-            if len(data) != p.size:
-                raise DesyncError(
-                    f"chunk {p.id.hex()} from {store} has {len(data)} bytes,"
-                    f" the index says {p.size}"
-                )
-            for offset in p.offsets:
-                _pwrite_all(out.fd, data, offset)
-            progress.advance(p.size * len(p.offsets))
-            return p.size * len(p.offsets)
+            written = _place(out.fd, p, _fetch(store, p))
+            progress.advance(written)
+            return written
 
         progress.start("extract", index.length)
-        unflushed = 0
-        for written in batched_map(
-            fetch_and_write, plan, workers=concurrency, weight=lambda p: p.size
-        ):
-            unflushed += written
-            if unflushed >= WRITEBACK_EVERY:
-                start_writeback(out.fd)
-                unflushed = 0
+        workers = cpu_workers(concurrency)
+        if can_fork(store, workers):
+            run_forked(_share_of(plan, store, out.fd), workers, progress)
+        else:
+            _writing(batched_map(fetch_and_write, plan, workers=workers, weight=_size), out.fd)
         progress.finish()
         try:
             out.commit()
@@ -104,6 +97,52 @@ def extract(
             raise DesyncError(f"cannot write {target}: {e.strerror}") from None
     fetched = sum(p.size for p in plan)
     return ExtractResult(target, index.length, len(index), len(plan), fetched)
+
+
+def _size(p: _Placement) -> int:
+    return p.size
+
+
+def _writing(written: Iterable[int], fd: int) -> None:
+    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY."""
+    unflushed = 0
+    for n in written:
+        unflushed += n
+        if unflushed >= WRITEBACK_EVERY:
+            start_writeback(fd)
+            unflushed = 0
+
+
+def _share_of(plan: list[_Placement], store: Store, fd: int) -> Work:
+    """The work of forked worker ``i`` of ``n``: every n-th run of SHARE_RUN chunks."""
+
+    def work(i: int, n: int, report: Report) -> None:
+        def mine() -> Iterator[int]:
+            for k in range(i * SHARE_RUN, len(plan), n * SHARE_RUN):
+                written = sum(_place(fd, p, _fetch(store, p)) for p in plan[k : k + SHARE_RUN])
+                report(written)
+                yield written
+
+        _writing(mine(), fd)
+
+    return work
+
+
+def _fetch(store: Store, p: _Placement) -> bytes | memoryview:
+    """The chunk's verified bytes, checked against the size the index gives it."""
+    data = store.get_chunk(p.id).plain(p.size)
+    if len(data) != p.size:
+        raise DesyncError(
+            f"chunk {p.id.hex()} from {store} has {len(data)} bytes, the index says {p.size}"
+        )
+    return data
+
+
+def _place(fd: int, p: _Placement, data: bytes | memoryview) -> int:
+    """Write the chunk at every offset it occupies; the number of bytes written."""
+    for offset in p.offsets:
+        _pwrite_all(fd, data, offset)
+    return p.size * len(p.offsets)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:

@@ -23,6 +23,10 @@ class Router:
     def __str__(self) -> str:
         return ", ".join(str(s) for s in self.stores)
 
+    @property
+    def fork_safe(self) -> bool:
+        return all(getattr(s, "fork_safe", False) for s in self.stores)
+
     def get_chunk(self, id: ChunkID) -> Chunk:
         for store in self.stores:
             try:

@@ -49,6 +49,8 @@ _temp_counter = itertools.count()
 
 
 class LocalStore:
+    fork_safe = True  # plain files only: forked workers may use it (desync_decl.forked)
+
     def __init__(
         self,
         path: str | os.PathLike,

@@ -1,0 +1,85 @@
+"""Extraction runs on forked worker processes for fork-safe stores and on threads
+otherwise; both give the same bytes, and a failing worker becomes one clear error."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+from desync_decl.chunker import ChunkSizes
+from desync_decl.errors import DesyncError
+from desync_decl.forked import can_fork, run_forked
+from desync_decl.ops.extract import extract
+from desync_decl.ops.make import make
+from desync_decl.stores.local import LocalStore
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def start(self, stage: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        self.total += n
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def made(tmp_path):
+    data = random.Random(5).randbytes(3_000_000) + bytes(500_000)
+    (tmp_path / "src").write_bytes(data)
+    store = LocalStore(tmp_path / "store", create=True)
+    result = make(tmp_path / "src", sizes=ChunkSizes.parse("4:16:64"), store=store)
+    return store, result.index, data
+
+
+def test_local_stores_are_extracted_by_forked_workers(tmp_path, made):
+    store, index, data = made
+    assert can_fork(store, 2)
+    progress = Counter()
+    extract(index, tmp_path / "out", store, concurrency=2, progress=progress)
+    assert (tmp_path / "out").read_bytes() == data
+    assert progress.total == len(data)  # progress came back through the pipes
+
+
+def test_from_a_threaded_program_extraction_uses_threads(tmp_path, made):
+    store, index, data = made
+    seen: list[bool] = []
+
+    def run() -> None:
+        seen.append(can_fork(store, 2))
+        extract(index, tmp_path / "out", store, concurrency=2)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen == [False]  # forking beside another thread is unsafe
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_a_failing_worker_is_one_error_and_no_worker_outlives_the_call():
+    def work(i: int, n: int, report) -> None:
+        report(10)
+        if i == 1:
+            raise DesyncError("chunk abc missing from somewhere")
+
+    progress = Counter()
+    with pytest.raises(DesyncError, match="chunk abc missing from somewhere"):
+        run_forked(work, 3, progress)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every child was reaped
+
+
+def test_an_unexpected_worker_exception_is_reported_not_swallowed():
+    def work(i: int, n: int, report) -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(DesyncError, match="worker failed: ValueError"):
+        run_forked(work, 2, Counter())
