@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 
@@ -308,3 +309,23 @@ def test_make_counts_the_bytes_it_stored_in_the_stores_form(tmp_path, blob, unco
     assert all(p.name.endswith(".cacnk") != uncompressed for p in files)
     again = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store)
     assert (again.chunks_stored, again.bytes_stored) == (0, 0)
+
+
+def test_a_chunk_whose_length_differs_from_the_index_is_invalid(tmp_path, blob):
+    from desync_decl.ops.cat import cat
+    from desync_decl.ops.extract import extract
+    from desync_decl.stores.base import ChunkInvalid
+    from desync_decl.stores.local import LocalStore
+
+    store = LocalStore(tmp_path / "s", create=True)
+    from desync_decl.chunker import ChunkSizes
+    from desync_decl.ops.make import make as make_op
+
+    index = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store).index
+    first = index.chunk(0)
+    lying = fmt.Index.from_chunks(index.flags, index.sizes, [(first.size - 1, first.id)])
+    with pytest.raises(ChunkInvalid, match=f"{first.size} bytes, the index says {first.size - 1}"):
+        extract(lying, tmp_path / "out", store, concurrency=1)
+    with pytest.raises(ChunkInvalid, match="the index says"):
+        cat(lying, store, io.BytesIO())
+    assert not (tmp_path / "out").exists()

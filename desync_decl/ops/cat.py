@@ -13,7 +13,7 @@ from typing import BinaryIO
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.parallel import ordered_map
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, plain_of
 
 
 def cat(
@@ -35,10 +35,7 @@ def cat(
     chunks = (index.chunk(i) for i in range(first, len(index)))
 
     def fetch(c: IndexChunk) -> tuple[IndexChunk, bytes | memoryview]:
-        data = store.get_chunk(c.id).plain(c.size)
-        if len(data) != c.size:
-            raise DesyncError(f"chunk {c.id.hex()} has {len(data)} bytes, the index says {c.size}")
-        return c, data
+        return c, plain_of(store, c.id, c.size)
 
     written = 0
     for c, data in ordered_map(fetch, _until(chunks, end), workers=concurrency):

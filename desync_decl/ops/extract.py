@@ -21,7 +21,7 @@ from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, preallocate, start_writeback
 from desync_decl.parallel import batched_map, cpu_workers
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, plain_of
 
 WRITEBACK_EVERY = 64 * 1024 * 1024  # start disk writes early: the final fsync then waits less
 SHARE_RUN = 16  # forked workers take turns by runs of this many chunks (locality, balance)
@@ -80,7 +80,7 @@ def extract(
             ) from None
 
         def fetch_and_write(p: _Placement) -> int:
-            written = _place(out.fd, p, _fetch(store, p))
+            written = _place(out.fd, p, plain_of(store, p.id, p.size))
             progress.advance(written)
             return written
 
@@ -119,23 +119,15 @@ def _share_of(plan: list[_Placement], store: Store, fd: int) -> Work:
     def work(i: int, n: int, report: Report) -> None:
         def mine() -> Iterator[int]:
             for k in range(i * SHARE_RUN, len(plan), n * SHARE_RUN):
-                written = sum(_place(fd, p, _fetch(store, p)) for p in plan[k : k + SHARE_RUN])
+                written = sum(
+                    _place(fd, p, plain_of(store, p.id, p.size)) for p in plan[k : k + SHARE_RUN]
+                )
                 report(written)
                 yield written
 
         _writing(mine(), fd)
 
     return work
-
-
-def _fetch(store: Store, p: _Placement) -> bytes | memoryview:
-    """The chunk's verified bytes, checked against the size the index gives it."""
-    data = store.get_chunk(p.id).plain(p.size)
-    if len(data) != p.size:
-        raise DesyncError(
-            f"chunk {p.id.hex()} from {store} has {len(data)} bytes, the index says {p.size}"
-        )
-    return data
 
 
 def _place(fd: int, p: _Placement, data: bytes | memoryview) -> int:

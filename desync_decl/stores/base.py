@@ -72,18 +72,24 @@ class PruneStore(WriteStore, Protocol):
         ...
 
 
-def verify_chunk(chunk: Chunk, digest: Digest, store: object, size: int | None = None) -> Chunk:
-    """Decode and hash ``chunk``; raise ChunkInvalid naming ``store`` when it is wrong.
-
-    ``size`` (the length the index expects) bounds decompression and is checked too.
-    """
+def verify_chunk(chunk: Chunk, digest: Digest, store: object) -> Chunk:
+    """Decode and hash ``chunk``; raise ChunkInvalid naming ``store`` when it is wrong."""
     try:
-        plain = chunk.plain(MAX_PLAIN_SIZE if size is None else size)
+        plain = chunk.plain(MAX_PLAIN_SIZE)
     except DecodeError as e:
         raise ChunkInvalid(chunk.id, str(store), str(e)) from None
-    if size is not None and len(plain) != size:
-        raise ChunkInvalid(chunk.id, str(store), f"{len(plain)} bytes, the index says {size}")
     actual = digest.hash(plain)
     if actual != chunk.id:
         raise ChunkInvalid(chunk.id, str(store), f"its data hashes to {actual.hex()}")
     return chunk
+
+
+def plain_of(store: Store, id: ChunkID, size: int) -> bytes | memoryview:
+    """A chunk's verified bytes, which must be as long as the index says.
+
+    Every reader of an index (extract, cat) gets its chunks through here.
+    """
+    data = store.get_chunk(id).plain(size)
+    if len(data) != size:
+        raise ChunkInvalid(id, str(store), f"{len(data)} bytes, the index says {size}")
+    return data
