@@ -16,7 +16,7 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.ops.make import ChunkStorer
-from desync_decl.ops.source import open_source
+from desync_decl.ops.source import open_source, read_chunk
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
@@ -47,12 +47,7 @@ def chop(
         fd = reader.fileno()
 
         def cut(c: IndexChunk) -> None:
-            data = os.pread(fd, c.size, c.start)
-            if len(data) != c.size or digest.hash(data) != c.id:
-                raise DesyncError(
-                    f"{path}: bytes {c.start}..{c.end} do not match chunk {c.id.hex()} of the index"
-                )
-            storer.add(Chunk(c.id, plain=data))
+            storer.add(Chunk(c.id, plain=read_chunk(fd, path, c, digest)))
             progress.advance(c.size)
 
         progress.start("chop", index.length)

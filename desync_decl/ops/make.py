@@ -77,7 +77,7 @@ def make(
     progress: Progress = NO_PROGRESS,
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
-    SHA pass, about 2 s/GiB of CPU, so only when asked)."""
+    SHA pass, about 1 s/GiB of CPU, so only when asked)."""
     storer = ChunkStorer(store) if store is not None else None
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from desync_decl.errors import DesyncError, file_error
+from desync_decl.formats.digest import Digest
+from desync_decl.formats.index import IndexChunk
 
 
 @contextlib.contextmanager
@@ -30,3 +32,15 @@ def open_source(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
         else:
             raise DesyncError(f"{path}: not a regular file or block device")
         yield f, size  # type: ignore[misc]
+
+
+def read_chunk(fd: int, path: object, chunk: IndexChunk, digest: Digest) -> bytes:
+    """The bytes of ``chunk`` read from an open file; an error naming the range if
+    they are not what the index says (the file changed, or is another file)."""
+    data = os.pread(fd, chunk.size, chunk.start)
+    if len(data) != chunk.size or digest.hash(data) != chunk.id:
+        raise DesyncError(
+            f"{path}: bytes {chunk.start}..{chunk.end} do not match chunk {chunk.id.hex()}"
+            " of the index"
+        )
+    return data

@@ -10,7 +10,7 @@ from pathlib import Path
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index, IndexChunk
-from desync_decl.ops.source import open_source
+from desync_decl.ops.source import open_source, read_chunk
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, PruneStore
@@ -69,15 +69,11 @@ def verify_index(
             raise DesyncError(f"{file} has {size} bytes, the index describes {index.length}")
         fd = reader.fileno()
 
-        def matches(c: IndexChunk) -> IndexChunk | None:
-            ok = digest.hash(os.pread(fd, c.size, c.start)) == c.id
+        def check(c: IndexChunk) -> None:
+            read_chunk(fd, file, c, digest)  # raises for the first chunk that differs
             progress.advance(c.size)
-            return None if ok else c
 
         progress.start("verify-index", index.length)
-        for bad in batched_map(matches, index, workers=concurrency, weight=lambda c: c.size):
-            if bad is not None:
-                raise DesyncError(
-                    f"{file}: bytes {bad.start}..{bad.end} do not match chunk {bad.id.hex()}"
-                )
+        for _ in batched_map(check, index, workers=concurrency, weight=lambda c: c.size):
+            pass
         progress.finish()
