@@ -23,7 +23,7 @@ from pathlib import Path
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.fsutil import link_fd, start_writeback, syncfs
+from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
 from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
 
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
@@ -170,7 +170,7 @@ class LocalStore:
             self._anonymous_files = False
             return False
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             start_writeback(fd)  # overlaps disk writes with the run; flush() waits less
             link_fd(fd, final)
         except FileExistsError:
@@ -191,7 +191,7 @@ class LocalStore:
         try:
             fd = self._open_creating_dir(temp, _CREATE_FLAGS, directory)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 start_writeback(fd)
             finally:
                 os.close(fd)
@@ -286,9 +286,3 @@ def _read_file(path: str) -> bytes:
         return b"".join(parts)
     finally:
         os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
