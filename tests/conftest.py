@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DESYNC_DECL_SHARED", ROOT.parent / "shared"))
 VECTORS = SHARED / "vectors"
 
+# Loop-mounted XFS/Btrfs fixtures for reflink tests: xfs_dir, btrfs_dir, reflink_dir.
+pytest_plugins = ["tests.loopfs"]
+
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
