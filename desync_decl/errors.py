@@ -8,6 +8,18 @@ the CLI prints it after ``desync-decl: error:`` without a traceback.
 class DesyncError(Exception):
     """An expected failure (bad input, missing data, failing store)."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Picklable whatever a subclass's ``__init__`` takes: errors cross the
+        pipes of forked workers and must arrive with their type and fields."""
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[DesyncError], args: tuple[object, ...], state: dict) -> DesyncError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class UsageError(DesyncError):
     """A command-line value that cannot be used (e.g. a bad ``-m`` value)."""

@@ -6,16 +6,20 @@ processes against 1.07-1.31 s on two threads: hashing, decompression and
 CPU. Only for fork-safe work (local files, no sockets or threads to inherit)
 and only from a single-threaded process.
 
-A child reports progress and its first error through a pipe; the parent turns
-an error into a ``DesyncError`` and kills the other children. A child dies with
-its parent (PR_SET_PDEATHSIG), so a killed run leaves no worker writing behind it.
+A child reports progress and its first error through a pipe; the parent
+raises that error (a ``DesyncError`` keeps its type, so callers can tell a bad
+seed from a missing chunk; anything else becomes one) and kills the other
+children. A child dies with its parent (PR_SET_PDEATHSIG), so a killed run
+leaves no worker writing behind it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import os
+import pickle
 import select
 import signal
 import threading
@@ -61,7 +65,7 @@ def run_forked(work: Work, workers: int, progress: Progress) -> None:
                 os.waitpid(pid, 0)
         raise
     if failure is not None:
-        raise DesyncError(failure)
+        raise failure
 
 
 def _child(work: Work, index: int, count: int, write_end: int) -> None:
@@ -72,15 +76,15 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
             work(index, count, lambda n: pipe.write(f"P {n}\n"))
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
-        message = str(e) if isinstance(e, DesyncError) else f"worker failed: {e!r}"
+        error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")
         with contextlib.suppress(OSError):
-            os.write(write_end, f"E {message.replace(chr(10), ' ')}\n".encode())
+            os.write(write_end, b"E " + base64.b64encode(pickle.dumps(error)) + b"\n")
     finally:
         os._exit(code)
 
 
-def _collect(children: dict[int, int], progress: Progress) -> str | None:
-    """Forward progress until every child is done; the first error message, if any."""
+def _collect(children: dict[int, int], progress: Progress) -> DesyncError | None:
+    """Forward progress until every child is done; the first error, if any."""
     buffers = {fd: b"" for fd in children}
     failure = None
     while buffers:
@@ -93,15 +97,24 @@ def _collect(children: dict[int, int], progress: Progress) -> str | None:
                     if line.startswith(b"P "):
                         progress.advance(int(line[2:]))
                     elif line.startswith(b"E ") and failure is None:
-                        failure = line[2:].decode(errors="replace")
+                        failure = _error_from(line[2:])
                         _kill({f: p for f, p in children.items() if f != fd})
                 continue
             os.close(fd)
             del buffers[fd]
             _, status = os.waitpid(children.pop(fd), 0)
             if failure is None and status != 0:
-                failure = f"a worker process ended abnormally (wait status {status})"
+                failure = DesyncError(f"a worker process ended abnormally (wait status {status})")
     return failure
+
+
+def _error_from(encoded: bytes) -> DesyncError:
+    """The error a child sent (the pipe carries only what our own children write)."""
+    try:
+        error = pickle.loads(base64.b64decode(encoded))
+    except Exception as e:  # a garbled report must still fail the run, clearly
+        return DesyncError(f"a worker failed and its report was unreadable: {e!r}")
+    return error if isinstance(error, DesyncError) else DesyncError(repr(error))
 
 
 def _kill(children: dict[int, int]) -> None:

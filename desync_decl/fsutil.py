@@ -141,8 +141,13 @@ if _fallocate is not None:
     _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
-def preallocate(fd: int, length: int) -> None:
-    """Reserve the blocks of a file about to be written in full (Linux ``fallocate``).
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_CANNOT_FALLOCATE = (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def preallocate(fd: int, length: int, offset: int = 0) -> None:
+    """Reserve the blocks of a range about to be written in full (Linux ``fallocate``).
 
     A full disk is then reported before any work is done, and ext4 skips its
     per-block delayed-allocation bookkeeping on every write (measured: about 7%
@@ -151,8 +156,23 @@ def preallocate(fd: int, length: int) -> None:
     """
     if _fallocate is None or length <= 0:
         return
-    if _fallocate(fd, 0, 0, length) != 0:
+    if _fallocate(fd, 0, offset, length) != 0:
         err = ctypes.get_errno()
-        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-            return
+        if err not in _CANNOT_FALLOCATE:
+            raise OSError(err, os.strerror(err))
+
+
+def punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Turn a range into a hole that reads as zeros and holds no blocks.
+
+    False when the filesystem or device cannot (the caller then writes zeros).
+    """
+    if _fallocate is None or length <= 0:
+        return length <= 0
+    mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        if err in _CANNOT_FALLOCATE:
+            return False
         raise OSError(err, os.strerror(err))
+    return True

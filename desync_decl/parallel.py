@@ -64,12 +64,13 @@ def batched_map(
         return [fn(item) for item in batch]
 
     for results in ordered_map(
-        run, _batches(items, weight, batch_weight), workers=workers, window=4 * workers
+        run, batches(items, weight, batch_weight), workers=workers, window=4 * workers
     ):
         yield from results
 
 
-def _batches(items: Iterable[T], weight: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+def batches(items: Iterable[T], weight: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Runs of consecutive items, each weighing at least ``limit`` (but the last)."""
     batch: list[T] = []
     total = 0
     for item in items:

@@ -27,6 +27,15 @@ class Console:
     def warn(self, message: str) -> None:
         print(f"desync-decl: {message}", file=self.err)
 
+    def note(self, message: str) -> None:
+        """A line for the person at the terminal (stderr), not for a script's stdout."""
+        print(message, file=self.err)
+
+    def interactive(self) -> bool:
+        """Whether stderr is a terminal (someone is watching)."""
+        isatty = getattr(self.err, "isatty", None)
+        return bool(isatty and isatty())
+
     def json(self, data: object) -> None:
         json.dump(data, self.out, indent=2)
         self.out.write("\n")
@@ -39,8 +48,7 @@ class Console:
 
     def progress(self) -> Progress:
         """A bar on stderr when it is a terminal; nothing when piped."""
-        isatty = getattr(self.err, "isatty", None)
-        return TerminalProgress(self.err) if isatty and isatty() else NO_PROGRESS
+        return TerminalProgress(self.err) if self.interactive() else NO_PROGRESS
 
 
 class TerminalProgress:

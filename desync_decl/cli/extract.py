@@ -1,4 +1,4 @@
-"""``extract INDEX OUTPUT``: rebuild a blob from chunk stores."""
+"""``extract INDEX OUTPUT``: rebuild a blob from seeds and chunk stores."""
 
 from __future__ import annotations
 
@@ -7,16 +7,46 @@ import os
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
+from desync_decl.cli.seeding import add_seed_args, print_plan, seed_specs
 from desync_decl.errors import DesyncError
-from desync_decl.ops.extract import extract
+from desync_decl.ops.extract import InvalidSeeds, extract, plan_extract
+from desync_decl.ops.seeding import open_seeds
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="rebuild a file from its index and chunk stores")
+    p = sub.add_parser("extract", help="rebuild a file from its index, seeds and chunk stores")
     p.add_argument("index", help="index file (- for stdin)")
-    p.add_argument("output", help="file to write (replaced atomically)")
-    common.add_store_args(p, required=True, many=True)
+    p.add_argument("output", help="file to write (replaced atomically unless --in-place)")
+    common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)
+    add_seed_args(p)
+    p.add_argument(
+        "-k",
+        "--in-place",
+        action="store_true",
+        help="write into the existing output, keeping the data already right (block devices)",
+    )
+    invalid = p.add_mutually_exclusive_group()
+    invalid.add_argument(
+        "--skip-invalid-seeds",
+        dest="invalid_seeds",
+        action="store_const",
+        const=InvalidSeeds.SKIP,
+        default=InvalidSeeds.FAIL,
+        help="drop a seed whose data does not match its index, instead of failing",
+    )
+    invalid.add_argument(
+        "--regenerate-invalid-seeds",
+        dest="invalid_seeds",
+        action="store_const",
+        const=InvalidSeeds.REGENERATE,
+        help="re-index a seed whose data does not match its index, instead of failing",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print where every range would come from; write nothing",
+    )
     p.add_argument("--print-stats", action="store_true", help="statistics as JSON on stdout")
     p.add_argument("--json", dest="print_stats", action="store_true", help="same as --print-stats")
     p.set_defaults(func=run)
@@ -26,21 +56,33 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
         raise DesyncError(f"{args.output}: the output would overwrite the index")
     index = common.read_index(args.index)
-    store = common.open_stores(args.store, index.digest)
+    progress = console.progress()
+    seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency, progress=progress)
+    if args.dry_run:
+        plan = plan_extract(
+            index, args.output, seeds=seeds, in_place=args.in_place, concurrency=args.concurrency
+        )
+        if args.print_stats:
+            console.json(plan.to_json())
+        else:
+            print_plan(plan, console)
+        return 0
+    if not args.store:
+        raise DesyncError("no store given (-s)")
     result = extract(
         index,
         args.output,
-        store,
+        common.open_stores(args.store, index.digest),
+        seeds=seeds,
+        in_place=args.in_place,
+        invalid_seeds=args.invalid_seeds,
         concurrency=args.concurrency,
-        progress=console.progress(),
+        progress=progress,
     )
+    for problem in result.seed_problems:
+        console.warn(problem)
     if args.print_stats:
-        console.json(
-            {
-                "chunks-total": result.chunks_total,
-                "chunks-from-store": result.chunks_from_store,
-                "bytes-from-store": result.bytes_from_store,
-                "bytes-total": result.bytes_total,
-            }
-        )
+        console.json(result.stats())
+    elif console.interactive():
+        print_plan(result.plan, console, to_err=True)
     return 0

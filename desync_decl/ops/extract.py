@@ -1,57 +1,72 @@
-"""``extract``: rebuild a blob from its index and chunk stores.
+"""``extract``: rebuild a blob from its index, seeds and chunk stores.
 
-Workers fetch each distinct chunk once (verified by the store), check its size
-against the index and ``os.pwrite`` it at every offset where it occurs. The
-output is written to a temp file beside the target and renamed at the end: a
-failed or killed extraction leaves the old target untouched.
+The assembler plans where every range comes from (``assemble.plan``) and
+carries that plan out (``assemble.execute``). Here: the target file and the
+attempts. Without ``in_place`` the output is written to a temp file beside the
+target and renamed at the end: a failed or killed extraction leaves the old
+target untouched. With ``in_place`` the target is written directly and data
+already in place is kept; a rerun after an interruption converges.
+
+A seed that turns out not to hold what its index says fails the extraction,
+or (as the user chose) is dropped or re-indexed, and the plan is made again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import enum
 import os
-from collections.abc import Iterable, Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
+from desync_decl.assemble.execute import SeedInvalid, execute
+from desync_decl.assemble.inplace import chunks_in_place
+from desync_decl.assemble.plan import AssemblyPlan, Source, plan_assembly
+from desync_decl.assemble.seeds import Seed
 from desync_decl.errors import DesyncError
-from desync_decl.forked import Report, Work, can_fork, run_forked
-from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile, preallocate, start_writeback
-from desync_decl.parallel import batched_map, cpu_workers
+from desync_decl.fsutil import AtomicFile
+from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import Store, plain_of
+from desync_decl.stores.base import Store
 
-WRITEBACK_EVERY = 64 * 1024 * 1024  # start disk writes early: the final fsync then waits less
-SHARE_RUN = 16  # forked workers take turns by runs of this many chunks (locality, balance)
+
+class InvalidSeeds(enum.Enum):
+    """What to do with a seed that does not match its index (desync's flags)."""
+
+    FAIL = "fail"
+    SKIP = "skip"  # --skip-invalid-seeds
+    REGENERATE = "regenerate"  # --regenerate-invalid-seeds
 
 
 @dataclass(frozen=True)
 class ExtractResult:
     path: Path
-    bytes_total: int
-    chunks_total: int
-    chunks_from_store: int  # distinct chunks fetched
-    bytes_from_store: int  # their uncompressed size
+    plan: AssemblyPlan  # what the final attempt did
+    bytes_cloned: int  # seed bytes shared with the seed rather than copied
+    attempts: int
+    seed_problems: tuple[str, ...]  # seeds dropped or re-indexed, and why
 
-
-class _Placement(NamedTuple):
-    id: ChunkID
-    size: int
-    offsets: list[int]  # every offset the chunk occupies in the output
-
-
-def placements(index: Index) -> list[_Placement]:
-    """Each distinct chunk with every offset it occupies, in order of first use."""
-    by_id: dict[ChunkID, _Placement] = {}
-    for start, size, id in index:
-        p = by_id.get(id)
-        if p is None:
-            by_id[id] = _Placement(id, size, [start])
-        else:
-            p.offsets.append(start)
-    return list(by_id.values())
+    def stats(self) -> dict[str, object]:
+        """desync's ``--print-stats`` keys, then what desync-decl adds."""
+        src = self.plan.by_source()
+        from_seeds = src[Source.SEED]
+        return {
+            "chunks-from-seeds": from_seeds.chunks + src[Source.NULL].chunks,
+            "chunks-from-store": src[Source.STORE].chunks,
+            "chunks-in-place": src[Source.IN_PLACE].chunks,
+            "bytes-copied-from-seeds": from_seeds.bytes - self.bytes_cloned,
+            "bytes-cloned-from-seeds": self.bytes_cloned,
+            "bytes-total": self.plan.index.length,
+            "chunks-total": len(self.plan.index),
+            "seeds": len(self.plan.seeds) + 1,  # with the null seed, as desync counts
+            "bytes-from-store": src[Source.STORE].bytes,
+            "attempts": self.attempts,
+            "seed-problems": list(self.seed_problems),
+            "plan": self.plan.to_json(segments=False),
+        }
 
 
 def extract(
@@ -59,87 +74,162 @@ def extract(
     path: str | os.PathLike,
     store: Store,
     *,
+    seeds: Sequence[Seed] = (),
+    in_place: bool = False,
+    invalid_seeds: InvalidSeeds = InvalidSeeds.FAIL,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
 ) -> ExtractResult:
     target = Path(path)
+    _check_seeds_against_target(target, seeds, in_place)
+    seeds = list(seeds)
+    problems: list[str] = []
+    with _open_target(target, index, in_place) as out:
+        for attempt in range(1, len(seeds) + 2):
+            plan = _plan(index, seeds, out, concurrency, progress)
+            try:
+                outcome = execute(
+                    plan,
+                    out.fd,
+                    store,
+                    target_dir=target.parent,
+                    blank=out.blank,
+                    workers=concurrency,
+                    progress=progress,
+                )
+            except SeedInvalid as e:
+                if invalid_seeds is InvalidSeeds.FAIL:
+                    raise
+                problems.append(str(e))
+                seeds = _without_invalid(seeds, e, invalid_seeds, concurrency, progress)
+                out.written(index.length)
+                continue
+            out.commit()
+            return ExtractResult(target, plan, outcome.bytes_cloned, attempt, tuple(problems))
+    raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
+
+
+def plan_extract(
+    index: Index,
+    path: str | os.PathLike,
+    *,
+    seeds: Sequence[Seed] = (),
+    in_place: bool = False,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> AssemblyPlan:
+    """The plan ``extract`` would carry out now; writes nothing (``--dry-run``)."""
+    target = Path(path)
+    _check_seeds_against_target(target, seeds, in_place)
+    in_place_map = None
+    if in_place:
+        with contextlib.suppress(FileNotFoundError), open(target, "rb") as f:
+            size = _existing_size(f.fileno())
+            in_place_map = _in_place_map(index, f.fileno(), size, concurrency, progress)
+    return plan_assembly(index, seeds, in_place=in_place_map)
+
+
+class _Target:
+    """The file being written: a temp file renamed at the end, or the target itself."""
+
+    def __init__(self, fd: int, blank: bool, size: int, atomic: AtomicFile | None) -> None:
+        self.fd, self.blank, self.size, self.atomic = fd, blank, size, atomic
+
+    def written(self, length: int) -> None:
+        """A failed attempt wrote some of it: no longer blank, holds data up to ``length``."""
+        self.blank, self.size = False, length
+
+    def commit(self) -> None:
+        if self.atomic is not None:
+            self.atomic.commit()
+        else:
+            os.fsync(self.fd)
+
+
+@contextlib.contextmanager
+def _open_target(target: Path, index: Index, in_place: bool) -> Iterator[_Target]:
     if target.is_dir():
         raise DesyncError(f"cannot extract to {target}: is a directory")
-    plan = placements(index)
+    if not in_place and target.is_block_device():
+        raise DesyncError(f"{target} is a block device: extract into it with --in-place")
     try:
-        out = AtomicFile(target)
+        if in_place:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                size = _existing_size(fd)
+                _set_length(fd, target, index.length, block_device=target.is_block_device())
+                yield _Target(fd, size == 0, size, None)
+            finally:
+                os.close(fd)
+            return
+        with AtomicFile(target) as atomic:
+            os.ftruncate(atomic.fd, index.length)
+            yield _Target(atomic.fd, True, 0, atomic)
     except OSError as e:
         raise DesyncError(f"cannot write {target}: {e.strerror}") from None
-    with out:
-        try:
-            os.ftruncate(out.fd, index.length)
-            preallocate(out.fd, index.length)
-        except OSError as e:
-            raise DesyncError(
-                f"cannot write {target} ({index.length} bytes): {e.strerror}"
-            ) from None
-
-        def fetch_and_write(p: _Placement) -> int:
-            written = _place(out.fd, p, plain_of(store, p.id, p.size))
-            progress.advance(written)
-            return written
-
-        progress.start("extract", index.length)
-        workers = cpu_workers(concurrency)
-        if can_fork(store, workers):
-            run_forked(_share_of(plan, store, out.fd), workers, progress)
-        else:
-            _writing(batched_map(fetch_and_write, plan, workers=workers, weight=_size), out.fd)
-        progress.finish()
-        try:
-            out.commit()
-        except OSError as e:
-            raise DesyncError(f"cannot write {target}: {e.strerror}") from None
-    fetched = sum(p.size for p in plan)
-    return ExtractResult(target, index.length, len(index), len(plan), fetched)
 
 
-def _size(p: _Placement) -> int:
-    return p.size
+def _existing_size(fd: int) -> int:
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return st.st_size
 
 
-def _writing(written: Iterable[int], fd: int) -> None:
-    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY."""
-    unflushed = 0
-    for n in written:
-        unflushed += n
-        if unflushed >= WRITEBACK_EVERY:
-            start_writeback(fd)
-            unflushed = 0
+def _set_length(fd: int, target: Path, length: int, *, block_device: bool) -> None:
+    if not block_device:
+        os.ftruncate(fd, length)
+    elif os.lseek(fd, 0, os.SEEK_END) < length:
+        raise DesyncError(f"{target}: the device is smaller than the index ({length} bytes)")
 
 
-def _share_of(plan: list[_Placement], store: Store, fd: int) -> Work:
-    """The work of forked worker ``i`` of ``n``: every n-th run of SHARE_RUN chunks."""
+def _plan(
+    index: Index, seeds: list[Seed], out: _Target, concurrency: int, progress: Progress
+) -> AssemblyPlan:
+    """Plan against what the target holds now (in place: hashed again every attempt)."""
+    in_place_map = None
+    if out.atomic is None:
+        in_place_map = _in_place_map(index, out.fd, out.size, concurrency, progress)
+    return plan_assembly(index, seeds, in_place=in_place_map)
 
-    def work(i: int, n: int, report: Report) -> None:
-        def mine() -> Iterator[int]:
-            for k in range(i * SHARE_RUN, len(plan), n * SHARE_RUN):
-                written = sum(
-                    _place(fd, p, plain_of(store, p.id, p.size)) for p in plan[k : k + SHARE_RUN]
+
+def _in_place_map(
+    index: Index, fd: int, size: int, concurrency: int, progress: Progress
+) -> list[bool] | None:
+    """Which chunks a target of ``size`` bytes holds; None for an empty one (blank)."""
+    if size == 0:
+        return None
+    return chunks_in_place(index, fd, size, workers=concurrency, progress=progress)
+
+
+def _without_invalid(
+    seeds: list[Seed],
+    error: SeedInvalid,
+    policy: InvalidSeeds,
+    concurrency: int,
+    progress: Progress,
+) -> list[Seed]:
+    """The seed list for the next attempt: the bad seed dropped or re-indexed."""
+    bad = seeds[error.seed]
+    rest = seeds[: error.seed] + seeds[error.seed + 1 :]
+    if policy is InvalidSeeds.SKIP:
+        return rest
+    try:
+        fresh = reindex(bad.path, bad.index, bad.label, concurrency, progress)
+    except DesyncError:  # unreadable: nothing to re-index, so it is dropped
+        return rest
+    if fresh.index.ids == bad.index.ids and fresh.index.ends == bad.index.ends:
+        raise DesyncError(f"{error}; re-indexing found the same chunks (did {bad.path} change?)")
+    return [*seeds[: error.seed], fresh, *seeds[error.seed + 1 :]]
+
+
+def _check_seeds_against_target(target: Path, seeds: Sequence[Seed], in_place: bool) -> None:
+    """With --in-place the target is rewritten while read: it cannot also be a seed."""
+    if not in_place or not target.exists():
+        return
+    for seed in seeds:
+        with contextlib.suppress(OSError):
+            if seed.path.samefile(target):
+                raise DesyncError(
+                    f"seed {seed.label} is the target itself; --in-place already reuses its data"
                 )
-                report(written)
-                yield written
-
-        _writing(mine(), fd)
-
-    return work
-
-
-def _place(fd: int, p: _Placement, data: bytes | memoryview) -> int:
-    """Write the chunk at every offset it occupies; the number of bytes written."""
-    for offset in p.offsets:
-        _pwrite_all(fd, data, offset)
-    return p.size * len(p.offsets)
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n

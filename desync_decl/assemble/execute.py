@@ -1,0 +1,327 @@
+"""Carrying out an assembly plan on an open target file.
+
+The plan's segments become units of work, run by ``workers`` forked processes
+(fork-safe stores) or threads, each writing with ``pwrite`` at final offsets:
+
+* store chunks: fetched once (verified by the store), size-checked, written at
+  every offset where they occur (the self seed's repeats come for free);
+* seed ranges: moved into the target (clone / kernel copy / read-write, see
+  ``transfer``), then read back from the target and hashed chunk by chunk: a
+  seed that does not hold what its index says raises ``SeedInvalid`` and
+  nothing unverified is ever left in a finished target;
+* self copies of chunks already in place: read from the target, hashed, written;
+* null runs: nothing on a blank target (the file is sparse), holes punched otherwise.
+
+Clonable seed ranges are cloned up front in the calling process (metadata
+only, fast); their verification is spread over the workers like the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
+from desync_decl.assemble.transfer import can_clone, copy_range, transfer
+from desync_decl.errors import DesyncError
+from desync_decl.forked import Report, can_fork, run_forked
+from desync_decl.formats.digest import ChunkID
+from desync_decl.fsutil import preallocate, punch_hole, start_writeback
+from desync_decl.parallel import batched_map, batches, cpu_workers
+from desync_decl.progress import Progress
+from desync_decl.stores.base import Store, plain_of
+
+WRITEBACK_EVERY = 64 * 1024 * 1024  # start disk writes early: the final fsync then waits less
+SEED_PIECE = 8 * 1024 * 1024  # seed ranges are split into units of about this many bytes
+SHARE = 1024 * 1024  # forked workers take consecutive work in batches of about this many bytes
+_ZEROS = bytes(1 << 16)
+
+
+class SeedInvalid(DesyncError):
+    """A seed does not hold what its index says (or cannot be read)."""
+
+    def __init__(self, seed: int, label: str, why: str) -> None:
+        super().__init__(f"seed index for {label} doesn't match its data: {why}")
+        self.seed, self.label, self.why = seed, label, why
+
+
+@dataclass(frozen=True)
+class Outcome:
+    bytes_cloned: int  # seed bytes shared with the seed file rather than copied
+
+
+class _StoreWork(NamedTuple):
+    id: ChunkID
+    size: int
+    offsets: list[int]  # every target offset the chunk occupies
+
+
+class _SeedWork(NamedTuple):
+    seed: int
+    source_offset: int
+    offset: int
+    chunks: list[tuple[int, ChunkID]]  # (size, id) in order
+    placed: bool  # already cloned into the target: only verify
+
+
+class _SelfWork(NamedTuple):
+    source_offset: int
+    offset: int
+    size: int
+    id: ChunkID
+
+
+class _NullWork(NamedTuple):
+    offset: int
+    length: int
+
+
+_Work = _StoreWork | _SeedWork | _SelfWork | _NullWork
+
+
+def execute(
+    plan: AssemblyPlan,
+    fd: int,
+    store: Store,
+    *,
+    target_dir: Path,
+    blank: bool,
+    workers: int,
+    progress: Progress,
+) -> Outcome:
+    """Write every segment of ``plan`` into ``fd`` (already sized to the index).
+
+    ``blank``: the target holds only zeros so far (a new file), so null runs
+    need no writing and ranges about to be written can be preallocated.
+    """
+    seed_fds = _open_seeds(plan)
+    try:
+        clonable = {k: can_clone(f, target_dir) for k, f in seed_fds.items()}
+        progress.start("assemble", plan.index.length)
+        builder = _Builder(plan, fd, seed_fds, clonable, blank, progress)
+        units = builder.build()
+        if blank:
+            for offset, length in _merged(builder.write_ranges):
+                preallocate(fd, length, offset)
+        _run(units, _Runner(plan, fd, store, seed_fds), fd, workers, store, progress)
+        progress.finish()
+        return Outcome(builder.cloned)
+    finally:
+        for f in seed_fds.values():
+            os.close(f)
+
+
+def _open_seeds(plan: AssemblyPlan) -> dict[int, int]:
+    used = {s.seed for s in plan.segments if s.seed is not None}
+    fds: dict[int, int] = {}
+    try:
+        for k in sorted(used):
+            seed = plan.seeds[k]
+            try:
+                fds[k] = os.open(seed.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as e:
+                raise SeedInvalid(k, seed.label, f"cannot open {seed.path}: {e.strerror}") from None
+    except BaseException:
+        for f in fds.values():
+            os.close(f)
+        raise
+    return fds
+
+
+class _Builder:
+    """Turns segments into units of work; clones clonable seed ranges on the way."""
+
+    def __init__(
+        self,
+        plan: AssemblyPlan,
+        fd: int,
+        seed_fds: dict[int, int],
+        clonable: dict[int, bool],
+        blank: bool,
+        progress: Progress,
+    ) -> None:
+        self.plan, self.fd, self.seed_fds, self.clonable = plan, fd, seed_fds, clonable
+        self.blank, self.progress = blank, progress
+        self.blocksize = os.fstat(fd).st_blksize or 4096
+        self.cloned = 0
+        self.write_ranges: list[tuple[int, int]] = []  # ranges written by data, not clones
+
+    def build(self) -> list[_Work]:
+        units: list[_Work] = []
+        by_id: dict[ChunkID, _StoreWork] = {}
+        index = self.plan.index
+        for seg in self.plan.segments:
+            if seg.source is Source.STORE:
+                self.write_ranges.append((seg.offset, seg.length))
+                for j in range(seg.first, seg.first + seg.count):
+                    chunk = index.chunk(j)
+                    by_id[chunk.id] = work = _StoreWork(chunk.id, chunk.size, [chunk.start])
+                    units.append(work)
+            elif seg.source is Source.SELF:
+                self.write_ranges.append((seg.offset, seg.length))
+                chunk = index.chunk(seg.first)
+                if chunk.id in by_id:
+                    by_id[chunk.id].offsets.append(chunk.start)
+                else:  # first held in place: copy it from there
+                    assert seg.source_offset is not None
+                    units.append(_SelfWork(seg.source_offset, chunk.start, chunk.size, chunk.id))
+            elif seg.source is Source.SEED:
+                units.extend(self._seed_units(seg))
+            elif seg.source is Source.NULL and not self.blank:
+                units.append(_NullWork(seg.offset, seg.length))
+            else:  # in place, or null on a blank target: nothing to write
+                self.progress.advance(seg.length)
+        return units
+
+    def _seed_units(self, seg: Segment) -> Iterator[_SeedWork]:
+        assert seg.seed is not None and seg.source_offset is not None
+        placed = self.clonable[seg.seed]
+        if placed:
+            self.cloned += transfer(
+                self.seed_fds[seg.seed],
+                seg.source_offset,
+                self.fd,
+                seg.offset,
+                seg.length,
+                blocksize=self.blocksize,
+                clone=True,
+            )
+        else:
+            self.write_ranges.append((seg.offset, seg.length))
+        index = self.plan.index
+        piece: list[tuple[int, ChunkID]] = []
+        start = offset = seg.offset
+        for j in range(seg.first, seg.first + seg.count):
+            chunk = index.chunk(j)
+            piece.append((chunk.size, chunk.id))
+            offset += chunk.size
+            if offset - start >= SEED_PIECE or j == seg.first + seg.count - 1:
+                src = seg.source_offset + (start - seg.offset)
+                yield _SeedWork(seg.seed, src, start, piece, placed)
+                piece, start = [], offset
+
+
+def _merged(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Adjacent or overlapping (offset, length) ranges joined, in offset order."""
+    current: tuple[int, int] | None = None
+    for offset, length in sorted(ranges):
+        if current is not None and offset <= current[0] + current[1]:
+            end = max(current[0] + current[1], offset + length)
+            current = (current[0], end - current[0])
+            continue
+        if current is not None:
+            yield current
+        current = (offset, length)
+    if current is not None:
+        yield current
+
+
+class _Runner:
+    """Executes one unit; the bytes of the target it accounts for."""
+
+    def __init__(self, plan: AssemblyPlan, fd: int, store: Store, seed_fds: dict[int, int]) -> None:
+        self.plan, self.fd, self.store, self.seed_fds = plan, fd, store, seed_fds
+        self.digest = plan.index.digest
+
+    def __call__(self, unit: _Work) -> int:
+        if isinstance(unit, _StoreWork):
+            data = plain_of(self.store, unit.id, unit.size)
+            for offset in unit.offsets:
+                _pwrite_all(self.fd, data, offset)
+            return unit.size * len(unit.offsets)
+        if isinstance(unit, _SeedWork):
+            return self._seed(unit)
+        if isinstance(unit, _SelfWork):
+            data = os.pread(self.fd, unit.size, unit.source_offset)
+            if self.digest.hash(data) != unit.id:
+                raise DesyncError(
+                    f"target changed during extraction: bytes at {unit.source_offset} no longer"
+                    f" hold chunk {unit.id.hex()}"
+                )
+            _pwrite_all(self.fd, data, unit.offset)
+            return unit.size
+        if not punch_hole(self.fd, unit.offset, unit.length):
+            for at in range(unit.offset, unit.offset + unit.length, len(_ZEROS)):
+                _pwrite_all(self.fd, _ZEROS[: unit.offset + unit.length - at], at)
+        return unit.length
+
+    def _seed(self, unit: _SeedWork) -> int:
+        length = sum(size for size, _ in unit.chunks)
+        seed = self.plan.seeds[unit.seed]
+        if not unit.placed:
+            try:
+                copy_range(
+                    self.seed_fds[unit.seed], unit.source_offset, self.fd, unit.offset, length
+                )
+            except OSError as e:
+                raise SeedInvalid(unit.seed, seed.label, f"cannot read {seed.path}: {e}") from None
+        offset = unit.offset
+        for size, cid in unit.chunks:
+            if self.digest.hash(os.pread(self.fd, size, offset)) != cid:
+                at = unit.source_offset + offset - unit.offset
+                raise SeedInvalid(
+                    unit.seed, seed.label, f"bytes {at}..{at + size} are not chunk {cid.hex()}"
+                )
+            offset += size
+        return length
+
+
+def _run(
+    units: list[_Work], runner: _Runner, fd: int, workers: int, store: Store, progress: Progress
+) -> None:
+    workers = cpu_workers(workers)
+    if can_fork(store, workers):
+
+        def share(i: int, n: int, report: Report) -> None:
+            def mine() -> Iterator[int]:
+                loads = [0] * n  # every child computes the same split: batches go to the
+                for batch in batches(units, _weight, SHARE):  # least loaded worker so far
+                    k = loads.index(min(loads))
+                    loads[k] += sum(map(_weight, batch))
+                    if k == i:
+                        written = sum(map(runner, batch))
+                        report(written)
+                        yield written
+
+            _writing(mine(), fd)
+
+        run_forked(share, workers, progress)
+        return
+
+    def run_and_report(unit: _Work) -> int:
+        written = runner(unit)
+        progress.advance(written)
+        return written
+
+    _writing(batched_map(run_and_report, units, workers=workers, weight=_weight), fd)
+
+
+def _weight(unit: _Work) -> int:
+    if isinstance(unit, _StoreWork):
+        return unit.size * len(unit.offsets)
+    if isinstance(unit, _SeedWork):
+        return sum(size for size, _ in unit.chunks)
+    if isinstance(unit, _SelfWork):
+        return unit.size
+    return unit.length
+
+
+def _writing(written: Iterable[int], fd: int) -> None:
+    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY."""
+    unflushed = 0
+    for n in written:
+        unflushed += n
+        if unflushed >= WRITEBACK_EVERY:
+            start_writeback(fd)
+            unflushed = 0
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n

@@ -1,0 +1,244 @@
+"""The assembly plan: which byte ranges of the target come from where, computed
+without writing anything.
+
+``extract`` executes exactly this plan, ``extract --dry-run`` and ``info
+--seed`` print it, and the declarative ``plan`` reports its totals as the bytes
+that will travel. Walking the target index from the first chunk, each position
+takes, in this order:
+
+1. **in place**: the target already holds the chunk there (``--in-place``);
+2. the longest run of following chunks that one seed holds in the same order,
+   the **null seed** (chunks of zeros: left as holes) or a **file seed**; the
+   run covering more bytes wins, an earlier seed on ties (desync's rule);
+3. **self**: the chunk occurs earlier in the target, so it is written again
+   from there instead of being fetched twice;
+4. **store**: fetched (each distinct chunk once).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from desync_decl.assemble.seeds import Seed
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index
+
+MAX_CANDIDATES = 16  # positions of one chunk tried per seed: bounds the work on repetitive data
+
+
+class Source(enum.Enum):
+    IN_PLACE = "in-place"
+    NULL = "null"
+    SEED = "seed"
+    SELF = "self"
+    STORE = "store"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of consecutive target chunks taken from one source."""
+
+    source: Source
+    first: int  # position of the first chunk in the target index
+    count: int  # number of chunks
+    offset: int  # byte offset in the target
+    length: int  # bytes
+    seed: int | None = None  # which of ``AssemblyPlan.seeds`` (SEED)
+    source_offset: int | None = None  # where the bytes are in the seed (SEED) or target (SELF)
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "source": self.source.value,
+            "offset": self.offset,
+            "length": self.length,
+            "first-chunk": self.first,
+            "chunks": self.count,
+        }
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.source_offset is not None:
+            out["source-offset"] = self.source_offset
+        return out
+
+
+@dataclass(frozen=True)
+class Tally:
+    chunks: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(self.chunks + other.chunks, self.bytes + other.bytes)
+
+
+@dataclass(frozen=True)
+class AssemblyPlan:
+    index: Index
+    seeds: tuple[Seed, ...]
+    segments: tuple[Segment, ...]
+
+    def by_source(self) -> dict[Source, Tally]:
+        """Chunks and bytes of the target per kind of source (every kind present)."""
+        totals = dict.fromkeys(Source, Tally())
+        for s in self.segments:
+            totals[s.source] += Tally(s.count, s.length)
+        return totals
+
+    def by_seed(self) -> list[Tally]:
+        """Chunks and bytes of the target taken from each file seed."""
+        totals = [Tally()] * len(self.seeds)
+        for s in self.segments:
+            if s.seed is not None:
+                totals[s.seed] += Tally(s.count, s.length)
+        return totals
+
+    def to_json(self, *, segments: bool = True) -> dict[str, object]:
+        """The plan as data: totals per source and per seed, then (optionally) every segment."""
+        per_seed = self.by_seed()
+        out: dict[str, object] = {
+            "bytes-total": self.index.length,
+            "chunks-total": len(self.index),
+            "sources": {
+                src.value: {"chunks": t.chunks, "bytes": t.bytes}
+                for src, t in self.by_source().items()
+            },
+            "seeds": [
+                {"file": str(seed.path), "name": seed.label, "chunks": t.chunks, "bytes": t.bytes}
+                for seed, t in zip(self.seeds, per_seed, strict=True)
+            ],
+        }
+        if segments:
+            out["segments"] = [s.to_json() for s in self.segments]
+        return out
+
+
+def null_chunk_id(index: Index) -> ChunkID:
+    """The id of ``max`` zero bytes: what the chunker cuts all through a run of zeros."""
+    return index.digest.hash(bytes(index.sizes.max))
+
+
+def plan_assembly(
+    index: Index, seeds: Sequence[Seed] = (), *, in_place: Sequence[bool] | None = None
+) -> AssemblyPlan:
+    """Decide the source of every target chunk; ``in_place[i]`` says the target
+    already holds chunk ``i`` at its offset. Reads and writes nothing."""
+    walk = _Walk(index, in_place)
+    finders = [_SeedFinder(seed.index) for seed in seeds]
+    null_id = null_chunk_id(index)
+    first_at: dict[ChunkID, int] = {}  # target offset of a chunk's first store/in-place copy
+    segments: list[Segment] = []
+    i = 0
+    while i < walk.n:
+        cid = walk.ids[i]
+        if walk.in_place[i]:
+            first_at.setdefault(cid, walk.starts[i])
+            _append(segments, walk.segment(Source.IN_PLACE, i, 1))
+            i += 1
+            continue
+        best = walk.segment(Source.NULL, i, walk.run_of(null_id, i)) if cid == null_id else None
+        for k, finder in enumerate(finders):
+            run = finder.longest_run(walk, i)
+            if run is not None and (best is None or run.length > best.length):
+                best = walk.segment(Source.SEED, i, run.count, k, finder.start(run.seed_first))
+        if best is not None:
+            segments.append(best)
+            i += best.count
+            continue
+        if cid in first_at:
+            segments.append(walk.segment(Source.SELF, i, 1, source_offset=first_at[cid]))
+        else:
+            first_at[cid] = walk.starts[i]
+            _append(segments, walk.segment(Source.STORE, i, 1))
+        i += 1
+    return AssemblyPlan(index, tuple(seeds), tuple(segments))
+
+
+def _append(segments: list[Segment], new: Segment) -> None:
+    """Add a segment, merged into the previous one when it continues it (store, in place)."""
+    last = segments[-1] if segments else None
+    if last is not None and last.source is new.source and last.first + last.count == new.first:
+        segments[-1] = Segment(
+            new.source, last.first, last.count + new.count, last.offset, last.length + new.length
+        )
+    else:
+        segments.append(new)
+
+
+class _Walk:
+    """The target index as plain lists, for the planner's tight loops."""
+
+    def __init__(self, index: Index, in_place: Sequence[bool] | None) -> None:
+        self.n = len(index)
+        self.ids = [index.id(i) for i in range(self.n)]
+        self.starts = [0, *index.ends]  # starts[i]..starts[i+1] is chunk i
+        self.in_place = in_place if in_place is not None else [False] * self.n
+        if len(self.in_place) != self.n:
+            raise ValueError("in_place must have one entry per chunk")
+
+    def size(self, i: int) -> int:
+        return self.starts[i + 1] - self.starts[i]
+
+    def bytes_of(self, i: int, count: int) -> int:
+        return self.starts[i + count] - self.starts[i]
+
+    def run_of(self, cid: ChunkID, i: int) -> int:
+        """How many chunks from ``i`` on are ``cid`` and not in place."""
+        j = i
+        while j < self.n and self.ids[j] == cid and not self.in_place[j]:
+            j += 1
+        return j - i
+
+    def segment(
+        self,
+        source: Source,
+        i: int,
+        count: int,
+        seed: int | None = None,
+        source_offset: int | None = None,
+    ) -> Segment:
+        return Segment(
+            source, i, count, self.starts[i], self.bytes_of(i, count), seed, source_offset
+        )
+
+
+class _Run(NamedTuple):
+    count: int  # chunks
+    length: int  # bytes
+    seed_first: int  # position of the run's first chunk in the seed's index
+
+
+class _SeedFinder:
+    """Where each chunk of one seed sits, to find the longest run matching the target."""
+
+    def __init__(self, index: Index) -> None:
+        self.n = len(index)
+        self.ids = [index.id(i) for i in range(self.n)]
+        self.starts = [0, *index.ends]
+        self.positions: dict[ChunkID, list[int]] = {}
+        for i, cid in enumerate(self.ids):
+            found = self.positions.setdefault(cid, [])
+            if len(found) < MAX_CANDIDATES:
+                found.append(i)
+
+    def start(self, i: int) -> int:
+        return self.starts[i]
+
+    def longest_run(self, walk: _Walk, i: int) -> _Run | None:
+        """The longest run from target chunk ``i``; the first candidate wins ties.
+        Chunks in place end a run."""
+        best: _Run | None = None
+        for p in self.positions.get(walk.ids[i], ()):
+            k = 0
+            while (
+                i + k < walk.n
+                and p + k < self.n
+                and self.ids[p + k] == walk.ids[i + k]
+                and self.starts[p + k + 1] - self.starts[p + k] == walk.size(i + k)
+                and not walk.in_place[i + k]
+            ):
+                k += 1
+            if k and (best is None or walk.bytes_of(i, k) > best.length):
+                best = _Run(k, walk.bytes_of(i, k), p)
+        return best

@@ -1,0 +1,66 @@
+"""Seed flags shared by ``extract`` and ``info``, and the assembly plan as text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from desync_decl.assemble.plan import AssemblyPlan, Source
+from desync_decl.assemble.seeds import SeedSpec, parse_seed_arg, seeds_in_dir
+from desync_decl.cli.console import Console
+
+_SOURCE_LABELS = {
+    Source.STORE: "from stores",
+    Source.SEED: "from seeds",
+    Source.NULL: "null (holes)",
+    Source.SELF: "self seed",
+    Source.IN_PLACE: "in place",
+}
+
+
+def add_seed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="seed: X.caibx (its blob X beside it) or INDEX:BLOB; repeatable",
+    )
+    p.add_argument(
+        "--seed-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="use every *.caibx under DIR whose blob exists as a seed; repeatable",
+    )
+    p.add_argument(
+        "--seed-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="seed without an index (any file or block device): chunked on the fly; repeatable",
+    )
+
+
+def seed_specs(args: argparse.Namespace) -> list[SeedSpec]:
+    """Seeds in desync's order: --seed, then --seed-dir finds, then --seed-file."""
+    specs = [parse_seed_arg(arg) for arg in args.seed]
+    exclude = Path(args.index) if args.index != "-" else None
+    for directory in args.seed_dir:
+        specs.extend(seeds_in_dir(directory, exclude=exclude))
+    specs.extend(SeedSpec(file=Path(f), index=None) for f in args.seed_file)
+    return specs
+
+
+def print_plan(plan: AssemblyPlan, console: Console, *, to_err: bool = False) -> None:
+    """Bytes and chunks per source, each seed on its own line."""
+    emit = console.note if to_err else console.print
+    by_source = plan.by_source()
+    total = plan.index.length or 1
+    for source, label in _SOURCE_LABELS.items():
+        t = by_source[source]
+        emit(f"{label:<14} {t.chunks:>9} chunks {t.bytes:>16} bytes {100 * t.bytes / total:6.1f}%")
+        if source is Source.SEED:
+            for seed, st in zip(plan.seeds, plan.by_seed(), strict=True):
+                emit(f"  {seed.label}: {st.chunks} chunks, {st.bytes} bytes")
+    emit(f"{'total':<14} {len(plan.index):>9} chunks {plan.index.length:>16} bytes")

@@ -1,0 +1,52 @@
+"""Turning seeds as users name them into seeds with an index, chunking files that have none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from desync_decl.assemble.seeds import Seed, SeedSpec
+from desync_decl.errors import DesyncError, file_error
+from desync_decl.formats import index as index_format
+from desync_decl.formats.index import Index
+from desync_decl.ops.make import make
+from desync_decl.progress import NO_PROGRESS, Progress
+
+
+def open_seeds(
+    specs: Sequence[SeedSpec],
+    target: Index,
+    *,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+) -> list[Seed]:
+    """Each seed with its index: read from its index file, or made by chunking the
+    file with the target index's chunk sizes and digest (a seed without an index,
+    e.g. the other partition of an A/B update, desync issue #178)."""
+    seeds = []
+    for spec in specs:
+        if spec.index is not None:
+            seeds.append(Seed(spec.file, _read_index(spec.index), str(spec.index)))
+        else:
+            seeds.append(reindex(spec.file, target, str(spec.file), concurrency, progress))
+    return seeds
+
+
+def reindex(
+    file: Path, like: Index, label: str, concurrency: int, progress: Progress = NO_PROGRESS
+) -> Seed:
+    """A seed whose index is made now from the file's bytes, chunked like ``like``."""
+    result = make(
+        file, sizes=like.sizes, digest=like.digest, concurrency=concurrency, progress=progress
+    )
+    return Seed(file, result.index, label)
+
+
+def _read_index(path: Path) -> Index:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise file_error(path, e, "read") from None
+    if not data:
+        raise DesyncError(f"seed index {path} is empty")
+    return index_format.decode(data, str(path))
