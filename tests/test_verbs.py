@@ -335,3 +335,24 @@ def test_a_chunk_whose_length_differs_from_the_index_is_invalid(tmp_path, blob):
     with pytest.raises(ChunkInvalid, match="the index says"):
         cat(lying, store, io.BytesIO())
     assert not (tmp_path / "out").exists()
+
+
+def test_info_with_a_seed_shows_the_plan_extract_would_follow(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    changed = bytearray(blob.read_bytes())
+    changed[700_000:700_100] = bytes(range(100))
+    (tmp_path / "new.img").write_bytes(changed)
+    r = cli("make", "-m", "4:16:64", tmp_path / "new.caibx", tmp_path / "new.img")
+    assert r.code == 0, r.err
+    seed = f"{tmp_path / 'blob.caibx'}"
+    info_r = cli("info", "--json", "--seed", seed, tmp_path / "new.caibx")
+    dry = cli(
+        "extract", "--dry-run", "--json", "--seed", seed, tmp_path / "new.caibx", tmp_path / "o"
+    )
+    assert info_r.code == dry.code == 0, info_r.err + dry.err
+    plan = json.loads(info_r.out)["plan"]
+    assert plan["sources"] == json.loads(dry.out)["sources"]
+    assert plan["sources"]["seed"]["bytes"] > len(changed) // 2
+    assert plan["seeds"][0]["name"] == seed
+    text = cli("info", "--seed", seed, tmp_path / "new.caibx")
+    assert "Extraction plan:" in text.out and "from seeds" in text.out

@@ -6,7 +6,9 @@ import argparse
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
+from desync_decl.cli.seeding import add_seed_args, print_plan, seed_specs
 from desync_decl.ops.info import info
+from desync_decl.ops.seeding import open_seeds
 
 _LABELS = {
     "size": "Blob size",
@@ -27,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)
+    add_seed_args(p)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument(
         "-f",
@@ -41,10 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args.index)
     store = common.open_stores(args.store, index.digest) if args.store else None
-    data = info(index, store=store, concurrency=args.concurrency).as_json()
+    seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency)
+    result = info(index, store=store, seeds=seeds, concurrency=args.concurrency)
+    data = result.as_json()
     if args.json or args.format == "json":
         console.json(data)
-    else:
-        for key, value in data.items():
+        return 0
+    for key, value in data.items():
+        if key in _LABELS:
             console.print(f"{_LABELS[key]}: {value}")
+    if result.plan is not None:
+        console.print("Extraction plan:")
+        print_plan(result.plan, console)
     return 0

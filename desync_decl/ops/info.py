@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from desync_decl.assemble.plan import AssemblyPlan, plan_assembly
+from desync_decl.assemble.seeds import Seed
 from desync_decl.formats.index import Index
 from desync_decl.parallel import ordered_map
 from desync_decl.stores.base import Store
@@ -21,6 +24,7 @@ class IndexInfo:
     chunk_size_avg: int
     chunk_size_max: int
     in_store: int | None  # distinct chunks the stores hold; None without stores
+    plan: AssemblyPlan | None  # where an extract would take each range from; None without seeds
 
     def as_json(self) -> dict[str, object]:
         """desync's ``info`` keys (plus the digest and flags it does not print)."""
@@ -37,11 +41,20 @@ class IndexInfo:
         }
         if self.in_store is not None:
             out["in-store"] = self.in_store
+        if self.plan is not None:
+            out["plan"] = self.plan.to_json(segments=False)
         return out
 
 
-def info(index: Index, *, store: Store | None = None, concurrency: int = 10) -> IndexInfo:
-    """Counts over distinct ids; a failing store raises instead of counting as absent."""
+def info(
+    index: Index,
+    *,
+    store: Store | None = None,
+    seeds: Sequence[Seed] = (),
+    concurrency: int = 10,
+) -> IndexInfo:
+    """Counts over distinct ids; a failing store raises instead of counting as absent.
+    With seeds, the plan an extract would follow (the same planner, so the same numbers)."""
     unique = index.unique_ids()
     in_store = None
     if store is not None:
@@ -57,4 +70,5 @@ def info(index: Index, *, store: Store | None = None, concurrency: int = 10) -> 
         chunk_size_avg=index.sizes.avg,
         chunk_size_max=index.sizes.max,
         in_store=in_store,
+        plan=plan_assembly(index, seeds) if seeds else None,
     )
