@@ -356,3 +356,16 @@ def test_info_with_a_seed_shows_the_plan_extract_would_follow(cli, tmp_path, blo
     assert plan["seeds"][0]["name"] == seed
     text = cli("info", "--seed", seed, tmp_path / "new.caibx")
     assert "Extraction plan:" in text.out and "from seeds" in text.out
+
+
+def test_a_seed_index_with_other_chunk_ids_is_refused_by_name(cli, tmp_path, blob):
+    make(cli, tmp_path, blob)
+    r = cli("make", "--digest", "sha256", tmp_path / "other.caibx", blob)
+    assert r.code == 0, r.err
+    seed = f"{tmp_path / 'other.caibx'}:{blob}"
+    r = cli(
+        "extract", "-s", tmp_path / "store", "--seed", seed, tmp_path / "blob.caibx", tmp_path / "o"
+    )
+    assert r.code == 1
+    assert "other.caibx uses sha256 chunk ids" in r.err and len(r.err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()

@@ -26,7 +26,13 @@ def open_seeds(
     seeds = []
     for spec in specs:
         if spec.index is not None:
-            seeds.append(Seed(spec.file, _read_index(spec.index), str(spec.index)))
+            index = _read_index(spec.index)
+            if index.digest is not target.digest:
+                raise DesyncError(
+                    f"seed index {spec.index} uses {index.digest.value} chunk ids, the index"
+                    f" being extracted {target.digest.value}: no chunk could ever match"
+                )
+            seeds.append(Seed(spec.file, index, str(spec.index)))
         else:
             seeds.append(reindex(spec.file, target, str(spec.file), concurrency, progress))
     return seeds
