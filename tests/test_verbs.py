@@ -360,7 +360,7 @@ def test_info_with_a_seed_shows_the_plan_extract_would_follow(cli, tmp_path, blo
 
 def test_a_seed_index_with_other_chunk_ids_is_refused_by_name(cli, tmp_path, blob):
     make(cli, tmp_path, blob)
-    r = cli("make", "--digest", "sha256", tmp_path / "other.caibx", blob)
+    r = cli("--digest", "sha256", "make", tmp_path / "other.caibx", blob)
     assert r.code == 0, r.err
     seed = f"{tmp_path / 'other.caibx'}:{blob}"
     r = cli(
