@@ -99,7 +99,7 @@ def execute(
     """
     seed_fds = _open_seeds(plan)
     try:
-        clonable = {k: can_clone(f, target_dir) for k, f in seed_fds.items()}
+        clonable = {k: can_clone(f, fd, target_dir) for k, f in seed_fds.items()}
         progress.start("assemble", plan.index.length)
         builder = _Builder(plan, fd, seed_fds, clonable, blank, progress)
         units = builder.build()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 import tempfile
 
@@ -31,22 +32,27 @@ def clone_range(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, leng
     fcntl.ioctl(dst_fd, FICLONERANGE, struct.pack("qQQQ", src_fd, src_offset, length, dst_offset))
 
 
-def can_clone(src_fd: int, target_dir: str | os.PathLike) -> bool:
-    """Whether blocks of ``src_fd`` can be cloned into a file in ``target_dir``.
+def can_clone(src_fd: int, dst_fd: int, target_dir: str | os.PathLike) -> bool:
+    """Whether blocks of ``src_fd`` can be cloned into ``dst_fd`` (a file in ``target_dir``).
 
-    Tried for real on the first block, into an unnamed file that disappears:
-    same filesystem, same mount and reflink support are all checked at once.
+    Tried for real on the seed's first block, into an unnamed file beside the
+    target that disappears: same filesystem, same mount and reflink support are
+    all checked at once. Only regular files clone (not block devices).
     """
-    size = os.fstat(src_fd).st_size
-    if size == 0:
+    src, dst = os.fstat(src_fd), os.fstat(dst_fd)
+    if not (stat.S_ISREG(src.st_mode) and stat.S_ISREG(dst.st_mode)) or src.st_size == 0:
         return False
     try:
-        with tempfile.TemporaryFile(dir=target_dir) as probe:
-            clone_range(src_fd, 0, probe.fileno(), 0, min(size, os.fstat(src_fd).st_blksize))
-    except OSError as e:
-        if e.errno in _UNSUPPORTED:
-            return False
-        raise
+        probe = tempfile.TemporaryFile(dir=target_dir)  # noqa: SIM115 - closed below
+    except OSError:  # cannot make a file there: no probe, no clones
+        return False
+    with probe:
+        try:
+            clone_range(src_fd, 0, probe.fileno(), 0, min(src.st_size, src.st_blksize))
+        except OSError as e:
+            if e.errno in _UNSUPPORTED:
+                return False
+            raise
     return True
 
 
