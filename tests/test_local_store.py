@@ -18,6 +18,7 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.ops.prune import prune
 from desync_decl.ops.verify import verify_store
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
+from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.local import LocalStore
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -195,7 +196,7 @@ def test_compressed_store_reads_an_uncompressed_chunk_file(store, store_dir):
 
 
 def test_uncompressed_store_writes_plain_bytes_without_a_suffix(store_dir):
-    store = LocalStore(store_dir, uncompressed=True)
+    store = LocalStore(store_dir, format=StorageFormat(compressed=False))
     data = data_for(10)
     chunk = chunk_of(data)
 
@@ -210,7 +211,7 @@ def test_uncompressed_store_writes_plain_bytes_without_a_suffix(store_dir):
 def test_uncompressed_store_still_reads_compressed_chunks_beside_its_own(store_dir):
     compressed_data, plain_data = data_for(11), data_for(12)
     LocalStore(store_dir).store_chunk(chunk_of(compressed_data))
-    store = LocalStore(store_dir, uncompressed=True)
+    store = LocalStore(store_dir, format=StorageFormat(compressed=False))
     store.store_chunk(chunk_of(plain_data))
 
     for data in (compressed_data, plain_data):
@@ -227,7 +228,7 @@ def test_chunk_in_both_forms_side_by_side_reads_back_right(store_dir, uncompress
     chunk = chunk_of(data)
     LocalStore(store_dir).store_chunk(chunk)
     write_uncompressed_file(store_dir, chunk)
-    store = LocalStore(store_dir, uncompressed=uncompressed)
+    store = LocalStore(store_dir, format=StorageFormat(compressed=not uncompressed))
 
     assert bytes(store.get_chunk(chunk.id).plain()) == data
     assert store.has_chunk(chunk.id) is True

@@ -305,9 +305,11 @@ def test_python_dash_m_runs_the_cli():
 def test_make_counts_the_bytes_it_stored_in_the_stores_form(tmp_path, blob, uncompressed):
     from desync_decl.chunker import ChunkSizes
     from desync_decl.ops.make import make as make_op
+    from desync_decl.stores.converters import StorageFormat
     from desync_decl.stores.local import LocalStore
 
-    store = LocalStore(tmp_path / "s", create=True, uncompressed=uncompressed)
+    form = StorageFormat(compressed=not uncompressed)
+    store = LocalStore(tmp_path / "s", create=True, format=form)
     result = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store)
     files = [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
     assert result.chunks_stored == len(files) == len(result.index.unique_ids())

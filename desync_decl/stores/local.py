@@ -2,10 +2,11 @@
 
 Compressed (``.cacnk``) and uncompressed (no suffix) chunk files may sit side
 by side, as casync allows: the store writes its configured form and reads
-either, preferring that form. A chunk is written as an unnamed file and linked
-in under its final name (or, where the filesystem cannot, written to a temp
-file and renamed), so concurrent writers and crashes never expose a partial
-chunk; ``flush()`` makes everything written durable at once.
+either, preferring that form (with encryption, both carry the cipher's
+suffix). A chunk is written as an unnamed file and linked in under its final
+name (or, where the filesystem cannot, written to a temp file and renamed), so
+concurrent writers and crashes never expose a partial chunk; ``flush()``
+makes everything written durable at once.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX
+from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
-from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.converters import COMPRESSED, StorageFormat
 
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
 STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write in progress
-_CHUNK_NAME = re.compile(r"^([0-9a-f]{64})(\.cacnk)?$")
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 # Why a filesystem or kernel cannot make unnamed files or link them in (no
@@ -56,7 +57,7 @@ class LocalStore:
         path: str | os.PathLike,
         *,
         digest: Digest = Digest.SHA512_256,
-        uncompressed: bool = False,
+        format: StorageFormat = COMPRESSED,
         skip_verify: bool = False,
         create: bool = False,
     ) -> None:
@@ -65,7 +66,14 @@ class LocalStore:
         self._prefixes: set[str] = set()  # prefix directories known to exist (never removed)
         self._anonymous_files = hasattr(os, "O_TMPFILE")  # off once the filesystem refuses
         self.digest = digest
-        self.uncompressed = uncompressed
+        self.format = format
+        # the other compression form is read too, with the same encryption
+        self._formats = {
+            compressed: StorageFormat(compressed, format.cipher)
+            for compressed in (format.compressed, not format.compressed)
+        }
+        cipher_suffix = re.escape(format.cipher.extension) if format.cipher else ""
+        self._chunk_name = re.compile(rf"^([0-9a-f]{{64}})(\.cacnk)?{cipher_suffix}$")
         self.skip_verify = skip_verify
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
@@ -95,21 +103,20 @@ class LocalStore:
 
     def _file(self, id: ChunkID, compressed: bool) -> str:
         h = id.hex()
-        return f"{self._root}/{h[:4]}/{h}{COMPRESSED_SUFFIX if compressed else ''}"
-
-    def _forms(self) -> tuple[bool, bool]:
-        """Compressed-ness of the files to try, the configured form first."""
-        return (False, True) if self.uncompressed else (True, False)
+        return f"{self._root}/{h[:4]}/{h}{self._formats[compressed].extension}"
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        for compressed in self._forms():
+        for compressed, form in self._formats.items():
             try:
                 data = _read_file(self._file(id, compressed))
             except FileNotFoundError:
                 continue
             except OSError as e:
                 raise StoreError(f"cannot read chunk {id.hex()} from {self}: {e.strerror}") from e
-            chunk = Chunk(id, stored=data) if compressed else Chunk(id, plain=data)
+            try:
+                chunk = form.decode(id, data)
+            except DecodeError as e:
+                raise ChunkInvalid(id, str(self), str(e)) from None
             return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
         raise ChunkMissing(id, str(self))
 
@@ -125,7 +132,7 @@ class LocalStore:
             except OSError as e:
                 raise StoreError(f"cannot stat {self._root}/{prefix}: {e.strerror}") from e
             self._prefixes.add(prefix)
-        for compressed in self._forms():
+        for compressed in self._formats:
             try:
                 os.stat(self._file(id, compressed))
                 return True
@@ -136,8 +143,8 @@ class LocalStore:
         return False
 
     def store_chunk(self, chunk: Chunk) -> None:
-        final = self._file(chunk.id, not self.uncompressed)
-        data = chunk.plain() if self.uncompressed else chunk.stored()
+        final = self._file(chunk.id, self.format.compressed)
+        data = self.format.encode(chunk)
         try:
             if not (self._anonymous_files and self._link_anonymous(final, data)):
                 self._rename_temp(final, data)
@@ -226,7 +233,7 @@ class LocalStore:
                 if len(prefix.name) != 4 or not prefix.is_dir(follow_symlinks=False):
                     continue
                 for entry in sorted(os.scandir(prefix.path), key=lambda e: e.name):
-                    m = _CHUNK_NAME.match(entry.name)
+                    m = self._chunk_name.match(entry.name)
                     if m and not m.group(1).startswith(prefix.name):
                         m = None
                     yield Path(entry.path), m

@@ -1,0 +1,114 @@
+"""desync's config file (``~/.config/desync/config.json``) and its lookups.
+
+Keys of ``store-options``, ``s3-credentials`` and ``oci-credentials`` may be
+globs (``*`` and ``?`` do not cross ``/``); a location matching two keys is an
+error rather than a guess. Unlike desync, ``s3-credentials`` globs really match.
+Unknown keys are ignored, as desync does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from desync_decl.errors import DesyncError
+from desync_decl.stores.options import StoreOptions
+
+
+def default_path() -> Path:
+    return Path(os.environ.get("HOME", "~")).expanduser() / ".config" / "desync" / "config.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Config:
+        """The given file (must exist), else the default one (may be missing)."""
+        explicit = path is not None
+        file = Path(path) if path is not None else default_path()
+        try:
+            text = file.read_text()
+        except FileNotFoundError:
+            if explicit:
+                raise DesyncError(f"config file {file}: no such file") from None
+            return cls(None, {})
+        except OSError as e:
+            raise DesyncError(f"cannot read config file {file}: {e.strerror}") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DesyncError(f"{file}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        if not isinstance(raw, dict):
+            raise DesyncError(f"{file}: expected a JSON object")
+        return cls(file, raw)
+
+    def store_options(self, location: str) -> StoreOptions:
+        """The ``store-options`` entry for a store location (defaults if none)."""
+        key, entry = self._lookup("store-options", _normalize(location))
+        if entry is None:
+            return StoreOptions()
+        if not isinstance(entry, dict):
+            raise DesyncError(f"{self.path}: store-options '{key}' must be an object")
+        return StoreOptions.from_config(entry, f"{self.path}: store-options '{key}'")
+
+    def section(self, name: str, location: str) -> dict[str, Any] | None:
+        """The entry of a credentials section (``s3-credentials``, ...) for ``location``."""
+        key, entry = self._lookup(name, location.rstrip("/"))
+        if entry is not None and not isinstance(entry, dict):
+            raise DesyncError(f"{self.path}: {name} '{key}' must be an object")
+        return entry
+
+    def _lookup(self, section: str, location: str) -> tuple[str, Any]:
+        entries = self.raw.get(section) or {}
+        if not isinstance(entries, dict):
+            raise DesyncError(f"{self.path}: '{section}' must be an object")
+        matches = [k for k in entries if _glob(_normalize(k)).fullmatch(location)]
+        if len(matches) > 1:
+            raise DesyncError(
+                f"{self.path}: {location} matches more than one {section} key: "
+                + ", ".join(sorted(matches))
+            )
+        return (matches[0], entries[matches[0]]) if matches else ("", None)
+
+    def as_json(self) -> dict[str, Any]:
+        return self.raw
+
+
+def _normalize(location: str) -> str:
+    """Trailing ``/`` ignored; local paths made absolute (URLs compared as strings)."""
+    if "://" not in location:
+        location = os.path.abspath(location)
+    return location.rstrip("/") or "/"
+
+
+@lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A glob as a regex: ``*`` and ``?`` stay within one path element."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))

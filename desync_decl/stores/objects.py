@@ -1,0 +1,144 @@
+"""Chunk and index stores on top of any key/value backend (S3, GCS, SFTP, HTTP, OCI).
+
+A backend implements only ``Objects``: read, write, exists, delete and list
+keys under its base, mapping its own "not found" to ``ObjectMissing`` and
+every other failure to ``StoreError`` (transient ones marked, for retries).
+Everything about chunks lives here once: key layout ``xxxx/<id><ext>``,
+storage format (compression, encryption), verification, prune.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Protocol
+
+from desync_decl.errors import DesyncError
+from desync_decl.formats import index as index_format
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunkfile import DecodeError
+from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.index import Index
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.converters import COMPRESSED, StorageFormat
+
+
+class ObjectMissing(Exception):
+    """The key does not exist (a backend's 404 / NoSuchKey / ENOENT)."""
+
+
+class Objects(Protocol):
+    """What a key/value backend provides; keys are relative to the store's base."""
+
+    location: str  # the store location as the user gave it (for messages)
+
+    def read(self, key: str) -> bytes:
+        """The object's bytes; ``ObjectMissing`` if absent, ``StoreError`` on failure."""
+        ...
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        """Store atomically: readers never see a partial object under ``key``."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """False only when the object is absent; failures raise ``StoreError``."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove; an absent key is not an error."""
+        ...
+
+    def list_keys(self) -> Iterator[str]:
+        """Every key under the base (for prune and listing)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ObjectChunkStore:
+    """A chunk store (get/has/store/iter/remove/prune) over ``Objects``."""
+
+    def __init__(
+        self,
+        objects: Objects,
+        *,
+        digest: Digest = Digest.SHA512_256,
+        format: StorageFormat = COMPRESSED,
+        skip_verify: bool = False,
+    ) -> None:
+        self.objects, self.digest, self.format = objects, digest, format
+        self.skip_verify = skip_verify
+        suffix = re.escape(format.extension)
+        self._name = re.compile(rf"^([0-9a-f]{{4}})/(\1[0-9a-f]{{60}}){suffix}$")
+
+    def __str__(self) -> str:
+        return self.objects.location
+
+    def key(self, id: ChunkID) -> str:
+        h = id.hex()
+        return f"{h[:4]}/{h}{self.format.extension}"
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        try:
+            data = self.objects.read(self.key(id))
+        except ObjectMissing:
+            raise ChunkMissing(id, str(self)) from None
+        try:
+            chunk = self.format.decode(id, data)
+        except DecodeError as e:
+            raise ChunkInvalid(id, str(self), str(e)) from None
+        return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        return self.objects.exists(self.key(id))
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        self.objects.write(self.key(chunk.id), self.format.encode(chunk))
+
+    def iter_chunk_ids(self) -> Iterator[ChunkID]:
+        for key in self.objects.list_keys():
+            m = self._name.match(key)
+            if m:
+                yield ChunkID(bytes.fromhex(m.group(2)))
+
+    def remove_chunk(self, id: ChunkID) -> None:
+        self.objects.delete(self.key(id))
+
+    def prune(self, keep: set[ChunkID]) -> int:
+        doomed = [id for id in self.iter_chunk_ids() if id not in keep]
+        for id in doomed:
+            self.remove_chunk(id)
+        return len(doomed)
+
+    def close(self) -> None:
+        self.objects.close()
+
+
+class ObjectIndexStore:
+    """Index files by name over ``Objects`` (``s3+http://host/bucket/dir/`` + ``x.caibx``)."""
+
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
+
+    def __str__(self) -> str:
+        return self.objects.location
+
+    def get_index(self, name: str) -> Index:
+        _check_name(name)
+        try:
+            data = self.objects.read(name)
+        except ObjectMissing:
+            raise DesyncError(f"index {name} not found in {self}") from None
+        return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")
+
+    def store_index(self, name: str, index: Index) -> None:
+        _check_name(name)
+        self.objects.write(name, index.encode())
+
+    def close(self) -> None:
+        self.objects.close()
+
+
+def _check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise StoreError(f"invalid index name {name!r}")
