@@ -51,6 +51,7 @@ class SeedInvalid(DesyncError):
 @dataclass(frozen=True)
 class Outcome:
     bytes_cloned: int  # seed bytes shared with the seed file rather than copied
+    blocksize: int  # the target's block size: what clones align to
 
 
 class _StoreWork(NamedTuple):
@@ -108,7 +109,7 @@ def execute(
                 preallocate(fd, length, offset)
         _run(units, _Runner(plan, fd, store, seed_fds), fd, workers, store, progress)
         progress.finish()
-        return Outcome(builder.cloned)
+        return Outcome(builder.cloned, builder.blocksize)
     finally:
         for f in seed_fds.values():
             os.close(f)

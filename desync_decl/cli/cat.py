@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", nargs="?", help="file to write (default stdout)")
     common.add_store_args(p, required=True, many=True)
     common.add_concurrency_arg(p)
+    common.add_cache_args(p)
     p.add_argument("-o", "--offset", type=common.non_negative_int, default=0, help="start byte")
     p.add_argument(
         "-l",
@@ -30,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
-    store = common.open_stores(args.store, index.digest)
+    index = common.read_index(args, args.index)
+    store = common.open_stores(args, index.digest)
     options = {"offset": args.offset, "length": args.length, "concurrency": args.concurrency}
     if args.output is None:
         cat(index, store, console.binary(), **options)

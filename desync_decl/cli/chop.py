@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
-    store = common.open_single_store(args.store, index.digest, create=True)
-    ignore = ignored_ids(args.ignore, args.ignore_chunks)
+    index = common.read_index(args, args.index)
+    store = common.open_single_store(args, index.digest, create=True)
+    ignore = ignored_ids(args, args.ignore, args.ignore_chunks)
     chop(
         index,
         args.file,
@@ -50,10 +50,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def ignored_ids(indexes: list[str], id_files: list[str]) -> set[ChunkID]:
+def ignored_ids(args: argparse.Namespace, indexes: list[str], id_files: list[str]) -> set[ChunkID]:
     ids: set[ChunkID] = set()
     for name in common.store_locations(indexes):
-        ids |= common.read_index(name).unique_ids()
+        ids |= common.read_index(args, name).unique_ids()
     for name in common.store_locations(id_files):
         try:
             lines = Path(name).read_text().splitlines()

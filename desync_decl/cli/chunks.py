@@ -40,17 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
+    index = common.read_index(args, args.index)
     for c in index:
         console.out.write(c.id.hex() + "\n")
     return 0
 
 
 def run_inspect(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
+    index = common.read_index(args, args.index)
     store = None
     if args.store:
-        store = common.open_single_store(args.store, index.digest)
+        store = common.open_single_store(args, index.digest)
         if not isinstance(store, LocalStore):
             raise DesyncError(f"inspect-chunks needs a local store, not {store}")
     rows = []

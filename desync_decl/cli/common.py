@@ -3,44 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from desync_decl.chunker import ChunkSizes
 from desync_decl.cli.console import Console
-from desync_decl.errors import DesyncError, file_error
+from desync_decl.config import Config
+from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import write_atomic
 from desync_decl.stores.base import Store
-from desync_decl.stores.compose import single_or_router
-from desync_decl.stores.location import open_store
+from desync_decl.stores.compose import Cache, single_or_router
+from desync_decl.stores.location import Opener
 
 
-def read_index(arg: str) -> Index:
-    """An index from a path, or from stdin for ``-``."""
+def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
+    """What opens this command's stores: config file (read once), digest, store flags."""
+    config = getattr(args, "_config", None)
+    if config is None:
+        config = args._config = Config.load(getattr(args, "config", None))
+    return Opener(
+        digest=digest or digest_arg(args),
+        config=config,
+        overrides=store_overrides(args),
+    )
+
+
+def read_index(args: argparse.Namespace, arg: str) -> Index:
+    """An index from a path, an index-store URL, or stdin for ``-``."""
     if arg == "-":
         return index_format.decode(sys.stdin.buffer.read(), "<stdin>")
-    try:
-        data = Path(arg).read_bytes()
-    except OSError as e:
-        raise file_error(arg, e, "read") from None
-    return index_format.decode(data, arg)
+    return opener(args).read_index(arg)
 
 
-def write_index(arg: str, index: Index, console: Console) -> None:
-    """Write atomically (temp file + fsync + rename), or to stdout for ``-``."""
-    data = index.encode()
+def write_index(args: argparse.Namespace, arg: str, index: Index, console: Console) -> None:
+    """Write atomically (temp file + fsync + rename) or to an index store; ``-`` is stdout."""
     if arg == "-":
-        console.binary().write(data)
+        console.binary().write(index.encode())
         console.binary().flush()
         return
-    try:
-        write_atomic(arg, data)
-    except OSError as e:
-        raise DesyncError(f"cannot write {arg}: {e.strerror}") from None
+    opener(args, index.digest).write_index(arg, index)
 
 
 def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) -> None:
@@ -52,8 +56,60 @@ def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) ->
         required=required,
         metavar="STORE",
         help="chunk store location"
-        + (" (repeat or comma-separate: tried in order)" if many else ""),
+        + (" (repeat or comma-separate: tried in order; a|b = failover group)" if many else ""),
     )
+    g = p.add_argument_group("store options (override the config file's store-options)")
+    g.add_argument("--client-cert", metavar="FILE", help="TLS client certificate (PEM)")
+    g.add_argument("--client-key", metavar="FILE", help="TLS client key (PEM)")
+    g.add_argument("--ca-cert", metavar="FILE", help="CA bundle replacing the system's (PEM)")
+    g.add_argument(
+        "-t",
+        "--trust-insecure",
+        action="store_const",
+        const=True,
+        default=None,
+        help="accept any server certificate",
+    )
+    g.add_argument(
+        "-e", "--error-retry", type=int_at_least(0), metavar="N", help="attempts (default 3)"
+    )
+    g.add_argument(
+        "-b",
+        "--error-retry-base-interval",
+        type=parse_duration,
+        metavar="DURATION",
+        help="wait k x this before attempt k+1 (default 500ms)",
+    )
+
+
+def add_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--cache", metavar="STORE", help="store used as a read-through cache")
+    p.add_argument(
+        "-r",
+        "--cache-repair",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="replace invalid chunks found in the cache (default true)",
+    )
+
+
+def store_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """StoreOptions fields the command line set (-n always applies, as in desync)."""
+    names = (
+        "client_cert",
+        "client_key",
+        "ca_cert",
+        "trust_insecure",
+        "error_retry",
+        "error_retry_base_interval",
+    )
+    out: dict[str, object] = {
+        n: getattr(args, n) for n in names if getattr(args, n, None) is not None
+    }
+    if getattr(args, "concurrency", None) is not None:
+        out["n"] = args.concurrency
+    return out
 
 
 def add_concurrency_arg(p: argparse.ArgumentParser) -> None:
@@ -81,19 +137,44 @@ def store_locations(values: list[str]) -> list[str]:
     return [loc for v in values for loc in v.split(",") if loc]
 
 
-def open_stores(values: list[str], digest: Digest) -> Store:
-    """The ``-s`` stores as one store (a router when there are several)."""
-    locations = store_locations(values)
+def open_stores(args: argparse.Namespace, digest: Digest) -> Store:
+    """The ``-s`` stores as one store (a router when there are several), behind the
+    ``-c`` cache when one is given."""
+    locations = store_locations(args.store)
     if not locations:
         raise DesyncError("no store given (-s)")
-    return single_or_router([open_store(loc, digest=digest) for loc in locations])
+    make = opener(args, digest)
+    store = single_or_router([make.chunk_store(loc) for loc in locations])
+    cache = getattr(args, "cache", None)
+    if cache:
+        return Cache(store, make.chunk_store(cache, create=True), repair=args.cache_repair)
+    return store
 
 
-def open_single_store(values: list[str], digest: Digest, *, create: bool = False) -> Store:
-    locations = store_locations(values)
+def open_single_store(args: argparse.Namespace, digest: Digest, *, create: bool = False) -> Store:
+    locations = store_locations(args.store)
     if len(locations) != 1:
         raise DesyncError("exactly one store (-s) is needed")
-    return open_store(locations[0], digest=digest, create=create)
+    return opener(args, digest).chunk_store(locations[0], create=create)
+
+
+def parse_duration(text: str) -> float:
+    """A Go-style duration (``500ms``, ``2s``, ``1m30s``) in seconds; a bare number is seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a duration (e.g. 500ms, 2s)")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="file to write (replaced atomically unless --in-place)")
     common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)
+    common.add_cache_args(p)
     add_seed_args(p)
     p.add_argument(
         "-k",
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
         raise DesyncError(f"{args.output}: the output would overwrite the index")
-    index = common.read_index(args.index)
+    index = common.read_index(args, args.index)
     progress = console.progress()
     seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency, progress=progress)
     if args.dry_run:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     result = extract(
         index,
         args.output,
-        common.open_stores(args.store, index.digest),
+        common.open_stores(args, index.digest),
         seeds=seeds,
         in_place=args.in_place,
         invalid_seeds=args.invalid_seeds,

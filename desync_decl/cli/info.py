@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)
+    common.add_cache_args(p)
     add_seed_args(p)
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument(
@@ -42,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
-    store = common.open_stores(args.store, index.digest) if args.store else None
+    index = common.read_index(args, args.index)
+    store = common.open_stores(args, index.digest) if args.store else None
     seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency)
     result = info(index, store=store, seeds=seeds, concurrency=args.concurrency)
     data = result.as_json()

@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunk digest for new indexes: sha512-256 (default) or sha256; "
         "existing indexes carry their own",
     )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="desync config file (default ~/.config/desync/config.json; may be missing)",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks and debug logging")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=_Parser)
     for verb in VERBS:

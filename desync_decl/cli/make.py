@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
-    store = common.open_single_store(args.store, digest, create=True) if args.store else None
+    store = common.open_single_store(args, digest, create=True) if args.store else None
     result = make(
         args.file,
         sizes=sizes,
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         blob_digest=args.blob_digest,
         progress=console.progress(),
     )
-    common.write_index(args.index, result.index, console)
+    common.write_index(args, args.index, result.index, console)
     stats = {
         "chunks": result.chunks_total,
         "unique": len(result.index.unique_ids()),

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    indexes = [common.read_index(name) for name in args.indexes]
-    store = common.open_single_store(args.store, indexes[0].digest)
+    indexes = [common.read_index(args, name) for name in args.indexes]
+    store = common.open_single_store(args, indexes[0].digest)
     if not isinstance(store, PruneStore):
         raise DesyncError(f"store {store} does not support pruning")
     keep = keep_set(indexes)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace, console: Console) -> int:
-    store = common.open_single_store(args.store, common.digest_arg(args))
+    store = common.open_single_store(args, common.digest_arg(args))
     if not isinstance(store, PruneStore):
         raise DesyncError(f"store {store} cannot be listed for verification")
     bad = verify_store(store, repair=args.repair, concurrency=args.concurrency)
@@ -42,6 +42,6 @@ def run_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_verify_index(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args.index)
+    index = common.read_index(args, args.index)
     verify_index(index, args.file, concurrency=args.concurrency, progress=console.progress())
     return 0

@@ -25,6 +25,7 @@ from desync_decl.assemble.execute import SeedInvalid, execute
 from desync_decl.assemble.inplace import chunks_in_place
 from desync_decl.assemble.plan import AssemblyPlan, Source, plan_assembly
 from desync_decl.assemble.seeds import Seed
+from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile
@@ -46,6 +47,7 @@ class ExtractResult:
     path: Path
     plan: AssemblyPlan  # what the final attempt did
     bytes_cloned: int  # seed bytes shared with the seed rather than copied
+    blocksize: int  # the target's block size: what clones align to
     attempts: int
     seed_problems: tuple[str, ...]  # seeds dropped or re-indexed, and why
 
@@ -59,6 +61,7 @@ class ExtractResult:
             "chunks-in-place": src[Source.IN_PLACE].chunks,
             "bytes-copied-from-seeds": from_seeds.bytes - self.bytes_cloned,
             "bytes-cloned-from-seeds": self.bytes_cloned,
+            "blocksize": self.blocksize,
             "bytes-total": self.plan.index.length,
             "chunks-total": len(self.plan.index),
             "seeds": len(self.plan.seeds) + 1,  # with the null seed, as desync counts
@@ -88,6 +91,8 @@ def extract(
         for attempt in range(1, len(seeds) + 2):
             plan = _plan(index, seeds, out, concurrency, progress)
             try:
+                if out.atomic is None:  # the user's file: no unverified seed byte may land in it
+                    validate_seeds(plan, workers=concurrency, progress=progress)
                 outcome = execute(
                     plan,
                     out.fd,
@@ -105,7 +110,9 @@ def extract(
                 out.written(index.length)
                 continue
             out.commit()
-            return ExtractResult(target, plan, outcome.bytes_cloned, attempt, tuple(problems))
+            return ExtractResult(
+                target, plan, outcome.bytes_cloned, outcome.blocksize, attempt, tuple(problems)
+            )
     raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
 
 

@@ -1,23 +1,199 @@
-"""Turns a store location string into a store object.
+"""Turns store and index locations into stores: the one place that knows URL schemes.
 
-The one place that knows URL schemes. Local directories are built in; remote
-backends (http, s3, sftp, ssh, gs, oci) are registered here as they land.
+Backends are looked up by scheme in a registry of dotted names and imported
+only when used, so a missing optional library is reported for the store that
+needs it, not at start-up (fsspec's registry). ``a|b`` is a failover group.
+Options for each store come from desync's config file, overridden by the flags
+a command line actually gave.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
+from desync_decl.config import Config
+from desync_decl.errors import DesyncError, file_error
+from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
+from desync_decl.formats.index import Index
+from desync_decl.fsutil import write_atomic
 from desync_decl.stores.base import Store, StoreError
+from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.options import StoreOptions
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
+# scheme -> "module:function"; each function is (location, options, opener) -> store
+_CHUNK_BACKENDS = {
+    "http": "desync_decl.stores.http:open_chunk_store",
+    "https": "desync_decl.stores.http:open_chunk_store",
+    "s3+http": "desync_decl.stores.s3:open_chunk_store",
+    "s3+https": "desync_decl.stores.s3:open_chunk_store",
+    "gs": "desync_decl.stores.gcs:open_chunk_store",
+    "sftp": "desync_decl.stores.sftp:open_chunk_store",
+    "ssh": "desync_decl.stores.ssh:open_chunk_store",
+    "oci+http": "desync_decl.stores.oci:open_chunk_store",
+    "oci+https": "desync_decl.stores.oci:open_chunk_store",
+}
+_INDEX_BACKENDS = {
+    "http": "desync_decl.stores.http:open_index_store",
+    "https": "desync_decl.stores.http:open_index_store",
+    "s3+http": "desync_decl.stores.s3:open_index_store",
+    "s3+https": "desync_decl.stores.s3:open_index_store",
+    "gs": "desync_decl.stores.gcs:open_index_store",
+    "sftp": "desync_decl.stores.sftp:open_index_store",
+}
+
+
+class IndexStore(Protocol):
+    def get_index(self, name: str) -> Index: ...
+
+    def store_index(self, name: str, index: Index) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Opener:
+    """Everything needed to open stores: digest, config file, command-line overrides."""
+
+    digest: Digest = Digest.SHA512_256
+    config: Config = field(default_factory=Config)
+    overrides: dict[str, Any] = field(default_factory=dict)  # StoreOptions fields given by flags
+
+    def options(self, location: str) -> StoreOptions:
+        base = self.config.store_options(location)
+        return base.with_overrides(**self.overrides).checked(f"store {location}")
+
+    def chunk_store(self, location: str, *, create: bool = False) -> Store:
+        """One store; ``a|b|c`` a failover group; ``create`` makes a missing local store."""
+        if "|" in location:
+            members = [m for m in location.split("|") if m]
+            return FailoverGroup([self.chunk_store(m, create=create) for m in members])
+        options = self.options(location)
+        scheme = _scheme(location)
+        if scheme is None:
+            return LocalStore(
+                location,
+                digest=self.digest,
+                create=create,
+                format=options.storage_format(),
+                skip_verify=options.skip_verify,
+            )
+        return _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
+
+    def index_store(self, location: str) -> IndexStore:
+        scheme = _scheme(location)
+        if scheme is None:
+            return LocalIndexStore(Path(location))
+        options = self.options(location)
+        if options.encryption:
+            raise DesyncError(f"index store {location}: indexes cannot be encrypted")
+        return _backend(_INDEX_BACKENDS, scheme, location, "index")(location, options, self)
+
+    def read_index(self, location: str) -> Index:
+        """An index from a local path or an index-store URL (``.../name.caibx``)."""
+        if _scheme(location) is None:
+            return _read_local_index(Path(location))
+        base, name = _split_index_location(location)
+        store = self.index_store(base)
+        try:
+            return store.get_index(name)
+        finally:
+            store.close()
+
+    def write_index(self, location: str, index: Index) -> None:
+        """Write atomically to a local path or an index-store URL."""
+        if _scheme(location) is None:
+            try:
+                write_atomic(location, index.encode())
+            except OSError as e:
+                raise DesyncError(f"cannot write {location}: {e.strerror}") from None
+            return
+        base, name = _split_index_location(location)
+        store = self.index_store(base)
+        try:
+            store.store_index(name, index)
+        finally:
+            store.close()
+
+
+class LocalIndexStore:
+    """Index files in a directory (index-server's local backend)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def get_index(self, name: str) -> Index:
+        return _read_local_index(self.path / _checked_name(name))
+
+    def store_index(self, name: str, index: Index) -> None:
+        target = self.path / _checked_name(name)
+        try:
+            write_atomic(target, index.encode())
+        except OSError as e:
+            raise StoreError(f"cannot write {target}: {e.strerror}") from None
+
+    def close(self) -> None:
+        pass
+
+
+def _checked_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise StoreError(f"invalid index name {name!r}")
+    return name
+
+
+def _read_local_index(path: Path) -> Index:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise file_error(path, e, "read") from None
+    return index_format.decode(data, str(path))
+
+
+def _scheme(location: str) -> str | None:
+    m = _SCHEME.match(location)
+    return m.group(1).lower() if m else None
+
+
+def _split_index_location(location: str) -> tuple[str, str]:
+    base, _, name = location.rstrip("/").rpartition("/")
+    if not name or base.endswith(":/"):
+        raise DesyncError(f"index location {location}: no index name after the store URL")
+    return base + "/", name
+
+
+def _backend(
+    registry: dict[str, str], scheme: str, location: str, kind: str
+) -> Callable[[str, StoreOptions, Opener], Any]:
+    target = registry.get(scheme)
+    if target is None:
+        known = ", ".join(sorted({s for s in registry}))
+        raise StoreError(f"{location}: '{scheme}' is not a {kind} store scheme (known: {known})")
+    module_name, _, function = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name:
+            raise StoreError(f"{location}: '{scheme}' stores are not supported yet") from None
+        raise StoreError(
+            f"{location}: '{scheme}' stores need the Python package '{e.name}' (pip install it)"
+        ) from None
+    return getattr(module, function)  # type: ignore[no-any-return]
 
 
 def open_store(location: str, *, digest: Digest = Digest.SHA512_256, create: bool = False) -> Store:
-    """Open one store; ``create`` makes a missing local store directory (for writers)."""
-    m = _SCHEME.match(location)
-    if m:
-        raise StoreError(f"store {location}: '{m.group(1)}' stores are not supported yet")
-    return LocalStore(location, digest=digest, create=create)
+    """One store with default options and the default config file (library callers)."""
+    return Opener(digest=digest, config=Config.load()).chunk_store(
+        os.fspath(location), create=create
+    )
