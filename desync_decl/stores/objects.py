@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
@@ -44,19 +44,23 @@ class Objects(Protocol):
         """False only when the object is absent; failures raise ``StoreError``."""
         ...
 
+    def close(self) -> None: ...
+
+
+class ListableObjects(Objects, Protocol):
+    """A backend that can also list and delete (all but plain HTTP)."""
+
     def delete(self, key: str) -> None:
         """Remove; an absent key is not an error."""
         ...
 
     def list_keys(self) -> Iterator[str]:
-        """Every key under the base (for prune and listing)."""
+        """Every key under the base, relative to it."""
         ...
-
-    def close(self) -> None: ...
 
 
 class ObjectChunkStore:
-    """A chunk store (get/has/store/iter/remove/prune) over ``Objects``."""
+    """A chunk store (get/has/store) over ``Objects``."""
 
     def __init__(
         self,
@@ -95,6 +99,18 @@ class ObjectChunkStore:
     def store_chunk(self, chunk: Chunk) -> None:
         self.objects.write(self.key(chunk.id), self.format.encode(chunk))
 
+    def close(self) -> None:
+        self.objects.close()
+
+
+class ListableObjectChunkStore(ObjectChunkStore):
+    """A chunk store that can also list, remove and prune (over ``ListableObjects``)."""
+
+    objects: ListableObjects
+
+    def __init__(self, objects: ListableObjects, **kwargs: Any) -> None:
+        super().__init__(objects, **kwargs)
+
     def iter_chunk_ids(self) -> Iterator[ChunkID]:
         for key in self.objects.list_keys():
             m = self._name.match(key)
@@ -109,9 +125,6 @@ class ObjectChunkStore:
         for id in doomed:
             self.remove_chunk(id)
         return len(doomed)
-
-    def close(self) -> None:
-        self.objects.close()
 
 
 class ObjectIndexStore:
