@@ -6,13 +6,14 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from desync_decl.chunker import ChunkSizes
 from desync_decl.cli.console import Console
 from desync_decl.config import Config
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
-from desync_decl.formats.digest import Digest
+from desync_decl.formats.digest import ChunkID, Digest, parse_id
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Cache, single_or_router
@@ -137,15 +138,15 @@ def store_locations(values: list[str]) -> list[str]:
     return [loc for v in values for loc in v.split(",") if loc]
 
 
-def open_stores(args: argparse.Namespace, digest: Digest) -> Store:
+def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:
     """The ``-s`` stores as one store (a router when there are several), behind the
-    ``-c`` cache when one is given."""
+    ``-c`` cache when one is given and ``with_cache``."""
     locations = store_locations(args.store)
     if not locations:
         raise DesyncError("no store given (-s)")
     make = opener(args, digest)
     store = single_or_router([make.chunk_store(loc) for loc in locations])
-    cache = getattr(args, "cache", None)
+    cache = getattr(args, "cache", None) if with_cache else None
     if cache:
         return Cache(store, make.chunk_store(cache, create=True), repair=args.cache_repair)
     return store
@@ -197,3 +198,34 @@ non_negative_int = int_at_least(0)
 
 def digest_arg(args: argparse.Namespace) -> Digest:
     return Digest.parse(args.digest)
+
+
+def add_ignore_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="INDEX",
+        help="skip chunks of this index (repeatable)",
+    )
+    p.add_argument(
+        "--ignore-chunks",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="skip chunk ids listed in this file, one per line",
+    )
+
+
+def ignored_ids(args: argparse.Namespace) -> set[ChunkID]:
+    """Chunk ids of the --ignore indexes and --ignore-chunks files."""
+    ids: set[ChunkID] = set()
+    for name in store_locations(args.ignore):
+        ids |= read_index(args, name).unique_ids()
+    for name in store_locations(args.ignore_chunks):
+        try:
+            lines = Path(name).read_text().splitlines()
+        except OSError as e:
+            raise DesyncError(f"cannot read {name}: {e.strerror}") from None
+        ids |= {parse_id(line, f"{name}:{n}") for n, line in enumerate(lines, 1) if line.strip()}
+    return ids

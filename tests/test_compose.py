@@ -1,0 +1,167 @@
+"""Routers, failover groups and caches over real local stores and a scripted failing store.
+
+``FailingStore`` wraps a real store and fails on a script ("ok,err,ok"): the
+composition rules are about which error kind each wrapper reacts to, and a
+store that fails on cue is the only way to hit every branch deterministically
+(desync's tests do the same with a server that always answers 500).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import Digest
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
+from desync_decl.stores.compose import Cache, FailoverGroup, Router
+from desync_decl.stores.converters import StorageFormat
+from desync_decl.stores.local import LocalStore
+
+
+class FailingStore:
+    """A real store that raises StoreError on the calls the script marks ``err``."""
+
+    def __init__(self, inner: LocalStore, script: str) -> None:
+        self.inner, self.script, self.calls = inner, script.split(","), 0
+
+    def __str__(self) -> str:
+        return f"failing({self.inner})"
+
+    def _step(self) -> None:
+        step = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        if step == "err":
+            raise StoreError(f"{self} failed on cue")
+
+    def get_chunk(self, id):
+        self._step()
+        return self.inner.get_chunk(id)
+
+    def has_chunk(self, id):
+        self._step()
+        return self.inner.has_chunk(id)
+
+    def close(self) -> None:
+        pass
+
+
+def chunk(text: str) -> Chunk:
+    data = text.encode() * 1000
+    return Chunk(Digest.SHA512_256.hash(data), plain=data)
+
+
+@pytest.fixture
+def stores(tmp_path):
+    def make(name: str, *chunks: Chunk) -> LocalStore:
+        store = LocalStore(tmp_path / name, create=True)
+        for c in chunks:
+            store.store_chunk(c)
+        return store
+
+    return make
+
+
+A, B = chunk("a"), chunk("b")
+
+
+def test_a_router_moves_on_when_missing_and_reports_all_stores_when_none_has_it(stores):
+    router = Router([stores("one", A), stores("two", B)])
+    assert bytes(router.get_chunk(B.id).plain()) == bytes(B.plain())
+    with pytest.raises(ChunkMissing, match="all stores"):
+        router.get_chunk(chunk("c").id)
+
+
+def test_a_router_stops_at_a_failing_store_instead_of_hiding_it(stores):
+    router = Router([FailingStore(stores("one"), "err"), stores("two", A)])
+    with pytest.raises(StoreError):
+        router.get_chunk(A.id)
+
+
+def test_a_failover_group_switches_on_failure_and_stays_there(stores):
+    first = FailingStore(stores("one", A, B), "err")
+    second = FailingStore(stores("two", A, B), "ok")
+    group = FailoverGroup([first, second])
+    assert bytes(group.get_chunk(A.id).plain()) == bytes(A.plain())
+    assert bytes(group.get_chunk(B.id).plain()) == bytes(B.plain())
+    assert (first.calls, second.calls) == (1, 2)  # no fail-back to the first member
+
+
+def test_a_failover_group_does_not_fail_over_on_a_missing_chunk(stores):
+    second = FailingStore(stores("two", A), "ok")
+    group = FailoverGroup([stores("one"), second])
+    with pytest.raises(ChunkMissing):
+        group.get_chunk(A.id)
+    assert second.calls == 0
+
+
+def test_a_failover_group_raises_the_last_error_when_every_member_fails(stores):
+    group = FailoverGroup([FailingStore(stores("one"), "err"), FailingStore(stores("two"), "err")])
+    with pytest.raises(StoreError, match="two"):
+        group.has_chunk(A.id)
+
+
+def test_a_cache_fetches_a_miss_upstream_and_keeps_it(stores):
+    cache = stores("cache")
+    both = Cache(stores("up", A), cache)
+    assert bytes(both.get_chunk(A.id).plain()) == bytes(A.plain())
+    assert cache.has_chunk(A.id)
+
+
+def test_a_repairing_cache_replaces_an_invalid_cached_chunk(stores, tmp_path):
+    cache = stores("cache", A)
+    path = next((tmp_path / "cache").rglob("*.cacnk"))
+    path.write_bytes(B.stored())  # the cache file now holds another chunk's bytes
+    with pytest.raises(ChunkInvalid):
+        Cache(stores("up", A), cache, repair=False).get_chunk(A.id)
+    assert bytes(Cache(stores("up2", A), cache).get_chunk(A.id).plain()) == bytes(A.plain())
+    assert bytes(cache.get_chunk(A.id).plain()) == bytes(A.plain())  # overwritten
+
+
+def test_the_cache_verb_copies_only_missing_chunks_and_reencrypts(cli, tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * 4000)
+    assert (
+        cli("make", "-s", tmp_path / "src", "-m", "4:16:64", tmp_path / "b.caibx", blob).code == 0
+    )
+    config = tmp_path / "config.json"
+    key = "ab" * 32
+    options = {"encryption": True, "encryption-key": key, "encryption-algorithm": "aes-256-gcm"}
+    config.write_text(json.dumps({"store-options": {str(tmp_path / "enc"): options}}))
+    args = ["--config", config, "cache", "--json", "-s", tmp_path / "src", "-c", tmp_path / "enc"]
+    first = cli(*args, tmp_path / "b.caibx")
+    assert first.code == 0, first.err
+    counts = json.loads(first.out)
+    assert counts["chunks-copied"] == counts["chunks-total"] > 0
+    files = [p for p in (tmp_path / "enc").rglob("*") if p.is_file()]
+    assert len(files) == counts["chunks-total"]
+    assert all(p.name.endswith(".cacnk.aes-256-gcm-" + p.name[-8:]) for p in files)
+    again = json.loads(cli(*args, tmp_path / "b.caibx").out)
+    assert again["chunks-copied"] == 0 and again["chunks-present"] == counts["chunks-total"]
+    out = tmp_path / "out"
+    r = cli("--config", config, "extract", "-s", tmp_path / "enc", tmp_path / "b.caibx", out)
+    assert r.code == 0, r.err
+    assert out.read_bytes() == blob.read_bytes()
+    plain = LocalStore(tmp_path / "enc", format=StorageFormat())
+    assert list(plain.iter_chunk_ids()) == []  # without the key, nothing is visible
+
+
+def test_extract_through_a_cache_fills_it_and_a_failover_group(cli, tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"".join(i.to_bytes(4, "big") for i in range(100_000)))
+    assert (
+        cli("make", "-s", tmp_path / "src", "-m", "4:16:64", tmp_path / "b.caibx", blob).code == 0
+    )
+    group = f"{tmp_path / 'missing-dir-is-an-error'}|{tmp_path / 'src'}"
+    r = cli("extract", "-s", group, "-c", tmp_path / "cache", tmp_path / "b.caibx", tmp_path / "o")
+    assert r.code == 1 and "missing-dir-is-an-error" in r.err  # opening fails before failover
+    r = cli(
+        "extract", "-s", tmp_path / "src", "-c", tmp_path / "cache", tmp_path / "b.caibx",
+        tmp_path / "o",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert (tmp_path / "o").read_bytes() == blob.read_bytes()
+    cached = {p.name for p in (tmp_path / "cache").rglob("*.cacnk")}
+    stored = {p.name for p in (tmp_path / "src").rglob("*.cacnk")}
+    assert cached == stored
