@@ -13,11 +13,22 @@ import sys
 from collections.abc import Sequence
 
 from desync_decl import __version__
-from desync_decl.cli import cache, cat, chop, chunks, extract, info, make, prune, verify
+from desync_decl.cli import (
+    cache,
+    cat,
+    chop,
+    chunks,
+    config,
+    extract,
+    info,
+    make,
+    prune,
+    verify,
+)
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 
-VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks)
+VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config)
 
 
 class _Parser(argparse.ArgumentParser):
