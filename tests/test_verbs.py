@@ -114,7 +114,15 @@ def test_extract_tries_stores_in_order(cli, tmp_path, blob):
     r = cli("extract", "-s", f"{tmp_path / 'store'},{second}", tmp_path / "blob.caibx", out)
     assert r.code == 0, r.err
     assert out.read_bytes() == blob.read_bytes()
-    assert len(index) > 0
+    r = cli("info", "--json", "-s", tmp_path / "store", "-s", second, tmp_path / "blob.caibx")
+    data = json.loads(r.out)
+    unique = len(index.unique_ids())
+    in_second = len(list(second.rglob("*.cacnk")))
+    assert data["in-store"] == unique
+    assert [(s["present"], s["missing"]) for s in data["stores"]] == [
+        (unique - in_second, in_second),
+        (in_second, unique - in_second),
+    ]
 
 
 def test_extract_replaces_an_existing_target(cli, tmp_path, blob):

@@ -141,15 +141,21 @@ def store_locations(values: list[str]) -> list[str]:
 def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:
     """The ``-s`` stores as one store (a router when there are several), behind the
     ``-c`` cache when one is given and ``with_cache``."""
+    store = single_or_router(open_store_list(args, digest))
+    cache = getattr(args, "cache", None) if with_cache else None
+    if cache:
+        make = opener(args, digest)
+        return Cache(store, make.chunk_store(cache, create=True), repair=args.cache_repair)
+    return store
+
+
+def open_store_list(args: argparse.Namespace, digest: Digest) -> list[Store]:
+    """Each ``-s`` store on its own (``info`` counts per store)."""
     locations = store_locations(args.store)
     if not locations:
         raise DesyncError("no store given (-s)")
     make = opener(args, digest)
-    store = single_or_router([make.chunk_store(loc) for loc in locations])
-    cache = getattr(args, "cache", None) if with_cache else None
-    if cache:
-        return Cache(store, make.chunk_store(cache, create=True), repair=args.cache_repair)
-    return store
+    return [make.chunk_store(loc) for loc in locations]
 
 
 def open_single_store(args: argparse.Namespace, digest: Digest, *, create: bool = False) -> Store:

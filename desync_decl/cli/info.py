@@ -44,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = common.open_stores(args, index.digest) if args.store else None
+    stores = common.open_store_list(args, index.digest) if args.store else []
+    if args.cache:
+        stores.insert(0, common.opener(args, index.digest).chunk_store(args.cache))
     seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency)
-    result = info(index, store=store, seeds=seeds, concurrency=args.concurrency)
+    result = info(index, stores=stores, seeds=seeds, concurrency=args.concurrency)
     data = result.as_json()
     if args.json or args.format == "json":
         console.json(data)
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for key, value in data.items():
         if key in _LABELS:
             console.print(f"{_LABELS[key]}: {value}")
+    for entry in data.get("stores", []):
+        console.print(f"  {entry['store']}: {entry['present']} present, {entry['missing']} missing")
     if result.plan is not None:
         console.print("Extraction plan:")
         print_plan(result.plan, console)
