@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import mmap
 import os
-import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,16 +17,12 @@ from typing import BinaryIO
 
 from desync_decl._chunker_cffi import ffi, lib
 from desync_decl.errors import UsageError
+from desync_decl.units import KiB, MiB, parse_size
 
-KiB = 1024
-MiB = 1024 * KiB
 WINDOW_SIZE = 48
 MAX_CHUNK_SIZE = 128 * MiB  # casync's limit for each of min, avg and max
 READ_BLOCK_SIZE = 4 * MiB
 _DROP_LAG = 16 * MiB  # mapped input pages this far behind the scan are unmapped
-
-_UNITS = {"": None, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB}
-_VALUE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -84,11 +79,10 @@ class ChunkSizes:
 
 
 def _parse_size(part: str, text: str, default_unit: int) -> int:
-    match = _VALUE.match(part)
-    unit = _UNITS.get(match.group(2).lower(), 0) if match else 0
-    if not match or unit == 0:
-        raise UsageError(f"invalid chunk size '{text}': '{part}' is not a size")
-    return int(match.group(1)) * (unit or default_unit)
+    try:
+        return parse_size(part, default_unit)
+    except ValueError:
+        raise UsageError(f"invalid chunk size '{text}': '{part}' is not a size") from None
 
 
 DEFAULT_CHUNK_SIZES = ChunkSizes(16 * KiB, 64 * KiB, 256 * KiB)

@@ -9,6 +9,8 @@ store that fails on cue is the only way to hit every branch deterministically
 from __future__ import annotations
 
 import json
+import random
+import time
 
 import pytest
 
@@ -18,6 +20,7 @@ from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.compose import Cache, FailoverGroup, Router
 from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.lru import SizeLimited
 
 
 class FailingStore:
@@ -165,3 +168,44 @@ def test_extract_through_a_cache_fills_it_and_a_failover_group(cli, tmp_path):
     cached = {p.name for p in (tmp_path / "cache").rglob("*.cacnk")}
     stored = {p.name for p in (tmp_path / "src").rglob("*.cacnk")}
     assert cached == stored
+
+
+def test_a_size_limited_cache_evicts_the_least_recently_used_chunks(stores, tmp_path):
+    rng = random.Random(3)
+    chunks = [chunk_of_bytes(rng.randbytes(10_000)) for _ in range(10)]
+    size = len(chunks[0].stored())
+    cache = SizeLimited(stores("cache"), limit=8 * size + size // 2)
+
+    def put(c: Chunk) -> None:
+        cache.store_chunk(c)
+        time.sleep(0.01)  # distinct mtimes: the kernel's clock is coarse
+
+    for c in chunks[:5]:
+        put(c)
+    cache.get_chunk(chunks[0].id)  # used again: now the most recent of the first five
+    time.sleep(0.01)
+    for c in chunks[5:]:
+        put(c)
+    kept = {c.id for c in chunks if cache.has_chunk(c.id)}
+    assert chunks[0].id in kept
+    assert {c.id for c in chunks[1:4]}.isdisjoint(kept)  # the three least recently used
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.cacnk")) <= cache.limit
+
+
+def chunk_of_bytes(data: bytes) -> Chunk:
+    return Chunk(Digest.SHA512_256.hash(data), plain=data)
+
+
+def test_extract_with_a_cache_size_limit_keeps_the_cache_under_it(cli, tmp_path, capsys):
+    blob = tmp_path / "blob"
+    blob.write_bytes(random.Random(5).randbytes(600_000))
+    made = cli("make", "-s", tmp_path / "src", "-m", "4:16:64", tmp_path / "b.caibx", blob)
+    assert made.code == 0, made.err
+    args = ["-s", tmp_path / "src", "-c", tmp_path / "cache", "--cache-max-size", "200K"]
+    r = cli("extract", *args, tmp_path / "b.caibx", tmp_path / "o")
+    assert r.code == 0, r.err
+    assert (tmp_path / "o").read_bytes() == blob.read_bytes()
+    cached = sum(p.stat().st_size for p in (tmp_path / "cache").rglob("*.cacnk"))
+    assert 0 < cached <= 200 * 1024
+    bad = cli("extract", *args[:-1], "lots", tmp_path / "b.caibx", tmp_path / "o")
+    assert bad.code == 1 and "'lots' is not a size" in bad.err + capsys.readouterr().err

@@ -18,6 +18,8 @@ from desync_decl.formats.index import Index
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Cache, single_or_router
 from desync_decl.stores.location import Opener
+from desync_decl.stores.lru import SizeLimited
+from desync_decl.units import parse_size
 
 
 def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
@@ -93,6 +95,12 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
         metavar="BOOL",
         help="replace invalid chunks found in the cache (default true)",
     )
+    p.add_argument(
+        "--cache-max-size",
+        type=_size,
+        metavar="SIZE",
+        help="keep a local cache under SIZE (e.g. 20G): least recently used chunks are evicted",
+    )
 
 
 def store_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -144,8 +152,10 @@ def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = 
     store = single_or_router(open_store_list(args, digest))
     cache = getattr(args, "cache", None) if with_cache else None
     if cache:
-        make = opener(args, digest)
-        return Cache(store, make.chunk_store(cache, create=True), repair=args.cache_repair)
+        cache_store = opener(args, digest).chunk_store(cache, create=True)
+        if getattr(args, "cache_max_size", None):
+            cache_store = SizeLimited(cache_store, args.cache_max_size)
+        return Cache(store, cache_store, repair=args.cache_repair)
     return store
 
 
@@ -174,6 +184,13 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise argparse.ArgumentTypeError(f"'{text}' is not a duration (e.g. 500ms, 2s)")
     return sum(float(n) * units[u] for n, u in parts)
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _bool(text: str) -> bool:

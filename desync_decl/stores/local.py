@@ -240,6 +240,23 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot list {self}: {e.strerror}") from e
 
+    def touch(self, id: ChunkID) -> None:
+        """Mark a chunk as just used (its mtime), for least-recently-used eviction."""
+        for compressed in self._formats:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self._file(id, compressed))
+                return
+
+    def usage(self) -> list[tuple[float, int, ChunkID]]:
+        """(last use, bytes, id) of every chunk file, for eviction."""
+        out = []
+        for path, m in self._walk():
+            if m is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    st = path.stat()
+                    out.append((st.st_mtime, st.st_size, ChunkID(bytes.fromhex(m.group(1)))))
+        return out
+
     def iter_chunk_ids(self) -> Iterator[ChunkID]:
         last = None
         for _, m in self._walk():
