@@ -152,6 +152,25 @@ def test_an_invalid_seed_is_found_before_the_in_place_target_is_written(cli, tmp
     assert out.read_bytes() == old
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["new-file", "in-place"])
+def test_a_seed_that_cannot_be_read_is_an_invalid_seed(cli, tmp_path, v, in_place):
+    """v1.caibx's blob "v1" is a directory: opening works, reading fails. The
+    error must name the seed (not the target), and --skip-invalid-seeds skip it."""
+    v.v1.unlink()
+    v.v1.mkdir()
+    out = tmp_path / "out"
+    old = random.Random(9).randbytes(len(v.data2))  # nothing in place: seeds are needed
+    out.write_bytes(old)
+    k = ["-k"] if in_place else []
+    args = [*k, "-s", v.store, "--seed", v.index1, v.index2, out]
+    line = error_line(cli("extract", *args))
+    assert str(v.index1) in line and "doesn't match its data" in line, line
+    assert out.read_bytes() == old
+    stats = stats_of(cli("extract", "--print-stats", "--skip-invalid-seeds", *args))
+    assert out.read_bytes() == v.data2
+    assert stats["chunks-from-seeds"] == 0
+
+
 def test_in_place_a_bad_seed_is_regenerated_and_still_used(cli, tmp_path, corrupt):
     v = corrupt
     out = tmp_path / "out"

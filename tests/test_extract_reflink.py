@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from desync_decl.formats import index as index_format
-from tests.extract_helpers import Versions, make_versions, stats_of
+from tests.extract_helpers import Versions, error_line, make_versions, stats_of
 from tests.loopfs import fs_type, fs_used_bytes, shared_bytes
 
 MIB = 1 << 20
@@ -144,3 +146,31 @@ def test_the_reflinked_output_stays_correct_when_the_seed_changes(cli, tmp_path,
     made = cli("make", "-m", BIG, reflink_dir / "check.caibx", out)
     assert made.code == 0
     assert index_format.decode((reflink_dir / "check.caibx").read_bytes()).ids == v.new.ids
+
+
+@pytest.fixture(params=["ext4", "xfs", "btrfs"])
+def any_fs(request, tmp_path) -> Path:
+    """A directory on ext4 (tmp_path), or on the loop-mounted XFS or Btrfs."""
+    if request.param == "ext4":
+        return tmp_path / "ext4"
+    return request.getfixturevalue(f"{request.param}_dir")
+
+
+@pytest.mark.parametrize("policy", [None, "--skip-invalid-seeds"])
+def test_a_truncated_seed_is_an_invalid_seed_on_every_filesystem(cli, tmp_path, any_fs, policy):
+    """The seed file lost its last MiB after its index was made. Whether its
+    ranges are cloned or copied, that is the seed's fault, said as such."""
+    v = versions_on(cli, any_fs, tmp_path / "store")
+    os.truncate(v.v1, v.new.length - MIB)
+    out = any_fs / "out"
+    args = ["-s", v.store, "--seed", v.index1, v.index2, out]
+    if policy is None:
+        line = error_line(cli("extract", *args))
+        assert "doesn't match its data" in line and str(v.index1) in line, line
+        assert not out.exists()
+        return
+    r = cli("extract", "--print-stats", policy, *args)
+    stats = stats_of(r)
+    assert out.read_bytes() == v.data2
+    assert "doesn't match its data" in r.err
+    assert stats["chunks-from-seeds"] == 0

@@ -314,6 +314,15 @@ def test_a_seed_in_no_known_form_is_one_clear_error(cli, tmp_path, v, arg):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_third_field_in_a_seed_is_ignored_with_a_warning(cli, tmp_path, v):
+    """desync splits INDEX:BLOB on ':' and warns about (then ignores) a third field."""
+    out = tmp_path / "out"
+    r = cli("extract", "-s", v.store, "--seed", f"{v.index1}:{v.v1}:extra", v.index2, out)
+    assert r.code == 0, r.err
+    assert out.read_bytes() == v.data2
+    assert "extra" in r.err and "error" not in r.err, r.err
+
+
 def test_in_place_with_the_target_as_its_own_seed_is_refused(cli, tmp_path, v):
     out = tmp_path / "out"
     shutil.copy(v.v1, out)

@@ -18,6 +18,8 @@ only, fast); their verification is spread over the workers like the rest.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,23 @@ class SeedInvalid(DesyncError):
     def __init__(self, seed: int, label: str, why: str) -> None:
         super().__init__(f"seed index for {label} doesn't match its data: {why}")
         self.seed, self.label, self.why = seed, label, why
+
+
+# Failures of the target's filesystem while copying; any other failure is the seed's.
+_TARGET_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def seed_errors(plan: AssemblyPlan, seed: int) -> Iterator[None]:
+    """Report a failed read of a seed (gone, truncated, unreadable) as an invalid
+    seed, so the user's --skip/--regenerate-invalid-seeds choice applies to it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _TARGET_ERRORS:
+            raise
+        s = plan.seeds[seed]
+        raise SeedInvalid(seed, s.label, f"cannot read {s.path}: {e.strerror or e}") from None
 
 
 @dataclass(frozen=True)
@@ -181,15 +200,16 @@ class _Builder:
         assert seg.seed is not None and seg.source_offset is not None
         placed = self.clonable[seg.seed]
         if placed:
-            self.cloned += transfer(
-                self.seed_fds[seg.seed],
-                seg.source_offset,
-                self.fd,
-                seg.offset,
-                seg.length,
-                blocksize=self.blocksize,
-                clone=True,
-            )
+            with seed_errors(self.plan, seg.seed):
+                self.cloned += transfer(
+                    self.seed_fds[seg.seed],
+                    seg.source_offset,
+                    self.fd,
+                    seg.offset,
+                    seg.length,
+                    blocksize=self.blocksize,
+                    clone=True,
+                )
         else:
             self.write_ranges.append((seg.offset, seg.length))
         index = self.plan.index
@@ -253,12 +273,10 @@ class _Runner:
         length = sum(size for size, _ in unit.chunks)
         seed = self.plan.seeds[unit.seed]
         if not unit.placed:
-            try:
+            with seed_errors(self.plan, unit.seed):
                 copy_range(
                     self.seed_fds[unit.seed], unit.source_offset, self.fd, unit.offset, length
                 )
-            except OSError as e:
-                raise SeedInvalid(unit.seed, seed.label, f"cannot read {seed.path}: {e}") from None
         offset = unit.offset
         for size, cid in unit.chunks:
             if self.digest.hash(os.pread(self.fd, size, offset)) != cid:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from desync_decl.assemble.execute import SeedInvalid
+from desync_decl.assemble.execute import SeedInvalid, seed_errors
 from desync_decl.assemble.plan import AssemblyPlan, Source
 from desync_decl.formats.digest import ChunkID
 from desync_decl.parallel import batched_map
@@ -43,7 +43,9 @@ def validate_seeds(plan: AssemblyPlan, *, workers: int, progress: Progress = NO_
                     raise SeedInvalid(c.seed, seed.label, f"cannot open: {e.strerror}") from None
 
         def check(c: _SeedChunk) -> None:
-            if digest.hash(os.pread(fds[c.seed], c.size, c.offset)) != c.id:
+            with seed_errors(plan, c.seed):
+                data = os.pread(fds[c.seed], c.size, c.offset)
+            if digest.hash(data) != c.id:
                 raise SeedInvalid(
                     c.seed,
                     plan.seeds[c.seed].label,

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise DesyncError(f"{args.output}: the output would overwrite the index")
     index = common.read_index(args, args.index)
     progress = console.progress()
-    seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency, progress=progress)
+    seeds = open_seeds(
+        seed_specs(args, console), index, concurrency=args.concurrency, progress=progress
+    )
     if args.dry_run:
         plan = plan_extract(
             index, args.output, seeds=seeds, in_place=args.in_place, concurrency=args.concurrency

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     stores = common.open_store_list(args, index.digest) if args.store else []
     if args.cache:
         stores.insert(0, common.opener(args, index.digest).chunk_store(args.cache))
-    seeds = open_seeds(seed_specs(args), index, concurrency=args.concurrency)
+    seeds = open_seeds(seed_specs(args, console), index, concurrency=args.concurrency)
     result = info(index, stores=stores, seeds=seeds, concurrency=args.concurrency)
     data = result.as_json()
     if args.json or args.format == "json":

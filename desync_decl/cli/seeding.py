@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from desync_decl.assemble.plan import AssemblyPlan, Source
-from desync_decl.assemble.seeds import SeedSpec, parse_seed_arg, seeds_in_dir
+from desync_decl.assemble.seeds import INDEX_SUFFIX, SeedSpec, parse_seed_arg, seeds_in_dir
 from desync_decl.cli.console import Console
 
 _SOURCE_LABELS = {
@@ -42,12 +42,20 @@ def add_seed_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def seed_specs(args: argparse.Namespace) -> list[SeedSpec]:
-    """Seeds in desync's order: --seed, then --seed-dir finds, then --seed-file."""
-    specs = [parse_seed_arg(arg) for arg in args.seed]
+def seed_specs(args: argparse.Namespace, console: Console) -> list[SeedSpec]:
+    """Seeds in desync's order: --seed, then --seed-dir finds, then --seed-file.
+
+    A --seed-dir never offers the index being extracted, nor the output itself."""
+    specs = []
+    for arg in args.seed:
+        specs.append(parse_seed_arg(arg))
+        if not arg.endswith(INDEX_SUFFIX) and arg.count(":") > 1:
+            console.warn(f"seed {arg!r}: ignoring what follows INDEX:BLOB")
     exclude = Path(args.index) if args.index != "-" else None
+    output = Path(args.output).resolve() if getattr(args, "output", None) else None
     for directory in args.seed_dir:
-        specs.extend(seeds_in_dir(directory, exclude=exclude))
+        found = seeds_in_dir(directory, exclude=exclude)
+        specs.extend(s for s in found if output is None or s.file.resolve() != output)
     specs.extend(SeedSpec(file=Path(f), index=None) for f in args.seed_file)
     return specs
 
