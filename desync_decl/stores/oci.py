@@ -8,38 +8,29 @@ appears, so SHA512/256 IDs and encrypted data fit, and stores of different
 formats or keys share a repository without seeing each other. A tag naming any
 other kind of artifact is not a chunk: it reads as missing and prune leaves it.
 
-This speaks the distribution v2 HTTP API over one pooled ``requests`` session:
-manifests by tag, blobs by digest, monolithic uploads (POST then PUT), the tag
-list in pages of 1000. Registry auth follows the ``WWW-Authenticate`` challenge:
-HTTP basic, or a bearer token fetched from the realm it names. Credentials come
-from ``DESYNC_OCI_USERNAME``/``DESYNC_OCI_PASSWORD``, else the config file's
-``oci-credentials``, else Docker's config (``auths`` or a credential helper),
-else none (public repositories).
+This module is that layout as a store: a chunk key is a tag, and reading or
+writing one is the distribution v2 API's manifests by tag, blobs by digest,
+monolithic uploads (POST then PUT) and the tag list in pages of 1000, each
+operation retried as a whole. How requests reach the registry (auth, TLS,
+error mapping) is ``oci_registry``; where credentials come from is ``oci_auth``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import re
-import subprocess
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-
-from desync_decl.config import Config
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.objects import ListableObjectChunkStore, ObjectMissing
+from desync_decl.stores.oci_auth import Credentials, credentials
+from desync_decl.stores.oci_registry import RegistryHttp
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
 
@@ -71,11 +62,6 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPO = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]+)")
-_PARAM = re.compile(r'(\w+)="([^"]*)"')
-Credentials = tuple[str, str] | None  # (user, password); None: anonymous
-_POOL_PREFIX = re.compile(r"^\w+\(host=[^)]*\): ")  # urllib3's "HTTPConnection(host=..): "
-_ACTIONS = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}  # others push
-_TRANSPORT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> OciChunkStore:
@@ -114,183 +100,6 @@ def parse_location(location: str) -> tuple[str, str]:
         hint = " (registries allow only lower case)" if repo != repo.lower() else ""
         raise StoreError(f"{location}: '{repo}' is not a valid repository name{hint}")
     return f"{scheme[4:]}://{url.netloc}", repo
-
-
-def credentials(location: str, config: Config) -> Credentials:
-    """(user, password) for the registry, or None for anonymous access."""
-    user = os.environ.get("DESYNC_OCI_USERNAME", "")
-    password = os.environ.get("DESYNC_OCI_PASSWORD", "")
-    if password and not user:
-        raise StoreError(f"{location}: DESYNC_OCI_PASSWORD is set but DESYNC_OCI_USERNAME is not")
-    if user:
-        return user, password
-    entry = config.section("oci-credentials", location)
-    if entry is not None:
-        user, secret = entry.get("username", ""), entry.get("secret", "")
-        if not isinstance(user, str) or not isinstance(secret, str):
-            raise StoreError(f"{config.path}: oci-credentials: username and secret are strings")
-        return user, secret
-    return _docker_credentials(urllib.parse.urlsplit(location).netloc)
-
-
-def _docker_credentials(host: str) -> tuple[str, str] | None:
-    """Docker's ``config.json``: a credential helper for the host, else ``auths``."""
-    folder = os.environ.get("DOCKER_CONFIG") or (
-        os.path.join(os.environ["HOME"], ".docker") if os.environ.get("HOME") else ""
-    )
-    if not folder:
-        return None
-    path = Path(folder) / "config.json"
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        raise StoreError(f"cannot read Docker config {path}: {e}") from None
-    if not isinstance(raw, dict):
-        raise StoreError(f"Docker config {path}: expected a JSON object")
-    helper = (raw.get("credHelpers") or {}).get(host) or raw.get("credsStore")
-    if helper:
-        return _helper_credentials(str(helper), host)
-    for key, entry in (raw.get("auths") or {}).items():
-        if _registry_host(key) != host or not isinstance(entry, dict):
-            continue
-        if entry.get("auth"):
-            try:
-                pair = base64.b64decode(entry["auth"], validate=True).decode()
-            except (ValueError, TypeError):
-                raise StoreError(f"Docker config {path}: invalid auth for {key}") from None
-            user, _, password = pair.partition(":")
-            return user, password
-        if entry.get("username"):
-            return entry["username"], entry.get("password", "")
-    return None
-
-
-def _helper_credentials(helper: str, host: str) -> tuple[str, str] | None:
-    try:
-        done = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
-            input=host.encode(),
-            capture_output=True,
-            timeout=60,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise StoreError(f"Docker credential helper {helper}: {e}") from None
-    if done.returncode != 0:  # "credentials not found": anonymous
-        return None
-    try:
-        answer = json.loads(done.stdout)
-        return str(answer["Username"]), str(answer["Secret"])
-    except (ValueError, KeyError, TypeError):
-        raise StoreError(f"Docker credential helper {helper}: unexpected answer") from None
-
-
-def _registry_host(key: str) -> str:
-    """``https://index.docker.io/v1/`` and ``ghcr.io`` as the host they name."""
-    return urllib.parse.urlsplit(key if "://" in key else "//" + key).netloc
-
-
-class RegistryHttp:
-    """Requests to one registry: a pool of ``n`` connections, TLS as configured, and
-    the auth challenge answered (basic, or a bearer token per action)."""
-
-    def __init__(self, location: str, base: str, options: StoreOptions, creds: Credentials) -> None:
-        self.location, self.base, self.creds = location, base, creds
-        self.timeout = options.timeout
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(1, options.n), max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        # Given with each request: a session's own ``verify`` loses to REQUESTS_CA_BUNDLE.
-        self.verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
-        if options.trust_insecure:  # asked for: no warning on every request
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        if options.client_cert:
-            self.session.cert = (options.client_cert, options.client_key)
-        self.session.headers["User-Agent"] = "desync-decl"
-        self._auth: dict[str, str] = {}  # pull/push/delete -> Authorization header
-        self._lock = threading.Lock()
-
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """The response (any status); transport failures raise a transient StoreError.
-        A 401 is answered once with credentials for the challenge it carries."""
-        action = _ACTIONS.get(method, "push")
-        headers = dict(kwargs.pop("headers", {}))
-        sent = self._auth.get(action)
-        if sent:
-            headers["Authorization"] = sent
-        response = self._send(method, url, headers, kwargs)
-        if response.status_code != 401:
-            return response
-        with self._lock:
-            if self._auth.get(action, sent) == sent:  # no other thread renewed it meanwhile
-                header = self._authorize(response.headers.get("WWW-Authenticate", ""))
-                if header is None:
-                    return response
-                self._auth[action] = header
-            header = self._auth[action]
-        response.close()
-        headers["Authorization"] = header
-        return self._send(method, url, headers, kwargs)
-
-    def _send(self, method: str, url: str, headers: dict, kwargs: dict) -> requests.Response:
-        try:
-            return self.session.request(
-                method, url, headers=headers, timeout=self.timeout, verify=self.verify, **kwargs
-            )
-        except requests.exceptions.SSLError as e:  # a bad certificate stays bad: no retry
-            raise StoreError(f"{self.location}: TLS with {self.base}: {_reason(e)}") from None
-        except _TRANSPORT as e:
-            what = f"{method} {urllib.parse.urlsplit(url).path}"
-            raise StoreError(f"{self.location}: {what}: {_reason(e)}", transient=True) from None
-        except requests.RequestException as e:  # TLS setup, invalid URL, ...
-            raise StoreError(f"{self.location}: {method} {url}: {_reason(e)}") from None
-
-    def _authorize(self, challenge: str) -> str | None:
-        """The Authorization header a ``WWW-Authenticate`` challenge asks for."""
-        scheme = challenge.split(" ", 1)[0].lower()
-        if scheme == "basic":
-            if self.creds is None:
-                return None
-            raw = f"{self.creds[0]}:{self.creds[1]}".encode()
-            return "Basic " + base64.b64encode(raw).decode()
-        if scheme != "bearer":
-            return None
-        params = dict(_PARAM.findall(challenge))
-        realm = params.pop("realm", "")
-        if not realm:
-            raise StoreError(f"{self.location}: bearer challenge without a realm: {challenge}")
-        response = self._send(
-            "GET",
-            realm,
-            {},
-            {"params": params, "auth": tuple(self.creds) if self.creds else None},
-        )
-        with response:
-            if response.status_code != 200:
-                raise self.failure(response, f"token from {realm}")
-            try:
-                answer = response.json()
-                return "Bearer " + (answer.get("access_token") or answer["token"])
-            except (ValueError, KeyError, TypeError, AttributeError):
-                raise StoreError(f"{self.location}: token service {realm} sent no token") from None
-
-    def failure(self, response: requests.Response, what: str) -> StoreError:
-        """A StoreError for an unexpected answer; 408, 429 and 5xx are transient."""
-        status = response.status_code
-        detail = _error_detail(response)
-        if status == 401:
-            detail = "authentication failed" if self.creds else "authentication required"
-            detail += " (DESYNC_OCI_USERNAME/DESYNC_OCI_PASSWORD or oci-credentials)"
-        elif status == 405 and response.request.method == "DELETE":
-            detail = "the registry does not allow deletion (distribution: storage.delete.enabled)"
-        transient = status in (408, 429) or status >= 500
-        message = f"{self.location}: {what}: HTTP {status} {response.reason}"
-        return StoreError(message + (f": {detail}" if detail else ""), transient=transient)
-
-    def close(self) -> None:
-        self.session.close()
 
 
 class RegistryObjects:
@@ -356,7 +165,7 @@ class RegistryObjects:
                 raise ObjectMissing(tag)
             if response.status_code != 200:
                 raise self.http.failure(response, f"blob {digest} of {tag}")
-            data = self._body(response, size, f"blob {digest} of {tag}")
+            data = self.http.read_body(response, size, f"blob {digest} of {tag}")
         if len(data) != size or _digest_of(data, digest) != digest:
             raise StoreError(f"{self.location}: blob {digest} of {tag}: content does not match")
         return data
@@ -372,7 +181,7 @@ class RegistryObjects:
                 raise ObjectMissing(tag)
             if response.status_code != 200:
                 raise self.http.failure(response, f"manifest {tag}")
-            body = self._body(response, MAX_MANIFEST, f"manifest {tag}")
+            body = self.http.read_body(response, MAX_MANIFEST, f"manifest {tag}")
             digest = response.headers.get("Docker-Content-Digest") or _digest_of(body, "sha256:")
         try:
             manifest = json.loads(body)
@@ -381,19 +190,6 @@ class RegistryObjects:
         if not isinstance(manifest, dict) or manifest.get("artifactType") != ARTIFACT_TYPE:
             raise ObjectMissing(tag)
         return manifest, digest
-
-    def _body(self, response: requests.Response, limit: int, what: str) -> bytes:
-        """The response body, at most ``limit`` bytes (more is an error, not a hang)."""
-        parts, total = [], 0
-        try:
-            for part in response.iter_content(1 << 16):
-                parts.append(part)
-                total += len(part)
-                if total > limit:
-                    raise StoreError(f"{self.location}: {what}: more than {limit} bytes")
-        except (*_TRANSPORT, requests.exceptions.ContentDecodingError) as e:
-            raise StoreError(f"{self.location}: {what}: {_reason(e)}", transient=True) from None
-        return b"".join(parts)
 
     def _write(self, tag: str, data: bytes) -> None:
         self._ensure_config()
@@ -489,30 +285,3 @@ def _digest_of(data: bytes, like: str) -> str:
     """``algorithm:hex`` of ``data`` with the algorithm of the digest ``like``."""
     algorithm = like.partition(":")[0]
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
-
-
-def _error_detail(response: requests.Response) -> str:
-    """The registry's own words: ``errors[0]`` code and message, else a bit of the body."""
-    try:
-        errors = response.json().get("errors") or []
-        first = errors[0]
-        return f"{first.get('code', '')} {first.get('message', '')}".strip()
-    except (ValueError, AttributeError, IndexError, TypeError):
-        return response.text[:200].strip() if response.request.method != "HEAD" else ""
-
-
-def _reason(error: BaseException) -> str:
-    """The root cause of a requests/urllib3 error in a few words ("Connection refused")."""
-    if isinstance(error, requests.Timeout):
-        return "timed out"
-    seen: list[BaseException] = []
-    while error not in seen:
-        seen.append(error)
-        causes = [getattr(error, "reason", None), *error.args]
-        inner = next((c for c in causes if isinstance(c, BaseException)), None)
-        if inner is None:
-            break
-        error = inner
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return _POOL_PREFIX.sub("", str(error))
