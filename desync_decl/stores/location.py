@@ -167,10 +167,12 @@ def _scheme(location: str) -> str | None:
 
 
 def _split_index_location(location: str) -> tuple[str, str]:
-    base, _, name = location.rstrip("/").rpartition("/")
+    """``.../dir/x.caibx?query`` -> store ``.../dir/?query`` and index name ``x.caibx``."""
+    url, sep, query = location.partition("?")
+    base, _, name = url.rstrip("/").rpartition("/")
     if not name or base.endswith(":/"):
         raise DesyncError(f"index location {location}: no index name after the store URL")
-    return base + "/", name
+    return base + "/" + sep + query, name
 
 
 def _backend(
