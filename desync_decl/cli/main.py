@@ -22,13 +22,14 @@ from desync_decl.cli import (
     extract,
     info,
     make,
+    manifest_verbs,
     prune,
     verify,
 )
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 
-VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config)
+VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config, manifest_verbs)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,93 @@
+"""Manifests: YAML with positions, JSON Schema and semantic checks, a typed model.
+
+``load_manifest(path)`` is the one entry point: it returns a ``Manifest`` or
+raises ``ManifestError`` listing every problem as ``FILE:LINE:COL: message``.
+The schema is ``schemas/manifest.schema.json`` (``schema_text()``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from desync_decl.manifest.loader import Document, load_document
+from desync_decl.manifest.model import (
+    KINDS,
+    Action,
+    CacheAction,
+    CacheDef,
+    ChopAction,
+    Defaults,
+    ExtractAction,
+    GroupDef,
+    MakeAction,
+    Manifest,
+    PruneAction,
+    Seed,
+    StoreDef,
+    Task,
+    VerifyAction,
+    build,
+)
+from desync_decl.manifest.problems import ManifestError, Position, Problem
+from desync_decl.manifest.semantic import semantic_problems
+from desync_decl.manifest.validate import schema_problems, schema_text
+
+__all__ = [
+    "KINDS",
+    "Action",
+    "CacheAction",
+    "CacheDef",
+    "ChopAction",
+    "Defaults",
+    "ExtractAction",
+    "GroupDef",
+    "MakeAction",
+    "Manifest",
+    "ManifestError",
+    "Position",
+    "Problem",
+    "PruneAction",
+    "Seed",
+    "StoreDef",
+    "Task",
+    "VerifyAction",
+    "check_document",
+    "load_manifest",
+    "schema_text",
+]
+
+
+def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Manifest:
+    """Read, validate and type a manifest; ``env`` (default ``os.environ``) feeds ``${env:…}``."""
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ManifestError([Problem(Position(file), "no such file")]) from None
+    except IsADirectoryError:
+        raise ManifestError([Problem(Position(file), "is a directory, not a file")]) from None
+    except UnicodeDecodeError as e:
+        raise ManifestError([Problem(Position(file), f"not UTF-8 text: {e.reason}")]) from None
+    except OSError as e:
+        raise ManifestError([Problem(Position(file), f"cannot read: {e.strerror}")]) from None
+    base_dir = Path(os.path.abspath(file)).parent
+    doc, problems = load_document(text, file, os.environ if env is None else env)
+    if doc is not None:
+        reported = {p.path for p in problems}  # e.g. an unset variable: its value is wrong too
+        problems += [p for p in check_document(doc, base_dir) if p.path not in reported]
+    if problems or doc is None:
+        raise ManifestError(problems)
+    return build(doc, Path(file), base_dir)
+
+
+def check_document(doc: Document, base_dir: Path) -> list[Problem]:
+    """Schema problems, then semantic ones the schema has not already reported."""
+    problems = schema_problems(doc)
+    if any(p.path == ("version",) for p in problems):
+        return problems  # another format: the rest would be noise
+    reported = {p.path for p in problems}
+    problems += [p for p in semantic_problems(doc, base_dir) if p.path not in reported]
+    return problems

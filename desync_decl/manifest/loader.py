@@ -1,0 +1,224 @@
+"""YAML to plain data, keeping the line and column of every key and value.
+
+PyYAML's ``compose`` gives a node tree with marks; this module builds the
+Python values from it itself, so that it can record positions, refuse
+duplicate keys (PyYAML keeps the last one silently), follow ``<<`` merge keys
+and expand ``${env:NAME}`` in string scalars. ``$${env:NAME}`` stays literal.
+A plain (unquoted) scalar that is exactly one reference takes the YAML type
+of the variable's value (``concurrency: ${env:JOBS}`` gives an integer); a
+quoted one stays a string (in a flow mapping ``{...}`` a plain scalar cannot
+hold ``}``, so write typed references in block style). Mapping keys are kept
+as written, always strings.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from desync_decl.manifest.problems import DataPath, Position, Problem
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+_PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class Document:
+    """A loaded YAML file: plain ``data`` plus where each part of it was written."""
+
+    file: str
+    data: Any
+    values: dict[DataPath, Position] = field(default_factory=dict)
+    keys: dict[DataPath, Position] = field(default_factory=dict)
+
+    def at(self, path: DataPath) -> Position:
+        """Where the value at ``path`` was written (or its nearest known parent)."""
+        for n in range(len(path), -1, -1):
+            found = self.values.get(path[:n])
+            if found is not None:
+                return found
+        return Position(self.file, 1, 1)
+
+    def key_at(self, path: DataPath) -> Position:
+        """Where the key naming ``path`` was written; the value's place for list items."""
+        return self.keys.get(path) or self.at(path)
+
+
+def load_document(
+    text: str, file: str, env: Mapping[str, str]
+) -> tuple[Document | None, list[Problem]]:
+    """Parse ``text``; a YAML syntax error gives no document and one problem."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file)
+        what = e.problem or e.context or "invalid YAML"
+        if "single document" in what or "but found another document" in what:
+            what = "a manifest is one YAML document; found another (remove the extra '---')"
+        return None, [Problem(where, f"invalid YAML: {what}")]
+    except yaml.YAMLError as e:
+        return None, [Problem(Position(file), f"invalid YAML: {e}")]
+    if root is None:
+        return None, [Problem(Position(file), "the manifest is empty")]
+    builder = _Builder(text, file, env)
+    document = Document(file, None, builder.values, builder.keys)
+    document.data = builder.build(root, ())
+    return document, builder.problems
+
+
+class _Builder:
+    def __init__(self, text: str, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.values: dict[DataPath, Position] = {}
+        self.keys: dict[DataPath, Position] = {}
+        self.problems: list[Problem] = []
+        self._constructor = yaml.constructor.SafeConstructor()
+        self._resolver = yaml.resolver.Resolver()
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self._text = text
+        self._open: set[int] = set()  # mappings and lists being built (alias loops)
+
+    def pos(self, mark: Any) -> Position:
+        return Position(self.file, mark.line + 1, mark.column + 1)
+
+    def problem(self, mark: Any, message: str, path: DataPath) -> None:
+        self.problems.append(Problem(self.pos(mark), message, path))
+
+    def build(self, node: yaml.Node, path: DataPath) -> Any:
+        self.values.setdefault(path, self.pos(node.start_mark))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if id(node) in self._open:
+            self.problem(node.start_mark, "an alias may not contain itself", path)
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: DataPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in self._merged(node, path):
+            child = (*path, key.value)
+            self.keys[child] = self.pos(key.start_mark)
+            if _is_empty(value):  # "key:" with nothing after: point at the key
+                self.values[child] = self.keys[child]
+            result[key.value] = self.build(value, child)
+        return result
+
+    def _merged(self, node: yaml.MappingNode, path: DataPath) -> list[tuple[Any, yaml.Node]]:
+        """The key/value pairs of a mapping after ``<<`` merges (own keys win)."""
+        own: dict[str, tuple[Any, yaml.Node]] = {}
+        merged: dict[str, tuple[Any, yaml.Node]] = {}
+        for key, value in node.value:
+            if key.tag == _TAG + "merge":
+                sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        self.problem(source.start_mark, "'<<' merges only mappings", path)
+                        continue
+                    for k, v in self._merged(source, path):
+                        merged.setdefault(k.value, (k, v))
+            elif not isinstance(key, yaml.ScalarNode):
+                self.problem(key.start_mark, "a key must be a plain string", path)
+            elif key.value in own:
+                first = self.pos(own[key.value][0].start_mark)
+                self.problem(
+                    key.start_mark,
+                    f"duplicate key '{key.value}' (first at {first.short()})",
+                    (*path, key.value),
+                )
+            else:
+                own[key.value] = (key, value)
+        return list({**merged, **own}.values())
+
+    def _scalar(self, node: yaml.Node, path: DataPath) -> Any:
+        if node.tag not in _PLAIN_TAGS:
+            self.problem(node.start_mark, f"unsupported YAML tag '{node.tag}'", path)
+            return None
+        if node.tag == _TAG + "str":
+            return self._expand(node, path)
+        try:
+            value = self._constructor.construct_object(node)
+        except yaml.YAMLError as e:
+            self.problem(node.start_mark, f"invalid {node.tag.removeprefix(_TAG)}: {e}", path)
+            return None
+        if isinstance(value, datetime.date):  # YAML 1.1 timestamps are strings here
+            return node.value
+        return value
+
+    def _expand(self, node: yaml.ScalarNode, path: DataPath) -> Any:
+        text = node.value
+        if "${" not in text:
+            return text
+        refs = list(_ENV.finditer(text))
+        places = self._places(node, len(refs))
+        parts: list[str] = []
+        end = 0
+        for ref, place in zip(refs, places, strict=True):
+            parts.append(text[end : ref.start()])
+            end = ref.end()
+            escaped, name = ref.group(1), ref.group(2)
+            if escaped:
+                parts.append(ref.group(0)[1:])
+            elif not _ENV_NAME.match(name):
+                message = f"invalid environment variable name '{name}' in ${{env:…}}"
+                self.problems.append(Problem(place, message, path))
+            elif name not in self.env:
+                self.problems.append(
+                    Problem(place, f"environment variable '{name}' is not set", path)
+                )
+            else:
+                parts.append(self.env[name])
+        parts.append(text[end:])
+        value = "".join(parts)
+        only = refs[0] if len(refs) == 1 and refs[0].span() == (0, len(text)) else None
+        if only and not only.group(1) and node.style in (None, "") and only.group(2) in self.env:
+            return self._typed(value, node)
+        return value
+
+    def _typed(self, value: str, node: yaml.ScalarNode) -> Any:
+        """A plain scalar's value as YAML would type it had it been written in place."""
+        tag = self._resolver.resolve(yaml.ScalarNode, value, (True, False))
+        if tag in (_TAG + "str", _TAG + "timestamp") or tag not in _PLAIN_TAGS:
+            return value
+        try:
+            return self._constructor.construct_object(
+                yaml.ScalarNode(tag, value, node.start_mark, node.end_mark)
+            )
+        except yaml.YAMLError:
+            return value
+
+    def _places(self, node: yaml.ScalarNode, count: int) -> list[Position]:
+        """Where each ``${env:…}`` of a scalar is written; the scalar's start if unsure."""
+        start = self._offset(node.start_mark)
+        raw = self._text[start : self._offset(node.end_mark)]
+        found = [m.start() for m in _ENV.finditer(raw)]
+        if len(found) != count:
+            return [self.pos(node.start_mark)] * count
+        return [self._position(start + offset) for offset in found]
+
+    def _offset(self, mark: Any) -> int:
+        return self._line_starts[mark.line] + mark.column
+
+    def _position(self, offset: int) -> Position:
+        line = bisect.bisect_right(self._line_starts, offset) - 1
+        return Position(self.file, line + 1, offset - self._line_starts[line] + 1)
+
+
+def _is_empty(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "null" and node.value == ""

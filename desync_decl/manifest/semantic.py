@@ -1,0 +1,269 @@
+"""Checks a schema cannot express: names that must exist, cycles, uniqueness, value ranges.
+
+They run on whatever parts of the data have the right shape, next to the
+schema check, so one run reports everything. Stores, groups and caches share
+one namespace: a task's ``stores`` and a group's ``failover`` may name any of
+them; ``make``, ``chop``, ``prune`` and ``verify`` write or list chunks, and a
+cache keeps its copies, so those need a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from desync_decl.chunker import ChunkSizes
+from desync_decl.errors import DesyncError
+from desync_decl.manifest.convert import is_url, local_path, parse_duration
+from desync_decl.manifest.loader import Document
+from desync_decl.manifest.places import SECTIONS, where
+from desync_decl.manifest.problems import DataPath, Problem
+from desync_decl.units import parse_size
+
+ANY = ("stores", "groups", "caches")
+STORE = ("stores",)
+# task kind -> (field, kinds it may name, whether it is a list)
+TASK_REFS: dict[str, list[tuple[str, tuple[str, ...], bool]]] = {
+    "make": [("store", STORE, False)],
+    "extract": [("stores", ANY, True)],
+    "chop": [("store", STORE, False)],
+    "cache": [("stores", ANY, True), ("cache", STORE, False)],
+    "prune": [("store", STORE, False)],
+    "verify": [("store", STORE, False)],
+}
+# task kind -> field naming a local file it writes
+TASK_TARGETS = {"make": "index", "extract": "path"}
+OPTION_ALIASES = (("retries", "error_retry"), ("retry_interval", "error_retry_base_interval"))
+DURATIONS = ("timeout", "retry_interval", "error_retry_base_interval")
+
+
+def semantic_problems(doc: Document, base_dir: Path) -> list[Problem]:
+    checker = _Checker(doc, base_dir)
+    checker.run()
+    return checker.problems
+
+
+def _alternatives(words: list[str]) -> str:
+    """``store``, ``store or group``, ``store, group or cache``."""
+    return " or ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else words[0]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class _Checker:
+    def __init__(self, doc: Document, base_dir: Path) -> None:
+        self.doc = doc
+        self.data = _mapping(doc.data)
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+        self.sections = {s: _mapping(self.data.get(s)) for s in ANY}
+        self.kind_of: dict[str, str] = {}  # name -> section, first definition wins
+        tasks = self.data.get("tasks")
+        tasks = tasks if isinstance(tasks, list) else []
+        self.tasks = [(i, t) for i, t in enumerate(tasks) if isinstance(t, dict)]
+
+    def add(self, path: DataPath, message: str, *, at_key: bool = False) -> None:
+        position = self.doc.key_at(path) if at_key else self.doc.at(path)
+        self.problems.append(Problem(position, message, path))
+
+    def run(self) -> None:
+        self.names()
+        self.references()
+        self.cycles()
+        self.task_names()
+        self.targets()
+        self.sizes()
+        self.store_options()
+
+    def names(self) -> None:
+        for section in ANY:
+            for name in self.sections[section]:
+                first = self.kind_of.setdefault(name, section)
+                if first != section:
+                    at = self.doc.key_at((first, name)).short()
+                    message = (
+                        f"name '{name}' is both a {SECTIONS[first]} ({at}) and a"
+                        f" {SECTIONS[section]}: stores, groups and caches need distinct names"
+                    )
+                    self.add((section, name), message, at_key=True)
+
+    def references(self) -> None:
+        for name, group in self.sections["groups"].items():
+            self.ref_list(("groups", name, "failover"), _mapping(group).get("failover"), ANY)
+        for name, cache in self.sections["caches"].items():
+            cache = _mapping(cache)
+            self.ref(("caches", name, "store"), cache.get("store"), ANY)
+            self.ref(("caches", name, "cache"), cache.get("cache"), STORE)
+        for i, task in self.tasks:
+            for kind, fields in TASK_REFS.items():
+                action = _mapping(task.get(kind))
+                for field, kinds, many in fields:
+                    path = ("tasks", i, kind, field)
+                    if many:
+                        self.ref_list(path, action.get(field), kinds)
+                    else:
+                        self.ref(path, action.get(field), kinds)
+
+    def ref_list(self, path: DataPath, names: Any, kinds: tuple[str, ...]) -> None:
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            self.ref((*path, j), name, kinds)
+
+    def ref(self, path: DataPath, name: Any, kinds: tuple[str, ...]) -> None:
+        if not isinstance(name, str):
+            return
+        found = self.kind_of.get(name)
+        what = _alternatives([SECTIONS[k] for k in kinds])
+        if found is None:
+            self.add(path, f"unknown {what} '{name}' in {self.where(path)} ({self.known(kinds)})")
+        elif found not in kinds:
+            self.add(
+                path,
+                f"{self.where(path)} must name a {what}, but '{name}' is a {SECTIONS[found]}"
+                f" ({self.known(kinds)})",
+            )
+
+    def known(self, kinds: tuple[str, ...]) -> str:
+        lists = [(k, sorted(n for n, s in self.kind_of.items() if s == k)) for k in kinds]
+        if len(kinds) == 1:
+            return f"known: {', '.join(lists[0][1]) or 'none'}"
+        shown = [f"{k} {', '.join(names)}" for k, names in lists if names]
+        return f"known: {'; '.join(shown) or 'none'}"
+
+    def where(self, path: DataPath) -> str:
+        return where(path, self.data)
+
+    def cycles(self) -> None:
+        """Groups and caches refer to each other; a loop would never find a chunk."""
+        edges: dict[str, list[tuple[str, DataPath]]] = {}
+        for name, group in self.sections["groups"].items():
+            if self.kind_of.get(name) != "groups":
+                continue  # a duplicate name, reported already
+            members = _mapping(group).get("failover")
+            for j, member in enumerate(members if isinstance(members, list) else []):
+                edges.setdefault(name, []).append((member, ("groups", name, "failover", j)))
+        for name, cache in self.sections["caches"].items():
+            if self.kind_of.get(name) != "caches":
+                continue
+            edges.setdefault(name, []).append(
+                (_mapping(cache).get("store"), ("caches", name, "store"))
+            )
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+        for start in edges:
+            self._visit(start, [start], edges, state)
+
+    def _visit(self, name: str, trail: list[str], edges: dict, state: dict[str, int]) -> None:
+        if state.get(name):
+            return
+        state[name] = 1
+        for target, path in edges.get(name, []):
+            if not isinstance(target, str) or target not in edges:
+                continue
+            if state.get(target) == 1:
+                loop = [*trail[trail.index(target) :], target]
+                kinds = [f"{SECTIONS[self.kind_of.get(n, 'stores')]} '{n}'" for n in loop]
+                self.add(path, f"reference cycle: {' -> '.join(kinds)}")
+            else:
+                self._visit(target, [*trail, target], edges, state)
+        state[name] = 2
+
+    def task_names(self) -> None:
+        first: dict[str, DataPath] = {}
+        for i, task in self.tasks:
+            name = task.get("name")
+            if not isinstance(name, str):
+                continue
+            path = ("tasks", i, "name")
+            if name in first:
+                at = self.doc.at(first[name]).short()
+                self.add(path, f"duplicate task name '{name}' (first at {at})")
+            else:
+                first[name] = path
+
+    def targets(self) -> None:
+        """Two tasks writing one file would undo each other on every apply."""
+        writers: dict[Path, DataPath] = {}
+        for i, task in self.tasks:
+            for kind, field in TASK_TARGETS.items():
+                target = _mapping(task.get(kind)).get(field)
+                if not isinstance(target, str) or not target or is_url(target):
+                    continue
+                path = ("tasks", i, kind, field)
+                resolved = local_path(target, self.base_dir)
+                if resolved in writers:
+                    other = writers[resolved]
+                    self.add(
+                        path,
+                        f"{self.where(path)}: {target} is also written by"
+                        f" {self.where(other[:2])} ({self.doc.at(other).short()})",
+                    )
+                else:
+                    writers[resolved] = path
+
+    def sizes(self) -> None:
+        self.chunk_size(("defaults", "chunk_size"), _mapping(self.data.get("defaults")))
+        for i, task in self.tasks:
+            self.chunk_size(("tasks", i, "make", "chunk_size"), _mapping(task.get("make")))
+        for name, cache in self.sections["caches"].items():
+            size = _mapping(cache).get("max_size")
+            if not isinstance(size, str):
+                continue
+            path = ("caches", name, "max_size")
+            try:
+                if parse_size(size) == 0:
+                    self.add(path, f"{self.where(path)}: must be more than 0 (or left out)")
+            except ValueError:
+                pass  # the schema reports the syntax
+
+    def chunk_size(self, path: DataPath, parent: dict[str, Any]) -> None:
+        text = parent.get(str(path[-1]))
+        if not isinstance(text, str):
+            return
+        try:
+            ChunkSizes.parse(text)
+        except DesyncError as e:
+            self.add(path, f"{self.where(path)}: {e}")
+
+    def store_options(self) -> None:
+        for name, store in self.sections["stores"].items():
+            store = _mapping(store)
+            url = store.get("url")
+            if isinstance(url, str) and "|" in url:
+                self.add(
+                    ("stores", name, "url"),
+                    f"{self.where(('stores', name, 'url'))}: '|' is not allowed in a URL"
+                    " (list the stores in a group's failover instead)",
+                )
+            self.options(("stores", name, "options"), _mapping(store.get("options")))
+
+    def options(self, path: DataPath, options: dict[str, Any]) -> None:
+        for a, b in OPTION_ALIASES:
+            if a in options and b in options:
+                self.add((*path, b), f"{self.where((*path, b))}: also set as '{a}'; keep one")
+        for key in DURATIONS:
+            value = options.get(key)
+            if value is None or isinstance(value, bool):
+                continue
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                continue  # the schema reports the syntax
+            if key == "timeout" and seconds <= 0:
+                self.add((*path, key), f"{self.where((*path, key))}: must be more than 0")
+        if not options.get("encryption"):
+            for key in ("encryption_key", "encryption_algorithm"):
+                if key in options:
+                    self.add(
+                        (*path, key),
+                        f"{self.where((*path, key))}: set, but 'encryption: true' is not"
+                        " (chunks would be written in plaintext)",
+                        at_key=True,
+                    )
+        if ("client_cert" in options) != ("client_key" in options):
+            key = "client_cert" if "client_cert" in options else "client_key"
+            self.add(
+                (*path, key),
+                f"{self.where((*path, key))}: client_cert and client_key go together",
+                at_key=True,
+            )
