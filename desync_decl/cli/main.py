@@ -24,12 +24,13 @@ from desync_decl.cli import (
     make,
     manifest_verbs,
     prune,
+    pull,
     verify,
 )
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 
-VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config, manifest_verbs)
+VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config, manifest_verbs, pull)
 
 
 class _Parser(argparse.ArgumentParser):
