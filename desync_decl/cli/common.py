@@ -146,13 +146,25 @@ def store_locations(values: list[str]) -> list[str]:
     return [loc for v in values for loc in v.split(",") if loc]
 
 
+def opened(args: argparse.Namespace, store: Store) -> Store:
+    """Remember a store so that ``main`` closes it when the verb is done (connections,
+    ssh sessions and server processes must not outlive the command)."""
+    args.__dict__.setdefault("_opened", []).append(store)
+    return store
+
+
+def close_opened(args: argparse.Namespace) -> None:
+    for store in reversed(args.__dict__.pop("_opened", [])):
+        store.close()
+
+
 def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:
     """The ``-s`` stores as one store (a router when there are several), behind the
     ``-c`` cache when one is given and ``with_cache``."""
     store = single_or_router(open_store_list(args, digest))
     cache = getattr(args, "cache", None) if with_cache else None
     if cache:
-        cache_store = opener(args, digest).chunk_store(cache, create=True)
+        cache_store = opened(args, opener(args, digest).chunk_store(cache, create=True))
         if getattr(args, "cache_max_size", None):
             cache_store = SizeLimited(cache_store, args.cache_max_size)
         return Cache(store, cache_store, repair=args.cache_repair)
@@ -165,14 +177,14 @@ def open_store_list(args: argparse.Namespace, digest: Digest) -> list[Store]:
     if not locations:
         raise DesyncError("no store given (-s)")
     make = opener(args, digest)
-    return [make.chunk_store(loc) for loc in locations]
+    return [opened(args, make.chunk_store(loc)) for loc in locations]
 
 
 def open_single_store(args: argparse.Namespace, digest: Digest, *, create: bool = False) -> Store:
     locations = store_locations(args.store)
     if len(locations) != 1:
         raise DesyncError("exactly one store (-s) is needed")
-    return opener(args, digest).chunk_store(locations[0], create=create)
+    return opened(args, opener(args, digest).chunk_store(locations[0], create=create))
 
 
 def parse_duration(text: str) -> float:

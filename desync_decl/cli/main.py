@@ -18,6 +18,7 @@ from desync_decl.cli import (
     cat,
     chop,
     chunks,
+    common,
     config,
     extract,
     info,
@@ -70,7 +71,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, stream=console.err)
     try:
-        return int(args.func(args, console))
+        try:
+            return int(args.func(args, console))
+        finally:
+            common.close_opened(args)
     except DesyncError as e:
         if args.debug:
             raise

@@ -23,7 +23,7 @@ from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import write_atomic
-from desync_decl.stores.base import Store, StoreError
+from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
@@ -86,7 +86,11 @@ class Opener:
                 format=options.storage_format(),
                 skip_verify=options.skip_verify,
             )
-        return _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
+        store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
+        if create and not isinstance(store, WriteStore):
+            store.close()
+            raise StoreError(f"{location}: this store is read-only")
+        return store
 
     def index_store(self, location: str) -> IndexStore:
         scheme = _scheme(location)
