@@ -26,12 +26,27 @@ from desync_decl.cli import (
     manifest_verbs,
     prune,
     pull,
+    servers,
     verify,
 )
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 
-VERBS = (make, extract, chop, cache, cat, prune, verify, info, chunks, config, manifest_verbs, pull)
+VERBS = (
+    make,
+    extract,
+    chop,
+    cache,
+    cat,
+    prune,
+    verify,
+    info,
+    chunks,
+    config,
+    manifest_verbs,
+    pull,
+    servers,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,146 @@
+"""What ``chunk-server`` answers: desync's HTTP chunk protocol over any store.
+
+Paths are exactly ``/<first 4 hex>/<64 hex id><ext>`` with the server's wire
+extension (``.cacnk``, nothing with ``-u``, plus the cipher's with
+encryption); anything else is 400 before any store is touched, so no request
+can name a file outside the store. GET converts the upstream's form to the
+wire form (never recompressing), HEAD asks ``has_chunk``, PUT (writable
+servers only) decodes and hashes every upload and stores it only when it is
+the chunk its path names (desync stored unverified uploads by default, §11.7).
+A store failure is 500 with the details on the server's side only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from desync_decl.formats.chunk import MAX_PLAIN_SIZE
+from desync_decl.formats.chunkfile import DecodeError
+from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.server.messages import (
+    METHOD_NOT_ALLOWED,
+    METHODS,
+    OCTETS,
+    UNAUTHORIZED,
+    Request,
+    Response,
+    authorized,
+)
+from desync_decl.server.stack import StoreStack
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
+from desync_decl.stores.converters import COMPRESSED, StorageFormat
+
+_PATH = re.compile(r"^/([0-9a-f]{4})/([0-9a-f]{64})(.*)$", re.DOTALL)
+
+
+def upload_limit(max_chunk_size: int) -> int:
+    """The largest body a chunk of ``max_chunk_size`` plain bytes can arrive as.
+
+    zstd never grows data by more than 1/256 plus a few hundred bytes of
+    framing; encryption adds a nonce and a tag. 1/64 + 4 KiB covers both."""
+    return max_chunk_size + max_chunk_size // 64 + 4096
+
+
+class ChunkService:
+    def __init__(
+        self,
+        stack: StoreStack[Store],
+        *,
+        wire: StorageFormat = COMPRESSED,
+        digest: Digest = Digest.SHA512_256,
+        writable: bool = False,
+        authorization: str | None = None,
+        max_chunk_size: int = MAX_PLAIN_SIZE,
+        report: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.stack, self.wire, self.digest = stack, wire, digest
+        self.writable, self.authorization = writable, authorization
+        self.max_chunk_size = max_chunk_size
+        self.report = report
+
+    def __call__(self, request: Request) -> Response:
+        if not authorized(request, self.authorization):
+            return UNAUTHORIZED
+        if request.method not in METHODS:
+            return METHOD_NOT_ALLOWED
+        id = self._chunk_id(request.path)
+        if isinstance(id, Response):
+            return id
+        if request.method == "GET":
+            return self._get(id)
+        if request.method == "HEAD":
+            return self._head(id)
+        return self._put(id, request)
+
+    def runs_inline(self, request: Request) -> bool:
+        """Whether a request may be answered on the server's event loop: a read from a
+        stack of local stores only (``fork_safe``: plain files), where a page-cache read
+        costs less than handing the request to a thread."""
+        return request.method in ("GET", "HEAD") and getattr(self.stack.current, "fork_safe", False)
+
+    def _chunk_id(self, path: str) -> ChunkID | Response:
+        m = _PATH.match(path)
+        if m is None:
+            return Response.text(400, "invalid chunk path: expected /xxxx/<64 hex digits><ext>")
+        prefix, hex_id, extension = m.groups()
+        if not hex_id.startswith(prefix):
+            return Response.text(400, f"chunk {hex_id} does not belong in directory {prefix}")
+        if extension != self.wire.extension:
+            return Response.text(
+                400, "invalid chunk extension, verify compression and encryption settings"
+            )
+        return ChunkID(bytes.fromhex(hex_id))
+
+    def _get(self, id: ChunkID) -> Response:
+        try:
+            with self.stack.use() as store:
+                chunk = store.get_chunk(id)
+            data = self.wire.encode(chunk)
+        except ChunkMissing:
+            return Response.text(404, f"chunk {id.hex()} not found")
+        except (ChunkInvalid, StoreError) as e:
+            return self._failed(f"GET {id.hex()}: {e}")
+        except DecodeError as e:  # the upstream's bytes do not convert to the wire form
+            return self._failed(f"GET {id.hex()}: cannot convert the chunk: {e}")
+        return Response(200, data, OCTETS)
+
+    def _head(self, id: ChunkID) -> Response:
+        try:
+            with self.stack.use() as store:
+                present = store.has_chunk(id)
+        except StoreError as e:
+            return self._failed(f"HEAD {id.hex()}: {e}")
+        return Response(200) if present else Response(404)
+
+    def _put(self, id: ChunkID, request: Request) -> Response:
+        if not self.writable:
+            return Response.text(400, "writing to upstream chunk store is not enabled")
+        if request.length is None:
+            return Response.text(411, "a chunk upload needs a Content-Length")
+        limit = upload_limit(self.max_chunk_size)
+        if request.length > limit:
+            return Response.text(413, f"a chunk upload is at most {limit} bytes on this server")
+        data = request.read_body()
+        try:
+            chunk = self.wire.decode(id, data)
+            plain = chunk.plain(self.max_chunk_size)
+        except DecodeError as e:
+            return Response.text(400, f"invalid chunk {id.hex()}: {e}")
+        if len(plain) > self.max_chunk_size:
+            return Response.text(413, f"a chunk is at most {self.max_chunk_size} bytes here")
+        actual = self.digest.hash(plain)
+        if actual != id:
+            return Response.text(
+                400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
+            )
+        try:
+            with self.stack.use() as store:
+                store.store_chunk(chunk)  # type: ignore[attr-defined]
+        except StoreError as e:
+            return self._failed(f"PUT {id.hex()}: {e}")
+        return Response(200)
+
+    def _failed(self, detail: str) -> Response:
+        self.report(detail)
+        return Response.text(500, "internal server error")

@@ -1,0 +1,122 @@
+"""What ``index-server`` answers: index files by name over any index store.
+
+The namespace is flat: a path is exactly ``/<name>``. desync served
+``/a/x.caibx`` and ``/b/x.caibx`` as the same file (it used only the last
+path element, §11.13), so two clients could overwrite each other's index
+without noticing; here a path with directories is refused. A name is
+percent-decoded and must not be empty, ``.``, ``..``, or contain a slash, a
+backslash or a control character (400). A PUT body must parse as an index
+(415 otherwise) and is written atomically; GET re-serializes the index, so
+what leaves the server is always a well-formed index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from desync_decl.errors import DesyncError, FormatError
+from desync_decl.formats import index as index_format
+from desync_decl.formats.index import Index
+from desync_decl.server.messages import (
+    METHOD_NOT_ALLOWED,
+    METHODS,
+    OCTETS,
+    UNAUTHORIZED,
+    Request,
+    Response,
+    authorized,
+)
+from desync_decl.stores.base import StoreError
+from desync_decl.stores.location import IndexStore
+
+DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
+_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class IndexService:
+    def __init__(
+        self,
+        store: IndexStore,
+        *,
+        writable: bool = False,
+        authorization: str | None = None,
+        max_size: int = DEFAULT_MAX_INDEX_SIZE,
+        report: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.store, self.writable, self.authorization = store, writable, authorization
+        self.max_size, self.report = max_size, report
+
+    def __call__(self, request: Request) -> Response:
+        if not authorized(request, self.authorization):
+            return UNAUTHORIZED
+        if request.method not in METHODS:
+            return METHOD_NOT_ALLOWED
+        name = index_name(request.path)
+        if name is None:
+            return Response.text(400, "invalid index name")
+        if request.method == "PUT":
+            return self._put(name, request)
+        index = self._get(name)
+        if isinstance(index, Response):
+            return index
+        return Response(200, index.encode() if request.method == "GET" else b"", OCTETS)
+
+    def _get(self, name: str) -> Index | Response:
+        try:
+            return self.store.get_index(name)
+        except (StoreError, FormatError) as e:
+            return self._failed(f"GET {name}: {e}")
+        except DesyncError as e:
+            if _is_missing(e):
+                return Response.text(404, f"index {name} not found")
+            return self._failed(f"GET {name}: {e}")
+
+    def _put(self, name: str, request: Request) -> Response:
+        if not self.writable:
+            return Response.text(400, "writing to the index store is not enabled")
+        if request.length is None:
+            return Response.text(411, "an index upload needs a Content-Length")
+        if request.length > self.max_size:
+            return Response.text(413, f"an index is at most {self.max_size} bytes on this server")
+        data = request.read_body()
+        try:
+            index = index_format.decode(data, name)
+        except FormatError as e:
+            return Response.text(415, f"invalid index: {e}")
+        try:
+            self.store.store_index(name, index)
+        except DesyncError as e:
+            return self._failed(f"PUT {name}: {e}")
+        return Response(200)
+
+    def _failed(self, detail: str) -> Response:
+        self.report(detail)
+        return Response.text(500, "internal server error")
+
+
+def index_name(path: str) -> str | None:
+    """The index a request path names, or None when the path names no valid index."""
+    if not path.startswith("/") or "/" in path[1:]:
+        return None
+    try:
+        name = unquote(path[1:], errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if name in ("", ".", "..") or _BAD_NAME.search(name):
+        return None
+    return name
+
+
+def _is_missing(error: DesyncError) -> bool:
+    """Whether an index store's error means "no such index".
+
+    The index stores raise a plain ``DesyncError`` for that (the local one
+    "<path>: no such file", the object stores "index <name> not found in
+    <store>"); failures are ``StoreError``s. A dedicated error class in
+    ``stores/`` would make this a type test."""
+    text = str(error)
+    return type(error) is DesyncError and (
+        text.endswith(": no such file") or " not found in " in text
+    )

@@ -1,0 +1,52 @@
+"""What a server sees of a request and what it answers, without any socket.
+
+The services (chunk-server, index-server) decide on these; ``listen`` moves
+them over HTTP. The body is read only when a service asks for it, after it has
+checked the credentials, the path and the announced size.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+OCTETS = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str  # the target's path as sent, not percent-decoded (so "%2e" is no dot)
+    authorization: str | None
+    length: int | None  # the announced body size (Content-Length), None when none was given
+    read_body: Callable[[], bytes]  # exactly ``length`` bytes; OSError if the client goes away
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes | memoryview = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def text(cls, status: int, message: str, **kwargs: object) -> Response:
+        return cls(status, (message + "\n").encode(), **kwargs)  # type: ignore[arg-type]
+
+
+def authorized(request: Request, expected: str | None) -> bool:
+    """Whether the request carries the expected ``Authorization`` value (none expected: yes).
+
+    Compared in constant time, so the answer's timing does not leak the value."""
+    if expected is None:
+        return True
+    given = (request.authorization or "").encode("latin-1", "replace")
+    return hmac.compare_digest(given, expected.encode("latin-1", "replace"))
+
+
+METHODS = ("GET", "HEAD", "PUT")
+UNAUTHORIZED = Response.text(401, "Unauthorized")
+METHOD_NOT_ALLOWED = Response.text(
+    405, "only GET, PUT and HEAD are supported", headers=(("Allow", ", ".join(METHODS)),)
+)

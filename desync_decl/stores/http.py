@@ -1,0 +1,177 @@
+"""HTTP(S) chunk and index stores: desync's chunk-server, casync's HTTP stores, any static server.
+
+Chunks are ``GET``/``HEAD``/``PUT`` at ``<base>/xxxx/<id><ext>``, indexes at
+``<base>/<name>``. One ``requests.Session`` per store, its connection pool
+sized like the store's concurrency (``n``), shared by every thread (nothing
+mutates the session after it is built; every per-request setting is passed
+per request). Status codes are mapped in one place (``_check``): 404 is
+"missing", 5xx, 408, 429 and dropped connections are transient (retried with
+desync's backoff), anything else is a refusal. TLS certificates are verified
+unless ``trust-insecure`` is set (desync had this backwards once, #343).
+HTTP stores cannot list or delete, so they cannot be pruned (desync's matrix).
+"""
+
+from __future__ import annotations
+
+import ssl
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning
+
+from desync_decl.stores.base import StoreError
+from desync_decl.stores.objects import ObjectChunkStore, ObjectIndexStore, ObjectMissing
+from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.retry import retrying
+
+if TYPE_CHECKING:
+    from desync_decl.stores.location import Opener
+
+T = TypeVar("T")
+_TRANSIENT_STATUS = {408, 429}  # "try again later", as well as every 5xx
+_BODY_IN_MESSAGE = 200  # characters of an error response quoted in the message
+
+
+class HttpObjects:
+    """``Objects`` over plain HTTP verbs; keys are URL paths below the base."""
+
+    def __init__(self, location: str, options: StoreOptions) -> None:
+        self.location = location
+        self.options = options
+        scheme, netloc, path, query, _ = urlsplit(location)
+        if scheme not in ("http", "https") or not netloc:
+            raise StoreError(f"{location}: not an http:// or https:// URL with a host")
+        base_path = path if path.endswith("/") else path + "/"  # desync appends the slash
+        self._base = urlunsplit((scheme, netloc, base_path, "", ""))
+        self._query = f"?{query}" if query else ""
+        self._session = _session(options)
+        self._verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
+        self._cert = (options.client_cert, options.client_key) if options.client_cert else None
+        timeout = options.timeout
+        self._timeout = (timeout, timeout) if timeout is not None else None
+
+    def __str__(self) -> str:
+        return self.location
+
+    def url(self, key: str) -> str:
+        return self._base + quote(key) + self._query
+
+    def read(self, key: str) -> bytes:
+        return self._retrying(lambda: self._request("GET", key).content)
+
+    def exists(self, key: str) -> bool:
+        def head() -> bool:
+            try:
+                self._request("HEAD", key)
+            except ObjectMissing:
+                return False
+            return True
+
+        return self._retrying(head)
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        # requests would iterate a memoryview byte by byte: hand it bytes
+        body = data if isinstance(data, bytes) else bytes(data)
+        self._retrying(lambda: self._request("PUT", key, body))
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        return retrying(call, self.options)
+
+    def _request(self, method: str, key: str, body: bytes | None = None) -> requests.Response:
+        url = self.url(key)
+        try:
+            response = self._session.request(
+                method,
+                url,
+                data=body,
+                timeout=self._timeout,
+                verify=self._verify,  # per request, or REQUESTS_CA_BUNDLE would override it
+                cert=self._cert,
+                allow_redirects=True,
+            )
+        except requests.exceptions.SSLError as e:  # a certificate problem does not heal itself
+            raise StoreError(f"{method} {url}: TLS: {_cause(e)}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+            raise StoreError(f"{method} {url}: {_cause(e)}", transient=True) from None
+        except requests.exceptions.RequestException as e:
+            raise StoreError(f"{method} {url}: {_cause(e)}") from None
+        _check(method, url, response)
+        return response
+
+
+def _session(options: StoreOptions) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, options.n), max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # chunks are compressed already, and a transparently gunzipped body would be the wrong bytes
+    session.headers["Accept-Encoding"] = "identity"
+    if options.http_auth:
+        session.headers["Authorization"] = options.http_auth
+    if options.http_cookie:
+        session.headers["Cookie"] = options.http_cookie
+    if options.trust_insecure:  # asked for: do not warn on every request
+        warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+    return session
+
+
+def _check(method: str, url: str, response: requests.Response) -> None:
+    """Map a response's status: 2xx passes, 404 is missing, the rest is a StoreError."""
+    status = response.status_code
+    if status == 200 or (method != "GET" and 200 <= status < 300):
+        return  # a GET must bring the object: no 204 or 206 for one
+    if status == 404:
+        raise ObjectMissing(url)
+    message = f"{method} {url}: {status} {response.reason or ''}".rstrip()
+    body = " ".join(response.text.split())[:_BODY_IN_MESSAGE] if method != "HEAD" else ""
+    if body:
+        message += f": {body}"
+    raise StoreError(message, transient=status >= 500 or status in _TRANSIENT_STATUS)
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, in a few words."""
+    seen: set[int] = set()
+    reason: BaseException = error
+    while id(reason) not in seen:
+        seen.add(id(reason))
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {reason.verify_message}"
+        if isinstance(reason, ssl.SSLError):
+            return (reason.reason or str(reason)).lower().replace("_", " ")
+        if isinstance(reason, OSError) and reason.strerror:
+            return reason.strerror.lower()
+        inner = getattr(reason, "reason", None)
+        if not isinstance(inner, BaseException):
+            args = getattr(reason, "args", ())
+            inner = args[0] if args and isinstance(args[0], BaseException) else None
+        inner = inner or reason.__cause__ or reason.__context__
+        if inner is None:
+            break
+        reason = inner
+    text = str(reason)
+    if "Read timed out" in text or "timed out" in text:
+        return "timed out"
+    return text.rsplit(": ", 1)[-1] if len(text) > 120 else text
+
+
+def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> ObjectChunkStore:
+    """A chunk store at ``http(s)://host[:port]/path``; not listable, so never pruned."""
+    return ObjectChunkStore(
+        HttpObjects(location, options),
+        digest=opener.digest,
+        format=options.storage_format(),
+        skip_verify=options.skip_verify,
+    )
+
+
+def open_index_store(location: str, options: StoreOptions, opener: Opener) -> ObjectIndexStore:
+    """Indexes by name below ``http(s)://host[:port]/path/``."""
+    return ObjectIndexStore(HttpObjects(location, options))
