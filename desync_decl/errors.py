@@ -25,6 +25,10 @@ class UsageError(DesyncError):
     """A command-line value that cannot be used (e.g. a bad ``-m`` value)."""
 
 
+class IndexMissing(DesyncError):
+    """No index of that name (a local file or an index-store object that does not exist)."""
+
+
 class FormatError(DesyncError):
     """Bytes that do not follow a casync format; the message names the byte offset."""
 

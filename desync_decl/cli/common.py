@@ -112,6 +112,7 @@ def store_overrides(args: argparse.Namespace) -> dict[str, object]:
         "trust_insecure",
         "error_retry",
         "error_retry_base_interval",
+        "skip_verify",
     )
     out: dict[str, object] = {
         n: getattr(args, n) for n in names if getattr(args, n, None) is not None

@@ -8,6 +8,8 @@ with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import sys
 from collections.abc import Sequence
@@ -80,9 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keep_chunk_buffers_off_mmap() -> None:
+    """Chunk-sized buffers (up to a few hundred KiB) from the heap, not from mmap.
+
+    glibc serves allocations above 128 KiB with a fresh mmap and munmap each
+    time: reading a 320 KiB chunk file cost 45 us instead of 3.6 us, a chunk
+    server answered 10k instead of 26k requests/s. A higher threshold keeps
+    them on the reused heap. Linux/glibc only; elsewhere nothing changes.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+
+
+_M_MMAP_THRESHOLD = -3
+
+
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     console = console or Console()
     args = build_parser().parse_args(argv)
+    _keep_chunk_buffers_off_mmap()
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, stream=console.err)
     try:

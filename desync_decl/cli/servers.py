@@ -14,12 +14,10 @@ import os
 import signal
 import ssl
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TextIO
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.config import Config
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.digest import Digest
@@ -129,8 +127,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         .checked("chunk-server")
         .storage_format()
     )
-    if args.skip_verify_read:
-        args._config = _SkipVerify(common.opener(args).config)
+    args.skip_verify = True if args.skip_verify_read else None  # clients verify every chunk
     upstream = _upstream_opener(args, digest)
     if args.store_file:
         spec = storefile.load(args.store_file)
@@ -278,17 +275,6 @@ def _access_log(target: str | None, console: Console):  # type: ignore[no-untype
         yield listen.AccessLog(stream)
     finally:
         stream.close()
-
-
-class _SkipVerify(Config):
-    """The config with ``skip-verify`` set for every store: the server does not hash what
-    it reads (clients verify every chunk anyway), as desync's ``--skip-verify-read``."""
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config.path, config.raw)
-
-    def store_options(self, location: str) -> StoreOptions:
-        return replace(super().store_options(location), skip_verify=True)
 
 
 def _size(text: str) -> int:

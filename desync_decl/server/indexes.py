@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from desync_decl.errors import DesyncError, FormatError
+from desync_decl.errors import DesyncError, FormatError, IndexMissing
 from desync_decl.formats import index as index_format
 from desync_decl.formats.index import Index
 from desync_decl.server.messages import (
@@ -69,7 +69,7 @@ class IndexService:
         except (StoreError, FormatError) as e:
             return self._failed(f"GET {name}: {e}")
         except DesyncError as e:
-            if _is_missing(e):
+            if isinstance(e, IndexMissing):
                 return Response.text(404, f"index {name} not found")
             return self._failed(f"GET {name}: {e}")
 
@@ -107,16 +107,3 @@ def index_name(path: str) -> str | None:
     if name in ("", ".", "..") or _BAD_NAME.search(name):
         return None
     return name
-
-
-def _is_missing(error: DesyncError) -> bool:
-    """Whether an index store's error means "no such index".
-
-    The index stores raise a plain ``DesyncError`` for that (the local one
-    "<path>: no such file", the object stores "index <name> not found in
-    <store>"); failures are ``StoreError``s. A dedicated error class in
-    ``stores/`` would make this a type test."""
-    text = str(error)
-    return type(error) is DesyncError and (
-        text.endswith(": no such file") or " not found in " in text
-    )

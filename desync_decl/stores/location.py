@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from desync_decl.config import Config
-from desync_decl.errors import DesyncError, file_error
+from desync_decl.errors import DesyncError, IndexMissing, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
@@ -160,6 +160,8 @@ def _checked_name(name: str) -> str:
 def _read_local_index(path: Path) -> Index:
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise IndexMissing(f"{path}: no such file") from None
     except OSError as e:
         raise file_error(path, e, "read") from None
     return index_format.decode(data, str(path))

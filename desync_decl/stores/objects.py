@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from desync_decl.errors import DesyncError
+from desync_decl.errors import IndexMissing
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
@@ -141,7 +141,7 @@ class ObjectIndexStore:
         try:
             data = self.objects.read(name)
         except ObjectMissing:
-            raise DesyncError(f"index {name} not found in {self}") from None
+            raise IndexMissing(f"index {name} not found in {self}") from None
         return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")
 
     def store_index(self, name: str, index: Index) -> None:
