@@ -16,10 +16,8 @@ environment without the machine's cloud credentials or desync config.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import http.server
-import ipaddress
 import itertools
 import json
 import ssl
@@ -31,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import tls_certs
 
 _buckets = itertools.count()
 _CREDENTIAL_VARS = (
@@ -241,40 +241,10 @@ def unavailable_server() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def tls_certificate(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (no system CA trusts it): (cert, key) files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "desync-decl test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
     folder = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    return tls_certs.self_signed_for_localhost(
+        "desync-decl test", folder / "cert.pem", folder / "key.pem"
     )
-    return cert_file, key_file
 
 
 @pytest.fixture

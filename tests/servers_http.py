@@ -10,12 +10,11 @@
   what it was sent, for the client's status mapping, retries and timeouts.
 * ``certs``: a test CA, a server certificate for 127.0.0.1, a client
   certificate from the same CA and one from a CA nobody trusts, made with
-  ``cryptography`` (PEM files).
+  ``tls_certs`` (PEM files).
 """
 
 from __future__ import annotations
 
-import datetime
 import http.server
 import os
 import re
@@ -34,6 +33,7 @@ import pytest
 
 from desync_decl.server import listen
 from desync_decl.server.messages import Request, Response
+from tests import tls_certs
 
 # --- certificates -------------------------------------------------------------------
 
@@ -50,66 +50,20 @@ class Certs:
 
 
 def _make_certs(root: Path) -> Certs:
-    import ipaddress
-
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    now = datetime.datetime.now(datetime.UTC)
+    def write(stem: str, cert: x509.Certificate, key: tls_certs.Key) -> tuple[Path, Path]:
+        return tls_certs.write_pem(cert, key, root / f"{stem}.pem", root / f"{stem}.key")
 
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple:
-        cert_path, key_path = root / f"{stem}.pem", root / f"{stem}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_path, key_path
-
-    def issue(cn, key, issuer, issuer_key, *, ca=False, usage=None, sans=None):  # type: ignore[no-untyped-def]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-                critical=True,
-            ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        else:
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False
-            )
-        if usage:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    def new_key() -> ec.EllipticCurvePrivateKey:
-        return ec.generate_private_key(ec.SECP256R1())
-
+    new_key = tls_certs.new_key
     ca_key, other_ca_key = new_key(), new_key()
-    ca = issue("desync-decl test CA", ca_key, name("desync-decl test CA"), ca_key, ca=True)
+    ca = tls_certs.issue("desync-decl test CA", ca_key, ca=True)
     ca_path, _ = write("ca", ca, ca_key)
-    other_ca = name("somebody else's CA")
+    other_ca = tls_certs.name("somebody else's CA")
     server_key, client_key, stranger_key = new_key(), new_key(), new_key()
-    sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-    server = issue(
+    sans = [tls_certs.LOCALHOST_IP, x509.DNSName("localhost")]
+    server = tls_certs.issue(
         "127.0.0.1",
         server_key,
         ca.subject,
@@ -117,8 +71,10 @@ def _make_certs(root: Path) -> Certs:
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
         sans=sans,
     )
-    client = issue("client", client_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    stranger = issue(
+    client = tls_certs.issue(
+        "client", client_key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+    stranger = tls_certs.issue(
         "stranger", stranger_key, other_ca, other_ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH
     )
     return Certs(
