@@ -3,21 +3,18 @@ failures, and the CLI verbs end to end."""
 
 from __future__ import annotations
 
-import json
-import random
-
 import pytest
 
-from desync_decl.formats import index as fmt
 from desync_decl.stores import gcs
-from desync_decl.stores.base import ChunkMissing, StoreError
+from desync_decl.stores.base import StoreError
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
+from tests import cloud_cases
+from tests.cloud_cases import FAST_FAILURE
 from tests.store_contract import ID_NEVER_STORED, ContractEnv, StoreContract, random_chunks
 
 pytest_plugins = ["tests.servers_cloud"]
-
-FAST_FAILURE = StoreOptions(error_retry=1, timeout=2.0)
+blob = cloud_cases.blob  # the fixture
 
 
 def open_store(location: str, options: StoreOptions | None = None):
@@ -69,15 +66,7 @@ def test_chunks_are_stored_as_zstd_objects_under_the_prefix(gcs_server, gcs_buck
 
 def test_a_missing_bucket_is_an_error_not_a_missing_chunk(gcs_bucket):
     store = open_store("gs://no-such-bucket/p", FAST_FAILURE)
-    for call in (
-        lambda: store.get_chunk(ID_NEVER_STORED),
-        lambda: store.has_chunk(ID_NEVER_STORED),
-        lambda: store.store_chunk(random_chunks(1)[0]),
-        lambda: list(store.iter_chunk_ids()),
-    ):
-        with pytest.raises(StoreError, match="bucket no-such-bucket does not exist") as e:
-            call()
-        assert not isinstance(e.value, ChunkMissing) and not e.value.transient
+    cloud_cases.assert_every_call_fails_on_the_missing_bucket(store, "no-such-bucket")
 
 
 def test_without_google_credentials_the_store_fails_to_open_with_one_clear_line(cloud_env):
@@ -98,12 +87,9 @@ def test_5xx_answers_are_retried_by_us_exactly_error_retry_times(
     cloud_env, unavailable_server, monkeypatch
 ):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", unavailable_server.endpoint)
-    options = StoreOptions(error_retry=3, error_retry_base_interval=0.01, timeout=2.0)
-    store = open_store("gs://b/p", options)
-    with pytest.raises(StoreError) as e:
-        store.get_chunk(ID_NEVER_STORED)
-    assert e.value.transient
-    assert unavailable_server.requests == 3  # the library's own retries are off
+    cloud_cases.assert_5xx_is_retried_exactly_error_retry_times(
+        lambda options: open_store("gs://b/p", options), unavailable_server
+    )
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
@@ -111,25 +97,11 @@ def test_tls_is_verified_by_default_and_ca_cert_or_trust_insecure_let_it_through
     cloud_env, unavailable_tls_server, monkeypatch
 ):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", unavailable_tls_server.endpoint)
-    with pytest.raises(StoreError, match="CERTIFICATE_VERIFY_FAILED") as e:
-        open_store("gs://b/p", FAST_FAILURE).has_chunk(ID_NEVER_STORED)
-    assert not e.value.transient and unavailable_tls_server.requests == 0
-    for options in (
-        StoreOptions(error_retry=1, ca_cert=unavailable_tls_server.ca_cert),
-        StoreOptions(error_retry=1, trust_insecure=True),
-    ):
-        with pytest.raises(StoreError, match="503"):  # through TLS to the server's answer
-            open_store("gs://b/p", options).has_chunk(ID_NEVER_STORED)
-    assert unavailable_tls_server.requests == 2
-
-
-@pytest.fixture
-def blob(tmp_path):
-    rng = random.Random(5)
-    a = rng.randbytes(150_000)
-    path = tmp_path / "blob.img"
-    path.write_bytes(a + rng.randbytes(200_000) + a + bytes(100_000))
-    return path
+    cloud_cases.assert_tls_is_verified_unless_ca_cert_or_trust_insecure(
+        lambda options: open_store("gs://b/p", options),
+        unavailable_tls_server,
+        "CERTIFICATE_VERIFY_FAILED",
+    )
 
 
 def stored_ids(gcs_server, bucket: str, prefix: str) -> set[str]:
@@ -138,24 +110,13 @@ def stored_ids(gcs_server, bucket: str, prefix: str) -> set[str]:
 
 
 def test_make_extract_info_and_prune_through_the_cli(cli, tmp_path, blob, gcs_server, gcs_bucket):
-    store = f"gs://{gcs_bucket}/store"
-    r = cli("make", "-s", store, "-m", "4:16:64", tmp_path / "blob.caibx", blob)
-    assert r.code == 0, r.err
-    index = fmt.decode((tmp_path / "blob.caibx").read_bytes())
-    unique = {i.hex() for i in index.unique_ids()}
-    assert stored_ids(gcs_server, gcs_bucket, "store/") == unique
-    r = cli("extract", "-s", store, tmp_path / "blob.caibx", tmp_path / "out.img")
-    assert r.code == 0, r.err
-    assert (tmp_path / "out.img").read_bytes() == blob.read_bytes()
-    info = json.loads(cli("info", "--json", "-s", store, tmp_path / "blob.caibx").out)
-    assert info["in-store"] == len(unique)
-    other = tmp_path / "other.img"
-    other.write_bytes(random.Random(6).randbytes(100_000))
-    assert cli("make", "-s", store, "-m", "4:16:64", tmp_path / "other.caibx", other).code == 0
-    assert len(stored_ids(gcs_server, gcs_bucket, "store/")) > len(unique)
-    r = cli("prune", "-y", "-s", store, tmp_path / "blob.caibx")
-    assert r.code == 0, r.err
-    assert stored_ids(gcs_server, gcs_bucket, "store/") == unique
+    cloud_cases.assert_make_extract_info_and_prune_work(
+        cli,
+        tmp_path,
+        blob,
+        f"gs://{gcs_bucket}/store",
+        lambda: stored_ids(gcs_server, gcs_bucket, "store/"),
+    )
 
 
 def test_an_index_is_written_to_and_read_from_a_gs_url(cli, tmp_path, blob, gcs_server, gcs_bucket):
@@ -165,8 +126,4 @@ def test_an_index_is_written_to_and_read_from_a_gs_url(cli, tmp_path, blob, gcs_
     assert r.code == 0, r.err
     stored = gcs_server.client().bucket(gcs_bucket).get_blob("indexes/blob.caibx")
     assert stored.content_type == "application/octet-stream"
-    r = cli("extract", "-s", store, index_url, tmp_path / "out.img")
-    assert r.code == 0, r.err
-    assert (tmp_path / "out.img").read_bytes() == blob.read_bytes()
-    r = cli("info", "--json", index_url.replace("blob.caibx", "nope.caibx"))
-    assert r.code == 1 and "index nope.caibx not found in" in r.err
+    cloud_cases.assert_the_index_at_url_extracts(cli, tmp_path, blob, store, index_url)
