@@ -12,6 +12,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,48 @@ def random_chunks(n: int, seed: int = 1) -> list[Chunk]:
 
 
 ID_NEVER_STORED = Digest.SHA512_256.hash(b"never stored")
+
+
+@pytest.fixture
+def opened():
+    """Stores a test opens, closed after it (their connections may hold server processes)."""
+    stores: list = []
+    yield stores
+    for store in stores:
+        store.close()
+
+
+def put_file(root: Path) -> Callable[[str, bytes], None]:
+    """``put_raw`` for a store whose objects are the files under ``root``."""
+
+    def put_raw(key: str, data: bytes) -> None:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    return put_raw
+
+
+def in_eight_threads(
+    work: Callable[[Chunk], None], chunks: list[Chunk], timeout: float | None = None
+) -> None:
+    """``work`` on every chunk, the chunks dealt out to eight threads running at once;
+    fails if any thread raised, or is still running ``timeout`` seconds after it."""
+    errors: list[BaseException] = []
+
+    def run(part: list[Chunk]) -> None:
+        try:
+            for c in part:
+                work(c)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(chunks[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errors and not any(t.is_alive() for t in threads)
 
 
 class StoreContract:
@@ -126,23 +169,12 @@ class StoreContract:
 
     def test_eight_threads_store_and_read_at_once(self, env):
         store = env.open(StoreOptions())
-        chunks = random_chunks(24, seed=7)
-        errors: list[BaseException] = []
 
-        def work(part: list[Chunk]) -> None:
-            try:
-                for c in part:
-                    store.store_chunk(c)
-                    assert bytes(store.get_chunk(c.id).plain()) == bytes(c.plain())
-            except BaseException as e:
-                errors.append(e)
+        def store_and_read(c: Chunk) -> None:
+            store.store_chunk(c)
+            assert bytes(store.get_chunk(c.id).plain()) == bytes(c.plain())
 
-        threads = [threading.Thread(target=work, args=(chunks[i::8],)) for i in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors
+        in_eight_threads(store_and_read, random_chunks(24, seed=7))
 
     def test_a_failing_store_raises_a_store_error_never_missing(self, env):
         store = env.open(StoreOptions(error_retry=1, timeout=2.0))

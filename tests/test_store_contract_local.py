@@ -9,7 +9,7 @@ import pytest
 
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
-from tests.store_contract import ContractEnv, StoreContract
+from tests.store_contract import ContractEnv, StoreContract, put_file
 
 
 class TestLocalStore(StoreContract):
@@ -23,13 +23,10 @@ class TestLocalStore(StoreContract):
                 root, format=options.storage_format(), skip_verify=options.skip_verify
             )
 
-        def put_raw(key: str, data: bytes) -> None:
-            path = root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
         def break_store() -> None:  # the directory is replaced by a file: every access fails
             shutil.rmtree(root)
             Path(root).write_bytes(b"")
 
-        return ContractEnv(str(root), open_store, put_raw, break_store, reads_both_forms=True)
+        return ContractEnv(
+            str(root), open_store, put_file(root), break_store, reads_both_forms=True
+        )

@@ -29,13 +29,14 @@ from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import LocalIndexStore, Opener
 from desync_decl.stores.options import StoreOptions
-from tests import servers_http
+from tests import servers_http, store_contract
 from tests.servers_http import Certs, Step
 from tests.store_contract import (
     ID_NEVER_STORED,
     KEY,
     ContractEnv,
     StoreContract,
+    put_file,
     random_chunks,
 )
 
@@ -45,16 +46,8 @@ serve, nginx, scripted, certs = (
     servers_http.scripted,
     servers_http.certs,
 )
+opened = store_contract.opened  # the fixture
 FAST = StoreOptions(error_retry=3, error_retry_base_interval=0.01, timeout=5.0)
-
-
-@pytest.fixture
-def opened():
-    """Stores a test opens, closed after it."""
-    stores: list = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def open_store(url: str, options: StoreOptions, opened: list):
@@ -67,15 +60,6 @@ def chunk_server(root, fmt: StorageFormat = COMPRESSED, **kwargs) -> ChunkServic
     """Our chunk-server over a local store at ``root`` (its files in the same format)."""
     upstream = LocalStore(root, format=fmt, skip_verify=True, create=True)
     return ChunkService(StoreStack(SingleFlight(upstream)), wire=fmt, **kwargs)
-
-
-def put_file(root):
-    def put_raw(key: str, data: bytes) -> None:
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    return put_raw
 
 
 class TestChunkServerStore(StoreContract):

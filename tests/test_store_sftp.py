@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,21 +20,20 @@ from desync_decl.stores import sftp
 from desync_decl.stores.base import ChunkMissing, StoreError
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from tests import servers_ssh
+from tests import servers_ssh, store_contract
 from tests.servers_ssh import SshServer
-from tests.store_contract import ID_NEVER_STORED, ContractEnv, StoreContract, random_chunks
+from tests.store_contract import (
+    ID_NEVER_STORED,
+    ContractEnv,
+    StoreContract,
+    in_eight_threads,
+    put_file,
+    random_chunks,
+)
 
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
+opened = store_contract.opened  # the fixture: their connections hold sshd processes
 FAST_RETRY = StoreOptions(error_retry=3, error_retry_base_interval=0.05, timeout=5.0)
-
-
-@pytest.fixture
-def opened():
-    """Stores a test opens, closed after it (their connections hold sshd processes)."""
-    stores: list = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def open_store(location: str, options: StoreOptions, opened: list):
@@ -50,12 +48,7 @@ class TestSftpStore(StoreContract):
         root = tmp_path / "store"
         root.mkdir()
         location = sshd.url("sftp", root)
-
-        def put_raw(key: str, data: bytes) -> None:  # the server's disk is this machine's
-            path = root / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
+        put_raw = put_file(root)  # the server's disk is this machine's
         return ContractEnv(
             location, lambda options: open_store(location, options, opened), put_raw, sshd.kill
         )
@@ -141,22 +134,12 @@ def test_a_store_directory_that_does_not_exist_is_an_error_not_missing(sshd, tmp
 def test_a_pool_of_one_serves_eight_threads_and_prunes_without_deadlock(sshd, tmp_path, opened):
     store = open_store(sshd.url("sftp", tmp_path), StoreOptions(n=1), opened)
     chunks = random_chunks(16, seed=22)
-    errors: list[BaseException] = []
 
-    def work(part) -> None:
-        try:
-            for c in part:
-                store.store_chunk(c)
-                assert store.has_chunk(c.id)
-        except BaseException as e:
-            errors.append(e)
+    def store_and_check(c: Chunk) -> None:
+        store.store_chunk(c)
+        assert store.has_chunk(c.id)
 
-    threads = [threading.Thread(target=work, args=(chunks[i::8],)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors and not any(t.is_alive() for t in threads)
+    in_eight_threads(store_and_check, chunks, timeout=30)
     assert store.prune({chunks[0].id}) == 15  # lists while deleting, with one session
     with pytest.raises(ChunkMissing):
         store.get_chunk(chunks[1].id)

@@ -24,11 +24,12 @@ from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.ssh import SshStore, open_chunk_store, parse_location
-from tests import servers_ssh
+from tests import servers_ssh, store_contract
 from tests.servers_ssh import SshServer
 from tests.store_contract import ID_NEVER_STORED, random_chunks
 
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
+opened = store_contract.opened  # the fixture
 REMOTES = ["casync", "desync-decl"]  # what runs on the far side
 
 
@@ -56,14 +57,6 @@ def remote(request, sshd: SshServer, monkeypatch) -> str:
     else:
         monkeypatch.setenv("CASYNC_REMOTE_PATH", str(sshd.remote_desync))
     return request.param
-
-
-@pytest.fixture
-def opened():
-    stores: list[SshStore] = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def ssh_store(location: str, opened: list, **options) -> SshStore:
