@@ -18,15 +18,7 @@ from collections.abc import Callable
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.server.messages import (
-    METHOD_NOT_ALLOWED,
-    METHODS,
-    OCTETS,
-    UNAUTHORIZED,
-    Request,
-    Response,
-    authorized,
-)
+from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.server.stack import StoreStack
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -60,10 +52,9 @@ class ChunkService:
         self.report = report
 
     def __call__(self, request: Request) -> Response:
-        if not authorized(request, self.authorization):
-            return UNAUTHORIZED
-        if request.method not in METHODS:
-            return METHOD_NOT_ALLOWED
+        refused = refusal(request, self.authorization)
+        if refused is not None:
+            return refused
         id = self._chunk_id(request.path)
         if isinstance(id, Response):
             return id
@@ -100,9 +91,9 @@ class ChunkService:
         except ChunkMissing:
             return Response.text(404, f"chunk {id.hex()} not found")
         except (ChunkInvalid, StoreError) as e:
-            return self._failed(f"GET {id.hex()}: {e}")
+            return failure(self.report, f"GET {id.hex()}: {e}")
         except DecodeError as e:  # the upstream's bytes do not convert to the wire form
-            return self._failed(f"GET {id.hex()}: cannot convert the chunk: {e}")
+            return failure(self.report, f"GET {id.hex()}: cannot convert the chunk: {e}")
         return Response(200, data, OCTETS)
 
     def _head(self, id: ChunkID) -> Response:
@@ -110,7 +101,7 @@ class ChunkService:
             with self.stack.use() as store:
                 present = store.has_chunk(id)
         except StoreError as e:
-            return self._failed(f"HEAD {id.hex()}: {e}")
+            return failure(self.report, f"HEAD {id.hex()}: {e}")
         return Response(200) if present else Response(404)
 
     def _put(self, id: ChunkID, request: Request) -> Response:
@@ -138,9 +129,5 @@ class ChunkService:
             with self.stack.use() as store:
                 store.store_chunk(chunk)  # type: ignore[attr-defined]
         except StoreError as e:
-            return self._failed(f"PUT {id.hex()}: {e}")
+            return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)
-
-    def _failed(self, detail: str) -> Response:
-        self.report(detail)
-        return Response.text(500, "internal server error")

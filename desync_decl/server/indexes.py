@@ -19,15 +19,7 @@ from urllib.parse import unquote
 from desync_decl.errors import DesyncError, FormatError, IndexMissing
 from desync_decl.formats import index as index_format
 from desync_decl.formats.index import Index
-from desync_decl.server.messages import (
-    METHOD_NOT_ALLOWED,
-    METHODS,
-    OCTETS,
-    UNAUTHORIZED,
-    Request,
-    Response,
-    authorized,
-)
+from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.location import IndexStore
 
@@ -49,10 +41,9 @@ class IndexService:
         self.max_size, self.report = max_size, report
 
     def __call__(self, request: Request) -> Response:
-        if not authorized(request, self.authorization):
-            return UNAUTHORIZED
-        if request.method not in METHODS:
-            return METHOD_NOT_ALLOWED
+        refused = refusal(request, self.authorization)
+        if refused is not None:
+            return refused
         name = index_name(request.path)
         if name is None:
             return Response.text(400, "invalid index name")
@@ -67,11 +58,11 @@ class IndexService:
         try:
             return self.store.get_index(name)
         except (StoreError, FormatError) as e:
-            return self._failed(f"GET {name}: {e}")
+            return failure(self.report, f"GET {name}: {e}")
         except DesyncError as e:
             if isinstance(e, IndexMissing):
                 return Response.text(404, f"index {name} not found")
-            return self._failed(f"GET {name}: {e}")
+            return failure(self.report, f"GET {name}: {e}")
 
     def _put(self, name: str, request: Request) -> Response:
         if not self.writable:
@@ -88,12 +79,8 @@ class IndexService:
         try:
             self.store.store_index(name, index)
         except DesyncError as e:
-            return self._failed(f"PUT {name}: {e}")
+            return failure(self.report, f"PUT {name}: {e}")
         return Response(200)
-
-    def _failed(self, detail: str) -> Response:
-        self.report(detail)
-        return Response.text(500, "internal server error")
 
 
 def index_name(path: str) -> str | None:

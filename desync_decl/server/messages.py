@@ -50,3 +50,20 @@ UNAUTHORIZED = Response.text(401, "Unauthorized")
 METHOD_NOT_ALLOWED = Response.text(
     405, "only GET, PUT and HEAD are supported", headers=(("Allow", ", ".join(METHODS)),)
 )
+INTERNAL_ERROR = Response.text(500, "internal server error")
+
+
+def refusal(request: Request, authorization: str | None) -> Response | None:
+    """What a service answers before it looks at the path: 401 without the expected
+    ``Authorization``, 405 for a method it does not serve; None lets the request in."""
+    if not authorized(request, authorization):
+        return UNAUTHORIZED
+    if request.method not in METHODS:
+        return METHOD_NOT_ALLOWED
+    return None
+
+
+def failure(report: Callable[[str], None], detail: str) -> Response:
+    """A 500: ``detail`` goes to the server's ``report`` only, never to the client."""
+    report(detail)
+    return INTERNAL_ERROR
