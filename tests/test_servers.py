@@ -44,10 +44,20 @@ serve, scripted, cli_server, certs = (
 UNCOMPRESSED = StorageFormat(compressed=False)
 
 
+def http_connection(url: str) -> http.client.HTTPConnection:
+    u = urlsplit(url)
+    return http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+
+
+def connect(url: str, timeout: float = 5) -> socket.socket:
+    """A plain TCP connection to the server at ``url``, for bytes no HTTP client sends."""
+    u = urlsplit(url)
+    return socket.create_connection((u.hostname, u.port), timeout=timeout)
+
+
 def ask(url: str, method: str, path: str, body: bytes | None = None, headers=None):
     """(status, body, headers) of one request sent exactly as given."""
-    u = urlsplit(url)
-    connection = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    connection = http_connection(url)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -228,8 +238,7 @@ def test_an_upload_that_is_not_the_named_chunk_is_400_and_nothing_is_stored(chun
 def test_an_oversized_upload_is_refused_before_its_body_is_read(chunks):
     server = chunks(writable=True, max_chunk_size=64 * 1024)
     chunk = Chunk(Digest.SHA512_256.hash(b"\1" * 200_000), plain=b"\1" * 200_000)
-    u = urlsplit(server.url)
-    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+    with connect(server.url) as s:
         s.sendall(
             f"PUT {chunk_path(chunk, '.cacnk')} HTTP/1.1\r\nHost: x\r\n"
             "Content-Length: 10000000\r\nExpect: 100-continue\r\n\r\n".encode()
@@ -248,8 +257,7 @@ def test_an_upload_with_expect_100_continue_gets_it_then_its_answer(chunks):
     server = chunks(writable=True)
     chunk = server.absent
     data = chunk.stored()
-    u = urlsplit(server.url)
-    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+    with connect(server.url) as s:
         s.sendall(
             f"PUT {chunk_path(chunk)} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n"
             "Expect: 100-continue\r\n\r\n".encode()
@@ -262,8 +270,7 @@ def test_an_upload_with_expect_100_continue_gets_it_then_its_answer(chunks):
 
 def test_an_upload_without_a_content_length_is_411(chunks):
     server = chunks(writable=True)
-    u = urlsplit(server.url)
-    connection = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    connection = http_connection(server.url)
     connection.request("PUT", chunk_path(server.absent), body=iter([b"abc"]))  # chunked
     assert connection.getresponse().status == 411
     connection.close()
@@ -271,8 +278,7 @@ def test_an_upload_without_a_content_length_is_411(chunks):
 
 def test_one_connection_carries_many_requests(chunks):
     server = chunks()
-    u = urlsplit(server.url)
-    connection = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
+    connection = http_connection(server.url)
     for chunk in [*server.stored, server.absent, *server.stored]:
         connection.request("GET", chunk_path(chunk))
         response = connection.getresponse()
@@ -318,8 +324,7 @@ def test_the_access_log_has_a_line_per_request(tmp_path, serve):
 
 def exchange(url: str, raw: bytes, expect_close: bool = True) -> bytes:
     """Send raw bytes; everything the server answers until it closes (or goes quiet)."""
-    u = urlsplit(url)
-    with socket.create_connection((u.hostname, u.port), timeout=2) as s:
+    with connect(url, timeout=2) as s:
         s.sendall(raw)
         answer = b""
         try:
@@ -379,8 +384,7 @@ def test_a_client_that_stops_mid_body_does_not_keep_the_upload(chunks):
     server = chunks(writable=True)
     chunk = server.absent
     data = chunk.stored()
-    u = urlsplit(server.url)
-    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+    with connect(server.url) as s:
         s.sendall(
             f"PUT {chunk_path(chunk)} HTTP/1.1\r\nContent-Length: {len(data)}\r\n\r\n".encode()
             + data[:100]
