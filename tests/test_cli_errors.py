@@ -20,23 +20,21 @@ import zstandard
 
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import ChunkID
+from tests import extract_helpers
 from tests.conftest import Result
+from tests.extract_helpers import PREFIX
 
-PREFIX = "desync-decl: error: "
 SMALL_CHUNKS = "1:4:16"  # KiB: a few hundred KiB make dozens of chunks
 BLOB_SIZE = 300 * 1024
 
 
 def error_line(result: Result) -> str:
-    """The one error line of a failed command, after checking that it is the only one."""
-    assert result.code == 1, result
-    assert "Traceback" not in result.err
-    lines = result.err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got: {result.err!r}"
-    assert lines[0].startswith(PREFIX), lines[0]
+    """The one error line of a failed command, after checking that it is the only one,
+    that it ends the output and that it says something."""
+    line = extract_helpers.error_line(result)
     assert result.err.endswith("\n")
-    assert len(lines[0]) > len(PREFIX) + 10, "the message says nothing"
-    return lines[0]
+    assert len(line) > len(PREFIX) + 10, "the message says nothing"
+    return line
 
 
 def run_real(*argv: object, cwd: Path) -> Result:
