@@ -22,7 +22,7 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -159,13 +159,7 @@ class RegistryObjects:
             raise StoreError(f"{self.location}: manifest {tag} has an invalid digest {digest!r}")
         if not isinstance(size, int) or not 0 <= size <= MAX_BLOB:
             raise StoreError(f"{self.location}: manifest {tag} names a blob of size {size!r}")
-        response = self.http.request("GET", f"{self._v2}/blobs/{digest}", stream=True)
-        with response:
-            if response.status_code == 404:
-                raise ObjectMissing(tag)
-            if response.status_code != 200:
-                raise self.http.failure(response, f"blob {digest} of {tag}")
-            data = self.http.read_body(response, size, f"blob {digest} of {tag}")
+        data, _ = self._get(f"{self._v2}/blobs/{digest}", tag, size, f"blob {digest} of {tag}")
         if len(data) != size or _digest_of(data, digest) != digest:
             raise StoreError(f"{self.location}: blob {digest} of {tag}: content does not match")
         return data
@@ -173,16 +167,9 @@ class RegistryObjects:
     def _manifest(self, tag: str) -> tuple[dict, str]:
         """The chunk manifest tagged ``tag`` and its digest; ObjectMissing if the tag
         is absent or names another kind of artifact."""
-        response = self.http.request(
-            "GET", f"{self._v2}/manifests/{tag}", headers={"Accept": _ACCEPT}, stream=True
-        )
-        with response:
-            if response.status_code == 404:
-                raise ObjectMissing(tag)
-            if response.status_code != 200:
-                raise self.http.failure(response, f"manifest {tag}")
-            body = self.http.read_body(response, MAX_MANIFEST, f"manifest {tag}")
-            digest = response.headers.get("Docker-Content-Digest") or _digest_of(body, "sha256:")
+        url, what = f"{self._v2}/manifests/{tag}", f"manifest {tag}"
+        body, headers = self._get(url, tag, MAX_MANIFEST, what, headers={"Accept": _ACCEPT})
+        digest = headers.get("Docker-Content-Digest") or _digest_of(body, "sha256:")
         try:
             manifest = json.loads(body)
         except ValueError as e:
@@ -190,6 +177,19 @@ class RegistryObjects:
         if not isinstance(manifest, dict) or manifest.get("artifactType") != ARTIFACT_TYPE:
             raise ObjectMissing(tag)
         return manifest, digest
+
+    def _get(
+        self, url: str, tag: str, limit: int, what: str, headers: dict[str, str] | None = None
+    ) -> tuple[bytes, Mapping[str, str]]:
+        """The body (at most ``limit`` bytes) and headers of a manifest or blob of ``tag``;
+        ObjectMissing on 404."""
+        response = self.http.request("GET", url, headers=headers or {}, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise ObjectMissing(tag)
+            if response.status_code != 200:
+                raise self.http.failure(response, what)
+            return self.http.read_body(response, limit, what), response.headers
 
     def _write(self, tag: str, data: bytes) -> None:
         self._ensure_config()
