@@ -28,6 +28,7 @@ from desync_decl.cli import (
     manifest_verbs,
     prune,
     pull,
+    reconcile_verbs,
     servers,
     verify,
 )
@@ -46,6 +47,7 @@ VERBS = (
     chunks,
     config,
     manifest_verbs,
+    reconcile_verbs,
     pull,
     servers,
 )

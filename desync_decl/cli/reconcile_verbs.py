@@ -1,0 +1,201 @@
+"""``plan MANIFEST`` and ``apply MANIFEST``: the declarative verbs.
+
+``plan`` prints what each task would do and what would travel (text, ``--json``
+or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
+``apply`` converges the machine: one line per task (ok, changed, failed,
+skipped) and a recap; ``--check`` only reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from desync_decl.cli import common
+from desync_decl.cli.console import Console
+from desync_decl.config import Config
+from desync_decl.errors import DesyncError, UsageError
+from desync_decl.fsutil import write_atomic
+from desync_decl.manifest import ManifestError, load_manifest
+from desync_decl.progress import NO_PROGRESS
+from desync_decl.reconcile import (
+    ApplyOptions,
+    SavedPlan,
+    Status,
+    apply_manifest,
+    open_context,
+    plan_manifest,
+    report,
+)
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.model import TaskResult
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="show what apply would change and what would travel; change nothing",
+        description="Observe every selected task and print its action (create, update, "
+        "delete, no-op) and what would travel: bytes from each seed and store, chunks to "
+        "upload or delete. Nothing is written.",
+    )
+    p.add_argument("manifest", help="manifest file (YAML)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="the plan as JSON (version 1)")
+    form.add_argument("--markdown", action="store_true", help="the plan as a Markdown comment")
+    p.add_argument("--out", metavar="FILE", help="also save the plan (JSON) for apply --plan")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing would change, 2 when something would, 1 on errors",
+    )
+    _add_run_args(p)
+    p.set_defaults(func=run_plan)
+
+    p = sub.add_parser(
+        "apply",
+        help="converge the machine to a manifest (idempotent)",
+        description="Run the selected tasks: each ends ok, changed, failed or skipped; a "
+        "recap follows. Exit status 1 if any task failed.",
+    )
+    p.add_argument("manifest", help="manifest file (YAML)")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=common.int_at_least(1),
+        default=1,
+        metavar="N",
+        help="tasks run at once (default 1); tasks touching the same file or store wait",
+    )
+    p.add_argument("--check", action="store_true", help="report what would change; change nothing")
+    p.add_argument("--diff", action="store_true", help="show before and after of each change")
+    p.add_argument("--plan", metavar="FILE", help="apply a plan saved by plan --out, or refuse it")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up waiting for another run's lock after this long (default: wait)",
+    )
+    p.add_argument("--json", action="store_true", help="results as JSON on stdout")
+    _add_run_args(p)
+    p.set_defaults(func=run_apply)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-t",
+        "--tags",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="only tasks with these tags",
+    )
+    p.add_argument(
+        "--skip-tags", action="append", default=[], metavar="TAGS", help="no task with these tags"
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="ignore fast-path records: re-read every target and store (drift detection)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="fast-path records and locks"
+        " (default $XDG_STATE_HOME/desync-decl, else ~/.local/state/desync-decl)",
+    )
+    p.add_argument(
+        "-n",
+        "--concurrency",
+        type=common.int_at_least(1),
+        help="worker threads per task (default: the manifest's, else 8)",
+    )
+
+
+def _context(args: argparse.Namespace, console: Console, progress: bool) -> Context:
+    try:
+        manifest = load_manifest(args.manifest)
+    except ManifestError as e:
+        for problem in e.problems[:-1]:
+            console.err.write(f"desync-decl: error: {problem}\n")
+        raise DesyncError(str(e.problems[-1]) if e.problems else str(e)) from None
+    return open_context(
+        manifest,
+        config=Config.load(args.config),
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        verify=args.verify,
+        concurrency=args.concurrency,
+        digest=common.digest_arg(args),
+        progress=console.progress() if progress else NO_PROGRESS,
+    )
+
+
+def _tags(values: list[str]) -> list[str]:
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def run_plan(args: argparse.Namespace, console: Console) -> int:
+    ctx = _context(args, console, progress=True)
+    try:
+        plan = plan_manifest(ctx, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags))
+    finally:
+        ctx.resolver.close()
+    doc = report.plan_json(plan)
+    if args.out:
+        try:
+            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as e:
+            raise DesyncError(f"cannot write {args.out}: {e.strerror}") from None
+    if args.json:
+        console.json(doc)
+    elif args.markdown:
+        console.out.write(report.plan_markdown(plan))
+    else:
+        for line in report.plan_text(plan):
+            console.print(line)
+    if plan.errors:
+        return 1
+    return 2 if args.detailed_exitcode and plan.changes else 0
+
+
+def run_apply(args: argparse.Namespace, console: Console) -> int:
+    saved = None
+    if args.plan:
+        if args.tags or args.skip_tags or args.check or args.verify:
+            raise UsageError(
+                "--plan applies the saved selection: no --tags, --skip-tags, --check or --verify"
+            )
+        saved = SavedPlan.load(args.plan)
+    results: list[TaskResult] = []
+
+    def on_result(result: TaskResult) -> None:
+        results.append(result)
+        if not args.json:
+            for line in report.result_lines(result):
+                console.print(line)
+
+    options = ApplyOptions(
+        jobs=args.jobs,
+        check=args.check,
+        diff=args.diff,
+        lock_timeout=args.lock_timeout,
+        saved=saved,
+        on_result=on_result,
+        on_wait=lambda task, message: console.note(f"[{task.name}] {message}"),
+        progress=console.progress() if args.jobs == 1 and not args.json else NO_PROGRESS,
+    )
+    ctx = _context(args, console, progress=False)
+    if args.check and not args.json:
+        console.print("check mode: what would change is reported, nothing is changed")
+    try:
+        ordered = apply_manifest(
+            ctx, options, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags)
+        )
+    finally:
+        ctx.resolver.close()
+    if args.json:
+        console.json(report.results_json(ordered, check=args.check))
+    else:
+        console.print(report.recap_line(ordered))
+    return 1 if any(r.status is Status.FAILED for r in ordered) else 0

@@ -1,0 +1,279 @@
+"""``extract``: the file at ``path`` holds the index's content, with the wanted attributes.
+
+Fast path: the file's record (index digest, size, mtime_ns, inode; see
+``state.py``) matches, so it is converged without being read. Otherwise it is
+hashed chunk by chunk against the index (the assembler's in-place check).
+When content must change, the travel numbers are the assembler's own plan
+(``plan_extract``) with the task's seeds, and the chunks it fetches are
+attributed to the store, cache or group member that would serve each one.
+Missing parent directories of the target are created.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from typing import ClassVar
+
+from desync_decl.assemble.plan import AssemblyPlan, Source
+from desync_decl.assemble.seeds import Seed
+from desync_decl.errors import DesyncError, file_error
+from desync_decl.formats.index import Index
+from desync_decl.manifest import ExtractAction, Task
+from desync_decl.ops.extract import extract, plan_extract
+from desync_decl.progress import Progress
+from desync_decl.reconcile import files
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.fetch import fetch_amounts, open_task_seeds
+from desync_decl.reconcile.model import (
+    Action,
+    Amount,
+    Diff,
+    Effects,
+    Facts,
+    SeedAmount,
+    Status,
+    TaskResult,
+    Travel,
+    Verb,
+    chunks,
+    human_bytes,
+)
+from desync_decl.reconcile.resolve import Resolver
+
+
+@dataclass(frozen=True)
+class _Seen:
+    index: Index
+    st: os.stat_result | None  # the target now; None if absent
+    content: str  # "absent", "recorded", "converged", "outdated" or "differs"
+    in_place: int  # chunks already right (when hashed)
+    holds: str | None  # "outdated": the digest of the index the file was extracted from
+    wanted: files.Wanted
+    seeds: tuple[Seed, ...]
+    plan: AssemblyPlan | None  # where the bytes come from, when content changes
+    notes: tuple[str, ...]
+
+
+class ExtractKind:
+    name: ClassVar[str] = "extract"
+    supports_check: ClassVar[bool] = True
+    supports_diff: ClassVar[bool] = True
+
+    def resources(self, task: Task, resolver: Resolver) -> Resources:
+        a: ExtractAction = task.action  # type: ignore[assignment]
+        reads = {location_key(a.index)} | store_keys(resolver, a.stores)
+        for seed in a.seeds:
+            reads |= {location_key(str(seed.file)), location_key(seed.index)}
+        return Resources(
+            reads=frozenset(reads),
+            adds=store_keys(resolver, resolver.caches_in(a.stores)),
+            writes=frozenset({location_key(str(a.path))}),
+        )
+
+    def observe(self, task: Task, ctx: Context) -> Facts:
+        a: ExtractAction = task.action  # type: ignore[assignment]
+        index, _ = ctx.read_index(a.index)
+        digest = index.file_digest()
+        if a.pin is not None and digest != a.pin:
+            raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
+        wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
+        st = _stat(a.path)
+        content, in_place, plan, holds = self._content(a, ctx, index, digest, st)
+        fields: dict[str, object] = {"index": digest, "target": _target_fields(st)}
+        seeds: list[Seed] = []
+        notes: list[str] = []
+        if content in ("absent", "differs", "outdated"):
+            seeds, seed_facts, notes = open_task_seeds(ctx, a.seeds, index)
+            fields["seeds"] = seed_facts
+            if plan is None or seeds:  # the plan without seeds was only the in-place check
+                plan = plan_extract(
+                    index, a.path, seeds=seeds, in_place=a.in_place, concurrency=ctx.concurrency
+                )
+        seen = _Seen(index, st, content, in_place, holds, wanted, tuple(seeds), plan, tuple(notes))
+        return Facts(fields, seen)
+
+    def _content(
+        self, a: ExtractAction, ctx: Context, index: Index, digest: str, st: os.stat_result | None
+    ) -> tuple[str, int, AssemblyPlan | None, str | None]:
+        """What the target holds: absent, recorded or outdated (fast path: as we left
+        it, from this index or another), converged or differs (read and hashed)."""
+        if st is None:
+            return "absent", 0, None, None
+        if stat.S_ISDIR(st.st_mode):
+            raise DesyncError(f"cannot extract to {a.path}: is a directory")
+        if not ctx.verify and stat.S_ISREG(st.st_mode):
+            record = ctx.state.file_record(a.path)
+            if record is not None and record.unchanged(st):
+                if record.index_digest == digest:
+                    return "recorded", len(index), None, None
+                if not a.in_place:  # it holds another index's content: no need to read it
+                    return "outdated", 0, None, record.index_digest
+        # hash the target against the index; with in_place this is the real plan too
+        check = plan_extract(
+            index, a.path, in_place=True, concurrency=ctx.concurrency, progress=ctx.progress
+        )
+        in_place = check.by_source()[Source.IN_PLACE].chunks
+        size_ok = st.st_size == index.length or stat.S_ISBLK(st.st_mode)
+        if in_place == len(index) and size_ok:
+            return "converged", in_place, None, None
+        return "differs", in_place, check if a.in_place else None, None
+
+    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
+        a: ExtractAction = task.action  # type: ignore[assignment]
+        seen: _Seen = facts.data
+        target = str(a.path)
+        changes = seen.wanted.changes(seen.st)
+        diff = _diff(target, seen, changes)
+        if seen.plan is None:
+            if not changes:
+                why = "converged (recorded)" if seen.content == "recorded" else "converged"
+                return Action(task, Verb.NOOP, why, target, facts, detail=seen)
+            reason = ", ".join(f"{k} {now} -> {want}" for k, now, want in changes)
+            return Action(task, Verb.UPDATE, reason, target, facts, diff=diff, detail=seen)
+        travel = self._travel(a, ctx, seen.plan)
+        if travel.missing is not None and travel.missing.chunks:
+            raise DesyncError(
+                f"{chunks(travel.missing.chunks)} of {a.index} are in none of its stores"
+                f" ({', '.join(a.stores)})"
+            )
+        if seen.content == "absent":
+            verb, reason = Verb.CREATE, "absent"
+        elif seen.content == "outdated":
+            verb, reason = Verb.UPDATE, f"a new index (the file holds {seen.holds})"
+        else:
+            verb = Verb.UPDATE
+            reason = f"content differs ({seen.in_place} of {len(seen.index)} chunks right)"
+        return Action(
+            task,
+            verb,
+            reason,
+            target,
+            facts,
+            travel,
+            diff=diff,
+            effects=Effects(files={target: seen.index}),
+            notes=seen.notes,
+            detail=seen,
+        )
+
+    def _travel(self, a: ExtractAction, ctx: Context, plan: AssemblyPlan) -> Travel:
+        by = plan.by_source()
+        sizes = {}
+        for seg in plan.segments:
+            if seg.source is Source.STORE:
+                for j in range(seg.first, seg.first + seg.count):
+                    c = plan.index.chunk(j)
+                    sizes[c.id] = c.size
+        stores, missing = fetch_amounts(ctx, a.stores, sizes, plan.index)
+        return Travel(
+            total=Amount(len(plan.index), plan.index.length),
+            seeds=tuple(
+                SeedAmount(s.label, str(s.path), t.chunks, t.bytes)
+                for s, t in zip(plan.seeds, plan.by_seed(), strict=True)
+            ),
+            null=_amount(by[Source.NULL]),
+            self_seed=_amount(by[Source.SELF]),
+            in_place=_amount(by[Source.IN_PLACE]),
+            stores=stores,
+            missing=missing,
+        )
+
+    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
+        a: ExtractAction = action.task.action  # type: ignore[assignment]
+        seen: _Seen = action.detail
+        digest = seen.index.file_digest()
+        if not action.verb.changes:
+            if seen.content != "recorded" and _is_file(seen.st):
+                ctx.state.put_file_record(a.path, digest)
+            return TaskResult(action.task, Status.OK, action.reason)
+        stats: dict[str, object] = {}
+        msg = action.reason
+        if seen.plan is not None:
+            stats = self._extract(a, ctx, seen, progress)
+            msg = (
+                f"extracted ({action.reason}): {human_bytes(int(stats['bytes-from-store']))}"
+                f" fetched, {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
+            )
+        wanted = seen.wanted
+        if wanted.mode is None and seen.st is not None and not a.in_place:
+            wanted = files.Wanted(stat.S_IMODE(seen.st.st_mode), wanted.uid, wanted.gid)
+        wanted.set(a.path)
+        if _is_file(_stat(a.path)):
+            ctx.state.put_file_record(a.path, digest)
+        return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+    def _extract(
+        self, a: ExtractAction, ctx: Context, seen: _Seen, progress: Progress
+    ) -> dict[str, object]:
+        stats: dict[str, object] = {}
+        try:
+            a.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DesyncError(f"cannot create {a.path.parent}: {e.strerror}") from None
+        if a.backup and _is_file(seen.st):
+            stats["backup"] = str(files.backup(a.path, copy=a.in_place))
+        result = extract(
+            seen.index,
+            a.path,
+            ctx.resolver.route(a.stores, seen.index.digest),
+            seeds=seen.seeds,
+            in_place=a.in_place,
+            concurrency=ctx.concurrency,
+            progress=progress,
+        )
+        stats.update((k, v) for k, v in result.stats().items() if k != "plan")
+        return stats
+
+
+def _stat(path: os.PathLike[str]) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise file_error(path, e, "stat") from None
+
+
+def _is_file(st: os.stat_result | None) -> bool:
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def _target_fields(st: os.stat_result | None) -> dict[str, object]:
+    if st is None:
+        return {"exists": False}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ino": st.st_ino,
+        "mode": st.st_mode,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+    }
+
+
+def _amount(tally: object) -> Amount:
+    return Amount(tally.chunks, tally.bytes)  # type: ignore[attr-defined]
+
+
+def _diff(target: str, seen: _Seen, changes: list[tuple[str, str, str]]) -> Diff:
+    digest = seen.index.file_digest()
+    before = files.attributes(seen.st)
+    after = dict(before)
+    for key, _, want in changes:
+        after[key] = want
+    if seen.content == "absent":
+        before = {"content": "absent"}
+        after["content"] = f"index {digest}"
+    elif seen.content == "outdated":
+        before["content"] = f"index {seen.holds}"
+        after["content"] = f"index {digest}"
+    elif seen.content == "differs":
+        before["content"] = f"{seen.in_place} of {len(seen.index)} chunks of {digest}"
+        after["content"] = f"index {digest}"
+    if seen.st is not None:
+        before["size"] = str(seen.st.st_size)
+    after["size"] = str(seen.index.length)
+    return Diff(target, before, after)

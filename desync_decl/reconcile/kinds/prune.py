@@ -1,0 +1,137 @@
+"""``prune``: ``store`` holds no chunk that the ``keep`` indexes do not reference.
+
+Destructive, so explicit: the keep list (paths, globs, index URLs) must match
+indexes that reference chunks (an empty keep set is refused: it would empty
+the store), and the plan lists every chunk id it would delete. Under
+``--check`` nothing is deleted; the facts digest covers the keep set and the
+deletion list, so a saved plan is refused when either changed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+from desync_decl.errors import DesyncError
+from desync_decl.formats.digest import ChunkID
+from desync_decl.manifest import PruneAction, Task
+from desync_decl.manifest.convert import is_url
+from desync_decl.ops.prune import keep_set, prune
+from desync_decl.progress import Progress
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.model import (
+    Action,
+    Deletion,
+    Effects,
+    Facts,
+    Status,
+    TaskResult,
+    Travel,
+    Verb,
+    chunks,
+)
+from desync_decl.reconcile.resolve import Resolver
+
+
+@dataclass(frozen=True)
+class _Seen:
+    keep: frozenset[ChunkID]
+    delete: frozenset[ChunkID]
+
+
+class PruneKind:
+    name: ClassVar[str] = "prune"
+    supports_check: ClassVar[bool] = True  # observe and plan only read; apply never runs
+    supports_diff: ClassVar[bool] = True
+
+    def resources(self, task: Task, resolver: Resolver) -> Resources:
+        a: PruneAction = task.action  # type: ignore[assignment]
+        urls = frozenset(location_key(k) for k in a.keep if is_url(k))
+        return Resources(
+            reads=urls,
+            writes=store_keys(resolver, [a.store]),
+            patterns=frozenset(location_key(k) for k in a.keep if not is_url(k)),
+        )
+
+    def observe(self, task: Task, ctx: Context) -> Facts:
+        a: PruneAction = task.action  # type: ignore[assignment]
+        locations = kept_indexes(ctx, a.keep)
+        indexes = {loc: ctx.read_index(loc)[0] for loc in locations}
+        keep = keep_set(indexes.values())
+        location = ctx.resolver.location(a.store)
+        if not keep:
+            raise DesyncError(
+                f"refusing to prune {location}: the keep set is empty"
+                f" (no index with chunks matches {', '.join(a.keep)})"
+            )
+        store = ctx.resolver.prune_store(a.store, ctx.digest)
+        listed = {
+            id for id in store.iter_chunk_ids() if ctx.overlay.chunk(a.store, id) is not False
+        }
+        listed |= ctx.overlay.added(a.store)
+        delete = frozenset(listed - keep)
+        fields = {
+            "store": location,
+            "keep": {loc: index.file_digest() for loc, index in indexes.items()},
+            "delete": _ids_digest(delete),
+        }
+        return Facts(fields, _Seen(frozenset(keep), delete))
+
+    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
+        a: PruneAction = task.action  # type: ignore[assignment]
+        seen: _Seen = facts.data
+        target = f"store '{a.store}'"
+        if not seen.delete:
+            why = f"every chunk is referenced ({len(seen.keep)} kept)"
+            return Action(task, Verb.NOOP, why, target, facts, detail=seen)
+        ids = tuple(sorted(id.hex() for id in seen.delete))
+        deletion = Deletion(a.store, ctx.resolver.location(a.store), ids)
+        return Action(
+            task,
+            Verb.DELETE,
+            f"{chunks(len(ids))} no kept index references ({len(seen.keep)} kept)",
+            target,
+            facts,
+            Travel(delete=deletion),
+            effects=Effects(removed={a.store: set(seen.delete)}),
+            detail=seen,
+        )
+
+    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
+        a: PruneAction = action.task.action  # type: ignore[assignment]
+        seen: _Seen = action.detail
+        if not action.verb.changes:
+            return TaskResult(action.task, Status.OK, action.reason)
+        store = ctx.resolver.prune_store(a.store, ctx.digest)
+        location = ctx.resolver.location(a.store)
+        ctx.state.bump_generation(location)  # before: "holds every chunk" records go stale
+        result = prune(store, set(seen.keep))
+        msg = f"deleted {result.removed} chunk files from '{a.store}' ({result.kept} kept)"
+        stats = {"kept": result.kept, "removed": result.removed}
+        return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+def kept_indexes(ctx: Context, patterns: tuple[str, ...]) -> list[str]:
+    """Index locations the keep list names: URLs as given, local globs expanded,
+    including indexes earlier tasks of this run write."""
+    found: list[str] = []
+    pending = ctx.overlay.index_locations()
+    for pattern in patterns:
+        if is_url(pattern):
+            matches = [pattern]
+        else:
+            matches = sorted(glob.glob(pattern))
+            matches += [p for p in pending if not is_url(p) and fnmatch.fnmatch(p, pattern)]
+        found += [m for m in matches if m not in found]
+    return found
+
+
+def _ids_digest(ids: frozenset[ChunkID]) -> str:
+    h = hashlib.sha256()
+    for id in sorted(ids):
+        h.update(id)
+    return f"sha256:{h.hexdigest()}"

@@ -1,0 +1,119 @@
+"""``verify``: every chunk of ``store`` decodes and hashes to its id.
+
+An integrity check has no fast path: observing reads every chunk (a local
+store: no network). Clean is ``no-op``; invalid chunks with ``repair`` are a
+``delete`` of exactly those (listed in the plan), without ``repair`` an error.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import ClassVar
+
+from desync_decl.errors import DesyncError
+from desync_decl.manifest import Task, VerifyAction
+from desync_decl.ops.verify import BadChunk, verify_store
+from desync_decl.progress import Progress
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds.base import Resources, store_keys
+from desync_decl.reconcile.model import (
+    Action,
+    Amount,
+    Deletion,
+    Effects,
+    Facts,
+    Status,
+    TaskResult,
+    Travel,
+    Verb,
+)
+from desync_decl.reconcile.resolve import Resolver
+
+
+@dataclass(frozen=True)
+class _Seen:
+    bad: tuple[BadChunk, ...]
+    checked: int
+
+
+class VerifyKind:
+    name: ClassVar[str] = "verify"
+    supports_check: ClassVar[bool] = True
+    supports_diff: ClassVar[bool] = False
+
+    def resources(self, task: Task, resolver: Resolver) -> Resources:
+        a: VerifyAction = task.action  # type: ignore[assignment]
+        keys = store_keys(resolver, [a.store])
+        return Resources(writes=keys) if a.repair else Resources(reads=keys)
+
+    def observe(self, task: Task, ctx: Context) -> Facts:
+        a: VerifyAction = task.action  # type: ignore[assignment]
+        store = ctx.resolver.prune_store(a.store, ctx.digest)
+        counter = _Counter(ctx.progress)
+        bad = verify_store(store, concurrency=ctx.concurrency, progress=counter)
+        fields = {
+            "store": ctx.resolver.location(a.store),
+            "invalid": sorted(b.id.hex() for b in bad),
+        }
+        return Facts(fields, _Seen(tuple(bad), counter.count))
+
+    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
+        a: VerifyAction = task.action  # type: ignore[assignment]
+        seen: _Seen = facts.data
+        location = ctx.resolver.location(a.store)
+        travel = Travel(checked=Amount(seen.checked, 0))
+        target = f"store '{a.store}'"
+        if not seen.bad:
+            why = f"every chunk is valid ({seen.checked} checked)"
+            return Action(task, Verb.NOOP, why, target, facts, travel, detail=seen)
+        first = seen.bad[0]
+        if not a.repair:
+            raise DesyncError(
+                f"{len(seen.bad)} invalid {_chunk_word(len(seen.bad))} in {location}"
+                f" (first {first.id.hex()}: {first.why}); set repair: true to delete them"
+            )
+        ids = tuple(sorted(b.id.hex() for b in seen.bad))
+        return Action(
+            task,
+            Verb.DELETE,
+            f"{len(ids)} invalid {_chunk_word(len(ids))} (first {first.id.hex()}: {first.why})",
+            target,
+            facts,
+            Travel(checked=travel.checked, delete=Deletion(a.store, location, ids)),
+            effects=Effects(removed={a.store: {b.id for b in seen.bad}}),
+            detail=seen,
+        )
+
+    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
+        a: VerifyAction = action.task.action  # type: ignore[assignment]
+        if not action.verb.changes:
+            return TaskResult(action.task, Status.OK, action.reason)
+        store = ctx.resolver.prune_store(a.store, ctx.digest)
+        ctx.state.bump_generation(ctx.resolver.location(a.store))
+        bad = verify_store(store, repair=True, concurrency=ctx.concurrency, progress=progress)
+        msg = f"deleted {len(bad)} invalid {_chunk_word(len(bad))} from '{a.store}'"
+        return TaskResult(action.task, Status.CHANGED, msg, stats={"removed": len(bad)})
+
+
+def _chunk_word(n: int) -> str:
+    return "chunk" if n == 1 else "chunks"
+
+
+class _Counter:
+    """Counts the chunks checked (one ``advance`` each), passing progress on."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner, self.count = inner, 0
+        self._lock = threading.Lock()
+
+    def start(self, stage: str, total: int) -> None:
+        self.inner.start(stage, total)
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+        self.inner.advance(n)
+
+    def finish(self) -> None:
+        self.inner.finish()

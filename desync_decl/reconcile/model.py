@@ -1,0 +1,234 @@
+"""What the reconciler passes around: facts, planned actions, what travels, results.
+
+``observe`` returns ``Facts`` (a flat dict that is hashed into the facts
+digest, plus kind-private data), ``plan`` an ``Action`` (a verb, a one-line
+reason, what travels, an optional diff, what it will produce for later tasks),
+``apply`` a ``TaskResult``. Everything here is data; renderers only format it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index
+from desync_decl.manifest import Task
+
+
+def human_bytes(n: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``3.0 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def chunks(n: int) -> str:
+    """``1 chunk``, ``2 chunks``."""
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
+
+
+class Verb(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "no-op"
+
+    @property
+    def changes(self) -> bool:
+        return self is not Verb.NOOP
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What ``observe`` saw. ``digest_fields`` decide the action and its result and
+    are what a saved plan is checked against; ``data`` is for ``plan``/``apply``."""
+
+    digest_fields: Mapping[str, Any]
+    data: Any = None
+
+    @property
+    def digest(self) -> str:
+        return facts_digest(self.digest_fields)
+
+
+def facts_digest(fields: Mapping[str, Any]) -> str:
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Amount:
+    chunks: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(self.chunks + other.chunks, self.bytes + other.bytes)
+
+    def to_json(self) -> dict[str, int]:
+        return {"chunks": self.chunks, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class StoreAmount:
+    """Chunks read from (or written to) one store of the manifest."""
+
+    name: str  # the manifest's store name
+    location: str
+    chunks: int
+    bytes: int
+    role: str = "store"  # "store", or "cache" when a cache's copy serves them
+    via: str | None = None  # the cache or group of the manifest it is reached through
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"store": self.name, "location": self.location, "role": self.role}
+        if self.via is not None:
+            out["via"] = self.via
+        return {**out, "chunks": self.chunks, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class SeedAmount:
+    name: str  # the seed as the manifest names its index
+    file: str
+    chunks: int
+    bytes: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "file": self.file, "chunks": self.chunks, "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class Deletion:
+    name: str
+    location: str
+    ids: tuple[str, ...]  # hex chunk ids, sorted
+
+    def to_json(self) -> dict[str, object]:
+        return {"store": self.name, "location": self.location, "chunks": len(self.ids)} | {
+            "ids": list(self.ids)
+        }
+
+
+@dataclass(frozen=True)
+class Travel:
+    """What will move: the target's bytes by source, chunks to upload or delete.
+
+    Bytes are chunk bytes as the index counts them (uncompressed)."""
+
+    total: Amount | None = None  # the target (extract) or the chunks concerned
+    seeds: tuple[SeedAmount, ...] = ()
+    null: Amount | None = None
+    self_seed: Amount | None = None
+    in_place: Amount | None = None
+    stores: tuple[StoreAmount, ...] = ()  # fetched, per serving store
+    missing: Amount | None = None  # in no store: apply would fail
+    upload: StoreAmount | None = None
+    delete: Deletion | None = None
+    checked: Amount | None = None  # chunks read to check them (verify)
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in (
+            ("total", self.total),
+            ("null", self.null),
+            ("self", self.self_seed),
+            ("in-place", self.in_place),
+            ("missing", self.missing),
+            ("checked", self.checked),
+            ("upload", self.upload),
+            ("delete", self.delete),
+        ):
+            if value is not None:
+                out[key] = value.to_json()
+        if self.seeds:
+            out["seeds"] = [s.to_json() for s in self.seeds]
+        if self.stores:
+            out["stores"] = [s.to_json() for s in self.stores]
+        return out
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Before and after, as short strings per aspect (``--diff``)."""
+
+    target: str
+    before: Mapping[str, str]
+    after: Mapping[str, str]
+
+    def to_json(self) -> dict[str, object]:
+        return {"target": self.target, "before": dict(self.before), "after": dict(self.after)}
+
+
+@dataclass
+class Effects:
+    """What an action leaves for later tasks: index files, files holding an
+    index's content, chunks added to or removed from stores (by store name)."""
+
+    indexes: dict[str, Index] = field(default_factory=dict)  # location -> index written
+    files: dict[str, Index] = field(default_factory=dict)  # path -> content it will hold
+    added: dict[str, set[ChunkID]] = field(default_factory=dict)
+    removed: dict[str, set[ChunkID]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    task: Task
+    verb: Verb
+    reason: str  # one line: why this verb
+    target: str  # what the task converges (a path, an index, a store)
+    facts: Facts
+    travel: Travel = field(default_factory=Travel)
+    diff: Diff | None = None
+    effects: Effects = field(default_factory=Effects)
+    notes: tuple[str, ...] = ()  # things worth knowing (a seed that is missing, ...)
+    deferred: tuple[str, ...] = ()  # tasks it waits for: planned when they have run
+    detail: Any = None  # kind-private data for ``apply``
+
+
+class EntryState(enum.Enum):
+    PLANNED = "planned"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One selected task in a plan: its action, or why it has none."""
+
+    task: Task
+    state: EntryState
+    action: Action | None = None
+    message: str = ""  # the error, or why it is skipped
+    depends_on: tuple[str, ...] = ()  # earlier tasks it is ordered after
+
+    @property
+    def changes(self) -> bool:
+        return self.action is not None and self.action.verb.changes
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task: Task
+    status: Status
+    msg: str
+    action: Action | None = None
+    diff: Diff | None = None
+    stats: Mapping[str, object] = field(default_factory=dict)
+    seconds: float = 0.0

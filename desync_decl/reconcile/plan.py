@@ -1,0 +1,181 @@
+"""Planning a manifest: observe and plan each selected task, in manifest order.
+
+Nothing is written. A task that uses what an earlier task produces is planned
+against that task's planned effects (``Overlay``), so an extract of the index
+a make is about to write gets exact numbers from the index the make would
+write. A task that cannot be planned yet (its input comes from a task whose
+effects are not known in advance) says so and waits for that task at apply
+time; a task depending on one whose plan failed is skipped, as apply would.
+
+A plan saved with ``plan --out`` is JSON (``report.plan_json``, schema in
+``schemas/plan.schema.json``); ``SavedPlan`` reads it back for ``apply --plan``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from desync_decl.errors import DesyncError
+from desync_decl.manifest import Manifest, Task
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.graph import dependencies
+from desync_decl.reconcile.kinds import Resources, kind_for
+from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    manifest: Manifest
+    manifest_digest: str
+    entries: tuple[PlanEntry, ...]
+    verify: bool = False
+    tags: tuple[str, ...] = ()
+    skip_tags: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> bool:
+        return any(e.changes for e in self.entries)
+
+    @property
+    def errors(self) -> bool:
+        return any(e.state is EntryState.ERROR for e in self.entries)
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """The manifest file's content address: a saved plan is for exactly this text."""
+    try:
+        data = Path(manifest.path).read_bytes()
+    except OSError as e:
+        raise DesyncError(f"cannot read {manifest.path}: {e.strerror}") from None
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def task_resources(ctx: Context, tasks: Sequence[Task]) -> list[Resources]:
+    return [kind_for(t.kind).resources(t, ctx.resolver) for t in tasks]
+
+
+def plan_tasks(ctx: Context, tasks: Sequence[Task]) -> list[PlanEntry]:
+    """Observe and plan ``tasks`` in order; ``ctx`` should be ``simulated``."""
+    deps = dependencies(task_resources(ctx, tasks))
+    entries: list[PlanEntry] = []
+    for i, task in enumerate(tasks):
+        after = tuple(tasks[j].name for j in deps.after[i])
+        entries.append(_plan_one(ctx, task, after, [entries[j] for j in deps.needs[i]]))
+    return entries
+
+
+def _plan_one(
+    ctx: Context, task: Task, after: tuple[str, ...], earlier: list[PlanEntry]
+) -> PlanEntry:
+    blocked = [e.task.name for e in earlier if e.state is not EntryState.PLANNED]
+    if blocked:
+        why = f"depends on task '{blocked[0]}', which cannot be planned"
+        return PlanEntry(task, EntryState.SKIPPED, message=why, depends_on=after)
+    waiting = [e.task.name for e in earlier if e.action is not None and e.action.deferred]
+    if waiting:
+        reason = f"depends on task '{waiting[0]}': planned when that has run"
+        action = Action(task, Verb.UPDATE, reason, "", Facts({}), deferred=(waiting[0],))
+        return PlanEntry(task, EntryState.PLANNED, action, depends_on=after)
+    kind = kind_for(task.kind)
+    try:
+        facts = kind.observe(task, ctx)
+        action = kind.plan(task, facts, ctx)
+    except DesyncError as e:
+        return PlanEntry(task, EntryState.ERROR, message=str(e), depends_on=after)
+    except OSError as e:
+        return PlanEntry(task, EntryState.ERROR, message=os_message(e), depends_on=after)
+    if action.verb.changes:
+        ctx.overlay.add(task.name, action.effects)
+    return PlanEntry(task, EntryState.PLANNED, action, depends_on=after)
+
+
+def os_message(e: OSError) -> str:
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{(e.strerror or str(e)).lower()}"
+
+
+@dataclass(frozen=True)
+class SavedTask:
+    name: str
+    action: str | None
+    facts_digest: str | None
+    deferred: bool
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan read back from ``plan --out`` for ``apply --plan``."""
+
+    path: Path
+    manifest_digest: str
+    verify: bool
+    tags: tuple[str, ...]
+    skip_tags: tuple[str, ...]
+    tasks: dict[str, SavedTask]
+
+    @classmethod
+    def load(cls, path: str | Path) -> SavedPlan:
+        file = Path(path)
+        try:
+            doc = json.loads(file.read_text())
+        except OSError as e:
+            raise DesyncError(f"cannot read plan {file}: {e.strerror}") from None
+        except ValueError as e:
+            raise DesyncError(f"plan {file}: not JSON: {e}") from None
+        if not isinstance(doc, dict) or doc.get("version") != PLAN_VERSION:
+            raise DesyncError(f"plan {file}: not a version {PLAN_VERSION} desync-decl plan")
+        try:
+            tasks = {
+                t["name"]: SavedTask(
+                    t["name"],
+                    t["action"],
+                    t.get("facts-digest"),
+                    bool(t.get("deferred-by")),
+                    t.get("facts") or {},
+                )
+                for t in doc["tasks"]
+            }
+            sel = doc.get("selection") or {}
+            return cls(
+                file,
+                doc["manifest"]["digest"],
+                bool(doc.get("verify")),
+                tuple(sel.get("tags") or ()),
+                tuple(sel.get("skip-tags") or ()),
+                tasks,
+            )
+        except (KeyError, TypeError) as e:
+            raise DesyncError(f"plan {file}: missing or malformed field {e}") from None
+
+    def check_manifest(self, manifest: Manifest) -> None:
+        if manifest_digest(manifest) != self.manifest_digest:
+            raise DesyncError(
+                f"refusing plan {self.path}: {manifest.path} changed since the plan was made"
+            )
+
+    def refusal(self, action: Action) -> str | None:
+        """Why the saved plan does not hold for this freshly planned action (None: it holds)."""
+        saved = self.tasks.get(action.task.name)
+        if saved is None:
+            return "the task is not in the saved plan"
+        if saved.deferred:
+            return None  # planned at apply time, as the saved plan said
+        if saved.facts_digest != action.facts.digest:
+            now = json.loads(json.dumps(dict(action.facts.digest_fields), default=str))
+            changed = _changed_fields(saved.facts, now)
+            detail = f" ({', '.join(changed)})" if changed else ""
+            return f"its facts changed since the plan was made{detail}"
+        if saved.action != action.verb.value:
+            return f"the plan said {saved.action}, it is now {action.verb.value}"
+        return None
+
+
+def _changed_fields(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

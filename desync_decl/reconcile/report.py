@@ -1,0 +1,274 @@
+"""Renderers: plans as text, JSON and Markdown; apply results as lines, a recap and JSON.
+
+They only format what ``plan`` and ``apply`` return (ansible's callback
+plugins, which never decide anything). The JSON plan is the saved-plan
+format (``schemas/plan.schema.json``, ``"version": 1``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from desync_decl import __version__
+from desync_decl.reconcile.model import (
+    Action,
+    Diff,
+    EntryState,
+    PlanEntry,
+    Status,
+    TaskResult,
+    Travel,
+    Verb,
+    chunks,
+    human_bytes,
+)
+from desync_decl.reconcile.plan import PLAN_VERSION, Plan
+
+SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
+MARKDOWN_IDS = 200
+_MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
+_ICONS = {  # GitHub and GitLab render these short codes in comments
+    Verb.CREATE: ":heavy_plus_sign:",
+    Verb.UPDATE: ":arrows_counterclockwise:",
+    Verb.DELETE: ":wastebasket:",
+    Verb.NOOP: ":white_check_mark:",
+}
+
+
+def display(path: str) -> str:
+    """A path relative to the working directory when it is below it."""
+    if "://" in path or not os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def summary(entries: Iterable[PlanEntry]) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for e in entries:
+        counts[e.action.verb.value if e.action is not None else e.state.value] += 1
+    keys = [v.value for v in Verb] + [EntryState.ERROR.value, EntryState.SKIPPED.value]
+    return {k: counts[k] for k in keys}
+
+
+def summary_line(plan: Plan) -> str:
+    n = summary(plan.entries)
+    line = (
+        f"{n['create']} to create, {n['update']} to update, {n['delete']} to delete,"
+        f" {n['no-op']} unchanged"
+    )
+    extra = [f"{n[k]} {k}" for k in ("error", "skipped") if n[k]]
+    return line + (f" ({', '.join(extra)})" if extra else "")
+
+
+# --- JSON --------------------------------------------------------------------------
+
+
+def plan_json(plan: Plan) -> dict[str, object]:
+    counts = summary(plan.entries)
+    return {
+        "version": PLAN_VERSION,
+        "tool": f"desync-decl {__version__}",
+        "manifest": {"path": str(plan.manifest.path), "digest": plan.manifest_digest},
+        "verify": plan.verify,
+        "selection": {"tags": list(plan.tags), "skip-tags": list(plan.skip_tags)},
+        "summary": {**counts, "changes": plan.changes},
+        "tasks": [_entry_json(e) for e in plan.entries],
+    }
+
+
+def _entry_json(e: PlanEntry) -> dict[str, object]:
+    a = e.action
+    out: dict[str, object] = {
+        "name": e.task.name,
+        "index": e.task.index,
+        "kind": e.task.kind,
+        "tags": list(e.task.tags),
+        "state": e.state.value,
+        "action": a.verb.value if a is not None else None,
+        "reason": a.reason if a is not None else None,
+        "target": a.target if a is not None else None,
+        "message": e.message or None,
+        "depends-on": list(e.depends_on),
+        "deferred-by": a.deferred[0] if a is not None and a.deferred else None,
+        "facts-digest": a.facts.digest if a is not None else None,
+        "facts": dict(a.facts.digest_fields) if a is not None else None,
+        "travel": a.travel.to_json() if a is not None else {},
+        "diff": a.diff.to_json() if a is not None and a.diff is not None else None,
+        "notes": list(a.notes) if a is not None else [],
+    }
+    return out
+
+
+def results_json(results: Sequence[TaskResult], *, check: bool) -> dict[str, object]:
+    return {
+        "version": PLAN_VERSION,
+        "check": check,
+        "tasks": [
+            {
+                "name": r.task.name,
+                "kind": r.task.kind,
+                "status": r.status.value,
+                "msg": r.msg,
+                "action": r.action.verb.value if r.action is not None else None,
+                "seconds": r.seconds,
+                "stats": dict(r.stats),
+                "diff": r.diff.to_json() if r.diff is not None else None,
+            }
+            for r in results
+        ],
+        "recap": recap(results),
+    }
+
+
+# --- text ----------------------------------------------------------------------------
+
+
+def plan_text(plan: Plan) -> list[str]:
+    lines = [f"plan for {display(str(plan.manifest.path))}" + (" (verify)" if plan.verify else "")]
+    for e in plan.entries:
+        head = f"[{e.task.name}] {e.task.kind}"
+        if e.action is None:
+            mark = "!" if e.state is EntryState.ERROR else "."
+            lines.append(f"  {mark} {e.state.value:<7} {head}: {e.message}")
+            continue
+        a = e.action
+        target = f" {display(a.target)}" if a.target else ""
+        lines.append(f"  {_MARKS[a.verb]} {a.verb.value:<7} {head}{target}: {a.reason}")
+        if a.verb.changes:
+            lines += [f"            {line}" for line in travel_lines(a.travel)]
+        lines += [f"            note: {note}" for note in a.notes]
+    lines.append(f"Plan: {summary_line(plan)}.")
+    return lines
+
+
+def travel_lines(t: Travel, *, ids: int = SHOWN_IDS) -> list[str]:
+    """What travels, in words: one line per kind of movement."""
+    lines = []
+    if t.seeds or t.stores or t.null or t.self_seed or t.in_place:
+        lines.append(_extract_line(t))
+    if t.upload is not None:
+        u = t.upload
+        lines.append(f"upload {chunks(u.chunks)} ({human_bytes(u.bytes)}) to store '{u.name}'")
+        if t.stores:
+            lines[-1] += " from " + ", ".join(_store_part(s) for s in t.stores)
+    if t.checked is not None:
+        lines.append(f"checked {chunks(t.checked.chunks)}")
+    if t.delete is not None:
+        d = t.delete
+        shown = ", ".join(d.ids[:ids]) + (
+            f", … ({len(d.ids) - ids} more)" if len(d.ids) > ids else ""
+        )
+        lines.append(f"delete {chunks(len(d.ids))} from store '{d.name}': {shown}")
+    return lines
+
+
+def _extract_line(t: Travel) -> str:
+    total = t.total.bytes if t.total is not None else 0
+    parts = [f"{human_bytes(s.bytes)} from seed {display(s.file)}" for s in t.seeds]
+    for label, amount in (
+        ("null (holes)", t.null),
+        ("self", t.self_seed),
+        ("in place", t.in_place),
+    ):
+        if amount is not None and amount.bytes:
+            parts.append(f"{human_bytes(amount.bytes)} {label}")
+    if t.upload is None:
+        parts += [_store_part(s) for s in t.stores] or ["nothing from stores"]
+    return f"{human_bytes(total)}: " + ", ".join(parts)
+
+
+def _store_part(s: object) -> str:
+    name = f"cache '{s.via}'" if s.role == "cache" else f"store '{s.name}'"  # type: ignore[attr-defined]
+    return f"{human_bytes(s.bytes)} ({chunks(s.chunks)}) from {name}"  # type: ignore[attr-defined]
+
+
+def result_lines(r: TaskResult) -> list[str]:
+    lines = [f"{r.status.value}: [{r.task.name}] {r.task.kind}: {r.msg}"]
+    if r.diff is not None:
+        lines += diff_lines(r.diff)
+    return lines
+
+
+def diff_lines(d: Diff) -> list[str]:
+    lines = [f"  --- before: {display(d.target)}", f"  +++ after:  {display(d.target)}"]
+    for key in dict.fromkeys([*d.before, *d.after]):
+        before, after = d.before.get(key), d.after.get(key)
+        if before == after:
+            continue
+        if before is not None:
+            lines.append(f"  -{key}: {before}")
+        if after is not None:
+            lines.append(f"  +{key}: {after}")
+    return lines
+
+
+def recap(results: Iterable[TaskResult]) -> dict[str, int]:
+    counts = Counter(r.status for r in results)
+    return {s.value: counts[s] for s in Status}
+
+
+def recap_line(results: Iterable[TaskResult]) -> str:
+    return "RECAP " + " ".join(f"{k}={v}" for k, v in recap(results).items())
+
+
+# --- Markdown (a pull-request comment) ----------------------------------------------
+
+
+def plan_markdown(plan: Plan) -> str:
+    name = display(str(plan.manifest.path))
+    out = [f"### desync-decl plan: `{name}`", "", f"**{summary_line(plan)}**", ""]
+    out += ["| | Task | Kind | Target | Why | What travels |", "|---|---|---|---|---|---|"]
+    for e in plan.entries:
+        out.append(_markdown_row(e))
+    for e in plan.entries:
+        a = e.action
+        if a is not None and a.travel.delete is not None and a.verb.changes:
+            out += ["", *_markdown_deletion(a)]
+    notes = [(e.task.name, n) for e in plan.entries if e.action for n in e.action.notes]
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {_cell(t)}: {_cell(n)}" for t, n in notes]
+    return "\n".join(out) + "\n"
+
+
+def _markdown_row(e: PlanEntry) -> str:
+    a = e.action
+    if a is None:
+        mark = ":x: error" if e.state is EntryState.ERROR else ":fast_forward: skipped"
+        return f"| {mark} | {_cell(e.task.name)} | {e.task.kind} | | {_cell(e.message)} | |"
+    icon = _ICONS[a.verb]
+    target = f"`{_cell(display(a.target))}`" if a.target else ""
+    travels = (
+        "<br>".join(_cell(line) for line in travel_lines(a.travel, ids=3)) if a.verb.changes else ""
+    )
+    return (
+        f"| {icon} {a.verb.value} | {_cell(e.task.name)} | {e.task.kind} | {target}"
+        f" | {_cell(a.reason)} | {travels} |"
+    )
+
+
+def _markdown_deletion(a: Action) -> list[str]:
+    d = a.travel.delete
+    assert d is not None
+    ids = list(d.ids[:MARKDOWN_IDS])
+    more = (
+        [f"… and {len(d.ids) - MARKDOWN_IDS} more (see the JSON plan)"]
+        if len(d.ids) > MARKDOWN_IDS
+        else []
+    )
+    return [
+        f"<details><summary>{_cell(a.task.name)}: {chunks(len(d.ids))} to delete from"
+        f" <code>{_cell(d.name)}</code></summary>",
+        "",
+        "```",
+        *ids,
+        *more,
+        "```",
+        "</details>",
+    ]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
