@@ -80,7 +80,8 @@ def assert_make_extract_info_and_prune_work(
     cli, tmp_path: Path, blob: Path, store: str, stored_ids: Callable[[], set[str]]
 ) -> None:
     """``make`` stores exactly the index's chunks, ``extract`` gives the blob back, ``info``
-    counts them in the store, and ``prune`` removes another file's chunks only."""
+    counts them in the store, ``prune`` removes another file's chunks only, ``verify``
+    reads the rest back and ``chop`` stores a file's chunks again."""
     r = cli("make", "-s", store, "-m", "4:16:64", tmp_path / "blob.caibx", blob)
     assert r.code == 0, r.err
     index = fmt.decode((tmp_path / "blob.caibx").read_bytes())
@@ -98,6 +99,10 @@ def assert_make_extract_info_and_prune_work(
     r = cli("prune", "-y", "-s", store, tmp_path / "blob.caibx")
     assert r.code == 0, r.err
     assert stored_ids() == unique
+    r = cli("verify", "-s", store)
+    assert r.code == 0, r.err  # every remaining chunk read back and hashed
+    assert cli("chop", "-s", store, tmp_path / "other.caibx", other).code == 0
+    assert len(stored_ids()) > len(unique)  # chop stored the other file's chunks again
 
 
 def assert_the_index_at_url_extracts(
