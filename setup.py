@@ -6,4 +6,4 @@ file stays as small as it can be.
 
 from setuptools import setup
 
-setup(cffi_modules=["ext/build_chunker.py:ffibuilder"])
+setup(cffi_modules=["ext/build_chunker.py:ffibuilder", "ext/build_siphash.py:ffibuilder"])

@@ -30,6 +30,7 @@ from desync_decl.cli import (
     pull,
     reconcile_verbs,
     servers,
+    tar_verbs,
     verify,
 )
 from desync_decl.cli.console import Console
@@ -50,6 +51,7 @@ VERBS = (
     reconcile_verbs,
     pull,
     servers,
+    tar_verbs,
 )
 
 

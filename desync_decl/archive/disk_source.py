@@ -1,0 +1,226 @@
+"""A directory on disk as catar source nodes, read the way ``casync make`` reads it.
+
+Everything is opened relative to its parent's directory fd with O_NOFOLLOW,
+so the walk never leaves the tree through a symlink, and children are listed
+in byte order of their names. Which node types and metadata are read depends
+on the archive's feature flags (``formats/catar/features.py``); files marked
+chattr +d are left out under exclude-nodump, other filesystems under
+exclude-submounts (``-x``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from desync_decl.archive import acl as posix_acl
+from desync_decl.archive import fsattrs
+from desync_decl.errors import DesyncError
+from desync_decl.formats import flags as ff
+from desync_decl.formats.catar import features as ft
+from desync_decl.formats.catar.entry import Acl, Entry
+
+BLOCK_SIZE = 1 << 20
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+_XATTR_FLAGS = ft.WITH_XATTRS | ft.WITH_ACL | ft.WITH_SELINUX | ft.WITH_FCAPS
+
+
+@dataclass(frozen=True)
+class DiskOptions:
+    flags: int  # the archive's full feature flags
+    one_file_system: bool = False
+
+
+class DiskNode:
+    __slots__ = ("_fd", "_walk", "entry", "path", "rdev", "size", "target")
+
+    def __init__(self, walk: _Walk, path: bytes, entry: Entry, fd: int | None) -> None:
+        self._walk, self.path, self.entry, self._fd = walk, path, entry, fd
+        self.size, self.target, self.rdev = 0, b"", 0
+
+    def payload(self) -> Iterator[bytes]:
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            left = self.size
+            while left > 0:
+                block = os.read(fd, min(BLOCK_SIZE, left))
+                if not block:
+                    break
+                left -= len(block)
+                yield block
+            if left or os.read(fd, 1):
+                raise DesyncError(f"{self._walk.show(self.path)}: file changed while archiving")
+        except OSError as e:
+            raise DesyncError(f"cannot read {self._walk.show(self.path)}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def children(self) -> Iterator[tuple[bytes, DiskNode]]:
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        try:
+            names = sorted(os.fsencode(n) for n in os.listdir(fd))
+            for name in names:
+                node = self._walk.node(fd, name, self.path + b"/" + name)
+                if node is not None:
+                    yield name, node
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
+def disk_tree(path: str | os.PathLike, options: DiskOptions) -> DiskNode:
+    """The root node of ``path`` (a symlink given as the root is followed)."""
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    walk = _Walk(os.fsencode(path), options)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise DesyncError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
+    walk.root_dev = st.st_dev
+    node = walk.node(None, os.fsencode(path), b".", st)
+    if node is None:
+        raise DesyncError(f"{os.fsdecode(path)}: excluded from the archive by its flags")
+    return node
+
+
+class _Walk:
+    def __init__(self, root: bytes, options: DiskOptions) -> None:
+        self.root = root
+        self.flags = options.flags
+        self.one_file_system = options.one_file_system
+        self.root_dev = 0
+
+    def show(self, path: bytes) -> str:
+        return os.fsdecode(self.root + path[1:])
+
+    def node(
+        self, dir_fd: int | None, name: bytes, path: bytes, st: os.stat_result | None = None
+    ) -> DiskNode | None:
+        """The node for ``name`` in ``dir_fd``, or None when it is left out or vanished."""
+        try:
+            if st is None:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not ft.stores_type(self.flags, st.st_mode):
+                return None
+            fmt = stat.S_IFMT(st.st_mode)
+            if fmt == stat.S_IFDIR and self.one_file_system and st.st_dev != self.root_dev:
+                return None
+            fd = None
+            if fmt in (stat.S_IFDIR, stat.S_IFREG):
+                fd = os.open(name, _O_DIR if fmt == stat.S_IFDIR else _O_FILE, dir_fd=dir_fd)
+            try:
+                return self._node(dir_fd, name, path, st, fd)
+            except BaseException:
+                if fd is not None:
+                    os.close(fd)
+                raise
+        except FileNotFoundError:
+            return None  # removed while we walked: casync skips it too
+        except OSError as e:
+            raise DesyncError(f"cannot read {self.show(path)}: {e.strerror}") from None
+
+    def _node(
+        self, dir_fd: int | None, name: bytes, path: bytes, st: os.stat_result, fd: int | None
+    ) -> DiskNode | None:
+        flags = self.flags
+        chattr = 0
+        if fd is not None and flags & (ft.CHATTR_FLAGS | ff.EXCLUDE_NODUMP):
+            chattr = fsattrs.chattr_flags(fd)
+            if flags & ff.EXCLUDE_NODUMP and chattr & fsattrs.FS_NODUMP_FL:
+                os.close(fd)
+                return None
+        if fd is not None:
+            st = os.fstat(fd)  # the inode we opened, not the name we stat'ed
+        uid, gid = ft.entry_ids(flags, st.st_uid, st.st_gid, self.show(path))
+        entry = Entry(
+            feature_flags=flags,
+            mode=ft.entry_mode(flags, st.st_mode),
+            flags=fsattrs.to_features(chattr, flags) if fd is not None else 0,
+            uid=uid,
+            gid=gid,
+            mtime=ft.entry_mtime(flags, max(0, st.st_mtime_ns)),
+        )
+        if flags & ft.WITH_USER_NAMES:
+            if uid and (user := fsattrs.user_name(uid)):
+                entry.user = user
+            if gid and (group := fsattrs.group_name(gid)):
+                entry.group = group
+        if flags & _XATTR_FLAGS:
+            self._xattrs(entry, fd, dir_fd, name, st.st_mode)
+        if fd is not None and flags & ft.WITH_QUOTA_PROJID:
+            projid = fsattrs.project_id(fd)
+            entry.quota_projid = projid or None
+        node = DiskNode(self, path, entry, fd)
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFREG:
+            node.size = st.st_size
+        elif fmt == stat.S_IFLNK:
+            node.target = os.readlink(name, dir_fd=dir_fd)
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            node.rdev = st.st_rdev
+        return node
+
+    def _xattrs(
+        self, entry: Entry, fd: int | None, dir_fd: int | None, name: bytes, mode: int
+    ) -> None:
+        """XATTR, SELINUX, FCAPS and ACL records from the node's extended attributes."""
+        target: int | bytes = fd if fd is not None else _proc_path(dir_fd, name)
+        follow = fd is not None
+        try:
+            names = os.listxattr(target, follow_symlinks=follow)
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                return
+            raise
+        if not names:
+            return
+        values = {}
+        for n in names:
+            try:
+                values[n] = os.getxattr(target, n, follow_symlinks=follow)
+            except OSError as e:
+                if e.errno != errno.ENODATA:  # removed since listed
+                    raise
+        flags = self.flags
+        if flags & ft.WITH_XATTRS:
+            picked = sorted((os.fsencode(n), v) for n, v in values.items())
+            entry.xattrs = tuple((n, v) for n, v in picked if ft.stores_xattr(n))
+        if flags & ft.WITH_ACL and not stat.S_ISLNK(mode):
+            entry.acl = self._acl(values)
+        if flags & ft.WITH_SELINUX and "security.selinux" in values:
+            entry.selinux = values["security.selinux"].split(b"\0", 1)[0]
+        if flags & ft.WITH_FCAPS and "security.capability" in values:
+            entry.fcaps = values["security.capability"]
+
+    def _acl(self, values: dict[str, bytes]) -> Acl:
+        named = self.flags & ft.WITH_USER_NAMES
+
+        def users(i: int) -> bytes:
+            return fsattrs.user_name(i) if named else b""
+
+        def groups(i: int) -> bytes:
+            return fsattrs.group_name(i) if named else b""
+
+        try:
+            return posix_acl.to_catar(
+                values.get(posix_acl.ACCESS), values.get(posix_acl.DEFAULT), users, groups
+            )
+        except posix_acl.AclFormatError as e:
+            raise DesyncError(f"unreadable ACL: {e}") from None
+
+
+def _proc_path(dir_fd: int | None, name: bytes) -> bytes:
+    """A path to ``name`` in ``dir_fd`` that resolves through no symlink the tree holds."""
+    if dir_fd is None:
+        return name
+    return b"/proc/self/fd/%d/%s" % (dir_fd, name)

@@ -1,0 +1,292 @@
+"""Extract decoded catar nodes into a directory, never writing outside it.
+
+Every operation is relative to an open directory fd and names exactly one path
+component (the decoder refuses anything else, and this module checks again);
+directories are entered with O_NOFOLLOW, so a symlink, whether the archive
+planted it or it was already in the target, is never followed. Files,
+symlinks and special nodes are made under a temporary name, get their
+metadata, then are renamed over the final name: a failed extraction leaves no
+half-written file under a final name, and an existing symlink or hard link at
+that name is replaced, never written through. Directory metadata (owner, mode,
+times) is applied when the directory is complete, so read-only directories
+can be filled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from desync_decl.archive import acl as posix_acl
+from desync_decl.archive import fsattrs
+from desync_decl.errors import DesyncError
+from desync_decl.formats.catar import features as ft
+from desync_decl.formats.catar import records
+from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.entry import Entry
+from desync_decl.fsutil import write_all
+
+log = logging.getLogger(__name__)
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+class UntarError(DesyncError):
+    """The archive asks for something that would leave or damage the target."""
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    same_owner: bool = True  # chown and xattrs from the archive
+    same_permissions: bool = True  # modes and ACLs from the archive (else umask defaults)
+
+
+@dataclass
+class UntarStats:
+    dirs: int = 0
+    files: int = 0
+    symlinks: int = 0
+    devices: int = 0
+    others: int = 0  # fifos and sockets
+    bytes: int = 0
+
+
+@dataclass
+class _Dir:
+    fd: int
+    entry: Entry
+    path: str
+
+
+@dataclass
+class _Writer:
+    target: str
+    options: WriteOptions
+    stats: UntarStats = field(default_factory=UntarStats)
+    umask: int = 0o022
+    is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+
+    def show(self, path: tuple[bytes, ...]) -> str:
+        return os.path.join(self.target, *map(os.fsdecode, path))
+
+    # -- per node ------------------------------------------------------------------
+
+    def directory(self, parent: _Dir, name: bytes, node: Node) -> _Dir:
+        where = self.show(node.path)
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent.fd)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                raise UntarError(f"refusing to extract into {where}: it is a symlink") from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise UntarError(
+                    f"cannot extract directory {where}: a file is in the way"
+                ) from None
+        try:
+            fd = os.open(name, _O_DIR, dir_fd=parent.fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UntarError(f"refusing to extract into {where}: not a directory") from None
+            raise
+        self._make_writable(fd)
+        self.stats.dirs += 1
+        return _Dir(fd, node.entry, where)
+
+    def _make_writable(self, fd: int) -> None:
+        mode = os.fstat(fd).st_mode
+        if not self.is_root and mode & 0o700 != 0o700:
+            os.fchmod(fd, (mode & 0o7777) | 0o700)
+
+    def file(self, parent: _Dir, name: bytes, node: Node, data: Iterable[bytes]) -> None:
+        tmp = _temp_name()
+        fd = os.open(tmp, _O_NEW, 0o600, dir_fd=parent.fd)
+        renamed = False
+        try:
+            for block in data:
+                write_all(fd, block)
+            self._metadata(fd, node.entry, is_dir=False)
+            self._rename(parent, tmp, name, node)
+            renamed = True
+            self._chattr(fd, node.entry)
+        finally:
+            os.close(fd)
+            if not renamed:
+                _unlink(parent.fd, tmp)
+        self.stats.files += 1
+        self.stats.bytes += node.size
+
+    def other(self, parent: _Dir, name: bytes, node: Node) -> None:
+        """Symlinks, devices, fifos and sockets."""
+        e = node.entry
+        fmt = stat.S_IFMT(e.mode)
+        if fmt in (stat.S_IFCHR, stat.S_IFBLK) and not self.is_root:
+            raise UntarError(f"refusing to create device node {self.show(node.path)}: needs root")
+        tmp = _temp_name()
+        if fmt == stat.S_IFLNK:
+            os.symlink(node.target, tmp, dir_fd=parent.fd)
+        elif fmt == stat.S_IFIFO:
+            os.mkfifo(tmp, 0o600, dir_fd=parent.fd)
+        else:
+            os.mknod(tmp, fmt | 0o600, node.rdev, dir_fd=parent.fd)
+        try:
+            self._path_metadata(parent.fd, tmp, e, symlink=fmt == stat.S_IFLNK)
+            self._rename(parent, tmp, name, node)
+        except BaseException:
+            _unlink(parent.fd, tmp)
+            raise
+        if fmt == stat.S_IFLNK:
+            self.stats.symlinks += 1
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            self.stats.devices += 1
+        else:
+            self.stats.others += 1
+
+    def _rename(self, parent: _Dir, tmp: str, name: bytes, node: Node) -> None:
+        try:
+            os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
+        except OSError as e:
+            if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise UntarError(
+                    f"cannot extract {self.show(node.path)}: a directory is in the way"
+                ) from None
+            raise
+
+    def finish_directory(self, d: _Dir) -> None:
+        self._metadata(d.fd, d.entry, is_dir=True)
+        self._chattr(d.fd, d.entry)
+
+    # -- metadata ------------------------------------------------------------------
+
+    def _metadata(self, fd: int, e: Entry, *, is_dir: bool) -> None:
+        """Owner, mode, xattrs, ACLs, project id and times of an open file or directory."""
+        flags, opt = e.feature_flags, self.options
+        if opt.same_owner and flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS):
+            os.fchown(fd, e.uid, e.gid)
+        mode = self._mode(e, is_dir)
+        os.fchmod(fd, mode)
+        if opt.same_owner:
+            for name, value in e.xattrs:
+                self._setxattr(fd, name, value)
+            if e.selinux is not None:
+                self._setxattr(fd, b"security.selinux", e.selinux + b"\0")
+            if e.fcaps is not None:
+                self._setxattr(fd, b"security.capability", e.fcaps)
+        if opt.same_permissions and e.acl:
+            self._acls(fd, e, mode, is_dir)
+        if e.quota_projid:
+            fsattrs.set_project_id(fd, e.quota_projid)
+        if flags & _TIME_FLAGS:
+            os.utime(fd, ns=(e.mtime, e.mtime))
+
+    def _mode(self, e: Entry, is_dir: bool) -> int:
+        if self.options.same_permissions:
+            return e.mode & 0o7777
+        return (0o777 if is_dir else 0o666) & ~self.umask
+
+    def _acls(self, fd: int, e: Entry, mode: int, is_dir: bool) -> None:
+        try:
+            access = posix_acl.access_xattr(e.acl, mode)
+            default = posix_acl.default_xattr(e.acl) if is_dir else None
+        except struct.error as err:  # ids or bits that do not fit
+            raise UntarError(f"invalid ACL in the archive: {err}") from None
+        if access is not None:
+            self._setxattr(fd, posix_acl.ACCESS.encode(), access)
+        if default is not None:
+            self._setxattr(fd, posix_acl.DEFAULT.encode(), default)
+
+    def _path_metadata(self, dir_fd: int, name: str, e: Entry, *, symlink: bool) -> None:
+        """Metadata of a node made under ``name`` in ``dir_fd``, never following it."""
+        flags, opt = e.feature_flags, self.options
+        if opt.same_owner and flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS):
+            os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+        if not symlink:  # a fresh fifo/socket/device we just made under a random name
+            os.chmod(name, self._mode(e, False), dir_fd=dir_fd)
+        if opt.same_owner:
+            path = b"/proc/self/fd/%d/%s" % (dir_fd, name.encode())
+            for xname, value in e.xattrs:
+                self._setxattr(path, xname, value)
+        if flags & _TIME_FLAGS:
+            os.utime(name, ns=(e.mtime, e.mtime), dir_fd=dir_fd, follow_symlinks=False)
+
+    def _setxattr(self, target: int | bytes, name: bytes, value: bytes) -> None:
+        try:
+            os.setxattr(target, name, value, follow_symlinks=isinstance(target, int))
+        except OSError as e:
+            if e.errno not in _NOT_SUPPORTED and e.errno != errno.EPERM:
+                raise
+            log.warning("cannot set xattr %s: %s", os.fsdecode(name), e.strerror)
+
+    def _chattr(self, fd: int, e: Entry) -> None:
+        bits = fsattrs.from_features(e.flags & ft.CHATTR_FLAGS)
+        if bits and self.options.same_permissions and not fsattrs.set_chattr(fd, bits):
+            log.warning("filesystem has no chattr flags; flags %#x not set", bits)
+
+
+_TIME_FLAGS = ft.WITH_NSEC_TIME | ft.WITH_USEC_TIME | ft.WITH_SEC_TIME | ft.WITH_2SEC_TIME
+
+
+def _temp_name() -> str:
+    return f".#untar.{secrets.token_hex(8)}"
+
+
+def _unlink(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def write_tree(decoder: Decoder, target: str | os.PathLike, options: WriteOptions) -> UntarStats:
+    """Extract everything ``decoder`` yields under ``target`` (made if missing)."""
+    target = os.fsdecode(target)
+    w = _Writer(target, options)
+    w.umask = os.umask(0)
+    os.umask(w.umask)
+    os.makedirs(target, exist_ok=True)
+    stack: list[_Dir] = []
+    try:
+        for ev in decoder:
+            if isinstance(ev, DirEnd):
+                d = stack.pop()
+                w.finish_directory(d)
+                os.close(d.fd)
+                continue
+            if not ev.path:
+                if not stat.S_ISDIR(ev.entry.mode):
+                    raise UntarError("the archive's root is not a directory")
+                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                w._make_writable(fd)
+                stack.append(_Dir(fd, ev.entry, target))
+                continue
+            _node(w, stack, ev, decoder)
+    finally:
+        for d in stack:
+            os.close(d.fd)
+    return w.stats
+
+
+def _node(w: _Writer, stack: list[_Dir], node: Node, decoder: Decoder) -> None:
+    name = node.path[-1]
+    if records.name_problem(name) is not None:  # the decoder already refused these
+        raise UntarError(f"refusing file name {name!r}")
+    parent = stack[-1]
+    fmt = stat.S_IFMT(node.entry.mode)
+    try:
+        if fmt == stat.S_IFDIR:
+            stack.append(w.directory(parent, name, node))
+        elif fmt == stat.S_IFREG:
+            w.file(parent, name, node, decoder.payload())
+        else:
+            w.other(parent, name, node)
+    except UntarError:
+        raise
+    except OSError as e:
+        raise DesyncError(f"cannot extract {w.show(node.path)}: {e.strerror}") from None

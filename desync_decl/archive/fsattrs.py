@@ -1,0 +1,125 @@
+"""Linux inode attributes beyond stat: chattr flags, quota project ids, owner names.
+
+chattr flags (``FS_IOC_GETFLAGS``) map to the catar's flag-* feature bits;
+filesystems without them (tmpfs, proc, ...) answer ENOTTY and count as "none".
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import struct
+from functools import lru_cache
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_IOC_FSSETXATTR = 0x401C5820
+_FSXATTR = struct.Struct("<5I8x")  # xflags, extsize, nextents, projid, cowextsize, pad
+
+FS_NODUMP_FL = 0x40
+FS_IMMUTABLE_FL = 0x10
+FS_APPEND_FL = 0x20
+# kernel chattr bit -> catar feature bit
+CHATTR_TO_FEATURE = {
+    0x20: 0x10000,  # append      -> flag-append
+    0x80: 0x20000,  # noatime     -> flag-noatime
+    0x4: 0x40000,  # compr        -> flag-compr
+    0x800000: 0x80000,  # nocow   -> flag-nocow
+    0x40: 0x100000,  # nodump     -> flag-nodump
+    0x10000: 0x200000,  # dirsync -> flag-dirsync
+    0x10: 0x400000,  # immutable  -> flag-immutable
+    0x8: 0x800000,  # sync        -> flag-sync
+    0x400: 0x1000000,  # nocomp   -> flag-nocomp
+    0x20000000: 0x2000000,  # projinherit -> flag-projinherit
+}
+_UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+
+
+def chattr_flags(fd: int) -> int:
+    """The kernel's chattr bits of an open file or directory (0 where unsupported)."""
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return 0
+        raise
+    return int.from_bytes(buf[:4], "little")
+
+
+def to_features(chattr: int, wanted: int) -> int:
+    """chattr bits as catar feature bits, limited to the ``wanted`` feature bits."""
+    out = 0
+    for kbit, fbit in CHATTR_TO_FEATURE.items():
+        if chattr & kbit:
+            out |= fbit
+    return out & wanted
+
+
+def from_features(features: int) -> int:
+    out = 0
+    for kbit, fbit in CHATTR_TO_FEATURE.items():
+        if features & fbit:
+            out |= kbit
+    return out
+
+
+def set_chattr(fd: int, add: int) -> bool:
+    """Add chattr bits to an open file; False when the filesystem has none."""
+    current = chattr_flags(fd)
+    if current | add == current:
+        return True
+    buf = bytearray((current | add).to_bytes(4, "little") + bytes(4))
+    try:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+def project_id(fd: int) -> int:
+    buf = bytearray(_FSXATTR.size)
+    try:
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return 0
+        raise
+    return int(_FSXATTR.unpack(buf)[3])
+
+
+def set_project_id(fd: int, projid: int) -> bool:
+    buf = bytearray(_FSXATTR.size)
+    try:
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+        fields = list(_FSXATTR.unpack(buf))
+        fields[3] = projid
+        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytearray(_FSXATTR.pack(*fields)))
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> bytes:
+    """The user's name, or b"" when the id has none here."""
+    try:
+        return os.fsencode(pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return b""
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> bytes:
+    try:
+        return os.fsencode(grp.getgrgid(gid).gr_name)
+    except KeyError:
+        return b""

@@ -1,0 +1,221 @@
+"""``tar``, ``untar`` and ``mtree``: directory trees as catar archives or caidx indexes.
+
+Flags follow desync's; ``--with``/``--without`` (casync's feature names) pick
+what the archive stores, desync's fixed set by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from desync_decl.cli import common
+from desync_decl.cli.console import Console
+from desync_decl.errors import DesyncError, UsageError, file_error
+from desync_decl.formats.catar import features
+from desync_decl.formats.index import Index
+from desync_decl.fsutil import AtomicFile
+from desync_decl.ops.mtree import mtree, mtree_dir
+from desync_decl.ops.tar import tar, tar_index
+from desync_decl.ops.untar import untar, untar_to_tar
+
+_TIME_BITS = (
+    features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
+) | features.WITH_2SEC_TIME
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_tar(sub)
+    _register_untar(sub)
+    _register_mtree(sub)
+
+
+def _register_tar(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tar", help="archive a directory as a catar, or chunk it into a caidx")
+    p.add_argument("output", metavar="catar|index", help="archive or index to write (- = stdout)")
+    p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
+    p.add_argument("-i", "--index", action="store_true", help="write a caidx, chunks into -s")
+    common.add_store_args(p, required=False, many=False)
+    common.add_chunk_size_arg(p)
+    common.add_concurrency_arg(p)
+    p.add_argument("--input-format", choices=["disk", "tar"], default="disk", help="(disk)")
+    p.add_argument("--no-time", action="store_true", help="store no timestamps")
+    p.add_argument(
+        "--tar-add-root", action="store_true", help="tar input: add a root if it has none"
+    )
+    p.add_argument(
+        "-x", "--one-file-system", action="store_true", help="don't cross filesystem boundaries"
+    )
+    p.add_argument(
+        "--with",
+        dest="with_",
+        action="append",
+        default=[],
+        metavar="FEATURE",
+        help="store this feature (casync's names and sets: best, unix, permissions, acl, ...);"
+        " the first --with replaces desync's default set",
+    )
+    p.add_argument(
+        "--without", action="append", default=[], metavar="FEATURE", help="do not store this"
+    )
+    p.set_defaults(func=run_tar)
+
+
+def archive_flags(args: argparse.Namespace) -> int:
+    bits = features.parse_features(args.with_, args.without, features.DESYNC_TAR)
+    if args.no_time:
+        bits &= ~_TIME_BITS
+    return features.archive_flags(
+        bits,
+        sha512_256=common.digest_arg(args).flag != 0,
+        exclude_submounts=args.one_file_system,
+    )
+
+
+def run_tar(args: argparse.Namespace, console: Console) -> int:
+    if args.tar_add_root and args.input_format != "tar":
+        raise UsageError("--tar-add-root works only with --input-format tar")
+    source = args.source
+    if source == "-":
+        if args.input_format != "tar":
+            raise UsageError("- (stdin) as the source needs --input-format tar")
+        source = sys.stdin.buffer
+    options = {
+        "input_format": args.input_format,
+        "flags": archive_flags(args),
+        "one_file_system": args.one_file_system,
+        "add_root": args.tar_add_root,
+    }
+    if args.index:
+        if not args.store:
+            raise UsageError("-i requires a store (-s)")
+        store = common.open_single_store(args, common.digest_arg(args), create=True)
+        result = tar_index(
+            source,
+            store,  # type: ignore[arg-type]
+            sizes=common.chunk_sizes(args),
+            concurrency=args.concurrency,
+            progress=console.progress(),
+            **options,
+        )
+        assert result.index is not None
+        common.write_index(args, args.output, result.index, console)
+        if args.output != "-":
+            console.print(result.index.file_digest())
+        return 0
+    with _output(args.output, console) as out:
+        tar(source, out, progress=console.progress(), **options)
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str, console: Console) -> Iterator[BinaryIO]:
+    """stdout for ``-``, else a file that appears under its name only when complete."""
+    if path == "-":
+        out = console.binary()
+        yield out
+        out.flush()
+        return
+    try:
+        atomic = AtomicFile(path)
+    except OSError as e:
+        raise file_error(path, e, "write") from None
+    with atomic, os.fdopen(atomic.fd, "wb", closefd=False, buffering=1 << 20) as out:
+        yield out
+        out.flush()
+        atomic.commit()
+
+
+def _register_untar(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("untar", help="extract a catar or caidx into a directory (or a tar)")
+    p.add_argument("archive", metavar="catar|index", help="archive, or index with -i (- = stdin)")
+    p.add_argument("target", help="directory to extract into (- = stdout for gnu-tar)")
+    p.add_argument("-i", "--index", action="store_true", help="the archive is a caidx (needs -s)")
+    common.add_store_args(p, required=False, many=True)
+    common.add_cache_args(p)
+    common.add_concurrency_arg(p)
+    p.add_argument("--no-same-owner", action="store_true", help="don't restore owners, xattrs")
+    p.add_argument(
+        "--no-same-permissions", action="store_true", help="don't restore modes and ACLs"
+    )
+    p.add_argument("--output-format", choices=["disk", "gnu-tar"], default="disk", help="(disk)")
+    p.set_defaults(func=run_untar)
+
+
+def run_untar(args: argparse.Namespace, console: Console) -> int:
+    with _archive(args) as (archive, store):
+        if args.output_format == "gnu-tar":
+            with _output(args.target, console) as out:
+                untar_to_tar(
+                    archive, out, store=store, concurrency=args.concurrency, source=args.archive
+                )
+            return 0
+        if args.target == "-":
+            raise UsageError("- as the target needs --output-format gnu-tar")
+        untar(
+            archive,
+            args.target,
+            store=store,
+            same_owner=not args.no_same_owner,
+            same_permissions=not args.no_same_permissions,
+            concurrency=args.concurrency,
+            source=args.archive,
+        )
+    return 0
+
+
+@contextlib.contextmanager
+def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, object]]:
+    """The catar file (or stdin), or with -i the index and its stores."""
+    if args.index:
+        if not args.store:
+            raise UsageError("-i requires at least one store (-s)")
+        index = common.read_index(args, args.archive)
+        yield index, common.open_stores(args, index.digest)
+        return
+    if args.archive == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        f = open(args.archive, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise file_error(args.archive, e) from None
+    with f:
+        yield f, None
+
+
+def _register_mtree(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mtree", help="list a catar, caidx or directory in mtree format")
+    p.add_argument("archive", metavar="catar|index|dir", help="what to list")
+    p.add_argument("-i", "--index", action="store_true", help="the input is a caidx (needs -s)")
+    common.add_store_args(p, required=False, many=True)
+    common.add_cache_args(p)
+    common.add_concurrency_arg(p)
+    p.set_defaults(func=run_mtree, with_=[], without=[], no_time=False, one_file_system=False)
+
+
+def run_mtree(args: argparse.Namespace, console: Console) -> int:
+    digest = common.digest_arg(args)
+    if os.path.isdir(args.archive):
+        if args.index:
+            raise UsageError("-i can't be used with a directory")
+        lines = mtree_dir(args.archive, flags=archive_flags(args), digest=digest)
+    else:
+        lines = None
+    if lines is not None:
+        for line in lines:
+            console.print(line)
+        return 0
+    with _archive(args) as (archive, store):
+        for line in mtree(
+            archive, store=store, digest=digest, concurrency=args.concurrency, source=args.archive
+        ):
+            console.print(line)
+    return 0
+
+
+__all__ = ["DesyncError", "register"]

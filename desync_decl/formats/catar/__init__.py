@@ -1,0 +1,28 @@
+"""The catar archive format (casync's directory-tree serialization).
+
+- ``records``: record types, framing and size limits
+- ``entry``: a node's metadata (ENTRY and the optional records after it)
+- ``goodbye``: the table that closes each directory
+- ``features``: what the feature flags ask for; casync's --with names
+- ``encoder``: source nodes -> catar stream; ``decoder``: catar stream -> nodes
+
+Written from shared/spec (desync-behaviour.md section 9, casync-formats.md
+section 7) and checked byte for byte against archives made by casync.
+"""
+
+from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.encoder import EncodeError, SourceNode, encode
+from desync_decl.formats.catar.entry import Acl, AclEntry, DefaultAcl, Entry
+
+__all__ = [
+    "Acl",
+    "AclEntry",
+    "Decoder",
+    "DefaultAcl",
+    "DirEnd",
+    "EncodeError",
+    "Entry",
+    "Node",
+    "SourceNode",
+    "encode",
+]
