@@ -9,6 +9,7 @@ Each builder returns the archive's bytes.
 from __future__ import annotations
 
 import io
+import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ class MemNode:
     target: bytes = b""
     rdev: int = 0
     kids: dict[bytes, MemNode] = field(default_factory=dict)
-    order: list[bytes] | None = None  # raw builders only: children in this order
+    order: list[tuple[bytes, bytes]] | None = None  # raw builders: (name, key in kids)
 
     @property
     def size(self) -> int:
@@ -110,10 +111,12 @@ def _raw_content(node: MemNode, out: bytearray, entry_at: int) -> None:
     elif fmt == stat.S_IFLNK:
         out += r.symlink(node.target)
     elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
-        out += r.device(node.rdev >> 8, node.rdev & 0xFF)
+        out += r.device(os.major(node.rdev), os.minor(node.rdev))
     elif fmt == stat.S_IFDIR:
         names, starts, ends = [], [], []
-        pairs = [(n, node.kids[n]) for n in node.order] if node.order else list(node.kids.items())
+        pairs = (
+            [(n, node.kids[k]) for n, k in node.order] if node.order else list(node.kids.items())
+        )
         for name, child in pairs:
             names.append(name)
             starts.append(len(out))
@@ -130,11 +133,9 @@ def dir_with(*pairs: tuple[bytes, MemNode]) -> MemNode:
     d = MemNode.dir()
     d.order = []
     for name, child in pairs:
-        key = name
-        while key in d.kids:  # duplicates get distinct keys; ``order`` holds the real names
-            key += b"\0"
+        key = b"%d" % len(d.order)
         d.kids[key] = child
-        d.order.append(key)
+        d.order.append((name, key))
     return d
 
 

@@ -16,7 +16,7 @@ from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.catar import Decoder, DirEnd, encode
 from desync_decl.formats.catar.features import CASYNC_DEFAULT, archive_flags, parse_features
 from desync_decl.ops.mtree import mtree
-from desync_decl.ops.tar import tar, tar_index
+from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.stores.local import LocalStore
 from tests.conftest import VECTORS
 from tests.hostile_archives import MemNode, tree_of
@@ -91,7 +91,7 @@ def test_every_tree_case_is_here(vectors):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_tar_writes_casyncs_catar_byte_for_byte(case, vector_trees):
     out = io.BytesIO()
-    result = tar(vector_trees[case.special], out, flags=case.flags)
+    result = tar(TarInput(vector_trees[case.special], flags=case.flags), out)
     expected = (case.dir / "archive.catar").read_bytes()
     assert result.flags == case.flags
     assert out.getvalue() == expected
@@ -100,7 +100,9 @@ def test_tar_writes_casyncs_catar_byte_for_byte(case, vector_trees):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_tar_index_writes_casyncs_caidx_byte_for_byte(case, vector_trees, tmp_path):
     store = LocalStore(tmp_path, create=True)
-    result = tar_index(vector_trees[case.special], store, flags=case.flags, sizes=case.sizes)
+    result = tar_index(
+        TarInput(vector_trees[case.special], flags=case.flags), store, sizes=case.sizes
+    )
     assert result.index is not None
     assert result.index.encode() == (case.dir / "archive.caidx").read_bytes()
     chunks = (case.dir / "chunks.txt").read_text().split()

@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import struct
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 FS_IOC_GETFLAGS = 0x80086601
@@ -39,16 +40,21 @@ CHATTR_TO_FEATURE = {
 _UNSUPPORTED = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 
 
+def _ioctl(fd: int, request: int, buf: bytearray) -> bool:
+    """False when the filesystem does not have the attribute; other errors raise."""
+    try:
+        fcntl.ioctl(fd, request, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return False
+        raise
+    return True
+
+
 def chattr_flags(fd: int) -> int:
     """The kernel's chattr bits of an open file or directory (0 where unsupported)."""
     buf = bytearray(8)
-    try:
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
-    except OSError as e:
-        if e.errno in _UNSUPPORTED:
-            return 0
-        raise
-    return int.from_bytes(buf[:4], "little")
+    return int.from_bytes(buf[:4], "little") if _ioctl(fd, FS_IOC_GETFLAGS, buf) else 0
 
 
 def to_features(chattr: int, wanted: int) -> int:
@@ -73,53 +79,36 @@ def set_chattr(fd: int, add: int) -> bool:
     current = chattr_flags(fd)
     if current | add == current:
         return True
-    buf = bytearray((current | add).to_bytes(4, "little") + bytes(4))
-    try:
-        fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
-    except OSError as e:
-        if e.errno in _UNSUPPORTED:
-            return False
-        raise
-    return True
+    return _ioctl(fd, FS_IOC_SETFLAGS, bytearray((current | add).to_bytes(8, "little")))
 
 
 def project_id(fd: int) -> int:
     buf = bytearray(_FSXATTR.size)
-    try:
-        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-    except OSError as e:
-        if e.errno in _UNSUPPORTED:
-            return 0
-        raise
-    return int(_FSXATTR.unpack(buf)[3])
+    return int(_FSXATTR.unpack(buf)[3]) if _ioctl(fd, FS_IOC_FSGETXATTR, buf) else 0
 
 
 def set_project_id(fd: int, projid: int) -> bool:
     buf = bytearray(_FSXATTR.size)
-    try:
-        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-        fields = list(_FSXATTR.unpack(buf))
-        fields[3] = projid
-        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytearray(_FSXATTR.pack(*fields)))
-    except OSError as e:
-        if e.errno in _UNSUPPORTED:
-            return False
-        raise
-    return True
+    if not _ioctl(fd, FS_IOC_FSGETXATTR, buf):
+        return False
+    fields = list(_FSXATTR.unpack(buf))
+    fields[3] = projid
+    return _ioctl(fd, FS_IOC_FSSETXATTR, bytearray(_FSXATTR.pack(*fields)))
 
 
 @lru_cache(maxsize=4096)
 def user_name(uid: int) -> bytes:
     """The user's name, or b"" when the id has none here."""
-    try:
-        return os.fsencode(pwd.getpwuid(uid).pw_name)
-    except KeyError:
-        return b""
+    return _name(pwd.getpwuid, uid)
 
 
 @lru_cache(maxsize=4096)
 def group_name(gid: int) -> bytes:
+    return _name(grp.getgrgid, gid)
+
+
+def _name(lookup: Callable[[int], Sequence[object]], ident: int) -> bytes:
     try:
-        return os.fsencode(grp.getgrgid(gid).gr_name)
+        return os.fsencode(str(lookup(ident)[0]))
     except KeyError:
         return b""

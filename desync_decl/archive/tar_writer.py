@@ -1,9 +1,10 @@
 """Decoded catar nodes as a tar stream (``untar --output-format gnu-tar``).
 
 GNU format headers (long names through GNU's LongLink records); a member with
-xattrs gets a PAX header instead, with ``SCHILY.xattr.*`` records and the exact
-mtime, as GNU tar writes them. Names are relative: ``./`` for the root, then
-``./a/b``, so our ``tar --input-format tar`` reads the stream back as it was.
+xattrs or a sub-second mtime gets a PAX header instead (``SCHILY.xattr.*``
+records, exact ``mtime``), as GNU tar's posix format writes them. Names are
+relative: ``./`` for the root, then ``./a/b``, so our ``tar --input-format
+tar`` reads the stream back as it was.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _info(node: Node, fmt: int) -> tuple[tarfile.TarInfo, int]:
         info.linkname = os.fsdecode(node.target)
     elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
         info.devmajor, info.devminor = os.major(node.rdev), os.minor(node.rdev)
-    if not e.xattrs:
+    if not e.xattrs and not e.mtime % 10**9:
         return info, tarfile.GNU_FORMAT
     info.pax_headers = {
         "SCHILY.xattr." + k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")

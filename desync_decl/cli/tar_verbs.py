@@ -20,7 +20,7 @@ from desync_decl.formats.catar import features
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile
 from desync_decl.ops.mtree import mtree, mtree_dir
-from desync_decl.ops.tar import tar, tar_index
+from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import untar, untar_to_tar
 
 _TIME_BITS = (
@@ -84,23 +84,23 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
         if args.input_format != "tar":
             raise UsageError("- (stdin) as the source needs --input-format tar")
         source = sys.stdin.buffer
-    options = {
-        "input_format": args.input_format,
-        "flags": archive_flags(args),
-        "one_file_system": args.one_file_system,
-        "add_root": args.tar_add_root,
-    }
+    what = TarInput(
+        source,
+        input_format=args.input_format,
+        flags=archive_flags(args),
+        one_file_system=args.one_file_system,
+        add_root=args.tar_add_root,
+    )
     if args.index:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
         store = common.open_single_store(args, common.digest_arg(args), create=True)
         result = tar_index(
-            source,
+            what,
             store,  # type: ignore[arg-type]
             sizes=common.chunk_sizes(args),
             concurrency=args.concurrency,
             progress=console.progress(),
-            **options,
         )
         assert result.index is not None
         common.write_index(args, args.output, result.index, console)
@@ -108,7 +108,7 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
             console.print(result.index.file_digest())
         return 0
     with _output(args.output, console) as out:
-        tar(source, out, progress=console.progress(), **options)
+        tar(what, out, progress=console.progress())
     return 0
 
 
@@ -147,6 +147,8 @@ def _register_untar(sub: argparse._SubParsersAction) -> None:
 
 
 def run_untar(args: argparse.Namespace, console: Console) -> int:
+    if args.target == "-" and args.output_format != "gnu-tar":
+        raise UsageError("- as the target needs --output-format gnu-tar")
     with _archive(args) as (archive, store):
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
@@ -154,8 +156,6 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
                     archive, out, store=store, concurrency=args.concurrency, source=args.archive
                 )
             return 0
-        if args.target == "-":
-            raise UsageError("- as the target needs --output-format gnu-tar")
         untar(
             archive,
             args.target,

@@ -17,7 +17,7 @@ from desync_decl.formats.catar import Decoder
 from desync_decl.formats.catar.features import DESYNC_TAR
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
-from desync_decl.ops.tar import catar_stream
+from desync_decl.ops.tar import TarInput
 from desync_decl.ops.untar import catar_decoder
 from desync_decl.stores.base import Store
 
@@ -40,6 +40,6 @@ def mtree_dir(
     path: str | os.PathLike, *, flags: int = DESYNC_TAR, digest: Digest = Digest.SHA512_256
 ) -> Iterator[str]:
     """Lines of the listing of a directory, as ``tar`` with ``flags`` would archive it."""
-    with catar_stream(path, flags=flags) as pieces:
+    with TarInput(path, flags=flags).stream() as pieces:
         reader = io.BufferedReader(IterReader(pieces), 1 << 20)
         yield from mtree_lines(Decoder(reader, os.fsdecode(path)), digest)

@@ -29,7 +29,31 @@ from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
 
-INPUT_FORMATS = ("disk", "tar")
+
+@dataclass(frozen=True)
+class TarInput:
+    """What to archive and how: a directory (``disk``) or a tar file or stream (``tar``)."""
+
+    source: str | os.PathLike | BinaryIO
+    input_format: str = "disk"
+    flags: int = DESYNC_TAR  # the archive's feature flags (formats/catar/features.py)
+    one_file_system: bool = False  # disk: leave out other filesystems (-x)
+    add_root: bool = False  # tar: synthesize a root directory if the tar has none
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[Iterator[Buffer]]:
+        """The catar stream, piece by piece."""
+        if self.input_format == "disk":
+            if self.add_root:
+                raise UsageError("--tar-add-root works only with --input-format tar")
+            if not isinstance(self.source, str | os.PathLike):
+                raise UsageError("disk input needs a directory path")
+            yield encode(disk_tree(self.source, DiskOptions(self.flags, self.one_file_system)))
+        elif self.input_format == "tar":
+            with tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root:
+                yield encode(root)
+        else:
+            raise UsageError(f"invalid input format '{self.input_format}' (known: disk, tar)")
 
 
 @dataclass(frozen=True)
@@ -41,72 +65,30 @@ class TarResult:
     bytes_stored: int = 0
 
 
-@contextlib.contextmanager
-def catar_stream(
-    source: str | os.PathLike | BinaryIO,
-    *,
-    input_format: str = "disk",
-    flags: int = DESYNC_TAR,
-    one_file_system: bool = False,
-    add_root: bool = False,
-) -> Iterator[Iterator[Buffer]]:
-    """The catar stream of a directory (``disk``) or of a tar file or stream (``tar``)."""
-    if input_format == "disk":
-        if add_root:
-            raise UsageError("--tar-add-root works only with --input-format tar")
-        if isinstance(source, str | os.PathLike):
-            yield encode(disk_tree(source, DiskOptions(flags, one_file_system)))
-            return
-        raise UsageError("disk input needs a directory path")
-    if input_format != "tar":
-        raise UsageError(f"invalid input format '{input_format}' (known: disk, tar)")
-    with tar_tree(source, TarOptions(flags, add_root)) as root:
-        yield encode(root)
-
-
-def tar(
-    source: str | os.PathLike | BinaryIO,
-    out: BinaryIO,
-    *,
-    input_format: str = "disk",
-    flags: int = DESYNC_TAR,
-    one_file_system: bool = False,
-    add_root: bool = False,
-    progress: Progress = NO_PROGRESS,
-) -> TarResult:
+def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) -> TarResult:
     """Write the catar of ``source`` to ``out``."""
     size = 0
     progress.start("tar", 0)
-    with catar_stream(
-        source,
-        input_format=input_format,
-        flags=flags,
-        one_file_system=one_file_system,
-        add_root=add_root,
-    ) as pieces:
+    with source.stream() as pieces:
         for piece in pieces:
             out.write(piece)
             size += len(piece)
             progress.advance(len(piece))
     progress.finish()
-    return TarResult(flags=flags, size=size, index=None)
+    return TarResult(flags=source.flags, size=size, index=None)
 
 
 def tar_index(
-    source: str | os.PathLike | BinaryIO,
+    source: TarInput,
     store: WriteStore,
     *,
     sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
-    input_format: str = "disk",
-    flags: int = DESYNC_TAR,
-    one_file_system: bool = False,
-    add_root: bool = False,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
 ) -> TarResult:
     """Chunk the catar of ``source`` into ``store``; the result holds its caidx index,
     whose header carries the archive's feature flags (as casync writes them)."""
-    digest = Digest.from_flags(flags)
+    digest = Digest.from_flags(source.flags)
     storer = ChunkStorer(store)
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
@@ -117,21 +99,15 @@ def tar_index(
         return len(data), cid
 
     progress.start("tar", 0)
-    with catar_stream(
-        source,
-        input_format=input_format,
-        flags=flags,
-        one_file_system=one_file_system,
-        add_root=add_root,
-    ) as pieces:
+    with source.stream() as pieces:
         chunks = iter_chunks(IterReader(pieces), sizes)  # type: ignore[arg-type]
         weight = lambda c: len(c[1])  # noqa: E731
         table = list(batched_map(process, chunks, workers=concurrency, weight=weight))
     progress.finish()
     storer.flush()  # chunks durable before any index refers to them
-    index = Index.from_chunks(flags, sizes, table)
+    index = Index.from_chunks(source.flags, sizes, table)
     return TarResult(
-        flags=flags,
+        flags=source.flags,
         size=index.length,
         index=index,
         chunks_stored=storer.stored,

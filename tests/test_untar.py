@@ -1,0 +1,136 @@
+"""``untar`` into directories: owners, modes, times, xattrs and chattr flags as the
+archive says (or not, with the --no-same-* flags), from a catar or a caidx's chunks."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from desync_decl.archive import fsattrs
+from desync_decl.ops.tar import TarInput, tar
+from tests import hostile_archives as h
+from tests.test_catar_vectors import VECTOR_MTIME_NS, build_vector_tree
+
+
+@pytest.fixture(scope="module")
+def tree(gen_input, tmp_path_factory) -> Path:
+    return build_vector_tree(gen_input, tmp_path_factory.mktemp("untar") / "tree", special=True)
+
+
+@pytest.fixture(scope="module")
+def catar(tree, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("catar") / "x.catar"
+    with open(path, "wb") as out:
+        tar(TarInput(tree), out)
+    return path
+
+
+def test_untar_restores_owners_modes_times_and_xattrs(cli, catar, tree, tmp_path):
+    out = tmp_path / "out"
+    assert cli("untar", catar, out).code == 0
+    assert os.stat(out / "sub/a").st_uid == 65534
+    assert os.stat(out / "sub/deeper").st_mode & 0o7777 == 0o750
+    assert os.lstat(out / "link").st_mtime_ns == VECTOR_MTIME_NS
+    assert os.stat(out).st_mtime_ns == VECTOR_MTIME_NS
+    assert os.getxattr(out / "hello.txt", "user.comment") == b"casync vector"
+    assert stat.S_ISSOCK(os.lstat(out / "socket").st_mode)
+    assert cli("mtree", out).out == cli("mtree", tree).out
+
+
+def test_no_same_owner_skips_owners_and_xattrs(cli, catar, tmp_path):
+    out = tmp_path / "out"
+    assert cli("untar", "--no-same-owner", catar, out).code == 0
+    assert os.stat(out / "sub/a").st_uid == 0
+    assert os.listxattr(out / "hello.txt") == []
+    assert os.stat(out / "readonly.txt").st_mode & 0o777 == 0o444
+
+
+def test_no_same_permissions_uses_the_umask(cli, catar, tmp_path):
+    out = tmp_path / "out"
+    old = os.umask(0o027)
+    try:
+        assert cli("untar", "--no-same-permissions", catar, out).code == 0
+    finally:
+        os.umask(old)
+    assert os.stat(out / "readonly.txt").st_mode & 0o7777 == 0o640
+    assert os.stat(out / "exec.sh").st_mode & 0o7777 == 0o640
+    assert os.stat(out / "sub/deeper").st_mode & 0o7777 == 0o750
+    assert os.stat(out / "sub/a").st_uid == 65534
+
+
+def test_read_only_directories_are_filled_as_a_normal_user(cli):
+    inner = h.MemNode.dir(0o555, {b"f": h.MemNode.file(b"data", 0o444)})
+    data = h.archive(h.MemNode.dir(children={b"ro": inner}))
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)
+        target = Path(top) / "target"
+        target.mkdir()
+        os.chown(target, 65534, 65534)
+        os.seteuid(65534)
+        try:
+            result = cli("untar", "--no-same-owner", "-", target, stdin=data)
+        finally:
+            os.seteuid(0)
+        assert result.code == 0, result.err
+        assert os.stat(target / "ro").st_mode & 0o7777 == 0o555
+        assert (target / "ro" / "f").read_bytes() == b"data"
+
+
+def test_extracting_over_an_existing_tree_replaces_files_and_keeps_others(cli, catar, tmp_path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "hello.txt").write_text("old")
+    (out / "sub" / "extra").write_text("mine")
+    os.chmod(out / "sub", 0o700)
+    assert cli("untar", catar, out).code == 0
+    assert (out / "hello.txt").read_text() == "hello world\n"
+    assert (out / "sub" / "extra").read_text() == "mine"
+    assert os.stat(out / "sub").st_mode & 0o7777 == 0o755
+    assert not list(out.rglob(".#untar.*"))
+
+
+def test_chattr_flags_are_restored(cli, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"x")
+    subprocess.run(["chattr", "+A", str(tree / "f")], check=True)
+    assert cli("tar", "--with=best", tmp_path / "x.catar", tree).code == 0
+    assert cli("untar", tmp_path / "x.catar", tmp_path / "out").code == 0
+    fd = os.open(tmp_path / "out" / "f", os.O_RDONLY)
+    try:
+        assert fsattrs.chattr_flags(fd) & 0x80  # FS_NOATIME_FL
+    finally:
+        os.close(fd)
+
+
+def test_untar_index_streams_chunks_from_the_store(cli, tree, tmp_path):
+    store = tmp_path / "store"
+    assert cli("tar", "-i", "-s", store, "-m", "1:4:16", tmp_path / "x.caidx", tree).code == 0
+    chunks = list(store.rglob("*.cacnk"))
+    assert len(chunks) > 20
+    out = tmp_path / "out"
+    result = cli("untar", "-i", "-s", store, "-c", tmp_path / "cache", tmp_path / "x.caidx", out)
+    assert result.code == 0, result.err
+    assert cli("mtree", out).out == cli("mtree", tree).out
+    assert cli("mtree", "-i", "-s", store, tmp_path / "x.caidx").out == cli("mtree", tree).out
+    assert len(list((tmp_path / "cache").rglob("*.cacnk"))) == len(chunks)
+
+
+def test_a_missing_chunk_fails_cleanly(cli, tree, tmp_path):
+    store = tmp_path / "store"
+    assert cli("tar", "-i", "-s", store, "-m", "1:4:16", tmp_path / "x.caidx", tree).code == 0
+    victim = sorted(store.rglob("*.cacnk"), key=os.path.getsize)[-1]
+    victim.unlink()
+    out = tmp_path / "out"
+    result = cli("untar", "-i", "-s", store, tmp_path / "x.caidx", out)
+    assert result.code == 1
+    assert result.err.count("\n") == 1 and "missing" in result.err
+    assert not list(out.rglob(".#untar.*"))
+    for f in out.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert f.read_bytes() == (tree / f.relative_to(out)).read_bytes()
