@@ -194,3 +194,13 @@ def test_usage_errors_are_one_line(cli, tmp_path, argv, message):
     result = cli(*argv, cwd=tmp_path)
     assert result.code == 1
     assert result.err.count("\n") == 1 and message in result.err, result.err
+
+
+def test_the_archive_being_written_is_left_out_of_its_own_tree(cli, tmp_path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a").write_bytes(b"a" * 100_000)
+    result = cli("tar", "x.catar", ".", cwd=tree)
+    assert result.code == 0, result.err
+    names = [n for n, _, _ in nodes((tree / "x.catar").read_bytes())]
+    assert names == [".", "a"]

@@ -33,6 +33,7 @@ _XATTR_FLAGS = ft.WITH_XATTRS | ft.WITH_ACL | ft.WITH_SELINUX | ft.WITH_FCAPS
 class DiskOptions:
     flags: int  # the archive's full feature flags
     one_file_system: bool = False
+    exclude: frozenset[tuple[int, int]] = frozenset()  # (st_dev, st_ino) left out (the output)
 
 
 class DiskNode:
@@ -98,6 +99,7 @@ class _Walk:
         self.root = root
         self.flags = options.flags
         self.one_file_system = options.one_file_system
+        self.exclude = options.exclude
         self.root_dev = 0
 
     def show(self, path: bytes) -> str:
@@ -111,6 +113,8 @@ class _Walk:
             if st is None:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if not ft.stores_type(self.flags, st.st_mode):
+                return None
+            if self.exclude and (st.st_dev, st.st_ino) in self.exclude:
                 return None
             fmt = stat.S_IFMT(st.st_mode)
             if fmt == stat.S_IFDIR and self.one_file_system and st.st_dev != self.root_dev:

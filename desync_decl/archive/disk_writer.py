@@ -46,7 +46,7 @@ class UntarError(DesyncError):
 
 @dataclass(frozen=True)
 class WriteOptions:
-    same_owner: bool = True  # chown and xattrs from the archive
+    same_owner: bool = True  # owners (as root) and xattrs from the archive
     same_permissions: bool = True  # modes and ACLs from the archive (else umask defaults)
 
 
@@ -170,7 +170,7 @@ class _Writer:
     def _metadata(self, fd: int, e: Entry, *, is_dir: bool) -> None:
         """Owner, mode, xattrs, ACLs, project id and times of an open file or directory."""
         flags, opt = e.feature_flags, self.options
-        if opt.same_owner and flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS):
+        if self._chown(e):
             os.fchown(fd, e.uid, e.gid)
         mode = self._mode(e, is_dir)
         os.fchmod(fd, mode)
@@ -187,6 +187,11 @@ class _Writer:
             fsattrs.set_project_id(fd, e.quota_projid)
         if flags & _TIME_FLAGS:
             os.utime(fd, ns=(e.mtime, e.mtime))
+
+    def _chown(self, e: Entry) -> bool:
+        """Owners are restored as root only (like GNU tar) and when the archive has them."""
+        has_ids = e.feature_flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS)
+        return bool(self.options.same_owner and self.is_root and has_ids)
 
     def _mode(self, e: Entry, is_dir: bool) -> int:
         if self.options.same_permissions:
@@ -207,7 +212,7 @@ class _Writer:
     def _path_metadata(self, dir_fd: int, name: str, e: Entry, *, symlink: bool) -> None:
         """Metadata of a node made under ``name`` in ``dir_fd``, never following it."""
         flags, opt = e.feature_flags, self.options
-        if opt.same_owner and flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS):
+        if self._chown(e):
             os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
         if not symlink:  # a fresh fifo/socket/device we just made under a random name
             os.chmod(name, self._mode(e, False), dir_fd=dir_fd)

@@ -9,6 +9,7 @@ workers as one pipeline; memory stays a few blocks per worker.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,14 +42,18 @@ class TarInput:
     add_root: bool = False  # tar: synthesize a root directory if the tar has none
 
     @contextlib.contextmanager
-    def stream(self) -> Iterator[Iterator[Buffer]]:
-        """The catar stream, piece by piece."""
+    def stream(
+        self, exclude: frozenset[tuple[int, int]] = frozenset()
+    ) -> Iterator[Iterator[Buffer]]:
+        """The catar stream, piece by piece; files whose (st_dev, st_ino) is in
+        ``exclude`` (the archive being written) are left out."""
         if self.input_format == "disk":
             if self.add_root:
                 raise UsageError("--tar-add-root works only with --input-format tar")
             if not isinstance(self.source, str | os.PathLike):
                 raise UsageError("disk input needs a directory path")
-            yield encode(disk_tree(self.source, DiskOptions(self.flags, self.one_file_system)))
+            options = DiskOptions(self.flags, self.one_file_system, exclude)
+            yield encode(disk_tree(self.source, options))
         elif self.input_format == "tar":
             with tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root:
                 yield encode(root)
@@ -69,13 +74,22 @@ def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) ->
     """Write the catar of ``source`` to ``out``."""
     size = 0
     progress.start("tar", 0)
-    with source.stream() as pieces:
+    with source.stream(exclude=_inode_of(out)) as pieces:
         for piece in pieces:
             out.write(piece)
             size += len(piece)
             progress.advance(len(piece))
     progress.finish()
     return TarResult(flags=source.flags, size=size, index=None)
+
+
+def _inode_of(out: BinaryIO) -> frozenset[tuple[int, int]]:
+    """The output file itself, so archiving a tree that holds it does not read it."""
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return frozenset()
+    return frozenset({(st.st_dev, st.st_ino)})
 
 
 def tar_index(
