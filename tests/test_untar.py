@@ -134,3 +134,29 @@ def test_a_missing_chunk_fails_cleanly(cli, tree, tmp_path):
     for f in out.rglob("*"):
         if f.is_file() and not f.is_symlink():
             assert f.read_bytes() == (tree / f.relative_to(out)).read_bytes()
+
+
+def test_a_seed_tree_supplies_the_chunks_it_shares(cli, tree, tmp_path):
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    subprocess.run(["cp", "-a", tree, v1], check=True)
+    subprocess.run(["cp", "-a", tree, v2], check=True)
+    (v2 / "sub" / "nested.bin").write_bytes(os.urandom(50_000))
+    (v2 / "new.txt").write_text("new\n")
+    old, new = tmp_path / "old", tmp_path / "new"
+    assert cli("tar", "-i", "-s", old, "-m", "1:4:16", tmp_path / "v1.caidx", v1).code == 0
+    assert cli("tar", "-i", "-s", new, "-m", "1:4:16", tmp_path / "v2.caidx", v2).code == 0
+    shared = {p.name for p in old.rglob("*.cacnk")} & {p.name for p in new.rglob("*.cacnk")}
+    assert len(shared) > len(list(new.rglob("*.cacnk"))) / 2
+    for p in new.rglob("*.cacnk"):
+        if p.name in shared:
+            p.unlink()  # only the seed can supply these now
+    args = ["untar", "-i", "-s", new, tmp_path / "v2.caidx"]
+    assert cli(*args, tmp_path / "no-seed").code == 1
+    result = cli(*args, "--seed", v1, tmp_path / "out")
+    assert result.code == 0, result.err
+    assert cli("mtree", tmp_path / "out").out == cli("mtree", v2).out
+
+
+def test_seeds_need_an_index(cli, catar, tree, tmp_path):
+    result = cli("untar", "--seed", tree, catar, tmp_path / "out")
+    assert result.code == 1 and "seeds need an index" in result.err

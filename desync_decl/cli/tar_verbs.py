@@ -143,6 +143,14 @@ def _register_untar(sub: argparse._SubParsersAction) -> None:
         "--no-same-permissions", action="store_true", help="don't restore modes and ACLs"
     )
     p.add_argument("--output-format", choices=["disk", "gnu-tar"], default="disk", help="(disk)")
+    p.add_argument(
+        "--seed",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="with -i: a directory tree (e.g. the target's older version) whose chunks are"
+        " used before the stores' (repeatable)",
+    )
     p.set_defaults(func=run_untar)
 
 
@@ -153,13 +161,19 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
                 untar_to_tar(
-                    archive, out, store=store, concurrency=args.concurrency, source=args.archive
+                    archive,
+                    out,
+                    store=store,
+                    seeds=common.store_locations(args.seed),
+                    concurrency=args.concurrency,
+                    source=args.archive,
                 )
             return 0
         untar(
             archive,
             args.target,
             store=store,
+            seeds=common.store_locations(args.seed),
             same_owner=not args.no_same_owner,
             same_permissions=not args.no_same_permissions,
             concurrency=args.concurrency,

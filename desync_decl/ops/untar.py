@@ -7,16 +7,21 @@ chunks of an index are fetched ahead by a bounded pool.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_decl.archive.disk_writer import UntarStats, WriteOptions, write_tree
+from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
 from desync_decl.archive.tar_writer import write_tar
+from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import Store
+from desync_decl.stores.compose import Router
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class UntarResult:
     target: str
     stats: UntarStats
     flags: int | None  # the archive's feature flags
+    chunks_from_seeds: int = 0
+    bytes_from_seeds: int = 0
 
 
 def catar_decoder(
@@ -37,20 +44,43 @@ def catar_decoder(
     return Decoder(archive, source)
 
 
+@contextlib.contextmanager
+def _seeded(
+    archive: BinaryIO | Index,
+    store: Store | None,
+    seeds: Sequence[str | os.PathLike],
+    concurrency: int,
+) -> Iterator[tuple[Store | None, list[TreeSeed]]]:
+    """``store`` behind the tree seeds (their chunks are tried first)."""
+    if seeds and not isinstance(archive, Index):
+        raise UsageError("seeds need an index (-i): a catar has no chunks")
+    with contextlib.ExitStack() as stack:
+        trees = [
+            stack.enter_context(contextlib.closing(tree_seed(p, archive, concurrency=concurrency)))
+            for p in seeds
+            if isinstance(archive, Index)
+        ]
+        yield (Router([*trees, store]) if trees and store is not None else store), trees
+
+
 def untar(
     archive: BinaryIO | Index,
     target: str | os.PathLike,
     *,
     store: Store | None = None,
+    seeds: Sequence[str | os.PathLike] = (),
     same_owner: bool = True,
     same_permissions: bool = True,
     concurrency: int = 10,
     source: str = "archive",
 ) -> UntarResult:
-    """Extract into the directory ``target`` (created if missing)."""
-    decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-    stats = write_tree(decoder, target, WriteOptions(same_owner, same_permissions))
-    return UntarResult(os.fsdecode(target), stats, decoder.flags)
+    """Extract into the directory ``target`` (created if missing). With an index,
+    ``seeds`` are directory trees whose matching chunks are used before ``store``'s
+    (the target itself is a good seed when updating it)."""
+    with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        stats = write_tree(decoder, target, WriteOptions(same_owner, same_permissions))
+        return _result(os.fsdecode(target), stats, decoder, trees)
 
 
 def untar_to_tar(
@@ -58,10 +88,21 @@ def untar_to_tar(
     out: BinaryIO,
     *,
     store: Store | None = None,
+    seeds: Sequence[str | os.PathLike] = (),
     concurrency: int = 10,
     source: str = "archive",
 ) -> UntarResult:
     """Write the archive's tree as a GNU tar stream to ``out``."""
-    decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-    stats = write_tar(decoder, out)
-    return UntarResult("-", stats, decoder.flags)
+    with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        return _result("-", write_tar(decoder, out), decoder, trees)
+
+
+def _result(target: str, stats: UntarStats, decoder: Decoder, trees: list[TreeSeed]) -> UntarResult:
+    return UntarResult(
+        target,
+        stats,
+        decoder.flags,
+        chunks_from_seeds=sum(t.hits for t in trees),
+        bytes_from_seeds=sum(t.bytes_served for t in trees),
+    )
