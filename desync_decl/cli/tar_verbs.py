@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.errors import DesyncError, UsageError, file_error
+from desync_decl.errors import UsageError, file_error
 from desync_decl.formats.catar import features
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile
@@ -34,14 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_mtree(sub)
 
 
+def _index_args(p: argparse.ArgumentParser, help: str, *, reading: bool) -> None:
+    """-i and the store flags: one writable store, or stores and a cache to read."""
+    p.add_argument("-i", "--index", action="store_true", help=help)
+    common.add_store_args(p, required=False, many=reading)
+    if reading:
+        common.add_cache_args(p)
+    common.add_concurrency_arg(p)
+
+
 def _register_tar(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tar", help="archive a directory as a catar, or chunk it into a caidx")
     p.add_argument("output", metavar="catar|index", help="archive or index to write (- = stdout)")
     p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
-    p.add_argument("-i", "--index", action="store_true", help="write a caidx, chunks into -s")
-    common.add_store_args(p, required=False, many=False)
+    _index_args(p, "write a caidx, chunks into -s", reading=False)
     common.add_chunk_size_arg(p)
-    common.add_concurrency_arg(p)
     p.add_argument("--input-format", choices=["disk", "tar"], default="disk", help="(disk)")
     p.add_argument("--no-time", action="store_true", help="store no timestamps")
     p.add_argument(
@@ -134,10 +141,7 @@ def _register_untar(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("untar", help="extract a catar or caidx into a directory (or a tar)")
     p.add_argument("archive", metavar="catar|index", help="archive, or index with -i (- = stdin)")
     p.add_argument("target", help="directory to extract into (- = stdout for gnu-tar)")
-    p.add_argument("-i", "--index", action="store_true", help="the archive is a caidx (needs -s)")
-    common.add_store_args(p, required=False, many=True)
-    common.add_cache_args(p)
-    common.add_concurrency_arg(p)
+    _index_args(p, "the archive is a caidx (needs -s)", reading=True)
     p.add_argument("--no-same-owner", action="store_true", help="don't restore owners, xattrs")
     p.add_argument(
         "--no-same-permissions", action="store_true", help="don't restore modes and ACLs"
@@ -205,10 +209,7 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, objec
 def _register_mtree(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mtree", help="list a catar, caidx or directory in mtree format")
     p.add_argument("archive", metavar="catar|index|dir", help="what to list")
-    p.add_argument("-i", "--index", action="store_true", help="the input is a caidx (needs -s)")
-    common.add_store_args(p, required=False, many=True)
-    common.add_cache_args(p)
-    common.add_concurrency_arg(p)
+    _index_args(p, "the input is a caidx (needs -s)", reading=True)
     p.set_defaults(func=run_mtree, with_=[], without=[], no_time=False, one_file_system=False)
 
 
@@ -217,11 +218,7 @@ def run_mtree(args: argparse.Namespace, console: Console) -> int:
     if os.path.isdir(args.archive):
         if args.index:
             raise UsageError("-i can't be used with a directory")
-        lines = mtree_dir(args.archive, flags=archive_flags(args), digest=digest)
-    else:
-        lines = None
-    if lines is not None:
-        for line in lines:
+        for line in mtree_dir(args.archive, flags=archive_flags(args), digest=digest):
             console.print(line)
         return 0
     with _archive(args) as (archive, store):
@@ -230,6 +227,3 @@ def run_mtree(args: argparse.Namespace, console: Console) -> int:
         ):
             console.print(line)
     return 0
-
-
-__all__ = ["DesyncError", "register"]
