@@ -197,6 +197,13 @@ def test_decoder_refuses_wrong_content_records():
             decode_all(data)
 
 
+def test_decoder_refuses_entry_flags_the_feature_flags_do_not_store():
+    e = MemNode.file(b"").entry
+    e.mode, e.flags = stat.S_IFDIR | 0o755, 0x400000  # immutable, but DESYNC_TAR has no chattr
+    with pytest.raises(FormatError, match="ENTRY flags 0x400000 not allowed"):
+        decode_all(encode_entry(e) + goodbye.encode([], [], [], 64, 0))
+
+
 def test_decoder_refuses_changing_feature_flags():
     data = _with_root(r.filename(b"f"), _entry_bytes(stat.S_IFREG, CASYNC_DEFAULT))
     with pytest.raises(FormatError, match="differ from the archive's first ENTRY"):

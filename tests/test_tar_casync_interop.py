@@ -266,3 +266,35 @@ def test_nodump_files_and_other_filesystems_are_left_out_like_casync(casync, tmp
         assert "mnt" not in run_ours("mtree", ours)
     finally:
         subprocess.run(["umount", str(tree / "mnt")], check=True)
+
+
+def test_btrfs_subvolumes(casync, btrfs_dir, tmp_path):
+    tree = btrfs_dir / "tree"
+    tree.mkdir()
+    btrfs = ["btrfs", "-q"]
+    subprocess.run([*btrfs, "subvolume", "create", str(tree / "sv")], check=True)
+    subprocess.run([*btrfs, "subvolume", "create", str(tree / "ro")], check=True)
+    (tree / "sv" / "f").write_bytes(b"in a subvolume")
+    subprocess.run(["btrfs", "property", "set", str(tree / "ro"), "ro", "true"], check=True)
+    theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
+    run_casync(casync, "make", theirs, tree)
+    run_ours("tar", "--with=best", ours, tree)
+    assert ours.read_bytes() == theirs.read_bytes()
+    out = btrfs_dir / "out"
+    run_ours("untar", ours, out)
+    try:
+        listing = subprocess.run(
+            ["btrfs", "subvolume", "list", "-o", str(btrfs_dir)], capture_output=True, text=True
+        ).stdout
+        assert "out/sv" in listing and "out/ro" in listing
+        ro = subprocess.run(
+            ["btrfs", "property", "get", str(out / "ro"), "ro"], capture_output=True, text=True
+        )
+        assert ro.stdout.strip() == "ro=true"
+        run_ours("tar", "--with=best", tmp_path / "again.catar", out)
+        assert (tmp_path / "again.catar").read_bytes() == ours.read_bytes()
+    finally:
+        for root in (tree, out):
+            subprocess.run(["btrfs", "property", "set", str(root / "ro"), "ro", "false"])
+            for sv in ("sv", "ro"):
+                subprocess.run([*btrfs, "subvolume", "delete", str(root / sv)], capture_output=True)

@@ -149,7 +149,7 @@ class _Walk:
         entry = Entry(
             feature_flags=flags,
             mode=ft.entry_mode(flags, st.st_mode),
-            flags=fsattrs.to_features(chattr, flags) if fd is not None else 0,
+            flags=self._entry_flags(fd, st, chattr),
             uid=uid,
             gid=gid,
             mtime=ft.entry_mtime(flags, max(0, st.st_mtime_ns)),
@@ -173,6 +173,19 @@ class _Walk:
         elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
             node.rdev = st.st_rdev
         return node
+
+    def _entry_flags(self, fd: int | None, st: os.stat_result, chattr: int) -> int:
+        """chattr flags, and for btrfs subvolumes the subvolume bits, as the flags ask."""
+        if fd is None:
+            return 0
+        out = fsattrs.to_features(chattr, self.flags)
+        if self.flags & ff.WITH_SUBVOLUME and stat.S_ISDIR(st.st_mode):
+            is_subvolume, read_only = fsattrs.subvolume(fd, st.st_ino)
+            if is_subvolume:
+                out |= ff.WITH_SUBVOLUME
+                if read_only:
+                    out |= self.flags & ff.WITH_SUBVOLUME_RO
+        return out
 
     def _xattrs(
         self, entry: Entry, fd: int | None, dir_fd: int | None, name: bytes, mode: int

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
 from desync_decl.errors import DesyncError
+from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar import records
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
@@ -83,7 +84,7 @@ class _Writer:
     def directory(self, parent: _Dir, name: bytes, node: Node) -> _Dir:
         where = self.show(node.path)
         try:
-            os.mkdir(name, 0o700, dir_fd=parent.fd)
+            self._mkdir(parent.fd, name, node.entry)
         except FileExistsError:
             st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
@@ -101,6 +102,16 @@ class _Writer:
         self._make_writable(fd)
         self.stats.dirs += 1
         return _Dir(fd, node.entry, where)
+
+    def _mkdir(self, parent_fd: int, name: bytes, e: Entry) -> None:
+        """A directory, or a btrfs subvolume where the archive had one (and btrfs is here)."""
+        if e.flags & ff.WITH_SUBVOLUME:
+            if os.path.lexists(b"/proc/self/fd/%d/%s" % (parent_fd, name)):
+                raise FileExistsError(errno.EEXIST, "exists")
+            if fsattrs.create_subvolume(parent_fd, name):
+                return
+            log.warning("not on btrfs: subvolume %s made a plain directory", os.fsdecode(name))
+        os.mkdir(name, 0o700, dir_fd=parent_fd)
 
     def _make_writable(self, fd: int) -> None:
         mode = os.fstat(fd).st_mode
@@ -164,6 +175,8 @@ class _Writer:
     def finish_directory(self, d: _Dir) -> None:
         self._metadata(d.fd, d.entry, is_dir=True)
         self._chattr(d.fd, d.entry)
+        if d.entry.flags & ff.WITH_SUBVOLUME_RO and self.options.same_permissions:
+            fsattrs.set_subvolume_read_only(d.fd)  # last: nothing can change it after this
 
     # -- metadata ------------------------------------------------------------------
 

@@ -96,6 +96,37 @@ def set_project_id(fd: int, projid: int) -> bool:
     return _ioctl(fd, FS_IOC_FSSETXATTR, bytearray(_FSXATTR.pack(*fields)))
 
 
+BTRFS_FIRST_FREE_OBJECTID = 256  # the inode number of every btrfs subvolume's root
+BTRFS_IOC_SUBVOL_CREATE = 0x5000940E
+BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
+BTRFS_IOC_SUBVOL_SETFLAGS = 0x4008941A
+BTRFS_SUBVOL_RDONLY = 0x2
+_VOL_ARGS = struct.Struct("<q4088s")  # struct btrfs_ioctl_vol_args: fd, name
+
+
+def subvolume(fd: int, ino: int) -> tuple[bool, bool]:
+    """(is a btrfs subvolume, is read-only) for an open directory."""
+    if ino != BTRFS_FIRST_FREE_OBJECTID:
+        return False, False
+    buf = bytearray(8)
+    if not _ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf):
+        return False, False  # inode 256 on another filesystem
+    return True, bool(int.from_bytes(buf, "little") & BTRFS_SUBVOL_RDONLY)
+
+
+def create_subvolume(parent_fd: int, name: bytes) -> bool:
+    """Make ``name`` in ``parent_fd`` a new btrfs subvolume; False when not on btrfs."""
+    return _ioctl(parent_fd, BTRFS_IOC_SUBVOL_CREATE, bytearray(_VOL_ARGS.pack(0, name)))
+
+
+def set_subvolume_read_only(fd: int) -> bool:
+    buf = bytearray(8)
+    if not _ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf):
+        return False
+    flags = int.from_bytes(buf, "little") | BTRFS_SUBVOL_RDONLY
+    return _ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, bytearray(flags.to_bytes(8, "little")))
+
+
 @lru_cache(maxsize=4096)
 def user_name(uid: int) -> bytes:
     """The user's name, or b"" when the id has none here."""

@@ -36,6 +36,10 @@ from desync_decl.formats.catar.entry import (
 
 BLOCK_SIZE = 1 << 20
 MAX_DEPTH = 1024
+# ENTRY.flags may hold only these attributes, and only those the archive's flags store.
+_ENTRY_FLAG_BITS = (
+    features.CHATTR_FLAGS | features.FAT_FLAGS | ff.WITH_SUBVOLUME | ff.WITH_SUBVOLUME_RO
+)
 
 
 @dataclass(slots=True)
@@ -193,6 +197,8 @@ class Decoder:
             raise self.fail("feature flags differ from the archive's first ENTRY", at)
         if not _known_type(entry.mode) or not features.stores_type(self.flags, entry.mode):
             raise self.fail(f"node type {stat.S_IFMT(entry.mode):o} not allowed here", at)
+        if entry.flags & ~(self.flags & _ENTRY_FLAG_BITS):
+            raise self.fail(f"ENTRY flags {entry.flags:#x} not allowed by the feature flags", at)
         meta = MetadataReader(entry)
         while True:
             typ, size, rec_at = self._header()
