@@ -253,6 +253,15 @@ class _Writer:
 _TIME_FLAGS = ft.WITH_NSEC_TIME | ft.WITH_USEC_TIME | ft.WITH_SEC_TIME | ft.WITH_2SEC_TIME
 
 
+def _current_umask() -> int:
+    """The process umask, read without setting it (other threads may be creating files)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: the only other way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _temp_name() -> str:
     return f".#untar.{secrets.token_hex(8)}"
 
@@ -265,9 +274,7 @@ def _unlink(dir_fd: int, name: str) -> None:
 def write_tree(decoder: Decoder, target: str | os.PathLike, options: WriteOptions) -> UntarStats:
     """Extract everything ``decoder`` yields under ``target`` (made if missing)."""
     target = os.fsdecode(target)
-    w = _Writer(target, options)
-    w.umask = os.umask(0)
-    os.umask(w.umask)
+    w = _Writer(target, options, umask=_current_umask())
     os.makedirs(target, exist_ok=True)
     stack: list[_Dir] = []
     try:
