@@ -127,6 +127,18 @@ def _xattrs(path: Path) -> dict[str, bytes]:
     return {n: os.getxattr(path, n) for n in os.listxattr(path)}
 
 
+def same_bytes_as_casync(
+    casync: str, tree: Path, tmp_path: Path, theirs: list[str], ours: list[str]
+) -> Path:
+    """``casync make *theirs x.catar TREE`` and our ``*ours y.catar TREE`` (``ours``
+    holds the verb: ``["tar", "--with=best"]``) write the same bytes; returns ours."""
+    a, b = tmp_path / "casync.catar", tmp_path / "ours.catar"
+    run_casync(casync, "make", *theirs, a, tree)
+    run_ours(*ours, b, tree)
+    assert b.read_bytes() == a.read_bytes()
+    return b
+
+
 @pytest.fixture(scope="module")
 def rich_tree(tmp_path_factory) -> Path:
     return build_rich_tree(tmp_path_factory.mktemp("rich") / "tree")
@@ -171,17 +183,14 @@ def _as_casync(options: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("options", WITH_SETS, ids=lambda o: ",".join(o) or "desync-default")
 def test_tar_writes_casyncs_bytes_on_a_rich_tree(casync, rich_tree, tmp_path, options):
-    theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
-    run_casync(casync, "make", *_as_casync(options), theirs, rich_tree)
-    run_ours("tar", *options, ours, rich_tree)
-    assert ours.read_bytes() == theirs.read_bytes()
+    same_bytes_as_casync(casync, rich_tree, tmp_path, _as_casync(options), ["tar", *options])
 
 
 def test_tar_with_sha256_digest_and_no_exclude_nodump_equivalent(casync, rich_tree, tmp_path):
-    theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
-    run_casync(casync, "make", "--digest=sha256", "--with=unix", theirs, rich_tree)
-    run_ours("--digest", "sha256", "tar", "--with=unix", ours, rich_tree)
-    assert ours.read_bytes() == theirs.read_bytes()
+    theirs = ["--digest=sha256", "--with=unix"]
+    same_bytes_as_casync(
+        casync, rich_tree, tmp_path, theirs, ["--digest", "sha256", "tar", "--with=unix"]
+    )
 
 
 def test_casync_caidx_untars_to_the_same_tree(casync, rich_tree, tmp_path):
@@ -235,10 +244,7 @@ def test_project_ids_on_xfs(casync, xfs_dir, tmp_path):
     (tree / "d" / "f").write_bytes(b"x")
     subprocess.run(["xfs_io", "-c", "chproj 42", str(tree / "d" / "f")], check=True)
     subprocess.run(["xfs_io", "-c", "chproj 7", str(tree / "d")], check=True)
-    theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
-    run_casync(casync, "make", theirs, tree)
-    run_ours("tar", "--with=best", ours, tree)
-    assert ours.read_bytes() == theirs.read_bytes()
+    ours = same_bytes_as_casync(casync, tree, tmp_path, [], ["tar", "--with=best"])
     out = xfs_dir / "out"
     run_ours("untar", ours, out)
     got = subprocess.run(
@@ -258,11 +264,9 @@ def test_nodump_files_and_other_filesystems_are_left_out_like_casync(casync, tmp
     subprocess.run(["mount", "-t", "tmpfs", "none", str(tree / "mnt")], check=True)
     try:
         (tree / "mnt" / "inner").write_bytes(b"other filesystem")
-        for opts in ([], ["--exclude-submounts=yes"]):
-            theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
-            run_casync(casync, "make", *opts, theirs, tree)
-            run_ours("tar", "--with=best", *(["-x"] if opts else []), ours, tree)
-            assert ours.read_bytes() == theirs.read_bytes()
+        same_bytes_as_casync(casync, tree, tmp_path, [], ["tar", "--with=best"])
+        theirs = ["--exclude-submounts=yes"]
+        ours = same_bytes_as_casync(casync, tree, tmp_path, theirs, ["tar", "--with=best", "-x"])
         assert "mnt" not in run_ours("mtree", ours)
     finally:
         subprocess.run(["umount", str(tree / "mnt")], check=True)
@@ -276,10 +280,7 @@ def test_btrfs_subvolumes(casync, btrfs_dir, tmp_path):
     subprocess.run([*btrfs, "subvolume", "create", str(tree / "ro")], check=True)
     (tree / "sv" / "f").write_bytes(b"in a subvolume")
     subprocess.run(["btrfs", "property", "set", str(tree / "ro"), "ro", "true"], check=True)
-    theirs, ours = tmp_path / "casync.catar", tmp_path / "ours.catar"
-    run_casync(casync, "make", theirs, tree)
-    run_ours("tar", "--with=best", ours, tree)
-    assert ours.read_bytes() == theirs.read_bytes()
+    ours = same_bytes_as_casync(casync, tree, tmp_path, [], ["tar", "--with=best"])
     out = btrfs_dir / "out"
     run_ours("untar", ours, out)
     try:
