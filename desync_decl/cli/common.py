@@ -85,6 +85,19 @@ def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) ->
     )
 
 
+def add_reloadable_store_args(p: argparse.ArgumentParser) -> None:
+    """Stores of a long-running command (server, mount): -s/-c, or a store file that
+    is re-read on SIGHUP."""
+    add_store_args(p, required=False, many=True)
+    add_cache_args(p)
+    add_concurrency_arg(p)
+    p.add_argument(
+        "--store-file",
+        metavar="FILE",
+        help='JSON {"stores": [...], "cache": "..."} instead of -s/-c; re-read on SIGHUP',
+    )
+
+
 def add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--cache", metavar="STORE", help="store used as a read-through cache")
     p.add_argument(

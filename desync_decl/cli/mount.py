@@ -32,14 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("index", help="index file or index-store URL (- for stdin)")
     p.add_argument("mountpoint", help="directory to mount on")
-    common.add_store_args(p, required=False, many=True)
-    common.add_cache_args(p)
-    common.add_concurrency_arg(p)
-    p.add_argument(
-        "--store-file",
-        metavar="FILE",
-        help='JSON {"stores": [...], "cache": "..."} instead of -s/-c; re-read on SIGHUP',
-    )
+    common.add_reloadable_store_args(p)
     g = p.add_argument_group("copy-on-read: keep what is read in a local sparse file")
     g.add_argument("--cor-file", metavar="FILE", help="sparse file holding the chunks read")
     g.add_argument(

@@ -39,14 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _register_chunk_server(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chunk-server", help="serve chunk stores over HTTP(S) (desync protocol)")
-    common.add_store_args(p, required=False, many=True)
-    common.add_cache_args(p)
-    common.add_concurrency_arg(p)
-    p.add_argument(
-        "--store-file",
-        metavar="FILE",
-        help='JSON {"stores": [...], "cache": "..."} instead of -s/-c; re-read on SIGHUP',
-    )
+    common.add_reloadable_store_args(p)
     _add_server_args(p)
     p.add_argument(
         "-u", "--uncompressed", action="store_true", help="serve chunks uncompressed (no .cacnk)"
