@@ -4,12 +4,13 @@ We write what casync writes: one zstd frame at level 3 through the streaming
 API, without content size or checksum. We read any valid zstd frame sequence
 (desync and other zstd versions write different frames) and also the xz and
 gzip streams a casync built with ``--compression=`` leaves behind, telling
-them apart by magic as casync does.
+them apart by magic as casync does. Output is bounded while it is produced:
+a small hostile stream that expands to gigabytes is refused once it passes
+the caller's limit, never decompressed whole first.
 """
 
 from __future__ import annotations
 
-import gzip
 import lzma
 import threading
 import zlib
@@ -22,6 +23,8 @@ ZSTD_LEVEL = 3
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
+_READ_BLOCK = 1 << 20  # output is produced in pieces of at most this much
+_XZ_MEMLIMIT = 80 << 20  # xz -9 needs 65 MiB; a header asking for a 1.5 GiB dictionary is refused
 
 _local = threading.local()  # zstd contexts are not thread-safe: one per thread
 
@@ -58,37 +61,96 @@ def decompress(stored: bytes, limit: int) -> bytes:
         return _zstd_frames(stored, limit)
     try:
         if stored.startswith(_XZ_MAGIC):
-            out = lzma.LZMADecompressor().decompress(stored, max_length=limit + 1)
-        elif stored.startswith(_GZIP_MAGIC):
-            out = gzip.decompress(stored)
-        else:
-            raise DecodeError("unknown compression (no zstd, xz or gzip magic)")
-    except (lzma.LZMAError, OSError, EOFError, zlib.error) as e:
+            return _xz(stored, limit)
+        if stored.startswith(_GZIP_MAGIC):
+            return _gzip_members(stored, limit)
+    except (lzma.LZMAError, zlib.error) as e:
         raise DecodeError(str(e)) from None
+    raise DecodeError("unknown compression (no zstd, xz or gzip magic)")
+
+
+def _too_much(limit: int) -> DecodeError:
+    return DecodeError(f"decompresses to more than {limit} bytes")
+
+
+def _xz(stored: bytes, limit: int) -> bytes:
+    d = lzma.LZMADecompressor(memlimit=_XZ_MEMLIMIT)
+    out = d.decompress(stored, max_length=limit + 1)
     if len(out) > limit:
-        raise DecodeError(f"decompresses to more than {limit} bytes")
+        raise _too_much(limit)
+    if not d.eof:
+        raise DecodeError("xz stream is truncated")
     return out
 
 
-def _zstd_frames(stored: bytes, limit: int) -> bytes:
-    size = zstandard.frame_content_size(stored)
-    if size > limit:  # -1 when the frame does not say
-        raise DecodeError(f"frame declares {size} bytes, more than {limit}")
-    parts = []
+def _gzip_members(stored: bytes, limit: int) -> bytes:
+    """Every gzip member, like ``gzip.decompress`` (which is unbounded), up to ``limit``."""
+    parts: list[bytes] = []
     total = 0
     rest = stored
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        parts.append(d.decompress(rest, limit + 1 - total))
+        total += len(parts[-1])
+        if total > limit or d.unconsumed_tail:
+            raise _too_much(limit)
+        if not d.eof:
+            raise DecodeError("gzip stream is truncated")
+        rest = d.unused_data.lstrip(b"\0")  # gzip allows zero padding after a member
+    return b"".join(parts)
+
+
+def _zstd_frames(stored: bytes, limit: int) -> bytes:
+    """One or more zstd frames, each found by its block headers, decoded in bounded
+    pieces (``decompressobj`` would decode a frame whole whatever its size)."""
+    parts = []
+    total = 0
+    at = 0
+    view = memoryview(stored)
     try:
-        while rest:
-            obj = _decompressor().decompressobj()
-            parts.append(obj.decompress(rest))
-            total += len(parts[-1])
-            if not obj.eof:
-                raise DecodeError("zstd stream is truncated")
-            if total > limit:
-                raise DecodeError(f"decompresses to more than {limit} bytes")
-            rest = obj.unused_data
-            if rest and not rest.startswith(_ZSTD_MAGIC):
+        while at < len(stored):
+            if stored[at : at + 4] != _ZSTD_MAGIC:
                 raise DecodeError("data after the end of the zstd stream")
+            end = _zstd_frame_end(view, at)
+            frame = view[at:end]
+            size = zstandard.frame_content_size(frame)
+            if size > limit - total:  # -1 when the frame does not say
+                raise DecodeError(f"frame declares {size} bytes, more than {limit}")
+            reader = _decompressor().stream_reader(frame, read_across_frames=False)
+            while piece := reader.read(min(limit - total + 1, _READ_BLOCK)):
+                parts.append(piece)
+                total += len(piece)
+                if total > limit:
+                    raise _too_much(limit)
+            at = end
     except zstandard.ZstdError as e:
         raise DecodeError(f"zstd: {e}") from None
+    if not parts:
+        return b""
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _zstd_frame_end(data: memoryview, at: int) -> int:
+    """Where the zstd frame starting at ``at`` ends (RFC 8878 3.1.1: a header, blocks
+    each with a 3-byte header, an optional 4-byte checksum); refuses a truncated one."""
+    if len(data) < at + 6:
+        raise DecodeError("zstd stream is truncated")
+    descriptor = data[at + 4]
+    single_segment = descriptor >> 5 & 1
+    pos = at + 5 + (0 if single_segment else 1)
+    pos += (0, 1, 2, 4)[descriptor & 3]  # dictionary id
+    pos += (single_segment, 2, 4, 8)[descriptor >> 6]  # content size
+    while True:
+        if pos + 3 > len(data):
+            raise DecodeError("zstd stream is truncated")
+        header = int.from_bytes(data[pos : pos + 3], "little")
+        kind = header >> 1 & 3
+        if kind == 3:
+            raise DecodeError("zstd: reserved block type")
+        pos += 3 + (1 if kind == 1 else header >> 3)  # an RLE block holds one byte
+        if header & 1:  # the last block
+            break
+    pos += 4 if descriptor & 4 else 0  # content checksum
+    if pos > len(data):
+        raise DecodeError("zstd stream is truncated")
+    return pos

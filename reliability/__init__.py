@@ -1,0 +1,1 @@
+"""Reliability harnesses and scenarios: faults, crashes, hostile input, load (RELIABILITY.md)."""
