@@ -196,7 +196,7 @@ class Decoder:
         elif entry.feature_flags != self.flags:
             raise self.fail("feature flags differ from the archive's first ENTRY", at)
         if not _known_type(entry.mode) or not features.stores_type(self.flags, entry.mode):
-            raise self.fail(f"node type {stat.S_IFMT(entry.mode):o} not allowed here", at)
+            raise self.fail(f"node type {entry.mode & 0o170000:o} not allowed here", at)
         if entry.flags & ~(self.flags & _ENTRY_FLAG_BITS):
             raise self.fail(f"ENTRY flags {entry.flags:#x} not allowed by the feature flags", at)
         meta = MetadataReader(entry)
@@ -234,7 +234,7 @@ class Decoder:
         if len(body) != r.DEVICE_SIZE - r.HEADER_SIZE:
             raise self.fail(f"DEVICE record of {size + r.HEADER_SIZE} bytes (must be 32)", at)
         major, minor = int.from_bytes(body[:8], "little"), int.from_bytes(body[8:], "little")
-        if major >= 1 << 32 or minor >= 1 << 32:
+        if major >= 1 << 31 or minor >= 1 << 31:  # os.makedev takes C ints
             raise self.fail(f"device number {major}:{minor} out of range", at)
         return Node(path, entry, rdev=os.makedev(major, minor)), None
 
@@ -277,4 +277,4 @@ _TYPES = (
 
 
 def _known_type(mode: int) -> bool:
-    return stat.S_IFMT(mode) in _TYPES and mode >> 16 == 0
+    return mode >> 16 == 0 and stat.S_IFMT(mode) in _TYPES  # S_IFMT overflows past 32 bits
