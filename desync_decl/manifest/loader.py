@@ -9,6 +9,12 @@ of the variable's value (``concurrency: ${env:JOBS}`` gives an integer); a
 quoted one stays a string (in a flow mapping ``{...}`` a plain scalar cannot
 hold ``}``, so write typed references in block style). Mapping keys are kept
 as written, always strings.
+
+A hostile file stays cheap: nesting deeper than ``MAX_DEPTH`` is refused from
+the event stream before a node tree is built (libyaml's composer recurses in C
+and crashes the process on a few hundred thousand ``[``), and aliases may add
+at most ``MAX_ALIAS_VALUES`` values to what is written (a "billion laughs" file
+of a few hundred bytes would otherwise expand to gigabytes).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_DEPTH = 64  # nested mappings and lists, aliases followed
+MAX_ALIAS_VALUES = 100_000  # values aliases may add to those written in the file
 
 
 @dataclass
@@ -58,6 +66,9 @@ def load_document(
 ) -> tuple[Document | None, list[Problem]]:
     """Parse ``text``; a YAML syntax error gives no document and one problem."""
     try:
+        written, too_deep = _scan(text, file)
+        if too_deep is not None:
+            return None, [Problem(too_deep, f"nested deeper than {MAX_DEPTH} levels")]
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -70,15 +81,42 @@ def load_document(
         return None, [Problem(Position(file), f"invalid YAML: {e}")]
     if root is None:
         return None, [Problem(Position(file), "the manifest is empty")]
-    builder = _Builder(text, file, env)
+    builder = _Builder(text, file, env, written + MAX_ALIAS_VALUES)
     document = Document(file, None, builder.values, builder.keys)
-    document.data = builder.build(root, ())
+    try:
+        document.data = builder.build(root, ())
+    except _TooLarge as e:
+        message = f"aliases expand the manifest by more than {MAX_ALIAS_VALUES} values"
+        return None, [Problem(builder.pos(e.mark), message)]
     return document, builder.problems
 
 
+def _scan(text: str, file: str) -> tuple[int, Position | None]:
+    """The number of values written, and where nesting first gets too deep (events
+    are produced without recursion, so this is safe on any input)."""
+    depth = written = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.NodeEvent):
+            written += 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                return written, Position(file, mark.line + 1, mark.column + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return written, None
+
+
+class _TooLarge(Exception):
+    def __init__(self, mark: Any) -> None:
+        self.mark = mark
+
+
 class _Builder:
-    def __init__(self, text: str, file: str, env: Mapping[str, str]) -> None:
+    def __init__(self, text: str, file: str, env: Mapping[str, str], budget: int) -> None:
         self.file = file
+        self.budget = budget  # values left to build
         self.env = env
         self.values: dict[DataPath, Position] = {}
         self.keys: dict[DataPath, Position] = {}
@@ -96,9 +134,15 @@ class _Builder:
         self.problems.append(Problem(self.pos(mark), message, path))
 
     def build(self, node: yaml.Node, path: DataPath) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge(node.start_mark)
         self.values.setdefault(path, self.pos(node.start_mark))
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if len(path) >= MAX_DEPTH:  # deeper through aliases than written
+            self.problem(node.start_mark, f"nested deeper than {MAX_DEPTH} levels", path)
+            return None
         if id(node) in self._open:
             self.problem(node.start_mark, "an alias may not contain itself", path)
             return None
@@ -131,8 +175,19 @@ class _Builder:
                     if not isinstance(source, yaml.MappingNode):
                         self.problem(source.start_mark, "'<<' merges only mappings", path)
                         continue
-                    for k, v in self._merged(source, path):
-                        merged.setdefault(k.value, (k, v))
+                    if id(source) in self._open:
+                        self.problem(source.start_mark, "an alias may not contain itself", path)
+                        continue
+                    if len(self._open) >= MAX_DEPTH:
+                        message = f"nested deeper than {MAX_DEPTH} levels"
+                        self.problem(source.start_mark, message, path)
+                        continue
+                    self._open.add(id(source))
+                    try:
+                        for k, v in self._merged(source, path):
+                            merged.setdefault(k.value, (k, v))
+                    finally:
+                        self._open.discard(id(source))
             elif not isinstance(key, yaml.ScalarNode):
                 self.problem(key.start_mark, "a key must be a plain string", path)
             elif key.value in own:
