@@ -18,12 +18,13 @@ takes, in this order:
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from desync_decl.assemble.seeds import Seed
-from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 
 MAX_CANDIDATES = 16  # positions of one chunk tried per seed: bounds the work on repetitive data
@@ -116,7 +117,19 @@ class AssemblyPlan:
 
 def null_chunk_id(index: Index) -> ChunkID:
     """The id of ``max`` zero bytes: what the chunker cuts all through a run of zeros."""
-    return index.digest.hash(bytes(index.sizes.max))
+    return _zeros_id(index.digest, index.sizes.max)
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros_id(digest: Digest, size: int) -> ChunkID:
+    """Hashed a block at a time: a 104-byte index may claim 128 MiB chunks, and
+    allocating them would let it take that much memory from every plan."""
+    hasher, block = digest.hasher(), bytes(1 << 20)
+    whole, rest = divmod(size, len(block))
+    for _ in range(whole):
+        hasher.update(block)
+    hasher.update(block[:rest])
+    return ChunkID(hasher.digest())
 
 
 def plan_assembly(
