@@ -103,16 +103,7 @@ def test_out_of_range_fields_are_format_errors(data, message):
 
 
 SEEDS = seeds.catar_seeds()
-ops = st.lists(
-    st.tuples(
-        st.integers(0, mutate.KINDS - 1),
-        st.integers(0, 2**32),
-        st.integers(0, 2**64 - 1),
-        st.integers(0, 2**16),
-    ),
-    min_size=1,
-    max_size=4,
-)
+ops = mutate.strategy(4)
 
 
 @settings(

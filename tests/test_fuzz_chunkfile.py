@@ -96,16 +96,7 @@ def test_an_xz_header_asking_for_a_huge_dictionary_is_refused():
 # --- mutations of real chunk files ----------------------------------------------------
 
 SEEDS = seeds.chunk_seeds()
-ops = st.lists(
-    st.tuples(
-        st.integers(0, mutate.KINDS - 1),
-        st.integers(0, 2**32),
-        st.integers(0, 2**64 - 1),
-        st.integers(0, 2**16),
-    ),
-    min_size=1,
-    max_size=4,
-)
+ops = mutate.strategy(4)
 FAST = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )

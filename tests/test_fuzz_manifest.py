@@ -74,16 +74,7 @@ def test_an_alias_loop_is_a_problem_not_a_recursion_error(tmp_path, text):
 
 
 SEEDS = seeds.manifest_seeds()
-ops = st.lists(
-    st.tuples(
-        st.integers(0, mutate.KINDS - 1),
-        st.integers(0, 2**32),
-        st.integers(0, 2**64 - 1),
-        st.integers(0, 2**16),
-    ),
-    min_size=1,
-    max_size=6,
-)
+ops = mutate.strategy(6)
 
 
 @settings(

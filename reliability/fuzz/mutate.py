@@ -58,3 +58,16 @@ def random_ops(rng: random.Random, count: int) -> list[tuple[int, int, int, int]
         (rng.randrange(KINDS), rng.getrandbits(32), rng.getrandbits(64), rng.getrandbits(16))
         for _ in range(count)
     ]
+
+
+def strategy(max_size: int = 4):  # type: ignore[no-untyped-def]
+    """Mutations as a hypothesis strategy (imported only where hypothesis is)."""
+    from hypothesis import strategies as st
+
+    op = st.tuples(
+        st.integers(0, KINDS - 1),
+        st.integers(0, 2**32),
+        st.integers(0, 2**64 - 1),
+        st.integers(0, 2**16),
+    )
+    return st.lists(op, min_size=1, max_size=max_size)
