@@ -1,9 +1,9 @@
 """The fuzz targets: what each parser is fed and what must hold afterwards.
 
 Shared by the hypothesis tests (``tests/test_fuzz_*.py``) and the atheris
-harness (``reliability/fuzz/harness.py``). A target returns normally when the
-input was accepted or refused with the parser's documented error; any other
-exception, or a broken property, is a finding:
+harness (``reliability/fuzz/harness.py``). A target returns True when the input
+was accepted and False when it was refused with the parser's documented
+error; any other exception, or a broken property, is a finding:
 
 - index: ``formats.index.decode`` raises only ``FormatError``; what it accepts
   encodes back to the same bytes.
@@ -17,7 +17,6 @@ exception, or a broken property, is a finding:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import stat
 import tempfile
@@ -45,26 +44,29 @@ _ID = ChunkID(bytes(32))
 _ENV = {"TOKEN": "t", "JOBS": "4", "EMPTY": ""}
 
 
-def index(data: bytes) -> None:
+def index(data: bytes) -> bool:
     try:
         decoded = index_format.decode(data, "fuzz")
     except FormatError:
-        return
+        return False
     assert decoded.encode() == data, "an accepted index does not encode back to its bytes"
     assert all(c.size <= decoded.sizes.max for c in decoded)
+    return True
 
 
-def chunk(data: bytes, limit: int = CHUNK_LIMIT) -> None:
+def chunk(data: bytes, limit: int = CHUNK_LIMIT) -> bool:
     try:
         out = chunkfile.decompress(data, limit)
     except DecodeError:
-        return
+        return False
     assert len(out) <= limit, f"{len(out)} bytes out with a limit of {limit}"
+    return True
 
 
-def encrypted_chunk(data: bytes, limit: int = CHUNK_LIMIT) -> None:
+def encrypted_chunk(data: bytes, limit: int = CHUNK_LIMIT) -> bool:
     """The bytes as a stored chunk, then sealed with the key (so the layers below the
-    cipher see them too)."""
+    cipher see them too); accepted when any format reads them."""
+    accepted = False
     for form in FORMATS:
         assert form.cipher is not None
         for stored in (data, form.cipher.encrypt(data)):
@@ -73,9 +75,11 @@ def encrypted_chunk(data: bytes, limit: int = CHUNK_LIMIT) -> None:
             except DecodeError:
                 continue
             assert len(out) <= limit or not form.compressed
+            accepted = True
+    return accepted
 
 
-def catar(data: bytes) -> None:
+def catar(data: bytes) -> bool:
     decoder = Decoder(io.BytesIO(data), "fuzz")
     read = 0
     try:
@@ -83,19 +87,24 @@ def catar(data: bytes) -> None:
             if isinstance(item, Node) and stat.S_ISREG(item.entry.mode) and item.size:
                 read += sum(len(block) for block in decoder.payload(1 << 16))
     except FormatError:
-        pass
-    assert read <= len(data), "more payload than the stream holds"
+        return False
+    finally:
+        assert read <= len(data), "more payload than the stream holds"
+    return True
 
 
-def manifest(data: bytes) -> None:
+def manifest(data: bytes) -> bool:
     with tempfile.TemporaryDirectory(prefix="fuzz-manifest-") as folder:
         path = Path(folder) / "m.yaml"
         path.write_bytes(data)
-        with contextlib.suppress(ManifestError):
+        try:
             load_manifest(path, env=_ENV)
+        except ManifestError:
+            return False
+    return True
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {
+TARGETS: dict[str, Callable[[bytes], bool]] = {
     "index": index,
     "chunk": chunk,
     "encrypted_chunk": encrypted_chunk,
