@@ -110,16 +110,26 @@ class S3Server:
             r.read()
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[S3Server]:
-    server_module = pytest.importorskip("moto.server", reason="moto[server] is not installed")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+@contextlib.contextmanager
+def running_moto() -> Iterator[S3Server]:
+    """moto's S3 API in this process on a free port of 127.0.0.1, stopped on exit
+    (ImportError without moto[server])."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     try:
         yield S3Server(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[S3Server]:
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    with running_moto() as server:
+        yield server
 
 
 @pytest.fixture

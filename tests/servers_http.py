@@ -1,9 +1,10 @@
 """Real HTTP(S) servers for the HTTP store and server tests, all on 127.0.0.1.
 
 * ``serve``: our own chunk-server / index-server services, in-process behind
-  real listeners (``desync_decl.server.listen``) on free ports; stopped at
-  teardown. ``cli_server`` runs the ``chunk-server``/``index-server`` verb as
-  a subprocess (signals, exit status) and reads its URL from its stderr.
+  real listeners (``start_listener``) on free ports; stopped at teardown.
+  ``chunk_service(root)`` is a chunk-server over a local store directory.
+  ``cli_server`` runs the ``chunk-server``/``index-server`` verb as a
+  subprocess (signals, exit status) and reads its URL from its stderr.
 * ``nginx``: Debian's nginx serving a store directory: static GET/HEAD, and
   WebDAV ``PUT`` (no DELETE, no listing) so a client can write through it.
 * ``ScriptedServer``: answers from a script of statuses/delays and records
@@ -28,11 +29,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from desync_decl.server import listen
+from desync_decl.server.chunks import ChunkService
+from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.messages import Request, Response
+from desync_decl.server.stack import StoreStack
+from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.local import LocalStore
 from tests import tls_certs
 
 # --- certificates -------------------------------------------------------------------
@@ -93,13 +100,25 @@ def certs(tmp_path_factory) -> Certs:
 # --- our servers, in-process --------------------------------------------------------
 
 
+def chunk_service(root: Path, fmt: StorageFormat = COMPRESSED, **kwargs: Any) -> ChunkService:
+    """Our chunk-server over a local store at ``root`` (its files in the same format)."""
+    upstream = LocalStore(root, format=fmt, skip_verify=True, create=True)
+    return ChunkService(StoreStack(SingleFlight(upstream)), wire=fmt, **kwargs)
+
+
+def start_listener(app: Callable[[Request], Response], **kwargs: Any) -> listen.Listener:
+    """``app`` served on a free port of 127.0.0.1 (``.url``; stop it with ``.close()``)."""
+    (listener,) = listen.listen(["127.0.0.1:0"], app, **kwargs)
+    return listener
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., listen.Listener]]:
     """``serve(app, tls=None, log=None)`` -> a listener on a free port (``.url``, ``.close()``)."""
     running: list[listen.Listener] = []
 
     def start(app: Callable[[Request], Response], **kwargs: object) -> listen.Listener:
-        (listener,) = listen.listen(["127.0.0.1:0"], app, **kwargs)  # type: ignore[arg-type]
+        listener = start_listener(app, **kwargs)
         running.append(listener)
         return listener
 

@@ -19,10 +19,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server import tls
-from desync_decl.server.chunks import ChunkService
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.indexes import IndexService
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores import http
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -47,6 +44,7 @@ serve, nginx, scripted, certs = (
     servers_http.certs,
 )
 opened = store_contract.opened  # the fixture
+chunk_server = servers_http.chunk_service
 FAST = StoreOptions(error_retry=3, error_retry_base_interval=0.01, timeout=5.0)
 
 
@@ -54,12 +52,6 @@ def open_store(url: str, options: StoreOptions, opened: list):
     store = http.open_chunk_store(url, options, Opener())
     opened.append(store)
     return store
-
-
-def chunk_server(root, fmt: StorageFormat = COMPRESSED, **kwargs) -> ChunkService:
-    """Our chunk-server over a local store at ``root`` (its files in the same format)."""
-    upstream = LocalStore(root, format=fmt, skip_verify=True, create=True)
-    return ChunkService(StoreStack(SingleFlight(upstream)), wire=fmt, **kwargs)
 
 
 class TestChunkServerStore(StoreContract):
