@@ -13,6 +13,7 @@ HTTP stores cannot list or delete, so they cannot be pruned (desync's matrix).
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 429}  # "try again later", as well as every 5xx
 _BODY_IN_MESSAGE = 200  # characters of an error response quoted in the message
+# a refused, dropped (before or in the middle of the body) or timed-out connection
+_DROPPED = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.Timeout,
+)
 
 
 class HttpObjects:
@@ -98,7 +105,7 @@ class HttpObjects:
             )
         except requests.exceptions.SSLError as e:  # a certificate problem does not heal itself
             raise StoreError(f"{method} {url}: TLS: {_cause(e)}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        except _DROPPED as e:
             raise StoreError(f"{method} {url}: {_cause(e)}", transient=True) from None
         except requests.exceptions.RequestException as e:
             raise StoreError(f"{method} {url}: {_cause(e)}") from None
@@ -148,6 +155,9 @@ def _cause(error: BaseException) -> str:
             return (reason.reason or str(reason)).lower().replace("_", " ")
         if isinstance(reason, OSError) and reason.strerror:
             return reason.strerror.lower()
+        if isinstance(reason, http.client.IncompleteRead):
+            got = reason.partial if isinstance(reason.partial, int) else len(reason.partial)
+            return f"connection closed {got} bytes into the body ({reason.expected} more expected)"
         inner = getattr(reason, "reason", None)
         if not isinstance(inner, BaseException):
             args = getattr(reason, "args", ())

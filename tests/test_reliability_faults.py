@@ -1,0 +1,54 @@
+"""Stores under network faults: a proxy (``reliability/proxy.py``) between the client and
+a real server drops, stalls, refuses, truncates and corrupts what passes through.
+
+Every run must either succeed with the right bytes (after retries or a failover) or
+fail with one clear line; never leave a wrong file, and never a corrupt chunk under
+its final name in a store (``desync-decl verify`` after every run).
+"""
+
+from __future__ import annotations
+
+from desync_decl.stores import http
+from desync_decl.stores.local import LocalStore
+from desync_decl.stores.location import Opener
+from desync_decl.stores.options import StoreOptions
+from reliability.proxy import Fault, FaultProxy, first
+from tests import servers_cloud, servers_http, servers_ssh
+from tests.servers_http import chunk_service
+from tests.store_contract import random_chunks
+
+serve, scripted = servers_http.serve, servers_http.scripted
+moto_server, cloud_env, s3_bucket = (
+    servers_cloud.moto_server,
+    servers_cloud.cloud_env,
+    servers_cloud.s3_bucket,
+)
+ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd
+QUICK = StoreOptions(error_retry=3, error_retry_base_interval=0.01, timeout=0.5)
+
+
+def port_of(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def trusting(sshd, proxy: FaultProxy, home) -> dict[str, str]:
+    """A HOME whose known_hosts has the server's key for the proxy's address."""
+    key = sshd.host_key_line.split(" ", 1)[1]
+    sshd.make_home(home, known_hosts=f"[127.0.0.1]:{proxy.port} {key}", port=False)
+    return {"HOME": str(home)}
+
+
+# --- what the harness found (each fixed where it was) ---------------------------------
+
+
+def test_an_http_answer_cut_off_mid_body_is_retried(serve, tmp_path):
+    chunk = random_chunks(1, seed=30)[0]
+    LocalStore(tmp_path / "s", create=True).store_chunk(chunk)
+    server = serve(chunk_service(tmp_path / "s"))
+    with FaultProxy(port_of(server.url), first(1, Fault("drop", at=0.5))) as proxy:
+        store = http.open_chunk_store(f"http://{proxy.hostport}/", QUICK, Opener())
+        try:
+            assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
+        finally:
+            store.close()
+        assert proxy.injected == {"drop": 1}
