@@ -8,14 +8,16 @@ its final name in a store (``desync-decl verify`` after every run).
 
 from __future__ import annotations
 
-from desync_decl.stores import http
+import pytest
+
+from desync_decl.stores import http, s3
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from reliability.proxy import Fault, FaultProxy, first
 from tests import servers_cloud, servers_http, servers_ssh
 from tests.servers_http import chunk_service
-from tests.store_contract import random_chunks
+from tests.store_contract import ID_NEVER_STORED, random_chunks
 
 serve, scripted = servers_http.serve, servers_http.scripted
 moto_server, cloud_env, s3_bucket = (
@@ -52,3 +54,20 @@ def test_an_http_answer_cut_off_mid_body_is_retried(serve, tmp_path):
         finally:
             store.close()
         assert proxy.injected == {"drop": 1}
+
+
+@pytest.mark.parametrize("kind", ["drop", "stall"])
+def test_an_s3_answer_botocore_reads_whole_is_retried_when_cut_or_stalled(
+    moto_server, s3_bucket, kind
+):
+    """botocore reads a body it does not stream (here a 404's XML) without wrapping
+    urllib3's errors: they escaped as a traceback."""
+    fault = Fault(kind, at=0.5, stall=2.0)
+    with FaultProxy(port_of(moto_server.endpoint), first(1, fault)) as proxy:
+        location = f"s3+http://{proxy.hostport}/{s3_bucket}/store"
+        store = s3.open_chunk_store(location, QUICK, Opener())
+        try:
+            assert store.has_chunk(ID_NEVER_STORED) is False
+        finally:
+            store.close()
+        assert proxy.injected == {kind: 1}

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.exceptions as bx
+import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
@@ -64,7 +65,15 @@ _TRANSIENT_CODES = {
     "InternalError",
     "ServiceUnavailable",
 }
-_TRANSIENT_ERRORS = (bx.HTTPClientError, bx.ConnectionError, bx.IncompleteReadError)
+_TRANSIENT_ERRORS = (
+    bx.HTTPClientError,
+    bx.ConnectionError,
+    bx.IncompleteReadError,
+    # botocore reads a body it does not stream (an error's XML, a PUT's answer)
+    # without wrapping urllib3's errors: a connection cut or stalled there
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.TimeoutError,
+)
 # One session for every store: it keeps the loaded API models, which makes a new
 # client about ten times cheaper (5 ms instead of 50).
 _session: boto3.session.Session | None = None
