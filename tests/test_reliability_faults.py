@@ -8,6 +8,9 @@ its final name in a store (``desync-decl verify`` after every run).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
 
 from desync_decl.stores import http, s3
@@ -16,7 +19,7 @@ from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from reliability.proxy import Fault, FaultProxy, first
 from tests import servers_cloud, servers_http, servers_ssh
-from tests.servers_http import chunk_service
+from tests.servers_http import Step, chunk_service
 from tests.store_contract import ID_NEVER_STORED, random_chunks
 
 serve, scripted = servers_http.serve, servers_http.scripted
@@ -71,3 +74,27 @@ def test_an_s3_answer_botocore_reads_whole_is_retried_when_cut_or_stalled(
         finally:
             store.close()
         assert proxy.injected == {kind: 1}
+
+
+def test_s3_uploads_carry_a_content_md5_so_a_damaged_body_is_refused(scripted, cloud_env):
+    server = scripted(Step(200))
+    store = s3.open_chunk_store(f"s3+{server.url}bucket/store", QUICK, Opener())
+    chunk = random_chunks(1, seed=31)[0]
+    store.store_chunk(chunk)
+    store.close()
+    ((method, _, headers),) = server.requests
+    body = chunk.stored()
+    assert method == "PUT"
+    assert headers["Content-MD5"] == base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+def test_s3_sends_an_upload_again_when_the_server_says_it_arrived_damaged(scripted, cloud_env):
+    bad_digest = (
+        b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>BadDigest</Code>"
+        b"<Message>The Content-MD5 you specified did not match what we received.</Message></Error>"
+    )
+    server = scripted(Step(400, bad_digest), Step(200))
+    store = s3.open_chunk_store(f"s3+{server.url}bucket/store", QUICK, Opener())
+    store.store_chunk(random_chunks(1, seed=32)[0])
+    store.close()
+    assert [method for method, _, _ in server.requests] == ["PUT", "PUT"]

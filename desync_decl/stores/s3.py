@@ -18,8 +18,10 @@ credentials came from, so a wrong key is one clear line.
 
 from __future__ import annotations
 
+import base64
 import configparser
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -64,6 +66,7 @@ _TRANSIENT_CODES = {
     "RequestThrottled",
     "InternalError",
     "ServiceUnavailable",
+    "BadDigest",  # the body did not arrive as sent (Content-MD5): send it again
 }
 _TRANSIENT_ERRORS = (
     bx.HTTPClientError,
@@ -232,12 +235,20 @@ class S3Objects:
             return False
 
     def write(self, key: str, data: bytes | memoryview) -> None:
-        """One PUT: S3 shows an object only once it is complete."""
+        """One PUT: S3 shows an object only once it is complete. Its Content-MD5 makes
+        the server refuse a body damaged on the way (BadDigest, retried) instead of
+        storing it under the chunk's name."""
         kind = "application/zstd" if key.endswith(".cacnk") else "application/octet-stream"
+        body = bytes(data)
+        md5 = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
         self._call(
             f"cannot write {key} to",
             lambda: self._client.put_object(
-                Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data), ContentType=kind
+                Bucket=self.bucket,
+                Key=self.prefix + key,
+                Body=body,
+                ContentType=kind,
+                ContentMD5=md5,
             ),
         )
 
