@@ -299,7 +299,8 @@ class SftpObjects:
             raise ObjectMissing(key) from None
         except (OSError, EOFError, paramiko.SSHException) as e:
             where = f"{self.location.rstrip('/')}/{key}"
-            if isinstance(e, TimeoutError) or not session.alive():
+            # EOFError: the server closed the channel, which the transport may not know yet
+            if isinstance(e, (TimeoutError, EOFError)) or not session.alive():
                 self._pool.discard(session)  # a late answer would confuse the next call
                 raise StoreError(f"cannot {what} {where}: {_why(e)}", transient=True) from None
             self._pool.release(session)
@@ -379,6 +380,8 @@ def _mkdir(sftp: paramiko.SFTPClient, folder: str) -> None:
 def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
+    if isinstance(e, EOFError):
+        return "the connection was closed"
     return str(e) or type(e).__name__
 
 
