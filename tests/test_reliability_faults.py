@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -122,3 +125,23 @@ def test_an_sftp_upload_cut_off_with_its_connection_is_retried(sshd, tmp_path, m
                 store.close()
             assert proxy.injected == {"drop-upload": 1}
     assert set(LocalStore(root).iter_chunk_ids()) == {c.id for c in chunks}
+
+
+def test_a_dead_ssh_connection_is_one_line_on_a_real_stderr(sshd, tmp_path):
+    """paramiko logs each failed connection with a traceback from its own thread; the
+    CLI printed them all (Python's last-resort log handler) before its one line."""
+    store = tmp_path / "store"
+    store.mkdir()
+    with FaultProxy(sshd.port, first(99, Fault("refuse")), http=False) as proxy:
+        env = {**os.environ, **trusting(sshd, proxy, tmp_path / "home")}
+        location = f"sftp://{sshd.user}@{proxy.hostport}{store}"
+        run = subprocess.run(
+            [sys.executable, "-m", "desync_decl", "verify", "-e", "2", "-b", "1ms", "-s", location],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [run.stderr.strip()], run.stderr
+    assert run.stderr.startswith("desync-decl: error: ") and "cannot connect" in run.stderr

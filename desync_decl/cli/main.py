@@ -118,6 +118,10 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     _keep_chunk_buffers_off_mmap()
     if args.debug:
         logging.basicConfig(level=logging.DEBUG, stream=console.err)
+    else:
+        # paramiko logs every failed SSH connection with a traceback from its own
+        # thread; the same failure reaches the store as an exception, and one line
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     try:
         try:
             return int(args.func(args, console))
