@@ -223,11 +223,13 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
     """The full Markdown report."""
     parts = [
         *bl.report_head(f"{TITLE} ({bl.size_label(args.size)} inputs)", bench, args, command),
-        "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
-        " even runs with casync), each after a `sync`. Inputs are warm in the page cache."
-        " Make: " + STORE_POLICY[args.rm_between_runs] + " Extract: from the last make's store"
-        " (warm) into a new output file per run (removed after its check, before the next"
-        " run's `sync`), after one untimed warm-up extract per tool.",
+        bl.interleaved_note(
+            "Inputs are warm in the page cache. Make: "
+            + STORE_POLICY[args.rm_between_runs]
+            + " Extract: from the last make's store (warm) into a new output file per run"
+            " (removed after its check, before the next run's `sync`), after one untimed"
+            " warm-up extract per tool."
+        ),
         bl.measure_note("input bytes"),
         "",
         *bl.tables(bench.results),

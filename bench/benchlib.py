@@ -38,7 +38,12 @@ TIME = "/usr/bin/time"  # GNU time: -f FORMAT -o FILE
 DISTURBED_CPU_SHARE = 0.1  # of all CPUs' time during a run, used by other work
 SETTLE_MARK = "stores-removed.stamp"  # its mtime: when a benchmark last removed stores
 REPO = Path(__file__).resolve().parent.parent
+BLOB_SYNCS = (
+    "desync-decl syncs the store before writing the index and fsyncs the extract output,"
+    " casync does neither"
+)
 DEFAULT_WORKDIR = Path("/var/tmp/desync-decl-bench")
+EXT4_SETTLE = "ext4 skips recently deleted inodes for about a minute"  # what --settle is for
 
 
 # ----------------------------------------------------------------- measuring
@@ -225,12 +230,14 @@ class BenchBase:
         )
         self.note_load("end")
 
-    def note_sync_after(self) -> None:
-        """How long the ``sync`` right after each command took (median per cell)."""
+    def note_sync_after(self, who_syncs: str = BLOB_SYNCS) -> None:
+        """How long the ``sync`` right after each command took (median per cell).
+
+        ``who_syncs`` says which of the measured commands flush their output.
+        """
         self.notes.append(
             "`sync` right after the command, median s (unflushed writes the command left"
-            " behind; desync-decl syncs the store before writing the index and fsyncs the"
-            " extract output, casync does neither): "
+            f" behind; {who_syncs}): "
             + "; ".join(
                 f"{r.operation} {r.dataset} {r.tool} "
                 f"{statistics.median(s.sync_after for s in r.samples):.2f}"
@@ -414,6 +421,14 @@ def report_head(title: str, bench: BenchBase, args: argparse.Namespace, command:
     ]
 
 
+def interleaved_note(rest: str) -> str:
+    """The bullet that says how the tools' runs alternate; ``rest`` follows in it."""
+    return (
+        "* Both tools run interleaved (run 1 of each, then run 2, ...; odd runs start with ours,"
+        f" even runs with casync), each after a `sync`. {rest}"
+    )
+
+
 def measure_note(per: str) -> str:
     """The bullet that says how the table's figures were taken; MB/s counts ``per``."""
     return (
@@ -423,18 +438,37 @@ def measure_note(per: str) -> str:
     )
 
 
-def tables(results: Sequence[Result], extra: Sequence[Column] = ()) -> list[str]:
-    """The results table (with ``extra`` columns), its legend and the ratio table."""
+def tables(
+    results: Sequence[Result],
+    extra: Sequence[Column] = (),
+    who_syncs: str = "desync-decl fsyncs what it writes before it exits, casync leaves that to"
+    " the kernel",
+) -> list[str]:
+    """The results table (with ``extra`` columns), its legend and the ratio table.
+
+    ``who_syncs`` says which of the measured commands flush their output.
+    """
     return [
         results_table(results, extra),
         "",
         disturbed_legend(),
         "",
         "Ratios (throughput ours/casync = casync wall / our wall; above 1 means we are faster."
-        " 'Until durable' adds to each run the `sync` right after it: desync-decl fsyncs what"
-        " it writes before it exits, casync leaves that to the kernel):",
+        f" 'Until durable' adds to each run the `sync` right after it: {who_syncs}):",
         "",
         ratio_table(results),
+    ]
+
+
+def measured_part(bench: BenchBase, per: str, correctness: str, who_syncs: str) -> list[str]:
+    """What follows a report's description: how figures were taken, the tables, notes
+    and the correctness paragraph; MB/s counts ``per``."""
+    return [
+        measure_note(per),
+        "",
+        *tables(bench.results, who_syncs=who_syncs),
+        "",
+        *report_tail(bench, correctness),
     ]
 
 
@@ -584,7 +618,10 @@ def main_locked(args: argparse.Namespace, run: Callable[[argparse.Namespace], in
 
 @contextlib.contextmanager
 def session(
-    args: argparse.Namespace, bench: BenchBase, clean: Callable[[], None]
+    args: argparse.Namespace,
+    bench: BenchBase,
+    clean: Callable[[], None],
+    who_syncs: str = BLOB_SYNCS,
 ) -> Iterator[None]:
     """Around the measurements: ``clean()`` before (then the ext4 settle wait) and after.
 
@@ -598,7 +635,7 @@ def session(
     try:
         yield
         bench.note_interference()
-        bench.note_sync_after()
+        bench.note_sync_after(who_syncs)
     finally:
         clean()
     note_version(bench, bench.version, snapshot)

@@ -10,22 +10,28 @@ half-written file under a final name, and an existing symlink or hard link at
 that name is replaced, never written through. Directory metadata (owner, mode,
 times) is applied when the directory is complete, so read-only directories
 can be filled.
+
+Directories are made on the decoding thread; files, symlinks and special
+nodes are written by worker threads (write_queue.py), which finishes each
+directory only after everything below it is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import secrets
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
+from desync_decl.archive.write_queue import WriteQueue
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
@@ -60,6 +66,20 @@ class UntarStats:
     others: int = 0  # fifos and sockets
     bytes: int = 0
 
+    def count(self, fmt: int, size: int = 0) -> None:
+        """One node of type ``fmt`` (``stat.S_IF*``); ``size``: a file's bytes."""
+        if fmt == stat.S_IFDIR:
+            self.dirs += 1
+        elif fmt == stat.S_IFREG:
+            self.files += 1
+            self.bytes += size
+        elif fmt == stat.S_IFLNK:
+            self.symlinks += 1
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            self.devices += 1
+        else:
+            self.others += 1
+
 
 @dataclass
 class _Dir:
@@ -75,9 +95,40 @@ class _Writer:
     stats: UntarStats = field(default_factory=UntarStats)
     umask: int = 0o022
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
+    # temporary names: unguessable per extraction, then counted (no getrandom per file)
+    temp_prefix: str = field(default_factory=lambda: f".#untar.{secrets.token_hex(8)}.")
+    temp_numbers: Iterator[int] = field(default_factory=itertools.count)
+
+    def temp_name(self) -> str:
+        return f"{self.temp_prefix}{next(self.temp_numbers)}"
 
     def show(self, path: tuple[bytes, ...]) -> str:
         return os.path.join(self.target, *map(os.fsdecode, path))
+
+    @contextlib.contextmanager
+    def errors(self, where: Node | str) -> Iterator[None]:
+        """A system call's failure as one line that names the node (or path)."""
+        try:
+            yield
+        except OSError as e:
+            shown = self.show(where.path) if isinstance(where, Node) else where
+            raise DesyncError(f"cannot extract {shown}: {e.strerror}") from None
+
+    def write_job(self, job: _Job) -> None:
+        """A file (its contents in memory), symlink or special node, on a worker thread."""
+        parent, name, node, data = job
+        with self.errors(node):
+            if data is None:
+                self.other(parent, name, node)
+            else:
+                self.file(parent, name, node, data)
+
+    def close_directory(self, d: _Dir) -> None:
+        try:
+            with self.errors(d.path):
+                self.finish_directory(d)
+        finally:
+            os.close(d.fd)
 
     # -- per node ------------------------------------------------------------------
 
@@ -100,7 +151,6 @@ class _Writer:
                 raise UntarError(f"refusing to extract into {where}: not a directory") from None
             raise
         self._make_writable(fd)
-        self.stats.dirs += 1
         return _Dir(fd, node.entry, where)
 
     def _mkdir(self, parent_fd: int, name: bytes, e: Entry) -> None:
@@ -119,7 +169,7 @@ class _Writer:
             os.fchmod(fd, (mode & 0o7777) | 0o700)
 
     def file(self, parent: _Dir, name: bytes, node: Node, data: Iterable[bytes]) -> None:
-        tmp = _temp_name()
+        tmp = self.temp_name()
         fd = os.open(tmp, _O_NEW, 0o600, dir_fd=parent.fd)
         renamed = False
         try:
@@ -133,8 +183,6 @@ class _Writer:
             os.close(fd)
             if not renamed:
                 _unlink(parent.fd, tmp)
-        self.stats.files += 1
-        self.stats.bytes += node.size
 
     def other(self, parent: _Dir, name: bytes, node: Node) -> None:
         """Symlinks, devices, fifos and sockets."""
@@ -142,7 +190,7 @@ class _Writer:
         fmt = stat.S_IFMT(e.mode)
         if fmt in (stat.S_IFCHR, stat.S_IFBLK) and not self.is_root:
             raise UntarError(f"refusing to create device node {self.show(node.path)}: needs root")
-        tmp = _temp_name()
+        tmp = self.temp_name()
         if fmt == stat.S_IFLNK:
             os.symlink(node.target, tmp, dir_fd=parent.fd)
         elif fmt == stat.S_IFIFO:
@@ -155,12 +203,6 @@ class _Writer:
         except BaseException:
             _unlink(parent.fd, tmp)
             raise
-        if fmt == stat.S_IFLNK:
-            self.stats.symlinks += 1
-        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
-            self.stats.devices += 1
-        else:
-            self.stats.others += 1
 
     def _rename(self, parent: _Dir, tmp: str, name: bytes, node: Node) -> None:
         try:
@@ -262,56 +304,68 @@ def _current_umask() -> int:
     return mask
 
 
-def _temp_name() -> str:
-    return f".#untar.{secrets.token_hex(8)}"
-
-
 def _unlink(dir_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
 
 
-def write_tree(decoder: Decoder, target: str | os.PathLike, options: WriteOptions) -> UntarStats:
-    """Extract everything ``decoder`` yields under ``target`` (made if missing)."""
+def write_tree(
+    decoder: Decoder, target: str | os.PathLike, options: WriteOptions, *, workers: int = 2
+) -> UntarStats:
+    """Extract everything ``decoder`` yields under ``target`` (made if missing).
+
+    Directories are made on this thread as the decoder reaches them; files up to
+    ``SMALL_FILE`` bytes (read into memory), symlinks and special nodes are written by
+    ``workers`` threads (write_queue.py), larger files here as they stream in.
+    """
     target = os.fsdecode(target)
     w = _Writer(target, options, umask=_current_umask())
     os.makedirs(target, exist_ok=True)
     stack: list[_Dir] = []
+    queue: WriteQueue[_Job, _Dir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
     try:
         for ev in decoder:
             if isinstance(ev, DirEnd):
-                d = stack.pop()
-                w.finish_directory(d)
-                os.close(d.fd)
-                continue
-            if not ev.path:
+                queue.dir_end(stack.pop())
+            elif not ev.path:
                 if not stat.S_ISDIR(ev.entry.mode):
                     raise UntarError("the archive's root is not a directory")
                 fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 w._make_writable(fd)
                 stack.append(_Dir(fd, ev.entry, target))
-                continue
-            _node(w, stack, ev, decoder)
+            else:
+                _node(w, stack, ev, decoder, queue)
+        queue.close()
+    except Exception:
+        queue.close()  # what came before the error (or raises the error of an earlier entry)
+        raise
+    except BaseException:
+        queue.stop()
+        raise
     finally:
-        for d in stack:
+        for d in [*stack, *queue.pending_dirs()]:
             os.close(d.fd)
     return w.stats
 
 
-def _node(w: _Writer, stack: list[_Dir], node: Node, decoder: Decoder) -> None:
+SMALL_FILE = 1 << 20
+_Job = tuple[_Dir, bytes, Node, "list[bytes] | None"]  # parent, name, node, file contents
+
+
+def _node(w: _Writer, stack: list[_Dir], node: Node, decoder: Decoder, queue: WriteQueue) -> None:
     name = node.path[-1]
     if records.name_problem(name) is not None:  # the decoder already refused these
         raise UntarError(f"refusing file name {name!r}")
     parent = stack[-1]
     fmt = stat.S_IFMT(node.entry.mode)
-    try:
-        if fmt == stat.S_IFDIR:
+    w.stats.count(fmt, node.size)
+    if fmt == stat.S_IFDIR:
+        with w.errors(node):
             stack.append(w.directory(parent, name, node))
-        elif fmt == stat.S_IFREG:
+    elif fmt != stat.S_IFREG:
+        queue.add((parent, name, node, None), 256)
+    elif node.size <= SMALL_FILE:
+        queue.add((parent, name, node, list(decoder.payload())), node.size + 256)
+    else:
+        with w.errors(node):
             w.file(parent, name, node, decoder.payload())
-        else:
-            w.other(parent, name, node)
-    except UntarError:
-        raise
-    except OSError as e:
-        raise DesyncError(f"cannot extract {w.show(node.path)}: {e.strerror}") from None

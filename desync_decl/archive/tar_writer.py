@@ -49,10 +49,7 @@ def write_tar(decoder: Decoder, out: BinaryIO) -> UntarStats:
             pad = -ev.size % _BLOCK
             out.write(bytes(pad))
             written += ev.size + pad
-            stats.files += 1
-            stats.bytes += ev.size
-        else:
-            _count(stats, fmt)
+        stats.count(fmt, ev.size)
     end = 2 * _BLOCK + (-(written + 2 * _BLOCK) % _RECORD)
     out.write(bytes(end))
     return stats
@@ -82,14 +79,3 @@ def _info(node: Node, fmt: int) -> tuple[tarfile.TarInfo, int]:
     }
     info.pax_headers["mtime"] = f"{e.mtime // 10**9}.{e.mtime % 10**9:09d}"
     return info, tarfile.PAX_FORMAT
-
-
-def _count(stats: UntarStats, fmt: int) -> None:
-    if fmt == stat.S_IFDIR:
-        stats.dirs += 1
-    elif fmt == stat.S_IFLNK:
-        stats.symlinks += 1
-    elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
-        stats.devices += 1
-    else:
-        stats.others += 1

@@ -1,0 +1,148 @@
+"""untar's worker threads: batches written in any order, directories finished in
+post-order after everything written into them, errors raised in archive order."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from desync_decl.archive import write_queue as wq
+from desync_decl.archive.write_queue import WriteQueue
+from tests import hostile_archives as h
+
+
+class Recorder:
+    """Writes and directory finishes as they happen; a write of ``fail`` raises."""
+
+    def __init__(self, fail: str | None = None, slow: str | None = None) -> None:
+        self.lock = threading.Lock()
+        self.events: list[str] = []
+        self.fail, self.slow = fail, slow
+
+    def write(self, item: str) -> None:
+        if item == self.slow:
+            time.sleep(0.05)
+        if item == self.fail:
+            raise OSError(f"cannot write {item}")
+        with self.lock:
+            self.events.append(item)
+
+    def finish(self, d: str) -> None:
+        assert threading.current_thread() is threading.main_thread()
+        with self.lock:
+            self.events.append(f"end {d}")
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    monkeypatch.setattr(wq, "BATCH_ITEMS", 2)
+
+
+def test_a_directory_is_finished_after_everything_queued_before_its_end(small_batches):
+    r = Recorder(slow="a/1")
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=4)
+    for item in ("a/1", "a/2", "a/b/1", "a/b/2", "a/b/3"):
+        q.add(item, 1)
+    q.dir_end("a/b")
+    q.add("a/3", 1)
+    q.dir_end("a")
+    q.close()
+    ends = [r.events.index("end a/b"), r.events.index("end a")]
+    assert ends[0] < ends[1]
+    for item in ("a/1", "a/2", "a/b/1", "a/b/2", "a/b/3"):
+        assert r.events.index(item) < ends[0]
+    assert r.events.index("a/3") < ends[1]
+
+
+def test_an_error_stops_the_writes_after_it_and_is_raised(small_batches):
+    r = Recorder(fail="x2")
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=1)
+    with pytest.raises(OSError, match="cannot write x2"):
+        for i in range(100):
+            q.add(f"x{i}", 1)
+        q.dir_end("root")
+        q.close()
+    q.stop()
+    assert r.events == ["x0", "x1"]
+
+
+def test_closing_after_an_error_of_the_decoder_writes_and_finishes_what_came_before():
+    r = Recorder()
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=2)
+    q.add("f", 1)
+    q.dir_end("d")
+    q.add("g", 1)  # then the decoder fails
+    q.close()
+    assert r.events[r.events.index("f") + 1 :].count("end d") == 1
+    assert "g" in r.events and q.pending_dirs() == []
+
+
+def test_closing_raises_the_error_of_an_earlier_write():
+    r = Recorder(fail="bad")
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=2)
+    q.add("bad", 1)
+    q.dir_end("d")
+    with pytest.raises(OSError, match="cannot write bad"):
+        q.close()
+    assert q.pending_dirs() == ["d"]
+
+
+def test_waiting_directories_stay_bounded(small_batches, monkeypatch):
+    monkeypatch.setattr(wq, "MAX_WAITING_DIRS", 3)
+    r = Recorder(slow="f0")
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=2)
+    most = 0
+    for i in range(20):
+        q.add(f"f{i}", 1)
+        q.dir_end(f"d{i}")
+        most = max(most, len(q.pending_dirs()))
+    q.close()
+    assert most <= 3
+    assert [e for e in r.events if e.startswith("end")] == [f"end d{i}" for i in range(20)]
+
+
+# -- through untar -------------------------------------------------------------------
+
+
+def test_many_files_in_read_only_directories_keep_their_times(cli, tmp_path, monkeypatch):
+    """Directory times and read-only modes are set only after the workers wrote into them."""
+    monkeypatch.setattr(wq, "BATCH_ITEMS", 3)
+    monkeypatch.setattr(wq, "MAX_WAITING_DIRS", 2)
+    tree = tmp_path / "tree"
+    for d in range(12):
+        sub = tree / f"d{d:02}" / "inner"
+        sub.mkdir(parents=True)
+        for f in range(7):
+            (sub / f"f{f}").write_bytes(os.urandom(f * 3000))
+            (sub.parent / f"g{f}").write_bytes(b"g" * f)
+        (sub / "link").symlink_to("f1")
+        big = sub.parent / "big"
+        big.write_bytes(os.urandom(1_100_000))  # above SMALL_FILE: written on the main thread
+        for p in (sub, sub.parent):
+            os.utime(p, ns=(10**18 + d, 10**18 + d))
+            os.chmod(p, 0o555)
+    os.utime(tree, ns=(10**18, 10**18))
+    assert cli("tar", tmp_path / "x.catar", tree).code == 0
+    out = tmp_path / "out"
+    result = cli("untar", tmp_path / "x.catar", out)
+    assert result.code == 0, result.err
+    assert cli("mtree", out).out == cli("mtree", tree).out
+    assert not list(Path(out).rglob(".#untar.*"))
+
+
+def test_a_failing_file_among_many_stops_with_its_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(wq, "BATCH_ITEMS", 2)
+    files = {f"f{i:03}".encode(): h.MemNode.file(b"x" * i) for i in range(50)}
+    data = h.archive(h.MemNode.dir(children=files))
+    out = tmp_path / "out"
+    (out / "f010").mkdir(parents=True)  # a directory in the way of the 11th file
+    (tmp_path / "x.catar").write_bytes(data)
+    result = cli("untar", tmp_path / "x.catar", out)
+    assert result.code == 1 and "f010" in result.err and "in the way" in result.err
+    for i in range(10):
+        assert (out / f"f{i:03}").read_bytes() == b"x" * i
+    assert not list(out.rglob(".#untar.*"))
