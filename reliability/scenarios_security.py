@@ -1,0 +1,79 @@
+"""Security of the servers and transports, as rows: the tests of
+``tests/test_server_security.py`` (and the SSH store's injection tests), one row
+per test function with its parametrized cases as runs.
+
+The attacks themselves live in the test suite, where CI runs them on every
+change; this module only runs them and counts, so RELIABILITY.md lists what
+was tried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"test_server_security": "servers and store clients", "test_store_ssh": "ssh store"}
+NOTES = {
+    "test_no_encoding_of_a_parent_directory_reaches_a_file_outside_the_store": (
+        "each case: 33 request targets x GET, HEAD, PUT, raw on the socket"
+    ),
+    "test_any_path_reaches_the_remote_shell_as_one_word": "200 hypothesis paths",
+}
+TESTS = [
+    "tests/test_server_security.py",
+    "tests/test_store_ssh.py::test_a_host_or_user_ssh_would_read_as_an_option_is_refused",
+    "tests/test_store_ssh.py::test_the_path_reaches_the_far_side_as_one_quoted_word",
+    "tests/test_store_ssh.py::test_a_hostile_path_runs_nothing_on_the_far_side",
+]
+
+
+def run(budget: str) -> list[dict]:
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "junit.xml"
+        subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"--junitxml={report}", *TESTS],
+            cwd=ROOT, capture_output=True, text=True,
+            env={k: v for k, v in os.environ.items() if k != "CI"},
+        )  # fmt: skip
+        cases = list(ET.parse(report).getroot().iter("testcase")) if report.exists() else []
+    groups: dict[tuple[str, str], list[str]] = {}
+    for case in cases:
+        name = re.sub(r"\[.*\]$", "", case.get("name", "?"))
+        outcome = "ok"
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "wrong"
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        groups.setdefault((case.get("classname", "?"), name), []).append(outcome)
+    rows = []
+    for (module, name), outcomes in groups.items():
+        skipped = outcomes.count("skipped")
+        rows.append(
+            {
+                "area": "security",
+                "fault": name.removeprefix("test_").replace("_", " "),
+                "target": TARGETS.get(module.rsplit(".", 1)[-1], module),
+                "runs": len(outcomes) - skipped,
+                "ok": outcomes.count("ok"),
+                "clean_errors": 0,
+                "wrong_output": outcomes.count("wrong"),
+                "corrupt_store": 0,
+                "data_lost": 0,
+                "notes": NOTES.get(name, "")
+                + (f" {skipped} skipped (a server binary missing)" if skipped else ""),
+            }
+        )
+    if not rows:
+        rows.append(
+            {"area": "security", "fault": "(pytest did not report)", "target": "tests",
+             "runs": 0, "ok": 0, "clean_errors": 0, "wrong_output": 1, "corrupt_store": 0,
+             "data_lost": 0, "notes": "no junit report"}
+        )  # fmt: skip
+    return rows
