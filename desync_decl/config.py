@@ -46,6 +46,8 @@ class Config:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise DesyncError(f"{file}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        except RecursionError:  # json recurses once per level of nesting
+            raise DesyncError(f"{file}: invalid JSON: nested too deeply") from None
         if not isinstance(raw, dict):
             raise DesyncError(f"{file}: expected a JSON object")
         return cls(file, raw)

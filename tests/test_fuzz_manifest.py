@@ -83,3 +83,16 @@ ops = mutate.strategy(6)
 @given(st.sampled_from(SEEDS), ops)
 def test_mutated_manifests_load_or_fail_with_manifest_error(seed, mutation):
     targets.manifest(mutate.apply(seed, mutation))
+
+
+def test_deeply_nested_json_in_the_config_and_store_files_is_a_clean_error(tmp_path, cli):
+    """json recurses per level: RecursionError escaped, and on SIGHUP it ended the server."""
+    from desync_decl.errors import DesyncError
+    from desync_decl.server import storefile
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DesyncError, match="nested too deeply"):
+        storefile.load(str(deep))
+    r = cli("--config", deep, "config")
+    assert r.code == 1 and r.err == f"desync-decl: error: {deep}: invalid JSON: nested too deeply\n"

@@ -30,6 +30,8 @@ def load(path: str) -> StoreFile:
         raise DesyncError(f"cannot read store file {path}: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DesyncError(f"store file {path}: invalid JSON: {e}") from None
+    except RecursionError:  # json recurses once per level of nesting
+        raise DesyncError(f"store file {path}: invalid JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise DesyncError(f"store file {path}: expected a JSON object")
     stores, cache = raw.get("stores"), raw.get("cache") or None
