@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -125,6 +126,28 @@ def test_an_sftp_upload_cut_off_with_its_connection_is_retried(sshd, tmp_path, m
                 store.close()
             assert proxy.injected == {"drop-upload": 1}
     assert set(LocalStore(root).iter_chunk_ids()) == {c.id for c in chunks}
+
+
+def test_a_stalled_sftp_connection_is_left_once_the_timeout_is_up(sshd, tmp_path, monkeypatch):
+    """The retry opened its session on the stalled connection (it still looks active),
+    and paramiko waits for a channel (an hour) and the subsystem (for ever) without a
+    timeout: a 30 s stall held the read for 30 s, a silent network for good."""
+    root = tmp_path / "store"
+    chunks = [chunk_of(random.Random(40 + i).randbytes(60_000)) for i in range(3)]
+    for chunk in chunks:
+        LocalStore(root, create=True).store_chunk(chunk)
+    with FaultProxy(sshd.port, first(1, Fault("stall", at=20_000, stall=30)), http=False) as proxy:
+        for name, value in trusting(sshd, proxy, tmp_path / "home").items():
+            monkeypatch.setenv(name, value)
+        store = sftp.open_chunk_store(f"sftp://{sshd.user}@{proxy.hostport}{root}", QUICK, Opener())
+        start = time.monotonic()
+        try:
+            for chunk in chunks:
+                assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
+        finally:
+            store.close()
+        assert time.monotonic() - start < 10
+        assert proxy.injected == {"stall": 1}
 
 
 def test_a_dead_ssh_connection_is_one_line_on_a_real_stderr(sshd, tmp_path):

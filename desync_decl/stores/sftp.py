@@ -63,6 +63,7 @@ class _Connection:
 
     def __init__(self, client: paramiko.SSHClient) -> None:
         self.client, self.sessions = client, 0
+        self.abandoned = False  # closed because it stopped answering
 
     def active(self) -> bool:
         transport = self.client.get_transport()
@@ -94,12 +95,12 @@ class _Connector:
             connection = self._connection_with_room()
             connection.sessions += 1
         try:
-            sftp = connection.client.open_sftp()
+            sftp = self._open_sftp(connection)
         except (OSError, EOFError, paramiko.SSHException) as e:
             with self._lock:
                 connection.sessions -= 1
-            raise StoreError(f"{self.location}: no SFTP session: {_why(e)}", transient=True) from e
-        sftp.get_channel().settimeout(self.timeout)
+            why = "timed out" if connection.abandoned else _why(e)
+            raise StoreError(f"{self.location}: no SFTP session: {why}", transient=True) from e
         session = _Session(sftp, connection)
         if not self._root_checked:
             try:
@@ -108,6 +109,32 @@ class _Connector:
                 self.end_session(session)
                 raise
         return session
+
+    def _open_sftp(self, connection: _Connection) -> paramiko.SFTPClient:
+        """An SFTP session within the timeout. paramiko waits for the channel (an hour)
+        and the subsystem (for ever) without one: when the time is up the connection
+        is abandoned, which ends those waits."""
+        timer = None
+        if self.timeout is not None:
+            timer = threading.Timer(self.timeout, self.abandon, args=(connection,))
+            timer.daemon = True
+            timer.start()
+        try:
+            sftp = connection.client.open_sftp()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        sftp.get_channel().settimeout(self.timeout)
+        return sftp
+
+    def abandon(self, connection: _Connection) -> None:
+        """Close a connection that stopped answering: calls waiting on it fail, and the
+        next session is opened on a new one (a stalled connection still looks active)."""
+        with self._lock:
+            connection.abandoned = True
+            if connection in self._connections:
+                self._connections.remove(connection)
+        connection.client.close()
 
     def end_session(self, session: _Session) -> None:
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
@@ -205,6 +232,7 @@ class SftpObjects:
             connector.open_session, options.n, connector.end_session
         )
         self._end_session = connector.end_session
+        self._abandon = connector.abandon
         # CLI verbs and scripts may drop a store without close(): its connections
         # (kept alive by paramiko's threads) still end when the store is collected
         self._finalizer = weakref.finalize(self, connector.close)
@@ -302,6 +330,8 @@ class SftpObjects:
             # EOFError: the server closed the channel, which the transport may not know yet
             if isinstance(e, (TimeoutError, EOFError)) or not session.alive():
                 self._pool.discard(session)  # a late answer would confuse the next call
+                if isinstance(e, TimeoutError):
+                    self._abandon(session.connection)
                 raise StoreError(f"cannot {what} {where}: {_why(e)}", transient=True) from None
             self._pool.release(session)
             raise StoreError(f"cannot {what} {where}: {_why(e)}") from None
