@@ -25,8 +25,6 @@ a new connection); anything else (permissions, a full disk) is a permanent one.
 from __future__ import annotations
 
 import contextlib
-import getpass
-import logging
 import os
 import posixpath
 import secrets
@@ -47,15 +45,14 @@ from desync_decl.stores.objects import (
 )
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
-from desync_decl.stores.ssh import SessionPool, SshTarget, parse_location
+from desync_decl.stores.ssh import SessionPool, parse_location
+from desync_decl.stores.ssh_hosts import GLOBAL_KNOWN_HOSTS, HostKeyPolicy, ssh_settings
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 SESSIONS_PER_CONNECTION = 8  # below OpenSSH's default MaxSessions (10)
 TEMP_PREFIX = ".tmp-cacnk"  # as the local store's temp files
 _PIPELINE_FROM = 64 * 1024  # bigger objects are read with parallel requests (prefetch)
-GLOBAL_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 
 
 class _Connection:
@@ -182,7 +179,7 @@ class _Connector:
             for path in s["known_hosts"]:
                 if os.path.isfile(path):
                     client.get_host_keys().load(path)
-            client.set_missing_host_key_policy(_HostKeyPolicy(self.location, s))
+            client.set_missing_host_key_policy(HostKeyPolicy(self.location, s))
             client.connect(
                 s["hostname"],
                 port=s["port"],
@@ -225,9 +222,7 @@ class SftpObjects:
         target = parse_location(location)
         self.root = target.path.rstrip("/") or "/"
         self.options = options
-        connector = _Connector(
-            location, self.root, _ssh_settings(target, location), options.timeout
-        )
+        connector = _Connector(location, self.root, ssh_settings(target, location), options.timeout)
         self._pool: SessionPool[_Session] = SessionPool(
             connector.open_session, options.n, connector.end_session
         )
@@ -340,53 +335,6 @@ class SftpObjects:
             raise
         self._pool.release(session)
         return result
-
-
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """An unknown host: refused (default), recorded (``accept-new``) or taken (``no``)."""
-
-    def __init__(self, location: str, settings: dict[str, Any]) -> None:
-        self.location, self.settings = location, settings
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
-        mode = self.settings["strict"]
-        if mode in ("no", "off"):
-            log.warning("%s: accepting the unknown host key of %s", self.location, hostname)
-            return
-        known_hosts = self.settings["known_hosts"][0]
-        if mode == "accept-new":
-            os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
-            with open(known_hosts, "a") as f:
-                f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
-            client.get_host_keys().add(hostname, key.get_name(), key)
-            return
-        port, name = self.settings["port"], self.settings["hostname"]
-        scan = f"ssh-keyscan -p {port} {name}" if port != 22 else f"ssh-keyscan {name}"
-        raise StoreError(
-            f"{self.location}: host {hostname} is not in {known_hosts}; trust it by connecting "
-            f"once with ssh, or check the key of `{scan}` and append it there"
-        )
-
-
-def _ssh_settings(target: SshTarget, location: str) -> dict[str, Any]:
-    """What OpenSSH would use for this host: ``~/.ssh/config`` under the URL's values."""
-    path = os.path.expanduser("~/.ssh/config")
-    try:
-        config = paramiko.SSHConfig.from_path(path) if os.path.isfile(path) else None
-        host = config.lookup(target.host) if config else {}
-    except (OSError, paramiko.SSHException, ValueError) as e:
-        raise StoreError(f"{location}: cannot read {path}: {e}") from None
-    known = host.get("userknownhostsfile", "~/.ssh/known_hosts").split()
-    return {
-        "hostname": host.get("hostname", target.host),
-        "port": target.port or int(host.get("port", 22)),
-        "user": target.user or host.get("user") or getpass.getuser(),
-        "identity_files": [os.path.expanduser(p) for p in host.get("identityfile", [])],
-        "identities_only": host.get("identitiesonly", "no").lower() == "yes",
-        "known_hosts": [os.path.expanduser(p) for p in known or ["~/.ssh/known_hosts"]],
-        "strict": host.get("stricthostkeychecking", "yes").lower(),
-        "proxy_command": host.get("proxycommand") if host.get("proxycommand") != "none" else None,
-    }
 
 
 def _no_delay(client: paramiko.SSHClient) -> None:
