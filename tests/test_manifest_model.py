@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from desync_decl.manifest import (
     ManifestError,
     PruneAction,
     Seed,
+    TarAction,
+    UntarAction,
     VerifyAction,
     load_manifest,
 )
@@ -191,3 +194,73 @@ def test_secrets_stay_out_of_reprs(tmp_path):
     )
     assert m.stores["s"].options["http_auth"] == "hunter2"
     assert "hunter2" not in repr(m)
+
+
+def test_tar_and_untar_tasks_are_typed_with_feature_bits_and_defaults(tmp_path):
+    from desync_decl.formats import flags as ff
+    from desync_decl.formats.catar import features
+
+    m = load(
+        tmp_path,
+        """
+version: 1
+defaults: {chunk_size: "8K:32K:128K"}
+stores: {local: {url: chunks}}
+tasks:
+  - name: pack
+    tar: {source: site, index: out/site.caidx, store: local}
+  - name: pack exactly
+    tar:
+      source: /srv/site
+      index: "https://i.example/site.caidx"
+      store: local
+      chunk_size: 16K
+      with: [unix, xattrs]
+      without: [symlinks]
+      no_time: true
+      one_file_system: true
+  - name: deploy
+    untar: {index: out/site.caidx, path: ~/site, stores: [local]}
+  - name: deploy loosely
+    untar:
+      index: out/site.caidx
+      path: /srv/copy
+      stores: [local]
+      seeds: [/srv/site, old]
+      no_same_owner: true
+      no_same_permissions: true
+      delete_extra: true
+      pin: "sha512-256:0000000000000000000000000000000000000000000000000000000000000000"
+""",
+        env={},
+    )
+    pack, exact, deploy, loose = (t.action for t in m.tasks)
+    assert [t.kind for t in m.tasks] == ["tar", "tar", "untar", "untar"]
+    assert pack == TarAction(
+        tmp_path / "site",
+        str(tmp_path / "out/site.caidx"),
+        "local",
+        ChunkSizes.parse("8K:32K:128K"),
+        features.DESYNC_TAR & ff.WITH_MASK,
+    )
+    unix = features.GROUPS["unix"] | features.NAMES["xattrs"]
+    assert exact == TarAction(
+        Path("/srv/site"),
+        "https://i.example/site.caidx",
+        "local",
+        ChunkSizes.parse("16K"),
+        unix & ~features.NAMES["symlinks"] & ~features.NAMES["sec-time"],
+        one_file_system=True,
+    )
+    home = Path(os.path.expanduser("~"))
+    assert deploy == UntarAction(str(tmp_path / "out/site.caidx"), home / "site", ("local",))
+    assert loose == UntarAction(
+        index=str(tmp_path / "out/site.caidx"),
+        path=Path("/srv/copy"),
+        stores=("local",),
+        seeds=(Path("/srv/site"), tmp_path / "old"),
+        no_same_owner=True,
+        no_same_permissions=True,
+        delete_extra=True,
+        pin="sha512-256:" + "0" * 64,
+    )

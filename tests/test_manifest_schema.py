@@ -84,7 +84,7 @@ def test_validate_prints_every_problem_on_stderr_and_exits_1(cli, tmp_path):
     assert r.err.splitlines() == [
         f"{bad}:2:22: unknown key 'tiemout' in store 'a' (expected one of: url, options)",
         f"{bad}:3:9: task 'x' has no action"
-        " (expected one of: make, extract, chop, cache, prune, verify)",
+        " (expected one of: make, extract, chop, cache, prune, verify, tar, untar)",
         f"{tmp_path / 'missing.yaml'}: no such file",
     ]
     assert "Traceback" not in r.err
@@ -127,3 +127,10 @@ def test_any_shape_gives_problems_never_a_crash(tmp_path_factory, data):
     except ManifestError as e:
         assert e.problems
         assert all(str(p).startswith(f"{path}:") for p in e.problems)
+
+
+def test_tar_features_in_the_schema_are_casyncs_names():
+    from desync_decl.formats.catar import features
+
+    enum = json.loads(SCHEMA.read_text())["$defs"]["feature"]["enum"]
+    assert enum == [*features.GROUPS, *features.NAMES]

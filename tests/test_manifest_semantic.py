@@ -211,3 +211,64 @@ tasks:
     )
     assert len(found) >= 9
     assert all(line.startswith("m.yaml:") for line in found)
+
+
+def test_tar_and_untar_name_stores_and_write_their_targets(tmp_path):
+    found = problems(
+        tmp_path,
+        HEAD
+        + """tasks:
+  - name: pack
+    tar: {source: site, index: site.caidx, store: orgin, chunk_size: "64K:16K:1M"}
+  - name: deploy
+    untar: {index: site.caidx, path: out, stores: [nope]}
+  - name: again
+    extract: {index: a.caibx, path: out, stores: [local]}
+""",
+    )
+    assert found == [
+        "m.yaml:7:51: unknown store 'orgin' in 'tar.store' of task 'pack' (known: local, origin)",
+        "m.yaml:7:70: 'tar.chunk_size' of task 'pack': invalid chunk size '64K:16K:1M':"
+        " need 1 <= min <= avg <= max",
+        "m.yaml:9:52: unknown store, group or cache 'nope' in 'untar.stores[0]' of task"
+        " 'deploy' (known: stores local, origin)",
+        "m.yaml:11:37: 'extract.path' of task 'again': out is also written by task 'deploy' (9:38)",
+    ]
+
+
+def test_a_tar_index_inside_its_source_would_never_converge(tmp_path):
+    found = problems(
+        tmp_path,
+        HEAD
+        + """tasks:
+  - name: pack
+    tar: {source: site, index: site/../site/idx/site.caidx, store: local}
+  - name: fine
+    tar: {source: site, index: site.caidx, store: local}
+""",
+    )
+    assert found == [
+        "m.yaml:7:32: 'tar.index' of task 'pack': site/../site/idx/site.caidx is inside the"
+        " source directory site (the index would change what it describes)"
+    ]
+
+
+def test_delete_extra_would_delete_what_another_task_writes_inside(tmp_path):
+    found = problems(
+        tmp_path,
+        HEAD
+        + """tasks:
+  - name: config
+    extract: {index: c.caibx, path: srv/app/config.img, stores: [local]}
+  - name: deploy
+    untar: {index: app.caidx, path: srv/app, stores: [local], delete_extra: true}
+  - name: deploy keeping extras
+    untar: {index: app.caidx, path: srv/other, stores: [local]}
+  - name: config of the other
+    extract: {index: c.caibx, path: srv/other/config.img, stores: [local]}
+""",
+    )
+    assert found == [
+        "m.yaml:9:77: 'untar.delete_extra' of task 'deploy': would delete srv/app/config.img,"
+        " which task 'config' writes (7:37)"
+    ]

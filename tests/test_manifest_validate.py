@@ -89,7 +89,7 @@ def test_a_task_has_exactly_one_action(tmp_path):
     )
     assert found == [
         "m.yaml:5:5: task 'idle' has no action"
-        " (expected one of: make, extract, chop, cache, prune, verify)",
+        " (expected one of: make, extract, chop, cache, prune, verify, tar, untar)",
         "m.yaml:9:5: task 'busy' has more than one action (verify, prune): one per task",
     ]
 
@@ -98,7 +98,7 @@ def test_misspelt_action_is_one_unknown_key_error(tmp_path):
     found = problems(tmp_path, STORES + "tasks:\n  - name: x\n    extrct: {}\n")
     assert found == [
         "m.yaml:6:5: unknown key 'extrct' in task 'x' (did you mean 'extract'?"
-        " expected one of: name, tags, make, extract, chop, cache, prune, verify)"
+        " expected one of: name, tags, make, extract, chop, cache, prune, verify, tar, untar)"
     ]
 
 
@@ -208,4 +208,20 @@ tasks:
 def test_a_list_is_not_a_manifest(tmp_path):
     assert problems(tmp_path, "- version: 1\n") == [
         "m.yaml:1:1: a manifest is a mapping (version, tasks, ...), got a list"
+    ]
+
+
+def test_unknown_tar_feature_gets_a_guess(tmp_path):
+    found = problems(
+        tmp_path,
+        STORES
+        + """tasks:
+  - name: pack
+    tar: {source: site, index: site.caidx, store: local, with: [bst], without: []}
+""",
+    )
+    assert found == [
+        "m.yaml:6:65: 'tar.with[0]' of task 'pack': expected a casync feature name or set,"
+        " got 'bst' (did you mean 'best'?)",
+        "m.yaml:6:80: 'tar.without' of task 'pack': must not be empty",
     ]

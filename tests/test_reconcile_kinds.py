@@ -482,7 +482,16 @@ def test_verify_reports_invalid_chunks_and_repairs_only_when_asked(tmp_path, sta
 
 
 def test_the_kind_registry_refuses_a_duplicate_name():
-    assert sorted(KINDS) == ["cache", "chop", "extract", "make", "prune", "verify"]
+    assert sorted(KINDS) == [
+        "cache",
+        "chop",
+        "extract",
+        "make",
+        "prune",
+        "tar",
+        "untar",
+        "verify",
+    ]
     with pytest.raises(ValueError, match="reconciler kind 'make' is registered twice"):
         register(KINDS["make"], dict(KINDS))
     assert Digest.SHA512_256  # (imported for the digests above)

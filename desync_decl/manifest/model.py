@@ -17,14 +17,16 @@ from types import MappingProxyType
 from typing import Any
 
 from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_decl.formats import flags as ff
 from desync_decl.manifest.convert import local_path, location, parse_duration, parse_mode
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.problems import DataPath, Position
 from desync_decl.stores.options import StoreOptions
 from desync_decl.units import parse_size
 
-KINDS = ("make", "extract", "chop", "cache", "prune", "verify")
+KINDS = ("make", "extract", "chop", "cache", "prune", "verify", "tar", "untar")
 DEFAULT_CONCURRENCY = 8
+TIME_FEATURES = ff.WITH_SEC_TIME | ff.WITH_USEC_TIME | ff.WITH_NSEC_TIME | ff.WITH_2SEC_TIME
 # manifest option name -> StoreOptions field
 _OPTION_FIELDS = {"retries": "error_retry", "retry_interval": "error_retry_base_interval"}
 _OPTION_FIELDS |= {"connections": "n"}
@@ -122,7 +124,38 @@ class VerifyAction:
     repair: bool = False
 
 
-Action = MakeAction | ExtractAction | ChopAction | CacheAction | PruneAction | VerifyAction
+@dataclass(frozen=True)
+class TarAction:
+    source: Path  # a directory
+    index: str
+    store: str
+    chunk_size: ChunkSizes  # defaults.chunk_size unless the task sets its own
+    features: int  # the archive's "with" bits after with, without and no_time
+    one_file_system: bool = False
+
+
+@dataclass(frozen=True)
+class UntarAction:
+    index: str
+    path: Path  # the directory
+    stores: tuple[str, ...]
+    seeds: tuple[Path, ...] = ()  # directories
+    no_same_owner: bool = False
+    no_same_permissions: bool = False
+    delete_extra: bool = False
+    pin: str | None = None
+
+
+Action = (
+    MakeAction
+    | ExtractAction
+    | ChopAction
+    | CacheAction
+    | PruneAction
+    | VerifyAction
+    | TarAction
+    | UntarAction
+)
 
 
 @dataclass(frozen=True)
@@ -274,3 +307,32 @@ class _Builder:
 
     def _verify(self, a: dict[str, Any]) -> VerifyAction:
         return VerifyAction(a["store"], a.get("repair", False))
+
+    def _tar(self, a: dict[str, Any]) -> TarAction:
+        # imported here: loading a manifest without tar tasks need not load the catar codec
+        from desync_decl.formats.catar.features import DESYNC_TAR, parse_features
+
+        sizes = ChunkSizes.parse(a["chunk_size"]) if "chunk_size" in a else None
+        features = parse_features(list(a.get("with", ())), list(a.get("without", ())), DESYNC_TAR)
+        if a.get("no_time", False):
+            features &= ~TIME_FEATURES
+        return TarAction(
+            self._path(a["source"]),
+            self._loc(a["index"]),
+            a["store"],
+            sizes or self.defaults.chunk_size,
+            features,
+            a.get("one_file_system", False),
+        )
+
+    def _untar(self, a: dict[str, Any]) -> UntarAction:
+        return UntarAction(
+            index=self._loc(a["index"]),
+            path=self._path(a["path"]),
+            stores=tuple(a["stores"]),
+            seeds=tuple(self._path(s) for s in a.get("seeds", ())),
+            no_same_owner=a.get("no_same_owner", False),
+            no_same_permissions=a.get("no_same_permissions", False),
+            delete_extra=a.get("delete_extra", False),
+            pin=a.get("pin"),
+        )

@@ -3,8 +3,8 @@
 They run on whatever parts of the data have the right shape, next to the
 schema check, so one run reports everything. Stores, groups and caches share
 one namespace: a task's ``stores`` and a group's ``failover`` may name any of
-them; ``make``, ``chop``, ``prune`` and ``verify`` write or list chunks, and a
-cache keeps its copies, so those need a store.
+them; ``make``, ``chop``, ``tar``, ``prune`` and ``verify`` write or list
+chunks, and a cache keeps its copies, so those need a store.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ TASK_REFS: dict[str, list[tuple[str, tuple[str, ...], bool]]] = {
     "cache": [("stores", ANY, True), ("cache", STORE, False)],
     "prune": [("store", STORE, False)],
     "verify": [("store", STORE, False)],
+    "tar": [("store", STORE, False)],
+    "untar": [("stores", ANY, True)],
 }
-# task kind -> field naming a local file it writes
-TASK_TARGETS = {"make": "index", "extract": "path"}
+# task kind -> field naming a local file (or directory) it writes
+TASK_TARGETS = {"make": "index", "extract": "path", "tar": "index", "untar": "path"}
 OPTION_ALIASES = (("retries", "error_retry"), ("retry_interval", "error_retry_base_interval"))
 DURATIONS = ("timeout", "retry_interval", "error_retry_base_interval")
 
@@ -74,6 +76,7 @@ class _Checker:
         self.cycles()
         self.task_names()
         self.targets()
+        self.trees()
         self.sizes()
         self.store_options()
 
@@ -201,10 +204,51 @@ class _Checker:
                 else:
                     writers[resolved] = path
 
+    def trees(self) -> None:
+        """A tar whose index lies in its source would find it changed on every run; an
+        untar deleting extra entries would delete what another task writes inside it."""
+        for i, task in self.tasks:
+            tar = _mapping(task.get("tar"))
+            source, index = tar.get("source"), tar.get("index")
+            paths = isinstance(source, str) and source and isinstance(index, str) and index
+            if paths and not is_url(index) and self.inside(index, source):
+                path = ("tasks", i, "tar", "index")
+                self.add(
+                    path,
+                    f"{self.where(path)}: {index} is inside the source directory {source}"
+                    " (the index would change what it describes)",
+                )
+            untar = _mapping(task.get("untar"))
+            target = untar.get("path")
+            if untar.get("delete_extra") is True and isinstance(target, str) and target:
+                self.written_inside(i, target)
+
+    def written_inside(self, i: int, directory: str) -> None:
+        for j, task in self.tasks:
+            for kind, field in TASK_TARGETS.items():
+                written = _mapping(task.get(kind)).get(field)
+                if j == i or not isinstance(written, str) or not written or is_url(written):
+                    continue
+                if self.inside(written, directory):
+                    path = ("tasks", i, "untar", "delete_extra")
+                    other = ("tasks", j, kind, field)
+                    self.add(
+                        path,
+                        f"{self.where(path)}: would delete {written}, which"
+                        f" {self.where(other[:2])} writes ({self.doc.at(other).short()})",
+                    )
+
+    def inside(self, path: str, directory: str) -> bool:
+        """Whether ``path`` lies below ``directory`` (both as the manifest resolves them)."""
+        parent = local_path(directory, self.base_dir)
+        return parent in local_path(path, self.base_dir).parents
+
     def sizes(self) -> None:
         self.chunk_size(("defaults", "chunk_size"), _mapping(self.data.get("defaults")))
         for i, task in self.tasks:
-            self.chunk_size(("tasks", i, "make", "chunk_size"), _mapping(task.get("make")))
+            for kind in ("make", "tar"):
+                path = ("tasks", i, kind, "chunk_size")
+                self.chunk_size(path, _mapping(task.get(kind)))
         for name, cache in self.sections["caches"].items():
             size = _mapping(cache).get("max_size")
             if not isinstance(size, str):

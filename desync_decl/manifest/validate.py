@@ -93,6 +93,10 @@ def _value_message(error: ValidationError) -> str:
         return f"expected {title}, got {_got(instance)}{hint}"
     if keyword == "type":
         return f"expected {_expected(error)}, got {_got(instance)}"
+    if keyword == "enum" and title and isinstance(instance, str):  # a long list: a guess
+        close = difflib.get_close_matches(instance, list(map(str, value)), n=1, cutoff=0.6)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"expected {title}, got {_got(instance)}{guess}"
     if keyword == "enum":
         return f"expected one of: {', '.join(map(str, value))}; got {_got(instance)}"
     if keyword == "const":

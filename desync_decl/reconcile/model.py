@@ -142,6 +142,7 @@ class Travel:
     upload: StoreAmount | None = None
     delete: Deletion | None = None
     checked: Amount | None = None  # chunks read to check them (verify)
+    entries: Mapping[str, int] | None = None  # untar: directory entries to create, update, ...
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -161,6 +162,8 @@ class Travel:
             out["seeds"] = [s.to_json() for s in self.seeds]
         if self.stores:
             out["stores"] = [s.to_json() for s in self.stores]
+        if self.entries is not None:
+            out["entries"] = dict(self.entries)
         return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from desync_decl import __version__
 from desync_decl.reconcile.model import (
@@ -156,6 +156,8 @@ def travel_lines(t: Travel, *, ids: int = SHOWN_IDS) -> list[str]:
             lines[-1] += " from " + ", ".join(_store_part(s) for s in t.stores)
     if t.checked is not None:
         lines.append(f"checked {chunks(t.checked.chunks)}")
+    if t.entries is not None:
+        lines.append(_entries_line(t.entries))
     if t.delete is not None:
         d = t.delete
         shown = ", ".join(d.ids[:ids]) + (
@@ -178,6 +180,22 @@ def _extract_line(t: Travel) -> str:
     if t.upload is None:
         parts += [_store_part(s) for s in t.stores] or ["nothing from stores"]
     return f"{human_bytes(total)}: " + ", ".join(parts)
+
+
+def _entries_line(entries: Mapping[str, int]) -> str:
+    """``entries: 2 to create, 1 to update, 40 unchanged, 1 extra kept``."""
+    parts = [
+        f"{entries[key]} {label}"
+        for key, label in (
+            ("create", "to create"),
+            ("update", "to update"),
+            ("delete", "to delete"),
+            ("unchanged", "unchanged"),
+            ("kept", "extra kept" if entries.get("kept") == 1 else "extras kept"),
+        )
+        if entries.get(key)
+    ]
+    return "entries: " + (", ".join(parts) or "none")
 
 
 def _store_part(s: object) -> str:

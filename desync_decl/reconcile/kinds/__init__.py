@@ -13,6 +13,8 @@ from desync_decl.reconcile.kinds.chop import ChopKind
 from desync_decl.reconcile.kinds.extract import ExtractKind
 from desync_decl.reconcile.kinds.make import MakeKind
 from desync_decl.reconcile.kinds.prune import PruneKind
+from desync_decl.reconcile.kinds.tar import TarKind
+from desync_decl.reconcile.kinds.untar import UntarKind
 from desync_decl.reconcile.kinds.verify import VerifyKind
 
 __all__ = ["KINDS", "Kind", "Resources", "kind_for", "register"]
@@ -26,7 +28,16 @@ def register(kind: Kind, registry: dict[str, Kind] = KINDS) -> None:
     registry[kind.name] = kind
 
 
-for _kind in (MakeKind(), ExtractKind(), ChopKind(), CacheKind(), PruneKind(), VerifyKind()):
+for _kind in (
+    MakeKind(),
+    ExtractKind(),
+    ChopKind(),
+    CacheKind(),
+    PruneKind(),
+    VerifyKind(),
+    TarKind(),
+    UntarKind(),
+):
     register(_kind)
 
 

@@ -1,0 +1,192 @@
+"""What an ``untar`` would change in a directory, entry by entry.
+
+Both sides are mtree listings (``ops.mtree``): the archive's, decoded from its
+chunks, and the directory's, encoded with the archive's feature flags, so
+both say exactly what the archive can hold. Aspects the task does not
+restore are left out of the comparison: owners unless they are restored (as
+root, without ``no_same_owner``), modes with ``no_same_permissions``.
+Entries only the directory has are extras: deleted with ``delete_extra``,
+else kept. (xattrs, ACLs and chattr flags are not in a listing: a tree that
+differs only in those is caught by the byte comparison of the kind, not here.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from desync_decl.formats.catar.decoder import Node
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.index import Index
+from desync_decl.ops.mtree import mtree, mtree_dir
+from desync_decl.ops.untar import catar_decoder
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.resolve import Routes
+from desync_decl.stores.base import ChunkMissing, Store
+
+Fields = dict[str, str]
+Listing = dict[str, str]  # path (as mtree escapes it) -> the rest of its mtree line
+SHOWN = 40  # entries a diff lists
+
+
+def parse(lines: Iterable[str]) -> Listing:
+    out: Listing = {}
+    for line in lines:
+        if not line.startswith("#"):
+            name, _, words = line.partition(" ")
+            out[name] = words
+    return out
+
+
+def fields(words: str) -> Fields:
+    return dict(w.split("=", 1) for w in words.split(" ") if w)
+
+
+def archive_listing(index: Index, store: Store, *, concurrency: int) -> Listing:
+    return parse(mtree(index, store=store, digest=index.digest, concurrency=concurrency))
+
+
+def tree_listing(root: str | os.PathLike, index: Index) -> Listing:
+    return parse(mtree_dir(root, flags=index.flags, digest=index.digest))
+
+
+def archive_types(index: Index, store: Store, *, concurrency: int) -> dict[bytes, int]:
+    """Relative path (``b"."`` for the root) -> file type of every archive entry;
+    payloads are skipped, not hashed."""
+    out: dict[bytes, int] = {}
+    for ev in catar_decoder(index, store, source="archive", concurrency=concurrency):
+        if isinstance(ev, Node):
+            out[b"/".join(ev.path) if ev.path else b"."] = ev.entry.mode & 0o170000
+    return out
+
+
+@dataclass(frozen=True)
+class Changes:
+    create: tuple[str, ...]
+    update: tuple[str, ...]
+    delete: tuple[str, ...]  # extras the task deletes
+    kept: tuple[str, ...]  # extras it keeps
+    unchanged: int
+
+    @property
+    def any(self) -> bool:
+        return bool(self.create or self.update or self.delete)
+
+    def summary(self) -> str:
+        """``2 to create, 1 to update, 40 unchanged, 1 extra kept``."""
+        parts = [
+            f"{n} {what}"
+            for n, what in (
+                (len(self.create), "to create"),
+                (len(self.update), "to update"),
+                (len(self.delete), "to delete"),
+                (self.unchanged, "unchanged"),
+                (len(self.kept), "extra kept" if len(self.kept) == 1 else "extras kept"),
+            )
+            if n
+        ]
+        return ", ".join(parts) or "nothing"
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "create": len(self.create),
+            "update": len(self.update),
+            "delete": len(self.delete),
+            "unchanged": self.unchanged,
+            "kept": len(self.kept),
+        }
+
+
+def compare(
+    archive: Listing,
+    tree: Listing,
+    *,
+    owners: bool,
+    permissions: bool,
+    delete_extra: bool,
+) -> Changes:
+    ignored = set() if owners else {"uid", "gid"}
+    if not permissions:
+        ignored.add("mode")
+    create, update, unchanged = [], [], 0
+    for path, want in archive.items():
+        have = tree.get(path)
+        if have is None:
+            create.append(path)
+        elif have != want and _masked(have, ignored) != _masked(want, ignored):
+            update.append(path)
+        else:
+            unchanged += 1
+    extra = _topmost(p for p in tree if p not in archive)
+    return Changes(
+        tuple(create),
+        tuple(update),
+        tuple(extra) if delete_extra else (),
+        () if delete_extra else tuple(extra),
+        unchanged,
+    )
+
+
+def _masked(words: str, ignored: set[str]) -> Fields:
+    return {k: v for k, v in fields(words).items() if k not in ignored}
+
+
+def _topmost(paths: Iterable[str]) -> list[str]:
+    """Paths without their descendants (listing order puts a directory first)."""
+    out: list[str] = []
+    for p in paths:
+        if not out or not p.startswith(out[-1] + "/"):
+            out.append(p)
+    return out
+
+
+def diff_sides(
+    changes: Changes, archive: Listing, tree: Listing
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Before and after, per changed entry (the first ``SHOWN``)."""
+    before: dict[str, str] = {}
+    after: dict[str, str] = {}
+    changed = [*changes.create, *changes.update, *changes.delete]
+    for path in changed[:SHOWN]:
+        before[path] = _describe(tree.get(path))
+        after[path] = _describe(archive.get(path))
+    if len(changed) > SHOWN:
+        before["…"] = after["…"] = f"{len(changed) - SHOWN} more entries"
+    return before, after
+
+
+def _describe(words: str | None) -> str:
+    if words is None:
+        return "absent"
+    out = []
+    for key, value in fields(words).items():
+        if key.endswith("digest"):
+            value = value[:16] + "…"
+        out.append(f"{key}={value}")
+    return " ".join(out)
+
+
+class ReadOnly:
+    """The task's stores as an untar would read them, without a cache keeping what
+    passes through it (a plan writes nothing)."""
+
+    def __init__(self, ctx: Context, names: tuple[str, ...], digest: Digest) -> None:
+        self.ctx, self.names, self.digest = ctx, names, digest
+        self.routes = Routes(ctx.resolver, names, ctx.has_for(digest))
+
+    def __str__(self) -> str:
+        return ", ".join(self.names)
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        server = self.routes.server(id)
+        if server is None:
+            raise ChunkMissing(id, str(self))
+        return self.ctx.resolver.store(server.store, self.digest).get_chunk(id)
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        return self.routes.server(id) is not None
+
+    def close(self) -> None:
+        pass  # the run's resolver owns the stores

@@ -1,0 +1,278 @@
+"""Directory trees for the ``tar`` and ``untar`` kinds: a tree's fingerprint, the
+index it would get, and a spool of fetched chunks.
+
+The fingerprint is one ``lstat`` per entry (path, type, mode, owner, size,
+mtime, ctime, inode), hashed: any write, rename, chmod, chown, xattr or ACL
+change moves an mtime or a ctime, so a matching fingerprint means "as we left
+it" without reading a byte of content. ``tree_index`` is what ``tar -i`` would
+write for a tree, computed through ``ops.tar.tar_index`` with a store that
+keeps nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import tempfile
+import threading
+from collections.abc import Iterator
+
+from desync_decl.chunker import ChunkSizes
+from desync_decl.errors import DesyncError
+from desync_decl.formats import flags as ff
+from desync_decl.formats.catar.features import stores_type
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index
+from desync_decl.ops.tar import TarInput, tar_index
+from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.stores.base import ChunkMissing, Store
+
+_STAT = struct.Struct("<IIIQqqQQ")
+
+
+def walk(
+    root: str | os.PathLike, *, one_file_system: bool = False
+) -> Iterator[tuple[bytes, os.stat_result]]:
+    """``(relative path, lstat)`` of ``root`` (``b"."``) and every entry below it, in
+    a fixed order (children by name), never following a symlink below the root."""
+    top = os.fsencode(os.path.realpath(root))
+    try:
+        st = os.stat(top)
+    except OSError as e:
+        raise DesyncError(f"cannot read {os.fsdecode(top)}: {e.strerror}") from None
+    yield b".", st
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        here = top + b"/" + rel if rel else top
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            subdirs = []
+            for e in entries:
+                child = rel + b"/" + e.name if rel else e.name
+                cst = e.stat(follow_symlinks=False)
+                yield child, cst
+                if stat.S_ISDIR(cst.st_mode) and not (one_file_system and cst.st_dev != st.st_dev):
+                    subdirs.append(child)
+        except FileNotFoundError:
+            continue  # removed while we walked: the fingerprint differs anyway
+        except OSError as e:
+            raise DesyncError(f"cannot read {os.fsdecode(here)}: {e.strerror}") from None
+        stack.extend(reversed(subdirs))
+
+
+def fingerprint(root: str | os.PathLike, *, one_file_system: bool = False) -> str | None:
+    """``sha256:<hex>`` over every entry's lstat; None when ``root`` does not exist."""
+    if not os.path.lexists(root):
+        return None
+    h = hashlib.sha256()
+    for rel, st in walk(root, one_file_system=one_file_system):
+        h.update(rel + b"\0")
+        h.update(
+            _STAT.pack(
+                st.st_mode,
+                st.st_uid,
+                st.st_gid,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                st.st_rdev,
+            )
+        )
+    return f"sha256:{h.hexdigest()}"
+
+
+class DryStore:
+    """A write store that keeps nothing and claims every chunk, so ``tar_index``
+    only cuts and hashes (nothing is compressed or written)."""
+
+    def __str__(self) -> str:
+        return "nowhere (dry run)"
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        raise ChunkMissing(id, str(self))
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        return True
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def tree_index(
+    root: str | os.PathLike,
+    flags: int,
+    sizes: ChunkSizes,
+    *,
+    concurrency: int,
+    progress: Progress = NO_PROGRESS,
+) -> Index:
+    """The index ``tar -i`` with ``flags`` and ``sizes`` would write for ``root``."""
+    source = TarInput(root, flags=flags, one_file_system=bool(flags & ff.EXCLUDE_SUBMOUNTS))
+    result = tar_index(source, DryStore(), sizes=sizes, concurrency=concurrency, progress=progress)
+    assert result.index is not None
+    return result.index
+
+
+class Spool:
+    """A store that keeps what it fetches from ``inner`` in an unnamed temporary file,
+    so a chunk crosses the network once per run however often it is read."""
+
+    def __init__(self, inner: Store | None, *, keep: set[ChunkID] | None = None) -> None:
+        self.inner = inner
+        self.keep = keep  # the chunks worth keeping (None: all)
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._table: dict[ChunkID, tuple[int, int]] = {}
+        self._end = 0
+        self._lock = threading.Lock()
+        self.fetched = 0  # chunks fetched from ``inner``
+        self.bytes_fetched = 0
+
+    def __str__(self) -> str:
+        return str(self.inner) if self.inner is not None else "spool"
+
+    def reading_from(self, inner: Store) -> Spool:
+        self.inner = inner
+        return self
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        with self._lock:
+            where = self._table.get(id)
+        if where is not None:
+            return Chunk(id, plain=os.pread(self._file.fileno(), where[1], where[0]))
+        if self.inner is None:
+            raise ChunkMissing(id, str(self))
+        data = bytes(self.inner.get_chunk(id).plain())
+        with self._lock:
+            if self.keep is not None and id not in self.keep:
+                self.fetched += 1
+                self.bytes_fetched += len(data)
+            elif id not in self._table:
+                self._table[id] = (self._end, len(data))
+                os.pwrite(self._file.fileno(), data, self._end)
+                self._end += len(data)
+                self.fetched += 1
+                self.bytes_fetched += len(data)
+        return Chunk(id, plain=data)
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        with self._lock:
+            if id in self._table:
+                return True
+        return self.inner is not None and self.inner.has_chunk(id)
+
+    def close(self) -> None:
+        self._file.close()  # never the inner store: the run's resolver owns it
+
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove(root: str | os.PathLike, rel: bytes) -> None:
+    """Delete the entry ``rel`` below ``root`` (a directory with everything in it),
+    never following a symlink on the way; a parent we own but may not write to
+    is opened up for the deletion and put back."""
+    parts = rel.split(b"/")
+    shown = os.path.join(os.fsdecode(root), os.fsdecode(rel))
+    try:
+        fd = os.open(os.path.realpath(root), _O_DIR)
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, _O_DIR, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            mode = _opened_up(fd)
+            try:
+                _remove_at(fd, parts[-1])
+            finally:
+                if mode is not None:
+                    os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    except FileNotFoundError:
+        return  # gone already
+    except OSError as e:
+        raise DesyncError(f"cannot delete {shown}: {e.strerror}") from None
+
+
+def _opened_up(fd: int) -> int | None:
+    """Give the owner write access to a directory; its mode before, if it changed."""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if os.geteuid() == 0 or st.st_uid != os.geteuid() or mode & 0o300 == 0o300:
+        return None
+    os.fchmod(fd, mode | 0o700)
+    return mode
+
+
+def _remove_at(dir_fd: int, name: bytes) -> None:
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+        try:
+            _opened_up(fd)  # it goes: no need to put the mode back
+            for child in os.listdir(fd):
+                _remove_at(fd, os.fsencode(child))
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def repeated(index: Index) -> set[ChunkID]:
+    """The chunks an index lists more than once."""
+    seen: set[ChunkID] = set()
+    again: set[ChunkID] = set()
+    for c in index:
+        (again if c.id in seen else seen).add(c.id)
+    return again
+
+
+def clear(
+    root: str | os.PathLike, flags: int, archive: dict[bytes, int], *, delete_extra: bool
+) -> tuple[int, int]:
+    """Before an untar: delete what stands where the archive (relative path -> file
+    type) has an entry of another type (a file where it has a directory, a symlink
+    where it has a directory, ...) and, with ``delete_extra``, what it does not hold.
+    Entries on other filesystems and of types its flags cannot hold are left alone.
+    Returns the counts of entries replaced and deleted."""
+    entries = list(walk(root))
+    top = entries[0][1].st_dev
+    gone: set[bytes] = set()
+    replaced = deleted = 0
+    for rel, st in entries[1:]:
+        if _below(rel, gone):
+            continue
+        want = archive.get(rel)
+        if want is None:
+            if not delete_extra or st.st_dev != top or not stores_type(flags, st.st_mode):
+                continue
+            deleted += 1
+        elif (want == stat.S_IFDIR) != stat.S_ISDIR(st.st_mode):
+            replaced += 1
+        else:
+            continue
+        remove(root, rel)
+        gone.add(rel)
+    return replaced, deleted
+
+
+def _below(rel: bytes, dirs: set[bytes]) -> bool:
+    """Whether one of ``dirs`` is an ancestor of ``rel``."""
+    cut = rel.rfind(b"/")
+    while cut > 0:
+        if rel[:cut] in dirs:
+            return True
+        cut = rel.rfind(b"/", 0, cut)
+    return False

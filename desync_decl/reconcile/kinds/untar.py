@@ -1,0 +1,397 @@
+"""``untar``: the directory at ``path`` holds what the ``.caidx`` at ``index`` archives.
+
+Fast path: a record of the index's digest, the options and the tree's
+fingerprint (``trees.py``) as the last apply left it; while it matches,
+nothing is read and no store is asked. Otherwise the tree is archived as
+``tar -i`` would with the index's flags and sizes (nothing stored): the same
+index means converged. Else the plan counts, per chunk of the archive, what
+the tree holds in place, what each seed directory holds, and what is fetched
+from which store; where the archive can be listed (every chunk here, or with
+``--verify``, which fetches the rest) the tree is compared entry by entry
+(``listing.py``), and differences the task does not restore are no change.
+Apply lists the archive's entry types, deletes what is in the way of an entry
+of another type (and extras, with ``delete_extra``), runs ``ops.untar`` with
+the tree and seeds ahead of the stores (chunks fetched once) and records it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from desync_decl.archive.disk_writer import UntarStats
+from desync_decl.archive.seed import TreeSeed, tree_seed
+from desync_decl.errors import DesyncError
+from desync_decl.formats import flags as ff
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import Index
+from desync_decl.manifest import Task, UntarAction
+from desync_decl.ops.untar import untar
+from desync_decl.progress import Progress
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds import listing
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.fetch import fetch_amounts
+from desync_decl.reconcile.kinds.trees import Spool, clear, fingerprint, repeated, tree_index
+from desync_decl.reconcile.model import (
+    Action,
+    Amount,
+    Diff,
+    Effects,
+    Facts,
+    SeedAmount,
+    Status,
+    TaskResult,
+    Travel,
+    Verb,
+    chunks,
+    human_bytes,
+)
+from desync_decl.reconcile.resolve import Resolver
+from desync_decl.stores.base import ChunkMissing
+from desync_decl.stores.compose import Router
+
+
+@dataclass(frozen=True)
+class _Listed:
+    changes: listing.Changes
+    archive: listing.Listing
+    tree: listing.Listing
+
+
+@dataclass(frozen=True)
+class _Seen:
+    index: Index
+    tree: str | None  # the target's fingerprint now; None if absent
+    content: str  # "absent", "recorded", "converged", "outdated" or "differs"
+    holds: str | None = None  # "outdated": the digest of the index the tree came from
+    right: int = 0  # chunks of the archive the tree holds already
+    travel: Travel | None = None  # when content changes
+    listed: _Listed | None = None  # entry by entry, when the archive could be listed
+    local: tuple[TreeSeed, ...] = ()  # the tree and seeds, chunks spooled (when listed)
+    spool: Spool | None = None  # chunks fetched to list the archive (--verify)
+    seeds: tuple[Path, ...] = ()  # the seed directories that exist
+    notes: tuple[str, ...] = ()
+
+
+class UntarKind:
+    name: ClassVar[str] = "untar"
+    supports_check: ClassVar[bool] = True
+    supports_diff: ClassVar[bool] = True
+
+    def resources(self, task: Task, resolver: Resolver) -> Resources:
+        a: UntarAction = task.action  # type: ignore[assignment]
+        reads = {location_key(a.index)} | store_keys(resolver, a.stores)
+        reads |= {location_key(str(s)) for s in a.seeds}
+        return Resources(
+            reads=frozenset(reads),
+            adds=store_keys(resolver, resolver.caches_in(a.stores)),
+            writes=frozenset({location_key(str(a.path))}),
+            patterns=frozenset(f"file:{glob.escape(str(s))}/*" for s in a.seeds),
+        )
+
+    def observe(self, task: Task, ctx: Context) -> Facts:
+        a: UntarAction = task.action  # type: ignore[assignment]
+        index, _ = ctx.read_index(a.index)
+        digest = index.file_digest()
+        if a.pin is not None and digest != a.pin:
+            raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
+        if not index.flags & ff.WITH_MASK:
+            raise DesyncError(f"{a.index} indexes a blob, not a directory archive (.caidx)")
+        tree = _target(a.path)
+        fields: dict[str, object] = {"index": digest, "target": tree or {"exists": False}}
+        content, holds = "absent", None
+        if tree is not None and not ctx.verify:
+            record = ctx.state.get(_key(a))
+            if record and record.get("tree") == tree and record.get("options") == _options(a):
+                if record.get("index") == digest:
+                    return Facts(fields, _Seen(index, tree, "recorded"))
+                content, holds = "outdated", str(record.get("index"))
+        seeds, fields["seeds"], notes = _seeds(a)  # read only when the tree may change
+        return Facts(fields, self._look(a, ctx, index, tree, content, holds, seeds, notes))
+
+    def _look(
+        self,
+        a: UntarAction,
+        ctx: Context,
+        index: Index,
+        tree: str | None,
+        content: str,
+        holds: str | None,
+        seeds: tuple[Path, ...],
+        notes: list[str],
+    ) -> _Seen:
+        """Read the tree (and the seeds) against the archive."""
+
+        def ids(root: Path) -> Index:
+            return tree_index(
+                root, index.flags, index.sizes, concurrency=ctx.concurrency, progress=ctx.progress
+            )
+
+        have = ids(a.path) if tree is not None else None
+        if have is not None and have.encode() == index.encode():
+            return _Seen(index, tree, "converged", seeds=seeds, notes=tuple(notes))
+        if tree is not None and content == "absent":
+            content = "differs"
+        roots = ([a.path] if have is not None else []) + list(seeds)
+        sets = ([have.unique_ids()] if have is not None else []) + [
+            ids(s).unique_ids() for s in seeds
+        ]
+        travel, right = self._travel(a, ctx, index, have is not None, seeds, sets)
+        listed, local, spool = None, (), None
+        fetch = travel.stores or (travel.missing and travel.missing.chunks)
+        if content == "differs" and (ctx.verify or not fetch):
+            listed, local, spool = self._list(a, ctx, index, roots, fetch)
+            if listed is not None and not listed.changes.any:
+                if kept := len(listed.changes.kept):
+                    what = "1 entry" if kept == 1 else f"{kept} entries"
+                    notes.append(f"{what} the archive does not hold kept (delete_extra is off)")
+                content = "converged"
+        elif content != "absent":
+            notes.append("entries are counted with --verify (the archive must be fetched)")
+        return _Seen(
+            index, tree, content, holds, right, travel, listed, local, spool, seeds, tuple(notes)
+        )
+
+    def _travel(
+        self,
+        a: UntarAction,
+        ctx: Context,
+        index: Index,
+        in_tree: bool,
+        seeds: tuple[Path, ...],
+        sets: list[set[ChunkID]],
+    ) -> tuple[Travel, int]:
+        """Per chunk of the archive: in the tree, in a seed (first that has it), or
+        fetched (each distinct chunk once, attributed to its serving store)."""
+        amounts = [Amount() for _ in sets]
+        fetched: dict[ChunkID, int] = {}
+        for c in index:
+            for k, ids in enumerate(sets):
+                if c.id in ids:
+                    amounts[k] += Amount(1, c.size)
+                    break
+            else:
+                fetched[c.id] = c.size
+        stores, missing = fetch_amounts(ctx, a.stores, fetched, index)
+        in_place = amounts.pop(0) if in_tree else Amount()
+        travel = Travel(
+            total=Amount(len(index), index.length),
+            seeds=tuple(
+                SeedAmount(str(s), str(s), t.chunks, t.bytes)
+                for s, t in zip(seeds, amounts, strict=True)
+            ),
+            in_place=in_place,
+            stores=stores,
+            missing=missing,
+        )
+        return travel, in_place.chunks
+
+    def _list(
+        self, a: UntarAction, ctx: Context, index: Index, roots: list[Path], fetch: object
+    ) -> tuple[_Listed | None, tuple[TreeSeed, ...], Spool | None]:
+        """Compare entry by entry, the archive read from the tree and the seeds (and
+        with --verify the stores, nothing kept in a cache); None if it cannot be read."""
+        local = tuple(tree_seed(r, index, concurrency=ctx.concurrency) for r in roots)
+        spool = Spool(listing.ReadOnly(ctx, a.stores, index.digest) if fetch else None)
+        store = Router([*local, spool])
+        try:
+            archive = listing.archive_listing(index, store, concurrency=ctx.concurrency)
+        except ChunkMissing:
+            return None, local, spool  # an earlier task's chunks, not stored yet
+        tree = listing.tree_listing(a.path, index)
+        changes = listing.compare(
+            archive,
+            tree,
+            owners=_owners(a),
+            permissions=not a.no_same_permissions,
+            delete_extra=a.delete_extra,
+        )
+        return _Listed(changes, archive, tree), local, spool
+
+    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
+        a: UntarAction = task.action  # type: ignore[assignment]
+        seen: _Seen = facts.data
+        target = str(a.path)
+        if seen.content in ("recorded", "converged"):
+            why = "converged (recorded)" if seen.content == "recorded" else "converged"
+            return Action(task, Verb.NOOP, why, target, facts, notes=seen.notes, detail=seen)
+        travel = seen.travel
+        assert travel is not None
+        if travel.missing is not None and travel.missing.chunks:
+            raise DesyncError(
+                f"{chunks(travel.missing.chunks)} of {a.index} are in none of its stores"
+                f" ({', '.join(a.stores)})"
+            )
+        if seen.content == "absent":
+            verb, reason = Verb.CREATE, "absent"
+        elif seen.content == "outdated":
+            verb, reason = Verb.UPDATE, f"a new index (the tree holds {seen.holds})"
+        elif seen.listed is not None:
+            verb, reason = Verb.UPDATE, seen.listed.changes.summary()
+        else:
+            verb = Verb.UPDATE
+            reason = f"the tree differs: {seen.right} of {len(seen.index)} chunks right"
+        if seen.listed is not None:
+            travel = _with_entries(travel, seen.listed.changes)
+        return Action(
+            task,
+            verb,
+            reason,
+            target,
+            facts,
+            travel,
+            diff=_diff(target, seen),
+            effects=Effects(files={target: seen.index}),
+            notes=seen.notes,
+            detail=seen,
+        )
+
+    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
+        a: UntarAction = action.task.action  # type: ignore[assignment]
+        seen: _Seen = action.detail
+        digest = seen.index.file_digest()
+        if not action.verb.changes:
+            if seen.content != "recorded":
+                ctx.state.put(_key(a), _record(a, digest, seen.tree))
+            return TaskResult(action.task, Status.OK, action.reason)
+        index = seen.index
+        route = ctx.resolver.route(a.stores, index.digest)
+        with contextlib.ExitStack() as stack:
+            local = list(seen.local)
+            for s in local:
+                stack.callback(s.close)
+            if not local:  # the tree itself first: what it holds already stays in place
+                for root in ([a.path] if seen.tree is not None else []) + list(seen.seeds):
+                    local.append(tree_seed(root, index, concurrency=ctx.concurrency))
+                    stack.callback(local[-1].close)
+            if seen.spool is not None:
+                spool = seen.spool.reading_from(route)
+            elif seen.tree is not None:  # the archive is read twice: listed, then written
+                spool = Spool(route)
+            else:  # read once: only a chunk it repeats is worth keeping
+                spool = Spool(route, keep=repeated(index))
+            stack.callback(spool.close)
+            store = Router([*local, spool])
+            cleared = (0, 0)
+            if seen.tree is not None:
+                types = listing.archive_types(index, store, concurrency=ctx.concurrency)
+                cleared = clear(a.path, index.flags, types, delete_extra=a.delete_extra)
+            before = [(s.hits, s.bytes_served) for s in local]
+            result = untar(
+                index,
+                a.path,
+                store=store,
+                same_owner=not a.no_same_owner,
+                same_permissions=not a.no_same_permissions,
+                concurrency=ctx.concurrency,
+                source=a.index,
+            )
+            served = [
+                (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
+            ]
+        ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path)))
+        stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
+        msg = (
+            f"untarred ({action.reason}): {human_bytes(spool.bytes_fetched)} fetched,"
+            f" {human_bytes(int(stats['bytes-in-place']))} in place,"
+            f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
+        )
+        return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+def _target(path: Path) -> str | None:
+    """The target's fingerprint, None if it does not exist; it must be a directory."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DesyncError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DesyncError(f"cannot untar to {path}: not a directory")
+    return fingerprint(path)
+
+
+def _seeds(a: UntarAction) -> tuple[tuple[Path, ...], list[object], list[str]]:
+    found: list[Path] = []
+    facts: list[object] = []
+    notes: list[str] = []
+    for seed in a.seeds:
+        if not os.path.isdir(seed):
+            notes.append(f"seed {seed}: no such directory, not used")
+            facts.append({"exists": False})
+            continue
+        found.append(seed)
+        facts.append(fingerprint(seed))
+    return tuple(found), facts, notes
+
+
+def _owners(a: UntarAction) -> bool:
+    """Whether owners are restored: asked for, and as root (as GNU tar and ops.untar do)."""
+    return not a.no_same_owner and os.geteuid() == 0
+
+
+def _options(a: UntarAction) -> dict[str, bool]:
+    """What the tree converges to besides the archive (a record holds only for these)."""
+    return {
+        "owners": _owners(a),
+        "permissions": not a.no_same_permissions,
+        "delete-extra": a.delete_extra,
+    }
+
+
+def _record(a: UntarAction, digest: str, tree: str | None) -> dict[str, object]:
+    return {"index": digest, "tree": tree, "options": _options(a)}
+
+
+def _key(a: UntarAction) -> str:
+    return f"untar\0{os.path.abspath(a.path)}"
+
+
+def _stats(
+    written: UntarStats,
+    served: list[tuple[int, int]],
+    in_tree: bool,
+    spool: Spool,
+    cleared: tuple[int, int],
+) -> dict[str, object]:
+    out: dict[str, object] = {
+        "dirs": written.dirs,
+        "files": written.files,
+        "symlinks": written.symlinks,
+        "devices": written.devices,
+        "others": written.others,
+        "bytes-written": written.bytes,
+    }
+    tree, seeds = (served[0], served[1:]) if in_tree else ((0, 0), served)
+    out["chunks-in-place"], out["bytes-in-place"] = tree
+    out["chunks-from-seeds"] = sum(h for h, _ in seeds)
+    out["bytes-from-seeds"] = sum(b for _, b in seeds)
+    out["chunks-from-store"], out["bytes-from-store"] = spool.fetched, spool.bytes_fetched
+    out["replaced"], out["deleted"] = cleared
+    return out
+
+
+def _with_entries(travel: Travel, changes: listing.Changes) -> Travel:
+    return dataclasses.replace(travel, entries=changes.to_json())
+
+
+def _diff(target: str, seen: _Seen) -> Diff:
+    digest = seen.index.file_digest()
+    if seen.listed is not None:
+        listed = seen.listed
+        before, after = listing.diff_sides(listed.changes, listed.archive, listed.tree)
+        return Diff(target, before, after)
+    before = {
+        "absent": "absent",
+        "outdated": f"index {seen.holds}",
+        "differs": f"{seen.right} of {len(seen.index)} chunks of {digest}",
+    }[seen.content]
+    return Diff(target, {"content": before}, {"content": f"index {digest}"})
