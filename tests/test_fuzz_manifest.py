@@ -96,3 +96,9 @@ def test_deeply_nested_json_in_the_config_and_store_files_is_a_clean_error(tmp_p
         storefile.load(str(deep))
     r = cli("--config", deep, "config")
     assert r.code == 1 and r.err == f"desync-decl: error: {deep}: invalid JSON: nested too deeply\n"
+
+
+def test_an_impossible_date_is_a_problem_not_a_value_error(tmp_path):
+    """Found by atheris: PyYAML's timestamp constructor raises ValueError for month 13."""
+    found = problems(tmp_path, "version: 1\nwhen: 2001-13-14\n")
+    assert any("2001-13-14" in p or "month" in p for p in found), found

@@ -209,7 +209,7 @@ class _Builder:
             return self._expand(node, path)
         try:
             value = self._constructor.construct_object(node)
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, ValueError) as e:  # ValueError: a timestamp like 2001-13-01
             self.problem(node.start_mark, f"invalid {node.tag.removeprefix(_TAG)}: {e}", path)
             return None
         if isinstance(value, datetime.date):  # YAML 1.1 timestamps are strings here
@@ -255,7 +255,7 @@ class _Builder:
             return self._constructor.construct_object(
                 yaml.ScalarNode(tag, value, node.start_mark, node.end_mark)
             )
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError):
             return value
 
     def _places(self, node: yaml.ScalarNode, count: int) -> list[Position]:
