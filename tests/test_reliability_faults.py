@@ -22,9 +22,19 @@ from desync_decl.stores import http, s3, sftp
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from reliability.proxy import Fault, FaultProxy, first
+from reliability.fault_backends import ChunkServerBackend, S3Backend, SftpBackend
+from reliability.fault_runs import (
+    KINDS_OF,
+    OPS,
+    OPS_OF,
+    Workbench,
+    healed,
+    script_of,
+    trial,
+)
+from reliability.proxy import Fault, FaultProxy, first, never
 from tests import servers_cloud, servers_http, servers_ssh
-from tests.servers_http import Step, chunk_service
+from tests.servers_http import Step, chunk_service, start_listener
 from tests.store_contract import ID_NEVER_STORED, chunk_of, random_chunks
 
 serve, scripted = servers_http.serve, servers_http.scripted
@@ -168,3 +178,83 @@ def test_a_dead_ssh_connection_is_one_line_on_a_real_stderr(sshd, tmp_path):
     assert run.returncode == 1
     assert run.stderr.splitlines() == [run.stderr.strip()], run.stderr
     assert run.stderr.startswith("desync-decl: error: ") and "cannot connect" in run.stderr
+
+
+# --- every operation, through every fault, on every store -----------------------------
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Workbench:
+    return Workbench(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture
+def http_backend(tmp_path) -> ChunkServerBackend:
+    return ChunkServerBackend(
+        tmp_path / "http", lambda root: start_listener(chunk_service(root, writable=True))
+    )
+
+
+@pytest.fixture
+def s3_backend(moto_server, s3_bucket) -> S3Backend:
+    return S3Backend(moto_server.endpoint, s3_bucket)
+
+
+@pytest.fixture
+def sftp_backend(sshd, tmp_path) -> SftpBackend:
+    return SftpBackend(sshd, tmp_path / "sftp")
+
+
+@pytest.fixture(params=["http", "s3", "sftp"])
+def backend(request):
+    return request.getfixturevalue(f"{request.param}_backend")
+
+
+def assert_sound(verdict, *, must_succeed: bool) -> None:
+    assert verdict.outcome in ("ok", "clean_error"), verdict
+    if must_succeed:
+        assert verdict.outcome == "ok", verdict
+
+
+def faults_for(name: str):
+    return [(name, kind) for kind in KINDS_OF[name]]
+
+
+@pytest.mark.parametrize(
+    ("store", "kind"), faults_for("http") + faults_for("s3") + faults_for("sftp")
+)
+def test_each_fault_on_each_store_heals_or_fails_cleanly(request, bench, store, kind):
+    """Reading faults under extract, upload faults under make; then the other operations."""
+    backend = request.getfixturevalue(f"{store}_backend")
+    op = "make" if kind.endswith("-upload") else "extract"
+    limit = 1 if kind == "stall" else 3  # each stall costs a timeout
+    verdict = trial(bench, backend, op, script_of(backend, [kind], seed=len(kind), limit=limit))
+    assert sum(verdict.injected.values()) > 0, "the fault never struck"
+    assert_sound(verdict, must_succeed=healed(backend, kind))
+
+
+STORE_OPS = [(store, op) for store, ops in OPS_OF.items() for op in ops]
+
+
+@pytest.mark.parametrize(("store", "op"), STORE_OPS)
+def test_each_operation_under_mixed_faults_heals_or_fails_cleanly(request, bench, store, op):
+    backend = request.getfixturevalue(f"{store}_backend")
+    kinds = [kind for kind in KINDS_OF[store] if kind != "stall"]  # stalls: above and slow
+    verdict = trial(bench, backend, op, script_of(backend, kinds, seed=7, limit=3))
+    assert_sound(verdict, must_succeed=False)
+
+
+@pytest.mark.parametrize("dead", ["refuse", "stall"])
+def test_a_failover_group_whose_first_store_is_dead_still_extracts(bench, backend, dead):
+    verdict = trial(bench, backend, "failover", never, dead=dead)
+    assert verdict.outcome == "ok", verdict
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize(("store", "op"), STORE_OPS)
+def test_every_operation_through_every_fault_many_times(request, bench, store, op, seed):
+    backend = request.getfixturevalue(f"{store}_backend")
+    for kind in KINDS_OF[store]:
+        script = script_of(backend, [kind], seed=1000 * seed + OPS.index(op))
+        assert_sound(trial(bench, backend, op, script), must_succeed=healed(backend, kind))
