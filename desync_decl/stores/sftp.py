@@ -116,11 +116,17 @@ class _Connector:
             timer = threading.Timer(self.timeout, self.abandon, args=(connection,))
             timer.daemon = True
             timer.start()
+        # the transport itself: another thread may close the client (a dead connection
+        # found by _connection_with_room, or abandoned) after this one picked it, and a
+        # closed SSHClient's open_sftp() raises AttributeError
+        transport = connection.client.get_transport()
         try:
-            sftp = connection.client.open_sftp()
+            sftp = paramiko.SFTPClient.from_transport(transport) if transport else None
         finally:
             if timer is not None:
                 timer.cancel()
+        if sftp is None:
+            raise EOFError("the connection was closed")
         sftp.get_channel().settimeout(self.timeout)
         return sftp
 
