@@ -76,7 +76,8 @@ class CrashBench:
         self.index = root / "v2.caibx"
         self.other_index = root / "other.caibx"
         self._cli("make", "-s", self.master, self.index, self.v2)
-        self._cli("make", "-s", self.master, self.other_index, self.other)
+        # small chunks: prune has a few thousand files to delete, a window to be killed in
+        self._cli("make", "-m", "1:4:16", "-s", self.master, self.other_index, self.other)
         self.ids = index_format.decode(self.index.read_bytes()).unique_ids()
         self.tree = root / "tree"
         for i in range(120):
@@ -87,6 +88,7 @@ class CrashBench:
         self.caidx = root / "tree.caidx"
         self._cli("tar", "-i", "-s", self.tree_store, self.caidx, self.tree)
         self.runs = iter(range(1 << 30))
+        self.startup = min(_seconds(desync("--version")) for _ in range(3))
 
     def _cli(self, *argv: object) -> None:
         run = run_cli(*argv)
@@ -143,20 +145,30 @@ def kill_trial(bench: CrashBench, case: CrashCase, delay: float) -> tuple[Verdic
 
 
 def duration(bench: CrashBench, case: CrashCase, runs: int = 2) -> float:
-    """How long an uninterrupted run takes (the shortest of ``runs``, caches warm): the
-    range kill delays are drawn from."""
+    """How long an uninterrupted run takes (the shortest of ``runs``, caches warm)."""
     times = []
     for _ in range(runs):
         work = bench.workdir()
         try:
-            argv = case.prepare(bench, work)
-            start = time.monotonic()
-            run = run_to_end(argv)
-            assert run.returncode == 0, run.stderr
-            times.append(time.monotonic() - start)
+            times.append(_seconds(case.prepare(bench, work)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return min(times)
+
+
+def delays(bench: CrashBench, case: CrashCase, n: int, rng: random.Random) -> list[float]:
+    """``n`` kill delays, uniform over an uninterrupted run after the interpreter's
+    start-up (a kill during the imports tests nothing of ours)."""
+    length = duration(bench, case)
+    low = bench.startup if length > bench.startup + 0.02 else 0.02
+    return [rng.uniform(low, length) for _ in range(n)]
+
+
+def _seconds(argv: list[str]) -> float:
+    start = time.monotonic()
+    run = run_to_end(argv)
+    assert run.returncode == 0, run.stderr
+    return time.monotonic() - start
 
 
 # --- the cases ------------------------------------------------------------------------

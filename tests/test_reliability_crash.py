@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from desync_decl.formats import index as index_format
-from reliability.crash_runs import CASE_NAMES, MIB, CrashBench, case, duration, kill_trial
+from reliability.crash_runs import CASE_NAMES, MIB, CrashBench, case, delays, kill_trial
 from reliability.disk_full import CASES as FULL_DISK_CASES
 from reliability.disk_full import Inputs, full_disk_trial, small_tmpfs
 
@@ -32,7 +32,7 @@ def bench(tmp_path_factory) -> CrashBench:
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_a_killed_run_leaves_nothing_half_written_and_a_rerun_converges(bench, name):
-    delay = random.Random(name).uniform(0.15, 0.45)  # start-up takes about 0.1 s
+    delay = bench.startup + random.Random(name).uniform(0.0, 0.3)
     verdict, _ = kill_trial(bench, case(name), delay)
     assert verdict.outcome == "ok", verdict
 
@@ -41,11 +41,9 @@ def test_a_killed_run_leaves_nothing_half_written_and_a_rerun_converges(bench, n
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_kills_all_through_a_run_never_lose_or_corrupt_anything(bench, name):
     """Delays drawn over the length of an uninterrupted run (measured first)."""
-    length = duration(bench, case(name))
-    rng = random.Random(f"slow {name}")
     killed = 0
-    for _ in range(KILLS_PER_CASE):
-        verdict, was_running = kill_trial(bench, case(name), rng.uniform(0.05, length))
+    for delay in delays(bench, case(name), KILLS_PER_CASE, random.Random(f"slow {name}")):
+        verdict, was_running = kill_trial(bench, case(name), delay)
         assert verdict.outcome == "ok", verdict
         killed += was_running
     assert killed >= 2, "the kills came after the run had finished"
