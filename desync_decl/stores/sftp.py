@@ -249,7 +249,10 @@ class SftpObjects:
                 size = f.stat().st_size or 0
                 if size > _PIPELINE_FROM:
                     f.prefetch(size)
-                return f.read(size)
+                data = f.read(size)
+            if len(data) != size:  # paramiko ends a read early when the connection drops
+                raise EOFError(f"the connection was closed after {len(data)} of {size} bytes")
+            return data
 
         return self._call("read", key, read)
 
@@ -365,7 +368,7 @@ def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
     if isinstance(e, EOFError):
-        return "the connection was closed"
+        return str(e) or "the connection was closed"
     return str(e) or type(e).__name__
 
 
