@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -160,3 +161,51 @@ def test_a_seed_tree_supplies_the_chunks_it_shares(cli, tree, tmp_path):
 def test_seeds_need_an_index(cli, catar, tree, tmp_path):
     result = cli("untar", "--seed", tree, catar, tmp_path / "out")
     assert result.code == 1 and "seeds need an index" in result.err
+
+
+# -- owners and modes as the kernel gives them to new entries --------------------------
+
+
+@pytest.fixture
+def owned_tree(tmp_path) -> Path:
+    """Files of root, of nobody (set-uid), a symlink of nobody, and a plain 0644 file."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "root-file").write_bytes(b"r")
+    (tree / "nobody-suid").write_bytes(b"n")
+    os.chown(tree / "nobody-suid", 65534, 65534)
+    os.chmod(tree / "nobody-suid", 0o4755)
+    (tree / "nobody-link").symlink_to("root-file")
+    os.chown(tree / "nobody-link", 65534, 65534, follow_symlinks=False)
+    os.chmod(tree / "root-file", 0o644)
+    return tree
+
+
+def test_owners_are_set_where_a_set_gid_directory_would_give_another_group(
+    cli, owned_tree, tmp_path
+):
+    assert cli("tar", tmp_path / "x.catar", owned_tree).code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, 0, 65534)
+    os.chmod(out, 0o2755)  # new entries get group 65534 unless chowned
+    assert cli("untar", tmp_path / "x.catar", out).code == 0
+    assert (os.stat(out / "root-file").st_uid, os.stat(out / "root-file").st_gid) == (0, 0)
+    st = os.stat(out / "nobody-suid")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o4755)
+    assert os.lstat(out / "nobody-link").st_uid == 65534
+    assert cli("mtree", out).out == cli("mtree", owned_tree).out
+
+
+def test_modes_are_exact_under_a_default_acl(cli, owned_tree, tmp_path):
+    assert cli("tar", tmp_path / "x.catar", owned_tree).code == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    entry = struct.Struct("<HHI")
+    only_owner = struct.pack("<I", 2) + b"".join(
+        entry.pack(tag, perm, 0xFFFFFFFF) for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0))
+    )  # default ACL u::rwx,g::---,o::---: new files would be 0600
+    os.setxattr(out, "system.posix_acl_default", only_owner)
+    assert cli("untar", tmp_path / "x.catar", out).code == 0
+    assert os.stat(out / "root-file").st_mode & 0o7777 == 0o644
+    assert os.stat(out / "nobody-suid").st_mode & 0o7777 == 0o4755

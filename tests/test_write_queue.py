@@ -3,6 +3,7 @@ post-order after everything written into them, errors raised in archive order.""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -146,3 +147,81 @@ def test_a_failing_file_among_many_stops_with_its_error(cli, tmp_path, monkeypat
     for i in range(10):
         assert (out / f"f{i:03}").read_bytes() == b"x" * i
     assert not list(out.rglob(".#untar.*"))
+
+
+# -- how file contents get there -----------------------------------------------------
+
+
+@pytest.fixture
+def small_tree(tmp_path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    for i in range(30):
+        (tree / "d" / f"f{i}").write_bytes(os.urandom(i * 700))
+    (tree / "big").write_bytes(os.urandom(3_000_000))
+    (tree / "existing").write_bytes(b"new")
+    return tree
+
+
+def untar_listing(cli, catar: Path, out: Path) -> str:
+    (out / "existing").parent.mkdir(parents=True, exist_ok=True)
+    (out / "existing").write_bytes(b"old contents, replaced")
+    result = cli("untar", catar, out)
+    assert result.code == 0, result.err
+    assert not list(out.rglob(".#untar.*"))
+    return cli("mtree", out).out
+
+
+def test_payloads_copied_from_a_catar_file_by_offset_or_read(cli, small_tree, tmp_path):
+    """From a file the workers copy payloads by offset; from stdin they are read."""
+    catar = tmp_path / "x.catar"
+    assert cli("tar", catar, small_tree).code == 0
+    want = cli("mtree", small_tree).out
+    assert untar_listing(cli, catar, tmp_path / "file") == want
+    result = cli("untar", "-", tmp_path / "stdin", stdin=catar.read_bytes())
+    assert result.code == 0, result.err
+    assert cli("mtree", tmp_path / "stdin").out == want
+
+
+def test_without_sendfile_or_unnamed_files_the_fallbacks_write_the_same(
+    cli, small_tree, tmp_path, monkeypatch
+):
+    from desync_decl.archive import disk_writer
+
+    catar = tmp_path / "x.catar"
+    assert cli("tar", catar, small_tree).code == 0
+
+    def no_sendfile(*args):
+        raise OSError(errno.EINVAL, "not here")
+
+    monkeypatch.setattr(os, "sendfile", no_sendfile)
+    monkeypatch.setattr(disk_writer, "_O_UNNAMED", os.O_WRONLY | os.O_TMPFILE | os.O_CREAT)
+    assert untar_listing(cli, catar, tmp_path / "out") == cli("mtree", small_tree).out
+
+
+def test_an_archive_that_starts_inside_a_file(small_tree, tmp_path):
+    from desync_decl.ops.tar import TarInput, tar
+    from desync_decl.ops.untar import untar
+
+    path = tmp_path / "x.bin"
+    with open(path, "wb") as f:
+        f.write(b"some header before the archive")
+        tar(TarInput(small_tree), f)
+    with open(path, "rb") as f:
+        f.seek(len(b"some header before the archive"))
+        untar(f, tmp_path / "out")
+    for p in small_tree.rglob("*"):
+        if p.is_file():
+            assert (tmp_path / "out" / p.relative_to(small_tree)).read_bytes() == p.read_bytes()
+
+
+def test_a_catar_file_cut_short_fails_without_half_written_files(cli, small_tree, tmp_path):
+    catar = tmp_path / "x.catar"
+    assert cli("tar", catar, small_tree).code == 0
+    data = catar.read_bytes()
+    at = data.index((small_tree / "big").read_bytes()[:64]) + 1_000_000
+    catar.write_bytes(data[:at])
+    result = cli("untar", catar, tmp_path / "out")
+    assert result.code == 1 and "truncated" in result.err
+    assert not (tmp_path / "out" / "big").exists()
+    assert not list((tmp_path / "out").rglob(".#untar.*"))

@@ -1,19 +1,22 @@
-"""Extract decoded catar nodes into a directory, never writing outside it.
+"""Write decoded catar nodes into a directory, never writing outside it.
 
 Every operation is relative to an open directory fd and names exactly one path
 component (the decoder refuses anything else, and this module checks again);
 directories are entered with O_NOFOLLOW, so a symlink, whether the archive
-planted it or it was already in the target, is never followed. Files,
-symlinks and special nodes are made under a temporary name, get their
-metadata, then are renamed over the final name: a failed extraction leaves no
-half-written file under a final name, and an existing symlink or hard link at
-that name is replaced, never written through. Directory metadata (owner, mode,
-times) is applied when the directory is complete, so read-only directories
-can be filled.
+planted it or it was already in the target, is never followed. A file is made
+without a name (O_TMPFILE) or under a temporary one, filled, given its metadata
+on the open fd, and only then linked in under its final name; where something
+is already there (a file, a symlink, a hard link) it is linked under a temporary
+name and renamed over it, so it is replaced, never written through. Symlinks and
+special nodes are made under a temporary name and renamed. A failed extraction
+leaves no half-written file under a final name. Directory metadata (owner, mode,
+times) is applied when the directory is complete, so read-only directories can
+be filled. extract.py runs the loop (on worker threads).
 
-Directories are made on the decoding thread; files, symlinks and special
-nodes are written by worker threads (write_queue.py), which finishes each
-directory only after everything below it is written.
+Nothing is fsynced, as with casync and tar: after a crash, files extracted
+shortly before may be empty or missing under their final names (never partly
+someone else's data); an extraction that must survive one is followed by
+``sync`` or repeated.
 """
 
 from __future__ import annotations
@@ -31,12 +34,10 @@ from dataclasses import dataclass, field
 
 from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
-from desync_decl.archive.write_queue import WriteQueue
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, FormatError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
-from desync_decl.formats.catar import records
-from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.decoder import Node
 from desync_decl.formats.catar.entry import Entry
 from desync_decl.fsutil import write_all
 
@@ -44,7 +45,24 @@ log = logging.getLogger(__name__)
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_UNNAMED = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC  # without O_EXCL: it can be linked
 _NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """The catar as a regular file: workers copy payloads from it by offset."""
+
+    fd: int
+    base: int  # where the archive starts in the file (the decoder counts from there)
+    name: str
+
+
+# A file's contents: blocks (in memory, or streamed on the decoding thread), or the
+# offset of its payload in the ArchiveFile.
+FileData = Iterable[bytes] | int
+Job = tuple["OpenDir", bytes, Node, "list[bytes] | int | None"]  # parent, name, node, data
+_SEND_MAX = 1 << 30
 
 
 class UntarError(DesyncError):
@@ -82,14 +100,17 @@ class UntarStats:
 
 
 @dataclass
-class _Dir:
+class OpenDir:
     fd: int
     entry: Entry
     path: str
+    owner: tuple[int, int] = (-1, -1)  # its own uid, gid
+    new_owner: tuple[int, int] = (-1, -1)  # what the kernel gives an entry made in it
+    default_acl: bool = True  # it has a default ACL (modes of new entries follow it)
 
 
 @dataclass
-class _Writer:
+class Writer:
     target: str
     options: WriteOptions
     stats: UntarStats = field(default_factory=UntarStats)
@@ -98,6 +119,9 @@ class _Writer:
     # temporary names: unguessable per extraction, then counted (no getrandom per file)
     temp_prefix: str = field(default_factory=lambda: f".#untar.{secrets.token_hex(8)}.")
     temp_numbers: Iterator[int] = field(default_factory=itertools.count)
+    archive: ArchiveFile | None = None  # where payloads given by offset are
+    # files are made unnamed (O_TMPFILE) and linked in through /proc where both work
+    unnamed: bool = field(default_factory=lambda: os.path.isdir("/proc/self/fd"))
 
     def temp_name(self) -> str:
         return f"{self.temp_prefix}{next(self.temp_numbers)}"
@@ -114,8 +138,8 @@ class _Writer:
             shown = self.show(where.path) if isinstance(where, Node) else where
             raise DesyncError(f"cannot extract {shown}: {e.strerror}") from None
 
-    def write_job(self, job: _Job) -> None:
-        """A file (its contents in memory), symlink or special node, on a worker thread."""
+    def write_job(self, job: Job) -> None:
+        """A file, symlink or special node, on a worker thread."""
         parent, name, node, data = job
         with self.errors(node):
             if data is None:
@@ -123,7 +147,7 @@ class _Writer:
             else:
                 self.file(parent, name, node, data)
 
-    def close_directory(self, d: _Dir) -> None:
+    def close_directory(self, d: OpenDir) -> None:
         try:
             with self.errors(d.path):
                 self.finish_directory(d)
@@ -132,7 +156,7 @@ class _Writer:
 
     # -- per node ------------------------------------------------------------------
 
-    def directory(self, parent: _Dir, name: bytes, node: Node) -> _Dir:
+    def directory(self, parent: OpenDir, name: bytes, node: Node) -> OpenDir:
         where = self.show(node.path)
         try:
             self._mkdir(parent.fd, name, node.entry)
@@ -150,8 +174,7 @@ class _Writer:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UntarError(f"refusing to extract into {where}: not a directory") from None
             raise
-        self._make_writable(fd)
-        return _Dir(fd, node.entry, where)
+        return self.opened(fd, node.entry, where)
 
     def _mkdir(self, parent_fd: int, name: bytes, e: Entry) -> None:
         """A directory, or a btrfs subvolume where the archive had one (and btrfs is here)."""
@@ -163,28 +186,93 @@ class _Writer:
             log.warning("not on btrfs: subvolume %s made a plain directory", os.fsdecode(name))
         os.mkdir(name, 0o700, dir_fd=parent_fd)
 
-    def _make_writable(self, fd: int) -> None:
-        mode = os.fstat(fd).st_mode
-        if not self.is_root and mode & 0o700 != 0o700:
-            os.fchmod(fd, (mode & 0o7777) | 0o700)
-
-    def file(self, parent: _Dir, name: bytes, node: Node, data: Iterable[bytes]) -> None:
-        tmp = self.temp_name()
-        fd = os.open(tmp, _O_NEW, 0o600, dir_fd=parent.fd)
-        renamed = False
+    def opened(self, fd: int, e: Entry, where: str) -> OpenDir:
+        """A directory just opened: writable for us, and what entries made in it get."""
+        st = os.fstat(fd)
+        if not self.is_root and st.st_mode & 0o700 != 0o700:
+            os.fchmod(fd, (st.st_mode & 0o7777) | 0o700)
+        gid = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
         try:
-            for block in data:
-                write_all(fd, block)
-            self._metadata(fd, node.entry, is_dir=False)
-            self._rename(parent, tmp, name, node)
-            renamed = True
+            default_acl = bool(os.getxattr(fd, posix_acl.DEFAULT))
+        except OSError:  # ENODATA: none; ENOTSUP: none possible
+            default_acl = False
+        return OpenDir(fd, e, where, (st.st_uid, st.st_gid), (os.geteuid(), gid), default_acl)
+
+    def file(self, parent: OpenDir, name: bytes, node: Node, data: FileData) -> None:
+        e = node.entry
+        # Made with its final mode where the kernel gives exactly that (no fchmod then):
+        # the umask does not cut it, no default ACL replaces it and no chown can clear
+        # set-id bits.
+        mode = self._mode(e, False)
+        exact = not (mode & (0o7000 | self.umask) or parent.default_acl or e.acl)
+        fd, tmp = self._new_file(parent, mode if exact else 0o600)
+        placed = False
+        try:
+            if isinstance(data, int):
+                self._copy(fd, data, node.size)
+            else:
+                for block in data:
+                    write_all(fd, block)
+            self._metadata(fd, e, is_dir=False, owner=parent.new_owner, mode_set=exact)
+            self._place(parent, fd, tmp, name, node)
+            placed = True
             self._chattr(fd, node.entry)
         finally:
             os.close(fd)
-            if not renamed:
+            if tmp is not None and not placed:
                 _unlink(parent.fd, tmp)
 
-    def other(self, parent: _Dir, name: bytes, node: Node) -> None:
+    def _new_file(self, parent: OpenDir, mode: int) -> tuple[int, str | None]:
+        """A new open file without a name (O_TMPFILE) where the filesystem has them, else
+        under a temporary name."""
+        if self.unnamed:
+            try:
+                return os.open(".", _O_UNNAMED, mode, dir_fd=parent.fd), None
+            except OSError as e:
+                if e.errno not in (errno.EISDIR, errno.EINVAL, *_NOT_SUPPORTED):
+                    raise
+                self.unnamed = False  # this filesystem has none: temporary names from now
+        tmp = self.temp_name()
+        return os.open(tmp, _O_NEW, mode, dir_fd=parent.fd), tmp
+
+    def _place(self, parent: OpenDir, fd: int, tmp: str | None, name: bytes, node: Node) -> None:
+        """The finished file under its final name, replacing (never writing through) what
+        is there: an unnamed file is linked in, or first linked under a temporary name and
+        renamed over what is in the way."""
+        if tmp is None:
+            with contextlib.suppress(FileExistsError):
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent.fd)
+                return
+            tmp = self.temp_name()
+            os.link(f"/proc/self/fd/{fd}", tmp, dst_dir_fd=parent.fd)
+        try:
+            self._rename(parent, tmp, name, node)
+        except BaseException:
+            _unlink(parent.fd, tmp)
+            raise
+
+    def _copy(self, fd: int, offset: int, size: int) -> None:
+        """``size`` bytes of the archive file from ``offset``, copied in the kernel."""
+        assert self.archive is not None
+        src = self.archive.fd
+        while size:
+            try:
+                n = os.sendfile(fd, src, offset, min(size, _SEND_MAX))
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS, *_NOT_SUPPORTED):
+                    raise
+                block = os.pread(src, min(size, 1 << 20), offset)
+                write_all(fd, block)
+                n = len(block)
+            if n == 0:
+                raise FormatError(
+                    f"{self.archive.name}: invalid archive at byte {offset - self.archive.base}:"
+                    f" archive truncated inside a payload ({size} bytes missing)"
+                )
+            offset += n
+            size -= n
+
+    def other(self, parent: OpenDir, name: bytes, node: Node) -> None:
         """Symlinks, devices, fifos and sockets."""
         e = node.entry
         fmt = stat.S_IFMT(e.mode)
@@ -198,13 +286,13 @@ class _Writer:
         else:
             os.mknod(tmp, fmt | 0o600, node.rdev, dir_fd=parent.fd)
         try:
-            self._path_metadata(parent.fd, tmp, e, symlink=fmt == stat.S_IFLNK)
+            self._path_metadata(parent, tmp, e, symlink=fmt == stat.S_IFLNK)
             self._rename(parent, tmp, name, node)
         except BaseException:
             _unlink(parent.fd, tmp)
             raise
 
-    def _rename(self, parent: _Dir, tmp: str, name: bytes, node: Node) -> None:
+    def _rename(self, parent: OpenDir, tmp: str, name: bytes, node: Node) -> None:
         try:
             os.rename(tmp, name, src_dir_fd=parent.fd, dst_dir_fd=parent.fd)
         except OSError as e:
@@ -214,21 +302,25 @@ class _Writer:
                 ) from None
             raise
 
-    def finish_directory(self, d: _Dir) -> None:
-        self._metadata(d.fd, d.entry, is_dir=True)
+    def finish_directory(self, d: OpenDir) -> None:
+        self._metadata(d.fd, d.entry, is_dir=True, owner=d.owner)
         self._chattr(d.fd, d.entry)
         if d.entry.flags & ff.WITH_SUBVOLUME_RO and self.options.same_permissions:
             fsattrs.set_subvolume_read_only(d.fd)  # last: nothing can change it after this
 
     # -- metadata ------------------------------------------------------------------
 
-    def _metadata(self, fd: int, e: Entry, *, is_dir: bool) -> None:
-        """Owner, mode, xattrs, ACLs, project id and times of an open file or directory."""
+    def _metadata(
+        self, fd: int, e: Entry, *, is_dir: bool, owner: tuple[int, int], mode_set: bool = False
+    ) -> None:
+        """Owner, mode, xattrs, ACLs, project id and times of an open file or directory
+        now owned by ``owner``, with its final mode already if ``mode_set``."""
         flags, opt = e.feature_flags, self.options
-        if self._chown(e):
+        if self._chown(e) and (e.uid, e.gid) != owner:
             os.fchown(fd, e.uid, e.gid)
         mode = self._mode(e, is_dir)
-        os.fchmod(fd, mode)
+        if not mode_set:
+            os.fchmod(fd, mode)
         if opt.same_owner:
             for name, value in e.xattrs:
                 self._setxattr(fd, name, value)
@@ -264,10 +356,10 @@ class _Writer:
         if default is not None:
             self._setxattr(fd, posix_acl.DEFAULT.encode(), default)
 
-    def _path_metadata(self, dir_fd: int, name: str, e: Entry, *, symlink: bool) -> None:
-        """Metadata of a node made under ``name`` in ``dir_fd``, never following it."""
-        flags, opt = e.feature_flags, self.options
-        if self._chown(e):
+    def _path_metadata(self, parent: OpenDir, name: str, e: Entry, *, symlink: bool) -> None:
+        """Metadata of a node just made under ``name`` in ``parent``, never following it."""
+        flags, opt, dir_fd = e.feature_flags, self.options, parent.fd
+        if self._chown(e) and (e.uid, e.gid) != parent.new_owner:
             os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
         if not symlink:  # a fresh fifo/socket/device we just made under a random name
             os.chmod(name, self._mode(e, False), dir_fd=dir_fd)
@@ -287,6 +379,8 @@ class _Writer:
             log.warning("cannot set xattr %s: %s", os.fsdecode(name), e.strerror)
 
     def _chattr(self, fd: int, e: Entry) -> None:
+        if not e.flags & ft.CHATTR_FLAGS:
+            return
         bits = fsattrs.from_features(e.flags & ft.CHATTR_FLAGS)
         if bits and self.options.same_permissions and not fsattrs.set_chattr(fd, bits):
             log.warning("filesystem has no chattr flags; flags %#x not set", bits)
@@ -295,77 +389,6 @@ class _Writer:
 _TIME_FLAGS = ft.WITH_NSEC_TIME | ft.WITH_USEC_TIME | ft.WITH_SEC_TIME | ft.WITH_2SEC_TIME
 
 
-def _current_umask() -> int:
-    """The process umask, read without setting it (other threads may be creating files)."""
-    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
-        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
-    mask = os.umask(0o022)  # no /proc: the only other way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
 def _unlink(dir_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
-
-
-def write_tree(
-    decoder: Decoder, target: str | os.PathLike, options: WriteOptions, *, workers: int = 2
-) -> UntarStats:
-    """Extract everything ``decoder`` yields under ``target`` (made if missing).
-
-    Directories are made on this thread as the decoder reaches them; files up to
-    ``SMALL_FILE`` bytes (read into memory), symlinks and special nodes are written by
-    ``workers`` threads (write_queue.py), larger files here as they stream in.
-    """
-    target = os.fsdecode(target)
-    w = _Writer(target, options, umask=_current_umask())
-    os.makedirs(target, exist_ok=True)
-    stack: list[_Dir] = []
-    queue: WriteQueue[_Job, _Dir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
-    try:
-        for ev in decoder:
-            if isinstance(ev, DirEnd):
-                queue.dir_end(stack.pop())
-            elif not ev.path:
-                if not stat.S_ISDIR(ev.entry.mode):
-                    raise UntarError("the archive's root is not a directory")
-                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                w._make_writable(fd)
-                stack.append(_Dir(fd, ev.entry, target))
-            else:
-                _node(w, stack, ev, decoder, queue)
-        queue.close()
-    except Exception:
-        queue.close()  # what came before the error (or raises the error of an earlier entry)
-        raise
-    except BaseException:
-        queue.stop()
-        raise
-    finally:
-        for d in [*stack, *queue.pending_dirs()]:
-            os.close(d.fd)
-    return w.stats
-
-
-SMALL_FILE = 1 << 20
-_Job = tuple[_Dir, bytes, Node, "list[bytes] | None"]  # parent, name, node, file contents
-
-
-def _node(w: _Writer, stack: list[_Dir], node: Node, decoder: Decoder, queue: WriteQueue) -> None:
-    name = node.path[-1]
-    if records.name_problem(name) is not None:  # the decoder already refused these
-        raise UntarError(f"refusing file name {name!r}")
-    parent = stack[-1]
-    fmt = stat.S_IFMT(node.entry.mode)
-    w.stats.count(fmt, node.size)
-    if fmt == stat.S_IFDIR:
-        with w.errors(node):
-            stack.append(w.directory(parent, name, node))
-    elif fmt != stat.S_IFREG:
-        queue.add((parent, name, node, None), 256)
-    elif node.size <= SMALL_FILE:
-        queue.add((parent, name, node, list(decoder.payload())), node.size + 256)
-    else:
-        with w.errors(node):
-            w.file(parent, name, node, decoder.payload())

@@ -28,8 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from desync_decl.parallel import cpu_workers
-
 Item = TypeVar("Item")
 Dir = TypeVar("Dir")
 
@@ -52,7 +50,7 @@ class WriteQueue(Generic[Item, Dir]):
     ) -> None:
         self._write = write
         self._finish = finish
-        self._workers = cpu_workers(workers)
+        self._workers = max(1, workers)
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="untar")
         self._batch: list[Item] = []
         self._weight = 0

@@ -8,18 +8,22 @@ chunks of an index are fetched ahead by a bounded pool.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from desync_decl.archive.disk_writer import UntarStats, WriteOptions, write_tree
+from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
+from desync_decl.archive.extract import write_tree
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
 from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
+from desync_decl.parallel import cpu_workers
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Router
 
@@ -78,8 +82,11 @@ def untar(
     ``seeds`` are directory trees whose matching chunks are used before ``store``'s
     (the target itself is a good seed when updating it)."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        file = _regular_file(archive, source)  # before the decoder reads from it
         decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-        stats = write_tree(decoder, target, WriteOptions(same_owner, same_permissions))
+        options = WriteOptions(same_owner, same_permissions)
+        workers = cpu_workers(concurrency)
+        stats = write_tree(decoder, target, options, workers=workers, archive=file)
         return _result(os.fsdecode(target), stats, decoder, trees)
 
 
@@ -96,6 +103,19 @@ def untar_to_tar(
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
         return _result("-", write_tar(decoder, out), decoder, trees)
+
+
+def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
+    """The catar as a regular file whose payloads can be copied by offset, if it is one."""
+    if isinstance(archive, Index):
+        return None
+    try:
+        fd = archive.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or not archive.seekable():
+            return None
+        return ArchiveFile(fd, archive.tell(), source)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _result(target: str, stats: UntarStats, decoder: Decoder, trees: list[TreeSeed]) -> UntarResult:

@@ -1,0 +1,102 @@
+"""The extraction loop: decoded catar events into a directory (disk_writer.py does each
+node), small writes on worker threads (write_queue.py).
+
+Directories are made on the decoding thread as the decoder reaches them. Files,
+symlinks and special nodes are written by the workers: from a regular archive file
+a file's payload is copied there by offset (the decoder skips it), otherwise files up
+to ``SMALL_FILE`` bytes are read into memory first and larger ones are written on
+the decoding thread as they stream in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+from desync_decl.archive.disk_writer import (
+    ArchiveFile,
+    Job,
+    OpenDir,
+    UntarError,
+    UntarStats,
+    WriteOptions,
+    Writer,
+)
+from desync_decl.archive.write_queue import WriteQueue
+from desync_decl.formats.catar import records
+from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+
+SMALL_FILE = 1 << 20
+
+
+def write_tree(
+    decoder: Decoder,
+    target: str | os.PathLike,
+    options: WriteOptions,
+    *,
+    workers: int = 2,
+    archive: ArchiveFile | None = None,
+) -> UntarStats:
+    """Extract everything ``decoder`` yields under ``target`` (made if missing), on
+    ``workers`` threads; with ``archive`` (the file the decoder reads), payloads are
+    copied from it by offset."""
+    target = os.fsdecode(target)
+    w = Writer(target, options, umask=current_umask(), archive=archive)
+    os.makedirs(target, exist_ok=True)
+    stack: list[OpenDir] = []
+    queue: WriteQueue[Job, OpenDir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
+    try:
+        for ev in decoder:
+            if isinstance(ev, DirEnd):
+                queue.dir_end(stack.pop())
+            elif not ev.path:
+                if not stat.S_ISDIR(ev.entry.mode):
+                    raise UntarError("the archive's root is not a directory")
+                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                stack.append(w.opened(fd, ev.entry, target))
+            else:
+                _node(w, stack, ev, decoder, queue)
+        queue.close()
+    except Exception:
+        queue.close()  # what came before the error (or raises the error of an earlier entry)
+        raise
+    except BaseException:
+        queue.stop()
+        raise
+    finally:
+        for d in [*stack, *queue.pending_dirs()]:
+            os.close(d.fd)
+    return w.stats
+
+
+def _node(
+    w: Writer, stack: list[OpenDir], node: Node, decoder: Decoder, queue: WriteQueue[Job, OpenDir]
+) -> None:
+    name = node.path[-1]
+    if records.name_problem(name) is not None:  # the decoder already refused these
+        raise UntarError(f"refusing file name {name!r}")
+    parent = stack[-1]
+    fmt = stat.S_IFMT(node.entry.mode)
+    w.stats.count(fmt, node.size)
+    if fmt == stat.S_IFDIR:
+        with w.errors(node):
+            stack.append(w.directory(parent, name, node))
+    elif fmt != stat.S_IFREG:
+        queue.add((parent, name, node, None), 256)
+    elif w.archive is not None:  # the decoder skips the payload: a worker copies it
+        queue.add((parent, name, node, w.archive.base + decoder.pos), node.size + 256)
+    elif node.size <= SMALL_FILE:
+        queue.add((parent, name, node, list(decoder.payload())), node.size + 256)
+    else:
+        with w.errors(node):
+            w.file(parent, name, node, decoder.payload())
+
+
+def current_umask() -> int:
+    """The process umask, read without setting it (other threads may be creating files)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: the only other way to read it is to set it
+    os.umask(mask)
+    return mask
