@@ -204,3 +204,33 @@ def test_the_archive_being_written_is_left_out_of_its_own_tree(cli, tmp_path):
     assert result.code == 0, result.err
     names = [n for n, _, _ in nodes((tree / "x.catar").read_bytes())]
     assert names == [".", "a"]
+
+
+@pytest.mark.parametrize(
+    ("size", "change"),
+    [
+        *[(0, b"x"), (5, b"more"), (3 << 20, b"m"), (5, b""), (3 << 20, b"")],  # grows, shrinks
+        *[(0, None), (5, None), (3 << 20, None)],  # unchanged
+    ],
+)
+def test_a_file_that_changes_size_while_being_read_is_an_error(tmp_path, size, change):
+    """The payload reader asks one byte past the size: growth shows without a read of its
+    own, and a short read ends the file."""
+    from desync_decl.archive.disk_source import DiskOptions, disk_tree
+    from desync_decl.errors import DesyncError
+    from desync_decl.formats.catar.features import DESYNC_TAR
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"a" * size)
+    ((_, node),) = disk_tree(tree, DiskOptions(DESYNC_TAR)).children()
+    if change is None:
+        assert b"".join(node.payload()) == b"a" * size
+        return
+    with open(tree / "f", "ab") as f:
+        if change:
+            f.write(change)
+        else:
+            f.truncate(size // 2)
+    with pytest.raises(DesyncError, match="changed while archiving"):
+        b"".join(node.payload())

@@ -48,13 +48,20 @@ class DiskNode:
         assert fd is not None
         try:
             left = self.size
-            while left > 0:
-                block = os.read(fd, min(BLOCK_SIZE, left))
-                if not block:
+            while True:
+                # one byte more than is left: a short read is the end, and a file that
+                # grew shows here without a read of its own at the end
+                want = min(BLOCK_SIZE, left + 1)
+                block = os.read(fd, want)
+                if len(block) > left:
+                    left = -1
                     break
                 left -= len(block)
-                yield block
-            if left or os.read(fd, 1):
+                if block:
+                    yield block
+                if not block or (not left and len(block) < want):
+                    break
+            if left:
                 raise DesyncError(f"{self._walk.show(self.path)}: file changed while archiving")
         except OSError as e:
             raise DesyncError(f"cannot read {self._walk.show(self.path)}: {e.strerror}") from None
