@@ -59,6 +59,18 @@ def test_a_directory_is_finished_after_everything_queued_before_its_end(small_ba
     assert r.events.index("a/3") < ends[1]
 
 
+def test_without_workers_everything_happens_at_once_on_the_calling_thread():
+    r = Recorder(fail="bad")
+    q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=0)
+    q.add("a/1", 1)
+    q.dir_end("a")
+    assert r.events == ["a/1", "end a"]
+    with pytest.raises(OSError, match="cannot write bad"):
+        q.add("bad", 1)
+    q.close()
+    assert q.pending_dirs() == []
+
+
 def test_an_error_stops_the_writes_after_it_and_is_raised(small_batches):
     r = Recorder(fail="x2")
     q: WriteQueue[str, str] = WriteQueue(r.write, r.finish, workers=1)
@@ -225,3 +237,16 @@ def test_a_catar_file_cut_short_fails_without_half_written_files(cli, small_tree
     assert result.code == 1 and "truncated" in result.err
     assert not (tmp_path / "out" / "big").exists()
     assert not list((tmp_path / "out").rglob(".#untar.*"))
+
+
+@pytest.mark.parametrize("workers", [0, 1, 3])
+def test_any_number_of_workers_writes_the_same_tree(cli, small_tree, tmp_path, workers):
+    from desync_decl.archive.disk_writer import WriteOptions
+    from desync_decl.archive.extract import write_tree
+    from desync_decl.formats.catar import Decoder
+
+    catar = tmp_path / "x.catar"
+    assert cli("tar", catar, small_tree).code == 0
+    with open(catar, "rb") as f:
+        write_tree(Decoder(f), tmp_path / "out", WriteOptions(), workers=workers)
+    assert cli("mtree", tmp_path / "out").out == cli("mtree", small_tree).out

@@ -39,7 +39,10 @@ _NEVER = 1 << 62
 
 class WriteQueue(Generic[Item, Dir]):
     """Runs ``write(item)`` on worker threads in batches and ``finish(dir)`` in order on
-    the caller's thread once everything queued before the directory's end is done."""
+    the caller's thread once everything queued before the directory's end is done.
+
+    With ``workers=0`` both run at once on the caller's thread (a sequential extraction).
+    """
 
     def __init__(
         self,
@@ -50,8 +53,8 @@ class WriteQueue(Generic[Item, Dir]):
     ) -> None:
         self._write = write
         self._finish = finish
-        self._workers = max(1, workers)
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="untar")
+        self._workers = max(0, workers)
+        self._pool = ThreadPoolExecutor(self._workers, "untar") if self._workers else None
         self._batch: list[Item] = []
         self._weight = 0
         self._running: deque[Future[None]] = deque()
@@ -66,6 +69,9 @@ class WriteQueue(Generic[Item, Dir]):
 
     def add(self, item: Item, weight: int) -> None:
         """Queue ``write(item)``; ``weight`` is about the bytes it holds."""
+        if self._pool is None:
+            self._write(item)
+            return
         self._batch.append(item)
         self._weight += weight
         if len(self._batch) >= BATCH_ITEMS or self._weight >= BATCH_BYTES:
@@ -73,6 +79,9 @@ class WriteQueue(Generic[Item, Dir]):
 
     def dir_end(self, d: Dir) -> None:
         """Finish ``d`` once everything queued so far is written."""
+        if self._pool is None:
+            self._finish(d)
+            return
         self._waiting.append((self._started + (1 if self._batch else 0), d))
         if len(self._waiting) > MAX_WAITING_DIRS:
             if self._batch:
@@ -88,6 +97,8 @@ class WriteQueue(Generic[Item, Dir]):
         is written and finished, as a sequential extraction would have done. After an
         error in a batch, nothing more is finished and only the first error is raised.
         """
+        if self._pool is None:
+            return
         try:
             if self._batch:
                 self._submit()
@@ -100,10 +111,12 @@ class WriteQueue(Generic[Item, Dir]):
         """Stop at once (e.g. on KeyboardInterrupt): no further entry is written."""
         self._raised = True
         self._fail(-1)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self) -> None:
         batch, self._batch, self._weight = self._batch, [], 0
+        assert self._pool is not None
         self._running.append(self._pool.submit(self._run, self._started, batch))
         self._started += 1
         self._reap(block=len(self._running) > 2 * self._workers)
