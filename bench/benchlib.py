@@ -497,10 +497,13 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) << shift
 
 
-def base_parser(description: str, settle_what: str) -> argparse.ArgumentParser:
+def base_parser(
+    description: str, settle_what: str, settle: float = 70.0
+) -> argparse.ArgumentParser:
     """The options every benchmark has: --size, --runs, --workdir, --snapshot, --settle.
 
-    ``settle_what`` says what in this benchmark the ext4 settle wait protects.
+    ``settle_what`` says what in this benchmark the ext4 settle wait (default
+    ``settle`` seconds) protects.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--size", type=parse_size, default=GiB, help="input size (default 1G)")
@@ -520,9 +523,9 @@ def base_parser(description: str, settle_what: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--settle",
         type=float,
-        default=70.0,
+        default=settle,
         help="before timing anything, wait until this many seconds have passed since an"
-        f" earlier invocation removed its stores ({settle_what}; default 70)",
+        f" earlier invocation removed its stores ({settle_what}; default {settle:.0f})",
     )
     return parser
 
