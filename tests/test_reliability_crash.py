@@ -32,7 +32,7 @@ def bench(tmp_path_factory) -> CrashBench:
 
 @pytest.mark.parametrize("name", CASE_NAMES)
 def test_a_killed_run_leaves_nothing_half_written_and_a_rerun_converges(bench, name):
-    delay = bench.startup + random.Random(name).uniform(0.0, 0.3)
+    (delay,) = delays(bench, case(name), 1, random.Random(name))
     verdict, _ = kill_trial(bench, case(name), delay)
     assert verdict.outcome == "ok", verdict
 
