@@ -69,6 +69,24 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+_SEND_MAX = 1 << 30  # bytes per sendfile call (the kernel stops near 2 GiB anyway)
+_SENDFILE_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+
+def send_file(dst: int, src: int, offset: int, count: int) -> int:
+    """Copy up to ``count`` bytes of ``src`` from ``offset`` to ``dst``'s position, in
+    the kernel (sendfile); where the pair cannot, through a buffer. The bytes copied:
+    0 at the end of ``src``, fewer than asked when a call stops short."""
+    try:
+        return os.sendfile(dst, src, offset, min(count, _SEND_MAX))
+    except OSError as e:
+        if e.errno not in _SENDFILE_UNSUPPORTED:
+            raise
+    block = os.pread(src, min(count, 1 << 20), offset)
+    write_all(dst, block)
+    return len(block)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
     with AtomicFile(path, mode) as f:
         f.write(data)

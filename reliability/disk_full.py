@@ -24,7 +24,15 @@ from pathlib import Path
 
 from reliability.verdicts import Verdict, error_problem, run_cli, store_problem, temp_files
 
-CASES = ("make", "chop", "cache", "make over an old index", "extract over an old target", "untar")
+CASES = (
+    "make",
+    "chop",
+    "cache",
+    "make over an old index",
+    "extract over an old target",
+    "tar over an old archive",
+    "untar",
+)
 OLD = b"the previous version, which must survive\n" * 200
 
 
@@ -95,6 +103,9 @@ def full_disk_trial(inputs: Inputs, name: str, mnt: Path, work: Path) -> Verdict
     elif name == "extract over an old target":
         (mnt / "blob.img").write_bytes(OLD)
         argv = ("extract", "-s", inputs.store, inputs.index, mnt / "blob.img")
+    elif name == "tar over an old archive":
+        (mnt / "tree.catar").write_bytes(OLD)
+        argv = ("tar", mnt / "tree.catar", inputs.tree)
     elif name == "untar":
         argv = ("untar", "-i", "-s", inputs.tree_store, inputs.caidx, mnt / "tree")
     else:
@@ -123,8 +134,9 @@ def _left_behind(inputs: Inputs, name: str, mnt: Path, work: Path, index: Path) 
         return {"wrong_output": wrong, "corrupt_store": store_problem(mnt / "store")}
     if name == "make over an old index":
         return {"wrong_output": wrong or (None if index.read_bytes() == OLD else "old index lost")}
-    if name == "extract over an old target":
-        kept = (mnt / "blob.img").read_bytes() == OLD
+    if name in ("extract over an old target", "tar over an old archive"):
+        target = mnt / ("blob.img" if name.startswith("extract") else "tree.catar")
+        kept = target.read_bytes() == OLD
         return {"wrong_output": wrong or (None if kept else "the old target was changed")}
     target = mnt / "tree"
     half = [

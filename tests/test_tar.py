@@ -206,13 +206,13 @@ def test_the_archive_being_written_is_left_out_of_its_own_tree(cli, tmp_path):
     assert names == [".", "a"]
 
 
-@pytest.mark.parametrize(
-    ("size", "change"),
-    [
-        *[(0, b"x"), (5, b"more"), (3 << 20, b"m"), (5, b""), (3 << 20, b"")],  # grows, shrinks
-        *[(0, None), (5, None), (3 << 20, None)],  # unchanged
-    ],
-)
+SIZE_CHANGES = [
+    *[(0, b"x"), (5, b"more"), (3 << 20, b"m"), (5, b""), (3 << 20, b"")],  # grows, shrinks
+    *[(0, None), (5, None), (3 << 20, None)],  # unchanged
+]
+
+
+@pytest.mark.parametrize(("size", "change"), SIZE_CHANGES)
 def test_a_file_that_changes_size_while_being_read_is_an_error(tmp_path, size, change):
     """The payload reader asks one byte past the size: growth shows without a read of its
     own, and a short read ends the file."""

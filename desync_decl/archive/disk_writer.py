@@ -39,7 +39,7 @@ from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.decoder import Node
 from desync_decl.formats.catar.entry import Entry
-from desync_decl.fsutil import write_all
+from desync_decl.fsutil import send_file, write_all
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,6 @@ class ArchiveFile:
 # offset of its payload in the ArchiveFile.
 FileData = Iterable[bytes] | int
 Job = tuple["OpenDir", bytes, Node, "list[bytes] | int | None"]  # parent, name, node, data
-_SEND_MAX = 1 << 30
 
 
 class UntarError(DesyncError):
@@ -256,14 +255,7 @@ class Writer:
         assert self.archive is not None
         src = self.archive.fd
         while size:
-            try:
-                n = os.sendfile(fd, src, offset, min(size, _SEND_MAX))
-            except OSError as e:
-                if e.errno not in (errno.EINVAL, errno.ENOSYS, *_NOT_SUPPORTED):
-                    raise
-                block = os.pread(src, min(size, 1 << 20), offset)
-                write_all(fd, block)
-                n = len(block)
+            n = send_file(fd, src, offset, size)
             if n == 0:
                 raise FormatError(
                     f"{self.archive.name}: invalid archive at byte {offset - self.archive.base}:"

@@ -9,11 +9,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import grp
+import operator
 import os
 import pwd
 import struct
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import lru_cache, reduce
 
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
@@ -57,8 +58,13 @@ def chattr_flags(fd: int) -> int:
     return int.from_bytes(buf[:4], "little") if _ioctl(fd, FS_IOC_GETFLAGS, buf) else 0
 
 
+_MAPPED_CHATTR = reduce(operator.or_, CHATTR_TO_FEATURE)
+
+
 def to_features(chattr: int, wanted: int) -> int:
     """chattr bits as catar feature bits, limited to the ``wanted`` feature bits."""
+    if not chattr & _MAPPED_CHATTR:
+        return 0  # most files: no loop
     out = 0
     for kbit, fbit in CHATTR_TO_FEATURE.items():
         if chattr & kbit:

@@ -67,6 +67,9 @@ class TarNode:
             pos += len(block)
             yield block
 
+    def deferred_payload(self) -> None:
+        return None  # payloads come in blocks (the tar's spool file is shared)
+
     def children(self) -> Iterator[tuple[bytes, TarNode]]:
         for name in sorted(self.kids):
             yield name, self.kids[name]
@@ -226,7 +229,7 @@ class _Builder:
 
     def _entry(self, m: tarfile.TarInfo, mode: int) -> Entry:
         flags = self.flags
-        uid, gid = ft.entry_ids(flags, m.uid, m.gid, f"{self.where}: {m.name}")
+        uid, gid = ft.entry_ids(flags, m.uid, m.gid, lambda: f"{self.where}: {m.name}")
         entry = Entry(
             feature_flags=flags,
             mode=ft.entry_mode(flags, mode),

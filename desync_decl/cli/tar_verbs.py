@@ -131,10 +131,15 @@ def _output(path: str, console: Console) -> Iterator[BinaryIO]:
         atomic = AtomicFile(path)
     except OSError as e:
         raise file_error(path, e, "write") from None
-    with atomic, os.fdopen(atomic.fd, "wb", closefd=False, buffering=1 << 20) as out:
-        yield out
-        out.flush()
-        atomic.commit()
+    try:
+        with atomic, os.fdopen(atomic.fd, "wb", closefd=False, buffering=1 << 20) as out:
+            yield out
+            out.flush()
+            atomic.commit()
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise file_error(path, e, "write") from None  # e.g. a full disk: name the output
 
 
 def _register_untar(sub: argparse._SubParsersAction) -> None:

@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from desync_decl.archive.catar_sink import CatarSink
 from desync_decl.archive.disk_source import DiskOptions, disk_tree
-from desync_decl.archive.streams import Buffer, IterReader
+from desync_decl.archive.streams import IterReader
 from desync_decl.archive.tar_source import TarOptions, tar_tree
 from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes, iter_chunks
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import encode
+from desync_decl.formats.catar.encoder import Piece
 from desync_decl.formats.catar.features import DESYNC_TAR
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID, Digest
@@ -43,20 +45,27 @@ class TarInput:
 
     @contextlib.contextmanager
     def stream(
-        self, exclude: frozenset[tuple[int, int]] = frozenset()
-    ) -> Iterator[Iterator[Buffer]]:
+        self, exclude: frozenset[tuple[int, int]] = frozenset(), *, defer_payloads: bool = False
+    ) -> Iterator[Iterator[Piece]]:
         """The catar stream, piece by piece; files whose (st_dev, st_ino) is in
-        ``exclude`` (the archive being written) are left out."""
+        ``exclude`` (the archive being written) are left out. ``defer_payloads``: see
+        ``formats/catar/encoder.py``."""
         if self.input_format == "disk":
             if self.add_root:
                 raise UsageError("--tar-add-root works only with --input-format tar")
             if not isinstance(self.source, str | os.PathLike):
                 raise UsageError("disk input needs a directory path")
             options = DiskOptions(self.flags, self.one_file_system, exclude)
-            yield encode(disk_tree(self.source, options))
+            with contextlib.closing(  # an error: the walk's open files closed now
+                encode(disk_tree(self.source, options), defer_payloads=defer_payloads)
+            ) as pieces:
+                yield pieces
         elif self.input_format == "tar":
-            with tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root:
-                yield encode(root)
+            with (
+                tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root,
+                contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,
+            ):
+                yield pieces
         else:
             raise UsageError(f"invalid input format '{self.input_format}' (known: disk, tar)")
 
@@ -71,16 +80,40 @@ class TarResult:
 
 
 def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) -> TarResult:
-    """Write the catar of ``source`` to ``out``."""
+    """Write the catar of ``source`` to ``out``.
+
+    Where ``out`` has a file descriptor, a writer thread copies the stream to it
+    (payloads of files on disk in the kernel, ``archive/catar_sink.py``) while
+    this thread walks the tree.
+    """
     size = 0
     progress.start("tar", 0)
-    with source.stream(exclude=_inode_of(out)) as pieces:
-        for piece in pieces:
-            out.write(piece)
-            size += len(piece)
-            progress.advance(len(piece))
+    fd = _fileno(out)
+    if fd is None:
+        with source.stream(exclude=_inode_of(out)) as pieces:
+            for piece in pieces:
+                out.write(piece)  # type: ignore[arg-type]
+                size += len(piece)
+                progress.advance(len(piece))
+    else:
+        out.flush()
+        with (
+            source.stream(exclude=_inode_of(out), defer_payloads=True) as pieces,
+            CatarSink(fd) as sink,
+        ):
+            for piece in pieces:
+                sink.put(piece)
+                size += len(piece)
+                progress.advance(len(piece))
     progress.finish()
     return TarResult(flags=source.flags, size=size, index=None)
+
+
+def _fileno(out: BinaryIO) -> int | None:
+    try:
+        return out.fileno()
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _inode_of(out: BinaryIO) -> frozenset[tuple[int, int]]:

@@ -1,9 +1,10 @@
 """Encode a tree of source nodes into a catar byte stream, piece by piece.
 
 Streaming: pieces are yielded as they are made (payloads in the blocks their
-source reads), so neither a file nor the archive is ever held in memory. The
-only state kept is, per open directory, its children's names and offsets for
-the GOODBYE table. Children must come in strictly ascending byte order of
+source reads, or, with ``defer_payloads``, as one object the consumer copies
+itself, e.g. in the kernel), so neither a file nor the archive is ever held in
+memory. The only state kept is, per open directory, its children's names and
+offsets for the GOODBYE table. Children must come in strictly ascending byte order of
 names, each a valid single path component; anything else is refused.
 """
 
@@ -24,6 +25,30 @@ from desync_decl.formats.catar.entry import encode as encode_entry
 Buffer = bytes | bytearray | memoryview
 
 
+class DeferredPayload(Protocol):
+    """A regular file's payload handed to the consumer instead of its bytes, for it to
+    read on a thread of its own. Exactly ``len()`` bytes or an exception (the file
+    changed, a read failed). ``read_into`` or ``copy_to`` is called at most once, and
+    either frees what the payload holds; ``close`` frees it unread (after the others,
+    it does nothing).
+    """
+
+    def __len__(self) -> int: ...
+
+    def read_into(self, buffer: memoryview) -> None:
+        """The payload into ``buffer[:len()]``; ``buffer`` holds at least len() + 1 bytes."""
+        ...
+
+    def copy_to(self, fd: int, buffer: memoryview) -> None:
+        """The payload written to ``fd`` at its position, read through ``buffer``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Piece = Buffer | DeferredPayload
+
+
 class SourceNode(Protocol):
     """One node to archive. Which attributes matter depends on ``entry.mode``."""
 
@@ -34,6 +59,10 @@ class SourceNode(Protocol):
 
     def payload(self) -> Iterator[Buffer]:
         """Regular files: exactly ``size`` bytes, in blocks."""
+        ...
+
+    def deferred_payload(self) -> DeferredPayload | None:
+        """Regular files: the payload as one object to copy, or None (then ``payload``)."""
         ...
 
     def children(self) -> Iterator[tuple[bytes, SourceNode]]:
@@ -55,17 +84,16 @@ class _Dir:
     ends: list[int] = field(default_factory=list)
 
 
-def encode(root: SourceNode) -> Iterator[Buffer]:
-    """The catar stream of ``root`` (normally a directory)."""
-    pos = 0
+def encode(root: SourceNode, *, defer_payloads: bool = False) -> Iterator[Piece]:
+    """The catar stream of ``root`` (normally a directory); with ``defer_payloads`` a
+    regular file's payload may come as a ``DeferredPayload`` (see ``SourceNode``)."""
+    if not stat.S_ISDIR(root.entry.mode):
+        yield encode_entry(root.entry) + _record(root, b".")
+        yield from _payload(root, b".", defer_payloads)
+        return
     head = encode_entry(root.entry)
     yield head
-    pos += len(head)
-    if not stat.S_ISDIR(root.entry.mode):
-        for piece in _content(root, b"."):
-            yield piece
-            pos += len(piece)
-        return
+    pos = len(head)
     stack = [_Dir(b".", 0, root.children())]
     while stack:
         d = stack[-1]
@@ -86,14 +114,18 @@ def encode(root: SourceNode) -> Iterator[Buffer]:
         head = r.filename(name)
         entry_at = pos + len(head)
         head += encode_entry(node.entry)
-        yield head
-        pos += len(head)
         if stat.S_ISDIR(node.entry.mode):
+            yield head
+            pos += len(head)
             stack.append(_Dir(path, entry_at, node.children()))
             continue
-        for piece in _content(node, path):
-            yield piece
-            pos += len(piece)
+        head += _record(node, path)
+        yield head  # one piece: file name, entry and what follows it (fewer, larger pieces)
+        pos += len(head)
+        if stat.S_ISREG(node.entry.mode):
+            for piece in _payload(node, path, defer_payloads):
+                yield piece
+                pos += len(piece)
         d.ends.append(pos)
 
 
@@ -108,24 +140,36 @@ def _check_name(d: _Dir, name: bytes, path: bytes) -> None:
         )
 
 
-def _content(node: SourceNode, path: bytes) -> Iterator[Buffer]:
-    """PAYLOAD, SYMLINK or DEVICE of a non-directory (nothing for fifos and sockets)."""
+def _record(node: SourceNode, path: bytes) -> bytes:
+    """What follows a non-directory's entry: the PAYLOAD header, SYMLINK or DEVICE
+    (nothing for fifos and sockets)."""
     fmt = stat.S_IFMT(node.entry.mode)
     if fmt == stat.S_IFREG:
-        yield r.payload_header(node.size)
-        left = node.size
-        for block in node.payload():
-            left -= len(block)
-            if left < 0:
-                break
-            yield block
-        if left:
-            raise EncodeError(f"{os.fsdecode(path)}: file changed size while being archived")
-    elif fmt == stat.S_IFLNK:
+        return r.payload_header(node.size)
+    if fmt == stat.S_IFLNK:
         if not node.target or b"\0" in node.target or len(node.target) > r.PATH_MAX:
             raise EncodeError(f"cannot archive {os.fsdecode(path)}: invalid symlink target")
-        yield r.symlink(node.target)
-    elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
-        yield r.device(os.major(node.rdev), os.minor(node.rdev))
-    elif fmt not in (stat.S_IFIFO, stat.S_IFSOCK):
+        return r.symlink(node.target)
+    if fmt in (stat.S_IFCHR, stat.S_IFBLK):
+        return r.device(os.major(node.rdev), os.minor(node.rdev))
+    if fmt not in (stat.S_IFIFO, stat.S_IFSOCK):
         raise EncodeError(f"cannot archive {os.fsdecode(path)}: unknown file type {fmt:o}")
+    return b""
+
+
+def _payload(node: SourceNode, path: bytes, defer_payloads: bool) -> Iterator[Piece]:
+    """A regular file's payload bytes (after its header)."""
+    if not stat.S_ISREG(node.entry.mode):
+        return
+    deferred = node.deferred_payload() if defer_payloads else None
+    if deferred is not None:
+        yield deferred
+        return
+    left = node.size
+    for block in node.payload():
+        left -= len(block)
+        if left < 0:
+            break
+        yield block
+    if left:
+        raise EncodeError(f"{os.fsdecode(path)}: file changed size while being archived")

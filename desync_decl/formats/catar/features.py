@@ -8,6 +8,7 @@ values into the ENTRY values casync would write for the same flags.
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 
 from desync_decl.errors import UsageError
 from desync_decl.formats import flags as ff
@@ -153,12 +154,13 @@ def entry_mode(flags: int, mode: int) -> int:
     return fmt | (0o777 if is_dir else 0o666)
 
 
-def entry_ids(flags: int, uid: int, gid: int, where: str) -> tuple[int, int]:
+def entry_ids(flags: int, uid: int, gid: int, where: Callable[[], str]) -> tuple[int, int]:
+    """The ids an entry stores; ``where`` names the node (for an error, so only then)."""
     if flags & WITH_32BIT_UIDS:
         return uid, gid
     if flags & WITH_16BIT_UIDS:
         if uid > 0xFFFF or gid > 0xFFFF:
-            raise UsageError(f"{where}: uid/gid {uid}/{gid} do not fit the archive's 16-bit ids")
+            raise UsageError(f"{where()}: uid/gid {uid}/{gid} do not fit the archive's 16-bit ids")
         return uid, gid
     return 0, 0
 
