@@ -244,9 +244,7 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = bl.base_parser(
-        __doc__.split("\n\n")[0], "ext4 skips recently deleted inodes for about a minute"
-    )
+    parser = bl.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=OPERATIONS, help="run only this operation")
     parser.add_argument(
         "--rm-between-runs",

@@ -51,11 +51,6 @@ DEFAULT_SOURCE = Path("/usr/share")
 # ext4 without a journal (as here) skips inodes freed in the last 60 s when it makes new
 # ones, and in the last 360 s while their inode-table block is dirty again (new files in the
 # same groups): after trees of 50,000 files are removed, making files is slow for minutes.
-SETTLE_S = 400.0
-TREE_SETTLE = (
-    "ext4 without a journal skips inodes freed in the last 60 s, or 360 s while their"
-    " inode-table block is dirty again"
-)
 WHO_SYNCS = (
     "desync-decl's `tar` fsyncs the .catar and syncs the store before writing the .caidx,"
     " its `untar` syncs nothing; casync syncs nothing"
@@ -283,7 +278,7 @@ def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = bl.base_parser(__doc__.split("\n\n")[0], TREE_SETTLE, SETTLE_S)
+    parser = bl.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--source", type=Path, default=DEFAULT_SOURCE, help="tree to copy and archive"
     )

@@ -43,7 +43,12 @@ BLOB_SYNCS = (
     " casync does neither"
 )
 DEFAULT_WORKDIR = Path("/var/tmp/desync-decl-bench")
-EXT4_SETTLE = "ext4 skips recently deleted inodes for about a minute"  # what --settle is for
+# what --settle is for, and how long it waits by default
+EXT4_SETTLE = (
+    "ext4 without a journal skips inodes freed in the last 60 s, or 360 s while their"
+    " inode-table block is dirty again"
+)
+SETTLE_S = 400.0
 
 
 # ----------------------------------------------------------------- measuring
@@ -498,7 +503,7 @@ def parse_size(text: str) -> int:
 
 
 def base_parser(
-    description: str, settle_what: str, settle: float = 70.0
+    description: str, settle_what: str = EXT4_SETTLE, settle: float = SETTLE_S
 ) -> argparse.ArgumentParser:
     """The options every benchmark has: --size, --runs, --workdir, --snapshot, --settle.
 
