@@ -97,17 +97,25 @@ def verb_of(argv: Sequence[str]) -> str | None:
 
 
 def _keep_chunk_buffers_off_mmap() -> None:
-    """Chunk-sized buffers (up to a few hundred KiB) from the heap, not from mmap.
+    """Chunk-sized buffers (up to a few hundred KiB) from the heap, not from mmap,
+    and the heap kept when they are freed.
 
     glibc serves allocations above 128 KiB with a fresh mmap and munmap each
     time: reading a 320 KiB chunk file cost 45 us instead of 3.6 us, a chunk
     server answered 10k instead of 26k requests/s. A higher threshold keeps
-    them on the reused heap. Linux/glibc only; elsewhere nothing changes.
+    them on the reused heap. But glibc also hands a heap's free top above 128 KiB
+    back to the kernel (madvise) at every free, and the next chunk faults the
+    pages in again, zeroed: keeping up to 16 MiB cut an extraction's system time
+    by a third. Peak memory is unchanged (only what was in use is kept).
+    Linux/glibc only; elsewhere nothing changes.
     """
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 16 << 20)
 
 
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
