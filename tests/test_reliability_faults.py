@@ -160,6 +160,31 @@ def test_a_stalled_sftp_connection_is_left_once_the_timeout_is_up(sshd, tmp_path
         assert proxy.injected == {"stall": 1}
 
 
+def test_a_garbled_ssh_handshake_is_retried_not_a_traceback(sshd, tmp_path, monkeypatch):
+    """The key exchange is not encrypted yet: a damaged byte in the server's algorithm
+    lists made paramiko raise UnicodeDecodeError, which went up as a traceback
+    (RELIABILITY.md's fault runs found it). Now it is a failed connection, retried."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", sshd.port)) as raw:
+        banner = raw.makefile("rb").readline()  # the server's version line
+    # KEXINIT after the banner: length(4) padding(1) type(1) cookie(16), then the first
+    # name list's length(4) and text: strike its third character
+    at = len(banner) + 4 + 1 + 1 + 16 + 4 + 2
+    root = tmp_path / "store"
+    chunk = chunk_of(random.Random(7).randbytes(60_000))
+    LocalStore(root, create=True).store_chunk(chunk)
+    with FaultProxy(sshd.port, first(1, Fault("flip", at=at)), http=False) as proxy:
+        for name, value in trusting(sshd, proxy, tmp_path / "home").items():
+            monkeypatch.setenv(name, value)
+        store = sftp.open_chunk_store(f"sftp://{sshd.user}@{proxy.hostport}{root}", QUICK, Opener())
+        try:
+            assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
+        finally:
+            store.close()
+        assert proxy.injected == {"flip": 1}
+
+
 def test_a_dead_ssh_connection_is_one_line_on_a_real_stderr(sshd, tmp_path):
     """paramiko logs each failed connection with a traceback from its own thread; the
     CLI printed them all (Python's last-resort log handler) before its one line."""

@@ -30,6 +30,7 @@ import posixpath
 import secrets
 import socket
 import stat
+import struct
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -217,6 +218,12 @@ class _Connector:
             return StoreError(f"{where}: cannot resolve {s['hostname']}: {e}")
         if isinstance(e, (OSError, EOFError, paramiko.SSHException)):
             return StoreError(f"{where}: cannot connect: {_why(e)}", transient=True)
+        if isinstance(e, _GARBLED):
+            return StoreError(
+                f"{where}: cannot connect: garbled handshake from the server"
+                f" ({type(e).__name__}: {e})",
+                transient=True,
+            )
         return e  # our StoreError (unknown host), KeyboardInterrupt, ...
 
 
@@ -362,6 +369,11 @@ def _mkdir(sftp: paramiko.SFTPClient, folder: str) -> None:
     except OSError:
         if not stat.S_ISDIR(sftp.stat(folder).st_mode or 0):
             raise
+
+
+# What paramiko raises when it parses a damaged handshake (e.g. a name list that is
+# not UTF-8): the handshake is not encrypted yet, so nothing checks it earlier.
+_GARBLED = (ValueError, IndexError, struct.error)
 
 
 def _why(e: BaseException) -> str:
