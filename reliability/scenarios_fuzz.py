@@ -89,7 +89,8 @@ def _atheris(name: str, seconds: int) -> dict:
     notes = [f"{runs / seconds:,.0f} inputs/s"]
     if cov:
         notes.append(f"coverage {cov[-1][0]} edges, {cov[-1][1]} features")
-    notes.append(f"peak RSS {stats.get('peak_rss_mb', '?')} MiB")
+    peak = counts.get("peak_rss_mib") or stats.get("peak_rss_mb", "?")  # see harness.py
+    notes.append(f"peak RSS {peak} MiB")
     wrong = int(counts.get("findings", 0))
     notes += [f"FINDING {f['error']} at {f['where']}" for f in found]
     if run.returncode != 0:  # libFuzzer stopped early: timeout, out of memory, a crash
