@@ -1,8 +1,8 @@
 """SIGKILL at random points in a verb, then a rerun that must converge.
 
 ``CrashBench(root)`` makes the inputs once: two versions of a 32 MiB blob, their
-index and a master store, a second blob for prune, and a tree of files with its
-caidx. A ``CrashCase`` names the command, prepares a fresh work folder for one
+index and a master store, a second blob for prune, and a tree of files with its catar,
+caidx and store. A ``CrashCase`` names the command, prepares a fresh work folder for one
 run, checks what a killed run may leave, and what the rerun must make.
 
 ``kill_trial(bench, case, delay)`` starts the command as a real process, sends
@@ -87,6 +87,8 @@ class CrashBench:
         self.tree_store = root / "tree-store"
         self.caidx = root / "tree.caidx"
         self._cli("tar", "-i", "-s", self.tree_store, self.caidx, self.tree)
+        self.catar = root / "tree.catar"
+        self._cli("tar", self.catar, self.tree)
         self.runs = iter(range(1 << 30))
         # a verb's start-up: the interpreter, main and one verb module (--version loads all)
         self.startup = min(_seconds(desync("info", self.other_index)) for _ in range(3))
@@ -244,6 +246,21 @@ def _untar(bench: CrashBench, work: Path) -> list[str]:
     return desync("untar", "-i", "-s", bench.tree_store, bench.caidx, work / "target")
 
 
+def _tar_plain(bench: CrashBench, work: Path) -> list[str]:
+    return desync("tar", work / "out.catar", bench.tree)
+
+
+def _tarred_plain(bench: CrashBench, work: Path) -> str | None:
+    archive = work / "out.catar"
+    if not archive.exists() or archive.read_bytes() != bench.catar.read_bytes():
+        return "the catar is missing or wrong"
+    return None
+
+
+def _untar_plain(bench: CrashBench, work: Path) -> list[str]:
+    return desync("untar", bench.catar, work / "target")
+
+
 def _untarred_partly(bench: CrashBench, work: Path) -> Problems:
     source, target = files_of(bench.tree), files_of(work / "target")
     half = [name for name, data in target.items() if source.get(name) != data]
@@ -282,7 +299,9 @@ def _applied(bench: CrashBench, work: Path) -> str | None:
     return _made(bench, work)
 
 
-def _index_whole(name: str, expected: Callable[[CrashBench], Path]) -> Callable:
+def _whole_file(name: str, expected: Callable[[CrashBench], Path]) -> Callable:
+    """``name`` in the work folder is absent or the whole expected file."""
+
     def check(bench: CrashBench, work: Path) -> Problems:
         return {"wrong_output": _whole_or_absent(work / name, expected(bench).read_bytes())}
 
@@ -298,12 +317,16 @@ def _nothing(bench: CrashBench, work: Path) -> Problems:
     return {}
 
 
+def _none(bench: CrashBench, work: Path) -> None:
+    return None  # no store involved
+
+
 def _work_store(bench: CrashBench, work: Path) -> Path:
     return work / "store"
 
 
 CASES = [
-    CrashCase("make", _make, _index_whole("out.caibx", lambda b: b.index), _made, _work_store),
+    CrashCase("make", _make, _whole_file("out.caibx", lambda b: b.index), _made, _work_store),
     CrashCase("extract", _extract(False), _target_whole, _extracted, lambda b, w: b.master),
     # in place, a killed run leaves a mix of old and new by design: the rerun finishes it
     CrashCase("extract -k", _extract(True), _nothing, _extracted, lambda b, w: b.master),
@@ -315,8 +338,10 @@ CASES = [
         lambda b, w: None if ids_in(w / "store") == b.ids else "unreferenced chunks left",
         _work_store,
     ),
-    CrashCase("tar -i", _tar, _index_whole("out.caidx", lambda b: b.caidx), _tarred, _work_store),
+    CrashCase("tar -i", _tar, _whole_file("out.caidx", lambda b: b.caidx), _tarred, _work_store),
     CrashCase("untar -i", _untar, _untarred_partly, _untarred, lambda b, w: b.tree_store),
+    CrashCase("tar", _tar_plain, _whole_file("out.catar", lambda b: b.catar), _tarred_plain, _none),
+    CrashCase("untar", _untar_plain, _untarred_partly, _untarred, _none),
     CrashCase("apply", _apply, _applied_partly, _applied, _work_store),
 ]
 CASE_NAMES = [case.name for case in CASES]

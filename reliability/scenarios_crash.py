@@ -2,7 +2,7 @@
 
 SIGKILL (``crash_runs.kill_trial``) at delays drawn from a seeded RNG over the
 length of an uninterrupted run (measured first), during make, extract,
-extract -k, chop, prune, tar -i, untar -i and apply on a 32 MiB blob (a tree
+extract -k, chop, prune, tar, tar -i, untar, untar -i and apply on a 32 MiB blob (a tree
 of 120 files for tar and untar); each kill is followed by the checks and a
 rerun that must converge. Then each writing verb on a full 1 MiB tmpfs
 (``disk_full``; needs root to mount), where a clean error is the right outcome.
