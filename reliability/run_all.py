@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-COUNTS = ("runs", "ok", "clean_errors", "wrong_output", "corrupt_store", "data_lost")
+from reliability.verdicts import COUNTS, report_row  # noqa: E402 (after the path is set)
+
 ORDER = ["faults", "crash", "fuzz", "security", "load"]  # the rest after these, by name
 
 
@@ -70,12 +71,13 @@ def scenario_names() -> list[str]:
 def failed_row(name: str, error: Exception) -> dict:
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return {
-        "area": name, "fault": "(scenario failed to run)", "target": f"scenarios_{name}.py",
-        "runs": 0, "ok": 0, "clean_errors": 0, "wrong_output": 1, "corrupt_store": 0,
-        "data_lost": 0,
-        "notes": f"{type(error).__name__}: {error}{where}",
-    }  # fmt: skip
+    return report_row(
+        name,
+        "(scenario failed to run)",
+        f"scenarios_{name}.py",
+        f"{type(error).__name__}: {error}{where}",
+        wrong_output=1,
+    )
 
 
 # --- the report ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from reliability.crash_runs import CASES, CrashBench, CrashCase, delays, kill_tr
 from reliability.disk_full import CASES as FULL_DISK_CASES
 from reliability.disk_full import Inputs, full_disk_trial, small_tmpfs
 from reliability.fault_runs import timed
-from reliability.verdicts import Tally
+from reliability.verdicts import Tally, report_row
 
 KILLS = {"quick": 5, "full": 40}
 FULL_DISK_RUNS = {"quick": 1, "full": 3}
@@ -63,7 +63,11 @@ def _full_disks(root: Path, n: int) -> list[dict]:
     tally = Tally()
     fault = "disk full (1 MiB tmpfs)"
     if os.geteuid() != 0:
-        return [_row(fault, ", ".join(FULL_DISK_CASES), "not run: mounting a tmpfs needs root")]
+        return [
+            report_row(
+                "crash", fault, ", ".join(FULL_DISK_CASES), "not run: mounting a tmpfs needs root"
+            )
+        ]
     inputs = Inputs.make(root)
     for name in FULL_DISK_CASES:
         for i in range(n):
@@ -78,18 +82,3 @@ def _full_disks(root: Path, n: int) -> list[dict]:
     for name in FULL_DISK_CASES:
         tally.note("crash", fault, name, "a clean error is the right outcome here")
     return tally.rows()
-
-
-def _row(fault: str, target: str, notes: str) -> dict:
-    return {
-        "area": "crash",
-        "fault": fault,
-        "target": target,
-        "runs": 0,
-        "ok": 0,
-        "clean_errors": 0,
-        "wrong_output": 0,
-        "corrupt_store": 0,
-        "data_lost": 0,
-        "notes": notes,
-    }

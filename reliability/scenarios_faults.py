@@ -34,7 +34,7 @@ from reliability.fault_runs import (
     trial,
 )
 from reliability.proxy import never
-from reliability.verdicts import Tally
+from reliability.verdicts import Tally, report_row
 
 SEEDS = {"quick": 1, "full": 8}
 STORES = {"http": "our chunk-server (HTTP)", "s3": "moto (S3)", "sftp": "OpenSSH (SFTP)"}
@@ -142,15 +142,4 @@ MOTO_STORES_ANY_BODY = (
 
 
 def _not_run(store: str, fault: str, why: str) -> dict:
-    return {
-        "area": "faults",
-        "fault": fault,
-        "target": STORES[store],
-        "runs": 0,
-        "ok": 0,
-        "clean_errors": 0,
-        "wrong_output": 0,
-        "corrupt_store": 0,
-        "data_lost": 0,
-        "notes": why,
-    }
+    return report_row("faults", fault, STORES[store], why)

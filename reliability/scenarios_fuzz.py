@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from reliability.verdicts import report_row
+
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = {"quick": 15, "full": 120}
 PARALLEL = 2
@@ -46,18 +48,8 @@ def run(budget: str) -> list[dict]:
 
 
 def _row(target: str, fault: str, runs: int, ok: int, clean: int, wrong: int, notes: str) -> dict:
-    return {
-        "area": "hostile input",
-        "fault": fault,
-        "target": target,
-        "runs": runs,
-        "ok": ok,
-        "clean_errors": clean,
-        "wrong_output": wrong,
-        "corrupt_store": 0,
-        "data_lost": 0,
-        "notes": notes,
-    }
+    counts = {"runs": runs, "ok": ok, "clean_errors": clean, "wrong_output": wrong}
+    return report_row("hostile input", fault, target, notes, **counts)
 
 
 def _atheris(name: str, seconds: int) -> dict:

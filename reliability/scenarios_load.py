@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from reliability.verdicts import report_row
+
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = {"quick": 10, "full": 60}
 CONNECTIONS = 64
@@ -61,18 +63,7 @@ def run(budget: str) -> list[dict]:
 
 
 def _row(area: str, fault: str, target: str, runs: int, ok: int, wrong: int, notes: str) -> dict:
-    return {
-        "area": area,
-        "fault": fault,
-        "target": target,
-        "runs": runs,
-        "ok": ok,
-        "clean_errors": 0,
-        "wrong_output": wrong,
-        "corrupt_store": 0,
-        "data_lost": 0,
-        "notes": notes,
-    }
+    return report_row(area, fault, target, notes, runs=runs, ok=ok, wrong_output=wrong)
 
 
 # --- chunk-server under wrk ---------------------------------------------------------------

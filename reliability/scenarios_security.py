@@ -17,6 +17,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from reliability.verdicts import report_row
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"test_server_security": "servers and store clients", "test_store_ssh": "ssh store"}
 NOTES = {
@@ -56,24 +58,21 @@ def run(budget: str) -> list[dict]:
     for (module, name), outcomes in groups.items():
         skipped = outcomes.count("skipped")
         rows.append(
-            {
-                "area": "security",
-                "fault": name.removeprefix("test_").replace("_", " "),
-                "target": TARGETS.get(module.rsplit(".", 1)[-1], module),
-                "runs": len(outcomes) - skipped,
-                "ok": outcomes.count("ok"),
-                "clean_errors": 0,
-                "wrong_output": outcomes.count("wrong"),
-                "corrupt_store": 0,
-                "data_lost": 0,
-                "notes": NOTES.get(name, "")
+            report_row(
+                "security",
+                name.removeprefix("test_").replace("_", " "),
+                TARGETS.get(module.rsplit(".", 1)[-1], module),
+                NOTES.get(name, "")
                 + (f" {skipped} skipped (a server binary missing)" if skipped else ""),
-            }
+                runs=len(outcomes) - skipped,
+                ok=outcomes.count("ok"),
+                wrong_output=outcomes.count("wrong"),
+            )
         )
     if not rows:
         rows.append(
-            {"area": "security", "fault": "(pytest did not report)", "target": "tests",
-             "runs": 0, "ok": 0, "clean_errors": 0, "wrong_output": 1, "corrupt_store": 0,
-             "data_lost": 0, "notes": "no junit report"}
-        )  # fmt: skip
+            report_row(
+                "security", "(pytest did not report)", "tests", "no junit report", wrong_output=1
+            )
+        )
     return rows

@@ -26,6 +26,7 @@ from desync_decl.cli.console import Console
 from desync_decl.cli.main import main
 
 PREFIX = "desync-decl: error: "
+COUNTS = ("runs", "ok", "clean_errors", "wrong_output", "corrupt_store", "data_lost")
 # worst first: a run with several problems is counted under the worst one
 OUTCOMES = ("data_lost", "corrupt_store", "wrong_output", "unclear_error", "clean_error", "ok")
 
@@ -122,6 +123,20 @@ def temp_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*") if p.is_file()]
 
 
+def report_row(area: str, fault: str, target: str, notes: str = "", **counts: int) -> dict:
+    """One row of RELIABILITY.md: what was tried, its ``COUNTS`` (0 unless given), notes."""
+    unknown = set(counts) - set(COUNTS)
+    if unknown:
+        raise ValueError(f"not a count of a row: {', '.join(sorted(unknown))}")
+    return {
+        "area": area,
+        "fault": fault,
+        "target": target,
+        **{k: counts.get(k, 0) for k in COUNTS},
+        "notes": notes,
+    }
+
+
 class Tally:
     """Verdicts counted per (area, fault, target): the rows of RELIABILITY.md."""
 
@@ -132,15 +147,7 @@ class Tally:
         row = self._rows.setdefault(
             (area, fault, target),
             {
-                "area": area,
-                "fault": fault,
-                "target": target,
-                "runs": 0,
-                "ok": 0,
-                "clean_errors": 0,
-                "wrong_output": 0,
-                "corrupt_store": 0,
-                "data_lost": 0,
+                **report_row(area, fault, target),
                 "_unclear": [],
                 "_injected": collections.Counter(),
                 "_leftovers": 0,
