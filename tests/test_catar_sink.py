@@ -26,20 +26,8 @@ from desync_decl.formats.catar import encode
 from desync_decl.formats.catar.features import DESYNC_TAR
 from desync_decl.ops.tar import TarInput, tar
 from tests.test_tar import SIZE_CHANGES
+from tests.test_tar_casync_interop import DESYNC_DEFAULT_AS_CASYNC
 
-CASYNC_WITH = [
-    f"--with={name}"
-    for name in (
-        "32bit-uids",
-        "nsec-time",
-        "permissions",
-        "symlinks",
-        "device-nodes",
-        "fifos",
-        "sockets",
-        "xattrs",
-    )
-]
 BUFFER = catar_sink.BUFFER_BYTES
 SIZES = [0, 1, DEFER_FROM - 1, DEFER_FROM, DEFER_FROM + 1, BUFFER - 1, BUFFER, BUFFER + 1]
 
@@ -72,7 +60,7 @@ def test_the_archive_equals_the_single_thread_one_and_casyncs(tree, tmp_path, ca
         tar(TarInput(tree), f)
     single = b"".join(bytes(p) for p in encode(disk_tree(tree, DiskOptions(DESYNC_TAR))))
     theirs = tmp_path / "casync.catar"
-    subprocess.run([casync, "make", *CASYNC_WITH, str(theirs), str(tree)], check=True)
+    subprocess.run([casync, "make", *DESYNC_DEFAULT_AS_CASYNC, str(theirs), str(tree)], check=True)
     data = out.read_bytes()
     assert data == single
     assert data == theirs.read_bytes()

@@ -163,22 +163,24 @@ WITH_SETS = [
 ]
 
 
+# our default (desync's TarFeatureFlags) as casync's options
+DESYNC_DEFAULT_AS_CASYNC = [
+    f"--with={f}"
+    for f in (
+        "32bit-uids",
+        "nsec-time",
+        "permissions",
+        "symlinks",
+        "device-nodes",
+        "fifos",
+        "sockets",
+        "xattrs",
+    )
+]
+
+
 def _as_casync(options: tuple[str, ...]) -> list[str]:
-    if not options:  # our default: desync's TarFeatureFlags
-        return [
-            f"--with={f}"
-            for f in (
-                "32bit-uids",
-                "nsec-time",
-                "permissions",
-                "symlinks",
-                "device-nodes",
-                "fifos",
-                "sockets",
-                "xattrs",
-            )
-        ]
-    return list(options)
+    return list(options) if options else DESYNC_DEFAULT_AS_CASYNC
 
 
 @pytest.mark.parametrize("options", WITH_SETS, ids=lambda o: ",".join(o) or "desync-default")
