@@ -51,6 +51,15 @@ def port_of(url: str) -> int:
     return int(url.rstrip("/").rsplit(":", 1)[1].split("/", 1)[0])
 
 
+def reads_back(store, chunks) -> None:
+    """Each chunk read through ``store`` has its bytes; the store is closed after."""
+    try:
+        for chunk in chunks:
+            assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
+    finally:
+        store.close()
+
+
 def trusting(sshd, proxy: FaultProxy, home) -> dict[str, str]:
     """A HOME whose known_hosts has the server's key for the proxy's address."""
     key = sshd.host_key_line.split(" ", 1)[1]
@@ -66,11 +75,7 @@ def test_an_http_answer_cut_off_mid_body_is_retried(serve, tmp_path):
     LocalStore(tmp_path / "s", create=True).store_chunk(chunk)
     server = serve(chunk_service(tmp_path / "s"))
     with FaultProxy(port_of(server.url), first(1, Fault("drop", at=0.5))) as proxy:
-        store = http.open_chunk_store(f"http://{proxy.hostport}/", QUICK, Opener())
-        try:
-            assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
-        finally:
-            store.close()
+        reads_back(http.open_chunk_store(f"http://{proxy.hostport}/", QUICK, Opener()), [chunk])
         assert proxy.injected == {"drop": 1}
 
 
@@ -151,11 +156,7 @@ def test_a_stalled_sftp_connection_is_left_once_the_timeout_is_up(sshd, tmp_path
             monkeypatch.setenv(name, value)
         store = sftp.open_chunk_store(f"sftp://{sshd.user}@{proxy.hostport}{root}", QUICK, Opener())
         start = time.monotonic()
-        try:
-            for chunk in chunks:
-                assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
-        finally:
-            store.close()
+        reads_back(store, chunks)
         assert time.monotonic() - start < 10
         assert proxy.injected == {"stall": 1}
 
@@ -178,10 +179,7 @@ def test_a_garbled_ssh_handshake_is_retried_not_a_traceback(sshd, tmp_path, monk
         for name, value in trusting(sshd, proxy, tmp_path / "home").items():
             monkeypatch.setenv(name, value)
         store = sftp.open_chunk_store(f"sftp://{sshd.user}@{proxy.hostport}{root}", QUICK, Opener())
-        try:
-            assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
-        finally:
-            store.close()
+        reads_back(store, [chunk])
         assert proxy.injected == {"flip": 1}
 
 
