@@ -32,6 +32,7 @@ BATCH_PAYLOADS = 64
 QUEUED = 4
 WRITEBACK_EVERY = 32 << 20
 _IOV_MAX = 512  # buffers per writev (Linux allows 1024)
+_BUFFERS = (bytes, bytearray, memoryview)  # a piece that is bytes, not a DeferredPayload
 
 
 class CatarSink:
@@ -55,7 +56,7 @@ class CatarSink:
     def put(self, piece: Piece) -> None:
         self._batch.append(piece)
         self._batch_bytes += len(piece)
-        if not isinstance(piece, bytes | bytearray | memoryview):
+        if not isinstance(piece, _BUFFERS):
             self._batch_payloads += 1
         if self._error is not None:
             self._stop()
@@ -135,7 +136,7 @@ class CatarSink:
         run: list[Buffer] = []
         used = total = 0
         for piece in batch:
-            if isinstance(piece, bytes | bytearray | memoryview):
+            if isinstance(piece, _BUFFERS):
                 run.append(piece)
             else:
                 size = len(piece)
@@ -172,6 +173,6 @@ def _writev_all(fd: int, buffers: list[Buffer]) -> int:
 
 def _close_payloads(pieces: list[Piece]) -> None:
     for piece in pieces:
-        if not isinstance(piece, bytes | bytearray | memoryview):
+        if not isinstance(piece, _BUFFERS):
             payload: DeferredPayload = piece
             payload.close()

@@ -89,22 +89,19 @@ def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) ->
     size = 0
     progress.start("tar", 0)
     fd = _fileno(out)
-    if fd is None:
-        with source.stream(exclude=_inode_of(out)) as pieces:
-            for piece in pieces:
-                out.write(piece)  # type: ignore[arg-type]
-                size += len(piece)
-                progress.advance(len(piece))
-    else:
-        out.flush()
-        with (
-            source.stream(exclude=_inode_of(out), defer_payloads=True) as pieces,
-            CatarSink(fd) as sink,
-        ):
-            for piece in pieces:
-                sink.put(piece)
-                size += len(piece)
-                progress.advance(len(piece))
+    with contextlib.ExitStack() as stack:
+        pieces = stack.enter_context(
+            source.stream(exclude=_inode_of(fd), defer_payloads=fd is not None)
+        )
+        if fd is None:
+            put = out.write
+        else:
+            out.flush()
+            put = stack.enter_context(CatarSink(fd)).put
+        for piece in pieces:
+            put(piece)  # type: ignore[arg-type]
+            size += len(piece)
+            progress.advance(len(piece))
     progress.finish()
     return TarResult(flags=source.flags, size=size, index=None)
 
@@ -116,11 +113,13 @@ def _fileno(out: BinaryIO) -> int | None:
         return None
 
 
-def _inode_of(out: BinaryIO) -> frozenset[tuple[int, int]]:
+def _inode_of(fd: int | None) -> frozenset[tuple[int, int]]:
     """The output file itself, so archiving a tree that holds it does not read it."""
+    if fd is None:
+        return frozenset()
     try:
-        st = os.fstat(out.fileno())
-    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        st = os.fstat(fd)
+    except OSError:
         return frozenset()
     return frozenset({(st.st_dev, st.st_ino)})
 
