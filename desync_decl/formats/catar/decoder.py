@@ -9,8 +9,9 @@ are read in blocks and every other record has a size limit.
 Refused, each with the byte offset: names that are not one path component
 (empty, ``.``, ``..``, containing ``/`` or NUL), children out of order or
 repeated, records out of place or of the wrong size, feature flags that change
-between entries, GOODBYE tables that do not match the children, truncation and
-trailing bytes.
+between entries, nodes with records or values the feature flags exclude (as
+casync refuses them, feature_gates.py), GOODBYE tables that do not match the
+children, truncation and trailing bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import BinaryIO
 
 from desync_decl.errors import FormatError
 from desync_decl.formats import flags as ff
-from desync_decl.formats.catar import features, goodbye
+from desync_decl.formats.catar import feature_gates, goodbye
 from desync_decl.formats.catar import records as r
 from desync_decl.formats.catar.entry import (
     METADATA_TYPES,
@@ -33,13 +34,10 @@ from desync_decl.formats.catar.entry import (
     MetadataReader,
     decode_entry,
 )
+from desync_decl.formats.catar.features import NODE_TYPES
 
 BLOCK_SIZE = 1 << 20
 MAX_DEPTH = 1024
-# ENTRY.flags may hold only these attributes, and only those the archive's flags store.
-_ENTRY_FLAG_BITS = (
-    features.CHATTR_FLAGS | features.FAT_FLAGS | ff.WITH_SUBVOLUME | ff.WITH_SUBVOLUME_RO
-)
 
 
 @dataclass(slots=True)
@@ -80,6 +78,7 @@ class Decoder:
         self._source = source
         self.pos = 0
         self.flags: int | None = None
+        self._rules: feature_gates.EntryRules  # set with the flags, at the first ENTRY
         self._left = 0  # unread payload bytes of the current file
 
     def fail(self, what: str, at: int | None = None) -> FormatError:
@@ -193,17 +192,21 @@ class Decoder:
             if (problem := ff.problem(entry.feature_flags)) is not None:
                 raise self.fail(problem, at)
             self.flags = entry.feature_flags
+            self._rules = feature_gates.EntryRules(self.flags)
         elif entry.feature_flags != self.flags:
             raise self.fail("feature flags differ from the archive's first ENTRY", at)
-        if not _known_type(entry.mode) or not features.stores_type(self.flags, entry.mode):
+        if not _known_type(entry.mode):
             raise self.fail(f"node type {entry.mode & 0o170000:o} not allowed here", at)
-        if entry.flags & ~(self.flags & _ENTRY_FLAG_BITS):
-            raise self.fail(f"ENTRY flags {entry.flags:#x} not allowed by the feature flags", at)
+        if (problem := self._rules.problem(entry)) is not None:
+            raise self.fail(problem, at)
         meta = MetadataReader(entry)
         while True:
             typ, size, rec_at = self._header()
             if typ not in METADATA_TYPES:
-                return meta.finish(), (typ, size, rec_at)
+                meta.finish()
+                if meta.has_records and (problem := feature_gates.node_problem(entry)):
+                    raise self.fail(problem, at)
+                return entry, (typ, size, rec_at)
             body = self._body(typ, size, rec_at)
             try:
                 meta.add(typ, body)
@@ -265,16 +268,5 @@ class Decoder:
             raise self.fail("GOODBYE table does not match the directory's children", at)
 
 
-_TYPES = (
-    stat.S_IFREG,
-    stat.S_IFDIR,
-    stat.S_IFLNK,
-    stat.S_IFCHR,
-    stat.S_IFBLK,
-    stat.S_IFIFO,
-    stat.S_IFSOCK,
-)
-
-
 def _known_type(mode: int) -> bool:
-    return mode >> 16 == 0 and stat.S_IFMT(mode) in _TYPES  # S_IFMT overflows past 32 bits
+    return mode >> 16 == 0 and stat.S_IFMT(mode) in NODE_TYPES  # S_IFMT overflows past 32 bits

@@ -211,6 +211,11 @@ class MetadataReader:
         }[typ]
         self._acl[key] = (*self._acl.get(key, ()), AclEntry(ident, perms, name))  # type: ignore[misc]
 
+    @property
+    def has_records(self) -> bool:
+        """Whether any optional record was added (most nodes have none)."""
+        return self._rank > 0
+
     def finish(self) -> Entry:
         if self._xattrs:
             self.entry.xattrs = tuple(self._xattrs)

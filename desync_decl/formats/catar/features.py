@@ -32,6 +32,15 @@ WITH_SELINUX = 0x40000000
 WITH_FCAPS = 0x80000000
 WITH_QUOTA_PROJID = ff.WITH_QUOTA_PROJID
 CHATTR_FLAGS = 0x3FF0000  # flag-append .. flag-projinherit
+NODE_TYPES = (
+    stat.S_IFREG,
+    stat.S_IFDIR,
+    stat.S_IFLNK,
+    stat.S_IFCHR,
+    stat.S_IFBLK,
+    stat.S_IFIFO,
+    stat.S_IFSOCK,
+)
 FAT_FLAGS = 0xE000  # flag-hidden, flag-system, flag-archive
 
 # Feature names as casync's --with= takes them.
@@ -156,13 +165,24 @@ def entry_mode(flags: int, mode: int) -> int:
 
 def entry_ids(flags: int, uid: int, gid: int, where: Callable[[], str]) -> tuple[int, int]:
     """The ids an entry stores; ``where`` names the node (for an error, so only then)."""
-    if flags & WITH_32BIT_UIDS:
-        return uid, gid
+    if not flags & (WITH_16BIT_UIDS | WITH_32BIT_UIDS):
+        return 0, 0
+    if not (id_allowed(flags, uid) and id_allowed(flags, gid)):
+        width = "32-bit" if flags & WITH_32BIT_UIDS else "16-bit"
+        raise UsageError(f"{where()}: uid/gid {uid}/{gid} do not fit the archive's {width} ids")
+    return uid, gid
+
+
+def id_allowed(flags: int, ident: int) -> bool:
+    """Whether an id fits the archive's id width, as casync checks it: never
+    (uid_t)-1 nor the 16-bit -1, and only 0 when the archive stores no ids."""
+    return ident <= max_id(flags) and ident != 0xFFFF
+
+
+def max_id(flags: int) -> int:
     if flags & WITH_16BIT_UIDS:
-        if uid > 0xFFFF or gid > 0xFFFF:
-            raise UsageError(f"{where()}: uid/gid {uid}/{gid} do not fit the archive's 16-bit ids")
-        return uid, gid
-    return 0, 0
+        return 0xFFFE
+    return 0xFFFFFFFE if flags & WITH_32BIT_UIDS else 0
 
 
 def entry_mtime(flags: int, mtime_ns: int) -> int:
