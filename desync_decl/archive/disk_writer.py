@@ -36,6 +36,7 @@ from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
 from desync_decl.errors import DesyncError, FormatError
 from desync_decl.formats import flags as ff
+from desync_decl.formats.catar import feature_gates
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.decoder import Node
 from desync_decl.formats.catar.entry import Entry
@@ -121,6 +122,7 @@ class Writer:
     archive: ArchiveFile | None = None  # where payloads given by offset are
     # files are made unnamed (O_TMPFILE) and linked in through /proc where both work
     unnamed: bool = field(default_factory=lambda: os.path.isdir("/proc/self/fd"))
+    ignored: set[bytes] = field(default_factory=set)  # XATTR names left out (warned once)
 
     def temp_name(self) -> str:
         return f"{self.temp_prefix}{next(self.temp_numbers)}"
@@ -309,23 +311,34 @@ class Writer:
         now owned by ``owner``, with its final mode already if ``mode_set``."""
         flags, opt = e.feature_flags, self.options
         if self._chown(e) and (e.uid, e.gid) != owner:
-            os.fchown(fd, e.uid, e.gid)
+            os.fchown(fd, e.uid, e.gid)  # before the xattrs: a chown drops capabilities
         mode = self._mode(e, is_dir)
         if not mode_set:
             os.fchmod(fd, mode)
-        if opt.same_owner:
-            for name, value in e.xattrs:
-                self._setxattr(fd, name, value)
-            if e.selinux is not None:
-                self._setxattr(fd, b"security.selinux", e.selinux + b"\0")
-            if e.fcaps is not None:
-                self._setxattr(fd, b"security.capability", e.fcaps)
-        if opt.same_permissions and e.acl:
+        self._xattrs(fd, e)
+        if opt.same_permissions and e.acl and flags & ft.WITH_ACL:
             self._acls(fd, e, mode, is_dir)
-        if e.quota_projid:
+        if e.quota_projid and flags & ft.WITH_QUOTA_PROJID:
             fsattrs.set_project_id(fd, e.quota_projid)
         if flags & _TIME_FLAGS:
             os.utime(fd, ns=(e.mtime, e.mtime))
+
+    def _xattrs(self, target: int | bytes, e: Entry) -> None:
+        """The extended attributes the archive's flags cover (capability, label and
+        casync's XATTR namespaces, feature_gates.py); other XATTR records are left out."""
+        if not self.options.same_owner:
+            return
+        for name, value in feature_gates.applied_xattrs(e):
+            self._setxattr(target, name, value)
+        for name in feature_gates.ignored_xattrs(e):
+            if name not in self.ignored:
+                self.ignored.add(name)  # one warning per name, not per file
+                log.warning(
+                    "xattr %s not set: XATTR records carry only user.* and trusted.*"
+                    " (capabilities, labels and ACLs have records and feature flags of"
+                    " their own)",
+                    os.fsdecode(name),
+                )
 
     def _chown(self, e: Entry) -> bool:
         """Owners are restored as root only (like GNU tar) and when the archive has them."""
@@ -333,9 +346,16 @@ class Writer:
         return bool(self.options.same_owner and self.is_root and has_ids)
 
     def _mode(self, e: Entry, is_dir: bool) -> int:
-        if self.options.same_permissions:
+        """The archive's mode where its flags store modes (permissions or acl), else
+        the umask's default, without write bits for a read-only node with read-only
+        (as casync: an archive without permissions makes nothing world-writable)."""
+        flags, same = e.feature_flags, self.options.same_permissions
+        if same and flags & (ft.WITH_PERMISSIONS | ft.WITH_ACL):
             return e.mode & 0o7777
-        return (0o777 if is_dir else 0o666) & ~self.umask
+        mode = (0o777 if is_dir else 0o666) & ~self.umask
+        if same and flags & ft.WITH_READ_ONLY and not e.mode & 0o222:
+            mode &= ~0o222
+        return mode
 
     def _acls(self, fd: int, e: Entry, mode: int, is_dir: bool) -> None:
         try:
@@ -350,15 +370,12 @@ class Writer:
 
     def _path_metadata(self, parent: OpenDir, name: str, e: Entry, *, symlink: bool) -> None:
         """Metadata of a node just made under ``name`` in ``parent``, never following it."""
-        flags, opt, dir_fd = e.feature_flags, self.options, parent.fd
+        flags, dir_fd = e.feature_flags, parent.fd
         if self._chown(e) and (e.uid, e.gid) != parent.new_owner:
             os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
         if not symlink:  # a fresh fifo/socket/device we just made under a random name
             os.chmod(name, self._mode(e, False), dir_fd=dir_fd)
-        if opt.same_owner:
-            path = b"/proc/self/fd/%d/%s" % (dir_fd, name.encode())
-            for xname, value in e.xattrs:
-                self._setxattr(path, xname, value)
+        self._xattrs(b"/proc/self/fd/%d/%s" % (dir_fd, name.encode()), e)
         if flags & _TIME_FLAGS:
             os.utime(name, ns=(e.mtime, e.mtime), dir_fd=dir_fd, follow_symlinks=False)
 

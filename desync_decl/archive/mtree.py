@@ -1,17 +1,22 @@
 """Decoded catar nodes as an mtree v1.0 listing (``desync mtree``).
 
 One line per node: its path (``.`` for the root), type, mode, owner, time and,
-for files, size and content digest. Names escape everything outside printable
-ASCII (and ``\\``, ``#``, space) as ``\\ooo``. Unlike desync, nanoseconds are
-always zero-padded (desync pads with spaces for non-files).
+for files, size and content digest; then one ``xattr.NAME=BASE64`` field (go-mtree's
+keyword; casync's mtree shows no extended attributes) for each extended attribute
+``untar`` sets from the node: file capabilities, SELinux labels and XATTRs, as far
+as the archive's feature flags cover them. Names escape everything outside
+printable ASCII (and ``\\``, ``#``, space) as ``\\ooo``. Unlike desync,
+nanoseconds are always zero-padded (desync pads with spaces for non-files).
 """
 
 from __future__ import annotations
 
+import base64
 import stat
 from collections.abc import Iterator
 
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.feature_gates import applied_xattrs
 from desync_decl.formats.digest import Digest
 
 _TYPES = {
@@ -54,4 +59,6 @@ def _line(node: Node, decoder: Decoder, digest: Digest) -> str:
             h.update(block)
         label = "sha512256digest" if digest is Digest.SHA512_256 else "sha256digest"
         fields.append(f"{label}={h.hexdigest()}")
+    for xname, value in applied_xattrs(e):
+        fields.append(f"xattr.{escape(xname)}={base64.b64encode(value).decode()}")
     return " ".join(fields)

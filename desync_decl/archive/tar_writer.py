@@ -2,7 +2,9 @@
 
 GNU format headers (long names through GNU's LongLink records); a member with
 xattrs or a sub-second mtime gets a PAX header instead (``SCHILY.xattr.*``
-records, exact ``mtime``), as GNU tar's posix format writes them. Names are
+records, exact ``mtime``), as GNU tar's posix format writes them. The xattrs are
+those ``untar`` would set (capabilities and labels included, as far as the
+archive's feature flags cover them: feature_gates.py). Names are
 relative: ``./`` for the root, then ``./a/b``, so our ``tar --input-format
 tar`` reads the stream back as it was.
 """
@@ -16,6 +18,7 @@ from typing import BinaryIO
 
 from desync_decl.archive.disk_writer import UntarStats
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.feature_gates import applied_xattrs
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
@@ -71,11 +74,12 @@ def _info(node: Node, fmt: int) -> tuple[tarfile.TarInfo, int]:
         info.linkname = os.fsdecode(node.target)
     elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
         info.devmajor, info.devminor = os.major(node.rdev), os.minor(node.rdev)
-    if not e.xattrs and not e.mtime % 10**9:
+    xattrs = applied_xattrs(e)
+    if not xattrs and not e.mtime % 10**9:
         return info, tarfile.GNU_FORMAT
     info.pax_headers = {
         "SCHILY.xattr." + k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-        for k, v in e.xattrs
+        for k, v in xattrs
     }
     info.pax_headers["mtime"] = f"{e.mtime // 10**9}.{e.mtime % 10**9:09d}"
     return info, tarfile.PAX_FORMAT

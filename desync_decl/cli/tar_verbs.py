@@ -57,6 +57,11 @@ def _register_tar(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-x", "--one-file-system", action="store_true", help="don't cross filesystem boundaries"
     )
+    _feature_args(p)
+    p.set_defaults(func=run_tar)
+
+
+def _feature_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--with",
         dest="with_",
@@ -69,7 +74,6 @@ def _register_tar(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--without", action="append", default=[], metavar="FEATURE", help="do not store this"
     )
-    p.set_defaults(func=run_tar)
 
 
 def archive_flags(args: argparse.Namespace) -> int:
@@ -215,7 +219,8 @@ def _register_mtree(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mtree", help="list a catar, caidx or directory in mtree format")
     p.add_argument("archive", metavar="catar|index|dir", help="what to list")
     _index_args(p, "the input is a caidx (needs -s)", reading=True)
-    p.set_defaults(func=run_mtree, with_=[], without=[], no_time=False, one_file_system=False)
+    _feature_args(p)  # a directory is listed as `tar` with these features would store it
+    p.set_defaults(func=run_mtree, no_time=False, one_file_system=False)
 
 
 def run_mtree(args: argparse.Namespace, console: Console) -> int:
@@ -226,6 +231,8 @@ def run_mtree(args: argparse.Namespace, console: Console) -> int:
         for line in mtree_dir(args.archive, flags=archive_flags(args), digest=digest):
             console.print(line)
         return 0
+    if args.with_ or args.without:
+        raise UsageError("--with/--without apply to a directory (an archive has its own flags)")
     with _archive(args) as (archive, store):
         for line in mtree(
             archive, store=store, digest=digest, concurrency=args.concurrency, source=args.archive
