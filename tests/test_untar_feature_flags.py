@@ -26,7 +26,10 @@ from desync_decl.archive import fsattrs
 from desync_decl.archive.extract import current_umask
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.entry import Acl, AclEntry, Entry
+from desync_decl.reconcile.model import Verb
 from tests.hostile_archives import MTIME, MemNode, raw_archive
+from tests.test_reconcile_kinds import apply, plan, statuses
+from tests.test_reconcile_tree import published, site, untar_manifest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="capabilities and owners need root")
 
@@ -335,3 +338,29 @@ def test_project_ids_apply_only_with_quota_projid_like_casync(casync, xfs_dir, w
         with open(out / "f", "rb") as f:
             projids.append(fsattrs.project_id(f.fileno()))
     assert projids[1] == projids[0] == (42 if with_projid else 0)
+
+
+def test_untar_task_compares_xattrs_only_where_it_restores_them(tmp_path):
+    """The untar kind compares mtree listings, which now show xattrs: they count as
+    owners do (not restored with no_same_owner), so such a task still converges,
+    and without it a lost xattr is drift."""
+    state = tmp_path / "state"
+    src = site(tmp_path / "v1")
+    os.setxattr(src / "big.bin", "user.origin", b"build 7")
+    published(src, tmp_path / "site.caidx", tmp_path / "store")
+    loose = untar_manifest(tmp_path, ", no_same_owner: true")
+    assert statuses(apply(loose, state)) == ["changed"]
+    assert "user.origin" not in os.listxattr(tmp_path / "out" / "big.bin")
+    (entry,) = plan(loose, state, verify=True).entries
+    assert (entry.action.verb, entry.action.reason) == (Verb.NOOP, "converged")
+
+    strict = untar_manifest(tmp_path)
+    assert statuses(apply(strict, state)) == ["changed"]
+    assert os.getxattr(tmp_path / "out" / "big.bin", "user.origin") == b"build 7"
+    (entry,) = plan(strict, state, verify=True).entries
+    assert (entry.action.verb, entry.action.reason) == (Verb.NOOP, "converged")
+    os.removexattr(tmp_path / "out" / "big.bin", "user.origin")
+    (entry,) = plan(strict, state, verify=True).entries
+    assert entry.action.verb is Verb.UPDATE
+    assert statuses(apply(strict, state)) == ["changed"]
+    assert os.getxattr(tmp_path / "out" / "big.bin", "user.origin") == b"build 7"

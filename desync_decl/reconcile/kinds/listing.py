@@ -6,8 +6,9 @@ both say exactly what the archive can hold. Aspects the task does not
 restore are left out of the comparison: owners unless they are restored (as
 root, without ``no_same_owner``), modes with ``no_same_permissions``.
 Entries only the directory has are extras: deleted with ``delete_extra``,
-else kept. (xattrs, ACLs and chattr flags are not in a listing: a tree that
-differs only in those is caught by the byte comparison of the kind, not here.)
+else kept. The xattrs untar sets (``xattr.*`` fields) are compared where it
+restores them, as owners are. (ACLs and chattr flags are not in a listing: a
+tree that differs only in those is caught by the byte comparison of the kind.)
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def compare(
     permissions: bool,
     delete_extra: bool,
 ) -> Changes:
-    ignored = set() if owners else {"uid", "gid"}
+    ignored = set() if owners else {"uid", "gid", "xattr"}
     if not permissions:
         ignored.add("mode")
     create, update, unchanged = [], [], 0
@@ -130,7 +131,8 @@ def compare(
 
 
 def _masked(words: str, ignored: set[str]) -> Fields:
-    return {k: v for k, v in fields(words).items() if k not in ignored}
+    """The fields but those ``ignored`` (``xattr`` stands for every ``xattr.*``)."""
+    return {k: v for k, v in fields(words).items() if k.partition(".")[0] not in ignored}
 
 
 def _topmost(paths: Iterable[str]) -> list[str]:
