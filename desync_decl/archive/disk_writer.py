@@ -347,8 +347,9 @@ class Writer:
 
     def _mode(self, e: Entry, is_dir: bool) -> int:
         """The archive's mode where its flags store modes (permissions or acl), else
-        the umask's default, without write bits for a read-only node with read-only
-        (as casync: an archive without permissions makes nothing world-writable)."""
+        the umask's default, without write bits for a read-only node with read-only:
+        as with casync, an archive without permissions sets no mode bits of its own
+        (before, every node of one became 0666/0777)."""
         flags, same = e.feature_flags, self.options.same_permissions
         if same and flags & (ft.WITH_PERMISSIONS | ft.WITH_ACL):
             return e.mode & 0o7777
