@@ -18,9 +18,12 @@ import pytest
 from desync_decl.cli.console import Console
 from desync_decl.cli.main import main
 from desync_decl.formats import index as index_format
-from desync_decl.mount.tree import load_tree
+from desync_decl.formats.catar import features
+from desync_decl.formats.catar.entry import Entry
+from desync_decl.mount.tree import TreeFilesystem, load_tree
 from desync_decl.ops.blobreader import BlobReader
 from desync_decl.stores.local import LocalStore
+from tests.hostile_archives import MTIME, MemNode, raw_archive
 from tests.test_mount import mounts, needs_fuse, start_mount
 
 __all__ = ["mounts"]  # the fixture
@@ -165,3 +168,30 @@ def test_a_tree_whose_metadata_chunk_is_missing_is_not_mounted(cli, archive, tmp
     r = cli("mount-index", "-s", copy, archive / "tree.caidx", tmp_path / "mnt")
     assert r.code == 1
     assert f"chunk {index.chunk(0).id.hex()} missing" in r.err
+
+
+def test_a_mounted_tree_serves_only_the_xattrs_untar_would_set(tmp_path):
+    """An XATTR record of ``security.capability`` (desync writes capabilities that
+    way) in an archive without fcaps is not served, as untar does not set it; the
+    ``user.*`` attribute beside it is."""
+    cap = b"\x01\x00\x00\x02" + bytes(16)
+    f = MemNode(
+        Entry(
+            feature_flags=features.DESYNC_TAR,
+            mode=stat.S_IFREG | 0o755,
+            mtime=MTIME,
+            xattrs=((b"security.capability", cap), (b"user.a", b"v")),
+        ),
+        data=b"#!/bin/sh\n",
+    )
+    (tmp_path / "tree.catar").write_bytes(raw_archive(MemNode.dir(children={b"f": f})))
+    argv = ["make", "-s", tmp_path / "store", tmp_path / "tree.caibx", tmp_path / "tree.catar"]
+    assert main([str(a) for a in argv], Console(out=io.StringIO(), err=io.StringIO())) == 0
+    index = index_format.decode((tmp_path / "tree.caibx").read_bytes())
+    reader = BlobReader(index, LocalStore(tmp_path / "store"))
+    fs = TreeFilesystem(reader, load_tree(reader, reader))
+    assert fs.listxattr("/f") == ["user.a"]
+    assert fs.getxattr("/f", "user.a") == b"v"
+    with pytest.raises(OSError) as e:
+        fs.getxattr("/f", "security.capability")
+    assert e.value.errno == errno.ENODATA

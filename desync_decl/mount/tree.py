@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from desync_decl.formats.catar import Decoder, DirEnd, Entry
+from desync_decl.formats.catar.feature_gates import applied_xattrs
 from desync_decl.mount.base import Source, SourceFilesystem, no_report
 from desync_decl.ops.blobreader import BlobReader, Stream
 
@@ -171,11 +172,11 @@ class TreeFilesystem(SourceFilesystem):
         return super().release(path, fh)
 
     def listxattr(self, path: str) -> list[str]:
-        return [os.fsdecode(name) for name, _ in self._node(path).entry.xattrs]
+        return [os.fsdecode(name) for name, _ in applied_xattrs(self._node(path).entry)]
 
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         wanted = os.fsencode(name)
-        for key, value in self._node(path).entry.xattrs:
+        for key, value in applied_xattrs(self._node(path).entry):
             if key == wanted:
                 return value
         raise OSError(errno.ENODATA, "no such attribute")
