@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,6 +164,9 @@ def test_a_racer_swapping_the_target_for_a_symlink_never_reaches_the_victim(
     racer = subprocess.Popen([*AS_NOBODY, sys.executable, "-c", RACER, str(target), str(victim)])
     changed = 0
     try:
+        started = time.monotonic() + 30
+        while not target.is_symlink() and time.monotonic() < started:
+            time.sleep(0.01)  # the racer is running before the first round
         for round in range(12):
             (r,) = apply(manifests[round % 2], tmp_path / "state", xattrs=xattrs)
             changed += r.status.value == "changed"

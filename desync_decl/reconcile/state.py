@@ -140,12 +140,6 @@ class StateStore:
         self.put(_file_key(path), asdict(record))
         return record
 
-    def drop_file_record(self, path: Path) -> None:
-        if self.xattrs:
-            with contextlib.suppress(OSError), _open_file(path) as fd:
-                os.removexattr(fd, XATTR)
-        self.drop(_file_key(path))
-
     # --- stores ----------------------------------------------------------------------
 
     def generation(self, store: str) -> int:
