@@ -1,7 +1,10 @@
-"""Crash-safe file writing: a temp file beside the target, fsync, then rename.
+"""Crash-safe file writing: a temp file beside the target, fsync, then rename; and
+opening files in directories others may write without following what they plant.
 
 A reader (or a rerun after a crash or kill) sees either the old file or the
-complete new one, never a half-written target.
+complete new one, never a half-written target. Temp files are made relative to
+an open fd of their directory, with O_EXCL and O_NOFOLLOW, and readable by
+their owner only until their data is complete.
 """
 
 from __future__ import annotations
@@ -11,10 +14,17 @@ import ctypes
 import errno
 import os
 import secrets
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from desync_decl.errors import DesyncError
+
 _libc = ctypes.CDLL(None, use_errno=True)
+
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_O_NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def temp_name_for(path: Path) -> Path:
@@ -22,36 +32,76 @@ def temp_name_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
+def current_umask() -> int:
+    """The process's umask, read without setting it (``os.umask`` sets it for every
+    thread at once, and other threads create files meanwhile)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022  # no /proc: the usual one
+
+
 class AtomicFile:
     """A file that appears under its final name only on ``commit()``.
 
-    Used as a context manager: leaving the block without ``commit()``
-    (an exception, a failed extraction) removes the temp file.
+    The temp file is created beside ``path`` (relative to an fd of the directory,
+    or of ``dir_fd`` when ``path`` is a name in it) with only the owner's bits of
+    ``mode``, so no one else can read a half-written file; ``commit()`` gives it
+    ``mode`` less the umask (or what ``settle`` sets). Used as a context manager:
+    leaving the block without ``commit()`` (an exception, a failed extraction)
+    removes the temp file.
     """
 
-    def __init__(self, path: str | os.PathLike, mode: int = 0o644) -> None:
+    def __init__(
+        self, path: str | os.PathLike, mode: int = 0o644, *, dir_fd: int | None = None
+    ) -> None:
         self.path = Path(path)
+        self.mode = mode & ~current_umask()
+        self._dir = os.dup(dir_fd) if dir_fd is not None else os.open(self.path.parent, O_DIR)
         self.temp = temp_name_for(self.path)
-        self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            self.fd = os.open(self.temp.name, os.O_RDWR | _O_NEW, mode & 0o600, dir_fd=self._dir)
+        except BaseException:
+            os.close(self._dir)
+            raise
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
         write_all(self.fd, data)
 
-    def commit(self) -> None:
-        """fsync the data, rename over the target, fsync the directory."""
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self._done = True
-        os.replace(self.temp, self.path)
-        fsync_dir(self.path.parent)
+    def commit(self, settle: Callable[[int], None] | None = None) -> os.stat_result:
+        """Give the complete file its attributes, fsync it, rename it over the target,
+        fsync the directory; the file's status once it has its name.
+
+        ``settle(fd)`` sets the owner, mode (all of it: the file is still private)
+        and xattrs the file must have before it gets its name; without it the file
+        gets ``mode``.
+        """
+        try:
+            if settle is None:
+                os.fchmod(self.fd, self.mode)
+            else:
+                settle(self.fd)
+            os.fsync(self.fd)
+            os.replace(self.temp.name, self.path.name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+            self._done = True
+            os.fsync(self._dir)
+            return os.fstat(self.fd)
+        finally:
+            if self._done:
+                self._close()
 
     def abort(self) -> None:
         if not self._done:
             self._done = True
-            os.close(self.fd)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temp)
+                os.unlink(self.temp.name, dir_fd=self._dir)
+            self._close()
+
+    def _close(self) -> None:
+        os.close(self.fd)
+        os.close(self._dir)
 
     def __enter__(self) -> AtomicFile:
         return self
@@ -87,18 +137,72 @@ def send_file(dst: int, src: int, offset: int, count: int) -> int:
     return len(block)
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    with AtomicFile(path, mode) as f:
+def write_atomic(
+    path: str | os.PathLike, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None
+) -> None:
+    with AtomicFile(path, mode, dir_fd=dir_fd) as f:
         f.write(data)
         f.commit()
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _only_ours(st: os.stat_result) -> bool:
+    """A directory no one but root and us can write: nothing in it was planted."""
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022
+
+
+def open_in(dir_fd: int, name: str, flags: int, mode: int = 0o600) -> int:
+    """Open ``name`` in the directory ``dir_fd`` without following a symlink there,
+    unless the directory is ``_only_ours`` (then whoever made the symlink could as well
+    have written the file: ``/dev/disk/by-id/...`` for an in-place extract)."""
     try:
-        os.fsync(fd)
-    finally:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        if not _only_ours(os.fstat(dir_fd)):
+            raise OSError(errno.ELOOP, "a symlink in a directory others can write", name) from None
+    return os.open(name, flags | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+
+
+def open_private_dir(path: Path, *, create: bool, parent_fd: int | None = None) -> int | None:
+    """An fd of the directory ``path`` (opened as ``path.name`` in ``parent_fd`` when
+    given), made 0700 when missing and ``create``; None when missing otherwise.
+
+    Refused (DesyncError) when it is a symlink, is not ours or others can write it:
+    whoever else can write there can plant a symlink to a file of ours or a forged
+    record.
+    """
+    name = path if parent_fd is None else path.name
+    flags = O_DIR | os.O_NOFOLLOW
+    try:
+        try:
+            fd = os.open(name, flags, dir_fd=parent_fd)
+        except FileNotFoundError:
+            if not create:
+                return None
+            if parent_fd is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent_fd)
+            fd = os.open(name, flags, dir_fd=parent_fd)
+    except OSError as e:
+        why = "it is a symlink" if _is_symlink(name, parent_fd) else e.strerror
+        raise DesyncError(f"refusing {path}: {why}") from None
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
         os.close(fd)
+        raise DesyncError(
+            f"refusing {path}: owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}"
+            " (it must be ours and writable by no one else)"
+        )
+    return fd
+
+
+def _is_symlink(name: str | os.PathLike, dir_fd: int | None) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def syncfs(path: str | os.PathLike) -> None:

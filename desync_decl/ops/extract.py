@@ -5,7 +5,10 @@ carries that plan out (``assemble.execute``). Here: the target file and the
 attempts. Without ``in_place`` the output is written to a temp file beside the
 target and renamed at the end: a failed or killed extraction leaves the old
 target untouched. With ``in_place`` the target is written directly and data
-already in place is kept; a rerun after an interruption converges.
+already in place is kept; a rerun after an interruption converges. A file this
+makes is readable by its owner only until its data is complete, and gets its
+attributes on its fd (``settle``), never by a path someone could swap; a symlink
+planted at the target is not followed (``fsutil.open_in``).
 
 A seed that turns out not to hold what its index says fails the extraction,
 or (as the user chose) is dropped or re-indexed, and the plan is made again.
@@ -17,7 +20,7 @@ import contextlib
 import enum
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from desync_decl.assemble.seeds import Seed
 from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile
+from desync_decl.fsutil import O_DIR, AtomicFile, current_umask, open_in
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
@@ -50,6 +53,7 @@ class ExtractResult:
     blocksize: int  # the target's block size: what clones align to
     attempts: int
     seed_problems: tuple[str, ...]  # seeds dropped or re-indexed, and why
+    written: os.stat_result  # the file written, once complete (not whatever has its name now)
 
     def stats(self) -> dict[str, object]:
         """desync's ``--print-stats`` keys, then what desync-decl adds."""
@@ -82,12 +86,20 @@ def extract(
     invalid_seeds: InvalidSeeds = InvalidSeeds.FAIL,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    mode: int = 0o644,
+    settle: Callable[[int], None] | None = None,
 ) -> ExtractResult:
+    """Rebuild ``index``'s blob at ``path``.
+
+    A file this creates gets ``mode`` less the umask once complete, or instead
+    whatever ``settle(fd)`` sets then (owner, mode, xattrs), before it is renamed
+    into place; in place, ``settle`` is called before the final fsync.
+    """
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
     seeds = list(seeds)
     problems: list[str] = []
-    with _open_target(target, index, in_place) as out:
+    with _open_target(target, index, in_place, mode) as out:
         for attempt in range(1, len(seeds) + 2):
             plan = _plan(index, seeds, out, concurrency, progress)
             try:
@@ -109,9 +121,15 @@ def extract(
                 seeds = _without_invalid(seeds, e, invalid_seeds, concurrency, progress)
                 out.written(index.length)
                 continue
-            out.commit()
+            written = out.commit(settle)
             return ExtractResult(
-                target, plan, outcome.bytes_cloned, outcome.blocksize, attempt, tuple(problems)
+                target,
+                plan,
+                outcome.bytes_cloned,
+                outcome.blocksize,
+                attempt,
+                tuple(problems),
+                written,
             )
     raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
 
@@ -137,43 +155,65 @@ def plan_extract(
 
 
 class _Target:
-    """The file being written: a temp file renamed at the end, or the target itself."""
+    """The file being written: a temp file renamed at the end, or the target itself
+    (``made``: the mode for a file made here, still private)."""
 
-    def __init__(self, fd: int, blank: bool, size: int, atomic: AtomicFile | None) -> None:
-        self.fd, self.blank, self.size, self.atomic = fd, blank, size, atomic
+    def __init__(
+        self, fd: int, blank: bool, size: int, atomic: AtomicFile | None, made: int | None = None
+    ) -> None:
+        self.fd, self.blank, self.size, self.atomic, self.made = fd, blank, size, atomic, made
 
     def written(self, length: int) -> None:
         """A failed attempt wrote some of it: no longer blank, holds data up to ``length``."""
         self.blank, self.size = False, length
 
-    def commit(self) -> None:
+    def commit(self, settle: Callable[[int], None] | None) -> os.stat_result:
         if self.atomic is not None:
-            self.atomic.commit()
-        else:
-            os.fsync(self.fd)
+            return self.atomic.commit(settle)
+        if settle is not None:
+            settle(self.fd)
+        elif self.made is not None:
+            os.fchmod(self.fd, self.made)
+        os.fsync(self.fd)
+        return os.fstat(self.fd)
 
 
 @contextlib.contextmanager
-def _open_target(target: Path, index: Index, in_place: bool) -> Iterator[_Target]:
+def _open_target(target: Path, index: Index, in_place: bool, mode: int) -> Iterator[_Target]:
     if target.is_dir():
         raise DesyncError(f"cannot extract to {target}: is a directory")
     if not in_place and target.is_block_device():
         raise DesyncError(f"{target} is a block device: extract into it with --in-place")
     try:
         if in_place:
-            fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd, made = _open_in_place(target, mode)
             try:
                 size = _existing_size(fd)
-                _set_length(fd, target, index.length, block_device=target.is_block_device())
-                yield _Target(fd, size == 0, size, None)
+                _set_length(fd, target, index.length)
+                yield _Target(fd, size == 0, size, None, made)
             finally:
                 os.close(fd)
             return
-        with AtomicFile(target) as atomic:
+        with AtomicFile(target, mode) as atomic:
             os.ftruncate(atomic.fd, index.length)
             yield _Target(atomic.fd, True, 0, atomic)
     except OSError as e:
         raise DesyncError(f"cannot write {target}: {e.strerror}") from None
+
+
+def _open_in_place(target: Path, mode: int) -> tuple[int, int | None]:
+    """The target opened to write in place, and the mode to give it if made here
+    (it is made with its owner's bits only, until complete)."""
+    dir_fd = os.open(target.parent, O_DIR)
+    try:
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(target.name, flags, mode & 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            return open_in(dir_fd, target.name, os.O_RDWR), None
+        return fd, mode & ~current_umask()
+    finally:
+        os.close(dir_fd)
 
 
 def _existing_size(fd: int) -> int:
@@ -183,8 +223,8 @@ def _existing_size(fd: int) -> int:
     return st.st_size
 
 
-def _set_length(fd: int, target: Path, length: int, *, block_device: bool) -> None:
-    if not block_device:
+def _set_length(fd: int, target: Path, length: int) -> None:
+    if not stat.S_ISBLK(os.fstat(fd).st_mode):
         os.ftruncate(fd, length)
     elif os.lseek(fd, 0, os.SEEK_END) < length:
         raise DesyncError(f"{target}: the device is smaller than the index ({length} bytes)")

@@ -3,6 +3,12 @@
 As Ansible's file modules: an attribute left out of the task is left alone;
 ``owner``/``group`` are names or numeric ids; ``backup`` keeps the previous
 file as ``<path>.<timestamp>~`` before it is replaced.
+
+The target's directory may be writable by someone else, who can swap the target
+for a symlink at any moment: attributes are set on an open fd (of the new file
+before it gets its name, or of the target opened without following a symlink
+and found to be the file that was planned on), and backups are made relative to
+the directory's fd with names that never existed, never through a symlink.
 """
 
 from __future__ import annotations
@@ -11,13 +17,15 @@ import contextlib
 import grp
 import os
 import pwd
-import shutil
+import secrets
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, file_error
+from desync_decl.fsutil import O_DIR, current_umask, open_in, send_file
 
 
 @dataclass(frozen=True)
@@ -44,16 +52,76 @@ class Wanted:
                 out.append((key, now.get(key, "absent"), value))
         return out
 
-    def set(self, path: Path) -> None:
+    def for_new_file(self, old: os.stat_result | None) -> Wanted:
+        """What a new file replacing one whose status is ``old`` (as opened without
+        following a symlink, and the file that was planned on; None when there is no
+        such file) gets: the task's mode, else the old file's (``kept_mode``), else
+        0644 less the umask. The owner and group are the task's (else ours)."""
+        mode = self.mode
+        if mode is None:
+            mode = kept_mode(old) if old is not None else 0o644 & ~current_umask()
+        return Wanted(mode, self.uid, self.gid)
+
+    def set(self, fd: int, path: Path) -> None:
+        """Set them on the open file ``fd`` (named ``path`` in messages)."""
         try:
             if self.uid is not None or self.gid is not None:
-                os.chown(
-                    path, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid
+                os.fchown(
+                    fd, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid
                 )
             if self.mode is not None:  # after chown, which may clear set-id bits
-                os.chmod(path, self.mode)
+                os.fchmod(fd, self.mode)
         except OSError as e:
             raise DesyncError(f"cannot set the attributes of {path}: {e.strerror}") from None
+
+
+def kept_mode(old: os.stat_result) -> int:
+    """The mode a file replacing ``old`` keeps from it when the task names none: all
+    of it from a file of ours (as an administrator set it), but from someone else's
+    file never the set-id and sticky bits nor group/other write, which its owner
+    chose and a file of ours must not get from them."""
+    mode = stat.S_IMODE(old.st_mode)
+    if old.st_uid == os.geteuid():
+        return mode
+    return mode & 0o755
+
+
+_O_LOOK = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY  # a FIFO or a tty planted there: no wait
+
+
+@contextlib.contextmanager
+def directory_of(path: Path) -> Iterator[int]:
+    """An fd of ``path``'s directory: everything about the target is done relative to
+    it, so a directory renamed or swapped meanwhile changes nothing."""
+    try:
+        fd = os.open(path.parent, O_DIR)
+    except OSError as e:
+        raise file_error(path.parent, e) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def planned(dir_fd: int, name: str, st: os.stat_result | None) -> Iterator[int | None]:
+    """``name`` in ``dir_fd`` opened (``fsutil.open_in``: a symlink only where we alone
+    write) if it is still the file ``st`` describes (same device and inode); None
+    when it is gone, swapped or a symlink: it is not the file the plan saw."""
+    fd = None
+    if st is not None:
+        with contextlib.suppress(OSError):
+            fd = open_in(dir_fd, name, _O_LOOK)
+    if fd is not None:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def attributes(st: os.stat_result | None) -> dict[str, str]:
@@ -66,26 +134,83 @@ def attributes(st: os.stat_result | None) -> dict[str, str]:
     }
 
 
-def backup(path: Path, *, copy: bool) -> Path:
-    """Keep the current file as ``<path>.<timestamp>~``: a hard link when the file is
-    about to be replaced by a rename, a copy when it is about to be overwritten."""
+_BACKUP_NAMES = 4  # tries: the dated name, then dated names with a random part
+
+
+def backup(dir_fd: int, path: Path, *, copy: bool) -> Path:
+    """Keep the file ``path`` (in ``dir_fd``) as ``<path>.<timestamp>~``: a hard link
+    when the file is about to be replaced by a rename, a copy when it is about to
+    be overwritten.
+
+    The file is opened without following a symlink (``open_in``); the backup gets a
+    name that did not exist in any form (a planted symlink there makes another
+    name be tried, never a write through it).
+    """
     stamp = time.strftime("%Y-%m-%d@%H:%M:%S")
-    target = path.with_name(f"{path.name}.{stamp}~")
-    if target.exists():
-        target = path.with_name(f"{path.name}.{os.getpid()}.{stamp}~")
     try:
-        if not copy:
-            try:
-                os.link(path, target)
-                return target
-            except OSError:
-                pass  # no hard links here: copy
-        shutil.copy2(path, target)
+        src = open_in(dir_fd, path.name, _O_LOOK)
     except OSError as e:
+        raise DesyncError(f"cannot back up {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise DesyncError(f"cannot back up {path}: not a regular file")
+        for attempt in range(_BACKUP_NAMES):
+            name = (
+                f"{path.name}.{stamp}~"
+                if attempt == 0
+                else f"{path.name}.{stamp}.{secrets.token_hex(4)}~"
+            )
+            try:
+                if copy or not _link(dir_fd, path.name, name, st):
+                    _copy(src, st, dir_fd, name)
+                return path.with_name(name)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise DesyncError(
+                    f"cannot back up {path} to {path.with_name(name)}: {e.strerror}"
+                ) from None
+        raise DesyncError(f"cannot back up {path}: every backup name is taken")
+    finally:
+        os.close(src)
+
+
+def _link(dir_fd: int, name: str, backup_name: str, st: os.stat_result) -> bool:
+    """Hard-link ``name`` as ``backup_name`` (never following a symlink); False when
+    the filesystem cannot, or ``name`` is no longer the file ``st`` (then undone)."""
+    try:
+        os.link(name, backup_name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        return False  # no hard links here: copy
+    linked = os.stat(backup_name, dir_fd=dir_fd, follow_symlinks=False)
+    if (linked.st_dev, linked.st_ino) == (st.st_dev, st.st_ino):
+        return True
+    os.unlink(backup_name, dir_fd=dir_fd)  # swapped meanwhile: copy what was opened
+    return False
+
+
+def _copy(src: int, st: os.stat_result, dir_fd: int, name: str) -> None:
+    """Copy the open file ``src`` to a new file ``name`` (0600 until complete), with
+    its owner, mode and times (owner first: a chown clears set-id bits)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    out = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    try:
+        offset = 0
+        while n := send_file(out, src, offset, st.st_size - offset):
+            offset += n
+        with contextlib.suppress(PermissionError):  # not root: the copy stays ours
+            os.fchown(out, st.st_uid, st.st_gid)
+        os.fchmod(out, stat.S_IMODE(st.st_mode))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    except BaseException:
+        os.close(out)
         with contextlib.suppress(OSError):
-            target.unlink()
-        raise DesyncError(f"cannot back up {path} to {target}: {e.strerror}") from None
-    return target
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+    os.close(out)
 
 
 def _mode(mode: int | None) -> str | None:

@@ -3,6 +3,9 @@
 Lock files live in the state folder (``locks/<hash>.lock``, holding the pid of
 the holder and what it locks) and are taken with ``fcntl.flock``: the kernel
 drops them when a process dies, so a killed run never leaves a stale lock.
+Both folders must be ours alone (``open_private_dir``) and a lock file is opened
+relative to its folder without following a symlink or truncating, so a shared
+state folder cannot turn a lock into a write to another file.
 Writers of a file or a pruned store lock it exclusively; tasks that only add
 chunks to a store share its lock (adds commute) and so exclude a prune.
 Locks are taken in sorted order, so two runs cannot deadlock.
@@ -20,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from desync_decl.errors import DesyncError
+from desync_decl.fsutil import open_private_dir
 
 POLL_SECONDS = 0.05
 
@@ -44,25 +48,45 @@ def locked(
     fds: list[int] = []
     try:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for key in sorted(keys):
-            fds.append(_acquire(directory, key, keys[key], deadline, waiting))
+        if keys:
+            locks = _locks_dir(directory)
+            try:
+                for key in sorted(keys):
+                    fds.append(_acquire(locks, directory, key, keys[key], deadline, waiting))
+            finally:
+                os.close(locks)
         yield
     finally:
         for fd in reversed(fds):
             os.close(fd)  # closing the file releases its flock
 
 
+def _locks_dir(directory: Path) -> int:
+    """An fd of ``<directory>/locks``, both made or checked private (``open_private_dir``)."""
+    top = open_private_dir(directory, create=True)
+    assert top is not None
+    try:
+        locks = open_private_dir(directory / "locks", create=True, parent_fd=top)
+    finally:
+        os.close(top)
+    assert locks is not None
+    return locks
+
+
 def _acquire(
+    locks: int,
     directory: Path,
     key: str,
     exclusive: bool,
     deadline: float | None,
     waiting: Callable[[str], None],
 ) -> int:
-    path = directory / "locks" / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+    path = directory / "locks" / name
+    try:  # never through a symlink, and never truncated on open
+        fd = os.open(
+            name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=locks
+        )
     except OSError as e:
         raise DesyncError(f"cannot open lock file {path}: {e.strerror}") from None
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

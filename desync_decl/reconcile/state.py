@@ -3,11 +3,13 @@ recognised without reading it again.
 
 A file an ``extract`` wrote gets a ``FileRecord`` (index digest, size,
 mtime_ns, inode) in its ``user.desync-decl.state`` extended attribute where
-the filesystem takes one, else in the state folder keyed by its path (with
-its ctime too: writing an xattr changes the ctime, so an xattr record cannot
-hold it). Other tasks (make, chop, cache) keep small JSON records in the
-state folder, keyed by what they converge. A record that does not match
-means "look again", never "changed": only ``--verify`` ignores matching ones.
+the filesystem takes one and the file is ours, else in the state folder keyed
+by its path (with its ctime too: writing an xattr changes the ctime, so an
+xattr record cannot hold it; a file's owner can write any xattr, so one owned by
+someone else gets a folder record). Other tasks (make, chop, cache) keep small
+JSON records in the state folder, keyed by what they converge; that folder must
+be ours alone. A record that does not match means "look again", never
+"changed": only ``--verify`` ignores matching ones.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from desync_decl.errors import DesyncError
-from desync_decl.fsutil import write_atomic
+from desync_decl.fsutil import open_private_dir, write_atomic
 
 XATTR = "user.desync-decl.state"
 _NO_XATTR = {errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.ENOSPC, errno.E2BIG, errno.EROFS}
@@ -65,11 +68,21 @@ class FileRecord:
 
 
 class StateStore:
-    """Records in xattrs (``xattrs=True``, where supported) and under ``directory``."""
+    """Records in xattrs (``xattrs=True``, where supported) and under ``directory``.
+
+    The folder and its ``records`` folder must be ours alone (``open_private_dir``:
+    a record another user could write would be a lie we act on); records are read
+    and written relative to the folder's fd, never through a symlink. An xattr
+    record is kept and believed only on a file we own: its owner can write any
+    xattr, and a forged "converged" would leave their content in place.
+    """
 
     def __init__(self, directory: Path, *, xattrs: bool = True) -> None:
         self.directory = directory
         self.xattrs = xattrs
+        fd = open_private_dir(directory, create=False)  # refused now, not once per task
+        if fd is not None:
+            os.close(fd)
 
     def __str__(self) -> str:
         return str(self.directory)
@@ -78,34 +91,54 @@ class StateStore:
 
     def file_record(self, path: Path) -> FileRecord | None:
         if self.xattrs:
-            with contextlib.suppress(OSError):
-                record = _file_record(json.loads(os.getxattr(path, XATTR)))
-                if record is not None:
-                    return record
+            with contextlib.suppress(OSError, ValueError), _open_file(path) as fd:
+                if os.fstat(fd).st_uid == os.geteuid():
+                    record = _file_record(json.loads(os.getxattr(fd, XATTR)))
+                    if record is not None:
+                        return record
         raw = self.get(_file_key(path))
         return _file_record(raw) if raw is not None else None
 
-    def put_file_record(self, path: Path, index_digest: str) -> FileRecord:
-        """Record ``path`` as it is now; the record that was kept."""
-        if self.xattrs:
-            record = FileRecord.of(index_digest, os.stat(path), ctime=False)
+    def put_file_record(self, path: Path, index_digest: str, fd: int | None = None) -> FileRecord:
+        """Record the file ``path`` as it is now (``fd``: the file open under that name,
+        else opened without following a symlink); the record that was kept."""
+        if fd is None:
             try:
-                os.setxattr(path, XATTR, json.dumps(asdict(record)).encode())
+                with _open_file(path) as opened:
+                    return self.put_file_record(path, index_digest, opened)
             except OSError as e:
-                if e.errno not in _NO_XATTR:
-                    raise DesyncError(f"cannot record state of {path}: {e.strerror}") from None
-            else:
-                self.drop(_file_key(path))  # an older folder record would only mislead
-                return record
-        record = FileRecord.of(index_digest, os.stat(path), ctime=True)
-        self.put(_file_key(path), asdict(record))
+                raise DesyncError(f"cannot record state of {path}: {e.strerror}") from None
+        return self.name_file(path, os.fstat(fd), index_digest, self.mark_file(fd, index_digest))
+
+    def mark_file(self, fd: int, index_digest: str) -> FileRecord | None:
+        """Record the open file ``fd`` in its xattr (before it gets its name: nothing
+        is ever set by path); None where it holds none (not a regular file, xattrs
+        off or unsupported, or the file is not ours): then ``name_file`` records it in
+        the state folder."""
+        st = os.fstat(fd)
+        if not self.xattrs or st.st_uid != os.geteuid() or not stat.S_ISREG(st.st_mode):
+            return None
+        record = FileRecord.of(index_digest, st, ctime=False)
+        try:
+            os.setxattr(fd, XATTR, json.dumps(asdict(record)).encode())
+        except OSError as e:
+            if e.errno not in _NO_XATTR:
+                raise DesyncError(f"cannot record state: {e.strerror}") from None
+            return None
         return record
 
-    def drop_file_record(self, path: Path) -> None:
-        if self.xattrs:
-            with contextlib.suppress(OSError):
-                os.removexattr(path, XATTR)
-        self.drop(_file_key(path))
+    def name_file(
+        self, path: Path, st: os.stat_result, index_digest: str, marked: FileRecord | None
+    ) -> FileRecord:
+        """The file ``mark_file`` saw now has the name ``path`` and the status ``st``
+        (its ``fstat``, not whatever the name holds now): without an xattr record it
+        gets a folder record (with its ctime); with one, an older folder record goes."""
+        if marked is not None:
+            self.drop(_file_key(path))  # an older folder record would only mislead
+            return marked
+        record = FileRecord.of(index_digest, st, ctime=True)
+        self.put(_file_key(path), asdict(record))
+        return record
 
     # --- stores ----------------------------------------------------------------------
 
@@ -122,29 +155,68 @@ class StateStore:
     # --- keyed JSON records --------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any] | None:
-        try:
-            doc = json.loads(self._file(key).read_text())
-        except (OSError, ValueError):
-            return None  # missing or damaged: look again
+        with self._records(create=False) as records:
+            if records is None:
+                return None
+            try:
+                fd = os.open(_name(key), _O_READ, dir_fd=records)
+                with os.fdopen(fd, "rb") as f:
+                    doc = json.loads(f.read())
+            except (OSError, ValueError):
+                return None  # missing or damaged: look again
         if not isinstance(doc, dict) or doc.get("key") != key:
             return None
         record = doc.get("record")
         return record if isinstance(record, dict) else None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        file = self._file(key)
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_atomic(file, json.dumps({"key": key, "record": record}).encode(), 0o600)
-        except OSError as e:
-            raise DesyncError(f"cannot write state {file}: {e.strerror}") from None
+        with self._records(create=True) as records:
+            data = json.dumps({"key": key, "record": record}).encode()
+            try:
+                write_atomic(_name(key), data, 0o600, dir_fd=records)
+            except OSError as e:
+                file = self.directory / "records" / _name(key)
+                raise DesyncError(f"cannot write state {file}: {e.strerror}") from None
 
     def drop(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._file(key).unlink()
+        with self._records(create=False) as records:
+            if records is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_name(key), dir_fd=records)
 
-    def _file(self, key: str) -> Path:
-        return self.directory / "records" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+    @contextlib.contextmanager
+    def _records(self, *, create: bool) -> Iterator[int | None]:
+        """An fd of ``<directory>/records`` (None if missing and not ``create``)."""
+        top = open_private_dir(self.directory, create=create)
+        if top is None:
+            yield None
+            return
+        try:
+            records = open_private_dir(self.directory / "records", create=create, parent_fd=top)
+        finally:
+            os.close(top)
+        try:
+            yield records
+        finally:
+            if records is not None:
+                os.close(records)
+
+
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _open_file(path: Path) -> Iterator[int]:
+    """``path`` opened to read, never through a symlink (nor blocking on a FIFO)."""
+    fd = os.open(path, _O_READ)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest() + ".json"
 
 
 def _file_key(path: Path) -> str:

@@ -6,7 +6,10 @@ hashed chunk by chunk against the index (the assembler's in-place check).
 When content must change, the travel numbers are the assembler's own plan
 (``plan_extract``) with the task's seeds, and the chunks it fetches are
 attributed to the store, cache or group member that would serve each one.
-Missing parent directories of the target are created.
+Missing parent directories of the target are created. The target's directory
+may be one others can write: the new file gets its owner, mode and record on its
+fd before it is renamed into place, and the old one is looked at (its mode, a
+backup) only opened without following a symlink (``files``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from desync_decl.reconcile.model import (
     human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.reconcile.state import FileRecord
 
 
 @dataclass(frozen=True)
@@ -187,34 +191,59 @@ class ExtractKind:
         digest = seen.index.file_digest()
         if not action.verb.changes:
             if seen.content != "recorded" and _is_file(seen.st):
-                ctx.state.put_file_record(a.path, digest)
+                with (
+                    files.directory_of(a.path) as dir_fd,
+                    files.planned(dir_fd, a.path.name, seen.st) as fd,
+                ):
+                    if fd is not None:  # else it changed since: the next run looks again
+                        ctx.state.put_file_record(a.path, digest, fd)
             return TaskResult(action.task, Status.OK, action.reason)
-        stats: dict[str, object] = {}
-        msg = action.reason
-        if seen.plan is not None:
-            stats = self._extract(a, ctx, seen, progress)
-            msg = (
-                f"extracted ({action.reason}): {human_bytes(int(stats['bytes-from-store']))}"
-                f" fetched, {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
-            )
-        wanted = seen.wanted
-        if wanted.mode is None and seen.st is not None and not a.in_place:
-            wanted = files.Wanted(stat.S_IMODE(seen.st.st_mode), wanted.uid, wanted.gid)
-        wanted.set(a.path)
-        if _is_file(_stat(a.path)):
-            ctx.state.put_file_record(a.path, digest)
+        if seen.plan is None:
+            self._set_attributes(a, ctx, seen, digest)
+            return TaskResult(action.task, Status.CHANGED, action.reason)
+        stats = self._extract(a, ctx, seen, digest, progress)
+        msg = (
+            f"extracted ({action.reason}): {human_bytes(int(stats['bytes-from-store']))}"
+            f" fetched, {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
+        )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
 
+    def _set_attributes(self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str) -> None:
+        """Only attributes differ: set them on the target opened as it was planned on."""
+        with (
+            files.directory_of(a.path) as dir_fd,
+            files.planned(dir_fd, a.path.name, seen.st) as fd,
+        ):
+            if fd is None:
+                raise DesyncError(f"{a.path} changed since it was looked at; run again")
+            seen.wanted.set(fd, a.path)
+            if _is_file(seen.st):
+                ctx.state.put_file_record(a.path, digest, fd)
+
     def _extract(
-        self, a: ExtractAction, ctx: Context, seen: _Seen, progress: Progress
+        self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str, progress: Progress
     ) -> dict[str, object]:
         stats: dict[str, object] = {}
         try:
             a.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DesyncError(f"cannot create {a.path.parent}: {e.strerror}") from None
-        if a.backup and _is_file(seen.st):
-            stats["backup"] = str(files.backup(a.path, copy=a.in_place))
+        with files.directory_of(a.path) as dir_fd:
+            if a.backup and _is_file(seen.st):
+                stats["backup"] = str(files.backup(dir_fd, a.path, copy=a.in_place))
+            wanted = seen.wanted
+            if not a.in_place:
+                with files.planned(dir_fd, a.path.name, seen.st) as fd:
+                    wanted = wanted.for_new_file(None if fd is None else os.fstat(fd))
+            elif seen.st is None:  # made here: as a new file
+                wanted = wanted.for_new_file(None)
+        marked: list[FileRecord | None] = []
+
+        def settle(fd: int) -> None:
+            """The complete file's owner, mode and record, before it gets its name."""
+            wanted.set(fd, a.path)
+            marked.append(ctx.state.mark_file(fd, digest))
+
         result = extract(
             seen.index,
             a.path,
@@ -223,7 +252,11 @@ class ExtractKind:
             in_place=a.in_place,
             concurrency=ctx.concurrency,
             progress=progress,
+            mode=0o600 if wanted.mode is None else wanted.mode,
+            settle=settle,
         )
+        if _is_file(result.written):
+            ctx.state.name_file(a.path, result.written, digest, marked[-1])
         stats.update((k, v) for k, v in result.stats().items() if k != "plan")
         return stats
 
