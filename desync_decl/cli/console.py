@@ -5,9 +5,9 @@ Tests pass in-memory streams; the real entry point passes the process's.
 Text shown here often carries text from elsewhere (a store's error body, names in
 an archive, a request's path), so nothing reaches a terminal unescaped: both text
 streams are wrapped in ``ShownText`` (control and bidi characters written as
-``\x1b``, ``\u202e``; only line breaks and tabs pass), and ``print``, ``warn``,
+``\\x1b``, ``\\u202e``; only line breaks and tabs pass), and ``print``, ``warn``,
 ``note``, ``error`` and log records are one line each (a line break inside is
-written ``\n``, so no message can fake a line of its own). Binary output
+written ``\\n``, so no message can fake a line of its own). Binary output
 (``binary()``) is data, passed on as it is.
 """
 
