@@ -4,6 +4,10 @@ Keys of ``store-options``, ``s3-credentials`` and ``oci-credentials`` may be
 globs (``*`` and ``?`` do not cross ``/``); a location matching two keys is an
 error rather than a guess. Unlike desync, ``s3-credentials`` globs really match.
 Unknown keys are ignored, as desync does.
+
+The file holds secrets (``SECRET_KEYS``: encryption keys, HTTP auth headers and
+cookies, S3 keys, registry secrets, and passwords in URL keys). Whatever shows
+the file to a person shows ``shown()``, where each is ``(sensitive value)``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ from typing import Any
 
 from desync_decl.errors import DesyncError
 from desync_decl.stores.options import StoreOptions
+
+SENSITIVE = "(sensitive value)"  # what is shown in place of a secret (Terraform's words)
+SECRET_KEYS: dict[str, frozenset[str]] = {  # per section, the keys whose values are secrets
+    "store-options": frozenset({"encryption-key", "http-auth", "http-cookie"}),
+    "s3-credentials": frozenset({"access-key", "secret-key"}),
+    "oci-credentials": frozenset({"secret"}),
+}
 
 
 def default_path() -> Path:
@@ -82,6 +93,35 @@ class Config:
 
     def as_json(self) -> dict[str, Any]:
         return self.raw
+
+    def shown(self) -> dict[str, Any]:
+        """The file's content for a person to read: every secret masked."""
+        shown = dict(self.raw)
+        for section, secrets in SECRET_KEYS.items():
+            entries = shown.get(section)
+            if isinstance(entries, dict):
+                shown[section] = {
+                    without_password(key): masked(e, secrets) if isinstance(e, dict) else e
+                    for key, e in entries.items()
+                }
+        return shown
+
+
+def masked(entry: dict[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
+    """``entry`` with the values of ``secrets`` that are set replaced by ``SENSITIVE``."""
+    return {k: SENSITIVE if k in secrets and v not in (None, "") else v for k, v in entry.items()}
+
+
+def without_password(location: str) -> str:
+    """A URL with the password of its ``user:password@`` part masked. Plain string
+    work, not ``urlsplit``: a malformed URL (``http://[x``) is shown, not an error."""
+    scheme, sep, rest = location.partition("://")
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return location
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:{SENSITIVE}@{host}{rest[end:]}"
 
 
 def _normalize(location: str) -> str:

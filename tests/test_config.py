@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from desync_decl.config import Config
+from desync_decl.config import SENSITIVE, Config
 from desync_decl.errors import DesyncError
 
 
@@ -90,7 +90,7 @@ def test_the_config_verb_prints_options_for_a_store_without_secrets(cli, tmp_pat
     assert r.code == 0, r.err
     shown = json.loads(r.out)
     assert shown["uncompressed"] is True and shown["encryption"] is True
-    assert shown["encryption-key"] == "(set)" and "ab" * 32 not in r.out
+    assert shown["encryption-key"] == SENSITIVE and "ab" * 32 not in r.out
 
 
 def test_config_write_creates_a_private_file(cli, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 Every expected failure is a ``DesyncError`` and ends as
 ``desync-decl: error: <what, where>`` with exit status 1; a traceback only
-with ``--debug``.
+with ``--debug``. Both are escaped (``Console``): a message may quote a store.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import ctypes
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 
 from desync_decl import __version__
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
+from desync_decl.escaping import escape_line
 
 # Each verb and the module (in desync_decl.cli) that registers it. Only the
 # module of the verb being run is imported: start-up time is part of every
@@ -56,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit status 1, like every other error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        self.exit(1, f"{self.prog}: error: {escape_line(message)}\n")
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
@@ -124,31 +126,59 @@ def main(argv: Sequence[str] | None = None, console: Console | None = None) -> i
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(verb_of(argv)).parse_args(argv)
     _keep_chunk_buffers_off_mmap()
-    if args.debug:
-        logging.basicConfig(level=logging.DEBUG, stream=console.err)
-    else:
-        # paramiko logs every failed SSH connection with a traceback from its own
-        # thread; the same failure reaches the store as an exception, and one line
-        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    with _logging_to(console, debug=args.debug):
+        return _run(args, console)
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    """The verb, and its failure as one line."""
     try:
         try:
             return int(args.func(args, console))
         finally:
             common.close_opened(args)
     except DesyncError as e:
-        if args.debug:
-            raise
-        console.err.write(f"desync-decl: error: {e}\n")
-        return 1
+        return _failed(console, str(e), e if args.debug else None)
     except KeyboardInterrupt:
-        console.err.write("desync-decl: error: interrupted\n")
-        return 1
+        return _failed(console, "interrupted")
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `cat | head`): not an error
         return 0
     except OSError as e:
-        if args.debug:
-            raise
-        where = f" {e.filename}" if e.filename else ""
-        console.err.write(f"desync-decl: error:{where} {e.strerror or e}\n")
-        return 1
+        where = f"{e.filename} " if e.filename else ""
+        return _failed(console, f"{where}{e.strerror or e}", e if args.debug else None)
+
+
+def _failed(console: Console, message: str, traced: BaseException | None = None) -> int:
+    """The error line, after the traceback of ``traced`` (``--debug``): its lines are
+    escaped like everything else, and the exception's own words (which may quote a
+    store) are one line, as in the error line."""
+    if traced is not None:
+        *stack, last = traceback.format_exception(traced)
+        console.err.write("".join(stack))
+        console.note(last.rstrip("\n"))
+    console.error(message)
+    return 1
+
+
+@contextlib.contextmanager
+def _logging_to(console: Console, *, debug: bool) -> Iterator[None]:
+    """Log records through the console while the verb runs: escaped like every other
+    line (a warning may name what an archive or a store sent); with ``debug`` every
+    record, with its logger's name."""
+    root = logging.getLogger()
+    level = root.level
+    if debug:
+        handler = console.log_handler(logging.DEBUG, "%(levelname)s:%(name)s:%(message)s")
+        root.setLevel(logging.DEBUG)
+    else:
+        handler = console.log_handler(logging.WARNING, "%(message)s")
+        # paramiko logs every failed SSH connection with a traceback from its own
+        # thread; the same failure reaches the store as an exception, and one line
+        logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)

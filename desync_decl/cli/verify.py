@@ -31,9 +31,7 @@ def run_verify(args: argparse.Namespace, console: Console) -> int:
         raise DesyncError(f"store {store} cannot be listed for verification")
     bad = verify_store(store, repair=args.repair, concurrency=args.concurrency)
     for b in bad:
-        console.err.write(
-            f"chunk {b.id.hex()} is invalid: {b.why}{': removed' if b.removed else ''}\n"
-        )
+        console.note(f"chunk {b.id.hex()} is invalid: {b.why}{': removed' if b.removed else ''}")
     if bad:
         raise DesyncError(
             f"{len(bad)} invalid chunks in {store}" + (" (removed)" if args.repair else "")
