@@ -5,11 +5,13 @@ locations in whole parts), refused elsewhere before anything is contacted, and
 a value read from the environment shows in no output: plan text, Markdown and
 JSON, the saved plan, apply --check --diff, validate, and error messages, even
 when a store echoes a credential back. A saved plan still notices a changed
-value.
+value, and is written 0600.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -272,3 +274,21 @@ def test_a_seed_is_a_location_too_its_index_is_derived_from_it(tmp_path):
     with pytest.raises(ManifestError) as e:
         load_manifest(manifest(tmp_path, text), env={"SECRET": SECRET})
     assert "'extract.seeds[0]' of task 'x'" in str(e.value) and SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "replacing a 0644 file"])
+def test_a_saved_plan_is_0600_whatever_the_umask(cli, tmp_path, existing):
+    m = manifest(tmp_path, "stores: {s: {url: store}}\ntasks:\n- {name: v, verify: {store: s}}\n")
+    (tmp_path / "store").mkdir()
+    saved = tmp_path / "plan.json"
+    if existing:
+        saved.write_text("{}")
+        saved.chmod(0o644)
+    umask = os.umask(0)
+    try:
+        r = cli("plan", *run_args(m), "--out", saved)
+    finally:
+        os.umask(umask)
+    assert r.code == 0, r.err
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".plan")) == []

@@ -6,7 +6,8 @@ or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
 skipped) and a recap; ``--check`` only reports.
 
 Neither shows a value the manifest read from ``${env:…}``: the renderers redact
-them, and so do these verbs for the errors that end a run.
+them, and so do these verbs for the errors that end a run. A saved plan is
+written 0600, as a new file renamed into place.
 """
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
             ctx.resolver.close()
     doc = report.plan_json(plan)
     if args.out:
-        try:
-            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode())
+        try:  # 0600: a plan tells what a machine holds and where its stores are
+            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
         except OSError as e:
             raise DesyncError(f"cannot write {args.out}: {e.strerror}") from None
     if args.json:
