@@ -43,15 +43,16 @@ def test_env_references_are_expanded_in_strings(tmp_path):
               http_auth: "Bearer ${env:TOKEN}"
               connections: ${env:CONNS}
         tasks:
-          - name: verify ${env:ROOT}
-            verify: {store: local}
+          - name: install
+            extract: {index: "${env:ROOT}/app.caibx", path: "${env:ROOT}/app.img", stores: [local]}
         """,
         env={"ROOT": "/srv", "TOKEN": "t0k", "CONNS": "4"},
     )
     store = m.stores["local"]
     assert store.url == "/srv/store"
     assert store.options == {"http_auth": "Bearer t0k", "n": 4}  # unquoted: typed as YAML would
-    assert m.tasks[0].name == "verify /srv"
+    assert m.tasks[0].action.index == "/srv/app.caibx"
+    assert str(m.tasks[0].action.path) == "/srv/app.img"
 
 
 def test_quoted_reference_stays_a_string(tmp_path):
@@ -63,7 +64,10 @@ def test_quoted_reference_stays_a_string(tmp_path):
         """,
         env={"JOBS": "8"},
     )
-    assert found == ["m.yaml:2:25: 'defaults.concurrency': expected an integer, got '8'"]
+    # the value itself is never shown: it may be a secret
+    assert found == [
+        "m.yaml:2:25: 'defaults.concurrency': expected an integer, got '${env:JOBS}' (a string)"
+    ]
 
 
 def test_double_dollar_keeps_a_reference_literal(tmp_path):

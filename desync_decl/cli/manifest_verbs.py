@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check manifests: every problem as FILE:LINE:COL: message",
         description="Check manifests against the schema and for unknown names, cycles, "
         "duplicates and bad sizes. Prints 'FILE: ok', or every problem on stderr and exits 1. "
-        "${env:NAME} references are expanded, so the variables must be set.",
+        "${env:NAME} references are expanded, so the variables must be set; they may stand only "
+        "in the fields the schema marks (credentials, paths, locations, tuning options), and no "
+        "message shows their values.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="manifests to check")
     p.set_defaults(func=run_validate)

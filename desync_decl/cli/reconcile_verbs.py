@@ -4,12 +4,18 @@
 or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
 ``apply`` converges the machine: one line per task (ok, changed, failed,
 skipped) and a recap; ``--check`` only reports.
+
+Neither shows a value the manifest read from ``${env:…}``: the renderers redact
+them, and so do these verbs for the errors that end a run. A saved plan is
+written 0600, as a new file renamed into place.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from desync_decl.cli import common
@@ -18,6 +24,7 @@ from desync_decl.config import Config
 from desync_decl.errors import DesyncError, UsageError
 from desync_decl.fsutil import write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
+from desync_decl.manifest.sensitive import Redactor
 from desync_decl.progress import NO_PROGRESS
 from desync_decl.reconcile import (
     ApplyOptions,
@@ -30,6 +37,7 @@ from desync_decl.reconcile import (
 )
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.model import TaskResult
+from desync_decl.reconcile.plan import os_message
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -131,20 +139,39 @@ def _context(args: argparse.Namespace, console: Console, progress: bool) -> Cont
     )
 
 
+@contextlib.contextmanager
+def _redacted_errors(redactor: Redactor) -> Iterator[None]:
+    """An error ending the run leaves without the values read from ``${env:…}``
+    (a store's error may quote its URL, or a header the server echoed)."""
+    try:
+        yield
+    except DesyncError as e:
+        shown = redactor.text(str(e))
+        if shown == str(e):
+            raise
+        raise DesyncError(shown) from None
+    except OSError as e:
+        shown = redactor.text(os_message(e))
+        if shown == os_message(e):
+            raise
+        raise DesyncError(shown) from None
+
+
 def _tags(values: list[str]) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
 
 
 def run_plan(args: argparse.Namespace, console: Console) -> int:
     ctx = _context(args, console, progress=True)
-    try:
-        plan = plan_manifest(ctx, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags))
-    finally:
-        ctx.resolver.close()
+    with _redacted_errors(ctx.manifest.redactor):
+        try:
+            plan = plan_manifest(ctx, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags))
+        finally:
+            ctx.resolver.close()
     doc = report.plan_json(plan)
     if args.out:
-        try:
-            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode())
+        try:  # 0600: a plan tells what a machine holds and where its stores are
+            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
         except OSError as e:
             raise DesyncError(f"cannot write {args.out}: {e.strerror}") from None
     if args.json:
@@ -160,19 +187,19 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_apply(args: argparse.Namespace, console: Console) -> int:
-    saved = None
-    if args.plan:
-        if args.tags or args.skip_tags or args.check or args.verify:
-            raise UsageError(
-                "--plan applies the saved selection: no --tags, --skip-tags, --check or --verify"
-            )
-        saved = SavedPlan.load(args.plan)
+    if args.plan and (args.tags or args.skip_tags or args.check or args.verify):
+        raise UsageError(
+            "--plan applies the saved selection: no --tags, --skip-tags, --check or --verify"
+        )
+    ctx = _context(args, console, progress=False)
+    redactor = ctx.manifest.redactor
+    saved = SavedPlan.load(args.plan, redactor) if args.plan else None
     results: list[TaskResult] = []
 
     def on_result(result: TaskResult) -> None:
         results.append(result)
         if not args.json:
-            for line in report.result_lines(result):
+            for line in report.result_lines(result, redactor):
                 console.print(line)
 
     options = ApplyOptions(
@@ -182,20 +209,20 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
         lock_timeout=args.lock_timeout,
         saved=saved,
         on_result=on_result,
-        on_wait=lambda task, message: console.note(f"[{task.name}] {message}"),
+        on_wait=lambda task, message: console.note(redactor.text(f"[{task.name}] {message}")),
         progress=console.progress() if args.jobs == 1 and not args.json else NO_PROGRESS,
     )
-    ctx = _context(args, console, progress=False)
     if args.check and not args.json:
         console.print("check mode: what would change is reported, nothing is changed")
-    try:
-        ordered = apply_manifest(
-            ctx, options, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags)
-        )
-    finally:
-        ctx.resolver.close()
+    with _redacted_errors(redactor):
+        try:
+            ordered = apply_manifest(
+                ctx, options, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags)
+            )
+        finally:
+            ctx.resolver.close()
     if args.json:
-        console.json(report.results_json(ordered, check=args.check))
+        console.json(report.results_json(ordered, check=args.check, redactor=redactor))
     else:
         console.print(report.recap_line(ordered))
     return 1 if any(r.status is Status.FAILED for r in ordered) else 0

@@ -2,7 +2,8 @@
 
 ``load_manifest(path)`` is the one entry point: it returns a ``Manifest`` or
 raises ``ManifestError`` listing every problem as ``FILE:LINE:COL: message``.
-The schema is ``schemas/manifest.schema.json`` (``schema_text()``).
+The schema is ``schemas/manifest.schema.json`` (``schema_text()``); it also marks
+the fields that may read ``${env:…}``, whose values no message shows.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from desync_decl.manifest.model import (
 )
 from desync_decl.manifest.problems import ManifestError, Position, Problem
 from desync_decl.manifest.semantic import semantic_problems
-from desync_decl.manifest.validate import schema_problems, schema_text
+from desync_decl.manifest.sensitive import Redactor
+from desync_decl.manifest.validate import env_rule, schema_problems, schema_text
 
 __all__ = [
     "KINDS",
@@ -78,12 +80,16 @@ def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     except OSError as e:
         raise ManifestError([Problem(Position(file), f"cannot read: {e.strerror}")]) from None
     base_dir = Path(os.path.abspath(file)).parent
-    doc, problems = load_document(text, file, os.environ if env is None else env)
-    if doc is not None:
-        reported = {p.path for p in problems}  # e.g. an unset variable: its value is wrong too
-        problems += [p for p in check_document(doc, base_dir) if p.path not in reported]
-    if problems or doc is None:
+    doc, problems = load_document(text, file, os.environ if env is None else env, env_rule)
+    if doc is None:
         raise ManifestError(problems)
+    reported = {p.path for p in problems}  # e.g. an unset variable: its value is wrong too
+    problems += [p for p in check_document(doc, base_dir) if p.path not in reported]
+    if problems:
+        redactor = Redactor.of(doc.env, base_dir)  # no message shows a value read from ${env:…}
+        raise ManifestError(
+            [Problem(p.position, redactor.text(p.message), p.path) for p in problems]
+        )
     return build(doc, Path(file), base_dir)
 
 

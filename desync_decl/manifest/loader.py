@@ -10,11 +10,19 @@ quoted one stays a string (in a flow mapping ``{...}`` a plain scalar cannot
 hold ``}``, so write typed references in block style). Mapping keys are kept
 as written, always strings.
 
+References are read only where ``env_rule`` (the schema's ``"x-env"`` marks, see
+``environment``) allows them; elsewhere they are refused and the variable is not
+read. The document records every value built from the environment (``env``),
+with the text it was written as, so that messages and outputs show
+``${env:NAME}`` instead of the value.
+
 A hostile file stays cheap: nesting deeper than ``MAX_DEPTH`` is refused from
 the event stream before a node tree is built (libyaml's composer recurses in C
 and crashes the process on a few hundred thousand ``[``), and aliases may add
-at most ``MAX_ALIAS_VALUES`` values to what is written (a "billion laughs" file
-of a few hundred bytes would otherwise expand to gigabytes).
+at most ``MAX_ALIAS_VALUES`` values and ``MAX_ALIAS_BYTES`` of text to what is
+written (a "billion laughs" file of a few hundred bytes would otherwise expand to
+gigabytes; one 1 MB string named 99,000 times is few values but 99 GB to check).
+A string is scanned for references once, however many aliases name it.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from __future__ import annotations
 import bisect
 import datetime
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from desync_decl.manifest.environment import EnvRule, refusals
+from desync_decl.manifest.places import where
 from desync_decl.manifest.problems import DataPath, Position, Problem
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -37,6 +47,17 @@ _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_DEPTH = 64  # nested mappings and lists, aliases followed
 MAX_ALIAS_VALUES = 100_000  # values aliases may add to those written in the file
+MAX_ALIAS_BYTES = 1 << 20  # text aliases may add (characters of scalars, bytes for ASCII)
+
+
+@dataclass(frozen=True)
+class EnvText:
+    """A string scalar that read the environment."""
+
+    value: str = field(repr=False)  # as expanded (before a plain scalar is typed)
+    shown: str  # as written: each reference kept as ${env:NAME}
+    variables: tuple[tuple[str, str], ...] = field(repr=False)  # (name, value) read
+    typed: bool = False  # a plain reference that YAML typed (a number, a boolean)
 
 
 @dataclass
@@ -47,6 +68,7 @@ class Document:
     data: Any
     values: dict[DataPath, Position] = field(default_factory=dict)
     keys: dict[DataPath, Position] = field(default_factory=dict)
+    env: dict[DataPath, EnvText] = field(default_factory=dict)  # values read from ${env:…}
 
     def at(self, path: DataPath) -> Position:
         """Where the value at ``path`` was written (or its nearest known parent)."""
@@ -60,11 +82,26 @@ class Document:
         """Where the key naming ``path`` was written; the value's place for list items."""
         return self.keys.get(path) or self.at(path)
 
+    def as_written(self, path: DataPath, value: Any) -> Any:
+        """``value`` (at ``path``) for a message: its text as written if it read the
+        environment (``${env:NAME}``, never the variable's value)."""
+        found = self.env.get(path)
+        return found.shown if found is not None else value
+
+
+def _nowhere(path: DataPath) -> EnvRule | None:
+    return None
+
 
 def load_document(
-    text: str, file: str, env: Mapping[str, str]
+    text: str,
+    file: str,
+    env: Mapping[str, str],
+    env_rule: Callable[[DataPath], EnvRule | None] = _nowhere,
 ) -> tuple[Document | None, list[Problem]]:
-    """Parse ``text``; a YAML syntax error gives no document and one problem."""
+    """Parse ``text``; a YAML syntax error gives no document and one problem.
+
+    ``env_rule`` says where ``${env:…}`` may be used (by default nowhere)."""
     try:
         written, too_deep = _scan(text, file)
         if too_deep is not None:
@@ -72,23 +109,26 @@ def load_document(
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        where = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file)
+        at = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file)
         what = e.problem or e.context or "invalid YAML"
         if "single document" in what or "but found another document" in what:
             what = "a manifest is one YAML document; found another (remove the extra '---')"
-        return None, [Problem(where, f"invalid YAML: {what}")]
+        return None, [Problem(at, f"invalid YAML: {what}")]
     except yaml.YAMLError as e:
         return None, [Problem(Position(file), f"invalid YAML: {e}")]
     if root is None:
         return None, [Problem(Position(file), "the manifest is empty")]
-    builder = _Builder(text, file, env, written + MAX_ALIAS_VALUES)
-    document = Document(file, None, builder.values, builder.keys)
+    builder = _Builder(text, file, env, env_rule, written + MAX_ALIAS_VALUES)
+    document = Document(file, None, builder.values, builder.keys, builder.env)
     try:
         document.data = builder.build(root, ())
     except _TooLarge as e:
-        message = f"aliases expand the manifest by more than {MAX_ALIAS_VALUES} values"
-        return None, [Problem(builder.pos(e.mark), message)]
-    return document, builder.problems
+        return None, [Problem(builder.pos(e.mark), f"aliases expand the manifest by {e.what}")]
+    refused = [
+        Problem(at, f"{where(path, document.data)}: {message}", path)
+        for at, path, message in builder.refused
+    ]
+    return document, builder.problems + refused
 
 
 def _scan(text: str, file: str) -> tuple[int, Position | None]:
@@ -109,18 +149,41 @@ def _scan(text: str, file: str) -> tuple[int, Position | None]:
 
 
 class _TooLarge(Exception):
-    def __init__(self, mark: Any) -> None:
-        self.mark = mark
+    def __init__(self, mark: Any, what: str) -> None:
+        self.mark, self.what = mark, what
+
+
+@dataclass(frozen=True)
+class _Expansion:
+    """What a string scalar gives under one rule (computed once, reused by aliases)."""
+
+    value: Any
+    env: EnvText | None
+    problems: tuple[tuple[Position, str], ...]  # invalid or unset variables
+    refused: tuple[tuple[Position, str], ...]  # references not allowed where they stand
 
 
 class _Builder:
-    def __init__(self, text: str, file: str, env: Mapping[str, str], budget: int) -> None:
+    def __init__(
+        self,
+        text: str,
+        file: str,
+        env: Mapping[str, str],
+        env_rule: Callable[[DataPath], EnvRule | None],
+        budget: int,
+    ) -> None:
         self.file = file
         self.budget = budget  # values left to build
-        self.env = env
+        self.text_budget = len(text) + MAX_ALIAS_BYTES  # characters of scalars left to build
+        self.environ = env
+        self.env_rule = env_rule
         self.values: dict[DataPath, Position] = {}
         self.keys: dict[DataPath, Position] = {}
+        self.env: dict[DataPath, EnvText] = {}
         self.problems: list[Problem] = []
+        self.refused: list[tuple[Position, DataPath, str]] = []
+        self._references: dict[int, list[tuple[re.Match[str], Position]]] = {}
+        self._expansions: dict[tuple[int, EnvRule | None], _Expansion] = {}
         self._constructor = yaml.constructor.SafeConstructor()
         self._resolver = yaml.resolver.Resolver()
         self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
@@ -136,9 +199,12 @@ class _Builder:
     def build(self, node: yaml.Node, path: DataPath) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _TooLarge(node.start_mark)
+            raise _TooLarge(node.start_mark, f"more than {MAX_ALIAS_VALUES} values")
         self.values.setdefault(path, self.pos(node.start_mark))
         if isinstance(node, yaml.ScalarNode):
+            self.text_budget -= len(node.value)
+            if self.text_budget < 0:
+                raise _TooLarge(node.start_mark, f"more than {MAX_ALIAS_BYTES >> 20} MiB of text")
             return self._scalar(node, path)
         if len(path) >= MAX_DEPTH:  # deeper through aliases than written
             self.problem(node.start_mark, f"nested deeper than {MAX_DEPTH} levels", path)
@@ -217,34 +283,78 @@ class _Builder:
         return value
 
     def _expand(self, node: yaml.ScalarNode, path: DataPath) -> Any:
+        references = self._references_in(node)
+        if not references:
+            return node.value
+        rule = self.env_rule(path)
+        key = (id(node), rule)
+        expansion = self._expansions.get(key)
+        if expansion is None:
+            expansion = self._expansions[key] = self._expansion(node, references, rule)
+        self.problems += [Problem(at, message, path) for at, message in expansion.problems]
+        self.refused += [(at, path, message) for at, message in expansion.refused]
+        if expansion.env is not None:
+            self.env[path] = expansion.env
+        return expansion.value
+
+    def _references_in(self, node: yaml.ScalarNode) -> list[tuple[re.Match[str], Position]]:
+        """The ``${env:…}`` (and ``$${env:…}``) of a string and where each is written."""
+        found = self._references.get(id(node))
+        if found is None:
+            text = node.value
+            refs = list(_ENV.finditer(text)) if "${" in text else []
+            places = self._places(node, len(refs))
+            found = self._references[id(node)] = list(zip(refs, places, strict=True))
+        return found
+
+    def _expansion(
+        self,
+        node: yaml.ScalarNode,
+        references: list[tuple[re.Match[str], Position]],
+        rule: EnvRule | None,
+    ) -> _Expansion:
         text = node.value
-        if "${" not in text:
-            return text
-        refs = list(_ENV.finditer(text))
-        places = self._places(node, len(refs))
+        real = [ref for ref, _ in references if not ref.group(1)]
+        refused = dict(refusals(rule, text, [ref.span() for ref in real]))
         parts: list[str] = []
+        shown: list[str] = []
+        read: list[tuple[str, str]] = []
+        problems: list[tuple[Position, str]] = []
+        refusing: list[tuple[Position, str]] = []
         end = 0
-        for ref, place in zip(refs, places, strict=True):
+        real_refs = iter(range(len(real)))
+        for ref, place in references:
             parts.append(text[end : ref.start()])
+            shown.append(parts[-1])
             end = ref.end()
             escaped, name = ref.group(1), ref.group(2)
             if escaped:
                 parts.append(ref.group(0)[1:])
+                shown.append(parts[-1])
+                continue
+            shown.append(f"${{env:{name}}}")
+            why = refused.get(next(real_refs))
+            if why is not None:
+                refusing.append((place, why.format(name=name)))
+                parts.append(ref.group(0))  # not read: the load fails anyway
             elif not _ENV_NAME.match(name):
                 message = f"invalid environment variable name '{name}' in ${{env:…}}"
-                self.problems.append(Problem(place, message, path))
-            elif name not in self.env:
-                self.problems.append(
-                    Problem(place, f"environment variable '{name}' is not set", path)
-                )
+                problems.append((place, message))
+            elif name not in self.environ:
+                problems.append((place, f"environment variable '{name}' is not set"))
             else:
-                parts.append(self.env[name])
+                parts.append(self.environ[name])
+                read.append((name, self.environ[name]))
         parts.append(text[end:])
-        value = "".join(parts)
-        only = refs[0] if len(refs) == 1 and refs[0].span() == (0, len(text)) else None
-        if only and not only.group(1) and node.style in (None, "") and only.group(2) in self.env:
-            return self._typed(value, node)
-        return value
+        shown.append(parts[-1])
+        expanded = "".join(parts)
+        if not read:
+            return _Expansion(expanded, None, tuple(problems), tuple(refusing))
+        value: Any = expanded
+        if len(real) == 1 and real[0].span() == (0, len(text)) and node.style in (None, ""):
+            value = self._typed(expanded, node)  # one plain reference: typed as YAML would
+        env = EnvText(expanded, "".join(shown), tuple(read), not isinstance(value, str))
+        return _Expansion(value, env, tuple(problems), tuple(refusing))
 
     def _typed(self, value: str, node: yaml.ScalarNode) -> Any:
         """A plain scalar's value as YAML would type it had it been written in place."""

@@ -5,7 +5,8 @@ from the manifest's folder, ``~`` is expanded), locations that are URLs are
 kept as written, sizes are bytes, durations seconds, modes integers, chunk
 sizes ``ChunkSizes`` with the defaults applied. Every definition and task
 keeps the ``Position`` it was written at, for later error messages;
-``Manifest.position_of`` finds any other key or value.
+``Manifest.position_of`` finds any other key or value. ``Manifest.redactor``
+hides the values read from ``${env:…}`` in whatever is shown of a run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from desync_decl.formats import flags as ff
 from desync_decl.manifest.convert import local_path, location, parse_duration, parse_mode
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.problems import DataPath, Position
+from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
 from desync_decl.stores.options import StoreOptions
 from desync_decl.units import parse_size
 
@@ -180,6 +182,7 @@ class Manifest:
     tasks: tuple[Task, ...]
     positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
     key_positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
+    redactor: Redactor = field(default=NO_SECRETS, hash=False, compare=False, repr=False)
 
     def source(self, name: str) -> StoreDef | GroupDef | CacheDef:
         """The store, group or cache called ``name`` (names are unique across the three)."""
@@ -224,6 +227,7 @@ def build(doc: Document, path: Path, base_dir: Path) -> Manifest:
         tasks=tuple(b.task(i, t) for i, t in enumerate(data.get("tasks") or [])),
         positions=MappingProxyType(doc.values),
         key_positions=MappingProxyType(doc.keys),
+        redactor=Redactor.of(doc.env, base_dir),
     )
 
 

@@ -198,8 +198,8 @@ class _Checker:
                     other = writers[resolved]
                     self.add(
                         path,
-                        f"{self.where(path)}: {target} is also written by"
-                        f" {self.where(other[:2])} ({self.doc.at(other).short()})",
+                        f"{self.where(path)}: {self.doc.as_written(path, target)} is also"
+                        f" written by {self.where(other[:2])} ({self.doc.at(other).short()})",
                     )
                 else:
                     writers[resolved] = path
@@ -213,10 +213,11 @@ class _Checker:
             paths = isinstance(source, str) and source and isinstance(index, str) and index
             if paths and not is_url(index) and self.inside(index, source):
                 path = ("tasks", i, "tar", "index")
+                source = self.doc.as_written(("tasks", i, "tar", "source"), source)
                 self.add(
                     path,
-                    f"{self.where(path)}: {index} is inside the source directory {source}"
-                    " (the index would change what it describes)",
+                    f"{self.where(path)}: {self.doc.as_written(path, index)} is inside the"
+                    f" source directory {source} (the index would change what it describes)",
                 )
             untar = _mapping(task.get("untar"))
             target = untar.get("path")
@@ -234,8 +235,8 @@ class _Checker:
                     other = ("tasks", j, kind, field)
                     self.add(
                         path,
-                        f"{self.where(path)}: would delete {written}, which"
-                        f" {self.where(other[:2])} writes ({self.doc.at(other).short()})",
+                        f"{self.where(path)}: would delete {self.doc.as_written(other, written)},"
+                        f" which {self.where(other[:2])} writes ({self.doc.at(other).short()})",
                     )
 
     def inside(self, path: str, directory: str) -> bool:

@@ -3,7 +3,11 @@
 jsonschema's messages name Python values ("'stroe' was unexpected"); here
 each error becomes one line at the YAML position of the offending key or
 value, naming the task/store it is in and what was expected. An unknown key
-gets a "did you mean" from the allowed keys.
+gets a "did you mean" from the allowed keys. A value read from ``${env:…}`` is
+shown as written, never as read.
+
+``env_rule`` reads the schema's ``"x-env"`` marks: which fields may use
+``${env:…}``, and how (``environment``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from desync_decl.manifest.loader import Document
+from desync_decl.manifest.environment import ENV_KEYWORD, EnvRule
+from desync_decl.manifest.loader import Document, EnvText
 from desync_decl.manifest.places import SECTIONS, where
 from desync_decl.manifest.problems import DataPath, Problem
 
@@ -42,8 +47,52 @@ def schema_text() -> str:
 
 
 @cache
+def _schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text())
+    return schema
+
+
+@cache
 def _validator() -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_text()))
+    return Draft202012Validator(_schema())
+
+
+def env_rule(path: DataPath) -> EnvRule | None:
+    """How the value at ``path`` may use ``${env:…}``: the ``"x-env"`` mark of its
+    property or of the definition that refers to; None where it may not (or where
+    the schema has no such place)."""
+    node: dict[str, Any] | None = _schema()
+    for part in path:
+        node = _child(_definition(node), part) if node is not None else None
+    while node is not None:
+        if ENV_KEYWORD in node:
+            return EnvRule(node[ENV_KEYWORD])
+        node = _referred(node)
+    return None
+
+
+def _child(node: dict[str, Any], part: str | int) -> dict[str, Any] | None:
+    """The schema of a mapping's key or a list's item."""
+    if isinstance(part, int):
+        found = node.get("items")
+    else:
+        found = node.get("properties", {}).get(part, node.get("additionalProperties"))
+    return found if isinstance(found, dict) else None
+
+
+def _definition(node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` followed to the definition holding the properties."""
+    while (target := _referred(node)) is not None:
+        node = target
+    return node
+
+
+def _referred(node: dict[str, Any]) -> dict[str, Any] | None:
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+        return None
+    found = _schema()["$defs"].get(ref.removeprefix("#/$defs/"))
+    return found if isinstance(found, dict) else None
 
 
 def schema_problems(doc: Document) -> list[Problem]:
@@ -80,27 +129,30 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
         kind = SECTIONS.get(str(path[0]), "key") if path else "key"
         message = f"invalid {kind} name '{name}': expected {_expected(error)}"
         return [Problem(doc.key_at((*path, name)), message, (*path, name))]
-    return [Problem(doc.at(path), f"{here}: {_value_message(error)}", path)]
+    return [Problem(doc.at(path), f"{here}: {_value_message(error, doc.env.get(path))}", path)]
 
 
-def _value_message(error: ValidationError) -> str:
+def _value_message(error: ValidationError, env: EnvText | None) -> str:
+    """What is wrong with a value; one read from ``${env:…}`` (``env``) is shown as written."""
     keyword, value, instance = error.validator, error.validator_value, error.instance
     title = error.schema.get("title") if isinstance(error.schema, dict) else None
+    got = f"'{env.shown}' ({_kind(instance)})" if env else _got(instance)
+    shown = f"'{env.shown}'" if env else _show(instance)
     if keyword in ("type", "pattern", "minLength", "minimum") and title:
         hint = ""
         if isinstance(instance, int) and not isinstance(instance, bool) and "octal" in title:
             hint = " (YAML reads an unquoted 0644 as the octal number 420)"
-        return f"expected {title}, got {_got(instance)}{hint}"
+        return f"expected {title}, got {got}{hint}"
     if keyword == "type":
-        return f"expected {_expected(error)}, got {_got(instance)}"
+        return f"expected {_expected(error)}, got {got}"
     if keyword == "enum" and title and isinstance(instance, str):  # a long list: a guess
         close = difflib.get_close_matches(instance, list(map(str, value)), n=1, cutoff=0.6)
         guess = f" (did you mean '{close[0]}'?)" if close else ""
-        return f"expected {title}, got {_got(instance)}{guess}"
+        return f"expected {title}, got {got}{guess}"
     if keyword == "enum":
-        return f"expected one of: {', '.join(map(str, value))}; got {_got(instance)}"
+        return f"expected one of: {', '.join(map(str, value))}; got {got}"
     if keyword == "const":
-        return f"expected {_show(value)}, got {_got(instance)}"
+        return f"expected {_show(value)}, got {got}"
     if keyword == "minItems":
         return "must not be empty" if value == 1 else f"needs at least {value} entries"
     if keyword == "minLength":
@@ -108,7 +160,9 @@ def _value_message(error: ValidationError) -> str:
     if keyword == "uniqueItems":
         return f"lists {_show(_first_repeat(instance))} more than once"
     if keyword == "minimum":
-        return f"must be at least {value}, got {_show(instance)}"
+        return f"must be at least {value}, got {shown}"
+    if env:
+        return f"{shown} is not valid here"  # jsonschema's own message would quote the value
     return error.message
 
 
@@ -169,6 +223,15 @@ def _first_repeat(items: list[Any]) -> Any:
         if item in items[:i]:
             return item
     return None
+
+
+def _kind(value: Any) -> str:
+    """``a string``, ``a number``, ...: what a value read from the environment became."""
+    if isinstance(value, bool):
+        return _TYPES["boolean"]
+    if isinstance(value, int | float):
+        return _TYPES["number"]
+    return _TYPES["string"] if isinstance(value, str) else _got(value)
 
 
 def _got(value: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,9 +69,14 @@ class Facts:
         return facts_digest(self.digest_fields)
 
 
-def facts_digest(fields: Mapping[str, Any]) -> str:
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+def facts_digest(fields: Mapping[str, Any], key: bytes | None = None) -> str:
+    """``sha256:<hex>`` of the fields as JSON; with ``key`` an HMAC: a saved plan's
+    facts may hold values read from ``${env:…}``, and ``Redactor.key`` (made of
+    those values) keeps the digest from confirming a guess of them."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+    if key is None:
+        return "sha256:" + hashlib.sha256(text).hexdigest()
+    return "sha256:" + hmac.new(key, text, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ time; a task depending on one whose plan failed is skipped, as apply would.
 
 A plan saved with ``plan --out`` is JSON (``report.plan_json``, schema in
 ``schemas/plan.schema.json``); ``SavedPlan`` reads it back for ``apply --plan``.
+It holds no value read from ``${env:…}``: its facts are redacted, and their
+digest is keyed with those values (``Redactor.key``), so a changed value still
+refuses the plan.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import Path
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Manifest, Task
+from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.graph import dependencies
 from desync_decl.reconcile.kinds import Resources, kind_for
-from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb
+from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
 
 PLAN_VERSION = 1
 
@@ -111,7 +115,8 @@ class SavedTask:
 
 @dataclass(frozen=True)
 class SavedPlan:
-    """A plan read back from ``plan --out`` for ``apply --plan``."""
+    """A plan read back from ``plan --out`` for ``apply --plan``, checked with the
+    ``redactor`` of the manifest it is applied to (its values from ``${env:…}``)."""
 
     path: Path
     manifest_digest: str
@@ -119,9 +124,10 @@ class SavedPlan:
     tags: tuple[str, ...]
     skip_tags: tuple[str, ...]
     tasks: dict[str, SavedTask]
+    redactor: Redactor = NO_SECRETS
 
     @classmethod
-    def load(cls, path: str | Path) -> SavedPlan:
+    def load(cls, path: str | Path, redactor: Redactor = NO_SECRETS) -> SavedPlan:
         file = Path(path)
         try:
             doc = json.loads(file.read_text())
@@ -150,6 +156,7 @@ class SavedPlan:
                 tuple(sel.get("tags") or ()),
                 tuple(sel.get("skip-tags") or ()),
                 tasks,
+                redactor,
             )
         except (KeyError, TypeError) as e:
             raise DesyncError(f"plan {file}: missing or malformed field {e}") from None
@@ -167,10 +174,14 @@ class SavedPlan:
             return "the task is not in the saved plan"
         if saved.deferred:
             return None  # planned at apply time, as the saved plan said
-        if saved.facts_digest != action.facts.digest:
-            now = json.loads(json.dumps(dict(action.facts.digest_fields), default=str))
+        fields = action.facts.digest_fields
+        if saved.facts_digest != facts_digest(fields, self.redactor.key):
+            now = self.redactor.data(json.loads(json.dumps(dict(fields), default=str)))
             changed = _changed_fields(saved.facts, now)
-            detail = f" ({', '.join(changed)})" if changed else ""
+            if changed:
+                detail = f" ({', '.join(changed)})"
+            else:
+                detail = " (or a value read from ${env:…} did)" if self.redactor else ""
             return f"its facts changed since the plan was made{detail}"
         if saved.action != action.verb.value:
             return f"the plan said {saved.action}, it is now {action.verb.value}"

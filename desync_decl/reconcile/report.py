@@ -3,6 +3,11 @@
 They only format what ``plan`` and ``apply`` return (ansible's callback
 plugins, which never decide anything). The JSON plan is the saved-plan
 format (``schemas/plan.schema.json``, ``"version": 1``).
+
+Whatever they print passes the manifest's ``Redactor``: a value read from
+``${env:…}`` shows as the reference (``${env:TOKEN}``), wherever it appears (a
+target, a store's URL, an error a server sent back), and a saved plan's facts
+digest is keyed with those values instead of holding them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from desync_decl import __version__
+from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.model import (
     Action,
     Diff,
@@ -22,11 +28,13 @@ from desync_decl.reconcile.model import (
     Travel,
     Verb,
     chunks,
+    facts_digest,
     human_bytes,
 )
 from desync_decl.reconcile.plan import PLAN_VERSION, Plan
 
 SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
+_OBSERVED = ("reason", "target", "message", "facts", "travel", "diff", "notes")  # redacted
 MARKDOWN_IDS = 200
 _MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
 _ICONS = {  # GitHub and GitLab render these short codes in comments
@@ -37,10 +45,12 @@ _ICONS = {  # GitHub and GitLab render these short codes in comments
 }
 
 
-def display(path: str) -> str:
-    """A path relative to the working directory when it is below it."""
-    if "://" in path or not os.path.isabs(path):
-        return path
+def display(path: str, redactor: Redactor) -> str:
+    """A path relative to the working directory when it is below it; one holding a
+    value read from ``${env:…}`` as written (made relative, it would show part of it)."""
+    shown = redactor.text(path)
+    if shown != path or "://" in path or not os.path.isabs(path):
+        return shown
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
 
@@ -68,6 +78,7 @@ def summary_line(plan: Plan) -> str:
 
 def plan_json(plan: Plan) -> dict[str, object]:
     counts = summary(plan.entries)
+    redactor = plan.manifest.redactor
     return {
         "version": PLAN_VERSION,
         "tool": f"desync-decl {__version__}",
@@ -75,12 +86,16 @@ def plan_json(plan: Plan) -> dict[str, object]:
         "verify": plan.verify,
         "selection": {"tags": list(plan.tags), "skip-tags": list(plan.skip_tags)},
         "summary": {**counts, "changes": plan.changes},
-        "tasks": [_entry_json(e) for e in plan.entries],
+        "tasks": [_entry_json(e, redactor) for e in plan.entries],
     }
 
 
-def _entry_json(e: PlanEntry) -> dict[str, object]:
+def _entry_json(e: PlanEntry, redactor: Redactor) -> dict[str, object]:
+    """A task's entry with what was observed redacted. Task names and tags cannot
+    hold ``${env:…}`` and name the tasks ``apply --plan`` checks: left as written,
+    as is the facts digest (keyed, ours)."""
     a = e.action
+    digest = facts_digest(a.facts.digest_fields, redactor.key) if a is not None else None
     out: dict[str, object] = {
         "name": e.task.name,
         "index": e.task.index,
@@ -93,17 +108,19 @@ def _entry_json(e: PlanEntry) -> dict[str, object]:
         "message": e.message or None,
         "depends-on": list(e.depends_on),
         "deferred-by": a.deferred[0] if a is not None and a.deferred else None,
-        "facts-digest": a.facts.digest if a is not None else None,
+        "facts-digest": digest,
         "facts": dict(a.facts.digest_fields) if a is not None else None,
         "travel": a.travel.to_json() if a is not None else {},
         "diff": a.diff.to_json() if a is not None and a.diff is not None else None,
         "notes": list(a.notes) if a is not None else [],
     }
-    return out
+    return {k: redactor.data(v) if k in _OBSERVED else v for k, v in out.items()}
 
 
-def results_json(results: Sequence[TaskResult], *, check: bool) -> dict[str, object]:
-    return {
+def results_json(
+    results: Sequence[TaskResult], *, check: bool, redactor: Redactor
+) -> dict[str, object]:
+    doc = {
         "version": PLAN_VERSION,
         "check": check,
         "tasks": [
@@ -121,13 +138,16 @@ def results_json(results: Sequence[TaskResult], *, check: bool) -> dict[str, obj
         ],
         "recap": recap(results),
     }
+    return redactor.data(doc)  # type: ignore[no-any-return]
 
 
 # --- text ----------------------------------------------------------------------------
 
 
 def plan_text(plan: Plan) -> list[str]:
-    lines = [f"plan for {display(str(plan.manifest.path))}" + (" (verify)" if plan.verify else "")]
+    redactor = plan.manifest.redactor
+    verify = " (verify)" if plan.verify else ""
+    lines = [f"plan for {display(str(plan.manifest.path), redactor)}{verify}"]
     for e in plan.entries:
         head = f"[{e.task.name}] {e.task.kind}"
         if e.action is None:
@@ -135,20 +155,20 @@ def plan_text(plan: Plan) -> list[str]:
             lines.append(f"  {mark} {e.state.value:<7} {head}: {e.message}")
             continue
         a = e.action
-        target = f" {display(a.target)}" if a.target else ""
+        target = f" {display(a.target, redactor)}" if a.target else ""
         lines.append(f"  {_MARKS[a.verb]} {a.verb.value:<7} {head}{target}: {a.reason}")
         if a.verb.changes:
-            lines += [f"            {line}" for line in travel_lines(a.travel)]
+            lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
     lines.append(f"Plan: {summary_line(plan)}.")
-    return lines
+    return [redactor.text(line) for line in lines]
 
 
-def travel_lines(t: Travel, *, ids: int = SHOWN_IDS) -> list[str]:
+def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list[str]:
     """What travels, in words: one line per kind of movement."""
     lines = []
     if t.seeds or t.stores or t.null or t.self_seed or t.in_place:
-        lines.append(_extract_line(t))
+        lines.append(_extract_line(t, redactor))
     if t.upload is not None:
         u = t.upload
         lines.append(f"upload {chunks(u.chunks)} ({human_bytes(u.bytes)}) to store '{u.name}'")
@@ -167,9 +187,9 @@ def travel_lines(t: Travel, *, ids: int = SHOWN_IDS) -> list[str]:
     return lines
 
 
-def _extract_line(t: Travel) -> str:
+def _extract_line(t: Travel, redactor: Redactor) -> str:
     total = t.total.bytes if t.total is not None else 0
-    parts = [f"{human_bytes(s.bytes)} from seed {display(s.file)}" for s in t.seeds]
+    parts = [f"{human_bytes(s.bytes)} from seed {display(s.file, redactor)}" for s in t.seeds]
     for label, amount in (
         ("null (holes)", t.null),
         ("self", t.self_seed),
@@ -203,15 +223,16 @@ def _store_part(s: object) -> str:
     return f"{human_bytes(s.bytes)} ({chunks(s.chunks)}) from {name}"  # type: ignore[attr-defined]
 
 
-def result_lines(r: TaskResult) -> list[str]:
+def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
     lines = [f"{r.status.value}: [{r.task.name}] {r.task.kind}: {r.msg}"]
     if r.diff is not None:
-        lines += diff_lines(r.diff)
-    return lines
+        lines += diff_lines(r.diff, redactor)
+    return [redactor.text(line) for line in lines]
 
 
-def diff_lines(d: Diff) -> list[str]:
-    lines = [f"  --- before: {display(d.target)}", f"  +++ after:  {display(d.target)}"]
+def diff_lines(d: Diff, redactor: Redactor) -> list[str]:
+    target = display(d.target, redactor)
+    lines = [f"  --- before: {target}", f"  +++ after:  {target}"]
     for key in dict.fromkeys([*d.before, *d.after]):
         before, after = d.before.get(key), d.after.get(key)
         if before == after:
@@ -236,38 +257,40 @@ def recap_line(results: Iterable[TaskResult]) -> str:
 
 
 def plan_markdown(plan: Plan) -> str:
-    name = display(str(plan.manifest.path))
+    redactor = plan.manifest.redactor
+    name = display(str(plan.manifest.path), redactor)
     out = [f"### desync-decl plan: `{name}`", "", f"**{summary_line(plan)}**", ""]
     out += ["| | Task | Kind | Target | Why | What travels |", "|---|---|---|---|---|---|"]
     for e in plan.entries:
-        out.append(_markdown_row(e))
+        out.append(_markdown_row(e, redactor))
     for e in plan.entries:
         a = e.action
         if a is not None and a.travel.delete is not None and a.verb.changes:
-            out += ["", *_markdown_deletion(a)]
+            out += ["", *_markdown_deletion(a, redactor)]
     notes = [(e.task.name, n) for e in plan.entries if e.action for n in e.action.notes]
     if notes:
-        out += ["", "Notes:", ""] + [f"- {_cell(t)}: {_cell(n)}" for t, n in notes]
-    return "\n".join(out) + "\n"
+        out += ["", "Notes:", ""]
+        out += [f"- {_cell(t, redactor)}: {_cell(n, redactor)}" for t, n in notes]
+    return redactor.text("\n".join(out) + "\n")  # the lines that are not cells, too
 
 
-def _markdown_row(e: PlanEntry) -> str:
+def _markdown_row(e: PlanEntry, redactor: Redactor) -> str:
     a = e.action
     if a is None:
         mark = ":x: error" if e.state is EntryState.ERROR else ":fast_forward: skipped"
-        return f"| {mark} | {_cell(e.task.name)} | {e.task.kind} | | {_cell(e.message)} | |"
+        name, message = _cell(e.task.name, redactor), _cell(e.message, redactor)
+        return f"| {mark} | {name} | {e.task.kind} | | {message} | |"
     icon = _ICONS[a.verb]
-    target = f"`{_cell(display(a.target))}`" if a.target else ""
-    travels = (
-        "<br>".join(_cell(line) for line in travel_lines(a.travel, ids=3)) if a.verb.changes else ""
-    )
+    target = f"`{_cell(display(a.target, redactor), redactor)}`" if a.target else ""
+    lines = travel_lines(a.travel, redactor, ids=3) if a.verb.changes else []
+    travels = "<br>".join(_cell(line, redactor) for line in lines)
     return (
-        f"| {icon} {a.verb.value} | {_cell(e.task.name)} | {e.task.kind} | {target}"
-        f" | {_cell(a.reason)} | {travels} |"
+        f"| {icon} {a.verb.value} | {_cell(e.task.name, redactor)} | {e.task.kind} | {target}"
+        f" | {_cell(a.reason, redactor)} | {travels} |"
     )
 
 
-def _markdown_deletion(a: Action) -> list[str]:
+def _markdown_deletion(a: Action, redactor: Redactor) -> list[str]:
     d = a.travel.delete
     assert d is not None
     ids = list(d.ids[:MARKDOWN_IDS])
@@ -277,8 +300,8 @@ def _markdown_deletion(a: Action) -> list[str]:
         else []
     )
     return [
-        f"<details><summary>{_cell(a.task.name)}: {chunks(len(d.ids))} to delete from"
-        f" <code>{_cell(d.name)}</code></summary>",
+        f"<details><summary>{_cell(a.task.name, redactor)}: {chunks(len(d.ids))} to delete"
+        f" from <code>{_cell(d.name, redactor)}</code></summary>",
         "",
         "```",
         *ids,
@@ -288,5 +311,6 @@ def _markdown_deletion(a: Action) -> list[str]:
     ]
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(text: str, redactor: Redactor) -> str:
+    """Text for a table cell; redacted first, as escaping could split a value."""
+    return redactor.text(text).replace("|", "\\|").replace("\n", " ")
