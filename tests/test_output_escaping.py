@@ -208,3 +208,15 @@ def test_json_output_keeps_a_stores_words_exact_and_escaped(tmp_path, config, ho
     assert RAW_CONTROL.search(r.stdout) is None
     messages = [task["message"] for task in json.loads(r.stdout)["tasks"]]
     assert any("\x1b[2J" in m and "\u202e" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("verb", ["validate", "plan"])
+def test_a_manifests_own_words_are_shown_escaped_in_its_errors(tmp_path, config, verb):
+    """A manifest from a pull request is hostile text too: a key that holds line breaks
+    and a fake line stays inside its error's one line."""
+    bad_key = json.dumps(f"bogus\x1b[2J\r\n{FAKE}")
+    (tmp_path / "m.yaml").write_text(f"version: 1\n{bad_key}: 1\ntasks: []\nstray: 2\n")
+    r = run(config, tmp_path, verb, tmp_path / "m.yaml")
+    assert r.returncode == 1
+    assert "m.yaml:2:" in r.stderr
+    assert_shown_safely(r)

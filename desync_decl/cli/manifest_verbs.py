@@ -32,7 +32,7 @@ def run_validate(args: argparse.Namespace, console: Console) -> int:
         except ManifestError as e:
             failed = True
             for problem in e.problems:
-                console.err.write(f"{problem}\n")
+                console.note(str(problem))
         else:
             console.print(f"{file}: ok")
     return 1 if failed else 0

@@ -126,7 +126,7 @@ def _context(args: argparse.Namespace, console: Console, progress: bool) -> Cont
         manifest = load_manifest(args.manifest)
     except ManifestError as e:
         for problem in e.problems[:-1]:
-            console.err.write(f"desync-decl: error: {problem}\n")
+            console.error(str(problem))
         raise DesyncError(str(e.problems[-1]) if e.problems else str(e)) from None
     return open_context(
         manifest,
