@@ -57,7 +57,7 @@ def index_blocks(index: Index, store: Store, *, concurrency: int = 10) -> Iterat
     """
 
     def fetch(run: list[IndexChunk]) -> list[Buffer]:
-        return [plain_of(store, c.id, c.size) for c in run]
+        return [plain_of(store, c.id, c.size, index.sizes.max) for c in run]
 
     runs = batches(iter(index), lambda c: c.size, FETCH_BATCH)
     for blocks in ordered_map(fetch, runs, workers=concurrency, window=2 * concurrency):

@@ -249,7 +249,7 @@ class _Runner:
 
     def __call__(self, unit: _Work) -> int:
         if isinstance(unit, _StoreWork):
-            data = plain_of(self.store, unit.id, unit.size)
+            data = plain_of(self.store, unit.id, unit.size, self.plan.index.sizes.max)
             for offset in unit.offsets:
                 _pwrite_all(self.fd, data, offset)
             return unit.size * len(unit.offsets)

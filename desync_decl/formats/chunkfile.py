@@ -6,7 +6,11 @@ API, without content size or checksum. We read any valid zstd frame sequence
 gzip streams a casync built with ``--compression=`` leaves behind, telling
 them apart by magic as casync does. Output is bounded while it is produced:
 a small hostile stream that expands to gigabytes is refused once it passes
-the caller's limit, never decompressed whole first.
+the caller's limit, never decompressed whole first, and a frame whose header
+declares more than the limit is refused before any of it is decoded.
+
+``stored_bound`` is the other side of that bound: the most bytes a valid chunk
+file of a given plain size can take, so a reader knows when to stop reading.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_BLOCK = 1 << 20  # output is produced in pieces of at most this much
 _XZ_MEMLIMIT = 80 << 20  # xz -9 needs 65 MiB; a header asking for a 1.5 GiB dictionary is refused
+# What an xz or gzip stream or another zstd encoder's frame headers may add to
+# zstd's bound (xz's headers, index and SHA-256 check exceed it by ~20 bytes)
+_FRAMING_SLACK = 1024
 
 _local = threading.local()  # zstd contexts are not thread-safe: one per thread
 
@@ -53,6 +60,14 @@ def compress(data: bytes | bytearray | memoryview) -> bytes:
     """A chunk file's bytes for ``data``, framed like casync's (streaming, no size)."""
     obj = _compressor().compressobj()
     return obj.compress(data) + obj.flush()
+
+
+def stored_bound(plain_size: int) -> int:
+    """The most bytes a chunk file holding ``plain_size`` plain bytes can take: zstd's
+    worst case (``ZSTD_COMPRESSBOUND``: incompressible data stored in raw blocks)
+    plus room for the other formats' framing. More than this is no chunk file."""
+    small_input_margin = ((128 << 10) - plain_size) >> 11 if plain_size < 128 << 10 else 0
+    return plain_size + (plain_size >> 8) + small_input_margin + _FRAMING_SLACK
 
 
 def decompress(stored: bytes, limit: int) -> bytes:

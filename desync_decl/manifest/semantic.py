@@ -9,6 +9,7 @@ chunks, and a cache keeps its copies, so those need a store.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from desync_decl.manifest.convert import is_url, local_path, parse_duration
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.places import SECTIONS, where
 from desync_decl.manifest.problems import DataPath, Problem
+from desync_decl.stores.url import url_scheme
 from desync_decl.units import parse_size
 
 ANY = ("stores", "groups", "caches")
@@ -54,6 +56,10 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 class _Checker:
     def __init__(self, doc: Document, base_dir: Path) -> None:
         self.doc = doc
@@ -79,6 +85,7 @@ class _Checker:
         self.trees()
         self.sizes()
         self.store_options()
+        self.locations()
 
     def names(self) -> None:
         for section in ANY:
@@ -281,6 +288,27 @@ class _Checker:
                     " (list the stores in a group's failover instead)",
                 )
             self.options(("stores", name, "options"), _mapping(store.get("options")))
+
+    def locations(self) -> None:
+        """Store URLs and index locations parse as the stores will parse them."""
+        for path, text in self.location_values():
+            if isinstance(text, str):
+                try:
+                    url_scheme(text)
+                except DesyncError as e:
+                    self.add(path, f"{self.where(path)}: {e}")
+
+    def location_values(self) -> Iterator[tuple[DataPath, Any]]:
+        for name, store in self.sections["stores"].items():
+            yield ("stores", name, "url"), _mapping(store).get("url")
+        for i, task in self.tasks:
+            for kind, action in task.items():
+                action = _mapping(action)
+                yield ("tasks", i, kind, "index"), action.get("index")
+                for j, index in enumerate(_list(action.get("indexes"))):
+                    yield ("tasks", i, kind, "indexes", j), index
+                for j, seed in enumerate(_list(action.get("seeds"))):
+                    yield ("tasks", i, kind, "seeds", j, "index"), _mapping(seed).get("index")
 
     def options(self, path: DataPath, options: dict[str, Any]) -> None:
         for a, b in OPTION_ALIASES:

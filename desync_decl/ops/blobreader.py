@@ -217,7 +217,7 @@ class BlobReader:
 
     def _fetch(self, c: IndexChunk, load: _Load) -> Data:
         try:
-            data = plain_of(self.store, c.id, c.size)
+            data = plain_of(self.store, c.id, c.size, self.index.sizes.max)
         except BaseException as e:  # whatever it is, waiting readers must hear of it
             with self._lock:
                 self._loads.pop(c.id, None)

@@ -26,6 +26,7 @@ from desync_decl.stores.base import PruneStore, Store, StoreError, WriteStore
 from desync_decl.stores.compose import Cache, FailoverGroup, single_or_router
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
+from desync_decl.stores.url import mask_credentials
 
 
 class Server(NamedTuple):
@@ -44,10 +45,11 @@ class Resolver:
         self._lock = threading.Lock()
 
     def location(self, name: str) -> str:
-        """A store's URL; for a group or cache, the composition in words."""
+        """A store's URL (any password masked: plans show it); for a group or cache,
+        the composition in words."""
         source = self.manifest.source(name)
         if isinstance(source, StoreDef):
-            return source.url
+            return mask_credentials(source.url)
         if isinstance(source, GroupDef):
             return "|".join(self.location(m) for m in source.failover)
         return f"{self.location(source.store)} (cache {self.location(source.cache)})"

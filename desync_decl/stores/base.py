@@ -5,28 +5,45 @@
 - ``StoreError``: the store itself failed (I/O, network, auth). Never reported
   as "missing" (desync hides outages that way), so failover can react to it.
 
-``str(store)`` is its location and appears in every message about it.
+``str(store)`` is its location and appears in every message about it, with any
+password masked (``url.mask_credentials``); the errors mask their text once more,
+since a library's own message may quote the URL it was given.
+
+How big a chunk may be travels with the read: ``plain_of`` (every index reader)
+sets the index's largest chunk size for the duration of its ``get_chunk``; a
+store bounds the bytes it reads (``max_stored_size``) and the decompression
+(``verify_chunk``) by it. It is a context variable, not an argument, so the
+routers, failover groups, caches and size limits in between pass it on
+unchanged. Outside ``plain_of`` the bound is ``MAX_PLAIN_SIZE``, casync's
+absolute maximum for a chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE, Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.stores.url import mask_credentials
+
+_chunk_size_limit: ContextVar[int] = ContextVar("chunk_size_limit", default=MAX_PLAIN_SIZE)
 
 
 class ChunkMissing(DesyncError):
     def __init__(self, id: ChunkID, store: str) -> None:
+        store = mask_credentials(store)
         super().__init__(f"chunk {id.hex()} missing from {store}")
         self.id, self.store = id, store
 
 
 class ChunkInvalid(DesyncError):
     def __init__(self, id: ChunkID, store: str, why: str) -> None:
+        store = mask_credentials(store)
         super().__init__(f"chunk {id.hex()} in {store} is invalid: {why}")
         self.id, self.store, self.why = id, store, why
 
@@ -35,8 +52,23 @@ class StoreError(DesyncError):
     """A failing store; ``transient`` errors (timeouts, 5xx) may be retried."""
 
     def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(mask_credentials(message))
         self.transient = transient
+
+
+def chunk_size_limit() -> int:
+    """The most plain bytes the chunk being read may have (see the module's docstring)."""
+    return _chunk_size_limit.get()
+
+
+@contextlib.contextmanager
+def chunks_of_at_most(size: int) -> Iterator[None]:
+    """Reads of chunks in this block (on this thread) expect at most ``size`` plain bytes."""
+    token = _chunk_size_limit.set(size)
+    try:
+        yield
+    finally:
+        _chunk_size_limit.reset(token)
 
 
 @runtime_checkable
@@ -73,9 +105,10 @@ class PruneStore(WriteStore, Protocol):
 
 
 def verify_chunk(chunk: Chunk, digest: Digest, store: object) -> Chunk:
-    """Decode and hash ``chunk``; raise ChunkInvalid naming ``store`` when it is wrong."""
+    """Decode (at most ``chunk_size_limit()`` bytes: a zstd bomb stops there) and hash
+    ``chunk``; raise ChunkInvalid naming ``store`` when it is wrong."""
     try:
-        plain = chunk.plain(MAX_PLAIN_SIZE)
+        plain = chunk.plain(chunk_size_limit())
     except DecodeError as e:
         raise ChunkInvalid(chunk.id, str(store), str(e)) from None
     actual = digest.hash(plain)
@@ -84,12 +117,15 @@ def verify_chunk(chunk: Chunk, digest: Digest, store: object) -> Chunk:
     return chunk
 
 
-def plain_of(store: Store, id: ChunkID, size: int) -> bytes | memoryview:
+def plain_of(store: Store, id: ChunkID, size: int, max_size: int) -> bytes | memoryview:
     """A chunk's verified bytes, which must be as long as the index says.
 
-    Every reader of an index (extract, cat) gets its chunks through here.
+    Every reader of an index (extract, cat) gets its chunks through here, with the
+    index's largest chunk size ``max_size``: the store reads and decodes no more
+    than a chunk of that size can take.
     """
-    data = store.get_chunk(id).plain(size)
+    with chunks_of_at_most(max_size):
+        data = store.get_chunk(id).plain(max_size)
     if len(data) != size:
         raise ChunkInvalid(id, str(store), f"{len(data)} bytes, the index says {size}")
     return data

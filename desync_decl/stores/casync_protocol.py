@@ -113,15 +113,24 @@ def abort(reason: str, errno: int = 0) -> bytes:
     return encode(ABORT, U64.pack(errno) + text + b"\0")
 
 
-def read_message(read: Callable[[int], bytes]) -> Message | None:
+def chunk_message_size(data_size: int) -> int:
+    """The size of a CHUNK message carrying ``data_size`` bytes (at most ``MAX_SIZE``):
+    the most a client expecting a chunk of that size lets the far side announce."""
+    return min(MAX_SIZE, HEADER.size + U64.size + ID_SIZE + data_size)
+
+
+def read_message(read: Callable[[int], bytes], max_size: int = MAX_SIZE) -> Message | None:
     """The next message from ``read(n)`` (a stream's read: at most n bytes, b"" at
-    end); None for a clean end of stream between messages."""
+    end); None for a clean end of stream between messages. A size beyond
+    ``max_size`` is refused from the header, before any of the body is read."""
     header = _read_exactly(read, HEADER.size, at_start=True)
     if header is None:
         return None
     size, type = HEADER.unpack(header)
     if size < HEADER.size or size > MAX_SIZE:
         raise ProtocolError(f"message size {size} is out of range")
+    if size > max_size:
+        raise ProtocolError(f"a message of {size} bytes, more than the {max_size} expected")
     body = _read_exactly(read, size - HEADER.size, at_start=False) or b""
     return Message(type, body)
 

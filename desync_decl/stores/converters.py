@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX, DecodeError
+from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX, DecodeError, stored_bound
 from desync_decl.formats.digest import ChunkID
 
 ALGORITHMS = ("xchacha20-poly1305", "aes-256-gcm")
@@ -53,6 +53,11 @@ class Cipher:
     def extension(self) -> str:
         return f".{self.algorithm}-{self.key_id}"
 
+    @property
+    def overhead(self) -> int:
+        """Bytes encryption adds: the nonce in front, the tag at the end."""
+        return self._nonce_size + _TAG_SIZE
+
     def encrypt(self, data: bytes | memoryview) -> bytes:
         nonce = os.urandom(self._nonce_size)
         if self.algorithm == "aes-256-gcm":
@@ -86,6 +91,12 @@ class StorageFormat:
     def extension(self) -> str:
         suffix = COMPRESSED_SUFFIX if self.compressed else ""
         return suffix + (self.cipher.extension if self.cipher else "")
+
+    def max_stored_size(self, plain_size: int) -> int:
+        """The most bytes a stored chunk of up to ``plain_size`` plain bytes can take:
+        a store reading more is broken or hostile (it could send gigabytes)."""
+        size = stored_bound(plain_size) if self.compressed else plain_size
+        return size + (self.cipher.overhead if self.cipher else 0)
 
     def encode(self, chunk: Chunk) -> bytes | memoryview:
         """The bytes to store (the chunk's compressed form is reused, never redone)."""

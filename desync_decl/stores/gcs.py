@@ -11,7 +11,9 @@ never asks the metadata server.
 
 The library's own retries are off (``retry=None``) so ``error-retry`` counts
 attempts through ``retrying``, as for S3 and HTTP; ``timeout`` applies to each
-request; the connection pool holds ``n`` connections.
+request; the connection pool holds ``n`` connections. A download goes into a
+sink that refuses more than the caller's limit, which ends the download there
+(the library closes the response, and with it the connection).
 """
 
 from __future__ import annotations
@@ -28,9 +30,15 @@ import requests.adapters
 from google.cloud import storage
 
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.objects import ListableObjectChunkStore, ObjectIndexStore, ObjectMissing
+from desync_decl.stores.objects import (
+    ListableObjectChunkStore,
+    ObjectIndexStore,
+    ObjectMissing,
+    ObjectTooLarge,
+)
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
+from desync_decl.stores.url import mask_credentials
 
 try:  # google-cloud-storage >= 3 vendors its media layer
     from google.cloud.storage.exceptions import DataCorruption
@@ -56,7 +64,7 @@ def parse_location(location: str) -> tuple[str, str]:
     """Bucket and key prefix (``""`` or ``"dir/sub/"``) of a ``gs://`` URL."""
     url = urlsplit(location)
     if url.scheme.lower() != "gs" or not url.netloc:
-        raise StoreError(f"{location}: not a gs://bucket[/prefix] location")
+        raise StoreError(f"{mask_credentials(location)}: not a gs://bucket[/prefix] location")
     prefix = url.path.strip("/")
     return url.netloc, prefix + "/" if prefix else ""
 
@@ -65,19 +73,22 @@ class GCSObjects:
     """Objects in one bucket under one prefix (``ListableObjects`` for the object stores)."""
 
     def __init__(self, location: str, options: StoreOptions) -> None:
-        self.location, self.options = location, options
+        self.location, self.options = mask_credentials(location), options
         bucket, self.prefix = parse_location(location)
-        self._client = _client(location, options)
+        self._client = _client(self.location, options)
         self._bucket = self._client.bucket(bucket)
         self._bucket_seen = False  # once the bucket is known to exist, a 404 is the object's
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, limit: int) -> bytes:
         blob = self._bucket.blob(self.prefix + key)
+
+        def download() -> bytes:
+            sink = _BoundedSink(limit, f"{self.location}: {key}")
+            blob.download_to_file(sink, timeout=self.options.timeout, retry=None)
+            return sink.data()
+
         try:
-            return self._call(
-                f"cannot read {key} from",
-                lambda: blob.download_as_bytes(timeout=self.options.timeout, retry=None),
-            )
+            return self._call(f"cannot read {key} from", download)
         except ObjectMissing:
             self._require_bucket(f"cannot read {key} from")
             raise
@@ -187,6 +198,26 @@ class GCSObjects:
                 raise StoreError(f"{what} {self.location}: {e}") from None
 
         return retrying(mapped, self.options)
+
+
+class _BoundedSink:
+    """A file for ``download_to_file`` that refuses (``ObjectTooLarge``) to take more
+    than ``limit`` bytes, which stops the download."""
+
+    def __init__(self, limit: int, where: str) -> None:
+        self.limit, self.where = limit, where
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise ObjectTooLarge(self.where, self.limit)
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def data(self) -> bytes:
+        return b"".join(self.parts)
 
 
 def _client(location: str, options: StoreOptions) -> Any:

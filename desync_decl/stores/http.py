@@ -9,6 +9,11 @@ per request). Status codes are mapped in one place (``_check``): 404 is
 desync's backoff), anything else is a refusal. TLS certificates are verified
 unless ``trust-insecure`` is set (desync had this backwards once, #343).
 HTTP stores cannot list or delete, so they cannot be pruned (desync's matrix).
+
+Bodies are streamed and read only up to the caller's limit (an error body up to
+what its message quotes): a server sending gigabytes for a chunk is refused
+after a chunk's worth. Every response is closed, so a body left unread closes
+its connection rather than going back to the pool for the next request to read.
 """
 
 from __future__ import annotations
@@ -25,9 +30,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.objects import ObjectChunkStore, ObjectIndexStore, ObjectMissing
+from desync_decl.stores.objects import (
+    ObjectChunkStore,
+    ObjectIndexStore,
+    ObjectMissing,
+    read_at_most,
+)
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
+from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
@@ -35,6 +46,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 429}  # "try again later", as well as every 5xx
 _BODY_IN_MESSAGE = 200  # characters of an error response quoted in the message
+_READ_BLOCK = 64 << 10  # a body is read in pieces of this size
+_DRAIN_PIECES = 4  # pieces of an answer to a HEAD or PUT read to reuse its connection
 # a refused, dropped (before or in the middle of the body) or timed-out connection
 _DROPPED = (
     requests.exceptions.ConnectionError,
@@ -47,11 +60,11 @@ class HttpObjects:
     """``Objects`` over plain HTTP verbs; keys are URL paths below the base."""
 
     def __init__(self, location: str, options: StoreOptions) -> None:
-        self.location = location
+        self.location = mask_credentials(location)
         self.options = options
         scheme, netloc, path, query, _ = urlsplit(location)
         if scheme not in ("http", "https") or not netloc:
-            raise StoreError(f"{location}: not an http:// or https:// URL with a host")
+            raise StoreError(f"{self.location}: not an http:// or https:// URL with a host")
         base_path = path if path.endswith("/") else path + "/"  # desync appends the slash
         self._base = urlunsplit((scheme, netloc, base_path, "", ""))
         self._query = f"?{query}" if query else ""
@@ -67,8 +80,8 @@ class HttpObjects:
     def url(self, key: str) -> str:
         return self._base + quote(key) + self._query
 
-    def read(self, key: str) -> bytes:
-        return self._retrying(lambda: self._request("GET", key).content)
+    def read(self, key: str, limit: int) -> bytes:
+        return self._retrying(lambda: self._request("GET", key, limit=limit))
 
     def exists(self, key: str) -> bool:
         def head() -> bool:
@@ -91,10 +104,13 @@ class HttpObjects:
     def _retrying(self, call: Callable[[], T]) -> T:
         return retrying(call, self.options)
 
-    def _request(self, method: str, key: str, body: bytes | None = None) -> requests.Response:
+    def _request(
+        self, method: str, key: str, body: bytes | None = None, *, limit: int = 0
+    ) -> bytes:
+        """One request, its status mapped; a GET's body, at most ``limit`` bytes of it."""
         url = self.url(key)
         try:
-            response = self._session.request(
+            with self._session.request(
                 method,
                 url,
                 data=body,
@@ -102,15 +118,19 @@ class HttpObjects:
                 verify=self._verify,  # per request, or REQUESTS_CA_BUNDLE would override it
                 cert=self._cert,
                 allow_redirects=True,
-            )
+                stream=True,
+            ) as response:
+                _check(method, url, response)
+                if method != "GET":
+                    _drain(response)
+                    return b""
+                return read_at_most(response.iter_content(_READ_BLOCK), limit, f"GET {url}")
         except requests.exceptions.SSLError as e:  # a certificate problem does not heal itself
             raise StoreError(f"{method} {url}: TLS: {_cause(e)}") from None
         except _DROPPED as e:
             raise StoreError(f"{method} {url}: {_cause(e)}", transient=True) from None
         except requests.exceptions.RequestException as e:
             raise StoreError(f"{method} {url}: {_cause(e)}") from None
-        _check(method, url, response)
-        return response
 
 
 def _session(options: StoreOptions) -> requests.Session:
@@ -137,10 +157,23 @@ def _check(method: str, url: str, response: requests.Response) -> None:
     if status == 404:
         raise ObjectMissing(url)
     message = f"{method} {url}: {status} {response.reason or ''}".rstrip()
-    body = " ".join(response.text.split())[:_BODY_IN_MESSAGE] if method != "HEAD" else ""
+    body = " ".join(_start_of_body(response).split())[:_BODY_IN_MESSAGE] if method != "HEAD" else ""
     if body:
         message += f": {body}"
     raise StoreError(message, transient=status >= 500 or status in _TRANSIENT_STATUS)
+
+
+def _drain(response: requests.Response) -> None:
+    """Read a short answer (a HEAD's, a PUT's) to its end, so its connection goes back
+    to the pool; a long one is left, and its connection closed with the response."""
+    for _ in zip(range(_DRAIN_PIECES), response.iter_content(_READ_BLOCK), strict=False):
+        pass
+
+
+def _start_of_body(response: requests.Response) -> str:
+    """As much of an error body as a message quotes (the rest is never read)."""
+    start = next(response.iter_content(_BODY_IN_MESSAGE * 4), b"")
+    return start.decode(response.encoding or "utf-8", "replace")
 
 
 def _cause(error: BaseException) -> str:

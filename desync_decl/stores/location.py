@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,8 @@ from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.url import mask_credentials, url_scheme
 
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 # scheme -> "module:function"; each function is (location, options, opener) -> store
 _CHUNK_BACKENDS = {
     "http": "desync_decl.stores.http:open_chunk_store",
@@ -68,8 +67,9 @@ class Opener:
     overrides: dict[str, Any] = field(default_factory=dict)  # StoreOptions fields given by flags
 
     def options(self, location: str) -> StoreOptions:
+        url_scheme(location)  # a malformed URL is one clear error, here as everywhere
         base = self.config.store_options(location)
-        return base.with_overrides(**self.overrides).checked(f"store {location}")
+        return base.with_overrides(**self.overrides).checked(f"store {mask_credentials(location)}")
 
     def chunk_store(self, location: str, *, create: bool = False) -> Store:
         """One store; ``a|b|c`` a failover group; ``create`` makes a missing local store."""
@@ -77,7 +77,7 @@ class Opener:
             members = [m for m in location.split("|") if m]
             return FailoverGroup([self.chunk_store(m, create=create) for m in members])
         options = self.options(location)
-        scheme = _scheme(location)
+        scheme = url_scheme(location)
         if scheme is None:
             return LocalStore(
                 location,
@@ -89,21 +89,22 @@ class Opener:
         store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
         if create and not isinstance(store, WriteStore):
             store.close()
-            raise StoreError(f"{location}: this store is read-only")
+            raise StoreError(f"{mask_credentials(location)}: this store is read-only")
         return store
 
     def index_store(self, location: str) -> IndexStore:
-        scheme = _scheme(location)
+        scheme = url_scheme(location)
         if scheme is None:
             return LocalIndexStore(Path(location))
         options = self.options(location)
         if options.encryption:
-            raise DesyncError(f"index store {location}: indexes cannot be encrypted")
+            shown = mask_credentials(location)
+            raise DesyncError(f"index store {shown}: indexes cannot be encrypted")
         return _backend(_INDEX_BACKENDS, scheme, location, "index")(location, options, self)
 
     def read_index(self, location: str) -> Index:
         """An index from a local path or an index-store URL (``.../name.caibx``)."""
-        if _scheme(location) is None:
+        if url_scheme(location) is None:
             return _read_local_index(Path(location))
         base, name = _split_index_location(location)
         store = self.index_store(base)
@@ -114,7 +115,7 @@ class Opener:
 
     def write_index(self, location: str, index: Index) -> None:
         """Write atomically to a local path or an index-store URL."""
-        if _scheme(location) is None:
+        if url_scheme(location) is None:
             try:
                 write_atomic(location, index.encode())
             except OSError as e:
@@ -167,17 +168,13 @@ def _read_local_index(path: Path) -> Index:
     return index_format.decode(data, str(path))
 
 
-def _scheme(location: str) -> str | None:
-    m = _SCHEME.match(location)
-    return m.group(1).lower() if m else None
-
-
 def _split_index_location(location: str) -> tuple[str, str]:
     """``.../dir/x.caibx?query`` -> store ``.../dir/?query`` and index name ``x.caibx``."""
     url, sep, query = location.partition("?")
     base, _, name = url.rstrip("/").rpartition("/")
     if not name or base.endswith(":/"):
-        raise DesyncError(f"index location {location}: no index name after the store URL")
+        shown = mask_credentials(location)
+        raise DesyncError(f"index location {shown}: no index name after the store URL")
     return base + "/" + sep + query, name
 
 
@@ -185,17 +182,18 @@ def _backend(
     registry: dict[str, str], scheme: str, location: str, kind: str
 ) -> Callable[[str, StoreOptions, Opener], Any]:
     target = registry.get(scheme)
+    shown = mask_credentials(location)
     if target is None:
         known = ", ".join(sorted({s for s in registry}))
-        raise StoreError(f"{location}: '{scheme}' is not a {kind} store scheme (known: {known})")
+        raise StoreError(f"{shown}: '{scheme}' is not a {kind} store scheme (known: {known})")
     module_name, _, function = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name == module_name:
-            raise StoreError(f"{location}: '{scheme}' stores are not supported yet") from None
+            raise StoreError(f"{shown}: '{scheme}' stores are not supported yet") from None
         raise StoreError(
-            f"{location}: '{scheme}' stores need the Python package '{e.name}' (pip install it)"
+            f"{shown}: '{scheme}' stores need the Python package '{e.name}' (pip install it)"
         ) from None
     return getattr(module, function)  # type: ignore[no-any-return]
 

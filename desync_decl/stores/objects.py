@@ -4,13 +4,18 @@ A backend implements only ``Objects``: read, write, exists, delete and list
 keys under its base, mapping its own "not found" to ``ObjectMissing`` and
 every other failure to ``StoreError`` (transient ones marked, for retries).
 Everything about chunks lives here once: key layout ``xxxx/<id><ext>``,
-storage format (compression, encryption), verification, prune.
+storage format (compression, encryption), verification, prune, and how many
+bytes a read may bring: a backend reads at most ``limit + 1`` bytes of an
+object and refuses a bigger one (``ObjectTooLarge``), so a broken or hostile
+store cannot fill memory. For a chunk the limit is the largest stored form of
+a chunk of its size (``StorageFormat.max_stored_size``), for an index
+``MAX_INDEX_SIZE``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from desync_decl.errors import IndexMissing
@@ -19,21 +24,51 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.base import (
+    ChunkInvalid,
+    ChunkMissing,
+    StoreError,
+    chunk_size_limit,
+    verify_chunk,
+)
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+
+MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
 
 
 class ObjectMissing(Exception):
     """The key does not exist (a backend's 404 / NoSuchKey / ENOENT)."""
 
 
+class ObjectTooLarge(StoreError):
+    """An object larger than any valid one: the store is broken or hostile (not a
+    missing or invalid chunk), and retrying will not shrink it."""
+
+    def __init__(self, where: str, limit: int) -> None:
+        super().__init__(f"{where}: more than {limit} bytes, larger than any valid object there")
+
+
+def read_at_most(pieces: Iterable[bytes], limit: int, where: str) -> bytes:
+    """The pieces of a body joined, refused (``ObjectTooLarge``) as soon as they pass
+    ``limit``: a backend stops reading there and drops the connection."""
+    parts, total = [], 0
+    for piece in pieces:
+        parts.append(piece)
+        total += len(piece)
+        if total > limit:
+            raise ObjectTooLarge(where, limit)
+    return b"".join(parts)
+
+
 class Objects(Protocol):
     """What a key/value backend provides; keys are relative to the store's base."""
 
-    location: str  # the store location as the user gave it (for messages)
+    location: str  # the store location for messages (any password masked)
 
-    def read(self, key: str) -> bytes:
-        """The object's bytes; ``ObjectMissing`` if absent, ``StoreError`` on failure."""
+    def read(self, key: str, limit: int) -> bytes:
+        """The object's bytes; ``ObjectMissing`` if absent, ``ObjectTooLarge`` past
+        ``limit`` bytes (having read no more than about ``limit``), ``StoreError``
+        on failure."""
         ...
 
     def write(self, key: str, data: bytes | memoryview) -> None:
@@ -83,8 +118,9 @@ class ObjectChunkStore:
         return f"{h[:4]}/{h}{self.format.extension}"
 
     def get_chunk(self, id: ChunkID) -> Chunk:
+        limit = self.format.max_stored_size(chunk_size_limit())
         try:
-            data = self.objects.read(self.key(id))
+            data = self.objects.read(self.key(id), limit)
         except ObjectMissing:
             raise ChunkMissing(id, str(self)) from None
         try:
@@ -139,7 +175,7 @@ class ObjectIndexStore:
     def get_index(self, name: str) -> Index:
         _check_name(name)
         try:
-            data = self.objects.read(name)
+            data = self.objects.read(name, MAX_INDEX_SIZE)
         except ObjectMissing:
             raise IndexMissing(f"index {name} not found in {self}") from None
         return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.objects import ListableObjectChunkStore, ObjectMissing
+from desync_decl.stores.objects import ListableObjectChunkStore, ObjectMissing, ObjectTooLarge
 from desync_decl.stores.oci_auth import Credentials, credentials
 from desync_decl.stores.oci_registry import RegistryHttp
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
+from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
@@ -47,7 +48,6 @@ EMPTY_DESCRIPTOR = {
 }
 LAYER_TYPE = "application/octet-stream"
 TITLE = "org.opencontainers.image.title"
-MAX_BLOB = 1 << 30  # a manifest naming a bigger "chunk" is corrupt or hostile
 MAX_MANIFEST = 4 << 20
 TAG_PAGE = 1000
 _ACCEPT = ", ".join(
@@ -93,12 +93,13 @@ def parse_location(location: str) -> tuple[str, str]:
     """``oci+https://host[:port]/repo/path`` -> (``https://host[:port]``, ``repo/path``)."""
     url = urllib.parse.urlsplit(location)
     scheme = url.scheme.lower()
+    shown = mask_credentials(location)
     if scheme not in ("oci+http", "oci+https") or not url.netloc:
-        raise StoreError(f"{location}: expected oci+http(s)://registry/repository")
+        raise StoreError(f"{shown}: expected oci+http(s)://registry/repository")
     repo = url.path.strip("/")
     if not _REPO.fullmatch(repo):
         hint = " (registries allow only lower case)" if repo != repo.lower() else ""
-        raise StoreError(f"{location}: '{repo}' is not a valid repository name{hint}")
+        raise StoreError(f"{shown}: '{repo}' is not a valid repository name{hint}")
     return f"{scheme[4:]}://{url.netloc}", repo
 
 
@@ -108,14 +109,14 @@ class RegistryObjects:
 
     def __init__(self, location: str, options: StoreOptions, creds: Credentials) -> None:
         base, self.repo = parse_location(location)
-        self.location, self.options = location, options
-        self.http = RegistryHttp(location, base, options, creds)
+        self.location, self.options = mask_credentials(location), options
+        self.http = RegistryHttp(self.location, base, options, creds)
         self._v2 = f"{base}/v2/{self.repo}"
         self._config_pushed = False
         self._config_lock = threading.Lock()
 
-    def read(self, key: str) -> bytes:
-        return retrying(lambda: self._read(_tag(key)), self.options)
+    def read(self, key: str, limit: int) -> bytes:
+        return retrying(lambda: self._read(_tag(key), limit), self.options)
 
     def exists(self, key: str) -> bool:
         def attempt() -> bool:
@@ -149,7 +150,9 @@ class RegistryObjects:
     def close(self) -> None:
         self.http.close()
 
-    def _read(self, tag: str) -> bytes:
+    def _read(self, tag: str, limit: int) -> bytes:
+        """The one blob of the manifest tagged ``tag``; a blob the manifest says is
+        bigger than ``limit`` is refused before it is asked for."""
         manifest, _ = self._manifest(tag)
         layers = manifest.get("layers")
         if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
@@ -157,8 +160,10 @@ class RegistryObjects:
         digest, size = layers[0].get("digest"), layers[0].get("size")
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise StoreError(f"{self.location}: manifest {tag} has an invalid digest {digest!r}")
-        if not isinstance(size, int) or not 0 <= size <= MAX_BLOB:
+        if not isinstance(size, int) or size < 0:
             raise StoreError(f"{self.location}: manifest {tag} names a blob of size {size!r}")
+        if size > limit:
+            raise ObjectTooLarge(f"{self.location}: blob {digest} of {tag} ({size} bytes)", limit)
         data, _ = self._get(f"{self._v2}/blobs/{digest}", tag, size, f"blob {digest} of {tag}")
         if len(data) != size or _digest_of(data, digest) != digest:
             raise StoreError(f"{self.location}: blob {digest} of {tag}: content does not match")

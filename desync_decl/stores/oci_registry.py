@@ -22,6 +22,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.objects import read_at_most
 from desync_decl.stores.oci_auth import Credentials
 from desync_decl.stores.options import StoreOptions
 
@@ -118,16 +119,10 @@ class RegistryHttp:
 
     def read_body(self, response: requests.Response, limit: int, what: str) -> bytes:
         """The response body, at most ``limit`` bytes (more is an error, not a hang)."""
-        parts, total = [], 0
         try:
-            for part in response.iter_content(1 << 16):
-                parts.append(part)
-                total += len(part)
-                if total > limit:
-                    raise StoreError(f"{self.location}: {what}: more than {limit} bytes")
+            return read_at_most(response.iter_content(1 << 16), limit, f"{self.location}: {what}")
         except (*_TRANSPORT, requests.exceptions.ContentDecodingError) as e:
             raise StoreError(f"{self.location}: {what}: {_reason(e)}", transient=True) from None
-        return b"".join(parts)
 
     def failure(self, response: requests.Response, what: str) -> StoreError:
         """A StoreError for an unexpected answer; 408, 429 and 5xx are transient."""

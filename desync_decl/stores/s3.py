@@ -42,9 +42,12 @@ from desync_decl.stores.objects import (
     ListableObjectChunkStore,
     ObjectIndexStore,
     ObjectMissing,
+    ObjectTooLarge,
+    read_at_most,
 )
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
+from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
@@ -81,6 +84,7 @@ _TRANSIENT_ERRORS = (
 # client about ten times cheaper (5 ms instead of 50).
 _session: boto3.session.Session | None = None
 _session_lock = threading.Lock()
+_READ_BLOCK = 64 << 10  # an object's body is read in pieces of this size
 
 
 @dataclass(frozen=True)
@@ -95,15 +99,16 @@ def parse_location(location: str) -> S3Location:
     """Endpoint, bucket, key prefix and addressing style of an ``s3+http(s)://`` URL."""
     url = urlsplit(location)
     scheme = url.scheme.lower().removeprefix("s3+")
+    shown = mask_credentials(location)
     if scheme not in ("http", "https") or not url.hostname:
-        raise StoreError(f"{location}: not an s3+http:// or s3+https:// location")
+        raise StoreError(f"{shown}: not an s3+http:// or s3+https:// location")
     bucket, _, prefix = url.path.lstrip("/").partition("/")
     if not bucket:
-        raise StoreError(f"{location}: no bucket in the location")
+        raise StoreError(f"{shown}: no bucket in the location")
     prefix = prefix.strip("/")
     lookup = parse_qs(url.query).get("lookup", ["auto"])[-1]
     if lookup not in _LOOKUPS:
-        raise StoreError(f"{location}: lookup must be auto, path or dns, not {lookup!r}")
+        raise StoreError(f"{shown}: lookup must be auto, path or dns, not {lookup!r}")
     style = _LOOKUPS[lookup]
     if style == "auto":
         virtual = url.hostname.endswith(_VIRTUAL_HOST_SUFFIXES)
@@ -199,16 +204,22 @@ class S3Objects:
         *,
         page_size: int = 1000,  # keys per ListObjectsV2 request (S3's maximum)
     ) -> None:
-        self.location, self.page_size = location, page_size
+        self.location, self.page_size = mask_credentials(location), page_size
         self.bucket, self.prefix = where.bucket, where.prefix
         self.credentials, self.options = credentials, options
         self._client = _client(where, credentials, options)
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, limit: int) -> bytes:
+        """Streamed and refused past ``limit`` (closing a body not read to its end
+        drops its connection instead of handing it back to the pool)."""
+        where = f"{self.location}: {key}"
+
         def get() -> bytes:
             response = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             with contextlib.closing(response["Body"]) as body:
-                return body.read()  # type: ignore[no-any-return]
+                if response.get("ContentLength", 0) > limit:
+                    raise ObjectTooLarge(where, limit)
+                return read_at_most(body.iter_chunks(_READ_BLOCK), limit, where)
 
         return self._call(f"cannot read {key} from", get)
 
@@ -226,7 +237,9 @@ class S3Objects:
                     return True
                 raise
             with contextlib.closing(response["Body"]) as body:
-                body.read()  # read out, so the connection goes back to the pool
+                # the one byte asked for, read out so the connection goes back to the pool;
+                # a server ignoring the range has its connection dropped, not read to the end
+                body.read(_READ_BLOCK)
             return True
 
         try:

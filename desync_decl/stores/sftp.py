@@ -20,6 +20,8 @@ ENOENT) and moved over the final name with the POSIX rename extension, so a
 reader never sees a partial chunk. ENOENT is ``ObjectMissing``; a dropped
 connection or a timeout is a transient ``StoreError`` (the call is retried on
 a new connection); anything else (permissions, a full disk) is a permanent one.
+A file larger than the caller's limit is refused by its size before any of it
+is read, and no read asks for more than that size.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ from desync_decl.stores.objects import (
     ListableObjectChunkStore,
     ObjectIndexStore,
     ObjectMissing,
+    ObjectTooLarge,
 )
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
 from desync_decl.stores.ssh import SessionPool, parse_location
 from desync_decl.stores.ssh_hosts import GLOBAL_KNOWN_HOSTS, HostKeyPolicy, ssh_settings
+from desync_decl.stores.url import mask_credentials
 
 T = TypeVar("T")
 
@@ -231,11 +235,11 @@ class SftpObjects:
     """Files under a directory on an SFTP server, as ``ListableObjects``."""
 
     def __init__(self, location: str, options: StoreOptions) -> None:
-        self.location = location
+        self.location = shown = mask_credentials(location)
         target = parse_location(location)
         self.root = target.path.rstrip("/") or "/"
         self.options = options
-        connector = _Connector(location, self.root, ssh_settings(target, location), options.timeout)
+        connector = _Connector(shown, self.root, ssh_settings(target, shown), options.timeout)
         self._pool: SessionPool[_Session] = SessionPool(
             connector.open_session, options.n, connector.end_session
         )
@@ -250,10 +254,12 @@ class SftpObjects:
 
     # --- Objects ----------------------------------------------------------------------
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, limit: int) -> bytes:
         def read(sftp: paramiko.SFTPClient) -> bytes:
             with sftp.open(self._path(key), "rb") as f:
                 size = f.stat().st_size or 0
+                if size > limit:
+                    raise ObjectTooLarge(f"{self.location.rstrip('/')}/{key}", limit)
                 if size > _PIPELINE_FROM:
                     f.prefetch(size)
                 data = f.read(size)

@@ -10,7 +10,9 @@ a URL port (desync passes ``host:port`` to ssh, which fails).
 
 A pool keeps up to ``n`` sessions. Per chunk: REQUEST (one id) -> CHUNK, whose
 data is checked against the id (always: the remote side does not verify), or
-MISSING -> ``ChunkMissing``. casync's ``pull`` answers an id only once per
+MISSING -> ``ChunkMissing``; an answer announcing more than a chunk of the size
+being read can take is a protocol error, refused before its body is read.
+casync's ``pull`` answers an id only once per
 session (its request queue remembers ids), so an id asked for again goes to a
 fresh session. ABORT, a protocol violation or a dead session is a
 ``StoreError``; a session that dies or stalls mid-way is retried on a new one.
@@ -35,11 +37,13 @@ from typing import Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunkfile import stored_bound
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.stores import casync_protocol as proto
-from desync_decl.stores.base import ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.base import ChunkMissing, StoreError, chunk_size_limit, verify_chunk
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import retrying
+from desync_decl.stores.url import mask_credentials
 
 S = TypeVar("S")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_.%-]+)$")
@@ -77,6 +81,8 @@ def parse_location(location: str) -> SshTarget:
     user = unquote(user) or None
     if not host or host.startswith("-") or not _HOST.match(host):
         raise StoreError(f"{location}: invalid host {host!r}")
+    if user is not None and ":" in user:  # never quoted: the rest is a password
+        raise StoreError(f"{location}: no password in the URL (ssh uses keys or the agent)")
     if user is not None and (user.startswith("-") or not _USER.match(user)):
         raise StoreError(f"{location}: invalid user name {user!r}")
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
@@ -178,12 +184,12 @@ class _Session:
             self.kill()
             raise StoreError(f"{location}: the remote side serves no chunk store")
 
-    def ask(self, message: bytes) -> proto.Message:
+    def ask(self, message: bytes, max_size: int) -> proto.Message:
         self._send(message)
-        return self.receive()
+        return self.receive(max_size)
 
-    def receive(self) -> proto.Message:
-        message = proto.read_message(self._read)
+    def receive(self, max_size: int = proto.MAX_SIZE) -> proto.Message:
+        message = proto.read_message(self._read, max_size)
         if message is None:
             raise _SessionDied("the session ended")
         return message
@@ -267,11 +273,11 @@ class SshStore:
         digest: Digest = Digest.SHA512_256,
         options: StoreOptions | None = None,
     ) -> None:
-        self.location = location
+        self.location = mask_credentials(location)
         self.target = parse_location(location)
         self.digest = digest
         self.options = options or StoreOptions()
-        make = functools.partial(_Session, self.command(), location, self.options.timeout)
+        make = functools.partial(_Session, self.command(), self.location, self.options.timeout)
         self._pool: SessionPool[_Session] = SessionPool(make, self.options.n, _Session.kill)
         # a store dropped without close() (CLI verbs do) still says GOODBYE when collected
         self._finalizer = weakref.finalize(self, _say_goodbye, self._pool)
@@ -314,7 +320,8 @@ class SshStore:
             session = self._pool.acquire()
         session.asked.add(id)
         try:
-            reply = session.ask(proto.request([id]))
+            max_size = proto.chunk_message_size(stored_bound(chunk_size_limit()))
+            reply = session.ask(proto.request([id]), max_size)
             if reply.type == proto.ABORT:
                 raise StoreError(
                     f"{self.location}: the remote side aborted: {_abort_reason(reply)}"

@@ -1,0 +1,101 @@
+"""Store and index URLs: checked once before any backend sees them, shown without secrets.
+
+``urlsplit`` raises a bare ``ValueError`` for ``http://[::1;x]/s`` or
+``http://[/x``, accepts ``http://[::1]:99999/`` and silently drops the ``x`` of
+``http://[::1]x/``; each backend then failed its own way (a traceback, a
+"Failed to parse" after retries). ``url_scheme`` is the one gate: a location
+with a scheme must have an authority made of an optional ``userinfo@``, a host
+(a valid bracketed IP literal or plain host characters) and an optional port
+from 1 to 65535, or it is a ``LocationError`` naming it. The CLI, ``plan``,
+``apply``, ``config`` and ``validate`` all go through it.
+
+``mask_credentials`` is how a location is shown to people: ``http://user:pass@``
+and ``s3+http://KEY:SECRET@`` become ``user:***@`` and ``KEY:***@`` in any text,
+and a lone userinfo of a web or object store URL (a token: ``https://TOKEN@``)
+becomes ``***@``. ssh and sftp keep a lone user name: it is a login, not a
+secret, and messages about failed logins need it.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from desync_decl.errors import DesyncError
+
+MASK = "***"
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
+# RFC 3986 reg-name characters (unreserved, pct-encoded, sub-delims); an IP literal in
+# brackets is checked by urlsplit itself
+_AUTHORITY = re.compile(
+    r"(?:(?P<userinfo>[^\s@]*)@)?"
+    r"(?P<host>\[[^\[\]\s]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)"
+    r"(?::(?P<port>[0-9]*))?"
+)
+# A URL's userinfo anywhere in a text: everything between "//" and the last "@"
+# before the host ends (a "/", "?", "#" or white space)
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s]*)@")
+_LOGIN_SCHEMES = {"ssh", "sftp"}
+
+
+class LocationError(DesyncError):
+    """A store or index location that looks like a URL but does not parse."""
+
+
+def url_scheme(location: str) -> str | None:
+    """The lower-case scheme of a URL location, None for a local path; a URL whose
+    authority does not parse is a ``LocationError``."""
+    match = _SCHEME.match(location)
+    if match is None:
+        return None
+    shown = _masked_location(location)
+    if re.search(r"\s", _userinfo(location) or ""):  # masking finds userinfo up to a space
+        raise LocationError(f"{shown}: white space in the user or password (percent-encode it)")
+    problem = _authority_problem(shown)  # parsed masked: a message never holds the secret
+    if problem:
+        raise LocationError(f"{shown}: {problem}")
+    return match.group(1).lower()
+
+
+def _authority_problem(location: str) -> str | None:
+    try:
+        netloc = urlsplit(location).netloc
+    except ValueError as e:  # an unbalanced bracket, a bracketed host that is no IP
+        return f"invalid URL ({e})"
+    parts = _AUTHORITY.fullmatch(netloc)
+    if parts is None:
+        return f"invalid authority '{netloc}' (expected [user[:password]@]host[:port])"
+    port = parts.group("port")
+    if port and not 0 < int(port) < 65536:
+        return f"port {port} is out of range (1-65535)"
+    return None
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the secret part of every URL's userinfo replaced by ``***``."""
+    return _USERINFO.sub(lambda m: _masked_userinfo(m["scheme"], m["userinfo"]), text)
+
+
+def _masked_location(location: str) -> str:
+    """One location masked even when it does not parse (a space in the password)."""
+    userinfo = _userinfo(location)
+    if userinfo is None:
+        return location
+    scheme, _, rest = location.partition("://")
+    return _masked_userinfo(scheme, userinfo) + rest[len(userinfo) + 1 :]
+
+
+def _userinfo(location: str) -> str | None:
+    """What precedes the last ``@`` of the authority (which follows ``://`` up to a
+    ``/``, ``?`` or ``#``, as urlsplit finds it); None without one."""
+    authority = re.split(r"[/?#]", location.partition("://")[2], maxsplit=1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    return userinfo if at else None
+
+
+def _masked_userinfo(scheme: str, userinfo: str) -> str:
+    """``scheme://<userinfo>@`` shown: the password masked, a lone token masked."""
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        return f"{scheme}://{user}:{MASK}@"
+    return f"{scheme}://{user if scheme.lower() in _LOGIN_SCHEMES else MASK}@"
