@@ -22,6 +22,7 @@ from typing import Any
 
 from desync_decl.errors import DesyncError
 from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.url import mask_credentials
 
 SENSITIVE = "(sensitive value)"  # what is shown in place of a secret (Terraform's words)
 SECRET_KEYS: dict[str, frozenset[str]] = {  # per section, the keys whose values are secrets
@@ -86,8 +87,8 @@ class Config:
         matches = [k for k in entries if _glob(_normalize(k)).fullmatch(location)]
         if len(matches) > 1:
             raise DesyncError(
-                f"{self.path}: {location} matches more than one {section} key: "
-                + ", ".join(sorted(matches))
+                f"{self.path}: {mask_credentials(location)} matches more than one {section}"
+                " key: " + ", ".join(mask_credentials(k) for k in sorted(matches))
             )
         return (matches[0], entries[matches[0]]) if matches else ("", None)
 
@@ -101,7 +102,7 @@ class Config:
             entries = shown.get(section)
             if isinstance(entries, dict):
                 shown[section] = {
-                    without_password(key): masked(e, secrets) if isinstance(e, dict) else e
+                    mask_credentials(key): masked(e, secrets) if isinstance(e, dict) else e
                     for key, e in entries.items()
                 }
         return shown
@@ -110,18 +111,6 @@ class Config:
 def masked(entry: dict[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
     """``entry`` with the values of ``secrets`` that are set replaced by ``SENSITIVE``."""
     return {k: SENSITIVE if k in secrets and v not in (None, "") else v for k, v in entry.items()}
-
-
-def without_password(location: str) -> str:
-    """A URL with the password of its ``user:password@`` part masked. Plain string
-    work, not ``urlsplit``: a malformed URL (``http://[x``) is shown, not an error."""
-    scheme, sep, rest = location.partition("://")
-    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return location
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:{SENSITIVE}@{host}{rest[end:]}"
 
 
 def _normalize(location: str) -> str:

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from desync_decl.config import SENSITIVE
+from desync_decl.stores.url import MASK
 
 # One of each kind, every value distinct so that a leak names its kind.
 HTTP_STORE = "https://cache.example.com/store"
@@ -59,7 +60,7 @@ def test_config_masks_every_kind_of_secret(cli, config_file):
         assert shown[section][key][name] == SENSITIVE, (section, name)
     for (section, key, name), value in NOT_SECRET.items():
         assert shown[section][key][name] == value, (section, name)
-    masked_key = URL_KEY.replace(URL_PASSWORD, SENSITIVE)
+    masked_key = URL_KEY.replace(URL_PASSWORD, MASK)
     assert shown["store-options"][masked_key] == {"uncompressed": True}
 
 

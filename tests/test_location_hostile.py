@@ -257,3 +257,42 @@ def test_plans_do_not_show_the_password(cli, made, served_with_password, closed_
     assert_masked(saved.read_text())
     travel = json.loads(outputs[1].out)["tasks"][0]["travel"]
     assert "user:***@127.0.0.1" in json.dumps(travel)
+
+
+def test_plans_do_not_show_the_password_of_an_index_url(
+    cli, made, served_with_password, nginx, tmp_path
+):
+    """An index read over HTTP with a password: plan text, JSON, Markdown, the saved
+    plan and apply's report name it masked."""
+    index, _ = made
+    (nginx.root / "app.caibx").write_bytes(index.read_bytes())
+    location = f"{served_with_password.rstrip('/')}/app.caibx"
+    path = manifest(
+        tmp_path,
+        f"""\
+        stores:
+          up: {{url: "{served_with_password}"}}
+        tasks:
+        - name: from an index url
+          extract: {{index: "{location}", path: out/a.img, stores: [up]}}
+        - name: pinned to another digest (its error names the index)
+          extract:
+            index: "{location}"
+            path: out/b.img
+            stores: [up]
+            pin: "sha256:{"0" * 64}"
+        """,
+    )
+    saved = tmp_path / "plan.json"
+    outputs = [
+        cli("plan", path),
+        cli("plan", "--json", path),
+        cli("plan", "--markdown", "--out", saved, path),
+        cli("apply", "--check", "--diff", path),
+        cli("apply", path),
+    ]
+    for result in outputs:
+        assert result.code == 1  # the pinned task fails
+        assert_masked(result.out + result.err)
+    assert_masked(saved.read_text())
+    assert (tmp_path / "out" / "a.img").exists()

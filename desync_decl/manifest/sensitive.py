@@ -1,4 +1,5 @@
-"""Values read from ``${env:…}`` are secrets: every output shows ``${env:NAME}`` instead.
+"""Values read from ``${env:…}`` are secrets: every output shows ``${env:NAME}`` instead
+(and a password in a URL ``***``).
 
 ``plan`` may run on a manifest from a pull request with CI's secrets in the
 environment, and its output (text, Markdown, JSON, a saved plan) goes back into
@@ -28,6 +29,7 @@ from typing import Any
 
 from desync_decl.manifest.convert import location
 from desync_decl.manifest.loader import EnvText
+from desync_decl.stores.url import mask_credentials
 
 MIN_REDACTED = 4  # characters: shorter values are not searched for in free text
 SENSITIVE = "(sensitive value)"  # a match whose spelling maps to no known value
@@ -72,6 +74,10 @@ class Redactor:
         return f"Redactor({len(self._shown)} values)"
 
     def text(self, text: str) -> str:
+        """``text`` as it may be shown: values read from the environment as their
+        references, and the password of any URL in it masked (an index or store
+        location may carry one in its userinfo)."""
+        text = mask_credentials(text)
         if self._pattern is None:
             return text
         return self._pattern.sub(lambda m: self._shown.get(m[0].casefold(), SENSITIVE), text)

@@ -90,7 +90,7 @@ def _convert(name: str, value: Any, where: str) -> Any:
         return value
     if name in _STRINGS:
         if not isinstance(value, str):
-            raise DesyncError(f"{where}: expected a string, got {value!r}")
+            raise DesyncError(f"{where}: expected a string, got {type(value).__name__}")
         return value
     if not isinstance(value, int) or isinstance(value, bool):
         raise DesyncError(f"{where}: expected an integer, got {value!r}")
