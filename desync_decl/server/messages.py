@@ -2,7 +2,8 @@
 
 The services (chunk-server, index-server) decide on these; ``listen`` moves
 them over HTTP. The body is read only when a service asks for it, after it has
-checked the credentials, the path and the announced size.
+checked the credentials, the path and the announced size, and then in pieces
+(``Body.read``), so that no upload has to be held whole in memory.
 """
 
 from __future__ import annotations
@@ -10,8 +11,25 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 OCTETS = "application/octet-stream"
+
+
+class Body(Protocol):
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` more bytes of the body, b"" after its last byte.
+
+        Raises ``ConnectionError`` when the client went away or sent too slowly."""
+        ...
+
+
+class _NoBody:
+    def read(self, size: int) -> bytes:
+        return b""
+
+
+NO_BODY: Body = _NoBody()
 
 
 @dataclass(frozen=True)
@@ -20,7 +38,7 @@ class Request:
     path: str  # the target's path as sent, not percent-decoded (so "%2e" is no dot)
     authorization: str | None  # the header's bytes as Latin-1 text (each byte one character)
     length: int | None  # the announced body size (Content-Length), None when none was given
-    read_body: Callable[[], bytes]  # exactly ``length`` bytes; OSError if the client goes away
+    body: Body = NO_BODY  # at most ``length`` bytes
 
 
 @dataclass(frozen=True)
