@@ -468,8 +468,7 @@ def _length(headers: dict[str, str]) -> int | None:
 def _path(target: str) -> str:
     """The path of a request target, ``/p?q`` or ``http://host/p?q`` (by hand: urlsplit
     raises on a malformed bracketed host such as ``http://[::1;x]/``)."""
-    authority = _AUTHORITY.match(target)
-    if authority is not None:
+    if "://" in target and (authority := _AUTHORITY.match(target)) is not None:
         target = target[authority.end() :]
     return target.split("?", 1)[0]
 

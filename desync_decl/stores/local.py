@@ -41,7 +41,8 @@ STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write i
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: the directory is only a place to open files in (cheaper than opening it for reading)
+_DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Why a filesystem or kernel cannot make unnamed files or link them in (no
 # O_TMPFILE support, linkat by fd not allowed): use named temp files instead.
 _CANNOT_LINK_ANONYMOUS = {
