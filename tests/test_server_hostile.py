@@ -228,6 +228,16 @@ def test_one_address_cannot_take_every_connection(serve, store):
         time.sleep(0.1)
 
 
+def test_ipv6_clients_are_counted_by_their_64_network():
+    """One IPv6 host usually holds a whole /64: counted by address, it would have no bound."""
+    from desync_decl.server.limits import client_key
+
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::7")
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:1:3::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("127.0.0.1") != client_key("127.0.0.2")
+
+
 # --- item 9: uploads ---------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, TextIO
 
-from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots
+from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots, client_key
 from desync_decl.server.messages import NO_BODY, Request, Response
 
 MAX_HEADERS = 100
@@ -163,7 +163,7 @@ class Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client = client_name(peer)
-        self.host = str(peer[0]) if peer else "-"
+        self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
         self.tls = transport.get_extra_info("sslcontext") is not None
         self.last_active = self.head_started = self.loop.time()  # the first head is due
         self.site.connections.add(self)

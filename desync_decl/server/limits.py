@@ -25,8 +25,10 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   bytes, a pause may last ``body_timeout``, and all waiting together at most
   ``body_timeout`` plus a second for every ``body_min_rate`` bytes received.
   A trickled upload loses its connection instead of keeping its thread.
-- ``max_connections`` (512) and ``max_connections_per_client`` (64, by IP
-  address): more are answered 503 with ``Retry-After`` and closed. One
+- ``max_connections`` (512) and ``max_connections_per_client`` (64, by IPv4
+  address or IPv6 /64 network, ``client_key``: whoever has one IPv6 address
+  usually has the 2^64 of its network): more are answered 503 with
+  ``Retry-After`` and closed. One
   address cannot take every connection; 64 is six times desync's default
   concurrency of 10, for a few clients behind one NAT address. A TLS
   connection counts once its handshake is done; a handshake has 30 s
@@ -40,6 +42,7 @@ sent upload bodies took every worker thread. Each bound here is per listener:
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -63,6 +66,19 @@ class Limits:
     def __post_init__(self) -> None:
         if self.max_buffer < MAX_HEAD + 4:
             raise ValueError(f"max_buffer must hold a whole request head ({MAX_HEAD + 4} bytes)")
+
+
+def client_key(host: str) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 network."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class Slots:
