@@ -244,16 +244,17 @@ if _linkat is not None:
     _linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
 
 
-def link_fd(fd: int, path: str) -> None:
-    """Give the unnamed file ``fd`` (opened with O_TMPFILE) the name ``path``.
+def link_fd(fd: int, path: str, dir_fd: int = _AT_FDCWD) -> None:
+    """Give the unnamed file ``fd`` (opened with O_TMPFILE) the name ``path`` (relative
+    to the directory ``dir_fd`` when given).
 
-    ``linkat(fd, "", AT_FDCWD, path, AT_EMPTY_PATH)``: fails with EEXIST rather
+    ``linkat(fd, "", dir_fd, path, AT_EMPTY_PATH)``: fails with EEXIST rather
     than replace, and needs a kernel that allows it (Linux >= 6.10 for any user,
     older ones for root); /proc/self/fd links do not work in every sandbox.
     """
     if _linkat is None:
         raise OSError(errno.ENOSYS, "linkat is not available")
-    if _linkat(fd, b"", _AT_FDCWD, os.fsencode(path), _AT_EMPTY_PATH) != 0:
+    if _linkat(fd, b"", dir_fd, os.fsencode(path), _AT_EMPTY_PATH) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
 

@@ -3,7 +3,13 @@
 Both bind every ``-l`` address first (one that cannot bind: error, exit 1),
 print where they listen on stderr, then serve until SIGINT or SIGTERM (exit 0).
 The chunk-server's ``--store-file`` is re-read on SIGHUP; a file that does not
-give a usable stack is reported and the old stack keeps serving.
+give a usable stack, whatever is wrong with it, is reported in one line and
+the old stack keeps serving.
+
+The value clients must send in ``Authorization`` comes from
+``--authorization``, ``--authorization-file`` or ``$DESYNC_HTTP_AUTH``: a
+secret on the command line is visible to every user in ``ps``, one in a file
+(or the environment) is not.
 """
 
 from __future__ import annotations
@@ -96,11 +102,18 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         "--mutual-tls", action="store_true", help="require client certificates (needs --client-ca)"
     )
     p.add_argument("--client-ca", metavar="FILE", help="CA that signs the accepted client certs")
-    p.add_argument(
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
         "--authorization",
         metavar="VALUE",
         default=os.environ.get("DESYNC_HTTP_AUTH") or None,
-        help="required Authorization header value (default $DESYNC_HTTP_AUTH)",
+        help="required Authorization header value (default $DESYNC_HTTP_AUTH; visible in ps:"
+        " prefer --authorization-file or the environment)",
+    )
+    secret.add_argument(
+        "--authorization-file",
+        metavar="FILE",
+        help="read the required Authorization header value from the first line of FILE",
     )
     p.add_argument("--log", metavar="FILE", help="append a line per request to FILE (- = stdout)")
 
@@ -109,6 +122,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
     if args.store_file and (args.store or args.cache):
         raise DesyncError("--store-file cannot be combined with -s or -c")
     context = _tls_context(args)
+    authorization = _authorization(args)
     digest = common.digest_arg(args)
     wire = (
         StoreOptions(
@@ -132,7 +146,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         wire=wire,
         digest=digest,
         writable=args.writable,
-        authorization=args.authorization,
+        authorization=authorization,
         max_chunk_size=args.max_chunk_size,
         report=lambda message: console.warn(f"chunk-server: {message}"),
     )
@@ -158,7 +172,11 @@ def _upstream_opener(
         # server's stack, not by the command's list of stores to close at exit.
         given = {k: v for k, v in vars(args).items() if k != "_opened"}
         view = argparse.Namespace(**{**given, "store": stores, "cache": cache})
-        store = common.open_stores(view, digest)
+        try:
+            store = common.open_stores(view, digest)
+        except BaseException:
+            common.close_opened(view)  # those opened before the one that failed
+            raise
         if args.writable and not isinstance(store, WriteStore):
             store.close()
             raise DesyncError(f"store {store} cannot be written to")
@@ -179,8 +197,9 @@ def _reloader(
         try:
             spec = storefile.load(path)
             store = upstream(spec.stores, spec.cache)
-        except DesyncError as e:
-            console.warn(f"chunk-server: keeping the current stores: {e}")
+        except Exception as e:  # whatever is wrong with the file, the server keeps serving
+            why = str(e) if isinstance(e, DesyncError) else f"store file {path}: {e}"
+            console.warn(f"chunk-server: keeping the current stores: {why}")
             return
         stack.swap(store)
         console.note(f"chunk-server: reloaded {path}: serving {store}")
@@ -190,6 +209,7 @@ def _reloader(
 
 def run_index_server(args: argparse.Namespace, console: Console) -> int:
     context = _tls_context(args)
+    authorization = _authorization(args)
     locations = common.store_locations(args.store)
     if len(locations) != 1:
         raise DesyncError("index-server serves exactly one index store (-s)")
@@ -200,7 +220,7 @@ def run_index_server(args: argparse.Namespace, console: Console) -> int:
     service = IndexService(
         store,
         writable=args.writable,
-        authorization=args.authorization,
+        authorization=authorization,
         max_size=args.max_index_size,
         report=lambda message: console.warn(f"index-server: {message}"),
     )
@@ -238,6 +258,23 @@ def _serve(
                 listener.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return 0
+
+
+def _authorization(args: argparse.Namespace) -> str | None:
+    """The value clients must send, from the command line, the environment or a file."""
+    if not args.authorization_file:
+        return args.authorization  # type: ignore[no-any-return]
+    path = args.authorization_file
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(64 * 1024)
+    except OSError as e:
+        raise DesyncError(f"cannot read authorization file {path}: {e.strerror}") from None
+    # UTF-8 as sent on the wire; other bytes are kept as they are (surrogateescape)
+    value = first.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
+    if not value:
+        raise DesyncError(f"authorization file {path}: its first line is empty")
+    return value
 
 
 def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:

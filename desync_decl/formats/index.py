@@ -134,14 +134,91 @@ class Index:
         return bytes(out)
 
 
+MIN_SIZE = HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE  # an index of no chunks
+_FIRST_ITEM = HEADER_SIZE + TABLE_HEADER_SIZE
+_Fail = Callable[[int, str], FormatError]
+
+
 def decode(data: bytes, source: str = "index") -> Index:
     """Parse index bytes, validating what casync validates; errors name ``source`` and offset."""
+    fail = _failure(source)
+    if len(data) < MIN_SIZE:
+        raise _truncated(len(data), fail)
+    flags, sizes = _check_header(data, fail)
+    ends, ids = array("Q"), bytearray()
+    view = memoryview(data)[: len(data) - (len(data) - _FIRST_ITEM) % ITEM_SIZE]
+    tail_at, _ = _check_items(view[_FIRST_ITEM:], _FIRST_ITEM, 0, sizes.max, fail, ends, ids)
+    if tail_at is None:
+        raise fail(len(data), "file is truncated (no table tail)")
+    _check_tail(view[tail_at : tail_at + TAIL_SIZE], tail_at, len(data), fail)
+    return Index(flags, sizes, ends, bytes(ids))
 
+
+class Checker:
+    """Index bytes checked as they arrive (an upload), exactly as ``decode`` checks them,
+    without keeping the table: a 1 GiB index is checked in the memory of one piece.
+
+    ``feed`` raises ``FormatError`` as soon as the bytes so far cannot be an index,
+    ``finish`` when they end before a whole one."""
+
+    def __init__(self, source: str = "index") -> None:
+        self.fail = _failure(source)
+        self.size = 0  # bytes fed
+        self.pending = bytearray()  # bytes not checked yet: the head, then part of an item
+        self.at = 0  # the file offset of pending[0]
+        self.max_chunk: int | None = None  # known once the header is checked
+        self.last_end = 0
+        self.tail: tuple[bytes, int] | None = None  # the tail's bytes and offset, once seen
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self.size += len(data)
+        if self.tail is not None:
+            return  # bytes after the tail: counted for finish()
+        self.pending += data
+        if self.max_chunk is None:
+            if len(self.pending) < MIN_SIZE:
+                return
+            self.max_chunk = _check_header(self.pending, self.fail)[1].max
+            del self.pending[:_FIRST_ITEM]
+            self.at = _FIRST_ITEM
+        whole = len(self.pending) - len(self.pending) % ITEM_SIZE
+        with memoryview(self.pending) as view:
+            items = view[:whole]
+            tail_at, self.last_end = _check_items(
+                items, self.at, self.last_end, self.max_chunk, self.fail
+            )
+            if tail_at is not None:
+                start = tail_at - self.at
+                self.tail = (bytes(items[start : start + TAIL_SIZE]), tail_at)
+            items.release()
+        if self.tail is not None:
+            self.pending = bytearray()
+            return
+        del self.pending[:whole]
+        self.at += whole
+
+    def finish(self) -> None:
+        if self.max_chunk is None:
+            raise _truncated(self.size, self.fail)
+        if self.tail is None:
+            raise self.fail(self.size, "file is truncated (no table tail)")
+        tail, tail_at = self.tail
+        _check_tail(tail, tail_at, self.size, self.fail)
+
+
+def _failure(source: str) -> _Fail:
     def fail(offset: int, what: str) -> FormatError:
         return FormatError(f"{source}: invalid index at byte {offset}: {what}")
 
-    if len(data) < HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE:
-        raise fail(len(data), f"file is truncated ({len(data)} bytes, an index has at least 104)")
+    return fail
+
+
+def _truncated(size: int, fail: _Fail) -> FormatError:
+    return fail(size, f"file is truncated ({size} bytes, an index has at least {MIN_SIZE})")
+
+
+def _check_header(data: bytes | bytearray | memoryview, fail: _Fail) -> tuple[int, ChunkSizes]:
+    """The feature flags and chunk sizes of an index's first 64 bytes, checked."""
     size, typ, flags, cmin, cavg, cmax = _HEADER.unpack_from(data, 0)
     if size != HEADER_SIZE or typ != CA_FORMAT_INDEX:
         raise fail(0, "not a casync index (bad header size or magic)")
@@ -155,42 +232,47 @@ def decode(data: bytes, source: str = "index") -> Index:
         raise fail(24, str(e)) from None
     if _TABLE_HEADER.unpack_from(data, HEADER_SIZE) != (_U64_MAX, CA_FORMAT_TABLE):
         raise fail(HEADER_SIZE, "bad table header")
-    ends, ids = _decode_table(data, cmax, fail)
-    tail_at = HEADER_SIZE + TABLE_HEADER_SIZE + len(ends) * ITEM_SIZE
-    _, z2, index_offset, table_size, marker = _TAIL.unpack_from(data, tail_at)
-    if marker != CA_FORMAT_TABLE_TAIL_MARKER or z2:
-        raise fail(tail_at, "bad table tail")
-    if tail_at + TAIL_SIZE != len(data):
-        raise fail(
-            tail_at + TAIL_SIZE, f"{len(data) - tail_at - TAIL_SIZE} bytes after the table tail"
-        )
-    if index_offset != HEADER_SIZE or table_size + HEADER_SIZE != len(data):
-        raise fail(tail_at, "table tail does not match the file size")
-    return Index(flags, sizes, ends, ids)
+    return flags, sizes
 
 
-def _decode_table(
-    data: bytes, cmax: int, fail: Callable[[int, str], FormatError]
-) -> tuple[array, bytes]:
-    """Items up to the tail (the first item whose end offset is 0), as casync reads them."""
-    first = HEADER_SIZE + TABLE_HEADER_SIZE
-    slots = (len(data) - first) // ITEM_SIZE
-    ends = array("Q")
-    ids = bytearray()
-    prev = 0
-    pos = first
-    for end, cid in _ITEM.iter_unpack(memoryview(data)[first : first + slots * ITEM_SIZE]):
+def _check_items(
+    items: memoryview,
+    at: int,
+    prev: int,
+    cmax: int,
+    fail: _Fail,
+    ends: array | None = None,
+    ids: bytearray | None = None,
+) -> tuple[int | None, int]:
+    """Table items (whole 40-byte ones, the first at file offset ``at``) up to the first
+    whose end offset is 0, as casync reads them: the offset of that one (where the tail
+    starts; None when ``items`` holds none) and the last end offset before it. Items
+    go to ``ends`` and ``ids`` when given."""
+    pos = at
+    for end, cid in _ITEM.iter_unpack(items):
         if end == 0:
-            return ends, bytes(ids)
+            return pos, prev
         if end <= prev:
             raise fail(pos, f"chunk end offsets not increasing ({end} after {prev})")
         if end - prev > cmax:
             raise fail(pos, f"chunk of {end - prev} bytes exceeds the maximum {cmax}")
-        ends.append(end)
-        ids += cid
+        if ends is not None and ids is not None:
+            ends.append(end)
+            ids += cid
         prev = end
         pos += ITEM_SIZE
-    raise fail(len(data), "file is truncated (no table tail)")
+    return None, prev
+
+
+def _check_tail(tail: bytes | memoryview, tail_at: int, size: int, fail: _Fail) -> None:
+    """The 40-byte tail found at file offset ``tail_at`` of a file of ``size`` bytes."""
+    _, z2, index_offset, table_size, marker = _TAIL.unpack_from(tail, 0)
+    if marker != CA_FORMAT_TABLE_TAIL_MARKER or z2:
+        raise fail(tail_at, "bad table tail")
+    if tail_at + TAIL_SIZE != size:
+        raise fail(tail_at + TAIL_SIZE, f"{size - tail_at - TAIL_SIZE} bytes after the table tail")
+    if index_offset != HEADER_SIZE or table_size + HEADER_SIZE != size:
+        raise fail(tail_at, "table tail does not match the file size")
 
 
 def blob_flags(digest: Digest) -> int:

@@ -8,22 +8,36 @@ wire form (never recompressing), HEAD asks ``has_chunk``, PUT (writable
 servers only) decodes and hashes every upload and stores it only when it is
 the chunk its path names (desync stored unverified uploads by default, §11.7).
 A store failure is 500 with the details on the server's side only.
+
+An upload is received into a spool file (``upload``) however slowly it comes;
+only then is it read back to be verified and stored, by at most
+``VERIFYING_AT_ONCE`` uploads at a time. So a chunk upload is in memory (its
+body and its plain bytes, bounded by ``upload_limit`` and
+``--max-chunk-size``) only while the CPU works on it, never while a client
+trickles it, and no number of concurrent uploads holds more than that many.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from collections.abc import Callable
 
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.server import upload
+from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.server.stack import StoreStack
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.local import LocalStore
 
 _PATH = re.compile(r"^/([0-9a-f]{4})/([0-9a-f]{64})(.*)$", re.DOTALL)
+# Decompressing and hashing is CPU work: more at once than CPUs is not faster, only larger.
+VERIFYING_AT_ONCE = min(4, os.cpu_count() or 1)
 
 
 def upload_limit(max_chunk_size: int) -> int:
@@ -50,6 +64,7 @@ class ChunkService:
         self.writable, self.authorization = writable, authorization
         self.max_chunk_size = max_chunk_size
         self.report = report
+        self._verifying = threading.BoundedSemaphore(VERIFYING_AT_ONCE)
 
     def __call__(self, request: Request) -> Response:
         refused = refusal(request, self.authorization)
@@ -112,7 +127,20 @@ class ChunkService:
         limit = upload_limit(self.max_chunk_size)
         if request.length > limit:
             return Response.text(413, f"a chunk upload is at most {limit} bytes on this server")
-        data = request.read_body()
+        with self.stack.use() as store:
+            try:
+                with upload.spool(_spool_directory(store)) as spooled:
+                    upload.receive(request.body, request.length, spooled.fileno())
+                    with self._verifying:  # the only time an upload is in memory
+                        spooled.seek(0)
+                        return self._store(store, id, spooled.read())
+            except ConnectionError:
+                raise  # the body did not arrive: nobody to answer
+            except OSError as e:
+                return failure(self.report, f"PUT {id.hex()}: cannot spool the upload: {e}")
+
+    def _store(self, store: Store, id: ChunkID, data: bytes) -> Response:
+        """Store ``data`` when it is the chunk ``id`` within the size allowed."""
         try:
             chunk = self.wire.decode(id, data)
             plain = chunk.plain(self.max_chunk_size)
@@ -126,8 +154,16 @@ class ChunkService:
                 400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
             )
         try:
-            with self.stack.use() as store:
-                store.store_chunk(chunk)  # type: ignore[attr-defined]
+            store.store_chunk(chunk)  # type: ignore[attr-defined]
         except StoreError as e:
             return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)
+
+
+def _spool_directory(store: Store) -> str | None:
+    """A local store's own directory (an upload then waits on the store's disk), else
+    None (the system's temp directory)."""
+    inner = store.inner if isinstance(store, SingleFlight) else store
+    if isinstance(inner, LocalStore) and inner.path.is_dir():
+        return str(inner.path)
+    return None

@@ -5,15 +5,30 @@ served 6,600 GETs/s of 64 KiB chunks where nginx served 30,000 (wrk, 16
 connections, 2 cores); on an event loop it is 20,000 to 27,000. A request
 whose answer comes from local files (``Site.inline``) is answered right on
 the loop: a page-cache read costs less than handing it to a thread (that
-hand-off alone brought a prototype down to 7,500). Every other request
-(uploads, remote upstreams) runs in the site's thread pool.
+hand-off alone brought a prototype down to 7,500). Every other GET or HEAD
+(remote upstreams, index files) runs in the site's readers' pool, and every
+other method (uploads) in a pool of its own, so that no number of uploads
+can hold up a read.
 
 The parser is strict where leniency lets requests be smuggled: CRLF line
 ends, no whitespace before a header's colon, no folded headers, one
-Content-Length value, and no Transfer-Encoding at all (411: chunk and index
-uploads are sent with a length). A body is read only when the service asks
-for it, ``Expect: 100-continue`` is answered only then, and a connection
-whose announced body was not read is closed after the answer.
+Content-Length value of ASCII digits, and no Transfer-Encoding at all (411:
+chunk and index uploads are sent with a length). A body is read only when
+the service asks for it, ``Expect: 100-continue`` is answered only then, and
+a connection whose announced body was not read whole is closed after the
+answer.
+
+Nothing a client sends is held without bound (the bounds and why they are
+where they are: ``limits``). A connection reads ahead of the request being
+answered at most ``Limits.max_buffer`` bytes, then stops reading
+(``pause_reading``) until its answers drain: pipelining requests without
+reading the answers holds a few hundred KiB, not the 438 MB a probe reached
+when the buffer grew while answers were paused. The buffer always holds a
+whole request head of the 64 KiB limit, so an oversized head is refused
+whenever it comes. Every request head has a deadline (slowloris), a body a
+minimum rate, and connections and uploads are counted per client. A body
+reaches the service in pieces as it reads them (``Body.read`` on a pool
+thread), so an upload is streamed, never held whole.
 """
 
 from __future__ import annotations
@@ -23,21 +38,22 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
-from desync_decl.server.messages import Request, Response
+from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots, client_key
+from desync_decl.server.messages import NO_BODY, Request, Response
 
-IDLE_TIMEOUT = 120.0  # seconds a quiet connection is kept (desync's idle timeout)
-MAX_HEAD = 64 * 1024  # request line and headers
 MAX_HEADERS = 100
+READS = ("GET", "HEAD")  # everything else is an upload: its own pool and slots
 _JOIN_LIMIT = 256 * 1024  # bodies up to this size leave in one write with their headers
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_LENGTH = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes "²", which int() refuses
+_AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # absolute form: scheme and host
 
 
 class AccessLog:
@@ -60,13 +76,18 @@ class Site:
     """What every connection of one listener shares."""
 
     app: Callable[[Request], Response]
-    executor: Executor
+    reads: Executor  # GET and HEAD that are not answered on the loop
+    uploads: Executor  # every other method, at most ``limits.max_uploads`` at once
     log: AccessLog | None = None
     report: Callable[[str], None] = lambda message: None
+    limits: Limits = field(default_factory=Limits)
     connections: set[Connection] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.inline: Callable[[Request], bool] = getattr(self.app, "runs_inline", lambda r: False)
+        limits = self.limits
+        self.clients = Slots(limits.max_connections, limits.max_connections_per_client)
+        self.upload_slots = Slots(limits.max_uploads, limits.max_uploads_per_client)
 
 
 class _Refusal(Exception):
@@ -82,51 +103,111 @@ class _Head:
     headers: dict[str, str]
 
 
+class _BodyState:
+    """The body of the request being answered, as far as its service has read it."""
+
+    __slots__ = ("expect_continue", "left", "received", "wait_started", "waited", "waiter")
+
+    def __init__(self, length: int, expect_continue: bool) -> None:
+        self.left = length  # bytes not handed to the service yet
+        self.received = 0
+        self.expect_continue = expect_continue
+        self.waiter: tuple[int, Future[bytes]] | None = None  # a read waiting for bytes
+        self.wait_started = 0.0
+        self.waited = 0.0  # seconds spent waiting for the client, before this wait
+
+
+class _Body:
+    """A request's body as its service reads it on a pool thread: each read asks the loop."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def read(self, size: int) -> bytes:
+        loop = self.connection.loop
+        result: Future[bytes] = Future()
+        try:
+            loop.call_soon_threadsafe(self.connection.read_body, size, result)
+        except RuntimeError:  # the loop is closed
+            raise ConnectionError("the server is shutting down") from None
+        while True:
+            try:
+                return result.result(timeout=1.0)
+            except TimeoutError:
+                if loop.is_closed():  # the listener was closed meanwhile
+                    raise ConnectionError("the server is shutting down") from None
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, site: Site) -> None:
         self.site = site
+        self.limits = site.limits
         self.buffer = bytearray()
-        self.busy = False  # a request is being answered in the thread pool
+        self.reading = True  # the transport reads (not paused for want of room)
+        self.busy = False  # a request is being answered in a pool thread
         self.closing = False
         self.write_paused = False
-        self.expect_continue = False
-        self.body_wanted = 0
-        self.body_ready: asyncio.Future[None] | None = None
+        self.peer_done = False  # the client will send nothing more (EOF)
+        self.admitted = False  # holds one of the site's connection slots
+        self.head: _Head | None = None  # the request being answered in a pool thread
+        self.body: _BodyState | None = None  # its body
         self.pending: asyncio.Future[Any] | None = None
+        self.head_started: float | None = None  # when the head now awaited began to arrive
         self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.loop = asyncio.get_running_loop()
-        self.client = client_name(transport.get_extra_info("peername"))
+        peer = transport.get_extra_info("peername")
+        self.client = client_name(peer)
+        self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
+        self.tls = transport.get_extra_info("sslcontext") is not None
+        self.last_active = self.head_started = self.loop.time()  # the first head is due
         self.site.connections.add(self)
-        self.last_active = self.loop.time()
-        self.timer = self.loop.call_later(IDLE_TIMEOUT, self._check_idle)
+        self.admitted = self.site.clients.take(self.host)
+        if not self.admitted:
+            self._answer("-", "-", _busy("too many connections"), False)
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.site.connections.discard(self)
-        self.timer.cancel()
-        if self.body_ready is not None and not self.body_ready.done():
-            self.body_ready.set_exception(ConnectionError("the client went away during the body"))
+        if self.admitted:
+            self.admitted = False
+            self.site.clients.give_back(self.host)
+        if self.timer is not None:
+            self.timer.cancel()
+        self._wake_body(ConnectionError("the client went away during the body"))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         self.last_active = self.loop.time()
-        if self.body_ready is not None:
-            if len(self.buffer) >= self.body_wanted and not self.body_ready.done():
-                self.body_ready.set_result(None)
+        self._flow()
+        if self.busy:
+            self._wake_body(None)
             return
+        if self.head_started is None:
+            self.head_started = self.last_active  # even a lone CRLF starts the clock
         self._next()
+
+    def eof_received(self) -> bool:
+        self.peer_done = True
+        self._wake_body(ConnectionError("the client ended the connection during the body"))
+        if not self.busy:
+            self._next()  # answer what came complete, then close
+        return not self.tls  # keep the transport open for the answers (TLS cannot)
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._next()
+        self.last_active = self.loop.time()
+        if not self.busy:
+            self._next()
 
     def abort(self) -> None:
         self.closing = True
@@ -143,11 +224,12 @@ class Connection(asyncio.Protocol):
                 del self.buffer[:2]
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0 or end > MAX_HEAD:
-                if len(self.buffer) > MAX_HEAD:
-                    self._answer("-", "-", Response.text(431, "request header too large"), False)
+                self._await_head()
                 return
             raw = bytes(self.buffer[:end])
             del self.buffer[: end + 4]
+            self.head_started = None
+            self._flow()
             try:
                 head = _parse(raw)
             except _Refusal as e:
@@ -155,45 +237,48 @@ class Connection(asyncio.Protocol):
                 return
             self._start(head)
 
+    def _await_head(self) -> None:
+        """No whole head in the buffer: refuse one that is too large, close after the
+        client's last request, or let the head's deadline run."""
+        if len(self.buffer) > MAX_HEAD:
+            self._answer("-", "-", Response.text(431, "request header too large"), False)
+        elif self.peer_done:
+            self._close()
+        elif self.buffer or self.head_started is not None:
+            if self.head_started is None:  # pipelined bytes, waiting until now
+                self.head_started = self.loop.time()
+            self._arm()
+        self._flow()
+
     def _start(self, head: _Head) -> None:
         connection = head.headers.get("connection", "").lower()
         keep_alive = "close" not in connection and (
             head.version == "HTTP/1.1" or "keep-alive" in connection
         )
-        self.expect_continue = head.headers.get("expect", "").lower() == "100-continue"
         try:
             length = _length(head.headers)
         except _Refusal as e:
             self._answer(head.method, head.target, e.response, False)
             return
-        target = head.target
-        path = urlsplit(target).path if "://" in target else target.split("?", 1)[0]
-        state = {"read": False}
-
-        def read_body() -> bytes:  # runs on a pool thread; the loop does the reading
-            state["read"] = True
-            future = asyncio.run_coroutine_threadsafe(self._read_body(length or 0), self.loop)
-            while True:
-                try:
-                    return future.result(timeout=1.0)
-                except TimeoutError:
-                    if self.loop.is_closed():  # the listener was closed meanwhile
-                        raise ConnectionError("the server is shutting down") from None
-
-        request = Request(head.method, path, head.headers.get("authorization"), length, read_body)
-        if not length and self.site.inline(request):
-            self._answer(head.method, target, self._call(request), keep_alive)
+        authorization = head.headers.get("authorization")
+        body = _Body(self) if length else NO_BODY
+        request = Request(head.method, _path(head.target), authorization, length, body)
+        upload = head.method not in READS
+        if not upload and not length and self.site.inline(request):
+            self._answer(head.method, head.target, self._call(request), keep_alive)
+            return
+        if upload and not self.site.upload_slots.take(self.host):
+            self._answer(head.method, head.target, _busy("too many uploads at once"), False)
             return
         self.busy = True
-        self.transport.pause_reading()
-        self.pending = self.loop.run_in_executor(self.site.executor, self._call, request)
-        self.pending.add_done_callback(
-            lambda done: self._finished(
-                done, head, keep_alive and not (length and not state["read"])
-            )
-        )
+        self.head = head
+        expect_continue = head.headers.get("expect", "").lower() == "100-continue"
+        self.body = _BodyState(length or 0, expect_continue)
+        pool = self.site.uploads if upload else self.site.reads
+        self.pending = self.loop.run_in_executor(pool, self._call, request, upload)
+        self.pending.add_done_callback(lambda done: self._finished(done, head, keep_alive))
 
-    def _call(self, request: Request) -> Response:
+    def _call(self, request: Request, upload: bool = False) -> Response:
         try:
             return self.site.app(request)
         except ConnectionError:
@@ -201,39 +286,64 @@ class Connection(asyncio.Protocol):
         except Exception as e:  # a bug must not take the connection down silently
             self.site.report(f"{request.method} {request.path}: {type(e).__name__}: {e}")
             return Response.text(500, "internal server error")
+        finally:
+            if upload:  # here, once the thread is free again, not when the loop hears of it
+                self.site.upload_slots.give_back(self.host)
 
     def _finished(self, done: asyncio.Future[Response], head: _Head, keep_alive: bool) -> None:
-        self.pending = None
+        body, self.body, self.pending, self.head = self.body, None, None, None
+        self.busy = False  # also when closing: the deadline of a close then applies
         if done.cancelled() or self.closing:
             return
         if done.exception() is not None:
-            self.transport.close()
+            self._close()
             return
-        self.busy = False
-        self._answer(head.method, head.target, done.result(), keep_alive)
-        if not self.closing:
-            self.transport.resume_reading()
-            self._next()
+        whole = body is None or body.left == 0  # else the rest of the body is still unread
+        self._answer(head.method, head.target, done.result(), keep_alive and whole)
+        self._next()
 
-    async def _read_body(self, length: int) -> bytes:
-        if self.closing:
-            raise ConnectionError("the client went away before the body")
-        if self.expect_continue:
-            self.expect_continue = False
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if len(self.buffer) < length:
-            self.body_wanted = length
-            self.body_ready = self.loop.create_future()
-            self.transport.resume_reading()
-            try:
-                await self.body_ready
-            finally:
-                self.body_ready = None
-                if not self.closing:
-                    self.transport.pause_reading()
-        data = bytes(self.buffer[:length])
-        del self.buffer[:length]
+    def read_body(self, size: int, result: Future[bytes]) -> None:
+        """Give ``result`` up to ``size`` bytes of the current request's body (for
+        ``_Body.read``): at once when some are buffered, else as soon as some arrive."""
+        body = self.body
+        if body is None or self.closing:
+            result.set_exception(ConnectionError("the client went away before the body"))
+        elif not body.left:
+            result.set_result(b"")
+        else:
+            if body.expect_continue:
+                body.expect_continue = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if self.buffer:
+                result.set_result(self._take_body(body, size))
+            elif self.peer_done:
+                result.set_exception(ConnectionError("the client ended the connection early"))
+            else:
+                body.waiter = (size, result)
+                body.wait_started = self.loop.time()
+                self._arm()
+
+    def _take_body(self, body: _BodyState, size: int) -> bytes:
+        n = min(size, body.left, len(self.buffer))
+        with memoryview(self.buffer) as view:
+            data = bytes(view[:n])
+        del self.buffer[:n]
+        body.left -= n
+        body.received += n
+        self._flow()
         return data
+
+    def _wake_body(self, error: Exception | None) -> None:
+        """Answer a read waiting for body bytes: with those that came, or with ``error``."""
+        body = self.body
+        if body is None or body.waiter is None:
+            return
+        (size, result), body.waiter = body.waiter, None
+        body.waited += self.loop.time() - body.wait_started
+        if error is None:
+            result.set_result(self._take_body(body, size))
+        else:
+            result.set_exception(error)
 
     def _answer(self, method: str, target: str, response: Response, keep_alive: bool) -> None:
         status = response.status
@@ -257,16 +367,65 @@ class Connection(asyncio.Protocol):
             self.transport.write(head)
             self.transport.write(body)
         if not keep_alive:
-            self.closing = True
-            self.transport.close()  # after what is buffered has been sent
+            self._close()  # after what is buffered has been sent
 
-    def _check_idle(self) -> None:
-        idle = self.loop.time() - self.last_active
-        if idle < IDLE_TIMEOUT or (self.busy and self.body_ready is None):  # not a stalled body
-            self.timer = self.loop.call_later(max(1.0, IDLE_TIMEOUT - idle), self._check_idle)
+    def _close(self) -> None:
+        self.closing = True
+        self.transport.close()
+        self._arm()  # a client that reads nothing cannot keep it open
+
+    # --- flow control and deadlines ---------------------------------------------------
+
+    def _flow(self) -> None:
+        """Read from the client only while the buffer has room; otherwise the kernel's
+        socket buffers fill and TCP holds the client back."""
+        reading = not self.closing and len(self.buffer) < self.limits.max_buffer
+        if reading != self.reading:
+            self.reading = reading
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _deadline(self) -> float:
+        """When the client must have done its next part, given what the connection awaits."""
+        limits, body = self.limits, self.body
+        if body is not None and body.waiter is not None:  # waiting for body bytes
+            earned = limits.body_timeout + body.received / limits.body_min_rate - body.waited
+            return body.wait_started + min(limits.body_timeout, earned)
+        if self.busy:  # the service is working: nothing is up to the client
+            return self.loop.time() + limits.idle_timeout
+        if self.closing or self.write_paused or self.head_started is None:
+            return self.last_active + limits.idle_timeout
+        return self.head_started + limits.head_timeout
+
+    def _arm(self) -> None:
+        """Make the timer fire by the current deadline (it looks again when it fires)."""
+        deadline = self._deadline()
+        if self.timer is None or self.timer.when() > deadline:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.loop.time() < self._deadline():
+            self._arm()
+            return
+        if self.closing or self.write_paused:
+            self.abort()  # the client reads no answers: what is held for it goes
+        elif self.body is not None and self.body.waiter is not None:
+            head = self.head or _Head("-", "-", "", {})
+            self._answer(head.method, head.target, Response.text(408, "body too slow"), False)
+            self._wake_body(ConnectionError("the client sent the body too slowly"))
+        elif self.buffer:
+            self._answer("-", "-", Response.text(408, "request header too slow"), False)
         else:
-            self.closing = True
-            self.transport.close()
+            self._close()  # no request came
+
+
+def _busy(why: str) -> Response:
+    return Response.text(503, why, headers=(("Retry-After", str(RETRY_AFTER)),))
 
 
 def _parse(raw: bytes) -> _Head:
@@ -301,9 +460,17 @@ def _length(headers: dict[str, str]) -> int | None:
     value = headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not _LENGTH.fullmatch(value):
         raise _Refusal(400, "invalid Content-Length")
     return int(value)
+
+
+def _path(target: str) -> str:
+    """The path of a request target, ``/p?q`` or ``http://host/p?q`` (by hand: urlsplit
+    raises on a malformed bracketed host such as ``http://[::1;x]/``)."""
+    if "://" in target and (authority := _AUTHORITY.match(target)) is not None:
+        target = target[authority.end() :]
+    return target.split("?", 1)[0]
 
 
 def client_name(address: Any) -> str:

@@ -8,10 +8,19 @@ percent-decoded and must not be empty, ``.``, ``..``, or contain a slash, a
 backslash or a control character (400). A PUT body must parse as an index
 (415 otherwise) and is written atomically; GET re-serializes the index, so
 what leaves the server is always a well-formed index.
+
+A PUT body is never held in memory (``upload``): into a local index
+directory it streams straight into the final file's temp file (created 0600,
+made 0644 once whole and valid, then renamed over the name), checked piece by
+piece as it arrives (``index.Checker``), so a bad upload is refused (415) at
+its first bad byte and a 1 GiB index costs a piece of memory, not 2 GiB. For
+a remote index store it is spooled to a temp file and checked the same way,
+and only a valid index is then read back for the store.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from urllib.parse import unquote
@@ -19,9 +28,11 @@ from urllib.parse import unquote
 from desync_decl.errors import DesyncError, FormatError, IndexMissing
 from desync_decl.formats import index as index_format
 from desync_decl.formats.index import Index
+from desync_decl.fsutil import AtomicFile
+from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.location import IndexStore
+from desync_decl.stores.location import IndexStore, LocalIndexStore
 
 DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -71,16 +82,37 @@ class IndexService:
             return Response.text(411, "an index upload needs a Content-Length")
         if request.length > self.max_size:
             return Response.text(413, f"an index is at most {self.max_size} bytes on this server")
-        data = request.read_body()
+        check = index_format.Checker(name)
         try:
-            index = index_format.decode(data, name)
+            if isinstance(self.store, LocalIndexStore):
+                self._receive_in_place(name, request, check)
+            else:
+                self._receive_and_store(name, request, check)
         except FormatError as e:
             return Response.text(415, f"invalid index: {e}")
-        try:
-            self.store.store_index(name, index)
-        except DesyncError as e:
+        except ConnectionError:
+            raise  # the body did not arrive: nobody to answer
+        except (DesyncError, OSError) as e:
             return failure(self.report, f"PUT {name}: {e}")
         return Response(200)
+
+    def _receive_in_place(self, name: str, request: Request, check: index_format.Checker) -> None:
+        """Into the final file's temp file, renamed over ``name`` once whole and valid."""
+        assert isinstance(self.store, LocalIndexStore) and request.length is not None
+        with AtomicFile(self.store.path / name, mode=0o600) as target:
+            upload.receive(request.body, request.length, target.fd, check.feed)
+            check.finish()
+            os.fchmod(target.fd, 0o644)  # as every index: readable, now that it is complete
+            target.commit()
+
+    def _receive_and_store(self, name: str, request: Request, check: index_format.Checker) -> None:
+        assert request.length is not None
+        with upload.spool(None) as spooled:
+            upload.receive(request.body, request.length, spooled.fileno(), check.feed)
+            check.finish()
+            spooled.seek(0)
+            index = index_format.decode(spooled.read(), name)
+        self.store.store_index(name, index)
 
 
 def index_name(path: str) -> str | None:

@@ -2,9 +2,11 @@
 
 Every address is bound before any is served, and one that cannot be bound
 is an error (desync printed it and exited 0, §11.9). Each listener runs an
-event loop on a thread of its own (``http1.Connection`` speaks HTTP) with a
-thread pool for the requests that may block; so the caller's thread stays
-free: the CLI waits there for signals, a test goes on with its requests.
+event loop on a thread of its own (``http1.Connection`` speaks HTTP) with two
+thread pools for the requests that may block, one for reads and one for
+uploads (``limits``: so that uploads never hold up reads); so the caller's
+thread stays free: the CLI waits there for signals, a test goes on with its
+requests.
 TLS handshakes run on the loop, never blocking other connections.
 ``close()`` stops accepting, cuts open connections and stops the loop.
 """
@@ -21,13 +23,14 @@ from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.server.http1 import AccessLog, Connection, Site
+from desync_decl.server.limits import Limits
 from desync_decl.server.messages import Request, Response
 
-__all__ = ["AccessLog", "Listener", "listen", "parse_address"]
+__all__ = ["AccessLog", "Limits", "Listener", "listen", "parse_address"]
 
 App = Callable[[Request], Response]
 HANDSHAKE_TIMEOUT = 30.0
-WORKERS = 64  # requests answered at once in threads (uploads, remote upstreams)
+READERS = 64  # GETs and HEADs answered at once in threads (remote upstreams, index files)
 _QUIET = (ConnectionResetError, BrokenPipeError, TimeoutError, ssl.SSLError)
 
 
@@ -39,7 +42,8 @@ def parse_address(text: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:
-        number = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
+        numeric = port.isascii() and port.isdigit()  # int() would also take "²" (and fail)
+        number = int(port) if numeric else socket.getservbyname(port, "tcp")
     except OSError:
         raise DesyncError(f"listen address '{text}': unknown port '{port}'") from None
     if not 0 <= number <= 65535:
@@ -62,7 +66,8 @@ class Listener:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
-        self._site.executor.shutdown(wait=False, cancel_futures=True)
+        self._site.reads.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+        self._site.uploads.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
 
     async def _stop(self) -> None:
         self._server.close()
@@ -79,8 +84,9 @@ def listen(
     tls: ssl.SSLContext | None = None,
     log: AccessLog | None = None,
     report: Callable[[str], None] = lambda message: None,
+    limits: Limits | None = None,
 ) -> list[Listener]:
-    """Bind every address, then serve each; all or none."""
+    """Bind every address, then serve each; all or none. ``limits`` bound each listener."""
     sockets: list[socket.socket] = []
     try:
         for address in addresses:
@@ -89,7 +95,7 @@ def listen(
         for s in sockets:
             s.close()
         raise
-    return [_serve(sock, app, tls, log, report) for sock in sockets]
+    return [_serve(sock, app, tls, log, report, limits or Limits()) for sock in sockets]
 
 
 def _serve(
@@ -98,12 +104,15 @@ def _serve(
     tls: ssl.SSLContext | None,
     log: AccessLog | None,
     report: Callable[[str], None],
+    limits: Limits,
 ) -> Listener:
     loop = asyncio.new_event_loop()
     loop.set_exception_handler(lambda loop, context: _report(context, report))
     thread = threading.Thread(target=loop.run_forever, name="listener", daemon=True)
     thread.start()
-    site = Site(app, ThreadPoolExecutor(WORKERS, thread_name_prefix="request"), log, report)
+    reads = ThreadPoolExecutor(READERS, thread_name_prefix="read")
+    uploads = ThreadPoolExecutor(limits.max_uploads, thread_name_prefix="upload")
+    site = Site(app, reads, uploads, log, report, limits)
     start = loop.create_server(
         lambda: Connection(site),
         sock=sock,

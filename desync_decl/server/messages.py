@@ -2,7 +2,8 @@
 
 The services (chunk-server, index-server) decide on these; ``listen`` moves
 them over HTTP. The body is read only when a service asks for it, after it has
-checked the credentials, the path and the announced size.
+checked the credentials, the path and the announced size, and then in pieces
+(``Body.read``), so that no upload has to be held whole in memory.
 """
 
 from __future__ import annotations
@@ -10,17 +11,34 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 OCTETS = "application/octet-stream"
+
+
+class Body(Protocol):
+    def read(self, size: int) -> bytes:
+        """Up to ``size`` more bytes of the body, b"" after its last byte.
+
+        Raises ``ConnectionError`` when the client went away or sent too slowly."""
+        ...
+
+
+class _NoBody:
+    def read(self, size: int) -> bytes:
+        return b""
+
+
+NO_BODY: Body = _NoBody()
 
 
 @dataclass(frozen=True)
 class Request:
     method: str
     path: str  # the target's path as sent, not percent-decoded (so "%2e" is no dot)
-    authorization: str | None
+    authorization: str | None  # the header's bytes as Latin-1 text (each byte one character)
     length: int | None  # the announced body size (Content-Length), None when none was given
-    read_body: Callable[[], bytes]  # exactly ``length`` bytes; OSError if the client goes away
+    body: Body = NO_BODY  # at most ``length`` bytes
 
 
 @dataclass(frozen=True)
@@ -38,11 +56,16 @@ class Response:
 def authorized(request: Request, expected: str | None) -> bool:
     """Whether the request carries the expected ``Authorization`` value (none expected: yes).
 
-    Compared in constant time, so the answer's timing does not leak the value."""
+    Compared as bytes: the header's bytes exactly as sent against the expected
+    value in UTF-8 (what clients send for text beyond Latin-1; a value from the
+    command line that is not UTF-8 keeps its own bytes). Encoding both sides
+    with "replace" made every such character a "?", so ``Bearer ??????``
+    passed where the real token failed. Compared in constant time, so the
+    answer's timing does not leak the value."""
     if expected is None:
         return True
-    given = (request.authorization or "").encode("latin-1", "replace")
-    return hmac.compare_digest(given, expected.encode("latin-1", "replace"))
+    given = (request.authorization or "").encode("latin-1")  # the parser decoded Latin-1
+    return hmac.compare_digest(given, expected.encode("utf-8", "surrogateescape"))
 
 
 METHODS = ("GET", "HEAD", "PUT")

@@ -7,6 +7,13 @@ suffix). A chunk is written as an unnamed file and linked in under its final
 name (or, where the filesystem cannot, written to a temp file and renamed), so
 concurrent writers and crashes never expose a partial chunk; ``flush()``
 makes everything written durable at once.
+
+Chunk files are read and written relative to their prefix directory opened
+with ``O_NOFOLLOW``, and opened themselves with ``O_NOFOLLOW``: a symbolic
+link planted in the store (as a chunk file or as a prefix directory) is never
+followed, so a chunk-server does not serve a file from outside the store nor
+write an upload through a link into another directory (a link in the store's
+own path, set up by whoever configured it, is followed as before).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import itertools
 import os
 import re
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +40,9 @@ TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up
 STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write in progress
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_PATH: the directory is only a place to open files in (cheaper than opening it for reading)
+_DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Why a filesystem or kernel cannot make unnamed files or link them in (no
 # O_TMPFILE support, linkat by fd not allowed): use named temp files instead.
 _CANNOT_LINK_ANONYMOUS = {
@@ -105,28 +116,53 @@ class LocalStore:
         h = id.hex()
         return f"{self._root}/{h[:4]}/{h}{self._formats[compressed].extension}"
 
+    def _prefix_directory(self, prefix: str, create: bool) -> int:
+        """A descriptor of the prefix directory, never opened through a symbolic link
+        (ENOTDIR then); with ``create``, made when it is missing."""
+        path = f"{self._root}/{prefix}"
+        try:
+            return os.open(path, _DIRECTORY_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                raise
+        self._make_prefix_dir(path)
+        return os.open(path, _DIRECTORY_FLAGS)
+
     def get_chunk(self, id: ChunkID) -> Chunk:
-        for compressed, form in self._formats.items():
-            try:
-                data = _read_file(self._file(id, compressed))
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise StoreError(f"cannot read chunk {id.hex()} from {self}: {e.strerror}") from e
-            try:
-                chunk = form.decode(id, data)
-            except DecodeError as e:
-                raise ChunkInvalid(id, str(self), str(e)) from None
-            return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
+        h = id.hex()
+        try:
+            directory = self._prefix_directory(h[:4], create=False)
+        except FileNotFoundError:
+            raise ChunkMissing(id, str(self)) from None
+        except OSError as e:
+            raise StoreError(f"cannot read chunk {h} from {self}: {e.strerror}") from e
+        try:
+            for form in self._formats.values():
+                try:
+                    data = _read_file(h + form.extension, directory)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:  # ELOOP: a symbolic link where the chunk file should be
+                    raise StoreError(f"cannot read chunk {h} from {self}: {e.strerror}") from e
+                try:
+                    chunk = form.decode(id, data)
+                except DecodeError as e:
+                    raise ChunkInvalid(id, str(self), str(e)) from None
+                return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
+        finally:
+            os.close(directory)
         raise ChunkMissing(id, str(self))
 
     def has_chunk(self, id: ChunkID) -> bool:
+        """Whether a chunk file is there: a regular file in a real prefix directory (a
+        symbolic link is none, so a client uploads the chunk and the link is replaced)."""
         prefix = id.hex()[:4]
         if prefix not in self._prefixes:
             # In a new store most chunks land in a new prefix directory: one
             # lookup of the directory answers for both file forms.
             try:
-                os.stat(f"{self._root}/{prefix}")
+                if not stat.S_ISDIR(os.lstat(f"{self._root}/{prefix}").st_mode):
+                    return False
             except FileNotFoundError:
                 return False
             except OSError as e:
@@ -134,8 +170,8 @@ class LocalStore:
             self._prefixes.add(prefix)
         for compressed in self._formats:
             try:
-                os.stat(self._file(id, compressed))
-                return True
+                if stat.S_ISREG(os.lstat(self._file(id, compressed)).st_mode):
+                    return True
             except FileNotFoundError:
                 continue
             except OSError as e:
@@ -143,23 +179,20 @@ class LocalStore:
         return False
 
     def store_chunk(self, chunk: Chunk) -> None:
-        final = self._file(chunk.id, self.format.compressed)
+        h = chunk.id.hex()
+        name = h + self.format.extension
         data = self.format.encode(chunk)
         try:
-            if not (self._anonymous_files and self._link_anonymous(final, data)):
-                self._rename_temp(final, data)
+            directory = self._prefix_directory(h[:4], create=True)
+            try:
+                if not (self._anonymous_files and self._link_anonymous(directory, name, data)):
+                    self._rename_temp(directory, name, data)
+            finally:
+                os.close(directory)
         except OSError as e:
-            raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {e.strerror}") from e
+            raise StoreError(f"cannot write chunk {h} to {self}: {e.strerror}") from e
 
-    def _open_creating_dir(self, path: str, flags: int, directory: str) -> int:
-        """open(), creating the chunk's prefix directory when it is missing."""
-        try:
-            return os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            self._make_prefix_dir(directory)
-            return os.open(path, flags, 0o644)
-
-    def _link_anonymous(self, final: str, data: bytes | memoryview) -> bool:
+    def _link_anonymous(self, directory: int, name: str, data: bytes | memoryview) -> bool:
         """Write an unnamed file (O_TMPFILE) and link it in under its final name.
 
         The chunk appears complete or not at all, a crash leaves no temp file
@@ -168,9 +201,8 @@ class LocalStore:
         system time. False when the filesystem or kernel cannot, or when the
         chunk exists already (the caller then replaces it through a temp file).
         """
-        directory = os.path.dirname(final)
         try:
-            fd = self._open_creating_dir(directory, _ANONYMOUS_FLAGS, directory)
+            fd = os.open(".", _ANONYMOUS_FLAGS, 0o644, dir_fd=directory)
         except OSError as e:
             if e.errno not in _CANNOT_LINK_ANONYMOUS:
                 raise
@@ -179,7 +211,7 @@ class LocalStore:
         try:
             write_all(fd, data)
             start_writeback(fd)  # overlaps disk writes with the run; flush() waits less
-            link_fd(fd, final)
+            link_fd(fd, name, directory)
         except FileExistsError:
             return False
         except OSError as e:
@@ -191,21 +223,20 @@ class LocalStore:
             os.close(fd)
         return True
 
-    def _rename_temp(self, final: str, data: bytes | memoryview) -> None:
-        """Write a named temp file in the chunk's directory and rename it over ``final``."""
-        directory = os.path.dirname(final)
-        temp = f"{directory}/{TEMP_PREFIX}{_TEMP_TAG}-{os.getpid()}-{next(_temp_counter)}"
+    def _rename_temp(self, directory: int, name: str, data: bytes | memoryview) -> None:
+        """Write a named temp file in the chunk's directory and rename it over ``name``."""
+        temp = f"{TEMP_PREFIX}{_TEMP_TAG}-{os.getpid()}-{next(_temp_counter)}"
         try:
-            fd = self._open_creating_dir(temp, _CREATE_FLAGS, directory)
+            fd = os.open(temp, _CREATE_FLAGS, 0o644, dir_fd=directory)
             try:
                 write_all(fd, data)
                 start_writeback(fd)
             finally:
                 os.close(fd)
-            os.replace(temp, final)
+            os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
         except OSError:
             with contextlib.suppress(OSError):
-                os.unlink(temp)
+                os.unlink(temp, dir_fd=directory)
             raise
 
     def stored_size(self, id: ChunkID) -> int | None:
@@ -296,10 +327,10 @@ class LocalStore:
         pass
 
 
-def _read_file(path: str) -> bytes:
+def _read_file(name: str, directory: int) -> bytes:
     """A whole small file, usually in one read() (this runs once per chunk: no
     file object, no fstat; every system call is also a GIL hand-off)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(name, _READ_FLAGS, dir_fd=directory)
     try:
         data = os.read(fd, _READ_HINT)
         if len(data) < _READ_HINT:

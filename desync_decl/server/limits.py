@@ -1,0 +1,109 @@
+"""What one listener bounds, so that no client can make a server hold memory, threads
+or connections without end, and why each bound is where it is.
+
+The servers face networks, and a probe found that pipelining GETs without
+reading the answers grew a chunk-server from 27 MB to 438 MB, that 200
+connections trickling a request head stayed open forever, and that 64 slowly
+sent upload bodies took every worker thread. Each bound here is per listener:
+
+- ``max_buffer`` (128 KiB): request bytes read ahead of the request being
+  answered. Past it the connection stops reading (the kernel's socket buffers
+  and TCP then hold the client back) until answers drain. It holds a request
+  head of the 64 KiB limit (``http1.MAX_HEAD``) whole, so an oversized head is
+  always seen and refused (431), whenever it arrives. One read can add up to
+  asyncio's read size (256 KiB) on top; on the way out a connection holds the
+  answer being written and asyncio's 64 KiB write buffer, and answers no
+  further request until that has drained.
+- ``head_timeout`` (20 s, Apache's ``RequestReadTimeout header=20``): a
+  request head must be complete this long after its first byte arrived (a
+  new connection's first head: after it was accepted). A client trickling a
+  head byte by byte (slowloris) is answered 408 and closed.
+- ``idle_timeout`` (120 s, desync's): a connection with no request under way,
+  or whose client reads no answers, is closed after this long without progress.
+- ``body_timeout`` and ``body_min_rate`` (20 s and 1 KiB/s, after
+  ``RequestReadTimeout body=20,MinRate=500``): while the server waits for body
+  bytes, a pause may last ``body_timeout``, and all waiting together at most
+  ``body_timeout`` plus a second for every ``body_min_rate`` bytes received.
+  A trickled upload loses its connection instead of keeping its thread.
+- ``max_connections`` (512) and ``max_connections_per_client`` (64, by IPv4
+  address or IPv6 /64 network, ``client_key``: whoever has one IPv6 address
+  usually has the 2^64 of its network): more are answered 503 with
+  ``Retry-After`` and closed. One
+  address cannot take every connection; 64 is six times desync's default
+  concurrency of 10, for a few clients behind one NAT address. A TLS
+  connection counts once its handshake is done; a handshake has 30 s
+  (``listen.HANDSHAKE_TIMEOUT``).
+- ``max_uploads`` (32) and ``max_uploads_per_client`` (16): requests other
+  than GET and HEAD (uploads) run in a thread pool of their own of this size,
+  and one more than these is answered 503 with ``Retry-After`` at once,
+  never queued; desync retries a 503. GET and HEAD never wait for an upload:
+  they are answered on the event loop (local stores) or in the readers' pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+MAX_HEAD = 64 * 1024  # request line and headers
+RETRY_AFTER = 5  # seconds a refused client is asked to wait
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_buffer: int = 128 * 1024
+    head_timeout: float = 20.0
+    idle_timeout: float = 120.0
+    body_timeout: float = 20.0
+    body_min_rate: float = 1024.0
+    max_connections: int = 512
+    max_connections_per_client: int = 64
+    max_uploads: int = 32
+    max_uploads_per_client: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_buffer < MAX_HEAD + 4:
+            raise ValueError(f"max_buffer must hold a whole request head ({MAX_HEAD + 4} bytes)")
+
+
+def client_key(host: str) -> str:
+    """Whom a connection counts against: its IPv4 address, or its IPv6 /64 network."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:  # a dual-stack socket's IPv4 client
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
+class Slots:
+    """At most ``total`` holders at once, at most ``per_client`` of them from one client.
+
+    Thread-safe: a slot is taken on the event loop and may be given back by the
+    thread that finished the work."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = total, per_client
+        self._held: Counter[str] = Counter()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> bool:
+        with self._lock:
+            if self._count >= self.total or self._held[client] >= self.per_client:
+                return False
+            self._count += 1
+            self._held[client] += 1
+            return True
+
+    def give_back(self, client: str) -> None:
+        with self._lock:
+            self._count -= 1
+            self._held[client] -= 1
+            if not self._held[client]:
+                del self._held[client]
