@@ -20,7 +20,6 @@ and only a valid index is then read back for the store.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from urllib.parse import unquote
@@ -97,12 +96,12 @@ class IndexService:
         return Response(200)
 
     def _receive_in_place(self, name: str, request: Request, check: index_format.Checker) -> None:
-        """Into the final file's temp file, renamed over ``name`` once whole and valid."""
+        """Into the final file's temp file, renamed over ``name`` once whole and valid
+        (AtomicFile keeps it 0600 until then, and makes it readable as it commits)."""
         assert isinstance(self.store, LocalIndexStore) and request.length is not None
-        with AtomicFile(self.store.path / name, mode=0o600) as target:
+        with AtomicFile(self.store.path / name) as target:
             upload.receive(request.body, request.length, target.fd, check.feed)
             check.finish()
-            os.fchmod(target.fd, 0o644)  # as every index: readable, now that it is complete
             target.commit()
 
     def _receive_and_store(self, name: str, request: Request, check: index_format.Checker) -> None:
