@@ -1,6 +1,8 @@
-"""Security of the servers and transports, as rows: the tests of
-``tests/test_server_security.py`` (and the SSH store's injection tests), one row
-per test function with its parametrized cases as runs.
+"""Security of the servers, transports and root-run ``apply``, as rows: the attack
+tests of the suite (``tests/test_server_security.py``, the SSH store's injection
+tests, and the hostile-client, hostile-store, hostile-manifest, hostile-archive and
+local-attacker tests of issue 12), one row per test function with its
+parametrized cases as runs.
 
 The attacks themselves live in the test suite, where CI runs them on every
 change; this module only runs them and counts, so RELIABILITY.md lists what
@@ -20,7 +22,19 @@ from pathlib import Path
 from reliability.verdicts import report_row
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"test_server_security": "servers and store clients", "test_store_ssh": "ssh store"}
+TARGETS = {
+    "test_server_security": "servers and store clients",
+    "test_store_ssh": "ssh store",
+    "test_server_hostile": "chunk-server, index-server (hostile clients)",
+    "test_store_bounds": "store clients (hostile stores)",
+    "test_location_hostile": "locations (malformed URLs, passwords)",
+    "test_root_safety": "apply as root (local attacker as nobody)",
+    "test_manifest_secrets": "plan/apply/validate (${env:...} values)",
+    "test_manifest_bombs": "manifest loader (YAML aliases)",
+    "test_untar_feature_flags": "untar/mtree as root (feature flags, vs casync)",
+    "test_output_escaping": "terminal output (remote text)",
+    "test_config_secrets": "config (secrets)",
+}
 NOTES = {
     "test_no_encoding_of_a_parent_directory_reaches_a_file_outside_the_store": (
         "each case: 33 request targets x GET, HEAD, PUT, raw on the socket"
@@ -29,6 +43,15 @@ NOTES = {
 }
 TESTS = [
     "tests/test_server_security.py",
+    "tests/test_server_hostile.py",
+    "tests/test_store_bounds.py",
+    "tests/test_location_hostile.py",
+    "tests/test_root_safety.py",
+    "tests/test_manifest_secrets.py",
+    "tests/test_manifest_bombs.py",
+    "tests/test_untar_feature_flags.py",
+    "tests/test_output_escaping.py",
+    "tests/test_config_secrets.py",
     "tests/test_store_ssh.py::test_a_host_or_user_ssh_would_read_as_an_option_is_refused",
     "tests/test_store_ssh.py::test_the_path_reaches_the_far_side_as_one_quoted_word",
     "tests/test_store_ssh.py::test_a_hostile_path_runs_nothing_on_the_far_side",
