@@ -21,7 +21,6 @@ import http.server
 import itertools
 import json
 import ssl
-import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 
 from tests import tls_certs
+from tests.servers_http import serving
 
 _buckets = itertools.count()
 _CREDENTIAL_VARS = (
@@ -230,14 +230,8 @@ def _serving_503(scheme: str, tls: ssl.SSLContext | None = None) -> Iterator[Any
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.requests = 0  # type: ignore[attr-defined]
     server.endpoint = f"{scheme}://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from desync_decl.manifest import ManifestError, load_manifest
+from tests.servers_http import serving
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 SECRET = "s3cr3t|Token-4711"  # '|' is escaped in a Markdown cell: the value must go first
@@ -62,12 +62,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Recorder()) as server:
+        yield server
 
 
 def leaked(text: str, *values: str) -> list[str]:

@@ -16,7 +16,6 @@ import re
 import socketserver
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.hostile_archives import MemNode, archive
+from tests.servers_http import serving
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 FAKE = "All chunks verified OK"
@@ -75,12 +75,8 @@ class _Handler(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def hostile() -> Iterator[HostileStore]:
-    server = HostileStore()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(HostileStore()) as server:
+        yield server
 
 
 @pytest.fixture
