@@ -164,6 +164,77 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = 0o600) -> int:
     return os.open(name, flags | os.O_CLOEXEC, mode, dir_fd=dir_fd)
 
 
+MAX_SYMLINKS = 40  # followed while walking one path, as the kernel's ELOOP bound
+
+
+def open_directory(path: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> int:
+    """An fd of the directory ``path``, walked from ``/`` one component at a time so
+    that no symlink in a directory others can write is followed (``_only_ours``:
+    whoever made a symlink there could as well have written what it points to, so
+    ``/lib -> usr/lib`` and ``/dev/disk/by-id/...`` still work). Missing components
+    are made with ``mode`` when ``create``. Raises ``OSError`` (``ELOOP`` naming the
+    symlink refused); ``..`` is taken textually, as ``os.path.abspath`` does.
+
+    Opening ``os.path.dirname`` of a target by path would follow a symlink that a
+    local user planted as one of its directories (``/shared/sub -> /root-only``),
+    and every write below it would land where root alone may write."""
+    parts = [p for p in os.path.abspath(path).split("/") if p]
+    stack = [os.open("/", O_DIR)]
+    followed = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            try:
+                fd = _open_component(stack[-1], name, create, mode)
+            except _SymlinkSeen as link:
+                followed += 1
+                if followed > MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks", str(path)) from None
+                target = link.target.split("/")
+                if link.target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                parts[:0] = [p for p in target if p and p != "."]
+                continue
+            if fd is None:  # ".."
+                if len(stack) > 1:
+                    os.close(stack.pop())
+                continue
+            stack.append(fd)
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+class _SymlinkSeen(Exception):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+
+def _open_component(dir_fd: int, name: str, create: bool, mode: int) -> int | None:
+    """``name`` in ``dir_fd`` opened as a directory without following a symlink
+    (``_SymlinkSeen`` for one that may be followed); None for ``..``."""
+    if name == ".":
+        return os.dup(dir_fd)
+    if name == "..":
+        return None
+    try:
+        return os.open(name, O_DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        return os.open(name, O_DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR) or not _is_symlink(name, dir_fd):
+            raise
+        if not _only_ours(os.fstat(dir_fd)):
+            raise OSError(errno.ELOOP, "a symlink in a directory others can write", name) from None
+        raise _SymlinkSeen(os.readlink(name, dir_fd=dir_fd)) from None
+
+
 def open_private_dir(path: Path, *, create: bool, parent_fd: int | None = None) -> int | None:
     """An fd of the directory ``path`` (opened as ``path.name`` in ``parent_fd`` when
     given), made 0700 when missing and ``create``; None when missing otherwise.
