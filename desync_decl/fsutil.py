@@ -370,3 +370,20 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
             return False
         raise OSError(err, os.strerror(err))
     return True
+
+
+def open_parent(path: str | os.PathLike, *, create: bool = False, mode: int = 0o777) -> int:
+    """``open_directory`` of ``path``'s directory (``mode`` less the umask for those
+    made when ``create``); an ``ELOOP`` refusal names the symlink by its whole path
+    as written in ``path`` (where it can be told), for a message that says which."""
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        return open_directory(parent, create=create, mode=mode)
+    except OSError as e:
+        if e.errno != errno.ELOOP or not e.filename:
+            raise
+        parts = parent.split("/")
+        named = e.filename
+        if named in parts:
+            named = "/".join(parts[: parts.index(named) + 1])
+        raise OSError(e.errno, e.strerror, named) from None

@@ -7,8 +7,10 @@ target and renamed at the end: a failed or killed extraction leaves the old
 target untouched. With ``in_place`` the target is written directly and data
 already in place is kept; a rerun after an interruption converges. A file this
 makes is readable by its owner only until its data is complete, and gets its
-attributes on its fd (``settle``), never by a path someone could swap; a symlink
-planted at the target is not followed (``fsutil.open_in``).
+attributes on its fd (``settle``), never by a path someone could swap; the
+target's directory is opened walking from ``/`` (``fsutil.open_directory``) and the
+target relative to it: a symlink planted at the target, or as one of its
+directories, where others can write is not followed (``fsutil.open_in``).
 
 A seed that turns out not to hold what its index says fails the extraction,
 or (as the user chose) is dropped or re-indexed, and the plan is made again.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +34,7 @@ from desync_decl.assemble.seeds import Seed
 from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import O_DIR, AtomicFile, current_umask, open_in
+from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
@@ -88,18 +91,20 @@ def extract(
     progress: Progress = NO_PROGRESS,
     mode: int = 0o644,
     settle: Callable[[int], None] | None = None,
+    dir_fd: int | None = None,
 ) -> ExtractResult:
     """Rebuild ``index``'s blob at ``path``.
 
     A file this creates gets ``mode`` less the umask once complete, or instead
     whatever ``settle(fd)`` sets then (owner, mode, xattrs), before it is renamed
-    into place; in place, ``settle`` is called before the final fsync.
+    into place; in place, ``settle`` is called before the final fsync. ``dir_fd``:
+    the target's directory, already open (else opened here).
     """
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
     seeds = list(seeds)
     problems: list[str] = []
-    with _open_target(target, index, in_place, mode) as out:
+    with _open_target(target, dir_fd, index, in_place, mode) as out:
         for attempt in range(1, len(seeds) + 2):
             plan = _plan(index, seeds, out, concurrency, progress)
             try:
@@ -109,7 +114,7 @@ def extract(
                     plan,
                     out.fd,
                     store,
-                    target_dir=target.parent,
+                    target_dir=f"/proc/self/fd/{out.dir_fd}",  # that directory, not a path to it
                     blank=out.blank,
                     workers=concurrency,
                     progress=progress,
@@ -142,26 +147,43 @@ def plan_extract(
     in_place: bool = False,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    target_fd: int | None = None,
 ) -> AssemblyPlan:
-    """The plan ``extract`` would carry out now; writes nothing (``--dry-run``)."""
+    """The plan ``extract`` would carry out now; writes nothing (``--dry-run``).
+    In place, the target is read from ``target_fd`` when given (the file the caller
+    looked at), else opened as ``extract`` would."""
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
     in_place_map = None
-    if in_place:
-        with contextlib.suppress(FileNotFoundError), open(target, "rb") as f:
-            size = _existing_size(f.fileno())
-            in_place_map = _in_place_map(index, f.fileno(), size, concurrency, progress)
+    if in_place and target_fd is not None:
+        size = _existing_size(target_fd)
+        in_place_map = _in_place_map(index, target_fd, size, concurrency, progress)
+    elif in_place:
+        fd = _open_existing(target)
+        if fd is not None:
+            try:
+                in_place_map = _in_place_map(index, fd, _existing_size(fd), concurrency, progress)
+            finally:
+                os.close(fd)
     return plan_assembly(index, seeds, in_place=in_place_map)
 
 
 class _Target:
     """The file being written: a temp file renamed at the end, or the target itself
-    (``made``: the mode for a file made here, still private)."""
+    (``made``: the mode for a file made here, still private), in the directory
+    ``dir_fd``."""
 
     def __init__(
-        self, fd: int, blank: bool, size: int, atomic: AtomicFile | None, made: int | None = None
+        self,
+        fd: int,
+        dir_fd: int,
+        blank: bool,
+        size: int,
+        atomic: AtomicFile | None,
+        made: int | None = None,
     ) -> None:
-        self.fd, self.blank, self.size, self.atomic, self.made = fd, blank, size, atomic, made
+        self.fd, self.dir_fd, self.blank, self.size = fd, dir_fd, blank, size
+        self.atomic, self.made = atomic, made
 
     def written(self, length: int) -> None:
         """A failed attempt wrote some of it: no longer blank, holds data up to ``length``."""
@@ -179,41 +201,81 @@ class _Target:
 
 
 @contextlib.contextmanager
-def _open_target(target: Path, index: Index, in_place: bool, mode: int) -> Iterator[_Target]:
-    if target.is_dir():
-        raise DesyncError(f"cannot extract to {target}: is a directory")
-    if not in_place and target.is_block_device():
-        raise DesyncError(f"{target} is a block device: extract into it with --in-place")
-    try:
-        if in_place:
-            fd, made = _open_in_place(target, mode)
-            try:
+def _open_target(
+    target: Path, dir_fd: int | None, index: Index, in_place: bool, mode: int
+) -> Iterator[_Target]:
+    """The file to write, in the directory ``dir_fd`` (else the target's directory,
+    opened here)."""
+    with contextlib.ExitStack() as opened:
+        if dir_fd is None:
+            dir_fd = _open_directory(target)
+            opened.callback(os.close, dir_fd)
+        kind = _kind(dir_fd, target.name)
+        if stat.S_ISDIR(kind):
+            raise DesyncError(f"cannot extract to {target}: is a directory")
+        if not in_place and stat.S_ISBLK(kind):
+            raise DesyncError(f"{target} is a block device: extract into it with --in-place")
+        try:
+            if in_place:
+                fd, made = _open_in_place(dir_fd, target.name, mode)
+                opened.callback(os.close, fd)
                 size = _existing_size(fd)
                 _set_length(fd, target, index.length)
-                yield _Target(fd, size == 0, size, None, made)
-            finally:
-                os.close(fd)
-            return
-        with AtomicFile(target, mode) as atomic:
-            os.ftruncate(atomic.fd, index.length)
-            yield _Target(atomic.fd, True, 0, atomic)
-    except OSError as e:
-        raise DesyncError(f"cannot write {target}: {e.strerror}") from None
+                yield _Target(fd, dir_fd, size == 0, size, None, made)
+                return
+            with AtomicFile(target, mode, dir_fd=dir_fd) as atomic:
+                os.ftruncate(atomic.fd, index.length)
+                yield _Target(atomic.fd, dir_fd, True, 0, atomic)
+        except OSError as e:
+            raise DesyncError(f"cannot write {target}: {e.strerror}") from None
 
 
-def _open_in_place(target: Path, mode: int) -> tuple[int, int | None]:
-    """The target opened to write in place, and the mode to give it if made here
-    (it is made with its owner's bits only, until complete)."""
-    dir_fd = os.open(target.parent, O_DIR)
+def _open_directory(target: Path) -> int:
+    """The target's directory (``fsutil.open_parent``); a one-line error naming a
+    symlink refused on the way."""
     try:
-        try:
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target.name, flags, mode & 0o600, dir_fd=dir_fd)
-        except FileExistsError:
-            return open_in(dir_fd, target.name, os.O_RDWR), None
-        return fd, mode & ~current_umask()
+        return open_parent(target)
+    except OSError as e:
+        why = f"{e.filename} is {e.strerror}" if e.errno == errno.ELOOP else e.strerror
+        raise DesyncError(f"cannot write {target}: {why}") from None
+
+
+def _open_existing(target: Path) -> int | None:
+    """The target opened to read as ``extract`` would open it (None when absent)."""
+    try:
+        dir_fd = open_parent(target)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DesyncError(f"cannot read {target}: {e.strerror}") from None
+    try:
+        return open_in(dir_fd, target.name, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DesyncError(f"cannot read {target}: {e.strerror}") from None
     finally:
         os.close(dir_fd)
+
+
+def _kind(dir_fd: int, name: str) -> int:
+    """The file type of ``name`` in ``dir_fd`` (0 when absent), for messages only:
+    what is opened is checked again when it is."""
+    try:
+        return stat.S_IFMT(os.stat(name, dir_fd=dir_fd).st_mode)
+    except OSError:
+        return 0
+
+
+def _open_in_place(dir_fd: int, name: str, mode: int) -> tuple[int, int | None]:
+    """The target ``name`` in ``dir_fd`` opened to write in place, and the mode to
+    give it if made here (it is made with its owner's bits only, until complete)."""
+    try:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(name, flags, mode & 0o600, dir_fd=dir_fd)
+    except FileExistsError:
+        return open_in(dir_fd, name, os.O_RDWR), None
+    return fd, mode & ~current_umask()
 
 
 def _existing_size(fd: int) -> int:

@@ -5,15 +5,24 @@ As Ansible's file modules: an attribute left out of the task is left alone;
 file as ``<path>.<timestamp>~`` before it is replaced.
 
 The target's directory may be writable by someone else, who can swap the target
-for a symlink at any moment: attributes are set on an open fd (of the new file
+for a symlink at any moment, or plant a symlink as one of its directories: the
+directory is opened walking from ``/`` (``fsutil.open_directory``) and everything
+is done relative to its fd; attributes are set on an open fd (of the new file
 before it gets its name, or of the target opened without following a symlink
 and found to be the file that was planned on), and backups are made relative to
 the directory's fd with names that never existed, never through a symlink.
+
+Owner and mode are only ever set on a file of ours: a file someone else owns
+(or one of ours linked elsewhere, when it is to be set-id) is replaced by a new
+file instead (``replace_reason``). Its owner may hold it open, mapped shared
+and writable: chowned and chmodded in place it would be root's set-uid program
+with content its owner still writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
@@ -25,7 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desync_decl.errors import DesyncError, file_error
-from desync_decl.fsutil import O_DIR, current_umask, open_in, send_file
+from desync_decl.fsutil import current_umask, open_in, open_parent, send_file
+
+_SET_ID = stat.S_ISUID | stat.S_ISGID
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,18 @@ class Wanted:
             mode = kept_mode(old) if old is not None else 0o644 & ~current_umask()
         return Wanted(mode, self.uid, self.gid)
 
+    def sets_any(self) -> bool:
+        return (self.mode, self.uid, self.gid) != (None, None, None)
+
     def set(self, fd: int, path: Path) -> None:
-        """Set them on the open file ``fd`` (named ``path`` in messages)."""
+        """Set them on the open file ``fd`` (named ``path`` in messages); refused on a
+        file that ``replace_reason`` says must be replaced instead (it changed into
+        one since it was planned on)."""
+        if not self.sets_any():
+            return
+        why = _not_adoptable(os.fstat(fd), self)
+        if why is not None:
+            raise DesyncError(f"refusing to set the attributes of {path}: it is {why}")
         try:
             if self.uid is not None or self.gid is not None:
                 os.fchown(
@@ -73,6 +94,27 @@ class Wanted:
                 os.fchmod(fd, self.mode)
         except OSError as e:
             raise DesyncError(f"cannot set the attributes of {path}: {e.strerror}") from None
+
+
+def replace_reason(st: os.stat_result | None, wanted: Wanted, in_place: bool) -> str | None:
+    """Why the regular file ``st`` must be replaced by a new file of ours rather than
+    get ``wanted`` set on it (None when it may): its owner or mode must change (in
+    place: the task sets any of them) and it is not ours, or it is linked elsewhere
+    and is to be set-id (the other name would keep a set-id program we no longer
+    update)."""
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None
+    if not (wanted.changes(st) or (in_place and wanted.sets_any())):
+        return None
+    return _not_adoptable(st, wanted)
+
+
+def _not_adoptable(st: os.stat_result, wanted: Wanted) -> str | None:
+    if st.st_uid != os.geteuid():
+        return f"owned by {_user(st.st_uid)}, not by us"
+    if wanted.mode is not None and wanted.mode & _SET_ID and st.st_nlink > 1:
+        return f"linked elsewhere ({st.st_nlink} links) and to be set-id"
+    return None
 
 
 def kept_mode(old: os.stat_result) -> int:
@@ -90,17 +132,70 @@ _O_LOOK = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY  # a FIFO or a tty planted t
 
 
 @contextlib.contextmanager
-def directory_of(path: Path) -> Iterator[int]:
-    """An fd of ``path``'s directory: everything about the target is done relative to
-    it, so a directory renamed or swapped meanwhile changes nothing."""
+def directory_of(path: Path, *, create: bool = False) -> Iterator[int]:
+    """An fd of ``path``'s directory (its missing directories made when ``create``),
+    walked from ``/`` without following a symlink planted where others can write:
+    everything about the target is done relative to it, so a directory renamed or
+    swapped meanwhile changes nothing."""
     try:
-        fd = os.open(path.parent, O_DIR)
-    except OSError as e:
+        fd = _open_directory(path, create=create)
+    except FileNotFoundError as e:
         raise file_error(path.parent, e) from None
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def directory_if_any(path: Path) -> Iterator[int | None]:
+    """``directory_of``, or None when a directory of ``path`` does not exist yet."""
+    try:
+        fd = _open_directory(path, create=False)
+    except FileNotFoundError:
+        fd = None
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _open_directory(path: Path, *, create: bool) -> int:
+    """``fsutil.open_parent`` of ``path``; a one-line error naming a symlink refused
+    on the way (FileNotFoundError as it is)."""
+    try:
+        return open_parent(path, create=create)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if e.errno == errno.ELOOP and e.filename:
+            raise DesyncError(f"refusing {path}: {e.filename} is {e.strerror}") from None
+        raise file_error(path.parent, e) from None
+
+
+@contextlib.contextmanager
+def looked_at(dir_fd: int | None, path: Path) -> Iterator[tuple[int | None, os.stat_result | None]]:
+    """The target ``path`` (its name in ``dir_fd``) opened to read (``open_in``: a symlink only
+    where we alone write) and its status; (None, its lstat) for a symlink that is
+    not followed, (None, None) when it is absent."""
+    fd = None
+    st = None
+    if dir_fd is not None:
+        try:
+            fd = open_in(dir_fd, path.name, _O_LOOK)
+            st = os.fstat(fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise file_error(path, e, "stat") from None
+            st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+    try:
+        yield fd, st
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -89,13 +89,24 @@ class StateStore:
 
     # --- files an extract wrote --------------------------------------------------
 
-    def file_record(self, path: Path) -> FileRecord | None:
-        if self.xattrs:
-            with contextlib.suppress(OSError, ValueError), _open_file(path) as fd:
-                if os.fstat(fd).st_uid == os.geteuid():
-                    record = _file_record(json.loads(os.getxattr(fd, XATTR)))
-                    if record is not None:
-                        return record
+    def file_record(self, path: Path, fd: int | None = None) -> FileRecord | None:
+        """The record of the file ``path`` (its xattr, else the folder's record for
+        that path); ``fd``: the file open under that name, else opened without
+        following a symlink."""
+        if fd is None:
+            try:
+                with _open_file(path) as opened:
+                    return self.file_record(path, opened)
+            except OSError:
+                return self._folder_file_record(path)
+        if self.xattrs and os.fstat(fd).st_uid == os.geteuid():
+            with contextlib.suppress(OSError, ValueError):
+                record = _file_record(json.loads(os.getxattr(fd, XATTR)))
+                if record is not None:
+                    return record
+        return self._folder_file_record(path)
+
+    def _folder_file_record(self, path: Path) -> FileRecord | None:
         raw = self.get(_file_key(path))
         return _file_record(raw) if raw is not None else None
 

@@ -7,9 +7,12 @@ When content must change, the travel numbers are the assembler's own plan
 (``plan_extract``) with the task's seeds, and the chunks it fetches are
 attributed to the store, cache or group member that would serve each one.
 Missing parent directories of the target are created. The target's directory
-may be one others can write: the new file gets its owner, mode and record on its
-fd before it is renamed into place, and the old one is looked at (its mode, a
-backup) only opened without following a symlink (``files``).
+may be one others can write, or lie below one: it is opened walking from ``/``
+without following a symlink planted there, and everything is done relative to its
+fd; the new file gets its owner, mode and record on its fd before it is renamed
+into place, and the old one is looked at (its mode, a backup, its content) only
+opened without following a symlink (``files``). A file someone else owns never
+gets our owner or mode set on it: it is replaced by a new file (``files.replace_reason``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import ClassVar
 
 from desync_decl.assemble.plan import AssemblyPlan, Source
 from desync_decl.assemble.seeds import Seed
-from desync_decl.errors import DesyncError, file_error
+from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.manifest import ExtractAction, Task
 from desync_decl.ops.extract import extract, plan_extract
@@ -53,6 +56,7 @@ class _Seen:
     index: Index
     st: os.stat_result | None  # the target now; None if absent
     content: str  # "absent", "recorded", "converged", "outdated" or "differs"
+    replace: str | None  # why the file must be replaced by a new one, not changed
     in_place: int  # chunks already right (when hashed)
     holds: str | None  # "outdated": the digest of the index the file was extracted from
     wanted: files.Wanted
@@ -84,46 +88,75 @@ class ExtractKind:
         if a.pin is not None and digest != a.pin:
             raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
         wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
-        st = _stat(a.path)
-        content, in_place, plan, holds = self._content(a, ctx, index, digest, st)
-        fields: dict[str, object] = {"index": digest, "target": _target_fields(st)}
-        seeds: list[Seed] = []
-        notes: list[str] = []
-        if content in ("absent", "differs", "outdated"):
-            seeds, seed_facts, notes = open_task_seeds(ctx, a.seeds, index)
-            fields["seeds"] = seed_facts
-            if plan is None or seeds:  # the plan without seeds was only the in-place check
-                plan = plan_extract(
-                    index, a.path, seeds=seeds, in_place=a.in_place, concurrency=ctx.concurrency
-                )
-        seen = _Seen(index, st, content, in_place, holds, wanted, tuple(seeds), plan, tuple(notes))
+        with (
+            files.directory_if_any(a.path) as dir_fd,
+            files.looked_at(dir_fd, a.path) as (fd, st),
+        ):
+            replace = files.replace_reason(st, wanted, a.in_place)
+            in_place = a.in_place and replace is None and fd is not None
+            content, right, plan, holds = self._content(a, ctx, index, digest, st, fd, in_place)
+            if replace is not None and content in ("recorded", "converged"):
+                content = "replaced"
+            fields: dict[str, object] = {"index": digest, "target": _target_fields(st)}
+            seeds: list[Seed] = []
+            notes: list[str] = []
+            if content in ("absent", "differs", "outdated", "replaced"):
+                seeds, seed_facts, notes = open_task_seeds(ctx, a.seeds, index)
+                fields["seeds"] = seed_facts
+                if plan is None or seeds:  # the plan without seeds was only the in-place check
+                    plan = plan_extract(
+                        index,
+                        a.path,
+                        seeds=seeds,
+                        in_place=in_place,
+                        concurrency=ctx.concurrency,
+                        target_fd=fd,
+                    )
+        seen = _Seen(
+            index, st, content, replace, right, holds, wanted, tuple(seeds), plan, tuple(notes)
+        )
         return Facts(fields, seen)
 
     def _content(
-        self, a: ExtractAction, ctx: Context, index: Index, digest: str, st: os.stat_result | None
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        index: Index,
+        digest: str,
+        st: os.stat_result | None,
+        fd: int | None,
+        in_place: bool,
     ) -> tuple[str, int, AssemblyPlan | None, str | None]:
-        """What the target holds: absent, recorded or outdated (fast path: as we left
-        it, from this index or another), converged or differs (read and hashed)."""
+        """What the target (``st``, open as ``fd`` unless a symlink not followed)
+        holds: absent, recorded or outdated (fast path: as we left it, from this index
+        or another), converged or differs (read and hashed)."""
         if st is None:
             return "absent", 0, None, None
         if stat.S_ISDIR(st.st_mode):
             raise DesyncError(f"cannot extract to {a.path}: is a directory")
+        if fd is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+            return "differs", 0, None, None  # nothing to read there
         if not ctx.verify and stat.S_ISREG(st.st_mode):
-            record = ctx.state.file_record(a.path)
+            record = ctx.state.file_record(a.path, fd)
             if record is not None and record.unchanged(st):
                 if record.index_digest == digest:
                     return "recorded", len(index), None, None
-                if not a.in_place:  # it holds another index's content: no need to read it
+                if not in_place:  # it holds another index's content: no need to read it
                     return "outdated", 0, None, record.index_digest
         # hash the target against the index; with in_place this is the real plan too
         check = plan_extract(
-            index, a.path, in_place=True, concurrency=ctx.concurrency, progress=ctx.progress
+            index,
+            a.path,
+            in_place=True,
+            concurrency=ctx.concurrency,
+            progress=ctx.progress,
+            target_fd=fd,
         )
-        in_place = check.by_source()[Source.IN_PLACE].chunks
+        right = check.by_source()[Source.IN_PLACE].chunks
         size_ok = st.st_size == index.length or stat.S_ISBLK(st.st_mode)
-        if in_place == len(index) and size_ok:
-            return "converged", in_place, None, None
-        return "differs", in_place, check if a.in_place else None, None
+        if right == len(index) and size_ok:
+            return "converged", right, None, None
+        return "differs", right, check if in_place else None, None
 
     def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
         a: ExtractAction = task.action  # type: ignore[assignment]
@@ -145,6 +178,10 @@ class ExtractKind:
             )
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
+        elif seen.content == "replaced":
+            wants = ", ".join(f"{k} {now} -> {want}" for k, now, want in changes)
+            verb, reason = Verb.UPDATE, f"{wants or 'attributes set'} on a file {seen.replace}"
+            reason += ": a new file replaces it"
         elif seen.content == "outdated":
             verb, reason = Verb.UPDATE, f"a new index (the file holds {seen.holds})"
         else:
@@ -216,7 +253,7 @@ class ExtractKind:
         ):
             if fd is None:
                 raise DesyncError(f"{a.path} changed since it was looked at; run again")
-            seen.wanted.set(fd, a.path)
+            seen.wanted.set(fd, a.path)  # refused if no longer ours: run again
             if _is_file(seen.st):
                 ctx.state.put_file_record(a.path, digest, fd)
 
@@ -224,50 +261,39 @@ class ExtractKind:
         self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str, progress: Progress
     ) -> dict[str, object]:
         stats: dict[str, object] = {}
-        try:
-            a.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DesyncError(f"cannot create {a.path.parent}: {e.strerror}") from None
-        with files.directory_of(a.path) as dir_fd:
+        in_place = a.in_place and seen.replace is None
+        with files.directory_of(a.path, create=True) as dir_fd:
             if a.backup and _is_file(seen.st):
-                stats["backup"] = str(files.backup(dir_fd, a.path, copy=a.in_place))
+                stats["backup"] = str(files.backup(dir_fd, a.path, copy=in_place))
             wanted = seen.wanted
-            if not a.in_place:
+            if not in_place:
                 with files.planned(dir_fd, a.path.name, seen.st) as fd:
                     wanted = wanted.for_new_file(None if fd is None else os.fstat(fd))
             elif seen.st is None:  # made here: as a new file
                 wanted = wanted.for_new_file(None)
-        marked: list[FileRecord | None] = []
+            marked: list[FileRecord | None] = []
 
-        def settle(fd: int) -> None:
-            """The complete file's owner, mode and record, before it gets its name."""
-            wanted.set(fd, a.path)
-            marked.append(ctx.state.mark_file(fd, digest))
+            def settle(fd: int) -> None:
+                """The complete file's owner, mode and record, before it gets its name."""
+                wanted.set(fd, a.path)
+                marked.append(ctx.state.mark_file(fd, digest))
 
-        result = extract(
-            seen.index,
-            a.path,
-            ctx.resolver.route(a.stores, seen.index.digest),
-            seeds=seen.seeds,
-            in_place=a.in_place,
-            concurrency=ctx.concurrency,
-            progress=progress,
-            mode=0o600 if wanted.mode is None else wanted.mode,
-            settle=settle,
-        )
+            result = extract(
+                seen.index,
+                a.path,
+                ctx.resolver.route(a.stores, seen.index.digest),
+                seeds=seen.seeds,
+                in_place=in_place,
+                concurrency=ctx.concurrency,
+                progress=progress,
+                mode=0o600 if wanted.mode is None else wanted.mode,
+                settle=settle,
+                dir_fd=dir_fd,
+            )
         if _is_file(result.written):
             ctx.state.name_file(a.path, result.written, digest, marked[-1])
         stats.update((k, v) for k, v in result.stats().items() if k != "plan")
         return stats
-
-
-def _stat(path: os.PathLike[str]) -> os.stat_result | None:
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise file_error(path, e, "stat") from None
 
 
 def _is_file(st: os.stat_result | None) -> bool:
