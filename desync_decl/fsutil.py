@@ -387,3 +387,11 @@ def open_parent(path: str | os.PathLike, *, create: bool = False, mode: int = 0o
         if named in parts:
             named = "/".join(parts[: parts.index(named) + 1])
         raise OSError(e.errno, e.strerror, named) from None
+
+
+def reason(error: OSError) -> str:
+    """Why an ``open_parent`` (or ``open_in``) failed, for a one-line message: the
+    symlink refused by name, else the system's words."""
+    if error.errno == errno.ELOOP and error.filename and error.strerror != "too many symlinks":
+        return f"{error.filename} is {error.strerror}"
+    return str(error.strerror or error)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.config import Config
 from desync_decl.errors import DesyncError, UsageError
-from desync_decl.fsutil import write_atomic
+from desync_decl.fsutil import open_parent, reason, write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
 from desync_decl.manifest.sensitive import Redactor
 from desync_decl.progress import NO_PROGRESS
@@ -170,10 +171,7 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
             ctx.resolver.close()
     doc = report.plan_json(plan)
     if args.out:
-        try:  # 0600: a plan tells what a machine holds and where its stores are
-            write_atomic(args.out, (json.dumps(doc, indent=2) + "\n").encode(), 0o600)
-        except OSError as e:
-            raise DesyncError(f"cannot write {args.out}: {e.strerror}") from None
+        _save_plan(Path(args.out), doc)
     if args.json:
         console.json(doc)
     elif args.markdown:
@@ -184,6 +182,21 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
     if plan.errors:
         return 1
     return 2 if args.detailed_exitcode and plan.changes else 0
+
+
+def _save_plan(out: Path, doc: dict) -> None:
+    """Write the plan to ``out`` (0600: a plan tells what a machine holds and where its
+    stores are), in its directory opened without following a symlink planted where
+    others can write (``fsutil.open_parent``)."""
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    try:
+        dir_fd = open_parent(out)
+        try:
+            write_atomic(out, data, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise DesyncError(f"cannot write {out}: {reason(e)}") from None
 
 
 def run_apply(args: argparse.Namespace, console: Console) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import errno
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ from desync_decl.assemble.seeds import Seed
 from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent
+from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, reason
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
@@ -236,8 +235,7 @@ def _open_directory(target: Path) -> int:
     try:
         return open_parent(target)
     except OSError as e:
-        why = f"{e.filename} is {e.strerror}" if e.errno == errno.ELOOP else e.strerror
-        raise DesyncError(f"cannot write {target}: {why}") from None
+        raise DesyncError(f"cannot write {target}: {reason(e)}") from None
 
 
 def _open_existing(target: Path) -> int | None:
