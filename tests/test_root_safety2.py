@@ -40,8 +40,10 @@ REFUSED = "is a symlink in a directory others can write"
 
 
 def identity(path: Path) -> tuple:
+    """What root must not change: inode, owner, mode, content (a directory's: names)."""
     st = path.stat()
-    return (st.st_ino, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), path.read_bytes())
+    held = path.read_bytes() if path.is_file() else sorted(os.listdir(path))
+    return (st.st_ino, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), held)
 
 
 # --- H1: a symlink as a directory of the target --------------------------------------------
@@ -88,8 +90,8 @@ def test_a_symlink_planted_as_a_directory_of_the_target_is_refused(
     before = {p.name: identity(p) for p in rootonly.iterdir()}
     target = shared / "sub" / name
     (r,) = apply(install(tmp_path, target, extra=extra), tmp_path / "state")
-    assert (r.status.value, r.msg) == ("failed", f"refusing {target}: {shared / 'sub'} {REFUSED}")
     assert {p.name: identity(p) for p in rootonly.iterdir()} == before
+    assert (r.status.value, r.msg) == ("failed", f"refusing {target}: {shared / 'sub'} {REFUSED}")
 
 
 def test_plan_out_and_extract_refuse_a_symlinked_directory(
@@ -161,7 +163,6 @@ def test_a_mapped_file_of_the_attacker_never_becomes_roots_set_uid_program(
         extra = f', owner: root, mode: "4755", in_place: {str(in_place).lower()}'
         (r,) = apply(install(tmp_path, tool, extra=extra), tmp_path / "state")
         assert r.status.value == "changed", r.msg
-        assert "a new file replaces it" in r.msg
         mapper.stdin.write("\n")
         mapper.stdin.flush()
         assert mapper.stdout.readline() == "written\n"
@@ -169,8 +170,9 @@ def test_a_mapped_file_of_the_attacker_never_becomes_roots_set_uid_program(
         mapper.kill()
         mapper.wait()
     st = tool.stat()
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o4755)
     assert st.st_ino != mapped and tool.read_bytes() == published[1]
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o4755)
+    assert "a new file replaces it" in r.msg
 
 
 @pytest.mark.parametrize(
