@@ -94,13 +94,8 @@ def test_a_symlink_planted_as_a_directory_of_the_target_is_refused(
     assert (r.status.value, r.msg) == ("failed", f"refusing {target}: {shared / 'sub'} {REFUSED}")
 
 
-def test_plan_out_and_extract_refuse_a_symlinked_directory(
-    tmp_path,
-    shared,  # noqa: F811 - the fixture
-    rootonly,
-    published,  # noqa: F811 - the fixture
-    cli,
-):
+@pytest.mark.usefixtures("published")
+def test_plan_out_and_extract_refuse_a_symlinked_directory(tmp_path, shared, rootonly, cli):  # noqa: F811
     before = {p.name: identity(p) for p in rootonly.iterdir()}
     m = install(tmp_path, tmp_path / "out" / "app.img")
     out = shared / "sub" / "plan.json"
@@ -199,6 +194,23 @@ def test_the_attackers_mode_bits_never_survive_on_a_file_given_to_root(
     st = target.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode & 0o755)
     assert st.st_ino != planted and target.read_bytes() == published[1]
+
+
+def test_in_place_for_another_owner_converges_once(
+    tmp_path,
+    shared,  # noqa: F811 - the fixture
+    published,  # noqa: F811 - the fixture
+):
+    """A file that is to be someone else's is replaced rather than written in place
+    while it differs; once it holds the content with its attributes, it is left alone."""
+    target = shared / "app.img"
+    attackers(target, published[0], 0o644)
+    m = install(tmp_path, target, extra=', owner: nobody, mode: "0640", in_place: true')
+    assert [r.status.value for r in apply(m, tmp_path / "state")] == ["changed"]
+    st = target.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o640)
+    assert [r.status.value for r in apply(m, tmp_path / "state")] == ["ok"]
+    assert target.stat().st_ino == st.st_ino and target.read_bytes() == published[1]
 
 
 def test_a_file_linked_elsewhere_is_not_made_set_id_in_place(tmp_path, published):  # noqa: F811

@@ -141,10 +141,8 @@ def directory_of(path: Path, *, create: bool = False) -> Iterator[int]:
         fd = _open_directory(path, create=create)
     except FileNotFoundError as e:
         raise file_error(path.parent, e) from None
-    try:
+    with _closing(fd):
         yield fd
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -154,8 +152,15 @@ def directory_if_any(path: Path) -> Iterator[int | None]:
         fd = _open_directory(path, create=False)
     except FileNotFoundError:
         fd = None
-    try:
+    with _closing(fd):
         yield fd
+
+
+@contextlib.contextmanager
+def _closing(fd: int | None) -> Iterator[None]:
+    """Close ``fd`` (if any) on leaving."""
+    try:
+        yield
     finally:
         if fd is not None:
             os.close(fd)
@@ -176,9 +181,9 @@ def _open_directory(path: Path, *, create: bool) -> int:
 
 @contextlib.contextmanager
 def looked_at(dir_fd: int | None, path: Path) -> Iterator[tuple[int | None, os.stat_result | None]]:
-    """The target ``path`` (its name in ``dir_fd``) opened to read (``open_in``: a symlink only
-    where we alone write) and its status; (None, its lstat) for a symlink that is
-    not followed, (None, None) when it is absent."""
+    """The target ``path`` (its name in ``dir_fd``) opened to read (``open_in``: a
+    symlink only where we alone write) and its status; (None, its lstat) for a
+    symlink that is not followed, (None, None) when it or its directory is absent."""
     fd = None
     st = None
     if dir_fd is not None:
@@ -191,11 +196,8 @@ def looked_at(dir_fd: int | None, path: Path) -> Iterator[tuple[int | None, os.s
             if e.errno != errno.ELOOP:
                 raise file_error(path, e, "stat") from None
             st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
-    try:
+    with _closing(fd):
         yield fd, st
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -212,11 +214,8 @@ def planned(dir_fd: int, name: str, st: os.stat_result | None) -> Iterator[int |
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             os.close(fd)
             fd = None
-    try:
+    with _closing(fd):
         yield fd
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def attributes(st: os.stat_result | None) -> dict[str, str]:

@@ -95,8 +95,11 @@ class ExtractKind:
             replace = files.replace_reason(st, wanted, a.in_place)
             in_place = a.in_place and replace is None and fd is not None
             content, right, plan, holds = self._content(a, ctx, index, digest, st, fd, in_place)
-            if replace is not None and content in ("recorded", "converged"):
-                content = "replaced"
+            if content in ("recorded", "converged"):
+                if not wanted.changes(st):
+                    replace = None  # nothing to write, nothing to set: converged
+                elif replace is not None:
+                    content = "replaced"
             fields: dict[str, object] = {"index": digest, "target": _target_fields(st)}
             seeds: list[Seed] = []
             notes: list[str] = []
