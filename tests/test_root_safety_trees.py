@@ -1,0 +1,198 @@
+"""Directory trees and sources as root next to a hostile local user (``nobody``, via
+setpriv): a symlink planted where the attacker can write, as an untar target, a
+directory on the way to it, a ``make``/``chop``/``tar`` source or the directory of an
+output, must never make root delete, chmod or fill a directory only root may write,
+nor read a root-only file into a store (issue 12, H1 and M2 of the red team).
+
+Real trees, real local stores, a real unprivileged process as the attacker.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests import test_root_safety
+from tests.test_reconcile_kinds import apply, blob, make_index, manifest, store_ids, write
+from tests.test_reconcile_tree import published, site
+from tests.test_root_safety import PLANT_TARGET, SECRET, as_nobody
+
+shared = test_root_safety.shared  # the fixture: a directory owned by nobody
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the attacks need root (the victim) and nobody (the attacker)"
+)
+
+REFUSED = "a symlink in a directory others can write"
+
+
+@pytest.fixture
+def rootonly(tmp_path) -> Path:
+    """A directory only root may enter, holding a precious file."""
+    dir = tmp_path / "root-only"
+    dir.mkdir(mode=0o700)
+    write(dir / "precious.conf", SECRET).chmod(0o600)
+    return dir
+
+
+def untouched(dir: Path) -> bool:
+    st = dir.stat()
+    return (
+        stat.S_IMODE(st.st_mode) == 0o700
+        and sorted(p.name for p in dir.iterdir()) == ["precious.conf"]
+        and (dir / "precious.conf").read_bytes() == SECRET
+    )
+
+
+def plant(link: Path, to: Path) -> None:
+    assert as_nobody(PLANT_TARGET, link, to).returncode == 0
+
+
+@pytest.fixture
+def archive(tmp_path) -> Path:
+    """``site.caidx`` of a small tree, its chunks in ``store``."""
+    published(site(tmp_path / "src"), tmp_path / "site.caidx", tmp_path / "store")
+    return tmp_path / "site.caidx"
+
+
+def untar_task(tmp_path: Path, path: Path) -> Path:
+    return manifest(
+        tmp_path,
+        "stores: {s: {url: store}}\ntasks:\n- name: deploy\n"
+        f'  untar: {{index: site.caidx, path: "{path}", stores: [s], delete_extra: true}}\n',
+    )
+
+
+# --- H1: untar -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", ["tree", "sub"], ids=["at-the-tree", "on-the-way"])
+def test_untar_never_deletes_or_fills_through_a_planted_symlink(
+    tmp_path, shared, rootonly, archive, planted
+):
+    """``tree -> /root-only`` (or ``sub -> /root-only`` on the way to ``sub/tree``): before,
+    delete_extra deleted precious.conf, the directory became 0755 and got the archive."""
+    if planted == "tree":
+        plant(shared / "tree", rootonly)
+        target = shared / "tree"
+    else:
+        plant(shared / "sub", tmp_path)  # sub/root-only/ is the directory above
+        target = shared / "sub" / "root-only"
+    (r,) = apply(untar_task(tmp_path, target), tmp_path / "state")
+    assert r.status.value == "failed"
+    assert r.msg == f"cannot untar to {target}: {REFUSED} ({planted})"
+    assert untouched(rootonly)
+
+
+def test_the_untar_verb_refuses_a_planted_symlink_as_its_target(
+    tmp_path, shared, rootonly, archive, cli
+):
+    plant(shared / "tree", rootonly)
+    r = cli("untar", "-i", "-s", tmp_path / "store", archive, shared / "tree")
+    assert (r.code, r.err) == (
+        1,
+        f"desync-decl: error: cannot extract to {shared / 'tree'}: {REFUSED} (tree)\n",
+    )
+    assert untouched(rootonly)
+
+
+def test_a_tree_below_a_directory_only_root_writes_is_reached_through_its_symlink(
+    tmp_path, archive
+):
+    """``/lib -> usr/lib``: whoever made that symlink could as well have written the tree."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    (r,) = apply(untar_task(tmp_path, tmp_path / "link" / "out"), tmp_path / "state")
+    assert r.status.value == "changed", r.msg
+    assert (tmp_path / "real" / "out" / "doc" / "readme.txt").is_file()
+
+
+# --- M2: sources and outputs of make, chop and tar ------------------------------------------
+
+
+@pytest.fixture
+def secret(rootonly) -> Path:
+    """A root-only image big enough for several chunks."""
+    file = write(rootonly / "secret.img", blob(77, 100_000))
+    file.chmod(0o600)
+    return file
+
+
+def test_make_never_reads_a_planted_source_into_a_store(tmp_path, shared, secret):
+    plant(shared / "src.img", secret)
+    m = manifest(
+        tmp_path,
+        "stores: {pub: {url: pubstore}}\ntasks:\n"
+        f'- {{name: mk, make: {{source: "{shared / "src.img"}", index: out.caibx, store: pub}}}}\n',
+    )
+    (r,) = apply(m, tmp_path / "state")
+    assert r.status.value == "failed"
+    assert r.msg == f"cannot open {shared / 'src.img'}: {REFUSED} (src.img)"
+    assert not store_ids(tmp_path / "pubstore") and not (tmp_path / "out.caibx").exists()
+
+
+def test_chop_never_reads_a_planted_source_into_a_store(tmp_path, shared, secret):
+    make_index(secret, tmp_path / "secret.caibx")  # an index of it, leaked or guessed
+    plant(shared / "src.img", secret)
+    m = manifest(
+        tmp_path,
+        "stores: {pub: {url: pubstore}}\ntasks:\n"
+        f'- {{name: c, chop: {{index: secret.caibx, source: "{shared / "src.img"}",'
+        " store: pub}}\n",
+    )
+    (r,) = apply(m, tmp_path / "state")
+    assert r.status.value == "failed"
+    assert r.msg == f"cannot open {shared / 'src.img'}: {REFUSED} (src.img)"
+    assert not store_ids(tmp_path / "pubstore")
+
+
+def test_tar_never_archives_a_planted_source_directory(tmp_path, shared, rootonly):
+    plant(shared / "tree", rootonly)
+    m = manifest(
+        tmp_path,
+        "stores: {pub: {url: pubstore}}\ntasks:\n"
+        f'- {{name: p, tar: {{source: "{shared / "tree"}", index: out.caidx, store: pub}}}}\n',
+    )
+    (r,) = apply(m, tmp_path / "state")
+    assert r.status.value == "failed"
+    assert r.msg == f"cannot read {shared / 'tree'}: {REFUSED} (tree)"
+    assert not store_ids(tmp_path / "pubstore") and not (tmp_path / "out.caidx").exists()
+
+
+@pytest.mark.parametrize("kind", ["make", "tar"])
+def test_an_index_is_never_written_through_a_planted_directory(tmp_path, shared, rootonly, kind):
+    write(tmp_path / "src" / "app.img", blob(78, 50_000))
+    plant(shared / "sub", rootonly)
+    index = shared / "sub" / "out.caibx"
+    source = "src/app.img" if kind == "make" else "src"
+    m = manifest(
+        tmp_path,
+        "stores: {s: {url: store}}\ntasks:\n"
+        f'- {{name: w, {kind}: {{source: {source}, index: "{index}", store: s}}}}\n',
+    )
+    (r,) = apply(m, tmp_path / "state")
+    assert r.status.value == "failed"
+    assert r.msg == f"cannot write {index}: {REFUSED} (sub)"
+    assert untouched(rootonly)
+
+
+def test_the_tar_verb_refuses_a_planted_source_and_output_directory(
+    tmp_path, shared, rootonly, cli
+):
+    plant(shared / "tree", rootonly)
+    r = cli("tar", tmp_path / "out.catar", shared / "tree")
+    assert (r.code, r.err) == (
+        1,
+        f"desync-decl: error: cannot read {shared / 'tree'}: {REFUSED} (tree)\n",
+    )
+    assert not (tmp_path / "out.catar").exists()
+    site(tmp_path / "src")
+    r = cli("tar", shared / "tree" / "out.catar", tmp_path / "src")
+    assert (r.code, r.err) == (
+        1,
+        f"desync-decl: error: cannot write {shared / 'tree' / 'out.catar'}: {REFUSED} (tree)\n",
+    )
+    assert untouched(rootonly)
