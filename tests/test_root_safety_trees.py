@@ -121,45 +121,29 @@ def secret(rootonly) -> Path:
     return file
 
 
-def test_make_never_reads_a_planted_source_into_a_store(tmp_path, shared, secret):
-    plant(shared / "src.img", secret)
+SOURCES = {  # kind: (the name planted, the task's fields, what failed)
+    "make": ("src.img", '{source: "SRC", index: out.caibx, store: pub}', "open"),
+    "chop": ("src.img", '{index: secret.caibx, source: "SRC", store: pub}', "open"),
+    "tar": ("tree", '{source: "SRC", index: out.caidx, store: pub}', "read"),
+}
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_planted_source_is_never_read_into_a_store(tmp_path, shared, secret, kind):
+    """``src.img -> /root-only/secret.img`` (``tree -> /root-only`` for tar): before, the
+    secret's chunks were published in the store, readable by all."""
+    name, fields, action = SOURCES[kind]
+    make_index(secret, tmp_path / "secret.caibx")  # chop's: an index of it, leaked or guessed
+    source = shared / name
+    plant(source, secret if kind != "tar" else secret.parent)
+    task = fields.replace("SRC", str(source))
     m = manifest(
-        tmp_path,
-        "stores: {pub: {url: pubstore}}\ntasks:\n"
-        f'- {{name: mk, make: {{source: "{shared / "src.img"}", index: out.caibx, store: pub}}}}\n',
+        tmp_path, f"stores: {{pub: {{url: pubstore}}}}\ntasks:\n- {{name: t, {kind}: {task}}}\n"
     )
     (r,) = apply(m, tmp_path / "state")
     assert r.status.value == "failed"
-    assert r.msg == f"cannot open {shared / 'src.img'}: {REFUSED} (src.img)"
-    assert not store_ids(tmp_path / "pubstore") and not (tmp_path / "out.caibx").exists()
-
-
-def test_chop_never_reads_a_planted_source_into_a_store(tmp_path, shared, secret):
-    make_index(secret, tmp_path / "secret.caibx")  # an index of it, leaked or guessed
-    plant(shared / "src.img", secret)
-    m = manifest(
-        tmp_path,
-        "stores: {pub: {url: pubstore}}\ntasks:\n"
-        f'- {{name: c, chop: {{index: secret.caibx, source: "{shared / "src.img"}",'
-        " store: pub}}\n",
-    )
-    (r,) = apply(m, tmp_path / "state")
-    assert r.status.value == "failed"
-    assert r.msg == f"cannot open {shared / 'src.img'}: {REFUSED} (src.img)"
-    assert not store_ids(tmp_path / "pubstore")
-
-
-def test_tar_never_archives_a_planted_source_directory(tmp_path, shared, rootonly):
-    plant(shared / "tree", rootonly)
-    m = manifest(
-        tmp_path,
-        "stores: {pub: {url: pubstore}}\ntasks:\n"
-        f'- {{name: p, tar: {{source: "{shared / "tree"}", index: out.caidx, store: pub}}}}\n',
-    )
-    (r,) = apply(m, tmp_path / "state")
-    assert r.status.value == "failed"
-    assert r.msg == f"cannot read {shared / 'tree'}: {REFUSED} (tree)"
-    assert not store_ids(tmp_path / "pubstore") and not (tmp_path / "out.caidx").exists()
+    assert r.msg == f"cannot {action} {source}: {REFUSED} ({name})"
+    assert not store_ids(tmp_path / "pubstore") and not list(tmp_path.glob("out.*"))
 
 
 @pytest.mark.parametrize("kind", ["make", "tar"])
