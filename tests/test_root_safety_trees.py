@@ -99,6 +99,30 @@ def test_the_untar_verb_refuses_a_planted_symlink_as_its_target(
     assert untouched(rootonly)
 
 
+PLANT_BELOW = """
+import os, sys
+tree, victim = sys.argv[1], sys.argv[2]
+os.mkdir(tree)
+os.symlink(victim, os.path.join(tree, "doc"))  # the archive has doc/ (a directory)
+os.symlink(victim, os.path.join(tree, "junk"))  # an extra: deleted with delete_extra
+"""
+
+
+def test_symlinks_planted_below_the_tree_are_replaced_never_followed(
+    tmp_path, shared, rootonly, archive
+):
+    """The tree itself is the attacker's: below its root everything is done relative to
+    directory fds without following a symlink (a guard: this held before too)."""
+    assert as_nobody(PLANT_BELOW, shared / "tree", rootonly).returncode == 0
+    (r,) = apply(untar_task(tmp_path, shared / "tree"), tmp_path / "state")
+    assert r.status.value == "changed", r.msg
+    assert untouched(rootonly)
+    assert (shared / "tree" / "doc" / "readme.txt").is_file()
+    assert not (shared / "tree" / "doc").is_symlink() and not os.path.lexists(
+        shared / "tree" / "junk"
+    )
+
+
 def test_a_tree_below_a_directory_only_root_writes_is_reached_through_its_symlink(
     tmp_path, archive
 ):
