@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, file_error
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -145,6 +145,9 @@ def write_atomic(
         f.commit()
 
 
+SYMLINK_REFUSED = "a symlink in a directory others can write"  # the OSError's strerror
+
+
 def _only_ours(st: os.stat_result) -> bool:
     """A directory no one but root and us can write: nothing in it was planted."""
     return st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022
@@ -160,7 +163,7 @@ def open_in(dir_fd: int, name: str, flags: int, mode: int = 0o600) -> int:
         if e.errno != errno.ELOOP:
             raise
         if not _only_ours(os.fstat(dir_fd)):
-            raise OSError(errno.ELOOP, "a symlink in a directory others can write", name) from None
+            raise OSError(errno.ELOOP, SYMLINK_REFUSED, name) from None
     return os.open(name, flags | os.O_CLOEXEC, mode, dir_fd=dir_fd)
 
 
@@ -207,6 +210,32 @@ def open_directory(path: str | os.PathLike, *, create: bool = False, mode: int =
             os.close(fd)
 
 
+def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600) -> int:
+    """``path`` opened with ``flags``: its directory by ``open_directory``, the file in it
+    by ``open_in``, so no symlink someone else could have planted, on the way or as the
+    file itself, is followed (a source of root's ``make`` planted as a link to a
+    root-only file would otherwise be published)."""
+    head, name = os.path.split(os.path.abspath(path))
+    if not name:  # "/"
+        return open_directory(head)
+    dir_fd = open_directory(head)
+    try:
+        return open_in(dir_fd, name, flags, mode)
+    finally:
+        os.close(dir_fd)
+
+
+def walk_error(path: object, error: OSError, action: str = "open") -> DesyncError:
+    """One line for a failed ``open_directory`` or ``open_file`` of ``path``: a refused
+    symlink is named (its path component); a failed read as ``file_error`` says it
+    ("no such file"), other actions with the system's reason."""
+    if error.errno == errno.ELOOP and error.strerror == SYMLINK_REFUSED:
+        return DesyncError(f"cannot {action} {path}: {SYMLINK_REFUSED} ({error.filename})")
+    if action in ("open", "read"):
+        return file_error(path, error, action)
+    return DesyncError(f"cannot {action} {path}: {error.strerror or error}")
+
+
 class _SymlinkSeen(Exception):
     def __init__(self, target: str) -> None:
         self.target = target
@@ -231,7 +260,7 @@ def _open_component(dir_fd: int, name: str, create: bool, mode: int) -> int | No
         if e.errno not in (errno.ELOOP, errno.ENOTDIR) or not _is_symlink(name, dir_fd):
             raise
         if not _only_ours(os.fstat(dir_fd)):
-            raise OSError(errno.ELOOP, "a symlink in a directory others can write", name) from None
+            raise OSError(errno.ELOOP, SYMLINK_REFUSED, name) from None
         raise _SymlinkSeen(os.readlink(name, dir_fd=dir_fd)) from None
 
 

@@ -22,7 +22,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.entry import Acl, Entry
-from desync_decl.fsutil import write_all
+from desync_decl.fsutil import open_file, walk_error, write_all
 
 BLOCK_SIZE = 1 << 20
 # Files from this size are read by tar's writer thread (archive/catar_sink.py);
@@ -168,16 +168,20 @@ class FilePayload:
 
 
 def disk_tree(path: str | os.PathLike, options: DiskOptions) -> DiskNode:
-    """The root node of ``path`` (a symlink given as the root is followed)."""
-    if os.path.islink(path):
-        path = os.path.realpath(path)
+    """The root node of ``path``. A symlink as the root or on the way to it is followed
+    only in a directory no one else can write (``fsutil.open_file``): root archiving a
+    tree below a shared directory must not publish what a planted link points to."""
     walk = _Walk(os.fsencode(path), options)
     try:
-        st = os.stat(path)
+        opened = open_file(path, _O_FILE & ~os.O_NOFOLLOW)
     except OSError as e:
-        raise DesyncError(f"cannot read {os.fsdecode(path)}: {e.strerror}") from None
+        raise walk_error(os.fsdecode(path), e, "read") from None
+    st = os.fstat(opened)
+    fd = opened if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) else None
+    if fd is None:
+        os.close(opened)  # only directories and files are read through their fd
     walk.root_dev = st.st_dev
-    node = walk.node(None, os.fsencode(path), b".", st)
+    node = walk.node(None, os.fsencode(path), b".", st, fd=fd)
     if node is None:
         raise DesyncError(f"{os.fsdecode(path)}: excluded from the archive by its flags")
     return node
@@ -201,14 +205,15 @@ class _Walk:
         path: bytes,
         st: os.stat_result | None = None,
         kind: int = 0,
+        fd: int | None = None,
     ) -> DiskNode | None:
         """The node for ``name`` in ``dir_fd``, or None when it is left out or vanished.
 
         ``kind`` is the type the directory listing gave (``stat.S_IFREG`` or
         ``S_IFDIR``, else 0): such a node is opened at once and its inode read with
-        fstat, one system call fewer than a stat by name before the open.
+        fstat, one system call fewer than a stat by name before the open. ``fd``: the
+        node opened already (the root), ``st`` its fstat.
         """
-        fd = None
         try:
             if st is None and kind:
                 fd = os.open(name, _O_DIR if kind == stat.S_IFDIR else _O_FILE, dir_fd=dir_fd)

@@ -26,6 +26,7 @@ from desync_decl.archive.disk_writer import (
 from desync_decl.archive.write_queue import WriteQueue
 from desync_decl.formats.catar import records
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.fsutil import open_directory, walk_error
 
 SMALL_FILE = 1 << 20
 
@@ -40,10 +41,17 @@ def write_tree(
 ) -> UntarStats:
     """Extract everything ``decoder`` yields under ``target`` (made if missing), on
     ``workers`` threads; with ``archive`` (the file the decoder reads), payloads are
-    copied from it by offset."""
+    copied from it by offset.
+
+    The target is opened by ``fsutil.open_directory``: a symlink planted as it, or as a
+    directory on the way to it, in a directory others can write is refused, and
+    everything below is done relative to the fd (``disk_writer.py``)."""
     target = os.fsdecode(target)
     w = Writer(target, options, umask=current_umask(), archive=archive)
-    os.makedirs(target, exist_ok=True)
+    try:
+        root = open_directory(target, create=True, mode=0o777)
+    except OSError as e:
+        raise walk_error(target, e, "extract to") from None
     stack: list[OpenDir] = []
     queue: WriteQueue[Job, OpenDir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
     try:
@@ -53,8 +61,8 @@ def write_tree(
             elif not ev.path:
                 if not stat.S_ISDIR(ev.entry.mode):
                     raise UntarError("the archive's root is not a directory")
-                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                stack.append(w.opened(fd, ev.entry, target))
+                stack.append(w.opened(root, ev.entry, target))
+                root = -1  # closed with the stack
             else:
                 _node(w, stack, ev, decoder, queue)
         queue.close()
@@ -67,6 +75,8 @@ def write_tree(
     finally:
         for d in [*stack, *queue.pending_dirs()]:
             os.close(d.fd)
+        if root >= 0:
+            os.close(root)
     return w.stats
 
 

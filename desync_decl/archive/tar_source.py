@@ -26,6 +26,7 @@ from typing import BinaryIO
 from desync_decl.errors import DesyncError
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.entry import Entry
+from desync_decl.fsutil import open_file, walk_error
 
 BLOCK_SIZE = 1 << 20
 _TYPES = {
@@ -80,11 +81,13 @@ def tar_tree(source: str | os.PathLike | BinaryIO, options: TarOptions) -> Itera
     """The root node of a tar file (a path) or stream (a binary file object)."""
     with contextlib.ExitStack() as stack:
         if isinstance(source, str | os.PathLike):
-            try:
-                f = stack.enter_context(open(source, "rb"))
+            try:  # no symlink someone else planted is followed (fsutil.open_file)
+                f = stack.enter_context(os.fdopen(open_file(source, os.O_RDONLY), "rb"))
             except OSError as e:
-                raise DesyncError(f"cannot read {os.fsdecode(source)}: {e.strerror}") from None
+                raise walk_error(os.fsdecode(source), e, "read") from None
             where = os.fsdecode(source)
+            if stat.S_ISDIR(os.fstat(f.fileno()).st_mode):
+                raise DesyncError(f"cannot read {where}: Is a directory")
         else:
             f, where = source, "tar stream"
         builder = _Builder(options, where)

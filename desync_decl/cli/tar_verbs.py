@@ -18,7 +18,7 @@ from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError, file_error
 from desync_decl.formats.catar import features
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile
+from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import untar, untar_to_tar
@@ -131,10 +131,14 @@ def _output(path: str, console: Console) -> Iterator[BinaryIO]:
         yield out
         out.flush()
         return
-    try:
-        atomic = AtomicFile(path)
+    try:  # its directory reached through no symlink someone else planted
+        dir_fd = open_directory(os.path.dirname(os.path.abspath(path)))
+        try:
+            atomic = AtomicFile(path, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
     except OSError as e:
-        raise file_error(path, e, "write") from None
+        raise walk_error(path, e, "write") from None
     try:
         with atomic, os.fdopen(atomic.fd, "wb", closefd=False, buffering=1 << 20) as out:
             yield out

@@ -9,19 +9,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from desync_decl.errors import DesyncError, file_error
+from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import IndexChunk
+from desync_decl.fsutil import open_file, walk_error
 
 
 @contextlib.contextmanager
 def open_source(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
-    """Yield the open file and its size; a clear error for anything else."""
+    """Yield the open file and its size; a clear error for anything else.
+
+    A symlink is followed only where no one else could have planted it
+    (``fsutil.open_file``): root's ``make`` of a file in a shared directory must not
+    publish the root-only file a planted link points to."""
     path = Path(path)
     try:
-        f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        f = os.fdopen(open_file(path, os.O_RDONLY), "rb", buffering=0)
     except OSError as e:
-        raise file_error(path, e) from None
+        raise walk_error(path, e) from None
     with f:
         st = os.fstat(f.fileno())
         if stat.S_ISREG(st.st_mode):

@@ -21,7 +21,7 @@ from desync_decl.errors import DesyncError, IndexMissing, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import write_atomic
+from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
@@ -113,13 +113,21 @@ class Opener:
         finally:
             store.close()
 
-    def write_index(self, location: str, index: Index) -> None:
-        """Write atomically to a local path or an index-store URL."""
+    def write_index(self, location: str, index: Index, *, make_dirs: bool = False) -> None:
+        """Write atomically to a local path (its directory made with ``make_dirs``) or an
+        index-store URL. The directory is opened by ``fsutil.open_directory``: a symlink
+        someone else planted on the way is refused, not written through."""
         if url_scheme(location) is None:
             try:
-                write_atomic(location, index.encode())
+                dir_fd = open_directory(
+                    os.path.dirname(os.path.abspath(location)), create=make_dirs
+                )
+                try:
+                    write_atomic(location, index.encode(), dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
             except OSError as e:
-                raise DesyncError(f"cannot write {location}: {e.strerror}") from None
+                raise walk_error(location, e, "write") from None
             return
         base, name = _split_index_location(location)
         store = self.index_store(base)

@@ -10,14 +10,12 @@ which chunks it lacks: the plan's upload count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import MakeAction, Task
-from desync_decl.manifest.convert import is_url
 from desync_decl.ops.make import make
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
@@ -176,9 +174,7 @@ class MakeKind:
         )
         if seen is not None and seen.new is not None and result.index.encode() != seen.new.encode():
             raise DesyncError(f"{a.source} changed while the task ran; run it again")
-        if not is_url(a.index):
-            _mkdir(Path(a.index).parent)
-        Opener(config=ctx.config).write_index(a.index, result.index)
+        Opener(config=ctx.config).write_index(a.index, result.index, make_dirs=True)
         # the source as observed before it was read: changed since, it is chunked again
         base = seen.record if seen is not None else None
         if base is None and (raw := stat_fields(a.source)) is not None:
@@ -195,13 +191,6 @@ class MakeKind:
             "index-digest": result.index.file_digest(),
         }
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
-
-
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DesyncError(f"cannot create {path}: {e.strerror}") from None
 
 
 def _key(a: MakeAction) -> str:

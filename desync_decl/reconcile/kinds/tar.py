@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import glob
 import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.manifest import TarAction, Task
-from desync_decl.manifest.convert import is_url
 from desync_decl.ops.tar import TarInput, tar_index
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
@@ -169,9 +166,7 @@ class TarKind:
         assert index is not None
         if seen is not None and seen.new is not None and index.encode() != seen.new.encode():
             raise DesyncError(f"{a.source} changed while the task ran; run it again")
-        if not is_url(a.index):
-            _mkdir(Path(a.index).parent)
-        Opener(config=ctx.config).write_index(a.index, index)
+        Opener(config=ctx.config).write_index(a.index, index, make_dirs=True)
         # the tree as observed before it was read: changed since, it is archived again
         base = seen.record if seen is not None else None
         if base is None:
@@ -190,17 +185,11 @@ class TarKind:
 
 
 def _tree(a: TarAction) -> str:
-    """The source's fingerprint; it must be a directory."""
-    try:
-        st = os.stat(a.source)
-    except FileNotFoundError:
-        raise DesyncError(f"{a.source}: no such directory") from None
-    except OSError as e:
-        raise DesyncError(f"cannot read {a.source}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise DesyncError(f"{a.source}: not a directory")
+    """The source's fingerprint; it must be a directory, reached through no symlink
+    someone else could have planted (``trees.open_tree``)."""
     found = fingerprint(a.source, one_file_system=a.one_file_system)
-    assert found is not None
+    if found is None:
+        raise DesyncError(f"{a.source}: no such directory")
     return found
 
 
@@ -215,13 +204,6 @@ def _reason(a: TarAction, seen: _Seen, new: Index, same: bool) -> str:
     if current.sizes != new.sizes:
         return f"chunk sizes change from {current.sizes} to {new.sizes}"
     return "the directory changed"
-
-
-def _mkdir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DesyncError(f"cannot create {path}: {e.strerror}") from None
 
 
 def _key(a: TarAction) -> str:

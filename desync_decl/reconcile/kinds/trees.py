@@ -11,6 +11,7 @@ keeps nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -26,66 +27,133 @@ from desync_decl.formats.catar.features import stores_type
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
+from desync_decl.fsutil import open_directory, walk_error
 from desync_decl.ops.tar import TarInput, tar_index
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import ChunkMissing, Store
 
 _STAT = struct.Struct("<IIIQqqQQ")
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class NotADirectory(DesyncError):
+    """A tree's root is a file (or another non-directory)."""
+
+
+def open_tree(root: str | os.PathLike, action: str = "read") -> int | None:
+    """An fd of the directory ``root``, None when it does not exist; a symlink as it or
+    on the way to it is followed only where no one else could have planted it
+    (``fsutil.open_directory``: a tree of root's below a shared directory, swapped for a
+    link to ``/etc``, must never be read, emptied or filled)."""
+    try:
+        return open_directory(root)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise NotADirectory(f"{root}: not a directory") from None
+    except OSError as e:
+        raise walk_error(root, e, action) from None
 
 
 def walk(
-    root: str | os.PathLike, *, one_file_system: bool = False
+    root_fd: int, where: str, *, one_file_system: bool = False
 ) -> Iterator[tuple[bytes, os.stat_result]]:
-    """``(relative path, lstat)`` of ``root`` (``b"."``) and every entry below it, in
-    a fixed order (children by name), never following a symlink below the root."""
-    top = os.fsencode(os.path.realpath(root))
+    """``(relative path, lstat)`` of the directory ``root_fd`` (``b"."``, shown as
+    ``where`` in errors) and every entry below it, in a fixed order (children by name),
+    each directory opened relative to its parent without following a symlink."""
+    top = os.fstat(root_fd)
+    yield b".", top
+    frames: list[tuple[int, Iterator[tuple[bytes, bytes]]]] = []  # open dirs, subdirs left
+    fd: int | None = os.dup(root_fd)
+    rel = b""
     try:
-        st = os.stat(top)
+        while True:
+            if fd is not None:
+                entries = _entries(fd, rel, where)
+                subdirs = []
+                for child, name, st in entries:
+                    yield child, st
+                    if stat.S_ISDIR(st.st_mode) and not (
+                        one_file_system and st.st_dev != top.st_dev
+                    ):
+                        subdirs.append((child, name))
+                frames.append((fd, iter(subdirs)))
+                fd = None
+            if not frames:
+                return
+            step = next(frames[-1][1], None)
+            if step is None:
+                os.close(frames.pop()[0])
+                continue
+            rel, name = step
+            fd = _subdir(frames[-1][0], name, rel, where)
+    finally:
+        for open_fd, _ in frames:
+            os.close(open_fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def _entries(fd: int, rel: bytes, where: str) -> list[tuple[bytes, bytes, os.stat_result]]:
+    """``(relative path, name, lstat)`` of a directory's entries, by name."""
+    out = []
+    try:
+        with os.scandir(fd) as it:
+            for e in sorted(it, key=lambda e: e.name):
+                name = os.fsencode(e.name)
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed while we walked: the fingerprint differs anyway
+                out.append((rel + b"/" + name if rel else name, name, st))
     except OSError as e:
-        raise DesyncError(f"cannot read {os.fsdecode(top)}: {e.strerror}") from None
-    yield b".", st
-    if not stat.S_ISDIR(st.st_mode):
-        return
-    stack = [b""]
-    while stack:
-        rel = stack.pop()
-        here = top + b"/" + rel if rel else top
-        try:
-            with os.scandir(here) as it:
-                entries = sorted(it, key=lambda e: e.name)
-            subdirs = []
-            for e in entries:
-                child = rel + b"/" + e.name if rel else e.name
-                cst = e.stat(follow_symlinks=False)
-                yield child, cst
-                if stat.S_ISDIR(cst.st_mode) and not (one_file_system and cst.st_dev != st.st_dev):
-                    subdirs.append(child)
-        except FileNotFoundError:
-            continue  # removed while we walked: the fingerprint differs anyway
-        except OSError as e:
-            raise DesyncError(f"cannot read {os.fsdecode(here)}: {e.strerror}") from None
-        stack.extend(reversed(subdirs))
+        raise DesyncError(f"cannot read {_shown(where, rel)}: {e.strerror}") from None
+    return out
 
 
-def fingerprint(root: str | os.PathLike, *, one_file_system: bool = False) -> str | None:
-    """``sha256:<hex>`` over every entry's lstat; None when ``root`` does not exist."""
-    if not os.path.lexists(root):
+def _subdir(parent: int, name: bytes, rel: bytes, where: str) -> int | None:
+    """The subdirectory ``name`` opened without following a symlink; None when it was
+    removed or replaced since it was listed (the fingerprint differs anyway)."""
+    try:
+        return os.open(name, _O_DIR, dir_fd=parent)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    h = hashlib.sha256()
-    for rel, st in walk(root, one_file_system=one_file_system):
-        h.update(rel + b"\0")
-        h.update(
-            _STAT.pack(
-                st.st_mode,
-                st.st_uid,
-                st.st_gid,
-                st.st_size,
-                st.st_mtime_ns,
-                st.st_ctime_ns,
-                st.st_ino,
-                st.st_rdev,
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None
+        raise DesyncError(f"cannot read {_shown(where, rel)}: {e.strerror}") from None
+
+
+def _shown(where: str, rel: bytes) -> str:
+    return os.path.join(where, os.fsdecode(rel)) if rel else where
+
+
+def fingerprint(
+    root: str | os.PathLike, *, one_file_system: bool = False, action: str = "read"
+) -> str | None:
+    """``sha256:<hex>`` over every entry's lstat; None when ``root`` does not exist
+    (``open_tree``, errors saying ``action``)."""
+    fd = open_tree(root, action)
+    if fd is None:
+        return None
+    try:
+        h = hashlib.sha256()
+        for rel, st in walk(fd, os.fsdecode(root), one_file_system=one_file_system):
+            h.update(rel + b"\0")
+            h.update(
+                _STAT.pack(
+                    st.st_mode,
+                    st.st_uid,
+                    st.st_gid,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    st.st_rdev,
+                )
             )
-        )
+    finally:
+        os.close(fd)
     return f"sha256:{h.hexdigest()}"
 
 
@@ -175,17 +243,14 @@ class Spool:
         self._file.close()  # never the inner store: the run's resolver owns it
 
 
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def remove(root: str | os.PathLike, rel: bytes) -> None:
-    """Delete the entry ``rel`` below ``root`` (a directory with everything in it),
-    never following a symlink on the way; a parent we own but may not write to
-    is opened up for the deletion and put back."""
+def remove(root_fd: int, where: str, rel: bytes) -> None:
+    """Delete the entry ``rel`` below the directory ``root_fd`` (shown as ``where``; a
+    directory with everything in it), never following a symlink on the way; a parent
+    we own but may not write to is opened up for the deletion and put back."""
     parts = rel.split(b"/")
-    shown = os.path.join(os.fsdecode(root), os.fsdecode(rel))
+    shown = _shown(where, rel)
     try:
-        fd = os.open(os.path.realpath(root), _O_DIR)
+        fd = os.dup(root_fd)
         try:
             for part in parts[:-1]:
                 inner = os.open(part, _O_DIR, dir_fd=fd)
@@ -246,25 +311,33 @@ def clear(
     type) has an entry of another type (a file where it has a directory, a symlink
     where it has a directory, ...) and, with ``delete_extra``, what it does not hold.
     Entries on other filesystems and of types its flags cannot hold are left alone.
-    Returns the counts of entries replaced and deleted."""
-    entries = list(walk(root))
-    top = entries[0][1].st_dev
-    gone: set[bytes] = set()
-    replaced = deleted = 0
-    for rel, st in entries[1:]:
-        if _below(rel, gone):
-            continue
-        want = archive.get(rel)
-        if want is None:
-            if not delete_extra or st.st_dev != top or not stores_type(flags, st.st_mode):
+    Returns the counts of entries replaced and deleted. Everything is done relative to
+    one fd of ``root`` (``open_tree``)."""
+    where = os.fsdecode(root)
+    fd = open_tree(root, "untar to")
+    if fd is None:
+        return 0, 0
+    try:
+        entries = list(walk(fd, where))
+        top = entries[0][1].st_dev
+        gone: set[bytes] = set()
+        replaced = deleted = 0
+        for rel, st in entries[1:]:
+            if _below(rel, gone):
                 continue
-            deleted += 1
-        elif (want == stat.S_IFDIR) != stat.S_ISDIR(st.st_mode):
-            replaced += 1
-        else:
-            continue
-        remove(root, rel)
-        gone.add(rel)
+            want = archive.get(rel)
+            if want is None:
+                if not delete_extra or st.st_dev != top or not stores_type(flags, st.st_mode):
+                    continue
+                deleted += 1
+            elif (want == stat.S_IFDIR) != stat.S_ISDIR(st.st_mode):
+                replaced += 1
+            else:
+                continue
+            remove(fd, where, rel)
+            gone.add(rel)
+    finally:
+        os.close(fd)
     return replaced, deleted
 
 

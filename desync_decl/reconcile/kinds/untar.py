@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import glob
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -38,7 +37,14 @@ from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import listing
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import fetch_amounts
-from desync_decl.reconcile.kinds.trees import Spool, clear, fingerprint, repeated, tree_index
+from desync_decl.reconcile.kinds.trees import (
+    NotADirectory,
+    Spool,
+    clear,
+    fingerprint,
+    repeated,
+    tree_index,
+)
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -296,7 +302,7 @@ class UntarKind:
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
             ]
-        ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path)))
+        ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
             f"untarred ({action.reason}): {human_bytes(spool.bytes_fetched)} fetched,"
@@ -307,16 +313,12 @@ class UntarKind:
 
 
 def _target(path: Path) -> str | None:
-    """The target's fingerprint, None if it does not exist; it must be a directory."""
+    """The target's fingerprint, None if it does not exist; it must be a directory,
+    reached through no symlink someone else could have planted (``trees.open_tree``)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise DesyncError(f"cannot read {path}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise DesyncError(f"cannot untar to {path}: not a directory")
-    return fingerprint(path)
+        return fingerprint(path, action="untar to")
+    except NotADirectory:
+        raise DesyncError(f"cannot untar to {path}: not a directory") from None
 
 
 def _seeds(a: UntarAction) -> tuple[tuple[Path, ...], list[object], list[str]]:
