@@ -183,6 +183,7 @@ def open_directory(path: str | os.PathLike, *, create: bool = False, mode: int =
     and every write below it would land where root alone may write."""
     parts = [p for p in os.path.abspath(path).split("/") if p]
     stack = [os.open("/", O_DIR)]
+    names: list[str] = []  # the directories stack[1:] are, from /: a refusal names its link
     followed = 0
     try:
         while parts:
@@ -197,17 +198,30 @@ def open_directory(path: str | os.PathLike, *, create: bool = False, mode: int =
                 if link.target.startswith("/"):
                     while len(stack) > 1:
                         os.close(stack.pop())
+                    names.clear()
                 parts[:0] = [p for p in target if p and p != "."]
                 continue
+            except OSError as e:
+                if _refused(e):
+                    raise OSError(e.errno, e.strerror, "/" + "/".join([*names, name])) from None
+                raise
             if fd is None:  # ".."
                 if len(stack) > 1:
                     os.close(stack.pop())
+                    names.pop()
                 continue
             stack.append(fd)
+            names.append(name)
         return stack.pop()
     finally:
         for fd in stack:
             os.close(fd)
+
+
+def open_parent(path: str | os.PathLike, *, create: bool = False, mode: int = 0o777) -> int:
+    """``open_directory`` of ``path``'s directory (``mode`` less the umask for those
+    made when ``create``)."""
+    return open_directory(os.path.dirname(os.path.abspath(path)), create=create, mode=mode)
 
 
 def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600) -> int:
@@ -221,19 +235,28 @@ def open_file(path: str | os.PathLike, flags: int, mode: int = 0o600) -> int:
     dir_fd = open_directory(head)
     try:
         return open_in(dir_fd, name, flags, mode)
+    except OSError as e:
+        if _refused(e):
+            raise OSError(e.errno, e.strerror, os.path.join(head, name)) from None
+        raise
     finally:
         os.close(dir_fd)
 
 
 def walk_error(path: object, error: OSError, action: str = "open") -> DesyncError:
-    """One line for a failed ``open_directory`` or ``open_file`` of ``path``: a refused
-    symlink is named (its path component); a failed read as ``file_error`` says it
-    ("no such file"), other actions with the system's reason."""
-    if error.errno == errno.ELOOP and error.strerror == SYMLINK_REFUSED:
-        return DesyncError(f"cannot {action} {path}: {SYMLINK_REFUSED} ({error.filename})")
+    """One line for a failed ``open_directory``, ``open_parent`` or ``open_file`` of
+    ``path``: a refused symlink is named by its path; a failed read as ``file_error``
+    says it ("no such file"), other actions with the system's reason."""
+    if _refused(error):
+        return DesyncError(f"cannot {action} {path}: {error.filename} is {SYMLINK_REFUSED}")
     if action in ("open", "read"):
         return file_error(path, error, action)
     return DesyncError(f"cannot {action} {path}: {error.strerror or error}")
+
+
+def _refused(error: OSError) -> bool:
+    """The refusal of a symlink planted where others can write (``open_in``)."""
+    return error.errno == errno.ELOOP and error.strerror == SYMLINK_REFUSED
 
 
 class _SymlinkSeen(Exception):
@@ -399,28 +422,3 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
             return False
         raise OSError(err, os.strerror(err))
     return True
-
-
-def open_parent(path: str | os.PathLike, *, create: bool = False, mode: int = 0o777) -> int:
-    """``open_directory`` of ``path``'s directory (``mode`` less the umask for those
-    made when ``create``); an ``ELOOP`` refusal names the symlink by its whole path
-    as written in ``path`` (where it can be told), for a message that says which."""
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        return open_directory(parent, create=create, mode=mode)
-    except OSError as e:
-        if e.errno != errno.ELOOP or not e.filename:
-            raise
-        parts = parent.split("/")
-        named = e.filename
-        if named in parts:
-            named = "/".join(parts[: parts.index(named) + 1])
-        raise OSError(e.errno, e.strerror, named) from None
-
-
-def reason(error: OSError) -> str:
-    """Why an ``open_parent`` (or ``open_in``) failed, for a one-line message: the
-    symlink refused by name, else the system's words."""
-    if error.errno == errno.ELOOP and error.filename and error.strerror != "too many symlinks":
-        return f"{error.filename} is {error.strerror}"
-    return str(error.strerror or error)

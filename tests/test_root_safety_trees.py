@@ -83,7 +83,7 @@ def test_untar_never_deletes_or_fills_through_a_planted_symlink(
         target = shared / "sub" / "root-only"
     (r,) = apply(untar_task(tmp_path, target), tmp_path / "state")
     assert r.status.value == "failed"
-    assert r.msg == f"cannot untar to {target}: {REFUSED} ({planted})"
+    assert r.msg == f"cannot untar to {target}: {shared / planted} is {REFUSED}"
     assert untouched(rootonly)
 
 
@@ -94,7 +94,8 @@ def test_the_untar_verb_refuses_a_planted_symlink_as_its_target(
     r = cli("untar", "-i", "-s", tmp_path / "store", archive, shared / "tree")
     assert (r.code, r.err) == (
         1,
-        f"desync-decl: error: cannot extract to {shared / 'tree'}: {REFUSED} (tree)\n",
+        f"desync-decl: error: cannot extract to {shared / 'tree'}: "
+        f"{shared / 'tree'} is {REFUSED}\n",
     )
     assert untouched(rootonly)
 
@@ -166,7 +167,7 @@ def test_a_planted_source_is_never_read_into_a_store(tmp_path, shared, secret, k
     )
     (r,) = apply(m, tmp_path / "state")
     assert r.status.value == "failed"
-    assert r.msg == f"cannot {action} {source}: {REFUSED} ({name})"
+    assert r.msg == f"cannot {action} {source}: {source} is {REFUSED}"
     assert not store_ids(tmp_path / "pubstore") and not list(tmp_path.glob("out.*"))
 
 
@@ -183,7 +184,7 @@ def test_an_index_is_never_written_through_a_planted_directory(tmp_path, shared,
     )
     (r,) = apply(m, tmp_path / "state")
     assert r.status.value == "failed"
-    assert r.msg == f"cannot write {index}: {REFUSED} (sub)"
+    assert r.msg == f"cannot write {index}: {shared / 'sub'} is {REFUSED}"
     assert untouched(rootonly)
 
 
@@ -194,13 +195,14 @@ def test_the_tar_verb_refuses_a_planted_source_and_output_directory(
     r = cli("tar", tmp_path / "out.catar", shared / "tree")
     assert (r.code, r.err) == (
         1,
-        f"desync-decl: error: cannot read {shared / 'tree'}: {REFUSED} (tree)\n",
+        f"desync-decl: error: cannot read {shared / 'tree'}: {shared / 'tree'} is {REFUSED}\n",
     )
     assert not (tmp_path / "out.catar").exists()
     site(tmp_path / "src")
     r = cli("tar", shared / "tree" / "out.catar", tmp_path / "src")
     assert (r.code, r.err) == (
         1,
-        f"desync-decl: error: cannot write {shared / 'tree' / 'out.catar'}: {REFUSED} (tree)\n",
+        f"desync-decl: error: cannot write {shared / 'tree' / 'out.catar'}: "
+        f"{shared / 'tree'} is {REFUSED}\n",
     )
     assert untouched(rootonly)

@@ -23,7 +23,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.config import Config
 from desync_decl.errors import DesyncError, UsageError
-from desync_decl.fsutil import open_parent, reason, write_atomic
+from desync_decl.fsutil import open_parent, walk_error, write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
 from desync_decl.manifest.sensitive import Redactor
 from desync_decl.progress import NO_PROGRESS
@@ -196,7 +196,7 @@ def _save_plan(out: Path, doc: dict) -> None:
         finally:
             os.close(dir_fd)
     except OSError as e:
-        raise DesyncError(f"cannot write {out}: {reason(e)}") from None
+        raise walk_error(out, e, "write") from None
 
 
 def run_apply(args: argparse.Namespace, console: Console) -> int:

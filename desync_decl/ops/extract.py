@@ -33,7 +33,7 @@ from desync_decl.assemble.seeds import Seed
 from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
-from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, reason
+from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, walk_error
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store
@@ -235,7 +235,7 @@ def _open_directory(target: Path) -> int:
     try:
         return open_parent(target)
     except OSError as e:
-        raise DesyncError(f"cannot write {target}: {reason(e)}") from None
+        raise walk_error(target, e, "write") from None
 
 
 def _open_existing(target: Path) -> int | None:

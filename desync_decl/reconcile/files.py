@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desync_decl.errors import DesyncError, file_error
-from desync_decl.fsutil import current_umask, open_in, open_parent, reason, send_file
+from desync_decl.fsutil import current_umask, open_in, open_parent, send_file, walk_error
 
 _SET_ID = stat.S_ISUID | stat.S_ISGID
 
@@ -175,7 +175,7 @@ def _open_directory(path: Path, *, create: bool) -> int:
         raise
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise DesyncError(f"refusing {path}: {reason(e)}") from None
+            raise walk_error(path, e, "write") from None
         raise file_error(path.parent, e) from None
 
 
