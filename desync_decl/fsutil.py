@@ -46,7 +46,8 @@ class AtomicFile:
     """A file that appears under its final name only on ``commit()``.
 
     The temp file is created beside ``path`` (relative to an fd of the directory,
-    or of ``dir_fd`` when ``path`` is a name in it) with only the owner's bits of
+    opened by ``open_parent`` so that no symlink planted where others can write is
+    followed, or of ``dir_fd`` when ``path`` is a name in it) with only the owner's bits of
     ``mode``, so no one else can read a half-written file; ``commit()`` gives it
     ``mode`` less the umask (or what ``settle`` sets). Used as a context manager:
     leaving the block without ``commit()`` (an exception, a failed extraction)
@@ -58,7 +59,7 @@ class AtomicFile:
     ) -> None:
         self.path = Path(path)
         self.mode = mode & ~current_umask()
-        self._dir = os.dup(dir_fd) if dir_fd is not None else os.open(self.path.parent, O_DIR)
+        self._dir = os.dup(dir_fd) if dir_fd is not None else open_parent(self.path)
         self.temp = temp_name_for(self.path)
         try:
             self.fd = os.open(self.temp.name, os.O_RDWR | _O_NEW, mode & 0o600, dir_fd=self._dir)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from desync_decl.fsutil import open_directory
+from desync_decl.fsutil import open_directory, write_atomic
 
 NOBODY = 65534
 
@@ -71,3 +71,20 @@ def test_a_symlink_planted_where_others_write_is_refused(tmp_path, shared_mode):
         assert e.value.errno == errno.ELOOP
         assert "others can write" in str(e.value)
     assert list(victim.iterdir()) == []  # nothing was made through the link
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the attacker is another user (CI runs as root)")
+def test_an_atomic_write_by_path_is_refused_below_a_planted_symlink(tmp_path):
+    """Every ``AtomicFile``/``write_atomic`` given a path (``cat -o``, ``config -w``,
+    index files, the index-server's uploads) opens its directory this way."""
+    os.chmod(tmp_path, 0o755)
+    victim = tmp_path / "rootonly"
+    victim.mkdir(mode=0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    os.symlink(victim, shared / "sub")
+    with pytest.raises(OSError) as e:
+        write_atomic(shared / "sub" / "out.caibx", b"attacker-chosen place")
+    assert e.value.errno == errno.ELOOP and e.value.filename == str(shared / "sub")
+    assert list(victim.iterdir()) == []
