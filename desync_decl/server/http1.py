@@ -44,6 +44,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, TextIO
 
+from desync_decl.escaping import escape_line
 from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots, client_key
 from desync_decl.server.messages import NO_BODY, Request, Response
 
@@ -57,7 +58,11 @@ _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # absolute form:
 
 
 class AccessLog:
-    """desync's request log lines, with Go's log timestamp, safe from many threads."""
+    """desync's request log lines, with Go's log timestamp, safe from many threads.
+
+    Every field a client chose (the target, the method) is escaped
+    (``escape_line``) whatever the destination: a log file is read in a
+    terminal too, and a raw C1 character (``\x9b`` is CSI) acts there."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -65,7 +70,8 @@ class AccessLog:
 
     def write(self, client: str, method: str, target: str, status: int) -> None:
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        line = f"{stamp} Client: {client}, Request: {method} {target}, Response: {status}\n"
+        fields = f"Client: {client}, Request: {method} {target}, Response: {status}"
+        line = f"{stamp} {escape_line(fields)}\n"
         with self._lock:
             self.stream.write(line)
             self.stream.flush()
@@ -88,6 +94,19 @@ class Site:
         limits = self.limits
         self.clients = Slots(limits.max_connections, limits.max_connections_per_client)
         self.upload_slots = Slots(limits.max_uploads, limits.max_uploads_per_client)
+
+    def admit(self, newcomer: Connection) -> bool:
+        """Take a connection slot for ``newcomer``; at the total bound, by evicting the
+        connection that has waited longest without a request in progress (``limits``)."""
+        if self.clients.take(newcomer.host):
+            return True
+        if not self.clients.client_has_room(newcomer.host):
+            return False  # the client's own share is full: it is refused, nobody evicted
+        waiting = [c for c in self.connections if c is not newcomer and c.waiting_for_client()]
+        if not waiting:
+            return False
+        min(waiting, key=lambda c: c.idle_since).evict()
+        return self.clients.take(newcomer.host)
 
 
 class _Refusal(Exception):
@@ -154,6 +173,7 @@ class Connection(asyncio.Protocol):
         self.pending: asyncio.Future[Any] | None = None
         self.head_started: float | None = None  # when the head now awaited began to arrive
         self.last_active = 0.0
+        self.idle_since = 0.0  # when it last had no request in progress (eviction order)
         self.timer: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks ------------------------------------------------------------
@@ -165,22 +185,26 @@ class Connection(asyncio.Protocol):
         self.client = client_name(peer)
         self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
         self.tls = transport.get_extra_info("sslcontext") is not None
-        self.last_active = self.head_started = self.loop.time()  # the first head is due
+        self.last_active = self.head_started = self.idle_since = self.loop.time()
+        self.admitted = self.site.admit(self)
         self.site.connections.add(self)
-        self.admitted = self.site.clients.take(self.host)
         if not self.admitted:
             self._answer("-", "-", _busy("too many connections"), False)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        if self.timer is not None:
+            self.timer.cancel()
+        self._wake_body(ConnectionError("the client went away during the body"))
+
+    def _release(self) -> None:
+        """Give back the connection's slot: when it is lost, or at once when evicted."""
         self.closing = True
         self.site.connections.discard(self)
         if self.admitted:
             self.admitted = False
             self.site.clients.give_back(self.host)
-        if self.timer is not None:
-            self.timer.cancel()
-        self._wake_body(ConnectionError("the client went away during the body"))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -214,6 +238,15 @@ class Connection(asyncio.Protocol):
         if self.pending is not None:
             self.pending.cancel()
         self.transport.abort()
+
+    def waiting_for_client(self) -> bool:
+        """Whether nothing is in progress but what the client has yet to send: an idle
+        keep-alive connection, or one whose head is not complete (may be evicted)."""
+        return not (self.busy or self.closing or self.write_paused)
+
+    def evict(self) -> None:
+        self._release()  # now: the newcomer takes its slot
+        self.abort()
 
     # --- requests ---------------------------------------------------------------------
 
@@ -346,6 +379,7 @@ class Connection(asyncio.Protocol):
             result.set_exception(error)
 
     def _answer(self, method: str, target: str, response: Response, keep_alive: bool) -> None:
+        self.idle_since = self.loop.time()  # no request in progress from here
         status = response.status
         lines = [
             f"HTTP/1.1 {status} {_phrase(status)}",
