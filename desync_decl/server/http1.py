@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +88,7 @@ class Site:
     log: AccessLog | None = None
     report: Callable[[str], None] = lambda message: None
     limits: Limits = field(default_factory=Limits)
+    tls: ssl.SSLContext | None = None  # each connection starts TLS once it holds a slot
     connections: set[Connection] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -175,6 +177,8 @@ class Connection(asyncio.Protocol):
         self.last_active = 0.0
         self.idle_since = 0.0  # when it last had no request in progress (eviction order)
         self.timer: asyncio.TimerHandle | None = None
+        self.handshake: asyncio.Task[None] | None = None  # TLS being started (kept referenced)
+        self.handshaking = False  # until ``transport`` is the TLS one
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -184,13 +188,46 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = client_name(peer)
         self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
-        self.tls = transport.get_extra_info("sslcontext") is not None
+        self.tls = self.site.tls is not None
         self.last_active = self.head_started = self.idle_since = self.loop.time()
         self.admitted = self.site.admit(self)
         self.site.connections.add(self)
+        if self.tls:
+            transport.pause_reading()  # the handshake reads its bytes, not this protocol
+            if self.admitted:
+                self.handshaking = True
+                self.handshake = self.loop.create_task(self._start_tls(self.transport))
+            else:
+                transport.abort()  # no TLS to say 503 in yet, and none is started for it
+            return
         if not self.admitted:
             self._answer("-", "-", _busy("too many connections"), False)
         self._arm()
+
+    async def _start_tls(self, plain: asyncio.Transport) -> None:
+        """TLS on a connection that holds its slot already, within the handshake's deadline;
+        a failed or evicted handshake gives the slot back."""
+        assert self.site.tls is not None
+        try:
+            secure = await self.loop.start_tls(
+                plain,
+                self,
+                self.site.tls,
+                server_side=True,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            plain.abort()
+            self._release()
+            return
+        if secure is None or self.closing:
+            plain.abort()
+            self._release()
+            return
+        self.transport, self.handshaking = secure, False
+        self.last_active = self.head_started = self.loop.time()  # the first head is due
+        self._arm()
+        self._next()  # what came with the handshake's last bytes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -208,6 +245,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if self.handshaking:  # bytes right after the handshake, before start_tls returned
+            return
         self.last_active = self.loop.time()
         self._flow()
         if self.busy:
@@ -219,6 +258,8 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.peer_done = True
+        if self.handshaking:
+            return False
         self._wake_body(ConnectionError("the client ended the connection during the body"))
         if not self.busy:
             self._next()  # answer what came complete, then close

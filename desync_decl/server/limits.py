@@ -40,9 +40,10 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   request in progress (idle keep-alive, a head not complete yet, a TLS
   handshake), as nginx reuses idle keep-alive connections. Else eight
   addresses holding idle connections, renewed before the idle timeout, would
-  lock every other client out; now they lose their own connections instead. A TLS
-  connection counts once its handshake is done; a handshake has 30 s
-  (``listen.HANDSHAKE_TIMEOUT``).
+  lock every other client out; now they lose their own connections instead.
+  A TLS connection counts from its accept, before its handshake (which holds
+  some 300 KB of buffers): a client past its share is closed before any TLS
+  byte, and a handshake must be done within ``handshake_timeout`` (10 s).
 - ``max_uploads`` (32) and ``max_uploads_per_client`` (4): requests other
   than GET and HEAD (uploads) run in a thread pool of their own of this size,
   and one more than these is answered 503 with ``Retry-After`` at once,
@@ -68,6 +69,7 @@ class Limits:
     max_buffer: int = 128 * 1024
     head_timeout: float = 20.0
     idle_timeout: float = 120.0
+    handshake_timeout: float = 10.0
     body_timeout: float = 20.0
     body_min_rate: float = 64 * 1024.0
     max_connections: int = 512
