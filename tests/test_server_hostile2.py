@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -37,11 +38,12 @@ from tests.test_server_hostile import (
     ask_from,
     closed_by_server,
     connect_from,
+    generated_index,
     index_bytes,
     status_of,
 )
 from tests.test_server_security import raw
-from tests.test_servers import chunk_path
+from tests.test_servers import ask, chunk_path
 
 serve, cli_server, certs = servers_http.serve, servers_http.cli_server, servers_http.certs
 
@@ -237,3 +239,41 @@ def test_a_handshake_not_finished_in_time_is_closed_and_gives_its_slot_back(serv
         except (OSError, http.client.HTTPException):
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+# --- answers: an index is sent as the client takes it, never built whole per connection ----
+
+
+def test_pipelined_gets_of_a_large_index_on_many_connections_leave_the_server_small(
+    tmp_path, cli_server
+):
+    """60 connections pipelining GETs of an 11 MB index without reading took an
+    index-server from 35 MB to 679 MB: each held the whole answer."""
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    size, pieces, _ = generated_index(275_000)
+    with (idx / "huge.caibx").open("wb") as f:
+        for piece in pieces:
+            f.write(piece)
+    process = cli_server("index-server", "-s", idx)
+    status, body, _ = ask(process.url, "GET", "/huge.caibx")
+    assert status == 200 and len(body) == size
+    del body
+    before = status_of(process.process.pid, "VmRSS")
+    request = b"GET /huge.caibx HTTP/1.1\r\nHost: x\r\n\r\n" * 20
+    held = []
+    try:
+        for _ in range(60):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # answers back up at once
+            s.connect(address(process.url))
+            s.sendall(request)
+            held.append(s)
+        time.sleep(3.0)  # the server does what it would with them
+        grown = status_of(process.process.pid, "VmRSS") - before
+    finally:
+        for s in held:
+            s.close()
+    assert grown < 100 << 20, f"60 connections grew the server by {grown >> 20} MiB"
+    assert ask(process.url, "GET", "/huge.caibx")[0] == 200
+    assert process.stop() == 0

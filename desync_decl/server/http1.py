@@ -45,9 +45,10 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, TextIO
 
+from desync_decl.errors import FormatError
 from desync_decl.escaping import escape_line
 from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots, client_key
-from desync_decl.server.messages import NO_BODY, Request, Response
+from desync_decl.server.messages import NO_BODY, Request, Response, Stream
 
 MAX_HEADERS = 100
 READS = ("GET", "HEAD")  # everything else is an upload: its own pool and slots
@@ -179,6 +180,8 @@ class Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.handshake: asyncio.Task[None] | None = None  # TLS being started (kept referenced)
         self.handshaking = False  # until ``transport`` is the TLS one
+        self.streaming: Stream | None = None  # a body being sent as the client takes it
+        self.keep_alive_after_stream = False
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -231,6 +234,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
+        self._end_stream()
         if self.timer is not None:
             self.timer.cancel()
         self._wake_body(ConnectionError("the client went away during the body"))
@@ -271,6 +275,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.last_active = self.loop.time()
+        if self.streaming is not None:
+            self._pump()
         if not self.busy:
             self._next()
 
@@ -278,12 +284,13 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self.pending is not None:
             self.pending.cancel()
+        self._end_stream()
         self.transport.abort()
 
     def waiting_for_client(self) -> bool:
         """Whether nothing is in progress but what the client has yet to send: an idle
         keep-alive connection, or one whose head is not complete (may be evicted)."""
-        return not (self.busy or self.closing or self.write_paused)
+        return not (self.busy or self.closing or self.write_paused or self.streaming)
 
     def evict(self) -> None:
         self._release()  # now: the newcomer takes its slot
@@ -293,7 +300,7 @@ class Connection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Answer the requests waiting in the buffer, one after the other."""
-        while not (self.busy or self.closing or self.write_paused):
+        while not (self.busy or self.closing or self.write_paused or self.streaming):
             while self.buffer[:2] == b"\r\n":  # an empty line before a request is allowed
                 del self.buffer[:2]
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
@@ -428,21 +435,55 @@ class Connection(asyncio.Protocol):
             f"Date: {_date()}",
             f"Content-Type: {response.content_type}",
         ]
-        if method != "HEAD" or response.body:
-            lines.append(f"Content-Length: {len(response.body)}")
+        body = response.body
+        length = body.length if isinstance(body, Stream) else len(body)
+        if method != "HEAD" or length:
+            lines.append(f"Content-Length: {length}")
         lines.extend(f"{name}: {value}" for name, value in response.headers)
         lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        body = b"" if method == "HEAD" else response.body
         if self.site.log is not None:  # before the answer leaves: a client never sees it first
             self.site.log.write(self.client, method, target, status)
-        if len(body) <= _JOIN_LIMIT:
+        if isinstance(body, Stream):
+            self.transport.write(head)
+            if method == "HEAD":
+                body.close()
+            else:
+                self.streaming, self.keep_alive_after_stream = body, keep_alive
+                self._pump()
+                return
+        elif method == "HEAD":
+            self.transport.write(head)
+        elif len(body) <= _JOIN_LIMIT:
             self.transport.write(head + body)
         else:
             self.transport.write(head)
             self.transport.write(body)
         if not keep_alive:
             self._close()  # after what is buffered has been sent
+
+    def _pump(self) -> None:
+        """Write the streamed body's next pieces while the transport takes them (it calls
+        ``resume_writing`` when it has drained), then go on as after any answer."""
+        stream = self.streaming
+        while stream is not None and not (self.write_paused or self.closing):
+            try:
+                piece = stream.next_piece()
+            except (OSError, FormatError) as e:
+                self.site.report(f"{self.client}: answer cut off: {e}")
+                self.abort()  # never an answer ended short as if it were whole
+                return
+            if not piece:
+                self._end_stream()  # resume_writing goes on with the next request
+                if not self.keep_alive_after_stream:
+                    self._close()
+                return
+            self.transport.write(piece)
+
+    def _end_stream(self) -> None:
+        if self.streaming is not None:
+            stream, self.streaming = self.streaming, None
+            stream.close()
 
     def _close(self) -> None:
         self.closing = True

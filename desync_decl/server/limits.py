@@ -13,7 +13,13 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   always seen and refused (431), whenever it arrives. One read can add up to
   asyncio's read size (256 KiB) on top; on the way out a connection holds the
   answer being written and asyncio's 64 KiB write buffer, and answers no
-  further request until that has drained.
+  further request until that has drained. An answer that can be large is
+  streamed (``messages.Stream``): a local index file is read a 256 KiB piece
+  at a time, only when the transport has drained (``resume_writing``), so a
+  connection holds at most a piece and the write buffer whatever the
+  index's size (60 connections pipelining GETs of an 11 MB index held 679 MB
+  when each answer was built whole). A chunk answer is held whole, at most
+  one per connection and at most ``--max-chunk-size`` (compressed) each.
 - ``head_timeout`` (20 s, Apache's ``RequestReadTimeout header=20``): a
   request head must be complete this long after its first byte arrived (a
   new connection's first head: after it was accepted). A client trickling a
