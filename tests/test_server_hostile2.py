@@ -23,12 +23,10 @@ import ssl
 import time
 from pathlib import Path
 
-import pytest
-
 from desync_decl.server.indexes import IndexService
 from desync_decl.server.listen import Limits
 from desync_decl.stores.location import LocalIndexStore
-from tests import servers_http
+from tests import servers_http, test_server_hostile
 from tests.servers_http import chunk_service
 from tests.store_contract import random_chunks
 from tests.test_server_hostile import (
@@ -46,18 +44,7 @@ from tests.test_server_security import raw
 from tests.test_servers import ask, chunk_path
 
 serve, cli_server, certs = servers_http.serve, servers_http.cli_server, servers_http.certs
-
-
-@pytest.fixture
-def store(tmp_path) -> tuple[Path, list]:
-    from desync_decl.stores.local import LocalStore
-
-    root = tmp_path / "store"
-    local = LocalStore(root, create=True)
-    chunks = random_chunks(2, seed=61)
-    for chunk in chunks:
-        local.store_chunk(chunk)
-    return root, chunks
+store = test_server_hostile.store  # a local store holding two chunks
 
 
 # --- the access log ------------------------------------------------------------------------
