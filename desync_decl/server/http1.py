@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -44,8 +45,10 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, TextIO
 
+from desync_decl.errors import FormatError
+from desync_decl.escaping import escape_line
 from desync_decl.server.limits import MAX_HEAD, RETRY_AFTER, Limits, Slots, client_key
-from desync_decl.server.messages import NO_BODY, Request, Response
+from desync_decl.server.messages import NO_BODY, Request, Response, Stream
 
 MAX_HEADERS = 100
 READS = ("GET", "HEAD")  # everything else is an upload: its own pool and slots
@@ -57,7 +60,11 @@ _AUTHORITY = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # absolute form:
 
 
 class AccessLog:
-    """desync's request log lines, with Go's log timestamp, safe from many threads."""
+    """desync's request log lines, with Go's log timestamp, safe from many threads.
+
+    Every field a client chose (the target, the method) is escaped
+    (``escape_line``) whatever the destination: a log file is read in a
+    terminal too, and a raw C1 character (``\x9b`` is CSI) acts there."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -65,7 +72,8 @@ class AccessLog:
 
     def write(self, client: str, method: str, target: str, status: int) -> None:
         stamp = time.strftime("%Y/%m/%d %H:%M:%S")
-        line = f"{stamp} Client: {client}, Request: {method} {target}, Response: {status}\n"
+        fields = f"Client: {client}, Request: {method} {target}, Response: {status}"
+        line = f"{stamp} {escape_line(fields)}\n"
         with self._lock:
             self.stream.write(line)
             self.stream.flush()
@@ -81,6 +89,7 @@ class Site:
     log: AccessLog | None = None
     report: Callable[[str], None] = lambda message: None
     limits: Limits = field(default_factory=Limits)
+    tls: ssl.SSLContext | None = None  # each connection starts TLS once it holds a slot
     connections: set[Connection] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -88,6 +97,19 @@ class Site:
         limits = self.limits
         self.clients = Slots(limits.max_connections, limits.max_connections_per_client)
         self.upload_slots = Slots(limits.max_uploads, limits.max_uploads_per_client)
+
+    def admit(self, newcomer: Connection) -> bool:
+        """Take a connection slot for ``newcomer``; at the total bound, by evicting the
+        connection that has waited longest without a request in progress (``limits``)."""
+        if self.clients.take(newcomer.host):
+            return True
+        if not self.clients.client_has_room(newcomer.host):
+            return False  # the client's own share is full: it is refused, nobody evicted
+        waiting = [c for c in self.connections if c is not newcomer and c.waiting_for_client()]
+        if not waiting:
+            return False
+        min(waiting, key=lambda c: c.idle_since).evict()
+        return self.clients.take(newcomer.host)
 
 
 class _Refusal(Exception):
@@ -154,7 +176,12 @@ class Connection(asyncio.Protocol):
         self.pending: asyncio.Future[Any] | None = None
         self.head_started: float | None = None  # when the head now awaited began to arrive
         self.last_active = 0.0
+        self.idle_since = 0.0  # when it last had no request in progress (eviction order)
         self.timer: asyncio.TimerHandle | None = None
+        self.handshake: asyncio.Task[None] | None = None  # TLS being started (kept referenced)
+        self.handshaking = False  # until ``transport`` is the TLS one
+        self.streaming: Stream | None = None  # a body being sent as the client takes it
+        self.keep_alive_after_stream = False
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -164,26 +191,66 @@ class Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = client_name(peer)
         self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
-        self.tls = transport.get_extra_info("sslcontext") is not None
-        self.last_active = self.head_started = self.loop.time()  # the first head is due
+        self.tls = self.site.tls is not None
+        self.last_active = self.head_started = self.idle_since = self.loop.time()
+        self.admitted = self.site.admit(self)
         self.site.connections.add(self)
-        self.admitted = self.site.clients.take(self.host)
+        if self.tls:
+            transport.pause_reading()  # the handshake reads its bytes, not this protocol
+            if self.admitted:
+                self.handshaking = True
+                self.handshake = self.loop.create_task(self._start_tls(self.transport))
+            else:
+                transport.abort()  # no TLS to say 503 in yet, and none is started for it
+            return
         if not self.admitted:
             self._answer("-", "-", _busy("too many connections"), False)
         self._arm()
 
+    async def _start_tls(self, plain: asyncio.Transport) -> None:
+        """TLS on a connection that holds its slot already, within the handshake's deadline;
+        a failed or evicted handshake gives the slot back."""
+        assert self.site.tls is not None
+        try:
+            secure = await self.loop.start_tls(
+                plain,
+                self,
+                self.site.tls,
+                server_side=True,
+                ssl_handshake_timeout=self.limits.handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, asyncio.CancelledError):
+            plain.abort()
+            self._release()
+            return
+        if secure is None or self.closing:
+            plain.abort()
+            self._release()
+            return
+        self.transport, self.handshaking = secure, False
+        self.last_active = self.head_started = self.loop.time()  # the first head is due
+        self._arm()
+        self._next()  # what came with the handshake's last bytes
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        self._end_stream()
+        if self.timer is not None:
+            self.timer.cancel()
+        self._wake_body(ConnectionError("the client went away during the body"))
+
+    def _release(self) -> None:
+        """Give back the connection's slot: when it is lost, or at once when evicted."""
         self.closing = True
         self.site.connections.discard(self)
         if self.admitted:
             self.admitted = False
             self.site.clients.give_back(self.host)
-        if self.timer is not None:
-            self.timer.cancel()
-        self._wake_body(ConnectionError("the client went away during the body"))
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if self.handshaking:  # bytes right after the handshake, before start_tls returned
+            return
         self.last_active = self.loop.time()
         self._flow()
         if self.busy:
@@ -195,6 +262,8 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.peer_done = True
+        if self.handshaking:
+            return False
         self._wake_body(ConnectionError("the client ended the connection during the body"))
         if not self.busy:
             self._next()  # answer what came complete, then close
@@ -206,6 +275,8 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.last_active = self.loop.time()
+        if self.streaming is not None:
+            self._pump()
         if not self.busy:
             self._next()
 
@@ -213,13 +284,23 @@ class Connection(asyncio.Protocol):
         self.closing = True
         if self.pending is not None:
             self.pending.cancel()
+        self._end_stream()
         self.transport.abort()
+
+    def waiting_for_client(self) -> bool:
+        """Whether nothing is in progress but what the client has yet to send: an idle
+        keep-alive connection, or one whose head is not complete (may be evicted)."""
+        return not (self.busy or self.closing or self.write_paused or self.streaming)
+
+    def evict(self) -> None:
+        self._release()  # now: the newcomer takes its slot
+        self.abort()
 
     # --- requests ---------------------------------------------------------------------
 
     def _next(self) -> None:
         """Answer the requests waiting in the buffer, one after the other."""
-        while not (self.busy or self.closing or self.write_paused):
+        while not (self.busy or self.closing or self.write_paused or self.streaming):
             while self.buffer[:2] == b"\r\n":  # an empty line before a request is allowed
                 del self.buffer[:2]
             end = self.buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
@@ -346,6 +427,7 @@ class Connection(asyncio.Protocol):
             result.set_exception(error)
 
     def _answer(self, method: str, target: str, response: Response, keep_alive: bool) -> None:
+        self.idle_since = self.loop.time()  # no request in progress from here
         status = response.status
         lines = [
             f"HTTP/1.1 {status} {_phrase(status)}",
@@ -353,21 +435,55 @@ class Connection(asyncio.Protocol):
             f"Date: {_date()}",
             f"Content-Type: {response.content_type}",
         ]
-        if method != "HEAD" or response.body:
-            lines.append(f"Content-Length: {len(response.body)}")
+        body = response.body
+        length = body.length if isinstance(body, Stream) else len(body)
+        if method != "HEAD" or length:
+            lines.append(f"Content-Length: {length}")
         lines.extend(f"{name}: {value}" for name, value in response.headers)
         lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        body = b"" if method == "HEAD" else response.body
         if self.site.log is not None:  # before the answer leaves: a client never sees it first
             self.site.log.write(self.client, method, target, status)
-        if len(body) <= _JOIN_LIMIT:
+        if isinstance(body, Stream):
+            self.transport.write(head)
+            if method == "HEAD":
+                body.close()
+            else:
+                self.streaming, self.keep_alive_after_stream = body, keep_alive
+                self._pump()
+                return
+        elif method == "HEAD":
+            self.transport.write(head)
+        elif len(body) <= _JOIN_LIMIT:
             self.transport.write(head + body)
         else:
             self.transport.write(head)
             self.transport.write(body)
         if not keep_alive:
             self._close()  # after what is buffered has been sent
+
+    def _pump(self) -> None:
+        """Write the streamed body's next pieces while the transport takes them (it calls
+        ``resume_writing`` when it has drained), then go on as after any answer."""
+        stream = self.streaming
+        while stream is not None and not (self.write_paused or self.closing):
+            try:
+                piece = stream.next_piece()
+            except (OSError, FormatError) as e:
+                self.site.report(f"{self.client}: answer cut off: {e}")
+                self.abort()  # never an answer ended short as if it were whole
+                return
+            if not piece:
+                self._end_stream()  # resume_writing goes on with the next request
+                if not self.keep_alive_after_stream:
+                    self._close()
+                return
+            self.transport.write(piece)
+
+    def _end_stream(self) -> None:
+        if self.streaming is not None:
+            stream, self.streaming = self.streaming, None
+            stream.close()
 
     def _close(self) -> None:
         self.closing = True

@@ -9,6 +9,13 @@ backslash or a control character (400). A PUT body must parse as an index
 (415 otherwise) and is written atomically; GET re-serializes the index, so
 what leaves the server is always a well-formed index.
 
+A GET from a local index directory is never held whole either: the file is
+sent as the client takes it (``IndexFile``, a streamed body; ``limits``),
+each piece checked as it is read, and a file that turns out invalid half-way
+cuts the connection, so a client never receives a broken index as if it
+were whole. Building each answer in memory let 60 connections pipelining
+GETs of an 11 MB index without reading take a server from 35 MB to 679 MB.
+
 A PUT body is never held in memory (``upload``): into a local index
 directory it streams straight into the final file's temp file (created 0600,
 made 0644 once whole and valid, then renamed over the name), checked piece by
@@ -20,7 +27,9 @@ and only a valid index is then read back for the store.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable
 from urllib.parse import unquote
 
@@ -59,6 +68,8 @@ class IndexService:
             return Response.text(400, "invalid index name")
         if request.method == "PUT":
             return self._put(name, request)
+        if isinstance(self.store, LocalIndexStore):
+            return self._get_local(name, request.method)
         index = self._get(name)
         if isinstance(index, Response):
             return index
@@ -73,6 +84,26 @@ class IndexService:
             if isinstance(e, IndexMissing):
                 return Response.text(404, f"index {name} not found")
             return failure(self.report, f"GET {name}: {e}")
+
+    def _get_local(self, name: str, method: str) -> Response:
+        """The file itself, streamed (HEAD: checked whole here, nothing sent)."""
+        assert isinstance(self.store, LocalIndexStore)
+        try:
+            body = IndexFile(self.store.path, name)
+        except FileNotFoundError:
+            return Response.text(404, f"index {name} not found")
+        except (OSError, FormatError) as e:
+            return failure(self.report, f"GET {name}: {e}")
+        if method == "GET":
+            return Response(200, body, OCTETS)
+        try:
+            while body.next_piece():
+                pass
+        except (OSError, FormatError) as e:
+            return failure(self.report, f"HEAD {name}: {e}")
+        finally:
+            body.close()
+        return Response(200, b"", OCTETS)
 
     def _put(self, name: str, request: Request) -> Response:
         if not self.writable:
@@ -125,3 +156,55 @@ def index_name(path: str) -> str | None:
     if name in ("", ".", "..") or _BAD_NAME.search(name):
         return None
     return name
+
+
+class IndexFile:
+    """A local index file as an answer's body (``messages.Stream``): read a piece at a
+    time as the client takes the answer, each piece checked (``index.Checker``), so
+    that neither the file nor its decoded table is ever held whole. Opened without
+    following a symbolic link, and only when it is a regular file (a FIFO planted in
+    the directory would block the reader)."""
+
+    PIECE = 256 * 1024
+
+    def __init__(self, directory: os.PathLike[str], name: str) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(os.path.join(directory, name), flags)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{name} is not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd, self.name = fd, name
+        self.length = self.left = info.st_size  # what is sent, even if the file grows
+        self.check = index_format.Checker(name)
+        try:  # before any answer: a file broken from its start (or small) is a 500
+            self.first: bytes | None = self._read()
+        except BaseException:
+            self.close()
+            raise
+
+    def next_piece(self) -> bytes:
+        if self.first is not None:
+            piece, self.first = self.first, None
+            return piece
+        return self._read()
+
+    def _read(self) -> bytes:
+        if not self.left:
+            return b""
+        piece = os.read(self.fd, min(self.PIECE, self.left))
+        if not piece:
+            raise FormatError(f"{self.name}: the file shrank while it was sent")
+        self.left -= len(piece)
+        self.check.feed(piece)
+        if not self.left:
+            self.check.finish()  # before the last piece leaves: never a broken whole
+        return piece
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)

@@ -13,30 +13,49 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   always seen and refused (431), whenever it arrives. One read can add up to
   asyncio's read size (256 KiB) on top; on the way out a connection holds the
   answer being written and asyncio's 64 KiB write buffer, and answers no
-  further request until that has drained.
+  further request until that has drained. An answer that can be large is
+  streamed (``messages.Stream``): a local index file is read a 256 KiB piece
+  at a time, only when the transport has drained (``resume_writing``), so a
+  connection holds at most a piece and the write buffer whatever the
+  index's size (60 connections pipelining GETs of an 11 MB index held 679 MB
+  when each answer was built whole). A chunk answer is held whole, at most
+  one per connection and at most ``--max-chunk-size`` (compressed) each.
 - ``head_timeout`` (20 s, Apache's ``RequestReadTimeout header=20``): a
   request head must be complete this long after its first byte arrived (a
   new connection's first head: after it was accepted). A client trickling a
   head byte by byte (slowloris) is answered 408 and closed.
 - ``idle_timeout`` (120 s, desync's): a connection with no request under way,
   or whose client reads no answers, is closed after this long without progress.
-- ``body_timeout`` and ``body_min_rate`` (20 s and 1 KiB/s, after
-  ``RequestReadTimeout body=20,MinRate=500``): while the server waits for body
-  bytes, a pause may last ``body_timeout``, and all waiting together at most
-  ``body_timeout`` plus a second for every ``body_min_rate`` bytes received.
-  A trickled upload loses its connection instead of keeping its thread.
+- ``body_timeout`` and ``body_min_rate`` (20 s and 64 KiB/s): while the
+  server waits for body bytes, a pause may last ``body_timeout``, and all
+  waiting together at most ``body_timeout`` plus a second for every
+  ``body_min_rate`` bytes received. A trickled upload loses its connection
+  (408) instead of keeping its slot. The rate is what makes holding a slot
+  cost real bandwidth: at Apache's 500 B/s (1 KiB/s before), 32 uploads
+  trickled at 1.2 KB/s, 38 KB/s in all, held every upload slot for as long
+  as they liked (a 1 GiB index for 12 days); at 64 KiB/s holding all 32 takes
+  2 MiB/s, and a 1 GiB upload has at most 4.5 hours. Any link that uploads
+  chunks at all sends faster than 64 KiB/s.
 - ``max_connections`` (512) and ``max_connections_per_client`` (64, by IPv4
   address or IPv6 /64 network, ``client_key``: whoever has one IPv6 address
-  usually has the 2^64 of its network): more are answered 503 with
-  ``Retry-After`` and closed. One
-  address cannot take every connection; 64 is six times desync's default
-  concurrency of 10, for a few clients behind one NAT address. A TLS
-  connection counts once its handshake is done; a handshake has 30 s
-  (``listen.HANDSHAKE_TIMEOUT``).
-- ``max_uploads`` (32) and ``max_uploads_per_client`` (16): requests other
+  usually has the 2^64 of its network): a client past its own share is
+  answered 503 with ``Retry-After`` and closed. One address cannot take every
+  connection; 64 is six times desync's default concurrency of 10, for a few
+  clients behind one NAT address. At the total bound a new connection is not
+  refused: it evicts the connection that has waited longest without a
+  request in progress (idle keep-alive, a head not complete yet, a TLS
+  handshake), as nginx reuses idle keep-alive connections. Else eight
+  addresses holding idle connections, renewed before the idle timeout, would
+  lock every other client out; now they lose their own connections instead.
+  A TLS connection counts from its accept, before its handshake (which holds
+  some 300 KB of buffers): a client past its share is closed before any TLS
+  byte, and a handshake must be done within ``handshake_timeout`` (10 s).
+- ``max_uploads`` (32) and ``max_uploads_per_client`` (4): requests other
   than GET and HEAD (uploads) run in a thread pool of their own of this size,
   and one more than these is answered 503 with ``Retry-After`` at once,
-  never queued; desync retries a 503. GET and HEAD never wait for an upload:
+  never queued; desync retries a 503. A client's share is small against the
+  total (at 16, two addresses held every slot): it takes eight addresses to
+  fill them. GET and HEAD never wait for an upload:
   they are answered on the event loop (local stores) or in the readers' pool.
 """
 
@@ -56,12 +75,13 @@ class Limits:
     max_buffer: int = 128 * 1024
     head_timeout: float = 20.0
     idle_timeout: float = 120.0
+    handshake_timeout: float = 10.0
     body_timeout: float = 20.0
-    body_min_rate: float = 1024.0
+    body_min_rate: float = 64 * 1024.0
     max_connections: int = 512
     max_connections_per_client: int = 64
     max_uploads: int = 32
-    max_uploads_per_client: int = 16
+    max_uploads_per_client: int = 4
 
     def __post_init__(self) -> None:
         if self.max_buffer < MAX_HEAD + 4:
@@ -100,6 +120,11 @@ class Slots:
             self._count += 1
             self._held[client] += 1
             return True
+
+    def client_has_room(self, client: str) -> bool:
+        """Whether ``client`` is below its own share (a refusal is then the total's)."""
+        with self._lock:
+            return self._held[client] < self.per_client
 
     def give_back(self, client: str) -> None:
         with self._lock:

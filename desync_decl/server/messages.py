@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 OCTETS = "application/octet-stream"
 
@@ -41,10 +41,26 @@ class Request:
     body: Body = NO_BODY  # at most ``length`` bytes
 
 
+@runtime_checkable
+class Stream(Protocol):
+    """An answer's body of ``length`` bytes made piece by piece as the client takes them,
+    so that it is never held whole (an index of up to 1 GiB, once per connection)."""
+
+    length: int
+
+    def next_piece(self) -> bytes:
+        """The next bytes (b"" after the last); raises ``OSError`` or ``FormatError``
+        when the body cannot be completed: the connection is then cut, never the
+        answer ended short as if it were whole."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes | memoryview = b""
+    body: bytes | memoryview | Stream = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
 
