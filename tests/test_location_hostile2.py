@@ -32,7 +32,7 @@ BROKEN = [  # each does not parse; the password must never show, not even a piec
     ("http:/user:typosecret@127.0.0.1:1/s", "typosecret"),
     ("https:/user:se/cret3@127.0.0.1:1/s", "cret3"),
 ]
-BAD_HOSTS = ["https://%zz/s", "http://ho%41st/s", "s3+http://a b/bucket", "gs://b{u}cket/x"]
+BAD_HOSTS = ["https://%zz/s", "http://ho%41st/s", "http://a!b/s", "oci+https://reg;x/repo"]
 
 
 @pytest.mark.parametrize(("url", "secret"), BROKEN)
@@ -60,11 +60,7 @@ def test_free_text_masks_a_password_holding_a_slash(url, secret):
 
     shown = mask_credentials(f"cannot reach {url}: refused")
     assert secret not in shown and ":***@127.0.0.1:1/" in shown
-
-
-def test_a_valid_url_with_an_at_sign_in_its_path_keeps_its_path():
-    from desync_decl.stores.url import mask_credentials
-
+    # a URL that parses, with an '@' in its path, keeps its path
     text = "http://host:8080/a@b/c and http://u:pw@host:80/x@y"
     assert mask_credentials(text) == "http://host:8080/a@b/c and http://u:***@host:80/x@y"
 
