@@ -70,14 +70,18 @@ class Config:
         if entry is None:
             return StoreOptions()
         if not isinstance(entry, dict):
-            raise DesyncError(f"{self.path}: store-options '{key}' must be an object")
-        return StoreOptions.from_config(entry, f"{self.path}: store-options '{key}'")
+            raise DesyncError(
+                f"{self.path}: store-options '{mask_credentials(key)}' must be an object"
+            )
+        return StoreOptions.from_config(
+            entry, f"{self.path}: store-options '{mask_credentials(key)}'"
+        )
 
     def section(self, name: str, location: str) -> dict[str, Any] | None:
         """The entry of a credentials section (``s3-credentials``, ...) for ``location``."""
         key, entry = self._lookup(name, location.rstrip("/"))
         if entry is not None and not isinstance(entry, dict):
-            raise DesyncError(f"{self.path}: {name} '{key}' must be an object")
+            raise DesyncError(f"{self.path}: {name} '{mask_credentials(key)}' must be an object")
         return entry
 
     def _lookup(self, section: str, location: str) -> tuple[str, Any]:

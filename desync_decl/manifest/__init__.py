@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from desync_decl.manifest.loader import Document, load_document
+from desync_decl.manifest.loader import MAX_FILE_BYTES, Document, load_document
 from desync_decl.manifest.model import (
     KINDS,
     Action,
@@ -69,8 +69,12 @@ def load_manifest(path: str | os.PathLike[str], env: Mapping[str, str] | None = 
     """Read, validate and type a manifest; ``env`` (default ``os.environ``) feeds ``${env:…}``."""
     file = os.fspath(path)
     try:
-        with open(file, encoding="utf-8") as f:
-            text = f.read()
+        with open(file, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # no more: a larger file is refused unread
+        if len(data) > MAX_FILE_BYTES:
+            too_large = f"larger than {MAX_FILE_BYTES >> 20} MiB (a manifest may be at most that)"
+            raise ManifestError([Problem(Position(file), too_large)])
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ManifestError([Problem(Position(file), "no such file")]) from None
     except IsADirectoryError:

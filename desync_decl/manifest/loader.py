@@ -16,7 +16,11 @@ read. The document records every value built from the environment (``env``),
 with the text it was written as, so that messages and outputs show
 ``${env:NAME}`` instead of the value.
 
-A hostile file stays cheap: nesting deeper than ``MAX_DEPTH`` is refused from
+A hostile file stays cheap: a file larger than ``MAX_FILE_BYTES`` is refused
+before it is parsed, and one writing more than ``MAX_VALUES`` values while its
+events are counted, before a node tree is built (a 4 MB ``tasks: [0,0,…]`` of
+2 million values took 100 s and 1.3 GB to validate, checked one by one); nesting
+deeper than ``MAX_DEPTH`` is refused from
 the event stream before a node tree is built (libyaml's composer recurses in C
 and crashes the process on a few hundred thousand ``[``), and aliases may add
 at most ``MAX_ALIAS_VALUES`` values and ``MAX_ALIAS_BYTES`` of text to what is
@@ -45,6 +49,8 @@ _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_FILE_BYTES = 4 << 20  # a manifest file; real ones are a few KiB
+MAX_VALUES = 100_000  # scalars, mappings and lists written in the file
 MAX_DEPTH = 64  # nested mappings and lists, aliases followed
 MAX_ALIAS_VALUES = 100_000  # values aliases may add to those written in the file
 MAX_ALIAS_BYTES = 1 << 20  # text aliases may add (characters of scalars, bytes for ASCII)
@@ -103,9 +109,9 @@ def load_document(
 
     ``env_rule`` says where ``${env:…}`` may be used (by default nowhere)."""
     try:
-        written, too_deep = _scan(text, file)
-        if too_deep is not None:
-            return None, [Problem(too_deep, f"nested deeper than {MAX_DEPTH} levels")]
+        written, refused = _scan(text, file)
+        if refused is not None:
+            return None, [refused]
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -131,21 +137,27 @@ def load_document(
     return document, builder.problems + refused
 
 
-def _scan(text: str, file: str) -> tuple[int, Position | None]:
-    """The number of values written, and where nesting first gets too deep (events
-    are produced without recursion, so this is safe on any input)."""
+def _scan(text: str, file: str) -> tuple[int, Problem | None]:
+    """The number of values written, or where the file first writes too many or nests
+    too deep (events are produced without recursion, so this is safe on any input)."""
     depth = written = 0
     for event in yaml.parse(text, Loader=_Loader):
         if isinstance(event, yaml.NodeEvent):
             written += 1
+            if written > MAX_VALUES:
+                return written, _refused(event, file, f"more than {MAX_VALUES} values")
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                mark = event.start_mark
-                return written, Position(file, mark.line + 1, mark.column + 1)
+                return written, _refused(event, file, f"nested deeper than {MAX_DEPTH} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
     return written, None
+
+
+def _refused(event: yaml.Event, file: str, message: str) -> Problem:
+    mark = event.start_mark
+    return Problem(Position(file, mark.line + 1, mark.column + 1), message)
 
 
 class _TooLarge(Exception):

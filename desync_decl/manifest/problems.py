@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from desync_decl.errors import DesyncError
 
+MAX_PROBLEMS = 100  # reported of one manifest: a file of a million wrong values is not a report
+
 # A place in the loaded data: mapping keys and list indexes from the root,
 # e.g. ("tasks", 2, "extract", "stores", 0).
 DataPath = tuple[str | int, ...]
@@ -42,8 +44,12 @@ class Problem:
 
 
 class ManifestError(DesyncError):
-    """A manifest that cannot be used; ``problems`` lists everything wrong with it."""
+    """A manifest that cannot be used; ``problems`` lists what is wrong with it, the
+    first ``MAX_PROBLEMS`` in file order and then a line saying there are more."""
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(set(problems))
+        if len(self.problems) > MAX_PROBLEMS:
+            more = f"… and more problems (only the first {MAX_PROBLEMS} are shown)"
+            self.problems[MAX_PROBLEMS:] = [Problem(Position(self.problems[0].position.file), more)]
         super().__init__("\n".join(str(p) for p in self.problems))

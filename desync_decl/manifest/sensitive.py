@@ -13,6 +13,17 @@ are not searched for in free text (a ``4`` would rewrite every number); messages
 about manifest fields show such values as written anyway (``Document.as_written``),
 and values YAML typed as numbers (``concurrency: ${env:JOBS}``) appear in no output.
 
+A message may show a piece of a value rather than all of it: ``cannot create
+/proc/SECRET1`` for a path ``/proc/${env:SECRET}.img`` with SECRET=``SECRET1/PART2``
+(the parent of the path), a file name, its stem, a URL that percent-encodes the
+value. So each value's ``pieces`` are hidden too, as ``(sensitive value)``: every
+``/``-separated segment, every part before and after a ``/``, each without its
+suffixes (``.img``), and the percent-encoded forms of these and of the value.
+A piece shown anyway tells nothing and is kept: one written in the manifest
+(``/proc``, ``.img``) or in the path of the manifest's directory (which every
+``FILE:LINE:COL`` shows). Pieces match only between characters that are not
+letters or digits, so a segment ``store`` does not rewrite ``datastore``.
+
 A saved plan must let ``apply --plan`` notice changed facts without holding the
 values: ``key`` is made of the values read, for a keyed hash of the facts that
 changes when they do and tells nothing about them without them.
@@ -23,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from desync_decl.manifest.convert import location
 from desync_decl.manifest.loader import EnvText
@@ -38,13 +50,23 @@ SENSITIVE = "(sensitive value)"  # a match whose spelling maps to no known value
 class Redactor:
     """Rewrites text and JSON data so that no value read from the environment shows."""
 
-    def __init__(self, shown: Mapping[str, str], variables: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        shown: Mapping[str, str],
+        variables: Iterable[tuple[str, str]] = (),
+        pieces: Iterable[str] = (),
+    ) -> None:
         """``shown``: each value to hide and the text to show in its place;
-        ``variables``: every (name, value) read, which make ``key``."""
-        kept = sorted((v for v in shown if len(v) >= MIN_REDACTED), key=len, reverse=True)
+        ``variables``: every (name, value) read, which make ``key``; ``pieces``:
+        parts of values a message may show alone, hidden as ``SENSITIVE``."""
+        kept = _longest_first(shown)
         self._shown = {v.casefold(): shown[v] for v in kept}
-        pattern = "|".join(re.escape(v) for v in kept)  # longest first: it wins where both fit
-        self._pattern = re.compile(pattern, re.IGNORECASE) if kept else None
+        parts = _longest_first(set(pieces) - set(shown))
+        # longest first: it wins where both fit; whole values before pieces
+        alternatives = [re.escape(v) for v in kept]
+        if parts:
+            alternatives.append(_BOUNDED.format("|".join(re.escape(p) for p in parts)))
+        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
         # a secret made of the values read (None: none were), to key hashes that must
         # change with them without revealing them
         read = sorted(set(variables))
@@ -57,15 +79,23 @@ class Redactor:
         relative path made absolute)."""
         shown: dict[str, str] = {}
         variables: list[tuple[str, str]] = []
+        pieces: set[str] = set()
         for text in env.values():
             variables += text.variables
             if text.typed:
                 continue
+            # shown anyway: what the manifest writes, and its directory (in every position)
+            public = (text.shown.casefold(), str(base_dir).casefold())
             for name, value in text.variables:
                 shown.setdefault(value, f"${{env:{name}}}")
+                pieces.update(p for p in _pieces(value) if not _within(p, public))
             shown[text.value] = text.shown
             shown.setdefault(location(text.value, base_dir), text.shown)
-        return cls(shown, variables)
+            pieces.update(p for p in _pieces(text.value) if not _within(p, public))
+        for value, reference in list(shown.items()):  # a value in a URL, percent-encoded
+            for encoded in (quote(value, safe=""), quote(value)):
+                shown.setdefault(encoded, reference)
+        return cls(shown, variables, pieces)
 
     def __bool__(self) -> bool:
         return self.key is not None
@@ -92,6 +122,37 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]
         return self.text(str(value))
+
+
+_BOUNDED = "(?<![^\\W_])(?:{})(?![^\\W_])"  # not next to a letter or digit
+
+
+def _longest_first(values: Iterable[str]) -> list[str]:
+    return sorted((v for v in values if len(v) >= MIN_REDACTED), key=len, reverse=True)
+
+
+def _within(piece: str, public: Iterable[str]) -> bool:
+    return any(piece.casefold() in text for text in public)
+
+
+def _pieces(value: str) -> Iterator[str]:
+    """The parts of ``value`` a message may show alone: before and after each ``/``,
+    each segment, each of these without suffixes, and their percent-encoded forms."""
+    parts = value.split("/")
+    cut = {value}
+    for n in range(1, len(parts)):
+        cut.update(("/".join(parts[:n]), "/".join(parts[n:])))
+    cut.update(parts)
+    for part in list(cut):
+        last = part.rfind("/") + 1  # suffixes are those of the last segment
+        stem = part[last:]
+        while "." in stem.lstrip("."):
+            stem = stem.rsplit(".", 1)[0]
+            cut.add(part[:last] + stem)
+    for part in cut:
+        yield part
+        yield quote(part, safe="")
+        yield quote(part)
 
 
 NO_SECRETS = Redactor({})

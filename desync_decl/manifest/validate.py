@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError
 from desync_decl.manifest.environment import ENV_KEYWORD, EnvRule
 from desync_decl.manifest.loader import Document, EnvText
 from desync_decl.manifest.places import SECTIONS, where
-from desync_decl.manifest.problems import DataPath, Problem
+from desync_decl.manifest.problems import MAX_PROBLEMS, DataPath, Problem
 
 SCHEMA_FILE = "manifest.schema.json"
 VERSION = 1
@@ -111,6 +111,8 @@ def schema_problems(doc: Document) -> list[Problem]:
     problems: list[Problem] = []
     for error in _validator().iter_errors(data):
         problems.extend(_explain(error, doc))
+        if len(problems) > MAX_PROBLEMS:  # more would not be shown, only cost time
+            break
     return problems
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import http.client
 import ssl
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InsecureRequestWarning
 
@@ -124,7 +125,7 @@ class HttpObjects:
                 if method != "GET":
                     _drain(response)
                     return b""
-                return read_at_most(response.iter_content(_READ_BLOCK), limit, f"GET {url}")
+                return read_at_most(_raw_body(response, _READ_BLOCK), limit, f"GET {url}")
         except requests.exceptions.SSLError as e:  # a certificate problem does not heal itself
             raise StoreError(f"{method} {url}: TLS: {_cause(e)}") from None
         except _DROPPED as e:
@@ -166,14 +167,27 @@ def _check(method: str, url: str, response: requests.Response) -> None:
 def _drain(response: requests.Response) -> None:
     """Read a short answer (a HEAD's, a PUT's) to its end, so its connection goes back
     to the pool; a long one is left, and its connection closed with the response."""
-    for _ in zip(range(_DRAIN_PIECES), response.iter_content(_READ_BLOCK), strict=False):
+    for _ in zip(range(_DRAIN_PIECES), _raw_body(response, _READ_BLOCK), strict=False):
         pass
 
 
 def _start_of_body(response: requests.Response) -> str:
     """As much of an error body as a message quotes (the rest is never read)."""
-    start = next(response.iter_content(_BODY_IN_MESSAGE * 4), b"")
+    start = next(_raw_body(response, _BODY_IN_MESSAGE * 4), b"")
     return start.decode(response.encoding or "utf-8", "replace")
+
+
+def _raw_body(response: requests.Response, block: int) -> Iterator[bytes]:
+    """The body as sent, never content-decoded: we ask for ``identity``, and a server
+    that gzips anyway sends invalid data, not a bomb (requests would inflate a 2 MB
+    gzip body to the whole 1 GiB index bound). Errors are those ``iter_content`` raises."""
+    try:
+        while piece := response.raw.read(block, decode_content=False):
+            yield piece
+    except urllib3.exceptions.ProtocolError as e:
+        raise requests.exceptions.ChunkedEncodingError(e) from None
+    except urllib3.exceptions.ReadTimeoutError as e:
+        raise requests.exceptions.ConnectionError(e) from None
 
 
 def _cause(error: BaseException) -> str:

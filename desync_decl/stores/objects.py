@@ -49,15 +49,16 @@ class ObjectTooLarge(StoreError):
 
 
 def read_at_most(pieces: Iterable[bytes], limit: int, where: str) -> bytes:
-    """The pieces of a body joined, refused (``ObjectTooLarge``) as soon as they pass
-    ``limit``: a backend stops reading there and drops the connection."""
-    parts, total = [], 0
+    """The pieces of a body gathered in one buffer, refused (``ObjectTooLarge``) as soon
+    as they pass ``limit``: a backend stops reading there and drops the connection.
+    The buffer is returned as it is (a ``bytearray``): joining a list of pieces held
+    the body twice at its end, 2 GiB for an index near its 1 GiB bound."""
+    body = bytearray()
     for piece in pieces:
-        parts.append(piece)
-        total += len(piece)
-        if total > limit:
+        body += piece
+        if len(body) > limit:
             raise ObjectTooLarge(where, limit)
-    return b"".join(parts)
+    return body  # type: ignore[return-value]  # a bytearray reads as bytes do
 
 
 class Objects(Protocol):
@@ -124,7 +125,7 @@ class ObjectChunkStore:
         except ObjectMissing:
             raise ChunkMissing(id, str(self)) from None
         try:
-            chunk = self.format.decode(id, data)
+            chunk = self.format.decode(id, bytes(data))  # immutable, as a chunk's data is
         except DecodeError as e:
             raise ChunkInvalid(id, str(self), str(e)) from None
         return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)

@@ -9,11 +9,19 @@ with a scheme must have an authority made of an optional ``userinfo@``, a host
 from 1 to 65535, or it is a ``LocationError`` naming it. The CLI, ``plan``,
 ``apply``, ``config`` and ``validate`` all go through it.
 
+The host is a DNS name or an IPv4 address (letters, digits, ``.``, ``_``,
+``-``) or a bracketed IP literal: ``https://%zz/s`` is refused here rather than
+deep inside an HTTP library. A known scheme with one slash (``http:/user:pw@h``,
+a typo) is refused too: taken for a local path, it was printed whole.
+
 ``mask_credentials`` is how a location is shown to people: ``http://user:pass@``
 and ``s3+http://KEY:SECRET@`` become ``user:***@`` and ``KEY:***@`` in any text,
 and a lone userinfo of a web or object store URL (a token: ``https://TOKEN@``)
 becomes ``***@``. ssh and sftp keep a lone user name: it is a login, not a
-secret, and messages about failed logins need it.
+secret, and messages about failed logins need it. A password holding an
+unencoded ``/``, ``?`` or ``#`` (``http://user:se/cret@host/s``) makes a URL
+that does not parse, whose authority ends inside the password: everything
+from ``user:`` to the last ``@`` is masked.
 """
 
 from __future__ import annotations
@@ -25,16 +33,25 @@ from desync_decl.errors import DesyncError
 
 MASK = "***"
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
-# RFC 3986 reg-name characters (unreserved, pct-encoded, sub-delims); an IP literal in
-# brackets is checked by urlsplit itself
+# a known scheme followed by one slash only: a typo, not a local path
+_ONE_SLASH = re.compile(r"^(https?|s3\+https?|gs|sftp|ssh|oci\+https?):/(?!/)", re.IGNORECASE)
+# a host name or IPv4 address (no percent-encoding, no sub-delims: no store host has
+# them and HTTP libraries fail on them deep inside); an IP literal in brackets is
+# checked by urlsplit itself
 _AUTHORITY = re.compile(
     r"(?:(?P<userinfo>[^\s@]*)@)?"
-    r"(?P<host>\[[^\[\]\s]*\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)"
+    r"(?P<host>\[[^\[\]\s]*\]|[A-Za-z0-9._-]*)"
     r"(?::(?P<port>[0-9]*))?"
 )
 # A URL's userinfo anywhere in a text: everything between "//" and the last "@"
 # before the host ends (a "/", "?", "#" or white space)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s]*)@")
+# A password with an unencoded "/", "?" or "#" (what precedes it is not a port): the
+# URL does not parse; everything from "user:" to the last "@" before white space
+_BROKEN_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/?#\s:@]*)"
+    r":(?![0-9]*[/?#])[^/?#\s@]*[/?#]\S*@"
+)
 _LOGIN_SCHEMES = {"ssh", "sftp"}
 
 
@@ -45,10 +62,19 @@ class LocationError(DesyncError):
 def url_scheme(location: str) -> str | None:
     """The lower-case scheme of a URL location, None for a local path; a URL whose
     authority does not parse is a ``LocationError``."""
+    typo = _ONE_SLASH.match(location)
+    if typo is not None:
+        shown = mask_credentials(location.replace(":/", "://", 1)).replace("://", ":/", 1)
+        raise LocationError(f"{shown}: invalid URL (a '{typo[1]}:' URL starts with '{typo[1]}://')")
     match = _SCHEME.match(location)
     if match is None:
         return None
     shown = _masked_location(location)
+    if _BROKEN_USERINFO.match(location):
+        raise LocationError(
+            f"{shown}: invalid URL (a '/', '?' or '#' in the user or password must be"
+            " percent-encoded)"
+        )
     if re.search(r"\s", _userinfo(location) or ""):  # masking finds userinfo up to a space
         raise LocationError(f"{shown}: white space in the user or password (percent-encode it)")
     problem = _authority_problem(shown)  # parsed masked: a message never holds the secret
@@ -73,11 +99,14 @@ def _authority_problem(location: str) -> str | None:
 
 def mask_credentials(text: str) -> str:
     """``text`` with the secret part of every URL's userinfo replaced by ``***``."""
+    text = _BROKEN_USERINFO.sub(lambda m: f"{m['scheme']}://{m['user']}:{MASK}@", text)
     return _USERINFO.sub(lambda m: _masked_userinfo(m["scheme"], m["userinfo"]), text)
 
 
 def _masked_location(location: str) -> str:
     """One location masked even when it does not parse (a space in the password)."""
+    if _BROKEN_USERINFO.match(location):
+        return mask_credentials(location)
     userinfo = _userinfo(location)
     if userinfo is None:
         return location
