@@ -8,12 +8,17 @@ name (or, where the filesystem cannot, written to a temp file and renamed), so
 concurrent writers and crashes never expose a partial chunk; ``flush()``
 makes everything written durable at once.
 
-Chunk files are read and written relative to their prefix directory opened
-with ``O_NOFOLLOW``, and opened themselves with ``O_NOFOLLOW``: a symbolic
-link planted in the store (as a chunk file or as a prefix directory) is never
-followed, so a chunk-server does not serve a file from outside the store nor
-write an upload through a link into another directory (a link in the store's
-own path, set up by whoever configured it, is followed as before).
+Every operation below the store root acts relative to a prefix directory
+opened with ``O_NOFOLLOW`` (chunk files are opened with ``O_NOFOLLOW``, stats,
+``utime`` and ``unlink`` never follow a link): a symbolic link planted in the
+store (as a chunk file or as a prefix directory) is never followed nor counted,
+so a chunk-server does not serve a file from outside the store nor write an
+upload through a link into another directory, and ``prune``, eviction and
+``touch`` run as root never delete or touch a file outside it. Walks open each
+prefix directory relative to the store root's descriptor and delete in the very
+directory they listed, so swapping a prefix directory for a link between the
+listing and the deletion redirects nothing (a link in the store's own path,
+set up by whoever configured it, is followed as before).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from desync_decl.formats.chunk import Chunk
@@ -43,6 +48,11 @@ _ANONYMOUS_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_PATH: the directory is only a place to open files in (cheaper than opening it for reading)
 _DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# A directory to list (scandir cannot read an O_PATH descriptor); the root may be a link
+_ROOT_LISTING_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_PREFIX_LISTING_FLAGS = _ROOT_LISTING_FLAGS | os.O_NOFOLLOW
+# What opening a prefix directory with O_NOFOLLOW | O_DIRECTORY says about a link or a file there
+_NOT_A_DIRECTORY = {errno.ELOOP, errno.ENOTDIR}
 # Why a filesystem or kernel cannot make unnamed files or link them in (no
 # O_TMPFILE support, linkat by fd not allowed): use named temp files instead.
 _CANNOT_LINK_ANONYMOUS = {
@@ -74,7 +84,6 @@ class LocalStore:
     ) -> None:
         self.path = Path(path)
         self._root = os.fspath(self.path)  # string joins: pathlib costs microseconds per chunk
-        self._prefixes: set[str] = set()  # prefix directories known to exist (never removed)
         self._anonymous_files = hasattr(os, "O_TMPFILE")  # off once the filesystem refuses
         self.digest = digest
         self.format = format
@@ -110,11 +119,10 @@ class LocalStore:
             pass  # another thread made it
         except FileNotFoundError:
             self._mkdir(directory)
-        self._prefixes.add(os.path.basename(directory))
 
-    def _file(self, id: ChunkID, compressed: bool) -> str:
-        h = id.hex()
-        return f"{self._root}/{h[:4]}/{h}{self._formats[compressed].extension}"
+    def _name(self, id: ChunkID, compressed: bool) -> str:
+        """The chunk file's name in its prefix directory."""
+        return id.hex() + self._formats[compressed].extension
 
     def _prefix_directory(self, prefix: str, create: bool) -> int:
         """A descriptor of the prefix directory, never opened through a symbolic link
@@ -156,27 +164,7 @@ class LocalStore:
     def has_chunk(self, id: ChunkID) -> bool:
         """Whether a chunk file is there: a regular file in a real prefix directory (a
         symbolic link is none, so a client uploads the chunk and the link is replaced)."""
-        prefix = id.hex()[:4]
-        if prefix not in self._prefixes:
-            # In a new store most chunks land in a new prefix directory: one
-            # lookup of the directory answers for both file forms.
-            try:
-                if not stat.S_ISDIR(os.lstat(f"{self._root}/{prefix}").st_mode):
-                    return False
-            except FileNotFoundError:
-                return False
-            except OSError as e:
-                raise StoreError(f"cannot stat {self._root}/{prefix}: {e.strerror}") from e
-            self._prefixes.add(prefix)
-        for compressed in self._formats:
-            try:
-                if stat.S_ISREG(os.lstat(self._file(id, compressed)).st_mode):
-                    return True
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise StoreError(f"cannot stat chunk {id.hex()} in {self}: {e.strerror}") from e
-        return False
+        return self._chunk_stat(id, self._formats) is not None
 
     def store_chunk(self, chunk: Chunk) -> None:
         h = chunk.id.hex()
@@ -241,12 +229,47 @@ class LocalStore:
 
     def stored_size(self, id: ChunkID) -> int | None:
         """Size of the compressed chunk file, None when there is none (inspect-chunks)."""
-        try:
-            return os.stat(self._file(id, True)).st_size
-        except FileNotFoundError:
+        st = self._chunk_stat(id, (True,))
+        return None if st is None else st.st_size
+
+    def _chunk_stat(self, id: ChunkID, forms: Iterable[bool]) -> os.stat_result | None:
+        """The status of the first of the chunk's file ``forms`` (compressed or not) that
+        is a regular file in a real prefix directory; None when there is none (a
+        symbolic link is neither followed nor counted)."""
+        with self._existing_prefix(id) as directory:
+            if directory is None:
+                return None  # one lookup answers for every form
+            for compressed in forms:
+                try:
+                    st = os.stat(
+                        self._name(id, compressed), dir_fd=directory, follow_symlinks=False
+                    )
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise StoreError(f"cannot stat chunk {id.hex()} in {self}: {e.strerror}") from e
+                if stat.S_ISREG(st.st_mode):
+                    return st
             return None
+
+    @contextlib.contextmanager
+    def _existing_prefix(self, id: ChunkID) -> Iterator[int | None]:
+        """The chunk's prefix directory opened without following a link; None when it
+        is missing or is not a directory (a link planted there is not followed)."""
+        path = f"{self._root}/{id.hex()[:4]}"
+        try:
+            directory = self._prefix_directory(id.hex()[:4], create=False)
+        except FileNotFoundError:
+            directory = None
         except OSError as e:
-            raise StoreError(f"cannot stat chunk {id.hex()} in {self}: {e.strerror}") from e
+            if e.errno not in _NOT_A_DIRECTORY or not _below_a_directory(path):
+                raise StoreError(f"cannot open {path}: {e.strerror}") from e
+            directory = None  # a link or a file in the store: no chunk of ours
+        try:
+            yield directory
+        finally:
+            if directory is not None:
+                os.close(directory)
 
     def flush(self) -> None:
         """Make every chunk written so far durable (before an index refers to them)."""
@@ -256,75 +279,136 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot sync {self}: {e.strerror}") from e
 
-    def _walk(self) -> Iterator[tuple[Path, re.Match | None]]:
-        """Every file in the prefix directories, with its chunk-name match (None if not a chunk)."""
+    def _walk(self) -> Iterator[tuple[str, int, list[tuple[os.DirEntry, re.Match | None]]]]:
+        """Each prefix directory's name and descriptor (opened relative to the store root
+        without following a link) with its regular files and their chunk-name matches
+        (None if not a chunk).
+
+        The descriptor stays open until the caller asks for the next prefix: whatever
+        the caller deletes is deleted in the directory that was listed, even if that
+        directory was renamed and replaced by a link in the meantime.
+        """
         try:
-            prefixes = sorted(os.scandir(self.path), key=lambda e: e.name)
-            for prefix in prefixes:
-                if len(prefix.name) != 4 or not prefix.is_dir(follow_symlinks=False):
-                    continue
-                for entry in sorted(os.scandir(prefix.path), key=lambda e: e.name):
-                    m = self._chunk_name.match(entry.name)
-                    if m and not m.group(1).startswith(prefix.name):
-                        m = None
-                    yield Path(entry.path), m
+            root = os.open(self._root, _ROOT_LISTING_FLAGS)
         except OSError as e:
             raise StoreError(f"cannot list {self}: {e.strerror}") from e
+        try:
+            for name in sorted(e.name for e in os.scandir(root) if len(e.name) == 4):
+                try:
+                    directory = os.open(name, _PREFIX_LISTING_FLAGS, dir_fd=root)
+                except FileNotFoundError:
+                    continue  # removed since the listing
+                except OSError as e:
+                    if e.errno in _NOT_A_DIRECTORY:
+                        continue  # a file or a symbolic link: not a prefix of this store
+                    raise
+                try:
+                    yield name, directory, self._chunk_files(name, directory)
+                finally:
+                    os.close(directory)
+        except OSError as e:
+            raise StoreError(f"cannot list {self}: {e.strerror}") from e
+        finally:
+            os.close(root)
+
+    def _chunk_files(
+        self, prefix: str, directory: int
+    ) -> list[tuple[os.DirEntry, re.Match | None]]:
+        """The regular files of an open prefix directory, by name (links are skipped)."""
+        out = []
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            m = self._chunk_name.match(entry.name)
+            out.append((entry, m if m and m.group(1).startswith(prefix) else None))
+        return out
 
     def touch(self, id: ChunkID) -> None:
-        """Mark a chunk as just used (its mtime), for least-recently-used eviction."""
-        for compressed in self._formats:
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self._file(id, compressed))
+        """Mark a chunk as just used (its mtime), for least-recently-used eviction; a
+        symbolic link in place of the chunk or its prefix directory is not followed."""
+        with self._existing_prefix(id) as directory:
+            if directory is None:
                 return
+            for compressed in self._formats:
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(self._name(id, compressed), dir_fd=directory, follow_symlinks=False)
+                    return
 
     def usage(self) -> list[tuple[float, int, ChunkID]]:
         """(last use, bytes, id) of every chunk file, for eviction."""
         out = []
-        for path, m in self._walk():
-            if m is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    st = path.stat()
-                    out.append((st.st_mtime, st.st_size, ChunkID(bytes.fromhex(m.group(1)))))
+        for _, _, files in self._walk():
+            for entry, m in files:
+                if m is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        out.append((st.st_mtime, st.st_size, ChunkID(bytes.fromhex(m.group(1)))))
         return out
 
     def iter_chunk_ids(self) -> Iterator[ChunkID]:
         last = None
-        for _, m in self._walk():
-            if m is not None:
-                id = ChunkID(bytes.fromhex(m.group(1)))
-                if id != last:  # both forms of one chunk are listed one after the other
-                    yield id
-                last = id
+        for _, _, files in self._walk():
+            for _, m in files:
+                if m is not None:
+                    id = ChunkID(bytes.fromhex(m.group(1)))
+                    if id != last:  # both forms of one chunk are listed one after the other
+                        yield id
+                    last = id
 
     def remove_chunk(self, id: ChunkID) -> None:
-        for compressed in (True, False):
-            try:
-                os.unlink(self._file(id, compressed))
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise StoreError(f"cannot remove chunk {id.hex()} from {self}: {e.strerror}") from e
+        """Delete both forms of a chunk in its prefix directory (already gone is fine;
+        a link in place of the prefix directory is not followed)."""
+        with self._existing_prefix(id) as directory:
+            if directory is None:
+                return
+            for compressed in (True, False):
+                try:
+                    os.unlink(self._name(id, compressed), dir_fd=directory)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    raise StoreError(
+                        f"cannot remove chunk {id.hex()} from {self}: {e.strerror}"
+                    ) from e
 
     def prune(self, keep: set[ChunkID]) -> int:
+        """Delete the chunks not in ``keep`` and stale temp files, each prefix directory
+        listed and cleaned through one descriptor (see ``_walk``)."""
         removed = 0
         stale = time.time() - STALE_TEMP_SECONDS
-        for path, m in list(self._walk()):
-            try:
-                if m is None:
-                    if path.name.startswith(TEMP_PREFIX) and path.stat().st_mtime < stale:
-                        path.unlink()
-                elif ChunkID(bytes.fromhex(m.group(1))) not in keep:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise StoreError(f"cannot prune {path}: {e.strerror}") from e
+        for prefix, directory, files in self._walk():
+            for entry, m in files:
+                try:
+                    if m is None:
+                        if (
+                            entry.name.startswith(TEMP_PREFIX)
+                            and entry.stat(follow_symlinks=False).st_mtime < stale
+                        ):
+                            os.unlink(entry.name, dir_fd=directory)
+                    elif ChunkID(bytes.fromhex(m.group(1))) not in keep:
+                        os.unlink(entry.name, dir_fd=directory)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise StoreError(
+                        f"cannot prune {self._root}/{prefix}/{entry.name}: {e.strerror}"
+                    ) from e
         return removed
 
     def close(self) -> None:
         pass
+
+
+def _below_a_directory(path: str) -> bool:
+    """Whether ``path``'s parent is a directory (the store root is one), told apart
+    from a link or file at ``path`` itself: both fail an O_NOFOLLOW | O_DIRECTORY open
+    with ENOTDIR, and only the latter means no chunk is there."""
+    try:
+        os.lstat(path)
+    except OSError:
+        return False
+    return True
 
 
 def _read_file(name: str, directory: int) -> bytes:
