@@ -144,12 +144,19 @@ def test_eviction_deletes_nothing_through_a_prefix_swapped_after_listing(
         assert (victim / chunk_name(c.id)).read_bytes() == VICTIM_DATA
 
 
+def store_with_prefix_link(base: Path, chunk: Chunk) -> tuple[LocalStore, Path]:
+    """An empty store whose prefix directory for ``chunk`` is a link to a victim
+    directory holding a file of the chunk's name (the victim is returned)."""
+    store = LocalStore(base / "store", create=True)
+    store.flush()
+    victim = victim_dir(base, [chunk_name(chunk.id)])
+    (base / "store" / chunk.id.hex()[:4]).symlink_to(victim)
+    return store, victim
+
+
 def test_remove_chunk_does_not_follow_a_prefix_link(tmp_path: Path) -> None:
     chunk = chunk_of(7)
-    store = LocalStore(tmp_path / "store", create=True)
-    store.flush()
-    victim = victim_dir(tmp_path, [chunk_name(chunk.id)])
-    (tmp_path / "store" / chunk.id.hex()[:4]).symlink_to(victim)
+    store, victim = store_with_prefix_link(tmp_path, chunk)
 
     store.remove_chunk(chunk.id)  # as for a missing chunk: nothing to do
 
@@ -198,10 +205,7 @@ def test_a_chunk_file_link_is_neither_counted_nor_deleted_through(tmp_path: Path
 def test_prune_skips_a_planted_prefix_link(tmp_path: Path) -> None:
     """Regression guard (held before too): a prefix that is a link is not walked."""
     chunk = chunk_of(13)
-    store = LocalStore(tmp_path / "store", create=True)
-    store.flush()
-    victim = victim_dir(tmp_path, [chunk_name(chunk.id)])
-    (tmp_path / "store" / chunk.id.hex()[:4]).symlink_to(victim)
+    store, victim = store_with_prefix_link(tmp_path, chunk)
 
     assert store.prune(set()) == 0
     assert list(store.iter_chunk_ids()) == []
