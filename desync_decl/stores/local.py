@@ -262,7 +262,7 @@ class LocalStore:
         except FileNotFoundError:
             directory = None
         except OSError as e:
-            if e.errno not in _NOT_A_DIRECTORY or not _below_a_directory(path):
+            if e.errno not in _NOT_A_DIRECTORY or not _lies_in_a_directory(path):
                 raise StoreError(f"cannot open {path}: {e.strerror}") from e
             directory = None  # a link or a file in the store: no chunk of ours
         try:
@@ -400,10 +400,11 @@ class LocalStore:
         pass
 
 
-def _below_a_directory(path: str) -> bool:
-    """Whether ``path``'s parent is a directory (the store root is one), told apart
-    from a link or file at ``path`` itself: both fail an O_NOFOLLOW | O_DIRECTORY open
-    with ENOTDIR, and only the latter means no chunk is there."""
+def _lies_in_a_directory(path: str) -> bool:
+    """Whether something (a link, a file) is at ``path`` in a directory. An
+    O_NOFOLLOW | O_DIRECTORY open fails with ENOTDIR both for a link planted as a prefix
+    directory (no chunk there) and for a store root that is no directory (an error):
+    only in the first case does ``lstat`` succeed."""
     try:
         os.lstat(path)
     except OSError:
