@@ -26,8 +26,10 @@ reading the answers holds a few hundred KiB, not the 438 MB a probe reached
 when the buffer grew while answers were paused. The buffer always holds a
 whole request head of the 64 KiB limit, so an oversized head is refused
 whenever it comes. Every request head has a deadline (slowloris), a body a
-minimum rate, and connections and uploads are counted per client. A body
-reaches the service in pieces as it reads them (``Body.read`` on a pool
+minimum rate, an answer a deadline to drain some bytes by (a client that
+never reads), and connections and uploads are counted per client; at the
+total bound a new connection evicts the one waiting longest for its client.
+A body reaches the service in pieces as it reads them (``Body.read`` on a pool
 thread), so an upload is streamed, never held whole.
 """
 
@@ -100,7 +102,7 @@ class Site:
 
     def admit(self, newcomer: Connection) -> bool:
         """Take a connection slot for ``newcomer``; at the total bound, by evicting the
-        connection that has waited longest without a request in progress (``limits``)."""
+        connection that has waited longest for its client (``limits``)."""
         if self.clients.take(newcomer.host):
             return True
         if not self.clients.client_has_room(newcomer.host):
@@ -108,7 +110,7 @@ class Site:
         waiting = [c for c in self.connections if c is not newcomer and c.waiting_for_client()]
         if not waiting:
             return False
-        min(waiting, key=lambda c: c.idle_since).evict()
+        min(waiting, key=lambda c: c.waiting_since()).evict()
         return self.clients.take(newcomer.host)
 
 
@@ -177,6 +179,8 @@ class Connection(asyncio.Protocol):
         self.head_started: float | None = None  # when the head now awaited began to arrive
         self.last_active = 0.0
         self.idle_since = 0.0  # when it last had no request in progress (eviction order)
+        self.unsent = 0  # bytes in the transport's write buffer when last looked at
+        self.drained_at = 0.0  # when the client last took some of its answers
         self.timer: asyncio.TimerHandle | None = None
         self.handshake: asyncio.Task[None] | None = None  # TLS being started (kept referenced)
         self.handshaking = False  # until ``transport`` is the TLS one
@@ -193,6 +197,7 @@ class Connection(asyncio.Protocol):
         self.host = client_key(str(peer[0])) if peer else "-"  # what its slots count against
         self.tls = self.site.tls is not None
         self.last_active = self.head_started = self.idle_since = self.loop.time()
+        self.drained_at = self.last_active
         self.admitted = self.site.admit(self)
         self.site.connections.add(self)
         if self.tls:
@@ -271,6 +276,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._arm()  # the client must now take some of it within the write deadline
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -288,9 +294,23 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
     def waiting_for_client(self) -> bool:
-        """Whether nothing is in progress but what the client has yet to send: an idle
-        keep-alive connection, or one whose head is not complete (may be evicted)."""
-        return not (self.busy or self.closing or self.write_paused or self.streaming)
+        """Whether the connection holds a slot and only waits for its client, nothing in
+        the service's hands (may be evicted): an idle keep-alive connection, a head not
+        complete, a TLS handshake, or answers the client does not take. A client that
+        never reads must not keep its slot where an idle one would lose it."""
+        return self.admitted and not self.busy
+
+    def waiting_since(self) -> float:
+        """Since when it has waited for its client: for answers not taken, since the
+        client last took some of them; else since its last answer."""
+        return self._drained() if self._owes_client() else self.idle_since
+
+    def _owes_client(self) -> bool:
+        """Whether an answer waits for the client to take it: bytes wait in the
+        transport's buffer (the kernel's socket buffer is full), a streamed body is
+        under way, or the connection closes once its last bytes have left."""
+        owed = self.closing or self.streaming is not None
+        return owed or self.transport.get_write_buffer_size() > 0
 
     def evict(self) -> None:
         self._release()  # now: the newcomer takes its slot
@@ -394,7 +414,7 @@ class Connection(asyncio.Protocol):
         else:
             if body.expect_continue:
                 body.expect_continue = False
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
             if self.buffer:
                 result.set_result(self._take_body(body, size))
             elif self.peer_done:
@@ -445,7 +465,7 @@ class Connection(asyncio.Protocol):
         if self.site.log is not None:  # before the answer leaves: a client never sees it first
             self.site.log.write(self.client, method, target, status)
         if isinstance(body, Stream):
-            self.transport.write(head)
+            self._send(head)
             if method == "HEAD":
                 body.close()
             else:
@@ -453,12 +473,12 @@ class Connection(asyncio.Protocol):
                 self._pump()
                 return
         elif method == "HEAD":
-            self.transport.write(head)
+            self._send(head)
         elif len(body) <= _JOIN_LIMIT:
-            self.transport.write(head + body)
+            self._send(head + body)
         else:
-            self.transport.write(head)
-            self.transport.write(body)
+            self._send(head)
+            self._send(body)
         if not keep_alive:
             self._close()  # after what is buffered has been sent
 
@@ -478,7 +498,22 @@ class Connection(asyncio.Protocol):
                 if not self.keep_alive_after_stream:
                     self._close()
                 return
-            self.transport.write(piece)
+            self._send(piece)
+
+    def _send(self, data: bytes | memoryview) -> None:
+        """Write ``data`` to the client, keeping count of what it has yet to take."""
+        self._drained()
+        self.transport.write(data)
+        self.unsent = self.transport.get_write_buffer_size()
+
+    def _drained(self) -> float:
+        """When the client last took some of its answers: the transport's write buffer
+        shrank since it was last looked at, or holds nothing it owes the client."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < self.unsent or not unsent:
+            self.drained_at = self.loop.time()
+        self.unsent = unsent
+        return self.drained_at
 
     def _end_stream(self) -> None:
         if self.streaming is not None:
@@ -511,7 +546,9 @@ class Connection(asyncio.Protocol):
             return body.wait_started + min(limits.body_timeout, earned)
         if self.busy:  # the service is working: nothing is up to the client
             return self.loop.time() + limits.idle_timeout
-        if self.closing or self.write_paused or self.head_started is None:
+        if self._owes_client():  # only reading counts: bytes sent do not keep it open
+            return self._drained() + limits.write_timeout
+        if self.head_started is None:
             return self.last_active + limits.idle_timeout
         return self.head_started + limits.head_timeout
 
@@ -528,8 +565,8 @@ class Connection(asyncio.Protocol):
         if self.loop.time() < self._deadline():
             self._arm()
             return
-        if self.closing or self.write_paused:
-            self.abort()  # the client reads no answers: what is held for it goes
+        if self._owes_client():
+            self.abort()  # the client takes no answers: what is held for it goes
         elif self.body is not None and self.body.waiter is not None:
             head = self.head or _Head("-", "-", "", {})
             self._answer(head.method, head.target, Response.text(408, "body too slow"), False)

@@ -24,8 +24,17 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   request head must be complete this long after its first byte arrived (a
   new connection's first head: after it was accepted). A client trickling a
   head byte by byte (slowloris) is answered 408 and closed.
-- ``idle_timeout`` (120 s, desync's): a connection with no request under way,
-  or whose client reads no answers, is closed after this long without progress.
+- ``idle_timeout`` (120 s, desync's): a connection with no request under way
+  is closed after this long without progress.
+- ``write_timeout`` (20 s, as the head deadline): an answer the client does not
+  take (the transport's write buffer above asyncio's high-water mark, a
+  streamed body waiting, or a closing connection's last bytes) must drain
+  some bytes at least this often, or the connection is cut. Bytes the client
+  sends meanwhile do not count: only its reading does. Before, such a
+  connection had the whole idle timeout and could not be evicted: eight
+  addresses with 64 connections each, a 4 KiB receive buffer and 100
+  pipelined GETs of a 96 KB chunk held all 512 slots, and every other client
+  was refused 503 for as long as they reconnected.
 - ``body_timeout`` and ``body_min_rate`` (20 s and 64 KiB/s): while the
   server waits for body bytes, a pause may last ``body_timeout``, and all
   waiting together at most ``body_timeout`` plus a second for every
@@ -42,9 +51,10 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   answered 503 with ``Retry-After`` and closed. One address cannot take every
   connection; 64 is six times desync's default concurrency of 10, for a few
   clients behind one NAT address. At the total bound a new connection is not
-  refused: it evicts the connection that has waited longest without a
-  request in progress (idle keep-alive, a head not complete yet, a TLS
-  handshake), as nginx reuses idle keep-alive connections. Else eight
+  refused: it evicts the connection that has waited longest for its client
+  with no request in the service's hands (idle keep-alive, a head not
+  complete yet, a TLS handshake, an answer the client does not take, counted
+  from its last drained byte), as nginx reuses idle keep-alive connections. Else eight
   addresses holding idle connections, renewed before the idle timeout, would
   lock every other client out; now they lose their own connections instead.
   A TLS connection counts from its accept, before its handshake (which holds
@@ -75,6 +85,7 @@ class Limits:
     max_buffer: int = 128 * 1024
     head_timeout: float = 20.0
     idle_timeout: float = 120.0
+    write_timeout: float = 20.0
     handshake_timeout: float = 10.0
     body_timeout: float = 20.0
     body_min_rate: float = 64 * 1024.0
