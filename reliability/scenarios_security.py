@@ -42,6 +42,8 @@ TARGETS = {
     "test_fsutil_walk": "paths walked from / (planted symlinks)",
     "test_manifest_secrets2": "plan/apply/validate (${env:...} values)",
     "test_manifest_bombs2": "manifest loader (size, values, problems)",
+    "test_server_hostile3": "chunk-server (clients that never read)",
+    "test_local_store_symlinks": "local store as root (planted prefix links)",
 }
 NOTES = {
     "test_no_encoding_of_a_parent_directory_reaches_a_file_outside_the_store": (
@@ -68,6 +70,8 @@ TESTS = [
     "tests/test_fsutil_walk.py",
     "tests/test_manifest_secrets2.py",
     "tests/test_manifest_bombs2.py",
+    "tests/test_server_hostile3.py",
+    "tests/test_local_store_symlinks.py",
     "tests/test_store_ssh.py::test_a_host_or_user_ssh_would_read_as_an_option_is_refused",
     "tests/test_store_ssh.py::test_the_path_reaches_the_far_side_as_one_quoted_word",
     "tests/test_store_ssh.py::test_a_hostile_path_runs_nothing_on_the_far_side",
