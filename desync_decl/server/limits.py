@@ -42,8 +42,8 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   (408) instead of keeping its slot. The rate is what makes holding a slot
   cost real bandwidth: at Apache's 500 B/s (1 KiB/s before), 32 uploads
   trickled at 1.2 KB/s, 38 KB/s in all, held every upload slot for as long
-  as they liked (a 1 GiB index for 12 days); at 64 KiB/s holding all 32 takes
-  2 MiB/s, and a 1 GiB upload has at most 4.5 hours. Any link that uploads
+  as they liked (a 1 GiB index for 12 days); at 64 KiB/s holding all 64 takes
+  4 MiB/s, and a 1 GiB upload has at most 4.5 hours. Any link that uploads
   chunks at all sends faster than 64 KiB/s.
 - ``max_connections`` (512) and ``max_connections_per_client`` (64, by IPv4
   address or IPv6 /64 network, ``client_key``: whoever has one IPv6 address
@@ -60,12 +60,14 @@ sent upload bodies took every worker thread. Each bound here is per listener:
   A TLS connection counts from its accept, before its handshake (which holds
   some 300 KB of buffers): a client past its share is closed before any TLS
   byte, and a handshake must be done within ``handshake_timeout`` (10 s).
-- ``max_uploads`` (32) and ``max_uploads_per_client`` (4): requests other
+- ``max_uploads`` (64) and ``max_uploads_per_client`` (16): requests other
   than GET and HEAD (uploads) run in a thread pool of their own of this size,
   and one more than these is answered 503 with ``Retry-After`` at once,
-  never queued; desync retries a 503. A client's share is small against the
-  total (at 16, two addresses held every slot): it takes eight addresses to
-  fill them. GET and HEAD never wait for an upload:
+  never queued. A client's share is above desync's default concurrency of 10
+  (at 4, a ``cache -n 10`` into a chunk-server had its uploads refused while
+  its own dropped connections still held slots) and a quarter of the total:
+  it takes four addresses, each sending at least ``body_min_rate`` per upload
+  (4 MiB/s in all), to hold every slot. GET and HEAD never wait for an upload:
   they are answered on the event loop (local stores) or in the readers' pool.
 """
 
@@ -91,8 +93,8 @@ class Limits:
     body_min_rate: float = 64 * 1024.0
     max_connections: int = 512
     max_connections_per_client: int = 64
-    max_uploads: int = 32
-    max_uploads_per_client: int = 4
+    max_uploads: int = 64
+    max_uploads_per_client: int = 16
 
     def __post_init__(self) -> None:
         if self.max_buffer < MAX_HEAD + 4:
