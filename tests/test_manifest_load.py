@@ -103,6 +103,17 @@ def test_unset_variable_is_named_at_its_own_column(tmp_path):
     assert found == ["m.yaml:7:23: environment variable 'KEY' is not set"]
 
 
+@pytest.mark.parametrize("newline", ["\r", "\r\n", "\u2028", "\x85"], ids=repr)
+def test_references_after_any_yaml_line_break_are_placed_by_yamls_lines(tmp_path, newline):
+    """YAML also breaks lines at CR, NEL and U+2028: a reference after one is expanded
+    and an error about it placed at YAML's line and column (found by the fuzz runs:
+    an IndexError counting only newlines)."""
+    text = newline.join(["version: 1", "stores:", '  s: {url: "${env:NOPE}"}', "tasks: []", ""])
+    found = problems(tmp_path, text)
+    assert found == ["m.yaml:3:13: environment variable 'NOPE' is not set"]  # as with \n
+    assert problems(tmp_path, text.replace("NOPE", "D"), env={"D": "/srv/store"}) == []
+
+
 def test_invalid_variable_name_is_an_error(tmp_path):
     found = problems(tmp_path, 'version: 1\nstores: {s: {url: "${env:1X}"}}\n')
     assert found == ["m.yaml:2:20: invalid environment variable name '1X' in ${env:…}"]

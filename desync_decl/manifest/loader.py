@@ -47,6 +47,8 @@ from desync_decl.manifest.problems import DataPath, Position, Problem
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
+# What YAML counts as a line break (its marks' lines are counted by these, not by "\n")
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _ENV = re.compile(r"(\$?)\$\{env:([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_FILE_BYTES = 4 << 20  # a manifest file; real ones are a few KiB
@@ -198,7 +200,7 @@ class _Builder:
         self._expansions: dict[tuple[int, EnvRule | None], _Expansion] = {}
         self._constructor = yaml.constructor.SafeConstructor()
         self._resolver = yaml.resolver.Resolver()
-        self._line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self._line_starts = [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
         self._text = text
         self._open: set[int] = set()  # mappings and lists being built (alias loops)
 
@@ -390,7 +392,8 @@ class _Builder:
         return [self._position(start + offset) for offset in found]
 
     def _offset(self, mark: Any) -> int:
-        return self._line_starts[mark.line] + mark.column
+        """A mark's character offset in the text (YAML counts it; lines are YAML's too)."""
+        return int(mark.index)
 
     def _position(self, offset: int) -> Position:
         line = bisect.bisect_right(self._line_starts, offset) - 1
