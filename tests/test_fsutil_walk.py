@@ -10,8 +10,7 @@ import os
 import pytest
 
 from desync_decl.fsutil import open_directory, write_atomic
-
-NOBODY = 65534
+from tests.test_root_safety import NOBODY
 
 
 def same_directory(fd: int, path) -> bool:

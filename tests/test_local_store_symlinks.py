@@ -29,8 +29,8 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.lru import SizeLimited
+from tests.test_root_safety import AS_NOBODY
 
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 VICTIM_DATA = b"root-only data that must survive\n"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the attacker is nobody, the store root")
 
