@@ -19,8 +19,15 @@ from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.reconcile.apply import ApplyOptions, apply_tasks
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import select
+from desync_decl.reconcile.lock import holders
 from desync_decl.reconcile.model import Status, TaskResult
-from desync_decl.reconcile.plan import Plan, SavedPlan, manifest_digest, plan_tasks
+from desync_decl.reconcile.plan import (
+    Plan,
+    SavedPlan,
+    manifest_digest,
+    plan_tasks,
+    task_resources,
+)
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import StateStore, default_state_dir
 
@@ -63,8 +70,11 @@ def open_context(
 
 
 def plan_manifest(ctx: Context, *, tags: Sequence[str] = (), skip_tags: Sequence[str] = ()) -> Plan:
+    """What the selected tasks would do, and which of their locks a running apply
+    holds (plan takes no lock: it peeks, and its numbers may change under that apply)."""
     tasks = select(ctx.manifest.tasks, tags, skip_tags)
     simulated = dataclasses.replace(ctx, simulated=True, overlay=Overlay())
+    keys = [key for r in task_resources(ctx, tasks) for key in r.locks()]
     return Plan(
         manifest=ctx.manifest,
         manifest_digest=manifest_digest(ctx.manifest),
@@ -72,6 +82,7 @@ def plan_manifest(ctx: Context, *, tags: Sequence[str] = (), skip_tags: Sequence
         verify=ctx.verify,
         tags=tuple(tags),
         skip_tags=tuple(skip_tags),
+        locks=tuple(holders(ctx.state.directory, keys)),
     )
 
 

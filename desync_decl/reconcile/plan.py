@@ -28,6 +28,7 @@ from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.graph import dependencies
 from desync_decl.reconcile.kinds import Resources, kind_for
+from desync_decl.reconcile.lock import Holder
 from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
 
 PLAN_VERSION = 1
@@ -41,6 +42,7 @@ class Plan:
     verify: bool = False
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
+    locks: tuple[Holder, ...] = ()  # locks of these tasks another run holds now
 
     @property
     def changes(self) -> bool:

@@ -36,6 +36,7 @@ from desync_decl.reconcile.plan import PLAN_VERSION, Plan
 SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
 _OBSERVED = ("reason", "target", "message", "facts", "travel", "diff", "notes")  # redacted
 MARKDOWN_IDS = 200
+_WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
 _MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
 _ICONS = {  # GitHub and GitLab render these short codes in comments
     Verb.CREATE: ":heavy_plus_sign:",
@@ -87,6 +88,7 @@ def plan_json(plan: Plan) -> dict[str, object]:
         "selection": {"tags": list(plan.tags), "skip-tags": list(plan.skip_tags)},
         "summary": {**counts, "changes": plan.changes},
         "tasks": [_entry_json(e, redactor) for e in plan.entries],
+        "locks": [redactor.data(h.to_json()) for h in plan.locks],
     }
 
 
@@ -148,6 +150,7 @@ def plan_text(plan: Plan) -> list[str]:
     redactor = plan.manifest.redactor
     verify = " (verify)" if plan.verify else ""
     lines = [f"plan for {display(str(plan.manifest.path), redactor)}{verify}"]
+    lines += [f"  note: {line}" for line in lock_lines(plan)]
     for e in plan.entries:
         head = f"[{e.task.name}] {e.task.kind}"
         if e.action is None:
@@ -162,6 +165,16 @@ def plan_text(plan: Plan) -> list[str]:
         lines += [f"            note: {note}" for note in a.notes]
     lines.append(f"Plan: {summary_line(plan)}.")
     return [redactor.text(line) for line in lines]
+
+
+def lock_lines(plan: Plan) -> list[str]:
+    """One line per lock of the plan's tasks that another run holds now."""
+    redactor = plan.manifest.redactor
+    return [
+        f"{display(h.what, redactor)} is locked by {h}: an apply is running, and another"
+        " apply would wait for it"
+        for h in plan.locks
+    ]
 
 
 def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list[str]:
@@ -225,9 +238,27 @@ def _store_part(s: object) -> str:
 
 def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
     lines = [f"{r.status.value}: [{r.task.name}] {r.task.kind}: {r.msg}"]
+    digest = index_digest(r)
+    if digest is not None:
+        lines[0] += f"; index digest {digest}"
     if r.diff is not None:
         lines += diff_lines(r.diff, redactor)
     return [redactor.text(line) for line in lines]
+
+
+def index_digest(r: TaskResult) -> str | None:
+    """The digest of the index a make or tar task left (``sha512-256:<hex>``, what an
+    extract's ``pin`` takes): written now, or already current. None for other kinds and
+    for what ``--check`` only forecasts."""
+    if r.task.kind not in _WRITES_INDEX:
+        return None
+    written = r.stats.get("index-digest")
+    if written is not None:
+        return str(written)
+    if r.status is Status.OK and r.action is not None:
+        current = r.action.facts.digest_fields.get("index")
+        return str(current) if current is not None else None
+    return None
 
 
 def diff_lines(d: Diff, redactor: Redactor) -> list[str]:
@@ -260,6 +291,8 @@ def plan_markdown(plan: Plan) -> str:
     redactor = plan.manifest.redactor
     name = display(str(plan.manifest.path), redactor)
     out = [f"### desync-decl plan: `{name}`", "", f"**{summary_line(plan)}**", ""]
+    out += [f"> {_cell(line, redactor)}" for line in lock_lines(plan)]
+    out += [""] if plan.locks else []
     out += ["| | Task | Kind | Target | Why | What travels |", "|---|---|---|---|---|---|"]
     for e in plan.entries:
         out.append(_markdown_row(e, redactor))
