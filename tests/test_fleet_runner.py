@@ -20,7 +20,7 @@ import pytest
 
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.state import default_state_dir
-from tests.test_reconcile_kinds import blob, index_of, make_index, manifest, write
+from tests.test_reconcile_kinds import blob, index_of, manifest, write
 
 CLI = [sys.executable, "-m", "desync_decl"]
 
