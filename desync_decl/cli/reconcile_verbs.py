@@ -3,7 +3,8 @@
 ``plan`` prints what each task would do and what would travel (text, ``--json``
 or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
 ``apply`` converges the machine: one line per task (ok, changed, failed,
-skipped) and a recap; ``--check`` only reports.
+skipped), then the handlers notified by tasks that changed (``handlers.py``),
+and a recap; ``--check`` only reports.
 
 Neither shows a value the manifest read from ``${env:…}``: the renderers redact
 them, and so do these verbs for the errors that end a run. A saved plan is
@@ -37,6 +38,7 @@ from desync_decl.reconcile import (
     report,
 )
 from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.handlers import HandlerStatus, run_handlers
 from desync_decl.reconcile.model import TaskResult
 from desync_decl.reconcile.plan import os_message
 
@@ -65,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "apply",
         help="converge the machine to a manifest (idempotent)",
-        description="Run the selected tasks: each ends ok, changed, failed or skipped; a "
-        "recap follows. Exit status 1 if any task failed.",
+        description="Run the selected tasks: each ends ok, changed, failed or skipped; the "
+        "handlers notified by tasks that changed run next, and a recap follows. Exit status 1 "
+        "if any task or handler failed.",
     )
     p.add_argument("manifest", help="manifest file (YAML)")
     p.add_argument(
@@ -234,8 +237,14 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
             )
         finally:
             ctx.resolver.close()
+        handled = run_handlers(ctx, ordered, check=args.check)
     if args.json:
-        console.json(report.results_json(ordered, check=args.check, redactor=redactor))
+        doc = report.results_json(ordered, check=args.check, redactor=redactor, handlers=handled)
+        console.json(doc)
     else:
-        console.print(report.recap_line(ordered))
-    return 1 if any(r.status is Status.FAILED for r in ordered) else 0
+        for h in handled:
+            for line in report.handler_lines(h, redactor):
+                console.print(line)
+        console.print(report.recap_line(ordered, handled))
+    failed = any(r.status is Status.FAILED for r in ordered)
+    return 1 if failed or any(h.status is HandlerStatus.FAILED for h in handled) else 0

@@ -7,7 +7,9 @@ while it observes, plans and applies, so what it decides is still true when
 it writes, even with another run going.
 
 ``--check`` plans (nothing is written, prune never runs) and reports what
-would change. With a saved plan, the whole plan is first planned again and
+would change. A task that changed and notifies handlers has that written down
+at once (``handlers.remember``); ``handlers.run_handlers`` runs them after.
+With a saved plan, the whole plan is first planned again and
 refused if any task's facts changed; then each task is checked once more
 under its lock just before it is applied.
 """
@@ -25,6 +27,7 @@ from desync_decl.manifest import Task
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import dependencies
+from desync_decl.reconcile.handlers import remember
 from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import EntryState, PlanEntry, Status, TaskResult
@@ -126,6 +129,7 @@ class _Run:
 
     def _finish(self, i: int, result: TaskResult) -> None:
         self.results[i] = result
+        remember(self.ctx, result)  # before anything else can stop the run
         if result.status in (Status.FAILED, Status.SKIPPED):
             self.broken.add(i)
         self.options.on_result(result)

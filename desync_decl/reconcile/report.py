@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from desync_decl import __version__
 from desync_decl.manifest.sensitive import Redactor
+from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus
 from desync_decl.reconcile.model import (
     Action,
     Diff,
@@ -37,6 +38,7 @@ SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
 _OBSERVED = ("reason", "target", "message", "facts", "travel", "diff", "notes")  # redacted
 MARKDOWN_IDS = 200
 _WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
+HANDLER_LINES = 20  # last lines of a handler's output in text (JSON has all that is kept)
 _MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
 _ICONS = {  # GitHub and GitLab render these short codes in comments
     Verb.CREATE: ":heavy_plus_sign:",
@@ -120,7 +122,11 @@ def _entry_json(e: PlanEntry, redactor: Redactor) -> dict[str, object]:
 
 
 def results_json(
-    results: Sequence[TaskResult], *, check: bool, redactor: Redactor
+    results: Sequence[TaskResult],
+    *,
+    check: bool,
+    redactor: Redactor,
+    handlers: Sequence[HandlerResult] = (),
 ) -> dict[str, object]:
     doc = {
         "version": PLAN_VERSION,
@@ -139,6 +145,21 @@ def results_json(
             for r in results
         ],
         "recap": recap(results),
+        "handlers": [
+            {
+                "name": h.handler.name,
+                "command": list(h.handler.command),
+                "status": h.status.value,
+                "msg": h.msg,
+                "notified-by": list(h.notified_by),
+                "earlier": h.earlier,
+                "exit": h.exit,
+                "output": h.output,
+                "output-dropped": h.dropped,
+                "seconds": h.seconds,
+            }
+            for h in handlers
+        ],
     }
     return redactor.data(doc)  # type: ignore[no-any-return]
 
@@ -280,8 +301,35 @@ def recap(results: Iterable[TaskResult]) -> dict[str, int]:
     return {s.value: counts[s] for s in Status}
 
 
-def recap_line(results: Iterable[TaskResult]) -> str:
-    return "RECAP " + " ".join(f"{k}={v}" for k, v in recap(results).items())
+def recap_line(results: Iterable[TaskResult], handlers: Sequence[HandlerResult] = ()) -> str:
+    """``RECAP ok=1 changed=2 failed=0 skipped=0``, then ``handlers-ok=1`` and the like
+    for the outcomes handlers had, if any ran."""
+    line = "RECAP " + " ".join(f"{k}={v}" for k, v in recap(results).items())
+    counts = Counter(h.status for h in handlers)
+    for status in HandlerStatus:
+        if counts[status]:
+            line += f" handlers-{status.value.replace(' ', '-')}={counts[status]}"
+    return line
+
+
+def handler_lines(h: HandlerResult, redactor: Redactor) -> list[str]:
+    """``ok: [restart app] handler: exit status 0; notified by install``, then the last
+    lines of its output, each shown as one escaped line by the console."""
+    by = ("notified by an earlier apply: " if h.earlier else "notified by ") + ", ".join(
+        h.notified_by
+    )
+    head = f"{h.status.value}: [{h.handler.name}] handler: "
+    lines = [head + (by if h.status is HandlerStatus.WOULD_RUN else f"{h.msg}; {by}")]
+    output = h.output.splitlines()
+    untold = []
+    if len(output) > HANDLER_LINES:
+        untold.append(f"{len(output) - HANDLER_LINES} earlier lines are in apply --json")
+    if h.dropped:
+        untold.append(f"{h.dropped} bytes before the last {OUTPUT_LIMIT // 1024} KiB were not kept")
+    if untold:
+        lines.append("  | … " + "; ".join(untold))
+    lines += [f"  | {line}" for line in output[-HANDLER_LINES:]]
+    return [redactor.text(line) for line in lines]
 
 
 # --- Markdown (a pull-request comment) ----------------------------------------------
