@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import socket
 import subprocess
 import sys
@@ -20,7 +22,8 @@ import pytest
 
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.state import default_state_dir
-from tests.test_reconcile_kinds import blob, index_of, manifest, write
+from tests.servers_http import cli_server  # noqa: F401 - fixture
+from tests.test_reconcile_kinds import blob, index_of, make_index, manifest, write
 
 CLI = [sys.executable, "-m", "desync_decl"]
 
@@ -159,3 +162,80 @@ def test_plan_peeks_without_creating_the_state_folder(site):
     assert r.returncode == 0, r.stderr
     assert "locked by" not in r.stdout
     assert not (site.parent / "state").exists()
+
+
+# --- progress on a terminal -------------------------------------------------------------
+
+
+def on_terminal(*argv: object) -> tuple[str, str, int]:
+    """Run the CLI with stderr on a pseudo-terminal (stdout piped, as a script would read
+    it): stdout, everything the terminal received, exit status."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*CLI, *map(str, argv)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave
+    )
+    os.close(slave)
+    received = bytearray()
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: every end of the terminal closed
+            break
+        if not data:
+            break
+        received += data
+    os.close(master)
+    assert proc.stdout is not None
+    out = proc.stdout.read().decode()
+    return out, received.decode(errors="replace"), proc.wait(timeout=120)
+
+
+@pytest.fixture
+def served(tmp_path, cli_server) -> Path:  # noqa: F811
+    """Two images whose chunks a real chunk-server serves, and a manifest installing both."""
+    store = tmp_path / "store"
+    for n in (1, 2):
+        make_index(
+            write(tmp_path / f"v{n}.img", blob(80 + n, 400_000)), tmp_path / f"{n}.caibx", store
+        )
+    server = cli_server("chunk-server", "-s", store)
+    return manifest(
+        tmp_path,
+        f"""\
+        stores: {{remote: {{url: "{server.url}"}}}}
+        tasks:
+        - {{name: one, extract: {{index: 1.caibx, path: out/1.img, stores: [remote]}}}}
+        - {{name: two, extract: {{index: 2.caibx, path: out/2.img, stores: [remote]}}}}
+        """,
+    )
+
+
+def test_plan_shows_its_chunk_checks_on_a_terminal_and_nothing_when_piped(served):
+    out, terminal, code = on_terminal("plan", *state_args(served))
+    assert code == 0, terminal
+    assert out.splitlines()[0] == f"plan for {served}"
+    for task in ("one", "two"):
+        assert f"\r[{task}] checking chunks " in terminal
+    assert terminal.endswith("\r\x1b[K")  # the status line is gone when the plan prints
+    piped = run("plan", *state_args(served))
+    assert piped.stdout == out and piped.stderr == ""
+
+
+def test_every_task_of_apply_j2_shows_its_progress_from_the_observe_phase(served):
+    out, terminal, code = on_terminal("apply", *state_args(served), "-j", "2")
+    assert code == 0, terminal
+    assert out.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0"
+    for task in ("one", "two"):
+        for stage in ("observe", "checking chunks", "assemble"):
+            assert re.search(rf"\[{task}\] {stage}\b", terminal), (task, stage, terminal)
+    for n in (1, 2):
+        assert (served.parent / "out" / f"{n}.img").read_bytes() == blob(80 + n, 400_000)
+
+
+def test_apply_j2_piped_shows_no_progress(served):
+    # -n 4: two tasks of 8 threads each overflow the HTTP store's pool of 10 connections,
+    # which urllib3 logs on stderr (a warning of its own, not progress)
+    r = run("apply", *state_args(served), "-j", "2", "-n", "4")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert r.stdout.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0"

@@ -27,7 +27,7 @@ from desync_decl.errors import DesyncError, UsageError
 from desync_decl.fsutil import open_parent, walk_error, write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
 from desync_decl.manifest.sensitive import Redactor
-from desync_decl.progress import NO_PROGRESS
+from desync_decl.progress import no_progress_for
 from desync_decl.reconcile import (
     ApplyOptions,
     SavedPlan,
@@ -125,7 +125,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _context(args: argparse.Namespace, console: Console, progress: bool) -> Context:
+def _context(args: argparse.Namespace, console: Console) -> Context:
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as e:
@@ -139,7 +139,6 @@ def _context(args: argparse.Namespace, console: Console, progress: bool) -> Cont
         verify=args.verify,
         concurrency=args.concurrency,
         digest=common.digest_arg(args),
-        progress=console.progress() if progress else NO_PROGRESS,
     )
 
 
@@ -166,10 +165,15 @@ def _tags(values: list[str]) -> list[str]:
 
 
 def run_plan(args: argparse.Namespace, console: Console) -> int:
-    ctx = _context(args, console, progress=True)
+    ctx = _context(args, console)
     with _redacted_errors(ctx.manifest.redactor):
         try:
-            plan = plan_manifest(ctx, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags))
+            plan = plan_manifest(
+                ctx,
+                tags=_tags(args.tags),
+                skip_tags=_tags(args.skip_tags),
+                progress_for=console.task_progress(),
+            )
         finally:
             ctx.resolver.close()
     doc = report.plan_json(plan)
@@ -207,7 +211,7 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(
             "--plan applies the saved selection: no --tags, --skip-tags, --check or --verify"
         )
-    ctx = _context(args, console, progress=False)
+    ctx = _context(args, console)
     redactor = ctx.manifest.redactor
     saved = SavedPlan.load(args.plan, redactor) if args.plan else None
     results: list[TaskResult] = []
@@ -226,7 +230,7 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
         saved=saved,
         on_result=on_result,
         on_wait=lambda task, message: console.note(redactor.text(f"[{task.name}] {message}")),
-        progress=console.progress() if args.jobs == 1 and not args.json else NO_PROGRESS,
+        progress_for=no_progress_for if args.json else console.task_progress(),
     )
     if args.check and not args.json:
         console.print("check mode: what would change is reported, nothing is changed")

@@ -15,7 +15,7 @@ from pathlib import Path
 from desync_decl.config import Config
 from desync_decl.formats.digest import Digest
 from desync_decl.manifest import Manifest
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress_for
 from desync_decl.reconcile.apply import ApplyOptions, apply_tasks
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import select
@@ -69,7 +69,13 @@ def open_context(
     )
 
 
-def plan_manifest(ctx: Context, *, tags: Sequence[str] = (), skip_tags: Sequence[str] = ()) -> Plan:
+def plan_manifest(
+    ctx: Context,
+    *,
+    tags: Sequence[str] = (),
+    skip_tags: Sequence[str] = (),
+    progress_for: ProgressFor = no_progress_for,
+) -> Plan:
     """What the selected tasks would do, and which of their locks a running apply
     holds (plan takes no lock: it peeks, and its numbers may change under that apply)."""
     tasks = select(ctx.manifest.tasks, tags, skip_tags)
@@ -78,7 +84,7 @@ def plan_manifest(ctx: Context, *, tags: Sequence[str] = (), skip_tags: Sequence
     return Plan(
         manifest=ctx.manifest,
         manifest_digest=manifest_digest(ctx.manifest),
-        entries=tuple(plan_tasks(simulated, tasks)),
+        entries=tuple(plan_tasks(simulated, tasks, progress_for)),
         verify=ctx.verify,
         tags=tuple(tags),
         skip_tags=tuple(skip_tags),
