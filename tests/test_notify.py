@@ -164,6 +164,17 @@ def test_a_failing_handler_fails_the_apply_and_runs_again_next_time(tmp_path):
     assert (tmp_path / "runs").read_text() == "try\n" * 3
 
 
+def test_a_handler_whose_program_is_missing_fails_the_apply(tmp_path):
+    m = site(tmp_path, "restart: {command: [./no-such-program, --now]}\n")
+    r = apply(m)
+    assert r.returncode == 1
+    assert (
+        "failed: [restart] handler: cannot run ./no-such-program: no such file or directory;"
+        " notified by publish a, publish b" in r.stdout
+    )
+    assert r.stderr == ""
+
+
 def test_a_handler_that_times_out_is_killed_with_what_it_started(tmp_path):
     m = site(
         tmp_path,

@@ -82,14 +82,14 @@ def run_handlers(
     out = []
     for name, handler in ctx.manifest.handlers.items():
         key = _key(ctx, name)
-        earlier = [] if name in now else _pending(ctx, key)
-        if name not in now and not earlier:
+        earlier = name not in now  # then only a kept notification can ask for it
+        by = tuple(_pending(ctx, key) if earlier else now[name])
+        if not by:
             continue
-        by = tuple(now.get(name) or earlier)
         if check:
-            out.append(HandlerResult(handler, HandlerStatus.WOULD_RUN, "", by, not now.get(name)))
+            out.append(HandlerResult(handler, HandlerStatus.WOULD_RUN, "", by, earlier))
             continue
-        result = _run(handler, by, earlier=name not in now, cwd=ctx.manifest.base_dir)
+        result = _run(handler, by, earlier=earlier, cwd=ctx.manifest.base_dir)
         if result.status is HandlerStatus.OK:
             ctx.state.drop(key)
         out.append(result)
@@ -97,7 +97,8 @@ def run_handlers(
 
 
 def _key(ctx: Context, name: str) -> str:
-    return f"handler\0{ctx.manifest.path}\0{name}"
+    """A handler of this manifest, wherever the manifest was named from."""
+    return f"handler\0{os.path.abspath(ctx.manifest.path)}\0{name}"
 
 
 def _pending(ctx: Context, key: str) -> list[str]:
@@ -127,20 +128,14 @@ def _run(
             start_new_session=True,
         )
     except OSError as e:
-        return done(
-            HandlerStatus.FAILED, f"cannot run {handler.command[0]}: {e.strerror}", None, output
-        )
+        why = f"cannot run {handler.command[0]}: {(e.strerror or str(e)).lower()}"
+        return done(HandlerStatus.FAILED, why, None, output)
     assert proc.stdout is not None
     with proc.stdout as pipe:
         finished = _collect(proc, pipe.fileno(), output, started + handler.timeout)
     if not finished:
-        with_group = "it and what it started were killed"
-        return done(
-            HandlerStatus.FAILED,
-            f"timed out after {handler.timeout:g}s: {with_group}",
-            None,
-            output,
-        )
+        why = f"timed out after {handler.timeout:g}s: it and what it started were killed"
+        return done(HandlerStatus.FAILED, why, None, output)
     code = proc.returncode
     if code == 0:
         return done(HandlerStatus.OK, "exit status 0", code, output)
