@@ -19,9 +19,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.state import default_state_dir
+from tests.conftest import ROOT
 from tests.servers_http import cli_server  # noqa: F401 - fixture
 from tests.test_reconcile_kinds import blob, index_of, make_index, manifest, write
 
@@ -145,12 +147,17 @@ def test_plan_says_which_apply_holds_a_lock_without_waiting(site):
     with locked(site.parent / "state", {f"file:{target}": True}, timeout=1):
         r = run("plan", *state_args(site))
         as_json = run("plan", *state_args(site), "--json")
+        markdown = run("plan", *state_args(site), "--markdown")
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[1]
     holder = f"pid {os.getpid()} on host {socket.gethostname()}, user root, since "
     assert line.startswith(f"  note: {target} is locked by {holder}"), line
     assert line.endswith(": an apply is running, and another apply would wait for it")
-    [lock] = json.loads(as_json.stdout)["locks"]
+    assert f"> {target} is locked by {holder}" in markdown.stdout
+    doc = json.loads(as_json.stdout)
+    schema = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
+    Draft202012Validator(schema).validate(doc)  # the schema documents the locks
+    [lock] = doc["locks"]
     assert lock["what"] == str(target) and lock["pid"] == os.getpid()
     assert lock["host"] == socket.gethostname() and lock["since"].endswith("Z")
     free = run("plan", *state_args(site), "--json")
