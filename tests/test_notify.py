@@ -16,10 +16,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+from jsonschema import Draft202012Validator
+
+from tests.conftest import ROOT
 from tests.servers_http import cli_server  # noqa: F401 - fixture
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 CLI = [sys.executable, "-m", "desync_decl"]
+PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
 OUTPUT_LIMIT = 64 * 1024  # bytes of a handler's output kept, as the schema documents
 
 
@@ -124,6 +128,18 @@ def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_serve
 
 def test_check_reports_would_run_and_runs_nothing(tmp_path):
     m = site(tmp_path, COUNTING)
+    plan = run("plan", m, "--state-dir", tmp_path / "state")
+    assert plan.stdout.splitlines()[-2:] == [
+        "  * run     [restart] handler: notified by publish a, publish b",
+        "Plan: 3 to create, 0 to update, 0 to delete, 0 unchanged.",
+    ]
+    doc = json.loads(run("plan", m, "--state-dir", tmp_path / "state", "--json").stdout)
+    Draft202012Validator(PLAN_SCHEMA).validate(doc)
+    assert doc["handlers"] == [
+        {"name": "restart", "notified-by": ["publish a", "publish b"], "earlier": False}
+    ]
+    markdown = run("plan", m, "--state-dir", tmp_path / "state", "--markdown").stdout
+    assert "- restart: notified by publish a, publish b" in markdown
     r = apply(m, "--check")
     assert r.returncode == 0, r.stderr
     assert "would run: [restart] handler: notified by publish a, publish b" in r.stdout
@@ -148,6 +164,10 @@ def test_a_failing_handler_fails_the_apply_and_runs_again_next_time(tmp_path):
     )
     assert "  | not yet" in first.stdout
     assert first.stdout.splitlines()[-1].endswith("failed=0 skipped=0 handlers-failed=1")
+    plan = run("plan", m, "--state-dir", tmp_path / "state")
+    assert "  * run     [restart] handler: notified by an earlier apply: publish a, publish b" in (
+        plan.stdout
+    )
     second = apply(m, "--json")  # no task changes: the notification was kept
     assert second.returncode == 1
     [h] = json.loads(second.stdout)["handlers"]

@@ -19,6 +19,7 @@ from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress
 from desync_decl.reconcile.apply import ApplyOptions, apply_tasks
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import select
+from desync_decl.reconcile.handlers import notified
 from desync_decl.reconcile.lock import holders
 from desync_decl.reconcile.model import Status, TaskResult
 from desync_decl.reconcile.plan import (
@@ -81,14 +82,16 @@ def plan_manifest(
     tasks = select(ctx.manifest.tasks, tags, skip_tags)
     simulated = dataclasses.replace(ctx, simulated=True, overlay=Overlay())
     keys = [key for r in task_resources(ctx, tasks) for key in r.locks()]
+    entries = plan_tasks(simulated, tasks, progress_for)
     return Plan(
         manifest=ctx.manifest,
         manifest_digest=manifest_digest(ctx.manifest),
-        entries=tuple(plan_tasks(simulated, tasks, progress_for)),
+        entries=tuple(entries),
         verify=ctx.verify,
         tags=tuple(tags),
         skip_tags=tuple(skip_tags),
         locks=tuple(holders(ctx.state.directory, keys)),
+        handlers=tuple(notified(ctx, [e.task for e in entries if e.changes])),
     )
 
 

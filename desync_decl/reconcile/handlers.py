@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
-from desync_decl.manifest.model import HandlerDef
+from desync_decl.manifest.model import HandlerDef, Task
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.model import Status, TaskResult
 
@@ -48,7 +48,7 @@ class HandlerResult:
     handler: HandlerDef
     status: HandlerStatus
     msg: str
-    notified_by: tuple[str, ...]  # task names
+    by: tuple[str, ...]  # the names of the tasks that notified it
     earlier: bool = False  # notified by an earlier apply whose handler did not succeed
     exit: int | None = None  # the exit status; negative: killed by that signal
     output: str = ""  # the last OUTPUT_LIMIT bytes, decoded (unescaped)
@@ -69,29 +69,44 @@ def remember(ctx: Context, result: TaskResult) -> None:
             ctx.state.put(key, {"notified-by": sorted({*earlier, result.task.name})})
 
 
+@dataclass(frozen=True)
+class Notified:
+    """A handler that is to run, and which tasks asked for it."""
+
+    handler: HandlerDef
+    by: tuple[str, ...]  # task names
+    earlier: bool  # only an earlier apply asked (its notification was kept)
+
+
+def notified(ctx: Context, changed: Iterable[Task]) -> list[Notified]:
+    """The handlers the ``changed`` tasks notify, and those a kept notification of an
+    earlier apply asks for, in the manifest's order (``plan`` shows them too)."""
+    now: dict[str, list[str]] = {}
+    for task in changed:
+        for name in task.notify:
+            now.setdefault(name, []).append(task.name)
+    out = []
+    for name, handler in ctx.manifest.handlers.items():
+        earlier = name not in now
+        by = tuple(_pending(ctx, _key(ctx, name)) if earlier else now[name])
+        if by:
+            out.append(Notified(handler, by, earlier))
+    return out
+
+
 def run_handlers(
     ctx: Context, results: Iterable[TaskResult], *, check: bool
 ) -> list[HandlerResult]:
     """Run (or with ``check`` report) every handler notified by a task that changed in
     ``results`` or by an earlier apply whose handler did not succeed."""
-    now: dict[str, list[str]] = {}
-    for r in results:
-        if r.status is Status.CHANGED:
-            for name in r.task.notify:
-                now.setdefault(name, []).append(r.task.name)
     out = []
-    for name, handler in ctx.manifest.handlers.items():
-        key = _key(ctx, name)
-        earlier = name not in now  # then only a kept notification can ask for it
-        by = tuple(_pending(ctx, key) if earlier else now[name])
-        if not by:
-            continue
+    for n in notified(ctx, [r.task for r in results if r.status is Status.CHANGED]):
         if check:
-            out.append(HandlerResult(handler, HandlerStatus.WOULD_RUN, "", by, earlier))
+            out.append(HandlerResult(n.handler, HandlerStatus.WOULD_RUN, "", n.by, n.earlier))
             continue
-        result = _run(handler, by, earlier=earlier, cwd=ctx.manifest.base_dir)
+        result = _run(n.handler, n.by, earlier=n.earlier, cwd=ctx.manifest.base_dir)
         if result.status is HandlerStatus.OK:
-            ctx.state.drop(key)
+            ctx.state.drop(_key(ctx, n.handler.name))
         out.append(result)
     return out
 

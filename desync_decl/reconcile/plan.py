@@ -29,6 +29,7 @@ from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
 from desync_decl.progress import ProgressFor, no_progress_for
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.graph import dependencies
+from desync_decl.reconcile.handlers import Notified
 from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import Holder
 from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
@@ -45,6 +46,7 @@ class Plan:
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
     locks: tuple[Holder, ...] = ()  # locks of these tasks another run holds now
+    handlers: tuple[Notified, ...] = ()  # would run after the apply
 
     @property
     def changes(self) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from desync_decl import __version__
 from desync_decl.manifest.sensitive import Redactor
-from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus
+from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus, Notified
 from desync_decl.reconcile.model import (
     Action,
     Diff,
@@ -91,6 +91,10 @@ def plan_json(plan: Plan) -> dict[str, object]:
         "summary": {**counts, "changes": plan.changes},
         "tasks": [_entry_json(e, redactor) for e in plan.entries],
         "locks": [redactor.data(h.to_json()) for h in plan.locks],
+        "handlers": [
+            {"name": n.handler.name, "notified-by": list(n.by), "earlier": n.earlier}
+            for n in plan.handlers
+        ],
     }
 
 
@@ -151,7 +155,7 @@ def results_json(
                 "command": list(h.handler.command),
                 "status": h.status.value,
                 "msg": h.msg,
-                "notified-by": list(h.notified_by),
+                "notified-by": list(h.by),
                 "earlier": h.earlier,
                 "exit": h.exit,
                 "output": h.output,
@@ -184,6 +188,7 @@ def plan_text(plan: Plan) -> list[str]:
         if a.verb.changes:
             lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
+    lines += [f"  * {'run':<7} [{n.handler.name}] handler: {notified_by(n)}" for n in plan.handlers]
     lines.append(f"Plan: {summary_line(plan)}.")
     return [redactor.text(line) for line in lines]
 
@@ -312,12 +317,15 @@ def recap_line(results: Iterable[TaskResult], handlers: Sequence[HandlerResult] 
     return line
 
 
+def notified_by(n: Notified | HandlerResult) -> str:
+    """``notified by install, image``; ``notified by an earlier apply: install``."""
+    return ("notified by an earlier apply: " if n.earlier else "notified by ") + ", ".join(n.by)
+
+
 def handler_lines(h: HandlerResult, redactor: Redactor) -> list[str]:
     """``ok: [restart app] handler: exit status 0; notified by install``, then the last
     lines of its output, each shown as one escaped line by the console."""
-    by = ("notified by an earlier apply: " if h.earlier else "notified by ") + ", ".join(
-        h.notified_by
-    )
+    by = notified_by(h)
     head = f"{h.status.value}: [{h.handler.name}] handler: "
     lines = [head + (by if h.status is HandlerStatus.WOULD_RUN else f"{h.msg}; {by}")]
     output = h.output.splitlines()
@@ -348,6 +356,12 @@ def plan_markdown(plan: Plan) -> str:
         a = e.action
         if a is not None and a.travel.delete is not None and a.verb.changes:
             out += ["", *_markdown_deletion(a, redactor)]
+    if plan.handlers:
+        out += ["", "Handlers that would run after the apply:", ""]
+        out += [
+            f"- {_cell(n.handler.name, redactor)}: {_cell(notified_by(n), redactor)}"
+            for n in plan.handlers
+        ]
     notes = [(e.task.name, n) for e in plan.entries if e.action for n in e.action.notes]
     if notes:
         out += ["", "Notes:", ""]
