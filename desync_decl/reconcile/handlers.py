@@ -178,25 +178,29 @@ def _collect(proc: subprocess.Popen, fd: int, output: _Output, deadline: float) 
     """Read the command's output until it exits (True) or the deadline passes (False:
     its whole session is killed). Once it has exited, only what is already in the
     pipe is read: something it started in the background may hold the pipe open."""
+    poller = select.poll()  # not select(): an fd above 1023 is fine
+    poller.register(fd, select.POLLIN)
     reading = True
+
+    def read(wait: float) -> None:
+        nonlocal reading
+        if poller.poll(int(wait * 1000)):
+            data = os.read(fd, 65536)
+            reading = bool(data)
+            output.add(data)
+
     while proc.poll() is None:
         left = deadline - time.monotonic()
         if left <= 0:
             _kill(proc)
             return False
-        if not reading:
+        if reading:
+            read(min(POLL_SECONDS, left))
+        else:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=min(POLL_SECONDS, left))
-            continue
-        ready, _, _ = select.select([fd], [], [], min(POLL_SECONDS, left))
-        if ready:
-            data = os.read(fd, 65536)
-            reading = bool(data)
-            output.add(data)
-    while reading and time.monotonic() < deadline and select.select([fd], [], [], 0)[0]:
-        data = os.read(fd, 65536)
-        reading = bool(data)
-        output.add(data)
+    while reading and time.monotonic() < deadline and poller.poll(0):
+        read(0)
     return True
 
 
