@@ -2,10 +2,14 @@
 
 Worker threads call ``advance`` concurrently; implementations must lock.
 The default ``NO_PROGRESS`` does nothing. The CLI picks a terminal bar.
+The declarative verbs give each task its own ``TaskProgress`` (``ProgressFor``:
+a task's name -> its meter), closed when the task ends, so tasks running at
+once (``apply -j N``) each show theirs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -19,6 +23,15 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
+class TaskProgress(Progress, Protocol):
+    def close(self) -> None:
+        """The task is over: its meter goes away."""
+        ...
+
+
+ProgressFor = Callable[[str], TaskProgress]
+
+
 class _NoProgress:
     def start(self, stage: str, total: int) -> None:
         pass
@@ -29,5 +42,14 @@ class _NoProgress:
     def finish(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 NO_PROGRESS: Progress = _NoProgress()
+_NO_TASK_PROGRESS = _NoProgress()
+
+
+def no_progress_for(task: str) -> TaskProgress:
+    """The ``ProgressFor`` that shows nothing."""
+    return _NO_TASK_PROGRESS

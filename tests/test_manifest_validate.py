@@ -34,7 +34,7 @@ def test_unknown_top_level_key(tmp_path):
     found = problems(tmp_path, "version: 1\nstore: {}\n")
     assert found == [
         "m.yaml:2:1: unknown key 'store' in the manifest (did you mean 'stores'?"
-        " expected one of: version, defaults, stores, groups, caches, tasks)"
+        " expected one of: version, defaults, stores, groups, caches, handlers, tasks)"
     ]
 
 
@@ -98,7 +98,8 @@ def test_misspelt_action_is_one_unknown_key_error(tmp_path):
     found = problems(tmp_path, STORES + "tasks:\n  - name: x\n    extrct: {}\n")
     assert found == [
         "m.yaml:6:5: unknown key 'extrct' in task 'x' (did you mean 'extract'?"
-        " expected one of: name, tags, make, extract, chop, cache, prune, verify, tar, untar)"
+        " expected one of: name, tags, notify, make, extract, chop, cache, prune, verify, tar,"
+        " untar)"
     ]
 
 

@@ -13,16 +13,22 @@ written ``\\n``, so no message can fake a line of its own). Binary output
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from desync_decl.escaping import escape_line, escape_text
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress_for
+
+REDRAW_SECONDS = 0.2
+CLEAR_TO_END = "\x1b[K"  # erase what is left of the line (a longer earlier line)
 
 
 class ShownText:
@@ -61,21 +67,31 @@ class Console:
         self._terminal = self.err  # for the progress bar, whose own \r must act
         self.out = ShownText(self.out)  # type: ignore[assignment]
         self.err = ShownText(self.err)  # type: ignore[assignment]
+        self._board: ProgressBoard | None = None
 
     def print(self, *parts: object) -> None:
         """One line on stdout."""
-        print(escape_line(" ".join(map(str, parts))), file=self.out)
+        self._line(escape_line(" ".join(map(str, parts))), self.out)
 
     def warn(self, message: str) -> None:
-        print(f"desync-decl: {escape_line(message)}", file=self.err)
+        self._line(f"desync-decl: {escape_line(message)}", self.err)
 
     def error(self, message: str) -> None:
         """The line that ends a failed command: ``desync-decl: error: <message>``."""
-        print(f"desync-decl: error: {escape_line(message)}", file=self.err)
+        self._line(f"desync-decl: error: {escape_line(message)}", self.err)
 
     def note(self, message: str) -> None:
         """A line for the person at the terminal (stderr), not for a script's stdout."""
-        print(escape_line(message), file=self.err)
+        self._line(escape_line(message), self.err)
+
+    def _line(self, text: str, stream: TextIO) -> None:
+        """``text`` as a line of its own, never in the middle of the progress line."""
+        if self._board is None:
+            print(text, file=stream)
+            return
+        with self._board.paused():
+            print(text, file=stream)
+            stream.flush()  # before the line is drawn again
 
     def log_handler(self, level: int, format: str) -> logging.Handler:
         """Log records on stderr, each message one escaped line (tracebacks keep their
@@ -103,10 +119,54 @@ class Console:
         """A bar on stderr when it is a terminal; nothing when piped."""
         return TerminalProgress(self._terminal) if self.interactive() else NO_PROGRESS
 
+    def task_progress(self) -> ProgressFor:
+        """A meter per task on one status line on stderr when it is a terminal (the
+        console's own lines clear it first); nothing when piped."""
+        if not self.interactive():
+            return no_progress_for
+        self._board = ProgressBoard(self._terminal)
+        return self._board.task
+
 
 class _OneLineMessages(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         return escape_line(super().formatMessage(record))
+
+
+class _Meter:
+    """One stage's numbers (stage, bytes done of total, since when) and how they read."""
+
+    def __init__(self) -> None:
+        self.stage, self.total, self.done = "", 0, 0
+        self.started = time.monotonic()
+
+    def start(self, stage: str, total: int) -> None:
+        self.stage, self.total, self.done = escape_line(stage), total, 0
+        self.started = time.monotonic()
+
+    def bar(self, now: float) -> str:
+        """``make         [#####     ] 1.0MiB/3.0MiB   12.5 MB/s ETA    1s``."""
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.done / elapsed
+        if self.total:
+            frac = min(1.0, self.done / self.total)
+            bar = "#" * int(frac * 30)
+            eta = (self.total - self.done) / rate if rate else 0.0
+            return (
+                f"{self.stage:<12} [{bar:<30}] {_mib(self.done)}/{_mib(self.total)}"
+                f" {rate / 1e6:6.1f} MB/s ETA {eta:4.0f}s"
+            )
+        if self.done:
+            return f"{self.stage:<12} {self.done} done {rate:8.0f}/s"
+        return f"{self.stage} {elapsed:.0f}s"  # a stage without counts: how long so far
+
+    def short(self, now: float) -> str:
+        """``make 33%``, ``checking chunks 120``, ``observe 3s``: for one of several."""
+        if self.total:
+            return f"{self.stage} {min(100.0, 100 * self.done / self.total):.0f}%"
+        if self.done:
+            return f"{self.stage} {self.done}"
+        return f"{self.stage} {now - self.started:.0f}s"
 
 
 class TerminalProgress:
@@ -115,19 +175,18 @@ class TerminalProgress:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        self._stage, self._total, self._done = "", 0, 0
-        self._started = self._drawn = 0.0
+        self._meter = _Meter()
+        self._drawn = 0.0
 
     def start(self, stage: str, total: int) -> None:
         with self._lock:
-            self._stage, self._total, self._done = escape_line(stage), total, 0
-            self._started = time.monotonic()
+            self._meter.start(stage, total)
 
     def advance(self, n: int) -> None:
         with self._lock:
-            self._done += n
+            self._meter.done += n
             now = time.monotonic()
-            if now - self._drawn >= 0.2:
+            if now - self._drawn >= REDRAW_SECONDS:
                 self._drawn = now
                 self._draw(now)
 
@@ -138,20 +197,104 @@ class TerminalProgress:
             self._stream.flush()
 
     def _draw(self, now: float) -> None:
-        elapsed = max(now - self._started, 1e-6)
-        rate = self._done / elapsed
-        if self._total:
-            frac = min(1.0, self._done / self._total)
-            bar = "#" * int(frac * 30)
-            eta = (self._total - self._done) / rate if rate else 0.0
-            text = (
-                f"\r{self._stage:<12} [{bar:<30}] {_mib(self._done)}/{_mib(self._total)}"
-                f" {rate / 1e6:6.1f} MB/s ETA {eta:4.0f}s"
-            )
-        else:
-            text = f"\r{self._stage:<12} {self._done} done {rate:8.0f}/s"
-        self._stream.write(text)
+        self._stream.write("\r" + self._meter.bar(now))
         self._stream.flush()
+
+
+class ProgressBoard:
+    """One status line for every task running now: ``[a] make 33% | [b] observe 2s``.
+
+    Each task gets a meter (``task``) that it closes when it ends. The line is
+    cleared before the console prints anything (``paused``) and drawn again after,
+    so results and the line never mix; it is cut to the terminal's width, and
+    redrawn at most 5 times a second unless a stage starts.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.RLock()
+        self._meters: dict[int, tuple[str, _Meter]] = {}
+        self._next = 0
+        self._drawn = 0.0
+        self._shown = False
+
+    def task(self, name: str) -> BoardMeter:
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._meters[key] = (escape_line(name), _Meter())
+        return BoardMeter(self, key)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Clear the line for the ``with`` block (something else is printed), then redraw."""
+        with self._lock:
+            self._clear()
+            yield
+            if self._meters:
+                self._draw(time.monotonic())
+
+    def _update(self, key: int, change: Callable[[_Meter], None], *, now_or_later: bool) -> None:
+        with self._lock:
+            if key not in self._meters:
+                return
+            change(self._meters[key][1])
+            now = time.monotonic()
+            if now_or_later or now - self._drawn >= REDRAW_SECONDS:
+                self._draw(now)
+
+    def _remove(self, key: int) -> None:
+        with self._lock:
+            if self._meters.pop(key, None) is not None:
+                self._clear()
+                if self._meters:
+                    self._draw(time.monotonic())
+
+    def _draw(self, now: float) -> None:
+        self._drawn = now
+        shown = list(self._meters.values())
+        if len(shown) == 1:
+            name, meter = shown[0]
+            text = f"[{name}] {meter.bar(now)}"
+        else:
+            text = " | ".join(f"[{name}] {meter.short(now)}" for name, meter in shown)
+        self._stream.write("\r" + text[: _width(self._stream) - 1] + CLEAR_TO_END)
+        self._stream.flush()
+        self._shown = True
+
+    def _clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r" + CLEAR_TO_END)
+            self._stream.flush()
+            self._shown = False
+
+
+class BoardMeter:
+    """A task's meter on a ``ProgressBoard`` (a ``TaskProgress``)."""
+
+    def __init__(self, board: ProgressBoard, key: int) -> None:
+        self._board, self._key = board, key
+
+    def start(self, stage: str, total: int) -> None:
+        self._board._update(self._key, lambda m: m.start(stage, total), now_or_later=True)
+
+    def advance(self, n: int) -> None:
+        def add(meter: _Meter) -> None:
+            meter.done += n
+
+        self._board._update(self._key, add, now_or_later=False)
+
+    def finish(self) -> None:
+        self._board._update(self._key, lambda m: None, now_or_later=True)
+
+    def close(self) -> None:
+        self._board._remove(self._key)
+
+
+def _width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def _mib(n: int) -> str:

@@ -3,7 +3,8 @@
 ``plan`` prints what each task would do and what would travel (text, ``--json``
 or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
 ``apply`` converges the machine: one line per task (ok, changed, failed,
-skipped) and a recap; ``--check`` only reports.
+skipped), then the handlers notified by tasks that changed (``handlers.py``),
+and a recap; ``--check`` only reports.
 
 Neither shows a value the manifest read from ``${env:…}``: the renderers redact
 them, and so do these verbs for the errors that end a run. A saved plan is
@@ -26,7 +27,7 @@ from desync_decl.errors import DesyncError, UsageError
 from desync_decl.fsutil import open_parent, walk_error, write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
 from desync_decl.manifest.sensitive import Redactor
-from desync_decl.progress import NO_PROGRESS
+from desync_decl.progress import no_progress_for
 from desync_decl.reconcile import (
     ApplyOptions,
     SavedPlan,
@@ -37,6 +38,7 @@ from desync_decl.reconcile import (
     report,
 )
 from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.handlers import HandlerStatus, run_handlers
 from desync_decl.reconcile.model import TaskResult
 from desync_decl.reconcile.plan import os_message
 
@@ -65,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "apply",
         help="converge the machine to a manifest (idempotent)",
-        description="Run the selected tasks: each ends ok, changed, failed or skipped; a "
-        "recap follows. Exit status 1 if any task failed.",
+        description="Run the selected tasks: each ends ok, changed, failed or skipped; the "
+        "handlers notified by tasks that changed run next, and a recap follows. Exit status 1 "
+        "if any task or handler failed.",
     )
     p.add_argument("manifest", help="manifest file (YAML)")
     p.add_argument(
@@ -111,8 +114,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="fast-path records and locks"
-        " (default $XDG_STATE_HOME/desync-decl, else ~/.local/state/desync-decl)",
+        help="fast-path records and locks; default /var/lib/desync-decl for root, for other"
+        " users $XDG_STATE_HOME/desync-decl, else ~/.local/state/desync-decl",
     )
     p.add_argument(
         "-n",
@@ -122,7 +125,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _context(args: argparse.Namespace, console: Console, progress: bool) -> Context:
+def _context(args: argparse.Namespace, console: Console) -> Context:
     try:
         manifest = load_manifest(args.manifest)
     except ManifestError as e:
@@ -136,7 +139,6 @@ def _context(args: argparse.Namespace, console: Console, progress: bool) -> Cont
         verify=args.verify,
         concurrency=args.concurrency,
         digest=common.digest_arg(args),
-        progress=console.progress() if progress else NO_PROGRESS,
     )
 
 
@@ -163,10 +165,15 @@ def _tags(values: list[str]) -> list[str]:
 
 
 def run_plan(args: argparse.Namespace, console: Console) -> int:
-    ctx = _context(args, console, progress=True)
+    ctx = _context(args, console)
     with _redacted_errors(ctx.manifest.redactor):
         try:
-            plan = plan_manifest(ctx, tags=_tags(args.tags), skip_tags=_tags(args.skip_tags))
+            plan = plan_manifest(
+                ctx,
+                tags=_tags(args.tags),
+                skip_tags=_tags(args.skip_tags),
+                progress_for=console.task_progress(),
+            )
         finally:
             ctx.resolver.close()
     doc = report.plan_json(plan)
@@ -204,7 +211,7 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(
             "--plan applies the saved selection: no --tags, --skip-tags, --check or --verify"
         )
-    ctx = _context(args, console, progress=False)
+    ctx = _context(args, console)
     redactor = ctx.manifest.redactor
     saved = SavedPlan.load(args.plan, redactor) if args.plan else None
     results: list[TaskResult] = []
@@ -223,7 +230,7 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
         saved=saved,
         on_result=on_result,
         on_wait=lambda task, message: console.note(redactor.text(f"[{task.name}] {message}")),
-        progress=console.progress() if args.jobs == 1 and not args.json else NO_PROGRESS,
+        progress_for=no_progress_for if args.json else console.task_progress(),
     )
     if args.check and not args.json:
         console.print("check mode: what would change is reported, nothing is changed")
@@ -234,8 +241,14 @@ def run_apply(args: argparse.Namespace, console: Console) -> int:
             )
         finally:
             ctx.resolver.close()
+        handled = run_handlers(ctx, ordered, check=args.check)
     if args.json:
-        console.json(report.results_json(ordered, check=args.check, redactor=redactor))
+        doc = report.results_json(ordered, check=args.check, redactor=redactor, handlers=handled)
+        console.json(doc)
     else:
-        console.print(report.recap_line(ordered))
-    return 1 if any(r.status is Status.FAILED for r in ordered) else 0
+        for h in handled:
+            for line in report.handler_lines(h, redactor):
+                console.print(line)
+        console.print(report.recap_line(ordered, handled))
+    failed = any(r.status is Status.FAILED for r in ordered)
+    return 1 if failed or any(h.status is HandlerStatus.FAILED for h in handled) else 0

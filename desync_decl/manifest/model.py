@@ -72,6 +72,19 @@ class CacheDef:
     position: Position = field(compare=False)
 
 
+DEFAULT_HANDLER_TIMEOUT = 300.0  # seconds
+
+
+@dataclass(frozen=True)
+class HandlerDef:
+    """A command run once after an apply in which a task notifying it changed."""
+
+    name: str
+    command: tuple[str, ...]  # argv: no shell
+    timeout: float  # seconds
+    position: Position = field(compare=False)
+
+
 @dataclass(frozen=True)
 class MakeAction:
     source: Path
@@ -168,6 +181,7 @@ class Task:
     tags: tuple[str, ...]
     index: int  # place in the task list, from 0
     position: Position = field(compare=False)
+    notify: tuple[str, ...] = ()  # handlers to run after the apply if this task changed
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,9 @@ class Manifest:
     positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
     key_positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
     redactor: Redactor = field(default=NO_SECRETS, hash=False, compare=False, repr=False)
+    handlers: Mapping[str, HandlerDef] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
 
     def source(self, name: str) -> StoreDef | GroupDef | CacheDef:
         """The store, group or cache called ``name`` (names are unique across the three)."""
@@ -228,6 +245,7 @@ def build(doc: Document, path: Path, base_dir: Path) -> Manifest:
         positions=MappingProxyType(doc.values),
         key_positions=MappingProxyType(doc.keys),
         redactor=Redactor.of(doc.env, base_dir),
+        handlers=b.section("handlers", b.handler),
     )
 
 
@@ -258,11 +276,21 @@ class _Builder:
         size = parse_size(raw["max_size"]) if "max_size" in raw else None
         return CacheDef(name, raw["store"], raw["cache"], size, raw.get("repair", False), at)
 
+    def handler(self, name: str, raw: dict[str, Any], at: Position) -> HandlerDef:
+        timeout = parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_HANDLER_TIMEOUT
+        return HandlerDef(name, tuple(raw["command"]), timeout, at)
+
     def task(self, i: int, raw: dict[str, Any]) -> Task:
         kind = next(k for k in KINDS if k in raw)
         action = getattr(self, f"_{kind}")(raw[kind])
         return Task(
-            raw["name"], kind, action, tuple(raw.get("tags", ())), i, self.doc.at(("tasks", i))
+            raw["name"],
+            kind,
+            action,
+            tuple(raw.get("tags", ())),
+            i,
+            self.doc.at(("tasks", i)),
+            tuple(raw.get("notify", ())),
         )
 
     def _loc(self, text: str) -> str:

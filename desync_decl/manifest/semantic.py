@@ -86,6 +86,7 @@ class _Checker:
         self.sizes()
         self.store_options()
         self.locations()
+        self.handlers()
 
     def names(self) -> None:
         for section in ANY:
@@ -340,3 +341,29 @@ class _Checker:
                 f"{self.where((*path, key))}: client_cert and client_key go together",
                 at_key=True,
             )
+
+    def handlers(self) -> None:
+        """A task notifies handlers that exist; a handler's command can be run (no NUL
+        in an argument) and its timeout is more than 0."""
+        handlers = _mapping(self.data.get("handlers"))
+        for i, task in self.tasks:
+            for j, name in enumerate(_list(task.get("notify"))):
+                if isinstance(name, str) and name not in handlers:
+                    path = ("tasks", i, "notify", j)
+                    known = ", ".join(sorted(handlers)) or "none"
+                    self.add(
+                        path, f"unknown handler '{name}' in {self.where(path)}; known: {known}"
+                    )
+        for name, handler in handlers.items():
+            for j, arg in enumerate(_list(_mapping(handler).get("command"))):
+                if isinstance(arg, str) and "\0" in arg:
+                    path = ("handlers", name, "command", j)
+                    self.add(path, f"{self.where(path)}: a NUL character cannot be passed")
+            value = _mapping(handler).get("timeout")
+            path = ("handlers", name, "timeout")
+            try:
+                too_short = value is not None and parse_duration(value) <= 0
+            except ValueError:
+                continue  # the schema reports the syntax
+            if too_short:
+                self.add(path, f"{self.where(path)}: must be more than 0")

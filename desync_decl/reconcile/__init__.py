@@ -15,12 +15,20 @@ from pathlib import Path
 from desync_decl.config import Config
 from desync_decl.formats.digest import Digest
 from desync_decl.manifest import Manifest
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress_for
 from desync_decl.reconcile.apply import ApplyOptions, apply_tasks
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import select
+from desync_decl.reconcile.handlers import notified
+from desync_decl.reconcile.lock import holders
 from desync_decl.reconcile.model import Status, TaskResult
-from desync_decl.reconcile.plan import Plan, SavedPlan, manifest_digest, plan_tasks
+from desync_decl.reconcile.plan import (
+    Plan,
+    SavedPlan,
+    manifest_digest,
+    plan_tasks,
+    task_resources,
+)
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import StateStore, default_state_dir
 
@@ -62,16 +70,28 @@ def open_context(
     )
 
 
-def plan_manifest(ctx: Context, *, tags: Sequence[str] = (), skip_tags: Sequence[str] = ()) -> Plan:
+def plan_manifest(
+    ctx: Context,
+    *,
+    tags: Sequence[str] = (),
+    skip_tags: Sequence[str] = (),
+    progress_for: ProgressFor = no_progress_for,
+) -> Plan:
+    """What the selected tasks would do, and which of their locks a running apply
+    holds (plan takes no lock: it peeks, and its numbers may change under that apply)."""
     tasks = select(ctx.manifest.tasks, tags, skip_tags)
     simulated = dataclasses.replace(ctx, simulated=True, overlay=Overlay())
+    keys = [key for r in task_resources(ctx, tasks) for key in r.locks()]
+    entries = plan_tasks(simulated, tasks, progress_for)
     return Plan(
         manifest=ctx.manifest,
         manifest_digest=manifest_digest(ctx.manifest),
-        entries=tuple(plan_tasks(simulated, tasks)),
+        entries=tuple(entries),
         verify=ctx.verify,
         tags=tuple(tags),
         skip_tags=tuple(skip_tags),
+        locks=tuple(holders(ctx.state.directory, keys)),
+        handlers=tuple(notified(ctx, [e.task for e in entries if e.changes])),
     )
 
 

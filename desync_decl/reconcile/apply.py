@@ -7,7 +7,9 @@ while it observes, plans and applies, so what it decides is still true when
 it writes, even with another run going.
 
 ``--check`` plans (nothing is written, prune never runs) and reports what
-would change. With a saved plan, the whole plan is first planned again and
+would change. A task that changed and notifies handlers has that written down
+at once (``handlers.remember``); ``handlers.run_handlers`` runs them after.
+With a saved plan, the whole plan is first planned again and
 refused if any task's facts changed; then each task is checked once more
 under its lock just before it is applied.
 """
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import ProgressFor, no_progress_for
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import dependencies
+from desync_decl.reconcile.handlers import remember
 from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import EntryState, PlanEntry, Status, TaskResult
@@ -40,13 +43,14 @@ class ApplyOptions:
     saved: SavedPlan | None = None
     on_result: Callable[[TaskResult], None] = lambda result: None  # in completion order
     on_wait: Callable[[Task, str], None] = lambda task, message: None  # a lock is busy
-    progress: Progress = NO_PROGRESS
+    progress_for: ProgressFor = no_progress_for  # a meter per task, closed when it ends
 
 
 def apply_tasks(ctx: Context, tasks: Sequence[Task], options: ApplyOptions) -> list[TaskResult]:
     """Results in manifest order (``on_result`` sees them as they finish)."""
     if options.check:
-        entries = plan_tasks(dataclasses.replace(ctx, simulated=True, overlay=Overlay()), tasks)
+        simulated = dataclasses.replace(ctx, simulated=True, overlay=Overlay())
+        entries = plan_tasks(simulated, tasks, options.progress_for)
         results = [check_result(e, options.diff) for e in entries]
         for r in results:
             options.on_result(r)
@@ -126,6 +130,7 @@ class _Run:
 
     def _finish(self, i: int, result: TaskResult) -> None:
         self.results[i] = result
+        remember(self.ctx, result)  # before anything else can stop the run
         if result.status in (Status.FAILED, Status.SKIPPED):
             self.broken.add(i)
         self.options.on_result(result)
@@ -133,26 +138,31 @@ class _Run:
     def _task(self, i: int) -> TaskResult:
         task = self.tasks[i]
         kind = kind_for(task.kind)
-        progress = self.options.progress if self.options.jobs == 1 else NO_PROGRESS
-        ctx = dataclasses.replace(self.ctx, progress=progress)
+        meter = self.options.progress_for(task.name)
+        ctx = dataclasses.replace(self.ctx, progress=meter)
         started = time.monotonic()
         action = None
         try:
+            meter.start("lock", 0)
             with locked(
                 ctx.state.directory,
                 self.resources[i].locks(),
                 timeout=self.options.lock_timeout,
                 waiting=lambda message: self.options.on_wait(task, message),
             ):
+                meter.start("observe", 0)  # reading the index, the target, the stores
                 action = kind.plan(task, kind.observe(task, ctx), ctx)
                 saved = self.options.saved
                 if saved is not None and (why := saved.refusal(action)) is not None:
                     raise DesyncError(f"refusing the saved plan for this task: {why}")
-                result = kind.apply(action, ctx, progress)
+                meter.start("apply", 0)
+                result = kind.apply(action, ctx, meter)
         except DesyncError as e:
             return TaskResult(task, Status.FAILED, str(e), action, seconds=_since(started))
         except OSError as e:
             return TaskResult(task, Status.FAILED, os_message(e), action, seconds=_since(started))
+        finally:
+            meter.close()
         if result.status is Status.CHANGED:
             ctx.overlay.add(task.name, action.effects)
         diff = action.diff if self.options.diff and result.status is Status.CHANGED else None

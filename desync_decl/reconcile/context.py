@@ -120,9 +120,12 @@ class Context:
     def present(self, store: str, ids: Iterable[ChunkID], digest: Digest) -> set[ChunkID]:
         """The ids ``store`` holds, asked on ``concurrency`` threads."""
         wanted = sorted(set(ids))
+        self.progress.start("checking chunks", 0)  # counted, not sized
 
         def has(id: ChunkID) -> bool:
-            return self.has_chunk(store, id, digest)
+            found = self.has_chunk(store, id, digest)
+            self.progress.advance(1)
+            return found
 
         found = ordered_map(has, wanted, workers=self.concurrency)
         return {id for id, ok in zip(wanted, found, strict=True) if ok}

@@ -3,7 +3,9 @@
 Tags work as in Ansible: ``--tags`` picks tasks carrying one of them (``all``:
 every task), ``--skip-tags`` drops tasks carrying one; a task tagged
 ``always`` runs unless skipped by name, one tagged ``never`` only when one of
-its tags is asked for.
+its tags is asked for. A tag asked for that no task carries is an error naming
+the tags there are: a typo (``--tags ap``) would otherwise select nothing and
+end "successfully" having done nothing.
 
 Two tasks are ordered (the later one waits) when they touch the same file or
 store and at least one of them writes it: a write against anything, chunks
@@ -22,6 +24,7 @@ import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from desync_decl.errors import UsageError
 from desync_decl.manifest import Task
 from desync_decl.reconcile.kinds.base import Resources
 
@@ -40,7 +43,18 @@ def selected(task: Task, tags: Iterable[str] = (), skip_tags: Iterable[str] = ()
 
 
 def select(tasks: Sequence[Task], tags: Iterable[str], skip_tags: Iterable[str]) -> list[Task]:
+    """The tasks ``tags`` and ``skip_tags`` select; ``UsageError`` if either names a
+    tag no task carries (``all`` is always known to ``--tags``)."""
     tags, skip_tags = list(tags), list(skip_tags)
+    known = {tag for task in tasks for tag in task.tags}
+    for option, asked, extra in (("--tags", tags, {"all"}), ("--skip-tags", skip_tags, set())):
+        unknown = [tag for tag in dict.fromkeys(asked) if tag not in known | extra]
+        if unknown:
+            names = ", ".join(sorted(known | extra)) or "none"
+            raise UsageError(
+                f"{option}: no task is tagged {', '.join(map(repr, unknown))};"
+                f" the tags of the manifest are: {names}"
+            )
     return [t for t in tasks if selected(t, tags, skip_tags)]
 
 

@@ -1,8 +1,10 @@
 """One lock per target path or store, so two runs never write the same thing at once.
 
-Lock files live in the state folder (``locks/<hash>.lock``, holding the pid of
-the holder and what it locks) and are taken with ``fcntl.flock``: the kernel
-drops them when a process dies, so a killed run never leaves a stale lock.
+Lock files live in the state folder (``locks/<hash>.lock``, holding who holds
+it: pid, host, user, since when, and what it locks, as one JSON line) and are
+taken with ``fcntl.flock``: the kernel drops them when a process dies, so a
+killed run never leaves a stale lock. ``holders`` peeks without waiting and
+without creating anything, for ``plan`` to say which apply holds what.
 Both folders must be ours alone (``open_private_dir``) and a lock file is opened
 relative to its folder without following a symlink or truncating, so a shared
 state folder cannot turn a lock into a write to another file.
@@ -17,9 +19,13 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import os
+import pwd
+import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from desync_decl.errors import DesyncError
@@ -30,6 +36,51 @@ POLL_SECONDS = 0.05
 
 class LockTimeout(DesyncError):
     pass
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, as its lock file says (written by the holder once it has it)."""
+
+    what: str  # the file or store locked, as messages name it
+    pid: int | None
+    host: str | None = None
+    user: str | None = None
+    since: str | None = None  # ISO 8601, UTC
+
+    @classmethod
+    def parse(cls, key: str, text: str) -> Holder:
+        """The holder of ``key`` from its lock file; the older ``<pid> <key>`` form too."""
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            pid = text.split(" ", 1)[0]
+            return cls(_what(key), int(pid) if pid.isdigit() else None)
+        if not isinstance(doc, dict):
+            return cls(_what(key), None)
+        fields = {name: doc.get(name) for name in ("host", "user", "since")}
+        pid = doc.get("pid")
+        return cls(
+            _what(key),
+            pid if isinstance(pid, int) else None,
+            **{k: v if isinstance(v, str) else None for k, v in fields.items()},
+        )
+
+    def __str__(self) -> str:
+        """``pid 812 on host web-3, user root, since 2026-12-07T04:01:02Z``."""
+        text = f"pid {self.pid}" if self.pid is not None else "another run"
+        if self.host:
+            text += f" on host {self.host}"
+        if self.user:
+            text += f", user {self.user}"
+        if self.since:
+            text += f", since {self.since}"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        return {"what": self.what, "pid": self.pid, "host": self.host, "user": self.user} | {
+            "since": self.since
+        }
 
 
 @contextlib.contextmanager
@@ -81,7 +132,7 @@ def _acquire(
     deadline: float | None,
     waiting: Callable[[str], None],
 ) -> int:
-    name = hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
+    name = _name(key)
     path = directory / "locks" / name
     try:  # never through a symlink, and never truncated on open
         fd = os.open(
@@ -90,7 +141,7 @@ def _acquire(
     except OSError as e:
         raise DesyncError(f"cannot open lock file {path}: {e.strerror}") from None
     mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-    told = False
+    told = busy = False
     try:
         while True:
             try:
@@ -102,22 +153,76 @@ def _acquire(
             holder = _holder(fd)
             if deadline is not None and time.monotonic() >= deadline:
                 raise LockTimeout(f"timed out waiting for lock on {_what(key)} held by {holder}")
-            if not told:
+            if busy and not told:  # busy twice: not a plan's peek (``holders``)
                 waiting(f"waiting for lock on {_what(key)} held by {holder}")
                 told = True
+            busy = True
             time.sleep(POLL_SECONDS)
         os.ftruncate(fd, 0)  # shared holders overwrite each other: any one of them is named
-        os.pwrite(fd, f"{os.getpid()} {key}\n".encode(), 0)
+        os.pwrite(fd, _holder_line(key), 0)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
+def _holder_line(key: str) -> bytes:
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    doc = {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "since": since}
+    return (json.dumps({**doc, "key": key}) + "\n").encode()
+
+
 def _holder(fd: int) -> str:
-    text = os.pread(fd, 4096, 0).decode(errors="replace")
-    pid = text.split(" ", 1)[0]
-    return f"pid {pid}" if pid.isdigit() else "another run"
+    """The pid holding the lock open as ``fd``, as waiting messages name it."""
+    holder = Holder.parse("", os.pread(fd, 4096, 0).decode(errors="replace"))
+    return f"pid {holder.pid}" if holder.pid is not None else "another run"
+
+
+def holders(directory: Path, keys: Iterable[str]) -> list[Holder]:
+    """Who holds any of ``keys`` now, without waiting and without creating the state
+    folder or a lock file (``plan`` writes nothing). A free lock is taken and let go
+    at once; a run that tries it in that instant retries before saying it waits."""
+    try:
+        top = open_private_dir(directory, create=False)
+        if top is None:
+            return []
+        try:
+            locks = open_private_dir(directory / "locks", create=False, parent_fd=top)
+        finally:
+            os.close(top)
+    except DesyncError:
+        return []  # apply will refuse the folder and say why
+    if locks is None:
+        return []
+    try:
+        return [h for key in sorted(set(keys)) if (h := _peek(locks, key)) is not None]
+    finally:
+        os.close(locks)
+
+
+def _peek(locks: int, key: str) -> Holder | None:
+    try:
+        fd = os.open(_name(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=locks)
+    except OSError:
+        return None  # never taken (or not a lock file we would use): free
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return None
+        return Holder.parse(key, os.pread(fd, 4096, 0).decode(errors="replace"))
+    else:
+        return None
+    finally:
+        os.close(fd)  # releases the peek's own lock, if it got it
+
+
+def _name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32] + ".lock"
 
 
 def _what(key: str) -> str:

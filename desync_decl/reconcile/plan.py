@@ -16,6 +16,7 @@ refuses the plan.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -25,9 +26,12 @@ from pathlib import Path
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Manifest, Task
 from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
+from desync_decl.progress import ProgressFor, no_progress_for
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.graph import dependencies
+from desync_decl.reconcile.handlers import Notified
 from desync_decl.reconcile.kinds import Resources, kind_for
+from desync_decl.reconcile.lock import Holder
 from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
 
 PLAN_VERSION = 1
@@ -41,6 +45,8 @@ class Plan:
     verify: bool = False
     tags: tuple[str, ...] = ()
     skip_tags: tuple[str, ...] = ()
+    locks: tuple[Holder, ...] = ()  # locks of these tasks another run holds now
+    handlers: tuple[Notified, ...] = ()  # would run after the apply
 
     @property
     def changes(self) -> bool:
@@ -64,13 +70,22 @@ def task_resources(ctx: Context, tasks: Sequence[Task]) -> list[Resources]:
     return [kind_for(t.kind).resources(t, ctx.resolver) for t in tasks]
 
 
-def plan_tasks(ctx: Context, tasks: Sequence[Task]) -> list[PlanEntry]:
-    """Observe and plan ``tasks`` in order; ``ctx`` should be ``simulated``."""
+def plan_tasks(
+    ctx: Context, tasks: Sequence[Task], progress_for: ProgressFor = no_progress_for
+) -> list[PlanEntry]:
+    """Observe and plan ``tasks`` in order; ``ctx`` should be ``simulated``. Each task
+    reports its progress (reading files, checking chunks) on its own meter."""
     deps = dependencies(task_resources(ctx, tasks))
     entries: list[PlanEntry] = []
     for i, task in enumerate(tasks):
         after = tuple(tasks[j].name for j in deps.after[i])
-        entries.append(_plan_one(ctx, task, after, [entries[j] for j in deps.needs[i]]))
+        meter = progress_for(task.name)
+        try:
+            meter.start("plan", 0)
+            mine = dataclasses.replace(ctx, progress=meter)
+            entries.append(_plan_one(mine, task, after, [entries[j] for j in deps.needs[i]]))
+        finally:
+            meter.close()
     return entries
 
 

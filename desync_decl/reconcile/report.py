@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from desync_decl import __version__
 from desync_decl.manifest.sensitive import Redactor
+from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus, Notified
 from desync_decl.reconcile.model import (
     Action,
     Diff,
@@ -36,6 +37,8 @@ from desync_decl.reconcile.plan import PLAN_VERSION, Plan
 SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
 _OBSERVED = ("reason", "target", "message", "facts", "travel", "diff", "notes")  # redacted
 MARKDOWN_IDS = 200
+_WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
+HANDLER_LINES = 20  # last lines of a handler's output in text (JSON has all that is kept)
 _MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
 _ICONS = {  # GitHub and GitLab render these short codes in comments
     Verb.CREATE: ":heavy_plus_sign:",
@@ -87,6 +90,11 @@ def plan_json(plan: Plan) -> dict[str, object]:
         "selection": {"tags": list(plan.tags), "skip-tags": list(plan.skip_tags)},
         "summary": {**counts, "changes": plan.changes},
         "tasks": [_entry_json(e, redactor) for e in plan.entries],
+        "locks": [redactor.data(h.to_json()) for h in plan.locks],
+        "handlers": [
+            {"name": n.handler.name, "notified-by": list(n.by), "earlier": n.earlier}
+            for n in plan.handlers
+        ],
     }
 
 
@@ -118,7 +126,11 @@ def _entry_json(e: PlanEntry, redactor: Redactor) -> dict[str, object]:
 
 
 def results_json(
-    results: Sequence[TaskResult], *, check: bool, redactor: Redactor
+    results: Sequence[TaskResult],
+    *,
+    check: bool,
+    redactor: Redactor,
+    handlers: Sequence[HandlerResult] = (),
 ) -> dict[str, object]:
     doc = {
         "version": PLAN_VERSION,
@@ -137,6 +149,21 @@ def results_json(
             for r in results
         ],
         "recap": recap(results),
+        "handlers": [
+            {
+                "name": h.handler.name,
+                "command": list(h.handler.command),
+                "status": h.status.value,
+                "msg": h.msg,
+                "notified-by": list(h.by),
+                "earlier": h.earlier,
+                "exit": h.exit,
+                "output": h.output,
+                "output-dropped": h.dropped,
+                "seconds": h.seconds,
+            }
+            for h in handlers
+        ],
     }
     return redactor.data(doc)  # type: ignore[no-any-return]
 
@@ -148,6 +175,7 @@ def plan_text(plan: Plan) -> list[str]:
     redactor = plan.manifest.redactor
     verify = " (verify)" if plan.verify else ""
     lines = [f"plan for {display(str(plan.manifest.path), redactor)}{verify}"]
+    lines += [f"  note: {line}" for line in lock_lines(plan)]
     for e in plan.entries:
         head = f"[{e.task.name}] {e.task.kind}"
         if e.action is None:
@@ -160,8 +188,19 @@ def plan_text(plan: Plan) -> list[str]:
         if a.verb.changes:
             lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
+    lines += [f"  * {'run':<7} [{n.handler.name}] handler: {notified_by(n)}" for n in plan.handlers]
     lines.append(f"Plan: {summary_line(plan)}.")
     return [redactor.text(line) for line in lines]
+
+
+def lock_lines(plan: Plan) -> list[str]:
+    """One line per lock of the plan's tasks that another run holds now."""
+    redactor = plan.manifest.redactor
+    return [
+        f"{display(h.what, redactor)} is locked by {h}: an apply is running, and another"
+        " apply would wait for it"
+        for h in plan.locks
+    ]
 
 
 def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list[str]:
@@ -225,9 +264,27 @@ def _store_part(s: object) -> str:
 
 def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
     lines = [f"{r.status.value}: [{r.task.name}] {r.task.kind}: {r.msg}"]
+    digest = index_digest(r)
+    if digest is not None:
+        lines[0] += f"; index digest {digest}"
     if r.diff is not None:
         lines += diff_lines(r.diff, redactor)
     return [redactor.text(line) for line in lines]
+
+
+def index_digest(r: TaskResult) -> str | None:
+    """The digest of the index a make or tar task left (``sha512-256:<hex>``, what an
+    extract's ``pin`` takes): written now, or already current. None for other kinds and
+    for what ``--check`` only forecasts."""
+    if r.task.kind not in _WRITES_INDEX:
+        return None
+    written = r.stats.get("index-digest")
+    if written is not None:
+        return str(written)
+    if r.status is Status.OK and r.action is not None:
+        current = r.action.facts.digest_fields.get("index")
+        return str(current) if current is not None else None
+    return None
 
 
 def diff_lines(d: Diff, redactor: Redactor) -> list[str]:
@@ -249,8 +306,38 @@ def recap(results: Iterable[TaskResult]) -> dict[str, int]:
     return {s.value: counts[s] for s in Status}
 
 
-def recap_line(results: Iterable[TaskResult]) -> str:
-    return "RECAP " + " ".join(f"{k}={v}" for k, v in recap(results).items())
+def recap_line(results: Iterable[TaskResult], handlers: Sequence[HandlerResult] = ()) -> str:
+    """``RECAP ok=1 changed=2 failed=0 skipped=0``, then ``handlers-ok=1`` and the like
+    for the outcomes handlers had, if any ran."""
+    line = "RECAP " + " ".join(f"{k}={v}" for k, v in recap(results).items())
+    counts = Counter(h.status for h in handlers)
+    for status in HandlerStatus:
+        if counts[status]:
+            line += f" handlers-{status.value.replace(' ', '-')}={counts[status]}"
+    return line
+
+
+def notified_by(n: Notified | HandlerResult) -> str:
+    """``notified by install, image``; ``notified by an earlier apply: install``."""
+    return ("notified by an earlier apply: " if n.earlier else "notified by ") + ", ".join(n.by)
+
+
+def handler_lines(h: HandlerResult, redactor: Redactor) -> list[str]:
+    """``ok: [restart app] handler: exit status 0; notified by install``, then the last
+    lines of its output, each shown as one escaped line by the console."""
+    by = notified_by(h)
+    head = f"{h.status.value}: [{h.handler.name}] handler: "
+    lines = [head + (by if h.status is HandlerStatus.WOULD_RUN else f"{h.msg}; {by}")]
+    output = h.output.splitlines()
+    untold = []
+    if len(output) > HANDLER_LINES:
+        untold.append(f"{len(output) - HANDLER_LINES} earlier lines are in apply --json")
+    if h.dropped:
+        untold.append(f"{h.dropped} bytes before the last {OUTPUT_LIMIT // 1024} KiB were not kept")
+    if untold:
+        lines.append("  | … " + "; ".join(untold))
+    lines += [f"  | {line}" for line in output[-HANDLER_LINES:]]
+    return [redactor.text(line) for line in lines]
 
 
 # --- Markdown (a pull-request comment) ----------------------------------------------
@@ -260,6 +347,8 @@ def plan_markdown(plan: Plan) -> str:
     redactor = plan.manifest.redactor
     name = display(str(plan.manifest.path), redactor)
     out = [f"### desync-decl plan: `{name}`", "", f"**{summary_line(plan)}**", ""]
+    out += [f"> {_cell(line, redactor)}" for line in lock_lines(plan)]
+    out += [""] if plan.locks else []
     out += ["| | Task | Kind | Target | Why | What travels |", "|---|---|---|---|---|---|"]
     for e in plan.entries:
         out.append(_markdown_row(e, redactor))
@@ -267,6 +356,12 @@ def plan_markdown(plan: Plan) -> str:
         a = e.action
         if a is not None and a.travel.delete is not None and a.verb.changes:
             out += ["", *_markdown_deletion(a, redactor)]
+    if plan.handlers:
+        out += ["", "Handlers that would run after the apply:", ""]
+        out += [
+            f"- {_cell(n.handler.name, redactor)}: {_cell(notified_by(n), redactor)}"
+            for n in plan.handlers
+        ]
     notes = [(e.task.name, n) for e in plan.entries if e.action for n in e.action.notes]
     if notes:
         out += ["", "Notes:", ""]

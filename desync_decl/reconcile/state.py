@@ -33,8 +33,15 @@ _NO_XATTR = {errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.ENOSPC, errno.E2BIG
 _NO_XATTR |= {getattr(errno, "ENODATA", errno.ENOENT), errno.ENOENT}
 
 
+SYSTEM_STATE_DIR = Path("/var/lib/desync-decl")
+
+
 def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/desync-decl``, else ``~/.local/state/desync-decl``."""
+    """``/var/lib/desync-decl`` for root (apply on a fleet host runs as root, and its
+    records belong to the machine, not to root's home), else
+    ``$XDG_STATE_HOME/desync-decl``, else ``~/.local/state/desync-decl``."""
+    if os.geteuid() == 0:
+        return SYSTEM_STATE_DIR
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.environ.get("HOME", "~"), ".local", "state"
     )

@@ -36,9 +36,11 @@ def fetch_amounts(
     wanted = sorted(sizes)
     totals: dict[tuple[str, str, str | None], Amount] = {}
     missing = Amount()
+    ctx.progress.start("checking chunks", sum(sizes.values()))
     for id, server in zip(
         wanted, ordered_map(routes.server, wanted, workers=ctx.concurrency), strict=True
     ):
+        ctx.progress.advance(sizes[id])
         amount = Amount(1, sizes[id])
         if server is None:
             missing += amount

@@ -1,0 +1,210 @@
+"""Handlers: commands run once after an apply for the tasks that changed and named them.
+
+As in Ansible, a task's ``notify`` names handlers of the manifest; each one
+notified by at least one task that changed runs once, after every task of the
+apply, in the order the manifest defines them ("restart the service after its
+image changed"). They run whatever else failed: the change they follow has
+happened, and the next apply, finding that task converged, would not notify
+again. For the same reason a notification is first written to the state folder
+(``remember``) and dropped only when its handler succeeds: a handler that fails,
+times out, or never ran because the apply was killed runs on the next apply.
+
+A command is an argv list run without a shell, in the manifest's folder, with
+no stdin, in a session of its own so that a timeout kills everything it
+started. Its output (stdout and stderr together) is kept up to
+``OUTPUT_LIMIT`` bytes, the last ones: renderers escape it like any text from
+elsewhere. ``--check`` reports which handlers would run and runs none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from desync_decl.errors import DesyncError
+from desync_decl.manifest.model import HandlerDef, Task
+from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.model import Status, TaskResult
+
+OUTPUT_LIMIT = 64 * 1024  # bytes of a handler's output kept: the last ones
+POLL_SECONDS = 0.1
+
+
+class HandlerStatus(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    WOULD_RUN = "would run"  # --check
+
+
+@dataclass(frozen=True)
+class HandlerResult:
+    handler: HandlerDef
+    status: HandlerStatus
+    msg: str
+    by: tuple[str, ...]  # the names of the tasks that notified it
+    earlier: bool = False  # notified by an earlier apply whose handler did not succeed
+    exit: int | None = None  # the exit status; negative: killed by that signal
+    output: str = ""  # the last OUTPUT_LIMIT bytes, decoded (unescaped)
+    dropped: int = 0  # bytes of output before those
+    seconds: float = 0.0
+
+
+def remember(ctx: Context, result: TaskResult) -> None:
+    """Record the notifications of a task that changed, before any handler runs, so a
+    run killed now still runs them next time. Best effort: the run's own results
+    notify the handlers of this apply anyway."""
+    if result.status is not Status.CHANGED:
+        return
+    for name in result.task.notify:
+        key = _key(ctx, name)
+        with contextlib.suppress(DesyncError):
+            earlier = _pending(ctx, key)
+            ctx.state.put(key, {"notified-by": sorted({*earlier, result.task.name})})
+
+
+@dataclass(frozen=True)
+class Notified:
+    """A handler that is to run, and which tasks asked for it."""
+
+    handler: HandlerDef
+    by: tuple[str, ...]  # task names
+    earlier: bool  # only an earlier apply asked (its notification was kept)
+
+
+def notified(ctx: Context, changed: Iterable[Task]) -> list[Notified]:
+    """The handlers the ``changed`` tasks notify, and those a kept notification of an
+    earlier apply asks for, in the manifest's order (``plan`` shows them too)."""
+    now: dict[str, list[str]] = {}
+    for task in changed:
+        for name in task.notify:
+            now.setdefault(name, []).append(task.name)
+    out = []
+    for name, handler in ctx.manifest.handlers.items():
+        earlier = name not in now
+        by = tuple(_pending(ctx, _key(ctx, name)) if earlier else now[name])
+        if by:
+            out.append(Notified(handler, by, earlier))
+    return out
+
+
+def run_handlers(
+    ctx: Context, results: Iterable[TaskResult], *, check: bool
+) -> list[HandlerResult]:
+    """Run (or with ``check`` report) every handler notified by a task that changed in
+    ``results`` or by an earlier apply whose handler did not succeed."""
+    out = []
+    for n in notified(ctx, [r.task for r in results if r.status is Status.CHANGED]):
+        if check:
+            out.append(HandlerResult(n.handler, HandlerStatus.WOULD_RUN, "", n.by, n.earlier))
+            continue
+        result = _run(n.handler, n.by, earlier=n.earlier, cwd=ctx.manifest.base_dir)
+        if result.status is HandlerStatus.OK:
+            ctx.state.drop(_key(ctx, n.handler.name))
+        out.append(result)
+    return out
+
+
+def _key(ctx: Context, name: str) -> str:
+    """A handler of this manifest, wherever the manifest was named from."""
+    return f"handler\0{os.path.abspath(ctx.manifest.path)}\0{name}"
+
+
+def _pending(ctx: Context, key: str) -> list[str]:
+    record = ctx.state.get(key) or {}
+    names = record.get("notified-by")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _run(
+    handler: HandlerDef, by: tuple[str, ...], *, earlier: bool, cwd: os.PathLike
+) -> HandlerResult:
+    started = time.monotonic()
+
+    def done(status: HandlerStatus, msg: str, exit: int | None, out: _Output) -> HandlerResult:
+        seconds = round(time.monotonic() - started, 3)
+        text = bytes(out.kept).decode("utf-8", "replace")
+        return HandlerResult(handler, status, msg, by, earlier, exit, text, out.dropped, seconds)
+
+    output = _Output()
+    try:
+        proc = subprocess.Popen(
+            handler.command,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as e:
+        why = f"cannot run {handler.command[0]}: {(e.strerror or str(e)).lower()}"
+        return done(HandlerStatus.FAILED, why, None, output)
+    assert proc.stdout is not None
+    with proc.stdout as pipe:
+        finished = _collect(proc, pipe.fileno(), output, started + handler.timeout)
+    if not finished:
+        why = f"timed out after {handler.timeout:g}s: it and what it started were killed"
+        return done(HandlerStatus.FAILED, why, None, output)
+    code = proc.returncode
+    if code == 0:
+        return done(HandlerStatus.OK, "exit status 0", code, output)
+    if code < 0:
+        return done(HandlerStatus.FAILED, f"killed by signal {-code}", code, output)
+    return done(HandlerStatus.FAILED, f"exit status {code}", code, output)
+
+
+class _Output:
+    """The last ``OUTPUT_LIMIT`` bytes read, and how many came before them."""
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        self.kept += data
+        excess = len(self.kept) - OUTPUT_LIMIT
+        if excess > 0:
+            del self.kept[:excess]
+            self.dropped += excess
+
+
+def _collect(proc: subprocess.Popen, fd: int, output: _Output, deadline: float) -> bool:
+    """Read the command's output until it exits (True) or the deadline passes (False:
+    its whole session is killed). Once it has exited, only what is already in the
+    pipe is read: something it started in the background may hold the pipe open."""
+    poller = select.poll()  # not select(): an fd above 1023 is fine
+    poller.register(fd, select.POLLIN)
+    reading = True
+
+    def read(wait: float) -> None:
+        nonlocal reading
+        if poller.poll(int(wait * 1000)):
+            data = os.read(fd, 65536)
+            reading = bool(data)
+            output.add(data)
+
+    while proc.poll() is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _kill(proc)
+            return False
+        if reading:
+            read(min(POLL_SECONDS, left))
+        else:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=min(POLL_SECONDS, left))
+    while reading and time.monotonic() < deadline and poller.poll(0):
+        read(0)
+    return True
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group is what it started
+    proc.wait()

@@ -1,0 +1,265 @@
+"""Issue 13, item 7: ``notify`` and ``handlers``, run through the real CLI.
+
+A handler runs once, after every task, when a task notifying it changed; never
+when nothing changed; under ``--check`` it is reported and not run. Its output
+(bounded, escaped) and exit status are in the text recap and ``--json``; a
+failure or a timeout fails the apply and the next apply runs it again; a timeout
+kills everything it started. An unknown handler name is a manifest error at
+FILE:LINE:COL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from jsonschema import Draft202012Validator
+
+from tests.conftest import ROOT
+from tests.servers_http import cli_server  # noqa: F401 - fixture
+from tests.test_reconcile_kinds import blob, make_index, manifest, write
+
+CLI = [sys.executable, "-m", "desync_decl"]
+PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
+OUTPUT_LIMIT = 64 * 1024  # bytes of a handler's output kept, as the schema documents
+
+
+def run(*argv: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *map(str, argv)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def site(tmp_path: Path, handlers: str, notify_a: str = "[restart]", notify_b: str = "[restart]"):
+    """Two makes notifying handlers; the handlers section as given."""
+    write(tmp_path / "a.img", blob(60, 100_000))
+    write(tmp_path / "b.img", blob(61, 100_000))
+    return manifest(
+        tmp_path,
+        "stores: {s: {url: store}}\nhandlers:\n"
+        + textwrap.indent(textwrap.dedent(handlers), "  ")
+        + f"""\
+tasks:
+- name: publish a
+  notify: {notify_a}
+  make: {{source: a.img, index: rel/a.caibx, store: s}}
+- name: publish b
+  notify: {notify_b}
+  make: {{source: b.img, index: rel/b.caibx, store: s}}
+- name: other
+  make: {{source: a.img, index: rel/c.caibx, store: s}}
+""",
+    )
+
+
+def apply(m: Path, *extra: object) -> subprocess.CompletedProcess[str]:
+    return run("apply", m, "--state-dir", m.parent / "state", *extra)
+
+
+COUNTING = """\
+restart:
+  # counts its runs, and sees what every task wrote (it runs after all of them)
+  command: [sh, -c, "echo run >> runs; ls rel; echo done"]
+"""
+
+
+def test_a_handler_runs_once_after_all_tasks_and_only_when_a_task_changed(tmp_path):
+    m = site(tmp_path, COUNTING)
+    first = apply(m)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "runs").read_text() == "run\n"  # two tasks notified it: run once
+    lines = first.stdout.splitlines()
+    at = lines.index("ok: [restart] handler: exit status 0; notified by publish a, publish b")
+    assert [line.split(":")[0] for line in lines[:at]] == ["changed"] * 3  # tasks first
+    assert lines[at + 1 :] == [
+        "  | a.caibx",
+        "  | b.caibx",
+        "  | c.caibx",
+        "  | done",
+        "RECAP ok=0 changed=3 failed=0 skipped=0 handlers-ok=1",
+    ]
+    again = apply(m, "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["handlers"] == []
+    assert (tmp_path / "runs").read_text() == "run\n"  # nothing changed: not run
+    write(tmp_path / "b.img", blob(62, 100_000))
+    third = json.loads(apply(m, "--json").stdout)
+    [handler] = third["handlers"]
+    assert handler["name"] == "restart" and handler["status"] == "ok"
+    assert handler["notified-by"] == ["publish b"] and handler["exit"] == 0
+    assert handler["output"] == "a.caibx\nb.caibx\nc.caibx\ndone\n"
+    assert (tmp_path / "runs").read_text() == "run\nrun\n"
+
+
+def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_server):  # noqa: F811
+    """The issue's case: an extract from a real chunk-server notifies "restart app",
+    which sees the new image (it runs after the extract) and runs only when it changed."""
+    store = tmp_path / "store"
+    make_index(write(tmp_path / "v1.img", blob(70, 300_000)), tmp_path / "app.caibx", store)
+    server = cli_server("chunk-server", "-s", store)
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{mirror: {{url: "{server.url}"}}}}
+        handlers:
+          restart app:
+            command: [sh, -c, "cksum < srv/app.img >> restarts"]
+            timeout: 30s
+        tasks:
+        - name: image
+          notify: [restart app]
+          extract: {{index: app.caibx, path: srv/app.img, stores: [mirror]}}
+        """,
+    )
+    first = apply(m)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "ok: [restart app] handler: exit status 0; notified by image" in first.stdout
+    cksum = subprocess.run(["cksum"], input=blob(70, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout
+    assert "handler" not in apply(m).stdout  # converged: no restart
+    make_index(write(tmp_path / "v2.img", blob(71, 300_000)), tmp_path / "app.caibx", store)
+    assert apply(m).returncode == 0
+    cksum2 = subprocess.run(["cksum"], input=blob(71, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout + cksum2.stdout
+
+
+def test_check_reports_would_run_and_runs_nothing(tmp_path):
+    m = site(tmp_path, COUNTING)
+    plan = run("plan", m, "--state-dir", tmp_path / "state")
+    assert plan.stdout.splitlines()[-2:] == [
+        "  * run     [restart] handler: notified by publish a, publish b",
+        "Plan: 3 to create, 0 to update, 0 to delete, 0 unchanged.",
+    ]
+    doc = json.loads(run("plan", m, "--state-dir", tmp_path / "state", "--json").stdout)
+    Draft202012Validator(PLAN_SCHEMA).validate(doc)
+    assert doc["handlers"] == [
+        {"name": "restart", "notified-by": ["publish a", "publish b"], "earlier": False}
+    ]
+    markdown = run("plan", m, "--state-dir", tmp_path / "state", "--markdown").stdout
+    assert "- restart: notified by publish a, publish b" in markdown
+    r = apply(m, "--check")
+    assert r.returncode == 0, r.stderr
+    assert "would run: [restart] handler: notified by publish a, publish b" in r.stdout
+    assert r.stdout.splitlines()[-1].endswith(" handlers-would-run=1")
+    doc = json.loads(apply(m, "--check", "--json").stdout)
+    assert [(h["name"], h["status"]) for h in doc["handlers"]] == [("restart", "would run")]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failing_handler_fails_the_apply_and_runs_again_next_time(tmp_path):
+    m = site(
+        tmp_path,
+        """\
+        restart:
+          command: [sh, -c, "echo try >> runs; test -e fixed || { echo not yet >&2; exit 3; }"]
+        """,
+    )
+    first = apply(m)
+    assert first.returncode == 1
+    assert "failed: [restart] handler: exit status 3; notified by publish a, publish b" in (
+        first.stdout
+    )
+    assert "  | not yet" in first.stdout
+    assert first.stdout.splitlines()[-1].endswith("failed=0 skipped=0 handlers-failed=1")
+    plan = run("plan", m, "--state-dir", tmp_path / "state")
+    assert "  * run     [restart] handler: notified by an earlier apply: publish a, publish b" in (
+        plan.stdout
+    )
+    second = apply(m, "--json")  # no task changes: the notification was kept
+    assert second.returncode == 1
+    [h] = json.loads(second.stdout)["handlers"]
+    assert (h["status"], h["exit"], h["earlier"]) == ("failed", 3, True)
+    (tmp_path / "fixed").touch()
+    third = apply(m)
+    assert third.returncode == 0, third.stdout
+    assert (
+        "ok: [restart] handler: exit status 0; notified by an earlier apply: publish a, publish b"
+        in third.stdout
+    )
+    fourth = apply(m)
+    assert "handler" not in fourth.stdout
+    assert (tmp_path / "runs").read_text() == "try\n" * 3
+
+
+def test_a_handler_whose_program_is_missing_fails_the_apply(tmp_path):
+    m = site(tmp_path, "restart: {command: [./no-such-program, --now]}\n")
+    r = apply(m)
+    assert r.returncode == 1
+    assert (
+        "failed: [restart] handler: cannot run ./no-such-program: no such file or directory;"
+        " notified by publish a, publish b" in r.stdout
+    )
+    assert r.stderr == ""
+
+
+def test_a_handler_that_times_out_is_killed_with_what_it_started(tmp_path):
+    m = site(
+        tmp_path,
+        """\
+        restart:
+          command: [sh, -c, "sleep 300 & echo $! > bg.pid; echo started; wait"]
+          timeout: 1s
+        """,
+        notify_b="[]",
+    )
+    r = apply(m)
+    assert r.returncode == 1
+    assert (
+        "failed: [restart] handler: timed out after 1s: it and what it started were killed;"
+        " notified by publish a" in r.stdout
+    )
+    assert "  | started" in r.stdout
+    assert not running(int((tmp_path / "bg.pid").read_text()))  # the background sleep too
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie does not (a container's init may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def test_handler_output_is_bounded_and_escaped(tmp_path):
+    m = site(
+        tmp_path,
+        """\
+        restart:
+          command:
+          - sh
+          - -c
+          - head -c 1000000 /dev/zero | tr '\\0' x; printf '\\n\\033[2J\\342\\200\\256 tail\\n'
+        """,
+    )
+    r = apply(m)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout
+    assert "  | \\x1b[2J\\u202e tail" in r.stdout
+    tmp_path.joinpath("a.img").write_bytes(blob(63, 100_000))
+    [h] = json.loads(apply(m, "--json").stdout)["handlers"]
+    assert len(h["output"].encode()) == OUTPUT_LIMIT
+    assert h["output-dropped"] == 1_000_000 + len("\n\x1b[2J\u202e tail\n".encode()) - OUTPUT_LIMIT
+    assert h["output"].endswith("\n\x1b[2J\u202e tail\n")
+
+
+def test_an_unknown_handler_is_a_manifest_error_at_its_place(tmp_path):
+    m = site(tmp_path, COUNTING, notify_b="[restart, reload]")
+    lines = m.read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if "reload" in text)
+    where = f"{m}:{line}:{lines[line - 1].index('reload') + 1}"
+    for r in (run("validate", m), apply(m)):
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[-1].endswith(
+            f"{where}: unknown handler 'reload' in 'notify[1]' of task 'publish b'; known: restart"
+        )
+    assert not (tmp_path / "rel").exists()
+
+
+def test_the_schema_documents_handlers_and_notify():
+    doc = json.loads(run("schema").stdout)
+    assert "handlers" in doc["properties"] and "notify" in doc["$defs"]["task"]["properties"]
+    assert doc["$defs"]["handler"]["required"] == ["command"]
