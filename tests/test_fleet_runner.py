@@ -133,9 +133,16 @@ def test_root_keeps_its_state_in_var_lib_whatever_xdg_says(tmp_path, monkeypatch
     systemd, whatever HOME and XDG_STATE_HOME they pass (other users keep XDG's)."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("DESYNC_DECL_STATE_DIR", raising=False)
     assert default_state_dir() == Path("/var/lib/desync-decl")
     help_text = run("apply", "--help").stdout
     assert "/var/lib/desync-declforroot" in "".join(help_text.split())  # however wrapped
+
+
+def test_the_state_dir_variable_wins_for_every_user(tmp_path, monkeypatch):
+    """A service unit (or a test) chooses the folder without a flag on every command."""
+    monkeypatch.setenv("DESYNC_DECL_STATE_DIR", str(tmp_path / "chosen"))
+    assert default_state_dir() == tmp_path / "chosen"
 
 
 # --- plan names the apply holding a lock ---------------------------------------------------

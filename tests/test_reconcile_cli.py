@@ -254,7 +254,8 @@ def test_quick_start_from_a_fresh_clone(tmp_path):
     (clone / "manifests").mkdir(parents=True)
     shutil.copy(ROOT / "manifests" / "quickstart.yaml", clone / "manifests")
     shutil.copy(ROOT / "README.md", clone)
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    # its records in the test's folder, not the machine's (root's default is /var/lib)
+    env = {**os.environ, "DESYNC_DECL_STATE_DIR": str(tmp_path / "state")}
     run = [shutil.which("desync-decl"), "apply", "manifests/quickstart.yaml"]
     first = subprocess.run(run, cwd=clone, env=env, capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
@@ -265,3 +266,4 @@ def test_quick_start_from_a_fresh_clone(tmp_path):
     second = subprocess.run(run, cwd=clone, env=env, capture_output=True, text=True, check=False)
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-1] == "RECAP ok=2 changed=0 failed=0 skipped=0"
+    assert (tmp_path / "state").is_dir()

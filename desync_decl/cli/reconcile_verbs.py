@@ -114,8 +114,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="fast-path records and locks; default /var/lib/desync-decl for root, for other"
-        " users $XDG_STATE_HOME/desync-decl, else ~/.local/state/desync-decl",
+        help="fast-path records and locks; default $DESYNC_DECL_STATE_DIR if set, else"
+        " /var/lib/desync-decl for root, for other users $XDG_STATE_HOME/desync-decl,"
+        " else ~/.local/state/desync-decl",
     )
     p.add_argument(
         "-n",

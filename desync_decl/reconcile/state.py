@@ -34,12 +34,16 @@ _NO_XATTR |= {getattr(errno, "ENODATA", errno.ENOENT), errno.ENOENT}
 
 
 SYSTEM_STATE_DIR = Path("/var/lib/desync-decl")
+STATE_DIR_VARIABLE = "DESYNC_DECL_STATE_DIR"
 
 
 def default_state_dir() -> Path:
-    """``/var/lib/desync-decl`` for root (apply on a fleet host runs as root, and its
+    """``$DESYNC_DECL_STATE_DIR`` when set (a service unit or a test chooses), else
+    ``/var/lib/desync-decl`` for root (apply on a fleet host runs as root, and its
     records belong to the machine, not to root's home), else
     ``$XDG_STATE_HOME/desync-decl``, else ``~/.local/state/desync-decl``."""
+    if os.environ.get(STATE_DIR_VARIABLE):
+        return Path(os.environ[STATE_DIR_VARIABLE])
     if os.geteuid() == 0:
         return SYSTEM_STATE_DIR
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
