@@ -29,6 +29,7 @@ from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import EntryState, PlanEntry, Status, TaskResult
 from desync_decl.reconcile.plan import SavedPlan, os_message, plan_tasks, task_resources
+from desync_decl.stores.tally import observing
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,16 @@ class _Run:
         self.options.on_result(result)
 
     def _task(self, i: int) -> TaskResult:
+        """The task, with what its reads did: per-store counts in its stats, a
+        warning per failover switch and cache repair (in plan or apply)."""
+        with observing() as tally:
+            result = self._task_observed(i)
+        reads = tally.to_json(self.ctx.resolver.name_of)
+        stats = {**result.stats, "reads": reads} if reads["stores"] else result.stats
+        warnings = tally.warnings(self.ctx.resolver.name_of)
+        return dataclasses.replace(result, stats=stats, warnings=warnings)
+
+    def _task_observed(self, i: int) -> TaskResult:
         task = self.tasks[i]
         kind = kind_for(task.kind)
         progress = self.options.progress if self.options.jobs == 1 else NO_PROGRESS
