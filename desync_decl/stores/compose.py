@@ -151,10 +151,18 @@ class FailoverGroup:
         return _fork_safe(self.members)
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        return self._try(lambda store: ask(store, id))
+        return self._try(lambda store: self._read(store, id))
 
     def has_chunk(self, id: ChunkID) -> bool:
         return self._try(lambda store: store.has_chunk(id))
+
+    def _read(self, member: Store, id: ChunkID) -> Chunk:
+        """A read from ``member``, counted as served by it (``tally``)."""
+        chunk = ask(member, id)
+        tally = current()
+        if tally is not None:
+            tally.served_by(self, member)
+        return chunk
 
     def locate(self, id: ChunkID, known: Known | None = None) -> Location:
         return _through(self, self._try(lambda store: locate(store, id, known)))
@@ -178,7 +186,6 @@ class FailoverGroup:
                 if not last_round:
                     self._switch(active, str(e))
                 continue
-            self._served(member)
             return result
         raise StoreError(
             f"every store of the failover group {self} failed: " + "; ".join(failed.values())
@@ -193,11 +200,6 @@ class FailoverGroup:
         tally = current()
         if tally is not None:
             tally.event(Switch(self, self.members[active], new, reason))
-
-    def _served(self, member: object) -> None:
-        tally = current()
-        if tally is not None:
-            tally.served_by(self, member)
 
     def close(self) -> None:
         for store in self.members:
