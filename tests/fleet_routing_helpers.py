@@ -21,6 +21,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.servers_http import free_port
 
@@ -97,6 +98,7 @@ class Fleet:
     mirror_url: str
     env: dict[str, str]
     blob: bytes
+    mirror: Any = None  # the chunk-server process (``servers_http.CliServer``)
 
     @property
     def index(self) -> Path:
@@ -159,13 +161,24 @@ def make_fleet(tmp: Path, origin: Origin | None, start_mirror) -> Fleet:  # type
     for store in stores:
         made = fleet.cli("make", "-s", store, fleet.index, tmp / "app.img")
         assert made.code == 0, made.err
-    fleet.mirror_url = start_mirror("chunk-server", "-s", tmp / "mirror-store", env=env).url
+    fleet.mirror = start_mirror("chunk-server", "-s", tmp / "mirror-store", env=env)
+    fleet.mirror_url = fleet.mirror.url
     return fleet
 
 
-def group_manifest(fleet: Fleet, origin_url: str | None = None, extra: str = "") -> str:
-    """Origin and mirror in a failover group, an extract task reading through it;
-    ``extra`` is added under ``stores:`` (a cache's own store, ...)."""
+def group_manifest(
+    fleet: Fleet,
+    origin_url: str | None = None,
+    *,
+    cached: bool = False,
+    target: str = "out/app.img",
+) -> str:
+    """Origin and mirror in a failover group ``upstream``, an extract task to ``target``
+    reading through it; ``cached``: through a local cache ``near`` in front of it
+    (``fast``, repairing invalid copies)."""
+    near = "near: {url: near}" if cached else ""
+    caches = "caches: {fast: {store: upstream, cache: near, repair: true}}" if cached else ""
+    reads = "fast" if cached else "upstream"
     return f"""\
         version: 1
         defaults: {{concurrency: {CONCURRENCY}}}
@@ -176,10 +189,11 @@ def group_manifest(fleet: Fleet, origin_url: str | None = None, extra: str = "")
           mirror:
             url: "{fleet.mirror_url}"
             options: {{timeout: {int(STORE_TIMEOUT)}s}}
-        {extra}
+          {near}
         groups:
           upstream: {{failover: [origin, mirror]}}
+        {caches}
         tasks:
           - name: app
-            extract: {{index: app.caibx, path: out/app.img, stores: [upstream]}}
+            extract: {{index: app.caibx, path: {target}, stores: [{reads}]}}
         """

@@ -23,7 +23,7 @@ import pytest
 
 from desync_decl.formats.digest import Digest
 from desync_decl.parallel import ordered_map
-from desync_decl.stores.compose import FailoverGroup, locate
+from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from tests.fleet_routing_helpers import (
@@ -149,6 +149,8 @@ def test_plan_and_apply_ask_a_dead_member_once_per_request_in_flight(
 
 def test_locate_moves_the_group_as_a_read_would_and_the_reads_stay_there(tmp_path, resetting):
     """One routing truth: the member ``locate`` settles on is the one reads use."""
+    from desync_decl.stores.compose import locate  # new in issue 13
+
     good = LocalStore(tmp_path / "good", create=True)
     chunks = random_chunks(32, seed=5)
     for c in chunks:
