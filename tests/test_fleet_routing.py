@@ -34,7 +34,7 @@ from tests.fleet_routing_helpers import (
     group_manifest,
     make_fleet,
 )
-from tests.servers_http import cli_server  # noqa: F401  (a fixture)
+from tests.servers_http import Step, cli_server, scripted  # noqa: F401  (fixtures)
 from tests.store_contract import random_chunks
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
@@ -166,3 +166,18 @@ def test_locate_moves_the_group_as_a_read_would_and_the_reads_stay_there(tmp_pat
     got = list(ordered_map(group.get_chunk, ids, workers=8))
     assert [c.plain() for c in got] == [c.plain() for c in chunks]
     assert resetting.connections == asked  # the reads never went back to the dead member
+
+
+def test_a_blip_on_the_member_that_works_still_heals_while_the_other_is_dead(
+    resetting,
+    scripted,  # noqa: F811
+):
+    """Members are asked once each without retries; when all failed, again with them."""
+    (chunk,) = random_chunks(1, seed=9)
+    mirror = scripted(Step(503), Step(200, chunk.stored()))
+    opener = Opener(digest=Digest.SHA512_256, overrides={"error_retry_base_interval": 0.01})
+    group = FailoverGroup([opener.chunk_store(resetting.url), opener.chunk_store(mirror.url)])
+    assert group.get_chunk(chunk.id).plain() == chunk.plain()
+    assert [method for method, _, _ in mirror.requests] == ["GET", "GET"]
+    assert group.get_chunk(chunk.id).plain() == chunk.plain()  # and it stays on the mirror
+    assert len(mirror.requests) == 3

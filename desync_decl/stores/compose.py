@@ -18,6 +18,7 @@ or else ``has_chunk``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
@@ -128,10 +129,11 @@ class FailoverGroup:
     """Equivalent stores (``-s "a|b"``): one is active; a failing one hands over to the next.
 
     No fail-back: the group stays on the new member until that one fails too.
-    While another member is left to try, a member is asked once, without its
-    retries (``retry.asked_once``): a dead member costs each request one failed
-    attempt, not its whole backoff. Once every member failed, the active one is
-    asked once more with its retries (a blip on the last good member heals).
+    Each member is first asked once, without its retries (``retry.asked_once``):
+    a dead member costs a request one failed attempt, not its whole backoff, and
+    every request in flight when it died pays that once. Only when every member
+    failed that way are they asked again, each with its retries: a blip on the
+    member that works while the other is down still heals.
     """
 
     composite = True
@@ -169,24 +171,18 @@ class FailoverGroup:
 
     def _try(self, call: Callable[[Store], T]) -> T:
         failed: dict[int, str] = {}  # member -> what it said, in the order asked
-        once = len(self.members) if len(self.members) > 1 else 0
-        for last_round in [False] * once + [True]:
+        count = len(self.members)
+        once = [True] * count if count > 1 else []  # each member once, while others are left
+        for without_retries in [*once, *[False] * count]:  # then each with its retries
             active = self._active
-            member = self.members[active]
             try:
-                if last_round:
-                    result = call(member)
-                else:
-                    with asked_once():
-                        result = call(member)
+                with asked_once() if without_retries else contextlib.nullcontext():
+                    return call(self.members[active])
             except ChunkMissing:
                 raise
             except (StoreError, ChunkInvalid) as e:
                 failed[active] = str(e)
-                if not last_round:
-                    self._switch(active, str(e))
-                continue
-            return result
+                self._switch(active, str(e))
         raise StoreError(
             f"every store of the failover group {self} failed: " + "; ".join(failed.values())
         )

@@ -311,7 +311,7 @@ class S3Objects:
             except bx.SSLError as e:  # a certificate problem does not go away by retrying
                 raise StoreError(f"{what} {self.location}: {e}") from None
             except _TRANSIENT_ERRORS as e:
-                raise StoreError(f"{what} {self.location}: {e}", transient=True) from None
+                raise StoreError(f"{what} {self.location}: {_why(e)}", transient=True) from None
             except bx.BotoCoreError as e:
                 raise StoreError(f"{what} {self.location}: {e}") from None
 
@@ -332,6 +332,24 @@ class S3Objects:
             )
         transient = code in _TRANSIENT_CODES or status == 429 or status >= 500
         return StoreError(f"{what} {self.location}: {code}: {message}", transient=transient)
+
+
+def _why(e: Exception) -> str:
+    """A connection failure in a few words: botocore's own text repeats the object's
+    whole URL and hides the cause (refused, unreachable) in its ``error``."""
+    if isinstance(e, bx.ConnectTimeoutError):
+        return "connect timed out"
+    if isinstance(e, bx.ReadTimeoutError):
+        return "read timed out"
+    if isinstance(e, bx.EndpointConnectionError):
+        cause: BaseException | None = e.kwargs.get("error")
+        seen = 0
+        while (
+            cause is not None and seen < 8 and not (isinstance(cause, OSError) and cause.strerror)
+        ):
+            cause, seen = cause.__cause__ or cause.__context__, seen + 1
+        return "cannot connect" + (f": {cause.strerror.lower()}" if cause is not None else "")
+    return str(e)
 
 
 def _code(e: bx.ClientError) -> str:
