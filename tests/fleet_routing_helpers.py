@@ -19,12 +19,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests import servers_http
 from tests.servers_http import free_port
 
+cli_server = servers_http.cli_server
 ROOT = Path(__file__).resolve().parent.parent
 STORE_TIMEOUT = 2.0  # the origin's `timeout` option: one connect or read timeout
 CONCURRENCY = 4
@@ -53,17 +58,17 @@ class Origin:
                     raise RuntimeError("moto's server did not start") from None
                 time.sleep(0.1)
 
-    def create_bucket(self, name: str) -> None:
+    def client(self) -> Any:
+        """An S3 client for setting up and inspecting the bucket behind the stores' back."""
         import boto3
 
-        client = boto3.session.Session().client(
+        return boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id="test",
             aws_secret_access_key="test",
             region_name="us-east-1",
         )
-        client.create_bucket(Bucket=name)
 
     def kill(self) -> None:
         """Gone: its port refuses connections."""
@@ -156,7 +161,7 @@ def make_fleet(tmp: Path, origin: Origin | None, start_mirror) -> Fleet:  # type
     fleet = Fleet(tmp, origin, "", env, blob)  # type: ignore[arg-type]
     stores: list[object] = [tmp / "mirror-store"]
     if origin is not None:
-        origin.create_bucket("origin")
+        origin.client().create_bucket(Bucket="origin")
         stores.append(fleet.origin_url)
     for store in stores:
         made = fleet.cli("make", "-s", store, fleet.index, tmp / "app.img")
@@ -164,6 +169,18 @@ def make_fleet(tmp: Path, origin: Origin | None, start_mirror) -> Fleet:  # type
     fleet.mirror = start_mirror("chunk-server", "-s", tmp / "mirror-store", env=env)
     fleet.mirror_url = fleet.mirror.url
     return fleet
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    server = Origin()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def fleet(tmp_path, origin, cli_server) -> Fleet:  # type: ignore[no-untyped-def]
+    return make_fleet(tmp_path, origin, cli_server)
 
 
 def group_manifest(

@@ -26,16 +26,19 @@ from desync_decl.parallel import ordered_map
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
+from tests import fleet_routing_helpers, servers_http
 from tests.fleet_routing_helpers import (
     CONCURRENCY,
     STORE_TIMEOUT,
     Fleet,
-    Origin,
     group_manifest,
     make_fleet,
 )
-from tests.servers_http import Step, cli_server, scripted  # noqa: F401  (fixtures)
+from tests.servers_http import Step
 from tests.store_contract import random_chunks
+
+origin, fleet = fleet_routing_helpers.origin, fleet_routing_helpers.fleet
+cli_server, scripted = servers_http.cli_server, servers_http.scripted
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
@@ -64,18 +67,6 @@ class Resetting:
 
     def close(self) -> None:
         self.listener.close()
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fleet(tmp_path, origin, cli_server) -> Fleet:  # noqa: F811
-    return make_fleet(tmp_path, origin, cli_server)
 
 
 @pytest.fixture
@@ -131,7 +122,7 @@ def test_a_dead_origin_costs_plan_and_apply_one_timeout_and_the_mirror_serves(fl
 def test_plan_and_apply_ask_a_dead_member_once_per_request_in_flight(
     tmp_path,
     resetting,
-    cli_server,  # noqa: F811
+    cli_server,
 ):
     """The planner asked the group's first member for every chunk (three attempts
     each, with backoff); now the group moves once and plan and apply stay there."""
@@ -170,7 +161,7 @@ def test_locate_moves_the_group_as_a_read_would_and_the_reads_stay_there(tmp_pat
 
 def test_a_blip_on_the_member_that_works_still_heals_while_the_other_is_dead(
     resetting,
-    scripted,  # noqa: F811
+    scripted,
 ):
     """Members are asked once each without retries; when all failed, again with them."""
     (chunk,) = random_chunks(1, seed=9)

@@ -14,28 +14,18 @@ chunk-server`` (the mirror), a local cache store, the CLI as a process.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from desync_decl.reconcile.model import human_bytes
-from tests.fleet_routing_helpers import Fleet, Origin, group_manifest, make_fleet
-from tests.servers_http import cli_server  # noqa: F401  (a fixture)
+from tests import fleet_routing_helpers
+from tests.fleet_routing_helpers import Fleet, group_manifest
+
+origin, fleet = fleet_routing_helpers.origin, fleet_routing_helpers.fleet
+cli_server = fleet_routing_helpers.cli_server
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed")
-
-
-@pytest.fixture
-def origin() -> Iterator[Origin]:
-    server = Origin()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def fleet(tmp_path, origin, cli_server) -> Fleet:  # noqa: F811
-    return make_fleet(tmp_path, origin, cli_server)
 
 
 def cached_manifest(fleet: Fleet, target: str = "out/app.img") -> Path:
@@ -50,16 +40,11 @@ def chunk_files(store: Path) -> dict[str, int]:
 
 
 def origin_objects(fleet: Fleet) -> dict[str, int]:
-    import boto3
-
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=fleet.origin.endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
+    pages = (
+        fleet.origin.client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket="origin", Prefix="store/")
     )
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="origin", Prefix="store/")
     return {
         o["Key"].rsplit("/", 1)[1].split(".")[0]: o["Size"]
         for page in pages
@@ -81,16 +66,16 @@ def test_plan_shows_plain_bytes_and_the_stores_own_sizes_for_the_wire(fleet):
     plan = fleet.cli("plan", manifest, "--state-dir", fleet.tmp / "state", "--json")
     assert plan.code == 0, plan.out + plan.err
     (task,) = plan.json()["tasks"]
-    (origin,) = task["travel"]["stores"]
-    assert origin["store"] == "origin" and origin["via"] == "upstream"
-    assert origin["bytes"] == len(fleet.blob) == task["travel"]["total"]["bytes"]
+    (served,) = task["travel"]["stores"]
+    assert served["store"] == "origin" and served["via"] == "upstream"
+    assert served["bytes"] == len(fleet.blob) == task["travel"]["total"]["bytes"]
     # S3 says each object's size: the sum is what the chunks weigh in the bucket
-    assert origin["stored-estimated"] is False and origin["remote"] is True
-    assert origin["stored-bytes"] == sum(origin_objects(fleet).values()) < origin["bytes"] + 4096
+    assert served["stored-estimated"] is False and served["remote"] is True
+    assert served["stored-bytes"] == sum(origin_objects(fleet).values()) < served["bytes"] + 4096
 
     text = fleet.cli("plan", manifest, "--state-dir", fleet.tmp / "state")
     assert text.code == 0, text.out + text.err
-    stored = origin["stored-bytes"]
+    stored = served["stored-bytes"]
 
     assert f"network: {human_bytes(stored)}" in text.out, text.out
 
@@ -177,17 +162,8 @@ def test_with_every_store_down_the_error_names_each_store_and_what_it_said(fleet
 def test_a_missing_chunk_is_said_of_the_stores_asked_only(fleet):
     """Members of a group hold the same chunks: a read asks the active one only, so
     the error must not say the other lacks the chunk (it was never asked)."""
-    import boto3
-
     key = next(iter(origin_objects(fleet)))
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=fleet.origin.endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    )
-    client.delete_object(Bucket="origin", Key=f"store/{key[:4]}/{key}.cacnk")
+    fleet.origin.client().delete_object(Bucket="origin", Key=f"store/{key[:4]}/{key}.cacnk")
     plan = fleet.cli("plan", fleet.manifest(group_manifest(fleet)), "--state-dir", fleet.tmp / "s")
     assert plan.code == 1
     (line,) = [line for line in plan.out.splitlines() if "1 chunk of" in line]
