@@ -75,6 +75,15 @@ class Origin:
         self.process.kill()
         self.process.wait()
 
+    def connections(self) -> int:
+        """Connections to the origin's port that the kernel accepted for it and that are
+        still open on its side: while it is frozen, every one a client made to it."""
+        port = f"{self.port:04X}"
+        with open("/proc/net/tcp") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        # local address 127.0.0.1:PORT, state ESTABLISHED (01) or CLOSE_WAIT (08)
+        return sum(1 for r in rows if r[1] == f"0100007F:{port}" and r[3] in ("01", "08"))
+
     def freeze(self) -> None:
         """Hung: connections are accepted by the kernel, never answered."""
         self.process.send_signal(signal.SIGSTOP)

@@ -67,9 +67,10 @@ def check_result(entry: PlanEntry, diff: bool) -> TaskResult:
     if entry.state is EntryState.SKIPPED or action is None:
         return TaskResult(task, Status.SKIPPED, entry.message)
     if not action.verb.changes:
-        return TaskResult(task, Status.OK, action.reason, action)
+        return TaskResult(task, Status.OK, action.reason, action, warnings=action.warnings)
     msg = f"would {action.verb.value}: {action.reason}"
-    return TaskResult(task, Status.CHANGED, msg, action, action.diff if diff else None)
+    diffs = action.diff if diff else None
+    return TaskResult(task, Status.CHANGED, msg, action, diffs, warnings=action.warnings)
 
 
 def preflight(ctx: Context, tasks: Sequence[Task], saved: SavedPlan) -> None:
