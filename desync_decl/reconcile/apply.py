@@ -137,7 +137,7 @@ class _Run:
         warning per failover switch and cache repair (in plan or apply)."""
         with observing() as tally:
             result = self._task_observed(i)
-        reads = tally.to_json(self.ctx.resolver.name_of)
+        reads = tally.to_json(self.ctx.resolver.opened_name)
         stats = {**result.stats, "reads": reads} if reads["stores"] else result.stats
         warnings = tally.warnings(self.ctx.resolver.name_of)
         return dataclasses.replace(result, stats=stats, warnings=warnings)

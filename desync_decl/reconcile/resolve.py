@@ -39,8 +39,13 @@ class Resolver:
     def name_of(self, store: object) -> str:
         """The manifest's name of a store, group or cache this opened (its location
         for anything else)."""
+        return self.opened_name(store) or str(store)
+
+    def opened_name(self, store: object) -> str | None:
+        """The manifest's name of a store this opened; None for any other object (a
+        seed or spool a kind puts in front of the stores)."""
         with self._lock:
-            return self._names.get(id(store)) or str(store)
+            return self._names.get(id(store))
 
     def is_local(self, name: str) -> bool:
         """A store definition for a directory on this machine (its reads cross no wire)."""

@@ -104,12 +104,14 @@ class Tally:
         with self._lock:
             return tuple(e.warning(name) for e in self.events)
 
-    def to_json(self, name: Namer) -> dict[str, object]:
-        """Per store its counts, per group the chunks each member served."""
+    def to_json(self, name: Callable[[object], str | None]) -> dict[str, object]:
+        """Per store its counts, per group the chunks each member served; only the
+        stores ``name`` knows (not a seed or spool a caller routes through)."""
         with self._lock:
-            stores = {name(s): c.to_json() for s, c in self.counts.items()}
+            named = [(name(s), c) for s, c in self.counts.items()]
+            stores = {n: c.to_json() for n, c in named if n is not None}
             groups = {
-                name(g): {name(m): n for m, n in members.items()}
+                str(name(g)): {str(name(m)): n for m, n in members.items()}
                 for g, members in self.members.items()
             }
         return {"stores": stores, "groups": groups}

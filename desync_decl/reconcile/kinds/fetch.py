@@ -107,7 +107,9 @@ def fetched_words(ctx: Context, names: Sequence[str], fallback: int) -> str:
     copies = set(ctx.resolver.caches_in(names))
     fetched = cached = local = 0
     for store, n in served.items():
-        name = ctx.resolver.name_of(store)
+        name = ctx.resolver.opened_name(store)
+        if name is None:
+            continue  # a seed or spool in front of the stores: not a store's bytes
         if name in copies:
             cached += n
         elif ctx.resolver.is_local(name):
