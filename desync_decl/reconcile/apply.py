@@ -32,6 +32,7 @@ from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import EntryState, PlanEntry, Status, TaskResult
 from desync_decl.reconcile.plan import SavedPlan, os_message, plan_tasks, task_resources
+from desync_decl.stores.tally import observing
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ def check_result(entry: PlanEntry, diff: bool) -> TaskResult:
     if entry.state is EntryState.SKIPPED or action is None:
         return TaskResult(task, Status.SKIPPED, entry.message)
     if not action.verb.changes:
-        return TaskResult(task, Status.OK, action.reason, action)
+        return TaskResult(task, Status.OK, action.reason, action, warnings=action.warnings)
     msg = f"would {action.verb.value}: {action.reason}"
-    return TaskResult(task, Status.CHANGED, msg, action, action.diff if diff else None)
+    diffs = action.diff if diff else None
+    return TaskResult(task, Status.CHANGED, msg, action, diffs, warnings=action.warnings)
 
 
 def preflight(ctx: Context, tasks: Sequence[Task], saved: SavedPlan) -> None:
@@ -136,6 +138,16 @@ class _Run:
         self.options.on_result(result)
 
     def _task(self, i: int) -> TaskResult:
+        """The task, with what its reads did: per-store counts in its stats, a
+        warning per failover switch and cache repair (in plan or apply)."""
+        with observing() as tally:
+            result = self._task_observed(i)
+        reads = tally.to_json(self.ctx.resolver.opened_name)
+        stats = {**result.stats, "reads": reads} if reads["stores"] else result.stats
+        warnings = tally.warnings(self.ctx.resolver.name_of)
+        return dataclasses.replace(result, stats=stats, warnings=warnings)
+
+    def _task_observed(self, i: int) -> TaskResult:
         task = self.tasks[i]
         kind = kind_for(task.kind)
         meter = self.options.progress_for(task.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,5 +130,7 @@ class Context:
         found = ordered_map(has, wanted, workers=self.concurrency)
         return {id for id, ok in zip(wanted, found, strict=True) if ok}
 
-    def has_for(self, digest: Digest) -> Callable[[str, ChunkID], bool]:
-        return lambda store, id: self.has_chunk(store, id, digest)
+    def planned_chunk(self, store: object, id: ChunkID) -> bool | None:
+        """Whether earlier tasks add (True) or remove (False) the chunk in an opened
+        ``store``; None when they do not touch it (``compose.Known``)."""
+        return self.overlay.chunk(self.resolver.name_of(store), id)

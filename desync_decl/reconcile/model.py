@@ -101,12 +101,22 @@ class StoreAmount:
     bytes: int
     role: str = "store"  # "store", or "cache" when a cache's copy serves them
     via: str | None = None  # the cache or group of the manifest it is reached through
+    stored_bytes: int | None = None  # as the store holds them: what reading them transfers
+    stored_estimated: bool = False  # some stored sizes unknown: counted as plain bytes
+    remote: bool = True  # reached over a network (not a directory on this machine)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"store": self.name, "location": self.location, "role": self.role}
         if self.via is not None:
             out["via"] = self.via
-        return {**out, "chunks": self.chunks, "bytes": self.bytes}
+        out |= {"chunks": self.chunks, "bytes": self.bytes}
+        if self.stored_bytes is not None:
+            out |= {
+                "stored-bytes": self.stored_bytes,
+                "stored-estimated": self.stored_estimated,
+                "remote": self.remote,
+            }
+        return out
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,8 @@ class Deletion:
 class Travel:
     """What will move: the target's bytes by source, chunks to upload or delete.
 
-    Bytes are chunk bytes as the index counts them (uncompressed)."""
+    Bytes are chunk bytes as the index counts them (uncompressed); a store's
+    ``stored_bytes`` are what reading them from it transfers."""
 
     total: Amount | None = None  # the target (extract) or the chunks concerned
     seeds: tuple[SeedAmount, ...] = ()
@@ -209,6 +220,7 @@ class Action:
     notes: tuple[str, ...] = ()  # things worth knowing (a seed that is missing, ...)
     deferred: tuple[str, ...] = ()  # tasks it waits for: planned when they have run
     detail: Any = None  # kind-private data for ``apply``
+    warnings: tuple[str, ...] = ()  # what went wrong on the way (a failover switch, ...)
 
 
 class EntryState(enum.Enum):
@@ -241,3 +253,4 @@ class TaskResult:
     diff: Diff | None = None
     stats: Mapping[str, object] = field(default_factory=dict)
     seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # failover switches and cache repairs, one line each

@@ -33,6 +33,7 @@ from desync_decl.reconcile.handlers import Notified
 from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import Holder
 from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
+from desync_decl.stores.tally import observing
 
 PLAN_VERSION = 1
 
@@ -103,8 +104,10 @@ def _plan_one(
         return PlanEntry(task, EntryState.PLANNED, action, depends_on=after)
     kind = kind_for(task.kind)
     try:
-        facts = kind.observe(task, ctx)
-        action = kind.plan(task, facts, ctx)
+        with observing() as tally:  # failover switches while asking where chunks are
+            facts = kind.observe(task, ctx)
+            action = kind.plan(task, facts, ctx)
+        action = dataclasses.replace(action, warnings=tally.warnings(ctx.resolver.name_of))
     except DesyncError as e:
         return PlanEntry(task, EntryState.ERROR, message=str(e), depends_on=after)
     except OSError as e:

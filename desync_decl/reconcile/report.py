@@ -25,6 +25,7 @@ from desync_decl.reconcile.model import (
     EntryState,
     PlanEntry,
     Status,
+    StoreAmount,
     TaskResult,
     Travel,
     Verb,
@@ -35,7 +36,16 @@ from desync_decl.reconcile.model import (
 from desync_decl.reconcile.plan import PLAN_VERSION, Plan
 
 SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
-_OBSERVED = ("reason", "target", "message", "facts", "travel", "diff", "notes")  # redacted
+_OBSERVED = (
+    "reason",
+    "target",
+    "message",
+    "facts",
+    "travel",
+    "diff",
+    "notes",
+    "warnings",
+)  # redacted
 MARKDOWN_IDS = 200
 _WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
 HANDLER_LINES = 20  # last lines of a handler's output in text (JSON has all that is kept)
@@ -121,6 +131,7 @@ def _entry_json(e: PlanEntry, redactor: Redactor) -> dict[str, object]:
         "travel": a.travel.to_json() if a is not None else {},
         "diff": a.diff.to_json() if a is not None and a.diff is not None else None,
         "notes": list(a.notes) if a is not None else [],
+        "warnings": list(a.warnings) if a is not None else [],
     }
     return {k: redactor.data(v) if k in _OBSERVED else v for k, v in out.items()}
 
@@ -145,6 +156,7 @@ def results_json(
                 "seconds": r.seconds,
                 "stats": dict(r.stats),
                 "diff": r.diff.to_json() if r.diff is not None else None,
+                "warnings": list(r.warnings),
             }
             for r in results
         ],
@@ -188,6 +200,7 @@ def plan_text(plan: Plan) -> list[str]:
         if a.verb.changes:
             lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
+        lines += [f"            warning: {warning}" for warning in a.warnings]
     lines += [f"  * {'run':<7} [{n.handler.name}] handler: {notified_by(n)}" for n in plan.handlers]
     lines.append(f"Plan: {summary_line(plan)}.")
     return [redactor.text(line) for line in lines]
@@ -208,6 +221,8 @@ def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list
     lines = []
     if t.seeds or t.stores or t.null or t.self_seed or t.in_place:
         lines.append(_extract_line(t, redactor))
+    if any(s.remote and s.stored_bytes is not None for s in t.stores):
+        lines.append(_network_line(t))
     if t.upload is not None:
         u = t.upload
         lines.append(f"upload {chunks(u.chunks)} ({human_bytes(u.bytes)}) to store '{u.name}'")
@@ -241,6 +256,15 @@ def _extract_line(t: Travel, redactor: Redactor) -> str:
     return f"{human_bytes(total)}: " + ", ".join(parts)
 
 
+def _network_line(t: Travel) -> str:
+    """What reading from remote stores transfers: their chunks as they hold them."""
+    remote = [s for s in t.stores if s.remote and s.stored_bytes is not None]
+    wire = sum(s.stored_bytes or 0 for s in remote)
+    if any(s.stored_estimated for s in remote):
+        return f"network: about {human_bytes(wire)}, plain bytes where a store gives no size"
+    return f"network: {human_bytes(wire)}"
+
+
 def _entries_line(entries: Mapping[str, int]) -> str:
     """``entries: 2 to create, 1 to update, 40 unchanged, 1 extra kept``."""
     parts = [
@@ -257,9 +281,13 @@ def _entries_line(entries: Mapping[str, int]) -> str:
     return "entries: " + (", ".join(parts) or "none")
 
 
-def _store_part(s: object) -> str:
-    name = f"cache '{s.via}'" if s.role == "cache" else f"store '{s.name}'"  # type: ignore[attr-defined]
-    return f"{human_bytes(s.bytes)} ({chunks(s.chunks)}) from {name}"  # type: ignore[attr-defined]
+def _store_part(s: StoreAmount) -> str:
+    name = f"cache '{s.via}'" if s.role == "cache" else f"store '{s.name}'"
+    stored = ""
+    if s.stored_bytes is not None:
+        about = "about " if s.stored_estimated else ""
+        stored = f", {about}{human_bytes(s.stored_bytes)} stored"
+    return f"{human_bytes(s.bytes)} ({chunks(s.chunks)}{stored}) from {name}"
 
 
 def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
@@ -267,6 +295,7 @@ def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
     digest = index_digest(r)
     if digest is not None:
         lines[0] += f"; index digest {digest}"
+    lines += [f"  warning: [{r.task.name}] {warning}" for warning in r.warnings]
     if r.diff is not None:
         lines += diff_lines(r.diff, redactor)
     return [redactor.text(line) for line in lines]

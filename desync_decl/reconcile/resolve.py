@@ -1,40 +1,31 @@
-"""Stores from a manifest's definitions, and which of them would serve a chunk.
+"""Stores from a manifest's definitions, and the manifest's names for them.
 
 A store definition becomes one store (its URL through ``Opener``, with desync's
 config file under the manifest's options), a group a ``FailoverGroup`` of its
 members, a cache a ``Cache`` over its upstream (``SizeLimited`` with
 ``max_size``), a list of names a ``Router``. Each is opened once per chunk
-digest and shared by every task of a run (stores are thread-safe).
-
-``Routes.server`` answers, for a chunk, which store of the manifest an
-extraction through these names would take it from, asking ``has_chunk`` as
-the composed stores would ask ``get_chunk``: the plan's per-store numbers.
+digest and shared by every task of a run (stores are thread-safe), by plan and
+apply alike: which store would serve a chunk is asked of these very objects
+(``compose.locate``), and a failover group that moved to another member while
+planning stays there. ``name_of`` maps a store object back to its manifest name,
+for the plan's per-store numbers and the run's warnings and counts.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 from desync_decl.config import Config
-from desync_decl.errors import DesyncError
-from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.digest import Digest
 from desync_decl.manifest import CacheDef, GroupDef, Manifest, StoreDef
 from desync_decl.manifest.convert import is_url
 from desync_decl.stores.base import PruneStore, Store, StoreError, WriteStore
 from desync_decl.stores.compose import Cache, FailoverGroup, single_or_router
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
+from desync_decl.stores.tally import observed
 from desync_decl.stores.url import mask_credentials
-
-
-class Server(NamedTuple):
-    """Where a chunk would come from: a store of the manifest, directly or through a cache."""
-
-    store: str  # the store definition's name
-    role: str  # "store", or "cache" for a cache's own copy
-    via: str | None  # the cache or group it is reached through
 
 
 class Resolver:
@@ -42,7 +33,24 @@ class Resolver:
         self.manifest = manifest
         self.config = config
         self._open: dict[tuple[str, Digest], Store] = {}
+        self._names: dict[int, str] = {}  # id() of an opened store -> its manifest name
         self._lock = threading.Lock()
+
+    def name_of(self, store: object) -> str:
+        """The manifest's name of a store, group or cache this opened (its location
+        for anything else)."""
+        return self.opened_name(store) or str(store)
+
+    def opened_name(self, store: object) -> str | None:
+        """The manifest's name of a store this opened; None for any other object (a
+        seed or spool a kind puts in front of the stores)."""
+        with self._lock:
+            return self._names.get(id(store))
+
+    def is_local(self, name: str) -> bool:
+        """A store definition for a directory on this machine (its reads cross no wire)."""
+        source = self.manifest.stores.get(name)
+        return source is not None and not is_url(source.url)
 
     def location(self, name: str) -> str:
         """A store's URL (any password masked: plans show it); for a group or cache,
@@ -81,12 +89,18 @@ class Resolver:
             built = self._build(name, digest)
             with self._lock:
                 store = self._open.setdefault((name, digest), built)
+                self._names.setdefault(id(store), name)
             if store is not built:  # another task opened it meanwhile
                 built.close()
         return store
 
     def route(self, names: Sequence[str], digest: Digest) -> Store:
-        """Several names: tried in order for each chunk (a router)."""
+        """Several names: tried in order for each chunk (a router); its reads counted
+        in the current task's tally (``tally.observing``), if any."""
+        return observed(self.stack(names, digest))
+
+    def stack(self, names: Sequence[str], digest: Digest) -> Store:
+        """The stores ``names`` compose, as ``route`` reads through them."""
         return single_or_router([self.store(n, digest) for n in names])
 
     def write_store(self, name: str, digest: Digest) -> WriteStore:
@@ -114,6 +128,8 @@ class Resolver:
         cache: Store = self.write_store(source.cache, digest)
         if source.max_size is not None:
             cache = SizeLimited(cache, source.max_size)
+            with self._lock:
+                self._names[id(cache)] = source.cache
         return Cache(self.store(source.store, digest), cache, repair=source.repair)  # type: ignore[arg-type]
 
     def close(self) -> None:
@@ -121,41 +137,3 @@ class Resolver:
             stores, self._open = list(self._open.values()), {}
         for store in stores:
             store.close()
-
-
-class Routes:
-    """Which store of ``names`` would serve a chunk, as the composed stores would
-    decide: names in order, a cache's copy before its upstream, a group's active
-    (first) member, switching member only when a store fails."""
-
-    def __init__(
-        self,
-        resolver: Resolver,
-        names: Sequence[str],
-        has: Callable[[str, ChunkID], bool],
-    ) -> None:
-        self.resolver, self.names, self.has = resolver, list(names), has
-
-    def server(self, id: ChunkID) -> Server | None:
-        for name in self.names:
-            found = self._server(name, id, None)
-            if found is not None:
-                return found
-        return None
-
-    def _server(self, name: str, id: ChunkID, via: str | None) -> Server | None:
-        source = self.resolver.manifest.source(name)
-        if isinstance(source, StoreDef):
-            return Server(name, "store", via) if self.has(name, id) else None
-        if isinstance(source, CacheDef):
-            if self.has(source.cache, id):
-                return Server(source.cache, "cache", name)
-            return self._server(source.store, id, via or name)
-        last: DesyncError | None = None
-        for member in source.failover:
-            try:
-                return self._server(member, id, via or name)
-            except StoreError as e:
-                last = e  # failover: the next member answers
-        assert last is not None
-        raise last

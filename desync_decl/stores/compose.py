@@ -2,20 +2,83 @@
 
 The three error kinds drive them (desync's rules): a ``Router`` moves to the
 next store only when a chunk is missing; a ``FailoverGroup`` switches member
-only when a store fails (never on missing: members hold the same content); a
-``Cache`` fetches upstream on a miss and writes what it fetched into the cache,
-and with ``repair`` an invalid cached chunk counts as a miss and is overwritten.
+only when a store fails or serves an invalid chunk (never on missing: members
+hold the same content); a ``Cache`` fetches upstream on a miss and writes what
+it fetched into the cache, and with ``repair`` an invalid cached chunk counts as
+a miss and is overwritten.
+
+These rules live here only. ``locate(store, id)`` answers where a ``get_chunk``
+would be served from now, walking the same wrappers with the same rules, and
+moves a group's active member as a read would: a plan asks it, so what the plan
+says and what apply does come from one place, and a group that lost its first
+member in the plan stays on the member that works for the apply. A leaf store
+answers with ``probe`` (present, and its stored size when it knows it cheaply)
+or else ``has_chunk``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
-from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError, WriteStore
+from desync_decl.stores.retry import asked_once
+from desync_decl.stores.tally import Repair, Switch, ask, current
+
+T = TypeVar("T")
+# What is known about a leaf store's chunk before it is asked (a plan's earlier tasks):
+# True (will be there), False (will be gone), None (ask the store).
+Known = Callable[[object, ChunkID], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a read of a chunk would be served from."""
+
+    leaf: object  # the store that holds it
+    stored: int | None  # bytes the store holds it in, when it says so cheaply
+    through: tuple[object, ...] = ()  # the groups and caches it is reached through, outermost first
+    cached: bool = False  # a cache's own copy
+
+
+class NotLocated(ChunkMissing):
+    """Missing from every store a read would ask (``asked``: those leaf stores)."""
+
+    def __init__(self, id: ChunkID, asked: Sequence[object]) -> None:
+        super().__init__(id, ", ".join(str(s) for s in asked))
+        self.asked = tuple(asked)
+
+
+def locate(store: object, id: ChunkID, known: Known | None = None) -> Location:
+    """Where ``store.get_chunk(id)`` would be served from; raises as that would
+    (``NotLocated`` for missing) and moves groups' active members as it would."""
+    wrapper = getattr(store, "locate", None)
+    if wrapper is not None:
+        return wrapper(id, known)  # type: ignore[no-any-return]
+    will = known(store, id) if known is not None else None
+    if will is not None:
+        if not will:
+            raise NotLocated(id, [store])
+        return Location(store, None)  # written by an earlier task: its size is not known
+    probe = getattr(store, "probe", None)
+    if probe is not None:
+        held = probe(id)
+        if held is None:
+            raise NotLocated(id, [store])
+        return Location(store, held if held >= 0 else None)
+    if not store.has_chunk(id):  # type: ignore[attr-defined]
+        raise NotLocated(id, [store])
+    return Location(store, None)
+
+
+def _through(wrapper: object, where: Location) -> Location:
+    return dataclasses.replace(where, through=(wrapper, *where.through))
 
 
 def _fork_safe(stores: Sequence[object]) -> bool:
@@ -23,6 +86,8 @@ def _fork_safe(stores: Sequence[object]) -> bool:
 
 
 class Router:
+    composite = True
+
     def __init__(self, stores: Sequence[Store]) -> None:
         if not stores:
             raise ValueError("a router needs at least one store")
@@ -38,13 +103,22 @@ class Router:
     def get_chunk(self, id: ChunkID) -> Chunk:
         for store in self.stores:
             try:
-                return store.get_chunk(id)
+                return ask(store, id)
             except ChunkMissing:
                 continue
         raise ChunkMissing(id, f"all stores ({self})" if len(self.stores) > 1 else str(self))
 
     def has_chunk(self, id: ChunkID) -> bool:
         return any(store.has_chunk(id) for store in self.stores)
+
+    def locate(self, id: ChunkID, known: Known | None = None) -> Location:
+        asked: list[object] = []
+        for store in self.stores:
+            try:
+                return locate(store, id, known)
+            except NotLocated as e:
+                asked += e.asked
+        raise NotLocated(id, asked)
 
     def close(self) -> None:
         for store in self.stores:
@@ -55,7 +129,14 @@ class FailoverGroup:
     """Equivalent stores (``-s "a|b"``): one is active; a failing one hands over to the next.
 
     No fail-back: the group stays on the new member until that one fails too.
+    Each member is first asked once, without its retries (``retry.asked_once``):
+    a dead member costs a request one failed attempt, not its whole backoff, and
+    every request in flight when it died pays that once. Only when every member
+    failed that way are they asked again, each with its retries: a blip on the
+    member that works while the other is down still heals.
     """
+
+    composite = True
 
     def __init__(self, members: Sequence[Store]) -> None:
         if not members:
@@ -72,26 +153,49 @@ class FailoverGroup:
         return _fork_safe(self.members)
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        return self._try(lambda store: store.get_chunk(id))
+        return self._try(lambda store: self._read(store, id))
 
     def has_chunk(self, id: ChunkID) -> bool:
         return self._try(lambda store: store.has_chunk(id))
 
-    def _try(self, call):  # type: ignore[no-untyped-def]
-        last: DesyncError | None = None
-        for _ in self.members:
+    def _read(self, member: Store, id: ChunkID) -> Chunk:
+        """A read from ``member``, counted as served by it (``tally``)."""
+        chunk = ask(member, id)
+        tally = current()
+        if tally is not None:
+            tally.served_by(self, member)
+        return chunk
+
+    def locate(self, id: ChunkID, known: Known | None = None) -> Location:
+        return _through(self, self._try(lambda store: locate(store, id, known)))
+
+    def _try(self, call: Callable[[Store], T]) -> T:
+        failed: dict[int, str] = {}  # member -> what it said, in the order asked
+        count = len(self.members)
+        once = [True] * count if count > 1 else []  # each member once, while others are left
+        for without_retries in [*once, *[False] * count]:  # then each with its retries
             active = self._active
             try:
-                return call(self.members[active])
+                with asked_once() if without_retries else contextlib.nullcontext():
+                    return call(self.members[active])
             except ChunkMissing:
                 raise
             except (StoreError, ChunkInvalid) as e:
-                last = e
-                with self._lock:
-                    if self._active == active:  # not already switched by another request
-                        self._active = (active + 1) % len(self.members)
-        assert last is not None
-        raise last
+                failed[active] = str(e)
+                self._switch(active, str(e))
+        raise StoreError(
+            f"every store of the failover group {self} failed: " + "; ".join(failed.values())
+        )
+
+    def _switch(self, active: int, reason: str) -> None:
+        with self._lock:
+            if self._active != active or len(self.members) == 1:
+                return  # another request switched already
+            self._active = (active + 1) % len(self.members)
+            new = self.members[self._active]
+        tally = current()
+        if tally is not None:
+            tally.event(Switch(self, self.members[active], new, reason))
 
     def close(self) -> None:
         for store in self.members:
@@ -100,6 +204,8 @@ class FailoverGroup:
 
 class Cache:
     """Read-through, write-back cache in front of ``upstream`` (``-c``)."""
+
+    composite = True
 
     def __init__(self, upstream: Store, cache: WriteStore, *, repair: bool = True) -> None:
         self.upstream, self.cache, self.repair = upstream, cache, repair
@@ -113,13 +219,16 @@ class Cache:
 
     def get_chunk(self, id: ChunkID) -> Chunk:
         try:
-            return self.cache.get_chunk(id)
+            return ask(self.cache, id)
         except ChunkMissing:
             pass
-        except ChunkInvalid:
+        except ChunkInvalid as e:
             if not self.repair:
                 raise
-        chunk = self.upstream.get_chunk(id)
+            tally = current()
+            if tally is not None:
+                tally.event(Repair(self.cache, id, e.why))
+        chunk = ask(self.upstream, id)
         try:
             self.cache.store_chunk(chunk)
         except StoreError as e:
@@ -128,6 +237,18 @@ class Cache:
 
     def has_chunk(self, id: ChunkID) -> bool:
         return self.cache.has_chunk(id) or self.upstream.has_chunk(id)
+
+    def locate(self, id: ChunkID, known: Known | None = None) -> Location:
+        try:
+            where = locate(self.cache, id, known)
+        except NotLocated as e:
+            asked = e.asked
+        else:
+            return _through(self, dataclasses.replace(where, cached=True))
+        try:
+            return _through(self, locate(self.upstream, id, known))
+        except NotLocated as e:
+            raise NotLocated(id, [*asked, *e.asked]) from None
 
     def close(self) -> None:
         self.upstream.close()

@@ -85,12 +85,18 @@ class HttpObjects:
         return self._retrying(lambda: self._request("GET", key, limit=limit))
 
     def exists(self, key: str) -> bool:
-        def head() -> bool:
+        return self.size(key) is not None
+
+    def size(self, key: str) -> int | None:
+        """The object's length by ``HEAD`` (its Content-Length; -1 without one),
+        None when it is absent."""
+
+        def head() -> int | None:
             try:
-                self._request("HEAD", key)
+                length = self._request("HEAD", key)
             except ObjectMissing:
-                return False
-            return True
+                return None
+            return int(length) if length.isdigit() else -1
 
         return self._retrying(head)
 
@@ -108,7 +114,8 @@ class HttpObjects:
     def _request(
         self, method: str, key: str, body: bytes | None = None, *, limit: int = 0
     ) -> bytes:
-        """One request, its status mapped; a GET's body, at most ``limit`` bytes of it."""
+        """One request, its status mapped; a GET's body, at most ``limit`` bytes of it;
+        a HEAD's Content-Length (its digits, or nothing)."""
         url = self.url(key)
         try:
             with self._session.request(
@@ -124,7 +131,8 @@ class HttpObjects:
                 _check(method, url, response)
                 if method != "GET":
                     _drain(response)
-                    return b""
+                    length = response.headers.get("Content-Length", "") if method == "HEAD" else ""
+                    return length.strip().encode("ascii", "replace")
                 return read_at_most(_raw_body(response, _READ_BLOCK), limit, f"GET {url}")
         except requests.exceptions.SSLError as e:  # a certificate problem does not heal itself
             raise StoreError(f"{method} {url}: TLS: {_cause(e)}") from None

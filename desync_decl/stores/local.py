@@ -227,6 +227,12 @@ class LocalStore:
                 os.unlink(temp, dir_fd=directory)
             raise
 
+    def probe(self, id: ChunkID) -> int | None:
+        """The size of the chunk's file (either form), None when there is none
+        (``compose.locate``)."""
+        st = self._chunk_stat(id, self._formats)
+        return None if st is None else st.st_size
+
     def stored_size(self, id: ChunkID) -> int | None:
         """Size of the compressed chunk file, None when there is none (inspect-chunks)."""
         st = self._chunk_stat(id, (True,))

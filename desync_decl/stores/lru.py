@@ -14,6 +14,8 @@ from typing import Protocol
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.compose import Known, Location, locate
+from desync_decl.stores.tally import ask
 
 HEADROOM = 0.9  # evict down to this share of the limit, so eviction does not run on every write
 
@@ -30,6 +32,8 @@ class _Evictable(Protocol):
 
 class SizeLimited:
     """Wraps a local store used as a cache; keeps it at most ``limit`` bytes."""
+
+    composite = True
 
     def __init__(self, store: object, limit: int) -> None:
         if not all(hasattr(store, m) for m in ("touch", "usage", "remove_chunk")):
@@ -49,9 +53,12 @@ class SizeLimited:
         return False  # usage accounting lives in one process
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        chunk = self.store.get_chunk(id)
+        chunk = ask(self.store, id)  # type: ignore[arg-type]
         self.store.touch(id)
         return chunk
+
+    def locate(self, id: ChunkID, known: Known | None = None) -> Location:
+        return locate(self.store, id, known)
 
     def has_chunk(self, id: ChunkID) -> bool:
         return self.store.has_chunk(id)

@@ -133,6 +133,15 @@ class ObjectChunkStore:
     def has_chunk(self, id: ChunkID) -> bool:
         return self.objects.exists(self.key(id))
 
+    def probe(self, id: ChunkID) -> int | None:
+        """The chunk's size as stored (what a read transfers) in the one request that
+        tells whether it is there, for a backend that says it (``size``); -1 when
+        there but of unknown size; None when absent (``compose.locate``)."""
+        size = getattr(self.objects, "size", None)
+        if size is not None:
+            return size(self.key(id))  # type: ignore[no-any-return]
+        return -1 if self.objects.exists(self.key(id)) else None
+
     def store_chunk(self, chunk: Chunk) -> None:
         self.objects.write(self.key(chunk.id), self.format.encode(chunk))
 

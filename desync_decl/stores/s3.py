@@ -224,28 +224,35 @@ class S3Objects:
         return self._call(f"cannot read {key} from", get)
 
     def exists(self, key: str) -> bool:
-        """A one-byte ranged GET, not a HEAD: a HEAD's 404 has no body, so a missing
-        bucket would look like a missing key; the GET's error code tells them apart."""
+        return self.size(key) is not None
 
-        def probe() -> bool:
+    def size(self, key: str) -> int | None:
+        """The object's length (-1 if the answer does not say), None when it is absent.
+
+        A one-byte ranged GET, not a HEAD: a HEAD's 404 has no body, so a missing
+        bucket would look like a missing key; the GET's error code tells them apart,
+        and its Content-Range (``bytes 0-0/LENGTH``) gives the length."""
+
+        def probe() -> int:
             try:
                 response = self._client.get_object(
                     Bucket=self.bucket, Key=self.prefix + key, Range="bytes=0-0"
                 )
             except bx.ClientError as e:
                 if _code(e) == "InvalidRange":  # an empty object: it is there
-                    return True
+                    return 0
                 raise
             with contextlib.closing(response["Body"]) as body:
                 # the one byte asked for, read out so the connection goes back to the pool;
                 # a server ignoring the range has its connection dropped, not read to the end
                 body.read(_READ_BLOCK)
-            return True
+            total = str(response.get("ContentRange", "")).rpartition("/")[2]
+            return int(total) if total.isdigit() else -1
 
         try:
             return self._call(f"cannot check {key} in", probe)
         except ObjectMissing:
-            return False
+            return None
 
     def write(self, key: str, data: bytes | memoryview) -> None:
         """One PUT: S3 shows an object only once it is complete. Its Content-MD5 makes
@@ -304,7 +311,7 @@ class S3Objects:
             except bx.SSLError as e:  # a certificate problem does not go away by retrying
                 raise StoreError(f"{what} {self.location}: {e}") from None
             except _TRANSIENT_ERRORS as e:
-                raise StoreError(f"{what} {self.location}: {e}", transient=True) from None
+                raise StoreError(f"{what} {self.location}: {_why(e)}", transient=True) from None
             except bx.BotoCoreError as e:
                 raise StoreError(f"{what} {self.location}: {e}") from None
 
@@ -325,6 +332,24 @@ class S3Objects:
             )
         transient = code in _TRANSIENT_CODES or status == 429 or status >= 500
         return StoreError(f"{what} {self.location}: {code}: {message}", transient=transient)
+
+
+def _why(e: Exception) -> str:
+    """A connection failure in a few words: botocore's own text repeats the object's
+    whole URL and hides the cause (refused, unreachable) in its ``error``."""
+    if isinstance(e, bx.ConnectTimeoutError):
+        return "connect timed out"
+    if isinstance(e, bx.ReadTimeoutError):
+        return "read timed out"
+    if isinstance(e, bx.EndpointConnectionError):
+        cause: BaseException | None = e.kwargs.get("error")
+        seen = 0
+        while (
+            cause is not None and seen < 8 and not (isinstance(cause, OSError) and cause.strerror)
+        ):
+            cause, seen = cause.__cause__ or cause.__context__, seen + 1
+        return "cannot connect" + (f": {cause.strerror.lower()}" if cause is not None else "")
+    return str(e)
 
 
 def _code(e: bx.ClientError) -> str:

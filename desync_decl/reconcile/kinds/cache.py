@@ -19,7 +19,7 @@ from desync_decl.ops.cache import fill_cache
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
-from desync_decl.reconcile.kinds.fetch import fetch_amounts
+from desync_decl.reconcile.kinds.fetch import fetch_amounts, refuse_missing
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -81,10 +81,7 @@ class CacheKind:
         every = {c.id: c.size for index in seen.indexes for c in index}
         sizes = {id: every[id] for id in seen.missing}
         stores, missing = fetch_amounts(ctx, a.stores, sizes, seen.indexes[0])
-        if missing.chunks:
-            raise DesyncError(
-                f"{chunks(missing.chunks)} are in none of the stores ({', '.join(a.stores)})"
-            )
+        refuse_missing(missing, "the indexes")
         location = ctx.resolver.location(a.cache)
         travel = Travel(
             total=Amount(len(every), sum(every.values())),

@@ -32,7 +32,12 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
-from desync_decl.reconcile.kinds.fetch import fetch_amounts, open_task_seeds
+from desync_decl.reconcile.kinds.fetch import (
+    fetch_amounts,
+    fetched_words,
+    open_task_seeds,
+    refuse_missing,
+)
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -44,7 +49,6 @@ from desync_decl.reconcile.model import (
     TaskResult,
     Travel,
     Verb,
-    chunks,
     human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
@@ -174,11 +178,7 @@ class ExtractKind:
             reason = ", ".join(f"{k} {now} -> {want}" for k, now, want in changes)
             return Action(task, Verb.UPDATE, reason, target, facts, diff=diff, detail=seen)
         travel = self._travel(a, ctx, seen.plan)
-        if travel.missing is not None and travel.missing.chunks:
-            raise DesyncError(
-                f"{chunks(travel.missing.chunks)} of {a.index} are in none of its stores"
-                f" ({', '.join(a.stores)})"
-            )
+        refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
         elif seen.content == "replaced":
@@ -243,8 +243,9 @@ class ExtractKind:
             return TaskResult(action.task, Status.CHANGED, action.reason)
         stats = self._extract(a, ctx, seen, digest, progress)
         msg = (
-            f"extracted ({action.reason}): {human_bytes(int(stats['bytes-from-store']))}"
-            f" fetched, {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
+            f"extracted ({action.reason}):"
+            f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
+            f" {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
 

@@ -24,8 +24,8 @@ from desync_decl.formats.index import Index
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.untar import catar_decoder
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.resolve import Routes
 from desync_decl.stores.base import ChunkMissing, Store
+from desync_decl.stores.compose import locate
 
 Fields = dict[str, str]
 Listing = dict[str, str]  # path (as mtree escapes it) -> the rest of its mtree line
@@ -172,23 +172,26 @@ def _describe(words: str | None) -> str:
 
 class ReadOnly:
     """The task's stores as an untar would read them, without a cache keeping what
-    passes through it (a plan writes nothing)."""
+    passes through it (a plan writes nothing): each chunk is read from the store
+    ``compose.locate`` finds for it, after earlier tasks."""
 
     def __init__(self, ctx: Context, names: tuple[str, ...], digest: Digest) -> None:
-        self.ctx, self.names, self.digest = ctx, names, digest
-        self.routes = Routes(ctx.resolver, names, ctx.has_for(digest))
+        self.ctx, self.names = ctx, names
+        self.stack = ctx.resolver.stack(names, digest)
 
     def __str__(self) -> str:
         return ", ".join(self.names)
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        server = self.routes.server(id)
-        if server is None:
-            raise ChunkMissing(id, str(self))
-        return self.ctx.resolver.store(server.store, self.digest).get_chunk(id)
+        leaf: Store = locate(self.stack, id, self.ctx.planned_chunk).leaf  # type: ignore[assignment]
+        return leaf.get_chunk(id)
 
     def has_chunk(self, id: ChunkID) -> bool:
-        return self.routes.server(id) is not None
+        try:
+            locate(self.stack, id, self.ctx.planned_chunk)
+        except ChunkMissing:
+            return False
+        return True
 
     def close(self) -> None:
         pass  # the run's resolver owns the stores

@@ -36,7 +36,7 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import listing
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
-from desync_decl.reconcile.kinds.fetch import fetch_amounts
+from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import (
     NotADirectory,
     Spool,
@@ -56,7 +56,6 @@ from desync_decl.reconcile.model import (
     TaskResult,
     Travel,
     Verb,
-    chunks,
     human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
@@ -230,11 +229,7 @@ class UntarKind:
             return Action(task, Verb.NOOP, why, target, facts, notes=seen.notes, detail=seen)
         travel = seen.travel
         assert travel is not None
-        if travel.missing is not None and travel.missing.chunks:
-            raise DesyncError(
-                f"{chunks(travel.missing.chunks)} of {a.index} are in none of its stores"
-                f" ({', '.join(a.stores)})"
-            )
+        refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
         elif seen.content == "outdated":
@@ -305,7 +300,8 @@ class UntarKind:
         ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred ({action.reason}): {human_bytes(spool.bytes_fetched)} fetched,"
+            f"untarred ({action.reason}):"
+            f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
             f" {human_bytes(int(stats['bytes-in-place']))} in place,"
             f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
         )
