@@ -139,6 +139,7 @@ def test_a_symlink_planted_on_the_way_is_refused(tmp_path):
         )
         r = run("apply", m, "--state-dir", tmp_path / "state")
         assert r.returncode != 0, r.stdout
+        assert f"{shared / 'sub'} is a symlink in a directory others can write" in r.stdout
         assert "Traceback" not in r.stderr
         assert (victim / "app" / "keep").read_text() == "keep\n"
 
