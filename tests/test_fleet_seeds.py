@@ -278,3 +278,56 @@ def test_a_lying_declared_seed_fails_the_task_when_it_says_so(origin):
     applied = run("apply", manifest, "--state-dir", state, env=env)
     assert applied.returncode != 0 and "doesn't match its data" in applied.stdout
     assert not host.target.exists()
+
+
+def tree(root: Path, version: int) -> Path:
+    """A tree per version: v2 rewrites one file, v3 adds one."""
+    root.mkdir()
+    for i in range(5):
+        (root / f"f{i}").write_bytes(random.Random(i).randbytes(200_000))
+    if version >= 2:
+        (root / "f2").write_bytes(random.Random(20).randbytes(200_000))
+    if version >= 3:
+        (root / "new").write_bytes(random.Random(30).randbytes(100_000))
+    return root
+
+
+def test_untar_plan_and_apply_agree_on_rollout_rollback_and_drift(tmp_path, cli_server):  # noqa: F811
+    """Untar already reads the old tree as a chunk source: plan's numbers are apply's."""
+    for v in (1, 2, 3):
+        made = run(
+            "tar",
+            "-i",
+            "-s",
+            tmp_path / "store",
+            "-m",
+            SIZES,
+            tmp_path / f"v{v}.caidx",
+            tree(tmp_path / f"src{v}", v),
+        )
+        assert made.returncode == 0, made.stderr
+    log = tmp_path / "access.log"
+    server = cli_server("chunk-server", "-s", tmp_path / "store", "--log", log)
+    origin = Origin(tmp_path, {}, server.url, log)
+    host = tmp_path / "host"
+    for step, v in enumerate((1, 2, 3, 2, 2)):
+        if step == 4:  # drift: a file edited behind our back
+            (host / "out" / "f0").write_bytes(b"drift" + (host / "out" / "f0").read_bytes()[5:])
+        m = tmp_path / f"u{v}.yaml"
+        m.write_text(
+            f"version: 1\nstores: {{origin: {{url: '{server.url}'}}}}\ntasks:\n"
+            f"- name: app\n  untar: {{index: v{v}.caidx, path: host/out, stores: [origin]}}\n"
+        )
+        planned = run("plan", m, "--state-dir", host / "state", "--json")
+        before = origin.gets()
+        applied = run("apply", m, "--state-dir", host / "state", "--json")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        (p,), (a,) = json.loads(planned.stdout)["tasks"], json.loads(applied.stdout)["tasks"]
+        travel, stats = p["travel"], a["stats"]
+        assert stats["bytes-in-place"] == travel["in-place"]["bytes"]
+        assert stats["bytes-from-seeds"] == sum(s["bytes"] for s in travel.get("seeds", []))
+        stores = travel.get("stores", [])
+        assert stats["chunks-from-store"] == sum(s["chunks"] for s in stores)
+        assert stats["bytes-from-store"] == sum(s["bytes"] for s in stores)
+        assert origin.gets() - before == stats["chunks-from-store"]
+        assert (host / "out" / "f2").read_bytes() == (tmp_path / f"src{v}" / "f2").read_bytes()

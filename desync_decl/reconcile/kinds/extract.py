@@ -130,7 +130,7 @@ class ExtractKind:
                     assert st is not None
                     record = seeding.matching_record(ctx, a.path, fd, st)
                     looked = seeding.LookedAt(fd, st, record)
-                found = seeding.task_seeds(ctx, a, index, looked)
+                found = seeding.task_seeds(ctx, a, index, st, looked)
                 fields["seeds"] = found.facts
                 notes = found.notes
                 if plan is None or found.seeds:  # the plan without seeds was the in-place check

@@ -71,16 +71,27 @@ def matching_record(ctx: Context, path: Path, fd: int, st: os.stat_result) -> Fi
     return record if record is not None and record.unchanged(st) else None
 
 
-def task_seeds(ctx: Context, a: ExtractAction, target: Index, looked: LookedAt | None) -> TaskSeeds:
+def task_seeds(
+    ctx: Context,
+    a: ExtractAction,
+    target: Index,
+    st: os.stat_result | None,
+    looked: LookedAt | None,
+) -> TaskSeeds:
     """The seeds of the task: the target first (``looked``; None when it is not to be
-    one), then the declared ones that exist."""
+    one, ``st`` its status or None when absent), then the declared ones that exist.
+    A declared seed naming the target is the target seed, or none in place."""
     declared = list(a.seeds)
     naming_target: list[ManifestSeed] = []
-    if looked is not None:
-        naming_target = [s for s in declared if _is_target(s.file, a.path, looked.st)]
+    if st is not None:
+        naming_target = [s for s in declared if _is_target(s.file, a.path, st)]
         declared = [s for s in declared if s not in naming_target]
     out = open_task_seeds(ctx, declared, target)
-    if looked is not None:
+    if looked is None:
+        for seed in naming_target:
+            why = "in place its data is kept where it lies" if a.in_place else "not a regular file"
+            out.notes.append(f"seed {seed.file} is the target itself, not used: {why}")
+    else:
         seed, how = _target_seed(ctx, a.path, target, looked, naming_target)
         out.seeds.insert(0, seed)
         out.facts.insert(0, {"file": TARGET, "index": how})
