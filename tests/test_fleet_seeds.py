@@ -257,7 +257,8 @@ def test_a_lying_declared_seed_is_found_by_plan_and_handled_as_the_task_says(ori
     assert host.holds("v3")
     (note,) = planned["notes"]
     done = "chunked again" if policy == "regenerate" else "left out"
-    assert note.startswith(f"seed {origin.root / 'rel' / 'v2.caibx'} does not hold what its index")
+    index = origin.root / "rel" / "v2.caibx"
+    assert note.startswith(f"seed {seed} does not hold what its index {index} says, so it is")
     assert f", so it is {done}: bytes " in note
     from_seed = sum(s["bytes"] for s in planned["travel"].get("seeds", []))
     assert (from_seed > whole(origin) // 2) is (policy == "regenerate")

@@ -161,7 +161,7 @@ def plan_extract(
 class CheckedPlan:
     plan: AssemblyPlan  # made with ``seeds``
     seeds: tuple[Seed, ...]  # the seeds left after invalid ones were dropped or re-indexed
-    problems: tuple[SeedInvalid, ...]  # why each one was, in order
+    problems: tuple[tuple[Path, SeedInvalid], ...]  # each seed file dropped or re-indexed, and why
 
 
 def plan_with_valid_seeds(
@@ -185,15 +185,15 @@ def plan_with_valid_seeds(
     _check_seeds_against_target(target, seeds, in_place)
     in_place_map = _planned_in_place(index, target, in_place, target_fd, concurrency, progress)
     left = list(seeds)
-    problems: list[SeedInvalid] = []
+    problems: list[tuple[Path, SeedInvalid]] = []
     for _ in range(len(left) + 1):
         plan = plan_assembly(index, left, in_place=in_place_map)
         skip = {k for k, seed in enumerate(left) if trusted(seed)}
         try:
             validate_seeds(plan, workers=concurrency, progress=progress, trusted=skip)
         except SeedInvalid as e:
+            problems.append((left[e.seed].path, e))
             left = _without_invalid(left, e, invalid_seeds, concurrency, progress)
-            problems.append(e)
             continue
         return CheckedPlan(plan, tuple(left), tuple(problems))
     raise DesyncError(f"the seeds of {target} kept changing while they were read; run again")

@@ -29,6 +29,7 @@ import dataclasses
 import os
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from desync_decl.assemble.execute import SeedInvalid
@@ -125,30 +126,11 @@ class ExtractKind:
             seeds: tuple[Seed, ...] = ()
             notes: list[str] = []
             if content in ("absent", "differs", "outdated", "replaced"):
-                looked = None
-                if not in_place and fd is not None and _is_file(st):
-                    assert st is not None
-                    record = seeding.matching_record(ctx, a.path, fd, st)
-                    looked = seeding.LookedAt(fd, st, record)
-                found = seeding.task_seeds(ctx, a, index, st, looked)
+                found = self._seeds(a, ctx, index, st, None if in_place else fd)
                 fields["seeds"] = found.facts
                 notes = found.notes
                 if plan is None or found.seeds:  # the plan without seeds was the in-place check
-                    policy = InvalidSeeds(a.invalid_seeds)
-                    checked = plan_with_valid_seeds(
-                        index,
-                        a.path,
-                        seeds=found.seeds,
-                        invalid_seeds=policy,
-                        trusted=found.believed,
-                        in_place=in_place,
-                        concurrency=ctx.concurrency,
-                        progress=ctx.progress,
-                        target_fd=fd,
-                    )
-                    seeds = seeding.named(checked.seeds, a.path)
-                    plan = dataclasses.replace(checked.plan, seeds=seeds)
-                    notes += [_seed_note(e, policy) for e in checked.problems]
+                    plan, seeds = self._sourced(a, ctx, index, found, in_place, fd, notes)
         seen = _Seen(
             index,
             digest,
@@ -163,6 +145,50 @@ class ExtractKind:
             tuple(notes),
         )
         return Facts(fields, seen)
+
+    def _seeds(
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        index: Index,
+        st: os.stat_result | None,
+        fd: int | None,
+    ) -> seeding.TaskSeeds:
+        """The task's seeds: the target (open as ``fd``; None when it is not to be one),
+        then the declared ones."""
+        looked = None
+        if fd is not None and st is not None and _is_file(st):
+            looked = seeding.LookedAt(fd, st, seeding.matching_record(ctx, a.path, fd, st))
+        return seeding.task_seeds(ctx, a, index, st, looked)
+
+    def _sourced(
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        index: Index,
+        found: seeding.TaskSeeds,
+        in_place: bool,
+        fd: int | None,
+        notes: list[str],
+    ) -> tuple[AssemblyPlan, tuple[Seed, ...]]:
+        """The assembler's plan with the seed chunks it takes read as apply reads them
+        (the task's ``invalid_seeds`` policy applied, a note for each seed it dropped or
+        chunked again) and the seeds it settled on: apply starts from them."""
+        policy = InvalidSeeds(a.invalid_seeds)
+        checked = plan_with_valid_seeds(
+            index,
+            a.path,
+            seeds=found.seeds,
+            invalid_seeds=policy,
+            trusted=found.believed,
+            in_place=in_place,
+            concurrency=ctx.concurrency,
+            progress=ctx.progress,
+            target_fd=fd,
+        )
+        notes += [_seed_note(file, e, policy) for file, e in checked.problems]
+        seeds = seeding.named(checked.seeds, a.path)
+        return dataclasses.replace(checked.plan, seeds=seeds), seeds
 
     def _content(
         self,
@@ -386,10 +412,13 @@ def _record(ctx: Context, a: ExtractAction, seen: _Seen, fd: int) -> None:
         ctx.state.keep_index(a.path, seen.index)
 
 
-def _seed_note(problem: SeedInvalid, policy: InvalidSeeds) -> str:
+def _seed_note(file: Path, problem: SeedInvalid, policy: InvalidSeeds) -> str:
     """One sentence for a seed the plan found not holding what its index says."""
     done = "chunked again" if policy is InvalidSeeds.REGENERATE else "left out"
-    return f"seed {problem.label} does not hold what its index says, so it is {done}: {problem.why}"
+    return (
+        f"seed {file} does not hold what its index {problem.label} says,"
+        f" so it is {done}: {problem.why}"
+    )
 
 
 def _is_file(st: os.stat_result | None) -> bool:
