@@ -10,21 +10,10 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 from tests.servers_http import cli_server  # noqa: F401 (fixture)
-
-SIZES = "4K:16K:64K"
-
-
-def run(*argv: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "desync_decl", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.test_fleet_seeds import SIZES, run
 
 
 def publish(tmp_path: Path, cli_server, make: list[object]) -> tuple[str, object, object]:  # noqa: F811

@@ -9,19 +9,9 @@ import json
 import os
 import random
 import subprocess
-import sys
 from pathlib import Path
 
-SIZES = "4K:16K:64K"
-
-
-def run(*argv: object) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "desync_decl", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.test_fleet_seeds import SIZES, run
 
 
 def write(path: Path, body: str) -> Path:

@@ -180,16 +180,12 @@ class StateStore:
     def kept_index(self, path: Path, index_digest: str) -> Index | None:
         """The copy of the index ``path`` was extracted from, if it is the one with
         ``index_digest`` (the digest its matching record names); None otherwise."""
-        with self._folder("indexes", create=False) as indexes:
-            if indexes is None:
-                return None
-            try:
-                fd = os.open(_index_name(path), _O_READ, dir_fd=indexes)
-                with os.fdopen(fd, "rb") as f:
-                    index = index_format.decode(f.read(), _index_name(path))
-            except (OSError, DesyncError):
-                return None  # missing or damaged: the file is chunked instead
-        return index if index.file_digest() == index_digest else None
+        data = self._read("indexes", _index_name(path))
+        try:
+            index = index_format.decode(data, _index_name(path)) if data is not None else None
+        except DesyncError:
+            return None  # damaged: the file is chunked instead
+        return index if index is not None and index.file_digest() == index_digest else None
 
     # --- stores ----------------------------------------------------------------------
 
@@ -206,15 +202,11 @@ class StateStore:
     # --- keyed JSON records --------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._folder("records", create=False) as records:
-            if records is None:
-                return None
-            try:
-                fd = os.open(_name(key), _O_READ, dir_fd=records)
-                with os.fdopen(fd, "rb") as f:
-                    doc = json.loads(f.read())
-            except (OSError, ValueError):
-                return None  # missing or damaged: look again
+        data = self._read("records", _name(key))
+        try:
+            doc = json.loads(data) if data is not None else None
+        except ValueError:
+            return None  # damaged: look again
         if not isinstance(doc, dict) or doc.get("key") != key:
             return None
         record = doc.get("record")
@@ -234,6 +226,19 @@ class StateStore:
             if records is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(_name(key), dir_fd=records)
+
+    def _read(self, folder: str, name: str) -> bytes | None:
+        """The file ``name`` in ``<directory>/<folder>``; None when it is missing or
+        cannot be read (never through a symlink)."""
+        with self._folder(folder, create=False) as fd:
+            if fd is None:
+                return None
+            try:
+                opened = os.open(name, _O_READ, dir_fd=fd)
+                with os.fdopen(opened, "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
 
     @contextlib.contextmanager
     def _folder(self, name: str, *, create: bool) -> Iterator[int | None]:
