@@ -332,3 +332,30 @@ def test_untar_plan_and_apply_agree_on_rollout_rollback_and_drift(tmp_path, cli_
         assert stats["bytes-from-store"] == sum(s["bytes"] for s in stores)
         assert origin.gets() - before == stats["chunks-from-store"]
         assert (host / "out" / "f2").read_bytes() == (tmp_path / f"src{v}" / "f2").read_bytes()
+
+
+def test_in_place_the_natural_manifest_keeps_the_target_data_where_it_lies(origin):
+    host = at_version(origin, "h", "v2")
+    manifest = origin.manifest("v3", "v2", extra="    in_place: true\n")
+    planned = host.converge(manifest)
+    assert host.holds("v3")
+    why = "in place its data is kept where it lies"  # the path as written: ${env:…} is not shown
+    assert planned["notes"] == [f"seed ${{env:HOST}}/app.img is the target itself, not used: {why}"]
+    assert planned["travel"]["in-place"]["bytes"] > whole(origin) // 2
+
+
+def test_the_index_a_target_holds_is_kept_privately_and_a_damaged_copy_is_not_believed(origin):
+    """The copy of the index the target was extracted from is what makes it a seed
+    without being read; the natural manifest's seed index stands in for it when it
+    has the recorded digest, and without either the target is chunked."""
+    host = at_version(origin, "h", "v2")
+    indexes = host.dir / "state" / "indexes"
+    (copy,) = indexes.iterdir()
+    assert indexes.stat().st_mode & 0o777 == 0o700 and copy.stat().st_mode & 0o777 == 0o600
+    assert copy.read_bytes() == (origin.root / "rel" / "v2.caibx").read_bytes()
+    copy.write_bytes(copy.read_bytes()[:-40])  # damaged: the target is chunked instead
+    planned = host.converge(origin.manifest("v3", None))
+    assert planned["facts"]["seeds"] == [{"file": "target", "index": "chunked"}]
+    assert host.holds("v3")
+    (copy,) = indexes.iterdir()  # replaced with the index the target now holds
+    assert copy.read_bytes() == (origin.root / "rel" / "v3.caibx").read_bytes()
