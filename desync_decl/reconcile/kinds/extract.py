@@ -322,8 +322,8 @@ class ExtractKind:
             return TaskResult(action.task, Status.CHANGED, action.reason)
         stats = self._extract(a, ctx, seen, digest, progress)
         msg = (
-            f"extracted ({action.reason}): {human_bytes(int(stats['bytes-from-store']))}"
-            f" fetched, {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
+            f"extracted, {action.reason}: {human_bytes(int(stats['bytes-from-store']))} fetched,"
+            f" {human_bytes(_from_seeds(stats))} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
 
@@ -419,6 +419,13 @@ def _seed_note(file: Path, problem: SeedInvalid, policy: InvalidSeeds) -> str:
         f"seed {file} does not hold what its index {problem.label} says,"
         f" so it is {done}: {problem.why}"
     )
+
+
+def _from_seeds(stats: dict[str, object]) -> int:
+    """Bytes apply took from seeds, copied or cloned."""
+    copied, cloned = stats["bytes-copied-from-seeds"], stats["bytes-cloned-from-seeds"]
+    assert isinstance(copied, int) and isinstance(cloned, int)
+    return copied + cloned
 
 
 def _is_file(st: os.stat_result | None) -> bool:

@@ -349,7 +349,7 @@ class UntarKind:
         ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred ({action.reason}): {human_bytes(spool.bytes_fetched)} fetched,"
+            f"untarred, {action.reason}: {human_bytes(spool.bytes_fetched)} fetched,"
             f" {human_bytes(int(stats['bytes-in-place']))} in place,"
             f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
         )
