@@ -3,13 +3,14 @@
 Needed when the target is written in place: a seed that lies must be found
 before its bytes land in the user's file (desync's rule). With a temp file
 target, the executor's read-back check suffices, as nothing is visible
-until the rename.
+until the rename. A plan runs it too, so that what it says comes from seeds is
+what will (``ops.extract.plan_with_valid_seeds``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import NamedTuple
 
 from desync_decl.assemble.execute import SeedInvalid, seed_errors
@@ -26,9 +27,17 @@ class _SeedChunk(NamedTuple):
     id: ChunkID
 
 
-def validate_seeds(plan: AssemblyPlan, *, workers: int, progress: Progress = NO_PROGRESS) -> None:
-    """Read and hash every seed chunk the plan uses; ``SeedInvalid`` for the first bad one."""
-    chunks = list(_seed_chunks(plan))
+def validate_seeds(
+    plan: AssemblyPlan,
+    *,
+    workers: int,
+    progress: Progress = NO_PROGRESS,
+    trusted: Collection[int] = (),
+) -> None:
+    """Read and hash every seed chunk the plan uses; ``SeedInvalid`` for the first bad
+    one. Seeds whose positions are in ``trusted`` are not read (the caller has
+    evidence they hold what their index says)."""
+    chunks = [c for c in _seed_chunks(plan) if c.seed not in trusted]
     if not chunks:
         return
     digest = plan.index.digest

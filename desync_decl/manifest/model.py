@@ -101,7 +101,7 @@ class Seed:
 
 @dataclass(frozen=True)
 class ExtractAction:
-    index: str
+    index: str | None  # None only with state "absent"
     path: Path
     stores: tuple[str, ...]
     seeds: tuple[Seed, ...] = ()
@@ -111,6 +111,8 @@ class ExtractAction:
     group: str | int | None = None
     backup: bool = False
     pin: str | None = None  # "sha512-256:<hex>": refuse an index with another digest
+    invalid_seeds: str = "regenerate"  # a seed not matching its index: regenerate, skip or fail
+    state: str = "present"  # "absent": the file and its record are removed
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class TarAction:
 
 @dataclass(frozen=True)
 class UntarAction:
-    index: str
+    index: str | None  # None only with state "absent"
     path: Path  # the directory
     stores: tuple[str, ...]
     seeds: tuple[Path, ...] = ()  # directories
@@ -159,6 +161,7 @@ class UntarAction:
     no_same_permissions: bool = False
     delete_extra: bool = False
     pin: str | None = None
+    state: str = "present"  # "absent": the tree and its record are removed
 
 
 Action = (
@@ -310,9 +313,9 @@ class _Builder:
 
     def _extract(self, a: dict[str, Any]) -> ExtractAction:
         return ExtractAction(
-            index=self._loc(a["index"]),
+            index=self._loc(a["index"]) if "index" in a else None,
             path=self._path(a["path"]),
-            stores=tuple(a["stores"]),
+            stores=tuple(a.get("stores", ())),
             seeds=tuple(self._seed(s) for s in a.get("seeds", ())),
             in_place=a.get("in_place", False),
             mode=parse_mode(a["mode"]) if "mode" in a else None,
@@ -320,6 +323,8 @@ class _Builder:
             group=a.get("group"),
             backup=a.get("backup", False),
             pin=a.get("pin"),
+            invalid_seeds=a.get("invalid_seeds", "regenerate"),
+            state=a.get("state", "present"),
         )
 
     def _seed(self, raw: str | dict[str, str]) -> Seed:
@@ -359,12 +364,13 @@ class _Builder:
 
     def _untar(self, a: dict[str, Any]) -> UntarAction:
         return UntarAction(
-            index=self._loc(a["index"]),
+            index=self._loc(a["index"]) if "index" in a else None,
             path=self._path(a["path"]),
-            stores=tuple(a["stores"]),
+            stores=tuple(a.get("stores", ())),
             seeds=tuple(self._path(s) for s in a.get("seeds", ())),
             no_same_owner=a.get("no_same_owner", False),
             no_same_permissions=a.get("no_same_permissions", False),
             delete_extra=a.get("delete_extra", False),
             pin=a.get("pin"),
+            state=a.get("state", "present"),
         )

@@ -9,6 +9,7 @@ chunks, and a cache keeps its copies, so those need a store.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class _Checker:
         self.references()
         self.cycles()
         self.task_names()
+        self.present_needs()
         self.targets()
         self.trees()
         self.sizes()
@@ -191,6 +193,23 @@ class _Checker:
                 self.add(path, f"duplicate task name '{name}' (first at {at})")
             else:
                 first[name] = path
+
+    def present_needs(self) -> None:
+        """An extract or untar needs an index and stores unless its target is to be
+        absent (a key misspelt is reported by the schema as unknown already)."""
+        for i, task in self.tasks:
+            for kind in ("extract", "untar"):
+                action = task.get(kind)
+                if not isinstance(action, dict) or action.get("state") == "absent":
+                    continue
+                for key in ("index", "stores"):
+                    others = [k for k in action if k != key]
+                    if key in action or difflib.get_close_matches(key, others, n=1, cutoff=0.8):
+                        continue
+                    path = ("tasks", i, kind)
+                    self.add(
+                        path, f"missing required key '{key}' in {self.where(path)}", at_key=True
+                    )
 
     def targets(self) -> None:
         """Two tasks writing one file would undo each other on every apply."""

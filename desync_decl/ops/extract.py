@@ -14,6 +14,8 @@ directories, where others can write is not followed (``fsutil.open_in``).
 
 A seed that turns out not to hold what its index says fails the extraction,
 or (as the user chose) is dropped or re-indexed, and the plan is made again.
+``plan_with_valid_seeds`` does the same before anything is written: it reads
+the seed chunks a plan takes, so a plan states what ``extract`` will do.
 """
 
 from __future__ import annotations
@@ -119,10 +121,8 @@ def extract(
                     progress=progress,
                 )
             except SeedInvalid as e:
-                if invalid_seeds is InvalidSeeds.FAIL:
-                    raise
-                problems.append(str(e))
                 seeds = _without_invalid(seeds, e, invalid_seeds, concurrency, progress)
+                problems.append(str(e))
                 out.written(index.length)
                 continue
             written = out.commit(settle)
@@ -153,18 +153,74 @@ def plan_extract(
     looked at), else opened as ``extract`` would."""
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
-    in_place_map = None
-    if in_place and target_fd is not None:
-        size = _existing_size(target_fd)
-        in_place_map = _in_place_map(index, target_fd, size, concurrency, progress)
-    elif in_place:
-        fd = _open_existing(target)
-        if fd is not None:
-            try:
-                in_place_map = _in_place_map(index, fd, _existing_size(fd), concurrency, progress)
-            finally:
-                os.close(fd)
+    in_place_map = _planned_in_place(index, target, in_place, target_fd, concurrency, progress)
     return plan_assembly(index, seeds, in_place=in_place_map)
+
+
+@dataclass(frozen=True)
+class CheckedPlan:
+    plan: AssemblyPlan  # made with ``seeds``
+    seeds: tuple[Seed, ...]  # the seeds left after invalid ones were dropped or re-indexed
+    problems: tuple[tuple[Path, SeedInvalid], ...]  # each seed file dropped or re-indexed, and why
+
+
+def plan_with_valid_seeds(
+    index: Index,
+    path: str | os.PathLike,
+    *,
+    seeds: Sequence[Seed] = (),
+    invalid_seeds: InvalidSeeds = InvalidSeeds.FAIL,
+    trusted: Callable[[Seed], bool] = lambda seed: False,
+    in_place: bool = False,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+    target_fd: int | None = None,
+) -> CheckedPlan:
+    """``plan_extract`` with every seed chunk the plan takes read and hashed, as
+    ``extract`` reads them: a seed that does not hold what its index says is dropped
+    or re-indexed (``invalid_seeds``; FAIL raises ``SeedInvalid``) and the plan made
+    again, so the plan is what ``extract`` with the returned seeds carries out. A seed
+    ``trusted`` says is right (a record vouches for it) is not read."""
+    target = Path(path)
+    _check_seeds_against_target(target, seeds, in_place)
+    in_place_map = _planned_in_place(index, target, in_place, target_fd, concurrency, progress)
+    left = list(seeds)
+    problems: list[tuple[Path, SeedInvalid]] = []
+    for _ in range(len(left) + 1):
+        plan = plan_assembly(index, left, in_place=in_place_map)
+        skip = {k for k, seed in enumerate(left) if trusted(seed)}
+        try:
+            validate_seeds(plan, workers=concurrency, progress=progress, trusted=skip)
+        except SeedInvalid as e:
+            problems.append((left[e.seed].path, e))
+            left = _without_invalid(left, e, invalid_seeds, concurrency, progress)
+            continue
+        return CheckedPlan(plan, tuple(left), tuple(problems))
+    raise DesyncError(f"the seeds of {target} kept changing while they were read; run again")
+
+
+def _planned_in_place(
+    index: Index,
+    target: Path,
+    in_place: bool,
+    target_fd: int | None,
+    concurrency: int,
+    progress: Progress,
+) -> list[bool] | None:
+    """In place: which chunks the target holds, read from ``target_fd`` when given
+    (the file the caller looked at), else opened as ``extract`` would."""
+    if not in_place:
+        return None
+    if target_fd is not None:
+        size = _existing_size(target_fd)
+        return _in_place_map(index, target_fd, size, concurrency, progress)
+    fd = _open_existing(target)
+    if fd is None:
+        return None
+    try:
+        return _in_place_map(index, fd, _existing_size(fd), concurrency, progress)
+    finally:
+        os.close(fd)
 
 
 class _Target:
@@ -316,7 +372,10 @@ def _without_invalid(
     concurrency: int,
     progress: Progress,
 ) -> list[Seed]:
-    """The seed list for the next attempt: the bad seed dropped or re-indexed."""
+    """The seed list for the next attempt: the bad seed dropped or re-indexed (the
+    error raised again when the policy is FAIL)."""
+    if policy is InvalidSeeds.FAIL:
+        raise error
     bad = seeds[error.seed]
     rest = seeds[: error.seed] + seeds[error.seed + 1 :]
     if policy is InvalidSeeds.SKIP:

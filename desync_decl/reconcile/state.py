@@ -6,10 +6,13 @@ mtime_ns, inode) in its ``user.desync-decl.state`` extended attribute where
 the filesystem takes one and the file is ours, else in the state folder keyed
 by its path (with its ctime too: writing an xattr changes the ctime, so an
 xattr record cannot hold it; a file's owner can write any xattr, so one owned by
-someone else gets a folder record). Other tasks (make, chop, cache) keep small
-JSON records in the state folder, keyed by what they converge; that folder must
-be ours alone. A record that does not match means "look again", never
-"changed": only ``--verify`` ignores matching ones.
+someone else gets a folder record). Beside a file's record the state folder keeps
+a copy of the index the file was extracted from (``indexes/``, one per target path,
+replaced with the record): while the record matches, the file is a seed of the
+next extract with that index, without being read to chunk it. Other tasks (make,
+chop, cache) keep small JSON records in the state folder, keyed by what they
+converge; that folder must be ours alone. A record that does not match means
+"look again", never "changed": only ``--verify`` ignores matching ones.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from desync_decl.errors import DesyncError
+from desync_decl.formats import index as index_format
+from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_private_dir, write_atomic
 
 XATTR = "user.desync-decl.state"
@@ -162,6 +167,37 @@ class StateStore:
         self.put(_file_key(path), asdict(record))
         return record
 
+    def forget_file(self, path: Path) -> None:
+        """The file ``path`` is gone: its folder record and its index copy go too
+        (an xattr record went with the file)."""
+        self.drop(_file_key(path))
+        with self._folder("indexes", create=False) as indexes:
+            if indexes is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(_index_name(path), dir_fd=indexes)
+
+    # --- the index a recorded file holds ----------------------------------------------
+
+    def keep_index(self, path: Path, index: Index) -> None:
+        """Keep a copy of ``index``, the content the file ``path`` now holds (it
+        replaces the copy kept for that path)."""
+        with self._folder("indexes", create=True) as indexes:
+            try:
+                write_atomic(_index_name(path), index.encode(), 0o600, dir_fd=indexes)
+            except OSError as e:
+                file = self.directory / "indexes" / _index_name(path)
+                raise DesyncError(f"cannot write state {file}: {e.strerror}") from None
+
+    def kept_index(self, path: Path, index_digest: str) -> Index | None:
+        """The copy of the index ``path`` was extracted from, if it is the one with
+        ``index_digest`` (the digest its matching record names); None otherwise."""
+        data = self._read("indexes", _index_name(path))
+        try:
+            index = index_format.decode(data, _index_name(path)) if data is not None else None
+        except DesyncError:
+            return None  # damaged: the file is chunked instead
+        return index if index is not None and index.file_digest() == index_digest else None
+
     # --- stores ----------------------------------------------------------------------
 
     def generation(self, store: str) -> int:
@@ -177,22 +213,18 @@ class StateStore:
     # --- keyed JSON records --------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._records(create=False) as records:
-            if records is None:
-                return None
-            try:
-                fd = os.open(_name(key), _O_READ, dir_fd=records)
-                with os.fdopen(fd, "rb") as f:
-                    doc = json.loads(f.read())
-            except (OSError, ValueError):
-                return None  # missing or damaged: look again
+        data = self._read("records", _name(key))
+        try:
+            doc = json.loads(data) if data is not None else None
+        except ValueError:
+            return None  # damaged: look again
         if not isinstance(doc, dict) or doc.get("key") != key:
             return None
         record = doc.get("record")
         return record if isinstance(record, dict) else None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        with self._records(create=True) as records:
+        with self._folder("records", create=True) as records:
             data = json.dumps({"key": key, "record": record}).encode()
             try:
                 write_atomic(_name(key), data, 0o600, dir_fd=records)
@@ -201,27 +233,40 @@ class StateStore:
                 raise DesyncError(f"cannot write state {file}: {e.strerror}") from None
 
     def drop(self, key: str) -> None:
-        with self._records(create=False) as records:
+        with self._folder("records", create=False) as records:
             if records is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(_name(key), dir_fd=records)
 
+    def _read(self, folder: str, name: str) -> bytes | None:
+        """The file ``name`` in ``<directory>/<folder>``; None when it is missing or
+        cannot be read (never through a symlink)."""
+        with self._folder(folder, create=False) as fd:
+            if fd is None:
+                return None
+            try:
+                opened = os.open(name, _O_READ, dir_fd=fd)
+                with os.fdopen(opened, "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
+
     @contextlib.contextmanager
-    def _records(self, *, create: bool) -> Iterator[int | None]:
-        """An fd of ``<directory>/records`` (None if missing and not ``create``)."""
+    def _folder(self, name: str, *, create: bool) -> Iterator[int | None]:
+        """An fd of ``<directory>/<name>`` (None if missing and not ``create``)."""
         top = open_private_dir(self.directory, create=create)
         if top is None:
             yield None
             return
         try:
-            records = open_private_dir(self.directory / "records", create=create, parent_fd=top)
+            folder = open_private_dir(self.directory / name, create=create, parent_fd=top)
         finally:
             os.close(top)
         try:
-            yield records
+            yield folder
         finally:
-            if records is not None:
-                os.close(records)
+            if folder is not None:
+                os.close(folder)
 
 
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -243,6 +288,10 @@ def _name(key: str) -> str:
 
 def _file_key(path: Path) -> str:
     return f"file\0{os.path.abspath(path)}"
+
+
+def _index_name(path: Path) -> str:
+    return hashlib.sha256(_file_key(path).encode()).hexdigest() + ".caibx"
 
 
 def _file_record(raw: object) -> FileRecord | None:

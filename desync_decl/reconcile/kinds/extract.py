@@ -13,29 +13,40 @@ fd; the new file gets its owner, mode and record on its fd before it is renamed
 into place, and the old one is looked at (its mode, a backup, its content) only
 opened without following a symlink (``files``). A file someone else owns never
 gets our owner or mode set on it: it is replaced by a new file (``files.replace_reason``).
+
+The target is a seed of its own replacement, and the seed chunks the plan counts
+on are read as apply reads them, with the task's ``invalid_seeds`` policy
+(``seeding.py``): plan and apply take the same bytes from the same places. With
+``pin``, a target whose matching record names the pinned digest is converged
+without the index being fetched. With ``state: absent`` the file and its record
+are removed (``absent.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
+from desync_decl.assemble.execute import SeedInvalid
 from desync_decl.assemble.plan import AssemblyPlan, Source
 from desync_decl.assemble.seeds import Seed
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.manifest import ExtractAction, Task
-from desync_decl.ops.extract import extract, plan_extract
+from desync_decl.ops.extract import InvalidSeeds, extract, plan_extract, plan_with_valid_seeds
 from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds import absent, seeding
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
     fetched_words,
-    open_task_seeds,
     refuse_missing,
 )
 from desync_decl.reconcile.model import (
@@ -57,7 +68,8 @@ from desync_decl.reconcile.state import FileRecord
 
 @dataclass(frozen=True)
 class _Seen:
-    index: Index
+    index: Index | None  # None: converged by its record and the pin, the index not read
+    digest: str  # of the index
     st: os.stat_result | None  # the target now; None if absent
     content: str  # "absent", "recorded", "converged", "outdated" or "differs"
     replace: str | None  # why the file must be replaced by a new one, not changed
@@ -76,6 +88,8 @@ class ExtractKind:
 
     def resources(self, task: Task, resolver: Resolver) -> Resources:
         a: ExtractAction = task.action  # type: ignore[assignment]
+        if a.index is None:  # state absent
+            return Resources(writes=frozenset({location_key(str(a.path))}))
         reads = {location_key(a.index)} | store_keys(resolver, a.stores)
         for seed in a.seeds:
             reads |= {location_key(str(seed.file)), location_key(seed.index)}
@@ -87,11 +101,18 @@ class ExtractKind:
 
     def observe(self, task: Task, ctx: Context) -> Facts:
         a: ExtractAction = task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            return absent.look(a.path, keeps="file")
+        wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
+        if a.pin is not None and not ctx.verify:
+            pinned = _pinned(a, ctx, a.pin, wanted)
+            if pinned is not None:
+                return pinned
+        assert a.index is not None  # the schema requires it unless absent
         index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         if a.pin is not None and digest != a.pin:
             raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
-        wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
         with (
             files.directory_if_any(a.path) as dir_fd,
             files.looked_at(dir_fd, a.path) as (fd, st),
@@ -105,24 +126,72 @@ class ExtractKind:
                 elif replace is not None:
                     content = "replaced"
             fields: dict[str, object] = {"index": digest, "target": _target_fields(st)}
-            seeds: list[Seed] = []
+            seeds: tuple[Seed, ...] = ()
             notes: list[str] = []
             if content in ("absent", "differs", "outdated", "replaced"):
-                seeds, seed_facts, notes = open_task_seeds(ctx, a.seeds, index)
-                fields["seeds"] = seed_facts
-                if plan is None or seeds:  # the plan without seeds was only the in-place check
-                    plan = plan_extract(
-                        index,
-                        a.path,
-                        seeds=seeds,
-                        in_place=in_place,
-                        concurrency=ctx.concurrency,
-                        target_fd=fd,
-                    )
+                found = self._seeds(a, ctx, index, st, None if in_place else fd)
+                fields["seeds"] = found.facts
+                notes = found.notes
+                if plan is None or found.seeds:  # the plan without seeds was the in-place check
+                    plan, seeds = self._sourced(a, ctx, index, found, in_place, fd, notes)
         seen = _Seen(
-            index, st, content, replace, right, holds, wanted, tuple(seeds), plan, tuple(notes)
+            index,
+            digest,
+            st,
+            content,
+            replace,
+            right,
+            holds,
+            wanted,
+            seeds,
+            plan,
+            tuple(notes),
         )
         return Facts(fields, seen)
+
+    def _seeds(
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        index: Index,
+        st: os.stat_result | None,
+        fd: int | None,
+    ) -> seeding.TaskSeeds:
+        """The task's seeds: the target (open as ``fd``; None when it is not to be one),
+        then the declared ones."""
+        looked = None
+        if fd is not None and st is not None and _is_file(st):
+            looked = seeding.LookedAt(fd, st, seeding.matching_record(ctx, a.path, fd, st))
+        return seeding.task_seeds(ctx, a, index, st, looked)
+
+    def _sourced(
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        index: Index,
+        found: seeding.TaskSeeds,
+        in_place: bool,
+        fd: int | None,
+        notes: list[str],
+    ) -> tuple[AssemblyPlan, tuple[Seed, ...]]:
+        """The assembler's plan with the seed chunks it takes read as apply reads them
+        (the task's ``invalid_seeds`` policy applied, a note for each seed it dropped or
+        chunked again) and the seeds it settled on: apply starts from them."""
+        policy = InvalidSeeds(a.invalid_seeds)
+        checked = plan_with_valid_seeds(
+            index,
+            a.path,
+            seeds=found.seeds,
+            invalid_seeds=policy,
+            trusted=found.believed,
+            in_place=in_place,
+            concurrency=ctx.concurrency,
+            progress=ctx.progress,
+            target_fd=fd,
+        )
+        notes += [_seed_note(file, e, policy) for file, e in checked.problems]
+        seeds = seeding.named(checked.seeds, a.path)
+        return dataclasses.replace(checked.plan, seeds=seeds), seeds
 
     def _content(
         self,
@@ -167,14 +236,17 @@ class ExtractKind:
 
     def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
         a: ExtractAction = task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            return absent.plan(task, facts, a.path)
         seen: _Seen = facts.data
         target = str(a.path)
         changes = seen.wanted.changes(seen.st)
-        diff = _diff(target, seen, changes)
+        if seen.plan is None and not changes:
+            why = "converged (recorded)" if seen.content == "recorded" else "converged"
+            return Action(task, Verb.NOOP, why, target, facts, detail=seen)
+        assert seen.index is not None  # only a converged file is planned without it
+        diff = _diff(target, seen, seen.index, changes)
         if seen.plan is None:
-            if not changes:
-                why = "converged (recorded)" if seen.content == "recorded" else "converged"
-                return Action(task, Verb.NOOP, why, target, facts, detail=seen)
             reason = ", ".join(f"{k} {now} -> {want}" for k, now, want in changes)
             return Action(task, Verb.UPDATE, reason, target, facts, diff=diff, detail=seen)
         travel = self._travel(a, ctx, seen.plan)
@@ -227,8 +299,14 @@ class ExtractKind:
 
     def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
         a: ExtractAction = action.task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            if action.verb.changes:
+                absent.remove(a.path, action.detail)
+            ctx.state.forget_file(a.path)
+            status = Status.CHANGED if action.verb.changes else Status.OK
+            return TaskResult(action.task, status, action.reason)
         seen: _Seen = action.detail
-        digest = seen.index.file_digest()
+        digest = seen.digest
         if not action.verb.changes:
             if seen.content != "recorded" and _is_file(seen.st):
                 with (
@@ -236,20 +314,20 @@ class ExtractKind:
                     files.planned(dir_fd, a.path.name, seen.st) as fd,
                 ):
                     if fd is not None:  # else it changed since: the next run looks again
-                        ctx.state.put_file_record(a.path, digest, fd)
+                        _record(ctx, a, seen, fd)
             return TaskResult(action.task, Status.OK, action.reason)
         if seen.plan is None:
-            self._set_attributes(a, ctx, seen, digest)
+            self._set_attributes(a, ctx, seen)
             return TaskResult(action.task, Status.CHANGED, action.reason)
         stats = self._extract(a, ctx, seen, digest, progress)
         msg = (
-            f"extracted ({action.reason}):"
+            f"extracted, {action.reason}:"
             f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
-            f" {human_bytes(seen.plan.by_source()[Source.SEED].bytes)} from seeds"
+            f" {human_bytes(_from_seeds(stats))} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
 
-    def _set_attributes(self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str) -> None:
+    def _set_attributes(self, a: ExtractAction, ctx: Context, seen: _Seen) -> None:
         """Only attributes differ: set them on the target opened as it was planned on."""
         with (
             files.directory_of(a.path) as dir_fd,
@@ -259,20 +337,27 @@ class ExtractKind:
                 raise DesyncError(f"{a.path} changed since it was looked at; run again")
             seen.wanted.set(fd, a.path)  # refused if no longer ours: run again
             if _is_file(seen.st):
-                ctx.state.put_file_record(a.path, digest, fd)
+                _record(ctx, a, seen, fd)
 
     def _extract(
         self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str, progress: Progress
     ) -> dict[str, object]:
+        assert seen.index is not None
+        index = seen.index
         stats: dict[str, object] = {}
         in_place = a.in_place and seen.replace is None
-        with files.directory_of(a.path, create=True) as dir_fd:
+        with (
+            files.directory_of(a.path, create=True) as dir_fd,
+            contextlib.ExitStack() as stack,
+        ):
             if a.backup and _is_file(seen.st):
                 stats["backup"] = str(files.backup(dir_fd, a.path, copy=in_place))
             wanted = seen.wanted
+            seeds = list(seen.seeds)
             if not in_place:
-                with files.planned(dir_fd, a.path.name, seen.st) as fd:
-                    wanted = wanted.for_new_file(None if fd is None else os.fstat(fd))
+                old = stack.enter_context(files.planned(dir_fd, a.path.name, seen.st))
+                wanted = wanted.for_new_file(None if old is None else os.fstat(old))
+                seeds = seeding.through(seeds, a.path, old)
             elif seen.st is None:  # made here: as a new file
                 wanted = wanted.for_new_file(None)
             marked: list[FileRecord | None] = []
@@ -283,11 +368,12 @@ class ExtractKind:
                 marked.append(ctx.state.mark_file(fd, digest))
 
             result = extract(
-                seen.index,
+                index,
                 a.path,
-                ctx.resolver.route(a.stores, seen.index.digest),
-                seeds=seen.seeds,
+                ctx.resolver.route(a.stores, index.digest),
+                seeds=seeds,
                 in_place=in_place,
+                invalid_seeds=InvalidSeeds(a.invalid_seeds),
                 concurrency=ctx.concurrency,
                 progress=progress,
                 mode=0o600 if wanted.mode is None else wanted.mode,
@@ -296,8 +382,50 @@ class ExtractKind:
             )
         if _is_file(result.written):
             ctx.state.name_file(a.path, result.written, digest, marked[-1])
+            ctx.state.keep_index(a.path, index)
         stats.update((k, v) for k, v in result.stats().items() if k != "plan")
         return stats
+
+
+def _pinned(a: ExtractAction, ctx: Context, pin: str, wanted: files.Wanted) -> Facts | None:
+    """Converged without reading the index: the target's matching record names the
+    pinned digest and its attributes are as wanted (None: look the usual way)."""
+    with (
+        files.directory_if_any(a.path) as dir_fd,
+        files.looked_at(dir_fd, a.path) as (fd, st),
+    ):
+        if fd is None or st is None or not _is_file(st) or wanted.changes(st):
+            return None
+        record = seeding.matching_record(ctx, a.path, fd, st)
+        if record is None or record.index_digest != pin:
+            return None
+    fields = {"index": pin, "target": _target_fields(st)}
+    seen = _Seen(None, pin, st, "recorded", None, 0, None, wanted, (), None, ())
+    return Facts(fields, seen)
+
+
+def _record(ctx: Context, a: ExtractAction, seen: _Seen, fd: int) -> None:
+    """Record the target (open as ``fd``) as holding the planned index, and keep a
+    copy of that index: the target is then a seed of the next version as it is."""
+    ctx.state.put_file_record(a.path, seen.digest, fd)
+    if seen.index is not None:
+        ctx.state.keep_index(a.path, seen.index)
+
+
+def _seed_note(file: Path, problem: SeedInvalid, policy: InvalidSeeds) -> str:
+    """One sentence for a seed the plan found not holding what its index says."""
+    done = "chunked again" if policy is InvalidSeeds.REGENERATE else "left out"
+    return (
+        f"seed {file} does not hold what its index {problem.label} says,"
+        f" so it is {done}: {problem.why}"
+    )
+
+
+def _from_seeds(stats: dict[str, object]) -> int:
+    """Bytes apply took from seeds, copied or cloned."""
+    copied, cloned = stats["bytes-copied-from-seeds"], stats["bytes-cloned-from-seeds"]
+    assert isinstance(copied, int) and isinstance(cloned, int)
+    return copied + cloned
 
 
 def _is_file(st: os.stat_result | None) -> bool:
@@ -321,8 +449,8 @@ def _amount(tally: object) -> Amount:
     return Amount(tally.chunks, tally.bytes)  # type: ignore[attr-defined]
 
 
-def _diff(target: str, seen: _Seen, changes: list[tuple[str, str, str]]) -> Diff:
-    digest = seen.index.file_digest()
+def _diff(target: str, seen: _Seen, index: Index, changes: list[tuple[str, str, str]]) -> Diff:
+    digest = seen.digest
     before = files.attributes(seen.st)
     after = dict(before)
     for key, _, want in changes:
@@ -334,9 +462,9 @@ def _diff(target: str, seen: _Seen, changes: list[tuple[str, str, str]]) -> Diff
         before["content"] = f"index {seen.holds}"
         after["content"] = f"index {digest}"
     elif seen.content == "differs":
-        before["content"] = f"{seen.in_place} of {len(seen.index)} chunks of {digest}"
+        before["content"] = f"{seen.in_place} of {len(index)} chunks of {digest}"
         after["content"] = f"index {digest}"
     if seen.st is not None:
         before["size"] = str(seen.st.st_size)
-    after["size"] = str(seen.index.length)
+    after["size"] = str(index.length)
     return Diff(target, before, after)

@@ -1,4 +1,4 @@
-"""Where fetched chunks come from, and the seeds an extract task names.
+"""Where fetched chunks come from.
 
 ``fetch_amounts`` asks the task's composed stores themselves, the objects
 apply reads through (``Resolver.stack``), where each distinct chunk that must
@@ -7,27 +7,20 @@ active member, names in order) and adds them up per store: the plan's "bytes
 from each cache and each store", with the bytes each store holds them in (what
 a read transfers) where the store says so cheaply, else estimated as the plain
 bytes. A failover group whose active member fails while this asks moves to the
-next member here already, and stays there for the apply. ``open_task_seeds``
-turns a task's seeds into the assembler's seeds, leaving out (with a note) the
-ones that do not exist yet, as on a machine's first install.
+next member here already, and stays there for the apply. The seeds of an
+extract task are ``seeding.py``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from desync_decl.assemble.seeds import Seed, SeedSpec
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.manifest import Seed as ManifestSeed
-from desync_decl.manifest.convert import is_url
-from desync_decl.ops.seeding import open_seeds
 from desync_decl.parallel import ordered_map
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import file_facts
 from desync_decl.reconcile.model import Amount, StoreAmount, chunks, human_bytes
 from desync_decl.stores.compose import Location, NotLocated, locate
 from desync_decl.stores.tally import current, observing
@@ -136,34 +129,3 @@ class _Sum:
         self.bytes += size
         self.stored += size if stored is None else stored
         self.estimated |= stored is None
-
-
-def open_task_seeds(
-    ctx: Context, seeds: Sequence[ManifestSeed], target: Index
-) -> tuple[list[Seed], list[dict[str, object]], list[str]]:
-    """The seeds that exist, their facts, and a note for each one left out."""
-    opened: list[Seed] = []
-    facts: list[dict[str, object]] = []
-    notes: list[str] = []
-    for seed in seeds:
-        identity = file_facts(ctx, seed.file)
-        if identity.get("exists") is False:
-            notes.append(f"seed {seed.file}: no such file, not used")
-            continue
-        found = ctx.find_index(seed.index)
-        if found is None:
-            notes.append(f"seed {seed.file}: no index {seed.index}, not used")
-            continue
-        index, producer = found
-        if producer is None and not is_url(seed.index):
-            (one,) = open_seeds([SeedSpec(seed.file, Path(seed.index))], target)
-        else:  # written by an earlier task, or in an index store
-            if index.digest is not target.digest:
-                raise DesyncError(
-                    f"seed index {seed.index} uses {index.digest.value} chunk ids, the index"
-                    f" being extracted {target.digest.value}: no chunk could ever match"
-                )
-            one = Seed(seed.file, index, seed.index)
-        opened.append(one)
-        facts.append({"file": identity, "index": index.file_digest()})
-    return opened, facts, notes

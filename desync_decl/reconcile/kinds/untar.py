@@ -34,7 +34,7 @@ from desync_decl.manifest import Task, UntarAction
 from desync_decl.ops.untar import untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds import listing
+from desync_decl.reconcile.kinds import absent, listing
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import (
@@ -72,7 +72,8 @@ class _Listed:
 
 @dataclass(frozen=True)
 class _Seen:
-    index: Index
+    index: Index | None  # None: converged by its record and the pin, the index not read
+    digest: str  # of the index
     tree: str | None  # the target's fingerprint now; None if absent
     content: str  # "absent", "recorded", "converged", "outdated" or "differs"
     holds: str | None = None  # "outdated": the digest of the index the tree came from
@@ -92,6 +93,8 @@ class UntarKind:
 
     def resources(self, task: Task, resolver: Resolver) -> Resources:
         a: UntarAction = task.action  # type: ignore[assignment]
+        if a.index is None:  # state absent
+            return Resources(writes=frozenset({location_key(str(a.path))}))
         reads = {location_key(a.index)} | store_keys(resolver, a.stores)
         reads |= {location_key(str(s)) for s in a.seeds}
         return Resources(
@@ -103,23 +106,43 @@ class UntarKind:
 
     def observe(self, task: Task, ctx: Context) -> Facts:
         a: UntarAction = task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            return absent.look(a.path, keeps="directory")
+        record, tree = None, None
+        if a.pin is not None and not ctx.verify:  # converged by its record: no index read
+            tree = _target(a.path)
+            record = self._matching(a, ctx, tree)
+            if record is not None and record.get("index") == a.pin:
+                fields = {"index": a.pin, "target": tree}
+                return Facts(fields, _Seen(None, a.pin, tree, "recorded"))
+        assert a.index is not None  # the schema requires it unless absent
         index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         if a.pin is not None and digest != a.pin:
             raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
         if not index.flags & ff.WITH_MASK:
             raise DesyncError(f"{a.index} indexes a blob, not a directory archive (.caidx)")
-        tree = _target(a.path)
-        fields: dict[str, object] = {"index": digest, "target": tree or {"exists": False}}
+        if record is None:
+            tree = _target(a.path)
+            record = self._matching(a, ctx, tree)
+        fields = {"index": digest, "target": tree or {"exists": False}}
         content, holds = "absent", None
-        if tree is not None and not ctx.verify:
-            record = ctx.state.get(_key(a))
-            if record and record.get("tree") == tree and record.get("options") == _options(a):
-                if record.get("index") == digest:
-                    return Facts(fields, _Seen(index, tree, "recorded"))
-                content, holds = "outdated", str(record.get("index"))
+        if record is not None:
+            if record.get("index") == digest:
+                return Facts(fields, _Seen(index, digest, tree, "recorded"))
+            content, holds = "outdated", str(record.get("index"))
         seeds, fields["seeds"], notes = _seeds(a)  # read only when the tree may change
         return Facts(fields, self._look(a, ctx, index, tree, content, holds, seeds, notes))
+
+    def _matching(self, a: UntarAction, ctx: Context, tree: str | None) -> dict | None:
+        """The tree's record if it still describes the tree as it is (never under
+        --verify, never for an absent tree)."""
+        if tree is None or ctx.verify:
+            return None
+        record = ctx.state.get(_key(a))
+        if record and record.get("tree") == tree and record.get("options") == _options(a):
+            return record
+        return None
 
     def _look(
         self,
@@ -133,6 +156,7 @@ class UntarKind:
         notes: list[str],
     ) -> _Seen:
         """Read the tree (and the seeds) against the archive."""
+        digest = index.file_digest()
 
         def ids(root: Path) -> Index:
             return tree_index(
@@ -141,7 +165,7 @@ class UntarKind:
 
         have = ids(a.path) if tree is not None else None
         if have is not None and have.encode() == index.encode():
-            return _Seen(index, tree, "converged", seeds=seeds, notes=tuple(notes))
+            return _Seen(index, digest, tree, "converged", seeds=seeds, notes=tuple(notes))
         if tree is not None and content == "absent":
             content = "differs"
         roots = ([a.path] if have is not None else []) + list(seeds)
@@ -161,7 +185,18 @@ class UntarKind:
         elif content != "absent":
             notes.append("entries are counted with --verify (the archive must be fetched)")
         return _Seen(
-            index, tree, content, holds, right, travel, listed, local, spool, seeds, tuple(notes)
+            index,
+            digest,
+            tree,
+            content,
+            holds,
+            right,
+            travel,
+            listed,
+            local,
+            spool,
+            seeds,
+            tuple(notes),
         )
 
     def _travel(
@@ -222,13 +257,15 @@ class UntarKind:
 
     def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
         a: UntarAction = task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            return absent.plan(task, facts, a.path)
         seen: _Seen = facts.data
         target = str(a.path)
         if seen.content in ("recorded", "converged"):
             why = "converged (recorded)" if seen.content == "recorded" else "converged"
             return Action(task, Verb.NOOP, why, target, facts, notes=seen.notes, detail=seen)
         travel = seen.travel
-        assert travel is not None
+        assert travel is not None and seen.index is not None
         refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
@@ -248,7 +285,7 @@ class UntarKind:
             target,
             facts,
             travel,
-            diff=_diff(target, seen),
+            diff=_diff(target, seen, seen.index),
             effects=Effects(files={target: seen.index}),
             notes=seen.notes,
             detail=seen,
@@ -256,13 +293,20 @@ class UntarKind:
 
     def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
         a: UntarAction = action.task.action  # type: ignore[assignment]
+        if a.state == "absent":
+            if action.verb.changes:
+                absent.remove(a.path, action.detail)
+            ctx.state.drop(_key(a))
+            status = Status.CHANGED if action.verb.changes else Status.OK
+            return TaskResult(action.task, status, action.reason)
         seen: _Seen = action.detail
-        digest = seen.index.file_digest()
+        digest = seen.digest
         if not action.verb.changes:
             if seen.content != "recorded":
                 ctx.state.put(_key(a), _record(a, digest, seen.tree))
             return TaskResult(action.task, Status.OK, action.reason)
         index = seen.index
+        assert index is not None
         route = ctx.resolver.route(a.stores, index.digest)
         with contextlib.ExitStack() as stack:
             local = list(seen.local)
@@ -300,7 +344,7 @@ class UntarKind:
         ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred ({action.reason}):"
+            f"untarred, {action.reason}:"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
             f" {human_bytes(int(stats['bytes-in-place']))} in place,"
             f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
@@ -381,8 +425,8 @@ def _with_entries(travel: Travel, changes: listing.Changes) -> Travel:
     return dataclasses.replace(travel, entries=changes.to_json())
 
 
-def _diff(target: str, seen: _Seen) -> Diff:
-    digest = seen.index.file_digest()
+def _diff(target: str, seen: _Seen, index: Index) -> Diff:
+    digest = seen.digest
     if seen.listed is not None:
         listed = seen.listed
         before, after = listing.diff_sides(listed.changes, listed.archive, listed.tree)
@@ -390,6 +434,6 @@ def _diff(target: str, seen: _Seen) -> Diff:
     before = {
         "absent": "absent",
         "outdated": f"index {seen.holds}",
-        "differs": f"{seen.right} of {len(seen.index)} chunks of {digest}",
+        "differs": f"{seen.right} of {len(index)} chunks of {digest}",
     }[seen.content]
     return Diff(target, {"content": before}, {"content": f"index {digest}"})

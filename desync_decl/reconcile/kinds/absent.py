@@ -1,0 +1,86 @@
+"""``state: absent`` for ``extract`` and ``untar``: what stands at the path goes, and its record.
+
+``look`` sees what the path holds without following a symlink planted there:
+its directory is opened walking from ``/`` (``files.directory_if_any``) and the
+name is looked at in it (``lstat``). ``plan`` is a delete with a diff, or "absent"
+when nothing is there. ``remove`` deletes relative to that directory's fd: a
+directory with everything in it (``trees.remove``: each level opened relative to
+its parent, never through a symlink), a symlink standing at the path itself and
+never what it points to. What is removed must still be what was planned on (same
+device and inode), else the run stops and the next one looks again.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from desync_decl.errors import DesyncError
+from desync_decl.manifest import Task
+from desync_decl.reconcile import files
+from desync_decl.reconcile.kinds.trees import remove as remove_below
+from desync_decl.reconcile.model import Action, Diff, Facts, Verb
+
+
+def look(path: Path, *, keeps: str) -> Facts:
+    """What stands at ``path`` now (its ``lstat``, None when nothing does); an error
+    when it is something the task does not manage (``keeps``: "file" or "directory")."""
+    st = None
+    with files.directory_if_any(path) as dir_fd:
+        if dir_fd is not None:
+            try:
+                st = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise DesyncError(f"cannot look at {path}: {e.strerror}") from None
+    if st is not None and _what(st) not in (keeps, "symlink"):
+        raise DesyncError(f"cannot remove {path}: it is a {_what(st)}, not a {keeps}")
+    fields: dict[str, object] = {"state": "absent", "target": _fields(st)}
+    return Facts(fields, st)
+
+
+def plan(task: Task, facts: Facts, path: Path) -> Action:
+    """Delete what ``look`` found, or nothing when the path is absent already."""
+    st: os.stat_result | None = facts.data
+    target = str(path)
+    if st is None:
+        return Action(task, Verb.NOOP, "absent", target, facts, detail=st)
+    what = _what(st)
+    before = {"content": what, **files.attributes(st)}
+    if stat.S_ISREG(st.st_mode):
+        before["size"] = str(st.st_size)
+    diff = Diff(target, before, {"content": "absent"})
+    reason = f"state absent: the {what} is removed"
+    return Action(task, Verb.DELETE, reason, target, facts, diff=diff, detail=st)
+
+
+def remove(path: Path, st: os.stat_result) -> None:
+    """Delete what stands at ``path`` if it is still the entry ``st`` describes."""
+    with files.directory_if_any(path) as dir_fd:
+        if dir_fd is None:
+            return  # gone already, with its directory: what the task wants
+        try:
+            now = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise DesyncError(f"{path} changed since it was looked at; run again")
+        remove_below(dir_fd, str(path.parent), os.fsencode(path.name))
+
+
+def _what(st: os.stat_result) -> str:
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISDIR(st.st_mode):
+        return "directory"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "special file"
+
+
+def _fields(st: os.stat_result | None) -> dict[str, object]:
+    if st is None:
+        return {"exists": False}
+    return {"mode": st.st_mode, "ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
