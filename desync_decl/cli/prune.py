@@ -8,7 +8,8 @@ import sys
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
-from desync_decl.ops.prune import keep_set, prune
+from desync_decl.formats.digest import ChunkID
+from desync_decl.ops.prune import DEFAULT_MIN_AGE, keep_set, prune
 from desync_decl.stores.base import PruneStore
 
 
@@ -17,6 +18,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks are kept")
     common.add_store_args(p, required=True, many=False)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--min-age",
+        type=common.parse_duration,
+        default=DEFAULT_MIN_AGE,
+        metavar="DURATION",
+        help="keep chunks the store modified less than this long ago, referenced or not:"
+        " another machine may be publishing an index that uses them (default 1h;"
+        " 0 deletes them too, as desync does)",
+    )
     p.set_defaults(func=run)
 
 
@@ -28,7 +38,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
     keep = keep_set(indexes)
     if not args.yes and not _confirm(console, store, len(keep)):
         return 0
-    result = prune(store, keep)
+
+    def reread() -> set[ChunkID]:
+        """The indexes again, under the store's lock: one republished meanwhile counts."""
+        return keep_set(common.read_index(args, name) for name in args.indexes if name != "-")
+
+    result = prune(store, keep, min_age=args.min_age, reread=reread)
     console.print(f"kept {result.kept} chunks, removed {result.removed} files from {store}")
     return 0
 

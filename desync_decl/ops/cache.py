@@ -14,6 +14,7 @@ from desync_decl.formats.digest import ChunkID
 from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store, WriteStore
+from desync_decl.stores.store_lock import hold_shared
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ def fill_cache(
         finally:
             progress.advance(1)
 
+    if wanted:  # held until the target is closed: a prune elsewhere waits (store_lock)
+        hold_shared(target, "cache")
     progress.start("cache", len(wanted))
     copied = sum(ordered_map(copy, wanted, workers=concurrency))
     progress.finish()

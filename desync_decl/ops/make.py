@@ -23,6 +23,7 @@ from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
+from desync_decl.stores.store_lock import hold_shared
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,14 @@ class ChunkStorer:
     """Writes each chunk a store lacks exactly once, from any number of threads.
 
     Remembers what this run already handled, so a chunk repeated in the input
-    costs one ``has_chunk`` at most (desync's chunk-storing helper).
+    costs one ``has_chunk`` at most (desync's chunk-storing helper). Before the
+    first ``has_chunk`` it takes the store's shared lock for ``command``, held
+    until the store is closed (after the index is published): a prune elsewhere
+    cannot delete a chunk this run found present or uploaded (``store_lock``).
     """
 
-    def __init__(self, store: WriteStore) -> None:
-        self.store = store
+    def __init__(self, store: WriteStore, command: str) -> None:
+        self.store, self.command = store, command
         self._seen: set[ChunkID] = set()
         self._lock = threading.Lock()
         self.stored = 0
@@ -53,6 +57,7 @@ class ChunkStorer:
             if chunk.id in self._seen:
                 return
             self._seen.add(chunk.id)
+        hold_shared(self.store, self.command)  # once per store; a no-op after the first
         if self.store.has_chunk(chunk.id):
             return
         self.store.store_chunk(chunk)
@@ -78,7 +83,7 @@ def make(
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
     SHA pass, about 1 s/GiB of CPU, so only when asked)."""
-    storer = ChunkStorer(store) if store is not None else None
+    storer = ChunkStorer(store, "make") if store is not None else None
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
         data = item[1]
