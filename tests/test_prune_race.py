@@ -20,14 +20,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -37,9 +33,8 @@ from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.ops.make import make
-from desync_decl.stores.base import Store
 from desync_decl.stores.location import open_store
-from tests.prune_ages import A_DAY, backdate
+from tests.prune_sites import Site, random_bytes, site_fixture  # noqa: F401  (fixture)
 from tests.servers_cloud import cloud_env, moto_server, s3_bucket  # noqa: F401  (fixtures)
 
 CHUNK_SIZE = "16:64:256"  # KiB, as the manifests say it
@@ -47,57 +42,6 @@ SIZES = ChunkSizes.parse(CHUNK_SIZE)
 OLD_BUILD = 2 << 20  # the old build's bytes, at the start of every new version
 NEW_DATA = 8 << 20  # new bytes after them: the make is uploading these when stopped
 WAIT = 120.0  # the most a step may take before the test gives up (never expected)
-
-
-@dataclass
-class Site:
-    root: Path
-    store: str  # as the manifests name it: a path or an s3+http:// URL
-    bucket: str | None  # the moto bucket, for an S3 store
-
-    def open(self) -> Store:
-        return open_store(self.store)
-
-    def age(self, seconds: float = A_DAY) -> None:
-        """Make everything in the store ``seconds`` older, as time does."""
-        if self.bucket is None:
-            backdate(Path(self.store), seconds)
-            return
-        # moto keeps objects in this process: its LastModified is moved back as a day
-        # passing would (real S3 cannot be told; this is time, not a fault)
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.s3.models import s3_backends
-
-        keys = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[self.bucket].keys
-        for name in list(keys):
-            for key in keys.getlist(name):
-                key.last_modified -= timedelta(seconds=seconds)
-
-    def apply(self, manifest: Path, machine: str) -> subprocess.Popen[str]:
-        """``apply`` as the machine ``machine`` (its own state directory)."""
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-        state = str(self.root / f"state-{machine}")
-        return subprocess.Popen(
-            [sys.executable, "-m", "desync_decl", "apply", str(manifest), "--state-dir", state],
-            cwd=self.root,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-
-@pytest.fixture(params=["local", "s3"])
-def site(request, tmp_path) -> Site:
-    if request.param == "local":
-        return Site(tmp_path, str(tmp_path / "store"), None)
-    bucket = request.getfixturevalue("s3_bucket")
-    endpoint = request.getfixturevalue("moto_server").endpoint
-    return Site(tmp_path, f"s3+{endpoint}/{bucket}/store", bucket)
-
-
-def random_bytes(seed: int, size: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def write_manifest(site: Site, name: str, task: str) -> Path:

@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import ROOT
-from tests.prune_ages import backdate
+from tests.prune_sites import backdate
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())

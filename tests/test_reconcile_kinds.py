@@ -22,7 +22,7 @@ from desync_decl.reconcile import ApplyOptions, apply_manifest, open_context, pl
 from desync_decl.reconcile.kinds import KINDS, register
 from desync_decl.reconcile.model import EntryState, Status, Verb
 from desync_decl.stores.local import LocalStore
-from tests.prune_ages import backdate
+from tests.prune_sites import backdate
 
 SIZES = "1K:4K:16K"
 

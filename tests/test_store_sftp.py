@@ -21,7 +21,7 @@ from desync_decl.stores.base import ChunkMissing, StoreError
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_ssh, store_contract
-from tests.prune_ages import backdate
+from tests.prune_sites import backdate
 from tests.servers_ssh import SshServer
 from tests.store_contract import (
     ID_NEVER_STORED,

@@ -11,7 +11,7 @@ import pytest
 from desync_decl.assemble.plan import null_chunk_id
 from desync_decl.formats import index as fmt
 from desync_decl.formats.digest import Digest
-from tests.prune_ages import backdate
+from tests.prune_sites import backdate
 
 
 @pytest.fixture
