@@ -23,7 +23,6 @@ import pytest
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.location import open_store
-from desync_decl.stores.store_lock import STALE_AFTER, acquire
 from tests.prune_sites import A_DAY, Site, random_bytes, site_fixture  # noqa: F401
 from tests.servers_cloud import cloud_env, moto_server, s3_bucket  # noqa: F401  (fixtures)
 
@@ -38,6 +37,7 @@ sys.stdin.read()
 lock.release()
 """
 FOREIGN_LOCK = "0123456789abcdef0123456789abcdef"
+STALE_AFTER = 30 * 60  # restic's, and store_lock's: a lock not refreshed this long is stale
 
 
 def holding(site: Site, command: str, kind: str) -> subprocess.Popen[str]:
@@ -243,6 +243,8 @@ def test_a_stale_exclusive_lock_does_not_hold_writers_off(site, kept):
 
 
 def test_a_held_lock_is_refreshed_and_released(site):
+    from desync_decl.stores.store_lock import acquire
+
     store = open_store(site.store, create=True)
     try:
         lock = acquire(store, site.store, "make", exclusive=False, refresh_every=0.2)  # type: ignore[arg-type]
