@@ -47,6 +47,7 @@ from desync_decl.reconcile.resolve import Resolver
 class _Seen:
     keep: frozenset[ChunkID]
     delete: frozenset[ChunkID]
+    young: int  # unreferenced chunks younger than the minimum age: they stay
 
 
 class PruneKind:
@@ -77,13 +78,13 @@ class PruneKind:
         store = ctx.resolver.prune_store(a.store, ctx.digest)
         check_ages_known(store, a.min_age)
         cutoff = time.time() - a.min_age
-        listed = {
-            id
-            for id, mtime in store.chunk_ages()
-            if ctx.overlay.chunk(a.store, id) is not False
-            and (a.min_age <= 0 or (mtime is not None and mtime < cutoff))
-        }
-        if a.min_age <= 0:  # chunks earlier tasks of this run add are young
+        listed, young = set(), set()
+        for id, mtime in store.chunk_ages():
+            if ctx.overlay.chunk(a.store, id) is False:
+                continue  # an earlier task of this run deletes it
+            old = a.min_age <= 0 or (mtime is not None and mtime < cutoff)
+            (listed if old else young).add(id)
+        if a.min_age <= 0:  # with a minimum age, chunks earlier tasks add are young
             listed |= ctx.overlay.added(a.store)
         delete = frozenset(listed - keep)
         fields = {
@@ -91,21 +92,26 @@ class PruneKind:
             "keep": {loc: index.file_digest() for loc, index in indexes.items()},
             "delete": _ids_digest(delete),
         }
-        return Facts(fields, _Seen(frozenset(keep), delete))
+        return Facts(fields, _Seen(frozenset(keep), delete, len(young - keep)))
 
     def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
         a: PruneAction = task.action  # type: ignore[assignment]
         seen: _Seen = facts.data
         target = f"store '{a.store}'"
+        kept = f"{len(seen.keep)} kept"
+        if seen.young:
+            kept += f", {seen.young} unreferenced younger than {_duration(a.min_age)} stay"
         if not seen.delete:
-            why = f"every chunk is referenced ({len(seen.keep)} kept)"
+            why = f"every chunk is referenced ({kept})"
+            if seen.young:
+                why = f"no unreferenced chunk is old enough ({kept})"
             return Action(task, Verb.NOOP, why, target, facts, detail=seen)
         ids = tuple(sorted(id.hex() for id in seen.delete))
         deletion = Deletion(a.store, ctx.resolver.location(a.store), ids)
         return Action(
             task,
             Verb.DELETE,
-            f"{chunks(len(ids))} no kept index references ({len(seen.keep)} kept)",
+            f"{chunks(len(ids))} no kept index references ({kept})",
             target,
             facts,
             Travel(delete=deletion),
@@ -148,6 +154,14 @@ def _keep_now(ctx: Context, patterns: tuple[str, ...]) -> set[ChunkID]:
     """The keep set read again (under the store's lock): indexes published since the
     plan count."""
     return keep_set(ctx.read_index(loc)[0] for loc in kept_indexes(ctx, patterns))
+
+
+def _duration(seconds: float) -> str:
+    """1h, 30m, 90s: the minimum age as a manifest would say it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:g}s"
 
 
 def _ids_digest(ids: frozenset[ChunkID]) -> str:
