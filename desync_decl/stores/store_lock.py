@@ -263,8 +263,9 @@ def _conflict(
     if holder is not None and holder.is_this_process():
         return None
     if stale or (holder is not None and holder.is_gone()):
-        if exclusive:
-            space.remove_lock(name)
+        if exclusive:  # cleaning up is a courtesy: failing to is no reason not to prune
+            with contextlib.suppress(StoreError):
+                space.remove_lock(name)
         return None
     if holder is None:
         return f"an unreadable lock object locks/{name}"  # fresh: assume the worst
