@@ -247,7 +247,7 @@ def test_a_held_lock_is_refreshed_and_released(site):
 
     store = open_store(site.store, create=True)
     try:
-        lock = acquire(store, site.store, "make", exclusive=False, refresh_every=0.2)  # type: ignore[arg-type]
+        lock = acquire(store, site.store, "prune", exclusive=True, refresh_every=0.2)  # type: ignore[arg-type]
         taken = dict(store.list_locks())[lock.name]  # type: ignore[attr-defined]
         site.age(60)  # so that a rewrite shows even at S3's one-second resolution
         deadline = time.monotonic() + 30

@@ -322,7 +322,6 @@ def test_make_counts_the_bytes_it_stored_in_the_stores_form(tmp_path, blob, unco
     form = StorageFormat(compressed=not uncompressed)
     store = LocalStore(tmp_path / "s", create=True, format=form)
     result = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store)
-    store.close()  # releases the store lock make holds until then (store_lock)
     files = [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
     assert result.chunks_stored == len(files) == len(result.index.unique_ids())
     assert result.bytes_stored == sum(p.stat().st_size for p in files)

@@ -9,8 +9,9 @@ not see the other machine; a lock object in the store does.
 A lock is an object ``locks/<random id>`` in the store holding who took it
 (host, pid, the process's start time, user, command, exclusive or not, when).
 Writers (make, tar, chop, cache) take a shared lock before they first ask the
-store whether it has a chunk and hold it until the store is closed, after the
-index is published; prune takes an exclusive one before it reads its keep set.
+store whether it has a chunk and hold it until they are done, which for make
+and tar includes publishing the index; prune takes an exclusive one before it
+reads its keep set again and deletes.
 Taking one writes the lock object first and then lists the others, so two
 processes locking at once both see each other and both back off (the
 "re-check after creating" of restic): an exclusive lock is refused while any
@@ -20,10 +21,11 @@ The error names the holder.
 Freshness is judged by the store's own clock, never by the machines': the
 modification time the store reports for a lock against the one it reports for
 the lock just written (no clock skew between hosts counts). A holder rewrites
-its lock every ``REFRESH_EVERY``; one not rewritten for ``STALE_AFTER`` (its
-host died or lost the store) is stale and ignored, and prune deletes it. A lock
-of a process of this host that no longer runs (its pid gone, or reused by a
-process started at another time) is stale at once. Locks of this very process
+its lock every ``REFRESH_EVERY`` (a writer as it writes chunks); one not
+rewritten for ``STALE_AFTER`` (its host died or lost the store) is stale and
+ignored, and prune deletes it. A lock of a process of this host that no longer
+runs (its pid gone, or reused by a process started at another time) is stale at
+once. Locks of this very process
 (another task of the same apply) never conflict with each other.
 """
 
@@ -157,7 +159,10 @@ def _user() -> str:
 
 
 class StoreLock:
-    """A lock taken: rewritten every ``refresh_every`` by a thread until released.
+    """A lock taken, rewritten every ``refresh_every`` until released: by a thread of
+    its own (``threaded``: prune's, whose deleting calls no code of ours), or by
+    ``refresh_if_due``, which a writer calls for every chunk (no thread: a process
+    with another thread may not fork its extraction workers, ``forked.can_fork``).
 
     ``store_now`` is the store's time when the lock was taken (the modification
     time it reported for the new lock object): prune measures chunk ages by it.
@@ -170,24 +175,38 @@ class StoreLock:
         holder: Holder,
         store_now: float,
         refresh_every: float,
+        threaded: bool,
     ) -> None:
         self.space, self.name, self.holder, self.store_now = space, name, holder, store_now
+        self.refresh_every = refresh_every
         self.refresh_error: StoreError | None = None  # the last refresh's failure, if any
+        self._written = time.monotonic()
         self._stop = threading.Event()
-        self._refresher = threading.Thread(
-            target=self._refresh, args=(refresh_every,), name="store-lock", daemon=True
-        )
-        self._refresher.start()
+        self._refresher: threading.Thread | None = None
+        if threaded:
+            self._refresher = threading.Thread(target=self._refresh, name="store-lock", daemon=True)
+            self._refresher.start()
         with _held_mutex:
             _held.add(self)
 
-    def _refresh(self, every: float) -> None:
-        while not self._stop.wait(every):
-            try:
-                self.space.write_lock(self.name, self.holder.encode())
-                self.refresh_error = None
-            except StoreError as e:  # retried at the next interval; stale only after many
-                self.refresh_error = e
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.refresh_every):
+            self.rewrite()
+
+    def refresh_if_due(self) -> None:
+        if time.monotonic() - self._written >= self.refresh_every:
+            self.rewrite()
+
+    def rewrite(self) -> None:
+        """Write the lock object again: its modification time, by which others judge
+        it fresh, is now. A failure is kept and retried at the next refresh: the lock
+        goes stale only after many."""
+        self._written = time.monotonic()
+        try:
+            self.space.write_lock(self.name, self.holder.encode())
+            self.refresh_error = None
+        except StoreError as e:
+            self.refresh_error = e
 
     def release(self) -> None:
         """Stop refreshing and delete the lock object (only in the process that took it:
@@ -199,7 +218,8 @@ class StoreLock:
                 return  # released already
             _held.discard(self)
         self._stop.set()
-        self._refresher.join()
+        if self._refresher is not None:
+            self._refresher.join()
         self.space.remove_lock(self.name)
 
 
@@ -245,7 +265,7 @@ def acquire(
         with contextlib.suppress(StoreError):
             space.remove_lock(name)
         raise
-    return StoreLock(space, name, holder, now, refresh_every)
+    return StoreLock(space, name, holder, now, refresh_every, threaded=exclusive)
 
 
 def _conflict(
@@ -275,19 +295,50 @@ def _conflict(
 
 
 class LockKeeper:
-    """The locks one store object holds: a shared one from the first write until the
-    store is closed, an exclusive one for the duration of a prune."""
+    """The locks one store object holds: a shared one while it is written to, an
+    exclusive one for the duration of a prune.
+
+    The shared lock is taken by the first ``hold_shared`` (a writer's first chunk,
+    before it asks whether the store has it) and held until the outermost
+    ``writing`` scope ends: the operation's own, or one around it that also covers
+    publishing the index (``make`` and ``tar`` do that), or else until the store is
+    closed.
+    """
 
     def __init__(self, space: LockSpace, location: str) -> None:
         self.space, self.location = space, location
         self._shared: StoreLock | None = None
+        self._scopes = 0
         self._mutex = threading.Lock()
 
     def hold_shared(self, command: str) -> None:
-        """Take the shared lock unless this store object holds it already (any thread)."""
+        """Take the shared lock unless this store object holds it already (any thread);
+        refresh it when that is due."""
         with self._mutex:
             if self._shared is None:
                 self._shared = acquire(self.space, self.location, command, exclusive=False)
+            else:
+                self._shared.refresh_if_due()
+
+    def begin_writing(self) -> None:
+        with self._mutex:
+            self._scopes += 1
+
+    def end_writing(self) -> None:
+        """End a scope of writes; the last one to end releases the shared lock."""
+        with self._mutex:
+            self._scopes -= 1
+            ended = self._scopes == 0
+        if ended:
+            self.release()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        self.begin_writing()
+        try:
+            yield
+        finally:
+            self.end_writing()
 
     @contextlib.contextmanager
     def exclusive(self, command: str, **timing: float) -> Iterator[StoreLock]:
@@ -311,9 +362,8 @@ def keeper_of(store: object) -> LockKeeper | None:
     return keeper if isinstance(keeper, LockKeeper) else None
 
 
-def hold_shared(store: object, command: str) -> None:
-    """A writer's shared lock on ``store``, held until the store is closed (nothing
-    for a store that cannot hold locks)."""
+def writing(store: object) -> contextlib.AbstractContextManager[None]:
+    """A scope of writes to ``store`` (None: no store) that ends with its shared lock
+    released: an operation, or an operation and the publishing of its index."""
     keeper = keeper_of(store)
-    if keeper is not None:
-        keeper.hold_shared(command)
+    return keeper.writing() if keeper is not None else contextlib.nullcontext()
