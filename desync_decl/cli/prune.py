@@ -1,4 +1,5 @@
-"""``prune -s STORE INDEX...``: delete chunks no given index references."""
+"""``prune -s STORE INDEX...``: delete chunks no given index references, except those
+younger than ``--min-age``, holding the store's lock (``ops.prune``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
-from desync_decl.ops.prune import DEFAULT_MIN_AGE, keep_set, prune
+from desync_decl.ops.prune import DEFAULT_MIN_AGE, describe_age, keep_set, prune
 from desync_decl.stores.base import PruneStore
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not isinstance(store, PruneStore):
         raise DesyncError(f"store {store} does not support pruning")
     keep = keep_set(indexes)
-    if not args.yes and not _confirm(console, store, len(keep)):
+    if not args.yes and not _confirm(console, store, len(keep), args.min_age):
         return 0
 
     def reread() -> set[ChunkID]:
@@ -48,12 +49,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _confirm(console: Console, store: object, kept: int) -> bool:
+def _confirm(console: Console, store: object, kept: int, min_age: float) -> bool:
     """desync's prompt: y/Y go on, n/N stop; anything else asks again; EOF is an error."""
+    older = f" older than {describe_age(min_age)}" if min_age > 0 else ""
     while True:
         console.out.write(
-            f"{kept} chunks are referenced; every other chunk in {store} will be deleted."
-            " Continue? [y/N]: "
+            f"{kept} chunks are referenced; every other chunk in {store}{older} will be"
+            " deleted. Continue? [y/N]: "
         )
         console.out.flush()
         answer = sys.stdin.readline()

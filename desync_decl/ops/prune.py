@@ -65,6 +65,14 @@ def prune(
         return _prune(store, keep, reread, lock.store_now, min_age)
 
 
+def describe_age(seconds: float) -> str:
+    """1h, 30m, 90s: a minimum age as a manifest or the command line would say it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
 def check_ages_known(store: PruneStore, min_age: float) -> None:
     """Refuse a minimum age the store cannot honour (no modification times)."""
     if min_age > 0 and not getattr(store, "chunk_ages_known", False):

@@ -25,7 +25,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.manifest import PruneAction, Task
 from desync_decl.manifest.convert import is_url
-from desync_decl.ops.prune import check_ages_known, keep_set, prune
+from desync_decl.ops.prune import check_ages_known, describe_age, keep_set, prune
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
@@ -100,7 +100,7 @@ class PruneKind:
         target = f"store '{a.store}'"
         kept = f"{len(seen.keep)} kept"
         if seen.young:
-            kept += f", {seen.young} unreferenced younger than {_duration(a.min_age)} stay"
+            kept += f", {seen.young} unreferenced younger than {describe_age(a.min_age)} stay"
         if not seen.delete:
             why = f"every chunk is referenced ({kept})"
             if seen.young:
@@ -154,14 +154,6 @@ def _keep_now(ctx: Context, patterns: tuple[str, ...]) -> set[ChunkID]:
     """The keep set read again (under the store's lock): indexes published since the
     plan count."""
     return keep_set(ctx.read_index(loc)[0] for loc in kept_indexes(ctx, patterns))
-
-
-def _duration(seconds: float) -> str:
-    """1h, 30m, 90s: the minimum age as a manifest would say it."""
-    for unit, size in (("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size:.0f}{unit}"
-    return f"{seconds:g}s"
 
 
 def _ids_digest(ids: frozenset[ChunkID]) -> str:
