@@ -24,7 +24,14 @@ from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.location import open_store
 from tests.prune_sites import A_DAY, Site, random_bytes, site_fixture  # noqa: F401
-from tests.servers_cloud import cloud_env, moto_server, s3_bucket  # noqa: F401  (fixtures)
+from tests.servers_cloud import (  # noqa: F401  (fixtures)
+    cloud_env,
+    gcs_bucket,
+    gcs_server,
+    moto_server,
+    s3_bucket,
+)
+from tests.servers_ssh import ssh_server, sshd  # noqa: F401  (fixtures)
 
 HOLDER = """\
 import sys
@@ -276,4 +283,39 @@ def test_locks_of_one_apply_do_not_conflict_with_each_other(site, kept):
     assert r.returncode == 0, r.stdout + r.stderr
     v2 = index_format.decode((site.root / "rel" / "v2.caibx").read_bytes()).unique_ids()
     assert present(site, v2 | kept) == v2 | kept
+    assert lock_names(site) == []
+
+
+@pytest.mark.parametrize("backend", ["gcs", "sftp"])
+def test_locks_and_ages_on_gcs_and_sftp(request, tmp_path, backend, stopped_processes):
+    """The same lock objects and modification times on the other listable stores:
+    each side is refused naming the other; fresh chunks stay (GCS ``updated``, SFTP
+    mtime) until ``--min-age 0``."""
+    if backend == "gcs":
+        store = f"gs://{request.getfixturevalue('gcs_bucket')}/store"
+    else:
+        (tmp_path / "store").mkdir()
+        store = request.getfixturevalue("sshd").url("sftp", tmp_path / "store")
+    site = Site(tmp_path, store, None)
+    kept = made(site, "kept", 1)
+    prune = ("prune", "-y", "-s", store, tmp_path / "kept.caibx")
+    pruner = holding(site, "prune", "exclusive")
+    stopped_processes.append(pruner)
+    image = tmp_path / "new.img"
+    image.write_bytes(random_bytes(3, 600_000))
+    r = cli_run(site, "make", "-s", store, tmp_path / "new.caibx", image)
+    assert r.returncode == 1 and "is locked by prune on host " in r.stderr, r.stderr
+    pruner.communicate("")
+    writer = holding(site, "make", "shared")
+    stopped_processes.append(writer)
+    r = cli_run(site, *prune[:2], "--min-age", "0", *prune[2:])
+    assert r.returncode == 1 and "is locked by make on host " in r.stderr, r.stderr
+    writer.communicate("")
+    garbage = made(site, "garbage", 2) - kept
+    r = cli_run(site, *prune)
+    assert r.returncode == 0, r.stderr
+    assert present(site, garbage) == garbage
+    r = cli_run(site, *prune[:2], "--min-age", "0", *prune[2:])
+    assert r.returncode == 0, r.stderr
+    assert present(site, garbage) == set() and present(site, kept) == kept
     assert lock_names(site) == []
