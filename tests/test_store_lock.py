@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -105,14 +106,17 @@ def lock_names(site: Site) -> list[str]:
         store.close()
 
 
-def plant_foreign_lock(site: Site, *, exclusive: bool) -> None:
+def plant_foreign_lock(
+    site: Site, *, exclusive: bool, host: str = "ci-runner-7.example", pid: int = 4242
+) -> None:
     """A lock another machine holds, as its desync-decl writes it."""
     record = {
         "command": "prune" if exclusive else "make",
         "exclusive": exclusive,
-        "host": "ci-runner-7.example",
-        "pid": 4242,
+        "host": host,
+        "pid": pid,
         "started": 1234,
+        "pids": "another-boot-id:4026531836",
         "user": "ci",
         "since": time.time(),
     }
@@ -319,3 +323,18 @@ def test_locks_and_ages_on_gcs_and_sftp(request, tmp_path, backend, stopped_proc
     assert r.returncode == 0, r.stderr
     assert present(site, garbage) == set() and present(site, kept) == kept
     assert lock_names(site) == []
+
+
+def test_a_lock_from_another_container_with_this_host_name_is_not_judged_by_local_pids(site, kept):
+    """Two containers may share a host name (host networking) but not their pids: a
+    lock whose pid is free here is still fresh when it comes from another pid
+    namespace."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    plant_foreign_lock(site, exclusive=False, host=socket.gethostname(), pid=int(dead.stdout))
+    r = cli_run(site, "prune", "-y", "--min-age", "0", "-s", site.store, site.root / "kept.caibx")
+    assert r.returncode == 1 and f"is locked by make on host {socket.gethostname()} " in r.stderr

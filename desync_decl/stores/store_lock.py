@@ -7,7 +7,8 @@ index is published without its chunk. A lock in a local state directory does
 not see the other machine; a lock object in the store does.
 
 A lock is an object ``locks/<random id>`` in the store holding who took it
-(host, pid, the process's start time, user, command, exclusive or not, when).
+(host, pid, the process's start time and pid namespace, user, command,
+exclusive or not, when).
 Writers (make, tar, chop, cache) take a shared lock before they first ask the
 store whether it has a chunk and hold it until they are done, which for make
 and tar includes publishing the index; prune takes an exclusive one before it
@@ -89,6 +90,7 @@ class Holder:
     host: str
     pid: int
     started: int | None  # the process's start time in clock ticks since boot (Linux)
+    pids: str | None  # which pids these are: boot id and pid namespace (Linux)
     user: str
     since: float  # when the lock was taken, by the holder's clock (shown, never compared)
 
@@ -106,6 +108,7 @@ class Holder:
                 host=str(raw["host"]),
                 pid=int(raw["pid"]),
                 started=None if raw.get("started") is None else int(raw["started"]),
+                pids=None if raw.get("pids") is None else str(raw["pids"]),
                 user=str(raw["user"]),
                 since=float(raw["since"]),
             )
@@ -121,12 +124,15 @@ class Holder:
 
     def is_this_process(self) -> bool:
         pid = os.getpid()
-        return (self.host, self.pid, self.started) == (_HOST, pid, _start_ticks(pid))
+        mine = (_HOST, _PIDS, pid, _start_ticks(pid))
+        return (self.host, self.pids, self.pid, self.started) == mine
 
     def is_gone(self) -> bool:
         """A process of this host that no longer runs: its pid is free, or now another
-        process's (started at another time)."""
-        if self.host != _HOST:
+        process's (started at another time). Only where the pid means the same as
+        here: the same host name, boot and pid namespace (two containers may share
+        a host name, not a pid namespace); anywhere else it may be alive."""
+        if self.host != _HOST or self.pids is None or self.pids != _PIDS:
             return False
         try:
             os.kill(self.pid, 0)
@@ -138,7 +144,18 @@ class Holder:
         return self.started is not None and started is not None and started != self.started
 
 
+def _pid_namespace() -> str | None:
+    """This boot's id and this pid namespace's inode: where a pid names one process."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
 _HOST = socket.gethostname()
+_PIDS = _pid_namespace()
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -249,7 +266,7 @@ def acquire(
     """Take a lock on the store at ``location``, or raise ``StoreLocked`` naming the
     holder of a conflicting one (see the module's docstring for the rules)."""
     pid = os.getpid()
-    holder = Holder(command, exclusive, _HOST, pid, _start_ticks(pid), _user(), time.time())
+    holder = Holder(command, exclusive, _HOST, pid, _start_ticks(pid), _PIDS, _user(), time.time())
     name = secrets.token_hex(16)
     space.write_lock(name, holder.encode())
     try:
