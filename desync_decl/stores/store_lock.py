@@ -8,16 +8,14 @@ not see the other machine; a lock object in the store does.
 
 A lock is an object ``locks/<random id>`` in the store holding who took it
 (host, pid, the process's start time and pid namespace, user, command,
-exclusive or not, when).
-Writers (make, tar, chop, cache) take a shared lock before they first ask the
-store whether it has a chunk and hold it until they are done, which for make
-and tar includes publishing the index; prune takes an exclusive one before it
-reads its keep set again and deletes.
-Taking one writes the lock object first and then lists the others, so two
-processes locking at once both see each other and both back off (the
-"re-check after creating" of restic): an exclusive lock is refused while any
-other fresh lock exists, a shared one while a fresh exclusive lock exists.
-The error names the holder.
+exclusive or not, when). Writers (make, tar, chop, cache) take a shared lock
+before they first ask the store whether it has a chunk and hold it until they
+are done, which for make and tar includes publishing the index; prune takes an
+exclusive one before it reads its keep set again and deletes. Taking one writes
+the lock object first and then lists the others, so two processes locking at
+once both see each other and both back off (restic's "re-check after
+creating"): an exclusive lock is refused while any other fresh lock exists, a
+shared one while a fresh exclusive lock exists. The error names the holder.
 
 Freshness is judged by the store's own clock, never by the machines': the
 modification time the store reports for a lock against the one it reports for
@@ -26,8 +24,8 @@ its lock every ``REFRESH_EVERY`` (a writer as it writes chunks); one not
 rewritten for ``STALE_AFTER`` (its host died or lost the store) is stale and
 ignored, and prune deletes it. A lock of a process of this host that no longer
 runs (its pid gone, or reused by a process started at another time) is stale at
-once. Locks of this very process
-(another task of the same apply) never conflict with each other.
+once. Locks of this very process (another task of the same apply) never
+conflict with each other.
 """
 
 from __future__ import annotations
