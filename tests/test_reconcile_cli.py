@@ -13,6 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import ROOT
+from tests.prune_sites import backdate
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
@@ -109,6 +110,7 @@ def test_plan_markdown_is_a_table_with_deletions_folded(cli, site):
     make_index(
         write(site.parent / "x.img", blob(24)), site.parent / "x.caibx", site.parent / "store"
     )
+    backdate(site.parent / "store")  # older than prune's minimum age
     r = cli("plan", *args(site), "--markdown", "--tags", "prune", cwd=site.parent)
     assert r.code == 0, r.err
     lines = r.out.splitlines()
@@ -132,6 +134,7 @@ def test_check_writes_nothing_and_reports_what_would_change(cli, site):
     make_index(
         write(site.parent / "x.img", blob(24)), site.parent / "x.caibx", site.parent / "store"
     )
+    backdate(site.parent / "store")  # older than prune's minimum age
     before = tree(site.parent)
     r = cli("apply", *args(site), "--check", "--diff", "--tags", "all,prune")
     assert r.code == 0, r.err

@@ -22,6 +22,7 @@ from desync_decl.reconcile import ApplyOptions, apply_manifest, open_context, pl
 from desync_decl.reconcile.kinds import KINDS, register
 from desync_decl.reconcile.model import EntryState, Status, Verb
 from desync_decl.stores.local import LocalStore
+from tests.prune_sites import backdate
 
 SIZES = "1K:4K:16K"
 
@@ -438,6 +439,7 @@ def test_prune_lists_what_it_deletes_and_deletes_exactly_that(tmp_path, state):
     gone = make_index(
         write(tmp_path / "b.img", blob(10)), tmp_path / "old.caibx", tmp_path / "store"
     )
+    backdate(tmp_path / "store")  # older than prune's minimum age
     m = one_task(tmp_path, '{name: p, prune: {store: s, keep: ["rel/*.caibx"]}}')
     (entry,) = plan(m, state).entries
     expected = sorted(i.hex() for i in gone.unique_ids() - keep.unique_ids())

@@ -290,6 +290,9 @@ def test_make_extract_and_prune_through_the_registry(registry, cli, tmp_path):
     extracted = cli("extract", "-s", store, index, out)
     assert extracted.code == 0, extracted.err
     assert out.read_bytes() == blob.read_bytes()
-    pruned = cli("prune", "-y", "-s", store, index)
+    # a registry reports no chunk ages: prune needs --min-age 0 (refused otherwise)
+    refused = cli("prune", "-y", "-s", store, index)
+    assert refused.code == 1 and "reports no modification time" in refused.err
+    pruned = cli("prune", "-y", "--min-age", "0", "-s", store, index)
     assert pruned.code == 0, pruned.err
     assert cli("extract", "-s", store, index, tmp_path / "again.bin").code == 0

@@ -21,6 +21,7 @@ from desync_decl.stores.base import ChunkMissing, StoreError
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_ssh, store_contract
+from tests.prune_sites import backdate
 from tests.servers_ssh import SshServer
 from tests.store_contract import (
     ID_NEVER_STORED,
@@ -165,6 +166,7 @@ def test_make_extract_prune_and_info_with_chunks_and_index_on_sftp(sshd, tmp_pat
 
     stray = random_chunks(1, seed=23)[0]
     sftp.open_chunk_store(store, StoreOptions(), Opener()).store_chunk(stray)
+    backdate(tmp_path / "store")  # the server's mtimes: older than prune's minimum age
     pruned = cli("prune", "-y", "-s", store, index_url)
     assert pruned.code == 0, pruned.err
     assert "removed 1 " in pruned.out

@@ -11,6 +11,7 @@ import pytest
 from desync_decl.assemble.plan import null_chunk_id
 from desync_decl.formats import index as fmt
 from desync_decl.formats.digest import Digest
+from tests.prune_sites import backdate
 
 
 @pytest.fixture
@@ -267,6 +268,7 @@ def test_prune_keeps_only_referenced_chunks(cli, tmp_path, blob):
     other.write_bytes(random.Random(9).randbytes(200_000))
     r = cli("make", "-s", tmp_path / "store", "-m", "4:16:64", tmp_path / "other.caibx", other)
     assert r.code == 0
+    backdate(tmp_path / "store")  # older than prune's minimum age
     r = cli("prune", "-y", "-s", tmp_path / "store", tmp_path / "blob.caibx")
     assert r.code == 0, r.err
     left = {p.name[:64] for p in (tmp_path / "store").rglob("*.cacnk")}
@@ -278,6 +280,7 @@ def test_prune_asks_and_stops_on_no(cli, tmp_path, blob):
     before = sorted((tmp_path / "store").rglob("*.cacnk"))
     (tmp_path / "empty.img").write_bytes(b"x")
     cli("make", "-m", "4:16:64", tmp_path / "tiny.caibx", tmp_path / "empty.img")
+    backdate(tmp_path / "store")  # older than prune's minimum age
     r = cli("prune", "-s", tmp_path / "store", tmp_path / "tiny.caibx", stdin=b"maybe\nn\n")
     assert r.code == 0
     assert r.out.count("Continue? [y/N]") == 2

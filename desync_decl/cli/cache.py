@@ -28,7 +28,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise DesyncError("the indexes use different chunk digests")
     ids = set().union(*(i.unique_ids() for i in indexes)) - common.ignored_ids(args)
     source = common.open_stores(args, digest, with_cache=False)
-    target = common.opener(args, digest).chunk_store(args.cache, create=True)
+    # closed when the verb ends: that releases the store lock the copy takes
+    target = common.opened(args, common.opener(args, digest).chunk_store(args.cache, create=True))
     result = fill_cache(
         ids, source, target, concurrency=args.concurrency, progress=console.progress()
     )

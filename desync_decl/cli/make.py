@@ -12,6 +12,7 @@ import json
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.ops.make import make
+from desync_decl.stores.store_lock import writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,16 +36,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
     store = common.open_single_store(args, digest, create=True) if args.store else None
-    result = make(
-        args.file,
-        sizes=sizes,
-        digest=digest,
-        store=store,  # type: ignore[arg-type]
-        concurrency=args.concurrency,
-        blob_digest=args.blob_digest,
-        progress=console.progress(),
-    )
-    common.write_index(args, args.index, result.index, console)
+    with writing(store):  # the index is published under the store's lock (store_lock)
+        result = make(
+            args.file,
+            sizes=sizes,
+            digest=digest,
+            store=store,  # type: ignore[arg-type]
+            concurrency=args.concurrency,
+            blob_digest=args.blob_digest,
+            progress=console.progress(),
+        )
+        common.write_index(args, args.index, result.index, console)
     stats = {
         "chunks": result.chunks_total,
         "unique": len(result.index.unique_ids()),

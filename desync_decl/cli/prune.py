@@ -1,4 +1,5 @@
-"""``prune -s STORE INDEX...``: delete chunks no given index references."""
+"""``prune -s STORE INDEX...``: delete chunks no given index references, except those
+younger than ``--min-age``, holding the store's lock (``ops.prune``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
-from desync_decl.ops.prune import keep_set, prune
+from desync_decl.formats.digest import ChunkID
+from desync_decl.ops.prune import DEFAULT_MIN_AGE, describe_age, keep_set, prune
 from desync_decl.stores.base import PruneStore
 
 
@@ -17,6 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks are kept")
     common.add_store_args(p, required=True, many=False)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--min-age",
+        type=common.parse_duration,
+        default=DEFAULT_MIN_AGE,
+        metavar="DURATION",
+        help="keep chunks the store modified less than this long ago, referenced or not:"
+        " another machine may be publishing an index that uses them (default 1h;"
+        " 0 deletes them too, as desync does)",
+    )
     p.set_defaults(func=run)
 
 
@@ -26,19 +37,25 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not isinstance(store, PruneStore):
         raise DesyncError(f"store {store} does not support pruning")
     keep = keep_set(indexes)
-    if not args.yes and not _confirm(console, store, len(keep)):
+    if not args.yes and not _confirm(console, store, len(keep), args.min_age):
         return 0
-    result = prune(store, keep)
+
+    def reread() -> set[ChunkID]:
+        """The indexes again, under the store's lock: one republished meanwhile counts."""
+        return keep_set(common.read_index(args, name) for name in args.indexes if name != "-")
+
+    result = prune(store, keep, min_age=args.min_age, reread=reread)
     console.print(f"kept {result.kept} chunks, removed {result.removed} files from {store}")
     return 0
 
 
-def _confirm(console: Console, store: object, kept: int) -> bool:
+def _confirm(console: Console, store: object, kept: int, min_age: float) -> bool:
     """desync's prompt: y/Y go on, n/N stop; anything else asks again; EOF is an error."""
+    older = f" older than {describe_age(min_age)}" if min_age > 0 else ""
     while True:
         console.out.write(
-            f"{kept} chunks are referenced; every other chunk in {store} will be deleted."
-            " Continue? [y/N]: "
+            f"{kept} chunks are referenced; every other chunk in {store}{older} will be"
+            " deleted. Continue? [y/N]: "
         )
         console.out.flush()
         answer = sys.stdin.readline()

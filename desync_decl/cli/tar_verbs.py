@@ -22,6 +22,7 @@ from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import untar, untar_to_tar
+from desync_decl.stores.store_lock import writing
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -106,15 +107,16 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
         store = common.open_single_store(args, common.digest_arg(args), create=True)
-        result = tar_index(
-            what,
-            store,  # type: ignore[arg-type]
-            sizes=common.chunk_sizes(args),
-            concurrency=args.concurrency,
-            progress=console.progress(),
-        )
-        assert result.index is not None
-        common.write_index(args, args.output, result.index, console)
+        with writing(store):  # the index is published under the store's lock (store_lock)
+            result = tar_index(
+                what,
+                store,  # type: ignore[arg-type]
+                sizes=common.chunk_sizes(args),
+                concurrency=args.concurrency,
+                progress=console.progress(),
+            )
+            assert result.index is not None
+            common.write_index(args, args.output, result.index, console)
         if args.output != "-":
             console.print(result.index.file_digest())
         return 0

@@ -133,6 +133,7 @@ class CacheAction:
 class PruneAction:
     store: str
     keep: tuple[str, ...]  # index paths or globs (never empty)
+    min_age: float = 3600.0  # seconds: younger chunks stay (another machine may be publishing)
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,10 @@ class _Builder:
         return CacheAction(indexes, tuple(a["stores"]), a["cache"])
 
     def _prune(self, a: dict[str, Any]) -> PruneAction:
-        return PruneAction(a["store"], tuple(self._loc(k) for k in a["keep"]))
+        keep = tuple(self._loc(k) for k in a["keep"])
+        if "min_age" in a:
+            return PruneAction(a["store"], keep, parse_duration(a["min_age"]))
+        return PruneAction(a["store"], keep)
 
     def _verify(self, a: dict[str, Any]) -> VerifyAction:
         return VerifyAction(a["store"], a.get("repair", False))

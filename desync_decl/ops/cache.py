@@ -14,6 +14,7 @@ from desync_decl.formats.digest import ChunkID
 from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store, WriteStore
+from desync_decl.stores.store_lock import keeper_of, writing
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,12 @@ def fill_cache(
     """Copy every chunk of ``ids`` the target lacks (network-bound: ``concurrency`` threads)."""
     wanted = sorted(set(ids))
 
+    locks = keeper_of(target)
+
     def copy(id: ChunkID) -> bool:
         try:
+            if locks is not None:
+                locks.hold_shared("cache")  # taken before the first has_chunk
             if target.has_chunk(id):
                 return False
             target.store_chunk(source.get_chunk(id))
@@ -44,9 +49,10 @@ def fill_cache(
             progress.advance(1)
 
     progress.start("cache", len(wanted))
-    copied = sum(ordered_map(copy, wanted, workers=concurrency))
-    progress.finish()
-    flush = getattr(target, "flush", None)
-    if flush is not None:
-        flush()
+    with writing(target):  # the store lock the copies take ends with them (store_lock)
+        copied = sum(ordered_map(copy, wanted, workers=concurrency))
+        progress.finish()
+        flush = getattr(target, "flush", None)
+        if flush is not None:
+            flush()
     return CacheResult(len(wanted), copied, len(wanted) - copied)

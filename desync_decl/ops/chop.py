@@ -38,7 +38,7 @@ def chop(
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
 ) -> ChopResult:
-    storer = ChunkStorer(store)
+    storer = ChunkStorer(store, "chop")
     digest = index.digest
     path = Path(source)
     with open_source(path) as (reader, size):

@@ -23,6 +23,7 @@ from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
+from desync_decl.stores.store_lock import keeper_of
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,17 @@ class ChunkStorer:
     """Writes each chunk a store lacks exactly once, from any number of threads.
 
     Remembers what this run already handled, so a chunk repeated in the input
-    costs one ``has_chunk`` at most (desync's chunk-storing helper).
+    costs one ``has_chunk`` at most (desync's chunk-storing helper). Before the
+    first ``has_chunk`` it takes the store's shared lock for ``command``, held
+    until ``flush`` or, when the caller opened a ``store_lock.writing`` scope
+    (make and tar do, to publish the index under it), until that ends: a prune
+    elsewhere cannot delete a chunk this run found present or uploaded.
     """
 
-    def __init__(self, store: WriteStore) -> None:
-        self.store = store
+    def __init__(self, store: WriteStore, command: str) -> None:
+        self.store, self.command = store, command
+        self._locks = keeper_of(store)
+        self._writing = False  # this storer's writing scope is open
         self._seen: set[ChunkID] = set()
         self._lock = threading.Lock()
         self.stored = 0
@@ -53,6 +60,11 @@ class ChunkStorer:
             if chunk.id in self._seen:
                 return
             self._seen.add(chunk.id)
+            if self._locks is not None and not self._writing:
+                self._locks.begin_writing()
+                self._writing = True
+        if self._locks is not None:
+            self._locks.hold_shared(self.command)  # taken once, then refreshed when due
         if self.store.has_chunk(chunk.id):
             return
         self.store.store_chunk(chunk)
@@ -61,9 +73,13 @@ class ChunkStorer:
             self.bytes_stored += chunk.held_size()
 
     def flush(self) -> None:
+        """Make the chunks durable and end this storer's writing scope."""
         flush = getattr(self.store, "flush", None)
         if flush is not None:
             flush()
+        if self._locks is not None and self._writing:
+            self._writing = False
+            self._locks.end_writing()
 
 
 def make(
@@ -78,7 +94,7 @@ def make(
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
     SHA pass, about 1 s/GiB of CPU, so only when asked)."""
-    storer = ChunkStorer(store) if store is not None else None
+    storer = ChunkStorer(store, "make") if store is not None else None
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
         data = item[1]

@@ -1,14 +1,34 @@
-"""``prune``: delete every chunk of a store that no given index references."""
+"""``prune``: delete every chunk of a store that no given index references, safely
+while other machines write to it.
+
+Two guards, because a chunk can be lost two ways while another machine
+publishes an index into the store being pruned:
+
+- a chunk uploaded after the keep set was read is not in it: it is younger than
+  ``min_age`` (judged by the store's own modification time) and stays;
+- a chunk the writer found already there (so did not upload) is old: only the
+  store lock protects it. Prune holds the store's exclusive lock
+  (``store_lock``) while it reads its keep set a second time and deletes, and
+  writers hold a shared one from their first chunk until their index is
+  published, so the two never overlap.
+
+A store that reports no modification times (an OCI registry) cannot honour a
+minimum age: prune refuses rather than delete a chunk that might be young.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import PruneStore
+from desync_decl.stores.store_lock import keeper_of
+
+DEFAULT_MIN_AGE = 3600.0  # an hour: longer than any make's upload, shorter than a release cycle
 
 
 @dataclass(frozen=True)
@@ -24,8 +44,53 @@ def keep_set(indexes: Iterable[Index]) -> set[ChunkID]:
     return keep
 
 
-def prune(store: PruneStore, keep: set[ChunkID]) -> PruneResult:
-    """Refuses an empty keep-set: that would delete the whole store."""
+def prune(
+    store: PruneStore,
+    keep: set[ChunkID],
+    *,
+    min_age: float = 0.0,
+    reread: Callable[[], set[ChunkID]] | None = None,
+) -> PruneResult:
+    """Delete the chunks of ``store`` that are neither in ``keep`` nor in ``reread()``
+    (the keep set read again under the lock: indexes published meanwhile count) nor
+    younger than ``min_age`` seconds. Refuses an empty keep set: that would delete
+    the whole store."""
     if not keep:
         raise DesyncError(f"refusing to prune {store}: the indexes reference no chunks")
-    return PruneResult(len(keep), store.prune(keep))
+    check_ages_known(store, min_age)
+    keeper = keeper_of(store)
+    if keeper is None:
+        return _prune(store, keep, reread, time.time(), min_age)
+    with keeper.exclusive("prune") as lock:
+        return _prune(store, keep, reread, lock.store_now, min_age)
+
+
+def describe_age(seconds: float) -> str:
+    """1h, 30m, 90s: a minimum age as a manifest or the command line would say it."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def check_ages_known(store: PruneStore, min_age: float) -> None:
+    """Refuse a minimum age the store cannot honour (no modification times)."""
+    if min_age > 0 and not getattr(store, "chunk_ages_known", False):
+        raise DesyncError(
+            f"cannot prune {store} with a minimum age: it reports no modification time for"
+            " its chunks; a minimum age of 0 deletes young chunks too, so only while"
+            " nothing writes to it"
+        )
+
+
+def _prune(
+    store: PruneStore,
+    keep: set[ChunkID],
+    reread: Callable[[], set[ChunkID]] | None,
+    now: float,
+    min_age: float,
+) -> PruneResult:
+    if reread is not None:
+        keep = keep | reread()
+    older_than = now - min_age if min_age > 0 else None
+    return PruneResult(len(keep), store.prune(keep, older_than=older_than))

@@ -135,7 +135,7 @@ def tar_index(
     """Chunk the catar of ``source`` into ``store``; the result holds its caidx index,
     whose header carries the archive's feature flags (as casync writes them)."""
     digest = Digest.from_flags(source.flags)
-    storer = ChunkStorer(store)
+    storer = ChunkStorer(store, "tar")
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
         data = item[1]

@@ -97,10 +97,17 @@ class WriteStore(Store, Protocol):
 class PruneStore(WriteStore, Protocol):
     def iter_chunk_ids(self) -> Iterator[ChunkID]: ...
 
+    def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
+        """Each chunk's id and the store's own modification time for it (seconds since
+        the epoch, by the store's clock), None where the store reports none (its
+        ``chunk_ages_known`` is False then)."""
+        ...
+
     def remove_chunk(self, id: ChunkID) -> None: ...
 
-    def prune(self, keep: set[ChunkID]) -> int:
-        """Delete every chunk not in ``keep``; returns how many were deleted."""
+    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+        """Delete every chunk not in ``keep`` (with ``older_than``: only those the store
+        last modified before that time); returns how many were deleted."""
         ...
 
 

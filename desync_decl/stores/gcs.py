@@ -125,32 +125,38 @@ class GCSObjects:
                 lambda: blob.delete(timeout=self.options.timeout, retry=None),
             )
 
-    def list_keys(self) -> Iterator[str]:
-        """Page by page, each page request retried on its own."""
+    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
+        """Page by page (each page request retried on its own), with each object's
+        ``updated`` time."""
         token: str | None = None
         while True:
             try:
-                names, token = self._call("cannot list", lambda t=token: self._page(t))
+                entries, token = self._call(
+                    "cannot list", lambda t=token: self._page(self.prefix + under, t)
+                )
             except ObjectMissing:
                 raise self._no_bucket("cannot list") from None
-            for name in names:
-                yield name[len(self.prefix) :]
+            for name, updated in entries:
+                yield name[len(self.prefix) :], updated
             if not token:
                 return
 
     def close(self) -> None:
         self._client.close()
 
-    def _page(self, token: str | None) -> tuple[list[str], str | None]:
+    def _page(
+        self, prefix: str, token: str | None
+    ) -> tuple[list[tuple[str, float | None]], str | None]:
         pages = self._client.list_blobs(
             self._bucket,
-            prefix=self.prefix,
+            prefix=prefix,
             page_token=token,
             timeout=self.options.timeout,
             retry=None,
         )
         page = next(pages.pages)
-        return [blob.name for blob in page], pages.next_page_token
+        entries = [(blob.name, blob.updated and blob.updated.timestamp()) for blob in page]
+        return entries, pages.next_page_token
 
     def _require_bucket(self, what: str) -> None:
         """A 404 says "no such object" and "no such bucket" alike: ask about the

@@ -40,7 +40,9 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
+LOCKS = "locks"  # the directory of lock objects (store_lock); no prefix has 5 letters
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
 STALE_TEMP_SECONDS = 3600  # prune removes older leftovers only, never a write in progress
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -72,6 +74,7 @@ _temp_counter = itertools.count()
 
 class LocalStore:
     fork_safe = True  # plain files only: forked workers may use it (desync_decl.forked)
+    chunk_ages_known = True  # file mtimes
 
     def __init__(
         self,
@@ -95,6 +98,7 @@ class LocalStore:
         cipher_suffix = re.escape(format.cipher.extension) if format.cipher else ""
         self._chunk_name = re.compile(rf"^([0-9a-f]{{64}})(\.cacnk)?{cipher_suffix}$")
         self.skip_verify = skip_verify
+        self.locks = LockKeeper(self, str(self))
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
         if not create and not self.path.exists():
@@ -340,6 +344,11 @@ class LocalStore:
                     os.utime(self._name(id, compressed), dir_fd=directory, follow_symlinks=False)
                     return
 
+    def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
+        """Each chunk file's id and modification time (a chunk in both forms: twice)."""
+        for mtime, _, id in self.usage():
+            yield id, mtime
+
     def usage(self) -> list[tuple[float, int, ChunkID]]:
         """(last use, bytes, id) of every chunk file, for eviction."""
         out = []
@@ -377,9 +386,10 @@ class LocalStore:
                         f"cannot remove chunk {id.hex()} from {self}: {e.strerror}"
                     ) from e
 
-    def prune(self, keep: set[ChunkID]) -> int:
-        """Delete the chunks not in ``keep`` and stale temp files, each prefix directory
-        listed and cleaned through one descriptor (see ``_walk``)."""
+    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+        """Delete the chunks not in ``keep`` (only files modified before ``older_than``
+        when it is given) and stale temp files, each prefix directory listed and
+        cleaned through one descriptor (see ``_walk``)."""
         removed = 0
         stale = time.time() - STALE_TEMP_SECONDS
         for prefix, directory, files in self._walk():
@@ -391,7 +401,9 @@ class LocalStore:
                             and entry.stat(follow_symlinks=False).st_mtime < stale
                         ):
                             os.unlink(entry.name, dir_fd=directory)
-                    elif ChunkID(bytes.fromhex(m.group(1))) not in keep:
+                    elif ChunkID(bytes.fromhex(m.group(1))) not in keep and _modified_before(
+                        entry, older_than
+                    ):
                         os.unlink(entry.name, dir_fd=directory)
                         removed += 1
                 except FileNotFoundError:
@@ -402,8 +414,77 @@ class LocalStore:
                     ) from e
         return removed
 
+    # --- lock objects (store_lock.LockSpace): files in <store>/locks -------------------
+
+    def write_lock(self, name: str, data: bytes) -> None:
+        path = f"{self._root}/{LOCKS}"
+        try:
+            self._make_prefix_dir(path)  # the store root too, for a store's first writer
+            directory = os.open(path, _PREFIX_LISTING_FLAGS)
+            try:
+                self._rename_temp(directory, name, data)
+            finally:
+                os.close(directory)
+        except OSError as e:
+            raise StoreError(f"cannot write lock {name} in {self}: {e.strerror}") from e
+
+    def read_lock(self, name: str) -> bytes | None:
+        try:
+            with self._open_locks() as directory:
+                if directory is None:
+                    return None
+                fd = os.open(name, _READ_FLAGS, dir_fd=directory)
+                try:
+                    return os.read(fd, MAX_LOCK_SIZE + 1)
+                finally:
+                    os.close(fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"cannot read lock {name} in {self}: {e.strerror}") from e
+
+    def list_locks(self) -> list[tuple[str, float]]:
+        try:
+            with self._open_locks() as directory:
+                if directory is None:
+                    return []
+                return [
+                    (entry.name, entry.stat(follow_symlinks=False).st_mtime)
+                    for entry in os.scandir(directory)
+                    if entry.is_file(follow_symlinks=False)
+                ]
+        except OSError as e:
+            raise StoreError(f"cannot list the locks of {self}: {e.strerror}") from e
+
+    def remove_lock(self, name: str) -> None:
+        try:
+            with self._open_locks() as directory:
+                if directory is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=directory)
+        except OSError as e:
+            raise StoreError(f"cannot remove lock {name} from {self}: {e.strerror}") from e
+
+    @contextlib.contextmanager
+    def _open_locks(self) -> Iterator[int | None]:
+        """The locks directory, never opened through a symbolic link; None when missing."""
+        try:
+            directory = os.open(f"{self._root}/{LOCKS}", _PREFIX_LISTING_FLAGS)
+        except FileNotFoundError:
+            directory = None
+        try:
+            yield directory
+        finally:
+            if directory is not None:
+                os.close(directory)
+
     def close(self) -> None:
-        pass
+        self.locks.release()
+
+
+def _modified_before(entry: os.DirEntry, when: float | None) -> bool:
+    """Whether the file was last modified before ``when`` (always, when it is None)."""
+    return when is None or entry.stat(follow_symlinks=False).st_mtime < when
 
 
 def _lies_in_a_directory(path: str) -> bool:

@@ -32,6 +32,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
 
@@ -90,8 +91,10 @@ class ListableObjects(Objects, Protocol):
         """Remove; an absent key is not an error."""
         ...
 
-    def list_keys(self) -> Iterator[str]:
-        """Every key under the base, relative to it."""
+    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
+        """Every key under the base (under ``under`` below it, a folder such as
+        ``locks/``), relative to the base, with the store's modification time of its
+        object (seconds since the epoch; None where the backend reports none)."""
         ...
 
 
@@ -150,27 +153,80 @@ class ObjectChunkStore:
 
 
 class ListableObjectChunkStore(ObjectChunkStore):
-    """A chunk store that can also list, remove and prune (over ``ListableObjects``)."""
+    """A chunk store that can also list, remove and prune (over ``ListableObjects``),
+    and hold lock objects ``locks/<name>`` (``store_lock``)."""
 
     objects: ListableObjects
+    chunk_ages_known = True  # every listing reports modification times (OCI: none)
 
     def __init__(self, objects: ListableObjects, **kwargs: Any) -> None:
         super().__init__(objects, **kwargs)
+        self.locks: LockKeeper | None = LockKeeper(self, str(self))
 
-    def iter_chunk_ids(self) -> Iterator[ChunkID]:
-        for key in self.objects.list_keys():
+    def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
+        """Each chunk's id and the store's modification time of its object."""
+        for key, mtime in self.objects.list_entries():
             m = self._name.match(key)
             if m:
-                yield ChunkID(bytes.fromhex(m.group(2)))
+                yield ChunkID(bytes.fromhex(m.group(2))), mtime
+
+    def iter_chunk_ids(self) -> Iterator[ChunkID]:
+        for id, _ in self.chunk_ages():
+            yield id
 
     def remove_chunk(self, id: ChunkID) -> None:
         self.objects.delete(self.key(id))
 
-    def prune(self, keep: set[ChunkID]) -> int:
-        doomed = [id for id in self.iter_chunk_ids() if id not in keep]
+    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+        """Delete every chunk not in ``keep`` (with ``older_than``, only those the store
+        last modified before it); returns how many were deleted."""
+        doomed = doomed_chunks(self.chunk_ages(), keep, older_than)
         for id in doomed:
             self.remove_chunk(id)
         return len(doomed)
+
+    # --- lock objects (store_lock.LockSpace) ------------------------------------------
+
+    def write_lock(self, name: str, data: bytes) -> None:
+        self.objects.write(LOCKS + name, data)
+
+    def read_lock(self, name: str) -> bytes | None:
+        try:
+            return self.objects.read(LOCKS + name, MAX_LOCK_SIZE)
+        except ObjectMissing:
+            return None
+        except ObjectTooLarge:
+            return b""  # not a lock record of ours: unreadable
+
+    def list_locks(self) -> list[tuple[str, float]]:
+        return [
+            (key[len(LOCKS) :], mtime)
+            for key, mtime in self.objects.list_entries(LOCKS)
+            if mtime is not None and "/" not in key[len(LOCKS) :]
+        ]
+
+    def remove_lock(self, name: str) -> None:
+        self.objects.delete(LOCKS + name)
+
+    def close(self) -> None:
+        if self.locks is not None:
+            self.locks.release()
+        super().close()
+
+
+LOCKS = "locks/"  # where lock objects live, beside the chunks' xxxx/ folders
+
+
+def doomed_chunks(
+    ages: Iterable[tuple[ChunkID, float | None]], keep: set[ChunkID], older_than: float | None
+) -> list[ChunkID]:
+    """The chunks ``prune`` deletes: not kept, and (with ``older_than``) last modified
+    before it; a chunk of unknown age is never old enough."""
+    return [
+        id
+        for id, mtime in ages
+        if id not in keep and (older_than is None or (mtime is not None and mtime < older_than))
+    ]
 
 
 class ObjectIndexStore:

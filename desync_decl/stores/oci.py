@@ -24,11 +24,16 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.objects import ListableObjectChunkStore, ObjectMissing, ObjectTooLarge
+from desync_decl.stores.objects import (
+    ListableObjectChunkStore,
+    ObjectMissing,
+    ObjectTooLarge,
+    doomed_chunks,
+)
 from desync_decl.stores.oci_auth import Credentials, credentials
 from desync_decl.stores.oci_registry import RegistryHttp
 from desync_decl.stores.options import StoreOptions
@@ -74,12 +79,21 @@ def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> Oc
 
 class OciChunkStore(ListableObjectChunkStore):
     """The object chunk store with desync's prune: deletions run ``n`` at a time and
-    only desync chunk manifests count (another artifact under a chunk tag stays)."""
+    only desync chunk manifests count (another artifact under a chunk tag stays).
+
+    A registry reports no time for a tag and has no place for a lock object (a tag
+    holds no ``/``): chunk ages are unknown and no lock is taken, so ``prune`` with
+    a minimum age is refused (``ops.prune``) and writers are not held off."""
 
     objects: RegistryObjects
+    chunk_ages_known = False
 
-    def prune(self, keep: set[ChunkID]) -> int:
-        doomed = [self.key(id) for id in self.iter_chunk_ids() if id not in keep]
+    def __init__(self, objects: RegistryObjects, **kwargs: Any) -> None:
+        super().__init__(objects, **kwargs)
+        self.locks = None
+
+    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+        doomed = [self.key(id) for id in doomed_chunks(self.chunk_ages(), keep, older_than)]
         with ThreadPoolExecutor(max(1, self.objects.options.n)) as pool:
             futures = [pool.submit(self.objects.delete, key) for key in doomed]
             try:
@@ -136,16 +150,17 @@ class RegistryObjects:
         """Delete the manifest tagged ``key`` if it is a desync chunk; True if deleted."""
         return retrying(lambda: self._delete(_tag(key)), self.options)
 
-    def list_keys(self) -> Iterator[str]:
-        """Every tag of the repository as a key ``<tag[:4]>/<tag>``."""
-        url: str | None = f"{self._v2}/tags/list?n={TAG_PAGE}"
+    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
+        """Every tag of the repository as a key ``<tag[:4]>/<tag>`` (no time: the tag
+        list has none); nothing under a folder such as ``locks/``."""
+        url: str | None = None if under else f"{self._v2}/tags/list?n={TAG_PAGE}"
         while url is not None:
             page = retrying(lambda u=url: self._tags(u), self.options)
             if page is None:  # the repository does not exist (yet): no tags
                 return
             tags, url = page
             for tag in tags:
-                yield f"{tag[:4]}/{tag}"
+                yield f"{tag[:4]}/{tag}", None
 
     def close(self) -> None:
         self.http.close()

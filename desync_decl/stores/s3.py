@@ -279,20 +279,22 @@ class S3Objects:
                 lambda: self._client.delete_object(Bucket=self.bucket, Key=self.prefix + key),
             )
 
-    def list_keys(self) -> Iterator[str]:
-        """ListObjectsV2 page by page; each page request is retried on its own."""
+    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
+        """ListObjectsV2 page by page (each page request retried on its own), with
+        each object's LastModified."""
         token: str | None = None
         while True:
             args: dict[str, Any] = {
                 "Bucket": self.bucket,
-                "Prefix": self.prefix,
+                "Prefix": self.prefix + under,
                 "MaxKeys": self.page_size,
             }
             if token:
                 args["ContinuationToken"] = token
             page = self._call("cannot list", lambda a=args: self._client.list_objects_v2(**a))
             for item in page.get("Contents", ()):
-                yield item["Key"][len(self.prefix) :]
+                modified = item.get("LastModified")
+                yield item["Key"][len(self.prefix) :], modified and modified.timestamp()
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return

@@ -303,10 +303,11 @@ class SftpObjects:
         with contextlib.suppress(ObjectMissing):
             self._call("delete", key, lambda sftp: sftp.remove(self._path(key)))
 
-    def list_keys(self) -> Iterator[str]:
+    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
         """Walks the tree one directory listing at a time, each on a session of its
-        own, so a prune deleting between listings never waits for itself (#375)."""
-        todo = [""]
+        own, so a prune deleting between listings never waits for itself (#375);
+        with each file's mtime."""
+        todo = [under.rstrip("/")]
         while todo:
             prefix = todo.pop()
             try:
@@ -320,7 +321,7 @@ class SftpObjects:
                 if stat.S_ISDIR(entry.st_mode or 0):
                     todo.append(key)
                 else:
-                    yield key
+                    yield key, entry.st_mtime
 
     def close(self) -> None:
         for session in self._pool.close():

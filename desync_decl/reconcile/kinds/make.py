@@ -42,6 +42,7 @@ from desync_decl.reconcile.model import (
 )
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.stores.location import Opener
+from desync_decl.stores.store_lock import writing
 
 
 @dataclass(frozen=True)
@@ -164,17 +165,20 @@ class MakeKind:
             if seen is not None and not seen.recorded and seen.record is not None:
                 ctx.state.put(_key(a), seen.record)
             return TaskResult(action.task, Status.OK, action.reason)
-        result = make(
-            a.source,
-            sizes=a.chunk_size,
-            digest=ctx.digest,
-            store=ctx.resolver.write_store(a.store, ctx.digest),
-            concurrency=ctx.concurrency,
-            progress=progress,
-        )
-        if seen is not None and seen.new is not None and result.index.encode() != seen.new.encode():
-            raise DesyncError(f"{a.source} changed while the task ran; run it again")
-        Opener(config=ctx.config).write_index(a.index, result.index, make_dirs=True)
+        store = ctx.resolver.write_store(a.store, ctx.digest)
+        with writing(store):  # the index is published under the store's lock (store_lock)
+            result = make(
+                a.source,
+                sizes=a.chunk_size,
+                digest=ctx.digest,
+                store=store,
+                concurrency=ctx.concurrency,
+                progress=progress,
+            )
+            new = seen.new if seen is not None else None
+            if new is not None and result.index.encode() != new.encode():
+                raise DesyncError(f"{a.source} changed while the task ran; run it again")
+            Opener(config=ctx.config).write_index(a.index, result.index, make_dirs=True)
         # the source as observed before it was read: changed since, it is chunked again
         base = seen.record if seen is not None else None
         if base is None and (raw := stat_fields(a.source)) is not None:

@@ -5,6 +5,11 @@ indexes that reference chunks (an empty keep set is refused: it would empty
 the store), and the plan lists every chunk id it would delete. Under
 ``--check`` nothing is deleted; the facts digest covers the keep set and the
 deletion list, so a saved plan is refused when either changed.
+
+Safe while other machines publish into the store (``ops.prune``): chunks younger
+than ``min_age`` stay (the plan leaves them out, by this host's clock; apply
+judges by the store's), and apply holds the store's exclusive lock while it
+reads the keep list again and deletes.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,7 +25,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.manifest import PruneAction, Task
 from desync_decl.manifest.convert import is_url
-from desync_decl.ops.prune import keep_set, prune
+from desync_decl.ops.prune import check_ages_known, describe_age, keep_set, prune
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
@@ -41,6 +47,7 @@ from desync_decl.reconcile.resolve import Resolver
 class _Seen:
     keep: frozenset[ChunkID]
     delete: frozenset[ChunkID]
+    young: int  # unreferenced chunks younger than the minimum age: they stay
 
 
 class PruneKind:
@@ -69,31 +76,42 @@ class PruneKind:
                 f" (no index with chunks matches {', '.join(a.keep)})"
             )
         store = ctx.resolver.prune_store(a.store, ctx.digest)
-        listed = {
-            id for id in store.iter_chunk_ids() if ctx.overlay.chunk(a.store, id) is not False
-        }
-        listed |= ctx.overlay.added(a.store)
+        check_ages_known(store, a.min_age)
+        cutoff = time.time() - a.min_age
+        listed, young = set(), set()
+        for id, mtime in store.chunk_ages():
+            if ctx.overlay.chunk(a.store, id) is False:
+                continue  # an earlier task of this run deletes it
+            old = a.min_age <= 0 or (mtime is not None and mtime < cutoff)
+            (listed if old else young).add(id)
+        if a.min_age <= 0:  # with a minimum age, chunks earlier tasks add are young
+            listed |= ctx.overlay.added(a.store)
         delete = frozenset(listed - keep)
         fields = {
             "store": location,
             "keep": {loc: index.file_digest() for loc, index in indexes.items()},
             "delete": _ids_digest(delete),
         }
-        return Facts(fields, _Seen(frozenset(keep), delete))
+        return Facts(fields, _Seen(frozenset(keep), delete, len(young - keep)))
 
     def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
         a: PruneAction = task.action  # type: ignore[assignment]
         seen: _Seen = facts.data
         target = f"store '{a.store}'"
+        kept = f"{len(seen.keep)} kept"
+        if seen.young:
+            kept += f", {seen.young} unreferenced younger than {describe_age(a.min_age)} stay"
         if not seen.delete:
-            why = f"every chunk is referenced ({len(seen.keep)} kept)"
+            why = f"every chunk is referenced ({kept})"
+            if seen.young:
+                why = f"no unreferenced chunk is old enough ({kept})"
             return Action(task, Verb.NOOP, why, target, facts, detail=seen)
         ids = tuple(sorted(id.hex() for id in seen.delete))
         deletion = Deletion(a.store, ctx.resolver.location(a.store), ids)
         return Action(
             task,
             Verb.DELETE,
-            f"{chunks(len(ids))} no kept index references ({len(seen.keep)} kept)",
+            f"{chunks(len(ids))} no kept index references ({kept})",
             target,
             facts,
             Travel(delete=deletion),
@@ -109,7 +127,9 @@ class PruneKind:
         store = ctx.resolver.prune_store(a.store, ctx.digest)
         location = ctx.resolver.location(a.store)
         ctx.state.bump_generation(location)  # before: "holds every chunk" records go stale
-        result = prune(store, set(seen.keep))
+        result = prune(
+            store, set(seen.keep), min_age=a.min_age, reread=lambda: _keep_now(ctx, a.keep)
+        )
         msg = f"deleted {result.removed} chunk files from '{a.store}' ({result.kept} kept)"
         stats = {"kept": result.kept, "removed": result.removed}
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
@@ -128,6 +148,12 @@ def kept_indexes(ctx: Context, patterns: tuple[str, ...]) -> list[str]:
             matches += [p for p in pending if not is_url(p) and fnmatch.fnmatch(p, pattern)]
         found += [m for m in matches if m not in found]
     return found
+
+
+def _keep_now(ctx: Context, patterns: tuple[str, ...]) -> set[ChunkID]:
+    """The keep set read again (under the store's lock): indexes published since the
+    plan count."""
+    return keep_set(ctx.read_index(loc)[0] for loc in kept_indexes(ctx, patterns))
 
 
 def _ids_digest(ids: frozenset[ChunkID]) -> str:

@@ -40,6 +40,7 @@ from desync_decl.reconcile.model import (
 )
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.stores.location import Opener
+from desync_decl.stores.store_lock import writing
 
 
 @dataclass(frozen=True)
@@ -155,18 +156,20 @@ class TarKind:
                 ctx.state.put(_key(a), seen.record)
             return TaskResult(action.task, Status.OK, action.reason)
         flags = archive_flags(a, ctx.digest)
-        result = tar_index(
-            TarInput(a.source, flags=flags, one_file_system=a.one_file_system),
-            ctx.resolver.write_store(a.store, Digest.from_flags(flags)),
-            sizes=a.chunk_size,
-            concurrency=ctx.concurrency,
-            progress=progress,
-        )
-        index = result.index
-        assert index is not None
-        if seen is not None and seen.new is not None and index.encode() != seen.new.encode():
-            raise DesyncError(f"{a.source} changed while the task ran; run it again")
-        Opener(config=ctx.config).write_index(a.index, index, make_dirs=True)
+        store = ctx.resolver.write_store(a.store, Digest.from_flags(flags))
+        with writing(store):  # the index is published under the store's lock (store_lock)
+            result = tar_index(
+                TarInput(a.source, flags=flags, one_file_system=a.one_file_system),
+                store,
+                sizes=a.chunk_size,
+                concurrency=ctx.concurrency,
+                progress=progress,
+            )
+            index = result.index
+            assert index is not None
+            if seen is not None and seen.new is not None and index.encode() != seen.new.encode():
+                raise DesyncError(f"{a.source} changed while the task ran; run it again")
+            Opener(config=ctx.config).write_index(a.index, index, make_dirs=True)
         # the tree as observed before it was read: changed since, it is archived again
         base = seen.record if seen is not None else None
         if base is None:
