@@ -223,7 +223,7 @@ def _chop(bench: CrashBench, work: Path) -> list[str]:
 
 def _prune(bench: CrashBench, work: Path) -> list[str]:
     shutil.copytree(bench.master, work / "store", copy_function=os.link)  # prune unlinks
-    return desync("prune", "-y", "-s", work / "store", bench.index)
+    return desync("prune", "-y", "--min-age", "0", "-s", work / "store", bench.index)
 
 
 def _pruned_keeps(bench: CrashBench, work: Path) -> Problems:

@@ -225,7 +225,8 @@ def _operation(
         argv = ["cache", "-s", bench.master, "-c", via, a.index]
         return argv, lambda run: _cached(run, site.store(), a, None)
     if op == "prune":
-        return ["prune", "-y", "-s", via, a.index], lambda run: _pruned(run, site, a, b)
+        argv = ["prune", "-y", "--min-age", "0", "-s", via, a.index]  # chunks made just now
+        return argv, lambda run: _pruned(run, site, a, b)
     raise ValueError(f"unknown operation {op!r} (known: {', '.join(OPS)})")
 
 
