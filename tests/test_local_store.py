@@ -507,3 +507,11 @@ def test_store_chunk_replaces_a_corrupt_chunk_file(store_dir, anonymous):
     store.store_chunk(chunk)
     assert bytes(store.get_chunk(chunk.id).plain()) == chunk.plain()
     assert not [p for p in store_dir.rglob("*") if p.name.startswith(".tmp")]
+
+
+def test_a_store_not_made_yet_lists_nothing_and_stays_unmade(tmp_path):
+    """A cache before its first chunk: plan verifies or prunes it as empty (it used to
+    fail "cannot list ...: No such file or directory") and creates nothing."""
+    store = LocalStore(tmp_path / "cache", create=True)
+    assert list(store.iter_chunk_ids()) == []
+    assert not (tmp_path / "cache").exists()

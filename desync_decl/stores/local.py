@@ -300,6 +300,8 @@ class LocalStore:
         """
         try:
             root = os.open(self._root, _ROOT_LISTING_FLAGS)
+        except FileNotFoundError:
+            return  # not made yet (a cache before its first chunk): it holds nothing
         except OSError as e:
             raise StoreError(f"cannot list {self}: {e.strerror}") from e
         try:
