@@ -176,6 +176,10 @@ def _logging_to(console: Console, *, debug: bool) -> Iterator[None]:
         # paramiko logs every failed SSH connection with a traceback from its own
         # thread; the same failure reaches the store as an exception, and one line
         logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+        # "Connection pool is full, discarding connection": more threads than pooled
+        # connections (apply -j N shares a store's pool); costs a reconnect, tells
+        # the user nothing they can act on
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     root.addHandler(handler)
     try:
         yield

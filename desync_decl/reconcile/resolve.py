@@ -120,7 +120,11 @@ class Resolver:
     def _build(self, name: str, digest: Digest) -> Store:
         source = self.manifest.source(name)
         if isinstance(source, StoreDef):
-            opener = Opener(digest=digest, config=self.config, overrides=dict(source.options))
+            overrides = dict(source.options)
+            if "n" not in overrides:  # a pool smaller than the threads reading it churns
+                configured = self.config.store_options(source.url).n
+                overrides["n"] = max(configured, self.manifest.defaults.concurrency)
+            opener = Opener(digest=digest, config=self.config, overrides=overrides)
             # a local store that does not exist yet holds nothing; writing creates it
             return opener.chunk_store(source.url, create=not is_url(source.url))
         if isinstance(source, GroupDef):
