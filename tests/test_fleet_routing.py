@@ -14,6 +14,7 @@ and a small socket server that counts the connections a dead member gets.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -66,7 +67,12 @@ class Resetting:
             conn.close()
 
     def close(self) -> None:
+        """Stop its thread (a thread left running keeps later tests from forking:
+        test_forked); shutdown wakes the blocked accept, a close alone does not."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self._thread.join(timeout=10)
 
 
 @pytest.fixture
