@@ -253,3 +253,25 @@ def test_apply_j2_piped_shows_no_progress(served):
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     assert r.stdout.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0"
+
+
+# --- plan's exit status counts a pending handler ----------------------------------
+
+
+def test_detailed_exitcode_is_2_while_a_failed_handler_waits_to_run_again(tmp_path):
+    """Every task converged, but apply would still run the handler an earlier apply
+    failed to run: that is a change, and a pipeline gating on plan must see it."""
+    write(tmp_path / "a.img", blob(90, 100_000))
+    m = manifest(
+        tmp_path,
+        "stores: {s: {url: store}}\n"
+        "handlers: {restart: {command: [sh, -c, 'test -e fixed']}}\n"
+        "tasks:\n- name: publish\n  notify: [restart]\n"
+        "  make: {source: a.img, index: a.caibx, store: s}\n",
+    )
+    state = ["--state-dir", tmp_path / "state"]
+    assert run("apply", m, *state).returncode == 1  # the handler failed
+    assert run("plan", m, *state, "--detailed-exitcode").returncode == 2
+    (tmp_path / "fixed").touch()
+    assert run("apply", m, *state).returncode == 0
+    assert run("plan", m, *state, "--detailed-exitcode").returncode == 0

@@ -51,7 +51,10 @@ class Plan:
 
     @property
     def changes(self) -> bool:
-        return any(e.changes for e in self.entries)
+        """Whether apply would change anything: a task, or a handler it would run
+        (one notified by an earlier apply whose handler failed runs even when every
+        task is converged)."""
+        return any(e.changes for e in self.entries) or bool(self.handlers)
 
     @property
     def errors(self) -> bool:
