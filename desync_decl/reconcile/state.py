@@ -111,7 +111,7 @@ class StateStore:
         following a symlink."""
         if fd is None:
             try:
-                with _open_file(path) as opened:
+                with open_to_read(path) as opened:
                     return self.file_record(path, opened)
             except OSError:
                 return self._folder_file_record(path)
@@ -131,7 +131,7 @@ class StateStore:
         else opened without following a symlink); the record that was kept."""
         if fd is None:
             try:
-                with _open_file(path) as opened:
+                with open_to_read(path) as opened:
                     return self.put_file_record(path, index_digest, opened)
             except OSError as e:
                 raise DesyncError(f"cannot record state of {path}: {e.strerror}") from None
@@ -273,8 +273,9 @@ _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEX
 
 
 @contextlib.contextmanager
-def _open_file(path: Path) -> Iterator[int]:
-    """``path`` opened to read, never through a symlink (nor blocking on a FIFO)."""
+def open_to_read(path: Path) -> Iterator[int]:
+    """``path`` opened to read, never through a symlink (nor blocking on a FIFO): how
+    a file whose record is looked at is opened (here and for seeds)."""
     fd = os.open(path, _O_READ)
     try:
         yield fd
