@@ -10,12 +10,15 @@ FILE:LINE:COL.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import ROOT
@@ -263,3 +266,54 @@ def test_the_schema_documents_handlers_and_notify():
     doc = json.loads(run("schema").stdout)
     assert "handlers" in doc["properties"] and "notify" in doc["$defs"]["task"]["properties"]
     assert doc["$defs"]["handler"]["required"] == ["command"]
+
+
+def test_a_changed_target_notifies_even_when_its_state_cannot_be_kept(tmp_path, cli_server):  # noqa: F811
+    """The state folder's disk is full (a real full tmpfs over its index copies) when an
+    extract has replaced the image: the task changed, so it says so with a warning and
+    the handler runs; the next apply finds it converged and does not run it again."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a tmpfs (CI runs as root)")
+    store = tmp_path / "store"
+    make_index(write(tmp_path / "v1.img", blob(72, 300_000)), tmp_path / "app.caibx", store)
+    server = cli_server("chunk-server", "-s", store)
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{mirror: {{url: "{server.url}"}}}}
+        handlers:
+          restart app: {{command: [sh, -c, "cksum < srv/app.img >> restarts"]}}
+        tasks:
+        - name: image
+          notify: [restart app]
+          extract: {{index: app.caibx, path: srv/app.img, stores: [mirror]}}
+        """,
+    )
+    assert apply(m).returncode == 0
+    indexes = tmp_path / "state" / "indexes"
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", indexes], check=True
+    )
+    try:
+        with contextlib.suppress(OSError), (indexes / "filler").open("wb") as f:
+            while True:  # until the disk is full
+                f.write(b"\0" * 4096)
+                f.flush()
+        make_index(write(tmp_path / "v2.img", blob(73, 300_000)), tmp_path / "app.caibx", store)
+        r = apply(m)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.startswith("changed: [image] extract: extracted")
+        target = tmp_path / "srv" / "app.img"
+        assert f"  warning: [image] {target} changed but its state was not kept: " in r.stdout
+        assert "No space left on device" in r.stdout
+        assert "ok: [restart app] handler: exit status 0; notified by image" in r.stdout
+        assert target.read_bytes() == blob(73, 300_000)
+        again = apply(m)
+        assert again.returncode == 0 and "handler" not in again.stdout, again.stdout
+    finally:
+        subprocess.run(["umount", indexes], check=True)
+    sums = [
+        subprocess.run(["cksum"], input=blob(n, 300_000), capture_output=True, check=True).stdout
+        for n in (72, 73)
+    ]
+    assert (tmp_path / "restarts").read_bytes() == b"".join(sums)

@@ -269,6 +269,21 @@ class StateStore:
                 os.close(folder)
 
 
+@contextlib.contextmanager
+def after_change(warnings: list[str], target: Path) -> Iterator[None]:
+    """Bookkeeping once ``target`` has changed (its record, the index copy kept beside
+    it): a failure (the state folder's disk full) is a warning in ``warnings``, never
+    the task's failure. The change happened: the task must report it and notify its
+    handlers, and a record missing or stale only makes the next run look again."""
+    try:
+        yield
+    except DesyncError as e:
+        warnings.append(f"{target} changed but its state was not kept: {e}")
+    except OSError as e:
+        why = f"{e.filename}: {e.strerror}" if e.filename else str(e.strerror or e)
+        warnings.append(f"{target} changed but its state was not kept: {why}")
+
+
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
