@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,98 @@ def test_a_changed_target_notifies_even_when_its_state_cannot_be_kept(tmp_path, 
         for n in (72, 73)
     ]
     assert (tmp_path / "restarts").read_bytes() == b"".join(sums)
+
+
+def published(tmp_path: Path, folder: Path, handler: str) -> Path:
+    """A manifest in ``folder`` whose task writes a target outside it (absolute paths,
+    as a GitOps checkout would name them) and notifies ``restart``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    m = folder / "fleet.yaml"
+    m.write_text(
+        f"""\
+version: 1
+stores: {{s: {{url: "{tmp_path / "store"}"}}}}
+handlers:
+  restart: {{command: [sh, -c, '{handler}']}}
+tasks:
+- name: image
+  notify: [restart]
+  make: {{source: "{tmp_path / "app.img"}", index: "{tmp_path / "app.caibx"}", store: s}}
+"""
+    )
+    return m
+
+
+def test_a_kept_notification_is_found_from_the_next_commits_checkout(tmp_path):
+    """GitOps checks each commit out to a folder of its own: the notification a failed
+    handler kept under the first checkout runs from the second; a manifest managing
+    other targets from the same state folder never runs it."""
+    write(tmp_path / "app.img", blob(80, 100_000))
+    state = tmp_path / "state"
+    handler = f"echo try >> {tmp_path}/runs; test -e {tmp_path}/fixed"
+    first = published(tmp_path, tmp_path / "gitops" / "1111111", handler)
+    r = run("apply", first, "--state-dir", state)
+    assert r.returncode == 1 and "failed: [restart] handler: exit status 1" in r.stdout
+    (tmp_path / "other").mkdir()
+    other = manifest(  # another application on the host, sharing the state folder
+        tmp_path / "other",
+        "stores: {s: {url: store}}\n"
+        'handlers: {restart: {command: [sh, -c, "echo other >> ../runs"]}}\n'
+        "tasks:\n- name: image\n  notify: [restart]\n"
+        "  make: {source: ../app.img, index: other.caibx, store: s}\n",
+    )
+    assert run("apply", other, "--state-dir", state).returncode == 0  # its own change: runs
+    assert run("apply", other, "--state-dir", state).stdout.count("handler") == 0
+    (tmp_path / "fixed").touch()
+    second = published(tmp_path, tmp_path / "gitops" / "2222222", handler)
+    plan = run("plan", second, "--state-dir", state)
+    assert "  * run     [restart] handler: notified by an earlier apply: image" in plan.stdout
+    r = run("apply", second, "--state-dir", state)
+    assert r.returncode == 0, r.stdout
+    assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in r.stdout
+    assert "handler" not in run("apply", second, "--state-dir", state).stdout
+    assert (tmp_path / "runs").read_text() == "try\nother\ntry\n"
+
+
+def test_a_handler_that_succeeds_keeps_a_notification_added_while_it_ran(tmp_path):
+    """Two applies at once: A's handler runs (waiting for a file); meanwhile B changes
+    the target again and its handler fails. A's success must not erase B's
+    notification: the next apply runs the handler for B's change."""
+    write(tmp_path / "app.img", blob(81, 100_000))
+    state = tmp_path / "state"
+    handler = (
+        'test -z "$FAIL" || exit 1; if [ -n "$WAIT" ]; then touch started;'
+        " while [ ! -e go ]; do sleep 0.05; done; fi; echo ran >> runs"
+    )
+    m = published(tmp_path, tmp_path / "site", handler)
+    env = {**os.environ, "WAIT": "1"}
+    a = subprocess.Popen(
+        [*CLI, "apply", str(m), "--state-dir", str(state)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = tmp_path / "site" / "started"
+        deadline = time.monotonic() + 60
+        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "A's handler never started"
+        write(tmp_path / "app.img", blob(82, 100_000))  # the next version, published by B
+        b = subprocess.run(
+            [*CLI, "apply", str(m), "--state-dir", str(state)],
+            env={**os.environ, "FAIL": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert b.returncode == 1 and "changed: [image]" in b.stdout, b.stdout + b.stderr
+        assert "failed: [restart] handler: exit status 1; notified by image" in b.stdout
+    finally:
+        (tmp_path / "site" / "go").touch()
+        out, _ = a.communicate(timeout=120)
+    assert a.returncode == 0 and "ok: [restart] handler: exit status 0" in out, out
+    c = run("apply", m, "--state-dir", state)
+    assert c.returncode == 0, c.stdout
+    assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in c.stdout
+    assert (tmp_path / "site" / "runs").read_text() == "ran\nran\n"
