@@ -413,3 +413,58 @@ def test_a_handler_that_succeeds_keeps_a_notification_added_while_it_ran(tmp_pat
     assert c.returncode == 0, c.stdout
     assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in c.stdout
     assert (tmp_path / "site" / "runs").read_text() == "ran\nran\n"
+
+
+def test_handler_output_never_shows_the_credentials_it_inherits(tmp_path):
+    """A failing ``env``/``curl -v`` in a handler: the store credentials in apply's
+    environment show as ``${env:NAME}`` in the recap and --json (also percent-encoded,
+    and the end of one the output limit cut into), while the handler still gets them
+    and the rest of the environment."""
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
+    token = "desync-http-auth-token-0123456789"
+    shown = (
+        'env; printf "%s\\n" "curl -v http://h/?k=$ENCODED"; '
+        'test "$AWS_SECRET_ACCESS_KEY" = "$EXPECTED" || echo "not inherited"'
+    )
+    m = site(tmp_path, f"restart: {{command: [sh, -c, '{shown}; exit 2']}}\n")
+    env = {
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "DESYNC_HTTP_AUTH": f"Bearer {token}",
+        "EXPECTED": secret,
+        "ENCODED": secret.replace("/", "%2F").replace("+", "%2B"),
+        "APP_SETTING": "visible-setting",
+    }
+    r = subprocess.run(
+        [*CLI, "apply", str(m), "--state-dir", str(tmp_path / "state"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+    [h] = json.loads(r.stdout)["handlers"]
+    assert h["exit"] == 2
+    assert "AWS_SECRET_ACCESS_KEY=${env:AWS_SECRET_ACCESS_KEY}" in h["output"]
+    assert "DESYNC_HTTP_AUTH=${env:DESYNC_HTTP_AUTH}" in h["output"]
+    assert "APP_SETTING=visible-setting" in h["output"]  # the rest of the environment is kept
+    assert "not inherited" not in h["output"]
+    for leak in (secret, token, env["ENCODED"]):
+        assert leak not in r.stdout and leak.lower() not in r.stdout.lower()
+    # the output limit cuts into the secret: its end is not shown either
+    cut = (
+        f'printf %s "$AWS_SECRET_ACCESS_KEY"; head -c {OUTPUT_LIMIT - 12} /dev/zero | tr "\\\\0" y'
+    )
+    m = site(tmp_path, f"restart: {{command: [sh, -c, '{cut}']}}\n")
+    write(tmp_path / "a.img", blob(64, 100_000))
+    r = subprocess.run(
+        [*CLI, "apply", str(m), "--state-dir", str(tmp_path / "state"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+    [h] = json.loads(r.stdout)["handlers"]
+    assert h["status"] == "ok" and h["output-dropped"] == len(secret) - 12
+    assert h["output"].startswith("(sensitive value)yyy")
+    assert secret[-12:] not in r.stdout

@@ -19,9 +19,10 @@ one another apply added while it ran (that apply runs the handler itself).
 
 A command is an argv list run without a shell, in the manifest's folder, with
 no stdin, in a session of its own so that a timeout kills everything it
-started. Its output (stdout and stderr together) is kept up to
-``OUTPUT_LIMIT`` bytes, the last ones: renderers escape it like any text from
-elsewhere. ``--check`` reports which handlers would run and runs none.
+started. It inherits the environment (PATH, what the service needs), but the
+credentials the stores read in it (``Redactor.of_credentials``) never show in its
+output, which is kept up to ``OUTPUT_LIMIT`` bytes, the last ones: renderers
+escape it like any text from elsewhere. ``--check`` reports which handlers would run and runs none.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest.model import HandlerDef, Task
+from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import kind_for
 from desync_decl.reconcile.lock import locked
@@ -186,6 +188,8 @@ def _run(
     def done(status: HandlerStatus, msg: str, exit: int | None, out: _Output) -> HandlerResult:
         seconds = round(time.monotonic() - started, 3)
         text = bytes(out.kept).decode("utf-8", "replace")
+        credentials = Redactor.of_credentials(os.environ)  # it inherits them: never shown
+        text = credentials.text_cut(text) if out.dropped else credentials.text(text)
         return HandlerResult(handler, status, msg, by, earlier, exit, text, out.dropped, seconds)
 
     output = _Output()
