@@ -174,9 +174,12 @@ def test_absent_removes_a_tree_deeper_than_the_recursion_limit(tmp_path):
         fd = inner
     os.close(fd)
     m = write(tmp_path / "m.yaml", "- name: x\n  untar: {path: out/app, state: absent}\n")
-    r = run("apply", m, "--state-dir", tmp_path / "state", "--json")
-    assert r.returncode == 0 and task_of(r)["status"] == "changed", r.stdout + r.stderr
-    assert not os.path.lexists(tmp_path / "out" / "app")
+    try:
+        r = run("apply", m, "--state-dir", tmp_path / "state", "--json")
+        assert r.returncode == 0 and task_of(r)["status"] == "changed", r.stdout + r.stderr
+        assert not os.path.lexists(tmp_path / "out" / "app")
+    finally:  # left behind, it would break pytest's own (recursive) cleanup
+        subprocess.run(["rm", "-rf", tmp_path / "out"], check=True)
 
 
 @contextlib.contextmanager
