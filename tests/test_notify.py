@@ -101,8 +101,25 @@ def test_a_handler_runs_once_after_all_tasks_and_only_when_a_task_changed(tmp_pa
 def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_server):  # noqa: F811
     """The issue's case: an extract from a real chunk-server notifies "restart app",
     which sees the new image (it runs after the extract) and runs only when it changed."""
+    m, store = served_image(tmp_path, cli_server, 70)
+    first = apply(m)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "ok: [restart app] handler: exit status 0; notified by image" in first.stdout
+    cksum = subprocess.run(["cksum"], input=blob(70, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout
+    assert "handler" not in apply(m).stdout  # converged: no restart
+    make_index(write(tmp_path / "v2.img", blob(71, 300_000)), tmp_path / "app.caibx", store)
+    assert apply(m).returncode == 0
+    cksum2 = subprocess.run(["cksum"], input=blob(71, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout + cksum2.stdout
+
+
+def served_image(tmp_path: Path, cli_server, seed: int) -> tuple[Path, Path]:  # noqa: F811
+    """An image (``blob(seed)``) published to a store behind a real chunk-server, and a
+    manifest extracting it to ``srv/app.img`` that notifies "restart app" (which appends
+    the image's checksum to ``restarts``); the manifest and the store."""
     store = tmp_path / "store"
-    make_index(write(tmp_path / "v1.img", blob(70, 300_000)), tmp_path / "app.caibx", store)
+    make_index(write(tmp_path / "v1.img", blob(seed, 300_000)), tmp_path / "app.caibx", store)
     server = cli_server("chunk-server", "-s", store)
     m = manifest(
         tmp_path,
@@ -118,16 +135,7 @@ def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_serve
           extract: {{index: app.caibx, path: srv/app.img, stores: [mirror]}}
         """,
     )
-    first = apply(m)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "ok: [restart app] handler: exit status 0; notified by image" in first.stdout
-    cksum = subprocess.run(["cksum"], input=blob(70, 300_000), capture_output=True, check=True)
-    assert (tmp_path / "restarts").read_bytes() == cksum.stdout
-    assert "handler" not in apply(m).stdout  # converged: no restart
-    make_index(write(tmp_path / "v2.img", blob(71, 300_000)), tmp_path / "app.caibx", store)
-    assert apply(m).returncode == 0
-    cksum2 = subprocess.run(["cksum"], input=blob(71, 300_000), capture_output=True, check=True)
-    assert (tmp_path / "restarts").read_bytes() == cksum.stdout + cksum2.stdout
+    return m, store
 
 
 def test_check_reports_would_run_and_runs_nothing(tmp_path):
@@ -275,21 +283,7 @@ def test_a_changed_target_notifies_even_when_its_state_cannot_be_kept(tmp_path, 
     the handler runs; the next apply finds it converged and does not run it again."""
     if os.geteuid() != 0:
         pytest.skip("mounts a tmpfs (CI runs as root)")
-    store = tmp_path / "store"
-    make_index(write(tmp_path / "v1.img", blob(72, 300_000)), tmp_path / "app.caibx", store)
-    server = cli_server("chunk-server", "-s", store)
-    m = manifest(
-        tmp_path,
-        f"""\
-        stores: {{mirror: {{url: "{server.url}"}}}}
-        handlers:
-          restart app: {{command: [sh, -c, "cksum < srv/app.img >> restarts"]}}
-        tasks:
-        - name: image
-          notify: [restart app]
-          extract: {{index: app.caibx, path: srv/app.img, stores: [mirror]}}
-        """,
-    )
+    m, store = served_image(tmp_path, cli_server, 72)
     assert apply(m).returncode == 0
     indexes = tmp_path / "state" / "indexes"
     subprocess.run(
@@ -434,30 +428,31 @@ def test_handler_output_never_shows_the_credentials_it_inherits(tmp_path):
         "ENCODED": secret.replace("/", "%2F").replace("+", "%2B"),
         "APP_SETTING": "visible-setting",
     }
-    r = subprocess.run(
-        [*CLI, "apply", str(m), "--state-dir", str(tmp_path / "state"), "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=120,
-        check=False,
-    )
-    [h] = json.loads(r.stdout)["handlers"]
+    h, stdout = the_handler(m, env)
     assert h["exit"] == 2
     assert "AWS_SECRET_ACCESS_KEY=${env:AWS_SECRET_ACCESS_KEY}" in h["output"]
     assert "DESYNC_HTTP_AUTH=${env:DESYNC_HTTP_AUTH}" in h["output"]
     assert "APP_SETTING=visible-setting" in h["output"]  # the rest of the environment is kept
     assert "not inherited" not in h["output"]
     for leak in (secret, token, env["ENCODED"]):
-        assert leak not in r.stdout and leak.lower() not in r.stdout.lower()
+        assert leak not in stdout and leak.lower() not in stdout.lower()
     # the output limit cuts into the secret: its end is not shown either
     cut = (
         f'printf %s "$AWS_SECRET_ACCESS_KEY"; head -c {OUTPUT_LIMIT - 12} /dev/zero | tr "\\\\0" y'
     )
     m = site(tmp_path, f"restart: {{command: [sh, -c, '{cut}']}}\n")
     write(tmp_path / "a.img", blob(64, 100_000))
+    h, stdout = the_handler(m, env)
+    assert h["status"] == "ok" and h["output-dropped"] == len(secret) - 12
+    assert h["output"].startswith("(sensitive value)yyy")
+    assert secret[-12:] not in stdout
+
+
+def the_handler(m: Path, env: dict[str, str]) -> tuple[dict, str]:
+    """Apply ``m`` with ``env`` added to the environment: its one handler's JSON, and
+    all of stdout."""
     r = subprocess.run(
-        [*CLI, "apply", str(m), "--state-dir", str(tmp_path / "state"), "--json"],
+        [*CLI, "apply", str(m), "--state-dir", str(m.parent / "state"), "--json"],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
@@ -465,6 +460,4 @@ def test_handler_output_never_shows_the_credentials_it_inherits(tmp_path):
         check=False,
     )
     [h] = json.loads(r.stdout)["handlers"]
-    assert h["status"] == "ok" and h["output-dropped"] == len(secret) - 12
-    assert h["output"].startswith("(sensitive value)yyy")
-    assert secret[-12:] not in r.stdout
+    return h, r.stdout

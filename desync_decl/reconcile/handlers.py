@@ -131,8 +131,8 @@ def run_handlers(
 
 def _forget(ctx: Context, handled: dict[str, set[str]]) -> None:
     """Drop the notifications a handler that succeeded handled (by record key, their
-    ids), keeping any added since."""
-    with _records_locked(ctx):
+    ids), keeping any added since. Best effort: one left behind runs it once more."""
+    with contextlib.suppress(DesyncError), _records_locked(ctx):
         for key, ids in handled.items():
             left = [e for e in _entries(ctx, key) if e["id"] not in ids]
             if left:
