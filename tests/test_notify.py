@@ -10,12 +10,16 @@ FILE:LINE:COL.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import ROOT
@@ -97,8 +101,25 @@ def test_a_handler_runs_once_after_all_tasks_and_only_when_a_task_changed(tmp_pa
 def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_server):  # noqa: F811
     """The issue's case: an extract from a real chunk-server notifies "restart app",
     which sees the new image (it runs after the extract) and runs only when it changed."""
+    m, store = served_image(tmp_path, cli_server, 70)
+    first = apply(m)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "ok: [restart app] handler: exit status 0; notified by image" in first.stdout
+    cksum = subprocess.run(["cksum"], input=blob(70, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout
+    assert "handler" not in apply(m).stdout  # converged: no restart
+    make_index(write(tmp_path / "v2.img", blob(71, 300_000)), tmp_path / "app.caibx", store)
+    assert apply(m).returncode == 0
+    cksum2 = subprocess.run(["cksum"], input=blob(71, 300_000), capture_output=True, check=True)
+    assert (tmp_path / "restarts").read_bytes() == cksum.stdout + cksum2.stdout
+
+
+def served_image(tmp_path: Path, cli_server, seed: int) -> tuple[Path, Path]:  # noqa: F811
+    """An image (``blob(seed)``) published to a store behind a real chunk-server, and a
+    manifest extracting it to ``srv/app.img`` that notifies "restart app" (which appends
+    the image's checksum to ``restarts``); the manifest and the store."""
     store = tmp_path / "store"
-    make_index(write(tmp_path / "v1.img", blob(70, 300_000)), tmp_path / "app.caibx", store)
+    make_index(write(tmp_path / "v1.img", blob(seed, 300_000)), tmp_path / "app.caibx", store)
     server = cli_server("chunk-server", "-s", store)
     m = manifest(
         tmp_path,
@@ -114,16 +135,7 @@ def test_restart_after_the_image_from_a_chunk_server_changed(tmp_path, cli_serve
           extract: {{index: app.caibx, path: srv/app.img, stores: [mirror]}}
         """,
     )
-    first = apply(m)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "ok: [restart app] handler: exit status 0; notified by image" in first.stdout
-    cksum = subprocess.run(["cksum"], input=blob(70, 300_000), capture_output=True, check=True)
-    assert (tmp_path / "restarts").read_bytes() == cksum.stdout
-    assert "handler" not in apply(m).stdout  # converged: no restart
-    make_index(write(tmp_path / "v2.img", blob(71, 300_000)), tmp_path / "app.caibx", store)
-    assert apply(m).returncode == 0
-    cksum2 = subprocess.run(["cksum"], input=blob(71, 300_000), capture_output=True, check=True)
-    assert (tmp_path / "restarts").read_bytes() == cksum.stdout + cksum2.stdout
+    return m, store
 
 
 def test_check_reports_would_run_and_runs_nothing(tmp_path):
@@ -263,3 +275,189 @@ def test_the_schema_documents_handlers_and_notify():
     doc = json.loads(run("schema").stdout)
     assert "handlers" in doc["properties"] and "notify" in doc["$defs"]["task"]["properties"]
     assert doc["$defs"]["handler"]["required"] == ["command"]
+
+
+def test_a_changed_target_notifies_even_when_its_state_cannot_be_kept(tmp_path, cli_server):  # noqa: F811
+    """The state folder's disk is full (a real full tmpfs over its index copies) when an
+    extract has replaced the image: the task changed, so it says so with a warning and
+    the handler runs; the next apply finds it converged and does not run it again."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts a tmpfs (CI runs as root)")
+    m, store = served_image(tmp_path, cli_server, 72)
+    assert apply(m).returncode == 0
+    indexes = tmp_path / "state" / "indexes"
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", indexes], check=True
+    )
+    try:
+        with contextlib.suppress(OSError), (indexes / "filler").open("wb") as f:
+            while True:  # until the disk is full
+                f.write(b"\0" * 4096)
+                f.flush()
+        make_index(write(tmp_path / "v2.img", blob(73, 300_000)), tmp_path / "app.caibx", store)
+        r = apply(m)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.startswith("changed: [image] extract: extracted")
+        target = tmp_path / "srv" / "app.img"
+        assert f"  warning: [image] {target} changed but its state was not kept: " in r.stdout
+        assert "No space left on device" in r.stdout
+        assert "ok: [restart app] handler: exit status 0; notified by image" in r.stdout
+        assert target.read_bytes() == blob(73, 300_000)
+        again = apply(m)
+        assert again.returncode == 0 and "handler" not in again.stdout, again.stdout
+    finally:
+        subprocess.run(["umount", indexes], check=True)
+    sums = [
+        subprocess.run(["cksum"], input=blob(n, 300_000), capture_output=True, check=True).stdout
+        for n in (72, 73)
+    ]
+    assert (tmp_path / "restarts").read_bytes() == b"".join(sums)
+
+
+def published(tmp_path: Path, folder: Path, handler: str) -> Path:
+    """A manifest in ``folder`` whose task writes a target outside it (absolute paths,
+    as a GitOps checkout would name them) and notifies ``restart``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    m = folder / "fleet.yaml"
+    m.write_text(
+        f"""\
+version: 1
+stores: {{s: {{url: "{tmp_path / "store"}"}}}}
+handlers:
+  restart: {{command: [sh, -c, '{handler}']}}
+tasks:
+- name: image
+  notify: [restart]
+  make: {{source: "{tmp_path / "app.img"}", index: "{tmp_path / "app.caibx"}", store: s}}
+"""
+    )
+    return m
+
+
+def test_a_kept_notification_is_found_from_the_next_commits_checkout(tmp_path):
+    """GitOps checks each commit out to a folder of its own: the notification a failed
+    handler kept under the first checkout runs from the second; a manifest managing
+    other targets from the same state folder never runs it."""
+    write(tmp_path / "app.img", blob(80, 100_000))
+    state = tmp_path / "state"
+    handler = f"echo try >> {tmp_path}/runs; test -e {tmp_path}/fixed"
+    first = published(tmp_path, tmp_path / "gitops" / "1111111", handler)
+    r = run("apply", first, "--state-dir", state)
+    assert r.returncode == 1 and "failed: [restart] handler: exit status 1" in r.stdout
+    (tmp_path / "other").mkdir()
+    other = manifest(  # another application on the host, sharing the state folder
+        tmp_path / "other",
+        "stores: {s: {url: store}}\n"
+        'handlers: {restart: {command: [sh, -c, "echo other >> ../runs"]}}\n'
+        "tasks:\n- name: image\n  notify: [restart]\n"
+        "  make: {source: ../app.img, index: other.caibx, store: s}\n",
+    )
+    assert run("apply", other, "--state-dir", state).returncode == 0  # its own change: runs
+    assert run("apply", other, "--state-dir", state).stdout.count("handler") == 0
+    (tmp_path / "fixed").touch()
+    second = published(tmp_path, tmp_path / "gitops" / "2222222", handler)
+    plan = run("plan", second, "--state-dir", state)
+    assert "  * run     [restart] handler: notified by an earlier apply: image" in plan.stdout
+    r = run("apply", second, "--state-dir", state)
+    assert r.returncode == 0, r.stdout
+    assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in r.stdout
+    assert "handler" not in run("apply", second, "--state-dir", state).stdout
+    assert (tmp_path / "runs").read_text() == "try\nother\ntry\n"
+
+
+def test_a_handler_that_succeeds_keeps_a_notification_added_while_it_ran(tmp_path):
+    """Two applies at once: A's handler runs (waiting for a file); meanwhile B changes
+    the target again and its handler fails. A's success must not erase B's
+    notification: the next apply runs the handler for B's change."""
+    write(tmp_path / "app.img", blob(81, 100_000))
+    state = tmp_path / "state"
+    handler = (
+        'test -z "$FAIL" || exit 1; if [ -n "$WAIT" ]; then touch started;'
+        " while [ ! -e go ]; do sleep 0.05; done; fi; echo ran >> runs"
+    )
+    m = published(tmp_path, tmp_path / "site", handler)
+    env = {**os.environ, "WAIT": "1"}
+    a = subprocess.Popen(
+        [*CLI, "apply", str(m), "--state-dir", str(state)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        started = tmp_path / "site" / "started"
+        deadline = time.monotonic() + 60
+        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "A's handler never started"
+        write(tmp_path / "app.img", blob(82, 100_000))  # the next version, published by B
+        b = subprocess.run(
+            [*CLI, "apply", str(m), "--state-dir", str(state)],
+            env={**os.environ, "FAIL": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert b.returncode == 1 and "changed: [image]" in b.stdout, b.stdout + b.stderr
+        assert "failed: [restart] handler: exit status 1; notified by image" in b.stdout
+    finally:
+        (tmp_path / "site" / "go").touch()
+        out, _ = a.communicate(timeout=120)
+    assert a.returncode == 0 and "ok: [restart] handler: exit status 0" in out, out
+    c = run("apply", m, "--state-dir", state)
+    assert c.returncode == 0, c.stdout
+    assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in c.stdout
+    assert (tmp_path / "site" / "runs").read_text() == "ran\nran\n"
+
+
+def test_handler_output_never_shows_the_credentials_it_inherits(tmp_path):
+    """A failing ``env``/``curl -v`` in a handler: the store credentials in apply's
+    environment show as ``${env:NAME}`` in the recap and --json (also percent-encoded,
+    and the end of one the output limit cut into), while the handler still gets them
+    and the rest of the environment."""
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzEXAMPLEKEY"
+    token = "desync-http-auth-token-0123456789"
+    shown = (
+        'env; printf "%s\\n" "curl -v http://h/?k=$ENCODED"; '
+        'test "$AWS_SECRET_ACCESS_KEY" = "$EXPECTED" || echo "not inherited"'
+    )
+    m = site(tmp_path, f"restart: {{command: [sh, -c, '{shown}; exit 2']}}\n")
+    env = {
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "DESYNC_HTTP_AUTH": f"Bearer {token}",
+        "EXPECTED": secret,
+        "ENCODED": secret.replace("/", "%2F").replace("+", "%2B"),
+        "APP_SETTING": "visible-setting",
+    }
+    h, stdout = the_handler(m, env)
+    assert h["exit"] == 2
+    assert "AWS_SECRET_ACCESS_KEY=${env:AWS_SECRET_ACCESS_KEY}" in h["output"]
+    assert "DESYNC_HTTP_AUTH=${env:DESYNC_HTTP_AUTH}" in h["output"]
+    assert "APP_SETTING=visible-setting" in h["output"]  # the rest of the environment is kept
+    assert "not inherited" not in h["output"]
+    for leak in (secret, token, env["ENCODED"]):
+        assert leak not in stdout and leak.lower() not in stdout.lower()
+    # the output limit cuts into the secret: its end is not shown either
+    cut = (
+        f'printf %s "$AWS_SECRET_ACCESS_KEY"; head -c {OUTPUT_LIMIT - 12} /dev/zero | tr "\\\\0" y'
+    )
+    m = site(tmp_path, f"restart: {{command: [sh, -c, '{cut}']}}\n")
+    write(tmp_path / "a.img", blob(64, 100_000))
+    h, stdout = the_handler(m, env)
+    assert h["status"] == "ok" and h["output-dropped"] == len(secret) - 12
+    assert h["output"].startswith("(sensitive value)yyy")
+    assert secret[-12:] not in stdout
+
+
+def the_handler(m: Path, env: dict[str, str]) -> tuple[dict, str]:
+    """Apply ``m`` with ``env`` added to the environment: its one handler's JSON, and
+    all of stdout."""
+    r = subprocess.run(
+        [*CLI, "apply", str(m), "--state-dir", str(m.parent / "state"), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+        check=False,
+    )
+    [h] = json.loads(r.stdout)["handlers"]
+    return h, r.stdout

@@ -5,12 +5,17 @@ it never leads the deletion elsewhere. Everything through the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from desync_decl.errors import DesyncError
+from desync_decl.reconcile.kinds import trees
 from tests.test_fleet_seeds import SIZES, run
 
 
@@ -154,3 +159,65 @@ def test_absent_refuses_what_the_task_does_not_manage_and_present_needs_an_index
     r = run("plan", m, "--state-dir", tmp_path / "state")
     assert r.returncode != 0
     assert r.stderr.strip().endswith("missing required key 'index' in 'extract' of task 'x'")
+
+
+def test_absent_removes_a_tree_deeper_than_the_recursion_limit(tmp_path):
+    """1500 nested directories: removed by a loop holding one directory open at a time
+    (a recursive walk dies of RecursionError, and of too many open files)."""
+    (tmp_path / "out" / "app").mkdir(parents=True)
+    fd = os.open(tmp_path / "out" / "app", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=fd)
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    m = write(tmp_path / "m.yaml", "- name: x\n  untar: {path: out/app, state: absent}\n")
+    try:
+        r = run("apply", m, "--state-dir", tmp_path / "state", "--json")
+        assert r.returncode == 0 and task_of(r)["status"] == "changed", r.stdout + r.stderr
+        assert not os.path.lexists(tmp_path / "out" / "app")
+    finally:  # left behind, it would break pytest's own (recursive) cleanup
+        subprocess.run(["rm", "-rf", tmp_path / "out"], check=True)
+
+
+@contextlib.contextmanager
+def mounted(*argv: object):
+    """``mount ARGV`` (the last one the mount point) for the block."""
+    subprocess.run(["mount", *map(str, argv)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(argv[-1])], check=True)
+
+
+def test_absent_never_empties_a_filesystem_mounted_in_the_tree(tmp_path):
+    """A tmpfs, or a bind mount of a folder of the same filesystem (same device, its
+    own mount), inside an untar target: plan and apply refuse naming it before
+    anything goes; the deletion walk itself stops at one mounted after the look."""
+    if os.geteuid() != 0:
+        pytest.skip("mounts (CI runs as root)")
+    app = tmp_path / "out" / "app"
+    (app / "data").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep").write_text("keep\n")
+    m = write(tmp_path / "m.yaml", "- name: x\n  untar: {path: out/app, state: absent}\n")
+    for mount in (["-t", "tmpfs", "tmpfs"], ["--bind", tmp_path / "elsewhere"]):
+        with mounted(*mount, app / "data"):
+            (app / "data" / "keep").write_text("keep\n")
+            (app / "file").write_text("app\n")
+            want = f"cannot remove {app}: {app / 'data'} is a mount point; unmount it first"
+            plan = run("plan", m, "--state-dir", tmp_path / "state")
+            assert plan.returncode != 0 and want in plan.stdout + plan.stderr, plan.stdout
+            r = run("apply", m, "--state-dir", tmp_path / "state", "--json")
+            assert r.returncode != 0 and task_of(r)["msg"] == want
+            assert "Traceback" not in r.stderr
+            assert (app / "file").exists() and (app / "data" / "keep").read_text() == "keep\n"
+            # mounted after plan looked: the walk stops at it, the mount's files stay
+            out = os.open(tmp_path / "out", os.O_RDONLY)
+            with pytest.raises(DesyncError, match=f"{app / 'data'}: it is a mount point"):
+                trees.remove(out, str(tmp_path / "out"), b"app")
+            os.close(out)
+            assert (app / "data" / "keep").read_text() == "keep\n"
+    assert (tmp_path / "elsewhere" / "keep").read_text() == "keep\n"

@@ -97,6 +97,19 @@ class Redactor:
                 shown.setdefault(encoded, reference)
         return cls(shown, variables, pieces)
 
+    @classmethod
+    def of_credentials(cls, environ: Mapping[str, str]) -> Redactor:
+        """For the credentials in ``environ`` (``credential_variable``), each shown as
+        ``${env:NAME}``: a handler inherits them, and ``env`` or ``curl -v`` in it
+        would print them into the recap."""
+        shown: dict[str, str] = {}
+        for name, value in environ.items():
+            if credential_variable(name) and value:
+                reference = f"${{env:{name}}}"
+                for form in (value, quote(value, safe=""), quote(value)):
+                    shown.setdefault(form, reference)
+        return cls(shown)
+
     def __bool__(self) -> bool:
         return self.key is not None
 
@@ -112,6 +125,15 @@ class Redactor:
             return text
         return self._pattern.sub(lambda m: self._shown.get(m[0].casefold(), SENSITIVE), text)
 
+    def text_cut(self, text: str) -> str:
+        """``text`` whose beginning was cut off, as it may be shown: ``text`` also with
+        the end of a value it may start with (the cut fell inside it) hidden."""
+        for value in self._shown:
+            for n in range(len(value) - 1, MIN_REDACTED - 1, -1):
+                if text[:n].casefold() == value[-n:]:
+                    return SENSITIVE + self.text(text[n:])
+        return self.text(text)
+
     def data(self, value: Any) -> Any:
         """JSON data with every string redacted; anything else JSON has no type for
         becomes its (redacted) string, as ``json.dumps(default=str)`` would write it."""
@@ -122,6 +144,18 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.data(v) for v in value]
         return self.text(str(value))
+
+
+CREDENTIAL_PREFIXES = ("AWS_", "S3_", "GOOGLE_", "GCS_", "AZURE_", "DESYNC_", "CASYNC_")
+CREDENTIAL_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "AUTH", "CREDENTIAL")
+
+
+def credential_variable(name: str) -> bool:
+    """Whether the environment variable ``name`` holds a credential a store reads (or
+    one of its family): ``S3_SECRET_KEY``, ``AWS_SESSION_TOKEN``, ``DESYNC_HTTP_AUTH``,
+    ``DESYNC_OCI_PASSWORD``, ``DESYNC_ENCRYPTION_KEY``; not ``AWS_REGION``."""
+    upper = name.upper()
+    return upper.startswith(CREDENTIAL_PREFIXES) and any(w in upper for w in CREDENTIAL_WORDS)
 
 
 _BOUNDED = "(?<![^\\W_])(?:{})(?![^\\W_])"  # not next to a letter or digit

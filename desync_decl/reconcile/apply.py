@@ -144,7 +144,7 @@ class _Run:
             result = self._task_observed(i)
         reads = tally.to_json(self.ctx.resolver.opened_name)
         stats = {**result.stats, "reads": reads} if reads["stores"] else result.stats
-        warnings = tally.warnings(self.ctx.resolver.name_of)
+        warnings = (*result.warnings, *tally.warnings(self.ctx.resolver.name_of))
         return dataclasses.replace(result, stats=stats, warnings=warnings)
 
     def _task_observed(self, i: int) -> TaskResult:

@@ -9,11 +9,20 @@ again. For the same reason a notification is first written to the state folder
 (``remember``) and dropped only when its handler succeeds: a handler that fails,
 times out, or never ran because the apply was killed runs on the next apply.
 
+A kept notification is keyed by the handler's name and what the notifying task
+writes (its target), not by where the manifest lies: a GitOps checkout of the
+next commit to another folder finds it, and two manifests sharing a state folder
+find only those of the targets they manage. Each notification carries an id of
+its own, and the records are changed only under the state folder's handler lock:
+a handler that succeeded removes the notifications it saw when it started, never
+one another apply added while it ran (that apply runs the handler itself).
+
 A command is an argv list run without a shell, in the manifest's folder, with
 no stdin, in a session of its own so that a timeout kills everything it
-started. Its output (stdout and stderr together) is kept up to
-``OUTPUT_LIMIT`` bytes, the last ones: renderers escape it like any text from
-elsewhere. ``--check`` reports which handlers would run and runs none.
+started. It inherits the environment (PATH, what the service needs), but the
+credentials the stores read in it (``Redactor.of_credentials``) never show in its
+output, which is kept up to ``OUTPUT_LIMIT`` bytes, the last ones: renderers
+escape it like any text from elsewhere. ``--check`` reports which handlers would run and runs none.
 """
 
 from __future__ import annotations
@@ -25,16 +34,21 @@ import select
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest.model import HandlerDef, Task
+from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.context import Context
+from desync_decl.reconcile.kinds import kind_for
+from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import Status, TaskResult
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of a handler's output kept: the last ones
 POLL_SECONDS = 0.1
+HANDLERS_LOCK = "handlers:notifications"  # a lock key of the state folder (``lock.py``)
 
 
 class HandlerStatus(enum.Enum):
@@ -60,13 +74,13 @@ def remember(ctx: Context, result: TaskResult) -> None:
     """Record the notifications of a task that changed, before any handler runs, so a
     run killed now still runs them next time. Best effort: the run's own results
     notify the handlers of this apply anyway."""
-    if result.status is not Status.CHANGED:
+    if result.status is not Status.CHANGED or not result.task.notify:
         return
-    for name in result.task.notify:
-        key = _key(ctx, name)
-        with contextlib.suppress(DesyncError):
-            earlier = _pending(ctx, key)
-            ctx.state.put(key, {"notified-by": sorted({*earlier, result.task.name})})
+    with contextlib.suppress(DesyncError), _records_locked(ctx):
+        for name in result.task.notify:
+            key = _key(name, _target(ctx, result.task))
+            entries = [*_entries(ctx, key), {"by": result.task.name, "id": uuid.uuid4().hex}]
+            ctx.state.put(key, {"notified": entries})
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,8 @@ def notified(ctx: Context, changed: Iterable[Task]) -> list[Notified]:
     out = []
     for name, handler in ctx.manifest.handlers.items():
         earlier = name not in now
-        by = tuple(_pending(ctx, _key(ctx, name)) if earlier else now[name])
+        kept = [e["by"] for key in _keys(ctx, name) for e in _entries(ctx, key)]
+        by = tuple(sorted(set(kept)) if earlier else now[name])
         if by:
             out.append(Notified(handler, by, earlier))
     return out
@@ -104,22 +119,65 @@ def run_handlers(
         if check:
             out.append(HandlerResult(n.handler, HandlerStatus.WOULD_RUN, "", n.by, n.earlier))
             continue
+        keys = _keys(ctx, n.handler.name)
+        with _records_locked(ctx):  # what it handles: the notifications kept as it starts
+            seen = {key: {e["id"] for e in _entries(ctx, key)} for key in keys}
         result = _run(n.handler, n.by, earlier=n.earlier, cwd=ctx.manifest.base_dir)
         if result.status is HandlerStatus.OK:
-            ctx.state.drop(_key(ctx, n.handler.name))
+            _forget(ctx, seen)
         out.append(result)
     return out
 
 
-def _key(ctx: Context, name: str) -> str:
-    """A handler of this manifest, wherever the manifest was named from."""
-    return f"handler\0{os.path.abspath(ctx.manifest.path)}\0{name}"
+def _forget(ctx: Context, handled: dict[str, set[str]]) -> None:
+    """Drop the notifications a handler that succeeded handled (by record key, their
+    ids), keeping any added since. Best effort: one left behind runs it once more."""
+    with contextlib.suppress(DesyncError), _records_locked(ctx):
+        for key, ids in handled.items():
+            left = [e for e in _entries(ctx, key) if e["id"] not in ids]
+            if left:
+                ctx.state.put(key, {"notified": left})
+            else:
+                ctx.state.drop(key)
 
 
-def _pending(ctx: Context, key: str) -> list[str]:
+def _key(name: str, target: str) -> str:
+    """The record of the handler ``name``'s notifications by tasks writing ``target``."""
+    return f"handler\0{name}\0{target}"
+
+
+def _keys(ctx: Context, name: str) -> list[str]:
+    """The records that may hold notifications of the handler ``name``: one per target
+    of the manifest's tasks notifying it (selected by the run or not)."""
+    targets = {_target(ctx, t) for t in ctx.manifest.tasks if name in t.notify}
+    return [_key(name, target) for target in sorted(targets)]
+
+
+def _target(ctx: Context, task: Task) -> str:
+    """What ``task`` changes, as resource keys: stable across checkouts of the manifest
+    (the task's name only for a task that writes nothing)."""
+    resources = kind_for(task.kind).resources(task, ctx.resolver)
+    written = sorted(resources.writes or resources.adds)
+    return "\0".join(written) if written else f"task:{task.name}"
+
+
+def _entries(ctx: Context, key: str) -> list[dict[str, str]]:
+    """The notifications kept in the record ``key`` (``by``: a task name, ``id``)."""
     record = ctx.state.get(key) or {}
-    names = record.get("notified-by")
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    entries = record.get("notified")
+    if not isinstance(entries, list):
+        return []
+    return [
+        {"by": e["by"], "id": e["id"]}
+        for e in entries
+        if isinstance(e, dict) and isinstance(e.get("by"), str) and isinstance(e.get("id"), str)
+    ]
+
+
+def _records_locked(ctx: Context) -> contextlib.AbstractContextManager[None]:
+    """The state folder's lock on handler records: every change to them is a
+    read-modify-write another apply must not interleave with."""
+    return locked(ctx.state.directory, {HANDLERS_LOCK: True}, timeout=None)
 
 
 def _run(
@@ -130,6 +188,8 @@ def _run(
     def done(status: HandlerStatus, msg: str, exit: int | None, out: _Output) -> HandlerResult:
         seconds = round(time.monotonic() - started, 3)
         text = bytes(out.kept).decode("utf-8", "replace")
+        credentials = Redactor.of_credentials(os.environ)  # it inherits them: never shown
+        text = credentials.text_cut(text) if out.dropped else credentials.text(text)
         return HandlerResult(handler, status, msg, by, earlier, exit, text, out.dropped, seconds)
 
     output = _Output()

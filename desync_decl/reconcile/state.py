@@ -111,7 +111,7 @@ class StateStore:
         following a symlink."""
         if fd is None:
             try:
-                with _open_file(path) as opened:
+                with open_to_read(path) as opened:
                     return self.file_record(path, opened)
             except OSError:
                 return self._folder_file_record(path)
@@ -131,7 +131,7 @@ class StateStore:
         else opened without following a symlink); the record that was kept."""
         if fd is None:
             try:
-                with _open_file(path) as opened:
+                with open_to_read(path) as opened:
                     return self.put_file_record(path, index_digest, opened)
             except OSError as e:
                 raise DesyncError(f"cannot record state of {path}: {e.strerror}") from None
@@ -269,12 +269,28 @@ class StateStore:
                 os.close(folder)
 
 
+@contextlib.contextmanager
+def after_change(warnings: list[str], target: Path) -> Iterator[None]:
+    """Bookkeeping once ``target`` has changed (its record, the index copy kept beside
+    it): a failure (the state folder's disk full) is a warning in ``warnings``, never
+    the task's failure. The change happened: the task must report it and notify its
+    handlers, and a record missing or stale only makes the next run look again."""
+    try:
+        yield
+    except DesyncError as e:
+        warnings.append(f"{target} changed but its state was not kept: {e}")
+    except OSError as e:
+        why = f"{e.filename}: {e.strerror}" if e.filename else str(e.strerror or e)
+        warnings.append(f"{target} changed but its state was not kept: {why}")
+
+
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 @contextlib.contextmanager
-def _open_file(path: Path) -> Iterator[int]:
-    """``path`` opened to read, never through a symlink (nor blocking on a FIFO)."""
+def open_to_read(path: Path) -> Iterator[int]:
+    """``path`` opened to read, never through a symlink (nor blocking on a FIFO): how
+    a file whose record is looked at is opened (here and for seeds)."""
     fd = os.open(path, _O_READ)
     try:
         yield fd

@@ -7,7 +7,9 @@ when nothing is there. ``remove`` deletes relative to that directory's fd: a
 directory with everything in it (``trees.remove``: each level opened relative to
 its parent, never through a symlink), a symlink standing at the path itself and
 never what it points to. What is removed must still be what was planned on (same
-device and inode), else the run stops and the next one looks again.
+device and inode), else the run stops and the next one looks again. A tree with a
+mount point in it (a bind-mounted ``data/``) is refused before anything goes, in
+plan and apply; the deletion walk stops at one mounted since.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task
 from desync_decl.reconcile import files
+from desync_decl.reconcile.kinds.trees import mount_point_at_or_below
 from desync_decl.reconcile.kinds.trees import remove as remove_below
 from desync_decl.reconcile.model import Action, Diff, Facts, Verb
 
@@ -37,6 +40,10 @@ def look(path: Path, *, keeps: str) -> Facts:
                 raise DesyncError(f"cannot look at {path}: {e.strerror}") from None
     if st is not None and _what(st) not in (keeps, "symlink"):
         raise DesyncError(f"cannot remove {path}: it is a {_what(st)}, not a {keeps}")
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        point = mount_point_at_or_below(path)
+        if point is not None:
+            raise DesyncError(f"cannot remove {path}: {point} is a mount point; unmount it first")
     fields: dict[str, object] = {"state": "absent", "target": _fields(st)}
     return Facts(fields, st)
 

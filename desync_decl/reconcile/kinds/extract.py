@@ -63,7 +63,7 @@ from desync_decl.reconcile.model import (
     human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
-from desync_decl.reconcile.state import FileRecord
+from desync_decl.reconcile.state import FileRecord, after_change
 
 
 @dataclass(frozen=True)
@@ -299,12 +299,14 @@ class ExtractKind:
 
     def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
         a: ExtractAction = action.task.action  # type: ignore[assignment]
+        warnings: list[str] = []
         if a.state == "absent":
             if action.verb.changes:
                 absent.remove(a.path, action.detail)
-            ctx.state.forget_file(a.path)
+            with after_change(warnings, a.path):
+                ctx.state.forget_file(a.path)
             status = Status.CHANGED if action.verb.changes else Status.OK
-            return TaskResult(action.task, status, action.reason)
+            return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
         seen: _Seen = action.detail
         digest = seen.digest
         if not action.verb.changes:
@@ -317,17 +319,19 @@ class ExtractKind:
                         _record(ctx, a, seen, fd)
             return TaskResult(action.task, Status.OK, action.reason)
         if seen.plan is None:
-            self._set_attributes(a, ctx, seen)
-            return TaskResult(action.task, Status.CHANGED, action.reason)
-        stats = self._extract(a, ctx, seen, digest, progress)
+            self._set_attributes(a, ctx, seen, warnings)
+            return TaskResult(action.task, Status.CHANGED, action.reason, warnings=tuple(warnings))
+        stats = self._extract(a, ctx, seen, digest, progress, warnings)
         msg = (
             f"extracted, {action.reason}:"
             f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
             f" {human_bytes(_from_seeds(stats))} from seeds"
         )
-        return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+        return TaskResult(action.task, Status.CHANGED, msg, stats=stats, warnings=tuple(warnings))
 
-    def _set_attributes(self, a: ExtractAction, ctx: Context, seen: _Seen) -> None:
+    def _set_attributes(
+        self, a: ExtractAction, ctx: Context, seen: _Seen, warnings: list[str]
+    ) -> None:
         """Only attributes differ: set them on the target opened as it was planned on."""
         with (
             files.directory_of(a.path) as dir_fd,
@@ -337,10 +341,17 @@ class ExtractKind:
                 raise DesyncError(f"{a.path} changed since it was looked at; run again")
             seen.wanted.set(fd, a.path)  # refused if no longer ours: run again
             if _is_file(seen.st):
-                _record(ctx, a, seen, fd)
+                with after_change(warnings, a.path):
+                    _record(ctx, a, seen, fd)
 
     def _extract(
-        self, a: ExtractAction, ctx: Context, seen: _Seen, digest: str, progress: Progress
+        self,
+        a: ExtractAction,
+        ctx: Context,
+        seen: _Seen,
+        digest: str,
+        progress: Progress,
+        warnings: list[str],
     ) -> dict[str, object]:
         assert seen.index is not None
         index = seen.index
@@ -381,8 +392,9 @@ class ExtractKind:
                 dir_fd=dir_fd,
             )
         if _is_file(result.written):
-            ctx.state.name_file(a.path, result.written, digest, marked[-1])
-            ctx.state.keep_index(a.path, index)
+            with after_change(warnings, a.path):
+                ctx.state.name_file(a.path, result.written, digest, marked[-1])
+                ctx.state.keep_index(a.path, index)
         stats.update((k, v) for k, v in result.stats().items() if k != "plan")
         return stats
 

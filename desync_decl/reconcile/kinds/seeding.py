@@ -32,10 +32,9 @@ from desync_decl.manifest.convert import is_url
 from desync_decl.ops.seeding import open_seeds, reindex
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import file_facts
-from desync_decl.reconcile.state import FileRecord
+from desync_decl.reconcile.state import FileRecord, open_to_read
 
 TARGET = "target"  # the target's name as a seed, in plans and messages
-_O_LOOK = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 @dataclass
@@ -168,15 +167,11 @@ def _vouched_for(ctx: Context, file: Path, index: Index) -> bool:
     if pending is not None:
         return pending[0].file_digest() == index.file_digest()
     try:
-        fd = os.open(file, _O_LOOK)
+        with open_to_read(file) as fd:
+            record = matching_record(ctx, file, fd, os.fstat(fd))
     except OSError:
         return False
-    try:
-        st = os.fstat(fd)
-        record = matching_record(ctx, file, fd, st)
-        return record is not None and record.index_digest == index.file_digest()
-    finally:
-        os.close(fd)
+    return record is not None and record.index_digest == index.file_digest()
 
 
 def _is_target(file: Path, target: Path, st: os.stat_result) -> bool:

@@ -11,14 +11,17 @@ keeps nothing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import struct
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
@@ -245,8 +248,9 @@ class Spool:
 
 def remove(root_fd: int, where: str, rel: bytes) -> None:
     """Delete the entry ``rel`` below the directory ``root_fd`` (shown as ``where``; a
-    directory with everything in it), never following a symlink on the way; a parent
-    we own but may not write to is opened up for the deletion and put back."""
+    directory with everything in it), never following a symlink on the way nor
+    entering another mount (``_remove_tree``); a parent we own but may not write to is
+    opened up for the deletion and put back."""
     parts = rel.split(b"/")
     shown = _shown(where, rel)
     try:
@@ -258,7 +262,7 @@ def remove(root_fd: int, where: str, rel: bytes) -> None:
                 fd = inner
             mode = _opened_up(fd)
             try:
-                _remove_at(fd, parts[-1])
+                _remove_at(fd, parts[-1], shown)
             finally:
                 if mode is not None:
                     os.fchmod(fd, mode)
@@ -280,19 +284,132 @@ def _opened_up(fd: int) -> int | None:
     return mode
 
 
-def _remove_at(dir_fd: int, name: bytes) -> None:
-    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if stat.S_ISDIR(st.st_mode):
-        fd = os.open(name, _O_DIR, dir_fd=dir_fd)
-        try:
-            _opened_up(fd)  # it goes: no need to put the mode back
-            for child in os.listdir(fd):
-                _remove_at(fd, os.fsencode(child))
-        finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=dir_fd)
+def _remove_at(parent: int, name: bytes, shown: str) -> None:
+    if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+        _remove_tree(parent, name, shown)
     else:
-        os.unlink(name, dir_fd=dir_fd)
+        os.unlink(name, dir_fd=parent)
+
+
+@dataclass
+class _Level:
+    """A directory being emptied: its name in its parent, its identity, and the
+    subdirectories in it still to remove."""
+
+    name: bytes
+    ident: tuple[int, int]
+    subdirs: list[bytes]
+
+
+def _remove_tree(parent: int, name: bytes, shown: str) -> None:
+    """Delete the directory ``name`` in ``parent`` (shown as ``shown``) and everything
+    in it, at any depth: a loop, not recursion, holding one directory fd at a time
+    (back up through ``..`` only to the very directory it came from). A directory on
+    another mount than ``parent`` (a bind-mounted ``data/``, a tmpfs) is never
+    entered: the deletion stops there, naming it."""
+    mount = _mount_of(parent)
+    fd = _enter(parent, name, mount, shown)
+    if fd is None:
+        return
+    try:
+        levels = [_Level(name, _ident(fd), _clear(fd))]
+        while levels:
+            level = levels[-1]
+            if level.subdirs:
+                child = level.subdirs.pop()
+                at = os.path.join(shown, *map(os.fsdecode, (lv.name for lv in levels[1:])))
+                inner = _enter(fd, child, mount, os.path.join(at, os.fsdecode(child)))
+                if inner is not None:
+                    os.close(fd)
+                    fd = inner
+                    levels.append(_Level(child, _ident(fd), _clear(fd)))
+                continue
+            levels.pop()
+            if not levels:
+                break
+            up = os.open(b"..", _O_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            if _ident(fd) != levels[-1].ident:
+                raise DesyncError(f"cannot delete {shown}: it was moved while it was deleted")
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(level.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _enter(parent: int, name: bytes, mount: tuple[int, int | None], shown: str) -> int | None:
+    """The directory ``name`` in ``parent`` opened to empty it, if it is on ``mount``;
+    None when it is gone, or was a non-directory and is now deleted."""
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(name, dir_fd=parent)  # replaced by a file or a symlink since listed
+        return None
+    if _mount_of(fd) != mount:
+        os.close(fd)
+        raise DesyncError(f"cannot delete {shown}: it is a mount point; unmount it first")
+    _opened_up(fd)  # it goes: no need to put the mode back
+    return fd
+
+
+def _clear(fd: int) -> list[bytes]:
+    """Delete every non-directory in the directory ``fd``; the names of its subdirectories."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            name = os.fsencode(entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(name)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+    return subdirs
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _mount_of(fd: int) -> tuple[int, int | None]:
+    """The device and mount id of the open directory ``fd``: a bind mount of a folder
+    of the same filesystem has the same device but a mount id of its own (read from
+    ``/proc/self/fdinfo``; None where that is not available)."""
+    device = os.fstat(fd).st_dev
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+            for line in info:
+                if line.startswith(b"mnt_id:"):
+                    return device, int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return device, None
+
+
+def mount_point_at_or_below(root: str | os.PathLike) -> str | None:
+    """A mount point at ``root`` or below it, by ``/proc/self/mountinfo`` (None if
+    none, or unknown): what ``state: absent`` must not empty, said before anything
+    is deleted (the deletion itself stops at one too)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = f.read()
+    except OSError:
+        return None
+    real = os.fsencode(os.path.realpath(root))
+    below = real.rstrip(b"/") + b"/"
+    for line in table.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+            if point == real or point.startswith(below):
+                return os.fsdecode(point)
+    return None
 
 
 def repeated(index: Index) -> set[ChunkID]:

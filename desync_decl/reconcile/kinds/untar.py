@@ -59,6 +59,7 @@ from desync_decl.reconcile.model import (
     human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.reconcile.state import after_change
 from desync_decl.stores.base import ChunkMissing
 from desync_decl.stores.compose import Router
 
@@ -293,12 +294,14 @@ class UntarKind:
 
     def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
         a: UntarAction = action.task.action  # type: ignore[assignment]
+        warnings: list[str] = []
         if a.state == "absent":
             if action.verb.changes:
                 absent.remove(a.path, action.detail)
-            ctx.state.drop(_key(a))
+            with after_change(warnings, a.path):
+                ctx.state.drop(_key(a))
             status = Status.CHANGED if action.verb.changes else Status.OK
-            return TaskResult(action.task, status, action.reason)
+            return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
         seen: _Seen = action.detail
         digest = seen.digest
         if not action.verb.changes:
@@ -341,7 +344,8 @@ class UntarKind:
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
             ]
-        ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
+        with after_change(warnings, a.path):
+            ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
             f"untarred, {action.reason}:"
@@ -349,7 +353,7 @@ class UntarKind:
             f" {human_bytes(int(stats['bytes-in-place']))} in place,"
             f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
         )
-        return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+        return TaskResult(action.task, Status.CHANGED, msg, stats=stats, warnings=tuple(warnings))
 
 
 def _target(path: Path) -> str | None:
