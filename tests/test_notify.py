@@ -367,8 +367,9 @@ def test_a_kept_notification_is_found_from_the_next_commits_checkout(tmp_path):
 
 def test_a_handler_that_succeeds_keeps_a_notification_added_while_it_ran(tmp_path):
     """Two applies at once: A's handler runs (waiting for a file); meanwhile B changes
-    the target again and its handler fails. A's success must not erase B's
-    notification: the next apply runs the handler for B's change."""
+    the target again, then waits for A's run (one run of a handler at a time) and runs
+    the handler itself, which fails. A's success must not erase B's notification: the
+    next apply runs the handler for B's change."""
     write(tmp_path / "app.img", blob(81, 100_000))
     state = tmp_path / "state"
     handler = (
@@ -376,33 +377,30 @@ def test_a_handler_that_succeeds_keeps_a_notification_added_while_it_ran(tmp_pat
         " while [ ! -e go ]; do sleep 0.05; done; fi; echo ran >> runs"
     )
     m = published(tmp_path, tmp_path / "site", handler)
-    env = {**os.environ, "WAIT": "1"}
-    a = subprocess.Popen(
-        [*CLI, "apply", str(m), "--state-dir", str(state)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    argv = [*CLI, "apply", str(m), "--state-dir", str(state)]
+    a = subprocess.Popen(argv, env={**os.environ, "WAIT": "1"}, stdout=subprocess.PIPE, text=True)
+    b = None
     try:
         started = tmp_path / "site" / "started"
         deadline = time.monotonic() + 60
         while not started.exists() and a.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert started.exists(), "A's handler never started"
+        published_by_a = (tmp_path / "app.caibx").read_bytes()
         write(tmp_path / "app.img", blob(82, 100_000))  # the next version, published by B
-        b = subprocess.run(
-            [*CLI, "apply", str(m), "--state-dir", str(state)],
-            env={**os.environ, "FAIL": "1"},
-            capture_output=True,
-            text=True,
-            timeout=120,
+        b = subprocess.Popen(
+            argv, env={**os.environ, "FAIL": "1"}, stdout=subprocess.PIPE, text=True
         )
-        assert b.returncode == 1 and "changed: [image]" in b.stdout, b.stdout + b.stderr
-        assert "failed: [restart] handler: exit status 1; notified by image" in b.stdout
+        while (tmp_path / "app.caibx").read_bytes() == published_by_a:  # B changed it
+            assert b.poll() is None and time.monotonic() < deadline, b.communicate()
+            time.sleep(0.05)
     finally:
         (tmp_path / "site" / "go").touch()
         out, _ = a.communicate(timeout=120)
+        b_out = b.communicate(timeout=120)[0] if b is not None else ""
     assert a.returncode == 0 and "ok: [restart] handler: exit status 0" in out, out
+    assert b is not None and b.returncode == 1 and "changed: [image]" in b_out, b_out
+    assert "failed: [restart] handler: exit status 1; notified by image" in b_out
     c = run("apply", m, "--state-dir", state)
     assert c.returncode == 0, c.stdout
     assert "ok: [restart] handler: exit status 0; notified by an earlier apply: image" in c.stdout
@@ -461,3 +459,33 @@ def the_handler(m: Path, env: dict[str, str]) -> tuple[dict, str]:
     )
     [h] = json.loads(r.stdout)["handlers"]
     return h, r.stdout
+
+
+def test_an_apply_during_a_handler_run_waits_and_does_not_run_it_again(tmp_path):
+    """The trial's case: apply A changed the image and runs the slow restart; apply B,
+    started meanwhile, finds the image converged and A's notification still kept. B
+    must wait for A's run and then leave it: one restart, never two at once."""
+    m = site(
+        tmp_path,
+        """\
+        restart:
+          command: [sh, -c, "echo start >> runs; sleep 2; echo end >> runs"]
+        """,
+    )
+    first = subprocess.Popen(
+        [*CLI, "apply", str(m), "--state-dir", str(m.parent / "state")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 60
+    while not (runs.exists() and runs.read_text()):  # A's handler has started
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    second = apply(m, "--json")
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads(second.stdout)["handlers"] == []
+    assert runs.read_text() == "start\nend\n"

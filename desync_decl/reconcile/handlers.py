@@ -120,13 +120,25 @@ def run_handlers(
             out.append(HandlerResult(n.handler, HandlerStatus.WOULD_RUN, "", n.by, n.earlier))
             continue
         keys = _keys(ctx, n.handler.name)
-        with _records_locked(ctx):  # what it handles: the notifications kept as it starts
-            seen = {key: {e["id"] for e in _entries(ctx, key)} for key in keys}
-        result = _run(n.handler, n.by, earlier=n.earlier, cwd=ctx.manifest.base_dir)
-        if result.status is HandlerStatus.OK:
-            _forget(ctx, seen)
+        with _running(ctx, n.handler.name):
+            with _records_locked(ctx):  # what it handles: the notifications kept as it starts
+                seen = {key: {e["id"] for e in _entries(ctx, key)} for key in keys}
+            if n.earlier and not any(seen.values()):
+                continue  # the apply that kept the notification ran it while we waited
+            result = _run(n.handler, n.by, earlier=n.earlier, cwd=ctx.manifest.base_dir)
+            if result.status is HandlerStatus.OK:
+                _forget(ctx, seen)
         out.append(result)
     return out
+
+
+def _running(ctx: Context, name: str) -> contextlib.AbstractContextManager[None]:
+    """One run of a handler at a time on this host: a second apply waits, and runs a
+    handler only notified by an earlier apply only if that notification is still
+    kept, so two applies never restart a service at once, nor twice for one change.
+    (One this run's tasks notified runs anyway: its notification may not have been
+    kept.)"""
+    return locked(ctx.state.directory, {f"handler-run:{name}": True}, timeout=None)
 
 
 def _forget(ctx: Context, handled: dict[str, set[str]]) -> None:
