@@ -359,3 +359,16 @@ def test_the_index_a_target_holds_is_kept_privately_and_a_damaged_copy_is_not_be
     assert host.holds("v3")
     (copy,) = indexes.iterdir()  # replaced with the index the target now holds
     assert copy.read_bytes() == (origin.root / "rel" / "v3.caibx").read_bytes()
+
+
+def test_a_target_changed_behind_its_record_is_caught_by_apply_and_said(origin):
+    """Bytes changed with the mtime restored, then a rollback without --verify: plan
+    trusts the record (it cannot know without reading), apply's read-back finds the
+    target seed lying, chunks it again, and says so in a warning."""
+    host = at_version(origin, "h", "v3")
+    drift(host.target, 1_000_000, keep_mtime=True)
+    applied = host.cli("apply", origin.manifest("v2", "v1", "rollback.yaml"))
+    assert host.holds("v2")
+    assert applied["stats"]["attempts"] == 2 and len(applied["stats"]["seed-problems"]) == 1
+    (warning,) = applied["warnings"]
+    assert "doesn't match its data" in warning and "chunked again" in warning, warning

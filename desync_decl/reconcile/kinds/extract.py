@@ -322,6 +322,9 @@ class ExtractKind:
             self._set_attributes(a, ctx, seen, warnings)
             return TaskResult(action.task, Status.CHANGED, action.reason, warnings=tuple(warnings))
         stats = self._extract(a, ctx, seen, digest, progress, warnings)
+        done = "chunked again" if a.invalid_seeds == "regenerate" else "left out"
+        for problem in stats.get("seed-problems") or ():  # plan trusted a record that lied
+            warnings.append(f"{problem}; the seed was {done} and the extraction planned again")
         msg = (
             f"extracted, {action.reason}:"
             f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
