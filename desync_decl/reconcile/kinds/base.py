@@ -25,7 +25,7 @@ from desync_decl.manifest import Task
 from desync_decl.manifest.convert import is_url
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.model import Action, Facts, TaskResult
+from desync_decl.reconcile.model import Action, Facts, TaskResult, Verb
 from desync_decl.reconcile.resolve import Resolver
 
 
@@ -98,3 +98,10 @@ def size_of(indexes: Iterable[Index], ids: Iterable[ChunkID]) -> int:
     """Bytes of the distinct chunks ``ids``, sizes taken from ``indexes``."""
     sizes = {c.id: c.size for index in indexes for c in index}
     return sum(sizes[i] for i in set(ids))
+
+
+def why_words(action: Action) -> str:
+    """The reason after a result's verb ("extracted, content differs …"): none for a
+    target that was absent, where "extracted, absent" reads as if nothing was there
+    afterwards."""
+    return "" if action.verb is Verb.CREATE else f", {action.reason}"

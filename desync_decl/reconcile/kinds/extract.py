@@ -43,7 +43,7 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, seeding
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
     fetched_words,
@@ -326,7 +326,7 @@ class ExtractKind:
         for problem in stats.get("seed-problems") or ():  # plan trusted a record that lied
             warnings.append(f"{problem}; the seed was {done} and the extraction planned again")
         msg = (
-            f"extracted, {action.reason}:"
+            f"extracted{why_words(action)}:"
             f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
             f" {human_bytes(_from_seeds(stats))} from seeds"
         )

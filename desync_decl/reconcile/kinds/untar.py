@@ -35,7 +35,7 @@ from desync_decl.ops.untar import untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import (
     NotADirectory,
@@ -348,7 +348,7 @@ class UntarKind:
             ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred, {action.reason}:"
+            f"untarred{why_words(action)}:"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
             f" {human_bytes(int(stats['bytes-in-place']))} in place,"
             f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
