@@ -209,3 +209,44 @@ def test_extract_with_a_cache_size_limit_keeps_the_cache_under_it(cli, tmp_path,
     assert 0 < cached <= 200 * 1024
     bad = cli("extract", *args[:-1], "lots", tmp_path / "b.caibx", tmp_path / "o")
     assert bad.code == 1 and "'lots' is not a size" in bad.err + capsys.readouterr().err
+
+
+def nested_parentheses(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth > 1:
+            return True
+    return False
+
+
+def test_a_router_names_the_stores_that_said_missing_before_one_failed(stores, tmp_path):
+    """Missing from the first store, the second failing: both are in the message."""
+    router = Router([stores("one"), FailingStore(stores("two", A), "err")])
+    with pytest.raises(StoreError) as failed:
+        router.get_chunk(A.id)
+    message = str(failed.value)
+    assert f"missing from {tmp_path / 'one'}" in message, message
+    assert "failed on cue" in message, message
+
+
+def test_a_group_names_the_member_that_failed_before_another_said_missing(stores, tmp_path):
+    """The first member fails, the second lacks the chunk: the error says both."""
+    group = FailoverGroup([FailingStore(stores("one", A), "err"), stores("two")])
+    with pytest.raises(ChunkMissing) as missing:
+        group.get_chunk(A.id)
+    message = str(missing.value)
+    assert f"missing from {tmp_path / 'two'}" in message, message
+    assert f"failing({tmp_path / 'one'}) failed on cue" in message, message
+
+
+def test_a_chunk_in_no_store_is_said_without_nested_parentheses(stores, tmp_path):
+    """A router over a size-limited cache: one plain sentence naming every store."""
+    cached = Cache(stores("up"), SizeLimited(stores("near"), 1 << 20))
+    router = Router([cached, stores("other")])
+    with pytest.raises(ChunkMissing) as missing:
+        router.get_chunk(A.id)
+    message = str(missing.value)
+    assert not nested_parentheses(message), message
+    assert f"{tmp_path / 'up'}, cached in {tmp_path / 'near'}" in message, message
+    assert str(tmp_path / "other") in message, message
