@@ -211,4 +211,3 @@ def test_a_blip_on_the_working_member_does_not_send_the_group_back_to_the_dead_o
     assert [(str(s.old), str(s.new)) for s in switches] == [
         (str(group.members[0]), str(group.members[1]))
     ]
-
