@@ -23,6 +23,7 @@ from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.lru import SizeLimited
 from desync_decl.stores.tally import ask, observed, observing
+from tests.fleet_routing_helpers import nested_parentheses
 
 
 class FailingStore:
@@ -211,15 +212,6 @@ def test_extract_with_a_cache_size_limit_keeps_the_cache_under_it(cli, tmp_path,
     assert 0 < cached <= 200 * 1024
     bad = cli("extract", *args[:-1], "lots", tmp_path / "b.caibx", tmp_path / "o")
     assert bad.code == 1 and "'lots' is not a size" in bad.err + capsys.readouterr().err
-
-
-def nested_parentheses(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth > 1:
-            return True
-    return False
 
 
 def test_a_router_names_the_stores_that_said_missing_before_one_failed(stores, tmp_path):

@@ -22,7 +22,7 @@ import pytest
 from desync_decl.formats.index import decode
 from desync_decl.reconcile.model import human_bytes
 from tests import fleet_routing_helpers
-from tests.fleet_routing_helpers import Fleet, group_manifest
+from tests.fleet_routing_helpers import Fleet, group_manifest, nested_parentheses
 
 origin, fleet = fleet_routing_helpers.origin, fleet_routing_helpers.fleet
 cli_server = fleet_routing_helpers.cli_server
@@ -52,15 +52,6 @@ def origin_objects(fleet: Fleet) -> dict[str, int]:
         for page in pages
         for o in page.get("Contents", ())
     }
-
-
-def nested_parentheses(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth > 1:
-            return True
-    return False
 
 
 def test_plan_shows_plain_bytes_and_the_stores_own_sizes_for_the_wire(fleet):

@@ -21,19 +21,11 @@ from desync_decl.reconcile import open_context
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.location import Opener
 from tests import servers_http
+from tests.fleet_routing_helpers import nested_parentheses
 from tests.servers_http import Step
 
 scripted = servers_http.scripted
 KEY = "ab" * 32
-
-
-def nested_parentheses(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth > 1:
-            return True
-    return False
 
 
 def write_manifest(tmp_path: Path, body: str) -> Path:
