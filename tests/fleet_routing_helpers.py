@@ -147,6 +147,16 @@ class Fleet:
         return f"s3+{self.origin.endpoint}/origin/store"
 
 
+def nested_parentheses(text: str) -> bool:
+    """Parentheses inside parentheses: what a message of one plain sentence never has."""
+    depth = 0
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth > 1:
+            return True
+    return False
+
+
 def fleet_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     home = tmp / "home"

@@ -15,12 +15,15 @@ import time
 import pytest
 
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import Digest
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, plain_of
 from desync_decl.stores.compose import Cache, FailoverGroup, Router
 from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.lru import SizeLimited
+from desync_decl.stores.tally import ask, observed, observing
+from tests.fleet_routing_helpers import nested_parentheses
 
 
 class FailingStore:
@@ -209,3 +212,54 @@ def test_extract_with_a_cache_size_limit_keeps_the_cache_under_it(cli, tmp_path,
     assert 0 < cached <= 200 * 1024
     bad = cli("extract", *args[:-1], "lots", tmp_path / "b.caibx", tmp_path / "o")
     assert bad.code == 1 and "'lots' is not a size" in bad.err + capsys.readouterr().err
+
+
+def test_a_router_names_the_stores_that_said_missing_before_one_failed(stores, tmp_path):
+    """Missing from the first store, the second failing: both are in the message."""
+    router = Router([stores("one"), FailingStore(stores("two", A), "err")])
+    with pytest.raises(StoreError) as failed:
+        router.get_chunk(A.id)
+    message = str(failed.value)
+    assert f"missing from {tmp_path / 'one'}" in message, message
+    assert "failed on cue" in message, message
+
+
+def test_a_group_names_the_member_that_failed_before_another_said_missing(stores, tmp_path):
+    """The first member fails, the second lacks the chunk: the error says both."""
+    group = FailoverGroup([FailingStore(stores("one", A), "err"), stores("two")])
+    with pytest.raises(ChunkMissing) as missing:
+        group.get_chunk(A.id)
+    message = str(missing.value)
+    assert f"missing from {tmp_path / 'two'}" in message, message
+    assert f"failing({tmp_path / 'one'}) failed on cue" in message, message
+
+
+def test_a_chunk_in_no_store_is_said_without_nested_parentheses(stores, tmp_path):
+    """A router over a size-limited cache: one plain sentence naming every store."""
+    cached = Cache(stores("up"), SizeLimited(stores("near"), 1 << 20))
+    router = Router([cached, stores("other")])
+    with pytest.raises(ChunkMissing) as missing:
+        router.get_chunk(A.id)
+    message = str(missing.value)
+    assert not nested_parentheses(message), message
+    assert f"{tmp_path / 'up'}, cached in {tmp_path / 'near'}" in message, message
+    assert str(tmp_path / "other") in message, message
+
+
+def test_counting_a_read_neither_decodes_under_the_tally_lock_nor_raises(stores, tmp_path):
+    """The tally decoded each served chunk inside its lock (every reader's zstd in
+    turn) and let a DecodeError out of a read it had already counted. Now a read
+    through ``plain_of`` is counted at the index's size, and a chunk that does not
+    decode is counted as served and handed to the reader, which says what is wrong."""
+    stores("raw", A)
+    path = next((tmp_path / "raw").rglob("*.cacnk"))
+    path.write_bytes(b"not zstd at all")
+    store = LocalStore(tmp_path / "raw", skip_verify=True)  # what a store hands over unchecked
+    with observing() as tally:
+        chunk = ask(store, A.id)
+    assert chunk.id == A.id
+    assert tally.counts[store].chunks["served"] == 1
+    assert tally.counts[store].bytes["served"] == 0  # not known: it does not decode
+    with observing() as tally, pytest.raises(DecodeError):
+        plain_of(observed(store), A.id, len(A.plain()), 1 << 20)
+    assert tally.counts[store].bytes["served"] == len(A.plain())  # the index's size

@@ -27,6 +27,7 @@ from desync_decl.parallel import ordered_map
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
+from desync_decl.stores.tally import Switch, observing
 from tests import fleet_routing_helpers, servers_http
 from tests.fleet_routing_helpers import (
     CONCURRENCY,
@@ -180,3 +181,33 @@ def test_a_blip_on_the_member_that_works_still_heals_while_the_other_is_dead(
     assert [method for method, _, _ in mirror.requests] == ["GET", "GET"]
     assert group.get_chunk(chunk.id).plain() == chunk.plain()  # and it stays on the mirror
     assert len(mirror.requests) == 3
+
+
+def test_a_blip_on_the_working_member_does_not_send_the_group_back_to_the_dead_one(
+    resetting,
+    scripted,
+):
+    """The origin is dead and the mirror active; one 503 from the mirror used to
+    switch the group straight back to the origin (the next member in turn), where
+    every request paid its timeout again. A member that failed recently is passed
+    over: the mirror is asked again, with its retries, and the group stays there."""
+    first, second, third = random_chunks(3, seed=11)
+    mirror = scripted(
+        Step(200, first.stored()),
+        Step(503),
+        Step(200, second.stored()),
+        Step(200, third.stored()),
+    )
+    opener = Opener(digest=Digest.SHA512_256, overrides={"error_retry_base_interval": 0.01})
+    group = FailoverGroup([opener.chunk_store(resetting.url), opener.chunk_store(mirror.url)])
+    with observing() as tally:
+        assert group.get_chunk(first.id).plain() == first.plain()
+        assert resetting.connections == 1  # the origin failed once: the group moved
+        assert group.get_chunk(second.id).plain() == second.plain()  # the 503, then a retry
+        assert group.get_chunk(third.id).plain() == third.plain()
+    assert resetting.connections == 1, "the group went back to the dead origin"
+    assert len(mirror.requests) == 4
+    switches = [e for e in tally.events if isinstance(e, Switch)]
+    assert [(str(s.old), str(s.new)) for s in switches] == [
+        (str(group.members[0]), str(group.members[1]))
+    ]

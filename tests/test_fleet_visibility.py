@@ -13,14 +13,16 @@ chunk-server`` (the mirror), a local cache store, the CLI as a process.
 
 from __future__ import annotations
 
+import random
 import re
 from pathlib import Path
 
 import pytest
 
+from desync_decl.formats.index import decode
 from desync_decl.reconcile.model import human_bytes
 from tests import fleet_routing_helpers
-from tests.fleet_routing_helpers import Fleet, group_manifest
+from tests.fleet_routing_helpers import Fleet, group_manifest, nested_parentheses
 
 origin, fleet = fleet_routing_helpers.origin, fleet_routing_helpers.fleet
 cli_server = fleet_routing_helpers.cli_server
@@ -50,15 +52,6 @@ def origin_objects(fleet: Fleet) -> dict[str, int]:
         for page in pages
         for o in page.get("Contents", ())
     }
-
-
-def nested_parentheses(text: str) -> bool:
-    depth = 0
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth > 1:
-            return True
-    return False
 
 
 def test_plan_shows_plain_bytes_and_the_stores_own_sizes_for_the_wire(fleet):
@@ -169,3 +162,97 @@ def test_a_missing_chunk_is_said_of_the_stores_asked_only(fleet):
     (line,) = [line for line in plan.out.splitlines() if "1 chunk of" in line]
     assert "'origin'" in line and "mirror" not in line and "upstream" not in line, line
     assert re.search(r"missing from", line), line
+
+
+def test_a_chunk_missing_after_a_member_failed_names_both_and_what_each_said(fleet):
+    """The origin refuses connections and the mirror lacks a chunk: the error names
+    the mirror, which said missing, and the origin, which failed before it, and why."""
+    manifest = group_manifest(fleet).replace(
+        f"concurrency: {fleet_routing_helpers.CONCURRENCY}", "concurrency: 1"
+    )
+    # with one thread, chunks are asked in id order: the first is the one the origin failed
+    first = min(chunk_files(fleet.tmp / "mirror-store"))
+    (fleet.tmp / "mirror-store" / first[:4] / f"{first}.cacnk").unlink()
+    fleet.origin.kill()
+    plan = fleet.cli("plan", fleet.manifest(manifest), "--state-dir", fleet.tmp / "s")
+    assert plan.code == 1, plan.out + plan.err
+    (line,) = [line for line in plan.out.splitlines() if "1 chunk of" in line]
+    assert "missing from every store a read would ask: 'mirror'" in line, line
+    assert "'origin' failed: " in line and line.endswith("connection refused"), line
+    assert not nested_parentheses(line), line
+
+
+def index_sizes(path: Path) -> dict[str, int]:
+    """Chunk id -> plain size, as the index says."""
+    return {c.id.hex(): c.size for c in decode(path.read_bytes())}
+
+
+def test_per_store_counts_carry_chunks_and_bytes_for_every_outcome(fleet):
+    first = fleet.cli("apply", cached_manifest(fleet), "--state-dir", fleet.tmp / "s", "--json")
+    assert first.code == 0, first.out + first.err
+    (result,) = first.json()["tasks"]
+    stores = result["stats"]["reads"]["stores"]
+    near, origin = stores["near"], stores["origin"]
+    assert near["bytes-missing"] == near["bytes-requested"] == len(fleet.blob)
+    assert near["bytes-served"] == near["bytes-failed"] == 0
+    assert origin["bytes-served"] == origin["bytes-requested"] == len(fleet.blob)
+    assert origin["bytes-missing"] == origin["bytes-failed"] == 0
+
+    # a broken cached copy, the origin dead: the copy fails, the origin fails, the mirror serves
+    files = sorted((fleet.tmp / "near").glob("*/*.cacnk"))
+    broken = files[len(files) // 2]
+    broken.write_bytes(b"not zstd at all")
+    size = index_sizes(fleet.index)[broken.name.split(".")[0]]
+    fleet.origin.kill()
+    second = fleet.cli(
+        "apply", cached_manifest(fleet, "out/copy.img"), "--state-dir", fleet.tmp / "s", "--json"
+    )
+    assert second.code == 0, second.out + second.err
+    (result,) = second.json()["tasks"]
+    stores = result["stats"]["reads"]["stores"]
+    assert stores["near"]["failed"] == 1 and stores["near"]["bytes-failed"] == size
+    assert stores["near"]["bytes-served"] == len(fleet.blob) - size
+    assert stores["origin"]["failed"] == 1 and stores["origin"]["bytes-failed"] == size
+    assert stores["mirror"]["served"] == 1 and stores["mirror"]["bytes-served"] == size
+    for counts in stores.values():
+        outcomes = ("served", "missing", "failed")
+        assert counts["bytes-requested"] == sum(counts[f"bytes-{o}"] for o in outcomes)
+
+
+def test_plan_estimates_the_bytes_an_upload_puts_on_the_wire(fleet):
+    """make's plan said the plain bytes of the chunks to upload (160 MiB planned,
+    139 MiB travelled): it now estimates them as the store will hold them, from a
+    sample compressed as the store compresses, and says it is an estimate."""
+    data = bytes(random.Random(4).choices(b"abcdefgh", k=3 << 20))  # compresses to about 40%
+    (fleet.tmp / "data.img").write_bytes(data)
+    manifest = fleet.manifest(
+        f"""\
+        version: 1
+        stores:
+          origin: {{url: "s3+{fleet.origin.endpoint}/origin/publish"}}
+        tasks:
+          - name: publish
+            make: {{source: data.img, index: data.caibx, store: origin}}
+        """,
+        name="publish.yaml",
+    )
+    plan = fleet.cli("plan", manifest, "--state-dir", fleet.tmp / "s", "--json")
+    assert plan.code == 0, plan.out + plan.err
+    (task,) = plan.json()["tasks"]
+    upload = task["travel"]["upload"]
+    assert upload["stored-estimated"] is True and upload["remote"] is True
+    assert upload["stored-sample"] > 0
+    estimate = upload["stored-bytes"]
+    text = fleet.cli("plan", manifest, "--state-dir", fleet.tmp / "s")
+    assert f"network: about {human_bytes(estimate)}, estimated by compressing" in text.out, text.out
+
+    applied = fleet.cli("apply", manifest, "--state-dir", fleet.tmp / "s", "--json")
+    assert applied.code == 0, applied.out + applied.err
+    pages = (
+        fleet.origin.client()
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket="origin", Prefix="publish/")
+    )
+    travelled = sum(o["Size"] for page in pages for o in page.get("Contents", ()))
+    assert travelled < 0.8 * upload["bytes"]  # the plain bytes would be far off
+    assert abs(estimate - travelled) <= 0.1 * travelled, (estimate, travelled)

@@ -119,10 +119,10 @@ def test_validate_reports_each_malformed_url_at_its_place(cli, tmp_path):
     assert result.code == 1
     # in file order; line numbers count the two lines manifest() puts in front
     assert result.err.splitlines() == [
-        f"{path}:5:14: 'url' of store 'bad': http://[::1;x]/s: invalid URL"
-        " ('::1;x' does not appear to be an IPv4 or IPv6 address)",
+        f"{path}:5:14: 'url' of store 'bad': http://[::1;x]/s: invalid URL:"
+        " '::1;x' does not appear to be an IPv4 or IPv6 address",
         f"{path}:8:20: 'extract.index' of task 'get': http://[/x/app.caibx:"
-        " invalid URL (Invalid IPv6 URL)",
+        " invalid URL: Invalid IPv6 URL",
         f"{path}:14:21: 'extract.seeds[0].index' of task 'seeded':"
         " http://[::1]:99999/a.caibx: port 99999 is out of range (1-65535)",
         f"{path}:16:21: 'cache.indexes[0]' of task 'warm': https://[::1]x/b.caibx:"

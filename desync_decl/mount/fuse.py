@@ -72,7 +72,7 @@ def serve(
             fuse.FUSE(fs, mountpoint, foreground=True, **options)
         except RuntimeError as e:
             if not fs.mounted.is_set():  # libfuse has printed why on stderr
-                raise DesyncError(f"cannot mount {mountpoint}: libfuse failed ({e})") from None
+                raise DesyncError(f"cannot mount {mountpoint}: libfuse failed: {e}") from None
 
 
 def check_mountpoint(mountpoint: str) -> None:
@@ -90,7 +90,7 @@ def _mfusepy() -> ModuleType:
     except ImportError:
         raise DesyncError(f"FUSE mounts need mfusepy ({INSTALL_HINT})") from None
     except (OSError, AttributeError) as e:  # no libfuse, or one mfusepy cannot use
-        raise DesyncError(f"cannot load libfuse: {e} ({INSTALL_HINT})") from None
+        raise DesyncError(f"cannot load libfuse: {e}; {INSTALL_HINT}") from None
     return mfusepy
 
 

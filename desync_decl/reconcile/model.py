@@ -104,6 +104,7 @@ class StoreAmount:
     stored_bytes: int | None = None  # as the store holds them: what reading them transfers
     stored_estimated: bool = False  # some stored sizes unknown: counted as plain bytes
     remote: bool = True  # reached over a network (not a directory on this machine)
+    stored_sample: int = 0  # an upload's: chunks compressed to estimate ``stored_bytes``
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"store": self.name, "location": self.location, "role": self.role}
@@ -116,6 +117,8 @@ class StoreAmount:
                 "stored-estimated": self.stored_estimated,
                 "remote": self.remote,
             }
+        if self.stored_sample:
+            out["stored-sample"] = self.stored_sample
         return out
 
 

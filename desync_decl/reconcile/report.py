@@ -228,6 +228,8 @@ def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list
         lines.append(f"upload {chunks(u.chunks)} ({human_bytes(u.bytes)}) to store '{u.name}'")
         if t.stores:
             lines[-1] += " from " + ", ".join(_store_part(s) for s in t.stores)
+        if u.remote and u.stored_bytes is not None and u.chunks:
+            lines.append(_upload_network_line(u))
     if t.checked is not None:
         lines.append(f"checked {chunks(t.checked.chunks)}")
     if t.entries is not None:
@@ -263,6 +265,14 @@ def _network_line(t: Travel) -> str:
     if any(s.stored_estimated for s in remote):
         return f"network: about {human_bytes(wire)}, plain bytes where a store gives no size"
     return f"network: {human_bytes(wire)}"
+
+
+def _upload_network_line(u: StoreAmount) -> str:
+    """What an upload transfers: an estimate, said as one and how it was made."""
+    wire = human_bytes(u.stored_bytes or 0)
+    if u.stored_sample:
+        return f"network: about {wire}, estimated by compressing {chunks(u.stored_sample)}"
+    return f"network: about {wire}, the plain bytes: chunks are compressed as they are stored"
 
 
 def _entries_line(entries: Mapping[str, int]) -> str:

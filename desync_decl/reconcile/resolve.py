@@ -60,7 +60,7 @@ class Resolver:
             return mask_credentials(source.url)
         if isinstance(source, GroupDef):
             return "|".join(self.location(m) for m in source.failover)
-        return f"{self.location(source.store)} (cache {self.location(source.cache)})"
+        return f"{self.location(source.store)}, cached in {self.location(source.cache)}"
 
     def leaves(self, name: str) -> list[str]:
         """The store definitions behind a name (itself, a group's members, a cache's two sides)."""
@@ -106,15 +106,13 @@ class Resolver:
     def write_store(self, name: str, digest: Digest) -> WriteStore:
         store = self.store(name, digest)
         if not isinstance(store, WriteStore):
-            raise StoreError(f"store '{name}' ({self.location(name)}) is read-only")
+            raise StoreError(f"store '{name}' is read-only: {self.location(name)}")
         return store
 
     def prune_store(self, name: str, digest: Digest) -> PruneStore:
         store = self.store(name, digest)
         if not isinstance(store, PruneStore):
-            raise StoreError(
-                f"store '{name}' ({self.location(name)}) cannot list and delete chunks"
-            )
+            raise StoreError(f"store '{name}' cannot list and delete chunks: {self.location(name)}")
         return store
 
     def _build(self, name: str, digest: Digest) -> Store:

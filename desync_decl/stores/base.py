@@ -32,6 +32,7 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.stores.url import mask_credentials
 
 _chunk_size_limit: ContextVar[int] = ContextVar("chunk_size_limit", default=MAX_PLAIN_SIZE)
+_chunk_size: ContextVar[int | None] = ContextVar("chunk_size", default=None)
 
 
 class ChunkMissing(DesyncError):
@@ -69,6 +70,12 @@ def chunks_of_at_most(size: int) -> Iterator[None]:
         yield
     finally:
         _chunk_size_limit.reset(token)
+
+
+def expected_chunk_size() -> int | None:
+    """The plain size the index gives the chunk being read (inside ``plain_of``), so
+    what a store was asked for can be counted in bytes even when it had nothing."""
+    return _chunk_size.get()
 
 
 @runtime_checkable
@@ -131,8 +138,12 @@ def plain_of(store: Store, id: ChunkID, size: int, max_size: int) -> bytes | mem
     index's largest chunk size ``max_size``: the store reads and decodes no more
     than a chunk of that size can take.
     """
-    with chunks_of_at_most(max_size):
-        data = store.get_chunk(id).plain(max_size)
+    token = _chunk_size.set(size)
+    try:
+        with chunks_of_at_most(max_size):
+            data = store.get_chunk(id).plain(max_size)
+    finally:
+        _chunk_size.reset(token)
     if len(data) != size:
         raise ChunkInvalid(id, str(store), f"{len(data)} bytes, the index says {size}")
     return data

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -32,6 +33,10 @@ from desync_decl.stores.retry import asked_once
 from desync_decl.stores.tally import Repair, Switch, ask, current
 
 T = TypeVar("T")
+# How long a member that failed is passed over while another member is healthy: long
+# enough that a hung origin is not asked again (and waited for) on every blip of the
+# mirror, short enough that a member that came back is used again within an apply.
+RECOVERY = 60.0
 # What is known about a leaf store's chunk before it is asked (a plan's earlier tasks):
 # True (will be there), False (will be gone), None (ask the store).
 Known = Callable[[object, ChunkID], "bool | None"]
@@ -48,11 +53,16 @@ class Location:
 
 
 class NotLocated(ChunkMissing):
-    """Missing from every store a read would ask (``asked``: those leaf stores)."""
+    """Missing from every store a read would ask (``asked``: those leaf stores);
+    ``failed``: the members of groups that failed before them, and what each said."""
 
-    def __init__(self, id: ChunkID, asked: Sequence[object]) -> None:
+    def __init__(
+        self, id: ChunkID, asked: Sequence[object], failed: Sequence[tuple[object, str]] = ()
+    ) -> None:
         super().__init__(id, ", ".join(str(s) for s in asked))
-        self.asked = tuple(asked)
+        self.asked, self.failed = tuple(asked), tuple(failed)
+        if failed:
+            self.args = (f"{self}; before it, " + "; ".join(why for _, why in failed),)
 
 
 def locate(store: object, id: ChunkID, known: Known | None = None) -> Location:
@@ -101,24 +111,37 @@ class Router:
         return _fork_safe(self.stores)
 
     def get_chunk(self, id: ChunkID) -> Chunk:
+        """From the first store that has it; a store that fails ends the search (a
+        later store cannot tell whether the failing one held a newer copy), and the
+        error names the stores that said missing before it."""
+        missing: list[str] = []
         for store in self.stores:
             try:
                 return ask(store, id)
             except ChunkMissing:
-                continue
-        raise ChunkMissing(id, f"all stores ({self})" if len(self.stores) > 1 else str(self))
+                missing.append(str(store))
+            except StoreError as e:
+                if not missing:
+                    raise
+                raise StoreError(
+                    f"chunk {id.hex()} missing from {', '.join(missing)}; {e}",
+                    transient=e.transient,
+                ) from e
+        raise ChunkMissing(id, f"all stores: {self}" if len(self.stores) > 1 else str(self))
 
     def has_chunk(self, id: ChunkID) -> bool:
         return any(store.has_chunk(id) for store in self.stores)
 
     def locate(self, id: ChunkID, known: Known | None = None) -> Location:
         asked: list[object] = []
+        failed: list[tuple[object, str]] = []
         for store in self.stores:
             try:
                 return locate(store, id, known)
             except NotLocated as e:
                 asked += e.asked
-        raise NotLocated(id, asked)
+                failed += e.failed
+        raise NotLocated(id, asked, failed)
 
     def close(self) -> None:
         for store in self.stores:
@@ -126,14 +149,18 @@ class Router:
 
 
 class FailoverGroup:
-    """Equivalent stores (``-s "a|b"``): one is active; a failing one hands over to the next.
+    """Equivalent stores (``-s "a|b"``): one is active; a failing one hands over to another.
 
     No fail-back: the group stays on the new member until that one fails too.
-    Each member is first asked once, without its retries (``retry.asked_once``):
-    a dead member costs a request one failed attempt, not its whole backoff, and
-    every request in flight when it died pays that once. Only when every member
-    failed that way are they asked again, each with its retries: a blip on the
-    member that works while the other is down still heals.
+    Each member remembers when it last failed, and a group hands over only to a
+    member that has not failed in the last ``RECOVERY`` seconds: with the origin
+    hung and the mirror active, one transient 503 from the mirror does not send
+    every request back to wait for the origin's timeout. A member is first asked
+    once, without its retries (``retry.asked_once``), while a healthy member is
+    left to hand over to: a dead member costs a request one failed attempt, not
+    its whole backoff. With no healthy member left, the one asked gets its
+    retries (a blip on the member that works still heals), and then the others
+    get theirs, the one that failed longest ago first.
     """
 
     composite = True
@@ -143,6 +170,7 @@ class FailoverGroup:
             raise ValueError("a failover group needs at least one store")
         self.members = list(members)
         self._active = 0
+        self._failed_at: list[float | None] = [None] * len(self.members)  # monotonic
         self._lock = threading.Lock()
 
     def __str__(self) -> str:
@@ -170,36 +198,79 @@ class FailoverGroup:
         return _through(self, self._try(lambda store: locate(store, id, known)))
 
     def _try(self, call: Callable[[Store], T]) -> T:
-        failed: dict[int, str] = {}  # member -> what it said, in the order asked
-        count = len(self.members)
-        once = [True] * count if count > 1 else []  # each member once, while others are left
-        for without_retries in [*once, *[False] * count]:  # then each with its retries
-            active = self._active
+        failed: dict[int, str] = {}  # member -> what it said last, in the order first asked
+        once: set[int] = set()  # asked without retries in this call
+        fully: set[int] = set()  # asked with retries in this call
+        member: int | None = self._active
+        while member is not None:
+            retries = self._healthy(member, skip=once | fully) is None
             try:
-                with asked_once() if without_retries else contextlib.nullcontext():
-                    return call(self.members[active])
-            except ChunkMissing:
+                with contextlib.nullcontext() if retries else asked_once():
+                    return call(self.members[member])
+            except NotLocated as e:
+                before = [(self.members[m], why) for m, why in failed.items()]
+                raise NotLocated(e.id, e.asked, [*before, *e.failed]) from None
+            except ChunkMissing as e:
+                if failed:
+                    raise MissingAfterFailures(e, list(failed.values())) from None
                 raise
             except (StoreError, ChunkInvalid) as e:
-                failed[active] = str(e)
-                self._switch(active, str(e))
+                with self._lock:
+                    self._failed_at[member] = time.monotonic()
+                failed[member] = str(e)
+                (fully if retries else once).add(member)
+                member = self._hand_over(member, str(e), fully)
         raise StoreError(
             f"every store of the failover group {self} failed: " + "; ".join(failed.values())
         )
 
-    def _switch(self, active: int, reason: str) -> None:
+    def _healthy(self, member: int, skip: set[int]) -> int | None:
+        """The first member after ``member`` (in the group's order) that has not
+        failed in the last ``RECOVERY`` seconds and is not in ``skip``."""
+        now = time.monotonic()
+        count = len(self.members)
         with self._lock:
-            if self._active != active or len(self.members) == 1:
-                return  # another request switched already
-            self._active = (active + 1) % len(self.members)
-            new = self.members[self._active]
-        tally = current()
-        if tally is not None:
-            tally.event(Switch(self, self.members[active], new, reason))
+            for step in range(1, count):
+                other = (member + step) % count
+                at = self._failed_at[other]
+                if other not in skip and (at is None or now - at >= RECOVERY):
+                    return other
+        return None
+
+    def _hand_over(self, member: int, reason: str, fully: set[int]) -> int | None:
+        """After ``member`` failed: the member to ask next (a healthy one, else the
+        one that failed longest ago and was not yet asked with retries; None when
+        every member was), made the group's active one."""
+        following = self._healthy(member, skip=fully)
+        if following is None:
+            with self._lock:
+                left = [m for m in range(len(self.members)) if m not in fully]
+                left.sort(key=lambda m: self._failed_at[m] or 0.0)
+            following = left[0] if left else None
+        if following is None:
+            return None
+        with self._lock:
+            if self._active != member:  # another request switched already: follow it
+                return self._active if self._active not in fully else following
+            self._active = following
+        if following != member:
+            tally = current()
+            if tally is not None:
+                tally.event(Switch(self, self.members[member], self.members[following], reason))
+        return following
 
     def close(self) -> None:
         for store in self.members:
             store.close()
+
+
+class MissingAfterFailures(ChunkMissing):
+    """Missing from the member of a group asked last, after the members before it failed:
+    the message names each of them and what it said."""
+
+    def __init__(self, missing: ChunkMissing, failures: Sequence[str]) -> None:
+        super().__init__(missing.id, missing.store)
+        self.args = (f"{missing}; before it, " + "; ".join(failures),)
 
 
 class Cache:
@@ -211,7 +282,7 @@ class Cache:
         self.upstream, self.cache, self.repair = upstream, cache, repair
 
     def __str__(self) -> str:
-        return f"{self.upstream} (cache {self.cache})"
+        return f"{self.upstream}, cached in {self.cache}"
 
     @property
     def fork_safe(self) -> bool:
@@ -242,13 +313,13 @@ class Cache:
         try:
             where = locate(self.cache, id, known)
         except NotLocated as e:
-            asked = e.asked
+            missed = e
         else:
             return _through(self, dataclasses.replace(where, cached=True))
         try:
             return _through(self, locate(self.upstream, id, known))
         except NotLocated as e:
-            raise NotLocated(id, [*asked, *e.asked]) from None
+            raise NotLocated(id, [*missed.asked, *e.asked], [*missed.failed, *e.failed]) from None
 
     def close(self) -> None:
         self.upstream.close()

@@ -70,7 +70,7 @@ class Cipher:
     def decrypt(self, data: bytes) -> bytes:
         """The plain bytes; ``DecodeError`` when the data was not encrypted with this key."""
         if len(data) < self._nonce_size + _TAG_SIZE:
-            raise DecodeError(f"encrypted chunk too short ({len(data)} bytes)")
+            raise DecodeError(f"encrypted chunk too short: {len(data)} bytes")
         nonce, sealed = data[: self._nonce_size], data[self._nonce_size :]
         try:
             if self.algorithm == "aes-256-gcm":
@@ -79,7 +79,7 @@ class Cipher:
 
             return crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, None, nonce, self._key)
         except Exception as e:  # InvalidTag / CryptoError: wrong key or tampered data
-            raise DecodeError(f"cannot decrypt ({type(e).__name__})") from None
+            raise DecodeError(f"cannot decrypt: {type(e).__name__}") from None
 
 
 @dataclass(frozen=True)

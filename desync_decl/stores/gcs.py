@@ -189,7 +189,7 @@ class GCSObjects:
                 status = e.code or 0
                 if status in (401, 403):
                     raise StoreError(
-                        f"{what} {self.location}: access denied ({status}: {e.message});"
+                        f"{what} {self.location}: access denied: {status}: {e.message};"
                         " check the Google application default credentials"
                     ) from None
                 transient = status in _TRANSIENT_STATUS or status >= 500

@@ -46,7 +46,7 @@ class SizeLimited:
         self._budget: int | None = None  # bytes that may still be written before a check
 
     def __str__(self) -> str:
-        return f"{self.store} (max {self.limit} bytes)"
+        return f"{self.store} holding at most {self.limit} bytes"
 
     @property
     def fork_safe(self) -> bool:

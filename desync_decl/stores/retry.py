@@ -3,8 +3,8 @@
 Only errors a backend marks ``transient`` are retried: a missing chunk, an
 invalid chunk or a refused request (4xx, bad credentials) fail at once.
 
-A failover group asks a member once, without retries, while another member is
-left to ask (``asked_once``): a member that is down would otherwise make every
+A failover group asks a member once, without retries, while a healthy member is
+left to hand over to (``asked_once``): a member that is down would otherwise make every
 request wait through its whole backoff (3 attempts: 1.5 s of sleep, each
 attempt up to a timeout) before the group could move on, and every one of the
 requests running at once pays it.

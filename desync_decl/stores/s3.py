@@ -329,7 +329,7 @@ class S3Objects:
             return StoreError(f"{what} {self.location}: bucket {self.bucket} does not exist")
         if status in (401, 403):
             return StoreError(
-                f"{what} {self.location}: access denied ({code}: {message});"
+                f"{what} {self.location}: access denied: {code}: {message};"
                 f" credentials from {self.credentials.source}"
             )
         transient = code in _TRANSIENT_CODES or status == 429 or status >= 500

@@ -224,8 +224,8 @@ class _Connector:
             return StoreError(f"{where}: cannot connect: {_why(e)}", transient=True)
         if isinstance(e, _GARBLED):
             return StoreError(
-                f"{where}: cannot connect: garbled handshake from the server"
-                f" ({type(e).__name__}: {e})",
+                f"{where}: cannot connect: garbled handshake from the server:"
+                f" {type(e).__name__}: {e}",
                 transient=True,
             )
         return e  # our StoreError (unknown host), KeyboardInterrupt, ...

@@ -22,8 +22,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import ChunkMissing, Store, chunk_size_limit
+from desync_decl.stores.base import ChunkMissing, Store, chunk_size_limit, expected_chunk_size
 
 OUTCOMES = ("served", "missing", "failed")
 Namer = Callable[[object], str]  # a store object -> its name for people (a manifest's name)
@@ -31,17 +32,20 @@ Namer = Callable[[object], str]  # a store object -> its name for people (a mani
 
 @dataclass
 class Counts:
-    """One store's answers; bytes are known only for chunks it served."""
+    """One store's answers, in chunks and plain bytes per outcome. The bytes of a
+    chunk that was missing or failed are the index's size for it (a read through
+    ``plain_of``; other reads, such as a cache task's copies, count none)."""
 
     chunks: Counter[str] = field(default_factory=Counter)  # outcome -> chunks
-    bytes: int = 0  # plain bytes served
-    stored_bytes: int = 0  # the same chunks as the store held them (what crossed the wire)
+    bytes: Counter[str] = field(default_factory=Counter)  # outcome -> plain bytes
+    stored_bytes: int = 0  # the chunks served, as the store held them (what crossed the wire)
 
     def to_json(self) -> dict[str, object]:
         return {
             "requested": sum(self.chunks.values()),
             **{outcome: self.chunks[outcome] for outcome in OUTCOMES},
-            "bytes-served": self.bytes,
+            "bytes-requested": sum(self.bytes.values()),
+            **{f"bytes-{outcome}": self.bytes[outcome] for outcome in OUTCOMES},
             "stored-bytes-served": self.stored_bytes,
         }
 
@@ -79,13 +83,14 @@ class Tally:
         self.members: dict[object, Counter[object]] = {}  # group -> member -> chunks served
         self.events: list[Switch | Repair] = []
 
-    def answered(self, store: object, outcome: str, chunk: Chunk | None = None) -> None:
+    def answered(self, store: object, outcome: str, size: int | None, stored: int = 0) -> None:
+        """``store`` answered a read of a chunk of ``size`` plain bytes (None: not
+        known) with ``outcome``; ``stored``: the bytes it held a served chunk in."""
         with self._lock:
             counts = self.counts.setdefault(store, Counts())
             counts.chunks[outcome] += 1
-            if chunk is not None:
-                counts.bytes += len(chunk.plain(chunk_size_limit()))
-                counts.stored_bytes += chunk.held_size()
+            counts.bytes[outcome] += size or 0
+            counts.stored_bytes += stored
 
     def served_by(self, group: object, member: object) -> None:
         with self._lock:
@@ -98,7 +103,7 @@ class Tally:
     def served(self) -> dict[object, int]:
         """Plain bytes each leaf store served so far."""
         with self._lock:
-            return {store: counts.bytes for store, counts in self.counts.items()}
+            return {store: counts.bytes["served"] for store, counts in self.counts.items()}
 
     def warnings(self, name: Namer) -> tuple[str, ...]:
         with self._lock:
@@ -141,13 +146,24 @@ def ask(store: Store, id: ChunkID) -> Chunk:
     tally = current()
     if tally is None or getattr(store, "composite", False):
         return store.get_chunk(id)
+    size = expected_chunk_size()
     try:
         chunk = store.get_chunk(id)
     except Exception as e:
-        tally.answered(store, "missing" if isinstance(e, ChunkMissing) else "failed")
+        tally.answered(store, "missing" if isinstance(e, ChunkMissing) else "failed", size)
         raise
-    tally.answered(store, "served", chunk)
+    tally.answered(store, "served", _plain_size(chunk) if size is None else size, chunk.held_size())
     return chunk
+
+
+def _plain_size(chunk: Chunk) -> int | None:
+    """A served chunk's plain size when no index gave it: decoded here, outside the
+    tally's lock (the store has decoded it already unless it skips verification);
+    None when it does not decode (the reader finds that out and says so)."""
+    try:
+        return len(chunk.plain(chunk_size_limit()))
+    except DecodeError:
+        return None
 
 
 class Observed:

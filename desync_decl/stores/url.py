@@ -92,7 +92,7 @@ def _authority_problem(location: str) -> str | None:
     try:
         netloc = urlsplit(location).netloc
     except ValueError as e:  # an unbalanced bracket, a bracketed host that is no IP
-        return f"invalid URL ({e})"
+        return f"invalid URL: {e}"
     parts = _AUTHORITY.fullmatch(netloc)
     if parts is None:
         return f"invalid authority '{netloc}' (expected [user[:password]@]host[:port])"

@@ -28,9 +28,11 @@ from desync_decl.stores.tally import current, observing
 
 @dataclass(frozen=True)
 class Missing(Amount):
-    """Chunks no store holds, and the stores a read would have asked for them."""
+    """Chunks no store holds, the stores a read would have asked for them, and the
+    members of groups that failed before those were asked (name and what it said)."""
 
     asked: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = ()
 
 
 def fetch_amounts(
@@ -51,13 +53,14 @@ def fetch_amounts(
 
     wanted = sorted(sizes)
     totals: dict[tuple[str, str, str | None], _Sum] = {}
-    missing, asked = Amount(), dict[str, None]()
+    missing, asked, failed = Amount(), dict[str, None](), dict[str, str]()
     ctx.progress.start("checking chunks", sum(sizes.values()))
     for id, found in zip(wanted, ordered_map(where, wanted, workers=ctx.concurrency), strict=True):
         ctx.progress.advance(sizes[id])
         if isinstance(found, NotLocated):
             missing += Amount(1, sizes[id])
             asked.update((resolver.name_of(s), None) for s in found.asked)
+            failed.update((resolver.name_of(s), why) for s, why in found.failed)
             continue
         via = resolver.name_of(found.through[0]) if found.through else None
         key = (resolver.name_of(found.leaf), "cache" if found.cached else "store", via)
@@ -76,17 +79,22 @@ def fetch_amounts(
         )
         for (store, role, via), t in totals.items()
     )
-    return stores, Missing(missing.chunks, missing.bytes, tuple(asked))
+    return stores, Missing(missing.chunks, missing.bytes, tuple(asked), tuple(failed.items()))
 
 
 def refuse_missing(missing: Amount | None, what: str) -> None:
-    """Fail the plan when chunks of ``what`` are in no store, naming the stores asked."""
+    """Fail the plan when chunks of ``what`` are in no store, naming the stores asked
+    and any that failed before them, with what each said."""
     if missing is None or not missing.chunks:
         return
     asked = getattr(missing, "asked", ())
     names = ", ".join(f"'{name}'" for name in asked) or "none"
+    failed = "".join(
+        f"; before it, '{name}' failed: {why}" for name, why in getattr(missing, "failed", ())
+    )
     raise DesyncError(
-        f"{chunks(missing.chunks)} of {what} are missing from every store a read would ask: {names}"
+        f"{chunks(missing.chunks)} of {what} are missing from every store a read would ask:"
+        f" {names}{failed}"
     )
 
 

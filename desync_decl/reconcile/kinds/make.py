@@ -23,10 +23,10 @@ from desync_decl.reconcile.kinds.base import (
     Resources,
     file_facts,
     location_key,
-    size_of,
     stat_fields,
     store_keys,
 )
+from desync_decl.reconcile.kinds.upload import upload_amount
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -34,7 +34,6 @@ from desync_decl.reconcile.model import (
     Effects,
     Facts,
     Status,
-    StoreAmount,
     TaskResult,
     Travel,
     Verb,
@@ -127,12 +126,7 @@ class MakeKind:
             return Action(task, Verb.NOOP, "index is current (recorded)", a.index, facts)
         travel = Travel(
             total=Amount(len(new), new.length),
-            upload=StoreAmount(
-                a.store,
-                ctx.resolver.location(a.store),
-                len(seen.missing),
-                size_of([new], seen.missing),
-            ),
+            upload=upload_amount(ctx, a.store, new, seen.missing, str(a.source)),
         )
         same = seen.current is not None and seen.current.encode() == new.encode()
         if same and not seen.missing:

@@ -23,8 +23,9 @@ from desync_decl.manifest import TarAction, Task
 from desync_decl.ops.tar import TarInput, tar_index
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, location_key, size_of, store_keys
+from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.trees import fingerprint, tree_index
+from desync_decl.reconcile.kinds.upload import upload_amount
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -32,7 +33,6 @@ from desync_decl.reconcile.model import (
     Effects,
     Facts,
     Status,
-    StoreAmount,
     TaskResult,
     Travel,
     Verb,
@@ -125,12 +125,7 @@ class TarKind:
             return Action(task, Verb.NOOP, "index is current (recorded)", a.index, facts)
         travel = Travel(
             total=Amount(len(new), new.length),
-            upload=StoreAmount(
-                a.store,
-                ctx.resolver.location(a.store),
-                len(seen.missing),
-                size_of([new], seen.missing),
-            ),
+            upload=upload_amount(ctx, a.store, new, seen.missing),
         )
         same = seen.current is not None and seen.current.encode() == new.encode()
         if same and not seen.missing:

@@ -70,14 +70,14 @@ class VerifyKind:
         first = seen.bad[0]
         if not a.repair:
             raise DesyncError(
-                f"{len(seen.bad)} invalid {_chunk_word(len(seen.bad))} in {location}"
-                f" (first {first.id.hex()}: {first.why}); set repair: true to delete them"
+                f"{len(seen.bad)} invalid {_chunk_word(len(seen.bad))} in {location}, the first"
+                f" {first.id.hex()}: {first.why}; set repair: true to delete them"
             )
         ids = tuple(sorted(b.id.hex() for b in seen.bad))
         return Action(
             task,
             Verb.DELETE,
-            f"{len(ids)} invalid {_chunk_word(len(ids))} (first {first.id.hex()}: {first.why})",
+            f"{len(ids)} invalid {_chunk_word(len(ids))}, the first {first.id.hex()}: {first.why}",
             target,
             facts,
             Travel(checked=travel.checked, delete=Deletion(a.store, location, ids)),
