@@ -147,6 +147,27 @@ def test_plan_and_apply_ask_a_dead_member_once_per_request_in_flight(
     assert "group 'upstream' switched from 'origin' to 'mirror'" in warnings[0]
 
 
+def test_with_every_member_down_apply_says_one_error_not_a_switch_per_request(
+    tmp_path, resetting, cli_server
+):
+    """The trial saw 26 to 50 "switched" warnings, the group flipping between two dead
+    members once per request in flight: with nothing left to hand over to, a group
+    stays where it is, and only the error (naming both) is said."""
+    fleet = make_fleet(tmp_path, None, cli_server)
+    other = Resetting()
+    try:
+        body = group_manifest(fleet, origin_url=resetting.url).replace(fleet.mirror_url, other.url)
+        applied = fleet.cli("apply", fleet.manifest(body), "--state-dir", tmp_path / "s")
+    finally:
+        other.close()
+    assert applied.code == 1, applied.out + applied.err
+    switches = [line for line in applied.out.splitlines() if "switched" in line]
+    assert len(switches) <= 1, applied.out  # origin -> mirror before the mirror failed too
+    (failed,) = [line for line in applied.out.splitlines() if line.startswith("failed:")]
+    assert "every store of the failover group" in failed
+    assert resetting.url in failed and other.url in failed
+
+
 def test_locate_moves_the_group_as_a_read_would_and_the_reads_stay_there(tmp_path, resetting):
     """One routing truth: the member ``locate`` settles on is the one reads use."""
     from desync_decl.stores.compose import locate  # new in issue 13

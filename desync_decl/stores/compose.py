@@ -206,7 +206,7 @@ class FailoverGroup:
             retries = self._healthy(member, skip=once | fully) is None
             try:
                 with contextlib.nullcontext() if retries else asked_once():
-                    return call(self.members[member])
+                    answer = call(self.members[member])
             except NotLocated as e:
                 before = [(self.members[m], why) for m, why in failed.items()]
                 raise NotLocated(e.id, e.asked, [*before, *e.failed]) from None
@@ -220,6 +220,9 @@ class FailoverGroup:
                 failed[member] = str(e)
                 (fully if retries else once).add(member)
                 member = self._hand_over(member, str(e), fully)
+                continue
+            self._settle(member, failed)
+            return answer
         raise StoreError(
             f"every store of the failover group {self} failed: " + "; ".join(failed.values())
         )
@@ -238,17 +241,18 @@ class FailoverGroup:
         return None
 
     def _hand_over(self, member: int, reason: str, fully: set[int]) -> int | None:
-        """After ``member`` failed: the member to ask next (a healthy one, else the
-        one that failed longest ago and was not yet asked with retries; None when
-        every member was), made the group's active one."""
+        """After ``member`` failed: the member to ask next. A healthy one becomes the
+        group's active member at once; else the one that failed longest ago and was
+        not yet asked with retries is asked without a switch (it becomes active only
+        if it answers: ``_settle``), so a group whose members are all down says
+        nothing but the error, rather than a switch per request; None when every
+        member was asked with retries."""
         following = self._healthy(member, skip=fully)
         if following is None:
             with self._lock:
                 left = [m for m in range(len(self.members)) if m not in fully]
                 left.sort(key=lambda m: self._failed_at[m] or 0.0)
-            following = left[0] if left else None
-        if following is None:
-            return None
+            return left[0] if left else None
         with self._lock:
             if self._active != member:  # another request switched already: follow it
                 return self._active if self._active not in fully else following
@@ -258,6 +262,18 @@ class FailoverGroup:
             if tally is not None:
                 tally.event(Switch(self, self.members[member], self.members[following], reason))
         return following
+
+    def _settle(self, member: int, failed: dict[int, str]) -> None:
+        """``member`` answered: if the group's active member failed in this call (and
+        no other request moved it meanwhile), ``member`` becomes the active one."""
+        with self._lock:
+            active = self._active
+            if active == member or active not in failed:
+                return
+            self._active = member
+        tally = current()
+        if tally is not None:
+            tally.event(Switch(self, self.members[active], self.members[member], failed[active]))
 
     def close(self) -> None:
         for store in self.members:
