@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from desync_decl.reconcile.model import human_bytes
 from tests.conftest import ROOT
 from tests.prune_sites import backdate
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
@@ -61,6 +62,30 @@ def site(tmp_path):
 
 def args(m: Path) -> list[str]:
     return [str(m), "--state-dir", str(m.parent / "state")]
+
+
+def test_plan_text_of_a_cache_task_is_one_plain_line(cli, tmp_path):
+    """It printed an empty "1.9 MiB: " line, then "upload … to store 'mirror' from
+    1.9 MiB (29 chunks, 1.9 MiB stored) from store 'origin'"."""
+    write(tmp_path / "a.img", blob(23))
+    make_index(tmp_path / "a.img", tmp_path / "a.caibx", tmp_path / "origin")
+    m = manifest(
+        tmp_path,
+        """\
+        stores: {origin: {url: origin}, mirror: {url: mirror}}
+        tasks:
+        - name: mirror it
+          cache: {indexes: [a.caibx], stores: [origin], cache: mirror}
+        """,
+    )
+    r = cli("plan", *args(m))
+    assert r.code == 0, r.err
+    (line,) = [line.strip() for line in r.out.splitlines()[2:-1]]
+    files = list((tmp_path / "origin").glob("*/*.cacnk"))
+    stored = human_bytes(sum(f.stat().st_size for f in files))
+    assert line.startswith(f"upload {len(files)} chunks (") and "to store 'mirror'" in line
+    assert line.endswith(f", read from store 'origin': {len(files)} chunks, {stored} stored")
+    assert line.count("(") == 1, line
 
 
 def test_plan_text_lists_every_task_with_what_travels(cli, site):

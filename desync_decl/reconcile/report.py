@@ -219,15 +219,15 @@ def lock_lines(plan: Plan) -> list[str]:
 def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list[str]:
     """What travels, in words: one line per kind of movement."""
     lines = []
-    if t.seeds or t.stores or t.null or t.self_seed or t.in_place:
+    if t.seeds or t.null or t.self_seed or t.in_place or (t.stores and t.upload is None):
         lines.append(_extract_line(t, redactor))
     if any(s.remote and s.stored_bytes is not None for s in t.stores):
         lines.append(_network_line(t))
     if t.upload is not None:
         u = t.upload
         lines.append(f"upload {chunks(u.chunks)} ({human_bytes(u.bytes)}) to store '{u.name}'")
-        if t.stores:
-            lines[-1] += " from " + ", ".join(_store_part(s) for s in t.stores)
+        if t.stores:  # a cache task: copied from these
+            lines[-1] += ", read from " + ", ".join(_source_part(s) for s in t.stores)
         if u.remote and u.stored_bytes is not None and u.chunks:
             lines.append(_upload_network_line(u))
     if t.checked is not None:
@@ -298,6 +298,15 @@ def _store_part(s: StoreAmount) -> str:
         about = "about " if s.stored_estimated else ""
         stored = f", {about}{human_bytes(s.stored_bytes)} stored"
     return f"{human_bytes(s.bytes)} ({chunks(s.chunks)}{stored}) from {name}"
+
+
+def _source_part(s: StoreAmount) -> str:
+    """``store 'origin': 29 chunks, 1.9 MiB stored`` (where an upload reads from)."""
+    name = f"cache '{s.via}'" if s.role == "cache" else f"store '{s.name}'"
+    if s.stored_bytes is None:
+        return f"{name}: {chunks(s.chunks)}"
+    about = "about " if s.stored_estimated else ""
+    return f"{name}: {chunks(s.chunks)}, {about}{human_bytes(s.stored_bytes)} stored"
 
 
 def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
