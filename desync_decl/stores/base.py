@@ -21,7 +21,7 @@ absolute maximum for a chunk.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
@@ -105,9 +105,17 @@ class PruneStore(WriteStore, Protocol):
 
     def remove_chunk(self, id: ChunkID) -> None: ...
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+    def prune(
+        self,
+        keep: set[ChunkID],
+        *,
+        older_than: float | None = None,
+        before_delete: Callable[[], None] = lambda: None,
+    ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``: only those the store
-        last modified before that time); returns how many were deleted."""
+        last modified before that time); returns how many were deleted.
+        ``before_delete`` runs before each deletion and stops the prune by raising
+        (a prune whose store lock was lost, ``store_lock.StoreLock.check``)."""
         ...
 
 

@@ -15,7 +15,7 @@ a chunk of its size (``StorageFormat.max_stored_size``), for an index
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from desync_decl.errors import IndexMissing
@@ -177,11 +177,18 @@ class ListableObjectChunkStore(ObjectChunkStore):
     def remove_chunk(self, id: ChunkID) -> None:
         self.objects.delete(self.key(id))
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+    def prune(
+        self,
+        keep: set[ChunkID],
+        *,
+        older_than: float | None = None,
+        before_delete: Callable[[], None] = lambda: None,
+    ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``, only those the store
         last modified before it); returns how many were deleted."""
         doomed = doomed_chunks(self.chunk_ages(), keep, older_than)
         for id in doomed:
+            before_delete()
             self.remove_chunk(id)
         return len(doomed)
 
