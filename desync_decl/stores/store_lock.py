@@ -266,8 +266,7 @@ class StoreLock:
     def check(self) -> None:
         """Raise ``LockLost`` if another process may have judged the lock stale."""
         if self.lost is None and _clock() - self._confirmed >= self.overdue_after:
-            minutes = (_clock() - self._confirmed) / 60
-            self._lose(f"went stale: it was not refreshed for {minutes:.0f} minutes")
+            self._lose(f"went stale: it was not refreshed for {_span(_clock() - self._confirmed)}")
         if self.lost is not None:
             raise self.lost
 
@@ -290,9 +289,7 @@ class StoreLock:
         if mtime is None:
             self._lose("was removed by another process")
         elif mtime - self._mtime >= self.overdue_after:
-            self._lose(
-                f"went stale: the store saw no refresh for {(mtime - self._mtime) / 60:.0f} minutes"
-            )
+            self._lose(f"went stale: the store saw no refresh for {_span(mtime - self._mtime)}")
         else:
             self._mtime, self._confirmed = mtime, started
 
@@ -316,6 +313,10 @@ class StoreLock:
         if self._refresher is not None:
             self._refresher.join()
         self.space.remove_lock(self.name)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
 
 
 _held: set[StoreLock] = set()  # locks this process holds, released at exit at the latest
@@ -381,7 +382,7 @@ def _try_acquire(
         if now is None:
             raise StoreError(f"store {location}: the lock just written is not listed")
         for other, mtime in sorted(listed.items()):
-            conflict = _conflict(space, other, mtime, now, exclusive, timing[0])
+            conflict = _conflict(space, other, mtime, now, exclusive, timing[0], tidy=exclusive)
             if conflict is not None:
                 space.remove_lock(name)
                 return conflict
@@ -392,11 +393,30 @@ def _try_acquire(
     return StoreLock(space, location, name, holder, now, timing, threaded=exclusive)
 
 
+def blockers(space: LockSpace, *, exclusive: bool) -> list[str]:
+    """Who holds a lock that taking one (exclusive: a prune's; else a writer's) would
+    wait for now, for ``plan`` to say so: a peek that writes nothing, so freshness is
+    judged by this machine's clock (apply judges by the store's)."""
+    found = []
+    for name, mtime in sorted(space.list_locks()):
+        holder = _conflict(space, name, mtime, time.time(), exclusive, STALE_AFTER, tidy=False)
+        if holder is not None:
+            found.append(holder)
+    return found
+
+
 def _conflict(
-    space: LockSpace, name: str, mtime: float, now: float, exclusive: bool, stale_after: float
+    space: LockSpace,
+    name: str,
+    mtime: float,
+    now: float,
+    exclusive: bool,
+    stale_after: float,
+    *,
+    tidy: bool,
 ) -> str | None:
     """Who holds the lock ``name`` if it conflicts with the one being taken, else None.
-    An exclusive taker (prune) deletes the stale locks it meets."""
+    With ``tidy`` (an exclusive taker: prune), the stale locks it meets are deleted."""
     if not LOCK_NAME.match(name):
         return None  # not a lock object (a temp file, something foreign)
     stale = now - mtime >= stale_after
@@ -407,7 +427,7 @@ def _conflict(
     if holder is not None and holder.is_this_process():
         return None
     if stale or (holder is not None and holder.is_gone()):
-        if exclusive:  # cleaning up is a courtesy: failing to is no reason not to prune
+        if tidy:  # cleaning up is a courtesy: failing to is no reason not to prune
             with contextlib.suppress(StoreError):
                 space.remove_lock(name)
         return None
