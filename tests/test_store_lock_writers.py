@@ -269,28 +269,36 @@ def test_a_chunk_in_both_forms_is_as_young_as_its_newer_file(tmp_path):
 # --- L2 and L5: what a lock object says -----------------------------------------------
 
 
-def test_a_lock_object_names_the_real_user_and_hides_the_boot_id(site, stopped_processes):  # noqa: F811
-    """The user is the effective uid's, whatever LOGNAME and USER say; the boot id and
-    pid namespace are there only as a hash (a dead holder of this host is still
-    recognised: test_store_lock's killed-process test)."""
+def lock_record_of_a_holder(site: Site, stopped: list, **env: str) -> bytes:
+    """The lock object a make of this host holds, started with ``env`` set."""
     made(site, "kept", 1)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LOGNAME", "mallory")
-        patch.setenv("USER", "mallory")
-        writer = holding(site, "make", "shared")
-    stopped_processes.append(writer)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        stopped.append(holding(site, "make", "shared"))
     store = site.open()
     try:
         names = [name for name, _ in store.list_locks()]  # type: ignore[attr-defined]
-        data = store.read_lock(names[0])  # type: ignore[attr-defined]
+        return store.read_lock(names[0])  # type: ignore[attr-defined]
     finally:
         store.close()
-    record = json.loads(data)
-    assert record["user"] == pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_a_lock_object_names_the_real_user(site, stopped_processes):  # noqa: F811
+    """The user is the effective uid's, whatever LOGNAME and USER say (as the state
+    folder's locks say it)."""
+    data = lock_record_of_a_holder(site, stopped_processes, LOGNAME="mallory", USER="mallory")
+    assert json.loads(data)["user"] == pwd.getpwuid(os.geteuid()).pw_name
+
+
+def test_a_lock_object_hides_the_boot_id(site, stopped_processes):  # noqa: F811
+    """The boot id and pid namespace are in it only as a hash (a dead holder of this
+    host is still recognised: test_store_lock's killed-process test)."""
+    data = lock_record_of_a_holder(site, stopped_processes)
     boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     ns = str(os.stat("/proc/self/ns/pid").st_ino)
     assert boot.encode() not in data and boot.replace("-", "").encode() not in data
-    assert ns not in record["pids"]
+    assert ns not in json.loads(data)["pids"]
 
 
 # --- L3: plan says who holds a store -------------------------------------------------
