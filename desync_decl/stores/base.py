@@ -93,6 +93,13 @@ class WriteStore(Store, Protocol):
         ...
 
 
+Hook = Callable[[], None]  # run before an irreversible step; raises to stop it
+
+
+def no_hook() -> None:
+    """Nothing to check before the step."""
+
+
 @runtime_checkable
 class PruneStore(WriteStore, Protocol):
     def iter_chunk_ids(self) -> Iterator[ChunkID]: ...
@@ -106,11 +113,7 @@ class PruneStore(WriteStore, Protocol):
     def remove_chunk(self, id: ChunkID) -> None: ...
 
     def prune(
-        self,
-        keep: set[ChunkID],
-        *,
-        older_than: float | None = None,
-        before_delete: Callable[[], None] = lambda: None,
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
     ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``: only those the store
         last modified before that time); returns how many were deleted.

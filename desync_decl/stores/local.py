@@ -31,14 +31,21 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.base import (
+    ChunkInvalid,
+    ChunkMissing,
+    Hook,
+    StoreError,
+    no_hook,
+    verify_chunk,
+)
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
@@ -392,11 +399,7 @@ class LocalStore:
                     ) from e
 
     def prune(
-        self,
-        keep: set[ChunkID],
-        *,
-        older_than: float | None = None,
-        before_delete: Callable[[], None] = lambda: None,
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
     ) -> int:
         """Delete the chunks not in ``keep`` (only those modified before ``older_than``
         when it is given: both forms of a chunk, by the newer one's time) and stale

@@ -15,7 +15,7 @@ a chunk of its size (``StorageFormat.max_stored_size``), for an index
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from desync_decl.errors import IndexMissing
@@ -27,8 +27,10 @@ from desync_decl.formats.index import Index
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
+    Hook,
     StoreError,
     chunk_size_limit,
+    no_hook,
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -178,11 +180,7 @@ class ListableObjectChunkStore(ObjectChunkStore):
         self.objects.delete(self.key(id))
 
     def prune(
-        self,
-        keep: set[ChunkID],
-        *,
-        older_than: float | None = None,
-        before_delete: Callable[[], None] = lambda: None,
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
     ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``, only those the store
         last modified before it); returns how many were deleted."""

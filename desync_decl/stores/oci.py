@@ -22,12 +22,12 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import StoreError
+from desync_decl.stores.base import Hook, StoreError, no_hook
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
     ObjectMissing,
@@ -93,11 +93,7 @@ class OciChunkStore(ListableObjectChunkStore):
         self.locks = None
 
     def prune(
-        self,
-        keep: set[ChunkID],
-        *,
-        older_than: float | None = None,
-        before_delete: Callable[[], None] = lambda: None,
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
     ) -> int:
         doomed = [self.key(id) for id in doomed_chunks(self.chunk_ages(), keep, older_than)]
 
