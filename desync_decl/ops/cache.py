@@ -14,7 +14,7 @@ from desync_decl.formats.digest import ChunkID
 from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Store, WriteStore
-from desync_decl.stores.store_lock import keeper_of, writing
+from desync_decl.stores.store_lock import confirm, keeper_of, writing
 
 
 @dataclass(frozen=True)
@@ -55,4 +55,5 @@ def fill_cache(
         flush = getattr(target, "flush", None)
         if flush is not None:
             flush()
+        confirm(target)  # the lock held while chunks were found present: they still are
     return CacheResult(len(wanted), copied, len(wanted) - copied)

@@ -38,10 +38,9 @@ def chop(
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
 ) -> ChopResult:
-    storer = ChunkStorer(store, "chop")
     digest = index.digest
     path = Path(source)
-    with open_source(path) as (reader, size):
+    with ChunkStorer(store, "chop") as storer, open_source(path) as (reader, size):
         if size < index.length:
             raise DesyncError(f"{path} has {size} bytes, the index describes {index.length}")
         fd = reader.fileno()
@@ -56,7 +55,7 @@ def chop(
         ):
             pass
         progress.finish()
-    storer.flush()
+        storer.flush()
     return ChopResult(len(index), storer.stored, storer.bytes_stored)
 
 

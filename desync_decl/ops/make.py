@@ -8,6 +8,7 @@ identical to ``casync make``'s.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -23,7 +24,7 @@ from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import WriteStore
-from desync_decl.stores.store_lock import keeper_of
+from desync_decl.stores.store_lock import confirm, keeper_of
 
 
 @dataclass(frozen=True)
@@ -39,30 +40,37 @@ class ChunkStorer:
     """Writes each chunk a store lacks exactly once, from any number of threads.
 
     Remembers what this run already handled, so a chunk repeated in the input
-    costs one ``has_chunk`` at most (desync's chunk-storing helper). Before the
-    first ``has_chunk`` it takes the store's shared lock for ``command``, held
-    until ``flush`` or, when the caller opened a ``store_lock.writing`` scope
-    (make and tar do, to publish the index under it), until that ends: a prune
-    elsewhere cannot delete a chunk this run found present or uploaded.
+    costs one ``has_chunk`` at most (desync's chunk-storing helper). A context
+    manager: its block is a ``store_lock.writing`` scope, ended however the block
+    ends (a failed make must not keep the store locked for the rest of an apply).
+    Before the first ``has_chunk`` it takes the store's shared lock for
+    ``command``, held until the block ends or, when the caller opened a scope
+    around it (make and tar do, to publish the index under it), until that ends:
+    a prune elsewhere cannot delete a chunk this run found present or uploaded.
     """
 
     def __init__(self, store: WriteStore, command: str) -> None:
         self.store, self.command = store, command
         self._locks = keeper_of(store)
-        self._writing = False  # this storer's writing scope is open
         self._seen: set[ChunkID] = set()
         self._lock = threading.Lock()
         self.stored = 0
         self.bytes_stored = 0
+
+    def __enter__(self) -> ChunkStorer:
+        if self._locks is not None:
+            self._locks.begin_writing()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self._locks is not None:
+            self._locks.end_writing(failed=kind is not None)
 
     def add(self, chunk: Chunk) -> None:
         with self._lock:
             if chunk.id in self._seen:
                 return
             self._seen.add(chunk.id)
-            if self._locks is not None and not self._writing:
-                self._locks.begin_writing()
-                self._writing = True
         if self._locks is not None:
             self._locks.hold_shared(self.command)  # taken once, then refreshed when due
         if self.store.has_chunk(chunk.id):
@@ -73,13 +81,12 @@ class ChunkStorer:
             self.bytes_stored += chunk.held_size()
 
     def flush(self) -> None:
-        """Make the chunks durable and end this storer's writing scope."""
+        """Make the chunks durable, and make sure the store's lock held while they were
+        written and found (``store_lock.confirm``): an index may refer to them now."""
         flush = getattr(self.store, "flush", None)
         if flush is not None:
             flush()
-        if self._locks is not None and self._writing:
-            self._writing = False
-            self._locks.end_writing()
+        confirm(self.store)
 
 
 def make(
@@ -94,7 +101,21 @@ def make(
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
     SHA pass, about 1 s/GiB of CPU, so only when asked)."""
-    storer = ChunkStorer(store, "make") if store is not None else None
+    storing = ChunkStorer(store, "make") if store is not None else contextlib.nullcontext()
+    with storing as storer:
+        return _make(source, sizes, digest, storer, concurrency, blob_digest, progress)
+
+
+def _make(
+    source: str | os.PathLike,
+    sizes: ChunkSizes,
+    digest: Digest,
+    storer: ChunkStorer | None,
+    concurrency: int,
+    blob_digest: bool,
+    progress: Progress,
+) -> MakeResult:
+    """``make`` with the storer's writing scope open (if there is a store)."""
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
         data = item[1]

@@ -10,7 +10,9 @@ publishes an index into the store being pruned:
   store lock protects it. Prune holds the store's exclusive lock
   (``store_lock``) while it reads its keep set a second time and deletes, and
   writers hold a shared one from their first chunk until their index is
-  published, so the two never overlap.
+  published, so the two never overlap. A prune whose lock may have gone stale
+  (the machine was suspended, the store unreachable) stops deleting: a writer
+  may have taken the store meanwhile.
 
 A store that reports no modification times (an OCI registry) cannot honour a
 minimum age: prune refuses rather than delete a chunk that might be young.
@@ -26,7 +28,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import PruneStore
-from desync_decl.stores.store_lock import keeper_of
+from desync_decl.stores.store_lock import IMPATIENT, Patience, keeper_of
 
 DEFAULT_MIN_AGE = 3600.0  # an hour: longer than any make's upload, shorter than a release cycle
 
@@ -50,19 +52,20 @@ def prune(
     *,
     min_age: float = 0.0,
     reread: Callable[[], set[ChunkID]] | None = None,
+    patience: Patience = IMPATIENT,
 ) -> PruneResult:
     """Delete the chunks of ``store`` that are neither in ``keep`` nor in ``reread()``
     (the keep set read again under the lock: indexes published meanwhile count) nor
     younger than ``min_age`` seconds. Refuses an empty keep set: that would delete
-    the whole store."""
+    the whole store. ``patience``: how long to wait while writers hold the store."""
     if not keep:
         raise DesyncError(f"refusing to prune {store}: the indexes reference no chunks")
     check_ages_known(store, min_age)
     keeper = keeper_of(store)
     if keeper is None:
         return _prune(store, keep, reread, time.time(), min_age)
-    with keeper.exclusive("prune") as lock:
-        return _prune(store, keep, reread, lock.store_now, min_age)
+    with keeper.exclusive("prune", patience) as lock:
+        return _prune(store, keep, reread, lock.store_now, min_age, lock.check)
 
 
 def describe_age(seconds: float) -> str:
@@ -89,8 +92,10 @@ def _prune(
     reread: Callable[[], set[ChunkID]] | None,
     now: float,
     min_age: float,
+    before_delete: Callable[[], None] = lambda: None,
 ) -> PruneResult:
     if reread is not None:
         keep = keep | reread()
     older_than = now - min_age if min_age > 0 else None
-    return PruneResult(len(keep), store.prune(keep, older_than=older_than))
+    removed = store.prune(keep, older_than=older_than, before_delete=before_delete)
+    return PruneResult(len(keep), removed)

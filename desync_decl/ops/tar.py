@@ -135,7 +135,19 @@ def tar_index(
     """Chunk the catar of ``source`` into ``store``; the result holds its caidx index,
     whose header carries the archive's feature flags (as casync writes them)."""
     digest = Digest.from_flags(source.flags)
-    storer = ChunkStorer(store, "tar")
+    with ChunkStorer(store, "tar") as storer:
+        return _tar_index(source, storer, digest, sizes, concurrency, progress)
+
+
+def _tar_index(
+    source: TarInput,
+    storer: ChunkStorer,
+    digest: Digest,
+    sizes: ChunkSizes,
+    concurrency: int,
+    progress: Progress,
+) -> TarResult:
+    """``tar_index`` with the storer's writing scope open."""
 
     def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
         data = item[1]

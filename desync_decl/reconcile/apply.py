@@ -32,6 +32,7 @@ from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import locked
 from desync_decl.reconcile.model import EntryState, PlanEntry, Status, TaskResult
 from desync_decl.reconcile.plan import SavedPlan, os_message, plan_tasks, task_resources
+from desync_decl.stores.store_lock import COLLISION_WAIT, Patience
 from desync_decl.stores.tally import observing
 
 
@@ -151,7 +152,10 @@ class _Run:
         task = self.tasks[i]
         kind = kind_for(task.kind)
         meter = self.options.progress_for(task.name)
-        ctx = dataclasses.replace(self.ctx, progress=meter)
+        tell = lambda message: self.options.on_wait(task, message)  # noqa: E731
+        wait = self.options.lock_timeout
+        patience = Patience(COLLISION_WAIT if wait is None else wait, tell)
+        ctx = dataclasses.replace(self.ctx, progress=meter, lock_patience=patience)
         started = time.monotonic()
         action = None
         try:
@@ -160,7 +164,7 @@ class _Run:
                 ctx.state.directory,
                 self.resources[i].locks(),
                 timeout=self.options.lock_timeout,
-                waiting=lambda message: self.options.on_wait(task, message),
+                waiting=tell,
             ):
                 meter.start("observe", 0)  # reading the index, the target, the stores
                 action = kind.plan(task, kind.observe(task, ctx), ctx)

@@ -28,6 +28,7 @@ from desync_decl.reconcile.model import Effects
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import StateStore
 from desync_decl.stores.location import Opener
+from desync_decl.stores.store_lock import IMPATIENT, Patience
 
 
 class Overlay:
@@ -92,6 +93,7 @@ class Context:
     concurrency: int = 8
     digest: Digest = Digest.SHA512_256  # for indexes a make writes
     progress: Progress = NO_PROGRESS
+    lock_patience: Patience = IMPATIENT  # waiting for a store lock (apply: its --lock-timeout)
 
     def read_index(self, location: str) -> tuple[Index, str | None]:
         """The index at ``location`` (as an earlier task leaves it) and that task, if any."""

@@ -21,8 +21,6 @@ import fcntl
 import hashlib
 import json
 import os
-import pwd
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from pathlib import Path
 
 from desync_decl.errors import DesyncError
 from desync_decl.fsutil import open_private_dir
+from desync_decl.whoami import host_name, user_name
 
 POLL_SECONDS = 0.05
 
@@ -167,12 +166,8 @@ def _acquire(
 
 
 def _holder_line(key: str) -> bytes:
-    try:
-        user = pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        user = str(os.geteuid())
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    doc = {"pid": os.getpid(), "host": socket.gethostname(), "user": user, "since": since}
+    doc = {"pid": os.getpid(), "host": host_name(), "user": user_name(), "since": since}
     return (json.dumps({**doc, "key": key}) + "\n").encode()
 
 

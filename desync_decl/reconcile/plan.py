@@ -33,6 +33,7 @@ from desync_decl.reconcile.handlers import Notified
 from desync_decl.reconcile.kinds import Resources, kind_for
 from desync_decl.reconcile.lock import Holder
 from desync_decl.reconcile.model import Action, EntryState, Facts, PlanEntry, Verb, facts_digest
+from desync_decl.stores.store_lock import COLLISION_WAIT, blockers, keeper_of
 from desync_decl.stores.tally import observing
 
 PLAN_VERSION = 1
@@ -117,7 +118,30 @@ def _plan_one(
         return PlanEntry(task, EntryState.ERROR, message=os_message(e), depends_on=after)
     if action.verb.changes:
         ctx.overlay.add(task.name, action.effects)
+        if notes := store_lock_notes(ctx, action):
+            action = dataclasses.replace(action, notes=(*action.notes, *notes))
     return PlanEntry(task, EntryState.PLANNED, action, depends_on=after)
+
+
+def store_lock_notes(ctx: Context, action: Action) -> list[str]:
+    """One note per lock object another process holds now in a store this action
+    writes to or prunes (another host's prune, a make elsewhere): apply would wait
+    for it. The store's lock objects are only read; a store that cannot be asked
+    gets no note (apply will say what is wrong)."""
+    pruned = set(action.effects.removed)
+    notes = []
+    for name in sorted(set(action.effects.added) | pruned):
+        try:
+            keeper = keeper_of(ctx.resolver.store(name, ctx.digest))
+            held = blockers(keeper.space, exclusive=name in pruned) if keeper else []
+        except DesyncError:
+            continue
+        notes += [
+            f"store '{name}' is locked by {who}; apply waits for that lock for"
+            f" {COLLISION_WAIT:.0f} seconds, or as long as --lock-timeout says"
+            for who in held
+        ]
+    return notes
 
 
 def os_message(e: OSError) -> str:

@@ -21,7 +21,7 @@ absolute maximum for a chunk.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
@@ -100,6 +100,13 @@ class WriteStore(Store, Protocol):
         ...
 
 
+Hook = Callable[[], None]  # run before an irreversible step; raises to stop it
+
+
+def no_hook() -> None:
+    """Nothing to check before the step."""
+
+
 @runtime_checkable
 class PruneStore(WriteStore, Protocol):
     def iter_chunk_ids(self) -> Iterator[ChunkID]: ...
@@ -112,9 +119,13 @@ class PruneStore(WriteStore, Protocol):
 
     def remove_chunk(self, id: ChunkID) -> None: ...
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+    def prune(
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
+    ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``: only those the store
-        last modified before that time); returns how many were deleted."""
+        last modified before that time); returns how many were deleted.
+        ``before_delete`` runs before each deletion and stops the prune by raising
+        (a prune whose store lock was lost, ``store_lock.StoreLock.check``)."""
         ...
 
 

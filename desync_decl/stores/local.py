@@ -38,7 +38,14 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError, verify_chunk
+from desync_decl.stores.base import (
+    ChunkInvalid,
+    ChunkMissing,
+    Hook,
+    StoreError,
+    no_hook,
+    verify_chunk,
+)
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
@@ -347,9 +354,12 @@ class LocalStore:
                     return
 
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
-        """Each chunk file's id and modification time (a chunk in both forms: twice)."""
+        """Each chunk's id and modification time: of a chunk in both forms, the newer
+        file's (``prune`` keeps both while either is young, so plan says what it does)."""
+        newest: dict[ChunkID, float] = {}
         for mtime, _, id in self.usage():
-            yield id, mtime
+            newest[id] = max(mtime, newest.get(id, mtime))
+        yield from newest.items()
 
     def usage(self) -> list[tuple[float, int, ChunkID]]:
         """(last use, bytes, id) of every chunk file, for eviction."""
@@ -388,13 +398,17 @@ class LocalStore:
                         f"cannot remove chunk {id.hex()} from {self}: {e.strerror}"
                     ) from e
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
-        """Delete the chunks not in ``keep`` (only files modified before ``older_than``
-        when it is given) and stale temp files, each prefix directory listed and
-        cleaned through one descriptor (see ``_walk``)."""
+    def prune(
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
+    ) -> int:
+        """Delete the chunks not in ``keep`` (only those modified before ``older_than``
+        when it is given: both forms of a chunk, by the newer one's time) and stale
+        temp files, each prefix directory listed and cleaned through one descriptor
+        (see ``_walk``); ``before_delete`` runs before each chunk file's deletion."""
         removed = 0
         stale = time.time() - STALE_TEMP_SECONDS
         for prefix, directory, files in self._walk():
+            newest = _newest_per_chunk(files) if older_than is not None else {}
             for entry, m in files:
                 try:
                     if m is None:
@@ -403,9 +417,10 @@ class LocalStore:
                             and entry.stat(follow_symlinks=False).st_mtime < stale
                         ):
                             os.unlink(entry.name, dir_fd=directory)
-                    elif ChunkID(bytes.fromhex(m.group(1))) not in keep and _modified_before(
-                        entry, older_than
+                    elif ChunkID(bytes.fromhex(m.group(1))) not in keep and (
+                        older_than is None or newest.get(m.group(1), older_than) < older_than
                     ):
+                        before_delete()
                         os.unlink(entry.name, dir_fd=directory)
                         removed += 1
                 except FileNotFoundError:
@@ -484,9 +499,16 @@ class LocalStore:
         self.locks.release()
 
 
-def _modified_before(entry: os.DirEntry, when: float | None) -> bool:
-    """Whether the file was last modified before ``when`` (always, when it is None)."""
-    return when is None or entry.stat(follow_symlinks=False).st_mtime < when
+def _newest_per_chunk(files: list[tuple[os.DirEntry, re.Match | None]]) -> dict[str, float]:
+    """The newer modification time of each chunk's files in one prefix directory (a
+    chunk may be there compressed and not), by its id in hex."""
+    newest: dict[str, float] = {}
+    for entry, m in files:
+        if m is not None:
+            with contextlib.suppress(FileNotFoundError):
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                newest[m.group(1)] = max(mtime, newest.get(m.group(1), mtime))
+    return newest
 
 
 def _lies_in_a_directory(path: str) -> bool:

@@ -27,8 +27,10 @@ from desync_decl.formats.index import Index
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
+    Hook,
     StoreError,
     chunk_size_limit,
+    no_hook,
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -177,11 +179,14 @@ class ListableObjectChunkStore(ObjectChunkStore):
     def remove_chunk(self, id: ChunkID) -> None:
         self.objects.delete(self.key(id))
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+    def prune(
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
+    ) -> int:
         """Delete every chunk not in ``keep`` (with ``older_than``, only those the store
         last modified before it); returns how many were deleted."""
         doomed = doomed_chunks(self.chunk_ages(), keep, older_than)
         for id in doomed:
+            before_delete()
             self.remove_chunk(id)
         return len(doomed)
 

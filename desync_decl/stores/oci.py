@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import StoreError
+from desync_decl.stores.base import Hook, StoreError, no_hook
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
     ObjectMissing,
@@ -92,10 +92,17 @@ class OciChunkStore(ListableObjectChunkStore):
         super().__init__(objects, **kwargs)
         self.locks = None
 
-    def prune(self, keep: set[ChunkID], *, older_than: float | None = None) -> int:
+    def prune(
+        self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
+    ) -> int:
         doomed = [self.key(id) for id in doomed_chunks(self.chunk_ages(), keep, older_than)]
+
+        def delete(key: str) -> bool:
+            before_delete()
+            return self.objects.delete(key)
+
         with ThreadPoolExecutor(max(1, self.objects.options.n)) as pool:
-            futures = [pool.submit(self.objects.delete, key) for key in doomed]
+            futures = [pool.submit(delete, key) for key in doomed]
             try:
                 return sum(f.result() for f in futures)
             except BaseException:  # the first failure ends the prune; queued deletions are dropped

@@ -6,16 +6,20 @@ prune, whose keep set does not know the new index yet, deletes it, and the
 index is published without its chunk. A lock in a local state directory does
 not see the other machine; a lock object in the store does.
 
-A lock is an object ``locks/<random id>`` in the store holding who took it
-(host, pid, the process's start time and pid namespace, user, command,
-exclusive or not, when). Writers (make, tar, chop, cache) take a shared lock
+A lock is an object ``locks/<random id>`` in the store holding who took it:
+host name, user, pid, the process's start time, a hash of the boot id and pid
+namespace (where the pid means that process; the hash says nothing more about
+the machine), the command, exclusive or not, and when. Writers (make, tar,
+chop, cache) take a shared lock
 before they first ask the store whether it has a chunk and hold it until they
 are done, which for make and tar includes publishing the index; prune takes an
 exclusive one before it reads its keep set again and deletes. Taking one writes
 the lock object first and then lists the others, so two processes locking at
-once both see each other and both back off (restic's "re-check after
-creating"): an exclusive lock is refused while any other fresh lock exists, a
-shared one while a fresh exclusive lock exists. The error names the holder.
+once both see each other (restic's "re-check after creating"): an exclusive
+lock is refused while any other fresh lock exists, a shared one while a fresh
+exclusive lock exists. Both then remove their objects and try again after a
+random pause, until ``Patience.seconds`` have passed (the one that comes back
+first wins); the error names the holder.
 
 Freshness is judged by the store's own clock, never by the machines': the
 modification time the store reports for a lock against the one it reports for
@@ -26,32 +30,42 @@ ignored, and prune deletes it. A lock of a process of this host that no longer
 runs (its pid gone, or reused by a process started at another time) is stale at
 once. Locks of this very process (another task of the same apply) never
 conflict with each other.
+
+A holder whose own lock may have been judged stale (it could not rewrite it
+for ``overdue_after``, by this machine's clock including suspended time, or the
+store's modification times of two rewrites lie that far apart, or the object
+is gone) has lost it: a prune may have deleted chunks a writer relies on, or a
+writer may have started under a prune. It stops (``LockLost``): a writer before
+it publishes its index, a prune before its next deletion.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import getpass
+import hashlib
 import json
 import os
+import random
 import re
 import secrets
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from desync_decl.errors import DesyncError
 from desync_decl.escaping import escape_line
 from desync_decl.stores.base import StoreError
+from desync_decl.whoami import host_name, user_name
 
 STALE_AFTER = 30 * 60.0  # restic's: a lock not refreshed for this long is from a dead holder
 REFRESH_EVERY = 5 * 60.0
 MAX_LOCK_SIZE = 4096  # a lock record is a few hundred bytes; more is not one of ours
 LOCK_NAME = re.compile(r"^[0-9a-f]{32}$")
+COLLISION_WAIT = 10.0  # seconds: two processes locking at once sort themselves out well within
+FIRST_PAUSE, LONGEST_PAUSE = 0.1, 2.0  # between attempts: doubling, each jittered
 
 
 class LockSpace(Protocol):
@@ -79,6 +93,30 @@ class StoreLocked(DesyncError):
     """Another process holds a lock that conflicts with the one asked for."""
 
 
+class LockLost(StoreError):
+    """Our own lock may have been judged stale by another process: what it protected
+    may have changed under us."""
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long ``acquire`` keeps trying while another process holds a conflicting
+    lock, and whom it tells (once) that it waits. The default is a short window:
+    enough for two processes that locked at the same moment, not for a prune."""
+
+    seconds: float = COLLISION_WAIT
+    tell: Callable[[str], None] = lambda message: None
+
+
+IMPATIENT = Patience()
+
+
+def _clock() -> float:
+    """Seconds on a clock that also runs while the machine is suspended (a suspended
+    holder's lock goes stale in the store meanwhile)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lock, as written in its object."""
@@ -88,7 +126,7 @@ class Holder:
     host: str
     pid: int
     started: int | None  # the process's start time in clock ticks since boot (Linux)
-    pids: str | None  # which pids these are: boot id and pid namespace (Linux)
+    pids: str | None  # which pids these are: a hash of the boot id and pid namespace (Linux)
     user: str
     since: float  # when the lock was taken, by the holder's clock (shown, never compared)
 
@@ -143,16 +181,18 @@ class Holder:
 
 
 def _pid_namespace() -> str | None:
-    """This boot's id and this pid namespace's inode: where a pid names one process."""
+    """Which pids this process's are: this boot's id and this pid namespace's inode,
+    hashed (equal here and in the store, telling nobody the boot id)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
-        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+        space = f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
     except OSError:
         return None
+    return hashlib.sha256(f"desync-decl pids {space}".encode()).hexdigest()[:32]
 
 
-_HOST = socket.gethostname()
+_HOST = host_name()
 _PIDS = _pid_namespace()
 
 
@@ -166,36 +206,37 @@ def _start_ticks(pid: int) -> int | None:
         return None
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 class StoreLock:
     """A lock taken, rewritten every ``refresh_every`` until released: by a thread of
-    its own (``threaded``: prune's, whose deleting calls no code of ours), or by
-    ``refresh_if_due``, which a writer calls for every chunk (no thread: a process
-    with another thread may not fork its extraction workers, ``forked.can_fork``).
+    its own (``threaded``: prune's, whose deleting calls ``check`` between chunks),
+    or by ``refresh_if_due``, which a writer calls for every chunk (no thread: a
+    process with another thread may not fork its extraction workers,
+    ``forked.can_fork``).
 
     ``store_now`` is the store's time when the lock was taken (the modification
     time it reported for the new lock object): prune measures chunk ages by it.
+    A lock that may have gone stale in the store is lost (``check`` raises): not
+    rewritten for ``overdue_after`` by this machine's clock, two rewrites that far
+    apart by the store's, or its object gone.
     """
 
     def __init__(
         self,
         space: LockSpace,
+        location: str,
         name: str,
         holder: Holder,
         store_now: float,
-        refresh_every: float,
+        timing: tuple[float, float],
         threaded: bool,
     ) -> None:
-        self.space, self.name, self.holder, self.store_now = space, name, holder, store_now
-        self.refresh_every = refresh_every
-        self.refresh_error: StoreError | None = None  # the last refresh's failure, if any
-        self._written = time.monotonic()
+        self.space, self.location, self.name, self.holder = space, location, name, holder
+        self.store_now = store_now
+        stale_after, self.refresh_every = timing
+        self.overdue_after = stale_after * 5 / 6  # a margin for the store's clock and ours
+        self.lost: LockLost | None = None
+        self._mtime = store_now  # the store's time of the last rewrite that succeeded
+        self._confirmed = self._attempted = _clock()
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         if threaded:
@@ -209,19 +250,55 @@ class StoreLock:
             self.rewrite()
 
     def refresh_if_due(self) -> None:
-        if time.monotonic() - self._written >= self.refresh_every:
+        """A writer's refresh, between chunks; raises ``LockLost`` once it is lost."""
+        self.check()
+        if _clock() - self._attempted >= self.refresh_every:
             self.rewrite()
+            self.check()
+
+    def confirm(self) -> None:
+        """Make sure the lock has held all along, and refresh it: before a writer
+        publishes an index that relies on what the lock protected."""
+        self.check()
+        self.rewrite()
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``LockLost`` if another process may have judged the lock stale."""
+        if self.lost is None and _clock() - self._confirmed >= self.overdue_after:
+            self._lose(f"went stale: it was not refreshed for {_span(_clock() - self._confirmed)}")
+        if self.lost is not None:
+            raise self.lost
 
     def rewrite(self) -> None:
         """Write the lock object again: its modification time, by which others judge
-        it fresh, is now. A failure is kept and retried at the next refresh: the lock
-        goes stale only after many."""
-        self._written = time.monotonic()
+        it fresh, is now. A failure to reach the store is retried at the next
+        refresh (the lock goes stale only after many); the object gone, or the
+        store's time since the last rewrite too long, loses the lock."""
+        if self.lost is not None:
+            return
+        self._attempted = started = _clock()
         try:
+            if self.space.read_lock(self.name) != self.holder.encode():
+                self._lose("was removed by another process")
+                return
             self.space.write_lock(self.name, self.holder.encode())
-            self.refresh_error = None
-        except StoreError as e:
-            self.refresh_error = e
+            mtime = dict(self.space.list_locks()).get(self.name)
+        except StoreError:
+            return
+        if mtime is None:
+            self._lose("was removed by another process")
+        elif mtime - self._mtime >= self.overdue_after:
+            self._lose(f"went stale: the store saw no refresh for {_span(mtime - self._mtime)}")
+        else:
+            self._mtime, self._confirmed = mtime, started
+
+    def _lose(self, why: str) -> None:
+        if self.holder.exclusive:
+            then = "a writer may have started, so this prune stopped deleting"
+        else:
+            then = "a prune may have deleted chunks this run relies on"
+        self.lost = LockLost(f"our lock on store {self.location} {why}; {then}; run it again")
 
     def release(self) -> None:
         """Stop refreshing and delete the lock object (only in the process that took it:
@@ -236,6 +313,10 @@ class StoreLock:
         if self._refresher is not None:
             self._refresher.join()
         self.space.remove_lock(self.name)
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"
 
 
 _held: set[StoreLock] = set()  # locks this process holds, released at exit at the latest
@@ -258,13 +339,41 @@ def acquire(
     command: str,
     *,
     exclusive: bool,
+    patience: Patience = IMPATIENT,
     stale_after: float = STALE_AFTER,
     refresh_every: float = REFRESH_EVERY,
 ) -> StoreLock:
-    """Take a lock on the store at ``location``, or raise ``StoreLocked`` naming the
-    holder of a conflicting one (see the module's docstring for the rules)."""
+    """Take a lock on the store at ``location``; while a conflicting one is held, try
+    again after jittered pauses for ``patience.seconds``, then raise ``StoreLocked``
+    naming its holder (see the module's docstring for the rules)."""
+    deadline = _clock() + patience.seconds
+    pause = FIRST_PAUSE
+    told = False
+    while True:
+        taken = _try_acquire(space, location, command, exclusive, (stale_after, refresh_every))
+        if isinstance(taken, StoreLock):
+            return taken
+        left = deadline - _clock()
+        if left <= 0:
+            raise StoreLocked(f"store {location} is locked by {taken}")
+        if not told:
+            patience.tell(f"waiting for lock on store {location} held by {taken}")
+            told = True
+        time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
+        pause = min(pause * 2, LONGEST_PAUSE)
+
+
+def _try_acquire(
+    space: LockSpace,
+    location: str,
+    command: str,
+    exclusive: bool,
+    timing: tuple[float, float],
+) -> StoreLock | str:
+    """The lock, or who holds a conflicting one (our own object removed again)."""
     pid = os.getpid()
-    holder = Holder(command, exclusive, _HOST, pid, _start_ticks(pid), _PIDS, _user(), time.time())
+    since = time.time()
+    holder = Holder(command, exclusive, _HOST, pid, _start_ticks(pid), _PIDS, user_name(), since)
     name = secrets.token_hex(16)
     space.write_lock(name, holder.encode())
     try:
@@ -273,21 +382,41 @@ def acquire(
         if now is None:
             raise StoreError(f"store {location}: the lock just written is not listed")
         for other, mtime in sorted(listed.items()):
-            conflict = _conflict(space, other, mtime, now, exclusive, stale_after)
+            conflict = _conflict(space, other, mtime, now, exclusive, timing[0], tidy=exclusive)
             if conflict is not None:
-                raise StoreLocked(f"store {location} is locked by {conflict}")
+                space.remove_lock(name)
+                return conflict
     except BaseException:
         with contextlib.suppress(StoreError):
             space.remove_lock(name)
         raise
-    return StoreLock(space, name, holder, now, refresh_every, threaded=exclusive)
+    return StoreLock(space, location, name, holder, now, timing, threaded=exclusive)
+
+
+def blockers(space: LockSpace, *, exclusive: bool) -> list[str]:
+    """Who holds a lock that taking one (exclusive: a prune's; else a writer's) would
+    wait for now, for ``plan`` to say so: a peek that writes nothing, so freshness is
+    judged by this machine's clock (apply judges by the store's)."""
+    found = []
+    for name, mtime in sorted(space.list_locks()):
+        holder = _conflict(space, name, mtime, time.time(), exclusive, STALE_AFTER, tidy=False)
+        if holder is not None:
+            found.append(holder)
+    return found
 
 
 def _conflict(
-    space: LockSpace, name: str, mtime: float, now: float, exclusive: bool, stale_after: float
+    space: LockSpace,
+    name: str,
+    mtime: float,
+    now: float,
+    exclusive: bool,
+    stale_after: float,
+    *,
+    tidy: bool,
 ) -> str | None:
     """Who holds the lock ``name`` if it conflicts with the one being taken, else None.
-    An exclusive taker (prune) deletes the stale locks it meets."""
+    With ``tidy`` (an exclusive taker: prune), the stale locks it meets are deleted."""
     if not LOCK_NAME.match(name):
         return None  # not a lock object (a temp file, something foreign)
     stale = now - mtime >= stale_after
@@ -298,7 +427,7 @@ def _conflict(
     if holder is not None and holder.is_this_process():
         return None
     if stale or (holder is not None and holder.is_gone()):
-        if exclusive:  # cleaning up is a courtesy: failing to is no reason not to prune
+        if tidy:  # cleaning up is a courtesy: failing to is no reason not to prune
             with contextlib.suppress(StoreError):
                 space.remove_lock(name)
         return None
@@ -315,49 +444,81 @@ class LockKeeper:
 
     The shared lock is taken by the first ``hold_shared`` (a writer's first chunk,
     before it asks whether the store has it) and held until the outermost
-    ``writing`` scope ends: the operation's own, or one around it that also covers
-    publishing the index (``make`` and ``tar`` do that), or else until the store is
-    closed.
+    ``writing`` scope ends, failed or not: the operation's own, or one around it
+    that also covers publishing the index (``make`` and ``tar`` do that), or else
+    until the store is closed. The outermost scope's ``Patience`` applies; a
+    failure to take the lock is remembered for the rest of the scope, so the
+    other writer threads do not each wait again.
     """
 
     def __init__(self, space: LockSpace, location: str) -> None:
         self.space, self.location = space, location
         self._shared: StoreLock | None = None
+        self._refused: DesyncError | None = None
+        self._patience = IMPATIENT
         self._scopes = 0
         self._mutex = threading.Lock()
 
     def hold_shared(self, command: str) -> None:
         """Take the shared lock unless this store object holds it already (any thread);
-        refresh it when that is due."""
+        refresh it when that is due (``LockLost`` once it is lost)."""
         with self._mutex:
-            if self._shared is None:
-                self._shared = acquire(self.space, self.location, command, exclusive=False)
-            else:
+            if self._refused is not None:
+                raise self._refused
+            if self._shared is not None:
                 self._shared.refresh_if_due()
+                return
+            try:
+                self._shared = acquire(
+                    self.space, self.location, command, exclusive=False, patience=self._patience
+                )
+            except DesyncError as e:
+                self._refused = e
+                raise
 
-    def begin_writing(self) -> None:
+    def confirm(self) -> None:
+        """Before publishing what the writes made: ``LockLost`` unless the shared lock
+        has held all along (see ``StoreLock.confirm``)."""
         with self._mutex:
+            if self._shared is not None:
+                self._shared.confirm()
+
+    def begin_writing(self, patience: Patience | None = None) -> None:
+        with self._mutex:
+            if self._scopes == 0:
+                self._patience = patience or IMPATIENT
             self._scopes += 1
 
-    def end_writing(self) -> None:
-        """End a scope of writes; the last one to end releases the shared lock."""
+    def end_writing(self, failed: bool = False) -> None:
+        """End a scope of writes; the last one to end releases the shared lock (after
+        a failure, a failure to delete the lock object is left for it to go stale:
+        the first error is the one to report)."""
         with self._mutex:
             self._scopes -= 1
             ended = self._scopes == 0
+            if ended:
+                self._refused = None
         if ended:
-            self.release()
+            with contextlib.suppress(StoreError) if failed else contextlib.nullcontext():
+                self.release()
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        self.begin_writing()
+    def writing(self, patience: Patience | None = None) -> Iterator[None]:
+        self.begin_writing(patience)
         try:
             yield
-        finally:
-            self.end_writing()
+        except BaseException:
+            self.end_writing(failed=True)
+            raise
+        self.end_writing()
 
     @contextlib.contextmanager
-    def exclusive(self, command: str, **timing: float) -> Iterator[StoreLock]:
-        lock = acquire(self.space, self.location, command, exclusive=True, **timing)
+    def exclusive(
+        self, command: str, patience: Patience = IMPATIENT, **timing: float
+    ) -> Iterator[StoreLock]:
+        lock = acquire(
+            self.space, self.location, command, exclusive=True, patience=patience, **timing
+        )
         try:
             yield lock
         finally:
@@ -377,8 +538,19 @@ def keeper_of(store: object) -> LockKeeper | None:
     return keeper if isinstance(keeper, LockKeeper) else None
 
 
-def writing(store: object) -> contextlib.AbstractContextManager[None]:
+def writing(
+    store: object, patience: Patience | None = None
+) -> contextlib.AbstractContextManager[None]:
     """A scope of writes to ``store`` (None: no store) that ends with its shared lock
-    released: an operation, or an operation and the publishing of its index."""
+    released, failed or not: an operation, or an operation and the publishing of
+    its index. ``patience`` applies to the shared lock the writes take."""
     keeper = keeper_of(store)
-    return keeper.writing() if keeper is not None else contextlib.nullcontext()
+    return keeper.writing(patience) if keeper is not None else contextlib.nullcontext()
+
+
+def confirm(store: object) -> None:
+    """Before publishing an index of chunks written to or found in ``store``: raise
+    ``LockLost`` unless our shared lock on it has held all along."""
+    keeper = keeper_of(store)
+    if keeper is not None:
+        keeper.confirm()

@@ -33,6 +33,7 @@ from desync_decl.reconcile.model import (
     chunks,
 )
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.stores.store_lock import writing
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,15 @@ class CacheKind:
             ctx.state.put(key, record)
             return TaskResult(action.task, Status.OK, action.reason)
         digest = seen.indexes[0].digest
-        result = fill_cache(
-            seen.missing or (),
-            ctx.resolver.route(a.stores, digest),
-            ctx.resolver.write_store(a.cache, digest),
-            concurrency=ctx.concurrency,
-            progress=progress,
-        )
+        target = ctx.resolver.write_store(a.cache, digest)
+        with writing(target, ctx.lock_patience):
+            result = fill_cache(
+                seen.missing or (),
+                ctx.resolver.route(a.stores, digest),
+                target,
+                concurrency=ctx.concurrency,
+                progress=progress,
+            )
         ctx.state.put(key, record)
         stats = {"chunks": result.chunks_total, "chunks-copied": result.chunks_copied}
         msg = f"copied {chunks(result.chunks_copied)} to '{a.cache}'"

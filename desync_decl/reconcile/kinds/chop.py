@@ -37,6 +37,7 @@ from desync_decl.reconcile.model import (
     chunks,
 )
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.stores.store_lock import writing
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,16 @@ class ChopKind:
         if not action.verb.changes:
             ctx.state.put(key, record)
             return TaskResult(action.task, Status.OK, action.reason)
-        result = chop(
-            seen.index,
-            a.source,
-            ctx.resolver.write_store(a.store, seen.index.digest),
-            ignore=set(seen.present),
-            concurrency=ctx.concurrency,
-            progress=progress,
-        )
+        store = ctx.resolver.write_store(a.store, seen.index.digest)
+        with writing(store, ctx.lock_patience):
+            result = chop(
+                seen.index,
+                a.source,
+                store,
+                ignore=set(seen.present),
+                concurrency=ctx.concurrency,
+                progress=progress,
+            )
         ctx.state.put(key, record)
         stats = {"chunks": result.chunks_total, "chunks-stored": result.chunks_stored}
         stats["bytes-stored"] = result.bytes_stored

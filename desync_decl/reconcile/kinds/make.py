@@ -160,7 +160,9 @@ class MakeKind:
                 ctx.state.put(_key(a), seen.record)
             return TaskResult(action.task, Status.OK, action.reason)
         store = ctx.resolver.write_store(a.store, ctx.digest)
-        with writing(store):  # the index is published under the store's lock (store_lock)
+        with writing(
+            store, ctx.lock_patience
+        ):  # the index is published under the store's lock (store_lock)
             result = make(
                 a.source,
                 sizes=a.chunk_size,

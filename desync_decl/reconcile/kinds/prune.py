@@ -128,7 +128,11 @@ class PruneKind:
         location = ctx.resolver.location(a.store)
         ctx.state.bump_generation(location)  # before: "holds every chunk" records go stale
         result = prune(
-            store, set(seen.keep), min_age=a.min_age, reread=lambda: _keep_now(ctx, a.keep)
+            store,
+            set(seen.keep),
+            min_age=a.min_age,
+            reread=lambda: _keep_now(ctx, a.keep),
+            patience=ctx.lock_patience,
         )
         msg = f"deleted {result.removed} chunk files from '{a.store}' ({result.kept} kept)"
         stats = {"kept": result.kept, "removed": result.removed}

@@ -152,7 +152,9 @@ class TarKind:
             return TaskResult(action.task, Status.OK, action.reason)
         flags = archive_flags(a, ctx.digest)
         store = ctx.resolver.write_store(a.store, Digest.from_flags(flags))
-        with writing(store):  # the index is published under the store's lock (store_lock)
+        with writing(
+            store, ctx.lock_patience
+        ):  # the index is published under the store's lock (store_lock)
             result = tar_index(
                 TarInput(a.source, flags=flags, one_file_system=a.one_file_system),
                 store,
