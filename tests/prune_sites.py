@@ -58,12 +58,17 @@ class Site:
             for key in keys.getlist(name):
                 key.last_modified -= timedelta(seconds=seconds)
 
-    def apply(self, manifest: Path, machine: str) -> subprocess.Popen[str]:
-        """``apply`` as the machine ``machine`` (its own state directory)."""
+    def apply(
+        self, manifest: Path, machine: str, *, lock_timeout: float | None = None
+    ) -> subprocess.Popen[str]:
+        """``apply`` as the machine ``machine`` (its own state directory); with
+        ``lock_timeout``, waiting that long for a held store lock (default 10 s)."""
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         state = str(self.root / f"state-{machine}")
+        wait = [] if lock_timeout is None else ["--lock-timeout", str(lock_timeout)]
+        argv = ["apply", str(manifest), "--state-dir", state, *wait]
         return subprocess.Popen(
-            [sys.executable, "-m", "desync_decl", "apply", str(manifest), "--state-dir", state],
+            [sys.executable, "-m", "desync_decl", *argv],
             cwd=self.root,
             env=env,
             stdout=subprocess.PIPE,

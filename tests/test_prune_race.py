@@ -170,7 +170,8 @@ def test_a_prune_while_a_make_uploads_deletes_none_of_the_chunks_it_publishes(si
             wait_until("the make uploads", uploading, publisher)
             with stopped(publisher):
                 assert not (site.root / "rel" / f"v{version}.caibx").exists()
-                outcomes.append(finish(site.apply(prune_manifest(site), "ci-2")))
+                # refused at once (--lock-timeout 0): the make it waits for is stopped
+                outcomes.append(finish(site.apply(prune_manifest(site), "ci-2", lock_timeout=0)))
         finally:
             store.close()
             published = finish(publisher)
@@ -197,7 +198,8 @@ def test_a_make_while_a_prune_holds_its_lock_publishes_only_whole_indexes(site):
         try:
             wait_until("the prune holds its lock", lambda: lock_objects(site) != [], pruner)
             with stopped(pruner):
-                code, out = finish(site.apply(publish_manifest(site, version), "ci-1"))
+                publisher = site.apply(publish_manifest(site, version), "ci-1", lock_timeout=0)
+                code, out = finish(publisher)  # refused at once: the prune is stopped
         finally:
             pruned = finish(pruner)
         assert pruned[0] == 0, pruned[1]

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,14 @@ def holding(site: Site, command: str, kind: str) -> subprocess.Popen[str]:
     return process
 
 
+LOCKING_VERBS = ("make", "tar", "chop", "cache", "prune")
+
+
 def cli_run(site: Site, *args: object) -> subprocess.CompletedProcess[str]:
+    """The CLI; a verb that takes the store's lock gives up at once on a held one
+    (``--lock-timeout 0``) unless the test says how long it waits."""
+    if args and args[0] in LOCKING_VERBS and "--lock-timeout" not in args:
+        args = (args[0], "--lock-timeout", "0", *args[1:])
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     return subprocess.run(
         [sys.executable, "-m", "desync_decl", *map(str, args)],
@@ -210,6 +218,24 @@ def test_a_writer_is_refused_while_a_prune_holds_the_store(site, kept, stopped_p
     pruner.communicate("")
     r = cli_run(site, "make", "-s", site.store, site.root / "new.caibx", image)
     assert r.returncode == 0, r.stderr
+    assert present(site, index_of(site, "new")) == index_of(site, "new")
+
+
+def test_a_verb_waits_for_a_held_lock_as_long_as_its_lock_timeout_says(
+    site, kept, stopped_processes
+):
+    """A CI publish that meets a nightly prune waits for it (saying so once) instead of
+    failing the release: the prune ends within the make's --lock-timeout."""
+    pruner = holding(site, "prune", "exclusive")
+    stopped_processes.append(pruner)
+    image = site.root / "new.img"
+    image.write_bytes(random_bytes(4, 600_000))
+    threading.Timer(1.5, pruner.communicate, [""]).start()  # the prune ends meanwhile
+    args = ("make", "--lock-timeout", "60", "-s", site.store, site.root / "new.caibx", image)
+    r = cli_run(site, *args)
+    assert r.returncode == 0, r.stderr
+    (waiting,) = r.stderr.splitlines()
+    assert waiting.startswith(f"desync-decl: waiting for lock on store {site.store} held by ")
     assert present(site, index_of(site, "new")) == index_of(site, "new")
 
 

@@ -8,6 +8,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 from desync_decl.ops.cache import fill_cache
+from desync_decl.stores.store_lock import writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_concurrency_arg(p)
     p.add_argument("-c", "--cache", required=True, metavar="STORE", help="the store to fill")
     common.add_ignore_args(p)
+    common.add_lock_timeout_arg(p)
     p.add_argument("--json", action="store_true", help="counts as JSON on stdout")
     p.set_defaults(func=run)
 
@@ -30,9 +32,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     source = common.open_stores(args, digest, with_cache=False)
     # closed when the verb ends: that releases the store lock the copy takes
     target = common.opened(args, common.opener(args, digest).chunk_store(args.cache, create=True))
-    result = fill_cache(
-        ids, source, target, concurrency=args.concurrency, progress=console.progress()
-    )
+    with writing(target, common.lock_patience(args, console)):  # the store's lock, waited for
+        result = fill_cache(
+            ids, source, target, concurrency=args.concurrency, progress=console.progress()
+        )
     if args.json:
         console.json(
             {

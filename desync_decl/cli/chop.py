@@ -7,6 +7,7 @@ import argparse
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.ops.chop import chop
+from desync_decl.stores.store_lock import writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_store_args(p, required=True, many=False)
     common.add_concurrency_arg(p)
     common.add_ignore_args(p)
+    common.add_lock_timeout_arg(p)
     p.set_defaults(func=run)
 
 
@@ -23,12 +25,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
     store = common.open_single_store(args, index.digest, create=True)
     ignore = common.ignored_ids(args)
-    chop(
-        index,
-        args.file,
-        store,
-        ignore=ignore,
-        concurrency=args.concurrency,  # type: ignore[arg-type]
-        progress=console.progress(),
-    )
+    with writing(store, common.lock_patience(args, console)):  # the store's lock, waited for
+        chop(
+            index,
+            args.file,
+            store,
+            ignore=ignore,
+            concurrency=args.concurrency,  # type: ignore[arg-type]
+            progress=console.progress(),
+        )
     return 0

@@ -19,6 +19,7 @@ from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Cache, single_or_router
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
+from desync_decl.stores.store_lock import COLLISION_WAIT, Patience
 from desync_decl.units import parse_size
 
 
@@ -278,3 +279,21 @@ def ignored_ids(args: argparse.Namespace) -> set[ChunkID]:
             raise DesyncError(f"cannot read {name}: {e.strerror}") from None
         ids |= {parse_id(line, f"{name}:{n}") for n, line in enumerate(lines, 1) if line.strip()}
     return ids
+
+
+def add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
+    """``--lock-timeout`` of the verbs that take a store's lock (make, tar, chop, cache,
+    prune): how long to wait while another process holds a conflicting one."""
+    p.add_argument(
+        "--lock-timeout",
+        type=parse_duration,
+        default=COLLISION_WAIT,
+        metavar="DURATION",
+        help="wait this long while another process holds the store's lock: a prune, or"
+        f" for prune a writer (default {COLLISION_WAIT:g}s; 0 gives up at once)",
+    )
+
+
+def lock_patience(args: argparse.Namespace, console: Console) -> Patience:
+    """The store-lock wait ``--lock-timeout`` asks for, said once on stderr when it waits."""
+    return Patience(args.lock_timeout, console.warn)

@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_store_args(p, required=False, many=False)
     common.add_chunk_size_arg(p)
     common.add_concurrency_arg(p)
+    common.add_lock_timeout_arg(p)
     p.add_argument("--print-stats", action="store_true", help="chunk statistics as JSON on stderr")
     p.add_argument(
         "--blob-digest",
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
     store = common.open_single_store(args, digest, create=True) if args.store else None
-    with writing(store):  # the index is published under the store's lock (store_lock)
+    # the index is published under the store's lock (store_lock)
+    with writing(store, common.lock_patience(args, console)):
         result = make(
             args.file,
             sizes=sizes,

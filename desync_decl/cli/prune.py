@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks are kept")
     common.add_store_args(p, required=True, many=False)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    common.add_lock_timeout_arg(p)
     p.add_argument(
         "--min-age",
         type=common.parse_duration,
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         """The indexes again, under the store's lock: one republished meanwhile counts."""
         return keep_set(common.read_index(args, name) for name in args.indexes if name != "-")
 
-    result = prune(store, keep, min_age=args.min_age, reread=reread)
+    patience = common.lock_patience(args, console)
+    result = prune(store, keep, min_age=args.min_age, reread=reread, patience=patience)
     console.print(f"kept {result.kept} chunks, removed {result.removed} files from {store}")
     return 0
 

@@ -49,6 +49,7 @@ def _register_tar(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="catar|index", help="archive or index to write (- = stdout)")
     p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
     _index_args(p, "write a caidx, chunks into -s", reading=False)
+    common.add_lock_timeout_arg(p)
     common.add_chunk_size_arg(p)
     p.add_argument("--input-format", choices=["disk", "tar"], default="disk", help="(disk)")
     p.add_argument("--no-time", action="store_true", help="store no timestamps")
@@ -107,7 +108,8 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
         store = common.open_single_store(args, common.digest_arg(args), create=True)
-        with writing(store):  # the index is published under the store's lock (store_lock)
+        # the index is published under the store's lock (store_lock)
+        with writing(store, common.lock_patience(args, console)):
             result = tar_index(
                 what,
                 store,  # type: ignore[arg-type]
