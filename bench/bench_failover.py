@@ -62,6 +62,7 @@ class Site:
 
     def __init__(self, work: Path, size: int, timeout: float, env: dict[str, str]) -> None:
         self.work, self.env = work, env
+        work.mkdir(parents=True)
         image = work / "app.img"
         image.write_bytes(random.Random(13).randbytes(size))
         self.origin_port = free_port()
