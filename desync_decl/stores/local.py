@@ -356,10 +356,9 @@ class LocalStore:
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
         """Each chunk's id and modification time: of a chunk in both forms, the newer
         file's (``prune`` keeps both while either is young, so plan says what it does)."""
-        newest: dict[ChunkID, float] = {}
-        for mtime, _, id in self.usage():
-            newest[id] = max(mtime, newest.get(id, mtime))
-        yield from newest.items()
+        for _, _, files in self._walk():  # both forms of a chunk share a prefix directory
+            for hex_id, mtime in _newest_per_chunk(files).items():
+                yield ChunkID(bytes.fromhex(hex_id)), mtime
 
     def usage(self) -> list[tuple[float, int, ChunkID]]:
         """(last use, bytes, id) of every chunk file, for eviction."""
