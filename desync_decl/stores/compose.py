@@ -258,9 +258,7 @@ class FailoverGroup:
                 return self._active if self._active not in fully else following
             self._active = following
         if following != member:
-            tally = current()
-            if tally is not None:
-                tally.event(Switch(self, self.members[member], self.members[following], reason))
+            self._announce(member, following, reason)
         return following
 
     def _settle(self, member: int, failed: dict[int, str]) -> None:
@@ -271,9 +269,13 @@ class FailoverGroup:
             if active == member or active not in failed:
                 return
             self._active = member
+        self._announce(active, member, failed[active])
+
+    def _announce(self, old: int, new: int, reason: str) -> None:
+        """Tell the current task's tally that the group moved from ``old`` to ``new``."""
         tally = current()
         if tally is not None:
-            tally.event(Switch(self, self.members[active], self.members[member], failed[active]))
+            tally.event(Switch(self, self.members[old], self.members[new], reason))
 
     def close(self) -> None:
         for store in self.members:
