@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.indexes import IndexService

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server import tls

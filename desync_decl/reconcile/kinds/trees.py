@@ -23,11 +23,11 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar.features import stores_type
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error
