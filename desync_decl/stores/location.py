@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from desync_decl.config import Config
 from desync_decl.errors import DesyncError, IndexMissing, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import Digest
@@ -24,6 +23,7 @@ from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
+from desync_decl.stores.config import Config
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials, url_scheme

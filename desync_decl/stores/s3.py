@@ -36,8 +36,8 @@ import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from desync_decl.config import Config
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.config import Config
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
     ObjectIndexStore,
