@@ -33,8 +33,9 @@ from desync_decl.server.stack import StoreStack
 from desync_decl.stores import http as http_store
 from desync_decl.stores.base import ChunkInvalid, StoreError
 from desync_decl.stores.converters import Cipher, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.ssh import SshStore, parse_location
 from tests import servers_cloud, servers_http

@@ -28,8 +28,9 @@ from desync_decl.server.listen import AccessLog
 from desync_decl.server.stack import StoreStack
 from desync_decl.stores import http as http_store
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http
 from tests.servers_http import Step

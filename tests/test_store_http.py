@@ -23,8 +23,9 @@ from desync_decl.server.indexes import IndexService
 from desync_decl.stores import http
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http, store_contract
 from tests.servers_http import Certs, Step

@@ -40,7 +40,7 @@ from desync_decl.fsutil import AtomicFile
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.location import IndexStore, LocalIndexStore
+from desync_decl.stores.index_store import IndexStore, LocalIndexStore
 
 DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")

@@ -14,16 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from desync_decl.errors import DesyncError, IndexMissing, file_error
-from desync_decl.formats import index as index_format
+from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.config import Config
+from desync_decl.stores.index_store import IndexStore, LocalIndexStore, read_local_index
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials, url_scheme
@@ -48,14 +48,6 @@ _INDEX_BACKENDS = {
     "gs": "desync_decl.stores.gcs:open_index_store",
     "sftp": "desync_decl.stores.sftp:open_index_store",
 }
-
-
-class IndexStore(Protocol):
-    def get_index(self, name: str) -> Index: ...
-
-    def store_index(self, name: str, index: Index) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ class Opener:
     def read_index(self, location: str) -> Index:
         """An index from a local path or an index-store URL (``.../name.caibx``)."""
         if url_scheme(location) is None:
-            return _read_local_index(Path(location))
+            return read_local_index(Path(location))
         base, name = _split_index_location(location)
         store = self.index_store(base)
         try:
@@ -135,45 +127,6 @@ class Opener:
             store.store_index(name, index)
         finally:
             store.close()
-
-
-class LocalIndexStore:
-    """Index files in a directory (index-server's local backend)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def get_index(self, name: str) -> Index:
-        return _read_local_index(self.path / _checked_name(name))
-
-    def store_index(self, name: str, index: Index) -> None:
-        target = self.path / _checked_name(name)
-        try:
-            write_atomic(target, index.encode())
-        except OSError as e:
-            raise StoreError(f"cannot write {target}: {e.strerror}") from None
-
-    def close(self) -> None:
-        pass
-
-
-def _checked_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise StoreError(f"invalid index name {name!r}")
-    return name
-
-
-def _read_local_index(path: Path) -> Index:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexMissing(f"{path}: no such file") from None
-    except OSError as e:
-        raise file_error(path, e, "read") from None
-    return index_format.decode(data, str(path))
 
 
 def _split_index_location(location: str) -> tuple[str, str]:

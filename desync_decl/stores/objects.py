@@ -34,6 +34,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import checked_index_name
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
@@ -244,7 +245,7 @@ class ObjectIndexStore:
         return self.objects.location
 
     def get_index(self, name: str) -> Index:
-        _check_name(name)
+        checked_index_name(name)
         try:
             data = self.objects.read(name, MAX_INDEX_SIZE)
         except ObjectMissing:
@@ -252,13 +253,8 @@ class ObjectIndexStore:
         return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")
 
     def store_index(self, name: str, index: Index) -> None:
-        _check_name(name)
+        checked_index_name(name)
         self.objects.write(name, index.encode())
 
     def close(self) -> None:
         self.objects.close()
-
-
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise StoreError(f"invalid index name {name!r}")
