@@ -20,8 +20,8 @@ from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.swap import StoreStack
 from reliability.fuzz import mutate
 from tests import servers_http
 

@@ -28,12 +28,12 @@ from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.server import upload
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.swap import StoreStack
 
 _PATH = re.compile(r"^/([0-9a-f]{4})/([0-9a-f]{64})(.*)$", re.DOTALL)
 # Decompressing and hashing is CPU work: more at once than CPUs is not faster, only larger.

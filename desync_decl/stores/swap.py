@@ -1,8 +1,10 @@
-"""The store a server answers from, swapped whole while requests run (SIGHUP reload).
+"""Stores replaced whole while reads run: ``--store-file`` re-read on SIGHUP
+(chunk-server, index-server, mount-index).
 
-A request leases the current store for its duration. ``swap`` installs a new
-one at once; the old one is closed when its last request has finished, so
-no request ever sees a closed store or a half-built stack.
+A read leases the current store for its duration (``StoreStack.use``). ``swap``
+installs a new one at once; the old one is closed when its last read has
+finished, so no read ever sees a closed store or a half-built stack.
+``SwappableStore`` is a ``Store`` that reads through such a stack.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
+
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID
+from desync_decl.stores.base import Store
 
 S = TypeVar("S")
 
@@ -61,3 +67,25 @@ class StoreStack(Generic[S]):
 def _close(store: object) -> None:
     if store is not None:
         store.close()  # type: ignore[attr-defined]
+
+
+class SwappableStore:
+    def __init__(self, store: Store) -> None:
+        self._stack: StoreStack[Store] = StoreStack(store)
+
+    def __str__(self) -> str:
+        return str(self._stack.current)
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        with self._stack.use() as store:
+            return store.get_chunk(id)
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        with self._stack.use() as store:
+            return store.has_chunk(id)
+
+    def swap(self, store: Store) -> None:
+        self._stack.swap(store)
+
+    def close(self) -> None:
+        self._stack.close()
