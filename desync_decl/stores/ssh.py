@@ -42,7 +42,7 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.stores import casync_protocol as proto
 from desync_decl.stores.base import ChunkMissing, StoreError, chunk_size_limit, verify_chunk
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import Retrying
 from desync_decl.stores.url import mask_credentials
 
 S = TypeVar("S")
@@ -311,9 +311,6 @@ class SshStore:
         self._finalizer()
 
     def _ask(self, id: ChunkID) -> proto.Message:
-        return retrying(lambda: self._ask_once(id), self.options)
-
-    def _ask_once(self, id: ChunkID) -> proto.Message:
         session = self._pool.acquire()
         while id in session.asked or len(session.asked) >= _SESSION_REQUESTS:
             self._pool.discard(session, _Session.retire)
@@ -361,8 +358,9 @@ def _abort_reason(message: proto.Message) -> str:
     return os.strerror(errno) if errno else "no reason given"
 
 
-def open_chunk_store(location: str, options: StoreOptions, opener: object) -> SshStore:
+def open_chunk_store(location: str, options: StoreOptions, opener: object) -> Retrying:
+    """The store at ``location``, each read retried (``retry.Retrying``)."""
     if options.encryption:
         raise StoreError(f"{location}: ssh:// stores cannot be encrypted")
     digest = getattr(opener, "digest", Digest.SHA512_256)
-    return SshStore(location, digest=digest, options=options)
+    return Retrying(SshStore(location, digest=digest, options=options), options)
