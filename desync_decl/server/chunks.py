@@ -83,7 +83,7 @@ class ChunkService:
         """Whether a request may be answered on the server's event loop: a read from a
         stack of local stores only (``fork_safe``: plain files), where a page-cache read
         costs less than handing the request to a thread."""
-        return request.method in ("GET", "HEAD") and getattr(self.stack.current, "fork_safe", False)
+        return request.method in ("GET", "HEAD") and self.stack.current.fork_safe
 
     def _chunk_id(self, path: str) -> ChunkID | Response:
         m = _PATH.match(path)

@@ -91,8 +91,8 @@ def _through(wrapper: object, where: Location) -> Location:
     return dataclasses.replace(where, through=(wrapper, *where.through))
 
 
-def _fork_safe(stores: Sequence[object]) -> bool:
-    return all(getattr(s, "fork_safe", False) for s in stores)
+def _fork_safe(stores: Sequence[Store]) -> bool:
+    return all(s.fork_safe for s in stores)
 
 
 class Router:

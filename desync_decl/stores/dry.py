@@ -12,6 +12,8 @@ class DryStore:
     """A write store that keeps nothing and claims every chunk, so ``tar_index``
     only cuts and hashes (nothing is compressed or written)."""
 
+    fork_safe = False  # never read: a dry run only writes
+
     def __str__(self) -> str:
         return "nowhere (dry run)"
 

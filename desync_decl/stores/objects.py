@@ -122,6 +122,8 @@ def list_entries(objects: ListableObjects, under: str = "") -> Iterator[tuple[st
 class ObjectChunkStore:
     """A chunk store (get/has/store) over ``Objects``."""
 
+    fork_safe = False  # a backend's connections belong to one process
+
     def __init__(
         self,
         objects: Objects,

@@ -14,6 +14,8 @@ class ReadOnly:
     """``stack`` read chunk by chunk from its leaf stores, shown as ``name``; it does
     not own ``stack`` (whoever opened it closes it)."""
 
+    fork_safe = False  # a plan's reads: never forked
+
     def __init__(self, stack: Store, known: Known, name: str) -> None:
         self.stack, self.known, self.name = stack, known, name
 

@@ -40,7 +40,7 @@ class SingleFlight:
     @property
     def fork_safe(self) -> bool:
         """Whether the store behind answers from local files only."""
-        return getattr(self.inner, "fork_safe", False) is True
+        return self.inner.fork_safe
 
     def get_chunk(self, id: ChunkID) -> Chunk:
         return self._shared("get", id, lambda: self.inner.get_chunk(id))  # type: ignore[no-any-return]

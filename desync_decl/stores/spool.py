@@ -16,6 +16,8 @@ class Spool:
     """A store that keeps what it fetches from ``inner`` in an unnamed temporary file,
     so a chunk crosses the network once per run however often it is read."""
 
+    fork_safe = False  # what it keeps, it keeps in this process
+
     def __init__(self, inner: Store | None, *, keep: set[ChunkID] | None = None) -> None:
         self.inner = inner
         self.keep = keep  # the chunks worth keeping (None: all)

@@ -266,6 +266,8 @@ class _Session:
 class SshStore:
     """Chunks from a casync ``pull`` server over ssh; read-only."""
 
+    fork_safe = False  # its ssh sessions belong to one process
+
     def __init__(
         self,
         location: str,

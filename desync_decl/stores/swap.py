@@ -70,6 +70,10 @@ def _close(store: object) -> None:
 
 
 class SwappableStore:
+    """A ``Store`` read through a ``StoreStack``: ``swap`` replaces what it reads."""
+
+    fork_safe = False  # a swap in one process would not reach the others
+
     def __init__(self, store: Store) -> None:
         self._stack: StoreStack[Store] = StoreStack(store)
 
