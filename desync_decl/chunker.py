@@ -160,7 +160,7 @@ def _read_into(reader: BinaryIO, buf: memoryview) -> int:
     """Fill ``buf`` as far as the stream allows; short only at end of stream."""
     total = 0
     while total < len(buf):
-        n = reader.readinto(buf[total:])
+        n = reader.readinto(buf[total:])  # type: ignore[attr-defined]  # every binary file has it; typing.BinaryIO omits it
         if not n:
             break
         total += n

@@ -76,7 +76,11 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
     try:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         with os.fdopen(write_end, "w", buffering=1, closefd=False) as pipe:
-            work(index, count, lambda n: pipe.write(f"P {n}\n"))
+
+            def report(n: int) -> None:
+                pipe.write(f"P {n}\n")
+
+            work(index, count, report)
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
         error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")

@@ -201,12 +201,12 @@ class Connection(asyncio.Protocol):
         self.admitted = self.site.admit(self)
         self.site.connections.add(self)
         if self.tls:
-            transport.pause_reading()  # the handshake reads its bytes, not this protocol
+            self.transport.pause_reading()  # the handshake reads its bytes, not this protocol
             if self.admitted:
                 self.handshaking = True
                 self.handshake = self.loop.create_task(self._start_tls(self.transport))
             else:
-                transport.abort()  # no TLS to say 503 in yet, and none is started for it
+                self.transport.abort()  # no TLS to say 503 in yet, and none is started for it
             return
         if not self.admitted:
             self._answer("-", "-", _busy("too many connections"), False)

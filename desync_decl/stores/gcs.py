@@ -44,7 +44,7 @@ from desync_decl.stores.url import mask_credentials
 try:  # google-cloud-storage >= 3 vendors its media layer
     from google.cloud.storage.exceptions import DataCorruption
 except ImportError:  # pragma: no cover - older releases
-    from google.resumable_media import DataCorruption  # type: ignore[no-redef]
+    from google.resumable_media import DataCorruption
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
@@ -249,7 +249,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         super().__init__(**kwargs)
         self.verify = verify
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # hands every argument on unchanged
         if self.verify is not None:
             kwargs["verify"] = self.verify
         return super().send(request, **kwargs)

@@ -71,7 +71,11 @@ class HttpObjects:
         self._query = f"?{query}" if query else ""
         self._session = _session(options)
         self._verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
-        self._cert = (options.client_cert, options.client_key) if options.client_cert else None
+        self._cert = (
+            (options.client_cert, options.client_key)
+            if options.client_cert and options.client_key  # given together (StoreOptions.checked)
+            else None
+        )
         timeout = options.timeout
         self._timeout = (timeout, timeout) if timeout is not None else None
 

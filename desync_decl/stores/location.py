@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
@@ -63,8 +63,22 @@ class Opener:
         base = self.config.store_options(location)
         return base.with_overrides(**self.overrides).checked(f"store {mask_credentials(location)}")
 
+    @overload
+    def chunk_store(self, location: str, *, create: Literal[True]) -> WriteStore: ...
+
+    @overload
+    def chunk_store(self, location: str, *, create: bool = False) -> Store: ...
+
     def chunk_store(self, location: str, *, create: bool = False) -> Store:
-        """One store; ``a|b|c`` a failover group; ``create`` makes a missing local store."""
+        """One store; ``a|b|c`` a failover group. With ``create``, a store to write to
+        (a missing local store is made; a read-only one is refused)."""
+        store = self._open_chunk_store(location, create)
+        if create and not isinstance(store, WriteStore):
+            store.close()
+            raise StoreError(f"{mask_credentials(location)}: this store is read-only")
+        return store
+
+    def _open_chunk_store(self, location: str, create: bool) -> Store:
         if "|" in location:
             members = [m for m in location.split("|") if m]
             return FailoverGroup([self.chunk_store(m, create=create) for m in members])
@@ -78,11 +92,10 @@ class Opener:
                 format=options.storage_format(),
                 skip_verify=options.skip_verify,
             )
-        store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
-        if create and not isinstance(store, WriteStore):
-            store.close()
-            raise StoreError(f"{mask_credentials(location)}: this store is read-only")
-        return store
+        opened: Store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(
+            location, options, self
+        )
+        return opened
 
     def index_store(self, location: str) -> IndexStore:
         scheme = url_scheme(location)
@@ -156,7 +169,19 @@ def _backend(
         raise StoreError(
             f"{shown}: '{scheme}' stores need the Python package '{e.name}' (pip install it)"
         ) from None
-    return getattr(module, function)  # type: ignore[no-any-return]
+    return getattr(module, function)
+
+
+@overload
+def open_store(
+    location: str, *, digest: Digest = Digest.SHA512_256, create: Literal[True]
+) -> WriteStore: ...
+
+
+@overload
+def open_store(
+    location: str, *, digest: Digest = Digest.SHA512_256, create: bool = False
+) -> Store: ...
 
 
 def open_store(location: str, *, digest: Digest = Digest.SHA512_256, create: bool = False) -> Store:

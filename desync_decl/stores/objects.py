@@ -63,7 +63,7 @@ def read_at_most(pieces: Iterable[bytes], limit: int, where: str) -> bytes:
         body += piece
         if len(body) > limit:
             raise ObjectTooLarge(where, limit)
-    return body  # type: ignore[return-value]  # a bytearray reads as bytes do
+    return body  # a bytearray reads as bytes do
 
 
 class Objects(Protocol):
@@ -165,7 +165,7 @@ class ObjectChunkStore:
         there but of unknown size; None when absent (``compose.locate``)."""
         size = getattr(self.objects, "size", None)
         if size is not None:
-            return size(self.key(id))  # type: ignore[no-any-return]
+            return size(self.key(id))
         return -1 if self.objects.exists(self.key(id)) else None
 
     def store_chunk(self, chunk: Chunk) -> None:

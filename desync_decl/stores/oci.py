@@ -99,7 +99,7 @@ class OciChunkStore(ListableObjectChunkStore):
     ) -> int:
         doomed = [self.key(id) for id in doomed_chunks(self.chunk_ages(), keep, older_than)]
 
-        def delete(key: str) -> bool:
+        def delete(key: str) -> bool | None:
             before_delete()
             return self.objects.delete(key)
 

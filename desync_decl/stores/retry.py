@@ -89,7 +89,7 @@ class RetryingObjects:
         sized = getattr(self.inner, "size", None)
         if sized is None:
             return -1 if self.exists(key) else None
-        return retrying(lambda: sized(key), self.options)  # type: ignore[no-any-return]  # an optional method of Objects
+        return retrying(lambda: sized(key), self.options)
 
     def close(self) -> None:
         self.inner.close()

@@ -345,7 +345,9 @@ def _why(e: Exception) -> str:
             cause is not None and seen < 8 and not (isinstance(cause, OSError) and cause.strerror)
         ):
             cause, seen = cause.__cause__ or cause.__context__, seen + 1
-        return "cannot connect" + (f": {cause.strerror.lower()}" if cause is not None else "")
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot connect: {cause.strerror.lower()}"
+        return "cannot connect"
     return str(e)
 
 

@@ -133,7 +133,10 @@ class _Connector:
                 timer.cancel()
         if sftp is None:
             raise EOFError("the connection was closed")
-        sftp.get_channel().settimeout(self.timeout)
+        channel = sftp.get_channel()
+        if channel is None:
+            raise EOFError("the connection was closed")
+        channel.settimeout(self.timeout)
         return sftp
 
     def abandon(self, connection: _Connection) -> None:

@@ -43,10 +43,10 @@ class SingleFlight:
         return self.inner.fork_safe
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        return self._shared("get", id, lambda: self.inner.get_chunk(id))  # type: ignore[no-any-return]
+        return self._shared("get", id, lambda: self.inner.get_chunk(id))
 
     def has_chunk(self, id: ChunkID) -> bool:
-        return self._shared("has", id, lambda: self.inner.has_chunk(id))  # type: ignore[no-any-return]
+        return self._shared("has", id, lambda: self.inner.has_chunk(id))
 
     def store_chunk(self, chunk: Chunk) -> None:
         self.inner.store_chunk(chunk)  # type: ignore[attr-defined]

@@ -78,19 +78,19 @@ def parse_location(location: str) -> SshTarget:
         host, port_text = f"[{host}]", rest.removeprefix(":")
     else:
         host, _, port_text = hostport.partition(":")
-    user = unquote(user) or None
+    login = unquote(user) or None
     if not host or host.startswith("-") or not _HOST.match(host):
         raise StoreError(f"{location}: invalid host {host!r}")
-    if user is not None and ":" in user:  # never quoted: the rest is a password
+    if login is not None and ":" in login:  # never quoted: the rest is a password
         raise StoreError(f"{location}: no password in the URL (ssh uses keys or the agent)")
-    if user is not None and (user.startswith("-") or not _USER.match(user)):
-        raise StoreError(f"{location}: invalid user name {user!r}")
+    if login is not None and (login.startswith("-") or not _USER.match(login)):
+        raise StoreError(f"{location}: invalid user name {login!r}")
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise StoreError(f"{location}: invalid port {port_text!r}")
     path = unquote(url.path)
     if not path or path == "/" or "\0" in path or url.query or url.fragment:
         raise StoreError(f"{location}: expected {url.scheme}://[user@]host[:port]/path")
-    return SshTarget(user, host.strip("[]"), int(port_text) if port_text else None, path)
+    return SshTarget(login, host.strip("[]"), int(port_text) if port_text else None, path)
 
 
 class SessionPool(Generic[S]):

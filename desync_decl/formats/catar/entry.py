@@ -200,7 +200,7 @@ class MetadataReader:
             raise MetadataError(f"{r.NAMES[typ]} record too short")
         ident, perms = _U64x2.unpack_from(body)
         name = _cstring(body[16:], r.NAMES[typ]) if len(body) > 16 else b""
-        if self._last_key is not None and ident <= self._last_key:  # type: ignore[operator]
+        if self._last_key is not None and ident <= self._last_key:
             raise MetadataError(f"{r.NAMES[typ]} ids not in ascending order")
         self._last_key = ident
         key = {
