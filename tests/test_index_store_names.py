@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
+from desync_decl.server.indexes import index_name
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.http import HttpObjects
 from desync_decl.stores.index_store import LocalIndexStore
@@ -32,6 +35,11 @@ def test_every_index_store_refuses_a_name_that_leaves_its_folder(tmp_path, name)
             store.store_index(name, index)
         store.close()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_the_index_server_refuses_the_same_names(name):
+    assert index_name("/" + quote(name, safe="")) is None
 
 
 def test_a_plain_name_is_stored_and_read_back(tmp_path):
