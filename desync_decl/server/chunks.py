@@ -154,7 +154,7 @@ class ChunkService:
                 400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
             )
         try:
-            store.store_chunk(chunk)  # type: ignore[attr-defined]
+            store.store_chunk(chunk)  # type: ignore[attr-defined]  # writable: the verb checked it is a WriteStore
         except StoreError as e:
             return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)

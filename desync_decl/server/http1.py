@@ -45,7 +45,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from desync_decl.errors import FormatError
 from desync_decl.escaping import escape_line
@@ -190,7 +190,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        # a stream server's transports read and write (asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)
         self.loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client = client_name(peer)

@@ -49,7 +49,7 @@ class SingleFlight:
         return self._shared("has", id, lambda: self.inner.has_chunk(id))
 
     def store_chunk(self, chunk: Chunk) -> None:
-        self.inner.store_chunk(chunk)  # type: ignore[attr-defined]
+        self.inner.store_chunk(chunk)  # type: ignore[attr-defined]  # only a writable server PUTs, over a WriteStore it checked
 
     def close(self) -> None:
         self.inner.close()

@@ -163,7 +163,10 @@ class _Session:
         except OSError as e:
             self._stderr.close()
             raise StoreError(f"{location}: cannot run {argv[0]}: {e.strerror or e}") from None
-        self._out = self.process.stdout.fileno()  # type: ignore[union-attr]
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None  # both asked for as pipes
+        self._in, self._stdout = stdin, stdout
+        self._out = stdout.fileno()
         self._buffer = bytearray()
         self._ended = False  # the session's output reached its end
         self.asked: set[bytes] = set()  # ids requested on this session
@@ -198,7 +201,7 @@ class _Session:
         """Say GOODBYE and let the remote side exit (``end`` waits for it)."""
         try:
             self._send(proto.goodbye())
-            self.process.stdin.close()  # type: ignore[union-attr]
+            self._in.close()
         except (_SessionDied, OSError):
             pass
 
@@ -234,8 +237,8 @@ class _Session:
 
     def _send(self, data: bytes) -> None:
         try:
-            self.process.stdin.write(data)  # type: ignore[union-attr]
-            self.process.stdin.flush()  # type: ignore[union-attr]
+            self._in.write(data)
+            self._in.flush()
         except (BrokenPipeError, ValueError, OSError):
             raise _SessionDied("the session ended") from None
 
@@ -258,9 +261,9 @@ class _Session:
         return out
 
     def _close_pipes(self) -> None:
-        for pipe in (self.process.stdin, self.process.stdout, self._stderr):
+        for pipe in (self._in, self._stdout, self._stderr):
             with contextlib.suppress(OSError):
-                pipe.close()  # type: ignore[union-attr]
+                pipe.close()
 
 
 class SshStore:

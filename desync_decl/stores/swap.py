@@ -12,13 +12,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import Store
 
-S = TypeVar("S")
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Closable)  # a chunk store or an index store
 
 
 class _Entry(Generic[S]):
@@ -49,7 +54,7 @@ class StoreStack(Generic[S]):
                 entry.users -= 1
                 finished = entry.retired and entry.users == 0
             if finished:
-                _close(entry.store)
+                entry.store.close()
 
     def swap(self, store: S) -> None:
         """Serve from ``store`` from now on; the old store closes once it is idle."""
@@ -58,15 +63,16 @@ class StoreStack(Generic[S]):
             old.retired = True
             idle = old.users == 0
         if idle:
-            _close(old.store)
+            old.store.close()
 
     def close(self) -> None:
-        self.swap(None)  # type: ignore[arg-type]
-
-
-def _close(store: object) -> None:
-    if store is not None:
-        store.close()  # type: ignore[attr-defined]
+        """Close the current store once its last lease ends; serve nothing after."""
+        with self._lock:
+            entry = self._entry
+            closed, entry.retired = entry.retired, True
+            idle = entry.users == 0
+        if idle and not closed:
+            entry.store.close()
 
 
 class SwappableStore:
