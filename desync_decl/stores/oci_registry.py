@@ -6,7 +6,7 @@ this module owns the transport: one pooled ``requests`` session with TLS as
 configured, the ``WWW-Authenticate`` challenge answered with HTTP basic or a
 bearer token fetched from the realm it names (credentials from ``oci_auth``),
 and every failure turned into one ``StoreError`` that names the registry's own
-words and says whether it is transient, which decides what ``retrying`` retries.
+words and says whether it is transient, which decides what ``retry`` retries.
 """
 
 from __future__ import annotations
