@@ -11,8 +11,9 @@ other kind of artifact is not a chunk: it reads as missing and prune leaves it.
 This module is that layout as a store: a chunk key is a tag, and reading or
 writing one is the distribution v2 API's manifests by tag, blobs by digest,
 monolithic uploads (POST then PUT) and the tag list in pages of 1000, each
-operation retried as a whole (``retry.RetryingListableObjects``). How requests reach the registry (auth, TLS,
-error mapping) is ``oci_registry``; where credentials come from is ``oci_auth``.
+operation retried as a whole (``retry.RetryingListableObjects``). How requests
+reach the registry (auth, TLS, error mapping) is ``oci_registry``; where
+credentials come from is ``oci_auth``.
 """
 
 from __future__ import annotations
