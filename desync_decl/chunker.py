@@ -12,80 +12,20 @@ import mmap
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_decl._chunker_cffi import ffi, lib
 from desync_decl.errors import UsageError
-from desync_decl.units import KiB, MiB, parse_size
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_decl.units import MiB
 
-WINDOW_SIZE = 48
-MAX_CHUNK_SIZE = 128 * MiB  # casync's limit for each of min, avg and max
 READ_BLOCK_SIZE = 4 * MiB
 _DROP_LAG = 16 * MiB  # mapped input pages this far behind the scan are unmapped
 
 
-@dataclass(frozen=True)
-class ChunkSizes:
-    """Minimum, average and maximum chunk size in bytes (what an index header stores)."""
-
-    min: int
-    avg: int
-    max: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.avg <= self.max:
-            raise UsageError(f"invalid chunk sizes {self}: need 1 <= min <= avg <= max")
-        if self.max > MAX_CHUNK_SIZE:
-            raise UsageError(f"invalid chunk sizes {self}: each must be at most 128 MiB")
-        if not self.fixed and self.max < WINDOW_SIZE:
-            raise UsageError(
-                f"invalid chunk sizes {self}: max must be at least {WINDOW_SIZE} bytes"
-                " (the hash window) unless min = avg = max"
-            )
-
-    def __str__(self) -> str:
-        return f"{self.min}:{self.avg}:{self.max}"
-
-    @property
-    def fixed(self) -> bool:
-        """casync cuts every ``avg`` bytes without hashing when all three are equal."""
-        return self.min == self.avg == self.max
-
-    @property
-    def discriminator(self) -> int:
-        """casync's discriminator for ``avg``, clamped into [min, max]."""
-        return max(self.min, min(self.max, lib.ca_chunker_discriminator(self.avg)))
-
-    @classmethod
-    def parse(cls, text: str, default_unit: int = KiB) -> ChunkSizes:
-        """Parse desync's ``-m MIN:AVG:MAX`` (plain numbers are KiB) or a single AVG.
-
-        Suffixes B, K/KiB, M/MiB give explicit units, so casync's byte values
-        (``1000B:3000B:20000B``) can be written too. A single value is the
-        average; min = avg/4 and max = avg*4, as casync derives them.
-        """
-        parts = text.split(":")
-        if len(parts) not in (1, 3):
-            raise UsageError(f"invalid chunk size '{text}': expected MIN:AVG:MAX or AVG")
-        values = [_parse_size(p, text, default_unit) for p in parts]
-        if len(values) == 1:
-            avg = values[0]
-            return cls(max(1, avg // 4), avg, min(MAX_CHUNK_SIZE, avg * 4))
-        try:
-            return cls(*values)
-        except UsageError as e:
-            raise UsageError(f"invalid chunk size '{text}': {str(e).split(': ', 1)[1]}") from None
-
-
-def _parse_size(part: str, text: str, default_unit: int) -> int:
-    try:
-        return parse_size(part, default_unit)
-    except ValueError:
-        raise UsageError(f"invalid chunk size '{text}': '{part}' is not a size") from None
-
-
-DEFAULT_CHUNK_SIZES = ChunkSizes(16 * KiB, 64 * KiB, 256 * KiB)
+def discriminator(sizes: ChunkSizes) -> int:
+    """casync's discriminator for ``sizes.avg``, clamped into [min, max]."""
+    return max(sizes.min, min(sizes.max, lib.ca_chunker_discriminator(sizes.avg)))
 
 
 class Chunker:
@@ -220,7 +160,7 @@ def _read_into(reader: BinaryIO, buf: memoryview) -> int:
     """Fill ``buf`` as far as the stream allows; short only at end of stream."""
     total = 0
     while total < len(buf):
-        n = reader.readinto(buf[total:])
+        n = reader.readinto(buf[total:])  # type: ignore[attr-defined]  # every binary file has it; typing.BinaryIO omits it
         if not n:
             break
         total += n

@@ -24,6 +24,7 @@ import select
 import signal
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from desync_decl.errors import DesyncError
 from desync_decl.progress import Progress
@@ -35,14 +36,16 @@ Report = Callable[[int], None]
 Work = Callable[[int, int, Report], None]  # (worker index, worker count, report progress)
 
 
-def can_fork(store: object, workers: int) -> bool:
+class MayFork(Protocol):
+    """What ``can_fork`` asks of a store (``stores.base.Store.fork_safe``)."""
+
+    @property
+    def fork_safe(self) -> bool: ...
+
+
+def can_fork(store: MayFork, workers: int) -> bool:
     """Processes pay off with 2+ workers, a store that says it is fork-safe, no other threads."""
-    return (
-        workers > 1
-        and hasattr(os, "fork")
-        and bool(getattr(store, "fork_safe", False))
-        and threading.active_count() == 1
-    )
+    return workers > 1 and hasattr(os, "fork") and store.fork_safe and threading.active_count() == 1
 
 
 def run_forked(work: Work, workers: int, progress: Progress) -> None:
@@ -73,7 +76,11 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
     try:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         with os.fdopen(write_end, "w", buffering=1, closefd=False) as pipe:
-            work(index, count, lambda n: pipe.write(f"P {n}\n"))
+
+            def report(n: int) -> None:
+                pipe.write(f"P {n}\n")
+
+            work(index, count, report)
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
         error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")

@@ -37,11 +37,11 @@ import pytest
 
 from desync_decl.server import listen
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.messages import Request, Response
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.swap import StoreStack
 from tests import tls_certs
 
 # --- certificates -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from desync_decl.assemble.plan import Source, null_chunk_id, plan_assembly
 from desync_decl.assemble.seeds import Seed
-from desync_decl.chunker import ChunkSizes
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 

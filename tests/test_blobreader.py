@@ -12,8 +12,8 @@ import time
 import pytest
 
 from desync_decl.assemble.plan import null_chunk_id
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.ops.blobreader import BlobReader, ChunkLRU

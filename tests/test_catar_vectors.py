@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.catar import Decoder, DirEnd, encode
 from desync_decl.formats.catar.features import CASYNC_DEFAULT, archive_flags, parse_features
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.ops.mtree import mtree
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.stores.local import LocalStore

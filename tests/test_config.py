@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from desync_decl.config import SENSITIVE, Config
 from desync_decl.errors import DesyncError
+from desync_decl.stores.config import SENSITIVE, Config
 
 
 def config_with(tmp_path, raw: dict) -> Config:

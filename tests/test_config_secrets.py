@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from desync_decl.config import SENSITIVE
+from desync_decl.stores.config import SENSITIVE
 from desync_decl.stores.url import MASK
 
 # One of each kind, every value distinct so that a leak names its kind.

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
 from desync_decl.forked import can_fork, run_forked
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.ops.extract import extract
 from desync_decl.ops.make import make
 from desync_decl.stores.local import LocalStore

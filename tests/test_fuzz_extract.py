@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats import chunkfile
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.swap import StoreStack
 from reliability.fuzz import mutate
 from tests import servers_http
 

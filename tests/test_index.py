@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import FormatError
 from desync_decl.formats import index as fmt
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from tests.vector_cases import blob_cases
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.manifest import (
     CacheAction,
     ExtractAction,

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.ops.make import make
 from desync_decl.stores.location import open_store

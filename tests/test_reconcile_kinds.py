@@ -81,7 +81,7 @@ def index_of(path: Path):
 
 def make_index(source: Path, index: Path, store: Path | None = None):
     """An index (and chunks) made directly by ops.make, independent of the reconciler."""
-    from desync_decl.chunker import ChunkSizes
+    from desync_decl.formats.chunk_sizes import ChunkSizes
 
     st = LocalStore(store, create=True) if store else None
     result = make(source, sizes=ChunkSizes.parse(SIZES), store=st)

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.index import Index
 from desync_decl.manifest import load_manifest
 from desync_decl.manifest.model import TIME_FEATURES

@@ -37,12 +37,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.indexes import IndexService
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore
 from tests import servers_http
 from tests.servers_http import chunk_service
 from tests.store_contract import random_chunks

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from desync_decl.server.indexes import IndexService
 from desync_decl.server.listen import Limits
-from desync_decl.stores.location import LocalIndexStore
+from desync_decl.stores.index_store import LocalIndexStore
 from tests import servers_http, test_server_hostile
 from tests.servers_http import chunk_service
 from tests.store_contract import random_chunks

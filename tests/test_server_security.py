@@ -22,21 +22,22 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.indexes import IndexService
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores import http as http_store
 from desync_decl.stores.base import ChunkInvalid, StoreError
 from desync_decl.stores.converters import Cipher, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.single_flight import SingleFlight
 from desync_decl.stores.ssh import SshStore, parse_location
+from desync_decl.stores.swap import StoreStack
 from tests import servers_cloud, servers_http
 from tests.store_contract import random_chunks
 from tests.test_servers import ask, chunk_path, connect, files_under

@@ -22,15 +22,16 @@ import pytest
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import Digest
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.indexes import IndexService
 from desync_decl.server.listen import AccessLog
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores import http as http_store
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.swap import StoreStack
 from tests import servers_http
 from tests.servers_http import Step
 from tests.store_contract import random_chunks

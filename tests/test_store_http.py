@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server import tls
@@ -23,8 +23,9 @@ from desync_decl.server.indexes import IndexService
 from desync_decl.stores import http
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.location import LocalIndexStore, Opener
+from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http, store_contract
 from tests.servers_http import Certs, Step

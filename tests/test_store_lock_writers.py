@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.ops.make import make
 from desync_decl.ops.tar import TarInput, tar_index

@@ -17,9 +17,9 @@ import pytest
 import requests
 import zstandard
 
-from desync_decl.config import Config
 from desync_decl.stores import oci
 from desync_decl.stores.base import ChunkMissing, StoreError
+from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests.servers_oci import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from desync_decl.config import Config
 from desync_decl.stores import s3
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.objects import ListableObjectChunkStore
 from desync_decl.stores.options import StoreOptions

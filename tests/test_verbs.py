@@ -314,7 +314,7 @@ def test_python_dash_m_runs_the_cli():
 
 @pytest.mark.parametrize("uncompressed", [False, True])
 def test_make_counts_the_bytes_it_stored_in_the_stores_form(tmp_path, blob, uncompressed):
-    from desync_decl.chunker import ChunkSizes
+    from desync_decl.formats.chunk_sizes import ChunkSizes
     from desync_decl.ops.make import make as make_op
     from desync_decl.stores.converters import StorageFormat
     from desync_decl.stores.local import LocalStore
@@ -337,7 +337,7 @@ def test_a_chunk_whose_length_differs_from_the_index_is_invalid(tmp_path, blob):
     from desync_decl.stores.local import LocalStore
 
     store = LocalStore(tmp_path / "s", create=True)
-    from desync_decl.chunker import ChunkSizes
+    from desync_decl.formats.chunk_sizes import ChunkSizes
     from desync_decl.ops.make import make as make_op
 
     index = make_op(blob, sizes=ChunkSizes.parse("4:16:64"), store=store).index

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import Digest
 from tests.conftest import VECTORS
 

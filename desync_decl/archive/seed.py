@@ -29,6 +29,8 @@ from desync_decl.stores.base import ChunkMissing
 class TreeSeed:
     """A read-only store of the chunks a tree shares with an index."""
 
+    fork_safe = False  # its table lives in this process
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()

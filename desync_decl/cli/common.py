@@ -8,15 +8,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.cli.console import Console
-from desync_decl.config import Config
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest, parse_id
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Cache, single_or_router
+from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
 from desync_decl.stores.store_lock import COLLISION_WAIT, Patience

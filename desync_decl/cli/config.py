@@ -15,9 +15,9 @@ import os
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.config import SECRET_KEYS, Config, default_path, masked
 from desync_decl.errors import DesyncError
 from desync_decl.fsutil import write_atomic
+from desync_decl.stores.config import SECRET_KEYS, Config, default_path, masked
 
 
 def register(sub: argparse._SubParsersAction) -> None:

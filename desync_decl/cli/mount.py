@@ -20,9 +20,9 @@ from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.mount.index import CopyOnReadOptions, mount_index
-from desync_decl.mount.swap import SwappableStore
 from desync_decl.server import storefile
 from desync_decl.stores.base import Store
+from desync_decl.stores.swap import SwappableStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.config import Config
 from desync_decl.errors import DesyncError, UsageError
 from desync_decl.fsutil import open_parent, walk_error, write_atomic
 from desync_decl.manifest import ManifestError, load_manifest
@@ -41,6 +40,7 @@ from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.handlers import HandlerStatus, run_handlers
 from desync_decl.reconcile.model import TaskResult
 from desync_decl.reconcile.plan import os_message
+from desync_decl.stores.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

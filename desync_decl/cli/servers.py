@@ -29,12 +29,12 @@ from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.digest import Digest
 from desync_decl.server import listen, storefile, tls
 from desync_decl.server.chunks import ChunkService
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.indexes import DEFAULT_MAX_INDEX_SIZE, IndexService
 from desync_decl.server.messages import Request, Response
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.base import Store, WriteStore
 from desync_decl.stores.options import StoreOptions
+from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.swap import StoreStack
 from desync_decl.units import parse_size
 
 

@@ -30,7 +30,9 @@ class Chunk:
 
     def held_size(self) -> int:
         """Size of the form a store wrote: the stored bytes if made, else the plain ones."""
-        return len(self._stored if self._stored is not None else self._plain)  # type: ignore[arg-type]
+        held = self._stored if self._stored is not None else self._plain
+        assert held is not None  # __init__ refuses a chunk with neither
+        return len(held)
 
     def plain(self, limit: int = MAX_PLAIN_SIZE) -> bytes | memoryview:
         """The uncompressed bytes (raises ``chunkfile.DecodeError`` on bad stored data)."""

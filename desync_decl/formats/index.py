@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from desync_decl.chunker import MAX_CHUNK_SIZE, ChunkSizes
 from desync_decl.errors import FormatError, UsageError
 from desync_decl.formats import flags as ff
+from desync_decl.formats.chunk_sizes import MAX_CHUNK_SIZE, ChunkSizes
 from desync_decl.formats.digest import ID_SIZE, ChunkID, Digest
 
 CA_FORMAT_INDEX = 0x96824D9C7B129FF9

@@ -17,8 +17,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats import flags as ff
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.manifest.convert import local_path, location, parse_duration, parse_mode
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.problems import DataPath, Position

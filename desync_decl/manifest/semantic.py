@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.manifest.convert import is_url, local_path, parse_duration
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.places import SECTIONS, where

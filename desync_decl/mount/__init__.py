@@ -5,6 +5,6 @@ index as its read-only directory tree.
 - ``base``: read-only handles over a source, EIO for failed reads, counts
 - ``blob``: the one-file filesystem; ``tree``: the catar tree, loaded at mount
 - ``cor``: copy-on-read into a local sparse file, with saved state
-- ``swap``: stores replaced on SIGHUP (``--store-file``)
-- ``index``: ``mount_index``, which puts these together
+- ``index``: ``mount_index``, which puts these together (``stores.swap``: stores
+  replaced on SIGHUP, ``--store-file``)
 """

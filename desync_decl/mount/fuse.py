@@ -86,7 +86,7 @@ def _mfusepy() -> ModuleType:
     if not chosen and find_library("fuse3"):
         env["FUSE_LIBRARY_NAME"] = "fuse3"  # read by mfusepy when it is imported
     try:
-        import mfusepy  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import mfusepy  # type: ignore[import-not-found,import-untyped,unused-ignore]  # no stubs; may be absent
     except ImportError:
         raise DesyncError(f"FUSE mounts need mfusepy ({INSTALL_HINT})") from None
     except (OSError, AttributeError) as e:  # no libfuse, or one mfusepy cannot use
@@ -121,7 +121,8 @@ def _sighup_calls(reload: Callable[[], None] | None) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        signal.pthread_kill(waiter.ident, signal.SIGHUP)  # type: ignore[arg-type]
+        assert waiter.ident is not None  # started above
+        signal.pthread_kill(waiter.ident, signal.SIGHUP)
         waiter.join()
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         signal.signal(signal.SIGHUP, previous_handler)

@@ -17,11 +17,15 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from desync_decl.formats.catar import Decoder, DirEnd, Entry
 from desync_decl.formats.catar.feature_gates import applied_xattrs
 from desync_decl.mount.base import Source, SourceFilesystem, no_report
 from desync_decl.ops.blobreader import BlobReader, Stream
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 _BUFFER = 64 << 10  # read-ahead of the metadata scan; a payload past it is skipped by a seek
 
@@ -58,9 +62,10 @@ class _StreamIO(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self._source.read(self._pos, len(b), self._stream)
-        memoryview(b).cast("B")[: len(data)] = data
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        data = self._source.read(self._pos, len(view), self._stream)
+        view[: len(data)] = data
         self._pos += len(data)
         return len(data)
 

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes, iter_chunks
+from desync_decl.chunker import iter_chunks
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.ops.source import open_source

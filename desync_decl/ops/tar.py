@@ -19,12 +19,13 @@ from desync_decl.archive.catar_sink import CatarSink
 from desync_decl.archive.disk_source import DiskOptions, disk_tree
 from desync_decl.archive.streams import IterReader
 from desync_decl.archive.tar_source import TarOptions, tar_tree
-from desync_decl.chunker import DEFAULT_CHUNK_SIZES, ChunkSizes, iter_chunks
+from desync_decl.chunker import iter_chunks
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import encode
 from desync_decl.formats.catar.encoder import Piece
 from desync_decl.formats.catar.features import DESYNC_TAR
 from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.ops.make import ChunkStorer

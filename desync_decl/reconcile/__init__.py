@@ -12,7 +12,6 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from desync_decl.config import Config
 from desync_decl.formats.digest import Digest
 from desync_decl.manifest import Manifest
 from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress_for
@@ -31,6 +30,7 @@ from desync_decl.reconcile.plan import (
 )
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import StateStore, default_state_dir
+from desync_decl.stores.config import Config
 
 __all__ = [
     "ApplyOptions",

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from desync_decl.config import Config
 from desync_decl.errors import IndexMissing
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
@@ -27,6 +26,7 @@ from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.reconcile.model import Effects
 from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import StateStore
+from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.store_lock import IMPATIENT, Patience
 

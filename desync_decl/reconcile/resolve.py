@@ -16,12 +16,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from desync_decl.config import Config
 from desync_decl.formats.digest import Digest
 from desync_decl.manifest import CacheDef, GroupDef, Manifest, StoreDef
 from desync_decl.manifest.convert import is_url
 from desync_decl.stores.base import PruneStore, Store, StoreError, WriteStore
 from desync_decl.stores.compose import Cache, FailoverGroup, single_or_router
+from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
 from desync_decl.stores.tally import observed

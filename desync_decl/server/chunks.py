@@ -28,12 +28,12 @@ from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.server import upload
-from desync_decl.server.dedup import SingleFlight
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
-from desync_decl.server.stack import StoreStack
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
+from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.swap import StoreStack
 
 _PATH = re.compile(r"^/([0-9a-f]{4})/([0-9a-f]{64})(.*)$", re.DOTALL)
 # Decompressing and hashing is CPU work: more at once than CPUs is not faster, only larger.
@@ -83,7 +83,7 @@ class ChunkService:
         """Whether a request may be answered on the server's event loop: a read from a
         stack of local stores only (``fork_safe``: plain files), where a page-cache read
         costs less than handing the request to a thread."""
-        return request.method in ("GET", "HEAD") and getattr(self.stack.current, "fork_safe", False)
+        return request.method in ("GET", "HEAD") and self.stack.current.fork_safe
 
     def _chunk_id(self, path: str) -> ChunkID | Response:
         m = _PATH.match(path)
@@ -154,7 +154,7 @@ class ChunkService:
                 400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
             )
         try:
-            store.store_chunk(chunk)  # type: ignore[attr-defined]
+            store.store_chunk(chunk)  # type: ignore[attr-defined]  # writable: the verb checked it is a WriteStore
         except StoreError as e:
             return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)

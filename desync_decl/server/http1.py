@@ -45,7 +45,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from desync_decl.errors import FormatError
 from desync_decl.escaping import escape_line
@@ -190,7 +190,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        # a stream server's transports read and write (asyncio.Transport)
+        self.transport = cast(asyncio.Transport, transport)
         self.loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.client = client_name(peer)
@@ -201,12 +202,12 @@ class Connection(asyncio.Protocol):
         self.admitted = self.site.admit(self)
         self.site.connections.add(self)
         if self.tls:
-            transport.pause_reading()  # the handshake reads its bytes, not this protocol
+            self.transport.pause_reading()  # the handshake reads its bytes, not this protocol
             if self.admitted:
                 self.handshaking = True
                 self.handshake = self.loop.create_task(self._start_tls(self.transport))
             else:
-                transport.abort()  # no TLS to say 503 in yet, and none is started for it
+                self.transport.abort()  # no TLS to say 503 in yet, and none is started for it
             return
         if not self.admitted:
             self._answer("-", "-", _busy("too many connections"), False)

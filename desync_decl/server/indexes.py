@@ -40,10 +40,10 @@ from desync_decl.fsutil import AtomicFile
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.location import IndexStore, LocalIndexStore
+from desync_decl.stores.index_store import IndexStore, LocalIndexStore, checked_index_name
 
 DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
-_BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a name a server takes
 
 
 class IndexService:
@@ -153,9 +153,12 @@ def index_name(path: str) -> str | None:
         name = unquote(path[1:], errors="strict")
     except UnicodeDecodeError:
         return None
-    if name in ("", ".", "..") or _BAD_NAME.search(name):
+    if _CONTROL.search(name):
         return None
-    return name
+    try:
+        return checked_index_name(name)
+    except StoreError:
+        return None
 
 
 class IndexFile:

@@ -70,8 +70,8 @@ class Listener:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
-        self._site.reads.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
-        self._site.uploads.shutdown(wait=False, cancel_futures=True)  # type: ignore[attr-defined]
+        self._site.reads.shutdown(wait=False, cancel_futures=True)
+        self._site.uploads.shutdown(wait=False, cancel_futures=True)
 
     async def _stop(self) -> None:
         self._server.close()

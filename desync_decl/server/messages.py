@@ -65,8 +65,10 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def text(cls, status: int, message: str, **kwargs: object) -> Response:
-        return cls(status, (message + "\n").encode(), **kwargs)  # type: ignore[arg-type]
+    def text(
+        cls, status: int, message: str, *, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Response:
+        return cls(status, (message + "\n").encode(), headers=headers)
 
 
 def authorized(request: Request, expected: str | None) -> bool:

@@ -80,6 +80,18 @@ def expected_chunk_size() -> int | None:
 
 @runtime_checkable
 class Store(Protocol):
+    """A store that can be read: every store has these, and says what it can do
+    beyond them by the protocols it also meets (``WriteStore``, ``PruneStore``),
+    which callers check with ``isinstance`` and mypy checks statically."""
+
+    @property
+    def fork_safe(self) -> bool:
+        """True when the store answers from local files only, with no thread, socket
+        or lock of its own: forked worker processes may use it (``forked.can_fork``,
+        the chunk server's page-cache reads). A wrapper is fork-safe when everything
+        it reads through is; a class attribute ``fork_safe = False`` says "no"."""
+        ...
+
     def get_chunk(self, id: ChunkID) -> Chunk:
         """The chunk, verified unless the store was opened with skip_verify.
 
@@ -95,6 +107,8 @@ class Store(Protocol):
 
 @runtime_checkable
 class WriteStore(Store, Protocol):
+    """A store that can be written (what ``Opener.chunk_store(create=True)`` returns)."""
+
     def store_chunk(self, chunk: Chunk) -> None:
         """Atomic: a crash never leaves a partial chunk under its final name."""
         ...
@@ -109,6 +123,14 @@ def no_hook() -> None:
 
 @runtime_checkable
 class PruneStore(WriteStore, Protocol):
+    """A store that can list and delete its chunks (``prune``, ``verify``)."""
+
+    @property
+    def chunk_ages_known(self) -> bool:
+        """True when ``chunk_ages`` gives a time for every chunk (a prune with a minimum
+        age needs them: ``ops.prune``)."""
+        ...
+
     def iter_chunk_ids(self) -> Iterator[ChunkID]: ...
 
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:

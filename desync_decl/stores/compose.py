@@ -46,7 +46,7 @@ Known = Callable[[object, ChunkID], "bool | None"]
 class Location:
     """Where a read of a chunk would be served from."""
 
-    leaf: object  # the store that holds it
+    leaf: Store  # the store that holds it
     stored: int | None  # bytes the store holds it in, when it says so cheaply
     through: tuple[object, ...] = ()  # the groups and caches it is reached through, outermost first
     cached: bool = False  # a cache's own copy
@@ -65,12 +65,12 @@ class NotLocated(ChunkMissing):
             self.args = (f"{self}; before it, " + "; ".join(why for _, why in failed),)
 
 
-def locate(store: object, id: ChunkID, known: Known | None = None) -> Location:
+def locate(store: Store, id: ChunkID, known: Known | None = None) -> Location:
     """Where ``store.get_chunk(id)`` would be served from; raises as that would
     (``NotLocated`` for missing) and moves groups' active members as it would."""
     wrapper = getattr(store, "locate", None)
     if wrapper is not None:
-        return wrapper(id, known)  # type: ignore[no-any-return]
+        return wrapper(id, known)
     will = known(store, id) if known is not None else None
     if will is not None:
         if not will:
@@ -82,7 +82,7 @@ def locate(store: object, id: ChunkID, known: Known | None = None) -> Location:
         if held is None:
             raise NotLocated(id, [store])
         return Location(store, held if held >= 0 else None)
-    if not store.has_chunk(id):  # type: ignore[attr-defined]
+    if not store.has_chunk(id):
         raise NotLocated(id, [store])
     return Location(store, None)
 
@@ -91,8 +91,8 @@ def _through(wrapper: object, where: Location) -> Location:
     return dataclasses.replace(where, through=(wrapper, *where.through))
 
 
-def _fork_safe(stores: Sequence[object]) -> bool:
-    return all(getattr(s, "fork_safe", False) for s in stores)
+def _fork_safe(stores: Sequence[Store]) -> bool:
+    return all(s.fork_safe for s in stores)
 
 
 class Router:

@@ -10,7 +10,7 @@ every request there, unauthenticated (anonymous credentials, no project), and
 never asks the metadata server.
 
 The library's own retries are off (``retry=None``) so ``error-retry`` counts
-attempts through ``retrying``, as for S3 and HTTP; ``timeout`` applies to each
+attempts through ``retry.RetryingObjects``, as for S3 and HTTP; ``timeout`` applies to each
 request; the connection pool holds ``n`` connections. A download goes into a
 sink that refuses more than the caller's limit, which ends the download there
 (the library closes the response, and with it the connection).
@@ -19,7 +19,7 @@ sink that refuses more than the caller's limit, which ends the download there
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,18 +32,19 @@ from google.cloud import storage
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
+    ListPage,
     ObjectIndexStore,
     ObjectMissing,
     ObjectTooLarge,
 )
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import RetryingListableObjects
 from desync_decl.stores.url import mask_credentials
 
 try:  # google-cloud-storage >= 3 vendors its media layer
     from google.cloud.storage.exceptions import DataCorruption
 except ImportError:  # pragma: no cover - older releases
-    from google.resumable_media import DataCorruption  # type: ignore[no-redef]
+    from google.resumable_media import DataCorruption
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
@@ -125,27 +126,21 @@ class GCSObjects:
                 lambda: blob.delete(timeout=self.options.timeout, retry=None),
             )
 
-    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
-        """Page by page (each page request retried on its own), with each object's
-        ``updated`` time."""
-        token: str | None = None
-        while True:
-            try:
-                entries, token = self._call(
-                    "cannot list", lambda t=token: self._page(self.prefix + under, t)
-                )
-            except ObjectMissing:
-                raise self._no_bucket("cannot list") from None
-            for name, updated in entries:
-                yield name[len(self.prefix) :], updated
-            if not token:
-                return
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        """One page (``cursor``: its page token), with each object's ``updated`` time."""
+        try:
+            entries, token = self._call(
+                "cannot list", lambda: self._page(self.prefix + under, cursor)
+            )
+        except ObjectMissing:
+            raise self._no_bucket("cannot list") from None
+        return [(name[len(self.prefix) :], updated) for name, updated in entries], token or None
 
     def close(self) -> None:
         self._client.close()
 
     def _page(
-        self, prefix: str, token: str | None
+        self, prefix: str, token: object
     ) -> tuple[list[tuple[str, float | None]], str | None]:
         pages = self._client.list_blobs(
             self._bucket,
@@ -178,32 +173,28 @@ class GCSObjects:
         return StoreError(f"{what} {self.location}: bucket {self._bucket.name} does not exist")
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        """``call()`` with its errors mapped, transient ones retried."""
-
-        def mapped() -> T:
-            try:
-                return call()
-            except gx.NotFound:
-                raise ObjectMissing() from None
-            except gx.GoogleAPICallError as e:
-                status = e.code or 0
-                if status in (401, 403):
-                    raise StoreError(
-                        f"{what} {self.location}: access denied: {status}: {e.message};"
-                        " check the Google application default credentials"
-                    ) from None
-                transient = status in _TRANSIENT_STATUS or status >= 500
+        """``call()`` with its errors mapped (transient ones marked, for retries)."""
+        try:
+            return call()
+        except gx.NotFound:
+            raise ObjectMissing() from None
+        except gx.GoogleAPICallError as e:
+            status = e.code or 0
+            if status in (401, 403):
                 raise StoreError(
-                    f"{what} {self.location}: {status} {e.message}", transient=transient
+                    f"{what} {self.location}: access denied: {status}: {e.message};"
+                    " check the Google application default credentials"
                 ) from None
-            except requests.exceptions.SSLError as e:  # retrying does not fix a certificate
-                raise StoreError(f"{what} {self.location}: {e}") from None
-            except _TRANSIENT_ERRORS as e:
-                raise StoreError(f"{what} {self.location}: {e}", transient=True) from None
-            except (requests.exceptions.RequestException, auth_errors.GoogleAuthError) as e:
-                raise StoreError(f"{what} {self.location}: {e}") from None
-
-        return retrying(mapped, self.options)
+            transient = status in _TRANSIENT_STATUS or status >= 500
+            raise StoreError(
+                f"{what} {self.location}: {status} {e.message}", transient=transient
+            ) from None
+        except requests.exceptions.SSLError as e:  # retrying does not fix a certificate
+            raise StoreError(f"{what} {self.location}: {e}") from None
+        except _TRANSIENT_ERRORS as e:
+            raise StoreError(f"{what} {self.location}: {e}", transient=True) from None
+        except (requests.exceptions.RequestException, auth_errors.GoogleAuthError) as e:
+            raise StoreError(f"{what} {self.location}: {e}") from None
 
 
 class _BoundedSink:
@@ -258,7 +249,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         super().__init__(**kwargs)
         self.verify = verify
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]  # hands every argument on unchanged
         if self.verify is not None:
             kwargs["verify"] = self.verify
         return super().send(request, **kwargs)
@@ -268,7 +259,7 @@ def open_chunk_store(
     location: str, options: StoreOptions, opener: Opener
 ) -> ListableObjectChunkStore:
     return ListableObjectChunkStore(
-        GCSObjects(location, options),
+        RetryingListableObjects(GCSObjects(location, options), options),
         digest=opener.digest,
         format=options.storage_format(),
         skip_verify=options.skip_verify,
@@ -276,4 +267,4 @@ def open_chunk_store(
 
 
 def open_index_store(location: str, options: StoreOptions, opener: Opener) -> ObjectIndexStore:
-    return ObjectIndexStore(GCSObjects(location, options))
+    return ObjectIndexStore(RetryingListableObjects(GCSObjects(location, options), options))

@@ -6,8 +6,9 @@ sized like the store's concurrency (``n``), shared by every thread (nothing
 mutates the session after it is built; every per-request setting is passed
 per request). Status codes are mapped in one place (``_check``): 404 is
 "missing", 5xx, 408, 429 and dropped connections are transient (retried with
-desync's backoff), anything else is a refusal. TLS certificates are verified
-unless ``trust-insecure`` is set (desync had this backwards once, #343).
+desync's backoff: ``retry.RetryingObjects``), anything else is a refusal. TLS
+certificates are verified unless ``trust-insecure`` is set (desync had this
+backwards once, #343).
 HTTP stores cannot list or delete, so they cannot be pruned (desync's matrix).
 
 Bodies are streamed and read only up to the caller's limit (an error body up to
@@ -21,8 +22,8 @@ from __future__ import annotations
 import http.client
 import ssl
 import warnings
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -38,13 +39,12 @@ from desync_decl.stores.objects import (
     read_at_most,
 )
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import RetryingObjects
 from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
 
-T = TypeVar("T")
 _TRANSIENT_STATUS = {408, 429}  # "try again later", as well as every 5xx
 _BODY_IN_MESSAGE = 200  # characters of an error response quoted in the message
 _READ_BLOCK = 64 << 10  # a body is read in pieces of this size
@@ -71,7 +71,11 @@ class HttpObjects:
         self._query = f"?{query}" if query else ""
         self._session = _session(options)
         self._verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
-        self._cert = (options.client_cert, options.client_key) if options.client_cert else None
+        self._cert = (
+            (options.client_cert, options.client_key)
+            if options.client_cert and options.client_key  # given together (StoreOptions.checked)
+            else None
+        )
         timeout = options.timeout
         self._timeout = (timeout, timeout) if timeout is not None else None
 
@@ -82,7 +86,7 @@ class HttpObjects:
         return self._base + quote(key) + self._query
 
     def read(self, key: str, limit: int) -> bytes:
-        return self._retrying(lambda: self._request("GET", key, limit=limit))
+        return self._request("GET", key, limit=limit)
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
@@ -91,25 +95,19 @@ class HttpObjects:
         """The object's length by ``HEAD`` (its Content-Length; -1 without one),
         None when it is absent."""
 
-        def head() -> int | None:
-            try:
-                length = self._request("HEAD", key)
-            except ObjectMissing:
-                return None
-            return int(length) if length.isdigit() else -1
-
-        return self._retrying(head)
+        try:
+            length = self._request("HEAD", key)
+        except ObjectMissing:
+            return None
+        return int(length) if length.isdigit() else -1
 
     def write(self, key: str, data: bytes | memoryview) -> None:
         # requests would iterate a memoryview byte by byte: hand it bytes
         body = data if isinstance(data, bytes) else bytes(data)
-        self._retrying(lambda: self._request("PUT", key, body))
+        self._request("PUT", key, body)
 
     def close(self) -> None:
         self._session.close()
-
-    def _retrying(self, call: Callable[[], T]) -> T:
-        return retrying(call, self.options)
 
     def _request(
         self, method: str, key: str, body: bytes | None = None, *, limit: int = 0
@@ -230,7 +228,7 @@ def _cause(error: BaseException) -> str:
 def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> ObjectChunkStore:
     """A chunk store at ``http(s)://host[:port]/path``; not listable, so never pruned."""
     return ObjectChunkStore(
-        HttpObjects(location, options),
+        RetryingObjects(HttpObjects(location, options), options),
         digest=opener.digest,
         format=options.storage_format(),
         skip_verify=options.skip_verify,
@@ -239,4 +237,4 @@ def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> Ob
 
 def open_index_store(location: str, options: StoreOptions, opener: Opener) -> ObjectIndexStore:
     """Indexes by name below ``http(s)://host[:port]/path/``."""
-    return ObjectIndexStore(HttpObjects(location, options))
+    return ObjectIndexStore(RetryingObjects(HttpObjects(location, options), options))

@@ -14,16 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, overload
 
-from desync_decl.config import Config
-from desync_decl.errors import DesyncError, IndexMissing, file_error
-from desync_decl.formats import index as index_format
+from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
+from desync_decl.stores.config import Config
+from desync_decl.stores.index_store import IndexStore, LocalIndexStore, read_local_index
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials, url_scheme
@@ -50,14 +50,6 @@ _INDEX_BACKENDS = {
 }
 
 
-class IndexStore(Protocol):
-    def get_index(self, name: str) -> Index: ...
-
-    def store_index(self, name: str, index: Index) -> None: ...
-
-    def close(self) -> None: ...
-
-
 @dataclass(frozen=True)
 class Opener:
     """Everything needed to open stores: digest, config file, command-line overrides."""
@@ -71,8 +63,22 @@ class Opener:
         base = self.config.store_options(location)
         return base.with_overrides(**self.overrides).checked(f"store {mask_credentials(location)}")
 
+    @overload
+    def chunk_store(self, location: str, *, create: Literal[True]) -> WriteStore: ...
+
+    @overload
+    def chunk_store(self, location: str, *, create: bool = False) -> Store: ...
+
     def chunk_store(self, location: str, *, create: bool = False) -> Store:
-        """One store; ``a|b|c`` a failover group; ``create`` makes a missing local store."""
+        """One store; ``a|b|c`` a failover group. With ``create``, a store to write to
+        (a missing local store is made; a read-only one is refused)."""
+        store = self._open_chunk_store(location, create)
+        if create and not isinstance(store, WriteStore):
+            store.close()
+            raise StoreError(f"{mask_credentials(location)}: this store is read-only")
+        return store
+
+    def _open_chunk_store(self, location: str, create: bool) -> Store:
         if "|" in location:
             members = [m for m in location.split("|") if m]
             return FailoverGroup([self.chunk_store(m, create=create) for m in members])
@@ -86,11 +92,10 @@ class Opener:
                 format=options.storage_format(),
                 skip_verify=options.skip_verify,
             )
-        store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(location, options, self)
-        if create and not isinstance(store, WriteStore):
-            store.close()
-            raise StoreError(f"{mask_credentials(location)}: this store is read-only")
-        return store
+        opened: Store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(
+            location, options, self
+        )
+        return opened
 
     def index_store(self, location: str) -> IndexStore:
         scheme = url_scheme(location)
@@ -105,7 +110,7 @@ class Opener:
     def read_index(self, location: str) -> Index:
         """An index from a local path or an index-store URL (``.../name.caibx``)."""
         if url_scheme(location) is None:
-            return _read_local_index(Path(location))
+            return read_local_index(Path(location))
         base, name = _split_index_location(location)
         store = self.index_store(base)
         try:
@@ -137,45 +142,6 @@ class Opener:
             store.close()
 
 
-class LocalIndexStore:
-    """Index files in a directory (index-server's local backend)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-    def get_index(self, name: str) -> Index:
-        return _read_local_index(self.path / _checked_name(name))
-
-    def store_index(self, name: str, index: Index) -> None:
-        target = self.path / _checked_name(name)
-        try:
-            write_atomic(target, index.encode())
-        except OSError as e:
-            raise StoreError(f"cannot write {target}: {e.strerror}") from None
-
-    def close(self) -> None:
-        pass
-
-
-def _checked_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise StoreError(f"invalid index name {name!r}")
-    return name
-
-
-def _read_local_index(path: Path) -> Index:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IndexMissing(f"{path}: no such file") from None
-    except OSError as e:
-        raise file_error(path, e, "read") from None
-    return index_format.decode(data, str(path))
-
-
 def _split_index_location(location: str) -> tuple[str, str]:
     """``.../dir/x.caibx?query`` -> store ``.../dir/?query`` and index name ``x.caibx``."""
     url, sep, query = location.partition("?")
@@ -203,7 +169,19 @@ def _backend(
         raise StoreError(
             f"{shown}: '{scheme}' stores need the Python package '{e.name}' (pip install it)"
         ) from None
-    return getattr(module, function)  # type: ignore[no-any-return]
+    return getattr(module, function)
+
+
+@overload
+def open_store(
+    location: str, *, digest: Digest = Digest.SHA512_256, create: Literal[True]
+) -> WriteStore: ...
+
+
+@overload
+def open_store(
+    location: str, *, digest: Digest = Digest.SHA512_256, create: bool = False
+) -> Store: ...
 
 
 def open_store(location: str, *, digest: Digest = Digest.SHA512_256, create: bool = False) -> Store:

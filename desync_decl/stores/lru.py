@@ -13,21 +13,19 @@ from typing import Protocol
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import StoreError
+from desync_decl.stores.base import StoreError, WriteStore
 from desync_decl.stores.compose import Known, Location, locate
 from desync_decl.stores.tally import ask
 
 HEADROOM = 0.9  # evict down to this share of the limit, so eviction does not run on every write
 
 
-class _Evictable(Protocol):
-    def get_chunk(self, id: ChunkID) -> Chunk: ...
-    def has_chunk(self, id: ChunkID) -> bool: ...
-    def store_chunk(self, chunk: Chunk) -> None: ...
+class _Evictable(WriteStore, Protocol):
+    """A local store a size limit can evict from (``LocalStore``)."""
+
     def remove_chunk(self, id: ChunkID) -> None: ...
     def touch(self, id: ChunkID) -> None: ...
     def usage(self) -> list[tuple[float, int, ChunkID]]: ...
-    def close(self) -> None: ...
 
 
 class SizeLimited:
@@ -40,7 +38,7 @@ class SizeLimited:
             raise StoreError(f"a size limit needs a local cache store, not {store}")
         if limit <= 0:
             raise StoreError("a cache size limit must be positive")
-        self.store: _Evictable = store  # type: ignore[assignment]
+        self.store: _Evictable = store  # type: ignore[assignment]  # its methods checked above
         self.limit = limit
         self._lock = threading.Lock()
         self._budget: int | None = None  # bytes that may still be written before a check
@@ -53,7 +51,7 @@ class SizeLimited:
         return False  # usage accounting lives in one process
 
     def get_chunk(self, id: ChunkID) -> Chunk:
-        chunk = ask(self.store, id)  # type: ignore[arg-type]
+        chunk = ask(self.store, id)
         self.store.touch(id)
         return chunk
 

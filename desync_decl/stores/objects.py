@@ -1,8 +1,9 @@
 """Chunk and index stores on top of any key/value backend (S3, GCS, SFTP, HTTP, OCI).
 
 A backend implements only ``Objects``: read, write, exists, delete and list
-keys under its base, mapping its own "not found" to ``ObjectMissing`` and
-every other failure to ``StoreError`` (transient ones marked, for retries).
+keys under its base (a page per request), mapping its own "not found" to
+``ObjectMissing`` and every other failure to ``StoreError`` (transient ones
+marked, for ``retry.RetryingObjects``, which its factory wraps it in).
 Everything about chunks lives here once: key layout ``xxxx/<id><ext>``,
 storage format (compression, encryption), verification, prune, and how many
 bytes a read may bring: a backend reads at most ``limit + 1`` bytes of an
@@ -34,6 +35,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.index_store import checked_index_name
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
@@ -61,7 +63,7 @@ def read_at_most(pieces: Iterable[bytes], limit: int, where: str) -> bytes:
         body += piece
         if len(body) > limit:
             raise ObjectTooLarge(where, limit)
-    return body  # type: ignore[return-value]  # a bytearray reads as bytes do
+    return body  # a bytearray reads as bytes do
 
 
 class Objects(Protocol):
@@ -86,22 +88,41 @@ class Objects(Protocol):
     def close(self) -> None: ...
 
 
+# One page of a listing: (key, modification time) pairs and where the next page starts
+# (None: this was the last). A cursor is the backend's own (a token, a URL, a stack).
+ListPage = tuple[list[tuple[str, float | None]], object]
+
+
 class ListableObjects(Objects, Protocol):
     """A backend that can also list and delete (all but plain HTTP)."""
 
-    def delete(self, key: str) -> None:
-        """Remove; an absent key is not an error."""
+    def delete(self, key: str) -> bool | None:
+        """Remove; an absent key is not an error (OCI says whether it deleted)."""
         ...
 
-    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
-        """Every key under the base (under ``under`` below it, a folder such as
-        ``locks/``), relative to the base, with the store's modification time of its
-        object (seconds since the epoch; None where the backend reports none)."""
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        """One request's worth of the keys under the base (under ``under`` below it, a
+        folder such as ``locks/``), relative to the base, with the store's modification
+        time of each object (seconds since the epoch; None where the backend reports
+        none); ``cursor`` is None for the first page, then what the previous page gave."""
         ...
+
+
+def list_entries(objects: ListableObjects, under: str = "") -> Iterator[tuple[str, float | None]]:
+    """Every key under ``under`` with its modification time, page by page
+    (``list_page``: a retry wrapper retries each page on its own)."""
+    cursor: object = None
+    while True:
+        entries, cursor = objects.list_page(under, cursor)
+        yield from entries
+        if cursor is None:
+            return
 
 
 class ObjectChunkStore:
     """A chunk store (get/has/store) over ``Objects``."""
+
+    fork_safe = False  # a backend's connections belong to one process
 
     def __init__(
         self,
@@ -144,7 +165,7 @@ class ObjectChunkStore:
         there but of unknown size; None when absent (``compose.locate``)."""
         size = getattr(self.objects, "size", None)
         if size is not None:
-            return size(self.key(id))  # type: ignore[no-any-return]
+            return size(self.key(id))
         return -1 if self.objects.exists(self.key(id)) else None
 
     def store_chunk(self, chunk: Chunk) -> None:
@@ -167,7 +188,7 @@ class ListableObjectChunkStore(ObjectChunkStore):
 
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
         """Each chunk's id and the store's modification time of its object."""
-        for key, mtime in self.objects.list_entries():
+        for key, mtime in list_entries(self.objects):
             m = self._name.match(key)
             if m:
                 yield ChunkID(bytes.fromhex(m.group(2))), mtime
@@ -206,7 +227,7 @@ class ListableObjectChunkStore(ObjectChunkStore):
     def list_locks(self) -> list[tuple[str, float]]:
         return [
             (key[len(LOCKS) :], mtime)
-            for key, mtime in self.objects.list_entries(LOCKS)
+            for key, mtime in list_entries(self.objects, LOCKS)
             if mtime is not None and "/" not in key[len(LOCKS) :]
         ]
 
@@ -244,7 +265,7 @@ class ObjectIndexStore:
         return self.objects.location
 
     def get_index(self, name: str) -> Index:
-        _check_name(name)
+        checked_index_name(name)
         try:
             data = self.objects.read(name, MAX_INDEX_SIZE)
         except ObjectMissing:
@@ -252,13 +273,8 @@ class ObjectIndexStore:
         return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")
 
     def store_index(self, name: str, index: Index) -> None:
-        _check_name(name)
+        checked_index_name(name)
         self.objects.write(name, index.encode())
 
     def close(self) -> None:
         self.objects.close()
-
-
-def _check_name(name: str) -> None:
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise StoreError(f"invalid index name {name!r}")

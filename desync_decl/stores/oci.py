@@ -11,8 +11,9 @@ other kind of artifact is not a chunk: it reads as missing and prune leaves it.
 This module is that layout as a store: a chunk key is a tag, and reading or
 writing one is the distribution v2 API's manifests by tag, blobs by digest,
 monolithic uploads (POST then PUT) and the tag list in pages of 1000, each
-operation retried as a whole. How requests reach the registry (auth, TLS,
-error mapping) is ``oci_registry``; where credentials come from is ``oci_auth``.
+operation retried as a whole (``retry.RetryingListableObjects``). How requests
+reach the registry (auth, TLS, error mapping) is ``oci_registry``; where
+credentials come from is ``oci_auth``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import Hook, StoreError, no_hook
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
+    ListPage,
     ObjectMissing,
     ObjectTooLarge,
     doomed_chunks,
@@ -37,7 +39,7 @@ from desync_decl.stores.objects import (
 from desync_decl.stores.oci_auth import Credentials, credentials
 from desync_decl.stores.oci_registry import RegistryHttp
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import RetryingListableObjects
 from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
@@ -71,7 +73,8 @@ _DIGEST = re.compile(r"(sha256|sha512):([0-9a-f]+)")
 
 def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> OciChunkStore:
     format = options.storage_format()
-    objects = RegistryObjects(location, options, credentials(location, opener.config))
+    registry = RegistryObjects(location, options, credentials(location, opener.config))
+    objects = RetryingListableObjects(registry, options)
     return OciChunkStore(
         objects, digest=opener.digest, format=format, skip_verify=options.skip_verify
     )
@@ -85,10 +88,10 @@ class OciChunkStore(ListableObjectChunkStore):
     holds no ``/``): chunk ages are unknown and no lock is taken, so ``prune`` with
     a minimum age is refused (``ops.prune``) and writers are not held off."""
 
-    objects: RegistryObjects
+    objects: RetryingListableObjects
     chunk_ages_known = False
 
-    def __init__(self, objects: RegistryObjects, **kwargs: Any) -> None:
+    def __init__(self, objects: RetryingListableObjects, **kwargs: Any) -> None:
         super().__init__(objects, **kwargs)
         self.locks = None
 
@@ -97,14 +100,14 @@ class OciChunkStore(ListableObjectChunkStore):
     ) -> int:
         doomed = [self.key(id) for id in doomed_chunks(self.chunk_ages(), keep, older_than)]
 
-        def delete(key: str) -> bool:
+        def delete(key: str) -> bool | None:
             before_delete()
             return self.objects.delete(key)
 
         with ThreadPoolExecutor(max(1, self.objects.options.n)) as pool:
             futures = [pool.submit(delete, key) for key in doomed]
             try:
-                return sum(f.result() for f in futures)
+                return sum(1 for f in futures if f.result())
             except BaseException:  # the first failure ends the prune; queued deletions are dropped
                 pool.shutdown(cancel_futures=True)
                 raise
@@ -137,37 +140,34 @@ class RegistryObjects:
         self._config_lock = threading.Lock()
 
     def read(self, key: str, limit: int) -> bytes:
-        return retrying(lambda: self._read(_tag(key), limit), self.options)
+        return self._read(_tag(key), limit)
 
     def exists(self, key: str) -> bool:
-        def attempt() -> bool:
-            try:
-                self._manifest(_tag(key))
-            except ObjectMissing:
-                return False
-            return True
-
-        return retrying(attempt, self.options)
+        try:
+            self._manifest(_tag(key))
+        except ObjectMissing:
+            return False
+        return True
 
     def write(self, key: str, data: bytes | memoryview) -> None:
-        tag, data = _tag(key), bytes(data)
-        retrying(lambda: self._write(tag, data), self.options)
+        self._write(_tag(key), bytes(data))
 
     def delete(self, key: str) -> bool:
         """Delete the manifest tagged ``key`` if it is a desync chunk; True if deleted."""
-        return retrying(lambda: self._delete(_tag(key)), self.options)
+        return self._delete(_tag(key))
 
-    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
-        """Every tag of the repository as a key ``<tag[:4]>/<tag>`` (no time: the tag
-        list has none); nothing under a folder such as ``locks/``."""
-        url: str | None = None if under else f"{self._v2}/tags/list?n={TAG_PAGE}"
-        while url is not None:
-            page = retrying(lambda u=url: self._tags(u), self.options)
-            if page is None:  # the repository does not exist (yet): no tags
-                return
-            tags, url = page
-            for tag in tags:
-                yield f"{tag[:4]}/{tag}", None
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        """One page of the repository's tags (``cursor``: its URL), each as a key
+        ``<tag[:4]>/<tag>`` (no time: the tag list has none); nothing under a folder
+        such as ``locks/``."""
+        if under:
+            return [], None
+        url = cursor if isinstance(cursor, str) else f"{self._v2}/tags/list?n={TAG_PAGE}"
+        page = self._tags(url)
+        if page is None:  # the repository does not exist (yet): no tags
+            return [], None
+        tags, following = page
+        return [(f"{tag[:4]}/{tag}", None) for tag in tags], following
 
     def close(self) -> None:
         self.http.close()

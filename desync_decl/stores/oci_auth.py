@@ -17,8 +17,8 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
-from desync_decl.config import Config
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.config import Config
 
 Credentials = tuple[str, str] | None  # (user, password); None: anonymous
 

@@ -6,7 +6,7 @@ this module owns the transport: one pooled ``requests`` session with TLS as
 configured, the ``WWW-Authenticate`` challenge answered with HTTP basic or a
 bearer token fetched from the realm it names (credentials from ``oci_auth``),
 and every failure turned into one ``StoreError`` that names the registry's own
-words and says whether it is transient, which decides what ``retrying`` retries.
+words and says whether it is transient, which decides what ``retry`` retries.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class RegistryHttp:
         self.verify: bool | str = False if options.trust_insecure else (options.ca_cert or True)
         if options.trust_insecure:  # asked for: no warning on every request
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        if options.client_cert:
+        if options.client_cert and options.client_key:  # given together (StoreOptions.checked)
             self.session.cert = (options.client_cert, options.client_key)
         self.session.headers["User-Agent"] = "desync-decl"
         self._auth: dict[str, str] = {}  # pull/push/delete -> Authorization header

@@ -1,5 +1,15 @@
 """Retrying transient store failures (timeouts, dropped connections, 5xx) with backoff.
 
+Retry is a wrapper, applied once where a backend's store is built (its
+``open_chunk_store`` / ``open_index_store``), so no backend retries by itself:
+
+- ``RetryingObjects`` (``RetryingListableObjects``) around a key/value backend
+  (``objects.Objects``): each read, write, existence check, deletion and listing
+  page is one attempt, retried as a whole; every chunk store, index store and lock
+  above it gets the retries.
+- ``Retrying`` around a chunk store that is not built on ``Objects`` (``ssh://``):
+  each ``get_chunk`` / ``has_chunk`` is retried as a whole.
+
 Only errors a backend marks ``transient`` are retried: a missing chunk, an
 invalid chunk or a refused request (4xx, bad credentials) fail at once.
 
@@ -18,7 +28,10 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TypeVar
 
-from desync_decl.stores.base import StoreError
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID
+from desync_decl.stores.base import Store, StoreError
+from desync_decl.stores.objects import ListableObjects, ListPage, Objects
 from desync_decl.stores.options import StoreOptions
 
 T = TypeVar("T")
@@ -48,3 +61,72 @@ def retrying(call: Callable[[], T], options: StoreOptions) -> T:
                 raise
         time.sleep(attempt * options.error_retry_base_interval)
     raise AssertionError("unreachable")
+
+
+class RetryingObjects:
+    """A backend's ``Objects`` (``inner``) with every request retried (``retrying``).
+
+    ``size`` is there whether or not the backend has one: without it, it answers as
+    ``ObjectChunkStore.probe`` would (-1 when present, None when absent)."""
+
+    def __init__(self, inner: Objects, options: StoreOptions) -> None:
+        self.inner, self.options = inner, options
+        self.location = inner.location
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def read(self, key: str, limit: int) -> bytes:
+        return retrying(lambda: self.inner.read(key, limit), self.options)
+
+    def write(self, key: str, data: bytes | memoryview) -> None:
+        retrying(lambda: self.inner.write(key, data), self.options)
+
+    def exists(self, key: str) -> bool:
+        return retrying(lambda: self.inner.exists(key), self.options)
+
+    def size(self, key: str) -> int | None:
+        sized = getattr(self.inner, "size", None)
+        if sized is None:
+            return -1 if self.exists(key) else None
+        return retrying(lambda: sized(key), self.options)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RetryingListableObjects(RetryingObjects):
+    """``RetryingObjects`` of a backend that can also list and delete: each deletion and
+    each page of a listing is retried on its own."""
+
+    inner: ListableObjects
+
+    def __init__(self, inner: ListableObjects, options: StoreOptions) -> None:
+        super().__init__(inner, options)
+
+    def delete(self, key: str) -> bool | None:
+        return retrying(lambda: self.inner.delete(key), self.options)
+
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        return retrying(lambda: self.inner.list_page(under, cursor), self.options)
+
+
+class Retrying:
+    """A chunk store not built on ``Objects`` (``ssh://``) with each read retried."""
+
+    fork_safe = False
+
+    def __init__(self, inner: Store, options: StoreOptions) -> None:
+        self.inner, self.options = inner, options
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        return retrying(lambda: self.inner.get_chunk(id), self.options)
+
+    def has_chunk(self, id: ChunkID) -> bool:
+        return retrying(lambda: self.inner.has_chunk(id), self.options)
+
+    def close(self) -> None:
+        self.inner.close()

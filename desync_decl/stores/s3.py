@@ -4,7 +4,7 @@ The bucket is the first path element, the prefix the rest (chunk keys
 ``prefix/xxxx/<id><ext>``, index objects ``prefix/<name>``), as desync lays them
 out. One boto3 client per store, thread-safe, with a connection pool of
 ``options.n``. boto3's own retries are off (one attempt per call) so that
-``error-retry`` counts attempts the way desync does, through ``retrying``.
+``error-retry`` counts attempts the way desync does (``retry.RetryingObjects``).
 
 Credentials, in desync's order (spec §5.3): ``S3_ACCESS_KEY``/``S3_SECRET_KEY``
 (+ ``S3_SESSION_TOKEN``, region ``S3_REGION``); if both are empty,
@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,17 +36,18 @@ import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
 
-from desync_decl.config import Config
 from desync_decl.stores.base import StoreError
+from desync_decl.stores.config import Config
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
+    ListPage,
     ObjectIndexStore,
     ObjectMissing,
     ObjectTooLarge,
     read_at_most,
 )
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import RetryingListableObjects
 from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
@@ -279,45 +280,39 @@ class S3Objects:
                 lambda: self._client.delete_object(Bucket=self.bucket, Key=self.prefix + key),
             )
 
-    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
-        """ListObjectsV2 page by page (each page request retried on its own), with
-        each object's LastModified."""
-        token: str | None = None
-        while True:
-            args: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Prefix": self.prefix + under,
-                "MaxKeys": self.page_size,
-            }
-            if token:
-                args["ContinuationToken"] = token
-            page = self._call("cannot list", lambda a=args: self._client.list_objects_v2(**a))
-            for item in page.get("Contents", ()):
-                modified = item.get("LastModified")
-                yield item["Key"][len(self.prefix) :], modified and modified.timestamp()
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        """One ListObjectsV2 page (``cursor``: its continuation token), with each
+        object's LastModified."""
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.prefix + under,
+            "MaxKeys": self.page_size,
+        }
+        if cursor:
+            args["ContinuationToken"] = cursor
+        page = self._call("cannot list", lambda: self._client.list_objects_v2(**args))
+        entries: list[tuple[str, float | None]] = []
+        for item in page.get("Contents", ()):
+            modified = item.get("LastModified")
+            entries.append((item["Key"][len(self.prefix) :], modified and modified.timestamp()))
+        token = page.get("NextContinuationToken")
+        return entries, token if page.get("IsTruncated") and token else None
 
     def close(self) -> None:
         self._client.close()
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        """``call()`` with its errors mapped, transient ones retried."""
-
-        def mapped() -> T:
-            try:
-                return call()
-            except bx.ClientError as e:
-                raise self._client_error(what, e) from None
-            except bx.SSLError as e:  # a certificate problem does not go away by retrying
-                raise StoreError(f"{what} {self.location}: {e}") from None
-            except _TRANSIENT_ERRORS as e:
-                raise StoreError(f"{what} {self.location}: {_why(e)}", transient=True) from None
-            except bx.BotoCoreError as e:
-                raise StoreError(f"{what} {self.location}: {e}") from None
-
-        return retrying(mapped, self.options)
+        """``call()`` with its errors mapped (transient ones marked, for retries)."""
+        try:
+            return call()
+        except bx.ClientError as e:
+            raise self._client_error(what, e) from None
+        except bx.SSLError as e:  # a certificate problem does not go away by retrying
+            raise StoreError(f"{what} {self.location}: {e}") from None
+        except _TRANSIENT_ERRORS as e:
+            raise StoreError(f"{what} {self.location}: {_why(e)}", transient=True) from None
+        except bx.BotoCoreError as e:
+            raise StoreError(f"{what} {self.location}: {e}") from None
 
     def _client_error(self, what: str, e: bx.ClientError) -> Exception:
         code = _code(e)
@@ -350,7 +345,9 @@ def _why(e: Exception) -> str:
             cause is not None and seen < 8 and not (isinstance(cause, OSError) and cause.strerror)
         ):
             cause, seen = cause.__cause__ or cause.__context__, seen + 1
-        return "cannot connect" + (f": {cause.strerror.lower()}" if cause is not None else "")
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"cannot connect: {cause.strerror.lower()}"
+        return "cannot connect"
     return str(e)
 
 
@@ -402,9 +399,10 @@ def _shared_session() -> boto3.session.Session:
     return _session
 
 
-def open_objects(location: str, options: StoreOptions, config: Config) -> S3Objects:
+def open_objects(location: str, options: StoreOptions, config: Config) -> RetryingListableObjects:
     where = parse_location(location)
-    return S3Objects(location, where, resolve_credentials(where.endpoint, config), options)
+    objects = S3Objects(location, where, resolve_credentials(where.endpoint, config), options)
+    return RetryingListableObjects(objects, options)
 
 
 def open_chunk_store(

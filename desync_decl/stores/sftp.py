@@ -35,7 +35,7 @@ import stat
 import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import paramiko
@@ -43,12 +43,13 @@ import paramiko
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.objects import (
     ListableObjectChunkStore,
+    ListPage,
     ObjectIndexStore,
     ObjectMissing,
     ObjectTooLarge,
 )
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import RetryingListableObjects
 from desync_decl.stores.ssh import SessionPool, parse_location
 from desync_decl.stores.ssh_hosts import GLOBAL_KNOWN_HOSTS, HostKeyPolicy, ssh_settings
 from desync_decl.stores.url import mask_credentials
@@ -132,7 +133,10 @@ class _Connector:
                 timer.cancel()
         if sftp is None:
             raise EOFError("the connection was closed")
-        sftp.get_channel().settimeout(self.timeout)
+        channel = sftp.get_channel()
+        if channel is None:
+            raise EOFError("the connection was closed")
+        channel.settimeout(self.timeout)
         return sftp
 
     def abandon(self, connection: _Connection) -> None:
@@ -303,25 +307,26 @@ class SftpObjects:
         with contextlib.suppress(ObjectMissing):
             self._call("delete", key, lambda sftp: sftp.remove(self._path(key)))
 
-    def list_entries(self, under: str = "") -> Iterator[tuple[str, float | None]]:
-        """Walks the tree one directory listing at a time, each on a session of its
-        own, so a prune deleting between listings never waits for itself (#375);
-        with each file's mtime."""
-        todo = [under.rstrip("/")]
-        while todo:
-            prefix = todo.pop()
-            try:
-                entries = self._call(
-                    "list", prefix or ".", lambda sftp, p=prefix: sftp.listdir_attr(self._path(p))
-                )
-            except ObjectMissing:
-                continue  # removed while we walked
-            for entry in sorted(entries, key=lambda e: e.filename):
-                key = f"{prefix}/{entry.filename}" if prefix else entry.filename
-                if stat.S_ISDIR(entry.st_mode or 0):
-                    todo.append(key)
-                else:
-                    yield key, entry.st_mtime
+    def list_page(self, under: str, cursor: object) -> ListPage:
+        """One directory of the tree (``cursor``: the directories still to list), each
+        listing on a session of its own, so a prune deleting between listings never
+        waits for itself (#375); with each file's mtime."""
+        todo = list(cursor) if isinstance(cursor, tuple) else [under.rstrip("/")]
+        prefix = todo.pop()
+        files: list[tuple[str, float | None]] = []
+        try:
+            entries = self._call(
+                "list", prefix or ".", lambda sftp: sftp.listdir_attr(self._path(prefix))
+            )
+        except ObjectMissing:
+            entries = []  # removed while we walked
+        for entry in sorted(entries, key=lambda e: e.filename):
+            key = f"{prefix}/{entry.filename}" if prefix else entry.filename
+            if stat.S_ISDIR(entry.st_mode or 0):
+                todo.append(key)
+            else:
+                files.append((key, entry.st_mtime))
+        return files, tuple(todo) if todo else None
 
     def close(self) -> None:
         for session in self._pool.close():
@@ -334,9 +339,6 @@ class SftpObjects:
         return posixpath.join(self.root, key) if key else self.root
 
     def _call(self, what: str, key: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
-        return retrying(lambda: self._call_once(what, key, op), self.options)
-
-    def _call_once(self, what: str, key: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
         session = self._pool.acquire()
         try:
             result = op(session.sftp)
@@ -393,7 +395,7 @@ def _why(e: BaseException) -> str:
 
 def open_chunk_store(location: str, options: StoreOptions, opener: Any) -> ListableObjectChunkStore:
     return ListableObjectChunkStore(
-        SftpObjects(location, options),
+        RetryingListableObjects(SftpObjects(location, options), options),
         digest=opener.digest,
         format=options.storage_format(),
         skip_verify=options.skip_verify,
@@ -401,4 +403,4 @@ def open_chunk_store(location: str, options: StoreOptions, opener: Any) -> Lista
 
 
 def open_index_store(location: str, options: StoreOptions, opener: Any) -> ObjectIndexStore:
-    return ObjectIndexStore(SftpObjects(location, options))
+    return ObjectIndexStore(RetryingListableObjects(SftpObjects(location, options), options))

@@ -42,7 +42,7 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.stores import casync_protocol as proto
 from desync_decl.stores.base import ChunkMissing, StoreError, chunk_size_limit, verify_chunk
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import retrying
+from desync_decl.stores.retry import Retrying
 from desync_decl.stores.url import mask_credentials
 
 S = TypeVar("S")
@@ -78,19 +78,19 @@ def parse_location(location: str) -> SshTarget:
         host, port_text = f"[{host}]", rest.removeprefix(":")
     else:
         host, _, port_text = hostport.partition(":")
-    user = unquote(user) or None
+    login = unquote(user) or None
     if not host or host.startswith("-") or not _HOST.match(host):
         raise StoreError(f"{location}: invalid host {host!r}")
-    if user is not None and ":" in user:  # never quoted: the rest is a password
+    if login is not None and ":" in login:  # never quoted: the rest is a password
         raise StoreError(f"{location}: no password in the URL (ssh uses keys or the agent)")
-    if user is not None and (user.startswith("-") or not _USER.match(user)):
-        raise StoreError(f"{location}: invalid user name {user!r}")
+    if login is not None and (login.startswith("-") or not _USER.match(login)):
+        raise StoreError(f"{location}: invalid user name {login!r}")
     if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
         raise StoreError(f"{location}: invalid port {port_text!r}")
     path = unquote(url.path)
     if not path or path == "/" or "\0" in path or url.query or url.fragment:
         raise StoreError(f"{location}: expected {url.scheme}://[user@]host[:port]/path")
-    return SshTarget(user, host.strip("[]"), int(port_text) if port_text else None, path)
+    return SshTarget(login, host.strip("[]"), int(port_text) if port_text else None, path)
 
 
 class SessionPool(Generic[S]):
@@ -163,7 +163,10 @@ class _Session:
         except OSError as e:
             self._stderr.close()
             raise StoreError(f"{location}: cannot run {argv[0]}: {e.strerror or e}") from None
-        self._out = self.process.stdout.fileno()  # type: ignore[union-attr]
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None  # both asked for as pipes
+        self._in, self._stdout = stdin, stdout
+        self._out = stdout.fileno()
         self._buffer = bytearray()
         self._ended = False  # the session's output reached its end
         self.asked: set[bytes] = set()  # ids requested on this session
@@ -198,7 +201,7 @@ class _Session:
         """Say GOODBYE and let the remote side exit (``end`` waits for it)."""
         try:
             self._send(proto.goodbye())
-            self.process.stdin.close()  # type: ignore[union-attr]
+            self._in.close()
         except (_SessionDied, OSError):
             pass
 
@@ -234,8 +237,8 @@ class _Session:
 
     def _send(self, data: bytes) -> None:
         try:
-            self.process.stdin.write(data)  # type: ignore[union-attr]
-            self.process.stdin.flush()  # type: ignore[union-attr]
+            self._in.write(data)
+            self._in.flush()
         except (BrokenPipeError, ValueError, OSError):
             raise _SessionDied("the session ended") from None
 
@@ -258,13 +261,15 @@ class _Session:
         return out
 
     def _close_pipes(self) -> None:
-        for pipe in (self.process.stdin, self.process.stdout, self._stderr):
+        for pipe in (self._in, self._stdout, self._stderr):
             with contextlib.suppress(OSError):
-                pipe.close()  # type: ignore[union-attr]
+                pipe.close()
 
 
 class SshStore:
     """Chunks from a casync ``pull`` server over ssh; read-only."""
+
+    fork_safe = False  # its ssh sessions belong to one process
 
     def __init__(
         self,
@@ -311,9 +316,6 @@ class SshStore:
         self._finalizer()
 
     def _ask(self, id: ChunkID) -> proto.Message:
-        return retrying(lambda: self._ask_once(id), self.options)
-
-    def _ask_once(self, id: ChunkID) -> proto.Message:
         session = self._pool.acquire()
         while id in session.asked or len(session.asked) >= _SESSION_REQUESTS:
             self._pool.discard(session, _Session.retire)
@@ -361,8 +363,9 @@ def _abort_reason(message: proto.Message) -> str:
     return os.strerror(errno) if errno else "no reason given"
 
 
-def open_chunk_store(location: str, options: StoreOptions, opener: object) -> SshStore:
+def open_chunk_store(location: str, options: StoreOptions, opener: object) -> Retrying:
+    """The store at ``location``, each read retried (``retry.Retrying``)."""
     if options.encryption:
         raise StoreError(f"{location}: ssh:// stores cannot be encrypted")
     digest = getattr(opener, "digest", Digest.SHA512_256)
-    return SshStore(location, digest=digest, options=options)
+    return Retrying(SshStore(location, digest=digest, options=options), options)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import zstandard
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.formats import chunkfile
 from desync_decl.formats.catar import encode
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 

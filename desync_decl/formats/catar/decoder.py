@@ -73,7 +73,7 @@ class _Dir:
 class Decoder:
     def __init__(self, stream: BinaryIO, source: str = "archive") -> None:
         if not isinstance(stream, io.BufferedIOBase):
-            stream = io.BufferedReader(stream, BLOCK_SIZE)  # type: ignore[arg-type]
+            stream = io.BufferedReader(stream, BLOCK_SIZE)  # type: ignore[type-var]  # an unbuffered BinaryIO is a raw stream
         self._stream = stream
         self._source = source
         self.pos = 0

@@ -123,9 +123,9 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Iterator[Piece]
         yield head  # one piece: file name, entry and what follows it (fewer, larger pieces)
         pos += len(head)
         if stat.S_ISREG(node.entry.mode):
-            for piece in _payload(node, path, defer_payloads):
-                yield piece
-                pos += len(piece)
+            for part in _payload(node, path, defer_payloads):
+                yield part
+                pos += len(part)
         d.ends.append(pos)
 
 

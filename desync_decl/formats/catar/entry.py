@@ -151,7 +151,8 @@ class MetadataReader:
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
         self._rank = 0
-        self._last_key: object = None
+        self._last_name: bytes | None = None  # the XATTR before, in this rank
+        self._last_id: int | None = None  # the ACL entry's id before, in this rank
         self._acl: dict[str, object] = {}
         self._xattrs: list[tuple[bytes, bytes]] = []
 
@@ -160,7 +161,7 @@ class MetadataReader:
         if rank < self._rank or (rank == self._rank and typ not in _REPEATABLE):
             raise MetadataError(f"{r.NAMES[typ]} record out of order")
         if rank != self._rank:
-            self._last_key = None
+            self._last_name = self._last_id = None
         self._rank = rank
         e = self.entry
         if typ in (r.USER, r.GROUP, r.SELINUX):
@@ -190,9 +191,9 @@ class MetadataReader:
         name, sep, value = bytes(body).partition(b"\0")
         if not sep or not name:
             raise MetadataError("XATTR record without a name")
-        if self._last_key is not None and name <= self._last_key:  # type: ignore[operator]
+        if self._last_name is not None and name <= self._last_name:
             raise MetadataError("XATTR names not in ascending order")
-        self._last_key = name
+        self._last_name = name
         self._xattrs.append((name, value))
 
     def _acl_entry(self, typ: int, body: bytes) -> None:
@@ -200,16 +201,16 @@ class MetadataReader:
             raise MetadataError(f"{r.NAMES[typ]} record too short")
         ident, perms = _U64x2.unpack_from(body)
         name = _cstring(body[16:], r.NAMES[typ]) if len(body) > 16 else b""
-        if self._last_key is not None and ident <= self._last_key:  # type: ignore[operator]
+        if self._last_id is not None and ident <= self._last_id:
             raise MetadataError(f"{r.NAMES[typ]} ids not in ascending order")
-        self._last_key = ident
+        self._last_id = ident
         key = {
             r.ACL_USER: "users",
             r.ACL_GROUP: "groups",
             r.ACL_DEFAULT_USER: "default_users",
             r.ACL_DEFAULT_GROUP: "default_groups",
         }[typ]
-        self._acl[key] = (*self._acl.get(key, ()), AclEntry(ident, perms, name))  # type: ignore[misc]
+        self._acl[key] = (*self._acl.get(key, ()), AclEntry(ident, perms, name))  # type: ignore[misc]  # the entries so far: a tuple
 
     @property
     def has_records(self) -> bool:
@@ -220,7 +221,7 @@ class MetadataReader:
         if self._xattrs:
             self.entry.xattrs = tuple(self._xattrs)
         if self._acl:
-            self.entry.acl = Acl(**self._acl)  # type: ignore[arg-type]
+            self.entry.acl = Acl(**self._acl)  # type: ignore[arg-type]  # each key set with its field's type
         return self.entry
 
 

@@ -18,14 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from desync_decl.formats.catar.decoder import Node
-from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.untar import catar_decoder
-from desync_decl.reconcile.context import Context
-from desync_decl.stores.base import ChunkMissing, Store
-from desync_decl.stores.compose import locate
+from desync_decl.stores.base import Store
 
 Fields = dict[str, str]
 Listing = dict[str, str]  # path (as mtree escapes it) -> the rest of its mtree line
@@ -168,30 +164,3 @@ def _describe(words: str | None) -> str:
             value = value[:16] + "…"
         out.append(f"{key}={value}")
     return " ".join(out)
-
-
-class ReadOnly:
-    """The task's stores as an untar would read them, without a cache keeping what
-    passes through it (a plan writes nothing): each chunk is read from the store
-    ``compose.locate`` finds for it, after earlier tasks."""
-
-    def __init__(self, ctx: Context, names: tuple[str, ...], digest: Digest) -> None:
-        self.ctx, self.names = ctx, names
-        self.stack = ctx.resolver.stack(names, digest)
-
-    def __str__(self) -> str:
-        return ", ".join(self.names)
-
-    def get_chunk(self, id: ChunkID) -> Chunk:
-        leaf: Store = locate(self.stack, id, self.ctx.planned_chunk).leaf  # type: ignore[assignment]
-        return leaf.get_chunk(id)
-
-    def has_chunk(self, id: ChunkID) -> bool:
-        try:
-            locate(self.stack, id, self.ctx.planned_chunk)
-        except ChunkMissing:
-            return False
-        return True
-
-    def close(self) -> None:
-        pass  # the run's resolver owns the stores

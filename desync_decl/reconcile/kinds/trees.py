@@ -1,5 +1,5 @@
-"""Directory trees for the ``tar`` and ``untar`` kinds: a tree's fingerprint, the
-index it would get, and a spool of fetched chunks.
+"""Directory trees for the ``tar`` and ``untar`` kinds: a tree's fingerprint and the
+index it would get.
 
 The fingerprint is one ``lstat`` per entry (path, type, mode, owner, size,
 mtime, ctime, inode), hashed: any write, rename, chmod, chown, xattr or ACL
@@ -18,22 +18,19 @@ import os
 import re
 import stat
 import struct
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from desync_decl.chunker import ChunkSizes
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar.features import stores_type
-from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error
 from desync_decl.ops.tar import TarInput, tar_index
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import ChunkMissing, Store
+from desync_decl.stores.dry import DryStore
 
 _STAT = struct.Struct("<IIIQqqQQ")
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -160,26 +157,6 @@ def fingerprint(
     return f"sha256:{h.hexdigest()}"
 
 
-class DryStore:
-    """A write store that keeps nothing and claims every chunk, so ``tar_index``
-    only cuts and hashes (nothing is compressed or written)."""
-
-    def __str__(self) -> str:
-        return "nowhere (dry run)"
-
-    def get_chunk(self, id: ChunkID) -> Chunk:
-        raise ChunkMissing(id, str(self))
-
-    def has_chunk(self, id: ChunkID) -> bool:
-        return True
-
-    def store_chunk(self, chunk: Chunk) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def tree_index(
     root: str | os.PathLike,
     flags: int,
@@ -193,57 +170,6 @@ def tree_index(
     result = tar_index(source, DryStore(), sizes=sizes, concurrency=concurrency, progress=progress)
     assert result.index is not None
     return result.index
-
-
-class Spool:
-    """A store that keeps what it fetches from ``inner`` in an unnamed temporary file,
-    so a chunk crosses the network once per run however often it is read."""
-
-    def __init__(self, inner: Store | None, *, keep: set[ChunkID] | None = None) -> None:
-        self.inner = inner
-        self.keep = keep  # the chunks worth keeping (None: all)
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self._table: dict[ChunkID, tuple[int, int]] = {}
-        self._end = 0
-        self._lock = threading.Lock()
-        self.fetched = 0  # chunks fetched from ``inner``
-        self.bytes_fetched = 0
-
-    def __str__(self) -> str:
-        return str(self.inner) if self.inner is not None else "spool"
-
-    def reading_from(self, inner: Store) -> Spool:
-        self.inner = inner
-        return self
-
-    def get_chunk(self, id: ChunkID) -> Chunk:
-        with self._lock:
-            where = self._table.get(id)
-        if where is not None:
-            return Chunk(id, plain=os.pread(self._file.fileno(), where[1], where[0]))
-        if self.inner is None:
-            raise ChunkMissing(id, str(self))
-        data = bytes(self.inner.get_chunk(id).plain())
-        with self._lock:
-            if self.keep is not None and id not in self.keep:
-                self.fetched += 1
-                self.bytes_fetched += len(data)
-            elif id not in self._table:
-                self._table[id] = (self._end, len(data))
-                os.pwrite(self._file.fileno(), data, self._end)
-                self._end += len(data)
-                self.fetched += 1
-                self.bytes_fetched += len(data)
-        return Chunk(id, plain=data)
-
-    def has_chunk(self, id: ChunkID) -> bool:
-        with self._lock:
-            if id in self._table:
-                return True
-        return self.inner is not None and self.inner.has_chunk(id)
-
-    def close(self) -> None:
-        self._file.close()  # never the inner store: the run's resolver owns it
 
 
 def remove(root_fd: int, where: str, rel: bytes) -> None:

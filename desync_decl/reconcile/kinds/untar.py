@@ -39,7 +39,6 @@ from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import (
     NotADirectory,
-    Spool,
     clear,
     fingerprint,
     repeated,
@@ -62,6 +61,8 @@ from desync_decl.reconcile.resolve import Resolver
 from desync_decl.reconcile.state import after_change
 from desync_decl.stores.base import ChunkMissing
 from desync_decl.stores.compose import Router
+from desync_decl.stores.read_only import ReadOnly
+from desync_decl.stores.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,13 @@ class UntarKind:
         """Compare entry by entry, the archive read from the tree and the seeds (and
         with --verify the stores, nothing kept in a cache); None if it cannot be read."""
         local = tuple(tree_seed(r, index, concurrency=ctx.concurrency) for r in roots)
-        spool = Spool(listing.ReadOnly(ctx, a.stores, index.digest) if fetch else None)
+        spool = Spool(
+            ReadOnly(
+                ctx.resolver.stack(a.stores, index.digest), ctx.planned_chunk, ", ".join(a.stores)
+            )
+            if fetch
+            else None
+        )
         store = Router([*local, spool])
         try:
             archive = listing.archive_listing(index, store, concurrency=ctx.concurrency)
