@@ -49,15 +49,15 @@ class CacheKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = False
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: CacheAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[CacheAction], resolver: Resolver) -> Resources:
+        a = task.action
         return Resources(
             reads=frozenset(location_key(i) for i in a.indexes) | store_keys(resolver, a.stores),
             adds=store_keys(resolver, [a.cache, *resolver.caches_in(a.stores)]),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: CacheAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[CacheAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         indexes = tuple(ctx.read_index(i)[0] for i in a.indexes)
         digest = indexes[0].digest
         if any(i.digest is not digest for i in indexes):
@@ -73,12 +73,15 @@ class CacheKind:
         missing = frozenset(ids - ctx.present(a.cache, ids, digest))
         return Facts(fields, _Seen(indexes, len(ids), missing, (key, record)))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: CacheAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[CacheAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[CacheAction, _Seen | None]:
+        a = task.action
+        seen = facts.data
         target = f"store '{a.cache}'"
         if seen.missing is None:
-            return Action(task, Verb.NOOP, "cache holds every chunk (recorded)", target, facts)
+            why = "cache holds every chunk (recorded)"
+            return Action(task, Verb.NOOP, why, target, facts, detail=None)
         every = {c.id: c.size for index in seen.indexes for c in index}
         sizes = {id: every[id] for id in seen.missing}
         stores, missing = fetch_amounts(ctx, a.stores, sizes, seen.indexes[0])
@@ -105,9 +108,11 @@ class CacheKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: CacheAction = action.task.action  # type: ignore[assignment]
-        seen: _Seen | None = action.detail
+    def apply(
+        self, action: Action[CacheAction, _Seen | None], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
         if seen is None:
             return TaskResult(action.task, Status.OK, action.reason)
         key, record = seen.record

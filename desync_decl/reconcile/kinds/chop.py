@@ -53,15 +53,15 @@ class ChopKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = False
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: ChopAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[ChopAction], resolver: Resolver) -> Resources:
+        a = task.action
         return Resources(
             reads=frozenset({location_key(a.index), location_key(str(a.source))}),
             adds=store_keys(resolver, [a.store]),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: ChopAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[ChopAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         location = ctx.resolver.location(a.store)
@@ -74,12 +74,15 @@ class ChopKind:
         present = frozenset(ctx.present(a.store, ids, index.digest))
         return Facts(fields, _Seen(index, present, frozenset(ids - present), (key, record)))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: ChopAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[ChopAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[ChopAction, _Seen | None]:
+        a = task.action
+        seen = facts.data
         target = f"store '{a.store}'"
         if seen.missing is None:
-            return Action(task, Verb.NOOP, "store holds every chunk (recorded)", target, facts)
+            why = "store holds every chunk (recorded)"
+            return Action(task, Verb.NOOP, why, target, facts, detail=None)
         travel = Travel(
             total=Amount(len(seen.index.unique_ids()), seen.index.length),
             upload=StoreAmount(
@@ -110,9 +113,11 @@ class ChopKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: ChopAction = action.task.action  # type: ignore[assignment]
-        seen: _Seen | None = action.detail
+    def apply(
+        self, action: Action[ChopAction, _Seen | None], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
         if seen is None:
             return TaskResult(action.task, Status.OK, action.reason)
         key, record = seen.record

@@ -92,8 +92,8 @@ class UntarKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = True
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: UntarAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[UntarAction], resolver: Resolver) -> Resources:
+        a = task.action
         if a.index is None:  # state absent
             return Resources(writes=frozenset({location_key(str(a.path))}))
         reads = {location_key(a.index)} | store_keys(resolver, a.stores)
@@ -105,8 +105,8 @@ class UntarKind:
             patterns=frozenset(f"file:{glob.escape(str(s))}/*" for s in a.seeds),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: UntarAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[UntarAction], ctx: Context) -> Facts[_Seen | absent.Standing]:
+        a = task.action
         if a.state == "absent":
             return absent.look(a.path, keeps="directory")
         record, tree = None, None
@@ -114,7 +114,7 @@ class UntarKind:
             tree = _target(a.path)
             record = self._matching(a, ctx, tree)
             if record is not None and record.get("index") == a.pin:
-                fields = {"index": a.pin, "target": tree}
+                fields: dict[str, object] = {"index": a.pin, "target": tree}
                 return Facts(fields, _Seen(None, a.pin, tree, "recorded"))
         assert a.index is not None  # the schema requires it unless absent
         index, _ = ctx.read_index(a.index)
@@ -135,7 +135,7 @@ class UntarKind:
         seeds, fields["seeds"], notes = _seeds(a)  # read only when the tree may change
         return Facts(fields, self._look(a, ctx, index, tree, content, holds, seeds, notes))
 
-    def _matching(self, a: UntarAction, ctx: Context, tree: str | None) -> dict | None:
+    def _matching(self, a: UntarAction, ctx: Context, tree: str | None) -> dict[str, object] | None:
         """The tree's record if it still describes the tree as it is (never under
         --verify, never for an absent tree)."""
         if tree is None or ctx.verify:
@@ -174,7 +174,9 @@ class UntarKind:
             ids(s).unique_ids() for s in seeds
         ]
         travel, right = self._travel(a, ctx, index, have is not None, seeds, sets)
-        listed, local, spool = None, (), None
+        listed: _Listed | None = None
+        local: tuple[TreeSeed, ...] = ()
+        spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
         if content == "differs" and (ctx.verify or not fetch):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
@@ -256,17 +258,19 @@ class UntarKind:
         )
         return _Listed(changes, archive, tree), local, spool
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: UntarAction = task.action  # type: ignore[assignment]
-        if a.state == "absent":
-            return absent.plan(task, facts, a.path)
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[UntarAction], facts: Facts[_Seen | absent.Standing], ctx: Context
+    ) -> Action[UntarAction, _Seen | absent.Standing]:
+        a = task.action
+        seen = facts.data
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.plan(task, facts, seen, a.path)
         target = str(a.path)
         if seen.content in ("recorded", "converged"):
             why = "converged (recorded)" if seen.content == "recorded" else "converged"
             return Action(task, Verb.NOOP, why, target, facts, notes=seen.notes, detail=seen)
         travel = seen.travel
-        assert travel is not None and seen.index is not None
+        assert travel is not None and seen.index is not None and a.index is not None
         refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
@@ -292,24 +296,24 @@ class UntarKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: UntarAction = action.task.action  # type: ignore[assignment]
+    def apply(
+        self,
+        action: Action[UntarAction, _Seen | absent.Standing],
+        ctx: Context,
+        progress: Progress,
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.apply(action, seen, a.path, lambda: ctx.state.drop(_key(a)))
         warnings: list[str] = []
-        if a.state == "absent":
-            if action.verb.changes:
-                absent.remove(a.path, action.detail)
-            with after_change(warnings, a.path):
-                ctx.state.drop(_key(a))
-            status = Status.CHANGED if action.verb.changes else Status.OK
-            return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
-        seen: _Seen = action.detail
         digest = seen.digest
         if not action.verb.changes:
             if seen.content != "recorded":
                 ctx.state.put(_key(a), _record(a, digest, seen.tree))
             return TaskResult(action.task, Status.OK, action.reason)
         index = seen.index
-        assert index is not None
+        assert index is not None and a.index is not None  # only a converged tree lacks them
         route = ctx.resolver.route(a.stores, index.digest)
         with contextlib.ExitStack() as stack:
             local = list(seen.local)
@@ -350,8 +354,8 @@ class UntarKind:
         msg = (
             f"untarred{why_words(action)}:"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
-            f" {human_bytes(int(stats['bytes-in-place']))} in place,"
-            f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
+            f" {human_bytes(stats['bytes-in-place'])} in place,"
+            f" {human_bytes(stats['bytes-from-seeds'])} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats, warnings=tuple(warnings))
 
@@ -407,8 +411,8 @@ def _stats(
     in_tree: bool,
     spool: Spool,
     cleared: tuple[int, int],
-) -> dict[str, object]:
-    out: dict[str, object] = {
+) -> dict[str, int]:
+    out = {
         "dirs": written.dirs,
         "files": written.files,
         "symlinks": written.symlinks,
@@ -435,9 +439,9 @@ def _diff(target: str, seen: _Seen, index: Index) -> Diff:
         listed = seen.listed
         before, after = listing.diff_sides(listed.changes, listed.archive, listed.tree)
         return Diff(target, before, after)
-    before = {
+    held = {
         "absent": "absent",
         "outdated": f"index {seen.holds}",
         "differs": f"{seen.right} of {len(index)} chunks of {digest}",
     }[seen.content]
-    return Diff(target, {"content": before}, {"content": f"index {digest}"})
+    return Diff(target, {"content": held}, {"content": f"index {digest}"})
