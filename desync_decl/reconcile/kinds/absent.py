@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from desync_decl.archive.clearing import remove as remove_below
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task, TaskAction
 from desync_decl.reconcile import files
 from desync_decl.reconcile.kinds.trees import mount_point_at_or_below
-from desync_decl.reconcile.kinds.trees import remove as remove_below
 from desync_decl.reconcile.model import Action, Diff, Facts, Status, TaskResult, Verb
 from desync_decl.reconcile.state import after_change
 

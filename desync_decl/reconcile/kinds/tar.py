@@ -121,7 +121,7 @@ def _publication(a: TarAction) -> Publication:
 
 def _tree(a: TarAction) -> str:
     """The source's fingerprint; it must be a directory, reached through no symlink
-    someone else could have planted (``trees.open_tree``)."""
+    someone else could have planted (``archive.tree_walk.open_tree``)."""
     found = fingerprint(a.source, one_file_system=a.one_file_system)
     if found is None:
         raise DesyncError(f"{a.source}: no such directory")

@@ -9,8 +9,9 @@ the tree holds in place, what each seed directory holds, and what is fetched
 from which store; where the archive can be listed (every chunk here, or with
 ``--verify``, which fetches the rest) the tree is compared entry by entry
 (``listing.py``), and differences the task does not restore are no change.
-Apply lists the archive's entry types, deletes what is in the way of an entry
-of another type (and extras, with ``delete_extra``), runs ``ops.untar`` with
+Apply deletes what is in the way of an entry of another type (and extras, with
+``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
+does, runs ``ops.untar`` with
 the tree and seeds ahead of the stores (chunks fetched once) and records it.
 """
 
@@ -24,27 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
 from desync_decl.archive.seed import TreeSeed, tree_seed
+from desync_decl.archive.tree_walk import NotADirectory
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, UntarAction
-from desync_decl.ops.untar import untar
+from desync_decl.ops.untar import Clearing, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
 from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
-from desync_decl.reconcile.kinds.trees import (
-    NotADirectory,
-    Spool,
-    clear,
-    fingerprint,
-    repeated,
-    tree_index,
-)
+from desync_decl.reconcile.kinds.trees import Spool, fingerprint, repeated, tree_index
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -331,10 +327,10 @@ class UntarKind:
                 spool = Spool(route, keep=repeated(index))
             stack.callback(spool.close)
             store = Router([*local, spool])
-            cleared = (0, 0)
-            if seen.tree is not None:
-                types = listing.archive_types(index, store, concurrency=ctx.concurrency)
-                cleared = clear(a.path, index.flags, types, delete_extra=a.delete_extra)
+            cleared = Cleared()
+            if seen.tree is not None:  # what stands in the archive's way goes first
+                way = Clearing.EXTRA if a.delete_extra else Clearing.IN_THE_WAY
+                cleared = make_way(index, a.path, way, store=store, concurrency=ctx.concurrency)
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
                 index,
@@ -362,7 +358,7 @@ class UntarKind:
 
 def _target(path: Path) -> str | None:
     """The target's fingerprint, None if it does not exist; it must be a directory,
-    reached through no symlink someone else could have planted (``trees.open_tree``)."""
+    reached through no symlink someone else could have planted (``archive.tree_walk.open_tree``)."""
     try:
         return fingerprint(path, action="untar to")
     except NotADirectory:
@@ -410,7 +406,7 @@ def _stats(
     served: list[tuple[int, int]],
     in_tree: bool,
     spool: Spool,
-    cleared: tuple[int, int],
+    cleared: Cleared,
 ) -> dict[str, int]:
     out = {
         "dirs": written.dirs,
