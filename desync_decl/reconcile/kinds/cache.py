@@ -9,7 +9,7 @@ complete in the target, made stale by any prune of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -18,7 +18,7 @@ from desync_decl.manifest import CacheAction, Task
 from desync_decl.ops.cache import fill_cache
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, refuse_missing
 from desync_decl.reconcile.model import (
     Action,
@@ -133,3 +133,7 @@ class CacheKind:
         stats = {"chunks": result.chunks_total, "chunks-copied": result.chunks_copied}
         msg = f"copied {chunks(result.chunks_copied)} to '{a.cache}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[CacheAction, _Seen, _Seen | None] = CacheKind()

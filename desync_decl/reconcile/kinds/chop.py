@@ -8,7 +8,7 @@ in this store, made stale by any prune of the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -18,6 +18,7 @@ from desync_decl.ops.chop import chop
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import (
+    Kind,
     Resources,
     file_facts,
     location_key,
@@ -139,3 +140,7 @@ class ChopKind:
         stats["bytes-stored"] = result.bytes_stored
         msg = f"stored {chunks(result.chunks_stored)} in '{a.store}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[ChopAction, _Seen, _Seen | None] = ChopKind()

@@ -30,7 +30,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.assemble.execute import SeedInvalid
 from desync_decl.assemble.plan import AssemblyPlan, Source, Tally
@@ -43,7 +43,7 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, seeding
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
     fetched_words,
@@ -493,3 +493,7 @@ def _diff(target: str, seen: _Seen, index: Index, changes: list[tuple[str, str, 
         before["size"] = str(seen.st.st_size)
     after["size"] = str(index.length)
     return Diff(target, before, after)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[ExtractAction, _Seen | absent.Standing, _Seen | absent.Standing] = ExtractKind()

@@ -9,7 +9,7 @@ which chunks it lacks: the plan's upload count.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import MakeAction, Task
@@ -18,6 +18,7 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import publish
 from desync_decl.reconcile.kinds.base import (
+    Kind,
     Resources,
     file_facts,
     location_key,
@@ -120,3 +121,7 @@ def _publication(a: MakeAction) -> Publication:
 
 def _key(a: MakeAction) -> str:
     return f"make\0{a.index}"
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[MakeAction, Seen, Seen | None] = MakeKind()

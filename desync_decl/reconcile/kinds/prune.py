@@ -19,7 +19,7 @@ import glob
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -28,7 +28,7 @@ from desync_decl.manifest.convert import is_url
 from desync_decl.ops.prune import check_ages_known, describe_age, keep_set, prune
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
 from desync_decl.reconcile.model import (
     Action,
     Deletion,
@@ -170,3 +170,7 @@ def _ids_digest(ids: frozenset[ChunkID]) -> str:
     for id in sorted(ids):
         h.update(id)
     return f"sha256:{h.hexdigest()}"
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[PruneAction, _Seen, _Seen] = PruneKind()

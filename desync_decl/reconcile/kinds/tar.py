@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
@@ -22,7 +22,7 @@ from desync_decl.ops.tar import TarInput, tar_index
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import publish
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.publish import Cut, Publication, Seen
 from desync_decl.reconcile.kinds.trees import fingerprint, tree_index
 from desync_decl.reconcile.model import Action, Facts, TaskResult
@@ -130,3 +130,7 @@ def _tree(a: TarAction) -> str:
 
 def _key(a: TarAction) -> str:
     return f"tar\0{a.index}"
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[TarAction, Seen, Seen | None] = TarKind()

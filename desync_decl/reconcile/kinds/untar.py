@@ -23,7 +23,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
@@ -38,7 +38,7 @@ from desync_decl.ops.untar import Clearing, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import Spool, fingerprint, repeated, tree_index
 from desync_decl.reconcile.model import (
@@ -441,3 +441,7 @@ def _diff(target: str, seen: _Seen, index: Index) -> Diff:
         "differs": f"{seen.right} of {len(index)} chunks of {digest}",
     }[seen.content]
     return Diff(target, {"content": held}, {"content": f"index {digest}"})
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[UntarAction, _Seen | absent.Standing, _Seen | absent.Standing] = UntarKind()

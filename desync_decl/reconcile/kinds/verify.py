@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task, VerifyAction
 from desync_decl.ops.verify import BadChunk, verify_store
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, store_keys
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -121,3 +121,7 @@ class _Counter:
 
     def finish(self) -> None:
         self.inner.finish()
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[VerifyAction, _Seen, _Seen] = VerifyKind()
