@@ -101,6 +101,9 @@ def test_the_verb_clears_the_way_for_a_catar_file_and_refuses_a_stream(cli, tmp_
     assert plain.code == 1 and len(plain.err.splitlines()) == 1, plain.err
     assert (out / "doc" / "mine.txt").exists() and (out / "empty").is_file()
 
+    as_tar = cli("untar", "--delete-extra", "--output-format", "gnu-tar", archive, "-")
+    assert as_tar.code == 1 and "needs a directory" in as_tar.err
+
     r = cli("untar", "--delete-extra", archive, out)
     assert r.code == 0, r.err
     assert snapshot(out) == snapshot(src)

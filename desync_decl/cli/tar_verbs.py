@@ -184,6 +184,8 @@ def _register_untar(sub: argparse._SubParsersAction) -> None:
 def run_untar(args: argparse.Namespace, console: Console) -> int:
     if args.target == "-" and args.output_format != "gnu-tar":
         raise UsageError("- as the target needs --output-format gnu-tar")
+    if args.delete_extra and args.output_format == "gnu-tar":
+        raise UsageError("--delete-extra needs a directory as the target")
     with _archive(args) as (archive, store):
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
