@@ -4,7 +4,7 @@
 its directory is opened walking from ``/`` (``files.directory_if_any``) and the
 name is looked at in it (``lstat``). ``plan`` is a delete with a diff, or "absent"
 when nothing is there. ``remove`` deletes relative to that directory's fd: a
-directory with everything in it (``trees.remove``: each level opened relative to
+directory with everything in it (``archive.clearing.remove``: each level opened relative to
 its parent, never through a symlink), a symlink standing at the path itself and
 never what it points to. What is removed must still be what was planned on (same
 device and inode), else the run stops and the next one looks again. A tree with a
