@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from desync_decl.archive import clearing
 from desync_decl.errors import DesyncError
-from desync_decl.reconcile.kinds import trees
 from tests.test_fleet_seeds import SIZES, run
 
 
@@ -217,7 +217,7 @@ def test_absent_never_empties_a_filesystem_mounted_in_the_tree(tmp_path):
             # mounted after plan looked: the walk stops at it, the mount's files stay
             out = os.open(tmp_path / "out", os.O_RDONLY)
             with pytest.raises(DesyncError, match=f"{app / 'data'}: it is a mount point"):
-                trees.remove(out, str(tmp_path / "out"), b"app")
+                clearing.remove(out, str(tmp_path / "out"), b"app")
             os.close(out)
             assert (app / "data" / "keep").read_text() == "keep\n"
     assert (tmp_path / "elsewhere" / "keep").read_text() == "keep\n"

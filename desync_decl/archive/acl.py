@@ -7,6 +7,7 @@ mask (or group) and other bits; the catar keeps only what they cannot.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Callable
 
@@ -41,25 +42,30 @@ def to_catar(
     access: bytes | None, default: bytes | None, user_name: Namer, group_name: Namer
 ) -> Acl:
     """The catar ACL of a node from its two ACL xattrs (None when absent)."""
-    fields: dict[str, object] = {}
+    acl = Acl()
     if access is not None:
         entries = parse(access)
-        fields["users"] = _named(entries, USER, user_name)
-        fields["groups"] = _named(entries, GROUP, group_name)
-        if any(tag == MASK for tag, _, _ in entries):
-            fields["group_obj"] = _perm(entries, GROUP_OBJ)
+        masked = any(tag == MASK for tag, _, _ in entries)
+        acl = Acl(
+            users=_named(entries, USER, user_name),
+            groups=_named(entries, GROUP, group_name),
+            group_obj=_perm(entries, GROUP_OBJ) if masked else None,
+        )
     if default is not None:
         entries = parse(default)
         has_mask = any(tag == MASK for tag, _, _ in entries)
-        fields["default"] = DefaultAcl(
-            _perm(entries, USER_OBJ),
-            _perm(entries, GROUP_OBJ),
-            _perm(entries, OTHER),
-            _perm(entries, MASK) if has_mask else NO_MASK,
+        acl = dataclasses.replace(
+            acl,
+            default=DefaultAcl(
+                _perm(entries, USER_OBJ),
+                _perm(entries, GROUP_OBJ),
+                _perm(entries, OTHER),
+                _perm(entries, MASK) if has_mask else NO_MASK,
+            ),
+            default_users=_named(entries, USER, user_name),
+            default_groups=_named(entries, GROUP, group_name),
         )
-        fields["default_users"] = _named(entries, USER, user_name)
-        fields["default_groups"] = _named(entries, GROUP, group_name)
-    return Acl(**fields)  # type: ignore[arg-type]
+    return acl
 
 
 def _named(entries: list[tuple[int, int, int]], tag: int, namer: Namer) -> tuple[AclEntry, ...]:

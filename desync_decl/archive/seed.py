@@ -79,7 +79,7 @@ def tree_seed(path: str | os.PathLike, index: Index, *, concurrency: int = 10) -
 
     try:
         stream = encode(disk_tree(path, DiskOptions(index.flags)))
-        chunks = iter_chunks(IterReader(stream), index.sizes)  # type: ignore[arg-type]
+        chunks = iter_chunks(IterReader(stream), index.sizes)  # type: ignore[arg-type]  # encode defers no payload here: Buffers; iter_chunks takes any binary stream
         for cid, data in batched_map(
             hashed, chunks, workers=concurrency, weight=lambda c: len(c[1])
         ):

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.parallel import batches, ordered_map
 from desync_decl.stores.base import Store, plain_of
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 Buffer = bytes | bytearray | memoryview
 FETCH_BATCH = 512 * 1024  # bytes of chunks one fetch task gets
@@ -30,7 +34,7 @@ class IterReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Buffer) -> int:  # type: ignore[override]
+    def readinto(self, b: WriteableBuffer) -> int:
         out = memoryview(b).cast("B")
         n = 0
         while n < len(out):

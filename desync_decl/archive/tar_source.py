@@ -80,6 +80,7 @@ class TarNode:
 def tar_tree(source: str | os.PathLike | BinaryIO, options: TarOptions) -> Iterator[TarNode]:
     """The root node of a tar file (a path) or stream (a binary file object)."""
     with contextlib.ExitStack() as stack:
+        f: BinaryIO
         if isinstance(source, str | os.PathLike):
             try:  # no symlink someone else planted is followed (fsutil.open_file)
                 f = stack.enter_context(os.fdopen(open_file(source, os.O_RDONLY), "rb"))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from desync_decl.archive.disk_writer import UntarStats
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
@@ -58,7 +58,8 @@ def write_tar(decoder: Decoder, out: BinaryIO) -> UntarStats:
     return stats
 
 
-def _info(node: Node, fmt: int) -> tuple[tarfile.TarInfo, int]:
+def _info(node: Node, fmt: int) -> tuple[tarfile.TarInfo, Literal[1, 2]]:
+    """The member's header, and its format: GNU, or PAX where xattrs or ns times need it."""
     e = node.entry
     name = "./" + "/".join(os.fsdecode(p) for p in node.path)
     info = tarfile.TarInfo(name + "/" if fmt == stat.S_IFDIR and node.path else name)

@@ -23,7 +23,6 @@ import errno
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
@@ -107,7 +106,7 @@ def execute(
     fd: int,
     store: Store,
     *,
-    target_dir: Path,
+    target_dir: str | os.PathLike[str],
     blank: bool,
     workers: int,
     progress: Progress,

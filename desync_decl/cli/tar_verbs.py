@@ -21,7 +21,7 @@ from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, tar, tar_index
-from desync_decl.ops.untar import untar, untar_to_tar
+from desync_decl.ops.untar import Clearing, untar, untar_to_tar
 from desync_decl.stores.store_lock import writing
 
 _TIME_BITS = (
@@ -172,12 +172,20 @@ def _register_untar(sub: argparse._SubParsersAction) -> None:
         help="with -i: a directory tree (e.g. the target's older version) whose chunks are"
         " used before the stores' (repeatable)",
     )
+    p.add_argument(
+        "--delete-extra",
+        action="store_true",
+        help="first delete what the archive does not hold and what is in the way of its"
+        " entries (as the untar task's delete_extra; not with - as the archive)",
+    )
     p.set_defaults(func=run_untar)
 
 
 def run_untar(args: argparse.Namespace, console: Console) -> int:
     if args.target == "-" and args.output_format != "gnu-tar":
         raise UsageError("- as the target needs --output-format gnu-tar")
+    if args.delete_extra and args.output_format == "gnu-tar":
+        raise UsageError("--delete-extra needs a directory as the target")
     with _archive(args) as (archive, store):
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
@@ -199,6 +207,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             same_permissions=not args.no_same_permissions,
             concurrency=args.concurrency,
             source=args.archive,
+            clearing=Clearing.EXTRA if args.delete_extra else Clearing.NONE,
         )
     return 0
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from desync_decl.manifest.loader import MAX_FILE_BYTES, Document, load_document
 from desync_decl.manifest.model import (
     KINDS,
-    Action,
     CacheAction,
     CacheDef,
     ChopAction,
@@ -29,6 +28,7 @@ from desync_decl.manifest.model import (
     StoreDef,
     TarAction,
     Task,
+    TaskAction,
     UntarAction,
     VerifyAction,
     build,
@@ -40,7 +40,6 @@ from desync_decl.manifest.validate import env_rule, schema_problems, schema_text
 
 __all__ = [
     "KINDS",
-    "Action",
     "CacheAction",
     "CacheDef",
     "ChopAction",
@@ -57,6 +56,7 @@ __all__ = [
     "StoreDef",
     "TarAction",
     "Task",
+    "TaskAction",
     "UntarAction",
     "VerifyAction",
     "check_document",

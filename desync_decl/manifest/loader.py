@@ -132,11 +132,11 @@ def load_document(
         document.data = builder.build(root, ())
     except _TooLarge as e:
         return None, [Problem(builder.pos(e.mark), f"aliases expand the manifest by {e.what}")]
-    refused = [
+    late = [
         Problem(at, f"{where(path, document.data)}: {message}", path)
         for at, path, message in builder.refused
     ]
-    return document, builder.problems + refused
+    return document, builder.problems + late
 
 
 def _scan(text: str, file: str) -> tuple[int, Problem | None]:
@@ -158,8 +158,9 @@ def _scan(text: str, file: str) -> tuple[int, Problem | None]:
 
 
 def _refused(event: yaml.Event, file: str, message: str) -> Problem:
-    mark = event.start_mark
-    return Problem(Position(file, mark.line + 1, mark.column + 1), message)
+    mark = event.start_mark  # the parser marks every event it makes
+    at = Position(file, mark.line + 1, mark.column + 1) if mark else Position(file)
+    return Problem(at, message)
 
 
 class _TooLarge(Exception):
@@ -281,7 +282,7 @@ class _Builder:
                 own[key.value] = (key, value)
         return list({**merged, **own}.values())
 
-    def _scalar(self, node: yaml.Node, path: DataPath) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: DataPath) -> Any:
         if node.tag not in _PLAIN_TAGS:
             self.problem(node.start_mark, f"unsupported YAML tag '{node.tag}'", path)
             return None

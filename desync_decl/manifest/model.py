@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from desync_decl.formats import flags as ff
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
@@ -165,7 +165,7 @@ class UntarAction:
     state: str = "present"  # "absent": the tree and its record are removed
 
 
-Action = (
+TaskAction = (
     MakeAction
     | ExtractAction
     | ChopAction
@@ -176,12 +176,16 @@ Action = (
     | UntarAction
 )
 
+A_co = TypeVar("A_co", bound=TaskAction, covariant=True)
+
 
 @dataclass(frozen=True)
-class Task:
+class Task(Generic[A_co]):
+    """A task of the manifest: ``Task[MakeAction]`` a make, ``Task[TaskAction]`` any."""
+
     name: str
     kind: str  # one of KINDS: the action's key in the manifest
-    action: Action
+    action: A_co
     tags: tuple[str, ...]
     index: int  # place in the task list, from 0
     position: Position = field(compare=False)
@@ -197,7 +201,7 @@ class Manifest:
     stores: Mapping[str, StoreDef] = field(hash=False)
     groups: Mapping[str, GroupDef] = field(hash=False)
     caches: Mapping[str, CacheDef] = field(hash=False)
-    tasks: tuple[Task, ...]
+    tasks: tuple[Task[TaskAction], ...]
     positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
     key_positions: Mapping[DataPath, Position] = field(hash=False, compare=False, repr=False)
     redactor: Redactor = field(default=NO_SECRETS, hash=False, compare=False, repr=False)
@@ -284,9 +288,9 @@ class _Builder:
         timeout = parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_HANDLER_TIMEOUT
         return HandlerDef(name, tuple(raw["command"]), timeout, at)
 
-    def task(self, i: int, raw: dict[str, Any]) -> Task:
+    def task(self, i: int, raw: dict[str, Any]) -> Task[TaskAction]:
         kind = next(k for k in KINDS if k in raw)
-        action = getattr(self, f"_{kind}")(raw[kind])
+        action: TaskAction = getattr(self, f"_{kind}")(raw[kind])
         return Task(
             raw["name"],
             kind,

@@ -61,6 +61,11 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _text(value: Any) -> str:
+    """A string as written; anything else (reported by the schema) as none."""
+    return value if isinstance(value, str) else ""
+
+
 class _Checker:
     def __init__(self, doc: Document, base_dir: Path) -> None:
         self.doc = doc
@@ -149,7 +154,7 @@ class _Checker:
 
     def cycles(self) -> None:
         """Groups and caches refer to each other; a loop would never find a chunk."""
-        edges: dict[str, list[tuple[str, DataPath]]] = {}
+        edges: dict[str, list[tuple[object, DataPath]]] = {}  # targets as written
         for name, group in self.sections["groups"].items():
             if self.kind_of.get(name) != "groups":
                 continue  # a duplicate name, reported already
@@ -166,7 +171,13 @@ class _Checker:
         for start in edges:
             self._visit(start, [start], edges, state)
 
-    def _visit(self, name: str, trail: list[str], edges: dict, state: dict[str, int]) -> None:
+    def _visit(
+        self,
+        name: str,
+        trail: list[str],
+        edges: dict[str, list[tuple[object, DataPath]]],
+        state: dict[str, int],
+    ) -> None:
         if state.get(name):
             return
         state[name] = 1
@@ -236,10 +247,9 @@ class _Checker:
         untar deleting extra entries would delete what another task writes inside it."""
         for i, task in self.tasks:
             tar = _mapping(task.get("tar"))
-            source, index = tar.get("source"), tar.get("index")
-            paths = isinstance(source, str) and source and isinstance(index, str) and index
-            if paths and not is_url(index) and self.inside(index, source):
-                path = ("tasks", i, "tar", "index")
+            source, index = _text(tar.get("source")), _text(tar.get("index"))
+            if source and index and not is_url(index) and self.inside(index, source):
+                path: DataPath = ("tasks", i, "tar", "index")
                 source = self.doc.as_written(("tasks", i, "tar", "source"), source)
                 self.add(
                     path,
@@ -275,7 +285,7 @@ class _Checker:
         self.chunk_size(("defaults", "chunk_size"), _mapping(self.data.get("defaults")))
         for i, task in self.tasks:
             for kind in ("make", "tar"):
-                path = ("tasks", i, kind, "chunk_size")
+                path: DataPath = ("tasks", i, kind, "chunk_size")
                 self.chunk_size(path, _mapping(task.get(kind)))
         for name, cache in self.sections["caches"].items():
             size = _mapping(cache).get("max_size")
@@ -368,7 +378,7 @@ class _Checker:
         for i, task in self.tasks:
             for j, name in enumerate(_list(task.get("notify"))):
                 if isinstance(name, str) and name not in handlers:
-                    path = ("tasks", i, "notify", j)
+                    path: DataPath = ("tasks", i, "notify", j)
                     known = ", ".join(sorted(handlers)) or "none"
                     self.add(
                         path, f"unknown handler '{name}' in {self.where(path)}; known: {known}"

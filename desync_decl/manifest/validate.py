@@ -124,7 +124,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
         return _unknown_keys(error, path, doc)
     if keyword == "required":
         return _missing(error, path, doc)
-    if keyword == "oneOf" and all("required" in s for s in error.validator_value):
+    if keyword == "oneOf" and all("required" in s for s in _list(error.validator_value)):
         return _actions(error, path, doc)
     if "propertyNames" in error.absolute_schema_path:
         name = str(error.instance)
@@ -137,7 +137,7 @@ def _explain(error: ValidationError, doc: Document) -> list[Problem]:
 def _value_message(error: ValidationError, env: EnvText | None) -> str:
     """What is wrong with a value; one read from ``${env:…}`` (``env``) is shown as written."""
     keyword, value, instance = error.validator, error.validator_value, error.instance
-    title = error.schema.get("title") if isinstance(error.schema, dict) else None
+    title = _failed_schema(error).get("title")
     got = f"'{env.shown}' ({_kind(instance)})" if env else _got(instance)
     shown = f"'{env.shown}'" if env else _show(instance)
     if keyword in ("type", "pattern", "minLength", "minimum") and title:
@@ -148,11 +148,11 @@ def _value_message(error: ValidationError, env: EnvText | None) -> str:
     if keyword == "type":
         return f"expected {_expected(error)}, got {got}"
     if keyword == "enum" and title and isinstance(instance, str):  # a long list: a guess
-        close = difflib.get_close_matches(instance, list(map(str, value)), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(instance, list(map(str, _list(value))), n=1, cutoff=0.6)
         guess = f" (did you mean '{close[0]}'?)" if close else ""
         return f"expected {title}, got {got}{guess}"
     if keyword == "enum":
-        return f"expected one of: {', '.join(map(str, value))}; got {got}"
+        return f"expected one of: {', '.join(map(str, _list(value)))}; got {got}"
     if keyword == "const":
         return f"expected {_show(value)}, got {got}"
     if keyword == "minItems":
@@ -160,7 +160,7 @@ def _value_message(error: ValidationError, env: EnvText | None) -> str:
     if keyword == "minLength":
         return "must not be empty"
     if keyword == "uniqueItems":
-        return f"lists {_show(_first_repeat(instance))} more than once"
+        return f"lists {_show(_first_repeat(_list(instance)))} more than once"
     if keyword == "minimum":
         return f"must be at least {value}, got {shown}"
     if env:
@@ -169,10 +169,10 @@ def _value_message(error: ValidationError, env: EnvText | None) -> str:
 
 
 def _unknown_keys(error: ValidationError, path: DataPath, doc: Document) -> list[Problem]:
-    allowed = list(error.schema.get("properties", {}))
+    allowed = list(_failed_schema(error).get("properties", {}))
     here = where(path, doc.data)
     problems = []
-    for key in error.instance:
+    for key in _dict(error.instance):
         if key in allowed:
             continue
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
@@ -184,9 +184,10 @@ def _unknown_keys(error: ValidationError, path: DataPath, doc: Document) -> list
 
 def _missing(error: ValidationError, path: DataPath, doc: Document) -> list[Problem]:
     """A required key, unless a misspelling of it is there (reported as unknown already)."""
-    missing = next(k for k in error.validator_value if k not in error.instance)
-    allowed = list(error.schema.get("properties", {}))
-    for key in error.instance:
+    instance = _dict(error.instance)
+    missing = next(k for k in _list(error.validator_value) if k not in instance)
+    allowed = list(_failed_schema(error).get("properties", {}))
+    for key in instance:
         if key not in allowed and difflib.get_close_matches(key, allowed, n=1) == [missing]:
             return []
     message = f"missing required key '{missing}' in {where(path, doc.data)}"
@@ -198,7 +199,7 @@ def _actions(error: ValidationError, path: DataPath, doc: Document) -> list[Prob
     if not isinstance(error.instance, dict):
         return []  # reported as "expected a mapping"
     task = error.instance
-    actions = [s["required"][0] for s in error.validator_value]
+    actions = [s["required"][0] for s in _list(error.validator_value)]
     present = sorted((a for a in actions if a in task), key=lambda a: doc.key_at((*path, a)))
     here = where(path, doc.data)
     if len(present) > 1:
@@ -212,12 +213,27 @@ def _actions(error: ValidationError, path: DataPath, doc: Document) -> list[Prob
 
 
 def _expected(error: ValidationError) -> str:
-    schema = error.schema if isinstance(error.schema, dict) else {}
+    schema = _failed_schema(error)
     if schema.get("title"):
         return str(schema["title"])
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
     return " or ".join(_TYPES.get(t, t) for t in types) or "something else"
+
+
+def _failed_schema(error: ValidationError) -> dict[str, Any]:
+    """The (sub)schema that failed; a boolean schema, or none, as an empty one."""
+    return error.schema if isinstance(error.schema, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    """A list from the schema or the data (jsonschema types them loosely: ``Any | Unset``)."""
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: object) -> dict[str, Any]:
+    """A mapping from the data, as ``_list``."""
+    return value if isinstance(value, dict) else {}
 
 
 def _first_repeat(items: list[Any]) -> Any:

@@ -205,9 +205,7 @@ class BlobReader:
         with self._lock:
             data = self._cache.get(c.id)
             if data is None:
-                load = self._loads.get(c.id)
-                if load is None:
-                    load = self._loads[c.id] = _Load()
+                load = self._loads.get(c.id) or self._loads.setdefault(c.id, _Load())
                 mine, load.taken = not load.taken, True
         if data is None:
             data = self._fetch(c, load) if mine else load.future.result()

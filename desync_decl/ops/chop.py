@@ -7,7 +7,7 @@ index was made is an error, not a silently corrupt store).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ def chop(
     source: str | os.PathLike,
     store: WriteStore,
     *,
-    ignore: set[ChunkID] = frozenset(),  # type: ignore[assignment]
+    ignore: Set[ChunkID] = frozenset(),
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
 ) -> ChopResult:
@@ -59,7 +59,7 @@ def chop(
     return ChopResult(len(index), storer.stored, storer.bytes_stored)
 
 
-def _wanted(index: Index, ignore: set[ChunkID]) -> Iterator[IndexChunk]:
+def _wanted(index: Index, ignore: Set[ChunkID]) -> Iterator[IndexChunk]:
     seen: set[ChunkID] = set(ignore)
     for c in index:
         if c.id not in seen:

@@ -41,5 +41,5 @@ def mtree_dir(
 ) -> Iterator[str]:
     """Lines of the listing of a directory, as ``tar`` with ``flags`` would archive it."""
     with TarInput(path, flags=flags).stream() as pieces:
-        reader = io.BufferedReader(IterReader(pieces), 1 << 20)
+        reader = io.BufferedReader(IterReader(pieces), 1 << 20)  # type: ignore[arg-type]  # no payload deferred: Buffers
         yield from mtree_lines(Decoder(reader, os.fsdecode(path)), digest)

@@ -36,7 +36,7 @@ def open_source(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
             f.seek(0)
         else:
             raise DesyncError(f"{path}: not a regular file or block device")
-        yield f, size  # type: ignore[misc]
+        yield f, size
 
 
 def read_chunk(fd: int, path: object, chunk: IndexChunk, digest: Digest) -> bytes:

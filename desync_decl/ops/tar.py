@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -58,13 +58,13 @@ class TarInput:
                 raise UsageError("disk input needs a directory path")
             options = DiskOptions(self.flags, self.one_file_system, exclude)
             with contextlib.closing(  # an error: the walk's open files closed now
-                encode(disk_tree(self.source, options), defer_payloads=defer_payloads)
+                encode(disk_tree(self.source, options), defer_payloads=defer_payloads)  # type: ignore[type-var]  # a generator: it has close()
             ) as pieces:
                 yield pieces
         elif self.input_format == "tar":
             with (
                 tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root,
-                contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,
+                contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,  # type: ignore[type-var]  # a generator: it has close()
             ):
                 yield pieces
         else:
@@ -94,13 +94,14 @@ def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) ->
         pieces = stack.enter_context(
             source.stream(exclude=_inode_of(fd), defer_payloads=fd is not None)
         )
+        put: Callable[[Piece], object]
         if fd is None:
-            put = out.write
+            put = out.write  # type: ignore[assignment]  # no payload deferred without fd: Buffers
         else:
             out.flush()
             put = stack.enter_context(CatarSink(fd)).put
         for piece in pieces:
-            put(piece)  # type: ignore[arg-type]
+            put(piece)
             size += len(piece)
             progress.advance(len(piece))
     progress.finish()
@@ -159,7 +160,7 @@ def _tar_index(
 
     progress.start("tar", 0)
     with source.stream() as pieces:
-        chunks = iter_chunks(IterReader(pieces), sizes)  # type: ignore[arg-type]
+        chunks = iter_chunks(IterReader(pieces), sizes)  # type: ignore[arg-type]  # encode defers no payload here: Buffers; iter_chunks takes any binary stream
         weight = lambda c: len(c[1])  # noqa: E731
         table = list(batched_map(process, chunks, workers=concurrency, weight=weight))
     progress.finish()

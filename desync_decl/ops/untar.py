@@ -2,19 +2,24 @@
 directory, confined to it, or re-encoded as a GNU tar stream.
 
 The archive is decoded as it streams in: nothing is held whole in memory, and
-chunks of an index are fetched ahead by a bounded pool.
+chunks of an index are fetched ahead by a bounded pool. Asked to (``Clearing``),
+what stands in the archive's way in the directory is deleted first
+(``make_way``, the one deletion path of the verb and the ``untar`` task): the
+archive is then read twice, its entry types first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import os
 import stat
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from desync_decl.archive.clearing import Cleared, archive_types, clear
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
 from desync_decl.archive.seed import TreeSeed, tree_seed
@@ -28,6 +33,14 @@ from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Router
 
 
+class Clearing(enum.Enum):
+    """What goes from the target before the archive is written."""
+
+    NONE = "none"  # nothing: an entry of another type in the archive's way is an error
+    IN_THE_WAY = "in-the-way"  # entries of another type where the archive has one
+    EXTRA = "extra"  # those, and entries the archive does not hold (--delete-extra)
+
+
 @dataclass(frozen=True)
 class UntarResult:
     target: str
@@ -35,6 +48,7 @@ class UntarResult:
     flags: int | None  # the archive's feature flags
     chunks_from_seeds: int = 0
     bytes_from_seeds: int = 0
+    cleared: Cleared = field(default_factory=Cleared)  # entries deleted first (``Clearing``)
 
 
 def catar_decoder(
@@ -77,17 +91,62 @@ def untar(
     same_permissions: bool = True,
     concurrency: int = 10,
     source: str = "archive",
+    clearing: Clearing = Clearing.NONE,
 ) -> UntarResult:
-    """Extract into the directory ``target`` (created if missing). With an index,
-    ``seeds`` are directory trees whose matching chunks are used before ``store``'s
-    (the target itself is a good seed when updating it)."""
+    """Extract into the directory ``target`` (created if missing), first deleting
+    what ``clearing`` says. With an index, ``seeds`` are directory trees whose
+    matching chunks are used before ``store``'s (the target itself is a good seed
+    when updating it)."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        cleared = make_way(
+            archive, target, clearing, store=store, concurrency=concurrency, source=source
+        )
         file = _regular_file(archive, source)  # before the decoder reads from it
         decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
         stats = write_tree(decoder, target, options, workers=workers, archive=file)
-        return _result(os.fsdecode(target), stats, decoder, trees)
+        return _result(os.fsdecode(target), stats, decoder, trees, cleared)
+
+
+def make_way(
+    archive: BinaryIO | Index,
+    target: str | os.PathLike,
+    clearing: Clearing,
+    *,
+    store: Store | None,
+    concurrency: int = 10,
+    source: str = "archive",
+) -> Cleared:
+    """Delete from the directory ``target`` what ``clearing`` says stands in the
+    archive's way (``archive.clearing``). The archive's entry types are read only when
+    the target exists: an index through ``store``, a catar file from where it is now,
+    and put back there for the extraction (a stream that cannot be is refused)."""
+    if clearing is Clearing.NONE:
+        return Cleared()
+    if not isinstance(archive, Index) and not _rewindable(archive):
+        raise UsageError(
+            "deleting what is in the way needs an archive file or an index, not a stream"
+        )
+
+    def entries() -> tuple[dict[bytes, int], int]:
+        if isinstance(archive, Index):
+            decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+            return archive_types(decoder), archive.flags
+        start = archive.tell()
+        decoder = catar_decoder(archive, source=source)
+        types = archive_types(decoder)
+        archive.seek(start)
+        return types, decoder.flags or 0
+
+    return clear(target, entries, delete_extra=clearing is Clearing.EXTRA)
+
+
+def _rewindable(archive: BinaryIO) -> bool:
+    try:
+        return archive.seekable()
+    except (OSError, ValueError):
+        return False
 
 
 def untar_to_tar(
@@ -102,7 +161,7 @@ def untar_to_tar(
     """Write the archive's tree as a GNU tar stream to ``out``."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-        return _result("-", write_tar(decoder, out), decoder, trees)
+        return _result("-", write_tar(decoder, out), decoder, trees, Cleared())
 
 
 def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
@@ -118,11 +177,18 @@ def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
         return None
 
 
-def _result(target: str, stats: UntarStats, decoder: Decoder, trees: list[TreeSeed]) -> UntarResult:
+def _result(
+    target: str,
+    stats: UntarStats,
+    decoder: Decoder,
+    trees: list[TreeSeed],
+    cleared: Cleared,
+) -> UntarResult:
     return UntarResult(
         target,
         stats,
         decoder.flags,
         chunks_from_seeds=sum(t.hits for t in trees),
         bytes_from_seeds=sum(t.bytes_served for t in trees),
+        cleared=cleared,
     )

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
-from desync_decl.manifest import Task
+from desync_decl.manifest import Task, TaskAction
 from desync_decl.progress import ProgressFor, no_progress_for
 from desync_decl.reconcile.context import Context, Overlay
 from desync_decl.reconcile.graph import dependencies
@@ -44,11 +44,13 @@ class ApplyOptions:
     lock_timeout: float | None = None  # seconds; None waits for ever
     saved: SavedPlan | None = None
     on_result: Callable[[TaskResult], None] = lambda result: None  # in completion order
-    on_wait: Callable[[Task, str], None] = lambda task, message: None  # a lock is busy
+    on_wait: Callable[[Task[TaskAction], str], None] = lambda task, message: None  # a lock is busy
     progress_for: ProgressFor = no_progress_for  # a meter per task, closed when it ends
 
 
-def apply_tasks(ctx: Context, tasks: Sequence[Task], options: ApplyOptions) -> list[TaskResult]:
+def apply_tasks(
+    ctx: Context, tasks: Sequence[Task[TaskAction]], options: ApplyOptions
+) -> list[TaskResult]:
     """Results in manifest order (``on_result`` sees them as they finish)."""
     if options.check:
         simulated = dataclasses.replace(ctx, simulated=True, overlay=Overlay())
@@ -78,7 +80,7 @@ def check_result(entry: PlanEntry, diff: bool) -> TaskResult:
     return TaskResult(task, Status.CHANGED, msg, action, diffs, warnings=action.warnings)
 
 
-def preflight(ctx: Context, tasks: Sequence[Task], saved: SavedPlan) -> None:
+def preflight(ctx: Context, tasks: Sequence[Task[TaskAction]], saved: SavedPlan) -> None:
     """Refuse a saved plan before anything is written if any of its facts changed."""
     saved.check_manifest(ctx.manifest)
     names = [t.name for t in tasks]
@@ -96,7 +98,9 @@ def preflight(ctx: Context, tasks: Sequence[Task], saved: SavedPlan) -> None:
 
 
 class _Run:
-    def __init__(self, ctx: Context, tasks: Sequence[Task], options: ApplyOptions) -> None:
+    def __init__(
+        self, ctx: Context, tasks: Sequence[Task[TaskAction]], options: ApplyOptions
+    ) -> None:
         self.ctx = dataclasses.replace(ctx, simulated=False)
         if options.saved is not None:
             self.ctx = dataclasses.replace(self.ctx, verify=options.saved.verify)

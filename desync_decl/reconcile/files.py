@@ -209,11 +209,11 @@ def planned(dir_fd: int, name: str, st: os.stat_result | None) -> Iterator[int |
     if st is not None:
         with contextlib.suppress(OSError):
             fd = open_in(dir_fd, name, _O_LOOK)
-    if fd is not None:
-        now = os.fstat(fd)
-        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            os.close(fd)
-            fd = None
+        if fd is not None:
+            now = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                os.close(fd)
+                fd = None
     with _closing(fd):
         yield fd
 

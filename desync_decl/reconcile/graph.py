@@ -25,11 +25,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from desync_decl.errors import UsageError
-from desync_decl.manifest import Task
+from desync_decl.manifest import Task, TaskAction
 from desync_decl.reconcile.kinds.base import Resources
 
 
-def selected(task: Task, tags: Iterable[str] = (), skip_tags: Iterable[str] = ()) -> bool:
+def selected(
+    task: Task[TaskAction], tags: Iterable[str] = (), skip_tags: Iterable[str] = ()
+) -> bool:
     mine, wanted, skipped = set(task.tags), set(tags), set(skip_tags)
     if mine & skipped:
         return False
@@ -42,7 +44,9 @@ def selected(task: Task, tags: Iterable[str] = (), skip_tags: Iterable[str] = ()
     return bool(mine & wanted)
 
 
-def select(tasks: Sequence[Task], tags: Iterable[str], skip_tags: Iterable[str]) -> list[Task]:
+def select(
+    tasks: Sequence[Task[TaskAction]], tags: Iterable[str], skip_tags: Iterable[str]
+) -> list[Task[TaskAction]]:
     """The tasks ``tags`` and ``skip_tags`` select; ``UsageError`` if either names a
     tag no task carries (``all`` is always known to ``--tags``)."""
     tags, skip_tags = list(tags), list(skip_tags)

@@ -39,7 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
-from desync_decl.manifest.model import HandlerDef, Task
+from desync_decl.manifest.model import HandlerDef, Task, TaskAction
 from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import kind_for
@@ -92,7 +92,7 @@ class Notified:
     earlier: bool  # only an earlier apply asked (its notification was kept)
 
 
-def notified(ctx: Context, changed: Iterable[Task]) -> list[Notified]:
+def notified(ctx: Context, changed: Iterable[Task[TaskAction]]) -> list[Notified]:
     """The handlers the ``changed`` tasks notify, and those a kept notification of an
     earlier apply asks for, in the manifest's order (``plan`` shows them too)."""
     now: dict[str, list[str]] = {}
@@ -165,7 +165,7 @@ def _keys(ctx: Context, name: str) -> list[str]:
     return [_key(name, target) for target in sorted(targets)]
 
 
-def _target(ctx: Context, task: Task) -> str:
+def _target(ctx: Context, task: Task[TaskAction]) -> str:
     """What ``task`` changes, as resource keys: stable across checkouts of the manifest
     (the task's name only for a task that writes nothing)."""
     resources = kind_for(task.kind).resources(task, ctx.resolver)

@@ -53,8 +53,8 @@ class Holder:
         try:
             doc = json.loads(text)
         except ValueError:
-            pid = text.split(" ", 1)[0]
-            return cls(_what(key), int(pid) if pid.isdigit() else None)
+            first = text.split(" ", 1)[0]
+            return cls(_what(key), int(first) if first.isdigit() else None)
         if not isinstance(doc, dict):
             return cls(_what(key), None)
         fields = {name: doc.get(name) for name in ("host", "user", "since")}
@@ -77,8 +77,12 @@ class Holder:
         return text
 
     def to_json(self) -> dict[str, object]:
-        return {"what": self.what, "pid": self.pid, "host": self.host, "user": self.user} | {
-            "since": self.since
+        return {
+            "what": self.what,
+            "pid": self.pid,
+            "host": self.host,
+            "user": self.user,
+            "since": self.since,
         }
 
 

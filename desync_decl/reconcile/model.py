@@ -14,11 +14,17 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.manifest import Task
+from desync_decl.manifest import Task, TaskAction
+
+# A kind's types: its manifest action (``MakeAction``, ...) and what its ``observe``
+# saw or its ``apply`` needs (``Facts.data``, ``Action.detail``). Covariant: a
+# make's ``Action[MakeAction, _Seen]`` is an ``AnyAction`` in a plan's entries.
+A_co = TypeVar("A_co", bound=TaskAction, covariant=True)
+D_co = TypeVar("D_co", covariant=True)
 
 
 def human_bytes(n: int) -> str:
@@ -57,19 +63,20 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Facts:
+class Facts(Generic[D_co]):
     """What ``observe`` saw. ``digest_fields`` decide the action and its result and
-    are what a saved plan is checked against; ``data`` is for ``plan``/``apply``."""
+    are what a saved plan is checked against; ``data`` is for ``plan``/``apply``
+    (each kind its own type)."""
 
-    digest_fields: Mapping[str, Any]
-    data: Any = None
+    digest_fields: Mapping[str, object]
+    data: D_co
 
     @property
     def digest(self) -> str:
         return facts_digest(self.digest_fields)
 
 
-def facts_digest(fields: Mapping[str, Any], key: bytes | None = None) -> str:
+def facts_digest(fields: Mapping[str, object], key: bytes | None = None) -> str:
     """``sha256:<hex>`` of the fields as JSON; with ``key`` an HMAC: a saved plan's
     facts may hold values read from ``${env:…}``, and ``Redactor.key`` (made of
     those values) keeps the digest from confirming a guess of them."""
@@ -211,19 +218,26 @@ class Effects:
 
 
 @dataclass(frozen=True)
-class Action:
-    task: Task
+class Action(Generic[A_co, D_co]):
+    """What ``plan`` decided for a task of one kind; ``detail`` is that kind's data
+    for ``apply`` (keyword-only: every action says what it hands on, None if nothing)."""
+
+    task: Task[A_co]
     verb: Verb
     reason: str  # one line: why this verb
     target: str  # what the task converges (a path, an index, a store)
-    facts: Facts
+    facts: Facts[object]
     travel: Travel = field(default_factory=Travel)
     diff: Diff | None = None
     effects: Effects = field(default_factory=Effects)
     notes: tuple[str, ...] = ()  # things worth knowing (a seed that is missing, ...)
     deferred: tuple[str, ...] = ()  # tasks it waits for: planned when they have run
-    detail: Any = None  # kind-private data for ``apply``
     warnings: tuple[str, ...] = ()  # what went wrong on the way (a failover switch, ...)
+    detail: D_co = field(kw_only=True)  # kind-private data for ``apply``
+
+
+# An action of any kind, as plans, results and reports hold them.
+AnyAction = Action[TaskAction, object]
 
 
 class EntryState(enum.Enum):
@@ -236,9 +250,9 @@ class EntryState(enum.Enum):
 class PlanEntry:
     """One selected task in a plan: its action, or why it has none."""
 
-    task: Task
+    task: Task[TaskAction]
     state: EntryState
-    action: Action | None = None
+    action: AnyAction | None = None
     message: str = ""  # the error, or why it is skipped
     depends_on: tuple[str, ...] = ()  # earlier tasks it is ordered after
 
@@ -249,10 +263,10 @@ class PlanEntry:
 
 @dataclass(frozen=True)
 class TaskResult:
-    task: Task
+    task: Task[TaskAction]
     status: Status
     msg: str
-    action: Action | None = None
+    action: AnyAction | None = None
     diff: Diff | None = None
     stats: Mapping[str, object] = field(default_factory=dict)
     seconds: float = 0.0

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from desync_decl.errors import DesyncError
-from desync_decl.manifest import Manifest, Task
+from desync_decl.manifest import Manifest, Task, TaskAction
 from desync_decl.manifest.sensitive import NO_SECRETS, Redactor
 from desync_decl.progress import ProgressFor, no_progress_for
 from desync_decl.reconcile.context import Context
@@ -71,12 +71,12 @@ def manifest_digest(manifest: Manifest) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def task_resources(ctx: Context, tasks: Sequence[Task]) -> list[Resources]:
+def task_resources(ctx: Context, tasks: Sequence[Task[TaskAction]]) -> list[Resources]:
     return [kind_for(t.kind).resources(t, ctx.resolver) for t in tasks]
 
 
 def plan_tasks(
-    ctx: Context, tasks: Sequence[Task], progress_for: ProgressFor = no_progress_for
+    ctx: Context, tasks: Sequence[Task[TaskAction]], progress_for: ProgressFor = no_progress_for
 ) -> list[PlanEntry]:
     """Observe and plan ``tasks`` in order; ``ctx`` should be ``simulated``. Each task
     reports its progress (reading files, checking chunks) on its own meter."""
@@ -95,7 +95,7 @@ def plan_tasks(
 
 
 def _plan_one(
-    ctx: Context, task: Task, after: tuple[str, ...], earlier: list[PlanEntry]
+    ctx: Context, task: Task[TaskAction], after: tuple[str, ...], earlier: list[PlanEntry]
 ) -> PlanEntry:
     blocked = [e.task.name for e in earlier if e.state is not EntryState.PLANNED]
     if blocked:
@@ -104,7 +104,9 @@ def _plan_one(
     waiting = [e.task.name for e in earlier if e.action is not None and e.action.deferred]
     if waiting:
         reason = f"depends on task '{waiting[0]}': planned when that has run"
-        action = Action(task, Verb.UPDATE, reason, "", Facts({}), deferred=(waiting[0],))
+        action = Action(
+            task, Verb.UPDATE, reason, "", Facts({}, None), deferred=(waiting[0],), detail=None
+        )
         return PlanEntry(task, EntryState.PLANNED, action, depends_on=after)
     kind = kind_for(task.kind)
     try:

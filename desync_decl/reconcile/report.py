@@ -177,7 +177,7 @@ def results_json(
             for h in handlers
         ],
     }
-    return redactor.data(doc)  # type: ignore[no-any-return]
+    return redactor.data(doc)
 
 
 # --- text ----------------------------------------------------------------------------

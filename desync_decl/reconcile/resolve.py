@@ -127,12 +127,12 @@ class Resolver:
             return opener.chunk_store(source.url, create=not is_url(source.url))
         if isinstance(source, GroupDef):
             return FailoverGroup([self.store(m, digest) for m in source.failover])
-        cache: Store = self.write_store(source.cache, digest)
+        cache: WriteStore = self.write_store(source.cache, digest)
         if source.max_size is not None:
             cache = SizeLimited(cache, source.max_size)
             with self._lock:
                 self._names[id(cache)] = source.cache
-        return Cache(self.store(source.store, digest), cache, repair=source.repair)  # type: ignore[arg-type]
+        return Cache(self.store(source.store, digest), cache, repair=source.repair)
 
     def close(self) -> None:
         with self._lock:

@@ -2,9 +2,13 @@
 
 A manifest task's key (``make``, ``extract``, ...) picks its kind. A second
 kind under a name already taken is refused, never silently replaces the first.
+The registry holds kinds of every type (``AnyKind``): a task is only ever handed
+to the kind its key names, whose action type is that key's.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from desync_decl.errors import DesyncError
 from desync_decl.reconcile.kinds.base import Kind, Resources
@@ -17,12 +21,13 @@ from desync_decl.reconcile.kinds.tar import TarKind
 from desync_decl.reconcile.kinds.untar import UntarKind
 from desync_decl.reconcile.kinds.verify import VerifyKind
 
-__all__ = ["KINDS", "Kind", "Resources", "kind_for", "register"]
+__all__ = ["KINDS", "AnyKind", "Kind", "Resources", "kind_for", "register"]
 
-KINDS: dict[str, Kind] = {}
+AnyKind = Kind[Any, Any, Any]  # the one place a kind's types are erased: dispatch by key
+KINDS: dict[str, AnyKind] = {}
 
 
-def register(kind: Kind, registry: dict[str, Kind] = KINDS) -> None:
+def register(kind: AnyKind, registry: dict[str, AnyKind] = KINDS) -> None:
     if kind.name in registry:
         raise ValueError(f"reconciler kind '{kind.name}' is registered twice")
     registry[kind.name] = kind
@@ -41,7 +46,7 @@ for _kind in (
     register(_kind)
 
 
-def kind_for(name: str) -> Kind:
+def kind_for(name: str) -> AnyKind:
     try:
         return KINDS[name]
     except KeyError:

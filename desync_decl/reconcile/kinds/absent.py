@@ -4,7 +4,7 @@
 its directory is opened walking from ``/`` (``files.directory_if_any``) and the
 name is looked at in it (``lstat``). ``plan`` is a delete with a diff, or "absent"
 when nothing is there. ``remove`` deletes relative to that directory's fd: a
-directory with everything in it (``trees.remove``: each level opened relative to
+directory with everything in it (``archive.clearing.remove``: each level opened relative to
 its parent, never through a symlink), a symlink standing at the path itself and
 never what it points to. What is removed must still be what was planned on (same
 device and inode), else the run stops and the next one looks again. A tree with a
@@ -16,17 +16,31 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from desync_decl.archive.clearing import remove as remove_below
 from desync_decl.errors import DesyncError
-from desync_decl.manifest import Task
+from desync_decl.manifest import Task, TaskAction
 from desync_decl.reconcile import files
 from desync_decl.reconcile.kinds.trees import mount_point_at_or_below
-from desync_decl.reconcile.kinds.trees import remove as remove_below
-from desync_decl.reconcile.model import Action, Diff, Facts, Verb
+from desync_decl.reconcile.model import Action, Diff, Facts, Status, TaskResult, Verb
+from desync_decl.reconcile.state import after_change
+
+A = TypeVar("A", bound=TaskAction)
 
 
-def look(path: Path, *, keeps: str) -> Facts:
+@dataclass(frozen=True)
+class Standing:
+    """What ``look`` found at the path (its ``lstat``; None: nothing stands there):
+    the facts and the detail of an ``absent`` task, told apart from a present one's."""
+
+    st: os.stat_result | None
+
+
+def look(path: Path, *, keeps: str) -> Facts[Standing]:
     """What stands at ``path`` now (its ``lstat``, None when nothing does); an error
     when it is something the task does not manage (``keeps``: "file" or "directory")."""
     st = None
@@ -45,22 +59,37 @@ def look(path: Path, *, keeps: str) -> Facts:
         if point is not None:
             raise DesyncError(f"cannot remove {path}: {point} is a mount point; unmount it first")
     fields: dict[str, object] = {"state": "absent", "target": _fields(st)}
-    return Facts(fields, st)
+    return Facts(fields, Standing(st))
 
 
-def plan(task: Task, facts: Facts, path: Path) -> Action:
-    """Delete what ``look`` found, or nothing when the path is absent already."""
-    st: os.stat_result | None = facts.data
+def plan(task: Task[A], facts: Facts[object], seen: Standing, path: Path) -> Action[A, Standing]:
+    """Delete what ``look`` found (``seen``, the data of ``facts``), or nothing when
+    the path is absent already."""
+    st = seen.st
     target = str(path)
     if st is None:
-        return Action(task, Verb.NOOP, "absent", target, facts, detail=st)
+        return Action(task, Verb.NOOP, "absent", target, facts, detail=seen)
     what = _what(st)
     before = {"content": what, **files.attributes(st)}
     if stat.S_ISREG(st.st_mode):
         before["size"] = str(st.st_size)
     diff = Diff(target, before, {"content": "absent"})
     reason = f"state absent: the {what} is removed"
-    return Action(task, Verb.DELETE, reason, target, facts, diff=diff, detail=st)
+    return Action(task, Verb.DELETE, reason, target, facts, diff=diff, detail=seen)
+
+
+def apply(
+    action: Action[A, object], seen: Standing, path: Path, forget: Callable[[], None]
+) -> TaskResult:
+    """Remove what the plan saw at ``path`` (``seen``, the action's detail) if it
+    deletes, then ``forget`` the path's record either way."""
+    warnings: list[str] = []
+    if action.verb.changes and seen.st is not None:
+        remove(path, seen.st)
+    with after_change(warnings, path):
+        forget()
+    status = Status.CHANGED if action.verb.changes else Status.OK
+    return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
 
 
 def remove(path: Path, st: os.stat_result) -> None:

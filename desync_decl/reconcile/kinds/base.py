@@ -7,6 +7,10 @@ the ``ops`` functions and is the only step that writes. ``plan`` and
 ``apply --check`` run the first two; a kind that cannot do that safely says
 ``supports_check = False`` and is skipped in check mode. ``resources`` names
 the files and stores a task touches, for ordering and locking.
+
+A kind is typed by its manifest action (``A``: ``MakeAction``, ...), what its
+``observe`` hands to ``plan`` (``F``, ``Facts.data``) and what its ``plan`` hands
+to ``apply`` (``D``, ``Action.detail``): each step gets its own kind's data.
 """
 
 from __future__ import annotations
@@ -16,16 +20,16 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from desync_decl.errors import file_error
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.manifest import Task
+from desync_decl.manifest import Task, TaskAction
 from desync_decl.manifest.convert import is_url
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.model import Action, Facts, TaskResult, Verb
+from desync_decl.reconcile.model import Action, AnyAction, Facts, TaskResult, Verb
 from desync_decl.reconcile.resolve import Resolver
 
 
@@ -45,18 +49,23 @@ class Resources:
         return {key: False for key in self.adds} | {key: True for key in self.writes}
 
 
-class Kind(Protocol):
+A = TypeVar("A", bound=TaskAction)
+F = TypeVar("F")
+D = TypeVar("D")
+
+
+class Kind(Protocol[A, F, D]):
     name: ClassVar[str]  # the manifest key, e.g. "extract"
     supports_check: ClassVar[bool]
     supports_diff: ClassVar[bool]
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources: ...
+    def resources(self, task: Task[A], resolver: Resolver) -> Resources: ...
 
-    def observe(self, task: Task, ctx: Context) -> Facts: ...
+    def observe(self, task: Task[A], ctx: Context) -> Facts[F]: ...
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action: ...
+    def plan(self, task: Task[A], facts: Facts[F], ctx: Context) -> Action[A, D]: ...
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult: ...
+    def apply(self, action: Action[A, D], ctx: Context, progress: Progress) -> TaskResult: ...
 
 
 def location_key(location: str) -> str:
@@ -100,7 +109,7 @@ def size_of(indexes: Iterable[Index], ids: Iterable[ChunkID]) -> int:
     return sum(sizes[i] for i in set(ids))
 
 
-def why_words(action: Action) -> str:
+def why_words(action: AnyAction) -> str:
     """The reason after a result's verb ("extracted, content differs …"): none for a
     target that was absent, where "extracted, absent" reads as if nothing was there
     afterwards."""

@@ -9,7 +9,7 @@ complete in the target, made stale by any prune of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -18,7 +18,7 @@ from desync_decl.manifest import CacheAction, Task
 from desync_decl.ops.cache import fill_cache
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, refuse_missing
 from desync_decl.reconcile.model import (
     Action,
@@ -49,15 +49,15 @@ class CacheKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = False
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: CacheAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[CacheAction], resolver: Resolver) -> Resources:
+        a = task.action
         return Resources(
             reads=frozenset(location_key(i) for i in a.indexes) | store_keys(resolver, a.stores),
             adds=store_keys(resolver, [a.cache, *resolver.caches_in(a.stores)]),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: CacheAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[CacheAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         indexes = tuple(ctx.read_index(i)[0] for i in a.indexes)
         digest = indexes[0].digest
         if any(i.digest is not digest for i in indexes):
@@ -73,12 +73,15 @@ class CacheKind:
         missing = frozenset(ids - ctx.present(a.cache, ids, digest))
         return Facts(fields, _Seen(indexes, len(ids), missing, (key, record)))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: CacheAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[CacheAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[CacheAction, _Seen | None]:
+        a = task.action
+        seen = facts.data
         target = f"store '{a.cache}'"
         if seen.missing is None:
-            return Action(task, Verb.NOOP, "cache holds every chunk (recorded)", target, facts)
+            why = "cache holds every chunk (recorded)"
+            return Action(task, Verb.NOOP, why, target, facts, detail=None)
         every = {c.id: c.size for index in seen.indexes for c in index}
         sizes = {id: every[id] for id in seen.missing}
         stores, missing = fetch_amounts(ctx, a.stores, sizes, seen.indexes[0])
@@ -105,9 +108,11 @@ class CacheKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: CacheAction = action.task.action  # type: ignore[assignment]
-        seen: _Seen | None = action.detail
+    def apply(
+        self, action: Action[CacheAction, _Seen | None], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
         if seen is None:
             return TaskResult(action.task, Status.OK, action.reason)
         key, record = seen.record
@@ -128,3 +133,7 @@ class CacheKind:
         stats = {"chunks": result.chunks_total, "chunks-copied": result.chunks_copied}
         msg = f"copied {chunks(result.chunks_copied)} to '{a.cache}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[CacheAction, _Seen, _Seen | None] = CacheKind()

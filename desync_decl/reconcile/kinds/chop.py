@@ -8,7 +8,7 @@ in this store, made stale by any prune of the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -18,6 +18,7 @@ from desync_decl.ops.chop import chop
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import (
+    Kind,
     Resources,
     file_facts,
     location_key,
@@ -53,15 +54,15 @@ class ChopKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = False
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: ChopAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[ChopAction], resolver: Resolver) -> Resources:
+        a = task.action
         return Resources(
             reads=frozenset({location_key(a.index), location_key(str(a.source))}),
             adds=store_keys(resolver, [a.store]),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: ChopAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[ChopAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         location = ctx.resolver.location(a.store)
@@ -74,12 +75,15 @@ class ChopKind:
         present = frozenset(ctx.present(a.store, ids, index.digest))
         return Facts(fields, _Seen(index, present, frozenset(ids - present), (key, record)))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: ChopAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[ChopAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[ChopAction, _Seen | None]:
+        a = task.action
+        seen = facts.data
         target = f"store '{a.store}'"
         if seen.missing is None:
-            return Action(task, Verb.NOOP, "store holds every chunk (recorded)", target, facts)
+            why = "store holds every chunk (recorded)"
+            return Action(task, Verb.NOOP, why, target, facts, detail=None)
         travel = Travel(
             total=Amount(len(seen.index.unique_ids()), seen.index.length),
             upload=StoreAmount(
@@ -110,9 +114,11 @@ class ChopKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: ChopAction = action.task.action  # type: ignore[assignment]
-        seen: _Seen | None = action.detail
+    def apply(
+        self, action: Action[ChopAction, _Seen | None], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
         if seen is None:
             return TaskResult(action.task, Status.OK, action.reason)
         key, record = seen.record
@@ -134,3 +140,7 @@ class ChopKind:
         stats["bytes-stored"] = result.bytes_stored
         msg = f"stored {chunks(result.chunks_stored)} in '{a.store}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[ChopAction, _Seen, _Seen | None] = ChopKind()

@@ -30,10 +30,10 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.assemble.execute import SeedInvalid
-from desync_decl.assemble.plan import AssemblyPlan, Source
+from desync_decl.assemble.plan import AssemblyPlan, Source, Tally
 from desync_decl.assemble.seeds import Seed
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
@@ -43,7 +43,7 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, seeding
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
     fetched_words,
@@ -86,8 +86,8 @@ class ExtractKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = True
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: ExtractAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[ExtractAction], resolver: Resolver) -> Resources:
+        a = task.action
         if a.index is None:  # state absent
             return Resources(writes=frozenset({location_key(str(a.path))}))
         reads = {location_key(a.index)} | store_keys(resolver, a.stores)
@@ -99,8 +99,8 @@ class ExtractKind:
             writes=frozenset({location_key(str(a.path))}),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: ExtractAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[ExtractAction], ctx: Context) -> Facts[_Seen | absent.Standing]:
+        a = task.action
         if a.state == "absent":
             return absent.look(a.path, keeps="file")
         wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
@@ -234,11 +234,13 @@ class ExtractKind:
             return "converged", right, None, None
         return "differs", right, check if in_place else None, None
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: ExtractAction = task.action  # type: ignore[assignment]
-        if a.state == "absent":
-            return absent.plan(task, facts, a.path)
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[ExtractAction], facts: Facts[_Seen | absent.Standing], ctx: Context
+    ) -> Action[ExtractAction, _Seen | absent.Standing]:
+        a = task.action
+        seen = facts.data
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.plan(task, facts, seen, a.path)
         target = str(a.path)
         changes = seen.wanted.changes(seen.st)
         if seen.plan is None and not changes:
@@ -250,6 +252,7 @@ class ExtractKind:
             reason = ", ".join(f"{k} {now} -> {want}" for k, now, want in changes)
             return Action(task, Verb.UPDATE, reason, target, facts, diff=diff, detail=seen)
         travel = self._travel(a, ctx, seen.plan)
+        assert a.index is not None  # the schema requires it unless absent
         refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
@@ -297,17 +300,17 @@ class ExtractKind:
             missing=missing,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: ExtractAction = action.task.action  # type: ignore[assignment]
+    def apply(
+        self,
+        action: Action[ExtractAction, _Seen | absent.Standing],
+        ctx: Context,
+        progress: Progress,
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.apply(action, seen, a.path, lambda: ctx.state.forget_file(a.path))
         warnings: list[str] = []
-        if a.state == "absent":
-            if action.verb.changes:
-                absent.remove(a.path, action.detail)
-            with after_change(warnings, a.path):
-                ctx.state.forget_file(a.path)
-            status = Status.CHANGED if action.verb.changes else Status.OK
-            return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
-        seen: _Seen = action.detail
         digest = seen.digest
         if not action.verb.changes:
             if seen.content != "recorded" and _is_file(seen.st):
@@ -323,11 +326,13 @@ class ExtractKind:
             return TaskResult(action.task, Status.CHANGED, action.reason, warnings=tuple(warnings))
         stats = self._extract(a, ctx, seen, digest, progress, warnings)
         done = "chunked again" if a.invalid_seeds == "regenerate" else "left out"
-        for problem in stats.get("seed-problems") or ():  # plan trusted a record that lied
+        problems = stats.get("seed-problems") or []
+        assert isinstance(problems, list)
+        for problem in problems:  # plan trusted a record that lied
             warnings.append(f"{problem}; the seed was {done} and the extraction planned again")
         msg = (
             f"extracted{why_words(action)}:"
-            f" {fetched_words(ctx, a.stores, int(stats['bytes-from-store']))},"
+            f" {fetched_words(ctx, a.stores, _count(stats, 'bytes-from-store'))},"
             f" {human_bytes(_from_seeds(stats))} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats, warnings=tuple(warnings))
@@ -402,7 +407,7 @@ class ExtractKind:
         return stats
 
 
-def _pinned(a: ExtractAction, ctx: Context, pin: str, wanted: files.Wanted) -> Facts | None:
+def _pinned(a: ExtractAction, ctx: Context, pin: str, wanted: files.Wanted) -> Facts[_Seen] | None:
     """Converged without reading the index: the target's matching record names the
     pinned digest and its attributes are as wanted (None: look the usual way)."""
     with (
@@ -438,9 +443,14 @@ def _seed_note(file: Path, problem: SeedInvalid, policy: InvalidSeeds) -> str:
 
 def _from_seeds(stats: dict[str, object]) -> int:
     """Bytes apply took from seeds, copied or cloned."""
-    copied, cloned = stats["bytes-copied-from-seeds"], stats["bytes-cloned-from-seeds"]
-    assert isinstance(copied, int) and isinstance(cloned, int)
-    return copied + cloned
+    return _count(stats, "bytes-copied-from-seeds") + _count(stats, "bytes-cloned-from-seeds")
+
+
+def _count(stats: dict[str, object], key: str) -> int:
+    """A count of ``ExtractResult.stats``."""
+    value = stats[key]
+    assert isinstance(value, int)
+    return value
 
 
 def _is_file(st: os.stat_result | None) -> bool:
@@ -460,8 +470,8 @@ def _target_fields(st: os.stat_result | None) -> dict[str, object]:
     }
 
 
-def _amount(tally: object) -> Amount:
-    return Amount(tally.chunks, tally.bytes)  # type: ignore[attr-defined]
+def _amount(tally: Tally) -> Amount:
+    return Amount(tally.chunks, tally.bytes)
 
 
 def _diff(target: str, seen: _Seen, index: Index, changes: list[tuple[str, str, str]]) -> Diff:
@@ -483,3 +493,7 @@ def _diff(target: str, seen: _Seen, index: Index, changes: list[tuple[str, str, 
         before["size"] = str(seen.st.st_size)
     after["size"] = str(index.length)
     return Diff(target, before, after)
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[ExtractAction, _Seen | absent.Standing, _Seen | absent.Standing] = ExtractKind()

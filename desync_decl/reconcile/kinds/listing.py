@@ -17,10 +17,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from desync_decl.formats.catar.decoder import Node
 from desync_decl.formats.index import Index
 from desync_decl.ops.mtree import mtree, mtree_dir
-from desync_decl.ops.untar import catar_decoder
 from desync_decl.stores.base import Store
 
 Fields = dict[str, str]
@@ -47,16 +45,6 @@ def archive_listing(index: Index, store: Store, *, concurrency: int) -> Listing:
 
 def tree_listing(root: str | os.PathLike, index: Index) -> Listing:
     return parse(mtree_dir(root, flags=index.flags, digest=index.digest))
-
-
-def archive_types(index: Index, store: Store, *, concurrency: int) -> dict[bytes, int]:
-    """Relative path (``b"."`` for the root) -> file type of every archive entry;
-    payloads are skipped, not hashed."""
-    out: dict[bytes, int] = {}
-    for ev in catar_decoder(index, store, source="archive", concurrency=concurrency):
-        if isinstance(ev, Node):
-            out[b"/".join(ev.path) if ev.path else b"."] = ev.entry.mode & 0o170000
-    return out
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import glob
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
@@ -28,7 +28,7 @@ from desync_decl.manifest.convert import is_url
 from desync_decl.ops.prune import check_ages_known, describe_age, keep_set, prune
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
 from desync_decl.reconcile.model import (
     Action,
     Deletion,
@@ -55,8 +55,8 @@ class PruneKind:
     supports_check: ClassVar[bool] = True  # observe and plan only read; apply never runs
     supports_diff: ClassVar[bool] = True
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: PruneAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[PruneAction], resolver: Resolver) -> Resources:
+        a = task.action
         urls = frozenset(location_key(k) for k in a.keep if is_url(k))
         return Resources(
             reads=urls,
@@ -64,8 +64,8 @@ class PruneKind:
             patterns=frozenset(location_key(k) for k in a.keep if not is_url(k)),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: PruneAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[PruneAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         locations = kept_indexes(ctx, a.keep)
         indexes = {loc: ctx.read_index(loc)[0] for loc in locations}
         keep = keep_set(indexes.values())
@@ -78,7 +78,8 @@ class PruneKind:
         store = ctx.resolver.prune_store(a.store, ctx.digest)
         check_ages_known(store, a.min_age)
         cutoff = time.time() - a.min_age
-        listed, young = set(), set()
+        listed: set[ChunkID] = set()
+        young: set[ChunkID] = set()
         for id, mtime in store.chunk_ages():
             if ctx.overlay.chunk(a.store, id) is False:
                 continue  # an earlier task of this run deletes it
@@ -94,9 +95,11 @@ class PruneKind:
         }
         return Facts(fields, _Seen(frozenset(keep), delete, len(young - keep)))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: PruneAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[PruneAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[PruneAction, _Seen]:
+        a = task.action
+        seen = facts.data
         target = f"store '{a.store}'"
         kept = f"{len(seen.keep)} kept"
         if seen.young:
@@ -119,9 +122,11 @@ class PruneKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: PruneAction = action.task.action  # type: ignore[assignment]
-        seen: _Seen = action.detail
+    def apply(
+        self, action: Action[PruneAction, _Seen], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
         if not action.verb.changes:
             return TaskResult(action.task, Status.OK, action.reason)
         store = ctx.resolver.prune_store(a.store, ctx.digest)
@@ -165,3 +170,7 @@ def _ids_digest(ids: frozenset[ChunkID]) -> str:
     for id in sorted(ids):
         h.update(id)
     return f"sha256:{h.hexdigest()}"
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[PruneAction, _Seen, _Seen] = PruneKind()

@@ -88,9 +88,9 @@ def task_seeds(
         declared = [s for s in declared if s not in naming_target]
     out = open_task_seeds(ctx, declared, target)
     if looked is None:
-        for seed in naming_target:
+        for named in naming_target:
             why = "in place its data is kept where it lies" if a.in_place else "not a regular file"
-            out.notes.append(f"seed {seed.file} is the target itself, not used: {why}")
+            out.notes.append(f"seed {named.file} is the target itself, not used: {why}")
     else:
         seed, how = _target_seed(ctx, a.path, target, looked, naming_target)
         out.seeds.insert(0, seed)

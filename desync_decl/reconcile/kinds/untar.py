@@ -9,8 +9,9 @@ the tree holds in place, what each seed directory holds, and what is fetched
 from which store; where the archive can be listed (every chunk here, or with
 ``--verify``, which fetches the rest) the tree is compared entry by entry
 (``listing.py``), and differences the task does not restore are no change.
-Apply lists the archive's entry types, deletes what is in the way of an entry
-of another type (and extras, with ``delete_extra``), runs ``ops.untar`` with
+Apply deletes what is in the way of an entry of another type (and extras, with
+``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
+does, runs ``ops.untar`` with
 the tree and seeds ahead of the stores (chunks fetched once) and records it.
 """
 
@@ -22,28 +23,24 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
 from desync_decl.archive.seed import TreeSeed, tree_seed
+from desync_decl.archive.tree_walk import NotADirectory
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, UntarAction
-from desync_decl.ops.untar import untar
+from desync_decl.ops.untar import Clearing, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
-from desync_decl.reconcile.kinds.base import Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
-from desync_decl.reconcile.kinds.trees import (
-    NotADirectory,
-    clear,
-    fingerprint,
-    repeated,
-    tree_index,
-)
+from desync_decl.reconcile.kinds.trees import fingerprint, repeated, tree_index
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -93,8 +90,8 @@ class UntarKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = True
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: UntarAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[UntarAction], resolver: Resolver) -> Resources:
+        a = task.action
         if a.index is None:  # state absent
             return Resources(writes=frozenset({location_key(str(a.path))}))
         reads = {location_key(a.index)} | store_keys(resolver, a.stores)
@@ -106,8 +103,8 @@ class UntarKind:
             patterns=frozenset(f"file:{glob.escape(str(s))}/*" for s in a.seeds),
         )
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: UntarAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[UntarAction], ctx: Context) -> Facts[_Seen | absent.Standing]:
+        a = task.action
         if a.state == "absent":
             return absent.look(a.path, keeps="directory")
         record, tree = None, None
@@ -115,7 +112,7 @@ class UntarKind:
             tree = _target(a.path)
             record = self._matching(a, ctx, tree)
             if record is not None and record.get("index") == a.pin:
-                fields = {"index": a.pin, "target": tree}
+                fields: dict[str, object] = {"index": a.pin, "target": tree}
                 return Facts(fields, _Seen(None, a.pin, tree, "recorded"))
         assert a.index is not None  # the schema requires it unless absent
         index, _ = ctx.read_index(a.index)
@@ -136,7 +133,7 @@ class UntarKind:
         seeds, fields["seeds"], notes = _seeds(a)  # read only when the tree may change
         return Facts(fields, self._look(a, ctx, index, tree, content, holds, seeds, notes))
 
-    def _matching(self, a: UntarAction, ctx: Context, tree: str | None) -> dict | None:
+    def _matching(self, a: UntarAction, ctx: Context, tree: str | None) -> dict[str, object] | None:
         """The tree's record if it still describes the tree as it is (never under
         --verify, never for an absent tree)."""
         if tree is None or ctx.verify:
@@ -175,7 +172,9 @@ class UntarKind:
             ids(s).unique_ids() for s in seeds
         ]
         travel, right = self._travel(a, ctx, index, have is not None, seeds, sets)
-        listed, local, spool = None, (), None
+        listed: _Listed | None = None
+        local: tuple[TreeSeed, ...] = ()
+        spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
         if content == "differs" and (ctx.verify or not fetch):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
@@ -263,17 +262,19 @@ class UntarKind:
         )
         return _Listed(changes, archive, tree), local, spool
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: UntarAction = task.action  # type: ignore[assignment]
-        if a.state == "absent":
-            return absent.plan(task, facts, a.path)
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[UntarAction], facts: Facts[_Seen | absent.Standing], ctx: Context
+    ) -> Action[UntarAction, _Seen | absent.Standing]:
+        a = task.action
+        seen = facts.data
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.plan(task, facts, seen, a.path)
         target = str(a.path)
         if seen.content in ("recorded", "converged"):
             why = "converged (recorded)" if seen.content == "recorded" else "converged"
             return Action(task, Verb.NOOP, why, target, facts, notes=seen.notes, detail=seen)
         travel = seen.travel
-        assert travel is not None and seen.index is not None
+        assert travel is not None and seen.index is not None and a.index is not None
         refuse_missing(travel.missing, a.index)
         if seen.content == "absent":
             verb, reason = Verb.CREATE, "absent"
@@ -299,24 +300,24 @@ class UntarKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: UntarAction = action.task.action  # type: ignore[assignment]
+    def apply(
+        self,
+        action: Action[UntarAction, _Seen | absent.Standing],
+        ctx: Context,
+        progress: Progress,
+    ) -> TaskResult:
+        a = action.task.action
+        seen = action.detail
+        if isinstance(seen, absent.Standing):  # state: absent
+            return absent.apply(action, seen, a.path, lambda: ctx.state.drop(_key(a)))
         warnings: list[str] = []
-        if a.state == "absent":
-            if action.verb.changes:
-                absent.remove(a.path, action.detail)
-            with after_change(warnings, a.path):
-                ctx.state.drop(_key(a))
-            status = Status.CHANGED if action.verb.changes else Status.OK
-            return TaskResult(action.task, status, action.reason, warnings=tuple(warnings))
-        seen: _Seen = action.detail
         digest = seen.digest
         if not action.verb.changes:
             if seen.content != "recorded":
                 ctx.state.put(_key(a), _record(a, digest, seen.tree))
             return TaskResult(action.task, Status.OK, action.reason)
         index = seen.index
-        assert index is not None
+        assert index is not None and a.index is not None  # only a converged tree lacks them
         route = ctx.resolver.route(a.stores, index.digest)
         with contextlib.ExitStack() as stack:
             local = list(seen.local)
@@ -334,10 +335,10 @@ class UntarKind:
                 spool = Spool(route, keep=repeated(index))
             stack.callback(spool.close)
             store = Router([*local, spool])
-            cleared = (0, 0)
-            if seen.tree is not None:
-                types = listing.archive_types(index, store, concurrency=ctx.concurrency)
-                cleared = clear(a.path, index.flags, types, delete_extra=a.delete_extra)
+            cleared = Cleared()
+            if seen.tree is not None:  # what stands in the archive's way goes first
+                way = Clearing.EXTRA if a.delete_extra else Clearing.IN_THE_WAY
+                cleared = make_way(index, a.path, way, store=store, concurrency=ctx.concurrency)
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
                 index,
@@ -357,15 +358,15 @@ class UntarKind:
         msg = (
             f"untarred{why_words(action)}:"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
-            f" {human_bytes(int(stats['bytes-in-place']))} in place,"
-            f" {human_bytes(int(stats['bytes-from-seeds']))} from seeds"
+            f" {human_bytes(stats['bytes-in-place'])} in place,"
+            f" {human_bytes(stats['bytes-from-seeds'])} from seeds"
         )
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats, warnings=tuple(warnings))
 
 
 def _target(path: Path) -> str | None:
     """The target's fingerprint, None if it does not exist; it must be a directory,
-    reached through no symlink someone else could have planted (``trees.open_tree``)."""
+    reached through no symlink someone else could have planted (``archive.tree_walk.open_tree``)."""
     try:
         return fingerprint(path, action="untar to")
     except NotADirectory:
@@ -413,9 +414,9 @@ def _stats(
     served: list[tuple[int, int]],
     in_tree: bool,
     spool: Spool,
-    cleared: tuple[int, int],
-) -> dict[str, object]:
-    out: dict[str, object] = {
+    cleared: Cleared,
+) -> dict[str, int]:
+    out = {
         "dirs": written.dirs,
         "files": written.files,
         "symlinks": written.symlinks,
@@ -442,9 +443,13 @@ def _diff(target: str, seen: _Seen, index: Index) -> Diff:
         listed = seen.listed
         before, after = listing.diff_sides(listed.changes, listed.archive, listed.tree)
         return Diff(target, before, after)
-    before = {
+    held = {
         "absent": "absent",
         "outdated": f"index {seen.holds}",
         "differs": f"{seen.right} of {len(index)} chunks of {digest}",
     }[seen.content]
-    return Diff(target, {"content": before}, {"content": f"index {digest}"})
+    return Diff(target, {"content": held}, {"content": f"index {digest}"})
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[UntarAction, _Seen | absent.Standing, _Seen | absent.Standing] = UntarKind()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task, VerifyAction
 from desync_decl.ops.verify import BadChunk, verify_store
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Resources, store_keys
+from desync_decl.reconcile.kinds.base import Kind, Resources, store_keys
 from desync_decl.reconcile.model import (
     Action,
     Amount,
@@ -42,13 +42,13 @@ class VerifyKind:
     supports_check: ClassVar[bool] = True
     supports_diff: ClassVar[bool] = False
 
-    def resources(self, task: Task, resolver: Resolver) -> Resources:
-        a: VerifyAction = task.action  # type: ignore[assignment]
+    def resources(self, task: Task[VerifyAction], resolver: Resolver) -> Resources:
+        a = task.action
         keys = store_keys(resolver, [a.store])
         return Resources(writes=keys) if a.repair else Resources(reads=keys)
 
-    def observe(self, task: Task, ctx: Context) -> Facts:
-        a: VerifyAction = task.action  # type: ignore[assignment]
+    def observe(self, task: Task[VerifyAction], ctx: Context) -> Facts[_Seen]:
+        a = task.action
         store = ctx.resolver.prune_store(a.store, ctx.digest)
         counter = _Counter(ctx.progress)
         bad = verify_store(store, concurrency=ctx.concurrency, progress=counter)
@@ -58,9 +58,11 @@ class VerifyKind:
         }
         return Facts(fields, _Seen(tuple(bad), counter.count))
 
-    def plan(self, task: Task, facts: Facts, ctx: Context) -> Action:
-        a: VerifyAction = task.action  # type: ignore[assignment]
-        seen: _Seen = facts.data
+    def plan(
+        self, task: Task[VerifyAction], facts: Facts[_Seen], ctx: Context
+    ) -> Action[VerifyAction, _Seen]:
+        a = task.action
+        seen = facts.data
         location = ctx.resolver.location(a.store)
         travel = Travel(checked=Amount(seen.checked, 0))
         target = f"store '{a.store}'"
@@ -85,8 +87,10 @@ class VerifyKind:
             detail=seen,
         )
 
-    def apply(self, action: Action, ctx: Context, progress: Progress) -> TaskResult:
-        a: VerifyAction = action.task.action  # type: ignore[assignment]
+    def apply(
+        self, action: Action[VerifyAction, _Seen], ctx: Context, progress: Progress
+    ) -> TaskResult:
+        a = action.task.action
         if not action.verb.changes:
             return TaskResult(action.task, Status.OK, action.reason)
         store = ctx.resolver.prune_store(a.store, ctx.digest)
@@ -117,3 +121,7 @@ class _Counter:
 
     def finish(self) -> None:
         self.inner.finish()
+
+
+if TYPE_CHECKING:  # the kind's steps agree on its types (observe -> plan -> apply)
+    _typed: Kind[VerifyAction, _Seen, _Seen] = VerifyKind()
