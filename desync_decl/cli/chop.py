@@ -10,8 +10,7 @@ from desync_decl.ops.chop import chop
 from desync_decl.stores.store_lock import writing
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chop", help="store the chunks of a file that an index describes")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("file", help="the file the index was made from")
     common.add_store_args(p, required=True, many=False)

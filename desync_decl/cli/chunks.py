@@ -15,18 +15,19 @@ from desync_decl.ops.source import open_source
 from desync_decl.stores.local import LocalStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list-chunks", help="print each chunk id of an index, in order")
+def list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.set_defaults(func=run_list)
 
-    p = sub.add_parser("inspect-chunks", help="chunk ids with their plain and stored sizes (JSON)")
+
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("output", nargs="?", help="file to write (default stdout)")
     common.add_store_args(p, required=False, many=False)
     p.set_defaults(func=run_inspect)
 
-    p = sub.add_parser("chunk", help="print the chunk boundaries of a file; stores nothing")
+
+def chunk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument(
         "-S",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from desync_decl.chunker import ChunkSizes
 from desync_decl.cli.console import Console
+from desync_decl.cli.opened import opened
 from desync_decl.config import Config
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
@@ -159,18 +160,6 @@ def chunk_sizes(args: argparse.Namespace) -> ChunkSizes:
 def store_locations(values: list[str]) -> list[str]:
     """desync's list flags: repeatable and comma-separated."""
     return [loc for v in values for loc in v.split(",") if loc]
-
-
-def opened(args: argparse.Namespace, store: Store) -> Store:
-    """Remember a store so that ``main`` closes it when the verb is done (connections,
-    ssh sessions and server processes must not outlive the command)."""
-    args.__dict__.setdefault("_opened", []).append(store)
-    return store
-
-
-def close_opened(args: argparse.Namespace) -> None:
-    for store in reversed(args.__dict__.pop("_opened", [])):
-        store.close()
 
 
 def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:

@@ -24,8 +24,7 @@ _LABELS = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show what an index holds (and what the stores have)")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)

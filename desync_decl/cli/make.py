@@ -15,8 +15,7 @@ from desync_decl.ops.make import make
 from desync_decl.stores.store_lock import writing
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make", help="chunk a file, store its chunks, write its index")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file to write (- for stdout)")
     p.add_argument("file", help="file or block device to chunk")
     common.add_store_args(p, required=False, many=False)

@@ -25,11 +25,7 @@ from desync_decl.server import storefile
 from desync_decl.stores.base import Store
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "mount-index",
-        help="FUSE-mount a blob index as a read-only file, a .caidx as its tree (until unmounted)",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file or index-store URL (- for stdin)")
     p.add_argument("mountpoint", help="directory to mount on")
     common.add_reloadable_store_args(p)

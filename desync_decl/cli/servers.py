@@ -24,6 +24,7 @@ from typing import TextIO
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
+from desync_decl.cli.opened import close_opened
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.digest import Digest
@@ -38,13 +39,7 @@ from desync_decl.stores.options import StoreOptions
 from desync_decl.units import parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_chunk_server(sub)
-    _register_index_server(sub)
-
-
-def _register_chunk_server(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chunk-server", help="serve chunk stores over HTTP(S) (desync protocol)")
+def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_reloadable_store_args(p)
     _add_server_args(p)
     p.add_argument(
@@ -71,8 +66,7 @@ def _register_chunk_server(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_chunk_server)
 
 
-def _register_index_server(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index-server", help="serve an index store over HTTP(S) (desync protocol)")
+def index_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_store_args(p, required=True, many=False)
     _add_server_args(p)
     p.add_argument(
@@ -175,7 +169,7 @@ def _upstream_opener(
         try:
             store = common.open_stores(view, digest)
         except BaseException:
-            common.close_opened(view)  # those opened before the one that failed
+            close_opened(view)  # those opened before the one that failed
             raise
         if args.writable and not isinstance(store, WriteStore):
             store.close()

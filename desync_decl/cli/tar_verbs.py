@@ -29,12 +29,6 @@ _TIME_BITS = (
 ) | features.WITH_2SEC_TIME
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_tar(sub)
-    _register_untar(sub)
-    _register_mtree(sub)
-
-
 def _index_args(p: argparse.ArgumentParser, help: str, *, reading: bool) -> None:
     """-i and the store flags: one writable store, or stores and a cache to read."""
     p.add_argument("-i", "--index", action="store_true", help=help)
@@ -44,8 +38,7 @@ def _index_args(p: argparse.ArgumentParser, help: str, *, reading: bool) -> None
     common.add_concurrency_arg(p)
 
 
-def _register_tar(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tar", help="archive a directory as a catar, or chunk it into a caidx")
+def tar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", metavar="catar|index", help="archive or index to write (- = stdout)")
     p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
     _index_args(p, "write a caidx, chunks into -s", reading=False)
@@ -154,8 +147,7 @@ def _output(path: str, console: Console) -> Iterator[BinaryIO]:
         raise file_error(path, e, "write") from None  # e.g. a full disk: name the output
 
 
-def _register_untar(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("untar", help="extract a catar or caidx into a directory (or a tar)")
+def untar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", metavar="catar|index", help="archive, or index with -i (- = stdin)")
     p.add_argument("target", help="directory to extract into (- = stdout for gnu-tar)")
     _index_args(p, "the archive is a caidx (needs -s)", reading=True)
@@ -223,8 +215,7 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, objec
         yield f, None
 
 
-def _register_mtree(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mtree", help="list a catar, caidx or directory in mtree format")
+def mtree_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", metavar="catar|index|dir", help="what to list")
     _index_args(p, "the input is a caidx (needs -s)", reading=True)
     _feature_args(p)  # a directory is listed as `tar` with these features would store it
