@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import sys
@@ -173,12 +174,28 @@ _M_MMAP_THRESHOLD = -3
 
 
 def main(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
+    """Run one command line; its exit status. Without ``argv`` this is the program
+    itself (``desync-decl``, ``python -m desync_decl``): the process ends next."""
+    program = argv is None
     console = console or Console()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(verb_of(argv)).parse_args(argv)
     _keep_chunk_buffers_off_mmap()
     with _logging_to(console, debug=args.debug):
-        return _run(args, console)
+        status = _run(args, console)
+    if program:
+        _spare_the_last_collection()
+    return status
+
+
+def _spare_the_last_collection() -> None:
+    """Put every object in the collector's permanent generation: the interpreter's
+    last collection at exit then skips them all. With a verb's modules loaded that
+    collection took ~10 ms of every command (measured: 13 ms from the end of main to
+    the end of the process, 4 ms with this). Only when the process ends next: frozen
+    cycles are never collected.
+    """
+    gc.freeze()
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
