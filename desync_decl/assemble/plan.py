@@ -154,7 +154,7 @@ def plan_assembly(
         for k, finder in enumerate(finders):
             run = finder.longest_run(walk, i)
             if run is not None and (best is None or run.length > best.length):
-                best = walk.segment(Source.SEED, i, run.count, k, finder.start(run.seed_first))
+                best = walk.segment(Source.SEED, i, run.chunks, k, finder.start(run.seed_first))
         if best is not None:
             segments.append(best)
             i += best.count
@@ -217,7 +217,7 @@ class _Walk:
 
 
 class _Run(NamedTuple):
-    count: int  # chunks
+    chunks: int  # how many (``count`` would hide tuple.count)
     length: int  # bytes
     seed_first: int  # position of the run's first chunk in the seed's index
 

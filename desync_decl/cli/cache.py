@@ -6,7 +6,6 @@ import argparse
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.cli.opened import opened
 from desync_decl.errors import DesyncError
 from desync_decl.ops.cache import fill_cache
 from desync_decl.stores.store_lock import writing
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     ids = set().union(*(i.unique_ids() for i in indexes)) - common.ignored_ids(args)
     source = common.open_stores(args, digest, with_cache=False)
     # closed when the verb ends: that releases the store lock the copy takes
-    target = opened(args, common.opener(args, digest).chunk_store(args.cache, create=True))
+    target = common.open_writable_store(args, digest, args.cache)
     with writing(target, common.lock_patience(args, console)):  # the store's lock, waited for
         result = fill_cache(
             ids, source, target, concurrency=args.concurrency, progress=console.progress()

@@ -22,7 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = common.open_single_store(args, index.digest, create=True)
+    store = common.open_single_writable_store(args, index.digest)
     ignore = common.ignored_ids(args)
     with writing(store, common.lock_patience(args, console)):  # the store's lock, waited for
         chop(
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             args.file,
             store,
             ignore=ignore,
-            concurrency=args.concurrency,  # type: ignore[arg-type]
+            concurrency=args.concurrency,
             progress=console.progress(),
         )
     return 0

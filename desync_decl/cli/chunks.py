@@ -49,11 +49,12 @@ def run_list(args: argparse.Namespace, console: Console) -> int:
 
 def run_inspect(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = None
+    store: LocalStore | None = None
     if args.store:
-        store = common.open_single_store(args, index.digest)
-        if not isinstance(store, LocalStore):
-            raise DesyncError(f"inspect-chunks needs a local store, not {store}")
+        given = common.open_single_store(args, index.digest)
+        if not isinstance(given, LocalStore):
+            raise DesyncError(f"inspect-chunks needs a local store, not {given}")
+        store = given
     rows = []
     for c in index:
         row: dict[str, object] = {"id": c.id.hex(), "uncompressed_size": c.size}

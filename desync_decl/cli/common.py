@@ -16,7 +16,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
 from desync_decl.formats.digest import ChunkID, Digest, parse_id
 from desync_decl.formats.index import Index
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, WriteStore
 from desync_decl.stores.compose import Cache, single_or_router
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
@@ -168,7 +168,7 @@ def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = 
     store = single_or_router(open_store_list(args, digest))
     cache = getattr(args, "cache", None) if with_cache else None
     if cache:
-        cache_store = opened(args, opener(args, digest).chunk_store(cache, create=True))
+        cache_store = open_writable_store(args, digest, cache)
         if getattr(args, "cache_max_size", None):
             cache_store = SizeLimited(cache_store, args.cache_max_size)
         return Cache(store, cache_store, repair=args.cache_repair)
@@ -184,11 +184,28 @@ def open_store_list(args: argparse.Namespace, digest: Digest) -> list[Store]:
     return [opened(args, make.chunk_store(loc)) for loc in locations]
 
 
-def open_single_store(args: argparse.Namespace, digest: Digest, *, create: bool = False) -> Store:
+def open_single_store(args: argparse.Namespace, digest: Digest) -> Store:
+    """The one ``-s`` store, to read."""
+    return opened(args, opener(args, digest).chunk_store(_single_location(args)))
+
+
+def open_single_writable_store(args: argparse.Namespace, digest: Digest) -> WriteStore:
+    """The one ``-s`` store, to write to (a missing local store is created)."""
+    return open_writable_store(args, digest, _single_location(args))
+
+
+def open_writable_store(args: argparse.Namespace, digest: Digest, location: str) -> WriteStore:
+    """The store at ``location``, to write to (a missing local store is created)."""
+    store = opener(args, digest).chunk_store(location, create=True)
+    assert isinstance(store, WriteStore)  # chunk_store(create=True) refuses any other
+    return opened(args, store)
+
+
+def _single_location(args: argparse.Namespace) -> str:
     locations = store_locations(args.store)
     if len(locations) != 1:
         raise DesyncError("exactly one store (-s) is needed")
-    return opened(args, opener(args, digest).chunk_store(locations[0], create=create))
+    return locations[0]
 
 
 def parse_duration(text: str) -> float:

@@ -15,7 +15,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from desync_decl import __version__
 from desync_decl.cli.console import Console
@@ -103,7 +103,7 @@ _GLOBAL_VALUE_FLAGS = ("--digest", "--config")
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit status 1, like every other error."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(1, f"{self.prog}: error: {escape_line(message)}\n")
 
 

@@ -35,14 +35,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
-    store = common.open_single_store(args, digest, create=True) if args.store else None
+    store = common.open_single_writable_store(args, digest) if args.store else None
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
         result = make(
             args.file,
             sizes=sizes,
             digest=digest,
-            store=store,  # type: ignore[arg-type]
+            store=store,
             concurrency=args.concurrency,
             blob_digest=args.blob_digest,
             progress=console.progress(),

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         cor = CopyOnReadOptions(
             args.cor_file, args.cor_state_save, args.cor_state_init, args.cor_init_n
         )
+    store: Store
+    reload: Callable[[], None] | None
     if args.store_file:
         store, reload = _from_store_file(args, index.digest, console)
     else:

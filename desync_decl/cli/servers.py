@@ -19,7 +19,7 @@ import contextlib
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from desync_decl.cli import common
@@ -246,7 +246,8 @@ def _serve(
             for listener in listeners:
                 console.note(f"{what}: listening on {listener.url}")
             while signal.sigwait(signals) == signal.SIGHUP:
-                reload()  # type: ignore[misc]
+                assert reload is not None  # SIGHUP is among the signals only with a reload
+                reload()
         finally:
             for listener in listeners:
                 listener.close()
@@ -257,7 +258,7 @@ def _serve(
 def _authorization(args: argparse.Namespace) -> str | None:
     """The value clients must send, from the command line, the environment or a file."""
     if not args.authorization_file:
-        return args.authorization  # type: ignore[no-any-return]
+        return args.authorization
     path = args.authorization_file
     try:
         with open(path, "rb") as f:
@@ -284,7 +285,7 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 @contextlib.contextmanager
-def _access_log(target: str | None, console: Console):  # type: ignore[no-untyped-def]
+def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessLog | None]:
     if target is None:
         yield None
         return

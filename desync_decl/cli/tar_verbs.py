@@ -22,6 +22,7 @@ from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import untar, untar_to_tar
+from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
 
 _TIME_BITS = (
@@ -100,12 +101,12 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
     if args.index:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
-        store = common.open_single_store(args, common.digest_arg(args), create=True)
+        store = common.open_single_writable_store(args, common.digest_arg(args))
         # the index is published under the store's lock (store_lock)
         with writing(store, common.lock_patience(args, console)):
             result = tar_index(
                 what,
-                store,  # type: ignore[arg-type]
+                store,
                 sizes=common.chunk_sizes(args),
                 concurrency=args.concurrency,
                 progress=console.progress(),
@@ -196,7 +197,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
 
 
 @contextlib.contextmanager
-def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, object]]:
+def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store | None]]:
     """The catar file (or stdin), or with -i the index and its stores."""
     if args.index:
         if not args.store:
