@@ -98,3 +98,26 @@ def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
         modules = imported(tmp_path, *argv)
         assert packages(modules, (*BACKEND_LIBRARIES, *MANIFEST_LIBRARIES)) == set(), argv
     assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+
+
+def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
+    (tmp_path / "blob").write_bytes(bytes(range(256)) * 1024)
+    (tmp_path / "m.yaml").write_text(
+        textwrap.dedent(
+            """
+            version: 1
+            stores:
+              local: {url: store}
+            tasks:
+              - name: chunk
+                make: {source: blob, index: blob.caibx, store: local}
+              - name: copy
+                extract: {index: blob.caibx, path: copy, stores: [local]}
+            """
+        )
+    )
+    argv = ("apply", "--state-dir", tmp_path / "state", tmp_path / "m.yaml")
+    for _ in range(2):  # changed, then converged
+        modules = imported(tmp_path, *argv)
+        assert packages(modules, BACKEND_LIBRARIES) == set()
+    assert (tmp_path / "copy").read_bytes() == (tmp_path / "blob").read_bytes()
