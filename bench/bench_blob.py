@@ -13,11 +13,14 @@ Both tools run in the same invocation, their runs interleaved (alternating
 which goes first), so that drift in the machine's speed affects both alike.
 Every ``make`` writes a new store directory and every ``extract`` a removed
 output file, each after a ``sync``; inputs are read once beforehand (hashed),
-so they are in the page cache. The tables go to stdout and to
-``bench/results.md``. ``--snapshot`` freezes the desync_decl code measured
+so they are in the page cache. Every command is a fresh process, as a user
+runs it: start-up counts (casync's is a few ms). The tables go to stdout and to
+``bench/results.md``, as the section of this input size and settle choice (the
+other sections stay). ``--snapshot`` freezes the desync_decl code measured
 while others edit the tree.
 
     python bench/bench_blob.py                      # 1 GiB inputs, 3 runs
+    python bench/bench_blob.py --size 256M --settle 0  # 256 MiB, right after another run
     python bench/bench_blob.py --size 64M --runs 1  # quick check
 """
 
@@ -39,7 +42,13 @@ STORE_POLICY = {
     True: "the store is removed right before each run (`--rm-between-runs`).",
 }
 RESULTS_MD = bl.REPO / "bench" / "results.md"
-TITLE = "desync-decl vs casync, blob mode"
+RESULTS_HEAD = """# desync-decl vs casync, blob mode
+
+One section per input size, with and without the ext4 settle wait; a run replaces
+the section of its size and settle choice and keeps the others. The sections here
+come from runs like `python bench/bench_blob.py --snapshot --size 256M --runs 5`
+(add `--settle 0` right after another run for the unsettled figures).
+"""
 
 CHUNKER_SCRIPT = textwrap.dedent(
     """
@@ -219,10 +228,18 @@ def correctness(bench: Bench) -> str:
     return checked + ". MISMATCHES:\n\n" + "\n".join(f"* {p}" for p in bench.problems)
 
 
+def heading(args: argparse.Namespace) -> str:
+    """The results.md section this run replaces: one per input size and settle choice."""
+    wait = "no settle wait (`--settle 0`)" if args.settle == 0 else "after the settle wait"
+    return f"{bl.size_label(args.size)} inputs, {wait}"
+
+
 def report(bench: Bench, args: argparse.Namespace, command: str) -> str:
-    """The full Markdown report."""
+    """The report of this run: a section of results.md."""
+    head = bl.report_head(heading(args), bench, args, command)
     parts = [
-        *bl.report_head(f"{TITLE} ({bl.size_label(args.size)} inputs)", bench, args, command),
+        *head[1:],  # its heading is the section's
+        f"* {bl.settle_note(args.settle, bench.since_removal)}",
         bl.interleaved_note(
             "Inputs are warm in the page cache. Make: "
             + STORE_POLICY[args.rm_between_runs]
@@ -279,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
                 bench.run_extract(dataset, src, digest)
             if "chunker" in ops and dataset == "rand":
                 bench.run_chunker(src)
-    bl.write_report(report(bench, args, bl.command_line()), RESULTS_MD)
+    text = report(bench, args, bl.command_line())
+    bl.write_section(RESULTS_MD, RESULTS_HEAD, heading(args), text)
     return 1 if bench.problems else 0
 
 

@@ -9,6 +9,7 @@ settle wait and the ``--snapshot`` copy of the package.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime
 import fcntl
@@ -202,6 +203,7 @@ class BenchBase:
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.version = git_revision()  # of desync-decl, as measured
+        self.since_removal: float | None = None  # s from the last removal of stores to timing
 
     def cell(self, operation: str, dataset: str, tool: str, nbytes: int) -> Result:
         """A new result cell, registered in table order."""
@@ -553,13 +555,47 @@ def remove_leftovers(workdir: Path, paths: Iterable[Path]) -> None:
         (workdir / SETTLE_MARK).touch()
 
 
-def wait_settled(workdir: Path, settle: float) -> None:
-    """Sleep until ``settle`` seconds have passed since stores were last removed here."""
+def wait_settled(workdir: Path, settle: float) -> float | None:
+    """Sleep until ``settle`` seconds have passed since stores were last removed here;
+    how many seconds ago that was when the wait ended (None: no removal recorded)."""
     mark = workdir / SETTLE_MARK
-    left = settle - (time.time() - mark.stat().st_mtime) if mark.exists() else 0.0
+    if not mark.exists():
+        return None
+    left = settle - (time.time() - mark.stat().st_mtime)
     if left > 0:
         log(f"stores were removed recently: waiting {left:.0f} s for ext4 to settle")
         time.sleep(left)
+    return time.time() - mark.stat().st_mtime
+
+
+def settle_note(settle: float, since_removal: float | None) -> str:
+    """The bullet that says how long after the last removal of stores timing started."""
+    when = (
+        "with no earlier removal of stores recorded in this work dir"
+        if since_removal is None
+        else f"{since_removal:.0f} s after this work dir's stores were last removed"
+    )
+    return f"Timing started {when} (`--settle {settle:g}`; {EXT4_SETTLE})"
+
+
+def compile_package(workdir: Path) -> str:
+    """Byte-compile the desync_decl that the benchmarked commands import; where it is.
+
+    An installed package is compiled (pip does it); without the .pyc files, and with
+    PYTHONDONTWRITEBYTECODE set, every command would compile ~200 modules from
+    source again (~0.1 s of each process's start-up). A fresh ``--snapshot`` has none.
+    """
+    where = subprocess.run(
+        [sys.executable, "-c", "import desync_decl; print(desync_decl.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=workdir,
+    ).stdout.strip()
+    package = Path(where).parent
+    if not compileall.compile_dir(package, quiet=1):
+        raise BenchError(f"cannot byte-compile {package}")
+    return str(package)
 
 
 def take_snapshot(workdir: Path) -> str:
@@ -577,16 +613,10 @@ def take_snapshot(workdir: Path) -> str:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(dest), os.environ.get("PYTHONPATH", "")) if p
     )
-    where = subprocess.run(
-        [sys.executable, "-c", "import desync_decl; print(desync_decl.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=workdir,
-    ).stdout.strip()
+    where = compile_package(workdir)
     if not where.startswith(str(dest)):
         raise BenchError(f"the snapshot is not used: desync_decl imports from {where}")
-    return str(Path(where).parent)
+    return where
 
 
 def note_version(bench: BenchBase, revision: str, snapshot: str | None) -> None:
@@ -637,8 +667,11 @@ def session(
     measurements the interference, the ``sync`` times and the version measured.
     """
     clean()  # what an interrupted earlier invocation left
-    wait_settled(args.workdir, args.settle)
+    since_removal = wait_settled(args.workdir, args.settle)
     snapshot = take_snapshot(args.workdir) if args.snapshot else None
+    if snapshot is None:
+        compile_package(args.workdir)
+    bench.since_removal = since_removal
     bench.note_load("start")
     try:
         yield
@@ -659,3 +692,25 @@ def write_report(text: str, path: Path) -> None:
     print(text)
     path.write_text(text)
     log(f"written {path}")
+
+
+def write_section(path: Path, head: str, heading: str, text: str) -> None:
+    """Print ``text`` and put it in ``path`` as the section ``## heading``, replacing the
+    section of that name and keeping the others (in heading order) under ``head``."""
+    print(text)
+    sections: dict[str, str] = {}
+    if path.exists():
+        for part in re.split(r"^## ", path.read_text(), flags=re.M)[1:]:
+            name, _, body = part.partition("\n")
+            sections[name] = body
+    sections[heading] = "\n" + text.lstrip("\n")
+    body = "".join(f"## {name}\n{sections[name]}" for name in sorted(sections, key=_section_order))
+    path.write_text(head.rstrip("\n") + "\n\n" + body)
+    log(f"written {path} (section: {heading})")
+
+
+def _section_order(heading: str) -> tuple[int, str]:
+    """Sections by input size (the number of bytes their heading starts with), then name."""
+    match = re.match(r"(\d+)([KMG]i)B", heading)
+    size = int(match.group(1)) << {"Ki": 10, "Mi": 20, "Gi": 30}[match.group(2)] if match else 0
+    return size, heading

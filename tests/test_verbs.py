@@ -387,14 +387,16 @@ def test_a_seed_index_with_other_chunk_ids_is_refused_by_name(cli, tmp_path, blo
 def test_every_verb_is_found_in_the_module_the_lazy_table_names():
     import argparse
 
-    from desync_decl.cli.main import VERB_MODULES, build_parser, verb_of
+    from desync_decl.cli.main import VERBS, build_parser, verb_of
 
-    def verbs(parser: argparse.ArgumentParser) -> set[str]:
+    def verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        return set(sub.choices)
+        return dict(sub.choices)
 
-    assert verbs(build_parser()) == set(VERB_MODULES)
-    for verb in VERB_MODULES:
-        assert verb in verbs(build_parser(verb))
+    assert set(verbs(build_parser())) == set(VERBS)
+    for verb in VERBS:
+        built = verbs(build_parser(verb))
+        assert set(built) == {verb}
+        assert callable(built[verb].get_default("func")), verb
     assert verb_of(["--config", "c.json", "--digest", "sha256", "make", "-s", "x"]) == "make"
     assert verb_of(["--debug"]) is None

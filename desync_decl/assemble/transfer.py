@@ -32,7 +32,7 @@ def clone_range(src_fd: int, src_offset: int, dst_fd: int, dst_offset: int, leng
     fcntl.ioctl(dst_fd, FICLONERANGE, struct.pack("qQQQ", src_fd, src_offset, length, dst_offset))
 
 
-def can_clone(src_fd: int, dst_fd: int, target_dir: str | os.PathLike) -> bool:
+def can_clone(src_fd: int, dst_fd: int, target_dir: str | os.PathLike[str]) -> bool:
     """Whether blocks of ``src_fd`` can be cloned into ``dst_fd`` (a file in ``target_dir``).
 
     Tried for real on the seed's first block, into an unnamed file beside the

@@ -11,8 +11,7 @@ from desync_decl.ops.cache import fill_cache
 from desync_decl.stores.store_lock import writing
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="copy the chunks of indexes from stores into another store")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks to copy")
     common.add_store_args(p, required=True, many=True)
     common.add_concurrency_arg(p)
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     ids = set().union(*(i.unique_ids() for i in indexes)) - common.ignored_ids(args)
     source = common.open_stores(args, digest, with_cache=False)
     # closed when the verb ends: that releases the store lock the copy takes
-    target = common.opened(args, common.opener(args, digest).chunk_store(args.cache, create=True))
+    target = common.open_writable_store(args, digest, args.cache)
     with writing(target, common.lock_patience(args, console)):  # the store's lock, waited for
         result = fill_cache(
             ids, source, target, concurrency=args.concurrency, progress=console.progress()

@@ -12,8 +12,7 @@ from desync_decl.fsutil import AtomicFile
 from desync_decl.ops.cat import cat
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cat", help="stream a blob's bytes to stdout or a file")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("output", nargs="?", help="file to write (default stdout)")
     common.add_store_args(p, required=True, many=True)

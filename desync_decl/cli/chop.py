@@ -10,8 +10,7 @@ from desync_decl.ops.chop import chop
 from desync_decl.stores.store_lock import writing
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chop", help="store the chunks of a file that an index describes")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("file", help="the file the index was made from")
     common.add_store_args(p, required=True, many=False)
@@ -23,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = common.open_single_store(args, index.digest, create=True)
+    store = common.open_single_writable_store(args, index.digest)
     ignore = common.ignored_ids(args)
     with writing(store, common.lock_patience(args, console)):  # the store's lock, waited for
         chop(
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             args.file,
             store,
             ignore=ignore,
-            concurrency=args.concurrency,  # type: ignore[arg-type]
+            concurrency=args.concurrency,
             progress=console.progress(),
         )
     return 0

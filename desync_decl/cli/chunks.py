@@ -15,18 +15,19 @@ from desync_decl.ops.source import open_source
 from desync_decl.stores.local import LocalStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list-chunks", help="print each chunk id of an index, in order")
+def list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.set_defaults(func=run_list)
 
-    p = sub.add_parser("inspect-chunks", help="chunk ids with their plain and stored sizes (JSON)")
+
+def inspect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("output", nargs="?", help="file to write (default stdout)")
     common.add_store_args(p, required=False, many=False)
     p.set_defaults(func=run_inspect)
 
-    p = sub.add_parser("chunk", help="print the chunk boundaries of a file; stores nothing")
+
+def chunk_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument(
         "-S",
@@ -48,11 +49,12 @@ def run_list(args: argparse.Namespace, console: Console) -> int:
 
 def run_inspect(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = None
+    store: LocalStore | None = None
     if args.store:
-        store = common.open_single_store(args, index.digest)
-        if not isinstance(store, LocalStore):
-            raise DesyncError(f"inspect-chunks needs a local store, not {store}")
+        given = common.open_single_store(args, index.digest)
+        if not isinstance(given, LocalStore):
+            raise DesyncError(f"inspect-chunks needs a local store, not {given}")
+        store = given
     rows = []
     for c in index:
         row: dict[str, object] = {"id": c.id.hex(), "uncompressed_size": c.size}

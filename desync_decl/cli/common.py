@@ -9,12 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from desync_decl.cli.console import Console
+from desync_decl.cli.opened import opened
 from desync_decl.errors import DesyncError
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest, parse_id
 from desync_decl.formats.index import Index
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, WriteStore
 from desync_decl.stores.compose import Cache, single_or_router
 from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
@@ -161,25 +162,13 @@ def store_locations(values: list[str]) -> list[str]:
     return [loc for v in values for loc in v.split(",") if loc]
 
 
-def opened(args: argparse.Namespace, store: Store) -> Store:
-    """Remember a store so that ``main`` closes it when the verb is done (connections,
-    ssh sessions and server processes must not outlive the command)."""
-    args.__dict__.setdefault("_opened", []).append(store)
-    return store
-
-
-def close_opened(args: argparse.Namespace) -> None:
-    for store in reversed(args.__dict__.pop("_opened", [])):
-        store.close()
-
-
 def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:
     """The ``-s`` stores as one store (a router when there are several), behind the
     ``-c`` cache when one is given and ``with_cache``."""
     store = single_or_router(open_store_list(args, digest))
     cache = getattr(args, "cache", None) if with_cache else None
     if cache:
-        cache_store = opened(args, opener(args, digest).chunk_store(cache, create=True))
+        cache_store = open_writable_store(args, digest, cache)
         if getattr(args, "cache_max_size", None):
             cache_store = SizeLimited(cache_store, args.cache_max_size)
         return Cache(store, cache_store, repair=args.cache_repair)
@@ -195,11 +184,27 @@ def open_store_list(args: argparse.Namespace, digest: Digest) -> list[Store]:
     return [opened(args, make.chunk_store(loc)) for loc in locations]
 
 
-def open_single_store(args: argparse.Namespace, digest: Digest, *, create: bool = False) -> Store:
+def open_single_store(args: argparse.Namespace, digest: Digest) -> Store:
+    """The one ``-s`` store, to read."""
+    return opened(args, opener(args, digest).chunk_store(_single_location(args)))
+
+
+def open_single_writable_store(args: argparse.Namespace, digest: Digest) -> WriteStore:
+    """The one ``-s`` store, to write to (a missing local store is created)."""
+    return open_writable_store(args, digest, _single_location(args))
+
+
+def open_writable_store(args: argparse.Namespace, digest: Digest, location: str) -> WriteStore:
+    """The store at ``location``, to write to (a missing local store is created)."""
+    store = opener(args, digest).chunk_store(location, create=True)
+    return opened(args, store)
+
+
+def _single_location(args: argparse.Namespace) -> str:
     locations = store_locations(args.store)
     if len(locations) != 1:
         raise DesyncError("exactly one store (-s) is needed")
-    return opened(args, opener(args, digest).chunk_store(locations[0], create=create))
+    return locations[0]
 
 
 def parse_duration(text: str) -> float:

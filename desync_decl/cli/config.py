@@ -20,13 +20,11 @@ from desync_decl.fsutil import write_atomic
 from desync_decl.stores.config import SECRET_KEYS, Config, default_path, masked
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "config",
-        help="print the configuration in effect as JSON (secrets masked)",
-        description="Print the configuration in effect as JSON. Secrets (encryption keys,"
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Print the configuration in effect as JSON. Secrets (encryption keys,"
         " http-auth, http-cookie, S3 access and secret keys, OCI secrets, passwords in"
-        " URLs) are shown as (sensitive value) unless --show-secrets.",
+        " URLs) are shown as (sensitive value) unless --show-secrets."
     )
     p.add_argument(
         "-w",

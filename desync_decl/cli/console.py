@@ -54,7 +54,7 @@ class ShownText:
     @property
     def buffer(self) -> BinaryIO:
         """The raw stream's bytes, for binary output (chunk data, indexes)."""
-        return self.raw.buffer  # type: ignore[attr-defined,no-any-return]
+        return self.raw.buffer
 
 
 @dataclass
@@ -65,8 +65,8 @@ class Console:
 
     def __post_init__(self) -> None:
         self._terminal = self.err  # for the progress bar, whose own \r must act
-        self.out = ShownText(self.out)  # type: ignore[assignment]
-        self.err = ShownText(self.err)  # type: ignore[assignment]
+        self.out = ShownText(self.out)  # type: ignore[assignment]  # the methods used, not all TextIO
+        self.err = ShownText(self.err)  # type: ignore[assignment]  # the methods used, not all TextIO
         self._board: ProgressBoard | None = None
 
     def print(self, *parts: object) -> None:
@@ -113,7 +113,7 @@ class Console:
         if self.binary_out is not None:
             return self.binary_out
         self.out.flush()
-        return self.out.buffer  # type: ignore[attr-defined,no-any-return]
+        return self.out.buffer
 
     def progress(self) -> Progress:
         """A bar on stderr when it is a terminal; nothing when piped."""

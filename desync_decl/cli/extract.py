@@ -13,8 +13,7 @@ from desync_decl.ops.extract import InvalidSeeds, extract, plan_extract
 from desync_decl.ops.seeding import open_seeds
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("extract", help="rebuild a file from its index, seeds and chunk stores")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("output", help="file to write (replaced atomically unless --in-place)")
     common.add_store_args(p, required=False, many=True)

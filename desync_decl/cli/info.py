@@ -24,8 +24,7 @@ _LABELS = {
 }
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show what an index holds (and what the stores have)")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     common.add_store_args(p, required=False, many=True)
     common.add_concurrency_arg(p)
@@ -56,8 +55,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     for key, value in data.items():
         if key in _LABELS:
             console.print(f"{_LABELS[key]}: {value}")
-    for entry in data.get("stores", []):
-        console.print(f"  {entry['store']}: {entry['present']} present, {entry['missing']} missing")
+    for name, present in result.per_store:
+        console.print(f"  {name}: {present} present, {result.unique - present} missing")
     if result.plan is not None:
         console.print("Extraction plan:")
         print_plan(result.plan, console)

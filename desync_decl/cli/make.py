@@ -15,8 +15,7 @@ from desync_decl.ops.make import make
 from desync_decl.stores.store_lock import writing
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("make", help="chunk a file, store its chunks, write its index")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file to write (- for stdout)")
     p.add_argument("file", help="file or block device to chunk")
     common.add_store_args(p, required=False, many=False)
@@ -36,14 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
-    store = common.open_single_store(args, digest, create=True) if args.store else None
+    store = common.open_single_writable_store(args, digest) if args.store else None
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
         result = make(
             args.file,
             sizes=sizes,
             digest=digest,
-            store=store,  # type: ignore[arg-type]
+            store=store,
             concurrency=args.concurrency,
             blob_digest=args.blob_digest,
             progress=console.progress(),

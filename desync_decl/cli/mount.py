@@ -25,11 +25,7 @@ from desync_decl.stores.base import Store
 from desync_decl.stores.swap import SwappableStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "mount-index",
-        help="FUSE-mount a blob index as a read-only file, a .caidx as its tree (until unmounted)",
-    )
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file or index-store URL (- for stdin)")
     p.add_argument("mountpoint", help="directory to mount on")
     common.add_reloadable_store_args(p)
@@ -83,6 +79,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         cor = CopyOnReadOptions(
             args.cor_file, args.cor_state_save, args.cor_state_init, args.cor_init_n
         )
+    store: Store
+    reload: Callable[[], None] | None
     if args.store_file:
         store, reload = _from_store_file(args, index.digest, console)
     else:

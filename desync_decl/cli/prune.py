@@ -14,8 +14,7 @@ from desync_decl.ops.prune import DEFAULT_MIN_AGE, describe_age, keep_set, prune
 from desync_decl.stores.base import PruneStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune", help="delete chunks that none of the indexes reference")
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("indexes", nargs="+", metavar="INDEX", help="indexes whose chunks are kept")
     common.add_store_args(p, required=True, many=False)
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")

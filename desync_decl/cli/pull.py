@@ -19,12 +19,10 @@ from desync_decl.stores.base import Store
 from desync_decl.stores.location import Opener
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pull",
-        help="serve a chunk store over stdin/stdout (casync protocol; run by ssh)",
-        description="What `ssh host casync pull - - - STORE` runs: answer chunk requests "
-        "for STORE on stdin/stdout. Point a client's CASYNC_REMOTE_PATH at desync-decl.",
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "What `ssh host casync pull - - - STORE` runs: answer chunk requests "
+        "for STORE on stdin/stdout. Point a client's CASYNC_REMOTE_PATH at desync-decl."
     )
     for name in ("base", "archive", "index"):
         p.add_argument(name, help="must be - (only chunk stores are served)")

@@ -43,13 +43,11 @@ from desync_decl.reconcile.plan import os_message
 from desync_decl.stores.config import Config
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plan",
-        help="show what apply would change and what would travel; change nothing",
-        description="Observe every selected task and print its action (create, update, "
+def plan_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Observe every selected task and print its action (create, update, "
         "delete, no-op) and what would travel: bytes from each seed and store, chunks to "
-        "upload or delete. Nothing is written.",
+        "upload or delete. Nothing is written."
     )
     p.add_argument("manifest", help="manifest file (YAML)")
     form = p.add_mutually_exclusive_group()
@@ -64,12 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_args(p)
     p.set_defaults(func=run_plan)
 
-    p = sub.add_parser(
-        "apply",
-        help="converge the machine to a manifest (idempotent)",
-        description="Run the selected tasks: each ends ok, changed, failed or skipped; the "
+
+def apply_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Run the selected tasks: each ends ok, changed, failed or skipped; the "
         "handlers notified by tasks that changed run next, and a recap follows. Exit status 1 "
-        "if any task or handler failed.",
+        "if any task or handler failed."
     )
     p.add_argument("manifest", help="manifest file (YAML)")
     p.add_argument(

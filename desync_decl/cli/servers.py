@@ -19,11 +19,12 @@ import contextlib
 import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
+from desync_decl.cli.opened import close_opened
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import MAX_PLAIN_SIZE
 from desync_decl.formats.digest import Digest
@@ -38,13 +39,7 @@ from desync_decl.stores.swap import StoreStack
 from desync_decl.units import parse_size
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_chunk_server(sub)
-    _register_index_server(sub)
-
-
-def _register_chunk_server(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chunk-server", help="serve chunk stores over HTTP(S) (desync protocol)")
+def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_reloadable_store_args(p)
     _add_server_args(p)
     p.add_argument(
@@ -71,8 +66,7 @@ def _register_chunk_server(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_chunk_server)
 
 
-def _register_index_server(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("index-server", help="serve an index store over HTTP(S) (desync protocol)")
+def index_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_store_args(p, required=True, many=False)
     _add_server_args(p)
     p.add_argument(
@@ -175,7 +169,7 @@ def _upstream_opener(
         try:
             store = common.open_stores(view, digest)
         except BaseException:
-            common.close_opened(view)  # those opened before the one that failed
+            close_opened(view)  # those opened before the one that failed
             raise
         if args.writable and not isinstance(store, WriteStore):
             store.close()
@@ -252,7 +246,8 @@ def _serve(
             for listener in listeners:
                 console.note(f"{what}: listening on {listener.url}")
             while signal.sigwait(signals) == signal.SIGHUP:
-                reload()  # type: ignore[misc]
+                assert reload is not None  # SIGHUP is among the signals only with a reload
+                reload()
         finally:
             for listener in listeners:
                 listener.close()
@@ -263,7 +258,7 @@ def _serve(
 def _authorization(args: argparse.Namespace) -> str | None:
     """The value clients must send, from the command line, the environment or a file."""
     if not args.authorization_file:
-        return args.authorization  # type: ignore[no-any-return]
+        return args.authorization
     path = args.authorization_file
     try:
         with open(path, "rb") as f:
@@ -290,7 +285,7 @@ def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 @contextlib.contextmanager
-def _access_log(target: str | None, console: Console):  # type: ignore[no-untyped-def]
+def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessLog | None]:
     if target is None:
         yield None
         return

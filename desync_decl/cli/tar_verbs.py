@@ -22,17 +22,12 @@ from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import Clearing, untar, untar_to_tar
+from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
 ) | features.WITH_2SEC_TIME
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    _register_tar(sub)
-    _register_untar(sub)
-    _register_mtree(sub)
 
 
 def _index_args(p: argparse.ArgumentParser, help: str, *, reading: bool) -> None:
@@ -44,8 +39,7 @@ def _index_args(p: argparse.ArgumentParser, help: str, *, reading: bool) -> None
     common.add_concurrency_arg(p)
 
 
-def _register_tar(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tar", help="archive a directory as a catar, or chunk it into a caidx")
+def tar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("output", metavar="catar|index", help="archive or index to write (- = stdout)")
     p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
     _index_args(p, "write a caidx, chunks into -s", reading=False)
@@ -107,12 +101,12 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
     if args.index:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
-        store = common.open_single_store(args, common.digest_arg(args), create=True)
+        store = common.open_single_writable_store(args, common.digest_arg(args))
         # the index is published under the store's lock (store_lock)
         with writing(store, common.lock_patience(args, console)):
             result = tar_index(
                 what,
-                store,  # type: ignore[arg-type]
+                store,
                 sizes=common.chunk_sizes(args),
                 concurrency=args.concurrency,
                 progress=console.progress(),
@@ -154,8 +148,7 @@ def _output(path: str, console: Console) -> Iterator[BinaryIO]:
         raise file_error(path, e, "write") from None  # e.g. a full disk: name the output
 
 
-def _register_untar(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("untar", help="extract a catar or caidx into a directory (or a tar)")
+def untar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", metavar="catar|index", help="archive, or index with -i (- = stdin)")
     p.add_argument("target", help="directory to extract into (- = stdout for gnu-tar)")
     _index_args(p, "the archive is a caidx (needs -s)", reading=True)
@@ -213,7 +206,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
 
 
 @contextlib.contextmanager
-def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, object]]:
+def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store | None]]:
     """The catar file (or stdin), or with -i the index and its stores."""
     if args.index:
         if not args.store:
@@ -232,8 +225,7 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, objec
         yield f, None
 
 
-def _register_mtree(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("mtree", help="list a catar, caidx or directory in mtree format")
+def mtree_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", metavar="catar|index|dir", help="what to list")
     _index_args(p, "the input is a caidx (needs -s)", reading=True)
     _feature_args(p)  # a directory is listed as `tar` with these features would store it

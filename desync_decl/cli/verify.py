@@ -11,14 +11,14 @@ from desync_decl.ops.verify import verify_index, verify_store
 from desync_decl.stores.base import PruneStore
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check that every chunk in a store matches its id")
+def store_arguments(p: argparse.ArgumentParser) -> None:
     common.add_store_args(p, required=True, many=False)
     common.add_concurrency_arg(p)
     p.add_argument("-r", "--repair", action="store_true", help="delete invalid chunks")
     p.set_defaults(func=run_verify)
 
-    p = sub.add_parser("verify-index", help="check that a file matches an index")
+
+def index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("file", help="file or block device to check")
     common.add_concurrency_arg(p)

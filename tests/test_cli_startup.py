@@ -1,0 +1,123 @@
+"""Start-up: a command line imports what its verb needs, nothing more.
+
+Start-up time is part of every command's wall time (casync starts in a few ms).
+Timings are not asserted here (the machine's load decides them); what decides
+start-up is what gets imported, and that is checked in a fresh interpreter:
+``--help`` imports no verb's module, and no verb imports a store backend's
+library (boto3, requests, paramiko, ...) or the manifest's (jsonschema, yaml)
+before it uses one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from desync_decl.cli.main import VERBS
+
+# Runs main() with argv[2:] and writes the names of the modules imported by then
+# to the file argv[1].
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    from desync_decl.cli.main import main
+    try:
+        main(sys.argv[2:])
+    except SystemExit:
+        pass
+    with open(sys.argv[1], "w") as f:
+        json.dump(sorted(sys.modules), f)
+    """
+)
+BACKEND_LIBRARIES = (
+    "boto3",
+    "botocore",
+    "requests",
+    "urllib3",
+    "paramiko",
+    "google",
+    "nacl",
+    "cryptography",
+)
+MANIFEST_LIBRARIES = ("jsonschema", "yaml")
+MANIFEST_VERBS = {"validate", "schema", "plan", "apply"}
+
+
+def imported(tmp_path: Path, *argv: object) -> set[str]:
+    """Every module imported by ``desync-decl ARGV`` in a fresh interpreter."""
+    out = tmp_path / "modules.json"
+    subprocess.run(
+        [sys.executable, "-c", PROBE, str(out), *map(str, argv)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    return set(json.loads(out.read_text()))
+
+
+def packages(modules: set[str], names: tuple[str, ...] | set[str]) -> set[str]:
+    """The modules that are ``names`` or inside them."""
+    return {m for m in modules if any(m == n or m.startswith(n + ".") for n in names)}
+
+
+def test_help_imports_no_verb_no_engine_and_no_library(tmp_path):
+    modules = imported(tmp_path, "--help")
+    verb_modules = {f"desync_decl.cli.{v.arguments.split(':')[0]}" for v in VERBS.values()}
+    engine = {
+        f"desync_decl.{p}"
+        for p in ("stores", "ops", "formats", "assemble", "manifest", "reconcile", "archive")
+    } | {"desync_decl.server", "desync_decl.mount", "desync_decl.chunker"}
+    assert packages(modules, verb_modules) == set()
+    assert packages(modules, engine) == set()
+    libraries = (*BACKEND_LIBRARIES, *MANIFEST_LIBRARIES, "zstandard", "_cffi_backend")
+    assert packages(modules, libraries) == set()
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_a_verbs_help_imports_no_backend_library(tmp_path, verb):
+    modules = imported(tmp_path, verb, "--help")
+    assert packages(modules, BACKEND_LIBRARIES) == set()
+    if verb not in MANIFEST_VERBS:
+        assert packages(modules, MANIFEST_LIBRARIES) == set()
+
+
+def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * 1024)
+    store, index = tmp_path / "store", tmp_path / "blob.caibx"
+    for argv in (
+        ("make", "-s", store, index, blob),
+        ("info", "-s", store, index),
+        ("extract", "-s", store, index, tmp_path / "out"),
+    ):
+        modules = imported(tmp_path, *argv)
+        assert packages(modules, (*BACKEND_LIBRARIES, *MANIFEST_LIBRARIES)) == set(), argv
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+
+
+def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
+    (tmp_path / "blob").write_bytes(bytes(range(256)) * 1024)
+    (tmp_path / "m.yaml").write_text(
+        textwrap.dedent(
+            """
+            version: 1
+            stores:
+              local: {url: store}
+            tasks:
+              - name: chunk
+                make: {source: blob, index: blob.caibx, store: local}
+              - name: copy
+                extract: {index: blob.caibx, path: copy, stores: [local]}
+            """
+        )
+    )
+    argv = ("apply", "--state-dir", tmp_path / "state", tmp_path / "m.yaml")
+    for _ in range(2):  # changed, then converged
+        modules = imported(tmp_path, *argv)
+        assert packages(modules, BACKEND_LIBRARIES) == set()
+    assert (tmp_path / "copy").read_bytes() == (tmp_path / "blob").read_bytes()
