@@ -19,6 +19,7 @@ from tests import reference_chunker as ref
 from tests.conftest import ROOT
 from tests.vectors import VECTORS
 from tests.vectors.gen_input import INPUTS
+from tests.waiting import wait_until
 
 # SHA-256 of casync's buzhash_table (src/cachunker.c) packed as 256 little-endian u32.
 TABLE_SHA256 = "5b52080d38287da9d2e278466e3e0db7ec98e5e8b226f50612a56fa012b1f660"
@@ -241,7 +242,7 @@ def test_scan_releases_the_gil():
 
     ticker = threading.Thread(target=tick)
     ticker.start()
-    time.sleep(0.01)
+    wait_until(lambda: ticks, "the ticking thread runs")
     began = time.perf_counter()
     cuts = chunker.scan(data)
     ended = time.perf_counter()
