@@ -42,7 +42,14 @@ from tests.test_server_hostile import (
 )
 from tests.test_server_security import raw
 from tests.test_servers import ask, chunk_path
-from tests.waiting import admitted, partial_heads, server_state, uploading, wait_until
+from tests.waiting import (
+    accept_backlog,
+    admitted,
+    partial_heads,
+    server_state,
+    uploading,
+    wait_until,
+)
 
 serve, cli_server, certs = servers_http.serve, servers_http.cli_server, servers_http.certs
 store = test_server_hostile.store  # a local store holding two chunks
@@ -176,7 +183,8 @@ def test_connections_that_never_start_tls_leave_a_tls_server_small(store, cli_se
         for _ in range(800):  # from one address, as the red team did
             with contextlib.suppress(OSError):
                 silent.append(connect_from(process.url))
-        time.sleep(1.0)  # the server has accepted what it would
+        port = address(process.url)[1]
+        wait_until(lambda: accept_backlog(port) == 0, "the server has accepted them all")
         grown = status_of(process.process.pid, "VmRSS") - before
         assert tls_get(process.url, path, certs.ca) == (200, chunks[0].stored())
     finally:

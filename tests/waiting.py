@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -57,3 +58,14 @@ def partial_heads(site: Site) -> int:
 def backed_up(site: Site) -> int:
     """Connections holding a slot with answers their client has not taken."""
     return sum(c.waiting_for_client() and c._owes_client() for c in site.connections)
+
+
+def accept_backlog(port: int) -> int:
+    """Connections the kernel holds for the IPv4 listener on ``port`` that its server
+    has not accepted yet (a listening socket's ``rx_queue`` in /proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return int(queues.split(":")[1], 16)
+    raise AssertionError(f"nothing listens on port {port}")
