@@ -3,16 +3,16 @@
 A test that reads a file a fresh clone does not have (a sibling checkout, the
 user's home, another project's data) passes here and fails for everyone else.
 An audit hook (PEP 578) sees every ``open`` (``open()``, ``os.open``, imports)
-and every directory listing in this process; a path outside ``ALLOWED`` fails
-the test that was running, or, when nothing was running (collection, module
-imports), the session. Only this process is watched: a subprocess is not.
+and every directory listing in this process; a path outside ``allowed_roots``
+fails the test that was running, or, when nothing was running (collection,
+module imports), the session. Only this process is watched, not subprocesses.
 
-Paths are judged as given (made absolute against the working directory, not
-resolved through symlinks). Opening a directory on the way to an allowed root
-(``/``, ``/tmp``'s parents) is allowed: a descriptor-relative walk starts there
-and reads nothing from it; listing one is not. A relative path opened against a directory
-descriptor (``dir_fd``) is judged against the working directory, which the
-tests keep inside the repository or a temp dir.
+Paths are judged as given: made absolute against the working directory, not
+resolved through symlinks. Opening a directory on the way to an allowed root
+(``/``, or ``/work`` for a checkout in ``/work/x``) is allowed: a walk by
+descriptors starts there and reads nothing from it; listing one is not. A
+relative path opened against a directory descriptor (``dir_fd``) is judged
+against the working directory, which tests keep in the repository or a temp dir.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ class Confinement:
         return found
 
 
-def _allowed(config: pytest.Config) -> set[str]:
+def allowed_roots(config: pytest.Config) -> set[str]:
+    """The repository, the temp dir (where pytest's tmp_path lives unless --basetemp
+    puts it elsewhere), the operating system's files and Python's installation."""
     allowed = {str(ROOT), tempfile.gettempdir(), *SYSTEM, *_python_install()}
     if config.option.basetemp:
         allowed.add(os.path.abspath(config.option.basetemp))
@@ -87,7 +89,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Install the hook once per process (an audit hook cannot be removed)."""
     global _confinement
     if _confinement is None:
-        _confinement = Confinement(_allowed(config))
+        _confinement = Confinement(allowed_roots(config))
         sys.addaudithook(_confinement.audit)
 
 
