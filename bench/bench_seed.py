@@ -50,8 +50,8 @@ RESULTS_MD = bl.REPO / "bench" / "results-seed.md"
 TITLE = "desync-decl vs casync, seeded extract"
 EXTRACT = "seeded extract"
 EXTRACT_XFS = "seeded extract, XFS"
-# casync's own figures for extract-v2-seed-v1 on this machine (bench_casync.sh in
-# /work/shared/vectors/bench: 1 GiB, 5% unaligned 64 KiB blocks, separate v2 store)
+# casync's own figures for this seeded extract, measured earlier on this machine
+# (1 GiB, 5% unaligned 64 KiB blocks, v2's chunks in a store of their own)
 CASYNC_EARLIER_MB_S = {"rand": 77, "real": 60}
 CASYNC_STATS = {  # casync -v summary lines
     "store_chunks": r"Chunk requests fulfilled from local store: (\d+)",
@@ -447,9 +447,9 @@ def earlier_casync(bench: Bench, label: str) -> str:
         if r.operation == EXTRACT and r.tool == "casync" and r.samples
     }
     return (
-        "casync's earlier figures for this seeded extract on this machine (bench_casync.sh,"
-        " `extract-v2-seed-v1` in /work/shared/vectors/bench/results-medians.md: 1 GiB, 5% of"
-        " the data in unaligned 64 KiB blocks, v2's chunks in a store of their own): "
+        "casync's earlier figures for this seeded extract on this machine (measured"
+        " before this run: 1 GiB, 5% of the data in unaligned 64 KiB blocks, v2's chunks"
+        " in a store of their own): "
         + ", ".join(
             f"{CASYNC_EARLIER_MB_S[d]} MB/s {d} (this run, {label}: {now.get(d, '-')})"
             for d in CASYNC_EARLIER_MB_S

@@ -2,7 +2,7 @@
 
 The engine re-implements casync's formats (chunker, .caibx/.caidx indexes,
 .cacnk chunk files) byte for byte and desync's stores and verbs; the package
-layout follows shared/DESIGN.md (formats -> stores -> ops -> cli).
+layers and what each may import are in ARCHITECTURE.md.
 """
 
 __version__ = "0.1.0"

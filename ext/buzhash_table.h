@@ -1,6 +1,6 @@
 /* The casync buzhash table: 256 x u32, indexed by byte value.
- * Identical in casync (src/cachunker.c) and desync; generated from
- * shared/spec/buzhash_table.json (SHA-256 of the little-endian packing:
+ * Copied from casync's src/cachunker.c (desync uses the same table). SHA-256
+ * of the little-endian packing, checked by tests/test_chunker.py:
  * 5b52080d38287da9d2e278466e3e0db7ec98e5e8b226f50612a56fa012b1f660). */
 #ifndef DESYNC_DECL_BUZHASH_TABLE_H
 #define DESYNC_DECL_BUZHASH_TABLE_H

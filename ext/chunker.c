@@ -1,5 +1,5 @@
 /* casync-compatible content-defined chunker; see chunker.h for the contract
- * and shared/spec/casync-formats.md section 4 for the exact cut rule. */
+ * and casync's src/cachunker.c (ca_chunker_scan) for the exact cut rule. */
 #include "chunker.h"
 #include "buzhash_table.h"
 

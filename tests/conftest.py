@@ -1,7 +1,8 @@
-"""Shared fixtures: the casync vectors, the real casync binary, a CLI runner.
+"""Shared fixtures: the real casync binary, a CLI runner.
 
 In CI (``CI`` set) a skipped test is a failure: every tool a test needs must
-really be there, so a green run proves what it claims.
+really be there, so a green run proves what it claims. Everywhere, a test that
+opens a path outside the repository and the temp dirs fails (tests/confined.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +21,11 @@ from desync_decl.cli.console import Console
 from desync_decl.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DESYNC_DECL_SHARED", ROOT.parent / "shared"))
-VECTORS = SHARED / "vectors"
 
-# Loop-mounted XFS/Btrfs fixtures for reflink tests: xfs_dir, btrfs_dir, reflink_dir.
-pytest_plugins = ["tests.loopfs"]
+# tests.confined: the audit hook that fails a test reading outside the repository.
+# tests.loopfs: loop-mounted XFS/Btrfs fixtures for reflink tests (xfs_dir, btrfs_dir,
+# reflink_dir). pytester: runs a pytest session in a subprocess (test_confined.py).
+pytest_plugins = ["tests.confined", "tests.loopfs", "pytester"]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -37,28 +39,15 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI (CI is set, so skips fail): {reason}"
 
 
-def _gen_input():
-    if not VECTORS.is_dir():
-        pytest.skip(reason=f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
-    sys.path.insert(0, str(VECTORS))
-    try:
-        import gen_input  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
-    return gen_input
-
-
-@pytest.fixture(scope="session")
-def gen_input():
-    """shared/vectors/gen_input.py: rebuilds every vector input exactly."""
-    return _gen_input()
-
-
-@pytest.fixture(scope="session")
-def vectors() -> Path:
-    if not VECTORS.is_dir():
-        pytest.skip(reason=f"casync vectors not found at {VECTORS} (set DESYNC_DECL_SHARED)")
-    return VECTORS
+@pytest.fixture(scope="session", autouse=True)
+def empty_home(tmp_path_factory) -> Iterator[Path]:
+    """``HOME`` is an empty directory: the tester's own ~/.config/desync/config.json,
+    ~/.aws or ~/.ssh must not change what a test sees (tests that need a home set
+    their own)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="session")

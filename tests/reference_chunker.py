@@ -1,20 +1,24 @@
 """A slow, obviously-correct pure-Python chunker: casync's cut rule written out.
 
-Written from shared/spec/casync-formats.md section 4, independently of the C
-code, to cross-check it. Far too slow for real use (about 3 MB/s).
+Written from casync's src/cachunker.c (``ca_chunker_scan``: a 48-byte buzhash
+window, cut when ``h % d == d - 1`` once a chunk holds ``min`` bytes, or at ``max``)
+and src/cachunker.h (``CA_CHUNKER_DISCRIMINATOR_FROM_AVG``), independently of our
+C code, to cross-check it. Far too slow for real use (about 3 MB/s).
 """
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 WINDOW = 48
 
 
-def load_table(path: Path) -> list[int]:
-    """The 256 buzhash constants from shared/spec/buzhash_table.json."""
-    table = json.loads(path.read_text())
+def load_table(header: Path) -> list[int]:
+    """The 256 buzhash constants (casync's ``buzhash_table``) read from the C
+    header our extension compiles, ext/buzhash_table.h; the caller checks their
+    fingerprint, so a wrong constant there fails the check, not just both chunkers."""
+    table = [int(v, 16) for v in re.findall(r"0x([0-9a-fA-F]{8})U", header.read_text())]
     assert len(table) == 256
     return table
 

@@ -1,7 +1,7 @@
 """Real cloud object servers for the S3 and GCS store tests (a pytest plugin).
 
 Both run in this process on 127.0.0.1 with a port the kernel picks, once per
-session (see ../shared/SERVERS.md §1, §2), and are stopped at the end:
+session, and are stopped at the end:
 
 - ``moto_server``: moto's S3 API (``ThreadedMotoServer``). It accepts any
   signed request until ``S3Server.require_auth()`` makes it check signatures

@@ -19,6 +19,7 @@ from desync_decl.formats.index import Index, blob_flags
 from desync_decl.ops.blobreader import BlobReader, ChunkLRU
 from desync_decl.stores.base import ChunkMissing
 from desync_decl.stores.local import LocalStore
+from tests.waiting import wait_until
 
 SIZES = ChunkSizes(16, 32, 64)
 
@@ -171,7 +172,9 @@ def test_concurrent_readers_share_one_fetch_per_chunk(tmp_path):
     threads = [threading.Thread(target=read) for _ in range(8)]
     for t in threads:
         t.start()
-    time.sleep(0.1)  # all eight are now waiting for the one fetch
+    wait_until(lambda: store.calls.get(target.id) == 1, "the one fetch has begun")
+    waiting = reader._loads[target.id].future._condition  # Future.result() waits on it
+    wait_until(lambda: len(waiting._waiters) == 7, "the other seven wait for that fetch")
     gate.set()
     for t in threads:
         t.join()
@@ -252,7 +255,8 @@ def test_a_failed_prefetch_is_retried_by_the_reader_that_needs_it(tmp_path):
     stream = reader.stream()
     for offset in (0, 64, 128):
         stream.read(offset, 64)  # sequential: chunk 3 is prefetched and fails quietly
-    time.sleep(0.1)
+    wait_until(lambda: store.calls.get(victim.id) == 1, "the prefetch of chunk 3 has begun")
+    wait_until(lambda: victim.id not in reader._loads, "the prefetch of chunk 3 has failed")
     store.inner.store_chunk(chunk)
     assert stream.read(192, 64) == blob[192:256]
     reader.close()

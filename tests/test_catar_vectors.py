@@ -1,12 +1,10 @@
 """Our catar and caidx are byte-identical to casync's for every tree case in
-shared/vectors: the tree is rebuilt exactly as make_vectors.sh built it, then
-archived with the case's feature flags and chunk sizes."""
+tests/vectors: the tree is rebuilt exactly as regenerate.py built it for casync
+(gen_input.build_tree), then archived with the case's feature flags and chunk sizes."""
 
 from __future__ import annotations
 
 import io
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,32 +16,9 @@ from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.ops.mtree import mtree
 from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.stores.local import LocalStore
-from tests.conftest import VECTORS
 from tests.hostile_archives import MemNode, tree_of
-
-VECTOR_MTIME_NS = 1577934245123456789  # 2020-01-02 03:04:05.123456789 UTC, every node
-
-
-def build_vector_tree(gen_input, root: Path, *, special: bool = False) -> Path:
-    """The input of shared/vectors' tree cases (make_vectors.sh's build_tree)."""
-    gen_input.tree(str(root))
-    os.setxattr(root / "hello.txt", "user.comment", b"casync vector")
-    os.chown(root / "sub/a", 65534, 65534)
-    if special:
-        os.mkfifo(root / "fifo")
-        os.chmod(root / "fifo", 0o640)
-        os.mknod(root / "chardev", 0o20660, os.makedev(1, 3))
-        os.chmod(root / "chardev", 0o660)
-        os.mknod(root / "blockdev", 0o60660, os.makedev(7, 0))
-        os.chmod(root / "blockdev", 0o660)
-        with socket.socket(socket.AF_UNIX) as s:
-            s.bind(str(root / "socket"))
-        os.chmod(root / "socket", 0o755)
-    for top, dirs, files in os.walk(root, topdown=False):
-        for name in files + dirs:
-            os.utime(os.path.join(top, name), ns=(VECTOR_MTIME_NS,) * 2, follow_symlinks=False)
-    os.utime(root, ns=(VECTOR_MTIME_NS,) * 2)
-    return root
+from tests.vectors import VECTORS
+from tests.vectors.gen_input import build_tree
 
 
 @dataclass(frozen=True)
@@ -56,11 +31,8 @@ class TreeCase:
 
 
 def tree_cases() -> list[TreeCase]:
-    root = VECTORS / "tree"
-    if not root.is_dir():
-        return []
     cases = []
-    for d in sorted(root.iterdir()):
+    for d in sorted((VECTORS / "tree").iterdir()):
         line = next(x for x in (d / "case.txt").read_text().splitlines() if "make catar:" in x)
         opts = line.split()
         withs = [o.split("=", 1)[1] for o in opts if o.startswith("--with=")]
@@ -76,15 +48,15 @@ IDS = [c.name for c in CASES]
 
 
 @pytest.fixture(scope="module")
-def vector_trees(gen_input, tmp_path_factory) -> dict[bool, Path]:
+def vector_trees(tmp_path_factory) -> dict[bool, Path]:
     base = tmp_path_factory.mktemp("vector-trees")
     return {
-        special: build_vector_tree(gen_input, base / f"tree{int(special)}", special=special)
+        special: build_tree(base / f"tree{int(special)}", special=special)
         for special in (False, True)
     }
 
 
-def test_every_tree_case_is_here(vectors):
+def test_every_tree_case_is_here():
     assert len(CASES) == 6
 
 

@@ -1,5 +1,5 @@
-"""The C chunker makes casync's cuts: spec check values, the vectors, and random data
-cross-checked against the slow reference chunker in tests/reference_chunker.py."""
+"""The C chunker makes casync's cuts: casync's hash check values, the vectors, and
+random data cross-checked against the slow reference chunker in tests/reference_chunker.py."""
 
 from __future__ import annotations
 
@@ -17,17 +17,18 @@ from desync_decl.chunker import Chunker, discriminator, iter_chunks
 from desync_decl.errors import UsageError
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from tests import reference_chunker as ref
-from tests.conftest import SHARED
+from tests.conftest import ROOT
+from tests.vectors import VECTORS
+from tests.vectors.gen_input import INPUTS
+from tests.waiting import wait_until
 
+# SHA-256 of casync's buzhash_table (src/cachunker.c) packed as 256 little-endian u32.
 TABLE_SHA256 = "5b52080d38287da9d2e278466e3e0db7ec98e5e8b226f50612a56fa012b1f660"
 
 
 @pytest.fixture(scope="module")
 def table() -> list[int]:
-    path = SHARED / "spec" / "buzhash_table.json"
-    if not path.exists():
-        pytest.skip(reason=f"{path} not found (set DESYNC_DECL_SHARED)")
-    t = ref.load_table(path)
+    t = ref.load_table(ROOT / "ext" / "buzhash_table.h")
     packed = b"".join(v.to_bytes(4, "little") for v in t)
     assert hashlib.sha256(packed).hexdigest() == TABLE_SHA256
     return t
@@ -60,7 +61,7 @@ def test_discriminator_is_clamped_into_min_max():
 
 
 def spec_input() -> bytes:
-    """Spec section 1.6: SHA-256 of counters, truncated to 1 MiB."""
+    """SHA-256 of counters, truncated to 1 MiB: its cuts below are casync's."""
     out = bytearray()
     i = 0
     while len(out) < 1 << 20:
@@ -109,16 +110,16 @@ def test_fixed_size_mode_cuts_every_avg_bytes(sizes):
     assert c_sizes(data, sizes) == [sizes.max] * 10 + [7]
 
 
-def test_vector_cases_match_reference_chunker(table, gen_input, vectors):
+def test_vector_cases_match_reference_chunker(table):
     """The reference agrees with casync on the vectors, so it is a fair judge below."""
     for case, name, sizes in [
         ("rand_16384_cs16_64_256", "rand_16384", (16, 64, 256)),
         ("rand_256k_cs1000_3000_20000", "rand_256k", (1000, 3000, 20000)),
         ("rand_262145", "rand_262145", (16384, 65536, 262144)),
     ]:
-        data = gen_input.INPUTS[name]()
+        data = INPUTS[name]()
         expected = [
-            int(line.split()[1]) for line in (vectors / "blob" / case / "chunks.txt").open()
+            int(line.split()[1]) for line in (VECTORS / "blob" / case / "chunks.txt").open()
         ]
         assert ref.chunk_sizes(data, *sizes, table) == expected
         assert c_sizes(data, ChunkSizes(*sizes)) == expected
@@ -242,7 +243,7 @@ def test_scan_releases_the_gil():
 
     ticker = threading.Thread(target=tick)
     ticker.start()
-    time.sleep(0.01)
+    wait_until(lambda: ticks, "the ticking thread runs")
     began = time.perf_counter()
     cuts = chunker.scan(data)
     ended = time.perf_counter()

@@ -36,4 +36,4 @@ def test_every_header_field_at_an_edge_value_is_refused_or_kept(field, value):
 
 
 def test_the_seeds_hold_casyncs_indexes():
-    assert len(SEEDS) > 30, "shared/vectors not found (set DESYNC_DECL_SHARED)"
+    assert len(SEEDS) > 30, "tests/vectors is incomplete"

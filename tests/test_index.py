@@ -27,7 +27,7 @@ def test_every_vector_index_decodes_and_encodes_to_the_same_bytes(case):
 
 
 def test_vectors_are_present():
-    assert len(CASES) >= 35, "shared/vectors/blob not found (set DESYNC_DECL_SHARED)"
+    assert len(CASES) >= 35, "tests/vectors/blob is incomplete"
 
 
 def sample_index(n: int = 3) -> bytes:

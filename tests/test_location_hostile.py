@@ -245,11 +245,11 @@ def test_plans_do_not_show_the_password(cli, made, served_with_password, closed_
           extract: {{index: {index}, path: out/b.img, stores: [down]}}
         """,
     )
-    saved = tmp_path / "plan.json"
+    saved, state = tmp_path / "plan.json", ("--state-dir", tmp_path / "state")
     outputs = [
-        cli("plan", path),
-        cli("plan", "--json", path),
-        cli("plan", "--markdown", "--out", saved, path),
+        cli("plan", *state, path),
+        cli("plan", *state, "--json", path),
+        cli("plan", *state, "--markdown", "--out", saved, path),
     ]
     for result in outputs:
         assert result.code == 1  # the task from "down" fails
@@ -283,13 +283,13 @@ def test_plans_do_not_show_the_password_of_an_index_url(
             pin: "sha256:{"0" * 64}"
         """,
     )
-    saved = tmp_path / "plan.json"
+    saved, state = tmp_path / "plan.json", ("--state-dir", tmp_path / "state")
     outputs = [
-        cli("plan", path),
-        cli("plan", "--json", path),
-        cli("plan", "--markdown", "--out", saved, path),
-        cli("apply", "--check", "--diff", path),
-        cli("apply", path),
+        cli("plan", *state, path),
+        cli("plan", *state, "--json", path),
+        cli("plan", *state, "--markdown", "--out", saved, path),
+        cli("apply", *state, "--check", "--diff", path),
+        cli("apply", *state, path),
     ]
     for result in outputs:
         assert result.code == 1  # the pinned task fails

@@ -11,6 +11,8 @@ from desync_decl.formats.index import decode
 from desync_decl.ops.make import make
 from desync_decl.stores.local import LocalStore
 from tests.vector_cases import blob_cases
+from tests.vectors import VECTORS
+from tests.vectors.gen_input import INPUTS
 
 CASES = blob_cases()
 
@@ -20,9 +22,9 @@ def store_files(root) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_make_writes_casyncs_index_and_digest(case, gen_input, tmp_path):
+def test_make_writes_casyncs_index_and_digest(case, tmp_path):
     source = tmp_path / "input"
-    source.write_bytes(gen_input.INPUTS[case.input]())
+    source.write_bytes(INPUTS[case.input]())
     store = LocalStore(tmp_path / "store", digest=case.digest, create=True)
     result = make(
         source, sizes=case.sizes, digest=case.digest, store=store, concurrency=4, blob_digest=True
@@ -60,10 +62,10 @@ def test_reader_accepts_frames_with_size_and_checksum_and_concatenated_frames():
 
 
 @pytest.mark.parametrize("case", ["small_1000_xz", "small_1000_gzip"])
-def test_reader_accepts_casyncs_xz_and_gzip_chunk_files(case, vectors, gen_input):
-    files = list((vectors / "blob" / case / "store").rglob("*.cacnk"))
+def test_reader_accepts_casyncs_xz_and_gzip_chunk_files(case):
+    files = list((VECTORS / "blob" / case / "store").rglob("*.cacnk"))
     assert len(files) == 1
-    assert chunkfile.decompress(files[0].read_bytes(), 1000) == gen_input.INPUTS["small_1000"]()
+    assert chunkfile.decompress(files[0].read_bytes(), 1000) == INPUTS["small_1000"]()
 
 
 @pytest.mark.parametrize(

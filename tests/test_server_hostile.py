@@ -48,6 +48,7 @@ from tests.servers_http import chunk_service
 from tests.store_contract import random_chunks
 from tests.test_server_security import raw
 from tests.test_servers import ask, chunk_path, files_under
+from tests.waiting import server_state, uploading, wait_until
 
 serve, cli_server = servers_http.serve, servers_http.cli_server
 OTHER = "127.0.0.2"  # another client: Linux answers all of 127/8 on the loopback
@@ -331,13 +332,14 @@ def test_uploads_past_the_clients_bound_are_refused_503_while_its_reads_go_on(tm
     idx.mkdir()
     (idx / "a.caibx").write_bytes(index_bytes(3))
     limits = Limits(max_uploads_per_client=2)
-    url = serve(IndexService(LocalIndexStore(idx), writable=True), limits=limits).url
+    listener = serve(IndexService(LocalIndexStore(idx), writable=True), limits=limits)
+    url = listener.url
     head = b"PUT /slow.caibx HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"
     slow = [connect_from(url) for _ in range(2)]
     try:
         for s in slow:
             s.sendall(head + b"x")
-        time.sleep(0.5)  # both are being received
+        wait_until(lambda: server_state(listener, uploading) == 2, "both are being received")
         answer = raw(url, head)  # a third upload
         assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: " in answer
         assert ask(url, "GET", "/a.caibx")[0] == 200  # the same client reads meanwhile

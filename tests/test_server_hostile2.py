@@ -42,6 +42,14 @@ from tests.test_server_hostile import (
 )
 from tests.test_server_security import raw
 from tests.test_servers import ask, chunk_path
+from tests.waiting import (
+    accept_backlog,
+    admitted,
+    partial_heads,
+    server_state,
+    uploading,
+    wait_until,
+)
 
 serve, cli_server, certs = servers_http.serve, servers_http.cli_server, servers_http.certs
 store = test_server_hostile.store  # a local store holding two chunks
@@ -88,13 +96,14 @@ def test_two_addresses_cannot_hold_every_upload_slot(tmp_path, serve):
     third address's upload."""
     idx = tmp_path / "idx"
     idx.mkdir()
-    url = serve(IndexService(LocalIndexStore(idx), writable=True)).url
+    listener = serve(IndexService(LocalIndexStore(idx), writable=True))
+    url = listener.url
     head = b"PUT /slow.caibx HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"
     slow = [connect_from(url, source) for source in ("127.0.0.3", "127.0.0.4") for _ in range(16)]
     try:
         for s in slow:
             s.sendall(head + b"x")
-        time.sleep(0.5)  # those admitted are being received
+        wait_until(lambda: server_state(listener, uploading) == 32, "all 32 are being received")
         assert ask_from(OTHER, url, "PUT", "/b.caibx", index_bytes(4))[0] == 200
     finally:
         for s in slow:
@@ -109,12 +118,14 @@ def test_idle_connections_from_several_addresses_do_not_lock_a_new_client_out(se
     the connection idle longest instead of being refused 503."""
     root, chunks = store
     limits = Limits(max_connections=20, max_connections_per_client=5)
-    url = serve(chunk_service(root), limits=limits).url
+    listener = serve(chunk_service(root), limits=limits)
+    url = listener.url
     sources = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
     idle = [connect_from(url, source) for source in sources for _ in range(5)]
     idle[0].sendall(b"GET /x HTTP/1.1\r\n")  # a head not complete is no request in progress
     try:
-        time.sleep(0.2)  # all admitted
+        wait_until(lambda: server_state(listener, admitted) == 20, "all 20 are admitted")
+        wait_until(lambda: server_state(listener, partial_heads) == 1, "the part of a head came")
         for _ in range(3):
             status, body, _ = ask_from(OTHER, url, "GET", chunk_path(chunks[0]))
             assert (status, body) == (200, chunks[0].stored())
@@ -172,7 +183,8 @@ def test_connections_that_never_start_tls_leave_a_tls_server_small(store, cli_se
         for _ in range(800):  # from one address, as the red team did
             with contextlib.suppress(OSError):
                 silent.append(connect_from(process.url))
-        time.sleep(1.0)  # the server has accepted what it would
+        port = address(process.url)[1]
+        wait_until(lambda: accept_backlog(port) == 0, "the server has accepted them all")
         grown = status_of(process.process.pid, "VmRSS") - before
         assert tls_get(process.url, path, certs.ca) == (200, chunks[0].stored())
     finally:

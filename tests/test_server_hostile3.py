@@ -31,6 +31,7 @@ from tests.servers_http import chunk_service
 from tests.store_contract import chunk_of
 from tests.test_server_hostile import OTHER, PATIENCE, address, ask_from
 from tests.test_servers import chunk_path
+from tests.waiting import backed_up, server_state, wait_until
 
 serve = servers_http.serve
 ATTACKERS = ["127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"]
@@ -76,11 +77,11 @@ def test_connections_that_never_read_do_not_lock_a_new_client_out(serve, big_chu
     answers stalled: a new client evicts one of them instead of being refused 503."""
     root, chunk = big_chunk
     limits = Limits(max_connections=16, max_connections_per_client=4)
-    url = serve(chunk_service(root), limits=limits).url
-    path = chunk_path(chunk)
+    listener = serve(chunk_service(root), limits=limits)
+    url, path = listener.url, chunk_path(chunk)
     stalled = [non_reader(url, source, path) for source in ATTACKERS for _ in range(4)]
     try:
-        time.sleep(1.0)  # all admitted, their answers backed up
+        wait_until(lambda: server_state(listener, backed_up) == 16, "all 16 hold answers not taken")
         for _ in range(3):
             status, body, _ = ask_from(OTHER, url, "GET", path)
             assert (status, body) == (200, chunk.stored())

@@ -17,13 +17,13 @@ import pytest
 
 from desync_decl.formats.catar import Decoder, DirEnd
 from desync_decl.formats.catar.features import DESYNC_TAR
-from tests.conftest import VECTORS
-from tests.test_catar_vectors import build_vector_tree
+from tests.vectors import VECTORS
+from tests.vectors.gen_input import build_tree
 
 
 @pytest.fixture(scope="module")
-def tree(gen_input, tmp_path_factory) -> Path:
-    return build_vector_tree(gen_input, tmp_path_factory.mktemp("tar") / "tree")
+def tree(tmp_path_factory) -> Path:
+    return build_tree(tmp_path_factory.mktemp("tar") / "tree")
 
 
 def gnu_tar(tree: Path, out: Path, *extra: str) -> Path:

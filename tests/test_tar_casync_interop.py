@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_casync_interop import run_casync, run_ours
-from tests.test_catar_vectors import build_vector_tree
+from tests.vectors.gen_input import build_tree
 
 MTIME = 1_650_000_000_987_654_321
 
@@ -145,8 +145,8 @@ def rich_tree(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vector_tree(gen_input, tmp_path_factory) -> Path:
-    return build_vector_tree(gen_input, tmp_path_factory.mktemp("vec") / "tree", special=True)
+def vector_tree(tmp_path_factory) -> Path:
+    return build_tree(tmp_path_factory.mktemp("vec") / "tree", special=True)
 
 
 WITH_SETS = [

@@ -15,12 +15,12 @@ import pytest
 from desync_decl.archive import fsattrs
 from desync_decl.ops.tar import TarInput, tar
 from tests import hostile_archives as h
-from tests.test_catar_vectors import VECTOR_MTIME_NS, build_vector_tree
+from tests.vectors.gen_input import VECTOR_MTIME_NS, build_tree
 
 
 @pytest.fixture(scope="module")
-def tree(gen_input, tmp_path_factory) -> Path:
-    return build_vector_tree(gen_input, tmp_path_factory.mktemp("untar") / "tree", special=True)
+def tree(tmp_path_factory) -> Path:
+    return build_tree(tmp_path_factory.mktemp("untar") / "tree", special=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The blob cases of shared/vectors, parsed from their case.txt files."""
+"""The blob cases of tests/vectors, parsed from their case.txt files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import Digest
-from tests.conftest import VECTORS
+from tests.vectors import VECTORS
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,7 @@ class BlobCase:
 
 
 def blob_cases() -> list[BlobCase]:
-    root = VECTORS / "blob"
-    if not root.is_dir():
-        return []
-    return [_case(d) for d in sorted(root.iterdir())]
+    return [_case(d) for d in sorted((VECTORS / "blob").iterdir())]
 
 
 def _case(d: Path) -> BlobCase:

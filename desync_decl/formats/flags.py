@@ -1,7 +1,8 @@
 """casync feature flags: the u64 in every index header and catar ENTRY.
 
 casync normalizes flags on write and refuses un-normalized or unknown bits on
-read (shared/spec/casync-formats.md section 2); so do we.
+read (the bits are in casync's src/caformat.h, the rule in
+ca_feature_flags_normalize, src/caformat-util.c); so do we.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ encryption); anything else is 400 before any store is touched, so no request
 can name a file outside the store. GET converts the upstream's form to the
 wire form (never recompressing), HEAD asks ``has_chunk``, PUT (writable
 servers only) decodes and hashes every upload and stores it only when it is
-the chunk its path names (desync stored unverified uploads by default, §11.7).
+the chunk its path names (desync's chunk-server stored unverified uploads by default:
+``--skip-verify-write`` was true).
 A store failure is 500 with the details on the server's side only.
 
 An upload is received into a spool file (``upload``) however slowly it comes;

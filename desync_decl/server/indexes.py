@@ -2,7 +2,7 @@
 
 The namespace is flat: a path is exactly ``/<name>``. desync served
 ``/a/x.caibx`` and ``/b/x.caibx`` as the same file (it used only the last
-path element, §11.13), so two clients could overwrite each other's index
+path element), so two clients could overwrite each other's index
 without noticing; here a path with directories is refused. A name is
 percent-decoded and must not be empty, ``.``, ``..``, or contain a slash, a
 backslash or a control character (400). A PUT body must parse as an index

@@ -1,7 +1,7 @@
 """Listeners: a service (``Request`` -> ``Response``) served over HTTP(S) on some addresses.
 
 Every address is bound before any is served, and one that cannot be bound
-is an error (desync printed it and exited 0, §11.9). Each listener runs an
+is an error (desync printed it and exited 0). Each listener runs an
 event loop on a thread of its own (``http1.Connection`` speaks HTTP) with two
 thread pools for the requests that may block, one for reads and one for
 uploads (``limits``: so that uploads never hold up reads); so the caller's

@@ -6,7 +6,7 @@ out. One boto3 client per store, thread-safe, with a connection pool of
 ``options.n``. boto3's own retries are off (one attempt per call) so that
 ``error-retry`` counts attempts the way desync does (``retry.RetryingObjects``).
 
-Credentials, in desync's order (spec §5.3): ``S3_ACCESS_KEY``/``S3_SECRET_KEY``
+Credentials, in desync's order: ``S3_ACCESS_KEY``/``S3_SECRET_KEY``
 (+ ``S3_SESSION_TOKEN``, region ``S3_REGION``); if both are empty,
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (+ ``AWS_SESSION_TOKEN``); else the
 config file's ``s3-credentials`` entry for ``http(s)://host[:port]`` (a glob key

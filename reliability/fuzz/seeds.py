@@ -1,15 +1,14 @@
 """Seed inputs for the fuzz targets: real casync vectors and our own outputs.
 
-The vectors are ``shared/vectors`` (``$DESYNC_DECL_SHARED``, as in the tests);
-without them the seeds are our own outputs only. Everything is small: seeds
-are mutated, not read whole into a corpus of megabytes.
+The vectors are casync's, committed under ``tests/vectors`` (the format tests
+compare with them too). Everything is small: seeds are mutated, not read whole
+into a corpus of megabytes.
 """
 
 from __future__ import annotations
 
 import gzip
 import lzma
-import os
 import random
 from pathlib import Path
 
@@ -20,15 +19,14 @@ from desync_decl.formats.catar import encode
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
+from tests.vectors import VECTORS
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("DESYNC_DECL_SHARED", ROOT.parent / "shared"))
-VECTORS = SHARED / "vectors"
 MAX_SEED = 64 * 1024  # larger vector files are cut: the head holds the structure
 
 
 def _files(pattern: str, limit: int = 40) -> list[bytes]:
-    found = sorted(VECTORS.glob(pattern))[:limit] if VECTORS.is_dir() else []
+    found = sorted(VECTORS.glob(pattern))[:limit]
     return [p.read_bytes()[:MAX_SEED] for p in found]
 
 
@@ -65,7 +63,7 @@ def catar_seeds() -> list[bytes]:
         }
     )
     own = b"".join(bytes(piece) for piece in encode(tree))
-    found = sorted(VECTORS.glob("tree/*/archive.catar"))[:3] if VECTORS.is_dir() else []
+    found = sorted(VECTORS.glob("tree/*/archive.catar"))[:3]
     return [own, *(p.read_bytes() for p in found)]  # whole: a cut archive is only truncated
 
 

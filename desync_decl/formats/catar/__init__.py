@@ -6,8 +6,9 @@
 - ``features``: what the feature flags ask for; casync's --with names
 - ``encoder``: source nodes -> catar stream; ``decoder``: catar stream -> nodes
 
-Written from shared/spec (desync-behaviour.md section 9, casync-formats.md
-section 7) and checked byte for byte against archives made by casync.
+Written from casync's src/caformat.h (the record types and the GOODBYE table)
+and src/caencoder.c (the stream order), and checked byte for byte against the
+archives casync made in tests/vectors/tree.
 """
 
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
