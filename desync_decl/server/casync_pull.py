@@ -4,7 +4,7 @@ This is what ``ssh host casync pull - - - /path`` runs on the far side of an
 ``ssh://`` store, so clients (casync, desync, our ``ssh://`` store) can point
 ``CASYNC_REMOTE_PATH`` at ``desync-decl``. Both sides send HELLO; we offer a
 readable store and require the client to want chunks. Every id of a REQUEST
-is answered in order (desync answered only the first, spec §11.16) with CHUNK
+is answered in order (desync answered only the first) with CHUNK
 (zstd-compressed, flag COMPRESSED) or MISSING; a chunk the store cannot decode
 counts as missing. GOODBYE or the end of input ends the session (exit 0); a
 client's ABORT, a protocol violation or a failing store ends it with exit 1,
