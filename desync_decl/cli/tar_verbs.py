@@ -170,7 +170,9 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
         "--delete-extra",
         action="store_true",
         help="first delete what the archive does not hold and what is in the way of its"
-        " entries (as the untar task's delete_extra; not with - as the archive)",
+        " entries (as the untar task's delete_extra). The archive is read twice: - as"
+        " the archive only with -i or when stdin is a regular file; refused when a local"
+        " store or cache lies in the target",
     )
     p.set_defaults(func=run_untar)
 
