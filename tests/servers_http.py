@@ -40,7 +40,7 @@ from desync_decl.server.chunks import ChunkService
 from desync_decl.server.messages import Request, Response
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
-from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
 from tests import tls_certs
 
@@ -105,7 +105,7 @@ def certs(tmp_path_factory) -> Certs:
 def chunk_service(root: Path, fmt: StorageFormat = COMPRESSED, **kwargs: Any) -> ChunkService:
     """Our chunk-server over a local store at ``root`` (its files in the same format)."""
     upstream = LocalStore(root, format=fmt, skip_verify=True, create=True)
-    return ChunkService(StoreStack(SingleFlight(upstream)), wire=fmt, **kwargs)
+    return ChunkService(StoreStack(single_flight(upstream)), wire=fmt, **kwargs)
 
 
 def start_listener(app: Callable[[Request], Response], **kwargs: Any) -> listen.Listener:

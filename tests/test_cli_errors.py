@@ -235,6 +235,22 @@ def test_make_into_a_store_path_that_is_a_regular_file_writes_no_index(cli, made
     assert_no_index_written(index)
 
 
+def test_writing_to_a_failover_group_is_refused_as_what_it_is(cli, made, target):
+    """A group is not read-only: which member a chunk would go to is what is unclear.
+    Nothing is made, not even a member's directory."""
+    group = f"{made.dir / 'g1'}|{made.dir / 'g2'}"
+    index = made.dir / "x.caibx"
+
+    line = error_line(cli("make", "-s", group, index, made.blob))
+    assert line == f"{PREFIX}{group}: a failover group cannot be written to (use one store)"
+    assert_no_index_written(index)
+
+    line = error_line(cli("extract", "-s", made.store, "-c", group, made.index, target.path))
+    assert line == f"{PREFIX}{group}: a failover group cannot be written to (use one store)"
+    assert_target_untouched(target)
+    assert not (made.dir / "g1").exists() and not (made.dir / "g2").exists()
+
+
 # --- missing and corrupted indexes --------------------------------------------------------
 
 

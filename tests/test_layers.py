@@ -145,6 +145,26 @@ def upward_imports(
     return wrong
 
 
+# Each cffi extension module (built by ext/, no .py source) and the one module that
+# wraps it; everything else reaches the C code through the wrapper, so a layer's use of
+# C is visible in its imports (formats/ has none of its own: ARCHITECTURE.md).
+CFFI_WRAPPERS = {
+    "desync_decl._chunker_cffi": "desync_decl.chunker",
+    "desync_decl._siphash_cffi": "desync_decl.siphash",
+}
+
+
+def cffi_imports(found: Sequence[Import], wrappers: dict[str, str]) -> list[str]:
+    """Each import of a cffi extension module (``*_cffi``) by another module than its
+    wrapper (an unknown extension has none)."""
+    return [
+        f"{imp.importer}:{imp.line} imports the C extension {imp.imported}"
+        for imp in found
+        if imp.imported.rsplit(".", 1)[-1].endswith("_cffi")
+        and wrappers.get(imp.imported) != imp.importer
+    ]
+
+
 def import_cycles(found: Sequence[Import]) -> list[list[str]]:
     """The cycles of load-time imports between modules (each as a path that returns
     to its start), by a depth-first search."""
@@ -184,6 +204,10 @@ def test_every_unit_of_the_package_has_a_layer():
 
 def test_no_module_imports_from_a_higher_layer():
     assert upward_imports(list(imports(ROOT, PACKAGE)), LAYERS, ROOT) == []
+
+
+def test_only_its_wrapper_imports_a_c_extension():
+    assert cffi_imports(list(imports(ROOT, PACKAGE)), CFFI_WRAPPERS) == []
 
 
 def test_no_modules_import_each_other_at_load_time():
@@ -289,3 +313,22 @@ def test_a_base_module_may_not_import_a_layer_above(tmp_path, source, expected):
         },
     )
     assert upward_imports(list(imports(tmp_path, "toy")), TOY_LAYERS, tmp_path) == expected
+
+
+def test_the_checker_finds_a_c_extension_imported_past_its_wrapper(tmp_path):
+    _package(
+        tmp_path,
+        {
+            "toy/__init__.py": "",
+            "toy/fast.py": "from toy._fast_cffi import ffi, lib\n",
+            "toy/low/__init__.py": "",
+            "toy/low/a.py": "from toy import fast\nfrom toy._fast_cffi import lib\n",
+            "toy/low/b.py": "import toy._other_cffi\n",
+        },
+    )
+    found = list(imports(tmp_path, "toy"))
+    assert upward_imports(found, TOY_LAYERS, tmp_path) == []  # all base: layers miss it
+    assert cffi_imports(found, {"toy._fast_cffi": "toy.fast"}) == [
+        "toy.low.a:2 imports the C extension toy._fast_cffi",
+        "toy.low.b:1 imports the C extension toy._other_cffi",
+    ]

@@ -35,7 +35,7 @@ from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.ssh import SshStore, parse_location
 from desync_decl.stores.swap import StoreStack
 from tests import servers_cloud, servers_http
@@ -104,7 +104,7 @@ def layout(tmp_path):
 
 def start_chunks(serve, root: Path, skip_verify: bool = False, **kwargs) -> str:
     store = LocalStore(root / "srv" / "store", skip_verify=skip_verify)
-    return serve(ChunkService(StoreStack(SingleFlight(store)), **kwargs)).url
+    return serve(ChunkService(StoreStack(single_flight(store)), **kwargs)).url
 
 
 def start_indexes(serve, root: Path, **kwargs) -> str:

@@ -30,7 +30,7 @@ from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
 from tests import servers_http
 from tests.servers_http import Step
@@ -88,7 +88,7 @@ class Chunks:
         self.absent = random_chunks(1, seed=22)[0]
         self.reports: list[str] = []
         service = ChunkService(
-            StoreStack(SingleFlight(self.store)), wire=wire, report=self.reports.append, **kwargs
+            StoreStack(single_flight(self.store)), wire=wire, report=self.reports.append, **kwargs
         )
         self.url = serve(service).url
 
@@ -297,7 +297,7 @@ def test_concurrent_gets_for_one_chunk_share_one_upstream_fetch(scripted, serve)
     chunk = random_chunks(1, seed=23)[0]
     upstream = scripted(Step(200, chunk.stored(), delay=0.3))
     store = http_store.open_chunk_store(upstream.url, StoreOptions(skip_verify=True), Opener())
-    url = serve(ChunkService(StoreStack(SingleFlight(store)))).url
+    url = serve(ChunkService(StoreStack(single_flight(store)))).url
     answers: list = []
     threads = [
         threading.Thread(target=lambda: answers.append(ask(url, "GET", chunk_path(chunk))[:2]))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from desync_decl.errors import UsageError
+from desync_decl.errors import DesyncError, UsageError
 from desync_decl.formats.catar import features
+from desync_decl.manifest import load_manifest
 from desync_decl.ops.tar import TarInput, tar
 from desync_decl.ops.untar import Clearing, untar
 from desync_decl.reconcile.model import Status
@@ -124,3 +125,60 @@ def test_clearing_refuses_an_archive_that_cannot_be_read_twice(tmp_path, outside
     assert (out / "doc" / "mine.txt").exists()
     assert stat.S_ISFIFO((out / "pipe").lstat().st_mode)
     assert untouched(outside)
+
+
+def entries_and_bytes(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")
+    }
+
+
+@pytest.mark.parametrize("inside", ["store", "cache", "symlinked store"])
+def test_the_verb_refuses_to_delete_its_own_store_or_cache(cli, tmp_path, inside):
+    """A local store or cache at or below the target is not in the archive: deleting
+    extras would delete it, then miss its chunks. Refused before anything goes."""
+    out = tmp_path / "out"
+    store = out / "store"
+    src = site(tmp_path / "v1")
+    published(src, tmp_path / "site.caidx", store)
+    write(out / "mine.txt", b"an extra file")
+    stores = ["-s", store]
+    if inside == "cache":
+        published(src, tmp_path / "site.caidx", tmp_path / "upstream")
+        stores = ["-s", tmp_path / "upstream", "-c", store]
+    elif inside == "symlinked store":
+        (tmp_path / "elsewhere").symlink_to(out)
+        (tmp_path / "other").mkdir()  # an empty store, tried first
+        stores = ["-s", f"{tmp_path / 'other'}|{tmp_path / 'elsewhere' / 'store'}"]
+    before = entries_and_bytes(out)
+
+    r = cli("untar", "-i", *stores, "--delete-extra", tmp_path / "site.caidx", out)
+
+    assert r.code == 1 and len(r.err.splitlines()) == 1, r.err
+    assert f"lies in {out}" in r.err and "would delete it" in r.err, r.err
+    assert entries_and_bytes(out) == before
+
+
+def test_the_task_refuses_to_delete_its_own_store(tmp_path):
+    """Written inside the target: a validation error; reached through a symlink (known
+    only when the paths are resolved): refused when applied, nothing deleted."""
+    out = tmp_path / "out"
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", out / "store")
+    write(out / "mine.txt", b"an extra file")
+    before = entries_and_bytes(out)
+    task = "untar: {index: site.caidx, path: out, stores: [s], delete_extra: true}"
+
+    m = manifest(tmp_path, f"stores: {{s: {{url: out/store}}}}\ntasks:\n- name: deploy\n  {task}\n")
+    with pytest.raises(DesyncError) as refused:
+        load_manifest(m)
+    assert str(refused.value) == (
+        f"{m}:6:68: 'untar.delete_extra' of task 'deploy': would delete out/store,"
+        " the store 's' it reads through (3:19)"
+    )
+
+    (tmp_path / "link").symlink_to(out / "store")
+    m = manifest(tmp_path, f"stores: {{s: {{url: link}}}}\ntasks:\n- name: deploy\n  {task}\n")
+    (result,) = apply(m, tmp_path / "state")
+    assert result.status is Status.FAILED, result.msg
+    assert f"lies in {out}" in result.msg, result.msg
+    assert entries_and_bytes(out) == before

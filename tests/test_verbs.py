@@ -400,3 +400,41 @@ def test_every_verb_is_found_in_the_module_the_lazy_table_names():
         assert callable(built[verb].get_default("func")), verb
     assert verb_of(["--config", "c.json", "--digest", "sha256", "make", "-s", "x"]) == "make"
     assert verb_of(["--debug"]) is None
+
+
+def test_global_flags_may_be_abbreviated_as_argparse_allows(cli, tmp_path, blob, capsys):
+    """The lazy verb table must find the verb behind an abbreviated global flag's value,
+    as the parser with every verb did."""
+    config = tmp_path / "cfg.json"
+    config.write_text('{"store-options": {"/x": {"uncompressed": true}}}')
+
+    shown = cli("--conf", config, "config")
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["store-options"]["/x"]["uncompressed"] is True
+
+    schema = cli("--dig", "sha256", "schema")
+    assert schema.code == 0, schema.err
+    assert "$schema" in json.loads(schema.out)
+
+    made = cli(
+        "--conf", config, "--dig=sha256", "make", "-s", tmp_path / "st", tmp_path / "b.caibx", blob
+    )
+    assert made.code == 0, made.err
+    assert fmt.decode((tmp_path / "b.caibx").read_bytes()).digest is Digest.SHA256
+
+    ambiguous = cli("--d", "sha256", "schema")  # --digest or --debug: argparse's own error
+    assert ambiguous.code == 1
+    assert capsys.readouterr().err == (
+        "desync-decl: error: ambiguous option: --d could match --digest, --debug\n"
+    )
+
+
+@pytest.mark.parametrize("before", [[], ["--conf", "cfg.json"]])
+def test_an_unknown_verb_is_named_with_the_choices(cli, before, capsys):
+    """Usage errors are argparse's (on stderr), whichever parser the verb table built."""
+    r = cli(*before, "nosuch")
+    err = capsys.readouterr().err
+    assert r.code == 1
+    assert err.startswith("desync-decl: error: argument VERB: invalid choice: 'nosuch'")
+    assert "(choose from 'make', 'extract'," in err and "'mtree')" in err
+    assert len(err.splitlines()) == 1

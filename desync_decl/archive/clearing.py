@@ -17,12 +17,12 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from desync_decl.archive.tree_walk import O_DIR, open_tree, shown_path, walk
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, UsageError
 from desync_decl.formats.catar.decoder import Decoder, Node
 from desync_decl.formats.catar.features import stores_type
 
@@ -186,6 +186,39 @@ def _mount_of(fd: int) -> tuple[int, int | None]:
     except (OSError, ValueError):
         pass
     return device, None
+
+
+def refuse_kept_inside(root: str | os.PathLike, kept: Iterable[str | os.PathLike]) -> None:
+    """Refuse, before anything is deleted, to delete extra entries of ``root`` when
+    one of ``kept`` (the local chunk stores and caches the untar reads through) lies
+    at or below it: they are not in the archive, so they would be deleted first and
+    the untar would then miss its chunks. Real paths are compared: each of ``kept``
+    with its symlinks resolved, then its directory and every parent by device and
+    inode against ``root``'s (a bind mount or a second path to the same tree too)."""
+    try:
+        top = os.stat(root)
+    except OSError:
+        return  # no target yet: nothing in it to delete
+    for path in kept:
+        if _at_or_below(path, (top.st_dev, top.st_ino)):
+            raise UsageError(
+                f"{os.fsdecode(path)} lies in {os.fsdecode(root)}: deleting what the archive"
+                " does not hold would delete it (keep the store and cache outside the target)"
+            )
+
+
+def _at_or_below(path: str | os.PathLike, top: tuple[int, int]) -> bool:
+    """Whether ``path`` (resolved) or one of its parents is the directory ``top``."""
+    at = os.path.realpath(path)
+    while True:
+        with contextlib.suppress(OSError):  # a part not made yet: its parent may be
+            st = os.stat(at)
+            if (st.st_dev, st.st_ino) == top:
+                return True
+        parent = os.path.dirname(at)
+        if parent == at:
+            return False
+        at = parent
 
 
 def clear(

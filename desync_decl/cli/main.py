@@ -98,6 +98,7 @@ VERBS = {
     "mtree": Verb("tar_verbs:mtree_arguments", "list a catar, caidx or directory in mtree format"),
 }
 _GLOBAL_VALUE_FLAGS = ("--digest", "--config")
+_GLOBAL_FLAGS = (*_GLOBAL_VALUE_FLAGS, "--debug", "--version", "--help")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,14 +139,24 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
 
 
 def verb_of(argv: Sequence[str]) -> str | None:
-    """The verb of a command line: the first word that is not a global flag or its value."""
+    """The verb of a command line: the first word that is not a global flag or its
+    value. A flag may be abbreviated as argparse allows (``--conf FILE``)."""
     words = iter(argv)
     for word in words:
-        if word in _GLOBAL_VALUE_FLAGS:
+        if _takes_a_value(word):
             next(words, None)
         elif not word.startswith("-"):
             return word
     return None
+
+
+def _takes_a_value(word: str) -> bool:
+    """Whether ``word`` is a global value flag, or argparse's unambiguous abbreviation
+    of one, without its value attached (``--config=FILE`` carries its own)."""
+    if not word.startswith("--") or "=" in word or len(word) < 3:
+        return False
+    meant = [flag for flag in _GLOBAL_FLAGS if flag.startswith(word)]
+    return len(meant) == 1 and meant[0] in _GLOBAL_VALUE_FLAGS
 
 
 def _keep_chunk_buffers_off_mmap() -> None:

@@ -34,7 +34,7 @@ from desync_decl.server.indexes import DEFAULT_MAX_INDEX_SIZE, IndexService
 from desync_decl.server.messages import Request, Response
 from desync_decl.stores.base import Store, WriteStore
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.single_flight import SingleFlight
+from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
 from desync_decl.units import parse_size
 
@@ -174,7 +174,7 @@ def _upstream_opener(
         if args.writable and not isinstance(store, WriteStore):
             store.close()
             raise DesyncError(f"store {store} cannot be written to")
-        return SingleFlight(store)
+        return single_flight(store)
 
     return upstream
 

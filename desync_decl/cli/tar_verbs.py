@@ -24,6 +24,7 @@ from desync_decl.ops.tar import TarInput, tar, tar_index
 from desync_decl.ops.untar import Clearing, untar, untar_to_tar
 from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
+from desync_decl.stores.url import url_scheme
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -169,7 +170,9 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
         "--delete-extra",
         action="store_true",
         help="first delete what the archive does not hold and what is in the way of its"
-        " entries (as the untar task's delete_extra; not with - as the archive)",
+        " entries (as the untar task's delete_extra). The archive is read twice: - as"
+        " the archive only with -i or when stdin is a regular file; refused when a local"
+        " store or cache lies in the target",
     )
     p.set_defaults(func=run_untar)
 
@@ -201,8 +204,16 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             concurrency=args.concurrency,
             source=args.archive,
             clearing=Clearing.EXTRA if args.delete_extra else Clearing.NONE,
+            kept=_local_stores(args),
         )
     return 0
+
+
+def _local_stores(args: argparse.Namespace) -> list[str]:
+    """The directories of the local stores (failover members too) and cache given."""
+    given = [*common.store_locations(args.store), *([args.cache] if args.cache else [])]
+    members = [m for location in given for m in location.split("|") if m]
+    return [m for m in members if url_scheme(m) is None]
 
 
 @contextlib.contextmanager

@@ -260,6 +260,41 @@ class _Checker:
             target = untar.get("path")
             if untar.get("delete_extra") is True and isinstance(target, str) and target:
                 self.written_inside(i, target)
+                self.stores_inside(i, _list(untar.get("stores")), target)
+
+    def stores_inside(self, i: int, names: list[Any], directory: str) -> None:
+        """An untar deleting extra entries would delete a local store or cache it reads
+        through that lies at or in its target (symlinks are resolved when it runs)."""
+        path: DataPath = ("tasks", i, "untar", "delete_extra")
+        for name in dict.fromkeys(n for n in names if isinstance(n, str)):
+            for leaf in self.store_leaves(name, set()):
+                url = _text(_mapping(self.sections["stores"].get(leaf)).get("url"))
+                if url and not is_url(url) and self.at_or_inside(url, directory):
+                    store = ("stores", leaf, "url")
+                    self.add(
+                        path,
+                        f"{self.where(path)}: would delete {self.doc.as_written(store, url)},"
+                        f" the store '{leaf}' it reads through ({self.doc.at(store).short()})",
+                    )
+
+    def store_leaves(self, name: str, seen: set[str]) -> list[str]:
+        """The store definitions a store, group or cache name stands for (a cycle,
+        reported by ``cycles``, ends the walk)."""
+        if name in seen:
+            return []
+        seen.add(name)
+        if name in self.sections["stores"]:
+            return [name]
+        group = _mapping(self.sections["groups"].get(name))
+        cache = _mapping(self.sections["caches"].get(name))
+        inner = [*_list(group.get("failover")), cache.get("store"), cache.get("cache")]
+        return [leaf for n in inner if isinstance(n, str) for leaf in self.store_leaves(n, seen)]
+
+    def at_or_inside(self, path: str, directory: str) -> bool:
+        """Whether ``path`` is ``directory`` or lies below it (as the manifest resolves them)."""
+        return local_path(path, self.base_dir) == local_path(directory, self.base_dir) or (
+            self.inside(path, directory)
+        )
 
     def written_inside(self, i: int, directory: str) -> None:
         for j, task in self.tasks:

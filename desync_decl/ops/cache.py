@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from desync_decl.formats.digest import ChunkID
 from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import Store, WriteStore
+from desync_decl.stores.base import Flushable, Store, WriteStore
 from desync_decl.stores.store_lock import confirm, keeper_of, writing
 
 
@@ -52,8 +52,7 @@ def fill_cache(
     with writing(target):  # the store lock the copies take ends with them (store_lock)
         copied = sum(ordered_map(copy, wanted, workers=concurrency))
         progress.finish()
-        flush = getattr(target, "flush", None)
-        if flush is not None:
-            flush()
+        if isinstance(target, Flushable):
+            target.flush()
         confirm(target)  # the lock held while chunks were found present: they still are
     return CacheResult(len(wanted), copied, len(wanted) - copied)

@@ -24,7 +24,7 @@ from desync_decl.formats.index import Index, blob_flags
 from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import WriteStore
+from desync_decl.stores.base import Flushable, WriteStore
 from desync_decl.stores.store_lock import confirm, keeper_of
 
 
@@ -84,9 +84,8 @@ class ChunkStorer:
     def flush(self) -> None:
         """Make the chunks durable, and make sure the store's lock held while they were
         written and found (``store_lock.confirm``): an index may refer to them now."""
-        flush = getattr(self.store, "flush", None)
-        if flush is not None:
-            flush()
+        if isinstance(self.store, Flushable):
+            self.store.flush()
         confirm(self.store)
 
 

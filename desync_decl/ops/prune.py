@@ -78,7 +78,7 @@ def describe_age(seconds: float) -> str:
 
 def check_ages_known(store: PruneStore, min_age: float) -> None:
     """Refuse a minimum age the store cannot honour (no modification times)."""
-    if min_age > 0 and not getattr(store, "chunk_ages_known", False):
+    if min_age > 0 and not store.chunk_ages_known:
         raise DesyncError(
             f"cannot prune {store} with a minimum age: it reports no modification time for"
             " its chunks; a minimum age of 0 deletes young chunks too, so only while"

@@ -58,13 +58,13 @@ class TarInput:
                 raise UsageError("disk input needs a directory path")
             options = DiskOptions(self.flags, self.one_file_system, exclude)
             with contextlib.closing(  # an error: the walk's open files closed now
-                encode(disk_tree(self.source, options), defer_payloads=defer_payloads)  # type: ignore[type-var]  # a generator: it has close()
+                encode(disk_tree(self.source, options), defer_payloads=defer_payloads)
             ) as pieces:
                 yield pieces
         elif self.input_format == "tar":
             with (
                 tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root,
-                contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,  # type: ignore[type-var]  # a generator: it has close()
+                contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,
             ):
                 yield pieces
         else:

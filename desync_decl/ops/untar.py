@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from desync_decl.archive.clearing import Cleared, archive_types, clear
+from desync_decl.archive.clearing import Cleared, archive_types, clear, refuse_kept_inside
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
 from desync_decl.archive.seed import TreeSeed, tree_seed
@@ -92,14 +92,22 @@ def untar(
     concurrency: int = 10,
     source: str = "archive",
     clearing: Clearing = Clearing.NONE,
+    kept: Sequence[str | os.PathLike] = (),
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
     matching chunks are used before ``store``'s (the target itself is a good seed
-    when updating it)."""
+    when updating it; its chunks are read before anything is deleted). ``kept`` are
+    the local stores and caches behind ``store``: see ``make_way``."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         cleared = make_way(
-            archive, target, clearing, store=store, concurrency=concurrency, source=source
+            archive,
+            target,
+            clearing,
+            store=store,
+            concurrency=concurrency,
+            source=source,
+            kept=kept,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
         decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
@@ -117,13 +125,18 @@ def make_way(
     store: Store | None,
     concurrency: int = 10,
     source: str = "archive",
+    kept: Sequence[str | os.PathLike] = (),
 ) -> Cleared:
     """Delete from the directory ``target`` what ``clearing`` says stands in the
     archive's way (``archive.clearing``). The archive's entry types are read only when
     the target exists: an index through ``store``, a catar file from where it is now,
-    and put back there for the extraction (a stream that cannot be is refused)."""
+    and put back there for the extraction (a stream that cannot be is refused).
+    Deleting extras is refused first when one of ``kept`` (the local directories of
+    the stores and caches ``store`` reads through) lies in the target."""
     if clearing is Clearing.NONE:
         return Cleared()
+    if clearing is Clearing.EXTRA:
+        refuse_kept_inside(target, kept)
     if not isinstance(archive, Index) and not _rewindable(archive):
         raise UsageError(
             "deleting what is in the way needs an archive file or an index, not a stream"

@@ -70,6 +70,12 @@ class Resolver:
         inner = source.failover if isinstance(source, GroupDef) else (source.store, source.cache)
         return [leaf for n in inner for leaf in self.leaves(n)]
 
+    def local_paths(self, names: Sequence[str]) -> list[str]:
+        """The directories of the local store definitions behind ``names`` (members,
+        caches and their upstreams): what reading through them keeps on this machine."""
+        leaves = [self.manifest.stores[leaf] for n in names for leaf in self.leaves(n)]
+        return [leaf.url for leaf in leaves if not is_url(leaf.url)]
+
     def caches_in(self, names: Sequence[str]) -> list[str]:
         """Stores that reading through ``names`` writes to: every cache's copy store."""
         out: list[str] = []

@@ -30,7 +30,7 @@ from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError, WriteStore
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.single_flight import SingleFlight
@@ -154,8 +154,10 @@ class ChunkService:
             return Response.text(
                 400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
             )
+        if not isinstance(store, WriteStore):  # a service made writable over a read-only store
+            return failure(self.report, f"PUT {id.hex()}: {store} cannot be written to")
         try:
-            store.store_chunk(chunk)  # type: ignore[attr-defined]  # writable: the verb checked it is a WriteStore
+            store.store_chunk(chunk)
         except StoreError as e:
             return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)

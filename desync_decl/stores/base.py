@@ -114,6 +114,21 @@ class WriteStore(Store, Protocol):
         ...
 
 
+class Composite:
+    """A store that asks other stores (a router, a failover group, a cache, a counting
+    or size-limiting wrapper): a read through it is counted as its leaves' reads
+    (``tally.ask``), not its own. A base class rather than a protocol: it is asked on
+    every chunk read, where ``isinstance`` of a runtime protocol costs microseconds."""
+
+
+@runtime_checkable
+class Flushable(Protocol):
+    """A store whose writes become durable in a batch (``LocalStore``: one sync of its
+    directories), done before an index that refers to them is written."""
+
+    def flush(self) -> None: ...
+
+
 Hook = Callable[[], None]  # run before an irreversible step; raises to stop it
 
 

@@ -24,11 +24,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError, WriteStore
+from desync_decl.stores.base import (
+    ChunkInvalid,
+    ChunkMissing,
+    Composite,
+    Store,
+    StoreError,
+    WriteStore,
+)
 from desync_decl.stores.retry import asked_once
 from desync_decl.stores.tally import Repair, Switch, ask, current
 
@@ -68,23 +75,61 @@ class NotLocated(ChunkMissing):
 def locate(store: Store, id: ChunkID, known: Known | None = None) -> Location:
     """Where ``store.get_chunk(id)`` would be served from; raises as that would
     (``NotLocated`` for missing) and moves groups' active members as it would."""
-    wrapper = getattr(store, "locate", None)
-    if wrapper is not None:
-        return wrapper(id, known)
+    if _locating(store):
+        return store.locate(id, known)
     will = known(store, id) if known is not None else None
     if will is not None:
         if not will:
             raise NotLocated(id, [store])
         return Location(store, None)  # written by an earlier task: its size is not known
-    probe = getattr(store, "probe", None)
-    if probe is not None:
-        held = probe(id)
+    if _probing(store):
+        held = store.probe(id)
         if held is None:
             raise NotLocated(id, [store])
         return Location(store, held if held >= 0 else None)
     if not store.has_chunk(id):
         raise NotLocated(id, [store])
     return Location(store, None)
+
+
+@runtime_checkable
+class Locating(Protocol):
+    """A wrapper that knows which of its stores would serve a read (``locate``)."""
+
+    def locate(self, id: ChunkID, known: Known | None = None) -> Location: ...
+
+
+@runtime_checkable
+class Probing(Protocol):
+    """A store that tells a chunk's stored size in the request that finds it: the
+    size, -1 when there but of unknown size, None when absent."""
+
+    def probe(self, id: ChunkID) -> int | None: ...
+
+
+class _ProbingStore(Store, Probing, Protocol):
+    """What ``_probing`` tells the type checker: still a store, one that probes."""
+
+
+def _locating(store: Store) -> TypeGuard[Locating]:
+    return _has_methods(type(store), Locating)
+
+
+def _probing(store: Store) -> TypeGuard[_ProbingStore]:
+    return _has_methods(type(store), Probing)
+
+
+_CLASSES_WITH: dict[tuple[type, type], bool] = {}
+
+
+def _has_methods(cls: type, protocol: type) -> bool:
+    """``isinstance`` of a methods-only protocol, asked once per class (``locate`` asks
+    for every chunk; the methods are the class's, so the answer holds for all its
+    instances). A race only computes an answer twice."""
+    known = _CLASSES_WITH.get((cls, protocol))
+    if known is None:
+        known = _CLASSES_WITH[cls, protocol] = issubclass(cls, protocol)
+    return known
 
 
 def _through(wrapper: object, where: Location) -> Location:
@@ -95,9 +140,7 @@ def _fork_safe(stores: Sequence[Store]) -> bool:
     return all(s.fork_safe for s in stores)
 
 
-class Router:
-    composite = True
-
+class Router(Composite):
     def __init__(self, stores: Sequence[Store]) -> None:
         if not stores:
             raise ValueError("a router needs at least one store")
@@ -148,7 +191,7 @@ class Router:
             store.close()
 
 
-class FailoverGroup:
+class FailoverGroup(Composite):
     """Equivalent stores (``-s "a|b"``): one is active; a failing one hands over to another.
 
     No fail-back: the group stays on the new member until that one fails too.
@@ -162,8 +205,6 @@ class FailoverGroup:
     retries (a blip on the member that works still heals), and then the others
     get theirs, the one that failed longest ago first.
     """
-
-    composite = True
 
     def __init__(self, members: Sequence[Store]) -> None:
         if not members:
@@ -291,10 +332,8 @@ class MissingAfterFailures(ChunkMissing):
         self.args = (f"{missing}; before it, " + "; ".join(failures),)
 
 
-class Cache:
+class Cache(Composite):
     """Read-through, write-back cache in front of ``upstream`` (``-c``)."""
-
-    composite = True
 
     def __init__(self, upstream: Store, cache: WriteStore, *, repair: bool = True) -> None:
         self.upstream, self.cache, self.repair = upstream, cache, repair

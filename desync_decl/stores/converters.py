@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import Chunk
@@ -112,3 +113,11 @@ class StorageFormat:
 
 
 COMPRESSED = StorageFormat()  # the default: .cacnk files, no encryption
+
+
+@runtime_checkable
+class Formatted(Protocol):
+    """A store that holds chunks in a ``StorageFormat`` it knows (local and object
+    stores; a server's own format is not known here)."""
+
+    format: StorageFormat

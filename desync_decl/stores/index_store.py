@@ -1,5 +1,5 @@
-"""Index stores: named index files, beside the chunk stores (``index-server``, ``-s`` URLs
-ending in ``name.caibx``).
+"""Index stores: named index files, beside the chunk stores (``index-server``, and an
+index argument given as a URL ending in ``name.caibx``).
 
 ``IndexStore`` is the contract; ``LocalIndexStore`` keeps them in a directory, and
 ``objects.ObjectIndexStore`` on any key/value backend. Every one of them checks a

@@ -71,7 +71,10 @@ class Opener:
 
     def chunk_store(self, location: str, *, create: bool = False) -> Store:
         """One store; ``a|b|c`` a failover group. With ``create``, a store to write to
-        (a missing local store is made; a read-only one is refused)."""
+        (a missing local store is made; a read-only one or a group is refused)."""
+        if create and "|" in location:  # which member would a chunk go to?
+            shown = mask_credentials(location)
+            raise StoreError(f"{shown}: a failover group cannot be written to (use one store)")
         store = self._open_chunk_store(location, create)
         if create and not isinstance(store, WriteStore):
             store.close()

@@ -9,17 +9,18 @@ least recently used ones are deleted until it is back under 90% of it.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import StoreError, WriteStore
+from desync_decl.stores.base import Composite, StoreError, WriteStore
 from desync_decl.stores.compose import Known, Location, locate
 from desync_decl.stores.tally import ask
 
 HEADROOM = 0.9  # evict down to this share of the limit, so eviction does not run on every write
 
 
+@runtime_checkable
 class _Evictable(WriteStore, Protocol):
     """A local store a size limit can evict from (``LocalStore``)."""
 
@@ -28,17 +29,15 @@ class _Evictable(WriteStore, Protocol):
     def usage(self) -> list[tuple[float, int, ChunkID]]: ...
 
 
-class SizeLimited:
+class SizeLimited(Composite):
     """Wraps a local store used as a cache; keeps it at most ``limit`` bytes."""
 
-    composite = True
-
     def __init__(self, store: object, limit: int) -> None:
-        if not all(hasattr(store, m) for m in ("touch", "usage", "remove_chunk")):
+        if not isinstance(store, _Evictable):
             raise StoreError(f"a size limit needs a local cache store, not {store}")
         if limit <= 0:
             raise StoreError("a cache size limit must be positive")
-        self.store: _Evictable = store  # type: ignore[assignment]  # its methods checked above
+        self.store = store
         self.limit = limit
         self._lock = threading.Lock()
         self._budget: int | None = None  # bytes that may still be written before a check

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from desync_decl.errors import IndexMissing
 from desync_decl.formats import index as index_format
@@ -86,6 +86,23 @@ class Objects(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SizedObjects(Objects, Protocol):
+    """A backend that tells an object's size in the request that finds it."""
+
+    def size(self, key: str) -> int | None:
+        """The object's size; None when absent."""
+        ...
+
+
+def object_size(objects: Objects, key: str) -> int | None:
+    """The size of ``key`` when the backend tells it (``SizedObjects``), -1 when it
+    only tells that the object is there, None when absent."""
+    if isinstance(objects, SizedObjects):
+        return objects.size(key)
+    return -1 if objects.exists(key) else None
 
 
 # One page of a listing: (key, modification time) pairs and where the next page starts
@@ -163,10 +180,7 @@ class ObjectChunkStore:
         """The chunk's size as stored (what a read transfers) in the one request that
         tells whether it is there, for a backend that says it (``size``); -1 when
         there but of unknown size; None when absent (``compose.locate``)."""
-        size = getattr(self.objects, "size", None)
-        if size is not None:
-            return size(self.key(id))
-        return -1 if self.objects.exists(self.key(id)) else None
+        return object_size(self.objects, self.key(id))
 
     def store_chunk(self, chunk: Chunk) -> None:
         self.objects.write(self.key(chunk.id), self.format.encode(chunk))

@@ -31,7 +31,7 @@ from typing import TypeVar
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import Store, StoreError
-from desync_decl.stores.objects import ListableObjects, ListPage, Objects
+from desync_decl.stores.objects import ListableObjects, ListPage, Objects, object_size
 from desync_decl.stores.options import StoreOptions
 
 T = TypeVar("T")
@@ -86,10 +86,7 @@ class RetryingObjects:
         return retrying(lambda: self.inner.exists(key), self.options)
 
     def size(self, key: str) -> int | None:
-        sized = getattr(self.inner, "size", None)
-        if sized is None:
-            return -1 if self.exists(key) else None
-        return retrying(lambda: sized(key), self.options)
+        return retrying(lambda: object_size(self.inner, key), self.options)
 
     def close(self) -> None:
         self.inner.close()

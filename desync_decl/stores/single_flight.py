@@ -3,18 +3,20 @@
 When many clients extract the same image at once they ask for the same
 chunks at the same moment; in front of a remote store that would fetch each
 chunk once per client. Here the first request for an id calls the store and
-the others wait for its answer (the chunk, or the same error).
+the others wait for its answer (the chunk, or the same error). Writes pass
+straight through, and only over a store that can be written (``single_flight``
+picks the class): a ``SingleFlight`` is a ``WriteStore`` exactly when its store is.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, WriteStore
 
 
 class _Call:
@@ -48,9 +50,6 @@ class SingleFlight:
     def has_chunk(self, id: ChunkID) -> bool:
         return self._shared("has", id, lambda: self.inner.has_chunk(id))
 
-    def store_chunk(self, chunk: Chunk) -> None:
-        self.inner.store_chunk(chunk)  # type: ignore[attr-defined]  # only a writable server PUTs, over a WriteStore it checked
-
     def close(self) -> None:
         self.inner.close()
 
@@ -75,3 +74,28 @@ class SingleFlight:
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+
+class WritableSingleFlight(SingleFlight):
+    """A ``SingleFlight`` over a store that can be written: writes go straight to it."""
+
+    inner: WriteStore
+
+    def __init__(self, inner: WriteStore) -> None:
+        super().__init__(inner)
+
+    def store_chunk(self, chunk: Chunk) -> None:
+        self.inner.store_chunk(chunk)
+
+
+@overload
+def single_flight(inner: WriteStore) -> WritableSingleFlight: ...
+
+
+@overload
+def single_flight(inner: Store) -> SingleFlight: ...
+
+
+def single_flight(inner: Store) -> SingleFlight:
+    """``inner`` with its concurrent reads of one id shared, writable when it is."""
+    return WritableSingleFlight(inner) if isinstance(inner, WriteStore) else SingleFlight(inner)

@@ -33,7 +33,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from desync_decl.formats.chunk import Chunk
@@ -44,6 +44,9 @@ from desync_decl.stores.base import ChunkMissing, StoreError, chunk_size_limit, 
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import Retrying
 from desync_decl.stores.url import mask_credentials
+
+if TYPE_CHECKING:
+    from desync_decl.stores.location import Opener
 
 S = TypeVar("S")
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_.%-]+)$")
@@ -363,9 +366,8 @@ def _abort_reason(message: proto.Message) -> str:
     return os.strerror(errno) if errno else "no reason given"
 
 
-def open_chunk_store(location: str, options: StoreOptions, opener: object) -> Retrying:
+def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> Retrying:
     """The store at ``location``, each read retried (``retry.Retrying``)."""
     if options.encryption:
         raise StoreError(f"{location}: ssh:// stores cannot be encrypted")
-    digest = getattr(opener, "digest", Digest.SHA512_256)
-    return Retrying(SshStore(location, digest=digest, options=options), options)
+    return Retrying(SshStore(location, digest=opener.digest, options=options), options)

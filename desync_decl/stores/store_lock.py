@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from desync_decl.errors import DesyncError
 from desync_decl.escaping import escape_line
@@ -531,11 +531,18 @@ class LockKeeper:
             lock.release()
 
 
+@runtime_checkable
+class HoldsLocks(Protocol):
+    """A store that can hold lock objects (local, and object stores that can list);
+    ``None`` where its backend cannot (OCI)."""
+
+    locks: LockKeeper | None
+
+
 def keeper_of(store: object) -> LockKeeper | None:
     """The store's ``LockKeeper``; None for a store that cannot hold lock objects
     (HTTP, ssh, OCI, and wrappers such as a size-limited cache)."""
-    keeper = getattr(store, "locks", None)
-    return keeper if isinstance(keeper, LockKeeper) else None
+    return store.locks if isinstance(store, HoldsLocks) else None
 
 
 def writing(

@@ -3,7 +3,9 @@
 
 A read leases the current store for its duration (``StoreStack.use``). ``swap``
 installs a new one at once; the old one is closed when its last read has
-finished, so no read ever sees a closed store or a half-built stack.
+finished, so no read ever sees a closed store or a half-built stack. After
+``close`` nothing is served: a lease is a ``StoreError``, and the store is
+closed once, by whichever of ``close`` and its last lease comes last.
 ``SwappableStore`` is a ``Store`` that reads through such a stack.
 """
 
@@ -16,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import Store, StoreError
 
 
 class _Closable(Protocol):
@@ -36,6 +38,7 @@ class _Entry(Generic[S]):
 class StoreStack(Generic[S]):
     def __init__(self, store: S) -> None:
         self._entry = _Entry(store)
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -45,6 +48,8 @@ class StoreStack(Generic[S]):
     @contextmanager
     def use(self) -> Iterator[S]:
         with self._lock:
+            if self._closed:
+                raise StoreError(f"{self._entry.store}: closed (the server is stopping)")
             entry = self._entry
             entry.users += 1
         try:
@@ -57,19 +62,24 @@ class StoreStack(Generic[S]):
                 entry.store.close()
 
     def swap(self, store: S) -> None:
-        """Serve from ``store`` from now on; the old store closes once it is idle."""
+        """Serve from ``store`` from now on; the old store closes once it is idle.
+        After ``close``, ``store`` is closed at once: nothing would serve from it."""
         with self._lock:
-            old, self._entry = self._entry, _Entry(store)
+            if self._closed:
+                old = _Entry(store)  # never leased
+            else:
+                old, self._entry = self._entry, _Entry(store)
             old.retired = True
             idle = old.users == 0
         if idle:
             old.store.close()
 
     def close(self) -> None:
-        """Close the current store once its last lease ends; serve nothing after."""
+        """Close the current store once its last lease ends; serve nothing after.
+        Closing again does nothing."""
         with self._lock:
-            entry = self._entry
-            closed, entry.retired = entry.retired, True
+            entry, closed = self._entry, self._closed
+            self._closed = entry.retired = True
             idle = entry.users == 0
         if idle and not closed:
             entry.store.close()

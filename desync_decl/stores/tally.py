@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import ChunkMissing, Store, chunk_size_limit, expected_chunk_size
+from desync_decl.stores.base import (
+    ChunkMissing,
+    Composite,
+    Store,
+    chunk_size_limit,
+    expected_chunk_size,
+)
 
 OUTCOMES = ("served", "missing", "failed")
 Namer = Callable[[object], str]  # a store object -> its name for people (a manifest's name)
@@ -144,7 +150,7 @@ def ask(store: Store, id: ChunkID) -> Chunk:
     """``store.get_chunk(id)``, counted in the current tally when ``store`` is a leaf
     (a wrapper counts the leaves it asks itself)."""
     tally = current()
-    if tally is None or getattr(store, "composite", False):
+    if tally is None or isinstance(store, Composite):
         return store.get_chunk(id)
     size = expected_chunk_size()
     try:
@@ -166,10 +172,8 @@ def _plain_size(chunk: Chunk) -> int | None:
         return None
 
 
-class Observed:
+class Observed(Composite):
     """A route that makes ``tally`` current around each read, on whatever thread."""
-
-    composite = True
 
     def __init__(self, inner: Store, tally: Tally) -> None:
         self.inner, self.tally = inner, tally

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,7 +84,7 @@ class _Dir:
     ends: list[int] = field(default_factory=list)
 
 
-def encode(root: SourceNode, *, defer_payloads: bool = False) -> Iterator[Piece]:
+def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece, None, None]:
     """The catar stream of ``root`` (normally a directory); with ``defer_payloads`` a
     regular file's payload may come as a ``DeferredPayload`` (see ``SourceNode``)."""
     if not stat.S_ISDIR(root.entry.mode):

@@ -87,11 +87,9 @@ def refuse_missing(missing: Amount | None, what: str) -> None:
     and any that failed before them, with what each said."""
     if missing is None or not missing.chunks:
         return
-    asked = getattr(missing, "asked", ())
-    names = ", ".join(f"'{name}'" for name in asked) or "none"
-    failed = "".join(
-        f"; before it, '{name}' failed: {why}" for name, why in getattr(missing, "failed", ())
-    )
+    known = missing if isinstance(missing, Missing) else Missing()
+    names = ", ".join(f"'{name}'" for name in known.asked) or "none"
+    failed = "".join(f"; before it, '{name}' failed: {why}" for name, why in known.failed)
     raise DesyncError(
         f"{chunks(missing.chunks)} of {what} are missing from every store a read would ask:"
         f" {names}{failed}"

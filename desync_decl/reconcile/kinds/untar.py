@@ -338,7 +338,14 @@ class UntarKind:
             cleared = Cleared()
             if seen.tree is not None:  # what stands in the archive's way goes first
                 way = Clearing.EXTRA if a.delete_extra else Clearing.IN_THE_WAY
-                cleared = make_way(index, a.path, way, store=store, concurrency=ctx.concurrency)
+                cleared = make_way(
+                    index,
+                    a.path,
+                    way,
+                    store=store,
+                    concurrency=ctx.concurrency,
+                    kept=ctx.resolver.local_paths(a.stores),
+                )
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
                 index,

@@ -20,7 +20,7 @@ from desync_decl.formats.index import Index, IndexChunk
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import size_of
 from desync_decl.reconcile.model import StoreAmount
-from desync_decl.stores.converters import StorageFormat
+from desync_decl.stores.converters import Formatted, StorageFormat
 
 SAMPLE = 32  # chunks compressed to estimate the ratio
 
@@ -36,7 +36,9 @@ def upload_amount(
     ratio = None
     if source is not None and sampled:
         store = ctx.resolver.store(name, index.digest)
-        ratio = _ratio(source, sampled, getattr(store, "format", StorageFormat()))
+        ratio = _ratio(
+            source, sampled, store.format if isinstance(store, Formatted) else StorageFormat()
+        )
     return StoreAmount(
         name,
         ctx.resolver.location(name),
