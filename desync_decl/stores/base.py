@@ -171,12 +171,13 @@ def plain_of(store: Store, id: ChunkID, size: int, max_size: int) -> bytes | mem
     index's largest chunk size ``max_size``: the store reads and decodes no more
     than a chunk of that size can take.
     """
-    token = _chunk_size.set(size)
+    size_token = _chunk_size.set(size)  # (tokens, not chunks_of_at_most: this runs per chunk)
+    limit_token = _chunk_size_limit.set(max_size)
     try:
-        with chunks_of_at_most(max_size):
-            data = store.get_chunk(id).plain(max_size)
+        data = store.get_chunk(id).plain(max_size)
     finally:
-        _chunk_size.reset(token)
+        _chunk_size_limit.reset(limit_token)
+        _chunk_size.reset(size_token)
     if len(data) != size:
         raise ChunkInvalid(id, str(store), f"{len(data)} bytes, the index says {size}")
     return data
