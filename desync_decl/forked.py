@@ -18,8 +18,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import gc
 import os
-import pickle
 import select
 import signal
 import threading
@@ -52,14 +52,7 @@ def run_forked(work: Work, workers: int, progress: Progress) -> None:
     """Run ``work(i, workers, report)`` in ``workers`` children; raise the first failure."""
     children: dict[int, int] = {}  # read end of the pipe -> pid
     try:
-        for i in range(workers):
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                os.close(read_end)
-                _child(work, i, workers, write_end)
-            os.close(write_end)
-            children[read_end] = pid
+        _fork(work, workers, children)
         failure = _collect(children, progress)
     except BaseException:  # e.g. KeyboardInterrupt: no worker may outlive the call
         _kill(children)
@@ -69,6 +62,27 @@ def run_forked(work: Work, workers: int, progress: Progress) -> None:
         raise
     if failure is not None:
         raise failure
+
+
+def _fork(work: Work, workers: int, children: dict[int, int]) -> None:
+    """Start the children, each in ``children`` as soon as it runs.
+
+    Everything they inherit is frozen for their collector (``gc.freeze``): a
+    collection in a child would otherwise write to every inherited object and
+    copy the pages holding them.
+    """
+    gc.freeze()
+    try:
+        for i in range(workers):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                os.close(read_end)
+                _child(work, i, workers, write_end)
+            os.close(write_end)
+            children[read_end] = pid
+    finally:
+        gc.unfreeze()
 
 
 def _child(work: Work, index: int, count: int, write_end: int) -> None:
@@ -83,6 +97,8 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
             work(index, count, report)
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
+        import pickle  # only on failure: every extraction's start-up would pay for it
+
         error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")
         with contextlib.suppress(OSError):
             os.write(write_end, b"E " + base64.b64encode(pickle.dumps(error)) + b"\n")
@@ -117,6 +133,8 @@ def _collect(children: dict[int, int], progress: Progress) -> DesyncError | None
 
 def _error_from(encoded: bytes) -> DesyncError:
     """The error a child sent (the pipe carries only what our own children write)."""
+    import pickle
+
     try:
         error = pickle.loads(base64.b64decode(encoded))
     except Exception as e:  # a garbled report must still fail the run, clearly

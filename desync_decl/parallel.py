@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -25,6 +27,8 @@ def ordered_map(
     At most ``window`` (default 4 x workers) items are submitted but not yet
     yielded. The first exception is re-raised here and the rest are cancelled.
     """
+    from concurrent.futures import ThreadPoolExecutor  # here: extraction on processes needs none
+
     window = window or 4 * workers
     pending: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

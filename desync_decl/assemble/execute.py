@@ -4,7 +4,8 @@ The plan's segments become units of work, run by ``workers`` forked processes
 (fork-safe stores) or threads, each writing with ``pwrite`` at final offsets:
 
 * store chunks: fetched once (verified by the store), size-checked, written at
-  every offset where they occur (the self seed's repeats come for free);
+  every offset where they occur (the self seed's repeats come for free), those
+  end to end in one ``pwritev`` (``gather``);
 * seed ranges: moved into the target (clone / kernel copy / read-write, see
   ``transfer``), then read back from the target and hashed chunk by chunk: a
   seed that does not hold what its index says raises ``SeedInvalid`` and
@@ -25,13 +26,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from desync_decl.assemble.gather import Gather, pwrite_all
 from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
 from desync_decl.assemble.transfer import can_clone, copy_range, transfer
 from desync_decl.errors import DesyncError
 from desync_decl.forked import Report, can_fork, run_forked
 from desync_decl.formats.digest import ChunkID
 from desync_decl.fsutil import preallocate, punch_hole, start_writeback
-from desync_decl.parallel import batched_map, batches, cpu_workers
+from desync_decl.parallel import batches, cpu_workers, ordered_map
 from desync_decl.progress import Progress
 from desync_decl.stores.base import Store, plain_of
 
@@ -40,7 +42,7 @@ from desync_decl.stores.base import Store, plain_of
 # 31-45 ms, with 8 MiB 1-7 ms; smaller steps cost more calls than they saved).
 WRITEBACK_EVERY = 8 * 1024 * 1024
 SEED_PIECE = 8 * 1024 * 1024  # seed ranges are split into units of about this many bytes
-SHARE = 1024 * 1024  # forked workers take consecutive work in batches of about this many bytes
+SHARE = 1024 * 1024  # workers take consecutive work in batches of about this many bytes
 _ZEROS = bytes(1 << 16)
 
 
@@ -249,12 +251,24 @@ class _Runner:
         self.plan, self.fd, self.store, self.seed_fds = plan, fd, store, seed_fds
         self.digest = plan.index.digest
 
-    def __call__(self, unit: _Work) -> int:
-        if isinstance(unit, _StoreWork):
-            data = plain_of(self.store, unit.id, unit.size, self.plan.index.sizes.max)
-            for offset in unit.offsets:
-                _pwrite_all(self.fd, data, offset)
-            return unit.size * len(unit.offsets)
+    def batch(self, units: list[_Work]) -> int:
+        """Execute consecutive units: store chunks that follow each other in the target
+        go out in one write (``gather``), flushed before any other unit runs."""
+        gather = Gather(self.fd)
+        done = 0
+        for unit in units:
+            if isinstance(unit, _StoreWork):
+                data = plain_of(self.store, unit.id, unit.size, self.plan.index.sizes.max)
+                for offset in unit.offsets:
+                    gather.write(data, offset)
+                done += unit.size * len(unit.offsets)
+            else:
+                gather.flush()
+                done += self(unit)
+        gather.flush()
+        return done
+
+    def __call__(self, unit: _SeedWork | _SelfWork | _NullWork) -> int:
         if isinstance(unit, _SeedWork):
             return self._seed(unit)
         if isinstance(unit, _SelfWork):
@@ -264,11 +278,11 @@ class _Runner:
                     f"target changed during extraction: bytes at {unit.source_offset} no longer"
                     f" hold chunk {unit.id.hex()}"
                 )
-            _pwrite_all(self.fd, data, unit.offset)
+            pwrite_all(self.fd, data, unit.offset)
             return unit.size
         if not punch_hole(self.fd, unit.offset, unit.length):
             for at in range(unit.offset, unit.offset + unit.length, len(_ZEROS)):
-                _pwrite_all(self.fd, _ZEROS[: unit.offset + unit.length - at], at)
+                pwrite_all(self.fd, _ZEROS[: unit.offset + unit.length - at], at)
         return unit.length
 
     def _seed(self, unit: _SeedWork) -> int:
@@ -303,7 +317,7 @@ def _run(
                     k = loads.index(min(loads))
                     loads[k] += sum(map(_weight, batch))
                     if k == i:
-                        written = sum(map(runner, batch))
+                        written = runner.batch(batch)
                         report(written)
                         yield written
 
@@ -312,12 +326,12 @@ def _run(
         run_forked(share, workers, progress)
         return
 
-    def run_and_report(unit: _Work) -> int:
-        written = runner(unit)
+    def run_and_report(batch: list[_Work]) -> int:
+        written = runner.batch(batch)
         progress.advance(written)
         return written
 
-    _writing(batched_map(run_and_report, units, workers=workers, weight=_weight), fd)
+    _writing(ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers), fd)
 
 
 def _weight(unit: _Work) -> int:
@@ -338,11 +352,3 @@ def _writing(written: Iterable[int], fd: int) -> None:
         if unflushed >= WRITEBACK_EVERY:
             start_writeback(fd)
             unflushed = 0
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n

@@ -20,7 +20,6 @@ absolute maximum for a chunk.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
@@ -60,16 +59,6 @@ class StoreError(DesyncError):
 def chunk_size_limit() -> int:
     """The most plain bytes the chunk being read may have (see the module's docstring)."""
     return _chunk_size_limit.get()
-
-
-@contextlib.contextmanager
-def chunks_of_at_most(size: int) -> Iterator[None]:
-    """Reads of chunks in this block (on this thread) expect at most ``size`` plain bytes."""
-    token = _chunk_size_limit.set(size)
-    try:
-        yield
-    finally:
-        _chunk_size_limit.reset(token)
 
 
 def expected_chunk_size() -> int | None:
@@ -186,12 +175,13 @@ def plain_of(store: Store, id: ChunkID, size: int, max_size: int) -> bytes | mem
     index's largest chunk size ``max_size``: the store reads and decodes no more
     than a chunk of that size can take.
     """
-    token = _chunk_size.set(size)
+    size_token = _chunk_size.set(size)  # tokens, not a context manager: this runs per chunk
+    limit_token = _chunk_size_limit.set(max_size)
     try:
-        with chunks_of_at_most(max_size):
-            data = store.get_chunk(id).plain(max_size)
+        data = store.get_chunk(id).plain(max_size)
     finally:
-        _chunk_size.reset(token)
+        _chunk_size_limit.reset(limit_token)
+        _chunk_size.reset(size_token)
     if len(data) != size:
         raise ChunkInvalid(id, str(store), f"{len(data)} bytes, the index says {size}")
     return data

@@ -37,7 +37,7 @@ from pathlib import Path
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.fsutil import link_fd, start_writeback, syncfs, write_all
+from desync_decl.fsutil import link_fd, syncfs, write_all
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
@@ -48,6 +48,7 @@ from desync_decl.stores.base import (
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
+from desync_decl.stores.writeback import Writeback
 
 LOCKS = "locks"  # the directory of lock objects (store_lock); no prefix has 5 letters
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
@@ -106,6 +107,7 @@ class LocalStore:
         self._chunk_name = re.compile(rf"^([0-9a-f]{{64}})(\.cacnk)?{cipher_suffix}$")
         self.skip_verify = skip_verify
         self.locks = LockKeeper(self, str(self))
+        self._writeback = Writeback(self._root)  # overlaps disk writes with the run
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
         if not create and not self.path.exists():
@@ -190,6 +192,7 @@ class LocalStore:
                 os.close(directory)
         except OSError as e:
             raise StoreError(f"cannot write chunk {h} to {self}: {e.strerror}") from e
+        self._writeback.wrote(len(data))  # flush() then has little left to wait for
 
     def _link_anonymous(self, directory: int, name: str, data: bytes | memoryview) -> bool:
         """Write an unnamed file (O_TMPFILE) and link it in under its final name.
@@ -209,7 +212,6 @@ class LocalStore:
             return False
         try:
             write_all(fd, data)
-            start_writeback(fd)  # overlaps disk writes with the run; flush() waits less
             link_fd(fd, name, directory)
         except FileExistsError:
             return False
@@ -229,7 +231,6 @@ class LocalStore:
             fd = os.open(temp, _CREATE_FLAGS, 0o644, dir_fd=directory)
             try:
                 write_all(fd, data)
-                start_writeback(fd)
             finally:
                 os.close(fd)
             os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
@@ -291,6 +292,7 @@ class LocalStore:
     def flush(self) -> None:
         """Make every chunk written so far durable (before an index refers to them)."""
         self._mkdir(self.path)  # a successful run leaves a store, even an empty one
+        self._writeback.wait()
         try:
             syncfs(self.path)
         except OSError as e:
@@ -495,6 +497,7 @@ class LocalStore:
                 os.close(directory)
 
     def close(self) -> None:
+        self._writeback.wait()
         self.locks.release()
 
 
