@@ -41,6 +41,12 @@ from desync_decl.stores.base import Store, plain_of
 # 8 MiB a worker wrote (was 64 MiB: the fsync that ends a 256 MiB extraction took
 # 31-45 ms, with 8 MiB 1-7 ms; smaller steps cost more calls than they saved).
 WRITEBACK_EVERY = 8 * 1024 * 1024
+# With forked workers the parent has nothing to do but wait: it makes what they wrote
+# durable as they go, every 16 MiB (ext4 on a loop device, 256 MiB from a warm local
+# store, 8 runs each: median 0.35 s without, 0.30 s with; on the host's ext4 0.28 s
+# either way). Early writeback alone does not do it: the final fsync still had to
+# push everything through to the device under the filesystem.
+SYNC_EVERY = 16 * 1024 * 1024
 SEED_PIECE = 8 * 1024 * 1024  # seed ranges are split into units of about this many bytes
 SHARE = 1024 * 1024  # workers take consecutive work in batches of about this many bytes
 _ZEROS = bytes(1 << 16)
@@ -323,7 +329,7 @@ def _run(
 
             _writing(mine(), fd)
 
-        run_forked(share, workers, progress)
+        run_forked(share, workers, _Syncing(progress, fd))
         return
 
     def run_and_report(batch: list[_Work]) -> int:
@@ -332,6 +338,32 @@ def _run(
         return written
 
     _writing(ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers), fd)
+
+
+class _Syncing:
+    """The parent's progress while forked workers write: passed on, and the target
+    ``fdatasync``-ed after every ``SYNC_EVERY`` bytes reported.
+
+    A failure is raised, never swallowed: Linux reports a write-back error to one
+    sync call per file description, so the final fsync would not see it again.
+    """
+
+    def __init__(self, progress: Progress, fd: int) -> None:
+        self._progress, self._fd = progress, fd
+        self._unsynced = 0
+
+    def start(self, stage: str, total: int) -> None:
+        self._progress.start(stage, total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(n)
+        self._unsynced += n
+        if self._unsynced >= SYNC_EVERY:
+            self._unsynced = 0
+            os.fdatasync(self._fd)
+
+    def finish(self) -> None:
+        self._progress.finish()
 
 
 def _weight(unit: _Work) -> int:
