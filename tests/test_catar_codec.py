@@ -61,7 +61,7 @@ def test_empty_directory_has_a_40_byte_goodbye():
     assert (size, typ, off, gsize, marker) == (40, r.GOODBYE, 64, 40, r.GOODBYE_TAIL_MARKER)
 
 
-names = st.binary(min_size=1, max_size=20).filter(lambda n: r.name_problem(n) is None)
+names = st.binary(min_size=1, max_size=20).filter(lambda n: r.read_name_problem(n) is None)
 
 
 @st.composite

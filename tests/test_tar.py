@@ -18,7 +18,7 @@ import pytest
 from desync_decl.formats.catar import Decoder, DirEnd
 from desync_decl.formats.catar.features import DESYNC_TAR
 from tests.vectors import VECTORS
-from tests.vectors.gen_input import build_tree
+from tests.vectors.gen_input import VECTOR_MTIME_NS, build_tree
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,23 @@ def test_tar_stream_with_hard_links_matches_casync(cli, casync, tmp_path):
     assert (tmp_path / "o.catar").read_bytes() == (tmp_path / "c.catar").read_bytes()
 
 
-def test_gnu_tar_output_reads_back_to_the_same_archive(cli, tree, tmp_path):
+def whole_seconds(tree: Path) -> Path:
+    """``tree`` with every time cut to the second: GNU's tar format holds no finer."""
+    seconds = VECTOR_MTIME_NS // 10**9 * 10**9
+    for top, dirs, files in os.walk(tree, topdown=False):
+        for name in files + dirs:
+            os.utime(os.path.join(top, name), ns=(seconds,) * 2, follow_symlinks=False)
+    os.utime(tree, ns=(seconds,) * 2)
+    return tree
+
+
+def test_gnu_tar_output_reads_back_to_the_same_archive(cli, tmp_path):
+    tree = whole_seconds(build_tree(tmp_path / "tree"))
     assert cli("tar", tmp_path / "x.catar", tree).code == 0
     result = cli("untar", "--output-format", "gnu-tar", tmp_path / "x.catar", tmp_path / "x.tar")
     assert result.code == 0, result.err
     listing = subprocess.run(["tar", "-tvf", tmp_path / "x.tar"], capture_output=True, text=True)
-    assert "./sub/deeper/deep file.txt" in listing.stdout
+    assert "sub/deeper/deep file.txt" in listing.stdout
     result = cli("tar", "--input-format", "tar", tmp_path / "y.catar", tmp_path / "x.tar")
     assert result.code == 0, result.err
     assert (tmp_path / "y.catar").read_bytes() == (tmp_path / "x.catar").read_bytes()
@@ -107,14 +118,25 @@ def test_gnu_tar_output_reads_back_to_the_same_archive(cli, tree, tmp_path):
     assert cli("mtree", extracted).out == cli("mtree", tree).out
 
 
+def test_gnu_tar_output_keeps_whole_seconds(cli, tree, tmp_path):
+    """Times finer than a second are cut, as GNU tar's gnu format and desync cut them."""
+    assert cli("tar", tmp_path / "x.catar", tree).code == 0
+    assert (
+        cli("untar", "--output-format", "gnu-tar", tmp_path / "x.catar", tmp_path / "x.tar").code
+        == 0
+    )
+    with tarfile.open(tmp_path / "x.tar") as tf:
+        assert {m.mtime for m in tf} == {VECTOR_MTIME_NS // 10**9}
+
+
 def test_gnu_tar_output_to_stdout(cli, tree, tmp_path):
     assert cli("tar", tmp_path / "x.catar", tree).code == 0
     result = cli("untar", "--output-format=gnu-tar", tmp_path / "x.catar", "-")
     assert result.code == 0, result.err
     with tarfile.open(fileobj=io.BytesIO(result.data)) as tf:
         names = tf.getnames()
-    assert names[0] == "." and "./sub/a" in names
-    assert len(result.data) % tarfile.RECORDSIZE == 0
+    assert names[0] == "." and "sub/a" in names
+    assert len(result.data) % tarfile.BLOCKSIZE == 0 and result.data.endswith(bytes(1024))
 
 
 def test_tar_without_a_root_entry_needs_tar_add_root(cli, tmp_path):

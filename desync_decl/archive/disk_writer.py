@@ -188,10 +188,17 @@ class Writer:
         os.mkdir(name, 0o700, dir_fd=parent_fd)
 
     def opened(self, fd: int, e: Entry, where: str) -> OpenDir:
-        """A directory just opened: writable for us, and what entries made in it get."""
+        """A directory just opened: writable for us, and what entries made in it get.
+        Where its mode in the archive has the setgid bit, it has it already while it is
+        filled, so what is made in it gets its group (as desync does)."""
         st = os.fstat(fd)
-        if not self.is_root and st.st_mode & 0o700 != 0o700:
-            os.fchmod(fd, (st.st_mode & 0o7777) | 0o700)
+        mode = st.st_mode & 0o7777
+        if not self.is_root:
+            mode |= 0o700
+        mode |= self._mode(e, True) & stat.S_ISGID
+        if mode != st.st_mode & 0o7777:
+            os.fchmod(fd, mode)
+            st = os.fstat(fd)  # the kernel drops setgid for a group we are not in
         gid = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
         try:
             default_acl = bool(os.getxattr(fd, posix_acl.DEFAULT))

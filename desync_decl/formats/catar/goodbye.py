@@ -7,6 +7,12 @@ sorted by (hash, position) and laid out as an implicit binary search tree
 (children of slot k at 2k+1 and 2k+2, filled in order: the Eytzinger layout).
 A tail item follows: offset back to the directory's ENTRY, the GOODBYE's own
 size, and a marker.
+
+Readers check a table against the children they read (``same_items``): every item
+and the tail as ``encode`` would write them, in any order before the tail. The order
+only serves a reader that seeks by name; casync and desync do not check it when
+reading a stream, and an older desync wrote tables in name order (desync's
+cmd/desync/testdata/tree.catar).
 """
 
 from __future__ import annotations
@@ -67,3 +73,12 @@ def encode(
         pos += ITEM_SIZE
     _ITEM.pack_into(out, pos, at - entry_at, size, r.GOODBYE_TAIL_MARKER)
     return bytes(out)
+
+
+def same_items(body: bytes, expected: bytes) -> bool:
+    """Whether a GOODBYE body holds ``expected``'s items (both without the record
+    header, same length), the tail last, the others in any order."""
+    tail = len(expected) - ITEM_SIZE
+    if len(body) != len(expected) or body[tail:] != expected[tail:]:
+        return False
+    return sorted(_ITEM.iter_unpack(body[:tail])) == sorted(_ITEM.iter_unpack(expected[:tail]))

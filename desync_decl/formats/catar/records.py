@@ -117,3 +117,15 @@ def name_problem(name: bytes) -> str | None:
     if len(name) > NAME_MAX:
         return f"name longer than {NAME_MAX} bytes"
     return None
+
+
+def read_name_problem(name: bytes) -> str | None:
+    """Why a reader refuses ``name``: ``name_problem``, and a backslash. A backslash is
+    an ordinary byte of a Linux file name (casync and desync archive it, and so do
+    we), but a path separator on Windows, so desync refuses it when reading an
+    archive, whatever it writes to; we read as desync does."""
+    if (problem := name_problem(name)) is not None:
+        return problem
+    if b"\\" in name:
+        return "name containing a backslash (a path separator on Windows, refused as desync does)"
+    return None
