@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from desync_decl.cli import go_flags
 from desync_decl.cli.console import Console
 from desync_decl.cli.opened import opened
 from desync_decl.errors import DesyncError
@@ -105,10 +106,9 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-r",
         "--cache-repair",
-        type=_bool,
+        action="store_true",
         default=True,
-        metavar="BOOL",
-        help="replace invalid chunks found in the cache (default true)",
+        help="replace invalid chunks found in the cache (default; -r=false keeps them)",
     )
     p.add_argument(
         "--cache-max-size",
@@ -225,12 +225,8 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
+# A flag whose value is a boolean (``--skip-verify-read=false``), spelled as in Go.
+_bool = go_flags.parse_bool
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
