@@ -189,14 +189,20 @@ def open_single_store(args: argparse.Namespace, digest: Digest) -> Store:
     return opened(args, opener(args, digest).chunk_store(_single_location(args)))
 
 
-def open_single_writable_store(args: argparse.Namespace, digest: Digest) -> WriteStore:
-    """The one ``-s`` store, to write to (a missing local store is created)."""
-    return open_writable_store(args, digest, _single_location(args))
+def open_single_writable_store(
+    args: argparse.Namespace, digest: Digest, *, make_missing: bool = True
+) -> WriteStore:
+    """The one ``-s`` store, to write to (a missing local store is created, unless
+    not ``make_missing``: then it is an error)."""
+    return open_writable_store(args, digest, _single_location(args), make_missing=make_missing)
 
 
-def open_writable_store(args: argparse.Namespace, digest: Digest, location: str) -> WriteStore:
-    """The store at ``location``, to write to (a missing local store is created)."""
-    store = opener(args, digest).chunk_store(location, create=True)
+def open_writable_store(
+    args: argparse.Namespace, digest: Digest, location: str, *, make_missing: bool = True
+) -> WriteStore:
+    """The store at ``location``, to write to (a missing local store is created, unless
+    not ``make_missing``: then it is an error)."""
+    store = opener(args, digest).chunk_store(location, create=True, make_missing=make_missing)
     return opened(args, store)
 
 
