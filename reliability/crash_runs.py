@@ -218,6 +218,7 @@ def _extracted(bench: CrashBench, work: Path) -> str | None:
 
 
 def _chop(bench: CrashBench, work: Path) -> list[str]:
+    (work / "store").mkdir(exist_ok=True)  # chop stores into a store that exists (as desync)
     return desync("chop", "-s", work / "store", bench.index, bench.v2)
 
 

@@ -92,6 +92,7 @@ def full_disk_trial(inputs: Inputs, name: str, mnt: Path, work: Path) -> Verdict
     if name == "make":
         argv = ("make", "-s", store, index, inputs.blob)
     elif name == "chop":
+        store.mkdir()  # chop stores into a store that exists (as desync)
         argv = ("chop", "-s", store, inputs.index, inputs.blob)
     elif name == "cache":
         argv = ("cache", "-s", inputs.store, "-c", store, inputs.index)

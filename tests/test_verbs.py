@@ -144,6 +144,7 @@ def test_extract_refuses_to_overwrite_its_own_index(cli, tmp_path, blob):
 def test_chop_stores_what_make_would(cli, tmp_path, blob):
     make(cli, tmp_path, blob)
     made = {p.name for p in (tmp_path / "store").rglob("*.cacnk")}
+    (tmp_path / "chopped").mkdir()  # chop stores into a store that exists (as desync)
     r = cli("chop", "-s", tmp_path / "chopped", tmp_path / "blob.caibx", blob)
     assert r.code == 0, r.err
     assert {p.name for p in (tmp_path / "chopped").rglob("*.cacnk")} == made
@@ -153,6 +154,8 @@ def test_chop_ignores_chunks_of_other_indexes_and_id_lists(cli, tmp_path, blob):
     index = make(cli, tmp_path, blob)
     ids = sorted(index.unique_ids())
     (tmp_path / "ignore.txt").write_text("\n".join(i.hex() for i in ids[:5]) + "\n\n")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "d").mkdir()
     r = cli(
         "chop",
         "-s",
@@ -182,6 +185,7 @@ def test_chop_refuses_a_file_that_does_not_match(cli, tmp_path, blob):
     data[500_000] ^= 0xFF
     other = tmp_path / "other.img"
     other.write_bytes(bytes(data))
+    (tmp_path / "c").mkdir()
     r = cli("chop", "-s", tmp_path / "c", tmp_path / "blob.caibx", other)
     assert r.code == 1
     assert "do not match chunk" in r.err

@@ -1,4 +1,5 @@
-"""``chop INDEX FILE``: store a file's chunks, cut where an existing index says."""
+"""``chop INDEX FILE``: store a file's chunks, cut where an existing index says, in a
+store that already exists."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
-    store = common.open_single_writable_store(args, index.digest)
+    # desync's chop: the store must exist (a typo in its path is no new store)
+    store = common.open_single_writable_store(args, index.digest, make_missing=False)
     ignore = common.ignored_ids(args)
     with writing(store, common.lock_patience(args, console)):  # the store's lock, waited for
         chop(

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from desync_decl.cli import go_flags
 from desync_decl.cli.console import Console
 from desync_decl.cli.opened import opened
 from desync_decl.errors import DesyncError
@@ -105,10 +106,9 @@ def add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-r",
         "--cache-repair",
-        type=_bool,
+        action="store_true",
         default=True,
-        metavar="BOOL",
-        help="replace invalid chunks found in the cache (default true)",
+        help="replace invalid chunks found in the cache (default; -r=false keeps them)",
     )
     p.add_argument(
         "--cache-max-size",
@@ -189,14 +189,20 @@ def open_single_store(args: argparse.Namespace, digest: Digest) -> Store:
     return opened(args, opener(args, digest).chunk_store(_single_location(args)))
 
 
-def open_single_writable_store(args: argparse.Namespace, digest: Digest) -> WriteStore:
-    """The one ``-s`` store, to write to (a missing local store is created)."""
-    return open_writable_store(args, digest, _single_location(args))
+def open_single_writable_store(
+    args: argparse.Namespace, digest: Digest, *, make_missing: bool = True
+) -> WriteStore:
+    """The one ``-s`` store, to write to (a missing local store is created, unless
+    not ``make_missing``: then it is an error)."""
+    return open_writable_store(args, digest, _single_location(args), make_missing=make_missing)
 
 
-def open_writable_store(args: argparse.Namespace, digest: Digest, location: str) -> WriteStore:
-    """The store at ``location``, to write to (a missing local store is created)."""
-    store = opener(args, digest).chunk_store(location, create=True)
+def open_writable_store(
+    args: argparse.Namespace, digest: Digest, location: str, *, make_missing: bool = True
+) -> WriteStore:
+    """The store at ``location``, to write to (a missing local store is created, unless
+    not ``make_missing``: then it is an error)."""
+    store = opener(args, digest).chunk_store(location, create=True, make_missing=make_missing)
     return opened(args, store)
 
 
@@ -225,12 +231,8 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
+# A flag whose value is a boolean (``--skip-verify-read=false``), spelled as in Go.
+_bool = go_flags.parse_bool
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, NoReturn
 
 from desync_decl import __version__
+from desync_decl.cli import go_flags
 from desync_decl.cli.console import Console
 from desync_decl.cli.opened import close_opened
 from desync_decl.errors import DesyncError
@@ -102,10 +103,17 @@ _GLOBAL_FLAGS = (*_GLOBAL_VALUE_FLAGS, "--debug", "--version", "--help")
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line and exit status 1, like every other error."""
+    """Usage errors as one line and exit status 1, like every other error; boolean
+    flags read as desync (Go) reads them (``go_flags``: ``-t=false``)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(1, f"{self.prog}: error: {escape_line(message)}\n")
+
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads only type the namespace
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = sys.argv[1:] if args is None else args
+        return super().parse_known_args(go_flags.for_argparse(self, words), namespace)
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """desync's config file (``~/.config/desync/config.json``) and its lookups.
 
 Keys of ``store-options``, ``s3-credentials`` and ``oci-credentials`` may be
-globs (``*`` and ``?`` do not cross ``/``); a location matching two keys is an
-error rather than a guess. Unlike desync, ``s3-credentials`` globs really match.
+globs (``*`` and ``?`` do not cross ``/``), matched as desync matches them
+(``location_match``); a location matching two keys is an error rather than a
+guess. Unlike desync, ``s3-credentials`` globs really match.
 Unknown keys are ignored, as desync does.
 
 The file holds secrets (``SECRET_KEYS``: encryption keys, HTTP auth headers and
@@ -66,7 +67,7 @@ class Config:
 
     def store_options(self, location: str) -> StoreOptions:
         """The ``store-options`` entry for a store location (defaults if none)."""
-        key, entry = self._lookup("store-options", _normalize(location))
+        key, entry = self._lookup("store-options", location)
         if entry is None:
             return StoreOptions()
         if not isinstance(entry, dict):
@@ -79,7 +80,7 @@ class Config:
 
     def section(self, name: str, location: str) -> dict[str, Any] | None:
         """The entry of a credentials section (``s3-credentials``, ...) for ``location``."""
-        key, entry = self._lookup(name, location.rstrip("/"))
+        key, entry = self._lookup(name, location)
         if entry is not None and not isinstance(entry, dict):
             raise DesyncError(f"{self.path}: {name} '{mask_credentials(key)}' must be an object")
         return entry
@@ -88,7 +89,7 @@ class Config:
         entries = self.raw.get(section) or {}
         if not isinstance(entries, dict):
             raise DesyncError(f"{self.path}: '{section}' must be an object")
-        matches = [k for k in entries if _glob(_normalize(k)).fullmatch(location)]
+        matches = [k for k in entries if location_match(k, location)]
         if len(matches) > 1:
             raise DesyncError(
                 f"{self.path}: {mask_credentials(location)} matches more than one {section}"
@@ -117,16 +118,37 @@ def masked(entry: dict[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
     return {k: SENSITIVE if k in secrets and v not in (None, "") else v for k, v in entry.items()}
 
 
-def _normalize(location: str) -> str:
-    """Trailing ``/`` ignored; local paths made absolute (URLs compared as strings)."""
-    if "://" not in location:
-        location = os.path.abspath(location)
-    return location.rstrip("/") or "/"
+def location_match(pattern: str, location: str) -> bool:
+    """Whether the config key ``pattern`` names the store ``location`` (desync's
+    ``locationMatch``).
+
+    A URL (a scheme of two letters or more) is matched as text, one trailing ``/``
+    ignored on each side. A local path is matched as absolute and clean on both
+    sides: ``..`` resolved, repeated and trailing ``/`` dropped, and a leading
+    ``//`` is ``/`` (Go's ``filepath.Abs``; Python's keeps ``//``, which POSIX
+    allows). ``*`` and ``?`` never match a ``/``; a malformed glob matches nothing.
+    """
+    if _URL.match(location):
+        pattern, location = pattern.removesuffix("/"), location.removesuffix("/")
+    else:
+        pattern, location = _absolute(pattern), _absolute(location)
+    glob = _glob(pattern)
+    return glob is not None and glob.fullmatch(location) is not None
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _absolute(path: str) -> str:
+    absolute = os.path.abspath(path)
+    return "/" + absolute.lstrip("/") if absolute.startswith("//") else absolute
 
 
 @lru_cache(maxsize=256)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """A glob as a regex: ``*`` and ``?`` stay within one path element."""
+def _glob(pattern: str) -> re.Pattern[str] | None:
+    """Go's ``path.Match`` pattern as a regex (None when Go refuses it): ``*`` and
+    ``?`` within one path element, ``[a-z]`` and ``[^a-z]`` classes, ``\\``
+    escapes."""
     out = []
     i = 0
     while i < len(pattern):
@@ -136,14 +158,55 @@ def _glob(pattern: str) -> re.Pattern[str]:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end
+            parsed = _character_class(pattern, i + 1)
+            if parsed is None:
+                return None
+            regex, i = parsed
+            out.append(regex)
+            continue
+        elif c == "\\":
+            i += 1
+            if i == len(pattern):
+                return None
+            out.append(re.escape(pattern[i]))
         else:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out))
+
+
+def _character_class(pattern: str, i: int) -> tuple[str, int] | None:
+    """The class that starts at ``pattern[i]`` (after its ``[``) as a regex, and where
+    the pattern goes on; None when malformed (unclosed, empty, a bare ``-``)."""
+    negated = pattern.startswith("^", i)
+    i += negated
+    ranges: list[tuple[str, str]] = []
+    while not (pattern.startswith("]", i) and ranges):
+        low = _class_char(pattern, i)
+        if low is None:
+            return None
+        lo, i = low
+        hi = lo
+        if pattern.startswith("-", i):
+            high = _class_char(pattern, i + 1)
+            if high is None:
+                return None
+            hi, i = high
+        ranges.append((lo, hi))
+    body = "".join(f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in ranges if lo <= hi)
+    if negated:
+        return f"[^/{body}]", i + 1
+    return (f"[{body}]" if body else "(?!)"), i + 1
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int] | None:
+    """One character of a class (``\\`` escapes the next) and what follows it."""
+    if i >= len(pattern) or pattern[i] in "-]":
+        return None
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            return None
+    if i + 1 >= len(pattern):  # the class never closes
+        return None
+    return pattern[i], i + 1

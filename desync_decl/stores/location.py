@@ -64,18 +64,26 @@ class Opener:
         return base.with_overrides(**self.overrides).checked(f"store {mask_credentials(location)}")
 
     @overload
-    def chunk_store(self, location: str, *, create: Literal[True]) -> WriteStore: ...
+    def chunk_store(
+        self, location: str, *, create: Literal[True], make_missing: bool = True
+    ) -> WriteStore: ...
 
     @overload
-    def chunk_store(self, location: str, *, create: bool = False) -> Store: ...
+    def chunk_store(
+        self, location: str, *, create: bool = False, make_missing: bool = True
+    ) -> Store: ...
 
-    def chunk_store(self, location: str, *, create: bool = False) -> Store:
+    def chunk_store(
+        self, location: str, *, create: bool = False, make_missing: bool = True
+    ) -> Store:
         """One store; ``a|b|c`` a failover group. With ``create``, a store to write to
-        (a missing local store is made; a read-only one or a group is refused)."""
+        (a read-only one or a group is refused), and a missing local store is made
+        unless ``make_missing`` is false (then it is an error, as in desync: a typo
+        must not start a new store)."""
         if create and "|" in location:  # which member would a chunk go to?
             shown = mask_credentials(location)
             raise StoreError(f"{shown}: a failover group cannot be written to (use one store)")
-        store = self._open_chunk_store(location, create)
+        store = self._open_chunk_store(location, create and make_missing)
         if create and not isinstance(store, WriteStore):
             store.close()
             raise StoreError(f"{mask_credentials(location)}: this store is read-only")

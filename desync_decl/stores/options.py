@@ -1,8 +1,10 @@
 """Per-store options, as desync's config file (``store-options``) and flags give them.
 
 Durations in the config file are nanoseconds (Go's ``time.Duration``), as in
-desync; here they are seconds. A key or algorithm without ``encryption: true``
-is an error: a store must never silently be written in plaintext.
+desync; here they are seconds. In the config file a key or algorithm without
+``encryption: true`` is an error (as in desync): a store must never silently be
+written in plaintext. Given by flags, they imply encryption
+(``with_encryption_implied``, as desync's chunk-server flags do).
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ class StoreOptions:
     def with_overrides(self, **changes: Any) -> StoreOptions:
         """These options with the values a command line gave (None = not given)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def with_encryption_implied(self) -> StoreOptions:
+        """These options as flags mean them: a key or an algorithm given turns
+        encryption on (desync's chunk-server: ``--encryption-key`` and
+        ``--encryption-algorithm`` imply ``--encryption``; without a key given, it
+        comes from ``DESYNC_ENCRYPTION_KEY``). Not for the config file, where desync
+        refuses a key or algorithm without ``encryption: true`` (``checked``)."""
+        if self.encryption_key or self.encryption_algorithm:
+            return replace(self, encryption=True)
+        return self
 
     def checked(self, where: str) -> StoreOptions:
         if not self.encryption and (self.encryption_key or self.encryption_algorithm):
