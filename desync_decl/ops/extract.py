@@ -38,7 +38,7 @@ from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, walk_error
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 
 
 class InvalidSeeds(enum.Enum):
@@ -120,9 +120,12 @@ def extract(
                     workers=concurrency,
                     progress=progress,
                 )
-            except SeedInvalid as e:
-                seeds = _without_invalid(seeds, e, invalid_seeds, concurrency, progress)
-                problems.append(str(e))
+            except (SeedInvalid, ChunkMissing, ChunkInvalid, StoreError) as e:
+                bad = _seed_at_fault(e, plan, out, concurrency, progress)
+                if bad is None:
+                    raise
+                seeds = _without_invalid(seeds, bad, invalid_seeds, concurrency, progress)
+                problems.append(str(bad))
                 out.written(index.length)
                 continue
             written = out.commit(settle)
@@ -363,6 +366,28 @@ def _in_place_map(
     if size == 0:
         return None
     return chunks_in_place(index, fd, size, workers=concurrency, progress=progress)
+
+
+def _seed_at_fault(
+    error: DesyncError, plan: AssemblyPlan, out: _Target, concurrency: int, progress: Progress
+) -> SeedInvalid | None:
+    """The invalid seed behind a failed attempt, if there is one.
+
+    Store reads and seed copies run side by side, so a chunk the store lacks can
+    end the attempt before the seed copies show that a seed does not hold what its
+    index says. desync checks the seeds first: a seed re-indexed (or dropped) makes
+    a new plan, and the chunks the store lacked may then come from the seed. So a
+    store failure is put down to a seed when the plan's seed chunks, read again,
+    show one invalid; else it stands (None)."""
+    if isinstance(error, SeedInvalid):
+        return error
+    if out.atomic is None or not any(s.source is Source.SEED for s in plan.segments):
+        return None  # in place the seeds were checked before anything was written
+    try:
+        validate_seeds(plan, workers=concurrency, progress=progress)
+    except SeedInvalid as e:
+        return e
+    return None
 
 
 def _without_invalid(
