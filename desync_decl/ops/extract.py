@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.assemble.execute import SeedInvalid, execute
+from desync_decl.assemble.execute import Outcome, SeedInvalid, execute
 from desync_decl.assemble.inplace import chunks_in_place
 from desync_decl.assemble.plan import AssemblyPlan, Source, plan_assembly
 from desync_decl.assemble.seeds import Seed
@@ -53,26 +53,37 @@ class InvalidSeeds(enum.Enum):
 class ExtractResult:
     path: Path
     plan: AssemblyPlan  # what the final attempt did
-    bytes_cloned: int  # seed bytes shared with the seed rather than copied
-    blocksize: int  # the target's block size: what clones align to
+    outcome: Outcome  # what the final attempt's writing did: clones, zeroed nulls, block size
+    seeds_given: int  # seeds the extraction started with, before any was dropped
     attempts: int
     seed_problems: tuple[str, ...]  # seeds dropped or re-indexed, and why
     written: os.stat_result  # the file written, once complete (not whatever has its name now)
 
     def stats(self) -> dict[str, object]:
-        """desync's ``--print-stats`` keys, then what desync-decl adds."""
+        """desync's ``--print-stats`` keys (counted as its ``AssembleFile`` counts
+        them), then what desync-decl adds.
+
+        desync's seed bytes are every byte a seed put in the target: file seeds, the
+        self seed (a chunk written again from where it already is in the target) and
+        the null seed where it wrote zeros (not on a new target, left sparse). Its
+        ``seeds`` is the null seed plus every seed it was given, also one dropped as
+        invalid later; for an index without chunks it stops before counting seeds or
+        asking the block size, and reports 0 for both."""
         src = self.plan.by_source()
         from_seeds = src[Source.SEED]
+        copied = from_seeds.bytes - self.outcome.bytes_cloned
+        copied += src[Source.SELF].bytes + self.outcome.bytes_zeroed
+        empty = len(self.plan.index) == 0
         return {
             "chunks-from-seeds": from_seeds.chunks + src[Source.NULL].chunks,
             "chunks-from-store": src[Source.STORE].chunks,
             "chunks-in-place": src[Source.IN_PLACE].chunks,
-            "bytes-copied-from-seeds": from_seeds.bytes - self.bytes_cloned,
-            "bytes-cloned-from-seeds": self.bytes_cloned,
-            "blocksize": self.blocksize,
+            "bytes-copied-from-seeds": copied,
+            "bytes-cloned-from-seeds": self.outcome.bytes_cloned,
+            "blocksize": 0 if empty else self.outcome.blocksize,
             "bytes-total": self.plan.index.length,
             "chunks-total": len(self.plan.index),
-            "seeds": len(self.plan.seeds) + 1,  # with the null seed, as desync counts
+            "seeds": 0 if empty else self.seeds_given + 1,
             "bytes-from-store": src[Source.STORE].bytes,
             "attempts": self.attempts,
             "seed-problems": list(self.seed_problems),
@@ -103,7 +114,7 @@ def extract(
     """
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
-    seeds = list(seeds)
+    seeds, given = list(seeds), len(seeds)
     problems: list[str] = []
     with _open_target(target, dir_fd, index, in_place, mode) as out:
         for attempt in range(1, len(seeds) + 2):
@@ -129,15 +140,7 @@ def extract(
                 out.written(index.length)
                 continue
             written = out.commit(settle)
-            return ExtractResult(
-                target,
-                plan,
-                outcome.bytes_cloned,
-                outcome.blocksize,
-                attempt,
-                tuple(problems),
-                written,
-            )
+            return ExtractResult(target, plan, outcome, given, attempt, tuple(problems), written)
     raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
 
 
@@ -244,7 +247,14 @@ class _Target:
         self.atomic, self.made = atomic, made
 
     def written(self, length: int) -> None:
-        """A failed attempt wrote some of it: no longer blank, holds data up to ``length``."""
+        """A failed attempt wrote some of it. A temp file is emptied and sized again:
+        blank once more, the next attempt leaves its null runs as holes (nothing in it
+        is reused; desync's next attempt also starts on a blank file, as it checks
+        seeds before writing). The target itself now holds data up to ``length``."""
+        if self.atomic is not None:
+            os.ftruncate(self.fd, 0)
+            os.ftruncate(self.fd, length)
+            return
         self.blank, self.size = False, length
 
     def commit(self, settle: Callable[[int], None] | None) -> os.stat_result:

@@ -9,6 +9,7 @@ command fails.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -302,3 +303,61 @@ def test_an_invalid_seed_is_the_error_not_the_chunk_the_store_lacks(in_upstream,
     ), r.err
     assert len(r.err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_print_stats_counts_self_seed_copies_as_seed_bytes(cli, tmp_path):
+    """desync's self seed is a seed: a chunk written again from where it already is
+    in the target counts in bytes-copied/cloned-from-seeds (and in neither chunk
+    count). A new target, so no null run is written."""
+    data = random.Random(15).randbytes(300_000)
+    (tmp_path / "blob").write_bytes(data + data + data)
+    store, index = tmp_path / "store", tmp_path / "blob.caibx"
+    assert cli("make", "-m", "4:16:64", "-s", store, index, tmp_path / "blob").code == 0
+    out = tmp_path / "out"
+    stats = stats_of(cli("extract", "--print-stats", "-s", store, index, out))
+    assert out.read_bytes() == data * 3
+    sources = stats["plan"]["sources"]
+    assert sources["self"]["bytes"] > 500_000
+    copied = stats["bytes-copied-from-seeds"] + stats["bytes-cloned-from-seeds"]
+    assert copied == sources["self"]["bytes"]
+    assert stats["chunks-from-store"] == sources["store"]["chunks"]
+    assert stats["chunks-from-seeds"] == 0
+    assert stats["seeds"] == 1  # the null seed only
+
+
+def test_print_stats_counts_nulls_written_over_old_data(in_upstream, cmd_data, tmp_path):
+    """In place over a file of other bytes, blob1's 31 null chunks are written as
+    zeros by the null seed: desync counts them as copied from seeds. On a new
+    target they are left as holes and count nothing."""
+    out = tmp_path / "out"
+    out.write_bytes(b"\xff" * 2_097_152)
+    argv = ["extract", "--print-stats", "-s", "testdata/blob1.store", BLOB1_CAIBX, out]
+    stats = stats_of(in_upstream(argv[0], "--in-place", *argv[1:]))
+    assert out.read_bytes() == (cmd_data / "blob1").read_bytes()
+    nulls = stats["plan"]["sources"]["null"]
+    assert stats["chunks-from-seeds"] == nulls["chunks"] == 31
+    assert stats["bytes-copied-from-seeds"] + stats["bytes-cloned-from-seeds"] == nulls["bytes"]
+    fresh = stats_of(in_upstream(*argv[:-1], tmp_path / "new"))
+    assert fresh["bytes-copied-from-seeds"] == fresh["bytes-cloned-from-seeds"] == 0
+
+
+def test_print_stats_seeds_counts_every_seed_given_and_the_null_seed(in_upstream, tmp_path):
+    """desync counts its null seed and every seed it was given, also one dropped
+    later as invalid (it counts before checking them)."""
+    r = in_upstream(
+        "extract",
+        "--print-stats",
+        "-s",
+        "testdata/blob1.store",
+        "--seed",
+        "testdata/blob2_corrupted.caibx",
+        "--seed",
+        "testdata/blob2.caibx",
+        "--skip-invalid-seeds",
+        BLOB1_CAIBX,
+        tmp_path / "out",
+    )
+    stats = stats_of(r)
+    assert stats["seeds"] == 3
+    assert len(stats["seed-problems"]) == 1
+    assert [s["name"] for s in stats["plan"]["seeds"]] == ["testdata/blob2.caibx"]
