@@ -229,7 +229,7 @@ def test_info_counts_chunks_and_store_presence(cli, tmp_path, blob):
         16384,
         65536,
     )
-    text = cli("info", tmp_path / "blob.caibx").out
+    text = cli("info", "-f", "plain", tmp_path / "blob.caibx").out  # JSON by default, as desync
     assert f"Total chunks: {len(index)}" in text
     assert "Blob size: 1623457" in text
 
@@ -371,7 +371,7 @@ def test_info_with_a_seed_shows_the_plan_extract_would_follow(cli, tmp_path, blo
     assert plan["sources"] == json.loads(dry.out)["sources"]
     assert plan["sources"]["seed"]["bytes"] > len(changed) // 2
     assert plan["seeds"][0]["name"] == seed
-    text = cli("info", "--seed", seed, tmp_path / "new.caibx")
+    text = cli("info", "-f", "plain", "--seed", seed, tmp_path / "new.caibx")
     assert "Extraction plan:" in text.out and "from seeds" in text.out
 
 

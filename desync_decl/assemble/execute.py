@@ -81,6 +81,7 @@ def seed_errors(plan: AssemblyPlan, seed: int) -> Iterator[None]:
 class Outcome:
     bytes_cloned: int  # seed bytes shared with the seed file rather than copied
     blocksize: int  # the target's block size: what clones align to
+    bytes_zeroed: int  # null runs written over earlier data (on a blank target: none)
 
 
 class _StoreWork(NamedTuple):
@@ -138,7 +139,7 @@ def execute(
                 preallocate(fd, length, offset)
         _run(units, _Runner(plan, fd, store, seed_fds), fd, workers, store, progress)
         progress.finish()
-        return Outcome(builder.cloned, builder.blocksize)
+        return Outcome(builder.cloned, builder.blocksize, builder.zeroed)
     finally:
         for f in seed_fds.values():
             os.close(f)
@@ -177,6 +178,7 @@ class _Builder:
         self.blank, self.progress = blank, progress
         self.blocksize = os.fstat(fd).st_blksize or 4096
         self.cloned = 0
+        self.zeroed = 0  # bytes of null runs written (a target not blank)
         self.write_ranges: list[tuple[int, int]] = []  # ranges written by data, not clones
 
     def build(self) -> list[_Work]:
@@ -202,6 +204,7 @@ class _Builder:
                 units.extend(self._seed_units(seg))
             elif seg.source is Source.NULL and not self.blank:
                 units.append(_NullWork(seg.offset, seg.length))
+                self.zeroed += seg.length
             else:  # in place, or null on a blank target: nothing to write
                 self.progress.advance(seg.length)
         return units

@@ -11,6 +11,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import DesyncError
 from desync_decl.fsutil import write_atomic
+from desync_decl.ops.info import chunk_info_rows
 from desync_decl.ops.source import open_source
 from desync_decl.stores.local import LocalStore
 
@@ -55,13 +56,7 @@ def run_inspect(args: argparse.Namespace, console: Console) -> int:
         if not isinstance(given, LocalStore):
             raise DesyncError(f"inspect-chunks needs a local store, not {given}")
         store = given
-    rows = []
-    for c in index:
-        row: dict[str, object] = {"id": c.id.hex(), "uncompressed_size": c.size}
-        stored = store.stored_size(c.id) if store else None
-        if stored:
-            row["compressed_size"] = stored
-        rows.append(row)
+    rows = chunk_info_rows(index, store.stored_size if store is not None else None)
     if args.output:
         try:
             write_atomic(args.output, (json.dumps(rows, indent=2) + "\n").encode())

@@ -1,4 +1,11 @@
-"""``info INDEX``: index statistics, human text by default, ``--json`` for scripts."""
+"""``info INDEX``: index statistics.
+
+As desync prints them: JSON by default (``-f json``), its keys only, so a script
+written for desync reads ours; ``-f plain`` is desync's lines followed by what
+desync-decl adds (each store's counts, the plan an extract would follow with the
+seeds). ``--json`` is desync's JSON plus those additions (digests, flags, ``stores``,
+``plan``).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +14,25 @@ import argparse
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.cli.seeding import add_seed_args, print_plan, seed_specs
-from desync_decl.ops.info import info
+from desync_decl.ops.info import IndexInfo, info, read_chunks_info
 from desync_decl.ops.seeding import open_seeds
 
-_LABELS = {
-    "size": "Blob size",
-    "total": "Total chunks",
-    "unique": "Unique chunks",
-    "in-store": "Chunks in store",
-    "chunk-size-min": "Chunk size min",
-    "chunk-size-avg": "Chunk size avg",
-    "chunk-size-max": "Chunk size max",
-    "digest": "Digest",
-    "index-digest": "Index digest",
-    "feature-flags": "Feature flags",
-}
+# desync's plain lines, in its order
+_PLAIN = (
+    ("Blob size", "size"),
+    ("Size of deduplicated chunks not in seed", "dedup-size-not-in-seed"),
+    ("Size of deduplicated chunks not in seed nor cache", "dedup-size-not-in-seed-nor-cache"),
+    ("Total chunks", "total"),
+    ("Unique chunks", "unique"),
+    ("Chunks in store", "in-store"),
+    ("Chunks in seed", "in-seed"),
+    ("Chunks in cache", "in-cache"),
+    ("Chunks not in seed nor cache", "not-in-seed-nor-cache"),
+    ("Compressed chunks not in seed nor cache", "dedup-size-not-in-seed-nor-cache-compressed"),
+    ("Chunk size min", "chunk-size-min"),
+    ("Chunk size avg", "chunk-size-avg"),
+    ("Chunk size max", "chunk-size-max"),
+)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -30,34 +41,57 @@ def arguments(p: argparse.ArgumentParser) -> None:
     common.add_concurrency_arg(p)
     common.add_cache_args(p)
     add_seed_args(p)
-    p.add_argument("--json", action="store_true", help="JSON output")
+    p.add_argument(
+        "--chunks-info",
+        metavar="FILE",
+        help="inspect-chunks output: the compressed size of the chunks not in seeds nor cache",
+    )
     p.add_argument(
         "-f",
         "--format",
-        choices=["plain", "json"],
-        default="plain",
-        help="output format (desync's flag; default plain)",
+        choices=["json", "plain"],
+        default="json",
+        help="output format, as desync's (default json)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="desync's JSON plus digests, flags, each store's counts and the seeds' plan",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index = common.read_index(args, args.index)
+    chunks_info = read_chunks_info(args.chunks_info) if args.chunks_info else None
     stores = common.open_store_list(args, index.digest) if args.store else []
+    cache = None
     if args.cache:
-        stores.insert(0, common.opener(args, index.digest).chunk_store(args.cache))
+        cache = common.opener(args, index.digest).chunk_store(args.cache)
     seeds = open_seeds(seed_specs(args, console), index, concurrency=args.concurrency)
-    result = info(index, stores=stores, seeds=seeds, concurrency=args.concurrency)
-    data = result.as_json()
-    if args.json or args.format == "json":
-        console.json(data)
-        return 0
-    for key, value in data.items():
-        if key in _LABELS:
-            console.print(f"{_LABELS[key]}: {value}")
+    result = info(
+        index,
+        stores=stores,
+        seeds=seeds,
+        cache=cache,
+        chunks_info=chunks_info,
+        concurrency=args.concurrency,
+    )
+    if args.json:
+        console.json(result.as_json())
+    elif args.format == "json":
+        console.json(result.desync_json())
+    else:
+        _print_plain(result, console)
+    return 0
+
+
+def _print_plain(result: IndexInfo, console: Console) -> None:
+    data = result.desync_json()
+    for label, key in _PLAIN:
+        console.print(f"{label}: {data[key]}")
     for name, present in result.per_store:
         console.print(f"  {name}: {present} present, {result.unique - present} missing")
     if result.plan is not None:
         console.print("Extraction plan:")
         print_plan(result.plan, console)
-    return 0

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.assemble.execute import SeedInvalid, execute
+from desync_decl.assemble.execute import Outcome, SeedInvalid, execute
 from desync_decl.assemble.inplace import chunks_in_place
 from desync_decl.assemble.plan import AssemblyPlan, Source, plan_assembly
 from desync_decl.assemble.seeds import Seed
@@ -38,7 +38,7 @@ from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, walk_error
 from desync_decl.ops.seeding import reindex
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.stores.base import Store
+from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 
 
 class InvalidSeeds(enum.Enum):
@@ -53,26 +53,37 @@ class InvalidSeeds(enum.Enum):
 class ExtractResult:
     path: Path
     plan: AssemblyPlan  # what the final attempt did
-    bytes_cloned: int  # seed bytes shared with the seed rather than copied
-    blocksize: int  # the target's block size: what clones align to
+    outcome: Outcome  # what the final attempt's writing did: clones, zeroed nulls, block size
+    seeds_given: int  # seeds the extraction started with, before any was dropped
     attempts: int
     seed_problems: tuple[str, ...]  # seeds dropped or re-indexed, and why
     written: os.stat_result  # the file written, once complete (not whatever has its name now)
 
     def stats(self) -> dict[str, object]:
-        """desync's ``--print-stats`` keys, then what desync-decl adds."""
+        """desync's ``--print-stats`` keys (counted as its ``AssembleFile`` counts
+        them), then what desync-decl adds.
+
+        desync's seed bytes are every byte a seed put in the target: file seeds, the
+        self seed (a chunk written again from where it already is in the target) and
+        the null seed where it wrote zeros (not on a new target, left sparse). Its
+        ``seeds`` is the null seed plus every seed it was given, also one dropped as
+        invalid later; for an index without chunks it stops before counting seeds or
+        asking the block size, and reports 0 for both."""
         src = self.plan.by_source()
         from_seeds = src[Source.SEED]
+        copied = from_seeds.bytes - self.outcome.bytes_cloned
+        copied += src[Source.SELF].bytes + self.outcome.bytes_zeroed
+        empty = len(self.plan.index) == 0
         return {
             "chunks-from-seeds": from_seeds.chunks + src[Source.NULL].chunks,
             "chunks-from-store": src[Source.STORE].chunks,
             "chunks-in-place": src[Source.IN_PLACE].chunks,
-            "bytes-copied-from-seeds": from_seeds.bytes - self.bytes_cloned,
-            "bytes-cloned-from-seeds": self.bytes_cloned,
-            "blocksize": self.blocksize,
+            "bytes-copied-from-seeds": copied,
+            "bytes-cloned-from-seeds": self.outcome.bytes_cloned,
+            "blocksize": 0 if empty else self.outcome.blocksize,
             "bytes-total": self.plan.index.length,
             "chunks-total": len(self.plan.index),
-            "seeds": len(self.plan.seeds) + 1,  # with the null seed, as desync counts
+            "seeds": 0 if empty else self.seeds_given + 1,
             "bytes-from-store": src[Source.STORE].bytes,
             "attempts": self.attempts,
             "seed-problems": list(self.seed_problems),
@@ -103,7 +114,7 @@ def extract(
     """
     target = Path(path)
     _check_seeds_against_target(target, seeds, in_place)
-    seeds = list(seeds)
+    seeds, given = list(seeds), len(seeds)
     problems: list[str] = []
     with _open_target(target, dir_fd, index, in_place, mode) as out:
         for attempt in range(1, len(seeds) + 2):
@@ -120,21 +131,16 @@ def extract(
                     workers=concurrency,
                     progress=progress,
                 )
-            except SeedInvalid as e:
-                seeds = _without_invalid(seeds, e, invalid_seeds, concurrency, progress)
-                problems.append(str(e))
+            except (SeedInvalid, ChunkMissing, ChunkInvalid, StoreError) as e:
+                bad = _seed_at_fault(e, plan, out, concurrency, progress)
+                if bad is None:
+                    raise
+                seeds = _without_invalid(seeds, bad, invalid_seeds, concurrency, progress)
+                problems.append(str(bad))
                 out.written(index.length)
                 continue
             written = out.commit(settle)
-            return ExtractResult(
-                target,
-                plan,
-                outcome.bytes_cloned,
-                outcome.blocksize,
-                attempt,
-                tuple(problems),
-                written,
-            )
+            return ExtractResult(target, plan, outcome, given, attempt, tuple(problems), written)
     raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
 
 
@@ -241,7 +247,14 @@ class _Target:
         self.atomic, self.made = atomic, made
 
     def written(self, length: int) -> None:
-        """A failed attempt wrote some of it: no longer blank, holds data up to ``length``."""
+        """A failed attempt wrote some of it. A temp file is emptied and sized again:
+        blank once more, the next attempt leaves its null runs as holes (nothing in it
+        is reused; desync's next attempt also starts on a blank file, as it checks
+        seeds before writing). The target itself now holds data up to ``length``."""
+        if self.atomic is not None:
+            os.ftruncate(self.fd, 0)
+            os.ftruncate(self.fd, length)
+            return
         self.blank, self.size = False, length
 
     def commit(self, settle: Callable[[int], None] | None) -> os.stat_result:
@@ -363,6 +376,28 @@ def _in_place_map(
     if size == 0:
         return None
     return chunks_in_place(index, fd, size, workers=concurrency, progress=progress)
+
+
+def _seed_at_fault(
+    error: DesyncError, plan: AssemblyPlan, out: _Target, concurrency: int, progress: Progress
+) -> SeedInvalid | None:
+    """The invalid seed behind a failed attempt, if there is one.
+
+    Store reads and seed copies run side by side, so a chunk the store lacks can
+    end the attempt before the seed copies show that a seed does not hold what its
+    index says. desync checks the seeds first: a seed re-indexed (or dropped) makes
+    a new plan, and the chunks the store lacked may then come from the seed. So a
+    store failure is put down to a seed when the plan's seed chunks, read again,
+    show one invalid; else it stands (None)."""
+    if isinstance(error, SeedInvalid):
+        return error
+    if out.atomic is None or not any(s.source is Source.SEED for s in plan.segments):
+        return None  # in place the seeds were checked before anything was written
+    try:
+        validate_seeds(plan, workers=concurrency, progress=progress)
+    except SeedInvalid as e:
+        return e
+    return None
 
 
 def _without_invalid(
