@@ -505,7 +505,7 @@ def test_a_listener_that_cannot_bind_is_an_error_with_exit_status_1(tmp_path, cl
         (["-s", "A", "--cert", "C", "--key", "K", "--mutual-tls"], "--client-ca"),
         (["-s", "A", "--client-ca", "C"], "only used with --mutual-tls"),
         (["-s", "A", "-l", "nowhere"], "expected HOST:PORT"),
-        (["-s", "A", "--encryption-key", "00"], "encryption is not enabled"),
+        (["-s", "A", "--encryption-key", "00"], "must be 64 hex"),
     ],
 )
 def test_chunk_server_refuses_flags_that_do_not_fit(tmp_path, cli, flags, message):

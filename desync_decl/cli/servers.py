@@ -33,6 +33,7 @@ from desync_decl.server.chunks import ChunkService
 from desync_decl.server.indexes import DEFAULT_MAX_INDEX_SIZE, IndexService
 from desync_decl.server.messages import Request, Response
 from desync_decl.stores.base import Store, WriteStore
+from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
@@ -45,12 +46,18 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-u", "--uncompressed", action="store_true", help="serve chunks uncompressed (no .cacnk)"
     )
-    p.add_argument(
+    _optional_bool(
+        p,
         "--skip-verify-read",
-        type=common._bool,
         default=True,
-        metavar="BOOL",
         help="do not hash chunks read from the stores: clients verify them (default true)",
+    )
+    _optional_bool(
+        p,
+        "--skip-verify-write",
+        default=False,
+        help="store uploads without decompressing and hashing them (faster; default false:"
+        " every upload is verified)",
     )
     p.add_argument(
         "--max-chunk-size",
@@ -59,7 +66,10 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="refuse uploads of larger chunks (default 128M, casync's limit)",
     )
-    g = p.add_argument_group("encryption of the chunks on the wire")
+    g = p.add_argument_group(
+        "encryption of the chunks on the wire (any of these flags turns it on; the key"
+        " is $DESYNC_ENCRYPTION_KEY unless --encryption-key gives it)"
+    )
     g.add_argument("--encryption", action="store_true", help="serve encrypted chunks")
     g.add_argument("--encryption-key", metavar="HEX", help="256-bit key (64 hex digits)")
     g.add_argument("--encryption-algorithm", metavar="ALG", help="xchacha20-poly1305|aes-256-gcm")
@@ -118,16 +128,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
     context = _tls_context(args)
     authorization = _authorization(args)
     digest = common.digest_arg(args)
-    wire = (
-        StoreOptions(
-            uncompressed=args.uncompressed,
-            encryption=args.encryption,
-            encryption_key=args.encryption_key,
-            encryption_algorithm=args.encryption_algorithm,
-        )
-        .checked("chunk-server")
-        .storage_format()
-    )
+    wire = _wire_format(args)
     args.skip_verify = True if args.skip_verify_read else None  # clients verify every chunk
     upstream = _upstream_opener(args, digest)
     if args.store_file:
@@ -142,6 +143,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         writable=args.writable,
         authorization=authorization,
         max_chunk_size=args.max_chunk_size,
+        skip_verify_write=args.skip_verify_write,
         report=lambda message: console.warn(f"chunk-server: {message}"),
     )
     mode = "writable" if args.writable else "read-only"
@@ -152,6 +154,28 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         )
     finally:
         stack.close()
+
+
+def _wire_format(args: argparse.Namespace) -> StorageFormat:
+    """How chunks travel between this server and its clients.
+
+    Any of the encryption flags turns encryption on (desync: ``--encryption-key`` and
+    ``--encryption-algorithm`` imply ``--encryption``); the key is then the flag's or
+    $DESYNC_ENCRYPTION_KEY's. That variable alone never turns it on: it may be set for
+    an encrypted store elsewhere in the config, and must not change what is served."""
+    encryption = bool(args.encryption or args.encryption_key or args.encryption_algorithm)
+    if encryption and not (args.encryption_key or os.environ.get("DESYNC_ENCRYPTION_KEY")):
+        raise DesyncError(
+            "chunk-server: no encryption key configured: give --encryption-key or set"
+            " $DESYNC_ENCRYPTION_KEY"
+        )
+    options = StoreOptions(
+        uncompressed=args.uncompressed,
+        encryption=encryption,
+        encryption_key=args.encryption_key,
+        encryption_algorithm=args.encryption_algorithm,
+    )
+    return options.checked("chunk-server").storage_format()
 
 
 def _upstream_opener(
@@ -300,6 +324,20 @@ def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessL
         yield listen.AccessLog(stream)
     finally:
         stream.close()
+
+
+def _optional_bool(p: argparse.ArgumentParser, flag: str, *, default: bool, help: str) -> None:
+    """A boolean flag as desync (Go's pflag) spells it: ``FLAG`` alone is true,
+    ``FLAG=false`` / ``FLAG=true`` say which."""
+    p.add_argument(
+        flag,
+        nargs="?",
+        const=True,
+        default=default,
+        type=common._bool,
+        metavar="BOOL",
+        help=help,
+    )
 
 
 def _size(text: str) -> int:
