@@ -32,6 +32,7 @@ from desync_decl.stores.base import (
     StoreError,
     chunk_size_limit,
     no_hook,
+    refuse_empty,
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -183,6 +184,7 @@ class ObjectChunkStore:
         return object_size(self.objects, self.key(id))
 
     def store_chunk(self, chunk: Chunk) -> None:
+        refuse_empty(chunk, self)
         self.objects.write(self.key(chunk.id), self.format.encode(chunk))
 
     def close(self) -> None:
