@@ -20,10 +20,11 @@ from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
-from tests import servers_http
+from tests import servers_http, store_contract
 from tests.desync_suite.raw_http import ask
 
 serve = servers_http.serve  # the fixture
+opened = store_contract.opened  # the fixture: stores closed after the test
 
 # desync's encrypt_test.go testEncryptionKey
 TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
@@ -47,14 +48,6 @@ def client(url: str, options: StoreOptions, opened: list) -> http.ObjectChunkSto
     store = http.open_chunk_store(url, options, Opener())
     opened.append(store)
     return store
-
-
-@pytest.fixture
-def opened():
-    stores: list = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def test_a_read_only_server_refuses_what_a_writable_one_stores(serve, tmp_path, opened):

@@ -32,6 +32,7 @@ from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
+from tests import store_contract
 from tests.desync_suite.relay import Answer, Relay
 from tests.servers_http import serving
 from tests.servers_oci import (
@@ -46,6 +47,7 @@ from tests.servers_oci import (
 
 # desync's encrypt_test.go testEncryptionKey
 TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
+opened = store_contract.opened  # the fixture: stores closed after the test
 FOREIGN_TYPE = "application/vnd.example.image"  # some other kind of artifact
 
 
@@ -76,14 +78,6 @@ def no_ambient_credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
     monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
-
-
-@pytest.fixture
-def opened():
-    stores: list = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def open_store(location: str, opened: list, **options) -> oci.OciChunkStore:

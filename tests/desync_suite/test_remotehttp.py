@@ -23,9 +23,10 @@ from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import Cipher
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from tests import servers_http
+from tests import servers_http, store_contract
 
 serve = servers_http.serve  # the fixture
+opened = store_contract.opened  # the fixture: stores closed after the test
 
 # desync's encrypt_test.go testEncryptionKey
 TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
@@ -87,14 +88,6 @@ class Handler:
 
     def reset(self) -> None:
         self.attempts, self.written = 0, None
-
-
-@pytest.fixture
-def opened():
-    stores: list = []
-    yield stores
-    for store in stores:
-        store.close()
 
 
 def store_at(url: str, options: StoreOptions, opened: list) -> http.ObjectChunkStore:
