@@ -43,9 +43,7 @@ from desync_decl.units import parse_size
 def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_reloadable_store_args(p)
     _add_server_args(p)
-    p.add_argument(
-        "-u", "--uncompressed", action="store_true", help="serve chunks uncompressed (no .cacnk)"
-    )
+    _optional_bool(p, "-u", "--uncompressed", help="serve chunks uncompressed (no .cacnk)")
     _optional_bool(
         p,
         "--skip-verify-read",
@@ -55,7 +53,6 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     _optional_bool(
         p,
         "--skip-verify-write",
-        default=False,
         help="store uploads without decompressing and hashing them (faster; default false:"
         " every upload is verified)",
     )
@@ -70,7 +67,7 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
         "encryption of the chunks on the wire (any of these flags turns it on; the key"
         " is $DESYNC_ENCRYPTION_KEY unless --encryption-key gives it)"
     )
-    g.add_argument("--encryption", action="store_true", help="serve encrypted chunks")
+    _optional_bool(g, "--encryption", help="serve encrypted chunks")
     g.add_argument("--encryption-key", metavar="HEX", help="256-bit key (64 hex digits)")
     g.add_argument("--encryption-algorithm", metavar="ALG", help="xchacha20-poly1305|aes-256-gcm")
     p.set_defaults(func=run_chunk_server)
@@ -97,14 +94,10 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDR:PORT",
         help="address to listen on (repeatable; default :http, every interface)",
     )
-    p.add_argument(
-        "-w", "--writable", "--writeable", action="store_true", help="accept uploads (PUT)"
-    )
+    _optional_bool(p, "-w", "--writable", "--writeable", help="accept uploads (PUT)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); serve HTTPS")
     p.add_argument("--key", metavar="FILE", help="key of --cert (PEM)")
-    p.add_argument(
-        "--mutual-tls", action="store_true", help="require client certificates (needs --client-ca)"
-    )
+    _optional_bool(p, "--mutual-tls", help="require client certificates (needs --client-ca)")
     p.add_argument("--client-ca", metavar="FILE", help="CA that signs the accepted client certs")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument(
@@ -326,11 +319,16 @@ def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessL
         stream.close()
 
 
-def _optional_bool(p: argparse.ArgumentParser, flag: str, *, default: bool, help: str) -> None:
-    """A boolean flag as desync (Go's pflag) spells it: ``FLAG`` alone is true,
+def _optional_bool(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *flags: str,
+    default: bool = False,
+    help: str,
+) -> None:
+    """A boolean flag as desync (Go's pflag) spells it: the flag alone is true,
     ``FLAG=false`` / ``FLAG=true`` say which."""
     p.add_argument(
-        flag,
+        *flags,
         nargs="?",
         const=True,
         default=default,

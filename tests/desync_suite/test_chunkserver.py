@@ -272,3 +272,31 @@ def test_skip_verify_write_is_refused_on_a_read_only_server_the_same_way(cli_ser
     status, body = ask(url, "PUT", path, data)
     assert status == 400 and b"not enabled" in body
     assert chunk_files(store) == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "writable"),
+    [(["-w=false"], False), (["-w=true"], True), (["--writable=false"], False),
+     (["--writeable"], True)],
+)  # fmt: skip
+def test_boolean_flags_take_true_or_false_as_desync_spells_them(
+    cli_server, tmp_path, flags, writable
+):
+    """Issue 15: ``--flag=false`` for every boolean flag (Go's pflag spelling)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    url = cli_server("chunk-server", "-s", store, *flags).url
+    chunk = zstandard.ZstdCompressor().compress(b"a chunk")
+    h = Digest.SHA512_256.hash(b"a chunk").hex()
+    status, body = ask(url, "PUT", f"/{h[:4]}/{h}.cacnk", chunk)
+    assert (status == 200) is writable, body
+
+
+def test_uncompressed_and_encryption_flags_take_false(cli_server, cmd_data):
+    """``-u=false`` serves compressed chunks; ``--encryption=false`` without a key starts
+    a server that does not encrypt (the key alone would turn it on)."""
+    url = cli_server("chunk-server", "-s", cmd_data / "blob1.store", "-u=false",
+                     "--encryption=false").url  # fmt: skip
+    h = next((cmd_data / "blob1.store").glob("*/*.cacnk")).name.removesuffix(".cacnk")
+    status, body = ask(url, "GET", f"/{h[:4]}/{h}.cacnk")
+    assert status == 200 and body == (cmd_data / "blob1.store" / h[:4] / f"{h}.cacnk").read_bytes()
