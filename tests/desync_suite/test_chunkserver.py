@@ -179,7 +179,7 @@ def test_encryption_key_alone_serves_and_takes_encrypted_chunks(
 
 
 def test_encryption_algorithm_alone_implies_encryption_with_the_key_from_the_environment(
-    cli, cli_server, cmd_data, tmp_path, monkeypatch
+    cli, cli_server, cmd_data, tmp_path
 ):
     """Issue 15: ``--encryption-algorithm`` implies ``--encryption`` (desync's
     ``EncryptionConfigured``); the key then comes from $DESYNC_ENCRYPTION_KEY."""

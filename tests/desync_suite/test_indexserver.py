@@ -14,9 +14,7 @@ from tests.desync_suite.raw_http import ask
 cli_server = servers_http.cli_server  # the fixture
 
 
-def test_a_read_only_server_serves_indexes_only_and_refuses_writes(
-    cli, cli_server, cmd_data, tmp_path
-):
+def test_a_read_only_server_serves_indexes_only_and_refuses_writes(cli, cli_server, cmd_data):
     """TestIndexServerReadCommand."""
     url = cli_server("index-server", "-s", cmd_data).url
     r = cli("list-chunks", url + "blob1.caibx")

@@ -36,7 +36,8 @@ def test_our_client_pulls_a_compressed_chunk_from_casync(
     sshd, casync, tmp_path, opened, monkeypatch
 ):
     """TestProtocol: the client says it pulls chunks, the far side that it has a
-    readable store; a requested chunk arrives compressed and decodes to its data."""
+    readable store; a requested chunk arrives compressed and decodes to its data.
+    (``casync``: the fixture that needs the real casync installed.)"""
     monkeypatch.delenv("CASYNC_REMOTE_PATH", raising=False)  # casync's own pull
     root, chunk = stored(tmp_path, bytes([0, 0, 1, 1, 2, 2]))
     client = open_chunk_store(sshd.url("ssh", root), StoreOptions(n=1), Opener())

@@ -48,17 +48,17 @@ def path_of(id: ChunkID, extension: str = "") -> str:
     return f"/{h[:4]}/{h}{extension}"
 
 
-# A rule answers a request given how many requests the test has sent so far.
-Rule = Callable[[int, bytes], tuple[int, bytes]]
+# A rule answers a request (status, body) given how many requests the test has sent.
+Rule = Callable[[int], tuple[int, bytes]]
 
 
 def always(status: int, body: bytes = b"") -> Rule:
-    return lambda attempt, sent: (status, body)
+    return lambda _: (status, body)
 
 
 def from_attempt(n: int, then: tuple[int, bytes]) -> Rule:
     """502 "Bad Gateway" before the ``n``th request, ``then`` from it on."""
-    return lambda attempt, sent: then if attempt >= n else (502, b"Bad Gateway")
+    return lambda attempt: then if attempt >= n else (502, b"Bad Gateway")
 
 
 @dataclass
@@ -81,7 +81,7 @@ class Handler:
             self.attempts += 1
             self.paths.append(request.path)
             rule = self.rules.get(request.path, always(400))
-            status, body = rule(self.attempts, sent)
+            status, body = rule(self.attempts)
             if request.method == "PUT" and status in (200, 201):
                 self.written = sent
         return Response(status, b"" if request.method == "HEAD" else body)
