@@ -14,10 +14,8 @@ from __future__ import annotations
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.converters import COMPRESSED, Cipher, StorageFormat
+from tests.desync_suite.desync_keys import OTHER_KEY, TEST_KEY
 
-# desync's encrypt_test.go testEncryptionKey and otherEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
-OTHER_KEY = "746f74616c6c7920646966666572656e74206b65792075736564206865726521"
 NOT_ZSTD = b"not valid zstd data"
 ID = ChunkID(bytes(32))
 

@@ -23,14 +23,12 @@ from desync_decl.stores.converters import Cipher
 from desync_decl.stores.index_store import LocalIndexStore
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http, servers_ssh
+from tests.desync_suite.desync_keys import OTHER_KEY, TEST_KEY
 
 pytest_plugins = ["tests.servers_cloud"]
 serve = servers_http.serve  # the fixture
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
 
-# desync's encrypt_test.go testEncryptionKey and otherEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
-OTHER_KEY = "746f74616c6c7920646966666572656e74206b65792075736564206865726521"
 ALGORITHMS = ["xchacha20-poly1305", "aes-256-gcm"]
 
 

@@ -21,13 +21,12 @@ from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
 from tests import servers_http, store_contract
+from tests.desync_suite.desync_keys import TEST_KEY
 from tests.desync_suite.raw_http import ask
 
 serve = servers_http.serve  # the fixture
 opened = store_contract.opened  # the fixture: stores closed after the test
 
-# desync's encrypt_test.go testEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
 ONE_TRY = StoreOptions(error_retry=1)
 
 

@@ -17,10 +17,8 @@ from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import Cipher
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
+from tests.desync_suite.desync_keys import OTHER_KEY, TEST_KEY
 
-# desync's encrypt_test.go testEncryptionKey and otherEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
-OTHER_KEY = "746f74616c6c7920646966666572656e74206b65792075736564206865726521"
 DATA = b"some data"
 
 

@@ -33,6 +33,7 @@ from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import store_contract
+from tests.desync_suite.desync_keys import TEST_KEY
 from tests.desync_suite.relay import Answer, Relay
 from tests.servers_http import serving
 from tests.servers_oci import (
@@ -45,8 +46,6 @@ from tests.servers_oci import (
     start_registry,
 )
 
-# desync's encrypt_test.go testEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
 opened = store_contract.opened  # the fixture: stores closed after the test
 FOREIGN_TYPE = "application/vnd.example.image"  # some other kind of artifact
 

@@ -24,12 +24,11 @@ from desync_decl.stores.converters import Cipher
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http, store_contract
+from tests.desync_suite.desync_keys import TEST_KEY
 
 serve = servers_http.serve  # the fixture
 opened = store_contract.opened  # the fixture: stores closed after the test
 
-# desync's encrypt_test.go testEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
 RETRY_5 = StoreOptions(error_retry=5, error_retry_base_interval=1e-6)
 RETRY_5_PLAIN = StoreOptions(error_retry=5, error_retry_base_interval=1e-6, uncompressed=True)
 

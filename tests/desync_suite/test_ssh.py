@@ -18,12 +18,10 @@ from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.ssh import open_chunk_store, parse_location
 from tests import servers_ssh, store_contract
+from tests.desync_suite.desync_keys import TEST_KEY
 
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
 opened = store_contract.opened  # the fixture
-
-# desync's encrypt_test.go testEncryptionKey
-TEST_KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"
 
 
 def test_an_ssh_store_cannot_be_encrypted(sshd, tmp_path):
