@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import Digest
 from desync_decl.server.chunks import ChunkService
 from desync_decl.stores import http
 from desync_decl.stores.base import StoreError
@@ -23,6 +22,7 @@ from desync_decl.stores.swap import StoreStack
 from tests import servers_http, store_contract
 from tests.desync_suite.desync_keys import TEST_KEY
 from tests.desync_suite.raw_http import ask
+from tests.store_contract import chunk_of
 
 serve = servers_http.serve  # the fixture
 opened = store_contract.opened  # the fixture: stores closed after the test
@@ -31,8 +31,7 @@ ONE_TRY = StoreOptions(error_retry=1)
 
 
 def some_data() -> Chunk:
-    data = b"some data"
-    return Chunk(Digest.SHA512_256.hash(data), plain=data)
+    return chunk_of(b"some data")
 
 
 def server(serve, root: Path, wire: StorageFormat, writable: bool = True) -> str:

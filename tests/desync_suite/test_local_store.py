@@ -11,13 +11,14 @@ import pytest
 
 from desync_decl.formats import chunkfile
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.digest import ChunkID
 from desync_decl.ops.verify import verify_store
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.converters import Cipher
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
 from tests.desync_suite.desync_keys import OTHER_KEY, TEST_KEY
+from tests.store_contract import chunk_of
 
 DATA = b"some data"
 
@@ -28,7 +29,7 @@ def store_at(root: Path, **options) -> LocalStore:
 
 
 def some_data() -> Chunk:
-    return Chunk(Digest.SHA512_256.hash(DATA), plain=DATA)
+    return chunk_of(DATA)
 
 
 def file_of(store: LocalStore, id: ChunkID) -> Path:

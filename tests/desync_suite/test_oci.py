@@ -25,8 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.digest import ChunkID
 from desync_decl.stores import oci
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, StoreError
 from desync_decl.stores.config import Config
@@ -45,6 +44,7 @@ from tests.servers_oci import (
     self_signed_cert,
     start_registry,
 )
+from tests.store_contract import chunk_of
 
 opened = store_contract.opened  # the fixture: stores closed after the test
 FOREIGN_TYPE = "application/vnd.example.image"  # some other kind of artifact
@@ -83,10 +83,6 @@ def open_store(location: str, opened: list, **options) -> oci.OciChunkStore:
     store = oci.open_chunk_store(location, StoreOptions(**options), Opener(config=Config()))
     opened.append(store)
     return store
-
-
-def chunk_of(data: bytes) -> Chunk:
-    return Chunk(Digest.SHA512_256.hash(data), plain=data)
 
 
 def oci_digest(data: bytes) -> str:

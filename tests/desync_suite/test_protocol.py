@@ -13,13 +13,14 @@ from __future__ import annotations
 import pytest
 
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import ChunkMissing
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.ssh import open_chunk_store
 from tests import servers_ssh, store_contract
+from tests.store_contract import chunk_of
 
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
 opened = store_contract.opened  # the fixture: a store's sessions are processes
@@ -27,7 +28,7 @@ opened = store_contract.opened  # the fixture: a store's sessions are processes
 
 def stored(tmp_path, data: bytes) -> tuple[str, Chunk]:
     """A local store holding the chunk of ``data`` (compressed, as casync keeps it)."""
-    chunk = Chunk(Digest.SHA512_256.hash(data), plain=data)
+    chunk = chunk_of(data)
     LocalStore(tmp_path / "store", create=True).store_chunk(chunk)
     return str(tmp_path / "store"), chunk
 

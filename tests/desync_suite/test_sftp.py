@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import threading
 
-from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.digest import Digest
 from desync_decl.stores import sftp
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_ssh, store_contract
+from tests.store_contract import chunk_of
 
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd  # the fixtures
 opened = store_contract.opened  # the fixture: a store's connections hold sshd processes
-
-
-def chunk_of(data: bytes) -> Chunk:
-    return Chunk(Digest.SHA512_256.hash(data), plain=data)
 
 
 def test_prune_with_a_pool_of_one_connection_does_not_deadlock(sshd, tmp_path, opened):
