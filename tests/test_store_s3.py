@@ -3,6 +3,8 @@ failures, and the CLI verbs end to end."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from desync_decl.stores import s3
@@ -43,9 +45,13 @@ class TestS3Store(StoreContract):
         def break_store() -> None:  # the bucket is gone: a failure, never "missing"
             empty_and_delete(admin, s3_bucket)
 
+        # an invalid chunk is read again under error-retry (desync #334): at the default
+        # 0.5 s interval each invalid-chunk case would wait 1.5 s for nothing
         return ContractEnv(
             location,
-            lambda options: s3.open_chunk_store(location, options, Opener()),
+            lambda options: s3.open_chunk_store(
+                location, replace(options, error_retry_base_interval=0.01), Opener()
+            ),
             put_raw,
             break_store,
         )

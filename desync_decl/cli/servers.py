@@ -33,6 +33,7 @@ from desync_decl.server.chunks import ChunkService
 from desync_decl.server.indexes import DEFAULT_MAX_INDEX_SIZE, IndexService
 from desync_decl.server.messages import Request, Response
 from desync_decl.stores.base import Store, WriteStore
+from desync_decl.stores.converters import StorageFormat
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.single_flight import single_flight
 from desync_decl.stores.swap import StoreStack
@@ -42,15 +43,18 @@ from desync_decl.units import parse_size
 def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_reloadable_store_args(p)
     _add_server_args(p)
-    p.add_argument(
-        "-u", "--uncompressed", action="store_true", help="serve chunks uncompressed (no .cacnk)"
-    )
-    p.add_argument(
+    _optional_bool(p, "-u", "--uncompressed", help="serve chunks uncompressed (no .cacnk)")
+    _optional_bool(
+        p,
         "--skip-verify-read",
-        type=common._bool,
         default=True,
-        metavar="BOOL",
         help="do not hash chunks read from the stores: clients verify them (default true)",
+    )
+    _optional_bool(
+        p,
+        "--skip-verify-write",
+        help="store uploads without decompressing and hashing them (faster; default false:"
+        " every upload is verified)",
     )
     p.add_argument(
         "--max-chunk-size",
@@ -59,8 +63,11 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="refuse uploads of larger chunks (default 128M, casync's limit)",
     )
-    g = p.add_argument_group("encryption of the chunks on the wire")
-    g.add_argument("--encryption", action="store_true", help="serve encrypted chunks")
+    g = p.add_argument_group(
+        "encryption of the chunks on the wire (any of these flags turns it on; the key"
+        " is $DESYNC_ENCRYPTION_KEY unless --encryption-key gives it)"
+    )
+    _optional_bool(g, "--encryption", help="serve encrypted chunks")
     g.add_argument("--encryption-key", metavar="HEX", help="256-bit key (64 hex digits)")
     g.add_argument("--encryption-algorithm", metavar="ALG", help="xchacha20-poly1305|aes-256-gcm")
     p.set_defaults(func=run_chunk_server)
@@ -87,14 +94,10 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDR:PORT",
         help="address to listen on (repeatable; default :http, every interface)",
     )
-    p.add_argument(
-        "-w", "--writable", "--writeable", action="store_true", help="accept uploads (PUT)"
-    )
+    _optional_bool(p, "-w", "--writable", "--writeable", help="accept uploads (PUT)")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); serve HTTPS")
     p.add_argument("--key", metavar="FILE", help="key of --cert (PEM)")
-    p.add_argument(
-        "--mutual-tls", action="store_true", help="require client certificates (needs --client-ca)"
-    )
+    _optional_bool(p, "--mutual-tls", help="require client certificates (needs --client-ca)")
     p.add_argument("--client-ca", metavar="FILE", help="CA that signs the accepted client certs")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument(
@@ -118,16 +121,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
     context = _tls_context(args)
     authorization = _authorization(args)
     digest = common.digest_arg(args)
-    wire = (
-        StoreOptions(
-            uncompressed=args.uncompressed,
-            encryption=args.encryption,
-            encryption_key=args.encryption_key,
-            encryption_algorithm=args.encryption_algorithm,
-        )
-        .checked("chunk-server")
-        .storage_format()
-    )
+    wire = _wire_format(args)
     args.skip_verify = True if args.skip_verify_read else None  # clients verify every chunk
     upstream = _upstream_opener(args, digest)
     if args.store_file:
@@ -142,6 +136,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         writable=args.writable,
         authorization=authorization,
         max_chunk_size=args.max_chunk_size,
+        skip_verify_write=args.skip_verify_write,
         report=lambda message: console.warn(f"chunk-server: {message}"),
     )
     mode = "writable" if args.writable else "read-only"
@@ -152,6 +147,28 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         )
     finally:
         stack.close()
+
+
+def _wire_format(args: argparse.Namespace) -> StorageFormat:
+    """How chunks travel between this server and its clients.
+
+    Any of the encryption flags turns encryption on (desync: ``--encryption-key`` and
+    ``--encryption-algorithm`` imply ``--encryption``); the key is then the flag's or
+    $DESYNC_ENCRYPTION_KEY's. That variable alone never turns it on: it may be set for
+    an encrypted store elsewhere in the config, and must not change what is served."""
+    encryption = bool(args.encryption or args.encryption_key or args.encryption_algorithm)
+    if encryption and not (args.encryption_key or os.environ.get("DESYNC_ENCRYPTION_KEY")):
+        raise DesyncError(
+            "chunk-server: no encryption key configured: give --encryption-key or set"
+            " $DESYNC_ENCRYPTION_KEY"
+        )
+    options = StoreOptions(
+        uncompressed=args.uncompressed,
+        encryption=encryption,
+        encryption_key=args.encryption_key,
+        encryption_algorithm=args.encryption_algorithm,
+    )
+    return options.checked("chunk-server").storage_format()
 
 
 def _upstream_opener(
@@ -300,6 +317,25 @@ def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessL
         yield listen.AccessLog(stream)
     finally:
         stream.close()
+
+
+def _optional_bool(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *flags: str,
+    default: bool = False,
+    help: str,
+) -> None:
+    """A boolean flag as desync (Go's pflag) spells it: the flag alone is true,
+    ``FLAG=false`` / ``FLAG=true`` say which."""
+    p.add_argument(
+        *flags,
+        nargs="?",
+        const=True,
+        default=default,
+        type=common._bool,
+        metavar="BOOL",
+        help=help,
+    )
 
 
 def _size(text: str) -> int:

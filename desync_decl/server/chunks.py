@@ -6,8 +6,11 @@ encryption); anything else is 400 before any store is touched, so no request
 can name a file outside the store. GET converts the upstream's form to the
 wire form (never recompressing), HEAD asks ``has_chunk``, PUT (writable
 servers only) decodes and hashes every upload and stores it only when it is
-the chunk its path names (desync's chunk-server stored unverified uploads by default:
-``--skip-verify-write`` was true).
+the chunk its path names. ``skip_verify_write`` (``--skip-verify-write``) stores
+uploads as they come instead, decrypted when the wire is encrypted but neither
+decompressed nor hashed, which saves the CPU of verifying. desync skips by
+default (its flag defaults to true); here it is asked for: an unverified upload
+can put any bytes under any id, for every client of the store to read.
 A store failure is 500 with the details on the server's side only.
 
 An upload is received into a spool file (``upload``) however slowly it comes;
@@ -25,7 +28,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from desync_decl.formats.chunk import MAX_PLAIN_SIZE
+from desync_decl.formats.chunk import MAX_PLAIN_SIZE, Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.server import upload
@@ -59,11 +62,12 @@ class ChunkService:
         writable: bool = False,
         authorization: str | None = None,
         max_chunk_size: int = MAX_PLAIN_SIZE,
+        skip_verify_write: bool = False,
         report: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.stack, self.wire, self.digest = stack, wire, digest
         self.writable, self.authorization = writable, authorization
-        self.max_chunk_size = max_chunk_size
+        self.max_chunk_size, self.skip_verify_write = max_chunk_size, skip_verify_write
         self.report = report
         self._verifying = threading.BoundedSemaphore(VERIFYING_AT_ONCE)
 
@@ -141,19 +145,16 @@ class ChunkService:
                 return failure(self.report, f"PUT {id.hex()}: cannot spool the upload: {e}")
 
     def _store(self, store: Store, id: ChunkID, data: bytes) -> Response:
-        """Store ``data`` when it is the chunk ``id`` within the size allowed."""
+        """Store ``data`` when it is the chunk ``id`` within the size allowed (unless
+        ``skip_verify_write``: then as it is, once decrypted)."""
         try:
             chunk = self.wire.decode(id, data)
-            plain = chunk.plain(self.max_chunk_size)
+            if not self.skip_verify_write:
+                self._verify(chunk)
         except DecodeError as e:
             return Response.text(400, f"invalid chunk {id.hex()}: {e}")
-        if len(plain) > self.max_chunk_size:
-            return Response.text(413, f"a chunk is at most {self.max_chunk_size} bytes here")
-        actual = self.digest.hash(plain)
-        if actual != id:
-            return Response.text(
-                400, f"invalid chunk {id.hex()}: its data hashes to {actual.hex()}"
-            )
+        except _Refused as e:
+            return e.response
         if not isinstance(store, WriteStore):  # a service made writable over a read-only store
             return failure(self.report, f"PUT {id.hex()}: {store} cannot be written to")
         try:
@@ -161,6 +162,25 @@ class ChunkService:
         except StoreError as e:
             return failure(self.report, f"PUT {id.hex()}: {e}")
         return Response(200)
+
+    def _verify(self, chunk: Chunk) -> None:
+        """Refuse (``_Refused``) a chunk larger than allowed or whose data is not its id."""
+        plain = chunk.plain(self.max_chunk_size)
+        if len(plain) > self.max_chunk_size:
+            raise _Refused(413, f"a chunk is at most {self.max_chunk_size} bytes here")
+        actual = self.digest.hash(plain)
+        if actual != chunk.id:
+            raise _Refused(
+                400, f"invalid chunk {chunk.id.hex()}: its data hashes to {actual.hex()}"
+            )
+
+
+class _Refused(Exception):
+    """An upload the server will not store, with the answer that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.response = Response.text(status, message)
 
 
 def _spool_directory(store: Store) -> str | None:

@@ -7,7 +7,10 @@ without noticing; here a path with directories is refused. A name is
 percent-decoded and must not be empty, ``.``, ``..``, or contain a slash, a
 backslash or a control character (400). A PUT body must parse as an index
 (415 otherwise) and is written atomically; GET re-serializes the index, so
-what leaves the server is always a well-formed index.
+what leaves the server is always a well-formed index. A GET or HEAD of a file
+that is not an index (any name, a directory, a FIFO) is 400, as desync answers:
+the request named the wrong thing, the server did not fail; a store that fails
+is 500, its details on the server's side only.
 
 A GET from a local index directory is never held whole either: the file is
 sent as the client takes it (``IndexFile``, a streamed body; ``limits``),
@@ -78,7 +81,9 @@ class IndexService:
     def _get(self, name: str) -> Index | Response:
         try:
             return self.store.get_index(name)
-        except (StoreError, FormatError) as e:
+        except FormatError as e:
+            return self._not_an_index("GET", name, e)
+        except StoreError as e:
             return failure(self.report, f"GET {name}: {e}")
         except DesyncError as e:
             if isinstance(e, IndexMissing):
@@ -92,22 +97,32 @@ class IndexService:
             body = IndexFile(self.store.path, name)
         except FileNotFoundError:
             return Response.text(404, f"index {name} not found")
-        except (OSError, FormatError) as e:
-            return failure(self.report, f"GET {name}: {e}")
+        except FormatError as e:
+            return self._not_an_index(method, name, e)
+        except OSError as e:
+            return failure(self.report, f"{method} {name}: {e}")
         if method == "GET":
             return Response(200, body, OCTETS)
         try:
             while body.next_piece():
                 pass
-        except (OSError, FormatError) as e:
+        except FormatError as e:
+            return self._not_an_index(method, name, e)
+        except OSError as e:
             return failure(self.report, f"HEAD {name}: {e}")
         finally:
             body.close()
         return Response(200, b"", OCTETS)
 
+    def _not_an_index(self, method: str, name: str, error: FormatError) -> Response:
+        """400 for a name whose file is not an index; what is wrong with it is told
+        to the server's report only (it may name where the store keeps its files)."""
+        self.report(f"{method} {name}: {error}")
+        return Response.text(400, f"{name} is not a valid index")
+
     def _put(self, name: str, request: Request) -> Response:
         if not self.writable:
-            return Response.text(400, "writing to the index store is not enabled")
+            return Response.text(400, "writing to upstream index store is not enabled")
         if request.length is None:
             return Response.text(411, "an index upload needs a Content-Length")
         if request.length > self.max_size:
@@ -176,7 +191,7 @@ class IndexFile:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise OSError(f"{name} is not a regular file")
+                raise FormatError(f"{name} is not a regular file")
         except BaseException:
             os.close(fd)
             raise

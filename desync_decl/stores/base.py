@@ -155,6 +155,16 @@ class PruneStore(WriteStore, Protocol):
         ...
 
 
+def refuse_empty(chunk: Chunk, store: object) -> None:
+    """Raise StoreError for a chunk with no bytes at all, before anything is written.
+
+    casync and desync never make one (every chunk has at least the minimum size);
+    desync's stores refuse to write one ("no data in chunk"), and so do ours: a store
+    holding one would serve an empty file under an id that is not its hash."""
+    if chunk.held_size() == 0:
+        raise StoreError(f"chunk {chunk.id.hex()} has no data: not stored in {store}")
+
+
 def verify_chunk(chunk: Chunk, digest: Digest, store: object) -> Chunk:
     """Decode (at most ``chunk_size_limit()`` bytes: a zstd bomb stops there) and hash
     ``chunk``; raise ChunkInvalid naming ``store`` when it is wrong."""

@@ -44,6 +44,7 @@ from desync_decl.stores.base import (
     Hook,
     StoreError,
     no_hook,
+    refuse_empty,
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -180,6 +181,7 @@ class LocalStore:
         return self._chunk_stat(id, self._formats) is not None
 
     def store_chunk(self, chunk: Chunk) -> None:
+        refuse_empty(chunk, self)
         h = chunk.id.hex()
         name = h + self.format.extension
         data = self.format.encode(chunk)

@@ -16,7 +16,7 @@ a chunk of its size (``StorageFormat.max_stored_size``), for an index
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from desync_decl.errors import IndexMissing
@@ -32,6 +32,7 @@ from desync_decl.stores.base import (
     StoreError,
     chunk_size_limit,
     no_hook,
+    refuse_empty,
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
@@ -136,8 +137,18 @@ def list_entries(objects: ListableObjects, under: str = "") -> Iterator[tuple[st
             return
 
 
+Reread = Callable[[Callable[[], Chunk]], Chunk]  # how a chunk read is made (and remade)
+
+
+def read_once(read: Callable[[], Chunk]) -> Chunk:
+    """A chunk read made once: an invalid chunk is invalid (every store but S3)."""
+    return read()
+
+
 class ObjectChunkStore:
-    """A chunk store (get/has/store) over ``Objects``."""
+    """A chunk store (get/has/store) over ``Objects``. ``reread`` makes each read
+    (request, decoding, verification) as a whole: once, or again while the chunk is
+    invalid (``retry.rereading_invalid``, S3)."""
 
     fork_safe = False  # a backend's connections belong to one process
 
@@ -148,9 +159,10 @@ class ObjectChunkStore:
         digest: Digest = Digest.SHA512_256,
         format: StorageFormat = COMPRESSED,
         skip_verify: bool = False,
+        reread: Reread = read_once,
     ) -> None:
         self.objects, self.digest, self.format = objects, digest, format
-        self.skip_verify = skip_verify
+        self.skip_verify, self.reread = skip_verify, reread
         suffix = re.escape(format.extension)
         self._name = re.compile(rf"^([0-9a-f]{{4}})/(\1[0-9a-f]{{60}}){suffix}$")
 
@@ -162,6 +174,9 @@ class ObjectChunkStore:
         return f"{h[:4]}/{h}{self.format.extension}"
 
     def get_chunk(self, id: ChunkID) -> Chunk:
+        return self.reread(lambda: self._read_chunk(id))
+
+    def _read_chunk(self, id: ChunkID) -> Chunk:
         limit = self.format.max_stored_size(chunk_size_limit())
         try:
             data = self.objects.read(self.key(id), limit)
@@ -183,6 +198,7 @@ class ObjectChunkStore:
         return object_size(self.objects, self.key(id))
 
     def store_chunk(self, chunk: Chunk) -> None:
+        refuse_empty(chunk, self)
         self.objects.write(self.key(chunk.id), self.format.encode(chunk))
 
     def close(self) -> None:

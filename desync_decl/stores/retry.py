@@ -11,7 +11,9 @@ Retry is a wrapper, applied once where a backend's store is built (its
   each ``get_chunk`` / ``has_chunk`` is retried as a whole.
 
 Only errors a backend marks ``transient`` are retried: a missing chunk, an
-invalid chunk or a refused request (4xx, bad credentials) fail at once.
+invalid chunk or a refused request (4xx, bad credentials) fail at once. One
+exception, as desync has it: an S3 chunk read whose chunk is invalid is made
+again (``rereading_invalid``).
 
 A failover group asks a member once, without retries, while a healthy member is
 left to hand over to (``asked_once``): a member that is down would otherwise make every
@@ -30,7 +32,7 @@ from typing import TypeVar
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
-from desync_decl.stores.base import Store, StoreError
+from desync_decl.stores.base import ChunkInvalid, Store, StoreError
 from desync_decl.stores.objects import ListableObjects, ListPage, Objects, object_size
 from desync_decl.stores.options import StoreOptions
 
@@ -48,19 +50,36 @@ def asked_once() -> Iterator[None]:
         _once.reset(token)
 
 
-def retrying(call: Callable[[], T], options: StoreOptions) -> T:
+def transient(error: Exception) -> bool:
+    """Whether a failed request is worth making again: the store marked it transient."""
+    return isinstance(error, StoreError) and error.transient
+
+
+def retrying(
+    call: Callable[[], T], options: StoreOptions, *, again: Callable[[Exception], bool] = transient
+) -> T:
     """``call()``, tried up to ``error_retry`` times (at least once; once inside
-    ``asked_once``); before attempt k+1 it waits k x ``error_retry_base_interval``
-    (desync's schedule)."""
+    ``asked_once``) while it fails with an error ``again`` accepts; before attempt
+    k+1 it waits k x ``error_retry_base_interval`` (desync's schedule)."""
     attempts = 1 if _once.get() else max(1, options.error_retry)
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except StoreError as e:
-            if not e.transient or attempt == attempts:
+        except (StoreError, ChunkInvalid) as e:
+            if not again(e) or attempt == attempts:
                 raise
         time.sleep(attempt * options.error_retry_base_interval)
     raise AssertionError("unreachable")
+
+
+def rereading_invalid(options: StoreOptions) -> Callable[[Callable[[], Chunk]], Chunk]:
+    """What an S3 chunk store reads chunks through: a read whose chunk is invalid is
+    made again, as a failed request is (desync #334: S3-compatible services such as R2
+    sometimes end a body early with a Content-Length that matches, so the bytes arrive
+    short without any transport error; the object itself is fine). A chunk still
+    invalid after the last attempt is ``ChunkInvalid``, as from any store. Failed
+    requests are retried below, by ``RetryingObjects``, not again here."""
+    return lambda read: retrying(read, options, again=lambda e: isinstance(e, ChunkInvalid))
 
 
 class RetryingObjects:

@@ -5,6 +5,9 @@ The bucket is the first path element, the prefix the rest (chunk keys
 out. One boto3 client per store, thread-safe, with a connection pool of
 ``options.n``. boto3's own retries are off (one attempt per call) so that
 ``error-retry`` counts attempts the way desync does (``retry.RetryingObjects``).
+A chunk that reads invalid is read again under the same ``error-retry``
+(``retry.rereading_invalid``): S3-compatible services have been seen to end a
+body early without any transport error (desync #334).
 
 Credentials, in desync's order: ``S3_ACCESS_KEY``/``S3_SECRET_KEY``
 (+ ``S3_SESSION_TOKEN``, region ``S3_REGION``); if both are empty,
@@ -47,7 +50,7 @@ from desync_decl.stores.objects import (
     read_at_most,
 )
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.retry import RetryingListableObjects
+from desync_decl.stores.retry import RetryingListableObjects, rereading_invalid
 from desync_decl.stores.url import mask_credentials
 
 if TYPE_CHECKING:
@@ -413,6 +416,7 @@ def open_chunk_store(
         digest=opener.digest,
         format=options.storage_format(),
         skip_verify=options.skip_verify,
+        reread=rereading_invalid(options),
     )
 
 
