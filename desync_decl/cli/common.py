@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from desync_decl.cli import go_flags
 from desync_decl.cli.console import Console
 from desync_decl.cli.opened import opened
 from desync_decl.errors import DesyncError
@@ -229,10 +228,6 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-# A flag whose value is a boolean (``--skip-verify-read=false``), spelled as in Go.
-_bool = go_flags.parse_bool
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -4,16 +4,13 @@ In Go a boolean flag is true when given bare (``-t``) and takes a value only
 attached with ``=``, in any spelling ``strconv.ParseBool`` accepts
 (``--trust-insecure=false``, ``-r=0``, ``--yes=T``); the next word is never its
 value, and the last occurrence wins. argparse has no such flag: a ``store_true``
-flag refuses ``=false``, and a flag typed ``parse_bool`` wants a value. Rather
-than each verb declaring its flags differently, ``for_argparse`` rewrites a
-command line, before argparse reads it, into words argparse reads with Go's
-meaning:
+flag refuses ``=false``. Rather than each verb declaring its flags differently,
+``for_argparse`` rewrites a command line, before argparse reads it, into words
+argparse reads with Go's meaning:
 
 - ``--flag=VALUE`` (or ``-f=VALUE``) of a flag that takes no value: true is the
   bare flag; false is the hidden option ``_FALSE`` naming the flag, which sets
   the flag's opposite where it stands, so the last occurrence still wins;
-- a flag typed ``parse_bool`` given bare: ``=true`` attached, so the word after
-  it stays an argument of its own;
 - ``-abc``, a cluster of one-letter boolean flags: split, each read as above.
 
 A value that is no boolean is a usage error naming the flag.
@@ -91,12 +88,8 @@ def _takes_no_value(action: argparse.Action) -> bool:
     return isinstance(action, argparse._StoreConstAction) and action.nargs == 0
 
 
-def _takes_a_boolean(action: argparse.Action) -> bool:
-    return action.type is parse_bool and action.nargs is None
-
-
 def _is_boolean(action: argparse.Action | None) -> bool:
-    return action is not None and (_takes_no_value(action) or _takes_a_boolean(action))
+    return action is not None and _takes_no_value(action)
 
 
 def _split_cluster(word: str, options: dict[str, argparse.Action]) -> list[str]:
@@ -119,8 +112,6 @@ def _rewritten(
     if action is None or not _is_boolean(action):
         return [word]
     canonical = action.option_strings[0]
-    if _takes_a_boolean(action):
-        return [word] if equals else [f"{canonical}=true"]
     if not equals:
         return [word]
     try:
@@ -139,7 +130,7 @@ def _value_follows(word: str, options: dict[str, argparse.Action]) -> bool:
     if "=" in word:
         return False
     action = _resolve(word, options)
-    return action is not None and action.nargs != 0 and not _takes_a_boolean(action)
+    return action is not None and action.nargs != 0
 
 
 def _add_false_option(parser: argparse.ArgumentParser, options: dict[str, argparse.Action]) -> None:

@@ -43,16 +43,18 @@ from desync_decl.units import parse_size
 def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
     common.add_reloadable_store_args(p)
     _add_server_args(p)
-    _optional_bool(p, "-u", "--uncompressed", help="serve chunks uncompressed (no .cacnk)")
-    _optional_bool(
-        p,
+    p.add_argument(
+        "-u", "--uncompressed", action="store_true", help="serve chunks uncompressed (no .cacnk)"
+    )
+    p.add_argument(
         "--skip-verify-read",
+        action="store_true",
         default=True,
         help="do not hash chunks read from the stores: clients verify them (default true)",
     )
-    _optional_bool(
-        p,
+    p.add_argument(
         "--skip-verify-write",
+        action="store_true",
         help="store uploads without decompressing and hashing them (faster; default false:"
         " every upload is verified)",
     )
@@ -67,7 +69,7 @@ def chunk_server_arguments(p: argparse.ArgumentParser) -> None:
         "encryption of the chunks on the wire (any of these flags turns it on; the key"
         " is $DESYNC_ENCRYPTION_KEY unless --encryption-key gives it)"
     )
-    _optional_bool(g, "--encryption", help="serve encrypted chunks")
+    g.add_argument("--encryption", action="store_true", help="serve encrypted chunks")
     g.add_argument("--encryption-key", metavar="HEX", help="256-bit key (64 hex digits)")
     g.add_argument("--encryption-algorithm", metavar="ALG", help="xchacha20-poly1305|aes-256-gcm")
     p.set_defaults(func=run_chunk_server)
@@ -94,10 +96,14 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
         metavar="ADDR:PORT",
         help="address to listen on (repeatable; default :http, every interface)",
     )
-    _optional_bool(p, "-w", "--writable", "--writeable", help="accept uploads (PUT)")
+    p.add_argument(
+        "-w", "--writable", "--writeable", action="store_true", help="accept uploads (PUT)"
+    )
     p.add_argument("--cert", metavar="FILE", help="TLS certificate (PEM); serve HTTPS")
     p.add_argument("--key", metavar="FILE", help="key of --cert (PEM)")
-    _optional_bool(p, "--mutual-tls", help="require client certificates (needs --client-ca)")
+    p.add_argument(
+        "--mutual-tls", action="store_true", help="require client certificates (needs --client-ca)"
+    )
     p.add_argument("--client-ca", metavar="FILE", help="CA that signs the accepted client certs")
     secret = p.add_mutually_exclusive_group()
     secret.add_argument(
@@ -317,25 +323,6 @@ def _access_log(target: str | None, console: Console) -> Iterator[listen.AccessL
         yield listen.AccessLog(stream)
     finally:
         stream.close()
-
-
-def _optional_bool(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup,
-    *flags: str,
-    default: bool = False,
-    help: str,
-) -> None:
-    """A boolean flag as desync (Go's pflag) spells it: the flag alone is true,
-    ``FLAG=false`` / ``FLAG=true`` say which."""
-    p.add_argument(
-        *flags,
-        nargs="?",
-        const=True,
-        default=default,
-        type=common._bool,
-        metavar="BOOL",
-        help=help,
-    )
 
 
 def _size(text: str) -> int:

@@ -32,12 +32,12 @@ def verb_parser(verb: str) -> argparse.ArgumentParser:
 
 def is_boolean(action: argparse.Action) -> bool:
     """A flag that takes no value (help and version aside: they act, they hold no
-    setting), or one whose value is a boolean."""
+    setting)."""
     if not action.option_strings or isinstance(
         action, argparse._HelpAction | argparse._VersionAction
     ):
         return False
-    return action.nargs == 0 or bool(action.metavar == "BOOL")
+    return action.nargs == 0
 
 
 def boolean_flags() -> Iterator[tuple[str, str, str]]:
