@@ -17,6 +17,11 @@ such as ``http://127.0.0.1:*`` really matches) with ``access-key``/``secret-key`
 or ``aws-credentials-file`` + ``aws-profile`` (+ ``aws-region``); else the
 requests go unsigned (anonymous). A refused request names where its
 credentials came from, so a wrong key is one clear line.
+
+Keys from an AWS shared credentials file are read again once they are older than
+a minute (desync's ``RefreshableSharedCredentialsProvider``): a chunk-server,
+mount-index or apply that runs for days picks up keys rotated in the file. The
+others (environment, the config's own keys) never change while the process runs.
 """
 
 from __future__ import annotations
@@ -27,17 +32,21 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.exceptions as bx
+import botocore.session
 import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials as BotoCredentials
+from botocore.credentials import ReadOnlyCredentials
 
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.config import Config
@@ -57,6 +66,7 @@ if TYPE_CHECKING:
     from desync_decl.stores.location import Opener
 
 T = TypeVar("T")
+Clock = Callable[[], float]  # seconds, for ages only (time.monotonic)
 
 DEFAULT_REGION = "us-east-1"  # what minio-go signs with when nothing says otherwise
 _LOOKUPS = {"auto": "auto", "path": "path", "dns": "virtual"}
@@ -84,11 +94,15 @@ _TRANSIENT_ERRORS = (
     urllib3.exceptions.ProtocolError,
     urllib3.exceptions.TimeoutError,
 )
-# One session for every store: it keeps the loaded API models, which makes a new
-# client about ten times cheaper (5 ms instead of 50).
-_session: boto3.session.Session | None = None
+# One loader of botocore's API models for every store: it keeps the models it has
+# loaded, which makes a new client (and its session) several times cheaper (7 ms
+# instead of 50).
+_loader: Any = None
 _session_lock = threading.Lock()
 _READ_BLOCK = 64 << 10  # an object's body is read in pieces of this size
+# How long keys read from a credentials file are used before it is read again
+# (desync: one minute, "to ensure the credentials are always valid").
+FILE_CREDENTIALS_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -121,13 +135,75 @@ def parse_location(location: str) -> S3Location:
     return S3Location(f"{scheme}://{url.netloc}", bucket, prefix + "/" if prefix else "", style)
 
 
+class CredentialsFileError(StoreError):
+    """A credentials file that cannot give the keys (unreadable, unparsable, no
+    profile or key), named; nothing read from it is in the message."""
+
+
+@dataclass(frozen=True)
+class CredentialsFile:
+    """A profile of an AWS shared credentials file (INI), as the AWS tools read it."""
+
+    path: Path
+    profile: str
+    region: str  # not in the file: the config's aws-region, S3_REGION or the default
+
+    def read(self, *, transient: bool = False) -> S3Credentials:
+        """The profile's keys now. A file that cannot be read, does not parse or lacks
+        the profile or a key is a ``CredentialsFileError`` naming the file, never a
+        value from it; ``transient`` when the file was readable before (it may be
+        half-way through being rewritten: a retry reads it again). A profile without
+        both keys is refused, as desync refuses it, rather than taken as anonymous."""
+        where = f"AWS credentials file {self.path}"
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(self.path) as f:
+                parser.read_file(f)
+        except OSError as e:
+            why = f"cannot read {where}: {e.strerror or type(e).__name__}"
+            raise CredentialsFileError(why, transient=transient) from None
+        except configparser.Error as e:
+            raise CredentialsFileError(f"{where}: {_unparsable(e)}", transient=transient) from None
+        if not parser.has_section(self.profile):
+            why = f"{where}: no profile [{self.profile}]"
+            raise CredentialsFileError(why, transient=transient)
+        section = parser[self.profile]
+        for key in ("aws_access_key_id", "aws_secret_access_key"):
+            if not section.get(key):
+                why = f"{where}: [{self.profile}] has no {key}"
+                raise CredentialsFileError(why, transient=transient)
+        return S3Credentials(
+            section["aws_access_key_id"],
+            section["aws_secret_access_key"],
+            section.get("aws_session_token") or None,
+            self.region,
+            f"{self.path} [{self.profile}]",
+            self,
+        )
+
+
+def _unparsable(e: configparser.Error) -> str:
+    """Why a credentials file does not parse, by line number: configparser's own text
+    quotes the offending line, and that line may hold a secret."""
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        return f"line {e.lineno} comes before any [profile]"
+    if isinstance(e, configparser.ParsingError):
+        return "not key = value at line " + ", ".join(str(n) for n, _ in e.errors)
+    if isinstance(e, configparser.DuplicateOptionError):
+        return f"line {e.lineno}: {e.option} repeated in [{e.section}]"
+    if isinstance(e, configparser.DuplicateSectionError):
+        return f"line {e.lineno}: [{e.section}] repeated"
+    return "not an INI file"
+
+
 @dataclass(frozen=True)
 class S3Credentials:
     access_key: str  # "" = anonymous (unsigned requests)
-    secret_key: str
-    session_token: str | None
+    secret_key: str = field(repr=False)  # never shown, not even in a debugger's repr
+    session_token: str | None = field(repr=False)
     region: str
     source: str  # where they came from, for messages
+    file: CredentialsFile | None = None  # read from it, and read again as they age
 
     @property
     def anonymous(self) -> bool:
@@ -159,33 +235,68 @@ def resolve_credentials(
         _string(entry, "aws-profile", where),
     )
     if file or profile:
-        return _from_credentials_file(file, profile, region, environ)
+        return _credentials_file(file, profile, region, environ).read()
     return S3Credentials("", "", None, region, "anonymous")
 
 
-def _from_credentials_file(
+def _credentials_file(
     file: str, profile: str, region: str, environ: Mapping[str, str]
-) -> S3Credentials:
-    """A profile of an AWS shared credentials file (INI), as the AWS tools read it."""
+) -> CredentialsFile:
+    """Which file and profile, as desync picks them: the ones named, else
+    AWS_SHARED_CREDENTIALS_FILE / AWS_PROFILE, else ~/.aws/credentials [default].
+    Decided once: a refresh reads the same file, as desync's does."""
     path = Path(
         file or environ.get("AWS_SHARED_CREDENTIALS_FILE") or Path.home() / ".aws" / "credentials"
     ).expanduser()
-    profile = profile or environ.get("AWS_PROFILE") or "default"
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path) as f:
-            parser.read_file(f)
-    except (OSError, configparser.Error) as e:
-        raise StoreError(f"cannot read AWS credentials file {path}: {e}") from None
-    if not parser.has_section(profile):
-        raise StoreError(f"AWS credentials file {path}: no profile [{profile}]")
-    section = parser[profile]
-    return S3Credentials(
-        section.get("aws_access_key_id", ""),
-        section.get("aws_secret_access_key", ""),
-        section.get("aws_session_token") or None,
-        region,
-        f"{path} [{profile}]",
+    return CredentialsFile(path, profile or environ.get("AWS_PROFILE") or "default", region)
+
+
+class RefreshingCredentials(BotoCredentials):
+    """Keys of a credentials file that botocore signs with, read from the file again
+    on the first request after they are ``FILE_CREDENTIALS_TTL`` old (desync's
+    RefreshableSharedCredentialsProvider: expired once ``clock()`` is past the read
+    plus a minute).
+
+    Not botocore's RefreshableCredentials: that logs a failed refresh as a warning
+    with a traceback before raising it, and the CLI shows warnings; here the failure
+    is only the StoreError the request fails with (and a later request reads the
+    file again)."""
+
+    def __init__(
+        self, file: CredentialsFile, first: S3Credentials, clock: Clock = time.monotonic
+    ) -> None:
+        """``first``: the keys just read from ``file``."""
+        super().__init__(first.access_key, first.secret_key, first.session_token, "shared-file")
+        self._file, self._clock = file, clock
+        self._lock = threading.Lock()
+        self._expires = clock() + FILE_CREDENTIALS_TTL
+
+    @property
+    def expired(self) -> bool:
+        return self._clock() > self._expires
+
+    def get_frozen_credentials(self) -> ReadOnlyCredentials:
+        """The keys to sign one request with, the file read again first if they expired."""
+        with self._lock:
+            if self.expired:
+                fresh = self._file.read(transient=True)
+                self.access_key, self.secret_key = fresh.access_key, fresh.secret_key
+                self.token = fresh.session_token
+                self._expires = self._clock() + FILE_CREDENTIALS_TTL
+            return ReadOnlyCredentials(self.access_key, self.secret_key, self.token, None)
+
+
+def signing_credentials(
+    credentials: S3Credentials, clock: Clock = time.monotonic
+) -> BotoCredentials | None:
+    """What botocore signs with: nothing (anonymous), the same keys for the life of
+    the store, or, for keys from a credentials file, keys that follow the file."""
+    if credentials.anonymous:
+        return None
+    if credentials.file is not None:
+        return RefreshingCredentials(credentials.file, credentials, clock)
+    return BotoCredentials(
+        credentials.access_key, credentials.secret_key, credentials.session_token
     )
 
 
@@ -207,11 +318,12 @@ class S3Objects:
         options: StoreOptions,
         *,
         page_size: int = 1000,  # keys per ListObjectsV2 request (S3's maximum)
+        clock: Clock = time.monotonic,  # when keys from a credentials file have aged
     ) -> None:
         self.location, self.page_size = mask_credentials(location), page_size
         self.bucket, self.prefix = where.bucket, where.prefix
         self.credentials, self.options = credentials, options
-        self._client = _client(where, credentials, options)
+        self._client = _client(where, credentials, options, clock)
 
     def read(self, key: str, limit: int) -> bytes:
         """Streamed and refused past ``limit`` (closing a body not read to its end
@@ -308,6 +420,8 @@ class S3Objects:
         """``call()`` with its errors mapped (transient ones marked, for retries)."""
         try:
             return call()
+        except CredentialsFileError as e:  # reading the keys again, to sign the request
+            raise StoreError(f"{what} {self.location}: {e}", transient=e.transient) from None
         except bx.ClientError as e:
             raise self._client_error(what, e) from None
         except bx.SSLError as e:  # a certificate problem does not go away by retrying
@@ -358,7 +472,9 @@ def _code(e: bx.ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
-def _client(where: S3Location, credentials: S3Credentials, options: StoreOptions) -> Any:
+def _client(
+    where: S3Location, credentials: S3Credentials, options: StoreOptions, clock: Clock
+) -> Any:
     """A boto3 S3 client: one attempt per call, a pool of ``n``, verified TLS by default."""
     config = BotoConfig(
         region_name=credentials.region,
@@ -379,32 +495,48 @@ def _client(where: S3Location, credentials: S3Credentials, options: StoreOptions
         verify = options.ca_cert
     elif options.trust_insecure:
         verify = False
-    keys: dict[str, Any] = {}
-    if not credentials.anonymous:
-        keys = {
-            "aws_access_key_id": credentials.access_key,
-            "aws_secret_access_key": credentials.secret_key,
-            "aws_session_token": credentials.session_token,
-        }
+    keys = signing_credentials(credentials, clock)
     try:
-        with _session_lock:  # a boto3 session is not thread-safe; its clients are
-            return _shared_session().client(
-                "s3", endpoint_url=where.endpoint, config=config, verify=verify, **keys
+        with _session_lock:  # the shared loader is not thread-safe; the clients are
+            return _session_signing_with(keys).client(
+                "s3", endpoint_url=where.endpoint, config=config, verify=verify
             )
     except bx.BotoCoreError as e:
         raise StoreError(f"cannot open S3 client for {where.endpoint}: {e}") from None
 
 
-def _shared_session() -> boto3.session.Session:
-    global _session
-    if _session is None:
-        _session = boto3.session.Session()
-    return _session
+class _Given:
+    """A botocore ``credential_provider`` component that yields the keys it was given
+    (in place of botocore's search of the environment and ~/.aws)."""
+
+    def __init__(self, keys: BotoCredentials | None) -> None:
+        self.keys = keys
+
+    def load_credentials(self) -> BotoCredentials | None:
+        return self.keys
 
 
-def open_objects(location: str, options: StoreOptions, config: Config) -> RetryingListableObjects:
+def _session_signing_with(keys: BotoCredentials | None) -> boto3.session.Session:
+    """A session whose clients sign with ``keys``. A client given keys as arguments
+    keeps them as they are, and a session hands all its clients the same keys, so each
+    store gets its own session: a light one, sharing the loaded API models.
+    Called under ``_session_lock``."""
+    global _loader
+    core = botocore.session.Session()
+    if _loader is None:
+        _loader = core.get_component("data_loader")
+    core.register_component("data_loader", _loader)
+    core.register_component("credential_provider", _Given(keys))
+    return boto3.session.Session(botocore_session=core)
+
+
+def open_objects(
+    location: str, options: StoreOptions, config: Config, *, clock: Clock = time.monotonic
+) -> RetryingListableObjects:
+    """The bucket's objects, retried; ``clock``: when keys from a credentials file age."""
     where = parse_location(location)
-    objects = S3Objects(location, where, resolve_credentials(where.endpoint, config), options)
+    credentials = resolve_credentials(where.endpoint, config)
+    objects = S3Objects(location, where, credentials, options, clock=clock)
     return RetryingListableObjects(objects, options)
 
 
