@@ -7,7 +7,7 @@ an entry and desync's ``testdata/example.ini``. Its environment is given whole,
 as desync's tests clear theirs (``os.Clearenv``), so nothing of the tester's leaks
 in. The expiry cases (TestNewRefreshableSharedCredentials,
 TestRefreshableSharedCredentialsProviderIsExpired: the file is read again a
-minute later) are not here: our S3 store reads the file once, when it is opened.
+minute later) are in ``test_credentials_refresh.py``.
 """
 
 from __future__ import annotations
