@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # tests.confined: the audit hook that fails a test reading outside the repository.
 # tests.loopfs: loop-mounted XFS/Btrfs fixtures for reflink tests (xfs_dir, btrfs_dir,
 # reflink_dir). pytester: runs a pytest session in a subprocess (test_confined.py).
-pytest_plugins = ["tests.confined", "tests.loopfs", "pytester"]
+pytest_plugins = ["tests.confined", "tests.loopfs", "tests.servers_oci", "pytester"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -21,10 +21,12 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests import tls_certs
@@ -336,3 +338,37 @@ def list_tags(url: str, repo: str) -> list[str]:
     if response.status_code == 404:
         return []
     return sorted(response.json().get("tags") or [])
+
+
+def start_registry_or_skip(tmp_path_factory, name: str, **kwargs) -> Registry:
+    """A registry of its own in a fresh temp dir (a skip, which CI turns into a
+    failure, where docker-registry is not installed)."""
+    if shutil.which("docker-registry") is None:
+        pytest.skip(reason="docker-registry is not installed (apt-get install docker-registry)")
+    return start_registry(tmp_path_factory.mktemp(name), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> Iterator[Registry]:
+    """One plain registry for the session: tests keep apart by repository (``fresh_repo``)."""
+    r = start_registry_or_skip(tmp_path_factory, "oci")
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_registry(tmp_path_factory) -> Iterator[tuple[Registry, Path]]:
+    """A registry serving HTTPS with a self-signed certificate, and that certificate."""
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("oci-tls-cert"))
+    r = start_registry_or_skip(tmp_path_factory, "oci-tls", tls=(cert, key))
+    yield r, cert
+    r.stop()
+
+
+@pytest.fixture
+def no_ambient_credentials(monkeypatch, tmp_path) -> None:
+    """Only the credentials a test gives: none from the environment or ~/.docker
+    (modules of OCI tests use it for every test: ``pytest.mark.usefixtures``)."""
+    monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
+    monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import socket
 import time
 
@@ -23,36 +22,24 @@ from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests.servers_oci import (
-    Registry,
     TcpRelay,
     TokenServer,
     fresh_repo,
     list_tags,
     push_artifact,
-    self_signed_cert,
-    start_registry,
+    start_registry_or_skip,
 )
 from tests.store_contract import ContractEnv, StoreContract, random_chunks
+
+# Only the credentials a test gives: none from the environment or ~/.docker.
+pytestmark = pytest.mark.usefixtures("no_ambient_credentials")
 
 USER, PASSWORD = "alice", "wonder-land"
 
 
-def _start(tmp_path_factory, name: str, **auth) -> Registry:
-    if shutil.which("docker-registry") is None:
-        pytest.skip(reason="docker-registry is not installed (apt-get install docker-registry)")
-    return start_registry(tmp_path_factory.mktemp(name), **auth)
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    r = _start(tmp_path_factory, "oci")
-    yield r
-    r.stop()
-
-
 @pytest.fixture(scope="session")
 def basic_registry(tmp_path_factory):
-    r = _start(tmp_path_factory, "oci-basic", htpasswd={USER: PASSWORD})
+    r = start_registry_or_skip(tmp_path_factory, "oci-basic", htpasswd={USER: PASSWORD})
     yield r
     r.stop()
 
@@ -60,26 +47,10 @@ def basic_registry(tmp_path_factory):
 @pytest.fixture(scope="session")
 def token_registry(tmp_path_factory):
     tokens = TokenServer(tmp_path_factory.mktemp("oci-tokens"), USER, PASSWORD)
-    r = _start(tmp_path_factory, "oci-token", token=tokens)
+    r = start_registry_or_skip(tmp_path_factory, "oci-token", token=tokens)
     yield r, tokens
     r.stop()
     tokens.stop()
-
-
-@pytest.fixture(scope="session")
-def tls_registry(tmp_path_factory):
-    cert, key = self_signed_cert(tmp_path_factory.mktemp("oci-tls-cert"))
-    r = _start(tmp_path_factory, "oci-tls", tls=(cert, key))
-    yield r, cert
-    r.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_credentials(monkeypatch, tmp_path):
-    """Only the credentials a test gives: none from the environment or ~/.docker."""
-    monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
-    monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
 
 
 def open_store(location: str, options: StoreOptions | None = None, config: Config | None = None):

@@ -17,6 +17,7 @@ import pytest
 
 from desync_decl.formats.catar import records as r
 from tests import hostile_archives as h
+from tests.cli_checks import refused
 
 
 @pytest.fixture
@@ -39,14 +40,6 @@ def run_untar(cli, tmp_path: Path, data: bytes, target: Path, *extra: str):
     archive = tmp_path / f"a{len(list(tmp_path.glob('a*.catar')))}.catar"
     archive.write_bytes(data)
     return cli("untar", *extra, archive, target)
-
-
-def refused(result, *words: str) -> None:
-    assert result.code == 1, result
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("desync-decl: error: "), result.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def leftovers(target: Path) -> list[str]:

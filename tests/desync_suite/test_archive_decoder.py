@@ -23,6 +23,7 @@ from desync_decl.formats.catar import Decoder, DirEnd, Entry
 from desync_decl.formats.catar import records as r
 from desync_decl.formats.catar.entry import encode as encode_entry
 from desync_decl.formats.catar.features import DESYNC_TAR
+from tests.cli_checks import refused
 from tests.hostile_archives import MemNode, archive, evil_names, raw_archive
 
 
@@ -75,15 +76,6 @@ def test_archive_decoder_nesting(lib_data):
 
 VALID = [b"file", b"dir1", b"a.b", b"..foo", b"foo..", b"name with space"]
 INVALID = [b"", b".", b"..", b"evil/passwd", b"a/b", b"/abs", b"a\\b", b"\\abs"]
-
-
-def refused(result, *words: str) -> None:
-    """One line on stderr, exit 1, naming what was wrong."""
-    assert result.code == 1, result
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("desync-decl: error: "), result.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_safe_component_valid_names_are_extracted(cli, tmp_path):

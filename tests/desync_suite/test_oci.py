@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -41,42 +39,14 @@ from tests.servers_oci import (
     fresh_repo,
     list_tags,
     push_artifact,
-    self_signed_cert,
-    start_registry,
 )
 from tests.store_contract import chunk_of
 
+# Only the credentials a test gives: none from the environment or ~/.docker.
+pytestmark = pytest.mark.usefixtures("no_ambient_credentials")
+
 opened = store_contract.opened  # the fixture: stores closed after the test
 FOREIGN_TYPE = "application/vnd.example.image"  # some other kind of artifact
-
-
-def _start(tmp_path_factory, name: str, **kwargs) -> Registry:
-    if shutil.which("docker-registry") is None:
-        pytest.skip(reason="docker-registry is not installed (apt-get install docker-registry)")
-    return start_registry(tmp_path_factory.mktemp(name), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Iterator[Registry]:
-    r = _start(tmp_path_factory, "oci")
-    yield r
-    r.stop()
-
-
-@pytest.fixture(scope="module")
-def tls_registry(tmp_path_factory) -> Iterator[tuple[Registry, str]]:
-    cert, key = self_signed_cert(tmp_path_factory.mktemp("oci-tls-cert"))
-    r = _start(tmp_path_factory, "oci-tls", tls=(cert, key))
-    yield r, str(cert)
-    r.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_ambient_credentials(monkeypatch, tmp_path):
-    """Only the credentials a test gives: none from the environment or ~/.docker."""
-    monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
-    monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
 
 
 def open_store(location: str, opened: list, **options) -> oci.OciChunkStore:
@@ -112,7 +82,8 @@ def test_only_oci_schemes_are_registries_and_they_choose_http_or_https(
     assert open_store(f"oci+http://{host}/{repo}/", opened).has_chunk(chunk.id)
     with pytest.raises(StoreError):
         open_store(f"oci+https://{host}/{repo}", opened, error_retry=1).has_chunk(chunk.id)
-    secure, ca = tls_registry
+    secure, cert = tls_registry
+    ca = str(cert)
     over_tls = open_store(f"oci+{secure.url}/{repo}/", opened, ca_cert=ca)
     over_tls.store_chunk(chunk)
     assert list_tags_tls(secure, repo, ca) == [chunk.id.hex() + ".cacnk"]

@@ -34,6 +34,7 @@ from desync_decl.cli.console import Console
 from desync_decl.cli.main import main
 from desync_decl.formats.catar import records as r
 from desync_decl.ops.untar import untar
+from tests.cli_checks import refused
 from tests.hostile_archives import MemNode, archive, dir_with_file, evil_names, symlink_only
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="runs the command as nobody: needs root")
@@ -43,14 +44,6 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="runs the command as nobo
 class Run:
     code: int
     err: str
-
-
-def refused(result: Run, *words: str) -> None:
-    assert result.code == 1, result
-    lines = result.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("desync-decl: error: "), result.err
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 # -- escapes (localfs_escape_test.go) ------------------------------------------------------
@@ -366,6 +359,17 @@ def test_localfs_dir_setgid_while_populated(tmp_path):
 MTIME = 1577872800  # 2020-01-01
 
 
+def assert_times_survive_untar(cli, tmp_path: Path, src: Path, names: list[str]) -> None:
+    """Give ``names`` in ``src`` one old time, archive the tree, untar it: every one
+    of them has that time in the extracted tree."""
+    for name in names:
+        os.utime(src / name, (MTIME, MTIME))
+    catar = tar_of(cli, src, tmp_path / "a.catar")
+    assert cli("untar", "--no-same-owner", catar, tmp_path / "out").code == 0
+    got = {n: int(os.stat(tmp_path / "out" / n).st_mtime) for n in names}
+    assert got == dict.fromkeys(names, MTIME)
+
+
 def test_untar_dir_mtime(cli, tmp_path):
     """TestUnTarDirMTime: directory times survive the writing of their contents, two
     levels up included."""
@@ -374,12 +378,7 @@ def test_untar_dir_mtime(cli, tmp_path):
     (src / "dir/sub/file").write_text("content")
     (src / "dir/file").write_text("content")
     names = ["dir/sub/deep", "dir/sub/file", "dir/sub", "dir/file", "dir", "."]
-    for name in names:
-        os.utime(src / name, (MTIME, MTIME))
-    catar = tar_of(cli, src, tmp_path / "a.catar")
-    assert cli("untar", "--no-same-owner", catar, tmp_path / "out").code == 0
-    got = {n: int(os.stat(tmp_path / "out" / n).st_mtime) for n in names}
-    assert got == dict.fromkeys(names, MTIME)
+    assert_times_survive_untar(cli, tmp_path, src, names)
 
 
 def test_contains_siblings_with_a_common_prefix(cli, tmp_path):
@@ -393,9 +392,4 @@ def test_contains_siblings_with_a_common_prefix(cli, tmp_path):
     (src / "dirx").mkdir()
     (src / "dirx/file").write_text("x")
     names = ["dir/sub", "dir/subx", "dir", "dirx/file", "dirx", "."]
-    for name in names:
-        os.utime(src / name, (MTIME, MTIME))
-    catar = tar_of(cli, src, tmp_path / "a.catar")
-    assert cli("untar", "--no-same-owner", catar, tmp_path / "out").code == 0
-    got = {n: int(os.stat(tmp_path / "out" / n).st_mtime) for n in names}
-    assert got == dict.fromkeys(names, MTIME)
+    assert_times_survive_untar(cli, tmp_path, src, names)
