@@ -203,10 +203,15 @@ def package_wheel(out: Path) -> Path:
     info = f"desync_decl-{version}.dist-info"
     files: dict[str, bytes] = {}
     for path in sorted((ROOT / "desync_decl").rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix in (
-            ".py",
-            ".so",
-            ".json",
+        if (
+            path.is_file()
+            and "__pycache__" not in path.parts
+            and path.suffix
+            in (
+                ".py",
+                ".so",
+                ".json",
+            )
         ):
             files[path.relative_to(ROOT).as_posix()] = path.read_bytes()
     files[f"{info}/METADATA"] = (
@@ -253,6 +258,8 @@ PLAYBOOK = """\
     - name: App image
       desync_decl.core.apply:
         definition: "{{ lookup('ansible.builtin.template', 'image.yaml.j2') }}"
+        tags: [app]
+        skip_tags: [debug]
       register: image
 
     - name: Motd
@@ -284,7 +291,9 @@ PLAYBOOK = """\
 
     - name: The results, for the test
       ansible.builtin.debug:
-        msg: "{{ 'RESULTS ' ~ ({'image': image, 'motd': motd, 'broken': broken, 'leaked': leaked} | to_json) }}"
+        msg: >-
+          RESULTS {{ {'image': image, 'motd': motd, 'broken': broken, 'leaked': leaked}
+                     | to_json }}
 """
 
 IMAGE_TEMPLATE = """\
@@ -295,11 +304,24 @@ stores:
     options: {{ store_options | to_json }}
 tasks:
   - name: app image
+    tags: [app]
     extract:
       index: "{{ indexes }}/image-v{{ version }}.caibx"
       path: "{{ root }}/opt/app.img"
       stores: [upstream]
       mode: "0644"
+  - name: debug image, left out by skip_tags
+    tags: [app, debug]
+    extract:
+      index: /nowhere/debug.caibx
+      path: "{{ root }}/opt/debug.img"
+      stores: [upstream]
+  - name: another app, left out by tags
+    tags: [other]
+    extract:
+      index: /nowhere/other.caibx
+      path: "{{ root }}/opt/other.img"
+      stores: [upstream]
 """
 
 BROKEN = """\
@@ -414,9 +436,7 @@ class Site:
         }
         fleet = {
             "hosts": {h: host_vars[h] for h in LOCAL_HOSTS},
-            "children": {
-                "ssh": {"hosts": {h: host_vars[h] for h in SSH_HOSTS}, "vars": ssh_vars}
-            },
+            "children": {"ssh": {"hosts": {h: host_vars[h] for h in SSH_HOSTS}, "vars": ssh_vars}},
         }
         group_vars = {
             "indexes": str(self.indexes),
@@ -499,6 +519,7 @@ def test_a_fleet_of_eight_rolls_out_checks_and_stops_at_a_failing_batch(site, ss
         image, motd = kept[host]["image"], kept[host]["motd"]
         assert image["changed"] and motd["changed"]
         assert image["recap"] == {"ok": 0, "changed": 1, "failed": 0, "skipped": 0}
+        assert [t["name"] for t in image["tasks"]] == ["app image"]  # tags, skip_tags
         assert image["tasks"][0]["action"] == "create"
         assert image["bytes"]["stores"]["upstream"]["bytes"] == IMAGE_SIZE
         assert image["bytes"]["fetched"] > 0 and motd["bytes"]["fetched"] > 0

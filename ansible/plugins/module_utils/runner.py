@@ -223,7 +223,8 @@ def bytes_per_source(tasks: list[dict[str, Any]]) -> dict[str, Any]:
 def _diff(task: dict[str, Any]) -> dict[str, str]:
     """One Ansible diff per task: its before and after, an aspect a line."""
     d = task["diff"]
-    header = f"{d.get('target', '')} ({task['name']})"
+    target = d.get("target", "")
+    header = target if task["name"] == target else f"{target} ({task['name']})"
     return dict(
         before_header=header,
         after_header=header,
