@@ -87,6 +87,8 @@ class Run:
     def command(
         self, *, tags: Sequence[str] = (), skip_tags: Sequence[str] = (), jobs: int | None = None
     ) -> list[str]:
+        """``desync-decl apply --json`` with the module's options, ``--check`` in check
+        mode and ``--diff`` in diff mode."""
         p = self.module.params
         exe = p["executable"] or self.module.get_bin_path("desync-decl")
         if exe is None:
