@@ -374,6 +374,8 @@ class Site:
         self.local_desync.write_text(
             f'#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m desync_decl "$@"\n'
         )
+        # a stand-in that prints a secret the manifest reads (as a server's error quoting
+        # a header could): the module must have Ansible mask it, whatever printed it
         self.leaky = tmp / "leaky-desync-decl"
         self.leaky.write_text(
             '#!/bin/sh\necho "desync-decl: error: the store said: bad token $PROBE_SECRET" >&2\n'
@@ -386,7 +388,6 @@ class Site:
         (tmp / "templates").mkdir()
         (tmp / "templates" / "image.yaml.j2").write_text(IMAGE_TEMPLATE)
         self.wheel = package_wheel(tmp)
-        self.runs = 0
 
     def publish(self, cli, name: str, blob: bytes) -> None:  # type: ignore[no-untyped-def]
         """The index, and the chunks in the S3 origin and in the mirror's store."""
@@ -566,7 +567,7 @@ def test_a_fleet_of_eight_rolls_out_checks_and_stops_at_a_failing_batch(site, ss
             f"+content: index {v2}\n+size: {len(site.images[1])}\n mode: 0644\n"
         )
         assert block in done.out, done.out
-    # a manifest with mistakes fails with each as FILE:LINE:COL, and nothing else runs
+    # a manifest with mistakes fails the task with every one as FILE:LINE:COL
     broken = check["h1"]["broken"]
     path = site.hosts["h1"] / "broken.yaml"
     assert broken["failed"] and broken["errors"] == [
