@@ -143,6 +143,9 @@ def results_json(
     redactor: Redactor,
     handlers: Sequence[HandlerResult] = (),
 ) -> dict[str, object]:
+    """``apply --json``: each task's outcome, with its plan's target and what that plan
+    moves by source (``travel``, as ``plan --json`` has it: under ``--check`` what would
+    travel; the Ansible modules report bytes per source from it), and the recap."""
     doc = {
         "version": PLAN_VERSION,
         "check": check,
@@ -153,6 +156,8 @@ def results_json(
                 "status": r.status.value,
                 "msg": r.msg,
                 "action": r.action.verb.value if r.action is not None else None,
+                "target": r.action.target if r.action is not None else None,
+                "travel": r.action.travel.to_json() if r.action is not None else {},
                 "seconds": r.seconds,
                 "stats": dict(r.stats),
                 "diff": r.diff.to_json() if r.diff is not None else None,
