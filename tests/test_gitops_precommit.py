@@ -12,7 +12,7 @@ package's dependencies are installed (``pip install -e '.[test]'``), pip asks no
 index and builds without an isolated build environment (virtualenv seeds setuptools
 from its own wheels, cffi is a dependency). Every cache and temp dir is in tmp_path.
 When the tests run inside a virtualenv, a new virtualenv cannot see its packages:
-pip then fetches the dependencies from the index.
+pip then fetches the dependencies and the build's from the index.
 """
 
 from __future__ import annotations
@@ -74,14 +74,14 @@ def hook_env(tmp: Path) -> dict[str, str]:
         "VIRTUALENV_SETUPTOOLS": "bundle",  # to build with: seeded from virtualenv's wheels
         "PIP_CACHE_DIR": str(tmp / "cache" / "pip"),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-        "PIP_NO_BUILD_ISOLATION": "0",  # pip reads this switch inverted: 0 turns isolation off
         # git refuses a repository another user owns; this one is what the test is about
         "GIT_CONFIG_COUNT": "1",
         "GIT_CONFIG_KEY_0": "safe.directory",
         "GIT_CONFIG_VALUE_0": str(ROOT),
     }
-    if sys.prefix == sys.base_prefix:
+    if sys.prefix == sys.base_prefix:  # the dependencies are visible: no index, no download
         env["PIP_NO_INDEX"] = "1"
+        env["PIP_NO_BUILD_ISOLATION"] = "0"  # pip reads this switch inverted: 0 turns it off
     return env
 
 
