@@ -259,7 +259,8 @@ def test_a_servers_words_stay_in_their_cell_and_render_as_written(cli, tmp_path,
 
 def test_a_task_name_and_target_cannot_break_out_of_code_or_html(cli, tmp_path):
     """The manifest comes from a pull request: its names and paths are someone else's
-    text too, in a code span (the target), in HTML (a deletion's summary) and in a cell."""
+    text too, in a cell, in code (the target), in HTML (a deletion's summary) and in a
+    list (the handlers that would run)."""
     write(tmp_path / "x.img", blob(24))
     make_index(tmp_path / "x.img", tmp_path / "x.caibx", tmp_path / "store")
     backdate(tmp_path / "store")
@@ -271,11 +272,14 @@ def test_a_task_name_and_target_cannot_break_out_of_code_or_html(cli, tmp_path):
         tmp_path,
         f"""\
         stores: {{s: {{url: store}}}}
+        handlers:
+          "# restart": {{command: ["true"]}}
         tasks:
         - name: "{name}"
           prune: {{store: s, keep: [a.caibx]}}
         - name: install
           extract: {{index: a.caibx, path: "{target}", stores: [s]}}
+          notify: ["# restart"]
         """,
     )
     r = cli("plan", *args(m), cwd=tmp_path)
@@ -286,3 +290,5 @@ def test_a_task_name_and_target_cannot_break_out_of_code_or_html(cli, tmp_path):
     summary = next(line for line in r.out.splitlines() if line.startswith("<details>"))
     assert summary.startswith("<details><summary>drop &lt;/summary&gt;&lt;!-- *old* | chunks: ")
     assert summary.endswith(" to delete from <code>s</code></summary>")
+    # a list item's text starting as a heading would: shown as written instead
+    assert "- \\# restart: notified by install" in r.out.splitlines()

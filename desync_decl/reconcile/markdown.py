@@ -16,7 +16,8 @@ escaped for where it stands:
   separator, emphasis, code, links, HTML, math, strikethrough, entities), so the
   text renders as written and cannot end its cell or start another row;
 - in a code span outside the table (``_code``): a fence longer than any run of
-  backticks in it; in a cell, as in a cell, set in ``<code>`` (``_cell_code``);
+  backticks in it; code in a cell is escaped as cell text and set in ``<code>``
+  (``_cell_code``);
 - in HTML (a deletion's ``<summary>``): HTML-escaped.
 """
 
@@ -59,6 +60,9 @@ _DIGEST = re.compile(r"\b(sha512-256|sha256):([0-9a-f]{12})[0-9a-f]{52}\b")
 # entities. An underscore inside a word is inert.
 _ACTIVE = re.compile(r"[\\`*\]<|~$&]|(?<![^\W_])_|_(?![^\W_])")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+# What makes a line (a list item's text, a quote's) a block of another kind when it
+# starts it: a heading, a quote, a list, a thematic break, a setext underline.
+_BLOCK_START = re.compile(r"^(?:[#>+=-]|[0-9]+[.)])")
 
 
 def plan_markdown(plan: Plan, *, commit: str | None = None) -> str:
@@ -141,9 +145,9 @@ def _changes(a: AnyAction) -> list[str]:
 
 def _content_label(a: AnyAction, after: str) -> str:
     """``pin`` for the index a pinned task converges to, ``index`` for another's."""
-    pinned = isinstance(a.task.action, ExtractAction | UntarAction) and a.task.action.pin
     if not after.startswith("index "):
         return "content"
+    pinned = isinstance(a.task.action, ExtractAction | UntarAction) and a.task.action.pin
     return "pin" if pinned else "index"
 
 
@@ -194,9 +198,11 @@ def _lines(lines: list[str], redactor: Redactor) -> str:
 
 
 def _text(text: str, redactor: Redactor) -> str:
-    """Text for a table cell or a line: one line, shown as written."""
-    one_line = _LINE_BREAKS.sub(" ", redactor.text(text))
-    return _ACTIVE.sub(lambda m: "\\" + m.group(), one_line)
+    """Text for a table cell or a line: one line, shown as written (the spaces around
+    it dropped, as a cell drops them: after ``- `` four would start a code block)."""
+    one_line = _LINE_BREAKS.sub(" ", redactor.text(text)).strip()
+    escaped = _ACTIVE.sub(lambda m: "\\" + m.group(), one_line)
+    return _BLOCK_START.sub(lambda m: f"{m.group()[:-1]}\\{m.group()[-1]}", escaped)
 
 
 def _code(text: str, redactor: Redactor) -> str:
@@ -210,9 +216,9 @@ def _code(text: str, redactor: Redactor) -> str:
 
 
 def _cell_code(text: str, redactor: Redactor) -> str:
-    """Text in code type, in a table cell: a code span cannot be used, as GitHub splits
-    a row at ``\\|`` even in one (the backslash escaped, the bar a separator), so the
-    text is escaped as any other and set in ``<code>``."""
+    """Text in code type, in a table cell. Not a code span: GitHub splits a row at each
+    bar not escaped, in a code span too, and a backslash in the text just before a bar
+    would escape the escape; so the text is escaped as any other, set in ``<code>``."""
     return f"<code>{_text(text, redactor)}</code>"
 
 
