@@ -140,9 +140,13 @@ def test_plan_markdown_is_a_table_with_deletions_folded(cli, site):
     assert r.code == 0, r.err
     lines = r.out.splitlines()
     assert lines[0] == "### desync-decl plan: `m.yaml`"
-    assert lines[2] == "**0 to create, 0 to update, 1 to delete, 0 unchanged**"
-    assert lines[4] == "| | Task | Kind | Target | Why | What travels |"
-    assert lines[6].startswith("| :wastebasket: delete | drop old chunks | prune | `store 's'` | ")
+    assert lines[2] == "Manifest `m.yaml`, tags `prune`"
+    assert lines[4] == "**0 to create, 0 to update, 1 to delete, 0 unchanged**"
+    assert lines[6] == "| | Task | Kind | Target | Why | Changes | What travels |"
+    assert lines[8].startswith(
+        "| :wastebasket: delete | drop old chunks | prune | <code>store 's'</code> | "
+    )
+    assert lines[9] == "| | **Total** | | | | | nothing travels |"
     assert "<details><summary>drop old chunks: " in r.out and "```" in r.out
 
 

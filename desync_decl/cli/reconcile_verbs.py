@@ -1,7 +1,8 @@
 """``plan MANIFEST`` and ``apply MANIFEST``: the declarative verbs.
 
 ``plan`` prints what each task would do and what would travel (text, ``--json``
-or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``.
+or ``--markdown``), ``--out FILE`` saves it as JSON for ``apply --plan``. The
+Markdown names the git commit the manifest is at, when it is in a repository.
 ``apply`` converges the machine: one line per task (ok, changed, failed,
 skipped), then the handlers notified by tasks that changed (``handlers.py``),
 and a recap; ``--check`` only reports.
@@ -17,6 +18,8 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +41,13 @@ from desync_decl.reconcile import (
 )
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.handlers import HandlerStatus, run_handlers
+from desync_decl.reconcile.markdown import plan_markdown
 from desync_decl.reconcile.model import TaskResult
 from desync_decl.reconcile.plan import os_message
 from desync_decl.stores.config import Config
+
+GIT_SECONDS = 10.0  # for `git rev-parse`: a hung git costs the comment its commit, no more
+_SHORT_HASH = re.compile(r"[0-9a-f]{4,64}")
 
 
 def plan_arguments(p: argparse.ArgumentParser) -> None:
@@ -181,13 +188,35 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console.json(doc)
     elif args.markdown:
-        console.out.write(report.plan_markdown(plan))
+        commit = git_commit(Path(os.path.abspath(args.manifest)).parent)
+        console.out.write(plan_markdown(plan, commit=commit))
     else:
         for line in report.plan_text(plan):
             console.print(line)
     if plan.errors:
         return 1
     return 2 if args.detailed_exitcode and plan.changes else 0
+
+
+def git_commit(directory: Path) -> str | None:
+    """``git rev-parse --short HEAD`` in ``directory``: the commit a manifest there is
+    at. None when it is not in a repository (or one without commits, or one git will
+    not read: another user's), when git is not installed, fails or hangs: the
+    comment is then made without it."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=GIT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and _SHORT_HASH.fullmatch(commit) else None
 
 
 def _save_plan(out: Path, doc: dict) -> None:

@@ -1,4 +1,5 @@
-"""Renderers: plans as text, JSON and Markdown; apply results as lines, a recap and JSON.
+"""Renderers: plans as text and JSON; apply results as lines, a recap and JSON (the
+Markdown plan, in ``markdown.py``, builds on the text's lines).
 
 They only format what ``plan`` and ``apply`` return (ansible's callback
 plugins, which never decide anything). The JSON plan is the saved-plan
@@ -20,7 +21,6 @@ from desync_decl import __version__
 from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus, Notified
 from desync_decl.reconcile.model import (
-    Action,
     Diff,
     EntryState,
     PlanEntry,
@@ -46,16 +46,9 @@ _OBSERVED = (
     "notes",
     "warnings",
 )  # redacted
-MARKDOWN_IDS = 200
 _WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
 HANDLER_LINES = 20  # last lines of a handler's output in text (JSON has all that is kept)
 _MARKS = {Verb.CREATE: "+", Verb.UPDATE: "~", Verb.DELETE: "-", Verb.NOOP: "="}
-_ICONS = {  # GitHub and GitLab render these short codes in comments
-    Verb.CREATE: ":heavy_plus_sign:",
-    Verb.UPDATE: ":arrows_counterclockwise:",
-    Verb.DELETE: ":wastebasket:",
-    Verb.NOOP: ":white_check_mark:",
-}
 
 
 def display(path: str, redactor: Redactor) -> str:
@@ -391,74 +384,3 @@ def handler_lines(h: HandlerResult, redactor: Redactor) -> list[str]:
         lines.append("  | … " + "; ".join(untold))
     lines += [f"  | {line}" for line in output[-HANDLER_LINES:]]
     return [redactor.text(line) for line in lines]
-
-
-# --- Markdown (a pull-request comment) ----------------------------------------------
-
-
-def plan_markdown(plan: Plan) -> str:
-    redactor = plan.manifest.redactor
-    name = display(str(plan.manifest.path), redactor)
-    out = [f"### desync-decl plan: `{name}`", "", f"**{summary_line(plan)}**", ""]
-    out += [f"> {_cell(line, redactor)}" for line in lock_lines(plan)]
-    out += [""] if plan.locks else []
-    out += ["| | Task | Kind | Target | Why | What travels |", "|---|---|---|---|---|---|"]
-    for e in plan.entries:
-        out.append(_markdown_row(e, redactor))
-    for e in plan.entries:
-        a = e.action
-        if a is not None and a.travel.delete is not None and a.verb.changes:
-            out += ["", *_markdown_deletion(a, redactor)]
-    if plan.handlers:
-        out += ["", "Handlers that would run after the apply:", ""]
-        out += [
-            f"- {_cell(n.handler.name, redactor)}: {_cell(notified_by(n), redactor)}"
-            for n in plan.handlers
-        ]
-    notes = [(e.task.name, n) for e in plan.entries if e.action for n in e.action.notes]
-    if notes:
-        out += ["", "Notes:", ""]
-        out += [f"- {_cell(t, redactor)}: {_cell(n, redactor)}" for t, n in notes]
-    return redactor.text("\n".join(out) + "\n")  # the lines that are not cells, too
-
-
-def _markdown_row(e: PlanEntry, redactor: Redactor) -> str:
-    a = e.action
-    if a is None:
-        mark = ":x: error" if e.state is EntryState.ERROR else ":fast_forward: skipped"
-        name, message = _cell(e.task.name, redactor), _cell(e.message, redactor)
-        return f"| {mark} | {name} | {e.task.kind} | | {message} | |"
-    icon = _ICONS[a.verb]
-    target = f"`{_cell(display(a.target, redactor), redactor)}`" if a.target else ""
-    lines = travel_lines(a.travel, redactor, ids=3) if a.verb.changes else []
-    travels = "<br>".join(_cell(line, redactor) for line in lines)
-    return (
-        f"| {icon} {a.verb.value} | {_cell(e.task.name, redactor)} | {e.task.kind} | {target}"
-        f" | {_cell(a.reason, redactor)} | {travels} |"
-    )
-
-
-def _markdown_deletion(a: Action, redactor: Redactor) -> list[str]:
-    d = a.travel.delete
-    assert d is not None
-    ids = list(d.ids[:MARKDOWN_IDS])
-    more = (
-        [f"… and {len(d.ids) - MARKDOWN_IDS} more (see the JSON plan)"]
-        if len(d.ids) > MARKDOWN_IDS
-        else []
-    )
-    return [
-        f"<details><summary>{_cell(a.task.name, redactor)}: {chunks(len(d.ids))} to delete"
-        f" from <code>{_cell(d.name, redactor)}</code></summary>",
-        "",
-        "```",
-        *ids,
-        *more,
-        "```",
-        "</details>",
-    ]
-
-
-def _cell(text: str, redactor: Redactor) -> str:
-    """Text for a table cell; redacted first, as escaping could split a value."""
-    return redactor.text(text).replace("|", "\\|").replace("\n", " ")
