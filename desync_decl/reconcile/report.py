@@ -34,6 +34,7 @@ from desync_decl.reconcile.model import (
     human_bytes,
 )
 from desync_decl.reconcile.plan import PLAN_VERSION, Plan
+from desync_decl.reconcile.traffic import fetched
 
 SHOWN_IDS = 10  # chunk ids listed in text output (JSON lists all)
 _OBSERVED = (
@@ -258,11 +259,12 @@ def _extract_line(t: Travel, redactor: Redactor) -> str:
 
 def _network_line(t: Travel) -> str:
     """What reading from remote stores transfers: their chunks as they hold them."""
-    remote = [s for s in t.stores if s.remote and s.stored_bytes is not None]
-    wire = sum(s.stored_bytes or 0 for s in remote)
-    if any(s.stored_estimated for s in remote):
-        return f"network: about {human_bytes(wire)}, plain bytes where a store gives no size"
-    return f"network: {human_bytes(wire)}"
+    wire = fetched(t)
+    if wire.estimated:
+        return (
+            f"network: about {human_bytes(wire.network)}, plain bytes where a store gives no size"
+        )
+    return f"network: {human_bytes(wire.network)}"
 
 
 def _upload_network_line(u: StoreAmount) -> str:
