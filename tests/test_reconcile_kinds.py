@@ -277,6 +277,20 @@ def test_extract_mode_only_change_is_an_update_without_fetching(tmp_path, state,
     assert statuses(apply(m, state)) == ["ok"]
 
 
+def test_the_diff_of_a_new_file_says_whose_it_will_be(tmp_path, state, two_versions):
+    """A task that names no owner or group creates the file as this process's user:
+    the diff's "after" says so (an Ansible ``--diff`` reader sees the owner)."""
+    import grp
+    import pwd
+
+    (r,) = apply(extract_manifest(tmp_path, ""), state, diff=True)
+    assert r.status is Status.CHANGED and r.diff.before == {"content": "absent"}
+    assert r.diff.after["owner"] == pwd.getpwuid(os.geteuid()).pw_name
+    assert r.diff.after["group"] == grp.getgrgid(os.getegid()).gr_name
+    target = tmp_path / "out" / "app.img"
+    assert (target.stat().st_uid, target.stat().st_gid) == (os.geteuid(), os.getegid())
+
+
 def test_extract_owner_and_group_by_name_or_id_and_unknown_names(tmp_path, state, two_versions):
     import grp
     import pwd

@@ -228,6 +228,12 @@ def attributes(st: os.stat_result | None) -> dict[str, str]:
     }
 
 
+def new_file_owner() -> dict[str, str]:
+    """Who a file this process creates belongs to, where a task names no owner or
+    group (a diff's "after" of a file that does not exist yet)."""
+    return {"owner": _user(os.geteuid()) or "", "group": _group(os.getegid()) or ""}
+
+
 _BACKUP_NAMES = 4  # tries: the dated name, then dated names with a random part
 
 

@@ -477,7 +477,7 @@ def _amount(tally: Tally) -> Amount:
 def _diff(target: str, seen: _Seen, index: Index, changes: list[tuple[str, str, str]]) -> Diff:
     digest = seen.digest
     before = files.attributes(seen.st)
-    after = dict(before)
+    after = dict(before) if seen.st is not None else files.new_file_owner()
     for key, _, want in changes:
         after[key] = want
     if seen.content == "absent":
