@@ -517,6 +517,13 @@ class Fleet(bl.BenchBase):
         dirs = self.host_dirs(method)
         for d in dirs:
             (d / "root").mkdir(parents=True)
+        # v1 and the new v2 side by side on each host until the rename (nginx: v2 only)
+        needed = len(dirs) * (self.v2.stat().st_size + (method != "nginx") * self.v1.stat().st_size)
+        free = shutil.disk_usage(self.base).free
+        if free < needed:
+            cell.error = f"{free / 1e9:.1f} GB free in {self.base}, {needed / 1e9:.1f} GB needed"
+            self.problem(f"{method} run {run}: {cell.error}")
+            return
         rolls = {
             "desync-decl": self.roll_desync,
             "nginx": self.roll_nginx,
@@ -725,43 +732,39 @@ def roll_rows(bench: Fleet) -> list[str]:
     lines = [
         "| method | fleet wall s, median (runs) | until durable (+sync) s | origin served MB"
         " | each host received MB | all hosts received MB | CPU s per host | peak RSS MiB per host"
-        " | server CPU s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        " | server CPU s | fleet CPU s (hosts + servers) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method in bench.methods:
         cell, rolls = bench.cells[method], bench.rolls[method]
-        if not rolls:
-            lines.append(
-                f"| {method} | FAILED: {bl.table_text(cell.error or 'no runs')} |" + " - |" * 7
-            )
-            continue
-        runs = "/".join(f"{s.wall:.2f}" + ("*" if bl.disturbed(s) else "") for s in cell.samples)
-        hosts = [h for r in rolls for h in r.hosts]
-        received = [n for r in rolls for n in r.received]
-        servers: dict[str, float] = defaultdict(float)
-        for r in rolls:
-            for name, cpu in r.server_cpu.items():
-                servers[name] += cpu
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    method,
-                    f"{cell.wall:.2f} ({runs})",
-                    f"{cell.durable:.2f}",
-                    spread([r.origin for r in rolls], mb),
-                    spread(received, mb),
-                    spread([sum(r.received) for r in rolls], mb),
-                    f"{statistics.median(h.cpu for h in hosts):.2f}"
-                    f" (max {max(h.cpu for h in hosts):.2f})",
-                    f"{statistics.median(h.rss_kib for h in hosts) / 1024:.1f}"
-                    f" (max {max(h.rss_kib for h in hosts) / 1024:.1f})",
-                    " + ".join(f"{name} {cpu / len(rolls):.1f}" for name, cpu in servers.items()),
-                ]
-            )
-            + " |"
-        )
+        if rolls:
+            cells = [method, *roll_cells(cell, rolls)]
+        else:
+            cells = [method, f"FAILED: {bl.table_text(cell.error or 'no runs')}", *["-"] * 8]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def roll_cells(cell: bl.Result, rolls: list[Roll]) -> list[str]:
+    """A method's cells of the main table, after its name."""
+    runs = "/".join(f"{s.wall:.2f}" + ("*" if bl.disturbed(s) else "") for s in cell.samples)
+    cpu = [h.cpu for r in rolls for h in r.hosts]
+    rss = [h.rss_kib / 1024 for r in rolls for h in r.hosts]
+    servers: dict[str, float] = defaultdict(float)
+    for r in rolls:
+        for name, seconds in r.server_cpu.items():
+            servers[name] += seconds / len(rolls)
+    return [
+        f"{cell.wall:.2f} ({runs})",
+        f"{cell.durable:.2f}",
+        spread([r.origin for r in rolls], mb),
+        spread([n for r in rolls for n in r.received], mb),
+        spread([sum(r.received) for r in rolls], mb),
+        f"{statistics.median(cpu):.2f} (max {max(cpu):.2f})",
+        f"{statistics.median(rss):.1f} (max {max(rss):.1f})",
+        " + ".join(f"{name} {seconds:.1f}" for name, seconds in servers.items()),
+        f"{statistics.median(r.sample.cpu + sum(r.server_cpu.values()) for r in rolls):.1f}",
+    ]
 
 
 def ideal_lines(bench: Fleet) -> list[str]:
