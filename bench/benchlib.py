@@ -1,9 +1,9 @@
-"""What the by-hand benchmarks (bench_blob.py, bench_seed.py) share.
+"""What the by-hand benchmarks (bench_blob.py, bench_seed.py, bench_fleet.py) share.
 
 Timing a command (``/usr/bin/time`` for CPU and peak RSS, a ``sync`` before
-and after), the cached inputs, medians per result cell, interleaving the two
-tools, the tables, the machine description, the work-dir lock, the ext4
-settle wait and the ``--snapshot`` copy of the package.
+and after) or several started at once, the cached inputs, medians per result
+cell, interleaving the two tools, the tables, the machine description, the
+work-dir lock, the ext4 settle wait and the ``--snapshot`` copy of the package.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ def timed_run(cmd: Sequence[str], log: Path, *, stdout: Path | None = None) -> S
         busy_before = machine_busy_seconds()
         start = time.perf_counter()
         proc = subprocess.run(
-            [TIME, "-f", "%U %S %M", "-o", str(usage), *cmd],
+            [*time_prefix(usage), *cmd],
             stdout=out,
             stderr=err if stdout else subprocess.STDOUT,
             cwd=log.parent,  # the work dir: never the repo, which would shadow a snapshot
@@ -142,9 +143,87 @@ def timed_run(cmd: Sequence[str], log: Path, *, stdout: Path | None = None) -> S
     start = time.perf_counter()
     os.sync()
     sync_after = time.perf_counter() - start
+    cpu, rss_kib = read_usage(usage)
+    return Sample(wall, cpu, rss_kib, max(0.0, busy - cpu), sync_after)
+
+
+def time_prefix(usage: Path) -> list[str]:
+    """GNU time in front of a command: its user + sys seconds and peak RSS go to ``usage``."""
+    return [TIME, "-f", "%U %S %M", "-o", str(usage)]
+
+
+def read_usage(usage: Path) -> tuple[float, int]:
+    """(user + sys seconds, peak RSS KiB) that ``time_prefix`` wrote to ``usage``."""
     user, system, rss_kib = usage.read_text().split()[-3:]
-    cpu = float(user) + float(system)
-    return Sample(wall, cpu, int(rss_kib), max(0.0, busy - cpu), sync_after)
+    return float(user) + float(system), int(rss_kib)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one of several commands started together used (``timed_together``)."""
+
+    wall: float  # seconds from the common start until this command ended
+    cpu: float  # user + sys seconds of the command (and its children)
+    rss_kib: int  # its peak resident set size
+
+
+def timed_together(
+    cmds: Sequence[Sequence[str]], logs: Sequence[Path], stdouts: Sequence[Path] | None = None
+) -> tuple[Sample, list[Usage]]:
+    """Start every command at once after a ``sync``, wait for all; fail if any failed.
+
+    Command i writes its stderr (and its stdout, unless ``stdouts`` gives it a
+    file of its own) to ``logs[i]``; each runs under GNU time, as ``timed_run``
+    explains. The ``Sample`` is the group's: wall until the last command ended,
+    CPU summed over the commands, the largest peak RSS, the other CPU time of the
+    machine meanwhile, the ``sync`` after. The ``Usage`` list is per command.
+    """
+    usages = [log.with_suffix(".time") for log in logs]
+    ended = [0.0] * len(cmds)
+    os.sync()
+    with contextlib.ExitStack() as files:
+        procs = []
+        busy_before = machine_busy_seconds()
+        start = time.perf_counter()
+        for i, cmd in enumerate(cmds):
+            err = files.enter_context(logs[i].open("wb"))
+            out = files.enter_context(stdouts[i].open("wb")) if stdouts else err
+            procs.append(
+                subprocess.Popen(
+                    [*time_prefix(usages[i]), *cmd],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err if stdouts else subprocess.STDOUT,
+                    cwd=logs[i].parent,
+                )
+            )
+
+        def wait(i: int) -> None:
+            procs[i].wait()
+            ended[i] = time.perf_counter() - start
+
+        waiters = [threading.Thread(target=wait, args=(i,)) for i in range(len(procs))]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+        wall = max(ended, default=0.0)
+        busy = machine_busy_seconds() - busy_before
+    failed = [i for i, proc in enumerate(procs) if proc.returncode != 0]
+    if failed:
+        i = failed[0]
+        tail = logs[i].read_text(errors="replace")[-2000:]
+        raise BenchError(
+            f"{len(failed)} of {len(cmds)} commands failed; {shlex.join(cmds[i])} exited"
+            f" {procs[i].returncode}:\n{tail}"
+        )
+    start = time.perf_counter()
+    os.sync()
+    sync_after = time.perf_counter() - start
+    each = [Usage(ended[i], *read_usage(usages[i])) for i in range(len(cmds))]
+    cpu = sum(u.cpu for u in each)
+    rss = max((u.rss_kib for u in each), default=0)
+    return Sample(wall, cpu, rss, max(0.0, busy - cpu), sync_after), each
 
 
 def machine_busy_seconds() -> float:
@@ -505,15 +584,20 @@ def parse_size(text: str) -> int:
 
 
 def base_parser(
-    description: str, settle_what: str = EXT4_SETTLE, settle: float = SETTLE_S
+    description: str, settle_what: str = EXT4_SETTLE, settle: float = SETTLE_S, size: int = GiB
 ) -> argparse.ArgumentParser:
     """The options every benchmark has: --size, --runs, --workdir, --snapshot, --settle.
 
     ``settle_what`` says what in this benchmark the ext4 settle wait (default
-    ``settle`` seconds) protects.
+    ``settle`` seconds) protects; ``size`` is the default input size.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--size", type=parse_size, default=GiB, help="input size (default 1G)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default=size,
+        help=f"input size (default {size_label(size).removesuffix('iB')})",
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs per cell (default 3)")
     parser.add_argument(
         "--workdir",
