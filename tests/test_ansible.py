@@ -254,6 +254,7 @@ PLAYBOOK = """\
       state_dir: "{{ root }}/state"
       config: "{{ root }}/desync.json"
       env: "{{ secrets }}"
+      verify: "{{ verify | default(false) | bool }}"
   tasks:
     - name: App image
       desync_decl.core.apply:
@@ -547,6 +548,23 @@ def test_a_fleet_of_eight_rolls_out_checks_and_stops_at_a_failing_batch(site, ss
             assert result["bytes"]["fetched"] == 0 and result["bytes"]["stores"] == {}
     assert site.served() == served
     assert changes(before, site.snapshot()) == []
+
+    # a byte of h1's image changed behind its record (size and mtime kept): the record
+    # is trusted, unless `verify: true` has the file read again, which repairs it
+    image = site.hosts["h1"] / "opt" / "app.img"
+    st = image.stat()
+    with open(image, "r+b") as f:
+        f.seek(IMAGE_SIZE // 2)
+        f.write(bytes([f.read(1)[0] ^ 1]))
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    done, kept = site.play(ssh_server, 1, "--limit", "h1")
+    assert done.code == 0 and not kept["h1"]["image"]["changed"], done.out + done.err
+    done, kept = site.play(ssh_server, 1, "--limit", "h1", "-e", "verify=true")
+    assert done.code == 0 and kept["h1"]["image"]["changed"], done.out + done.err
+    assert kept["h1"]["image"]["tasks"][0]["action"] == "update"
+    assert not kept["h1"]["motd"]["changed"]  # read again too, and found whole
+    assert site.holds("h1", 1)
+    before = site.snapshot()
 
     # --check --diff for v2: every host would change both files; nothing is written
     done, check = site.play(ssh_server, 2, "--check", "--diff", "-e", "probes=true")
