@@ -14,7 +14,9 @@ errors (1) in a task and in a manifest that does not load, a plan cut to fit a c
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import random
 import re
 import shutil
@@ -265,9 +267,11 @@ def test_a_release_plans_in_the_pull_request_and_applies_on_merge(tmp_path, flee
     assert lines[2] == f"Manifest `{m}` at commit `{fleet.commit()}`"
     assert lines[4] == "**2 to create, 0 to update, 0 to delete, 0 unchanged**"
     app = table_row(comment, "install app")
+    me, us = pwd.getpwuid(os.geteuid()).pw_name, grp.getgrgid(os.getegid()).gr_name
     assert (
         app[0] == ":heavy_plus_sign: create"
-        and app[5] == f"mode 0644<br>pin {short(fleet.digests['app-v1'])}"
+        and app[5]
+        == f"mode 0644<br>owner {me}<br>group {us}<br>pin {short(fleet.digests['app-v1'])}"
     )
     total = table_row(comment, "**Total**")[-1]
     assert total.startswith("from stores: ") and ", network: about " in total, total

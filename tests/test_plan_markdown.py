@@ -9,6 +9,7 @@ from the machine (``git rev-parse``, the current user), not from the renderer.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -154,7 +155,10 @@ def test_each_task_shows_its_mode_owner_and_pin_changes(cli, tmp_path):
     first = cli("plan", *args(release("v1.caibx", old, ', mode: "0644"')))
     (install, publish, _) = rows(first.out)
     short = lambda digest: digest[: len("sha512-256:") + 12] + "…"  # noqa: E731
-    assert cells(install)[5] == f"mode 0644<br>pin {short(old)}"  # new: no before
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    us = grp.getgrgid(os.getegid()).gr_name
+    # new: no before; the owner and group it will have are this process's
+    assert cells(install)[5] == f"mode 0644<br>owner {me}<br>group {us}<br>pin {short(old)}"
     assert cells(publish)[5] == f"index {short(new)}"  # what a pin takes
     assert cli("apply", *args(release("v1.caibx", old, ', mode: "0644"'))[:-1]).code == 0
     os.chmod(tmp_path / "out" / "app.img", 0o644)
@@ -163,7 +167,6 @@ def test_each_task_shows_its_mode_owner_and_pin_changes(cli, tmp_path):
     r = cli("plan", *args(m))
     assert r.code == 0, r.err
     (install, publish, _) = rows(r.out)
-    me = pwd.getpwuid(os.getuid()).pw_name
     assert cells(install)[0] == ":arrows_counterclockwise: update"
     assert cells(install)[5] == (
         f"mode 0644 → 0600<br>owner {me} → nobody<br>pin {short(old)} → {short(new)}"
