@@ -177,21 +177,27 @@ def test_each_task_shows_its_mode_owner_and_pin_changes(cli, tmp_path):
 # --- context: the manifest and its commit ---------------------------------------------
 
 
-@needs_git
-def test_the_context_names_the_manifest_and_the_commit_it_is_at(cli, tmp_path):
-    repo = tmp_path / "repo"
-    write(repo / "a.img", blob(1))
-    make_index(repo / "a.img", repo / "a.caibx", repo / "s")
-    m = manifest(
-        repo,
+def installing_a(folder: Path, **named: str) -> Path:
+    """A manifest in ``folder`` with one task that installs ``a.img`` (made there,
+    with its index and store): the plan of a manifest whose context is looked at."""
+    write(folder / "a.img", blob(1))
+    make_index(folder / "a.img", folder / "a.caibx", folder / "s")
+    return manifest(
+        folder,
         """\
         stores: {s: {url: s}}
         tasks:
         - name: install
           extract: {index: a.caibx, path: out/a.img, stores: [s]}
         """,
-        name="app.yaml",
+        **named,
     )
+
+
+@needs_git
+def test_the_context_names_the_manifest_and_the_commit_it_is_at(cli, tmp_path):
+    repo = tmp_path / "repo"
+    m = installing_a(repo, name="app.yaml")
     git(repo, "init", "-q")
     git(repo, "add", "app.yaml")
     git(repo, "commit", "-q", "-m", "release")
@@ -205,17 +211,7 @@ def test_the_context_names_the_manifest_and_the_commit_it_is_at(cli, tmp_path):
 
 
 def test_without_a_repository_or_git_the_context_has_no_commit(cli, tmp_path, monkeypatch):
-    write(tmp_path / "a.img", blob(1))
-    make_index(tmp_path / "a.img", tmp_path / "a.caibx", tmp_path / "s")
-    m = manifest(
-        tmp_path,
-        """\
-        stores: {s: {url: s}}
-        tasks:
-        - name: install
-          extract: {index: a.caibx, path: out/a.img, stores: [s]}
-        """,
-    )
+    m = installing_a(tmp_path)
     no_repo = cli("plan", *args(m), cwd=tmp_path)
     assert no_repo.out.splitlines()[2] == "Manifest `m.yaml`"
     if GIT is not None:  # a repository, and no git to ask
