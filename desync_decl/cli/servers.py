@@ -162,18 +162,17 @@ def _wire_format(args: argparse.Namespace) -> StorageFormat:
     ``--encryption-algorithm`` imply ``--encryption``); the key is then the flag's or
     $DESYNC_ENCRYPTION_KEY's. That variable alone never turns it on: it may be set for
     an encrypted store elsewhere in the config, and must not change what is served."""
-    encryption = bool(args.encryption or args.encryption_key or args.encryption_algorithm)
-    if encryption and not (args.encryption_key or os.environ.get("DESYNC_ENCRYPTION_KEY")):
+    options = StoreOptions(
+        uncompressed=args.uncompressed,
+        encryption=args.encryption,
+        encryption_key=args.encryption_key,
+        encryption_algorithm=args.encryption_algorithm,
+    ).with_encryption_implied()
+    if options.encryption and not (args.encryption_key or os.environ.get("DESYNC_ENCRYPTION_KEY")):
         raise DesyncError(
             "chunk-server: no encryption key configured: give --encryption-key or set"
             " $DESYNC_ENCRYPTION_KEY"
         )
-    options = StoreOptions(
-        uncompressed=args.uncompressed,
-        encryption=encryption,
-        encryption_key=args.encryption_key,
-        encryption_algorithm=args.encryption_algorithm,
-    )
     return options.checked("chunk-server").storage_format()
 
 
