@@ -25,7 +25,7 @@ PACKAGE = "desync_decl"
 # A unit may import itself and the units of lower layers only.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("base",),
-    ("formats",),
+    ("formats", "signing"),
     ("chunker", "stores"),
     ("archive", "assemble", "manifest"),
     ("ops",),

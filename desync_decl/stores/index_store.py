@@ -8,6 +8,7 @@ name with ``checked_index_name`` before using it as a file name or key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -18,10 +19,30 @@ from desync_decl.fsutil import write_atomic
 from desync_decl.stores.base import StoreError
 
 
+@dataclass(frozen=True)
+class SignedIndex:
+    """An index with what a signature check needs: the file's bytes as stored (what
+    a signature covers; never re-encoded) and the ``.sig`` beside it."""
+
+    index: Index
+    data: bytes
+    signature: bytes | None  # the armored SSHSIG in ``<name>.sig``; None: there is none
+    where: str  # the index's location, credentials masked (for messages)
+
+
 class IndexStore(Protocol):
     def get_index(self, name: str) -> Index: ...
 
+    def get_signed_index(self, name: str) -> SignedIndex:
+        """The index ``name`` with its bytes and its ``name.sig`` (None if absent;
+        at most ``signing.MAX_SIGNATURE_SIZE`` bytes read)."""
+        ...
+
     def store_index(self, name: str, index: Index) -> None: ...
+
+    def store_signature(self, name: str, signature: bytes) -> None:
+        """Write ``name.sig`` (atomically, as an index) beside the index ``name``."""
+        ...
 
     def close(self) -> None: ...
 

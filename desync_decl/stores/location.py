@@ -23,7 +23,12 @@ from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.config import Config
-from desync_decl.stores.index_store import IndexStore, LocalIndexStore, read_local_index
+from desync_decl.stores.index_store import (
+    IndexStore,
+    LocalIndexStore,
+    SignedIndex,
+    read_local_index,
+)
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials, url_scheme
@@ -128,6 +133,16 @@ class Opener:
             return store.get_index(name)
         finally:
             store.close()
+
+    def read_signed_index(self, location: str) -> SignedIndex:
+        """``read_index`` with the file's bytes and the ``.sig`` beside it (a local
+        path's ``<path>.sig``, or ``<name>.sig`` in the same index store)."""
+        raise NotImplementedError
+
+    def write_signature(self, location: str, signature: bytes) -> None:
+        """Write the signature of the index at ``location`` beside it (``<location>.sig``),
+        atomically, as ``write_index`` writes the index."""
+        raise NotImplementedError
 
     def write_index(self, location: str, index: Index, *, make_dirs: bool = False) -> None:
         """Write atomically to a local path (its directory made with ``make_dirs``) or an
