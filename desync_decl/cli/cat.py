@@ -26,11 +26,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="bytes to write (0 = to the end)",
     )
+    common.add_trust_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args, args.index)
+    index, _ = common.read_checked_index(args, args.index)
     store = common.open_stores(args, index.digest)
     options = {"offset": args.offset, "length": args.length, "concurrency": args.concurrency}
     if args.output is None:

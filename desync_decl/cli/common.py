@@ -1,4 +1,5 @@
-"""Argument helpers shared by the verbs: index arguments, store flags, chunk sizes."""
+"""Argument helpers shared by the verbs: index arguments, store flags, chunk sizes,
+signing keys and trust."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from desync_decl.cli.console import Console
 from desync_decl.cli.opened import opened
-from desync_decl.errors import DesyncError
+from desync_decl.errors import DesyncError, UsageError
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest, parse_id
@@ -22,6 +24,9 @@ from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
 from desync_decl.stores.store_lock import COLLISION_WAIT, Patience
 from desync_decl.units import parse_size
+
+if TYPE_CHECKING:  # the signing package's crypto is loaded only when a flag asks for it
+    from desync_decl.signing import Signer, SigningKey, Trust
 
 
 def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
@@ -43,13 +48,130 @@ def read_index(args: argparse.Namespace, arg: str) -> Index:
     return opener(args).read_index(arg)
 
 
-def write_index(args: argparse.Namespace, arg: str, index: Index, console: Console) -> None:
-    """Write atomically (temp file + fsync + rename) or to an index store; ``-`` is stdout."""
+def write_index(
+    args: argparse.Namespace,
+    arg: str,
+    index: Index,
+    console: Console,
+    key: SigningKey | None = None,
+) -> None:
+    """Write atomically (temp file + fsync + rename) or to an index store; ``-`` is stdout.
+    With ``key`` (``signing_key``: never with ``-``), its signature ``<arg>.sig`` too."""
     if arg == "-":
+        assert key is None, "signing_key refuses --sign-key with -"
         console.binary().write(index.encode())
         console.binary().flush()
         return
-    opener(args, index.digest).write_index(arg, index)
+    if key is None:
+        opener(args, index.digest).write_index(arg, index)
+        return
+    from desync_decl.ops.signing import write_signed_index
+
+    write_signed_index(opener(args, index.digest), arg, index, key)
+
+
+SIGN_KEY_HELP = (
+    "sign the index written: an SSH signature (ssh-keygen -Y sign's format, namespace"
+    " desync-decl) of its exact bytes, written beside it as INDEX.sig (a file, or in the"
+    " same index store). KEY: an Ed25519, ECDSA or RSA private key file (no passphrase),"
+    " or a .pub whose key ssh-agent holds (SSH_AUTH_SOCK). Refused with - (stdout): a"
+    " signature needs a place beside the index; sign the file later with sign-index"
+)
+
+
+def add_sign_key_arg(p: argparse.ArgumentParser, help: str = SIGN_KEY_HELP) -> None:
+    p.add_argument("--sign-key", metavar="KEY", help=help)
+
+
+def signing_key(args: argparse.Namespace, index_arg: str) -> SigningKey | None:
+    """The ``--sign-key`` key, loaded before any work (a key that cannot be used fails
+    the command before it chunks anything); None without the flag. The index must
+    go to a file or an index store: ``-`` (stdout) has no place for its signature."""
+    if not getattr(args, "sign_key", None):
+        return None
+    if index_arg == "-":
+        raise UsageError(
+            "--sign-key writes INDEX.sig beside the index: give the index a file or URL, not -"
+        )
+    from desync_decl.signing import load_signing_key
+
+    return load_signing_key(args.sign_key)
+
+
+def add_trust_args(p: argparse.ArgumentParser) -> None:
+    """``--allowed-signers``, ``--signer``, ``--revoked-keys``: the verbs that read an
+    index refuse one that no allowed signer signed (``read_checked_index``)."""
+    g = p.add_argument_group(
+        "trust (refuse an index no allowed signer signed)",
+        "With --allowed-signers the index must have a valid signature INDEX.sig beside it"
+        " (a file's, or in the same index store; made by make/tar --sign-key, sign-index or"
+        " ssh-keygen -Y sign -n desync-decl), checked before any store is opened or chunk"
+        " fetched. An index read from stdin (-) is refused: it has no signature beside it."
+        " Seeds and their indexes are not subject to trust: what they give is checked"
+        " chunk by chunk against the signed index.",
+    )
+    g.add_argument(
+        "--allowed-signers",
+        metavar="FILE",
+        help="OpenSSH allowed_signers file (principals, namespaces=, valid-after=,"
+        " valid-before=, cert-authority), as ssh-keygen -Y verify -f reads it",
+    )
+    g.add_argument(
+        "--signer",
+        action="append",
+        default=[],
+        metavar="PRINCIPAL",
+        help="accept only a signature for this principal of the file (repeatable: any of"
+        " them; default: any principal). Needs --allowed-signers",
+    )
+    g.add_argument(
+        "--revoked-keys",
+        metavar="FILE",
+        help="refuse signatures by the keys this KRL or public-key list revokes (as"
+        " ssh-keygen -Y verify -r). Needs --allowed-signers",
+    )
+
+
+def trust_of(args: argparse.Namespace) -> Trust | None:
+    """The trust the command line asks for (its files read once), None without
+    ``--allowed-signers``; ``--signer``/``--revoked-keys`` alone are a usage error."""
+    allowed = getattr(args, "allowed_signers", None)
+    if allowed is None:
+        alone = [
+            flag
+            for flag, value in (
+                ("--signer", getattr(args, "signer", None)),
+                ("--revoked-keys", getattr(args, "revoked_keys", None)),
+            )
+            if value
+        ]
+        if alone:
+            raise UsageError(f"{' and '.join(alone)} needs --allowed-signers")
+        return None
+    trust: Trust | None = getattr(args, "_trust", None)
+    if trust is None:
+        from desync_decl.signing import load_trust
+
+        trust = args._trust = load_trust(allowed, args.signer, args.revoked_keys)
+    return trust
+
+
+def read_checked_index(args: argparse.Namespace, arg: str) -> tuple[Index, Signer | None]:
+    """``read_index`` under the command line's trust: with ``--allowed-signers`` the
+    index comes with its signer, or the command ends here (``SignatureRefused``, one
+    line) before any store is opened; without it, the index and None."""
+    trust = trust_of(args)
+    if trust is None:
+        return read_index(args, arg), None
+    if arg == "-":
+        raise UsageError(
+            "an index from stdin (-) has no signature beside it: with --allowed-signers"
+            " give the index's file or URL"
+        )
+    from desync_decl.ops.signing import read_trusted_index
+
+    signed, signer = read_trusted_index(opener(args), arg, trust)
+    return signed.index, signer
 
 
 def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) -> None:

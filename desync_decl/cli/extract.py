@@ -49,13 +49,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--print-stats", action="store_true", help="statistics as JSON on stdout")
     p.add_argument("--json", dest="print_stats", action="store_true", help="same as --print-stats")
+    common.add_trust_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
         raise DesyncError(f"{args.output}: the output would overwrite the index")
-    index = common.read_index(args, args.index)
+    index, _ = common.read_checked_index(args, args.index)
     progress = console.progress()
     seeds = open_seeds(
         seed_specs(args, console), index, concurrency=args.concurrency, progress=progress

@@ -60,6 +60,7 @@ VERBS = {
     "prune": Verb("prune:arguments", "delete chunks that none of the indexes reference"),
     "verify": Verb("verify:store_arguments", "check that every chunk in a store matches its id"),
     "verify-index": Verb("verify:index_arguments", "check that a file matches an index"),
+    "sign-index": Verb("sign:arguments", "sign an index: its SSH signature beside it as INDEX.sig"),
     "info": Verb("info:arguments", "show what an index holds (and what the stores have)"),
     "list-chunks": Verb("chunks:list_arguments", "print each chunk id of an index, in order"),
     "inspect-chunks": Verb(

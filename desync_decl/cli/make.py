@@ -2,6 +2,7 @@
 
 Prints the index's digest (``sha512-256:<hex>`` of the index file: the value a
 manifest pins), or with ``--blob-digest`` the whole file's digest as casync does.
+With ``--sign-key`` the index's signature is written beside it (``INDEX.sig``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="print the digest of the whole file, as `casync make` does (an extra hash pass)",
     )
     p.add_argument("--json", action="store_true", help="result as JSON on stdout")
+    common.add_sign_key_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
     digest = common.digest_arg(args)
     sizes = common.chunk_sizes(args)
+    key = common.signing_key(args, args.index)
     store = common.open_single_writable_store(args, digest) if args.store else None
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             blob_digest=args.blob_digest,
             progress=console.progress(),
         )
-        common.write_index(args, args.index, result.index, console)
+        common.write_index(args, args.index, result.index, console, key)
     stats = {
         "chunks": result.chunks_total,
         "unique": len(result.index.unique_ids()),

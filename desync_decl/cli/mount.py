@@ -47,6 +47,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="preload workers (default 10)",
     )
+    common.add_trust_args(p)
     p.set_defaults(func=run)
 
 
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise DesyncError("no store given (-s or --store-file)")
     if (args.cor_state_save or args.cor_state_init) and not args.cor_file:
         raise DesyncError("--cor-state-save and --cor-state-init need --cor-file")
-    index = common.read_index(args, args.index)
+    index, signer = common.read_checked_index(args, args.index)
+    signed = f", signed by {signer}" if signer else ""
     name = mount_name(args.index)
     cor = None
     if args.cor_file:
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             cor=cor,
             report=lambda message: console.warn(f"mount-index: {message}"),
             on_mount=lambda: console.note(
-                f"mount-index: {args.index} ({index.length} bytes) mounted at {args.mountpoint}"
+                f"mount-index: {args.index} ({index.length} bytes{signed}) mounted at"
+                f" {args.mountpoint}"
             ),
             reload=reload,
         )

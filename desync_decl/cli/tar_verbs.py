@@ -45,6 +45,7 @@ def tar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="directory, or with --input-format tar a tar file (- = stdin)")
     _index_args(p, "write a caidx, chunks into -s", reading=False)
     common.add_lock_timeout_arg(p)
+    common.add_sign_key_arg(p, common.SIGN_KEY_HELP + ". Needs -i: a plain catar is not signed")
     common.add_chunk_size_arg(p)
     p.add_argument("--input-format", choices=["disk", "tar"], default="disk", help="(disk)")
     p.add_argument("--no-time", action="store_true", help="store no timestamps")
@@ -87,6 +88,11 @@ def archive_flags(args: argparse.Namespace) -> int:
 def run_tar(args: argparse.Namespace, console: Console) -> int:
     if args.tar_add_root and args.input_format != "tar":
         raise UsageError("--tar-add-root works only with --input-format tar")
+    if args.sign_key and not args.index:
+        raise UsageError(
+            "--sign-key signs a caidx index: it needs -i (a plain catar is not signed)"
+        )
+    key = common.signing_key(args, args.output)
     source = args.source
     if source == "-":
         if args.input_format != "tar":
@@ -113,7 +119,7 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
                 progress=console.progress(),
             )
             assert result.index is not None
-            common.write_index(args, args.output, result.index, console)
+            common.write_index(args, args.output, result.index, console, key)
         if args.output != "-":
             console.print(result.index.file_digest())
         return 0
@@ -153,6 +159,7 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("archive", metavar="catar|index", help="archive, or index with -i (- = stdin)")
     p.add_argument("target", help="directory to extract into (- = stdout for gnu-tar)")
     _index_args(p, "the archive is a caidx (needs -s)", reading=True)
+    common.add_trust_args(p)
     p.add_argument("--no-same-owner", action="store_true", help="don't restore owners, xattrs")
     p.add_argument(
         "--no-same-permissions", action="store_true", help="don't restore modes and ACLs"
@@ -218,13 +225,18 @@ def _local_stores(args: argparse.Namespace) -> list[str]:
 
 @contextlib.contextmanager
 def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store | None]]:
-    """The catar file (or stdin), or with -i the index and its stores."""
+    """The catar file (or stdin), or with -i the index (under the trust untar's flags
+    ask for) and its stores."""
     if args.index:
         if not args.store:
             raise UsageError("-i requires at least one store (-s)")
-        index = common.read_index(args, args.archive)
+        index, _ = common.read_checked_index(args, args.archive)
         yield index, common.open_stores(args, index.digest)
         return
+    if common.trust_of(args) is not None:
+        raise UsageError(
+            "--allowed-signers checks an index's signature: a plain catar has none (-i for a caidx)"
+        )
     if args.archive == "-":
         yield sys.stdin.buffer, None
         return

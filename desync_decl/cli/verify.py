@@ -22,6 +22,7 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file (- for stdin)")
     p.add_argument("file", help="file or block device to check")
     common.add_concurrency_arg(p)
+    common.add_trust_args(p)
     p.set_defaults(func=run_verify_index)
 
 
@@ -40,6 +41,6 @@ def run_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def run_verify_index(args: argparse.Namespace, console: Console) -> int:
-    index = common.read_index(args, args.index)
+    index, _ = common.read_checked_index(args, args.index)
     verify_index(index, args.file, concurrency=args.concurrency, progress=console.progress())
     return 0
