@@ -87,6 +87,8 @@ def test_a_verbs_help_imports_no_backend_library(tmp_path, verb):
 
 
 def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
+    """... nor the signing package's crypto (cryptography) without a signing flag:
+    the verbs that read an index under trust import it only when trust is asked for."""
     blob = tmp_path / "blob"
     blob.write_bytes(bytes(range(256)) * 1024)
     store, index = tmp_path / "store", tmp_path / "blob.caibx"
@@ -94,6 +96,8 @@ def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
         ("make", "-s", store, index, blob),
         ("info", "-s", store, index),
         ("extract", "-s", store, index, tmp_path / "out"),
+        ("cat", "-s", store, index, tmp_path / "cat.out"),
+        ("verify-index", index, blob),
     ):
         modules = imported(tmp_path, *argv)
         assert packages(modules, (*BACKEND_LIBRARIES, *MANIFEST_LIBRARIES)) == set(), argv

@@ -185,6 +185,11 @@ def add_store_args(p: argparse.ArgumentParser, *, required: bool, many: bool) ->
         help="chunk store location"
         + (" (repeat or comma-separate: tried in order; a|b = failover group)" if many else ""),
     )
+    add_store_options(p)
+
+
+def add_store_options(p: argparse.ArgumentParser) -> None:
+    """TLS and retry flags, for a verb that reaches a store or an index store."""
     g = p.add_argument_group("store options (override the config file's store-options)")
     g.add_argument("--client-cert", metavar="FILE", help="TLS client certificate (PEM)")
     g.add_argument("--client-key", metavar="FILE", help="TLS client key (PEM)")

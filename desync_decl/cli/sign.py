@@ -30,6 +30,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help='{"index", "signature", "key", "public-key", "index-digest"} on stdout',
     )
+    common.add_store_options(p)  # for an index store over HTTPS
     p.set_defaults(func=run)
 
 

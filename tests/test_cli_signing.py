@@ -1,0 +1,586 @@
+"""Signed indexes on the command line (issue 17), end to end through ``desync-decl``.
+
+``make``/``tar -i --sign-key`` and ``sign-index`` write ``INDEX.sig`` that OpenSSH's
+``ssh-keygen -Y verify`` accepts; ``extract``, ``untar``, ``cat``, ``info``,
+``verify-index`` and ``mount-index`` with ``--allowed-signers`` use an index only
+when an allowed signer signed it. Every refusal is one line, exit 1, before any
+store is opened: the chunk-server the command was given logs no request, and no
+target is left behind. Keys are real ``ssh-keygen`` keys made in the test's
+directory; the chunk store is served by our own chunk-server (in-process, each
+request recorded), the index stores by a real index-server process, moto and sshd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from desync_decl.server.messages import Request, Response
+from tests import servers_http
+from tests.cli_checks import refused
+from tests.servers_http import chunk_service
+from tests.test_mount import needs_fuse, start_mount
+
+pytest_plugins = ["tests.servers_cloud", "tests.servers_ssh"]
+serve, cli_server = servers_http.serve, servers_http.cli_server
+
+NAMESPACE = "desync-decl"
+
+
+@pytest.fixture(autouse=True)
+def no_agent(monkeypatch) -> None:
+    """Keys come from files here: the tester's ssh-agent must not answer for them."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    path: Path  # the private key file (no passphrase); its public half is path.pub
+    principal: str
+
+    @property
+    def public(self) -> str:
+        """``"ssh-ed25519 AAAA…"``: the key's fields for an allowed_signers line."""
+        return " ".join(Path(f"{self.path}.pub").read_text().split()[:2])
+
+    @property
+    def fingerprint(self) -> str:
+        """``"ED25519 SHA256:…"``, as ``ssh-keygen -l`` names the key."""
+        out = ssh_keygen("-l", "-f", f"{self.path}.pub").stdout.split()
+        return f"{out[-1].strip('()')} {out[1]}"
+
+
+def ssh_keygen(*argv: object, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh-keygen", *map(str, argv)],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def new_key(directory: Path, principal: str, kind: str = "ed25519") -> Key:
+    path = directory / principal.split("@")[0]
+    made = ssh_keygen("-q", "-t", kind, "-N", "", "-C", principal, "-f", path)
+    assert made.returncode == 0, made.stderr
+    return Key(path, principal)
+
+
+def allowed_signers(path: Path, *lines: tuple[Key, str]) -> Path:
+    """An allowed_signers file: ``principal [options] key`` for each (key, options)."""
+    path.write_text(
+        "".join(
+            f"{k.principal} {options + ' ' if options else ''}{k.public}\n" for k, options in lines
+        )
+    )
+    return path
+
+
+def openssh_verifies(index: Path, signature: Path, signers: Path, principal: str) -> bool:
+    """Whether ``ssh-keygen -Y verify`` accepts ``signature`` of ``index`` for ``principal``."""
+    checked = ssh_keygen(
+        "-Y", "verify", "-f", signers, "-I", principal, "-n", NAMESPACE, "-s", signature,
+        stdin=index.read_bytes(),
+    )  # fmt: skip
+    return checked.returncode == 0
+
+
+# --- a chunk-server that remembers what it was asked --------------------------------
+
+
+@dataclass
+class ChunkServer:
+    """Our chunk-server over ``store``; ``requests`` is every path it was sent."""
+
+    url: str
+    store: Path
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def chunk_server(serve, tmp_path) -> ChunkServer:
+    store = tmp_path / "store"
+    service = chunk_service(store)
+    server = ChunkServer("", store)
+
+    def app(request: Request) -> Response:
+        server.requests.append(request.path)
+        return service(request)
+
+    server.url = serve(app).url
+    return server
+
+
+# --- what is published --------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    """A signed index published by ``make --sign-key`` (or ``tar -i --sign-key``) with its
+    chunks in the chunk-server's store; alice signed it, allowed_signers allows alice
+    and bob (each with their own key); mallory is known to nobody."""
+
+    tmp: Path
+    cli: Callable[..., object]
+    server: ChunkServer
+    alice: Key
+    bob: Key
+    mallory: Key
+    signers: Path
+    source: Path  # the blob, or the directory tarred
+    index: Path
+
+    @property
+    def signature(self) -> Path:
+        return Path(f"{self.index}.sig")
+
+    def trust(self, *extra: object) -> list[object]:
+        return ["--allowed-signers", self.signers, *extra]
+
+
+def blob_bytes(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    a = rng.randbytes(200_000)
+    return a + rng.randbytes(300_000) + a + bytes(100_000)
+
+
+def make_site(tmp: Path, cli, server: ChunkServer, kind: str) -> Site:
+    keys = tmp / "keys"
+    keys.mkdir()
+    alice, bob, mallory = (new_key(keys, p) for p in ("alice@example", "bob@example", "mallory"))
+    signers = allowed_signers(tmp / "allowed_signers", (alice, ""), (bob, ""))
+    if kind == "blob":
+        source, index = tmp / "blob.img", tmp / "blob.caibx"
+        source.write_bytes(blob_bytes(1))
+        made = cli(
+            "make", "-s", server.store, "-m", "4:16:64", "--sign-key", alice.path, index, source
+        )
+    else:
+        source, index = tmp / "tree", tmp / "tree.caidx"
+        (source / "sub").mkdir(parents=True)
+        (source / "a.bin").write_bytes(blob_bytes(2))
+        (source / "sub" / "b.txt").write_text("hello\n")
+        made = cli(
+            "tar",
+            "-i",
+            "-s",
+            server.store,
+            "-m",
+            "4:16:64",
+            "--sign-key",
+            alice.path,
+            index,
+            source,
+        )
+    assert made.code == 0, made.err
+    return Site(tmp, cli, server, alice, bob, mallory, signers, source, index)
+
+
+@pytest.fixture
+def blob_site(tmp_path, cli, chunk_server) -> Site:
+    return make_site(tmp_path, cli, chunk_server, "blob")
+
+
+@pytest.fixture
+def tree_site(tmp_path, cli, chunk_server) -> Site:
+    return make_site(tmp_path, cli, chunk_server, "tree")
+
+
+# --- signing ------------------------------------------------------------------------
+
+
+def test_make_sign_key_writes_a_signature_openssh_verifies(blob_site):
+    site = blob_site
+    assert site.signature.read_text().startswith("-----BEGIN SSH SIGNATURE-----")
+    assert openssh_verifies(site.index, site.signature, site.signers, "alice@example")
+    assert not openssh_verifies(site.index, site.signature, site.signers, "bob@example")
+
+
+def test_tar_sign_key_signs_the_caidx_openssh_verifies(tree_site):
+    site = tree_site
+    assert openssh_verifies(site.index, site.signature, site.signers, "alice@example")
+
+
+def test_sign_index_signs_an_existing_index_as_openssh_would(tmp_path, cli, chunk_server):
+    source, index = tmp_path / "blob.img", tmp_path / "blob.caibx"
+    source.write_bytes(blob_bytes(3))
+    assert cli("make", "-s", chunk_server.store, index, source).code == 0
+    assert not Path(f"{index}.sig").exists()
+    key = new_key(tmp_path, "carol@example")
+    signers = allowed_signers(tmp_path / "allowed_signers", (key, ""))
+
+    signed = cli("sign-index", "--json", index, "--key", key.path)
+
+    assert signed.code == 0, signed.err
+    shown = json.loads(signed.out)
+    assert shown["key"] == key.fingerprint
+    assert shown["signature"] == f"{index}.sig"
+    assert openssh_verifies(index, Path(f"{index}.sig"), signers, "carol@example")
+    text = cli("sign-index", index, "--key", key.path)
+    assert text.code == 0 and key.fingerprint in text.out
+
+
+def test_an_index_signed_by_openssh_is_accepted(tmp_path, cli, chunk_server):
+    source, index = tmp_path / "blob.img", tmp_path / "blob.caibx"
+    source.write_bytes(blob_bytes(4))
+    assert cli("make", "-s", chunk_server.store, index, source).code == 0
+    key = new_key(tmp_path, "dave@example")
+    signers = allowed_signers(tmp_path / "allowed_signers", (key, ""))
+    signed = ssh_keygen("-Y", "sign", "-f", key.path, "-n", NAMESPACE, index)
+    assert signed.returncode == 0, signed.stderr
+
+    out = tmp_path / "out.img"
+    r = cli("extract", "-s", chunk_server.url, "--allowed-signers", signers, index, out)
+    assert r.code == 0, r.err
+    assert out.read_bytes() == source.read_bytes()
+
+
+def test_sign_index_refuses_what_is_no_index_and_writes_no_signature(tmp_path, cli):
+    key = new_key(tmp_path, "erin@example")
+    bogus = tmp_path / "bogus.caibx"
+    bogus.write_bytes(b"not an index at all" * 10)
+    r = cli("sign-index", bogus, "--key", key.path)
+    refused(r, "bogus.caibx")
+    assert not Path(f"{bogus}.sig").exists()
+    refused(cli("sign-index", tmp_path / "missing.caibx", "--key", key.path), "missing.caibx")
+    assert not (tmp_path / "missing.caibx.sig").exists()
+
+
+# --- trusted reads succeed ----------------------------------------------------------
+
+
+def test_extract_with_trust_succeeds_and_says_nothing(blob_site, cli):
+    site = blob_site
+    out = site.tmp / "out.img"
+    r = cli("extract", "-s", site.server.url, *site.trust(), site.index, out)
+    assert (r.code, r.err) == (0, "")
+    assert out.read_bytes() == site.source.read_bytes()
+    assert site.server.requests  # the chunks came from the server
+
+
+def test_any_of_the_named_signers_is_accepted_go_style_values_too(blob_site, cli):
+    site = blob_site
+    out = site.tmp / "out.img"
+    r = cli(
+        "extract", f"-s={site.server.url}", f"--allowed-signers={site.signers}",
+        "--signer=bob@example", "--signer", "alice@example", "-r=false", site.index, out,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert out.read_bytes() == site.source.read_bytes()
+
+
+def test_untar_with_trust_succeeds(tree_site, cli):
+    site = tree_site
+    target = site.tmp / "target"
+    r = cli("untar", "-i", "-s", site.server.url, *site.trust(), site.index, target)
+    assert r.code == 0, r.err
+    assert (target / "a.bin").read_bytes() == (site.source / "a.bin").read_bytes()
+    assert (target / "sub" / "b.txt").read_text() == "hello\n"
+
+
+def test_cat_with_trust_succeeds(blob_site, cli):
+    site = blob_site
+    r = cli("cat", "-s", site.server.url, *site.trust(), site.index)
+    assert r.code == 0, r.err
+    assert r.data == site.source.read_bytes()
+
+
+def test_verify_index_with_trust_succeeds(blob_site, cli):
+    site = blob_site
+    r = cli("verify-index", *site.trust(), site.index, site.source)
+    assert (r.code, r.err) == (0, "")
+
+
+def test_info_shows_the_signer_with_trust(blob_site, cli):
+    site = blob_site
+    signer = {"verified": True, "principal": "alice@example", "key": site.alice.fingerprint}
+    r = cli("info", "--json", *site.trust(), site.index)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["signature"] == signer
+    r = cli("info", *site.trust(), site.index)  # desync's JSON keys, and ours for our flag
+    assert json.loads(r.out)["signature"] == signer
+    r = cli("info", "-f", "plain", *site.trust(), site.index)
+    assert f"Signature: verified, by alice@example ({site.alice.fingerprint})" in r.out
+
+
+def test_info_without_trust_says_whether_a_signature_is_beside_the_index(blob_site, cli):
+    site = blob_site
+    assert json.loads(cli("info", "--json", site.index).out)["signature"] == {"verified": False}
+    assert "signature" not in json.loads(cli("info", site.index).out)  # desync's keys only
+    assert "Signature: present, not verified" in cli("info", "-f", "plain", site.index).out
+    site.signature.unlink()
+    assert json.loads(cli("info", "--json", site.index).out)["signature"] is None
+    assert "Signature: none" in cli("info", "-f", "plain", site.index).out
+
+
+@needs_fuse
+def test_mount_index_with_trust_mounts_and_names_the_signer(blob_site, mounts):
+    site = blob_site
+    mount = start_mount(site.tmp, "-s", site.server.url, *site.trust(), site.index)
+    mounts.append(mount)
+    assert mount.file.read_bytes() == site.source.read_bytes()
+    assert mount.unmount() == 0
+    assert f"signed by alice@example ({site.alice.fingerprint})" in mount.stderr()
+
+
+# --- every refusal: one line, nothing fetched, nothing left -------------------------
+
+
+def no_signature(site: Site) -> list[object]:
+    site.signature.unlink()
+    return []
+
+
+def unknown_key(site: Site) -> list[object]:
+    r = site.cli("sign-index", site.index, "--key", site.mallory.path)
+    assert r.code == 0, r.err
+    return []
+
+
+def principal_not_wanted(site: Site) -> list[object]:
+    return ["--signer", "bob@example"]  # bob is allowed, but alice signed
+
+
+def expired(site: Site) -> list[object]:
+    allowed_signers(site.signers, (site.alice, 'valid-before="20200101"'), (site.bob, ""))
+    return []
+
+
+def wrong_namespace(site: Site) -> list[object]:
+    site.signature.unlink()
+    signed = ssh_keygen("-Y", "sign", "-f", site.alice.path, "-n", "other", site.index)
+    assert signed.returncode == 0, signed.stderr
+    return []
+
+
+def changed_after_signing(site: Site) -> list[object]:
+    other = site.tmp / "other.img"  # made again from other bytes, not signed: the old
+    other.write_bytes(blob_bytes(9))  # signature still lies beside it
+    r = site.cli("make", "-s", site.server.store, site.index, other)
+    assert r.code == 0, r.err
+    other.unlink()
+    return []
+
+
+def revoked(site: Site) -> list[object]:
+    return ["--revoked-keys", f"{site.alice.path}.pub"]
+
+
+REFUSALS = {
+    "no signature": (no_signature, "no signature"),
+    "unknown key": (unknown_key, "not allowed"),
+    "principal not wanted": (principal_not_wanted, "bob@example"),
+    "expired": (expired, "expired"),
+    "wrong namespace": (wrong_namespace, "namespace"),
+    "changed after signing": (changed_after_signing, "changed"),
+    "revoked key": (revoked, "revoked"),
+}
+
+
+@dataclass
+class VerbCase:
+    site: str  # the fixture: blob_site or tree_site
+    argv: Callable[[Site, list[object]], list[object]]  # the command line under trust
+    target: Callable[[Site], Path | None]  # what it would write
+
+
+VERBS = {
+    "extract": VerbCase(
+        "blob_site",
+        lambda s, t: ["extract", "-s", s.server.url, *t, s.index, s.tmp / "out.img"],
+        lambda s: s.tmp / "out.img",
+    ),
+    "untar": VerbCase(
+        "tree_site",
+        lambda s, t: ["untar", "-i", "-s", s.server.url, *t, s.index, s.tmp / "target"],
+        lambda s: s.tmp / "target",
+    ),
+    "cat": VerbCase(
+        "blob_site",
+        lambda s, t: ["cat", "-s", s.server.url, *t, s.index, s.tmp / "out.img"],
+        lambda s: s.tmp / "out.img",
+    ),
+    "info": VerbCase(
+        "blob_site", lambda s, t: ["info", "-s", s.server.url, *t, s.index], lambda s: None
+    ),
+    "verify-index": VerbCase(
+        "blob_site", lambda s, t: ["verify-index", *t, s.index, s.source], lambda s: None
+    ),
+    "mount-index": VerbCase(
+        "blob_site",
+        lambda s, t: ["mount-index", "-s", s.server.url, *t, s.index, s.tmp / "mnt"],
+        lambda s: None,
+    ),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+@pytest.mark.parametrize("verb", VERBS)
+def test_an_index_trust_refuses_is_refused_before_any_chunk(request, cli, verb, refusal):
+    case = VERBS[verb]
+    site: Site = request.getfixturevalue(case.site)
+    (site.tmp / "mnt").mkdir()
+    make_it_so, why = REFUSALS[refusal]
+    argv = case.argv(site, site.trust(*make_it_so(site)))
+    before = sorted(os.listdir(site.tmp))
+
+    r = cli(*argv)
+
+    refused(r, site.index.name, why)
+    assert r.out == "" and r.data == b""
+    assert site.server.requests == []  # no store was asked for anything
+    assert sorted(os.listdir(site.tmp)) == before  # no target, no temporary file
+    assert not os.path.ismount(site.tmp / "mnt")
+    target = case.target(site)
+    assert target is None or not target.exists()
+
+
+# --- usage errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("verb", VERBS)
+@pytest.mark.parametrize("flags", [["--signer", "alice@example"], ["--revoked-keys", "k.pub"]])
+def test_signer_or_revoked_keys_without_allowed_signers_is_a_usage_error(request, cli, verb, flags):
+    case = VERBS[verb]
+    site: Site = request.getfixturevalue(case.site)
+    (site.tmp / "mnt").mkdir()
+    r = cli(*case.argv(site, flags))
+    refused(r, flags[0], "--allowed-signers")
+    assert site.server.requests == []
+
+
+@pytest.mark.parametrize("verb", ["extract", "cat", "info", "verify-index"])
+def test_an_index_from_stdin_cannot_be_checked(blob_site, cli, verb):
+    site = blob_site
+    argv = [a if a != site.index else "-" for a in VERBS[verb].argv(site, site.trust())]
+    r = cli(*argv, stdin=site.index.read_bytes())
+    refused(r, "stdin", "--allowed-signers")
+    assert site.server.requests == []
+
+
+def test_untar_of_a_plain_catar_under_trust_is_refused(tree_site, cli):
+    site = tree_site
+    catar = site.tmp / "tree.catar"
+    assert cli("tar", catar, site.source).code == 0
+    r = cli("untar", *site.trust(), catar, site.tmp / "target")
+    refused(r, "--allowed-signers", "-i")
+    assert not (site.tmp / "target").exists()
+
+
+def test_sign_key_where_no_signature_can_go_is_refused_before_any_work(tmp_path, cli):
+    key = new_key(tmp_path, "frank@example")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "blob").write_bytes(b"x" * 1000)
+    store = tmp_path / "store"
+    cases = [
+        (["make", "-s", store, "--sign-key", key.path, "-", tmp_path / "blob"], "-"),
+        (["tar", "-i", "-s", store, "--sign-key", key.path, "-", tmp_path / "tree"], "-"),
+        (["tar", "--sign-key", key.path, tmp_path / "t.catar", tmp_path / "tree"], "-i"),
+        (["sign-index", "-", "--key", key.path], "-"),
+    ]
+    for argv, word in cases:
+        r = cli(*argv)
+        refused(r, "sign", word)
+        assert r.data == b"", argv
+        assert not store.exists() and not (tmp_path / "t.catar").exists(), argv
+
+
+def test_a_key_that_cannot_sign_fails_make_before_it_writes(tmp_path, cli):
+    (tmp_path / "blob").write_bytes(b"x" * 1000)
+    missing = tmp_path / "no-such-key"
+    r = cli(
+        "make",
+        "-s",
+        tmp_path / "store",
+        "--sign-key",
+        missing,
+        tmp_path / "b.caibx",
+        tmp_path / "blob",
+    )
+    refused(r, "no-such-key")
+    assert not (tmp_path / "b.caibx").exists() and not (tmp_path / "store").exists()
+
+
+# --- index stores: make --sign-key there, extract from there with trust -------------
+
+
+@dataclass
+class Remote:
+    name: str
+    index_url: str  # where the index goes
+    signature: Callable[[], bytes | None]  # what the store holds as its .sig
+
+
+@pytest.fixture
+def remote(request, tmp_path, cli_server) -> Iterator[Remote]:
+    kind = request.param
+    if kind == "index-server":
+        root = tmp_path / "indexes"
+        root.mkdir()
+        server = cli_server("index-server", "-w", "-s", root)
+        yield Remote(kind, f"{server.url.rstrip('/')}/blob.caibx", _file(root / "blob.caibx.sig"))
+    elif kind == "s3":
+        moto = request.getfixturevalue("moto_server")
+        bucket = request.getfixturevalue("s3_bucket")
+
+        def s3_signature() -> bytes | None:
+            try:
+                got = moto.admin.get_object(Bucket=bucket, Key="indexes/blob.caibx.sig")
+            except moto.admin.exceptions.NoSuchKey:
+                return None
+            return bytes(got["Body"].read())
+
+        yield Remote(kind, f"s3+http://{moto.hostport}/{bucket}/indexes/blob.caibx", s3_signature)
+    else:
+        sshd = request.getfixturevalue("sshd")
+        root = tmp_path / "sftp-indexes"
+        root.mkdir()
+        yield Remote(kind, sshd.url("sftp", root / "blob.caibx"), _file(root / "blob.caibx.sig"))
+
+
+def _file(path: Path) -> Callable[[], bytes | None]:
+    return lambda: path.read_bytes() if path.exists() else None
+
+
+@pytest.mark.parametrize("remote", ["index-server", "s3", "sftp"], indirect=True)
+def test_make_signs_into_an_index_store_and_extract_trusts_it_there(
+    remote, tmp_path, cli, chunk_server
+):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    alice, mallory = new_key(keys, "alice@example"), new_key(keys, "mallory")
+    signers = allowed_signers(tmp_path / "allowed_signers", (alice, ""))
+    source = tmp_path / "blob.img"
+    source.write_bytes(blob_bytes(5))
+    made = cli("make", "-s", chunk_server.store, "--sign-key", alice.path, remote.index_url, source)
+    assert made.code == 0, made.err
+    signature = remote.signature()
+    assert signature is not None and signature.startswith(b"-----BEGIN SSH SIGNATURE-----")
+
+    out = tmp_path / "out.img"
+    r = cli("extract", "-s", chunk_server.url, "--allowed-signers", signers, remote.index_url, out)
+    assert (r.code, r.err) == (0, "")
+    assert out.read_bytes() == source.read_bytes()
+
+    fetched = len(chunk_server.requests)
+    resigned = cli("sign-index", remote.index_url, "--key", mallory.path)
+    assert resigned.code == 0, resigned.err
+    assert remote.signature() != signature
+    again = tmp_path / "again.img"
+    r = cli(
+        "extract", "-s", chunk_server.url, "--allowed-signers", signers, remote.index_url, again
+    )
+    refused(r, "blob.caibx", "not allowed")
+    assert len(chunk_server.requests) == fetched and not again.exists()
