@@ -14,7 +14,6 @@ import json
 import os
 import random
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,15 @@ from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, blob_flags
 from desync_decl.server.indexes import IndexService
-from desync_decl.signing import MAX_SIGNATURE_SIZE, NAMESPACE
+from desync_decl.signing import MAX_SIGNATURE_SIZE
 from desync_decl.stores import http as http_store
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.index_store import IndexStore, LocalIndexStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from tests import servers_http, servers_ssh, test_root_safety
+from tests import servers_http, servers_ssh, ssh_keys, test_root_safety
 from tests.servers_http import Step
+from tests.ssh_keys import Key, OpenSsh, allowed_signers
 from tests.test_root_safety import PLANT_TARGET, SECRET, as_nobody
 from tests.test_servers import ask, connect
 
@@ -42,6 +42,7 @@ pytest_plugins = ["tests.servers_cloud"]
 serve, scripted, cli_server = servers_http.serve, servers_http.scripted, servers_http.cli_server
 ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd
 shared = test_root_safety.shared  # a directory owned by nobody
+ssh = ssh_keys.ssh  # ssh-keygen on files in tmp_path/ssh
 
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="the attack needs root (the victim) and nobody (the attacker)"
@@ -51,37 +52,32 @@ as_root = pytest.mark.skipif(
 # --- real signatures ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def key(tmp_path_factory) -> Path:
-    """An Ed25519 key made by ssh-keygen, without a passphrase."""
-    path = tmp_path_factory.mktemp("key") / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "publisher", "-f", path], check=True
-    )
-    return path
+@dataclass
+class Publisher:
+    """An Ed25519 key made by ssh-keygen, signing as ``ssh-keygen -Y sign -n
+    desync-decl`` does, and OpenSSH's ``-Y verify`` against an allowed_signers file
+    that trusts it."""
+
+    ssh: OpenSsh
+    key: Key
+    allowed: Path
+
+    def sign(self, data: bytes) -> bytes:
+        path = self.ssh.root / "signed-data"
+        path.write_bytes(data)
+        return self.ssh.sign(self.key.path, path).read_bytes()
+
+    def verifies(self, data: bytes, signature: bytes) -> bool:
+        sig = self.ssh.root / "checked.sig"
+        sig.write_bytes(signature)
+        return self.ssh.verify(self.allowed, "publisher", data, sig).code == 0
 
 
-def sign(key: Path, data: bytes) -> bytes:
-    """``ssh-keygen -Y sign -n desync-decl`` of ``data``: an armored SSHSIG."""
-    done = subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-f", key, "-n", NAMESPACE],
-        input=data,
-        capture_output=True,
-        check=True,
-    )
-    return done.stdout
-
-
-def verifies(data: bytes, signature: bytes, tmp_path: Path) -> bool:
-    """Whether OpenSSH finds ``signature`` a good desync-decl signature of ``data``."""
-    sig = tmp_path / "check.sig"
-    sig.write_bytes(signature)
-    done = subprocess.run(
-        ["ssh-keygen", "-Y", "check-novalidate", "-n", NAMESPACE, "-s", sig],
-        input=data,
-        capture_output=True,
-    )
-    return done.returncode == 0
+@pytest.fixture
+def publisher(ssh: OpenSsh) -> Publisher:
+    key = ssh.key("publisher")
+    allowed = allowed_signers(ssh.root / "allowed_signers", f"publisher {key.public}")
+    return Publisher(ssh, key, allowed)
 
 
 def an_index(seed: int, chunks: int = 20) -> Index:
@@ -163,19 +159,19 @@ def place(request, tmp_path) -> Place:
 
 
 def test_a_signature_written_through_each_index_store_is_read_back_beside_its_index(
-    place, key, tmp_path
+    place, publisher
 ):
     opener = Opener()
     index = an_index(1)
     data = index.encode()
-    signature = sign(key, data)
+    signature = publisher.sign(data)
     opener.write_index(place.at("x.caibx"), index)
     opener.write_signature(place.at("x.caibx"), signature)
 
     assert place.raw("x.caibx.sig") == signature  # beside its index, as written
     signed = opener.read_signed_index(place.at("x.caibx"))
     assert (signed.data, signed.signature, signed.index) == (data, signature, index)
-    assert verifies(signed.data, signed.signature, tmp_path)
+    assert publisher.verifies(signed.data, signed.signature)
     assert "x.caibx" in signed.where
 
     opener.write_index(place.at("unsigned.caibx"), an_index(2))
@@ -249,11 +245,11 @@ def test_an_unreadable_local_signature_is_an_error_never_no_signature(tmp_path, 
         Opener().read_signed_index(str(tmp_path / "x.caibx"))
 
 
-def test_a_local_signature_is_written_atomically_beside_the_index(tmp_path, key):
+def test_a_local_signature_is_written_atomically_beside_the_index(tmp_path, publisher):
     index = tmp_path / "pub" / "x.caibx"
     index.parent.mkdir()
     Opener().write_index(str(index), an_index(5))
-    signature = sign(key, index.read_bytes())
+    signature = publisher.sign(index.read_bytes())
     Opener().write_signature(str(index), b"an older signature")
     Opener().write_signature(str(index), signature)
     assert sorted(p.name for p in index.parent.iterdir()) == ["x.caibx", "x.caibx.sig"]
@@ -304,15 +300,13 @@ def backing(request, tmp_path) -> tuple[IndexStore, Place]:
     return Opener().index_store(place.location), place
 
 
-def test_the_index_server_takes_and_serves_a_signature_beside_the_index(
-    backing, serve, key, tmp_path
-):
+def test_the_index_server_takes_and_serves_a_signature_beside_the_index(backing, serve, publisher):
     """An index and its signature uploaded, stored as sent, served back as stored (from
     a remote store too: never a re-encoding of the index, which for every index
     ``decode`` accepts would be the same bytes anyway, tests/test_fuzz_index.py)."""
     store, place = backing
     data = an_index(6, chunks=5000).encode()
-    signature = sign(key, data)
+    signature = publisher.sign(data)
     url = serve(IndexService(store, writable=True, authorization="Bearer t")).url
     auth = {"Authorization": "Bearer t"}
 
@@ -329,15 +323,15 @@ def test_the_index_server_takes_and_serves_a_signature_beside_the_index(
     status, served, _ = ask(url, "GET", "/x.caibx", headers=auth)
     assert (status, served) == (200, data)
     assert ask(url, "HEAD", "/x.caibx", headers=auth)[0] == 200
-    assert verifies(served, body, tmp_path)
+    assert publisher.verifies(served, body)
 
 
-def test_a_server_without_w_serves_signatures_and_takes_none(backing, serve, key):
+def test_a_server_without_w_serves_signatures_and_takes_none(backing, serve, publisher):
     store, place = backing
-    signature = sign(key, b"x")
+    signature = publisher.sign(b"x")
     store.store_signature("x.caibx", signature)
     url = serve(IndexService(store)).url
-    status, body, _ = ask(url, "PUT", "/x.caibx.sig", sign(key, b"y"))
+    status, body, _ = ask(url, "PUT", "/x.caibx.sig", publisher.sign(b"y"))
     assert (status, body) == (400, b"writing to upstream index store is not enabled\n")
     assert place.raw("x.caibx.sig") == signature
     assert ask(url, "GET", "/x.caibx.sig")[:2] == (200, signature)
@@ -382,11 +376,11 @@ def test_a_stored_file_that_is_no_signature_is_not_served_as_one(tmp_path, serve
     assert reports
 
 
-def test_the_index_server_process_without_w_refuses_signatures(tmp_path, cli_server, key):
+def test_the_index_server_process_without_w_refuses_signatures(tmp_path, cli_server, publisher):
     (tmp_path / "idx").mkdir()
     server = cli_server("index-server", "-s", tmp_path / "idx")
     with pytest.raises(StoreError, match="400"):
-        Opener().write_signature(server.url + "x.caibx", sign(key, b"x"))
+        Opener().write_signature(server.url + "x.caibx", publisher.sign(b"x"))
     assert list((tmp_path / "idx").iterdir()) == []
 
 
@@ -394,7 +388,7 @@ def test_the_index_server_process_without_w_refuses_signatures(tmp_path, cli_ser
 
 
 @pytest.fixture
-def published(tmp_path, cli, key) -> tuple[Path, Path]:
+def published(tmp_path, cli, publisher) -> tuple[Path, Path]:
     """``pub/a.caibx`` (signed) and ``pub/b.caibx`` (not), their chunks in ``origin``."""
     pub = tmp_path / "pub"
     pub.mkdir()
@@ -404,12 +398,13 @@ def published(tmp_path, cli, key) -> tuple[Path, Path]:
         blob.write_bytes(rng.randbytes(200_000))
         r = cli("make", "-s", tmp_path / "origin", "-m", "4:16:64", pub / f"{name}.caibx", blob)
         assert r.code == 0, r.err
-    signature = sign(key, (pub / "a.caibx").read_bytes())
-    (pub / "a.caibx.sig").write_bytes(signature)
+    publisher.ssh.sign(publisher.key.path, pub / "a.caibx")  # writes pub/a.caibx.sig
     return pub, tmp_path / "origin"
 
 
-def test_cache_indexes_to_mirrors_indexes_their_signatures_and_chunks(published, cli, tmp_path):
+def test_cache_indexes_to_mirrors_indexes_their_signatures_and_chunks(
+    published, cli, tmp_path, publisher
+):
     pub, origin = published
     mirror = tmp_path / "mirror" / "indexes"
     r = cli(
@@ -422,8 +417,8 @@ def test_cache_indexes_to_mirrors_indexes_their_signatures_and_chunks(published,
     assert sorted(p.name for p in mirror.iterdir()) == ["a.caibx", "a.caibx.sig", "b.caibx"]
     for name in ("a.caibx", "a.caibx.sig", "b.caibx"):
         assert (mirror / name).read_bytes() == (pub / name).read_bytes()
-    assert verifies(
-        (mirror / "a.caibx").read_bytes(), (mirror / "a.caibx.sig").read_bytes(), tmp_path
+    assert publisher.verifies(
+        (mirror / "a.caibx").read_bytes(), (mirror / "a.caibx.sig").read_bytes()
     )
     # the mirror is whole: its index extracts from its chunks alone
     r = cli("extract", "-s", tmp_path / "mirror" / "chunks", mirror / "a.caibx", tmp_path / "out")

@@ -50,10 +50,13 @@ from desync_decl.formats import index as index_format
 from desync_decl.fsutil import AtomicFile
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
-from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
-from desync_decl.signing.sshsig import decode_armored
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.index_store import IndexStore, LocalIndexStore, checked_index_name
+from desync_decl.stores.index_store import (
+    IndexStore,
+    LocalIndexStore,
+    checked_index_name,
+    index_of_signature,
+)
 
 DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a name a server takes
@@ -79,8 +82,9 @@ class IndexService:
         name = index_name(request.path)
         if name is None:
             return Response.text(400, "invalid index name")
-        if name.endswith(SIGNATURE_SUFFIX) and len(name) > len(SIGNATURE_SUFFIX):
-            return self._signature(name, request)
+        signed = index_of_signature(name)
+        if signed is not None:
+            return self._signature(name, signed, request)
         if request.method == "PUT":
             return self._put(name, request)
         if isinstance(self.store, LocalIndexStore):
@@ -104,9 +108,12 @@ class IndexService:
                 return Response.text(404, f"index {name} not found")
             return failure(self.report, f"GET {name}: {e}")
 
-    def _signature(self, name: str, request: Request) -> Response:
-        """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG."""
-        index = name[: -len(SIGNATURE_SUFFIX)]
+    def _signature(self, name: str, index: str, request: Request) -> Response:
+        """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG.
+        (The signing package loads its crypto on import: imported here, not by
+        every verb that imports this module, ``index_store.signature_name``.)"""
+        from desync_decl.signing.sshsig import decode_armored
+
         if request.method == "PUT":
             return self._put_signature(name, index, request)
         try:
@@ -125,6 +132,9 @@ class IndexService:
     def _put_signature(self, name: str, index: str, request: Request) -> Response:
         """A signature upload: refused unread past ``MAX_SIGNATURE_SIZE`` (413), and
         unless it is one armored SSHSIG (415); then written atomically beside the index."""
+        from desync_decl.signing import MAX_SIGNATURE_SIZE
+        from desync_decl.signing.sshsig import decode_armored
+
         if not self.writable:
             return Response.text(400, "writing to upstream index store is not enabled")
         if request.length is None:

@@ -20,7 +20,6 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error, write_atomic
-from desync_decl.signing import SIGNATURE_SUFFIX
 from desync_decl.stores.base import Store, StoreError, WriteStore
 from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.config import Config
@@ -30,6 +29,7 @@ from desync_decl.stores.index_store import (
     SignedIndex,
     read_local_index,
     read_local_signed_index,
+    signature_name,
 )
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
@@ -159,7 +159,7 @@ class Opener:
         """Write the signature of the index at ``location`` beside it (``<location>.sig``),
         atomically, as ``write_index`` writes the index."""
         if url_scheme(location) is None:
-            _write_local(location + SIGNATURE_SUFFIX, signature)
+            _write_local(signature_name(location), signature)
             return
         base, name = _split_index_location(location)
         store = self.index_store(base)

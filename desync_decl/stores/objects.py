@@ -25,7 +25,6 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
-from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
@@ -37,7 +36,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
-from desync_decl.stores.index_store import SignedIndex, checked_index_name
+from desync_decl.stores.index_store import SignedIndex, checked_index_name, signature_name
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
@@ -310,9 +309,11 @@ class ObjectIndexStore:
         return data
 
     def get_signature(self, name: str) -> bytes | None:
-        checked_index_name(name)
+        from desync_decl.signing import MAX_SIGNATURE_SIZE  # see index_store.signature_name
+
+        key = signature_name(checked_index_name(name))
         try:
-            return bytes(self.objects.read(name + SIGNATURE_SUFFIX, MAX_SIGNATURE_SIZE))
+            return bytes(self.objects.read(key, MAX_SIGNATURE_SIZE))
         except ObjectMissing:
             return None
 
@@ -335,7 +336,7 @@ class ObjectIndexStore:
         self.objects.write(checked_index_name(name), data)
 
     def store_signature(self, name: str, signature: bytes) -> None:
-        self.objects.write(checked_index_name(name) + SIGNATURE_SUFFIX, signature)
+        self.objects.write(signature_name(checked_index_name(name)), signature)
 
     def close(self) -> None:
         self.objects.close()
