@@ -84,6 +84,10 @@ class IndexService:
             return Response.text(400, "invalid index name")
         signed = index_of_signature(name)
         if signed is not None:
+            try:
+                checked_index_name(signed)  # "..sig" would be the signature of ".."
+            except StoreError:
+                return Response.text(400, "invalid index name")
             return self._signature(name, signed, request)
         if request.method == "PUT":
             return self._put(name, request)
