@@ -13,6 +13,7 @@ import argparse
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError
+from desync_decl.stores.index_store import signature_name
 from desync_decl.stores.url import mask_credentials, url_scheme
 
 
@@ -64,9 +65,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def signature_location(location: str) -> str:
     """Where the signature of the index at ``location`` is (credentials masked): the
     name with ``.sig`` added, before a URL's query."""
-    from desync_decl.signing import SIGNATURE_SUFFIX
-
     if url_scheme(location) is None:
-        return location + SIGNATURE_SUFFIX
+        return signature_name(location)
     url, sep, query = location.partition("?")
-    return mask_credentials(url + SIGNATURE_SUFFIX + sep + query)
+    return mask_credentials(signature_name(url) + sep + query)
