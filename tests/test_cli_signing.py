@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -362,6 +364,33 @@ class VerbCase:
     site: str  # the fixture: blob_site or tree_site
     argv: Callable[[Site, list[object]], list[object]]  # the command line, with trust flags
     target: Callable[[Site], Path | None]  # what it would write
+    process: bool = False  # run as a process (a mount it should not make must not hang us)
+
+
+@dataclass
+class Finished:
+    code: int
+    out: str
+    err: str
+    data: bytes = b""
+
+
+def run_process(argv: list[object], mountpoint: Path) -> Finished:
+    """``desync-decl ARGV`` as a process; one that is still running after 20 s has
+    mounted what it should have refused: unmounted, and the test fails."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "desync_decl", *map(str, argv)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        pytest.fail(f"still running after 20 s (mounted?): {argv}")
+    return Finished(done.returncode, done.stdout, done.stderr)
 
 
 VERBS = {
@@ -390,6 +419,7 @@ VERBS = {
         "blob_site",
         lambda s, t: ["mount-index", "-s", s.server.url, *t, s.index, s.tmp / "mnt"],
         lambda s: None,
+        process=True,
     ),
 }
 
@@ -404,7 +434,7 @@ def test_an_index_trust_refuses_is_refused_before_any_chunk(request, cli, verb, 
     argv = case.argv(site, site.trust(*make_it_so(site)))
     before = sorted(os.listdir(site.tmp))
 
-    r = cli(*argv)
+    r = run_process(argv, site.tmp / "mnt") if case.process else cli(*argv)
 
     refused(r, site.index.name, why)
     assert r.out == "" and r.data == b""
@@ -424,7 +454,8 @@ def test_signer_or_revoked_keys_without_allowed_signers_is_a_usage_error(request
     case = VERBS[verb]
     site: Site = request.getfixturevalue(case.site)
     (site.tmp / "mnt").mkdir()
-    r = cli(*case.argv(site, flags))
+    argv = case.argv(site, flags)
+    r = run_process(argv, site.tmp / "mnt") if case.process else cli(*argv)
     refused(r, flags[0], "needs --allowed-signers")
     assert site.server.requests == []
 
