@@ -42,6 +42,7 @@ def signed(ssh: OpenSsh) -> tuple[Key, Path]:
         ("*,!mallory", "alice", True),
         ("!mallory", "alice", False),
         ("a*e", "a.e", True),
+        ("al*", "al@ice", True),
         ('"release team"', "release team", True),
         ('"release team,ops"', "ops", True),
         ("[ab]lice", "alice", False),
