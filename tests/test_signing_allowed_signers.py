@@ -140,7 +140,7 @@ def test_check_key_judges_a_key_without_a_signature(ssh: OpenSsh, signed) -> Non
         ("alice cert-authority, {key}", "unexpected end of options"),
         ("alice cert-authority,{key}", 'unsupported option "ssh-ed25519"'),
         ("alice ssh-ed25519 AAAAnotbase64!", "invalid key: public key: invalid base64"),
-        ("alice ssh-rsa {b64}", "invalid key: public key: a ssh-ed25519 key labelled ssh-rsa"),
+        ("alice ssh-rsa {b64}", "invalid key: public key: a ssh-ed25519 key labelled 'ssh-rsa'"),
         ("alice cert-authority", "missing key"),
     ],
 )
