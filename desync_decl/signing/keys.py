@@ -109,11 +109,6 @@ class PublicKey:
         name = base64.b64encode(digest).decode().rstrip("=")
         return f"{_short_type(self.key_type)} SHA256:{name}"
 
-    @property
-    def plain(self) -> PublicKey:
-        """The key itself (a certificate's key without the certificate)."""
-        return self if self.cert is None else parse_public_blob(self.plain_blob)
-
     def same_key(self, other: PublicKey) -> bool:
         """Both are the same key, certificate or not (OpenSSH's sshkey_equal_public)."""
         return self.plain_blob == other.plain_blob
