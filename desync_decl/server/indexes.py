@@ -116,10 +116,10 @@ class IndexService:
         """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG.
         (The signing package loads its crypto on import: imported here, not by
         every verb that imports this module, ``index_store.signature_name``.)"""
-        from desync_decl.signing.sshsig import decode_armored
-
         if request.method == "PUT":
             return self._put_signature(name, index, request)
+        from desync_decl.signing.sshsig import decode_armored
+
         try:
             data = self.store.get_signature(index)
         except DesyncError as e:

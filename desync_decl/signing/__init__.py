@@ -6,9 +6,15 @@ refuses an index no allowed signer signed, before it fetches a chunk.
 This package knows keys, signatures, ``allowed_signers`` and revocation lists; it
 knows nothing of stores or indexes (layer 1): callers hand it the index file's bytes
 and the signature's bytes, and get a ``Signer`` or a ``SignatureRefused``.
+
+Importing the package costs nothing: the two entry points load the key and trust
+modules (and ``cryptography``) when called, so a verb that signs nothing and trusts
+nothing starts without them (``tests/test_cli_startup.py``).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from desync_decl.signing.common import (
     MAX_SIGNATURE_SIZE,
@@ -19,8 +25,10 @@ from desync_decl.signing.common import (
     SigningKey,
     Trust,
 )
-from desync_decl.signing.signers import load_signing_key
-from desync_decl.signing.trust import load_trust
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
 
 __all__ = [
     "MAX_SIGNATURE_SIZE",
@@ -33,3 +41,21 @@ __all__ = [
     "load_signing_key",
     "load_trust",
 ]
+
+
+def load_signing_key(path: str | Path) -> SigningKey:
+    """``signers.load_signing_key``: a private key file, or a ``.pub`` ssh-agent holds."""
+    from desync_decl.signing.signers import load_signing_key as load
+
+    return load(path)
+
+
+def load_trust(
+    allowed_signers: str | Path,
+    signers: Sequence[str] = (),
+    revoked_keys: str | Path | None = None,
+) -> Trust:
+    """``trust.load_trust``: an allowed_signers file (and revoked keys), read now, once."""
+    from desync_decl.signing.trust import load_trust as load
+
+    return load(allowed_signers, signers, revoked_keys)
