@@ -283,18 +283,28 @@ def test_verify_index_with_trust_succeeds(blob_site, cli):
     assert (r.code, r.err) == (0, "")
 
 
-def test_info_shows_the_signer_under_trust_and_nothing_without(blob_site, cli):
+def test_info_shows_the_signer_under_trust(blob_site, cli):
     site = blob_site
-    signer = {"principal": "alice@example", "key": fingerprint(site.ssh, site.alice)}
+    key = fingerprint(site.ssh, site.alice)
+    signer = {"verified": True, "principal": "alice@example", "key": key}
     r = cli("info", "--json", *site.trust(), site.index)
     assert r.code == 0, r.err
     assert json.loads(r.out)["signature"] == signer
     r = cli("info", *site.trust(), site.index)  # desync's keys, and ours for our flag
     assert json.loads(r.out)["signature"] == signer
     r = cli("info", "-f", "plain", *site.trust(), site.index)
-    assert f"Signed by: alice@example ({signer['key']})" in r.out.splitlines()
-    assert "signature" not in json.loads(cli("info", "--json", site.index).out)
-    assert "Signed by" not in cli("info", "-f", "plain", site.index).out
+    assert f"Signature: verified, by alice@example ({key})" in r.out.splitlines()
+
+
+def test_info_without_trust_says_whether_a_local_index_has_a_signature(blob_site, cli):
+    site = blob_site
+    assert json.loads(cli("info", "--json", site.index).out)["signature"] == {"verified": False}
+    assert "signature" not in json.loads(cli("info", site.index).out)  # desync's keys only
+    plain = cli("info", "-f", "plain", site.index).out.splitlines()
+    assert "Signature: present, not verified (no --allowed-signers)" in plain
+    site.signature.unlink()
+    assert json.loads(cli("info", "--json", site.index).out)["signature"] is None
+    assert "Signature: none" in cli("info", "-f", "plain", site.index).out.splitlines()
 
 
 @needs_fuse
