@@ -549,6 +549,15 @@ def remote(request, tmp_path, cli_server) -> Iterator[Remote]:
             return bytes(got["Body"].read())
 
         yield Remote(f"s3+http://{moto.hostport}/{bucket}/indexes/blob.caibx", s3_signature)
+    elif kind == "gcs":
+        gcs = request.getfixturevalue("gcs_server")
+        name = request.getfixturevalue("gcs_bucket")
+
+        def gcs_signature() -> bytes | None:
+            held = gcs.client().bucket(name).blob("indexes/blob.caibx.sig")
+            return bytes(held.download_as_bytes()) if held.exists() else None
+
+        yield Remote(f"gs://{name}/indexes/blob.caibx", gcs_signature)
     else:
         sshd = request.getfixturevalue("sshd")
         root = tmp_path / "sftp-indexes"
@@ -560,7 +569,7 @@ def _file(path: Path) -> Callable[[], bytes | None]:
     return lambda: path.read_bytes() if path.exists() else None
 
 
-@pytest.mark.parametrize("remote", ["index-server", "s3", "sftp"], indirect=True)
+@pytest.mark.parametrize("remote", ["index-server", "s3", "gcs", "sftp"], indirect=True)
 def test_make_signs_into_an_index_store_and_extract_trusts_it_there(
     remote, tmp_path, cli, ssh, chunk_server
 ):
