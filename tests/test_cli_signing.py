@@ -197,8 +197,8 @@ def test_sign_index_signs_an_existing_index_as_openssh_would(
     assert shown["signature"] == f"{index}.sig"
     assert shown["index-digest"] == json.loads(cli("info", "--json", index).out)["index-digest"]
     assert openssh_verifies(ssh, signers, "carol@example", index)
-    text = cli("sign-index", index, "--key", key.path)
-    assert text.code == 0 and fingerprint(ssh, key) in text.out
+    text = cli("sign-index", "--json=false", index, "--key", key.path)  # Go's booleans
+    assert text.code == 0 and text.out == f"{index}.sig: signed with {fingerprint(ssh, key)}\n"
 
 
 def test_an_index_signed_by_openssh_is_trusted(tmp_path, cli, ssh, chunk_server):
@@ -480,6 +480,18 @@ def test_an_index_from_stdin_cannot_be_checked(request, cli, verb):
     assert site.server.requests == []
     target = case.target(site)
     assert target is None or not target.exists()
+
+
+def test_a_trust_file_that_cannot_be_read_is_one_line_before_any_chunk(blob_site, cli):
+    site = blob_site
+    out = site.tmp / "out.img"
+    missing = site.tmp / "no_such_signers"
+    r = cli("extract", "-s", site.server.url, "--allowed-signers", missing, site.index, out)
+    refused(r, "no_such_signers")
+    site.signers.write_text(f"alice@example {site.alice.public}\nbob@example ssh-ed25519 !!!\n")
+    r = cli("extract", "-s", site.server.url, *site.trust(), site.index, out)
+    refused(r, f"{site.signers}:2")
+    assert site.server.requests == [] and not out.exists()
 
 
 def test_untar_of_a_plain_catar_under_trust_is_refused(tree_site, cli):
