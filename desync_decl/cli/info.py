@@ -7,25 +7,30 @@ seeds). ``--json`` is desync's JSON plus those additions (digests, flags, ``stor
 ``plan``, ``signature``).
 
 With ``--allowed-signers`` the index is shown only if its signature is accepted, with
-its signer (in ``-f json`` too: the flag is ours, so is the key). Without it nothing
-is said of a signature: looking for one would load the signing package's crypto
-(60-130 ms of every ``info``) and, for an index store, cost a request that may fail
-where the index itself was readable.
+its signer (in ``-f json`` too: the flag is ours, so is the key). Without, ``--json``
+and ``-f plain`` say whether a signature lies beside a local index file (a stat); an
+index store's is not looked for: that would cost a request, one that may fail where
+the index itself was readable.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.cli.seeding import add_seed_args, print_plan, seed_specs
 from desync_decl.ops.info import IndexInfo, info, read_chunks_info
 from desync_decl.ops.seeding import open_seeds
+from desync_decl.stores.index_store import signature_name
+from desync_decl.stores.url import url_scheme
 
 if TYPE_CHECKING:
     from desync_decl.signing import Signer
+
+_UNKNOWN = object()  # whether a signature exists was not looked for (stdin, an index store)
 
 # desync's plain lines, in its order
 _PLAIN = (
@@ -66,8 +71,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--json",
         action="store_true",
-        help="desync's JSON plus digests, flags, each store's counts and the seeds' plan"
-        ' (and with --allowed-signers the signer: "signature": {"principal", "key"})',
+        help="desync's JSON plus digests, flags, each store's counts, the seeds' plan and"
+        ' the signature: {"verified": true, "principal", "key"} with --allowed-signers;'
+        ' without, {"verified": false} or null for a local index with or without INDEX.sig',
     )
     common.add_trust_args(p)
     p.set_defaults(func=run)
@@ -75,6 +81,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     index, signer = common.read_checked_index(args, args.index)
+    signature = _signature(args.index, signer)
     chunks_info = read_chunks_info(args.chunks_info) if args.chunks_info else None
     stores = common.open_store_list(args, index.digest) if args.store else []
     cache = None
@@ -90,27 +97,39 @@ def run(args: argparse.Namespace, console: Console) -> int:
         concurrency=args.concurrency,
     )
     if args.json:
-        console.json(_with_signer(result.as_json(), signer))
-    elif args.format == "json":
-        console.json(_with_signer(result.desync_json(), signer))
+        console.json(_with_signature(result.as_json(), signature))
+    elif args.format == "json":  # desync's keys, and ours only for our flag
+        console.json(_with_signature(result.desync_json(), signature if signer else _UNKNOWN))
     else:
-        _print_plain(result, console, signer)
+        _print_plain(result, console, signature)
     return 0
 
 
-def _with_signer(data: dict[str, object], signer: Signer | None) -> dict[str, object]:
-    """The JSON with ``"signature": {"principal", "key"}`` when trust accepted the index."""
-    if signer is None:
-        return data
-    return {**data, "signature": {"principal": signer.principal, "key": signer.key}}
+def _signature(location: str, signer: Signer | None) -> Any:
+    """What is known of the index's signature: who signed it when trust accepted it;
+    else whether a local index file has one (``{"verified": false}``, or None); else
+    ``_UNKNOWN``."""
+    if signer is not None:
+        return {"verified": True, "principal": signer.principal, "key": signer.key}
+    if location == "-" or url_scheme(location) is not None:
+        return _UNKNOWN
+    return {"verified": False} if os.path.isfile(signature_name(location)) else None
 
 
-def _print_plain(result: IndexInfo, console: Console, signer: Signer | None) -> None:
+def _with_signature(data: dict[str, object], signature: Any) -> dict[str, object]:
+    return data if signature is _UNKNOWN else {**data, "signature": signature}
+
+
+def _print_plain(result: IndexInfo, console: Console, signature: Any) -> None:
     data = result.desync_json()
     for label, key in _PLAIN:
         console.print(f"{label}: {data[key]}")
-    if signer is not None:
-        console.print(f"Signed by: {signer}")
+    if signature is None:
+        console.print("Signature: none")
+    elif signature is not _UNKNOWN and signature["verified"]:
+        console.print(f"Signature: verified, by {signature['principal']} ({signature['key']})")
+    elif signature is not _UNKNOWN:
+        console.print("Signature: present, not verified (no --allowed-signers)")
     for name, present in result.per_store:
         console.print(f"  {name}: {present} present, {result.unique - present} missing")
     if result.plan is not None:
