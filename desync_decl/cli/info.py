@@ -124,14 +124,14 @@ def _print_plain(result: IndexInfo, console: Console, signature: Any) -> None:
     data = result.desync_json()
     for label, key in _PLAIN:
         console.print(f"{label}: {data[key]}")
+    for name, present in result.per_store:
+        console.print(f"  {name}: {present} present, {result.unique - present} missing")
     if signature is None:
         console.print("Signature: none")
     elif signature is not _UNKNOWN and signature["verified"]:
         console.print(f"Signature: verified, by {signature['principal']} ({signature['key']})")
     elif signature is not _UNKNOWN:
         console.print("Signature: present, not verified (no --allowed-signers)")
-    for name, present in result.per_store:
-        console.print(f"  {name}: {present} present, {result.unique - present} missing")
     if result.plan is not None:
         console.print("Extraction plan:")
         print_plan(result.plan, console)
