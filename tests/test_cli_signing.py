@@ -25,14 +25,15 @@ from typing import Any
 import pytest
 
 from desync_decl.server.messages import Request, Response
-from tests import servers_http, ssh_keys, test_mount
+from tests import servers_http, servers_ssh, ssh_keys, test_mount
 from tests.cli_checks import refused
 from tests.servers_http import chunk_service
 from tests.ssh_keys import Key, OpenSsh, allowed_signers
 from tests.test_mount import needs_fuse, start_mount
 
-pytest_plugins = ["tests.servers_cloud", "tests.servers_ssh"]
+pytest_plugins = ["tests.servers_cloud"]  # moto and the GCS emulator, as the cloud tests
 serve, cli_server = servers_http.serve, servers_http.cli_server
+ssh_server, sshd = servers_ssh.ssh_server, servers_ssh.sshd
 ssh, ssh_agent, mounts = ssh_keys.ssh, ssh_keys.ssh_agent, test_mount.mounts
 
 
