@@ -10,90 +10,26 @@ and the signature's bytes, and get a ``Signer`` or a ``SignatureRefused``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from desync_decl.signing.common import (
+    MAX_SIGNATURE_SIZE,
+    NAMESPACE,
+    SIGNATURE_SUFFIX,
+    SignatureRefused,
+    Signer,
+    SigningKey,
+    Trust,
+)
+from desync_decl.signing.signers import load_signing_key
+from desync_decl.signing.trust import load_trust
 
-from desync_decl.errors import DesyncError
-
-NAMESPACE = "desync-decl"
-SIGNATURE_SUFFIX = ".sig"  # the signature of index X is the file X.sig beside it
-MAX_SIGNATURE_SIZE = 64 * 1024  # an armored SSHSIG is under 2 KiB even for RSA-8192
-
-
-class SignatureRefused(DesyncError):
-    """An index its trust does not accept; ``str()`` is one line saying which and why
-    (no signature, unknown key, expired, wrong namespace, index changed after signing,
-    revoked key, principal not allowed)."""
-
-
-@dataclass(frozen=True)
-class Signer:
-    """Who signed an index, as an allowed_signers entry accepted it."""
-
-    principal: str  # the principal the signature was accepted for
-    key: str  # the signing key as ``ssh-keygen -l`` names it: "ED25519 SHA256:…"
-
-    def __str__(self) -> str:
-        return f"{self.principal} ({self.key})"
-
-
-class SigningKey(Protocol):
-    """A key that signs: a private key file, or a key held by ssh-agent."""
-
-    @property
-    def public_key(self) -> str:
-        """The public key as one ``allowed_signers``/``authorized_keys`` field pair:
-        ``"ssh-ed25519 AAAA…"``."""
-        ...
-
-    @property
-    def fingerprint(self) -> str:
-        """``"ED25519 SHA256:…"``, as ``ssh-keygen -l`` prints it."""
-        ...
-
-    def sign(self, data: bytes, namespace: str = NAMESPACE) -> bytes:
-        """The armored SSHSIG (``-----BEGIN SSH SIGNATURE-----`` …) of ``data``."""
-        ...
-
-
-def load_signing_key(path: str | Path) -> SigningKey:
-    """The key in ``path``: an OpenSSH or PEM private key (Ed25519, ECDSA, RSA, signed
-    with rsa-sha2-512), or a public key (``.pub``) whose private half ssh-agent holds
-    (``SSH_AUTH_SOCK``). A private key file whose key the agent also holds is used
-    directly. Errors (no such file, encrypted key, unsupported type, agent without
-    the key) are one-line ``DesyncError``s naming the file."""
-    raise NotImplementedError
-
-
-class Trust(Protocol):
-    """Which signers a host accepts: an allowed_signers file, optionally narrowed to
-    some principals, minus revoked keys."""
-
-    def verify(self, data: bytes, signature: bytes | None, what: str) -> Signer:
-        """The signer of ``data`` (an index file's bytes) if ``signature`` (its
-        ``.sig``'s bytes, None when there is none) is a valid SSHSIG in the
-        ``desync-decl`` namespace by a key the trust allows, for one of the wanted
-        principals, valid now, not revoked; else ``SignatureRefused`` whose message
-        starts with ``what`` (the index's location)."""
-        ...
-
-    def check_key(self, public_key: str, what: str) -> Signer:
-        """The signer a signature by ``public_key`` (``"ssh-ed25519 AAAA…"``) would be
-        accepted as, else ``SignatureRefused``: for a plan, where an earlier task of
-        the same manifest will sign the index with a key the manifest names."""
-        ...
-
-
-def load_trust(
-    allowed_signers: str | Path,
-    signers: Sequence[str] = (),
-    revoked_keys: str | Path | None = None,
-) -> Trust:
-    """Read ``allowed_signers`` (OpenSSH's format: principals, ``namespaces=``,
-    ``valid-after=``/``valid-before=``, ``cert-authority``) and ``revoked_keys`` (a
-    KRL or a list of public keys) now, once. ``signers`` narrows the principals a
-    signature may be accepted for (empty: any principal of the file). A malformed
-    file is a ``DesyncError`` "FILE:LINE: what is wrong"."""
-    raise NotImplementedError
+__all__ = [
+    "MAX_SIGNATURE_SIZE",
+    "NAMESPACE",
+    "SIGNATURE_SUFFIX",
+    "SignatureRefused",
+    "Signer",
+    "SigningKey",
+    "Trust",
+    "load_signing_key",
+    "load_trust",
+]
