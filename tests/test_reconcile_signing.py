@@ -15,85 +15,48 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests import ssh_keys
 from tests.conftest import ROOT
+from tests.ssh_keys import NAMESPACE, Key, OpenSsh, allowed_signers
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
 
 PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
-NAMESPACE = "desync-decl"
-
-pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 
 
-def keygen(path: Path, comment: str = "ci") -> Path:
-    """A new Ed25519 key pair without a passphrase: ``path`` and ``path.pub``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    return path
+ssh = ssh_keys.ssh  # the fixture: ssh-keygen on files in tmp_path/ssh
 
 
-def public(key: Path) -> str:
-    """``ssh-ed25519 AAAA…`` of a key made by ``keygen``."""
-    kind, blob64 = Path(f"{key}.pub").read_text().split()[:2]
-    return f"{kind} {blob64}"
+def fingerprint(key: Key) -> str:
+    """``ED25519 SHA256:…`` as ``ssh-keygen -l`` names the key."""
+    _, fp, *_, kind = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(key.pub)], check=True, capture_output=True, text=True
+    ).stdout.split()
+    return f"{kind.strip('()')} {fp}"
 
 
-def fingerprint(key: Path) -> str:
-    """``SHA256:…`` as ``ssh-keygen -l`` prints it."""
-    out = subprocess.run(
-        ["ssh-keygen", "-l", "-f", f"{key}.pub"], check=True, capture_output=True, text=True
-    ).stdout
-    return out.split()[1]
-
-
-def allowed(path: Path, *entries: tuple[str, Path], options: str = "") -> Path:
-    """An allowed_signers file: one line per (principal, key)."""
+def allowed(path: Path, *entries: tuple[str, Key], options: str = "") -> Path:
+    """An allowed_signers file: one line per (principal, key), in our namespace."""
     extra = f",{options}" if options else ""
-    lines = [f'{who} namespaces="{NAMESPACE}"{extra} {public(key)}\n' for who, key in entries]
-    path.write_text("".join(lines))
-    return path
+    lines = [f'{who} namespaces="{NAMESPACE}"{extra} {key.public}' for who, key in entries]
+    return allowed_signers(path, *lines)
 
 
-def ssh_sign(key: Path, index: Path) -> Path:
-    """``<index>.sig`` as ``ssh-keygen -Y sign`` writes it (not our signer)."""
-    sig = Path(f"{index}.sig")
-    sig.unlink(missing_ok=True)
-    subprocess.run(
-        ["ssh-keygen", "-q", "-Y", "sign", "-n", NAMESPACE, "-f", str(key), str(index)],
-        check=True,
-        capture_output=True,
-    )
-    return sig
-
-
-def ssh_verify(allowed_signers: Path, principal: str, index: Path) -> bool:
+def verifies(ssh: OpenSsh, signers: Path, principal: str, index: Path) -> bool:
     """Whether ``ssh-keygen -Y verify`` accepts ``<index>.sig``."""
-    with open(index, "rb") as data:
-        done = subprocess.run(
-            [
-                "ssh-keygen",
-                "-Y",
-                "verify",
-                "-n",
-                NAMESPACE,
-                "-f",
-                str(allowed_signers),
-                "-I",
-                principal,
-                "-s",
-                f"{index}.sig",
-            ],
-            stdin=data,
-            capture_output=True,
-        )
-    return done.returncode == 0
+    sig = Path(f"{index}.sig")
+    return ssh.verify(signers, principal, index.read_bytes(), sig).code == 0
 
 
 def args(m: Path) -> list[str]:
     return [str(m), "--state-dir", str(m.parent / "state")]
+
+
+def trusted_by_default(m: Path, allowed_signers: str) -> None:
+    """Give the manifest ``m`` (of ``manifest``) a ``defaults.trust``."""
+    text = m.read_text().replace(
+        "defaults: {", f"defaults: {{trust: {{allowed_signers: {allowed_signers}}}, ", 1
+    )
+    m.write_text(text)
 
 
 def plan_errors(out: str) -> dict[str, str]:
@@ -117,11 +80,9 @@ def apply_failures(out: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def keys(tmp_path):
-    """Two keys: ``ci`` (allowed as ci@example.com) and ``other`` (allowed nowhere)."""
-    ci = keygen(tmp_path / "keys" / "ci")
-    other = keygen(tmp_path / "keys" / "other", "other")
-    return ci, other
+def keys(ssh):
+    """Two Ed25519 keys, ``ssh/ci`` and ``ssh/other``."""
+    return ssh.key("ci"), ssh.key("other")
 
 
 def published(tmp_path: Path, name: str = "app", seed: int = 1) -> Path:
@@ -135,7 +96,9 @@ def published(tmp_path: Path, name: str = "app", seed: int = 1) -> Path:
 # --- make signs, extract trusts --------------------------------------------------------
 
 
-def test_make_signs_and_extract_trusts_in_one_manifest_then_nothing_changes(cli, tmp_path, keys):
+def test_make_signs_and_extract_trusts_in_one_manifest_then_nothing_changes(
+    cli, ssh, tmp_path, keys
+):
     ci, _ = keys
     signers = allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
     write(tmp_path / "build" / "app.img", blob(2))
@@ -145,7 +108,7 @@ def test_make_signs_and_extract_trusts_in_one_manifest_then_nothing_changes(cli,
         stores: {s: {url: store}}
         tasks:
         - name: publish
-          make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: keys/ci}}
+          make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: ssh/ci}}
         - name: install
           extract:
             index: rel/app.caibx
@@ -159,26 +122,25 @@ def test_make_signs_and_extract_trusts_in_one_manifest_then_nothing_changes(cli,
     lines = plan.out.splitlines()
     fp = fingerprint(ci)
     # the make signs; the extract's index is judged by the key the make signs with
-    assert f"            index rel/app.caibx signed by ED25519 {fp}" in lines
+    assert f"            index rel/app.caibx signed by {fp}" in lines
     assert (
-        f"            index rel/app.caibx signed by ci@example.com (ED25519 {fp})"
-        " (task 'publish' signs it)"
+        f"            index rel/app.caibx signed by ci@example.com ({fp}) (task 'publish' signs it)"
     ) in lines
     first = cli("apply", *args(m), cwd=tmp_path)
     assert first.code == 0, first.out + first.err
     assert first.out.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0"
-    assert f"signed by ED25519 {fp}" in first.out
+    assert f"signed by {fp}" in first.out
     assert (tmp_path / "out" / "app.img").read_bytes() == blob(2)
     # what we wrote is an SSH signature OpenSSH accepts
-    assert ssh_verify(signers, "ci@example.com", tmp_path / "rel" / "app.caibx")
+    assert verifies(ssh, signers, "ci@example.com", tmp_path / "rel" / "app.caibx")
     again = cli("apply", *args(m), cwd=tmp_path)
     assert again.code == 0, again.out + again.err
     assert again.out.splitlines()[-1] == "RECAP ok=2 changed=0 failed=0 skipped=0"
-    assert f"index rel/app.caibx signed by ci@example.com (ED25519 {fp})" in again.out
+    assert f"index rel/app.caibx signed by ci@example.com ({fp})" in again.out
 
 
 def test_a_converged_make_whose_signature_is_missing_or_by_another_key_signs_again(
-    cli, tmp_path, keys
+    cli, ssh, tmp_path, keys
 ):
     ci, other = keys
     write(tmp_path / "build" / "app.img", blob(3))
@@ -188,7 +150,7 @@ def test_a_converged_make_whose_signature_is_missing_or_by_another_key_signs_aga
         - name: publish
           make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: KEY}}
         """
-    m = manifest(tmp_path, body.replace("KEY", "keys/ci"))
+    m = manifest(tmp_path, body.replace("KEY", "ssh/ci"))
     assert cli("apply", *args(m)).code == 0
     sig = Path(f"{tmp_path / 'rel' / 'app.caibx'}.sig")
     sig.unlink()
@@ -197,31 +159,31 @@ def test_a_converged_make_whose_signature_is_missing_or_by_another_key_signs_aga
     redo = cli("apply", *args(m))
     assert redo.out.splitlines()[-1] == "RECAP ok=0 changed=1 failed=0 skipped=0", redo.out
     ci_allowed = allowed(tmp_path / "ci_signers", ("ci", ci))
-    assert ssh_verify(ci_allowed, "ci", tmp_path / "rel" / "app.caibx")
+    assert verifies(ssh, ci_allowed, "ci", tmp_path / "rel" / "app.caibx")
     assert cli("apply", *args(m)).out.splitlines()[-1].startswith("RECAP ok=1 changed=0")
     # another key now: the index stays, its signature is made again by that key
-    m = manifest(tmp_path, body.replace("KEY", "keys/other"))
+    m = manifest(tmp_path, body.replace("KEY", "ssh/other"))
     index_bytes = (tmp_path / "rel" / "app.caibx").read_bytes()
     redo = cli("apply", *args(m))
     assert redo.out.splitlines()[-1] == "RECAP ok=0 changed=1 failed=0 skipped=0", redo.out
-    assert f"signed by ED25519 {fingerprint(other)}" in redo.out
+    assert f"signed by {fingerprint(other)}" in redo.out
     assert (tmp_path / "rel" / "app.caibx").read_bytes() == index_bytes
     other_allowed = allowed(tmp_path / "other_signers", ("other", other))
-    assert ssh_verify(other_allowed, "other", tmp_path / "rel" / "app.caibx")
-    assert not ssh_verify(ci_allowed, "ci", tmp_path / "rel" / "app.caibx")
+    assert verifies(ssh, other_allowed, "other", tmp_path / "rel" / "app.caibx")
+    assert not verifies(ssh, ci_allowed, "ci", tmp_path / "rel" / "app.caibx")
 
 
 # --- defaults and overrides ------------------------------------------------------------
 
 
 def test_trust_in_defaults_applies_to_extract_and_untar_and_a_tasks_own_replaces_it(
-    cli, tmp_path, keys
+    cli, ssh, tmp_path, keys
 ):
     ci, other = keys
     allowed(tmp_path / "ci_signers", ("ci@example.com", ci))
     allowed(tmp_path / "other_signers", ("other@example.com", other))
     index = published(tmp_path)
-    ssh_sign(ci, index)  # signed by ci
+    ssh.sign(ci.path, index)  # signed by ci
     unsigned = published(tmp_path, "plain", 4)
     write(tmp_path / "tree" / "a.txt", b"hello\n")
     made = cli(  # a .caidx without a signature, made by the verb
@@ -247,10 +209,7 @@ def test_trust_in_defaults_applies_to_extract_and_untar_and_a_tasks_own_replaces
           extract: {index: rel/plain.caibx, path: out/c.img, stores: [s], trust: null}
         """,
     )
-    text = m.read_text().replace(
-        "defaults: {", "defaults: {trust: {allowed_signers: ci_signers}, ", 1
-    )
-    m.write_text(text)
+    trusted_by_default(m, "ci_signers")
     plan = cli("plan", *args(m), cwd=tmp_path)
     errors = plan_errors(plan.out)
     assert sorted(errors) == ["own trust", "untar by default"], plan.out
@@ -268,24 +227,26 @@ def test_trust_in_defaults_applies_to_extract_and_untar_and_a_tasks_own_replaces
 # --- refusals --------------------------------------------------------------------------
 
 
-def _no_signature(tmp_path: Path, ci: Path, other: Path, index: Path) -> None:
+def _no_signature(ssh: OpenSsh, tmp_path: Path, ci: Key, other: Key, index: Path) -> None:
     Path(f"{index}.sig").unlink()
 
 
-def _unknown_key(tmp_path: Path, ci: Path, other: Path, index: Path) -> None:
-    ssh_sign(other, index)
+def _unknown_key(ssh: OpenSsh, tmp_path: Path, ci: Key, other: Key, index: Path) -> None:
+    ssh.sign(other.path, index)
 
 
-def _principal_not_in_signers(tmp_path: Path, ci: Path, other: Path, index: Path) -> None:
+def _principal_not_in_signers(
+    ssh: OpenSsh, tmp_path: Path, ci: Key, other: Key, index: Path
+) -> None:
     allowed(tmp_path / "allowed_signers", ("ci@example.com", ci), ("ops@example.com", other))
-    ssh_sign(other, index)  # other is allowed, as ops@example.com: not a wanted signer
+    ssh.sign(other.path, index)  # other is allowed, as ops@example.com: not a wanted signer
 
 
-def _expired(tmp_path: Path, ci: Path, other: Path, index: Path) -> None:
-    allowed(tmp_path / "allowed_signers", ("ci@example.com", ci), options="valid-before=20200101")
+def _expired(ssh: OpenSsh, tmp_path: Path, ci: Key, other: Key, index: Path) -> None:
+    allowed(tmp_path / "allowed_signers", ("ci@example.com", ci), options='valid-before="20200101"')
 
 
-def _changed_after_signing(tmp_path: Path, ci: Path, other: Path, index: Path) -> None:
+def _changed_after_signing(ssh: OpenSsh, tmp_path: Path, ci: Key, other: Key, index: Path) -> None:
     other_index = published(tmp_path, "next", 6)
     index.write_bytes(other_index.read_bytes())  # the old .sig stays beside it
 
@@ -299,11 +260,11 @@ REFUSALS = [
 ]
 
 
-def signed_site(tmp_path: Path, ci: Path) -> Path:
+def signed_site(ssh: OpenSsh, tmp_path: Path, ci: Key) -> Path:
     """An index signed by ci, a target holding an older version, and a manifest
     extracting the index under trust of ci@example.com."""
     index = published(tmp_path)
-    ssh_sign(ci, index)
+    ssh.sign(ci.path, index)
     allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
     write(tmp_path / "out" / "app.img", blob(1)[:150_000] + b"old")
     return manifest(
@@ -323,12 +284,12 @@ def signed_site(tmp_path: Path, ci: Path) -> Path:
 
 @pytest.mark.parametrize("spoil", REFUSALS, ids=lambda f: f.__name__.strip("_"))
 def test_each_refusal_fails_plan_and_apply_with_one_line_nothing_fetched(
-    cli, tmp_path, keys, spoil
+    cli, ssh, tmp_path, keys, spoil
 ):
     ci, other = keys
-    m = signed_site(tmp_path, ci)
+    m = signed_site(ssh, tmp_path, ci)
     index = tmp_path / "rel" / "app.caibx"
-    spoil(tmp_path, ci, other, index)
+    spoil(ssh, tmp_path, ci, other, index)
     target = tmp_path / "out" / "app.img"
     before = (target.read_bytes(), target.stat().st_mtime_ns, target.stat().st_ino)
     plan = cli("plan", *args(m), cwd=tmp_path)
@@ -348,17 +309,17 @@ def test_each_refusal_fails_plan_and_apply_with_one_line_nothing_fetched(
     assert after == before
 
 
-def test_a_converged_target_is_refused_once_its_signer_is_not_trusted(cli, tmp_path, keys):
+def test_a_converged_target_is_refused_once_its_signer_is_not_trusted(cli, ssh, tmp_path, keys):
     """Revoking a key stops a host trusting what it holds: the task fails (the file is
     left as it is), in plan and apply, though the target is recorded as converged."""
     ci, _ = keys
-    m = signed_site(tmp_path, ci)
+    m = signed_site(ssh, tmp_path, ci)
     assert cli("apply", *args(m)).out.splitlines()[-1].startswith("RECAP ok=0 changed=1")
     assert cli("apply", *args(m)).out.splitlines()[-1].startswith("RECAP ok=1 changed=0")
     target = tmp_path / "out" / "app.img"
     held = (target.read_bytes(), target.stat().st_mtime_ns)
     revoked = tmp_path / "revoked"
-    revoked.write_text(public(ci) + "\n")
+    revoked.write_text(ci.public + "\n")
     text = m.read_text().replace(
         "signers: [ci@example.com]}", "signers: [ci@example.com], revoked_keys: revoked}"
     )
@@ -372,22 +333,24 @@ def test_a_converged_target_is_refused_once_its_signer_is_not_trusted(cli, tmp_p
     assert (target.read_bytes(), target.stat().st_mtime_ns) == held
 
 
-def test_a_make_whose_key_the_trust_does_not_allow_fails_the_extracts_plan(cli, tmp_path, keys):
+def test_a_make_whose_key_the_trust_does_not_allow_fails_the_extracts_plan(
+    cli, ssh, tmp_path, keys
+):
     ci, _ = keys
     allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
     write(tmp_path / "build" / "app.img", blob(7))
     m = manifest(
         tmp_path,
         """\
-        defaults: {trust: {allowed_signers: allowed_signers}}
         stores: {s: {url: store}}
         tasks:
         - name: publish
-          make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: keys/other}}
+          make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: ssh/other}}
         - name: install
           extract: {index: rel/app.caibx, path: out/app.img, stores: [s]}
         """,
     )
+    trusted_by_default(m, "allowed_signers")
     plan = cli("plan", *args(m), cwd=tmp_path)
     assert plan.code == 1
     assert list(plan_errors(plan.out)) == ["install"], plan.out
@@ -399,10 +362,10 @@ def test_a_make_whose_key_the_trust_does_not_allow_fails_the_extracts_plan(cli, 
 # --- what plans show -------------------------------------------------------------------
 
 
-def test_plan_json_and_markdown_and_check_show_the_signer(cli, tmp_path, keys):
+def test_plan_json_and_markdown_and_check_show_the_signer(cli, ssh, tmp_path, keys):
     ci, _ = keys
-    m = signed_site(tmp_path, ci)
-    who = f"ci@example.com (ED25519 {fingerprint(ci)})"
+    m = signed_site(ssh, tmp_path, ci)
+    who = f"ci@example.com ({fingerprint(ci)})"
     doc = json.loads(cli("plan", *args(m), "--json").out)
     Draft202012Validator(PLAN_SCHEMA).validate(doc)
     (task,) = doc["tasks"]
@@ -437,14 +400,14 @@ def test_validate_reports_a_schema_error_in_trust_at_file_line_col(cli, tmp_path
     )
     r = cli("validate", m)
     assert r.code == 1
-    assert r.err.startswith(f"{m}:10:21: unknown key 'allowed_signer' in 'extract.trust'"), r.err
+    assert r.err.startswith(f"{m}:10:13: unknown key 'allowed_signer' in 'extract.trust'"), r.err
     assert len(r.err.splitlines()) == 1
 
 
 def test_validate_and_plan_report_a_malformed_allowed_signers_line(cli, tmp_path, keys):
     ci, _ = keys
     signers = tmp_path / "allowed_signers"
-    signers.write_text(f"ci@example.com {public(ci)}\nthis is not a key\n")
+    signers.write_text(f"ci@example.com {ci.public}\nthis is not a key\n")
     m = manifest(
         tmp_path,
         """\
@@ -462,7 +425,7 @@ def test_validate_and_plan_report_a_malformed_allowed_signers_line(cli, tmp_path
         r = cli(verb, *([m] if verb == "validate" else args(m)))
         assert r.code == 1
         line = r.err.strip().removeprefix("desync-decl: error: ")
-        assert line.startswith(f"{m}:10:38: 'extract.trust.allowed_signers' of task 'install':")
+        assert line.startswith(f"{m}:10:30: 'extract.trust.allowed_signers' of task 'install':")
         assert f"{signers}:2" in line, line
 
 
@@ -484,7 +447,7 @@ def test_the_signed_example_runs_and_converges(tmp_path, keys):
     env = {
         **os.environ,
         "DESYNC_DECL_STATE_DIR": str(tmp_path / "state"),
-        "SIGNING_KEY": str(ci),
+        "SIGNING_KEY": str(ci.path),
         "ALLOWED_SIGNERS": str(signers),
         "PYTHONPATH": str(ROOT),
     }
