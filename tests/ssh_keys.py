@@ -161,11 +161,18 @@ class SshAgent:
         )
         wait_until(lambda: os.path.exists(self.socket), "ssh-agent listens")
 
-    def add(self, key: Path, *, env: dict[str, str] | None = None) -> None:
-        """``ssh-add KEY`` (and a ``KEY-cert.pub`` beside it, as ssh-add does)."""
+    def add(self, key: Path, *, passphrase: str = "") -> None:
+        """``ssh-add KEY`` (and a ``KEY-cert.pub`` beside it, as ssh-add does); the
+        passphrase of an encrypted key comes from an ``SSH_ASKPASS`` program."""
+        env = {**os.environ, "SSH_AUTH_SOCK": self.socket}
+        if passphrase:
+            askpass = self.dir / "askpass"
+            askpass.write_text(f"#!/bin/sh\necho '{passphrase}'\n")
+            askpass.chmod(0o700)
+            env.update(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
         done = subprocess.run(
             ["ssh-add", "-q", str(key)],
-            env={**os.environ, "SSH_AUTH_SOCK": self.socket, **(env or {})},
+            env=env,
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=60,

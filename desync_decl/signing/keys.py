@@ -238,7 +238,7 @@ def parse_public_text(text: str) -> PublicKey:
         raise wire.WireError("not a public key (want: TYPE BASE64 [COMMENT])")
     try:
         blob = base64.b64decode(fields[1], validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
         raise wire.WireError("public key: invalid base64") from None
     key = parse_public_blob(blob)
     if key.key_type != fields[0]:
