@@ -224,6 +224,38 @@ def test_trust_in_defaults_applies_to_extract_and_untar_and_a_tasks_own_replaces
     assert unsigned.exists() and not Path(f"{unsigned}.sig").exists()
 
 
+def test_chop_and_cache_tasks_read_their_indexes_under_trust(cli, ssh, tmp_path, keys):
+    ci, _ = keys
+    allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
+    signed, unsigned = published(tmp_path), published(tmp_path, "plain", 8)
+    ssh.sign(ci.path, signed)
+    m = manifest(
+        tmp_path,
+        """\
+        stores: {s: {url: store}, mirror: {url: mirror}, chopped: {url: chopped}}
+        tasks:
+        - name: mirror signed
+          cache: {indexes: [rel/app.caibx], stores: [s], cache: mirror}
+        - name: mirror both
+          cache: {indexes: [rel/app.caibx, rel/plain.caibx], stores: [s], cache: mirror}
+        - name: chop signed
+          chop: {index: rel/app.caibx, source: build/app.img, store: chopped}
+        - name: chop unsigned
+          chop: {index: rel/plain.caibx, source: build/plain.img, store: chopped}
+        """,
+    )
+    (tmp_path / "chopped").mkdir()  # chop refuses a missing local store
+    trusted_by_default(m, "allowed_signers")
+    plan = cli("plan", *args(m), cwd=tmp_path)
+    errors = plan_errors(plan.out)
+    assert sorted(errors) == ["chop unsigned", "mirror both"], plan.out
+    assert all("rel/plain.caibx: no signature" in why for why in errors.values()), errors
+    done = cli("apply", *args(m), cwd=tmp_path)
+    assert apply_failures(done.out) == errors
+    assert done.out.splitlines()[-1] == "RECAP ok=0 changed=2 failed=2 skipped=0", done.out
+    assert unsigned.exists()
+
+
 # --- refusals --------------------------------------------------------------------------
 
 

@@ -14,12 +14,12 @@ that task signs it with (``Trust.check_key``), or refused as unsigned.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.manifest import TrustDef
 from desync_decl.signing import (
@@ -30,6 +30,7 @@ from desync_decl.signing import (
     Trust,
     load_signing_key,
     load_trust,
+    sshsig,
 )
 from desync_decl.stores.config import Config
 from desync_decl.stores.index_store import SignedIndex
@@ -116,16 +117,14 @@ class Signatures:
         return found
 
 
-def signed_with(key: SigningKey, data: bytes, signature: bytes | None, what: str) -> bool:
-    """Whether ``signature`` is a valid signature of ``data`` by ``key`` (a converged
-    make whose ``.sig`` is missing, stale or by another key signs again)."""
+def signed_with(key: SigningKey, data: bytes, signature: bytes | None) -> bool:
+    """Whether ``signature`` is ``key``'s valid signature of ``data`` in our namespace
+    (a converged make whose ``.sig`` is missing, stale or by another key signs again)."""
     if signature is None:
         return False
-    with tempfile.TemporaryDirectory(prefix="desync-decl-key-") as tmp:
-        allowed = Path(tmp) / "allowed_signers"
-        allowed.write_text(f'signer namespaces="{NAMESPACE}" {key.public_key}\n')
-        try:
-            load_trust(allowed).verify(data, signature, what)
-        except SignatureRefused:
-            return False
-    return True
+    try:
+        decoded = sshsig.decode_armored(signature)
+    except DesyncError:
+        return False  # damaged, or not an SSH signature: made again
+    ours = decoded.namespace == NAMESPACE and decoded.public.openssh == key.public_key
+    return ours and decoded.verify(data) is None

@@ -125,7 +125,7 @@ def signing(ctx: Context, p: Publication, facts: Facts[Seen]) -> Facts[Seen]:
         signed = ctx.signatures.read(p.index, ctx.config)
         if signed.signature is None:
             wrong = f"its signature {p.index}{SIGNATURE_SUFFIX} is missing"
-        elif not signed_with(key, signed.data, signed.signature, signed.where):
+        elif not signed_with(key, signed.data, signed.signature):
             wrong = f"its signature is not {key.fingerprint}'s signature of it"
     seen = dataclasses.replace(facts.data, signing=Signing(key, wrong))
     marked = with_signatures(facts, [SignedBy(p.index, key.fingerprint, writes=True)])
