@@ -6,11 +6,20 @@ path element), so two clients could overwrite each other's index
 without noticing; here a path with directories is refused. A name is
 percent-decoded and must not be empty, ``.``, ``..``, or contain a slash, a
 backslash or a control character (400). A PUT body must parse as an index
-(415 otherwise) and is written atomically; GET re-serializes the index, so
-what leaves the server is always a well-formed index. A GET or HEAD of a file
+(415 otherwise) and is written atomically, as received. A GET sends the
+stored file's exact bytes, checked to be a well-formed index (never a
+re-encoding: a signature covers the bytes). A GET or HEAD of a file
 that is not an index (any name, a directory, a FIFO) is 400, as desync answers:
 the request named the wrong thing, the server did not fail; a store that fails
 is 500, its details on the server's side only.
+
+A name ending in ``.sig`` is the signature of the index named without it
+(``signing.SIGNATURE_SUFFIX``), never an index: GET/HEAD serve it (404 when
+there is none, 400 when what the store holds is not one armored SSHSIG), PUT
+(with ``-w`` and its authorization, as an index) takes one armored SSHSIG of at
+most ``signing.MAX_SIGNATURE_SIZE`` bytes: a larger announced body is refused
+(413) without reading it, anything else that is not a signature 415; it is
+written atomically beside the index.
 
 A GET from a local index directory is never held whole either: the file is
 sent as the client takes it (``IndexFile``, a streamed body; ``limits``),
@@ -38,12 +47,16 @@ from urllib.parse import unquote
 
 from desync_decl.errors import DesyncError, FormatError, IndexMissing
 from desync_decl.formats import index as index_format
-from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
 from desync_decl.stores.base import StoreError
-from desync_decl.stores.index_store import IndexStore, LocalIndexStore, checked_index_name
+from desync_decl.stores.index_store import (
+    IndexStore,
+    LocalIndexStore,
+    checked_index_name,
+    index_of_signature,
+)
 
 DEFAULT_MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # never in a name a server takes
@@ -69,18 +82,23 @@ class IndexService:
         name = index_name(request.path)
         if name is None:
             return Response.text(400, "invalid index name")
+        signed = index_of_signature(name)
+        if signed is not None:
+            return self._signature(name, signed, request)
         if request.method == "PUT":
             return self._put(name, request)
         if isinstance(self.store, LocalIndexStore):
             return self._get_local(name, request.method)
-        index = self._get(name)
-        if isinstance(index, Response):
-            return index
-        return Response(200, index.encode() if request.method == "GET" else b"", OCTETS)
+        data = self._get(name)
+        if isinstance(data, Response):
+            return data
+        return Response(200, data if request.method == "GET" else b"", OCTETS)
 
-    def _get(self, name: str) -> Index | Response:
+    def _get(self, name: str) -> bytes | Response:
+        """The index file as the remote store holds it (never re-encoded: a signature
+        covers these bytes), checked to be an index."""
         try:
-            return self.store.get_index(name)
+            return self.store.get_index_bytes(name)
         except FormatError as e:
             return self._not_an_index("GET", name, e)
         except StoreError as e:
@@ -89,6 +107,57 @@ class IndexService:
             if isinstance(e, IndexMissing):
                 return Response.text(404, f"index {name} not found")
             return failure(self.report, f"GET {name}: {e}")
+
+    def _signature(self, name: str, index: str, request: Request) -> Response:
+        """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG.
+        (The signing package loads its crypto on import: imported here, not by
+        every verb that imports this module, ``index_store.signature_name``.)"""
+        from desync_decl.signing.sshsig import decode_armored
+
+        if request.method == "PUT":
+            return self._put_signature(name, index, request)
+        try:
+            data = self.store.get_signature(index)
+        except DesyncError as e:
+            return failure(self.report, f"{request.method} {name}: {e}")
+        if data is None:
+            return Response.text(404, f"signature {name} not found")
+        try:
+            decode_armored(data)
+        except DesyncError as e:  # served only as a PUT would have taken it
+            self.report(f"{request.method} {name}: {e}")
+            return Response.text(400, f"{name} is not a valid signature")
+        return Response(200, data if request.method == "GET" else b"", OCTETS)
+
+    def _put_signature(self, name: str, index: str, request: Request) -> Response:
+        """A signature upload: refused unread past ``MAX_SIGNATURE_SIZE`` (413), and
+        unless it is one armored SSHSIG (415); then written atomically beside the index."""
+        from desync_decl.signing import MAX_SIGNATURE_SIZE
+        from desync_decl.signing.sshsig import decode_armored
+
+        if not self.writable:
+            return Response.text(400, "writing to upstream index store is not enabled")
+        if request.length is None:
+            return Response.text(411, "a signature upload needs a Content-Length")
+        if request.length > MAX_SIGNATURE_SIZE:
+            return Response.text(
+                413, f"a signature is at most {MAX_SIGNATURE_SIZE} bytes on this server"
+            )
+        data = bytearray()
+        while len(data) < request.length:
+            piece = request.body.read(request.length - len(data))
+            if not piece:
+                raise ConnectionError("the body ended before its announced length")
+            data += piece
+        try:
+            decode_armored(bytes(data))
+        except DesyncError as e:
+            return Response.text(415, f"invalid signature: {e}")
+        try:
+            self.store.store_signature(index, bytes(data))
+        except (DesyncError, OSError) as e:
+            return failure(self.report, f"PUT {name}: {e}")
+        return Response(200)
 
     def _get_local(self, name: str, method: str) -> Response:
         """The file itself, streamed (HEAD: checked whole here, nothing sent)."""
@@ -156,8 +225,8 @@ class IndexService:
             upload.receive(request.body, request.length, spooled.fileno(), check.feed)
             check.finish()
             spooled.seek(0)
-            index = index_format.decode(spooled.read(), name)
-        self.store.store_index(name, index)
+            data = spooled.read()
+        self.store.store_index_bytes(name, data)  # as received: a signature covers these
 
 
 def index_name(path: str) -> str | None:

@@ -28,6 +28,8 @@ from desync_decl.stores.index_store import (
     LocalIndexStore,
     SignedIndex,
     read_local_index,
+    read_local_signed_index,
+    signature_name,
 )
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.options import StoreOptions
@@ -113,9 +115,16 @@ class Opener:
         )
         return opened
 
-    def index_store(self, location: str) -> IndexStore:
+    def index_store(self, location: str, *, create: bool = False) -> IndexStore:
+        """The index store at ``location``: a local directory (made if missing with
+        ``create``) or an index-store URL."""
         scheme = url_scheme(location)
         if scheme is None:
+            if create:
+                try:
+                    os.close(open_directory(location, create=True))
+                except OSError as e:
+                    raise walk_error(location, e, "create") from None
             return LocalIndexStore(Path(location))
         options = self.options(location)
         if options.encryption:
@@ -137,28 +146,34 @@ class Opener:
     def read_signed_index(self, location: str) -> SignedIndex:
         """``read_index`` with the file's bytes and the ``.sig`` beside it (a local
         path's ``<path>.sig``, or ``<name>.sig`` in the same index store)."""
-        raise NotImplementedError
+        if url_scheme(location) is None:
+            return read_local_signed_index(Path(location))
+        base, name = _split_index_location(location)
+        store = self.index_store(base)
+        try:
+            return store.get_signed_index(name)
+        finally:
+            store.close()
 
     def write_signature(self, location: str, signature: bytes) -> None:
         """Write the signature of the index at ``location`` beside it (``<location>.sig``),
         atomically, as ``write_index`` writes the index."""
-        raise NotImplementedError
+        if url_scheme(location) is None:
+            _write_local(signature_name(location), signature)
+            return
+        base, name = _split_index_location(location)
+        store = self.index_store(base)
+        try:
+            store.store_signature(name, signature)
+        finally:
+            store.close()
 
     def write_index(self, location: str, index: Index, *, make_dirs: bool = False) -> None:
         """Write atomically to a local path (its directory made with ``make_dirs``) or an
         index-store URL. The directory is opened by ``fsutil.open_directory``: a symlink
         someone else planted on the way is refused, not written through."""
         if url_scheme(location) is None:
-            try:
-                dir_fd = open_directory(
-                    os.path.dirname(os.path.abspath(location)), create=make_dirs
-                )
-                try:
-                    write_atomic(location, index.encode(), dir_fd=dir_fd)
-                finally:
-                    os.close(dir_fd)
-            except OSError as e:
-                raise walk_error(location, e, "write") from None
+            _write_local(location, index.encode(), make_dirs=make_dirs)
             return
         base, name = _split_index_location(location)
         store = self.index_store(base)
@@ -166,6 +181,30 @@ class Opener:
             store.store_index(name, index)
         finally:
             store.close()
+
+
+def _write_local(path: str, data: bytes, *, make_dirs: bool = False) -> None:
+    """``data`` as the file ``path``: a temp file in its directory, opened by walking from
+    ``/`` (made with ``make_dirs``), renamed over the name once whole."""
+    try:
+        dir_fd = open_directory(os.path.dirname(os.path.abspath(path)), create=make_dirs)
+        try:
+            write_atomic(path, data, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise walk_error(path, e, "write") from None
+
+
+def index_name_of(location: str) -> str:
+    """The file name an index location ends in: ``x.caibx`` of ``/srv/x.caibx`` or of
+    ``s3+https://host/bucket/dir/x.caibx?region=...``."""
+    if url_scheme(location) is not None:
+        return _split_index_location(location)[1]
+    name = os.path.basename(location)
+    if not name or name in (".", ".."):
+        raise DesyncError(f"index location {location}: names no file")
+    return name
 
 
 def _split_index_location(location: str) -> tuple[str, str]:

@@ -36,7 +36,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
-from desync_decl.stores.index_store import checked_index_name
+from desync_decl.stores.index_store import SignedIndex, checked_index_name, signature_name
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
@@ -286,7 +286,9 @@ def doomed_chunks(
 
 
 class ObjectIndexStore:
-    """Index files by name over ``Objects`` (``s3+http://host/bucket/dir/`` + ``x.caibx``)."""
+    """Index files by name over ``Objects`` (``s3+http://host/bucket/dir/`` + ``x.caibx``),
+    each index's signature beside it as ``x.caibx.sig``. Reads are bounded: an index
+    by ``MAX_INDEX_SIZE``, a signature by ``signing.MAX_SIGNATURE_SIZE``."""
 
     def __init__(self, objects: Objects) -> None:
         self.objects = objects
@@ -294,17 +296,47 @@ class ObjectIndexStore:
     def __str__(self) -> str:
         return self.objects.location
 
+    def where(self, name: str) -> str:
+        """The location of the index ``name``, for messages (credentials masked)."""
+        return f"{self.objects.location.rstrip('/')}/{name}"
+
     def get_index(self, name: str) -> Index:
+        return index_format.decode(self._read_index(name), self.where(name))
+
+    def get_index_bytes(self, name: str) -> bytes:
+        data = self._read_index(name)
+        index_format.decode(data, self.where(name))  # raises when it is no index
+        return data
+
+    def get_signature(self, name: str) -> bytes | None:
+        from desync_decl.signing import MAX_SIGNATURE_SIZE  # see index_store.signature_name
+
+        key = signature_name(checked_index_name(name))
+        try:
+            return bytes(self.objects.read(key, MAX_SIGNATURE_SIZE))
+        except ObjectMissing:
+            return None
+
+    def get_signed_index(self, name: str) -> SignedIndex:
+        data = self._read_index(name)
+        index = index_format.decode(data, self.where(name))
+        return SignedIndex(index, data, self.get_signature(name), self.where(name))
+
+    def _read_index(self, name: str) -> bytes:
         checked_index_name(name)
         try:
-            data = self.objects.read(name, MAX_INDEX_SIZE)
+            return self.objects.read(name, MAX_INDEX_SIZE)  # not copied: up to 1 GiB
         except ObjectMissing:
             raise IndexMissing(f"index {name} not found in {self}") from None
-        return index_format.decode(data, f"{self.objects.location.rstrip('/')}/{name}")
 
     def store_index(self, name: str, index: Index) -> None:
-        checked_index_name(name)
-        self.objects.write(name, index.encode())
+        self.store_index_bytes(name, index.encode())
+
+    def store_index_bytes(self, name: str, data: bytes) -> None:
+        self.objects.write(checked_index_name(name), data)
+
+    def store_signature(self, name: str, signature: bytes) -> None:
+        self.objects.write(signature_name(checked_index_name(name)), signature)
 
     def close(self) -> None:
         self.objects.close()
