@@ -20,7 +20,6 @@ from desync_decl.manifest.convert import is_url, local_path, parse_duration
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.places import SECTIONS, where
 from desync_decl.manifest.problems import DataPath, Problem
-from desync_decl.signing import load_trust
 from desync_decl.stores.url import url_scheme
 from desync_decl.units import parse_size
 
@@ -456,6 +455,8 @@ class _Checker:
         if revoked and not local_path(revoked, self.base_dir).is_file():
             return
         signers = [s for s in _list(trust.get("signers")) if isinstance(s, str)]
+        from desync_decl.signing import load_trust  # its crypto: only for a manifest with trust
+
         try:
             load_trust(
                 local_path(allowed, self.base_dir),

@@ -18,23 +18,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.manifest import TrustDef
-from desync_decl.signing import (
-    NAMESPACE,
-    SignatureRefused,
-    Signer,
-    SigningKey,
-    Trust,
-    load_signing_key,
-    load_trust,
-    sshsig,
-)
 from desync_decl.stores.config import Config
 from desync_decl.stores.index_store import SignedIndex
 from desync_decl.stores.location import Opener
+
+if TYPE_CHECKING:  # the package loads its crypto when imported: only where it is used
+    from desync_decl.signing import Signer, SigningKey, Trust
 
 
 @dataclass(frozen=True)
@@ -55,22 +49,15 @@ class Signatures:
         self._done: dict[object, object] = {}  # key -> value, or the error it raised
 
     def _once(self, key: object, load: Callable[[], object]) -> object:
-        """``load()`` for ``key`` the first time, its value (or error) after."""
+        """``load()`` for ``key`` the first time, its value after (an error it raises
+        is not kept: the next caller tries again)."""
         with self._lock:
             busy = self._busy.setdefault(key, threading.Lock())
         with busy:
             with self._lock:
                 if key in self._done:
-                    found = self._done[key]
-                    if isinstance(found, SignatureRefused):
-                        raise found
-                    return found
-            try:
-                value = load()
-            except SignatureRefused as e:  # a verdict: the same for every reader
-                with self._lock:
-                    self._done[key] = e
-                raise
+                    return self._done[key]
+            value = load()
             with self._lock:
                 self._done[key] = value
             return value
@@ -91,6 +78,8 @@ class Signatures:
                 del self._done[key]
 
     def trust(self, definition: TrustDef) -> Trust:
+        from desync_decl.signing import load_trust
+
         found = self._once(
             ("trust", definition),
             lambda: load_trust(
@@ -100,6 +89,8 @@ class Signatures:
         return found  # type: ignore[return-value]  # stored by this key only: a Trust
 
     def key(self, path: Path) -> SigningKey:
+        from desync_decl.signing import load_signing_key
+
         found = self._once(("key", path), lambda: load_signing_key(path))
         return found  # type: ignore[return-value]  # stored by this key only: a SigningKey
 
@@ -107,12 +98,21 @@ class Signatures:
         """The index at ``location`` if ``definition`` accepts its signature, else
         ``SignatureRefused`` (one line: the index, why)."""
 
-        def judge() -> Trusted:
+        from desync_decl.signing import SignatureRefused
+
+        def judge() -> Trusted | SignatureRefused:
             signed = self.read(location, config)
-            signer = self.trust(definition).verify(signed.data, signed.signature, signed.where)
-            return Trusted(signed.index, signer)
+            trust = self.trust(definition)
+            try:
+                return Trusted(
+                    signed.index, trust.verify(signed.data, signed.signature, signed.where)
+                )
+            except SignatureRefused as e:  # a verdict: the same for every reader
+                return e
 
         found = self._once(("verdict", location, definition), judge)
+        if isinstance(found, SignatureRefused):
+            raise found
         assert isinstance(found, Trusted)
         return found
 
@@ -122,6 +122,8 @@ def signed_with(key: SigningKey, data: bytes, signature: bytes | None) -> bool:
     (a converged make whose ``.sig`` is missing, stale or by another key signs again)."""
     if signature is None:
         return False
+    from desync_decl.signing import NAMESPACE, sshsig
+
     try:
         decoded = sshsig.decode_armored(signature)
     except DesyncError:

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID, Digest
@@ -38,10 +38,13 @@ from desync_decl.reconcile.model import (
     chunks,
 )
 from desync_decl.reconcile.signatures import signed_with
-from desync_decl.signing import SIGNATURE_SUFFIX, SigningKey
 from desync_decl.stores.base import WriteStore
+from desync_decl.stores.index_store import signature_name
 from desync_decl.stores.location import Opener
 from desync_decl.stores.store_lock import writing
+
+if TYPE_CHECKING:  # the signing package loads its crypto when imported: only where used
+    from desync_decl.signing import SigningKey
 
 A = TypeVar("A", bound=TaskAction)
 
@@ -124,7 +127,7 @@ def signing(ctx: Context, p: Publication, facts: Facts[Seen]) -> Facts[Seen]:
     if facts.data.current is not None:
         signed = ctx.signatures.read(p.index, ctx.config)
         if signed.signature is None:
-            wrong = f"its signature {p.index}{SIGNATURE_SUFFIX} is missing"
+            wrong = f"its signature {signature_name(p.index)} is missing"
         elif not signed_with(key, signed.data, signed.signature):
             wrong = f"its signature is not {key.fingerprint}'s signature of it"
     seen = dataclasses.replace(facts.data, signing=Signing(key, wrong))
