@@ -368,7 +368,7 @@ def test_a_converged_target_is_refused_once_its_signer_is_not_trusted(cli, ssh, 
 def test_a_make_whose_key_the_trust_does_not_allow_fails_the_extracts_plan(
     cli, ssh, tmp_path, keys
 ):
-    ci, _ = keys
+    ci, other = keys
     allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
     write(tmp_path / "build" / "app.img", blob(7))
     m = manifest(
@@ -385,9 +385,12 @@ def test_a_make_whose_key_the_trust_does_not_allow_fails_the_extracts_plan(
     trusted_by_default(m, "allowed_signers")
     plan = cli("plan", *args(m), cwd=tmp_path)
     assert plan.code == 1
-    assert list(plan_errors(plan.out)) == ["install"], plan.out
+    errors = plan_errors(plan.out)
+    assert list(errors) == ["install"], plan.out
+    # judged by the key the make will sign with, as apply judges the signature it made
+    assert fingerprint(other) in errors["install"] and "allowed_signers" in errors["install"]
     done = cli("apply", *args(m), cwd=tmp_path)
-    assert list(apply_failures(done.out)) == ["install"], done.out
+    assert apply_failures(done.out) == errors, done.out
     assert not (tmp_path / "out" / "app.img").exists()
 
 
