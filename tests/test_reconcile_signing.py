@@ -139,6 +139,33 @@ def test_make_signs_and_extract_trusts_in_one_manifest_then_nothing_changes(
     assert f"index rel/app.caibx signed by ci@example.com ({fp})" in again.out
 
 
+def test_tar_signs_and_untar_trusts_then_nothing_changes(cli, ssh, tmp_path, keys):
+    ci, _ = keys
+    signers = allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
+    write(tmp_path / "site" / "index.html", b"<p>hello</p>\n")
+    write(tmp_path / "site" / "a" / "b.txt", blob(9, 5000))
+    m = manifest(
+        tmp_path,
+        """\
+        stores: {s: {url: store}}
+        tasks:
+        - name: pack
+          tar: {source: site, index: rel/site.caidx, store: s, sign: {key: ssh/ci}}
+        - name: deploy
+          untar: {index: rel/site.caidx, path: out/site, stores: [s]}
+        """,
+    )
+    trusted_by_default(m, "allowed_signers")
+    first = cli("apply", *args(m), cwd=tmp_path)
+    assert first.out.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0", first.out
+    assert (tmp_path / "out" / "site" / "a" / "b.txt").read_bytes() == blob(9, 5000)
+    assert verifies(ssh, signers, "ci@example.com", tmp_path / "rel" / "site.caidx")
+    again = cli("apply", *args(m), cwd=tmp_path)
+    assert again.out.splitlines()[-1] == "RECAP ok=2 changed=0 failed=0 skipped=0", again.out
+    who = f"ci@example.com ({fingerprint(ci)})"
+    assert f"  index rel/site.caidx signed by {who}" in again.out.splitlines()
+
+
 def test_a_converged_make_whose_signature_is_missing_or_by_another_key_signs_again(
     cli, ssh, tmp_path, keys
 ):
