@@ -6,6 +6,10 @@ earlier task makes (an extract of the index a make writes) is planned against
 what that task *would* write: its planned ``Effects``. ``apply`` records the
 effects of the tasks that changed something, so facts are described the same
 way in both, and a saved plan can be checked task by task.
+
+A task under ``trust`` reads its index through ``Context.trusted_index``: the run's
+``Signatures`` read each index and its ``.sig`` once and judge them once per trust,
+and in a plan an index an earlier task writes and signs is judged by that task's key.
 """
 
 from __future__ import annotations

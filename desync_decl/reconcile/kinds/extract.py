@@ -20,6 +20,11 @@ on are read as apply reads them, with the task's ``invalid_seeds`` policy
 ``pin``, a target whose matching record names the pinned digest is converged
 without the index being fetched. With ``state: absent`` the file and its record
 are removed (``absent.py``).
+
+Under ``trust`` the index and its signature are read and judged first, on every run
+(``Context.trusted_index``): a refused index fails the task before the target is
+looked at or a chunk fetched, a converged (or pinned) target included, and the target
+is left as it is. The pin's fast path then only spares reading the target.
 """
 
 from __future__ import annotations

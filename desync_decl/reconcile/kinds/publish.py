@@ -7,6 +7,9 @@ task, kept here once: the facts they hand on (``Seen``), the plan (converged, th
 chunks the store lacks, a new or changed index, an upload's numbers, the diff), and
 apply's frame around the cut (the store's lock, the index written only if it is
 the one planned, the record of the converged source, the result's numbers).
+With ``sign``, the index's signature is written after it, by the task's key; a
+converged index whose ``.sig`` is not that key's signature of it is signed again
+(an update that writes only the signature).
 """
 
 from __future__ import annotations

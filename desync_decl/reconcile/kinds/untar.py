@@ -13,6 +13,7 @@ Apply deletes what is in the way of an entry of another type (and extras, with
 ``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
 does, runs ``ops.untar`` with
 the tree and seeds ahead of the stores (chunks fetched once) and records it.
+Under ``trust`` the index is judged first, every run, as the extract kind does.
 """
 
 from __future__ import annotations
