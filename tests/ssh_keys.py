@@ -187,16 +187,19 @@ class SshAgent:
 
 
 @pytest.fixture
-def ssh(tmp_path: Path) -> OpenSsh:
-    """ssh-keygen on files in ``tmp_path/ssh``."""
+def ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OpenSsh:
+    """ssh-keygen on files in ``tmp_path/ssh``; no ``SSH_AUTH_SOCK`` (the tester's own
+    agent must not sign or answer for a test), unless ``ssh_agent`` sets its own."""
     if shutil.which("ssh-keygen") is None:
         pytest.skip(reason="ssh-keygen is not installed (apt-get install openssh-client)")
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     return OpenSsh(tmp_path / "ssh")
 
 
 @pytest.fixture
-def ssh_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[SshAgent]:
-    """A private ssh-agent, with ``SSH_AUTH_SOCK`` set to it for the test."""
+def ssh_agent(ssh: OpenSsh, monkeypatch: pytest.MonkeyPatch) -> Iterator[SshAgent]:
+    """A private ssh-agent, with ``SSH_AUTH_SOCK`` set to it for the test (after
+    ``ssh`` cleared the tester's)."""
     if shutil.which("ssh-agent") is None:
         pytest.skip(reason="ssh-agent is not installed (apt-get install openssh-client)")
     agent = SshAgent()

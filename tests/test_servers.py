@@ -428,7 +428,10 @@ def test_index_server_serves_an_index_and_404s_a_missing_one(indexes):
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/..", "/%2e%2e", "/.", "/dir/a.caibx", "/../a.caibx", "/a%2Fb", "/a%5Cb", "/a%00b"],
+    [
+        *("/", "/..", "/%2e%2e", "/.", "/dir/a.caibx", "/../a.caibx", "/a%2Fb", "/a%5Cb"),
+        *("/a%00b", "/..sig", "/%2e%2e.sig", "/dir/a.caibx.sig"),  # a .sig names an index
+    ],
 )
 def test_index_names_must_be_one_plain_path_element(indexes, path):
     start, directory, _ = indexes

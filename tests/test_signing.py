@@ -100,6 +100,45 @@ def test_encrypted_private_key_is_one_line_pointing_at_the_agent(ssh: OpenSsh) -
         load_signing_key(key.path)
 
     message = str(error.value)
-    assert "\n" not in message
+    assert "\n" not in message and "a secret passphrase" not in message
     assert message.startswith(f"{key.path}: the private key is encrypted")
     assert f"ssh-add {key.path}" in message and f"{key.pub}" in message
+
+
+@pytest.mark.parametrize(("key_type", "form"), [("rsa", "PEM"), ("ecdsa", "PEM"), ("rsa", "PKCS8")])
+def test_pem_private_keys_sign(ssh: OpenSsh, key_type: str, form: str) -> None:
+    """``ssh-keygen -m PEM``/``-m PKCS8`` keys (what older tooling writes) sign too."""
+    key = ssh.key("signer", key_type)
+    converted = ssh.run("-p", "-N", "", "-P", "", "-m", form, "-f", str(key.path))
+    assert converted.code == 0, converted.err
+    assert b"BEGIN OPENSSH PRIVATE KEY" not in key.path.read_bytes()
+    allowed = allowed_signers(ssh.root / "allowed", f"alice {key.public}")
+    sig_file = ssh.root / "index.caibx.sig"
+    sig_file.write_bytes(load_signing_key(key.path).sign(DATA))
+
+    assert ssh.verify(allowed, "alice", DATA, sig_file).code == 0
+
+
+def test_encrypted_pem_key_is_the_same_one_line(ssh: OpenSsh) -> None:
+    key = ssh.key("locked", "rsa")
+    converted = ssh.run("-p", "-N", "sesame", "-P", "", "-m", "PEM", "-f", str(key.path))
+    assert converted.code == 0, converted.err
+
+    with pytest.raises(DesyncError) as error:
+        load_signing_key(key.path)
+
+    assert str(error.value).startswith(f"{key.path}: the private key is encrypted")
+    assert "sesame" not in str(error.value)
+
+
+def test_files_that_are_no_key_are_one_line(ssh: OpenSsh) -> None:
+    not_a_key = ssh.root / "notes.txt"
+    not_a_key.write_text("hello\n")
+    with pytest.raises(DesyncError) as error:
+        load_signing_key(not_a_key)
+    assert str(error.value) == (
+        f"{not_a_key}: neither a private key nor a public key "
+        "(not a public key (want: TYPE BASE64 [COMMENT]))"
+    )
+    with pytest.raises(DesyncError, match="no such file"):
+        load_signing_key(ssh.root / "missing")

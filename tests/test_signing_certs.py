@@ -6,11 +6,12 @@ both."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from desync_decl.signing import SignatureRefused, load_signing_key, load_trust
+from desync_decl.signing import SignatureRefused, load_signing_key, load_trust, sshsig, wire
 from tests import ssh_keys
 from tests.ssh_keys import Key, OpenSsh, SshAgent, allowed_signers
 
@@ -152,7 +153,8 @@ def test_revoked_certificate_is_refused_by_both(ssh: OpenSsh, ca: Key, user: Key
     ca_fingerprint = load_signing_key(ca.path).fingerprint
     cases = {
         ssh.krl("serial", "serial: 7\n", ca): "(certificate serial 7 is listed in {})",
-        ssh.krl("range", "serial: 5-9\n", ca): "(certificate serial 7 is listed in {})",
+        ssh.krl("bitmap", "serial: 5-9\n", ca): "(certificate serial 7 is listed in {})",
+        ssh.krl("range", "serial: 2-900000\n", ca): "(certificate serial 7 is listed in {})",
         ssh.krl("id", "id: build-7\n", ca): "(certificate key id 'build-7' is listed in {})",
         ssh.krl("krl-ca", f"key: {ca.public}\n"): f"(certificate by CA {ca_fingerprint}, which is "
         f"listed in {{}})",
@@ -179,8 +181,29 @@ def test_certificate_revocation_of_other_serials_is_accepted_by_both(
 
     for revoked in (
         ssh.krl("serial", "serial: 8\nserial: 1-6\nid: build-8\n", ca),
+        ssh.krl("range", "serial: 8-900000\n", ca),
         ssh.krl("krl-other-ca", "serial: 7\nid: build-7\n", other_ca),
     ):
         assert ssh.verify(allowed, "alice", DATA, signature, revoked=revoked).code == 0
         signer = load_trust(allowed, ["alice"], revoked).verify(DATA, signature.read_bytes(), "")
         assert signer.principal == "alice"
+
+
+def test_certificate_altered_after_the_ca_signed_it_is_refused_by_both(
+    ssh: OpenSsh, ca: Key, user: Key
+) -> None:
+    """The signature by the user's key is intact; the certificate it carries claims
+    another principal than the CA signed ("bob" made "eve")."""
+    cert = ssh.certify(ca, user, "-n", "bob")
+    allowed = allowed_signers(ssh.root / "allowed", f"eve cert-authority {ca.public}")
+    decoded = sshsig.decode_armored(_sign_with_cert(ssh, cert).read_bytes())
+    forged_blob = decoded.public.blob.replace(wire.string("bob"), wire.string("eve"), 1)
+    forged_key = dataclasses.replace(decoded.public, blob=forged_blob)
+    forged = ssh.root / "forged.sig"
+    forged.write_bytes(sshsig.encode(dataclasses.replace(decoded, public=forged_key)))
+
+    assert ssh.verify(allowed, "eve", DATA, forged).code != 0
+    assert _refused(allowed, forged, ["eve"]) == (
+        "idx: not an SSH signature: certificate: the CA's signature is not valid "
+        "(the signature does not verify)"
+    )

@@ -228,3 +228,36 @@ def test_signature_blob_armored_by_hand_decodes(ssh: OpenSsh) -> None:
     rewrapped = b"\n".join([text[0], base64.b64encode(body), text[-1]]) + b"\n"
 
     assert load_trust(allowed).verify(DATA, rewrapped, "idx").principal == "alice"
+
+
+def test_sha256_hash_is_accepted_and_other_hashes_refused_by_both(ssh: OpenSsh) -> None:
+    """``-O hashalg=sha256`` signatures verify; an SSHSIG over a SHA-1 hash (made by
+    hand, validly signed) is refused by both."""
+    key = ssh.key("signer")
+    allowed = allowed_signers(ssh.root / "allowed", f"alice {key.public}")
+    data = ssh.root / "index.caibx"
+    data.write_bytes(DATA)
+    made = ssh.run(
+        "-Y", "sign", "-O", "hashalg=sha256", "-n", "desync-decl", "-f", str(key.path), str(data)
+    )
+    assert made.code == 0, made.err
+    sha256 = ssh.root / "index.caibx.sig"
+    assert sshsig.decode_armored(sha256.read_bytes()).hash_algorithm == "sha256"
+    assert load_trust(allowed).verify(DATA, sha256.read_bytes(), "idx").principal == "alice"
+
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    from desync_decl.signing.keys import raw_sign
+
+    private = load_ssh_private_key(key.path.read_bytes(), None)
+    signed = sshsig.signed_data(DATA, "desync-decl", "sha1")
+    public = sshsig.decode_armored(sha256.read_bytes()).public
+    sha1 = ssh.root / "sha1.sig"
+    sha1.write_bytes(
+        sshsig.encode(Signature(public, "desync-decl", "sha1", raw_sign(private, signed)))
+    )  # type: ignore[arg-type]
+
+    assert ssh.verify(allowed, "alice", DATA, sha1).code != 0
+    assert _refused_by_ours(allowed, sha1.read_bytes()) == (
+        "idx: not an SSH signature: hash algorithm 'sha1' (OpenSSH verifies sha256 and sha512)"
+    )

@@ -49,15 +49,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     source = common.open_stores(args, digest, with_cache=False)
     # closed when the verb ends: that releases the store lock the copy takes
     target = common.open_writable_store(args, digest, args.cache)
+    mirrored = None
     with writing(target, common.lock_patience(args, console)):  # the store's lock, waited for
         result = fill_cache(
             ids, source, target, concurrency=args.concurrency, progress=console.progress()
         )
-    mirrored = None
-    if args.indexes_to is not None:  # the chunks are in (flushed): now the indexes
-        mirrored = mirror_indexes(
-            common.opener(args, digest), list(zip(names, signed, strict=True)), args.indexes_to
-        )
+        if args.indexes_to is not None:  # the chunks are in (flushed): now the indexes,
+            # under the lock still, so no prune of the target runs before they are there
+            mirrored = mirror_indexes(
+                common.opener(args, digest), list(zip(names, signed, strict=True)), args.indexes_to
+            )
     if args.json:
         counts = {
             "chunks-total": result.chunks_total,

@@ -95,7 +95,11 @@ def mirror_indexes(
     local directory (made if missing) or an index-store URL: the index file's exact
     bytes, then its ``.sig`` when it has one. Each is written atomically; a ``.sig``
     already in ``to`` for an index that now has none is left (a host that checks
-    signatures refuses the pair all the same, and HTTP stores cannot delete)."""
+    signatures refuses the pair all the same, and HTTP stores cannot delete).
+
+    Called after ``fill_cache`` of the indexes' chunks, inside the caller's
+    ``store_lock.writing(target)`` (as ``cli/cache.py`` does), so the indexes appear
+    only once their chunks are flushed and no prune of the target runs between."""
     store = opener.index_store(to, create=True)
     signatures = 0
     try:

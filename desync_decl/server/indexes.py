@@ -84,6 +84,10 @@ class IndexService:
             return Response.text(400, "invalid index name")
         signed = index_of_signature(name)
         if signed is not None:
+            try:
+                checked_index_name(signed)  # "..sig" would be the signature of ".."
+            except StoreError:
+                return Response.text(400, "invalid index name")
             return self._signature(name, signed, request)
         if request.method == "PUT":
             return self._put(name, request)
@@ -112,10 +116,10 @@ class IndexService:
         """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG.
         (The signing package loads its crypto on import: imported here, not by
         every verb that imports this module, ``index_store.signature_name``.)"""
-        from desync_decl.signing.sshsig import decode_armored
-
         if request.method == "PUT":
             return self._put_signature(name, index, request)
+        from desync_decl.signing.sshsig import decode_armored
+
         try:
             data = self.store.get_signature(index)
         except DesyncError as e:

@@ -142,11 +142,11 @@ def _verify_raw(
     try:
         if isinstance(key, ed25519.Ed25519PublicKey):
             if algorithm != "ssh-ed25519":
-                return f"a {algorithm} signature by an ssh-ed25519 key"
+                return f"a {algorithm!r} signature by an ssh-ed25519 key"
             key.verify(raw, data)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             if algorithm != key_type:
-                return f"a {algorithm} signature by an {key_type} key"
+                return f"a {algorithm!r} signature by an {key_type} key"
             reader = wire.Reader(raw, "ECDSA signature")
             r, s = reader.mpint("r"), reader.mpint("s")
             reader.end()
@@ -156,7 +156,7 @@ def _verify_raw(
             if algorithm == "ssh-rsa":
                 return "an RSA signature with SHA-1 (ssh-rsa), which OpenSSH refuses"
             if algorithm not in _RSA_HASHES:
-                return f"a {algorithm} signature by an ssh-rsa key"
+                return f"a {algorithm!r} signature by an ssh-rsa key"
             key.verify(raw, data, padding.PKCS1v15(), _RSA_HASHES[algorithm])
     except InvalidSignature:
         return "the signature does not verify"
@@ -183,13 +183,13 @@ def _read_key_fields(reader: wire.Reader, plain: str) -> tuple[bytes, PublicKeyO
         if plain.startswith("ecdsa-sha2-") and curve_name in _CURVES:
             curve = reader.text("ECDSA curve")
             if curve != curve_name:
-                raise wire.WireError(f"public key: {plain} key on curve {curve}")
+                raise wire.WireError(f"public key: {plain} key on curve {curve!r}")
             q = reader.string("ECDSA point")
             ek = ec.EllipticCurvePublicKey.from_encoded_point(_CURVES[curve_name][0], q)
             return wire.string(plain) + wire.string(curve) + wire.string(q), ek
     except (ValueError, UnsupportedAlgorithm) as e:
         raise wire.WireError(f"public key: invalid {plain} key ({e})") from None
-    raise UnsupportedKey(f"unsupported key type {plain}")
+    raise UnsupportedKey(f"unsupported key type {plain!r}")
 
 
 def parse_public_blob(blob: bytes) -> PublicKey:
@@ -242,7 +242,7 @@ def parse_public_text(text: str) -> PublicKey:
         raise wire.WireError("public key: invalid base64") from None
     key = parse_public_blob(blob)
     if key.key_type != fields[0]:
-        raise wire.WireError(f"public key: a {key.key_type} key labelled {fields[0]}")
+        raise wire.WireError(f"public key: a {key.key_type} key labelled {fields[0]!r}")
     return key
 
 

@@ -41,8 +41,6 @@ class Signature:
 
     def verify(self, data: bytes) -> str | None:
         """Why this is not a valid signature of ``data`` by its key; None when it is."""
-        if self.hash_algorithm not in HASHES:
-            return f"unsupported hash algorithm {self.hash_algorithm}"
         return self.public.verify(
             self.signature, signed_data(data, self.namespace, self.hash_algorithm)
         )
@@ -105,6 +103,10 @@ def decode_blob(blob: bytes) -> Signature:
     hash_algorithm = reader.text("hash algorithm")
     signature = reader.string("signature")
     reader.end()
+    if hash_algorithm not in HASHES:
+        raise DesyncError(
+            f"hash algorithm {hash_algorithm!r} (OpenSSH verifies {' and '.join(HASHES)})"
+        )
     try:
         public = parse_public_blob(public_blob)
     except UnsupportedKey as e:
