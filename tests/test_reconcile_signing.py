@@ -23,7 +23,8 @@ from tests.test_reconcile_kinds import blob, make_index, manifest, write
 PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
 
 
-ssh = ssh_keys.ssh  # the fixture: ssh-keygen on files in tmp_path/ssh
+ssh = ssh_keys.ssh  # the fixtures: ssh-keygen on files in tmp_path/ssh, a private agent
+ssh_agent = ssh_keys.ssh_agent
 
 
 def fingerprint(key: Key) -> str:
@@ -164,6 +165,28 @@ def test_tar_signs_and_untar_trusts_then_nothing_changes(cli, ssh, tmp_path, key
     assert again.out.splitlines()[-1] == "RECAP ok=2 changed=0 failed=0 skipped=0", again.out
     who = f"ci@example.com ({fingerprint(ci)})"
     assert f"  index rel/site.caidx signed by {who}" in again.out.splitlines()
+
+
+def test_a_make_signs_with_a_key_ssh_agent_holds(cli, ssh, ssh_agent, tmp_path):
+    """``sign: {key: KEY.pub}``: the private half only in the agent (SSH_AUTH_SOCK)."""
+    key = ssh.key("held")
+    ssh_agent.add(key.path)
+    key.path.unlink()  # nowhere but in the agent now
+    signers = allowed(tmp_path / "allowed_signers", ("ci@example.com", key))
+    write(tmp_path / "build" / "app.img", blob(10))
+    m = manifest(
+        tmp_path,
+        """\
+        stores: {s: {url: store}}
+        tasks:
+        - name: publish
+          make: {source: build/app.img, index: rel/app.caibx, store: s, sign: {key: ssh/held.pub}}
+        """,
+    )
+    done = cli("apply", *args(m), cwd=tmp_path)
+    assert done.out.splitlines()[-1] == "RECAP ok=0 changed=1 failed=0 skipped=0", done.out
+    assert f"signed by {fingerprint(key)}" in done.out
+    assert verifies(ssh, signers, "ci@example.com", tmp_path / "rel" / "app.caibx")
 
 
 def test_a_converged_make_whose_signature_is_missing_or_by_another_key_signs_again(
