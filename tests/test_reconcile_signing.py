@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator
 
-from tests import ssh_keys
+from tests import servers_http, ssh_keys
 from tests.conftest import ROOT
 from tests.ssh_keys import NAMESPACE, Key, OpenSsh, allowed_signers
 from tests.test_reconcile_kinds import blob, make_index, manifest, write
@@ -25,6 +25,7 @@ PLAN_SCHEMA = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
 
 ssh = ssh_keys.ssh  # the fixtures: ssh-keygen on files in tmp_path/ssh, a private agent
 ssh_agent = ssh_keys.ssh_agent
+cli_server = servers_http.cli_server  # our servers as processes
 
 
 def fingerprint(key: Key) -> str:
@@ -165,6 +166,47 @@ def test_tar_signs_and_untar_trusts_then_nothing_changes(cli, ssh, tmp_path, key
     assert again.out.splitlines()[-1] == "RECAP ok=2 changed=0 failed=0 skipped=0", again.out
     who = f"ci@example.com ({fingerprint(ci)})"
     assert f"  index rel/site.caidx signed by {who}" in again.out.splitlines()
+
+
+def test_signed_indexes_through_an_index_server(cli, cli_server, ssh, tmp_path, keys):
+    """The make task publishes index and signature to ``index-server -w``; the extract
+    task reads both back from it under trust, and refuses the index once the signature
+    served is another key's, until the make task signs it again."""
+    ci, other = keys
+    allowed(tmp_path / "allowed_signers", ("ci@example.com", ci))
+    served = tmp_path / "served"
+    served.mkdir()
+    server = cli_server("index-server", "-w", "-s", served)
+    url = server.url.rstrip("/")
+    write(tmp_path / "build" / "app.img", blob(11))
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{s: {{url: store}}}}
+        tasks:
+        - name: publish
+          make: {{source: build/app.img, index: "{url}/app.caibx", store: s,
+                  sign: {{key: ssh/ci}}}}
+        - name: install
+          tags: [install]
+          extract:
+            index: "{url}/app.caibx"
+            path: out/app.img
+            stores: [s]
+            trust: {{allowed_signers: allowed_signers}}
+        """,
+    )
+    done = cli("apply", *args(m), cwd=tmp_path)
+    assert done.out.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0", done.out
+    assert (served / "app.caibx.sig").is_file()
+    assert (tmp_path / "out" / "app.img").read_bytes() == blob(11)
+    ssh.sign(other.path, served / "app.caibx")  # the served signature: another key's
+    alone = cli("apply", *args(m), "--tags", "install", cwd=tmp_path)
+    failures = apply_failures(alone.out)
+    assert list(failures) == ["install"] and "allowed_signers" in failures["install"], alone.out
+    both = cli("apply", *args(m), cwd=tmp_path)  # the make signs again, first
+    assert both.out.splitlines()[-1] == "RECAP ok=1 changed=1 failed=0 skipped=0", both.out
+    assert "changed: [publish] make: signed " in both.out
 
 
 def test_a_make_signs_with_a_key_ssh_agent_holds(cli, ssh, ssh_agent, tmp_path):
