@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -562,9 +563,6 @@ def test_validate_and_plan_report_a_malformed_allowed_signers_line(cli, tmp_path
 def test_the_signed_example_runs_and_converges(tmp_path, keys):
     """``manifests/signed.yaml`` in a copy of what git ships, with a key and an
     allowed_signers file made as its comments say."""
-    desync = shutil.which("desync-decl")
-    if desync is None:
-        pytest.skip("pip install -e . first")
     ci, _ = keys
     clone = tmp_path / "clone"
     (clone / "manifests").mkdir(parents=True)
@@ -578,7 +576,7 @@ def test_the_signed_example_runs_and_converges(tmp_path, keys):
         "ALLOWED_SIGNERS": str(signers),
         "PYTHONPATH": str(ROOT),
     }
-    run = [desync, "apply", "manifests/signed.yaml"]
+    run = [sys.executable, "-m", "desync_decl", "apply", "manifests/signed.yaml"]
     first = subprocess.run(run, cwd=clone, env=env, capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.splitlines()[-1] == "RECAP ok=0 changed=2 failed=0 skipped=0"
