@@ -5,10 +5,14 @@ one-line error."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+
 import pytest
 
 from desync_decl.errors import DesyncError
-from desync_decl.signing import load_signing_key, load_trust, sshsig
+from desync_decl.signing import agent, load_signing_key, load_trust, sshsig
 from tests import ssh_keys
 from tests.ssh_keys import KEY_TYPES, OpenSsh, SshAgent, allowed_signers
 
@@ -87,3 +91,58 @@ def test_dead_agent_socket_is_one_line(ssh: OpenSsh, monkeypatch, tmp_path) -> N
 
     assert str(error.value).startswith(f"ssh-agent at {tmp_path / 'no-agent-here'}")
     assert "\n" not in str(error.value)
+
+
+class _HostileAgent:
+    """A unix socket that answers every request with ``answer`` (or never, for
+    None): the faults of a broken or hostile agent, which a real ssh-agent does not
+    produce (so this one is made by hand)."""
+
+    def __init__(self, path: str, answer: bytes | None) -> None:
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen()
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.server.accept()
+            with conn:
+                conn.recv(4096)
+                if self.answer is None:
+                    conn.recv(1)  # silent until the client hangs up
+                else:
+                    conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ((2**31).to_bytes(4, "big") + b"\x0c", "answer of 2147483648 bytes"),
+        ((100).to_bytes(4, "big") + b"\x0c", "closed the connection mid-answer"),
+        (b"\x00\x00\x00\x05\x0c\xff\xff\xff\xff", "ssh-agent identities: 4294967295 keys"),
+        (b"\x00\x00\x00\x01\x05", "refused to list its keys"),
+        (None, "no answer in 0.2 s"),
+    ],
+)
+def test_broken_agent_answers_are_one_line(
+    ssh: OpenSsh, monkeypatch, answer: bytes | None, error: str
+) -> None:
+    key = ssh.key("signer")
+    path = str(ssh.root / "agent.sock")
+    monkeypatch.setenv("SSH_AUTH_SOCK", path)
+    monkeypatch.setattr(agent, "TIMEOUT", 0.2)
+    hostile = _HostileAgent(path, answer)
+    try:
+        with pytest.raises(DesyncError) as refused:
+            load_signing_key(key.pub)
+    finally:
+        hostile.close()
+    assert str(refused.value).startswith(f"ssh-agent at {path}")
+    assert error in str(refused.value) and "\n" not in str(refused.value)

@@ -11,7 +11,7 @@ import pytest
 
 from desync_decl.errors import DesyncError
 from desync_decl.signing import SignatureRefused, load_signing_key, load_trust, sshsig
-from desync_decl.signing.allowed_signers import parse_time
+from desync_decl.signing.allowed_signers import format_time, parse_time
 from tests import ssh_keys
 from tests.ssh_keys import Key, OpenSsh, allowed_signers
 
@@ -181,6 +181,11 @@ def test_unreadable_files_are_one_line(ssh: OpenSsh, signed, tmp_path: Path) -> 
     (tmp_path / "bad-list").write_text("ssh-ed25519 AAAA\n")
     with pytest.raises(DesyncError, match=r"bad-list:1: public key: truncated at key type$"):
         load_trust(allowed, revoked_keys=tmp_path / "bad-list")
+
+
+def test_times_are_shown_in_utc_even_past_the_calendar() -> None:
+    assert format_time(1577836800) == "2020-01-01T00:00:00Z"
+    assert format_time(2**64 - 2) == "18446744073709551614 seconds after 1970"
 
 
 def test_times_are_read_as_openssh_reads_them() -> None:

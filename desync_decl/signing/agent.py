@@ -27,24 +27,24 @@ def _request(socket_path: str, message: bytes) -> bytes:
             conn.settimeout(TIMEOUT)
             conn.connect(socket_path)
             conn.sendall(wire.string(message))
-            length = int.from_bytes(_receive(conn, 4), "big")
+            length = int.from_bytes(_receive(conn, 4, socket_path), "big")
             if not 0 < length <= MAX_MESSAGE:
                 raise DesyncError(f"ssh-agent at {socket_path}: answer of {length} bytes")
-            return _receive(conn, length)
+            return _receive(conn, length, socket_path)
     except TimeoutError:
-        raise DesyncError(f"ssh-agent at {socket_path}: no answer in {TIMEOUT:.0f} s") from None
+        raise DesyncError(f"ssh-agent at {socket_path}: no answer in {TIMEOUT:g} s") from None
     except OSError as e:
         raise DesyncError(
             f"ssh-agent at {socket_path} (SSH_AUTH_SOCK): {e.strerror or e}"
         ) from None
 
 
-def _receive(conn: sockets.socket, size: int) -> bytes:
+def _receive(conn: sockets.socket, size: int, socket_path: str) -> bytes:
     parts = []
     while size:
         part = conn.recv(min(size, 65536))
         if not part:
-            raise DesyncError("ssh-agent closed the connection mid-answer")
+            raise DesyncError(f"ssh-agent at {socket_path}: closed the connection mid-answer")
         parts.append(part)
         size -= len(part)
     return b"".join(parts)

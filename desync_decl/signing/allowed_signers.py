@@ -61,7 +61,12 @@ class AllowedSigner:
 
 
 def format_time(when: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    """``when`` in UTC, as ISO 8601; a certificate's time past what a calendar shows
+    (a u64 up to 2**64-1) as the number it is."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    except (OverflowError, OSError, ValueError):
+        return f"{when} seconds after 1970"
 
 
 def match_pattern(string: str, pattern: str) -> bool:

@@ -51,6 +51,7 @@ FOREIGN_KEY_TYPES = frozenset(
 )
 USER_CERT, HOST_CERT = 1, 2
 MAX_KEY_FILE_SIZE = 1024 * 1024  # an RSA-16384 private key file is ~13 KiB
+MAX_RSA_BITS = 16384  # OpenSSH's SSHBUF_MAX_BIGNUM: bounds the work of one verification
 
 
 class UnsupportedKey(DesyncError):
@@ -107,11 +108,6 @@ class PublicKey:
         digest = hashlib.sha256(self.plain_blob).digest()
         name = base64.b64encode(digest).decode().rstrip("=")
         return f"{_short_type(self.key_type)} SHA256:{name}"
-
-    @property
-    def plain(self) -> PublicKey:
-        """The key itself (a certificate's key without the certificate)."""
-        return self if self.cert is None else parse_public_blob(self.plain_blob)
 
     def same_key(self, other: PublicKey) -> bool:
         """Both are the same key, certificate or not (OpenSSH's sshkey_equal_public)."""
@@ -175,8 +171,10 @@ def _read_key_fields(reader: wire.Reader, plain: str) -> tuple[bytes, PublicKeyO
             return wire.string(plain) + wire.string(point), ed
         if plain == "ssh-rsa":
             e, n = reader.mpint("RSA exponent"), reader.mpint("RSA modulus")
-            if n.bit_length() < 1024:
-                raise UnsupportedKey(f"RSA key of {n.bit_length()} bits (OpenSSH needs 1024)")
+            if not 1024 <= n.bit_length() <= MAX_RSA_BITS:
+                raise UnsupportedKey(
+                    f"RSA key of {n.bit_length()} bits (OpenSSH takes 1024 to {MAX_RSA_BITS})"
+                )
             rs = rsa.RSAPublicNumbers(e, n).public_key()
             return wire.string(plain) + wire.mpint(e) + wire.mpint(n), rs
         curve_name = plain.removeprefix("ecdsa-sha2-")
@@ -192,13 +190,16 @@ def _read_key_fields(reader: wire.Reader, plain: str) -> tuple[bytes, PublicKeyO
     raise UnsupportedKey(f"unsupported key type {plain!r}")
 
 
-def parse_public_blob(blob: bytes) -> PublicKey:
+def parse_public_blob(blob: bytes, *, certificate: bool = True) -> PublicKey:
     """The key or certificate ``blob`` encodes; a certificate's CA signature is checked
-    here (a certificate whose signature fails is no certificate). Raises
-    ``WireError`` or ``UnsupportedKey``."""
+    here (a certificate whose signature fails is no certificate). ``certificate``
+    False refuses a certificate (a CA key must be a plain key). Raises ``WireError``
+    or ``UnsupportedKey``."""
     reader = wire.Reader(blob, "public key")
     key_type = reader.text("key type")
     plain = _plain_type(key_type)
+    if plain != key_type and not certificate:
+        raise wire.WireError("certificate: signed by a certificate, not a CA key")
     if plain == key_type:
         plain_blob, key = _read_key_fields(reader, plain)
         reader.end()
@@ -221,9 +222,7 @@ def parse_public_blob(blob: bytes) -> PublicKey:
     signed = reader.consumed()
     ca_signature = reader.string("CA signature")
     reader.end()
-    ca = parse_public_blob(ca_blob)
-    if ca.cert is not None:
-        raise wire.WireError("certificate: signed by a certificate, not a CA key")
+    ca = parse_public_blob(ca_blob, certificate=False)
     why = ca.verify(ca_signature, signed)
     if why is not None:
         raise wire.WireError(f"certificate: the CA's signature is not valid ({why})")

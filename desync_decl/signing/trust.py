@@ -45,7 +45,7 @@ def _cert_problem(cert_key: PublicKey, now: float) -> str | None:
     if now < cert.valid_after:
         return f"certificate is not valid until {format_time(cert.valid_after)}"
     if now >= cert.valid_before:
-        return f"certificate expired {format_time(min(cert.valid_before, 2**62))}"
+        return f"certificate expired {format_time(cert.valid_before)}"
     if not cert.principals:
         return "certificate lacks a principal list"
     return None

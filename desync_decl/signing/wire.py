@@ -76,10 +76,6 @@ def u32(value: int) -> bytes:
     return struct.pack(">I", value)
 
 
-def u64(value: int) -> bytes:
-    return struct.pack(">Q", value)
-
-
 def string(value: bytes | str) -> bytes:
     raw = value.encode() if isinstance(value, str) else value
     return u32(len(raw)) + raw
