@@ -15,7 +15,11 @@ from tests.conftest import ROOT
 
 SCHEMA = ROOT / "schemas" / "manifest.schema.json"
 EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))
-EXAMPLE_ENV = {"MIRROR_TOKEN": "example-token"}  # what the examples reference
+EXAMPLE_ENV = {  # what the examples reference
+    "MIRROR_TOKEN": "example-token",
+    "SIGNING_KEY": "/nonexistent/ci_key",
+    "ALLOWED_SIGNERS": "/nonexistent/allowed_signers",
+}
 
 
 def test_schema_is_valid_json_schema_2020_12():

@@ -26,7 +26,7 @@ def test_unknown_key_points_at_the_key_and_suggests_the_right_one(tmp_path):
     # no second "missing 'store'" error: the misspelling says it all
     assert found == [
         "m.yaml:9:7: unknown key 'stroe' in 'make' of task 'publish'"
-        " (did you mean 'store'? expected one of: source, index, store, chunk_size)"
+        " (did you mean 'store'? expected one of: source, index, store, chunk_size, sign)"
     ]
 
 

@@ -36,9 +36,22 @@ _OPTION_PATHS = ("ca_cert", "client_cert", "client_key")
 
 
 @dataclass(frozen=True)
+class TrustDef:
+    """Whose signatures a task accepts on the indexes it reads (``trust:``): an index
+    without a valid ``<index>.sig`` by one of them is refused before a chunk is fetched.
+    Kept as written (paths resolved); ``reconcile`` loads it once per run."""
+
+    allowed_signers: Path
+    signers: tuple[str, ...] = ()  # principals accepted; empty: any of the file's
+    revoked_keys: Path | None = None
+    position: Position = field(default=Position(""), compare=False)
+
+
+@dataclass(frozen=True)
 class Defaults:
     chunk_size: ChunkSizes = DEFAULT_CHUNK_SIZES
     concurrency: int = DEFAULT_CONCURRENCY
+    trust: TrustDef | None = None  # for trusting kinds that set none of their own
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ class MakeAction:
     index: str
     store: str
     chunk_size: ChunkSizes  # defaults.chunk_size unless the task sets its own
+    sign: Path | None = None  # the key signing the index (``<index>.sig``); None: unsigned
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ class ExtractAction:
     pin: str | None = None  # "sha512-256:<hex>": refuse an index with another digest
     invalid_seeds: str = "regenerate"  # a seed not matching its index: regenerate, skip or fail
     state: str = "present"  # "absent": the file and its record are removed
+    trust: TrustDef | None = None  # the task's, else defaults.trust; None: not checked
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,7 @@ class ChopAction:
     index: str
     source: Path
     store: str
+    trust: TrustDef | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,7 @@ class CacheAction:
     indexes: tuple[str, ...]
     stores: tuple[str, ...]
     cache: str  # the store to fill
+    trust: TrustDef | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,7 @@ class TarAction:
     chunk_size: ChunkSizes  # defaults.chunk_size unless the task sets its own
     features: int  # the archive's "with" bits after with, without and no_time
     one_file_system: bool = False
+    sign: Path | None = None  # as MakeAction.sign
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,7 @@ class UntarAction:
     delete_extra: bool = False
     pin: str | None = None
     state: str = "present"  # "absent": the tree and its record are removed
+    trust: TrustDef | None = None
 
 
 TaskAction = (
@@ -236,11 +255,13 @@ def build(doc: Document, path: Path, base_dir: Path) -> Manifest:
     """The model of a document that passed schema and semantic checks."""
     data: dict[str, Any] = doc.data
     raw = data.get("defaults") or {}
+    b = _Builder(doc, base_dir, Defaults())
     defaults = Defaults(
         ChunkSizes.parse(raw["chunk_size"]) if "chunk_size" in raw else DEFAULT_CHUNK_SIZES,
         raw.get("concurrency", DEFAULT_CONCURRENCY),
+        b.trust(raw["trust"], ("defaults", "trust")) if raw.get("trust") else None,
     )
-    b = _Builder(doc, base_dir, defaults)
+    b.defaults = defaults
     return Manifest(
         path=path,
         base_dir=base_dir,
@@ -260,6 +281,7 @@ def build(doc: Document, path: Path, base_dir: Path) -> Manifest:
 class _Builder:
     def __init__(self, doc: Document, base_dir: Path, defaults: Defaults) -> None:
         self.doc, self.base_dir, self.defaults = doc, base_dir, defaults
+        self.at: DataPath = ()  # the action being built: ("tasks", i, kind)
 
     def section(self, name: str, make: Any) -> Mapping[str, Any]:
         entries = self.doc.data.get(name) or {}
@@ -290,6 +312,7 @@ class _Builder:
 
     def task(self, i: int, raw: dict[str, Any]) -> Task[TaskAction]:
         kind = next(k for k in KINDS if k in raw)
+        self.at = ("tasks", i, kind)
         action: TaskAction = getattr(self, f"_{kind}")(raw[kind])
         return Task(
             raw["name"],
@@ -299,6 +322,26 @@ class _Builder:
             i,
             self.doc.at(("tasks", i)),
             tuple(raw.get("notify", ())),
+        )
+
+    def _trust(self, a: dict[str, Any]) -> TrustDef | None:
+        """The task's own trust (``null``: none), else the default's."""
+        if "trust" not in a:
+            return self.defaults.trust
+        return self.trust(a["trust"], (*self.at, "trust"))
+
+    def _sign(self, a: dict[str, Any]) -> Path | None:
+        return self._path(a["sign"]["key"]) if "sign" in a else None
+
+    def trust(self, raw: dict[str, Any] | None, at: DataPath) -> TrustDef | None:
+        if raw is None:
+            return None
+        revoked = raw.get("revoked_keys")
+        return TrustDef(
+            self._path(raw["allowed_signers"]),
+            tuple(raw.get("signers", ())),
+            self._path(revoked) if revoked is not None else None,
+            self.doc.at(at),
         )
 
     def _loc(self, text: str) -> str:
@@ -314,6 +357,7 @@ class _Builder:
             self._loc(a["index"]),
             a["store"],
             sizes or self.defaults.chunk_size,
+            self._sign(a),
         )
 
     def _extract(self, a: dict[str, Any]) -> ExtractAction:
@@ -330,6 +374,7 @@ class _Builder:
             pin=a.get("pin"),
             invalid_seeds=a.get("invalid_seeds", "regenerate"),
             state=a.get("state", "present"),
+            trust=self._trust(a),
         )
 
     def _seed(self, raw: str | dict[str, str]) -> Seed:
@@ -338,11 +383,13 @@ class _Builder:
         return Seed(self._path(file), self._loc(index or file + ".caibx"))
 
     def _chop(self, a: dict[str, Any]) -> ChopAction:
-        return ChopAction(self._loc(a["index"]), self._path(a["source"]), a["store"])
+        return ChopAction(
+            self._loc(a["index"]), self._path(a["source"]), a["store"], self._trust(a)
+        )
 
     def _cache(self, a: dict[str, Any]) -> CacheAction:
         indexes = tuple(self._loc(i) for i in a["indexes"])
-        return CacheAction(indexes, tuple(a["stores"]), a["cache"])
+        return CacheAction(indexes, tuple(a["stores"]), a["cache"], self._trust(a))
 
     def _prune(self, a: dict[str, Any]) -> PruneAction:
         keep = tuple(self._loc(k) for k in a["keep"])
@@ -368,6 +415,7 @@ class _Builder:
             sizes or self.defaults.chunk_size,
             features,
             a.get("one_file_system", False),
+            self._sign(a),
         )
 
     def _untar(self, a: dict[str, Any]) -> UntarAction:
@@ -381,4 +429,5 @@ class _Builder:
             delete_extra=a.get("delete_extra", False),
             pin=a.get("pin"),
             state=a.get("state", "present"),
+            trust=self._trust(a),
         )

@@ -94,6 +94,7 @@ class _Checker:
         self.store_options()
         self.locations()
         self.handlers()
+        self.trusts()
 
     def names(self) -> None:
         for section in ANY:
@@ -431,3 +432,39 @@ class _Checker:
                 continue  # the schema reports the syntax
             if too_short:
                 self.add(path, f"{self.where(path)}: must be more than 0")
+
+    def trusts(self) -> None:
+        """An allowed_signers (or revoked_keys) file a trust names parses: a line it
+        cannot read is reported as its own ``FILE:LINE`` at the trust that names it. A
+        file not there is left to plan and apply (the host's file, on a host), which
+        fail the task saying so."""
+        defaults = _mapping(self.data.get("defaults"))
+        found: list[tuple[DataPath, Any]] = [(("defaults", "trust"), defaults.get("trust"))]
+        for i, task in self.tasks:
+            for kind, action in task.items():
+                found.append((("tasks", i, kind, "trust"), _mapping(action).get("trust")))
+        for path, trust in found:
+            if isinstance(trust, dict):
+                self.trust(path, trust)
+
+    def trust(self, path: DataPath, trust: dict[str, Any]) -> None:
+        files = {k: _text(trust.get(k)) for k in ("allowed_signers", "revoked_keys")}
+        allowed, revoked = files["allowed_signers"], files["revoked_keys"]
+        if not allowed or not local_path(allowed, self.base_dir).is_file():
+            return
+        if revoked and not local_path(revoked, self.base_dir).is_file():
+            return
+        signers = [s for s in _list(trust.get("signers")) if isinstance(s, str)]
+        from desync_decl.signing import load_trust  # its crypto: only for a manifest with trust
+
+        try:
+            load_trust(
+                local_path(allowed, self.base_dir),
+                signers,
+                local_path(revoked, self.base_dir) if revoked else None,
+            )
+        except DesyncError as e:
+            key = "allowed_signers"
+            if revoked and str(e).startswith(str(local_path(revoked, self.base_dir))):
+                key = "revoked_keys"
+            self.add((*path, key), f"{self.where((*path, key))}: {e}")

@@ -6,6 +6,10 @@ earlier task makes (an extract of the index a make writes) is planned against
 what that task *would* write: its planned ``Effects``. ``apply`` records the
 effects of the tasks that changed something, so facts are described the same
 way in both, and a saved plan can be checked task by task.
+
+A task under ``trust`` reads its index through ``Context.trusted_index``: the run's
+``Signatures`` read each index and its ``.sig`` once and judge them once per trust,
+and in a plan an index an earlier task writes and signs is judged by that task's key.
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ from pathlib import Path
 from desync_decl.errors import IndexMissing
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
-from desync_decl.manifest import Manifest
+from desync_decl.manifest import Manifest, TrustDef
 from desync_decl.manifest.convert import is_url
 from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
-from desync_decl.reconcile.model import Effects
+from desync_decl.reconcile.model import Effects, SignedBy
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.reconcile.signatures import Signatures, Trusted
 from desync_decl.reconcile.state import StateStore
 from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.store_lock import IMPATIENT, Patience
+from desync_decl.stores.url import mask_credentials
 
 
 class Overlay:
@@ -51,6 +57,14 @@ class Overlay:
         for task, effects in self._latest():
             if location in effects.indexes:
                 return effects.indexes[location], task
+        return None
+
+    def signing_key(self, location: str) -> str | None:
+        """The public key the earlier task writing the index at ``location`` signs it
+        with (None: it writes it unsigned, or no task writes it)."""
+        for _, effects in self._latest():
+            if location in effects.indexes:
+                return effects.signed.get(location)
         return None
 
     def file(self, path: str | os.PathLike) -> tuple[Index, str] | None:
@@ -94,6 +108,7 @@ class Context:
     digest: Digest = Digest.SHA512_256  # for indexes a make writes
     progress: Progress = NO_PROGRESS
     lock_patience: Patience = IMPATIENT  # waiting for a store lock (apply: its --lock-timeout)
+    signatures: Signatures = field(default_factory=Signatures)  # the run's, shared by its tasks
 
     def read_index(self, location: str) -> tuple[Index, str | None]:
         """The index at ``location`` (as an earlier task leaves it) and that task, if any."""
@@ -101,6 +116,24 @@ class Context:
         if pending is not None:
             return pending
         return Opener(config=self.config).read_index(location), None
+
+    def trusted_index(self, location: str, trust: TrustDef) -> tuple[Index, SignedBy]:
+        """The index at ``location`` if ``trust`` accepts its signature, and whom as;
+        else ``SignatureRefused`` (one line: the index, why), before any chunk of it is
+        fetched. In a plan, an index an earlier task writes is judged by the key that
+        task signs it with (unsigned: refused as having no signature)."""
+        pending = self.overlay.index(location) if self.simulated else None
+        if pending is not None:
+            index, producer = pending
+            judge, what = self.signatures.trust(trust), mask_credentials(location)
+            key = self.overlay.signing_key(location)
+            if key is None:
+                signer = judge.verify(index.encode(), None, what)  # refused: no signature
+            else:
+                signer = judge.check_key(key, what)
+            return index, SignedBy(location, str(signer), by_task=producer)
+        found: Trusted = self.signatures.verified(location, trust, self.config)
+        return found.index, SignedBy(location, str(found.signer))
 
     def find_index(self, location: str) -> tuple[Index, str | None] | None:
         """``read_index``, or None when there is no index at ``location`` (yet)."""

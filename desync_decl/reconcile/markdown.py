@@ -2,9 +2,9 @@
 
 A reviewer reads, on GitHub or GitLab: the context (the manifest's path, the git
 commit it is at, the selection), the summary, and a table with a row per task
-(its action, why, the mode, owner and pin it changes, what travels) and a totals
-row of the plain bytes and the network bytes of the whole plan
-(``traffic.py``). Chunk ids a prune would delete are folded away below it.
+(its action, why and who signed each index it reads or writes, the mode, owner and
+pin it changes, what travels) and a totals row of the plain bytes and the network
+bytes of the whole plan (``traffic.py``). Chunk ids a prune would delete are folded away below it.
 
 Everything shown may be someone else's text: task names and paths come from the
 pull request, errors from servers. Each piece is redacted first (escaping could
@@ -35,6 +35,7 @@ from desync_decl.reconcile.report import (
     display,
     lock_lines,
     notified_by,
+    signature_lines,
     summary_line,
     travel_lines,
 )
@@ -118,7 +119,8 @@ def _row(e: PlanEntry, redactor: Redactor) -> str:
     travels = travel_lines(a.travel, redactor, ids=TRAVEL_IDS) if a.verb.changes else []
     return (
         f"| {_ICONS[a.verb]} {a.verb.value} | {_text(e.task.name, redactor)} | {e.task.kind}"
-        f" | {target} | {_text(a.reason, redactor)} | {_lines(_changes(a), redactor)}"
+        f" | {target} | {_lines([a.reason, *signature_lines(a, redactor)], redactor)}"
+        f" | {_lines(_changes(a), redactor)}"
         f" | {_lines(travels, redactor)} |"
     )
 

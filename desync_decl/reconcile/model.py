@@ -63,13 +63,40 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SignedBy:
+    """An index's signature as a plan shows it: one a task reads under ``trust``
+    (``signer``: whom the trust accepts it as, "principal (ED25519 SHA256:…)"), or
+    one a make or tar task with ``sign`` writes (``writes``; ``signer``: the key's
+    fingerprint)."""
+
+    index: str  # the index's location
+    signer: str
+    writes: bool = False
+    by_task: str | None = None  # read: the earlier task of this run that signs it (planned)
+
+    def words(self) -> str:
+        """``signed by …`` and, for a planned signature, by which task."""
+        by = f" (task '{self.by_task}' signs it)" if self.by_task is not None else ""
+        return f"signed by {self.signer}{by}"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "signer": self.signer,
+            "writes": self.writes,
+            "by-task": self.by_task,
+        }
+
+
+@dataclass(frozen=True)
 class Facts(Generic[D_co]):
     """What ``observe`` saw. ``digest_fields`` decide the action and its result and
     are what a saved plan is checked against; ``data`` is for ``plan``/``apply``
-    (each kind its own type)."""
+    (each kind its own type); ``signatures`` the signed indexes it read or writes."""
 
     digest_fields: Mapping[str, object]
     data: D_co
+    signatures: tuple[SignedBy, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -215,6 +242,7 @@ class Effects:
     files: dict[str, Index] = field(default_factory=dict)  # path -> content it will hold
     added: dict[str, set[ChunkID]] = field(default_factory=dict)
     removed: dict[str, set[ChunkID]] = field(default_factory=dict)
+    signed: dict[str, str] = field(default_factory=dict)  # index location -> public key signing it
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from desync_decl import __version__
 from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.handlers import OUTPUT_LIMIT, HandlerResult, HandlerStatus, Notified
 from desync_decl.reconcile.model import (
+    AnyAction,
     Diff,
     EntryState,
     PlanEntry,
@@ -46,6 +47,7 @@ _OBSERVED = (
     "diff",
     "notes",
     "warnings",
+    "signatures",
 )  # redacted
 _WRITES_INDEX = ("make", "tar")  # kinds whose result names the index digest
 HANDLER_LINES = 20  # last lines of a handler's output in text (JSON has all that is kept)
@@ -126,8 +128,22 @@ def _entry_json(e: PlanEntry, redactor: Redactor) -> dict[str, object]:
         "diff": a.diff.to_json() if a is not None and a.diff is not None else None,
         "notes": list(a.notes) if a is not None else [],
         "warnings": list(a.warnings) if a is not None else [],
+        "signatures": signatures_json(a),
     }
     return {k: redactor.data(v) if k in _OBSERVED else v for k, v in out.items()}
+
+
+def signatures_json(a: AnyAction | None) -> list[dict[str, object]]:
+    """The signed indexes an action read or writes (``SignedBy``), as JSON."""
+    return [s.to_json() for s in a.facts.signatures] if a is not None else []
+
+
+def signature_lines(a: AnyAction | None, redactor: Redactor) -> list[str]:
+    """``index rel/app.caibx signed by ci (ED25519 SHA256:…)``: one line per signed
+    index an action read under trust or writes."""
+    if a is None:
+        return []
+    return [f"index {display(s.index, redactor)} {s.words()}" for s in a.facts.signatures]
 
 
 def results_json(
@@ -156,6 +172,7 @@ def results_json(
                 "stats": dict(r.stats),
                 "diff": r.diff.to_json() if r.diff is not None else None,
                 "warnings": list(r.warnings),
+                "signatures": signatures_json(r.action),
             }
             for r in results
         ],
@@ -196,6 +213,7 @@ def plan_text(plan: Plan) -> list[str]:
         a = e.action
         target = f" {display(a.target, redactor)}" if a.target else ""
         lines.append(f"  {_MARKS[a.verb]} {a.verb.value:<7} {head}{target}: {a.reason}")
+        lines += [f"            {line}" for line in signature_lines(a, redactor)]
         if a.verb.changes:
             lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
@@ -314,6 +332,7 @@ def result_lines(r: TaskResult, redactor: Redactor) -> list[str]:
     digest = index_digest(r)
     if digest is not None:
         lines[0] += f"; index digest {digest}"
+    lines += [f"  {line}" for line in signature_lines(r.action, redactor)]
     lines += [f"  warning: [{r.task.name}] {warning}" for warning in r.warnings]
     if r.diff is not None:
         lines += diff_lines(r.diff, redactor)

@@ -15,9 +15,10 @@ to ``apply`` (``D``, ``Action.detail``): each step gets its own kind's data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
@@ -29,7 +30,7 @@ from desync_decl.manifest import Task, TaskAction
 from desync_decl.manifest.convert import is_url
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.model import Action, AnyAction, Facts, TaskResult, Verb
+from desync_decl.reconcile.model import Action, AnyAction, Facts, SignedBy, TaskResult, Verb
 from desync_decl.reconcile.resolve import Resolver
 
 
@@ -66,6 +67,18 @@ class Kind(Protocol[A, F, D]):
     def plan(self, task: Task[A], facts: Facts[F], ctx: Context) -> Action[A, D]: ...
 
     def apply(self, action: Action[A, D], ctx: Context, progress: Progress) -> TaskResult: ...
+
+
+FF = TypeVar("FF")
+
+
+def with_signatures(facts: Facts[FF], signed: Sequence[SignedBy]) -> Facts[FF]:
+    """``facts`` with the signatures a task read or writes: shown by the plan, and part
+    of the facts digest (a saved plan made when another key signed is refused)."""
+    if not signed:
+        return facts
+    fields = {**facts.digest_fields, "signed-by": {s.index: s.signer for s in signed}}
+    return dataclasses.replace(facts, digest_fields=fields, signatures=tuple(signed))
 
 
 def location_key(location: str) -> str:

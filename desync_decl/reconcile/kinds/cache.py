@@ -18,7 +18,13 @@ from desync_decl.manifest import CacheAction, Task
 from desync_decl.ops.cache import fill_cache
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
-from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
+from desync_decl.reconcile.kinds.base import (
+    Kind,
+    Resources,
+    location_key,
+    store_keys,
+    with_signatures,
+)
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, refuse_missing
 from desync_decl.reconcile.model import (
     Action,
@@ -58,7 +64,14 @@ class CacheKind:
 
     def observe(self, task: Task[CacheAction], ctx: Context) -> Facts[_Seen]:
         a = task.action
-        indexes = tuple(ctx.read_index(i)[0] for i in a.indexes)
+        if a.trust is None:
+            return self._observe(a, ctx, tuple(ctx.read_index(i)[0] for i in a.indexes))
+        trust = a.trust
+        read = [ctx.trusted_index(i, trust) for i in a.indexes]  # all judged before any fetch
+        indexes = tuple(index for index, _ in read)
+        return with_signatures(self._observe(a, ctx, indexes), [s for _, s in read])
+
+    def _observe(self, a: CacheAction, ctx: Context, indexes: tuple[Index, ...]) -> Facts[_Seen]:
         digest = indexes[0].digest
         if any(i.digest is not digest for i in indexes):
             raise DesyncError("the indexes use different chunk digests")

@@ -24,6 +24,7 @@ from desync_decl.reconcile.kinds.base import (
     location_key,
     size_of,
     store_keys,
+    with_signatures,
 )
 from desync_decl.reconcile.model import (
     Action,
@@ -63,7 +64,12 @@ class ChopKind:
 
     def observe(self, task: Task[ChopAction], ctx: Context) -> Facts[_Seen]:
         a = task.action
-        index, _ = ctx.read_index(a.index)
+        if a.trust is None:
+            return self._observe(a, ctx, ctx.read_index(a.index)[0])
+        index, signed = ctx.trusted_index(a.index, a.trust)
+        return with_signatures(self._observe(a, ctx, index), [signed])
+
+    def _observe(self, a: ChopAction, ctx: Context, index: Index) -> Facts[_Seen]:
         digest = index.file_digest()
         location = ctx.resolver.location(a.store)
         fields = {"index": digest, "store": location, "source": file_facts(ctx, a.source)}

@@ -20,6 +20,11 @@ on are read as apply reads them, with the task's ``invalid_seeds`` policy
 ``pin``, a target whose matching record names the pinned digest is converged
 without the index being fetched. With ``state: absent`` the file and its record
 are removed (``absent.py``).
+
+Under ``trust`` the index and its signature are read and judged first, on every run
+(``Context.trusted_index``): a refused index fails the task before the target is
+looked at or a chunk fetched, a converged (or pinned) target included, and the target
+is left as it is. The pin's fast path then only spares reading the target.
 """
 
 from __future__ import annotations
@@ -43,7 +48,14 @@ from desync_decl.progress import Progress
 from desync_decl.reconcile import files
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, seeding
-from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import (
+    Kind,
+    Resources,
+    location_key,
+    store_keys,
+    why_words,
+    with_signatures,
+)
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
     fetched_words,
@@ -103,13 +115,24 @@ class ExtractKind:
         a = task.action
         if a.state == "absent":
             return absent.look(a.path, keeps="file")
+        assert a.index is not None  # the schema requires it unless absent
+        if a.trust is None:
+            return self._observe(a, ctx, None)
+        # under trust the index is judged first, every run: a converged target too
+        index, signed = ctx.trusted_index(a.index, a.trust)
+        return with_signatures(self._observe(a, ctx, index), [signed])
+
+    def _observe(self, a: ExtractAction, ctx: Context, index: Index | None) -> Facts[_Seen]:
+        """The target against the index (``index``: read already, under trust)."""
+        assert a.index is not None
         wanted = files.Wanted.resolve(a.mode, a.owner, a.group)
-        if a.pin is not None and not ctx.verify:
+        pinned_index = index is None or index.file_digest() == a.pin
+        if a.pin is not None and not ctx.verify and pinned_index:
             pinned = _pinned(a, ctx, a.pin, wanted)
             if pinned is not None:
                 return pinned
-        assert a.index is not None  # the schema requires it unless absent
-        index, _ = ctx.read_index(a.index)
+        if index is None:
+            index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         if a.pin is not None and digest != a.pin:
             raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")

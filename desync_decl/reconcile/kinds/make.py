@@ -45,7 +45,9 @@ class MakeKind:
         )
 
     def observe(self, task: Task[MakeAction], ctx: Context) -> Facts[Seen]:
-        a = task.action
+        return publish.signing(ctx, _publication(task.action), self._observe(task.action, ctx))
+
+    def _observe(self, a: MakeAction, ctx: Context) -> Facts[Seen]:
         found = ctx.find_index(a.index)
         current = found[0] if found is not None else None
         fields: dict[str, object] = {
@@ -116,7 +118,7 @@ class MakeKind:
 
 
 def _publication(a: MakeAction) -> Publication:
-    return Publication(a.source, a.index, a.store, tree=False)
+    return Publication(a.source, a.index, a.store, tree=False, sign=a.sign)
 
 
 def _key(a: MakeAction) -> str:

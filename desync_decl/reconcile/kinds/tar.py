@@ -57,7 +57,9 @@ class TarKind:
         )
 
     def observe(self, task: Task[TarAction], ctx: Context) -> Facts[Seen]:
-        a = task.action
+        return publish.signing(ctx, _publication(task.action), self._observe(task.action, ctx))
+
+    def _observe(self, a: TarAction, ctx: Context) -> Facts[Seen]:
         flags = archive_flags(a, ctx.digest)
         found = ctx.find_index(a.index)
         current = found[0] if found is not None else None
@@ -116,7 +118,7 @@ class TarKind:
 
 
 def _publication(a: TarAction) -> Publication:
-    return Publication(a.source, a.index, a.store, tree=True)
+    return Publication(a.source, a.index, a.store, tree=True, sign=a.sign)
 
 
 def _tree(a: TarAction) -> str:

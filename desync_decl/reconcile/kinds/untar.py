@@ -13,6 +13,7 @@ Apply deletes what is in the way of an entry of another type (and extras, with
 ``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
 does, runs ``ops.untar`` with
 the tree and seeds ahead of the stores (chunks fetched once) and records it.
+Under ``trust`` the index is judged first, every run, as the extract kind does.
 """
 
 from __future__ import annotations
@@ -38,7 +39,14 @@ from desync_decl.ops.untar import Clearing, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
-from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys, why_words
+from desync_decl.reconcile.kinds.base import (
+    Kind,
+    Resources,
+    location_key,
+    store_keys,
+    why_words,
+    with_signatures,
+)
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import fingerprint, repeated, tree_index
 from desync_decl.reconcile.model import (
@@ -107,15 +115,26 @@ class UntarKind:
         a = task.action
         if a.state == "absent":
             return absent.look(a.path, keeps="directory")
+        assert a.index is not None  # the schema requires it unless absent
+        if a.trust is None:
+            return self._observe(a, ctx, None)
+        # under trust the index is judged first, every run: a converged tree too
+        index, signed = ctx.trusted_index(a.index, a.trust)
+        return with_signatures(self._observe(a, ctx, index), [signed])
+
+    def _observe(self, a: UntarAction, ctx: Context, index: Index | None) -> Facts[_Seen]:
+        """The tree against the archive (``index``: read already, under trust)."""
+        assert a.index is not None
         record, tree = None, None
-        if a.pin is not None and not ctx.verify:  # converged by its record: no index read
+        pinned_index = index is None or index.file_digest() == a.pin
+        if a.pin is not None and not ctx.verify and pinned_index:  # converged by its record
             tree = _target(a.path)
             record = self._matching(a, ctx, tree)
             if record is not None and record.get("index") == a.pin:
                 fields: dict[str, object] = {"index": a.pin, "target": tree}
                 return Facts(fields, _Seen(None, a.pin, tree, "recorded"))
-        assert a.index is not None  # the schema requires it unless absent
-        index, _ = ctx.read_index(a.index)
+        if index is None:
+            index, _ = ctx.read_index(a.index)
         digest = index.file_digest()
         if a.pin is not None and digest != a.pin:
             raise DesyncError(f"index {a.index} has digest {digest}, the task pins {a.pin}")
