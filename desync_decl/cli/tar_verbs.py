@@ -1,7 +1,9 @@
 """``tar``, ``untar`` and ``mtree``: directory trees as catar archives or caidx indexes.
 
 Flags follow desync's; ``--with``/``--without`` (casync's feature names) pick
-what the archive stores, desync's fixed set by default.
+what the archive stores, desync's fixed set by default. ``tar -i --sign-key`` signs
+the caidx it writes; ``untar -i`` reads one under ``--allowed-signers`` (a plain catar
+has no signature: either flag without ``-i`` is refused).
 """
 
 from __future__ import annotations
