@@ -24,6 +24,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, TaskAction
+from desync_decl.ops.signing import write_signed_index
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import with_signatures
 from desync_decl.reconcile.kinds.upload import upload_amount
@@ -215,9 +216,10 @@ def apply(
         new = seen.new if seen is not None else None
         if new is not None and index.encode() != new.encode():
             raise DesyncError(f"{p.source} changed while the task ran; run it again")
-        opener.write_index(p.index, index, make_dirs=True)
-        if seen is not None and seen.signing is not None:  # after the index: never ahead of it
-            opener.write_signature(p.index, seen.signing.key.sign(index.encode()))
+        if seen is not None and seen.signing is not None:
+            write_signed_index(opener, p.index, index, seen.signing.key, make_dirs=True)
+        else:
+            opener.write_index(p.index, index, make_dirs=True)
         ctx.signatures.forget(p.index)
     # the source as observed before it was read: changed since, it is cut again
     base = seen.record if seen is not None else None
