@@ -93,6 +93,24 @@ def test_a_directory_of_many_children_round_trips_in_casyncs_order():
     assert len(decode_all(data)) == 5000 + 2  # the root, its children, its end
 
 
+def test_a_table_larger_than_a_compared_piece_is_read_in_any_order_and_checked_to_its_end():
+    """60,000 children: a 1.4 MB table, compared piece by piece. In casync's order it
+    is read; reversed (an older desync's order) too; one item changed past the first
+    piece is refused."""
+    n = 60_000
+    data = archive(MemNode.dir(children={b"%06d" % i: MemNode.file(b"") for i in range(n)}))
+    assert len(decode_all(data)) == n + 2
+    table_at = len(data) - goodbye.size_for(n) + r.HEADER_SIZE
+    items = list(struct.iter_unpack("<3Q", data[table_at:]))
+    reversed_order = data[:table_at] + b"".join(struct.pack("<3Q", *i) for i in items[-2::-1])
+    assert len(decode_all(reversed_order + data[-goodbye.ITEM_SIZE :])) == n + 2
+    off, size, h = items[n - 10]
+    changed = bytearray(data)
+    struct.pack_into("<3Q", changed, table_at + (n - 10) * goodbye.ITEM_SIZE, off, size, h ^ 1)
+    with pytest.raises(FormatError, match="GOODBYE table does not match"):
+        decode_all(bytes(changed))
+
+
 def test_empty_directory_has_a_40_byte_goodbye():
     data = archive(MemNode.dir())
     assert len(data) == 64 + 40

@@ -261,8 +261,7 @@ class Decoder:
             raise self.fail(
                 f"GOODBYE of {size + r.HEADER_SIZE} bytes for {len(d.table)} children", at
             )
-        body = self._read(size)
-        if not goodbye.matches(body, d.table, at, d.entry_at):
+        if not goodbye.matches(self._read, size, d.table, at, d.entry_at):
             raise self.fail("GOODBYE table does not match the directory's children", at)
 
 

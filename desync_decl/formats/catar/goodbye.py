@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Callable
 
 from desync_decl import goodbye_table
 from desync_decl.formats.catar import records as r
@@ -27,6 +28,7 @@ from desync_decl.siphash import hash_names
 _ITEM = struct.Struct("<3Q")
 ITEM_SIZE = _ITEM.size
 _HASH_BATCH = 4096  # names hashed per call into C; the rest of a name is not kept
+_COMPARE_PIECE = 1 << 20  # bytes of a GOODBYE body read and compared at a time
 
 
 def size_for(children: int) -> int:
@@ -64,9 +66,13 @@ class Children:
         self.ends.append(at)
 
     def items(self, at: int) -> array[int]:
-        """The table's items for a GOODBYE record at ``at`` (``goodbye_table.items``)."""
+        """The table's items for a GOODBYE record at ``at`` (``goodbye_table.items``).
+        The children are forgotten: a directory's table is made once, and its 24 bytes
+        a child are not held beside the items while those are written or compared."""
         self._hash()
-        return goodbye_table.items(self.hashes, self.starts, self.ends, at)
+        hashes, starts, ends = self.hashes, self.starts, self.ends
+        self.hashes, self.starts, self.ends = array("Q"), array("Q"), array("Q")
+        return goodbye_table.items(hashes, starts, ends, at)
 
     def _hash(self) -> None:
         if self._unhashed:
@@ -86,17 +92,29 @@ def encode(children: Children, at: int, entry_at: int) -> bytearray:
     return out
 
 
-def matches(body: bytes, children: Children, at: int, entry_at: int) -> bool:
-    """Whether a GOODBYE body read at ``at`` (without its record header, the size
-    already checked) holds ``children``'s items and the tail ``encode`` would write:
-    the items in casync's order, or in any order before the tail."""
-    tail = len(body) - ITEM_SIZE
-    if body[tail:] != _ITEM.pack(
-        at - entry_at, tail + ITEM_SIZE + r.HEADER_SIZE, r.GOODBYE_TAIL_MARKER
-    ):
-        return False
+def matches(
+    read: Callable[[int], bytes], size: int, children: Children, at: int, entry_at: int
+) -> bool:
+    """Whether the GOODBYE body of ``size`` bytes that ``read`` returns (the record
+    header read, its size checked: ``size_for``) holds ``children``'s items and the
+    tail ``encode`` would write: the items in casync's order, or in any order before the
+    tail. The body is compared piece by piece as it is read, so a directory of a
+    million children does not hold its 24 MB table twice; only a table in another
+    order is gathered whole, to be compared sorted."""
     expected = memoryview(children.items(at)).cast("B")
-    table = memoryview(body)[:tail]
-    if table == expected:
+    table_size = size - ITEM_SIZE
+    gathered: bytearray | None = None  # the body so far, once it differs from expected
+    done = 0
+    while done < table_size:
+        piece = read(min(_COMPARE_PIECE, table_size - done))
+        if gathered is not None:
+            gathered += piece
+        elif piece != expected[done : done + len(piece)]:
+            gathered = bytearray(expected[:done]) + piece  # equal up to here
+        done += len(piece)
+    tail = _ITEM.pack(at - entry_at, size + r.HEADER_SIZE, r.GOODBYE_TAIL_MARKER)
+    if read(ITEM_SIZE) != tail:
+        return False
+    if gathered is None:
         return True
-    return goodbye_table.sorted_items(table) == goodbye_table.sorted_items(expected)
+    return goodbye_table.sorted_items(gathered) == goodbye_table.sorted_items(expected)
