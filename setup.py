@@ -6,4 +6,10 @@ file stays as small as it can be.
 
 from setuptools import setup
 
-setup(cffi_modules=["ext/build_chunker.py:ffibuilder", "ext/build_siphash.py:ffibuilder"])
+setup(
+    cffi_modules=[
+        "ext/build_chunker.py:ffibuilder",
+        "ext/build_siphash.py:ffibuilder",
+        "ext/build_goodbye.py:ffibuilder",
+    ]
+)

@@ -113,19 +113,18 @@ def _raw_content(node: MemNode, out: bytearray, entry_at: int) -> None:
     elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
         out += r.device(os.major(node.rdev), os.minor(node.rdev))
     elif fmt == stat.S_IFDIR:
-        names, starts, ends = [], [], []
+        children = goodbye.Children()
         pairs = (
             [(n, node.kids[k]) for n, k in node.order] if node.order else list(node.kids.items())
         )
         for name, child in pairs:
-            names.append(name)
-            starts.append(len(out))
+            children.add(name, len(out))
             out += r.filename(name)
             child_entry_at = len(out)
             out += encode_entry(child.entry)
             _raw_content(child, out, child_entry_at)
-            ends.append(len(out))
-        out += goodbye.encode(names, starts, ends, len(out), entry_at)
+            children.end(len(out))
+        out += goodbye.encode(children, len(out), entry_at)
 
 
 def dir_with(*pairs: tuple[bytes, MemNode]) -> MemNode:

@@ -7,11 +7,13 @@ import io
 import re
 import stat
 import struct
+from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from desync_decl import goodbye_table
 from desync_decl.errors import FormatError
 from desync_decl.formats.catar import (
     Acl,
@@ -33,6 +35,7 @@ from desync_decl.formats.catar.features import (
     parse_features,
 )
 from desync_decl.formats.flags import WITH_MASK
+from tests.eytzinger import layout
 from tests.hostile_archives import MemNode, archive, tree_of
 
 
@@ -41,17 +44,71 @@ def decode_all(data: bytes) -> list:
 
 
 def test_goodbye_layout_is_the_specs_binary_search_tree():
-    assert goodbye.layout(5) == (3, 1, 4, 0, 2)
-    assert goodbye.layout(0) == ()
-    assert goodbye.layout(1) == (0,)
+    assert layout(5) == (3, 1, 4, 0, 2)
+    assert layout(0) == ()
+    assert layout(1) == (0,)
     for n in range(1, 200):
-        slots = goodbye.layout(n)
+        slots = layout(n)
         assert sorted(slots) == list(range(n))
         for k, v in enumerate(slots):  # a search tree: left smaller, right larger
             if 2 * k + 1 < n:
                 assert slots[2 * k + 1] < v
             if 2 * k + 2 < n:
                 assert slots[2 * k + 2] > v
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hashes=st.lists(
+        st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 7, 2**64 - 1])), max_size=300
+    ),
+    gap=st.integers(1, 1 << 40),
+)
+def test_the_c_goodbye_items_are_the_reference_layout(hashes, gap):
+    """Items sorted by (hash, position) into the search-tree slots, equal hashes in
+    archive order, whatever the count: ``ext/goodbye.c`` against the Python layout."""
+    n = len(hashes)
+    starts = [i * gap for i in range(n)]
+    ends = [s + gap - 1 for s in starts]
+    at = n * gap
+    order = sorted(range(n), key=lambda i: (hashes[i], i))
+    expected = [
+        (at - starts[i], ends[i] - starts[i], hashes[i]) for i in (order[k] for k in layout(n))
+    ]
+    got = goodbye_table.items(array("Q", hashes), array("Q", starts), array("Q", ends), at)
+    assert [tuple(got[3 * k : 3 * k + 3]) for k in range(n)] == expected
+    assert goodbye_table.sorted_items(memoryview(got).cast("B")).tolist() == [
+        v for item in sorted(expected) for v in item
+    ]
+
+
+def test_a_directory_of_many_children_round_trips_in_casyncs_order():
+    """Past the sizes the property above draws: 5000 children (two hash batches)."""
+    root = MemNode.dir(children={b"f%05d" % i: MemNode.file(b"") for i in range(5000)})
+    data = archive(root)
+    table = data[-goodbye.size_for(5000) + r.HEADER_SIZE : -goodbye.ITEM_SIZE]
+    hashes = [h for _, _, h in struct.iter_unpack("<3Q", table)]
+    ranks = {h: i for i, h in enumerate(sorted(hashes))}
+    assert [ranks[h] for h in hashes] == list(layout(5000))
+    assert len(decode_all(data)) == 5000 + 2  # the root, its children, its end
+
+
+def test_a_table_larger_than_a_compared_piece_is_read_in_any_order_and_checked_to_its_end():
+    """60,000 children: a 1.4 MB table, compared piece by piece. In casync's order it
+    is read; reversed (an older desync's order) too; one item changed past the first
+    piece is refused."""
+    n = 60_000
+    data = archive(MemNode.dir(children={b"%06d" % i: MemNode.file(b"") for i in range(n)}))
+    assert len(decode_all(data)) == n + 2
+    table_at = len(data) - goodbye.size_for(n) + r.HEADER_SIZE
+    items = list(struct.iter_unpack("<3Q", data[table_at:]))
+    reversed_order = data[:table_at] + b"".join(struct.pack("<3Q", *i) for i in items[-2::-1])
+    assert len(decode_all(reversed_order + data[-goodbye.ITEM_SIZE :])) == n + 2
+    off, size, h = items[n - 10]
+    changed = bytearray(data)
+    struct.pack_into("<3Q", changed, table_at + (n - 10) * goodbye.ITEM_SIZE, off, size, h ^ 1)
+    with pytest.raises(FormatError, match="GOODBYE table does not match"):
+        decode_all(bytes(changed))
 
 
 def test_empty_directory_has_a_40_byte_goodbye():
@@ -201,7 +258,7 @@ def test_decoder_refuses_entry_flags_the_feature_flags_do_not_store():
     e = MemNode.file(b"").entry
     e.mode, e.flags = stat.S_IFDIR | 0o755, 0x400000  # immutable, but DESYNC_TAR has no chattr
     with pytest.raises(FormatError, match="ENTRY flags 0x400000 not allowed"):
-        decode_all(encode_entry(e) + goodbye.encode([], [], [], 64, 0))
+        decode_all(encode_entry(e) + goodbye.encode(goodbye.Children(), 64, 0))
 
 
 def test_decoder_refuses_changing_feature_flags():

@@ -151,6 +151,7 @@ def upward_imports(
 CFFI_WRAPPERS = {
     "desync_decl._chunker_cffi": "desync_decl.chunker",
     "desync_decl._siphash_cffi": "desync_decl.siphash",
+    "desync_decl._goodbye_cffi": "desync_decl.goodbye_table",
 }
 
 

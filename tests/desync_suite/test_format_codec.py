@@ -22,6 +22,7 @@ from desync_decl.formats import flags as ff
 from desync_decl.formats import index as idx
 from desync_decl.formats.catar import Decoder, DirEnd, goodbye
 from desync_decl.formats.catar import records as r
+from tests.eytzinger import layout
 from tests.hostile_archives import MemNode, archive, tree_of
 
 _ITEM = struct.Struct("<3Q")
@@ -90,7 +91,7 @@ def test_encoder(lib_data, name):
 def test_goodbye_bst():
     """TestGoodbyeBST: 16 items sorted by hash laid out as a complete binary search tree
     in array form; slot k holds the sorted item desync's test expects there."""
-    assert goodbye.layout(16) == (8, 4, 12, 2, 6, 10, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0)
+    assert layout(16) == (8, 4, 12, 2, 6, 10, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0)
 
 
 def test_goodbye_items_follow_that_layout_by_name_hash():
@@ -99,7 +100,7 @@ def test_goodbye_items_follow_that_layout_by_name_hash():
     root = MemNode.dir(children={n: MemNode.file(n) for n in names})
     table = archive(root)[-goodbye.size_for(16) + r.HEADER_SIZE :]
     hashes = [h for _, _, h in _ITEM.iter_unpack(table)][:-1]
-    assert [sorted(hashes).index(h) for h in hashes] == list(goodbye.layout(16))
+    assert [sorted(hashes).index(h) for h in hashes] == list(layout(16))
 
 
 # -- GOODBYE tables written in another order (desync's tree.catar) ------------------------
@@ -124,7 +125,7 @@ def test_tree_catar_goodbye_is_in_name_order(cmd_data):
     offsets = [i[0] for i in items[:-1]]  # counted back from the table: first child farthest
     assert offsets == sorted(offsets, reverse=True)
     hashes = sorted(i[2] for i in items[:-1])
-    assert [hashes.index(i[2]) for i in items[:-1]] != list(goodbye.layout(len(hashes)))
+    assert [hashes.index(i[2]) for i in items[:-1]] != list(layout(len(hashes)))
 
 
 def test_goodbye_table_in_name_order_is_read(cmd_data):
@@ -159,7 +160,7 @@ def test_we_write_casyncs_order(cmd_data, tmp_path):
     at, items = root_goodbye(ours)
     assert len(ours) == len(data) and ours[:at] == data[:at]
     hashes = sorted(i[2] for i in items[:-1])
-    assert [hashes.index(i[2]) for i in items[:-1]] == list(goodbye.layout(len(hashes)))
+    assert [hashes.index(i[2]) for i in items[:-1]] == list(layout(len(hashes)))
 
 
 def test_goodbye_items_in_any_order_are_read(lib_data):

@@ -66,9 +66,7 @@ class _Dir:
     path: tuple[bytes, ...]
     entry: Entry
     entry_at: int
-    names: list[bytes] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    table: goodbye.Children = field(default_factory=goodbye.Children)  # for its GOODBYE
 
 
 class Decoder:
@@ -160,7 +158,7 @@ class Decoder:
                     return
                 self._skip_payload()
                 typ, size, at = self._header() if nxt is None else nxt
-                stack[-1].ends.append(at)
+                stack[-1].table.end(at)
             # inside stack[-1]: the next record is a child's FILENAME or the GOODBYE
             while typ == r.GOODBYE:
                 d = stack.pop()
@@ -169,7 +167,7 @@ class Decoder:
                 if not stack:
                     self._at_end()
                     return
-                stack[-1].ends.append(self.pos)
+                stack[-1].table.end(self.pos)
                 typ, size, at = self._header()
             if typ != r.FILENAME:
                 raise self.fail(
@@ -249,23 +247,21 @@ class Decoder:
         name = body[:-1]
         if (problem := r.read_name_problem(name)) is not None:
             raise self.fail(f"refusing {problem} ({name!r})", at)
-        if d.names and name <= d.names[-1]:
+        last = d.table.last_name
+        if last is not None and name <= last:
             raise self.fail(
                 f"name {os.fsdecode(name)!r} repeated or out of order in its directory", at
             )
-        d.names.append(name)
-        d.starts.append(at)
+        d.table.add(name, at)
         return (*d.path, name)
 
     def _goodbye(self, d: _Dir, size: int, at: int) -> None:
-        expected_size = goodbye.size_for(len(d.names))
+        expected_size = goodbye.size_for(len(d.table))
         if size + r.HEADER_SIZE != expected_size:
             raise self.fail(
-                f"GOODBYE of {size + r.HEADER_SIZE} bytes for {len(d.names)} children", at
+                f"GOODBYE of {size + r.HEADER_SIZE} bytes for {len(d.table)} children", at
             )
-        body = self._read(size)
-        expected = goodbye.encode(d.names, d.starts, d.ends, at, d.entry_at)[r.HEADER_SIZE :]
-        if body != expected and not goodbye.same_items(body, expected):
+        if not goodbye.matches(self._read, size, d.table, at, d.entry_at):
             raise self.fail("GOODBYE table does not match the directory's children", at)
 
 

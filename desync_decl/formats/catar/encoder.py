@@ -3,9 +3,10 @@
 Streaming: pieces are yielded as they are made (payloads in the blocks their
 source reads, or, with ``defer_payloads``, as one object the consumer copies
 itself, e.g. in the kernel), so neither a file nor the archive is ever held in
-memory. The only state kept is, per open directory, its children's names and
-offsets for the GOODBYE table. Children must come in strictly ascending byte order of
-names, each a valid single path component; anything else is refused.
+memory. The only state kept is, per open directory, its children's name hashes
+and offsets for the GOODBYE table (``goodbye.Children``). Children must come in
+strictly ascending byte order of names, each a valid single path component;
+anything else is refused.
 """
 
 from __future__ import annotations
@@ -79,9 +80,7 @@ class _Dir:
     path: bytes
     entry_at: int
     children: Iterator[tuple[bytes, SourceNode]]
-    names: list[bytes] = field(default_factory=list)
-    starts: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)
+    table: goodbye.Children = field(default_factory=goodbye.Children)  # for its GOODBYE
 
 
 def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece, None, None]:
@@ -99,18 +98,17 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
         d = stack[-1]
         nxt = next(d.children, None)
         if nxt is None:
-            piece = goodbye.encode(d.names, d.starts, d.ends, pos, d.entry_at)
+            piece = goodbye.encode(d.table, pos, d.entry_at)
             yield piece
             pos += len(piece)
             stack.pop()
             if stack:
-                stack[-1].ends.append(pos)
+                stack[-1].table.end(pos)
             continue
         name, node = nxt
         path = d.path + b"/" + name
         _check_name(d, name, path)
-        d.names.append(name)
-        d.starts.append(pos)
+        d.table.add(name, pos)
         head = r.filename(name)
         entry_at = pos + len(head)
         head += encode_entry(node.entry)
@@ -126,17 +124,18 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
             for part in _payload(node, path, defer_payloads):
                 yield part
                 pos += len(part)
-        d.ends.append(pos)
+        d.table.end(pos)
 
 
 def _check_name(d: _Dir, name: bytes, path: bytes) -> None:
     problem = r.name_problem(name)
     if problem is not None:
         raise EncodeError(f"cannot archive {os.fsdecode(path)}: {problem}")
-    if d.names and name <= d.names[-1]:
+    last = d.table.last_name
+    if last is not None and name <= last:
         raise EncodeError(
             f"cannot archive {os.fsdecode(path)}: names not in ascending order"
-            f" (after {os.fsdecode(d.names[-1])})"
+            f" (after {os.fsdecode(last)})"
         )
 
 

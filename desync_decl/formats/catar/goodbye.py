@@ -8,7 +8,7 @@ sorted by (hash, position) and laid out as an implicit binary search tree
 A tail item follows: offset back to the directory's ENTRY, the GOODBYE's own
 size, and a marker.
 
-Readers check a table against the children they read (``same_items``): every item
+Readers check a table against the children they read (``matches``): every item
 and the tail as ``encode`` would write them, in any order before the tail. The order
 only serves a reader that seeks by name; casync and desync do not check it when
 reading a stream, and an older desync wrote tables in name order (desync's
@@ -18,67 +18,103 @@ cmd/desync/testdata/tree.catar).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from functools import lru_cache
+from array import array
+from collections.abc import Callable
 
+from desync_decl import goodbye_table
 from desync_decl.formats.catar import records as r
 from desync_decl.siphash import hash_names
 
 _ITEM = struct.Struct("<3Q")
 ITEM_SIZE = _ITEM.size
+_HASH_BATCH = 4096  # names hashed per call into C; the rest of a name is not kept
+_COMPARE_PIECE = 1 << 20  # bytes of a GOODBYE body read and compared at a time
 
 
 def size_for(children: int) -> int:
     return r.HEADER_SIZE + ITEM_SIZE * (children + 1)
 
 
-@lru_cache(maxsize=256)
-def _layout(n: int) -> tuple[int, ...]:
-    """For each slot of an n-item table, the index of the sorted item it holds."""
-    slots = [0] * n
-    sorted_index = 0
-    stack: list[int] = []
-    k = 0
-    while stack or k < n:  # in-order walk of the implicit tree
-        while k < n:
-            stack.append(k)
-            k = 2 * k + 1
-        k = stack.pop()
-        slots[k] = sorted_index
-        sorted_index += 1
-        k = 2 * k + 2
-    return tuple(slots)
+class Children:
+    """A directory's children as its GOODBYE table needs them, added in archive order:
+    each name's hash and the offsets where its FILENAME starts and its serialization
+    ends, 24 bytes a child in ``array``s (a million children: 24 MB, where lists of
+    names and ints took 150). Only the last name is kept, to check the order."""
+
+    __slots__ = ("_unhashed", "ends", "hashes", "last_name", "starts")
+
+    def __init__(self) -> None:
+        self.hashes: array[int] = array("Q")
+        self.starts: array[int] = array("Q")
+        self.ends: array[int] = array("Q")
+        self.last_name: bytes | None = None
+        self._unhashed: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def add(self, name: bytes, start: int) -> None:
+        """A child whose FILENAME record starts at ``start``."""
+        self._unhashed.append(name)
+        self.starts.append(start)
+        self.last_name = name
+        if len(self._unhashed) >= _HASH_BATCH:
+            self._hash()
+
+    def end(self, at: int) -> None:
+        """The last child's serialization ends at ``at``."""
+        self.ends.append(at)
+
+    def items(self, at: int) -> array[int]:
+        """The table's items for a GOODBYE record at ``at`` (``goodbye_table.items``).
+        The children are forgotten: a directory's table is made once, and its 24 bytes
+        a child are not held beside the items while those are written or compared."""
+        self._hash()
+        hashes, starts, ends = self.hashes, self.starts, self.ends
+        self.hashes, self.starts, self.ends = array("Q"), array("Q"), array("Q")
+        return goodbye_table.items(hashes, starts, ends, at)
+
+    def _hash(self) -> None:
+        if self._unhashed:
+            self.hashes.extend(hash_names(self._unhashed))
+            self._unhashed.clear()
 
 
-def layout(n: int) -> tuple[int, ...]:
-    return _layout(n) if n <= 4096 else _layout.__wrapped__(n)
-
-
-def encode(
-    names: Sequence[bytes], starts: Sequence[int], ends: Sequence[int], at: int, entry_at: int
-) -> bytes:
-    """The GOODBYE record of a directory whose ENTRY is at ``entry_at`` and whose
-    GOODBYE starts at ``at``; child i's FILENAME spans ``starts[i]..ends[i]``
-    (its serialization included)."""
-    n = len(names)
-    hashes = hash_names(names)
-    order = sorted(range(n), key=lambda i: (hashes[i], starts[i]))
+def encode(children: Children, at: int, entry_at: int) -> bytearray:
+    """The GOODBYE record, at offset ``at``, of the directory whose ENTRY is at
+    ``entry_at``."""
+    n = len(children)
     size = size_for(n)
-    out = bytearray(size)
+    out = bytearray(r.HEADER_SIZE)
     r.HEADER.pack_into(out, 0, size, r.GOODBYE)
-    pos = r.HEADER_SIZE
-    for slot in layout(n):
-        i = order[slot]
-        _ITEM.pack_into(out, pos, at - starts[i], ends[i] - starts[i], hashes[i])
-        pos += ITEM_SIZE
-    _ITEM.pack_into(out, pos, at - entry_at, size, r.GOODBYE_TAIL_MARKER)
-    return bytes(out)
+    out += memoryview(children.items(at)).cast("B")
+    out += _ITEM.pack(at - entry_at, size, r.GOODBYE_TAIL_MARKER)
+    return out
 
 
-def same_items(body: bytes, expected: bytes) -> bool:
-    """Whether a GOODBYE body holds ``expected``'s items (both without the record
-    header, same length), the tail last, the others in any order."""
-    tail = len(expected) - ITEM_SIZE
-    if len(body) != len(expected) or body[tail:] != expected[tail:]:
+def matches(
+    read: Callable[[int], bytes], size: int, children: Children, at: int, entry_at: int
+) -> bool:
+    """Whether the GOODBYE body of ``size`` bytes that ``read`` returns (the record
+    header read, its size checked: ``size_for``) holds ``children``'s items and the
+    tail ``encode`` would write: the items in casync's order, or in any order before the
+    tail. The body is compared piece by piece as it is read, so a directory of a
+    million children does not hold its 24 MB table twice; only a table in another
+    order is gathered whole, to be compared sorted."""
+    expected = memoryview(children.items(at)).cast("B")
+    table_size = size - ITEM_SIZE
+    gathered: bytearray | None = None  # the body so far, once it differs from expected
+    done = 0
+    while done < table_size:
+        piece = read(min(_COMPARE_PIECE, table_size - done))
+        if gathered is not None:
+            gathered += piece
+        elif piece != expected[done : done + len(piece)]:
+            gathered = bytearray(expected[:done]) + piece  # equal up to here
+        done += len(piece)
+    tail = _ITEM.pack(at - entry_at, size + r.HEADER_SIZE, r.GOODBYE_TAIL_MARKER)
+    if read(ITEM_SIZE) != tail:
         return False
-    return sorted(_ITEM.iter_unpack(body[:tail])) == sorted(_ITEM.iter_unpack(expected[:tail]))
+    if gathered is None:
+        return True
+    return goodbye_table.sorted_items(gathered) == goodbye_table.sorted_items(expected)
