@@ -33,11 +33,11 @@ _CERT_PUB = "-cert.pub"
 
 
 @dataclass(frozen=True)
-class FileKey:
-    """A private key read from a file: signs without ssh-agent."""
+class _Key:
+    """What both kinds of key share: the public half signatures carry (the key, or
+    its certificate); each kind says how it signs the SSHSIG message."""
 
-    private: PrivateKeyObject
-    public: PublicKey  # the key, or its certificate, as signatures carry it
+    public: PublicKey
 
     @property
     def public_key(self) -> str:
@@ -48,29 +48,31 @@ class FileKey:
         return self.public.fingerprint
 
     def sign(self, data: bytes, namespace: str = NAMESPACE) -> bytes:
-        return sshsig.sign(self.public, lambda m: raw_sign(self.private, m), data, namespace)
+        return sshsig.sign(self.public, self._raw_sign, data, namespace)
+
+    def _raw_sign(self, message: bytes) -> bytes:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class AgentKey:
+class FileKey(_Key):
+    """A private key read from a file: signs without ssh-agent."""
+
+    private: PrivateKeyObject
+
+    def _raw_sign(self, message: bytes) -> bytes:
+        return raw_sign(self.private, message)
+
+
+@dataclass(frozen=True)
+class AgentKey(_Key):
     """A key ssh-agent holds: signs through the agent at ``socket``."""
 
     socket: str
-    public: PublicKey  # the key, or its certificate, as signatures carry it
     identity: bytes  # the blob the agent knows the key by (the key or the certificate)
 
-    @property
-    def public_key(self) -> str:
-        return self.public.openssh
-
-    @property
-    def fingerprint(self) -> str:
-        return self.public.fingerprint
-
-    def sign(self, data: bytes, namespace: str = NAMESPACE) -> bytes:
-        return sshsig.sign(
-            self.public, lambda m: agent.sign(self.socket, self.identity, m), data, namespace
-        )
+    def _raw_sign(self, message: bytes) -> bytes:
+        return agent.sign(self.socket, self.identity, message)
 
 
 def load_signing_key(path: str | Path) -> SigningKey:
@@ -83,7 +85,9 @@ def load_signing_key(path: str | Path) -> SigningKey:
     data = read_small_file(path, MAX_KEY_FILE_SIZE, "a key")
     if b"PRIVATE KEY-----" in data:
         private = _load_private(data, path)
-        return FileKey(private, public_key_of(private))  # never a certificate beside it,
+        return FileKey(
+            public=public_key_of(private), private=private
+        )  # never a certificate beside it,
         # as ssh-keygen -Y sign -f KEY: pass KEY-cert.pub to sign with the certificate
     try:
         public = parse_public_text(data.decode(errors="replace"))
@@ -94,13 +98,13 @@ def load_signing_key(path: str | Path) -> SigningKey:
         held = agent.identities(socket)
         for identity in (public.blob, public.plain_blob):
             if identity in held:
-                return AgentKey(socket, public, identity)
+                return AgentKey(public=public, socket=socket, identity=identity)
     if public.cert is not None and path.name.endswith(_CERT_PUB):
         beside = path.with_name(path.name.removesuffix(_CERT_PUB))
         if beside.exists():  # like ssh-keygen -Y sign -f KEY-cert.pub: the key beside it
             key = load_signing_key(beside)
             if isinstance(key, FileKey) and key.public.same_key(public):
-                return FileKey(key.private, public)
+                return FileKey(public=public, private=key.private)
     where = "ssh-agent does not hold it" if socket else "SSH_AUTH_SOCK is not set"
     raise DesyncError(
         f"{path}: a public key ({public.fingerprint}), and {where}: "

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
@@ -36,6 +36,8 @@ from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials, url_scheme
 
 # scheme -> "module:function"; each function is (location, options, opener) -> store
+T = TypeVar("T")
+
 _CHUNK_BACKENDS = {
     "http": "desync_decl.stores.http:open_chunk_store",
     "https": "desync_decl.stores.http:open_chunk_store",
@@ -132,28 +134,29 @@ class Opener:
             raise DesyncError(f"index store {shown}: indexes cannot be encrypted")
         return _backend(_INDEX_BACKENDS, scheme, location, "index")(location, options, self)
 
+    def _at_index_store(self, location: str, use: Callable[[IndexStore, str], T]) -> T:
+        """``use(store, name)`` for the index store and name of an index-store URL
+        (``.../dir/x.caibx`` -> the store ``.../dir/``, the name ``x.caibx``), the store
+        closed after."""
+        base, name = _split_index_location(location)
+        store = self.index_store(base)
+        try:
+            return use(store, name)
+        finally:
+            store.close()
+
     def read_index(self, location: str) -> Index:
         """An index from a local path or an index-store URL (``.../name.caibx``)."""
         if url_scheme(location) is None:
             return read_local_index(Path(location))
-        base, name = _split_index_location(location)
-        store = self.index_store(base)
-        try:
-            return store.get_index(name)
-        finally:
-            store.close()
+        return self._at_index_store(location, lambda store, name: store.get_index(name))
 
     def read_signed_index(self, location: str) -> SignedIndex:
         """``read_index`` with the file's bytes and the ``.sig`` beside it (a local
         path's ``<path>.sig``, or ``<name>.sig`` in the same index store)."""
         if url_scheme(location) is None:
             return read_local_signed_index(Path(location))
-        base, name = _split_index_location(location)
-        store = self.index_store(base)
-        try:
-            return store.get_signed_index(name)
-        finally:
-            store.close()
+        return self._at_index_store(location, lambda store, name: store.get_signed_index(name))
 
     def write_signature(self, location: str, signature: bytes) -> None:
         """Write the signature of the index at ``location`` beside it (``<location>.sig``),
@@ -161,12 +164,7 @@ class Opener:
         if url_scheme(location) is None:
             _write_local(signature_name(location), signature)
             return
-        base, name = _split_index_location(location)
-        store = self.index_store(base)
-        try:
-            store.store_signature(name, signature)
-        finally:
-            store.close()
+        self._at_index_store(location, lambda store, name: store.store_signature(name, signature))
 
     def write_index(self, location: str, index: Index, *, make_dirs: bool = False) -> None:
         """Write atomically to a local path (its directory made with ``make_dirs``) or an
@@ -175,12 +173,7 @@ class Opener:
         if url_scheme(location) is None:
             _write_local(location, index.encode(), make_dirs=make_dirs)
             return
-        base, name = _split_index_location(location)
-        store = self.index_store(base)
-        try:
-            store.store_index(name, index)
-        finally:
-            store.close()
+        self._at_index_store(location, lambda store, name: store.store_index(name, index))
 
 
 def _write_local(path: str, data: bytes, *, make_dirs: bool = False) -> None:

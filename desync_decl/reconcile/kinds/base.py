@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
@@ -26,7 +26,7 @@ from typing import ClassVar, Protocol, TypeVar
 from desync_decl.errors import file_error
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.manifest import Task, TaskAction
+from desync_decl.manifest import Task, TaskAction, TrustDef
 from desync_decl.manifest.convert import is_url
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
@@ -79,6 +79,22 @@ def with_signatures(facts: Facts[FF], signed: Sequence[SignedBy]) -> Facts[FF]:
         return facts
     fields = {**facts.digest_fields, "signed-by": {s.index: s.signer for s in signed}}
     return dataclasses.replace(facts, digest_fields=fields, signatures=tuple(signed))
+
+
+def judged_first(
+    ctx: Context,
+    index: str,
+    trust: TrustDef | None,
+    observe: Callable[[Index | None], Facts[FF]],
+) -> Facts[FF]:
+    """``observe(None)``, or under ``trust`` the index at ``index`` judged first —
+    every run, a converged target too — then ``observe(the index as judged)``, with
+    its signer in the facts (``with_signatures``). A refusal raises before anything
+    is observed, so nothing is fetched for an index the trust refuses."""
+    if trust is None:
+        return observe(None)
+    trusted, signed = ctx.trusted_index(index, trust)
+    return with_signatures(observe(trusted), [signed])
 
 
 def location_key(location: str) -> str:

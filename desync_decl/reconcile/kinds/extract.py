@@ -51,10 +51,10 @@ from desync_decl.reconcile.kinds import absent, seeding
 from desync_decl.reconcile.kinds.base import (
     Kind,
     Resources,
+    judged_first,
     location_key,
     store_keys,
     why_words,
-    with_signatures,
 )
 from desync_decl.reconcile.kinds.fetch import (
     fetch_amounts,
@@ -116,11 +116,7 @@ class ExtractKind:
         if a.state == "absent":
             return absent.look(a.path, keeps="file")
         assert a.index is not None  # the schema requires it unless absent
-        if a.trust is None:
-            return self._observe(a, ctx, None)
-        # under trust the index is judged first, every run: a converged target too
-        index, signed = ctx.trusted_index(a.index, a.trust)
-        return with_signatures(self._observe(a, ctx, index), [signed])
+        return judged_first(ctx, a.index, a.trust, lambda index: self._observe(a, ctx, index))
 
     def _observe(self, a: ExtractAction, ctx: Context, index: Index | None) -> Facts[_Seen]:
         """The target against the index (``index``: read already, under trust)."""

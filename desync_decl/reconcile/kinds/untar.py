@@ -42,10 +42,10 @@ from desync_decl.reconcile.kinds import absent, listing
 from desync_decl.reconcile.kinds.base import (
     Kind,
     Resources,
+    judged_first,
     location_key,
     store_keys,
     why_words,
-    with_signatures,
 )
 from desync_decl.reconcile.kinds.fetch import fetch_amounts, fetched_words, refuse_missing
 from desync_decl.reconcile.kinds.trees import fingerprint, repeated, tree_index
@@ -116,11 +116,7 @@ class UntarKind:
         if a.state == "absent":
             return absent.look(a.path, keeps="directory")
         assert a.index is not None  # the schema requires it unless absent
-        if a.trust is None:
-            return self._observe(a, ctx, None)
-        # under trust the index is judged first, every run: a converged tree too
-        index, signed = ctx.trusted_index(a.index, a.trust)
-        return with_signatures(self._observe(a, ctx, index), [signed])
+        return judged_first(ctx, a.index, a.trust, lambda index: self._observe(a, ctx, index))
 
     def _observe(self, a: UntarAction, ctx: Context, index: Index | None) -> Facts[_Seen]:
         """The tree against the archive (``index``: read already, under trust)."""
