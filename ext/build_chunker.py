@@ -17,6 +17,7 @@ ffibuilder.cdef(
     size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
                            uint64_t *cuts, size_t max_cuts);
     uint32_t ca_chunker_window_hash(const uint8_t *window);
+    int ca_chunker_is_cut(const ca_chunker *c, uint32_t h);
     """
 )
 ffibuilder.set_source(

@@ -40,8 +40,7 @@ int ca_chunker_init(ca_chunker *c, uint64_t min, uint64_t avg, uint64_t max) {
     if (d > max)
         d = max;
     c->discriminator = d;
-    /* Lemire's fastmod: exact h % d for any 32-bit h and d. */
-    c->fastmod_m = UINT64_MAX / d + 1;
+    c->divisible_c = UINT64_MAX / d + 1;
     c->first_test = min > CA_CHUNKER_WINDOW ? min : CA_CHUNKER_WINDOW;
     c->hash = 0;
     c->scanned = 0;
@@ -56,9 +55,19 @@ uint32_t ca_chunker_window_hash(const uint8_t *w) {
     return h;
 }
 
-static inline uint64_t fastmod(uint32_t h, uint64_t m, uint64_t d) {
-    uint64_t low = m * h;
-    return (uint64_t)(((__uint128_t)low * d) >> 64);
+/* casync cuts where h % d == d - 1, that is where d divides h + 1. Lemire,
+ * Kaser & Kurz ("Faster remainder by direct computation", 2019, theorem 1 and
+ * its divisibility corollary): with c = ceil(2^64 / d), n is a multiple of d
+ * exactly when n * c mod 2^64 <= c - 1, for every n < 2^N with N + log2(d) <= 64.
+ * Here n = h + 1 <= 2^32 (N = 33) and d <= max < 2^31: one multiplication
+ * and one comparison, no division (tests/test_chunker_scan.py checks it
+ * against h % d on edge and random values for many d). */
+static inline int is_cut(uint32_t h, uint64_t c) {
+    return ((uint64_t)h + 1) * c <= c - 1;
+}
+
+int ca_chunker_is_cut(const ca_chunker *c, uint32_t h) {
+    return is_cut(h, c->divisible_c);
 }
 
 static size_t scan_fixed(ca_chunker *c, size_t len, uint64_t *cuts, size_t max_cuts) {
@@ -71,13 +80,15 @@ static size_t scan_fixed(ca_chunker *c, size_t len, uint64_t *cuts, size_t max_c
     return n;
 }
 
+/* The hash after the window moves on by one byte: `in` enters, `out` leaves. */
+#define ROLL(h, out, in) (rol32((h), 1) ^ table_out[(out)] ^ buzhash_table[(in)])
+
 size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
                        uint64_t *cuts, size_t max_cuts) {
     if (c->fixed)
         return scan_fixed(c, len, cuts, max_cuts);
 
-    const uint64_t max = c->max, d = c->discriminator, m = c->fastmod_m;
-    const uint64_t target = d - 1, first = c->first_test;
+    const uint64_t max = c->max, dc = c->divisible_c, first = c->first_test;
     size_t n = 0;
     uint64_t start = 0;          /* current chunk's first byte, relative to buf */
     uint64_t size = c->scanned;  /* its length tested so far */
@@ -96,15 +107,45 @@ size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
             h = ca_chunker_window_hash(p + first - CA_CHUNKER_WINDOW);
             size = first;
         }
-        const uint64_t limit = avail < max ? avail : max;
-        for (;;) {
-            if (fastmod(h, m, d) == target || size >= max)
-                goto cut;
-            if (size >= limit)
-                goto need_more;  /* size < max here, so limit == avail */
-            h = rol32(h, 1) ^ table_out[p[size - CA_CHUNKER_WINDOW]] ^ buzhash_table[p[size]];
-            size++;
+        /* h is the hash of the window ending at `size`; test it, then every
+         * length up to `end` (inclusive). A length of max is a cut anyway. */
+        const uint64_t end = avail < max ? avail : max;
+        if (is_cut(h, dc))
+            goto cut;
+        /* Four lengths per round. Only h4 feeds the next round, and it is
+         * computed from h directly (rol by 4, and the four bytes' terms
+         * rotated into place), so the loop-carried chain is one rotate and
+         * one xor per four bytes instead of per byte; h1..h3 are only
+         * tested. One branch per round: a cut is rare. */
+        while (size + 4 <= end) {
+            const uint8_t *o = p + size - CA_CHUNKER_WINDOW, *i = p + size;
+            const uint32_t a0 = table_out[o[0]] ^ buzhash_table[i[0]];
+            const uint32_t a1 = table_out[o[1]] ^ buzhash_table[i[1]];
+            const uint32_t a2 = table_out[o[2]] ^ buzhash_table[i[2]];
+            const uint32_t a3 = table_out[o[3]] ^ buzhash_table[i[3]];
+            const uint32_t b1 = rol32(a0, 1) ^ a1;
+            const uint32_t b2 = rol32(b1, 1) ^ a2;
+            const uint32_t h1 = rol32(h, 1) ^ a0;
+            const uint32_t h2 = rol32(h, 2) ^ b1;
+            const uint32_t h3 = rol32(h, 3) ^ b2;
+            const uint32_t h4 = rol32(h, 4) ^ (rol32(b2, 1) ^ a3);
+            if (is_cut(h1, dc) | is_cut(h2, dc) | is_cut(h3, dc) | is_cut(h4, dc)) {
+                if (is_cut(h1, dc)) { h = h1; size += 1; goto cut; }
+                if (is_cut(h2, dc)) { h = h2; size += 2; goto cut; }
+                if (is_cut(h3, dc)) { h = h3; size += 3; goto cut; }
+                h = h4; size += 4; goto cut;
+            }
+            h = h4;
+            size += 4;
         }
+        while (size < end) {
+            h = ROLL(h, p[size - CA_CHUNKER_WINDOW], p[size]);
+            size++;
+            if (is_cut(h, dc))
+                goto cut;
+        }
+        if (size < max)
+            goto need_more;      /* end == avail: the rest of this chunk is not here yet */
     cut:
         start += size;
         cuts[n++] = start;

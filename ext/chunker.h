@@ -21,7 +21,7 @@
 typedef struct ca_chunker {
     uint64_t min, avg, max;
     uint64_t discriminator;  /* casync's formula, clamped into [min, max] */
-    uint64_t fastmod_m;      /* precomputed multiplier for h % discriminator */
+    uint64_t divisible_c;    /* ceil(2^64 / discriminator): the cut test without division */
     uint64_t first_test;     /* max(min, WINDOW): first chunk length tested */
     int fixed;               /* min == avg == max: cut every max bytes, no hash */
     uint32_t hash;           /* rolling hash of the window ending at `scanned` */
@@ -46,5 +46,9 @@ size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
 
 /* Rolling hash of one full 48-byte window (exposed for tests). */
 uint32_t ca_chunker_window_hash(const uint8_t *window);
+
+/* Whether a window hash h is a cut point: h % discriminator == discriminator - 1,
+ * computed without a division (exposed for tests). */
+int ca_chunker_is_cut(const ca_chunker *c, uint32_t h);
 
 #endif
