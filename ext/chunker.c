@@ -3,6 +3,8 @@
 #include "chunker.h"
 #include "buzhash_table.h"
 
+uint32_t ca_chunker_window_hash(const uint8_t *w);
+
 static inline uint32_t rol32(uint32_t x, unsigned n) {
     n &= 31;
     return n ? (x << n) | (x >> (32 - n)) : x;
@@ -12,12 +14,15 @@ static inline uint32_t rol32(uint32_t x, unsigned n) {
  * leaving the window. Built once; the values never change. */
 static uint32_t table_out[256];
 static int table_out_ready;
+static uint32_t zero_hash;  /* hash of a window of WINDOW zero bytes */
 
 static void init_table_out(void) {
     if (table_out_ready)
         return;
     for (int i = 0; i < 256; i++)
         table_out[i] = rol32(buzhash_table[i], CA_CHUNKER_WINDOW);
+    static const uint8_t zeros[CA_CHUNKER_WINDOW];
+    zero_hash = ca_chunker_window_hash(zeros);
     table_out_ready = 1;
 }
 
@@ -155,4 +160,29 @@ need_more:
     c->hash = h;
     c->scanned = size;
     return n;
+}
+
+uint64_t ca_chunker_skip_zeros(ca_chunker *c, uint64_t done, uint64_t zeros,
+                               uint64_t *first, uint64_t *step) {
+    const uint64_t end = done + zeros;
+    uint64_t at, every;
+    if (!c->fixed && is_cut(zero_hash, c->divisible_c)) {
+        /* Every length tested from here on is a cut: the next one ends this
+         * chunk, and each later chunk ends at its first tested length. */
+        at = done >= c->first_test ? done + 1 : c->first_test;
+        every = c->first_test;
+    } else {
+        at = every = c->max;  /* no window of zeros cuts: only the maximum does */
+    }
+    const uint64_t count = end >= at ? (end - at) / every + 1 : 0;
+    const uint64_t rest = count ? end - (at + (count - 1) * every) : end;
+    if (!c->fixed && rest >= c->first_test) {
+        c->hash = zero_hash;  /* the window ending at `rest` holds zeros only */
+        c->scanned = rest;
+    } else {
+        c->scanned = 0;
+    }
+    *first = at;
+    *step = every;
+    return count;
 }
