@@ -6,12 +6,14 @@ uses, into two throw-away cffi modules, so one process times them on the same
 buffer in the same run: ``--runs`` rounds, each scanning ``--size`` bytes of
 ``random.Random(42)`` data (warm in memory) with each version in turn (alternating
 which goes first), for each chunk-size setting. Only the ``ca_chunker_scan``
-calls are timed (no Python loop per chunk, no I/O); the two versions must find
-the same cuts. Prints medians and the spread as Markdown and writes
-``bench/results-scan.md``.
+calls are timed (no Python loop per chunk, no I/O), in CPU seconds of the
+scanning thread (``time.thread_time``: on a shared machine, time spent waiting
+for a core does not count against either version); the versions must find the
+same cuts. ``--baseline`` may be given several times. Prints medians and the
+spread as Markdown and writes ``bench/results-scan.md``.
 
     python bench/bench_scan.py                      # vs main, 256 MiB, 7 rounds
-    python bench/bench_scan.py --baseline HEAD~3 --runs 11
+    python bench/bench_scan.py --baseline main --baseline HEAD~3 --runs 11
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ def checkout_ext(revision: str, dest: Path) -> None:
 
 
 def scan_all(module: ModuleType, data: bytes, sizes: tuple[int, int, int]) -> tuple[float, int]:
-    """Seconds spent inside ``ca_chunker_scan`` chunking all of ``data``, and the cut count."""
+    """CPU seconds spent inside ``ca_chunker_scan`` chunking all of ``data``, and the cut count."""
     ffi, lib = module.ffi, module.lib  # type: ignore[attr-defined]  # cffi module
     state = ffi.new("ca_chunker *")
     assert lib.ca_chunker_init(state, *sizes) == 0
     cuts = ffi.new("uint64_t[]", CUTS)
     buf = ffi.from_buffer("uint8_t[]", data)
     base, total = 0, 0
-    start = time.perf_counter()
+    start = time.thread_time()
     while True:
         n = lib.ca_chunker_scan(state, buf + base, len(data) - base, cuts, CUTS)
         if n == 0:
@@ -94,30 +96,35 @@ def scan_all(module: ModuleType, data: bytes, sizes: tuple[int, int, int]) -> tu
         base += cuts[n - 1]
         if n < CUTS:
             break
-    return time.perf_counter() - start, total
+    return time.thread_time() - start, total
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build both versions, time them interleaved, print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="main", help="git revision to compare with")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        help="git revision to compare with (default main; may be repeated)",
+    )
     parser.add_argument("--size", type=bl.parse_size, default=256 << 20, help="bytes per scan")
     parser.add_argument("--runs", type=int, default=7, help="rounds (default 7)")
     args = parser.parse_args(argv)
+    baselines = args.baseline or ["main"]
     data = random.Random(bl.RAND_SEED).randbytes(args.size)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        checkout_ext(args.baseline, tmp / "base_ext")
-        versions = {
-            f"baseline ({args.baseline})": build("_scan_base", tmp / "base_ext", tmp),
-            f"this tree ({bl.git_revision()})": build("_scan_head", bl.REPO / "ext", tmp),
-        }
+        versions = {}
+        for i, revision in enumerate(baselines):
+            checkout_ext(revision, tmp / f"base{i}_ext")
+            versions[f"{revision}"] = build(f"_scan_base{i}", tmp / f"base{i}_ext", tmp)
+        versions[f"this tree ({bl.git_revision()})"] = build("_scan_head", bl.REPO / "ext", tmp)
         rows = []
         for setting, sizes in SETTINGS.items():
             times: dict[str, list[float]] = {v: [] for v in versions}
             counts: dict[str, int] = {}
             for run in range(args.runs):
-                order = list(versions) if run % 2 else list(versions)[::-1]
+                order = list(versions) if run % 2 else list(versions)[::-1]  # alternate
                 for name in order:
                     seconds, counts[name] = scan_all(versions[name], data, sizes)
                     times[name].append(seconds)
@@ -140,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"* Machine: {bl.machine_description()}; load average at the end: {load}",
             f"* Command: `{bl.command_line()}`",
             f"* {args.size} bytes of random data in memory, {args.runs} rounds per version,"
-            " interleaved; GB/s = 10^9 bytes per second inside `ca_chunker_scan`.",
+            " interleaved; GB/s = 10^9 bytes per CPU second of the scanning thread inside"
+            " `ca_chunker_scan`.",
             "",
             "| sizes | version | GB/s median (runs) | cuts |",
             "|---|---|---|---|",

@@ -117,31 +117,22 @@ size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
         const uint64_t end = avail < max ? avail : max;
         if (is_cut(h, dc))
             goto cut;
-        /* Four lengths per round. Only h4 feeds the next round, and it is
-         * computed from h directly (rol by 4, and the four bytes' terms
-         * rotated into place), so the loop-carried chain is one rotate and
-         * one xor per four bytes instead of per byte; h1..h3 are only
-         * tested. One branch per round: a cut is rare. */
+        /* Four lengths per round, each tested as soon as its hash is known:
+         * one bound check per four bytes. (Computing the four hashes from h
+         * directly to shorten the loop-carried chain, and testing them with
+         * one branch, measured slower: bench/results-scan.md.) */
         while (size + 4 <= end) {
             const uint8_t *o = p + size - CA_CHUNKER_WINDOW, *i = p + size;
-            const uint32_t a0 = table_out[o[0]] ^ buzhash_table[i[0]];
-            const uint32_t a1 = table_out[o[1]] ^ buzhash_table[i[1]];
-            const uint32_t a2 = table_out[o[2]] ^ buzhash_table[i[2]];
-            const uint32_t a3 = table_out[o[3]] ^ buzhash_table[i[3]];
-            const uint32_t b1 = rol32(a0, 1) ^ a1;
-            const uint32_t b2 = rol32(b1, 1) ^ a2;
-            const uint32_t h1 = rol32(h, 1) ^ a0;
-            const uint32_t h2 = rol32(h, 2) ^ b1;
-            const uint32_t h3 = rol32(h, 3) ^ b2;
-            const uint32_t h4 = rol32(h, 4) ^ (rol32(b2, 1) ^ a3);
-            if (is_cut(h1, dc) | is_cut(h2, dc) | is_cut(h3, dc) | is_cut(h4, dc)) {
-                if (is_cut(h1, dc)) { h = h1; size += 1; goto cut; }
-                if (is_cut(h2, dc)) { h = h2; size += 2; goto cut; }
-                if (is_cut(h3, dc)) { h = h3; size += 3; goto cut; }
-                h = h4; size += 4; goto cut;
-            }
-            h = h4;
+            h = ROLL(h, o[0], i[0]);
+            if (is_cut(h, dc)) { size += 1; goto cut; }
+            h = ROLL(h, o[1], i[1]);
+            if (is_cut(h, dc)) { size += 2; goto cut; }
+            h = ROLL(h, o[2], i[2]);
+            if (is_cut(h, dc)) { size += 3; goto cut; }
+            h = ROLL(h, o[3], i[3]);
             size += 4;
+            if (is_cut(h, dc))
+                goto cut;
         }
         while (size < end) {
             h = ROLL(h, p[size - CA_CHUNKER_WINDOW], p[size]);
