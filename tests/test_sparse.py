@@ -15,15 +15,16 @@ import itertools
 import random
 import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from desync_decl._chunker_cffi import ffi, lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from desync_decl.chunker import Chunker, ZeroRun, iter_chunks, iter_pieces
+from desync_decl.chunker import Chunker, ZeroRun, discriminator, iter_chunks, iter_pieces
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import decode
@@ -40,11 +41,9 @@ FIXED = (64 * KiB, 64 * KiB, 64 * KiB)  # min = avg = max: a cut every max bytes
 
 def zero_window_cuts(sizes: tuple[int, int, int]) -> bool:
     """Whether a window of zeros is a cut point for these sizes (casync's rule)."""
-    d = 0x9E489E48 + 1  # the hash of 48 zero bytes, plus one (test_chunker checks it)
-    return (
-        d % max(sizes[0], min(sizes[2], int(sizes[1] / (-1.42888852e-7 * sizes[1] + 1.33237515))))
-        == 0
-    )
+    h = lib.ca_chunker_window_hash(ffi.from_buffer("uint8_t[]", bytes(48)))
+    d = discriminator(ChunkSizes(*sizes))
+    return h % d == d - 1
 
 
 def test_the_zero_cut_sizes_really_cut_in_zeros():
@@ -130,7 +129,8 @@ LAYOUTS = [
 
 @pytest.fixture
 def hashed(monkeypatch) -> list[int]:
-    """The sizes of everything hashed with a chunk digest from now on (all threads)."""
+    """The sizes of everything hashed with a chunk digest from now on (all threads):
+    a spy that counts and calls the real hash, so what is measured is what ran."""
     sizes: list[int] = []
     lock = threading.Lock()
     real = Digest.hash
@@ -282,21 +282,28 @@ def test_chop_refuses_a_hole_where_the_index_has_data(cli, tmp_path):
 
 def pieces_as_chunks(
     path: Path, sizes: ChunkSizes, holes: Sequence[tuple[int, int]]
-) -> Iterator[tuple[int, int, bytes]]:
-    """(start, size, id) of every chunk ``iter_pieces`` finds, zero runs expanded."""
+) -> list[tuple[int, int, bytes]]:
+    """(start, size, id) of every chunk ``iter_pieces`` finds, zero runs expanded.
+
+    Also checks that of the holes only their edges were handed out to be read:
+    the chunks cut while scanning a hole's first window and first tested length,
+    at most two of ``max(min, 48)`` bytes or less per hole."""
     digest = Digest.SHA512_256
+    chunks, read_in_holes = [], 0
     with path.open("rb") as f:
         for piece in iter_pieces(f, sizes, holes=holes, block_size=64 * KiB):
             if isinstance(piece, ZeroRun):
                 cid = digest.hash(bytes(piece.size))
-                for i in range(piece.count):
-                    yield piece.offset + i * piece.size, piece.size, cid
+                chunks += [
+                    (piece.offset + i * piece.size, piece.size, cid) for i in range(piece.count)
+                ]
             else:
-                assert (
-                    not within_holes(holes, piece[0], piece[0] + len(piece[1]))
-                    or len(piece[1]) <= 2 * sizes.max
-                )
-                yield piece[0], len(piece[1]), digest.hash(piece[1])
+                start, data = piece
+                if within_holes(holes, start, start + len(data)):
+                    read_in_holes += len(data)
+                chunks.append((start, len(data), digest.hash(data)))
+    assert read_in_holes <= len(holes) * 2 * max(sizes.min, 48)
+    return chunks
 
 
 def casync_chunks(index: Path) -> list[tuple[int, int, bytes]]:
@@ -314,9 +321,9 @@ def dense_cuts(data: bytes, sizes: ChunkSizes, tmp: Path) -> list[int]:
     "sizes", [DEFAULT, SMALL, ZERO_CUTS], ids=["default", "1K:4K:16K", "zero_cuts"]
 )
 def test_holes_at_across_and_between_cuts(casync, tmp_path, sizes):
-    """Zero ranges starting at a cut, spanning one, between two, ending at a max cut,
-    shorter than the window and than the minimum: casync's chunks, and the hole's
-    relation to the cuts is really each of these."""
+    """Zero ranges starting at a cut (and holding several max-size chunks), spanning
+    one, between two, shorter than the window and than the minimum, declared as
+    holes: casync's chunks. (Layouts above end holes at a max cut.)"""
     rng = random.Random(9)
     cs = ChunkSizes(*sizes)
     data = bytearray(rng.randbytes(40 * sizes[2]))
@@ -334,7 +341,7 @@ def test_holes_at_across_and_between_cuts(casync, tmp_path, sizes):
     source = tmp_path / "zeros.img"
     source.write_bytes(bytes(data))
     theirs = casync_chunks(casync_make(casync, source, sizes, tmp_path))
-    assert list(pieces_as_chunks(source, cs, holes)) == theirs
+    assert (pieces_as_chunks(source, cs, holes)) == theirs
     starts = {s for s, _, _ in theirs}
     assert holes[0][0] in starts  # a chunk begins where the first hole does
     assert any(holes[0][0] < s < holes[0][1] for s in starts)  # cuts inside it
@@ -376,7 +383,7 @@ def test_declared_holes_give_casyncs_chunks(casync, tmp_path_factory, layout, si
     source = tmp / "zeros.img"
     source.write_bytes(data)
     theirs = casync_chunks(casync_make(casync, source, sizes, tmp))
-    assert list(pieces_as_chunks(source, ChunkSizes(*sizes), holes)) == theirs
+    assert (pieces_as_chunks(source, ChunkSizes(*sizes), holes)) == theirs
 
 
 @pytest.mark.parametrize("sizes", [*SIZES.values(), (1, 1, 64)], ids=[*SIZES, "d=1"])
