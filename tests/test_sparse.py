@@ -410,3 +410,26 @@ def test_skip_zeros_from_any_point_where_windows_are_zeros(sizes, lead):
     start = cuts[-1] if cuts else 0
     cuts += [start + c for c in chunker.scan(data[start:])]
     assert cuts == full
+
+
+@pytest.mark.parametrize("position", [0, 5000, 1 * MiB + 100, 1 * MiB + 700 * KiB])
+def test_pieces_from_a_reader_position_inside_or_before_a_hole(tmp_path, position):
+    """From wherever the reader stands (in data, in a hole), the pieces' offsets count
+    from there and their chunks are ``iter_chunks``'s."""
+    layout = Layout("mixed", 3 * MiB, ((0, 1 * MiB), (2 * MiB, 1 * MiB)))
+    path = tmp_path / "mixed.img"
+    layout.write(path)
+    sizes = ChunkSizes(*SMALL)
+    with path.open("rb") as f:
+        f.seek(position)
+        dense = [(o, len(d)) for o, d in iter_chunks(f, sizes)]
+        f.seek(position)
+        pieces = list(iter_pieces(f, sizes))
+    expanded = []
+    for piece in pieces:
+        if isinstance(piece, ZeroRun):
+            expanded += [(piece.offset + i * piece.size, piece.size) for i in range(piece.count)]
+        else:
+            expanded.append((piece[0], len(piece[1])))
+    assert expanded == dense
+    assert any(isinstance(p, ZeroRun) for p in pieces)
