@@ -203,18 +203,30 @@ def find_holes_of(path: Path) -> list[tuple[int, int]]:
         return find_holes(f.fileno(), 0, path.stat().st_size)
 
 
-def test_a_big_hole_is_one_zero_run_and_one_hash(tmp_path, hashed):
-    """A 1 GiB hole: a handful of pieces, the zero chunk hashed once."""
+def test_a_big_hole_is_one_zero_run_and_one_hash(tmp_path, hashed, monkeypatch):
+    """A 1 GiB hole: a handful of pieces; the zero chunk hashed, looked up in the store
+    and stored once, though the index names it thousands of times."""
     layout = Layout("gib", 1 << 30, ((0, 64 * KiB), ((1 << 30) - 64 * KiB, 64 * KiB)))
     path = tmp_path / "gib.img"
     layout.write(path)
+    zero_id = Digest.SHA512_256.hash(bytes(256 * KiB))
+    asked: list[bytes] = []  # ids the store was asked about or given (spies on the real calls)
+    real_has, real_store = LocalStore.has_chunk, LocalStore.store_chunk
+    monkeypatch.setattr(
+        LocalStore, "has_chunk", lambda self, cid: asked.append(cid) or real_has(self, cid)
+    )
+    monkeypatch.setattr(
+        LocalStore,
+        "store_chunk",
+        lambda self, chunk: asked.append(chunk.id) or real_store(self, chunk),
+    )
     hashed.clear()
-    result = make(path)
+    result = make(path, store=LocalStore(tmp_path / "store", create=True))
     hashed_by_make = sum(hashed)
     assert result.index.length == 1 << 30
     assert hashed_by_make < 2 * MiB  # the data, two edge chunks, one zero chunk
-    zero_id = Digest.SHA512_256.hash(bytes(256 * KiB))
     assert sum(1 for c in result.index if c.id == zero_id) > 4000
+    assert asked.count(zero_id) == 2  # one has_chunk, one store_chunk
     with path.open("rb") as f:
         pieces = list(iter_pieces(f))
     assert len(pieces) < 10
