@@ -109,9 +109,6 @@ class ZeroChunks:
                 found = self._chunks[size] = Chunk(self.digest.hash(zeros), plain=zeros)
             return found
 
-    def id(self, size: int) -> ChunkID:
-        return self.chunk(size).id
-
 
 def make(
     source: str | os.PathLike,
@@ -183,18 +180,18 @@ def _weight(piece: Piece) -> int:
     return piece.size if isinstance(piece, ZeroRun) else len(piece[1])
 
 
-_ZERO_BLOCK = memoryview(bytes(1 << 20))
-
-
 def _hashed(pieces: Iterable[Piece], whole: hashlib._Hash) -> Iterator[Piece]:
     """Pass pieces through, feeding them in order into the whole-file digest (a
-    hole too: the digest is of every byte, so ``--blob-digest`` reads zeros)."""
+    hole too: the digest is of every byte, so ``--blob-digest`` hashes its zeros)."""
+    zero_block = memoryview(b"")
     for piece in pieces:
         if isinstance(piece, ZeroRun):
+            if not zero_block:
+                zero_block = memoryview(bytes(1 << 20))
             left = piece.size * piece.count
             while left:
-                n = min(left, len(_ZERO_BLOCK))
-                whole.update(_ZERO_BLOCK[:n])
+                n = min(left, len(zero_block))
+                whole.update(zero_block[:n])
                 left -= n
         else:
             whole.update(piece[1])
