@@ -21,6 +21,7 @@ size and data; ``--snapshot`` freezes the desync_decl code measured.
 
     python bench/bench_sparse.py                               # 4 GiB, 32 MiB of data, 3 runs
     python bench/bench_sparse.py --size 64G --no-casync --runs 5
+    sudo bench/on_fresh_fs.sh 8 python bench/bench_sparse.py --extents 4096 --settle 0
 """
 
 from __future__ import annotations
@@ -219,9 +220,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = bl.base_parser(
         __doc__.split("\n\n")[0],
-        settle_what="a run creates a few hundred chunk files, so ext4's reuse delay hardly"
-        " matters here",
-        settle=0.0,
         size=4 * bl.GiB,
     )
     parser.add_argument(
