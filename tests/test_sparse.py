@@ -184,14 +184,16 @@ def test_make_of_a_sparse_file_writes_casyncs_index(casync, cli, tmp_path, hashe
     zero = {c.size for c in result.index if c.id == Digest.SHA512_256.hash(bytes(c.size))}
     assert hashed_by_make <= data_bytes + edges + sum(zero)
 
-    # ... and the same bytes written out (no holes) give the same index, through
-    # the command line and desync's -m.
+    # The command line with desync's -m makes the same index of the sparse file, and
+    # of the same bytes written out (no holes).
     dense = tmp_path / "dense.img"
     dense.write_bytes(content)
     assert find_holes_of(dense) == []
-    r = cli("make", "-m", m_flag(sizes), "-s", tmp_path / "store2", tmp_path / "dense.caibx", dense)
-    assert r.code == 0, r.err
-    assert (tmp_path / "dense.caibx").read_bytes() == theirs.read_bytes()
+    for name, source in (("sparse", sparse), ("dense", dense)):
+        index = tmp_path / f"{name}.caibx"
+        r = cli("make", "-m", m_flag(sizes), "-s", tmp_path / "store2", index, source)
+        assert r.code == 0, r.err
+        assert index.read_bytes() == theirs.read_bytes()
 
     r = cli("extract", "-s", tmp_path / "store", tmp_path / "dense.caibx", tmp_path / "out")
     assert r.code == 0, r.err
