@@ -1,8 +1,12 @@
 """Content-defined chunking with casync's exact cut rule, over the C scanner in ``ext/``.
 
 Python only moves buffers: the per-byte rolling hash runs in C (with the GIL
-released), fed with blocks of several MiB, so a chunking thread costs about a
-second per GiB while hashing and compression threads use the other core.
+released), fed with blocks of several MiB, so a chunking thread costs about half
+a second per GiB while hashing and compression threads use the other core.
+
+A sparse file's holes are not scanned (``iter_pieces``): inside zeros the window
+hash is a constant, so the cuts there follow from the chunk sizes alone, and the
+chunks wholly inside a hole come out as ``ZeroRun``s that nobody needs to read.
 """
 
 from __future__ import annotations
@@ -11,16 +15,32 @@ import io
 import mmap
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_decl._chunker_cffi import ffi, lib
 from desync_decl.errors import UsageError
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_decl.fsutil import find_holes
 from desync_decl.units import MiB
 
 READ_BLOCK_SIZE = 4 * MiB
 _DROP_LAG = 16 * MiB  # mapped input pages this far behind the scan are unmapped
+WINDOW = 48  # bytes in the rolling hash's window (CA_CHUNKER_WINDOW)
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroRun:
+    """``count`` chunks of ``size`` zero bytes each, back to back from ``offset``: the
+    chunks inside a hole, which have one id per size and need not be read."""
+
+    offset: int
+    size: int
+    count: int
+
+
+Piece = tuple[int, memoryview] | ZeroRun  # a chunk's offset and bytes, or zero chunks
 
 
 def discriminator(sizes: ChunkSizes) -> int:
@@ -60,6 +80,20 @@ class Chunker:
             if n < self._cuts_len:
                 return cuts
 
+    def skip_zeros(self, done: int, zeros: int) -> tuple[int, int, int]:
+        """Move past ``zeros`` zero bytes that follow the ``done`` bytes of the current
+        chunk, without reading them; ``(first, step, count)``: they hold ``count`` cuts,
+        ``first + i * step`` bytes after the current chunk's start.
+
+        Only valid when every window the scan would test in them lies inside the
+        zeros: scan their first ``WINDOW`` bytes (and up to the chunk's first tested
+        length) first. After it, pass the following bytes from the current chunk's
+        start (the last cut, or the old start if there was none) to ``scan``.
+        """
+        out = ffi.new("uint64_t[2]")
+        count = lib.ca_chunker_skip_zeros(self._state, done, zeros, out, out + 1)
+        return out[0], out[1], count
+
 
 def iter_chunks(
     reader: BinaryIO,
@@ -72,13 +106,40 @@ def iter_chunks(
     ``offset`` counts from that position. A regular file is memory-mapped: chunks
     are views of the page cache, with no buffer allocated or copied (allocating a
     fresh multi-MiB buffer per block made the kernel serialize the worker threads
-    on the address-space lock). Other streams are read block by block.
+    on the address-space lock). Other streams are read block by block. Every byte
+    is scanned; ``iter_pieces`` skips holes.
     """
     mapped = _map(reader)
     if mapped is None:
         yield from _iter_read(reader, sizes, block_size)
-    else:
-        yield from _iter_mapped(*mapped, sizes, block_size)
+        return
+    for piece in _iter_mapped(*mapped, sizes, block_size, holes=()):
+        assert not isinstance(piece, ZeroRun)  # only holes make them
+        yield piece
+
+
+def iter_pieces(
+    reader: BinaryIO,
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
+    *,
+    block_size: int = READ_BLOCK_SIZE,
+    holes: Sequence[tuple[int, int]] | None = None,
+) -> Iterator[Piece]:
+    """``iter_chunks`` that skips a sparse file's holes: the chunks wholly inside a
+    hole come as ``ZeroRun``s, computed without reading or hashing the hole.
+
+    The cuts are the same as ``iter_chunks``'s. ``holes`` (sorted, disjoint
+    ``(first, stop)`` file offsets that read as zeros) defaults to what
+    ``SEEK_HOLE`` finds; a caller may name zero ranges of its own.
+    """
+    mapped = _map(reader)
+    if mapped is None:
+        yield from _iter_read(reader, sizes, block_size)
+        return
+    data, position = mapped
+    if holes is None:
+        holes = find_holes(reader.fileno(), position, len(data))
+    yield from _iter_mapped(data, position, sizes, block_size, holes)
 
 
 def _map(reader: BinaryIO) -> tuple[mmap.mmap, int] | None:
@@ -94,34 +155,96 @@ def _map(reader: BinaryIO) -> tuple[mmap.mmap, int] | None:
     return mmap.mmap(fd, 0, access=mmap.ACCESS_READ), position
 
 
-def _iter_mapped(
-    mapped: mmap.mmap, position: int, sizes: ChunkSizes, block_size: int
-) -> Iterator[tuple[int, memoryview]]:
-    """Chunks as views of the mapping; pages far behind are dropped from the mapping.
+class _MappedScan:
+    """One pass of the chunker over a mapped file, hole by hole.
 
-    Dropping (MADV_DONTNEED) only unmaps them: the page cache keeps the data, and
+    ``start`` is the current chunk's first byte and ``scanned_to`` how far the
+    chunker has looked, both file offsets; ``position`` is where the caller's
+    offsets count from. Pages far behind are dropped from the mapping.
+    """
+
+    def __init__(
+        self, mapped: mmap.mmap, position: int, sizes: ChunkSizes, block_size: int
+    ) -> None:
+        self.mapped, self.position, self.block_size = mapped, position, block_size
+        self.chunker = Chunker(sizes)
+        self.first_test = max(sizes.min, WINDOW)
+        self.view = memoryview(mapped)
+        self.start = self.scanned_to = position
+        self.dropped = position & ~(mmap.PAGESIZE - 1)
+
+    def scan_to(self, limit: int) -> Iterator[Piece]:
+        """Scan every byte up to ``limit``, in blocks; yield the chunks that end there."""
+        while self.scanned_to < limit:
+            base = self.start  # the buffer passed to scan starts at the unfinished chunk
+            self.scanned_to = min(limit, self.scanned_to + self.block_size)
+            for end in self.chunker.scan(self.view[base : self.scanned_to]):
+                yield self.start - self.position, self.view[self.start : base + end]
+                self.start = base + end
+            self.drop()
+
+    def skip_hole(self, first: int, stop: int) -> Iterator[Piece]:
+        """Chunk the zeros of ``[first, stop)``, reading only what a window needs."""
+        # Scanned: the hole's first WINDOW bytes, and up to the chunk's first tested
+        # length; from there on every window tested holds only zeros.
+        yield from self.scan_to(min(stop, max(first + WINDOW, self.start + self.first_test)))
+        if self.scanned_to == stop:
+            return
+        at, step, count = self.chunker.skip_zeros(
+            self.scanned_to - self.start, stop - self.scanned_to
+        )
+        self.scanned_to = stop
+        if not count:
+            return
+        if self.start < first:  # the chunk began before the hole: it holds data
+            yield self.start - self.position, self.view[self.start : self.start + at]
+        elif at != step:
+            yield ZeroRun(self.start - self.position, at, 1)
+        else:
+            at, count = 0, count + 1  # its first chunk is like the others
+        if count > 1:
+            yield ZeroRun(self.start + at - self.position, step, count - 1)
+        self.start += at + (count - 1) * step
+        self.drop()
+
+    def drop(self) -> None:
+        """Unmap the pages far behind the scan (``_iter_mapped`` says why that is safe)."""
+        if self.start - self.dropped >= 2 * _DROP_LAG:
+            upto = (self.start - _DROP_LAG) & ~(mmap.PAGESIZE - 1)
+            self.mapped.madvise(mmap.MADV_DONTNEED, self.dropped, upto - self.dropped)
+            self.dropped = upto
+
+
+def _iter_mapped(
+    mapped: mmap.mmap,
+    position: int,
+    sizes: ChunkSizes,
+    block_size: int,
+    holes: Sequence[tuple[int, int]],
+) -> Iterator[Piece]:
+    """Chunks as views of the mapping, and the zero chunks of ``holes`` as ``ZeroRun``s.
+
+    Dropping (MADV_DONTNEED) only unmaps pages: the page cache keeps the data, and
     a worker still reading a dropped page faults it back in with the same bytes.
     Views stay valid after the generator ends; the mapping goes with the last one.
     """
-    chunker = Chunker(sizes)
-    view = memoryview(mapped)
+    scan = _MappedScan(mapped, position, sizes, block_size)
     size = len(mapped)
-    start = scanned_to = position
-    dropped = position & ~(mmap.PAGESIZE - 1)
-    while True:
-        base = start  # the buffer passed to scan starts at the unfinished chunk
-        scanned_to = min(size, max(scanned_to, base) + block_size)
-        for end in chunker.scan(view[base:scanned_to]):
-            yield start - position, view[start : base + end]
-            start = base + end
-        if scanned_to == size:
-            if start < size:
-                yield start - position, view[start:size]
-            return
-        if start - dropped >= 2 * _DROP_LAG:
-            upto = (start - _DROP_LAG) & ~(mmap.PAGESIZE - 1)
-            mapped.madvise(mmap.MADV_DONTNEED, dropped, upto - dropped)
-            dropped = upto
+    tail_is_zero = False
+    for first, stop in holes:
+        first, stop = max(first, scan.scanned_to), min(stop, size)  # the part not scanned
+        if first >= stop:
+            continue
+        yield from scan.scan_to(first)
+        yield from scan.skip_hole(first, stop)
+        tail_is_zero = stop == size and scan.start >= first
+    yield from scan.scan_to(size)
+    if scan.start < size:
+        offset = scan.start - position
+        if tail_is_zero:  # the last chunk lies in a hole that ends the file
+            yield ZeroRun(offset, size - scan.start, 1)
+        else:
+            yield offset, scan.view[scan.start : size]
 
 
 def _iter_read(

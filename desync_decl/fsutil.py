@@ -9,13 +9,14 @@ their owner only until their data is complete.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -423,3 +424,43 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
             return False
         raise OSError(err, os.strerror(err))
     return True
+
+
+def find_holes(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The holes of an open file between ``start`` and ``end``: ``(first, stop)`` byte
+    ranges that read as zeros, in order (``SEEK_DATA``/``SEEK_HOLE``).
+
+    A reader can take their content for granted instead of reading it: a hole of
+    GiB costs nothing to find and nothing to skip. Where the filesystem or device
+    cannot tell (``EINVAL``: block devices, old filesystems) the answer is "no holes",
+    which is always true. The file offset is left where it was.
+    """
+    holes: list[tuple[int, int]] = []
+    where = os.lseek(fd, 0, os.SEEK_CUR)
+    try:
+        pos = start
+        while pos < end:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno != errno.ENXIO:  # ENXIO: no data after pos, the rest is a hole
+                    return []
+                data = end
+            if data > pos:
+                holes.append((pos, min(data, end)))
+            if data >= end:
+                break
+            pos = os.lseek(fd, data, os.SEEK_HOLE)
+    finally:
+        os.lseek(fd, where, os.SEEK_SET)
+    return holes
+
+
+def within_holes(holes: Sequence[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``[start, end)`` lies inside one of ``holes`` (sorted, as ``find_holes``
+    returns them), so its bytes are known to be zeros without reading them."""
+    i = bisect.bisect_right(holes, (start, _NO_END)) - 1
+    return i >= 0 and holes[i][0] <= start and end <= holes[i][1]
+
+
+_NO_END = 1 << 64  # sorts after any hole starting at the same offset

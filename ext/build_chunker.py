@@ -17,6 +17,9 @@ ffibuilder.cdef(
     size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
                            uint64_t *cuts, size_t max_cuts);
     uint32_t ca_chunker_window_hash(const uint8_t *window);
+    int ca_chunker_is_cut(const ca_chunker *c, uint32_t h);
+    uint64_t ca_chunker_skip_zeros(ca_chunker *c, uint64_t done, uint64_t zeros,
+                                   uint64_t *first, uint64_t *step);
     """
 )
 ffibuilder.set_source(

@@ -3,6 +3,8 @@
 #include "chunker.h"
 #include "buzhash_table.h"
 
+uint32_t ca_chunker_window_hash(const uint8_t *w);
+
 static inline uint32_t rol32(uint32_t x, unsigned n) {
     n &= 31;
     return n ? (x << n) | (x >> (32 - n)) : x;
@@ -12,12 +14,15 @@ static inline uint32_t rol32(uint32_t x, unsigned n) {
  * leaving the window. Built once; the values never change. */
 static uint32_t table_out[256];
 static int table_out_ready;
+static uint32_t zero_hash;  /* hash of a window of WINDOW zero bytes */
 
 static void init_table_out(void) {
     if (table_out_ready)
         return;
     for (int i = 0; i < 256; i++)
         table_out[i] = rol32(buzhash_table[i], CA_CHUNKER_WINDOW);
+    static const uint8_t zeros[CA_CHUNKER_WINDOW];
+    zero_hash = ca_chunker_window_hash(zeros);
     table_out_ready = 1;
 }
 
@@ -40,8 +45,7 @@ int ca_chunker_init(ca_chunker *c, uint64_t min, uint64_t avg, uint64_t max) {
     if (d > max)
         d = max;
     c->discriminator = d;
-    /* Lemire's fastmod: exact h % d for any 32-bit h and d. */
-    c->fastmod_m = UINT64_MAX / d + 1;
+    c->divisible_c = UINT64_MAX / d + 1;
     c->first_test = min > CA_CHUNKER_WINDOW ? min : CA_CHUNKER_WINDOW;
     c->hash = 0;
     c->scanned = 0;
@@ -56,9 +60,19 @@ uint32_t ca_chunker_window_hash(const uint8_t *w) {
     return h;
 }
 
-static inline uint64_t fastmod(uint32_t h, uint64_t m, uint64_t d) {
-    uint64_t low = m * h;
-    return (uint64_t)(((__uint128_t)low * d) >> 64);
+/* casync cuts where h % d == d - 1, that is where d divides h + 1. Lemire,
+ * Kaser & Kurz ("Faster remainder by direct computation", 2019, theorem 1 and
+ * its divisibility corollary): with c = ceil(2^64 / d), n is a multiple of d
+ * exactly when n * c mod 2^64 <= c - 1, for every n < 2^N with N + log2(d) <= 64.
+ * Here n = h + 1 <= 2^32 (N = 33) and d <= max < 2^31: one multiplication
+ * and one comparison, no division (tests/test_chunker_scan.py checks it
+ * against h % d on edge and random values for many d). */
+static inline int is_cut(uint32_t h, uint64_t c) {
+    return ((uint64_t)h + 1) * c <= c - 1;
+}
+
+int ca_chunker_is_cut(const ca_chunker *c, uint32_t h) {
+    return is_cut(h, c->divisible_c);
 }
 
 static size_t scan_fixed(ca_chunker *c, size_t len, uint64_t *cuts, size_t max_cuts) {
@@ -71,13 +85,15 @@ static size_t scan_fixed(ca_chunker *c, size_t len, uint64_t *cuts, size_t max_c
     return n;
 }
 
+/* The hash after the window moves on by one byte: `in` enters, `out` leaves. */
+#define ROLL(h, out, in) (rol32((h), 1) ^ table_out[(out)] ^ buzhash_table[(in)])
+
 size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
                        uint64_t *cuts, size_t max_cuts) {
     if (c->fixed)
         return scan_fixed(c, len, cuts, max_cuts);
 
-    const uint64_t max = c->max, d = c->discriminator, m = c->fastmod_m;
-    const uint64_t target = d - 1, first = c->first_test;
+    const uint64_t max = c->max, dc = c->divisible_c, first = c->first_test;
     size_t n = 0;
     uint64_t start = 0;          /* current chunk's first byte, relative to buf */
     uint64_t size = c->scanned;  /* its length tested so far */
@@ -96,15 +112,36 @@ size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
             h = ca_chunker_window_hash(p + first - CA_CHUNKER_WINDOW);
             size = first;
         }
-        const uint64_t limit = avail < max ? avail : max;
-        for (;;) {
-            if (fastmod(h, m, d) == target || size >= max)
+        /* h is the hash of the window ending at `size`; test it, then every
+         * length up to `end` (inclusive). A length of max is a cut anyway. */
+        const uint64_t end = avail < max ? avail : max;
+        if (is_cut(h, dc))
+            goto cut;
+        /* Four lengths per round, each tested as soon as its hash is known:
+         * one bound check per four bytes. (Computing the four hashes from h
+         * directly to shorten the loop-carried chain, and testing them with
+         * one branch, measured slower: bench/results-scan.md.) */
+        while (size + 4 <= end) {
+            const uint8_t *o = p + size - CA_CHUNKER_WINDOW, *i = p + size;
+            h = ROLL(h, o[0], i[0]);
+            if (is_cut(h, dc)) { size += 1; goto cut; }
+            h = ROLL(h, o[1], i[1]);
+            if (is_cut(h, dc)) { size += 2; goto cut; }
+            h = ROLL(h, o[2], i[2]);
+            if (is_cut(h, dc)) { size += 3; goto cut; }
+            h = ROLL(h, o[3], i[3]);
+            size += 4;
+            if (is_cut(h, dc))
                 goto cut;
-            if (size >= limit)
-                goto need_more;  /* size < max here, so limit == avail */
-            h = rol32(h, 1) ^ table_out[p[size - CA_CHUNKER_WINDOW]] ^ buzhash_table[p[size]];
-            size++;
         }
+        while (size < end) {
+            h = ROLL(h, p[size - CA_CHUNKER_WINDOW], p[size]);
+            size++;
+            if (is_cut(h, dc))
+                goto cut;
+        }
+        if (size < max)
+            goto need_more;      /* end == avail: the rest of this chunk is not here yet */
     cut:
         start += size;
         cuts[n++] = start;
@@ -114,4 +151,29 @@ need_more:
     c->hash = h;
     c->scanned = size;
     return n;
+}
+
+uint64_t ca_chunker_skip_zeros(ca_chunker *c, uint64_t done, uint64_t zeros,
+                               uint64_t *first, uint64_t *step) {
+    const uint64_t end = done + zeros;
+    uint64_t at, every;
+    if (!c->fixed && is_cut(zero_hash, c->divisible_c)) {
+        /* Every length tested from here on is a cut: the next one ends this
+         * chunk, and each later chunk ends at its first tested length. */
+        at = done >= c->first_test ? done + 1 : c->first_test;
+        every = c->first_test;
+    } else {
+        at = every = c->max;  /* no window of zeros cuts: only the maximum does */
+    }
+    const uint64_t count = end >= at ? (end - at) / every + 1 : 0;
+    const uint64_t rest = count ? end - (at + (count - 1) * every) : end;
+    if (!c->fixed && rest >= c->first_test) {
+        c->hash = zero_hash;  /* the window ending at `rest` holds zeros only */
+        c->scanned = rest;
+    } else {
+        c->scanned = 0;
+    }
+    *first = at;
+    *step = every;
+    return count;
 }

@@ -21,7 +21,7 @@
 typedef struct ca_chunker {
     uint64_t min, avg, max;
     uint64_t discriminator;  /* casync's formula, clamped into [min, max] */
-    uint64_t fastmod_m;      /* precomputed multiplier for h % discriminator */
+    uint64_t divisible_c;    /* ceil(2^64 / discriminator): the cut test without division */
     uint64_t first_test;     /* max(min, WINDOW): first chunk length tested */
     int fixed;               /* min == avg == max: cut every max bytes, no hash */
     uint32_t hash;           /* rolling hash of the window ending at `scanned` */
@@ -44,7 +44,24 @@ int ca_chunker_init(ca_chunker *c, uint64_t min, uint64_t avg, uint64_t max);
 size_t ca_chunker_scan(ca_chunker *c, const uint8_t *buf, size_t len,
                        uint64_t *cuts, size_t max_cuts);
 
+/* Move past `zeros` zero bytes that follow the `done` bytes of the current
+ * chunk, without reading them: inside zeros the window hash is a constant, so
+ * either every tested length is a cut or none is before max. Precondition:
+ * every window the scan would test in them lies inside the zeros (the caller
+ * scanned the first WINDOW of them, and the chunk's first_test if it is not
+ * reached yet, with ca_chunker_scan). Returns the number of cuts among them;
+ * they end *first + i * *step bytes after the current chunk's start, i < count.
+ * The chunker then stands after the last of them (or after the zeros, in the
+ * same chunk, if there was none), ready for ca_chunker_scan on the bytes that
+ * follow (passed from that chunk's start, as always). */
+uint64_t ca_chunker_skip_zeros(ca_chunker *c, uint64_t done, uint64_t zeros,
+                               uint64_t *first, uint64_t *step);
+
 /* Rolling hash of one full 48-byte window (exposed for tests). */
 uint32_t ca_chunker_window_hash(const uint8_t *window);
+
+/* Whether a window hash h is a cut point: h % discriminator == discriminator - 1,
+ * computed without a division (exposed for tests). */
+int ca_chunker_is_cut(const ca_chunker *c, uint32_t h);
 
 #endif

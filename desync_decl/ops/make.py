@@ -3,20 +3,22 @@
 One pass over the file: the main thread runs the C chunker over the mapped
 file (and, if asked, the whole-file digest; both drop the GIL), workers hash
 each chunk and compress and write the ones the store lacks. The index is
-identical to ``casync make``'s.
+identical to ``casync make``'s. A sparse file's holes are neither read nor hashed:
+their chunks are all zeros, whose id is computed once per size (``ZeroChunks``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from desync_decl.chunker import iter_chunks
+from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
@@ -89,6 +91,25 @@ class ChunkStorer:
         confirm(self.store)
 
 
+class ZeroChunks:
+    """The chunk of ``size`` zero bytes, per size: hashed (and compressed, when stored)
+    once per run however many holes hold it. Thread-safe."""
+
+    def __init__(self, digest: Digest) -> None:
+        self.digest = digest
+        self._chunks: dict[int, Chunk] = {}
+        self._lock = threading.Lock()
+
+    def chunk(self, size: int) -> Chunk:
+        """The same ``Chunk`` object every time: it keeps its compressed form once made."""
+        with self._lock:
+            found = self._chunks.get(size)
+            if found is None:
+                zeros = bytes(size)
+                found = self._chunks[size] = Chunk(self.digest.hash(zeros), plain=zeros)
+            return found
+
+
 def make(
     source: str | os.PathLike,
     *,
@@ -117,21 +138,30 @@ def _make(
 ) -> MakeResult:
     """``make`` with the storer's writing scope open (if there is a store)."""
 
-    def process(item: tuple[int, memoryview]) -> tuple[int, ChunkID]:
-        data = item[1]
+    zeros = ZeroChunks(digest)
+
+    def process(piece: Piece) -> list[tuple[int, ChunkID]]:
+        if isinstance(piece, ZeroRun):
+            chunk = zeros.chunk(piece.size)
+            if storer is not None:
+                storer.add(chunk)  # seen once, then a set lookup
+            progress.advance(piece.size * piece.count)
+            return [(piece.size, chunk.id)] * piece.count
+        data = piece[1]
         cid = digest.hash(data)
         if storer is not None:
             storer.add(Chunk(cid, plain=data))
         progress.advance(len(data))
-        return len(data), cid
+        return [(len(data), cid)]
 
     whole = digest.hasher() if blob_digest else None
     with open_source(Path(source)) as (reader, size):
         progress.start("make", size)
-        chunks = iter_chunks(reader, sizes)
+        pieces: Iterable[Piece] = iter_pieces(reader, sizes)
         if whole is not None:
-            chunks = _hashed(chunks, whole)
-        table = list(batched_map(process, chunks, workers=concurrency, weight=lambda c: len(c[1])))
+            pieces = _hashed(pieces, whole)
+        runs = batched_map(process, pieces, workers=concurrency, weight=_weight)
+        table = list(itertools.chain.from_iterable(runs))
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them
@@ -145,10 +175,24 @@ def _make(
     )
 
 
-def _hashed(
-    chunks: Iterator[tuple[int, memoryview]], whole: hashlib._Hash
-) -> Iterator[tuple[int, memoryview]]:
-    """Pass chunks through, feeding them in order into the whole-file digest."""
-    for item in chunks:
-        whole.update(item[1])
-        yield item
+def _weight(piece: Piece) -> int:
+    """Work a piece makes for a worker: a zero run costs one chunk's hash at most."""
+    return piece.size if isinstance(piece, ZeroRun) else len(piece[1])
+
+
+def _hashed(pieces: Iterable[Piece], whole: hashlib._Hash) -> Iterator[Piece]:
+    """Pass pieces through, feeding them in order into the whole-file digest (a
+    hole too: the digest is of every byte, so ``--blob-digest`` hashes its zeros)."""
+    zero_block = memoryview(b"")
+    for piece in pieces:
+        if isinstance(piece, ZeroRun):
+            if not zero_block:
+                zero_block = memoryview(bytes(1 << 20))
+            left = piece.size * piece.count
+            while left:
+                n = min(left, len(zero_block))
+                whole.update(zero_block[:n])
+                left -= n
+        else:
+            whole.update(piece[1])
+        yield piece

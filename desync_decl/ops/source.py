@@ -44,8 +44,12 @@ def read_chunk(fd: int, path: object, chunk: IndexChunk, digest: Digest) -> byte
     they are not what the index says (the file changed, or is another file)."""
     data = os.pread(fd, chunk.size, chunk.start)
     if len(data) != chunk.size or digest.hash(data) != chunk.id:
-        raise DesyncError(
-            f"{path}: bytes {chunk.start}..{chunk.end} do not match chunk {chunk.id.hex()}"
-            " of the index"
-        )
+        raise chunk_mismatch(path, chunk)
     return data
+
+
+def chunk_mismatch(path: object, chunk: IndexChunk) -> DesyncError:
+    """The error for a file range that is not the chunk the index says it is."""
+    return DesyncError(
+        f"{path}: bytes {chunk.start}..{chunk.end} do not match chunk {chunk.id.hex()} of the index"
+    )
