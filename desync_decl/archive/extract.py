@@ -53,7 +53,9 @@ def write_tree(
     except OSError as e:
         raise walk_error(target, e, "extract to") from None
     stack: list[OpenDir] = []
-    queue: WriteQueue[Job, OpenDir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
+    queue: WriteQueue[Job, OpenDir] = WriteQueue(
+        w.write_job, w.close_directory, workers=workers, write_many=w.write_jobs
+    )
     try:
         for ev in decoder:
             if isinstance(ev, DirEnd):
