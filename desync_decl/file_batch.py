@@ -71,6 +71,8 @@ class FileBatch:
         while start < self.count:
             failed = lib.ca_write_files(buf, len(self._buf), self.count, src_fd, start, error)
             if failed >= self.count:
+                if error[0]:
+                    raise ValueError("a file batch not made by FileBatch.add")
                 return
             yield failed, error[0]
             start = failed + 1

@@ -81,29 +81,38 @@ static int one_file(const struct ca_file_job *job, const char *name, const uint8
 /* Makes the files of the batch from the one at index ``start`` (at the batch's
    start, the caller having skipped the records before it) on; returns the index of
    the first that failed, with its errno in *error (0: the archive ended inside its
-   payload), or n when all were made. */
+   payload; EINVAL: a name that is not one path component), or n when all were made
+   (or with *error EINVAL when the batch is not one FileBatch made: nothing more). */
 size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_fd,
                       size_t start, int *error)
 {
     size_t at = 0;
+    *error = 0;
     for (size_t i = 0; i < n; i++) {
         struct ca_file_job job;
-        if (at + sizeof job > batch_len) {
+        if (at + sizeof job > batch_len) { /* not a batch FileBatch made: nothing more */
             *error = EINVAL;
-            return i;
+            return n;
         }
         memcpy(&job, batch + at, sizeof job);
         const char *name = (const char *)batch + at + sizeof job;
-        const uint8_t *data = (job.what & CA_FILE_INLINE) ? batch + at + sizeof job + job.name_len + 1 : NULL;
-        size_t len = sizeof job + job.name_len + 1 + ((job.what & CA_FILE_INLINE) ? job.size : 0);
+        const uint8_t *data =
+            (job.what & CA_FILE_INLINE) ? batch + at + sizeof job + job.name_len + 1 : NULL;
+        size_t len = sizeof job + job.name_len + 1 + (data ? job.size : 0);
         len = (len + 7) & ~(size_t)7;
-        if (at + len > batch_len || name[job.name_len] != 0) {
+        if (job.name_len > batch_len || job.size > batch_len || at + len > batch_len) {
             *error = EINVAL;
-            return i;
+            return n;
         }
         at += len;
         if (i < start)
             continue;
+        /* one path component, as the caller checked: never a path to somewhere else */
+        if (name[job.name_len] != 0 || job.name_len == 0 || memchr(name, '/', job.name_len) ||
+            memchr(name, 0, job.name_len)) {
+            *error = EINVAL;
+            return i;
+        }
         if (one_file(&job, name, data, src_fd) != 0) {
             *error = errno;
             return i;

@@ -69,3 +69,13 @@ def test_what_cannot_be_made_is_handed_back_and_left_as_it_was(tmp_path, dir_fd)
     assert (tmp_path / "last").read_bytes() == b"12345"
     names = ["last", "made", "planted", "short", "taken"]
     assert sorted(os.listdir(tmp_path)) == names  # no temporary file left
+
+
+def test_a_name_that_is_not_one_component_is_handed_back(tmp_path, dir_fd):
+    (tmp_path / "sub").mkdir()
+    batch = FileBatch()
+    batch.add(dir_fd, b"sub/escaped", 0o644, 0, data=b"x")
+    batch.add(dir_fd, b"fine", 0o644, 0, data=b"y")
+    assert list(batch.write()) == [(0, errno.EINVAL)]
+    assert os.listdir(tmp_path / "sub") == []
+    assert (tmp_path / "fine").read_bytes() == b"y"
