@@ -100,7 +100,7 @@ size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_
             (job.what & CA_FILE_INLINE) ? batch + at + sizeof job + job.name_len + 1 : NULL;
         size_t len = sizeof job + job.name_len + 1 + (data ? job.size : 0);
         len = (len + 7) & ~(size_t)7;
-        if (job.name_len > batch_len || job.size > batch_len || at + len > batch_len) {
+        if (job.name_len > batch_len || (data && job.size > batch_len) || at + len > batch_len) {
             *error = EINVAL;
             return n;
         }
