@@ -99,7 +99,7 @@ def _node(
     elif w.archive is not None:  # the decoder skips the payload: a worker copies it
         queue.add((parent, name, node, w.archive.base + decoder.pos), node.size + 256)
     elif node.size <= SMALL_FILE:
-        queue.add((parent, name, node, list(decoder.payload())), node.size + 256)
+        queue.add((parent, name, node, [decoder.payload_bytes()]), node.size + 256)
     else:
         with w.errors(node):
             w.file(parent, name, node, decoder.payload())

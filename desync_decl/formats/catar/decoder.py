@@ -123,6 +123,16 @@ class Decoder:
             self.pos += len(data)
             yield data
 
+    def payload_bytes(self) -> bytes:
+        """The rest of the current file's payload in one piece: for a small file, what
+        ``payload`` gives without a generator and a list per file."""
+        data = self._stream.read(self._left)
+        self._left -= len(data)
+        self.pos += len(data)
+        if self._left:  # a short read: the end of the stream, which payload reports
+            data += b"".join(self.payload())
+        return data
+
     def _skip_payload(self) -> None:
         if self._left and self._stream.seekable():
             self._stream.seek(self._left, io.SEEK_CUR)
