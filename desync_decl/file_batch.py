@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from desync_decl._filebatch_cffi import ffi, lib  # type: ignore[import-not-found]  # built by cffi, no stubs; pyproject lists the other cffi modules
+from desync_decl._filebatch_cffi import ffi, lib  # type: ignore[import-untyped]  # built by cffi, no stubs; pyproject lists the other cffi modules
 
 CHOWN = 1  # fchown to uid, gid
 CHMOD = 2  # made 0600, then fchmod to mode (else made with mode)
