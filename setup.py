@@ -11,5 +11,6 @@ setup(
         "ext/build_chunker.py:ffibuilder",
         "ext/build_siphash.py:ffibuilder",
         "ext/build_goodbye.py:ffibuilder",
+        "ext/build_filebatch.py:ffibuilder",
     ]
 )

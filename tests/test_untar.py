@@ -8,12 +8,18 @@ import stat
 import struct
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
 from desync_decl.archive import fsattrs
+from desync_decl.archive.streams import fetch_workers, index_blocks
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.index import decode
 from desync_decl.ops.tar import TarInput, tar
+from desync_decl.stores.local import LocalStore
 from tests import hostile_archives as h
 from tests.vectors.gen_input import VECTOR_MTIME_NS, build_tree
 
@@ -209,3 +215,30 @@ def test_modes_are_exact_under_a_default_acl(cli, owned_tree, tmp_path):
     assert cli("untar", tmp_path / "x.catar", out).code == 0
     assert os.stat(out / "root-file").st_mode & 0o7777 == 0o644
     assert os.stat(out / "nobody-suid").st_mode & 0o7777 == 0o4755
+
+
+class _ThreadsSeen:
+    """A store read through ``inner`` that notes which threads asked it for chunks."""
+
+    def __init__(self, inner: LocalStore, fork_safe: bool) -> None:
+        self.inner, self.fork_safe, self.threads = inner, fork_safe, set[str]()
+
+    def get_chunk(self, id: ChunkID) -> Chunk:
+        self.threads.add(threading.current_thread().name)
+        return self.inner.get_chunk(id)
+
+
+def test_a_local_stores_chunks_are_fetched_by_one_thread_per_core(cli, tree, tmp_path):
+    # decompressing and hashing from the page cache is work for a core: more threads
+    # than cores only take turns at the GIL; a remote store's waits are overlapped
+    store = tmp_path / "store"
+    assert cli("tar", "-i", "-s", store, "-m", "1:4:16", tmp_path / "x.caidx", tree).code == 0
+    index = decode((tmp_path / "x.caidx").read_bytes())
+    assert len(index) > 40
+    cores = os.cpu_count() or 1
+    for fork_safe, most in ((True, cores), (False, 10)):
+        seen = _ThreadsSeen(LocalStore(store), fork_safe)
+        assert fetch_workers(seen, 10) == min(most, 10)  # type: ignore[arg-type]  # a partial store
+        blocks = index_blocks(index, seen, concurrency=10)  # type: ignore[arg-type]  # a partial store
+        assert sum(len(b) for b in blocks) == sum(c.size for c in index)
+        assert 1 <= len(seen.threads) <= min(most, 10)

@@ -53,7 +53,9 @@ def write_tree(
     except OSError as e:
         raise walk_error(target, e, "extract to") from None
     stack: list[OpenDir] = []
-    queue: WriteQueue[Job, OpenDir] = WriteQueue(w.write_job, w.close_directory, workers=workers)
+    queue: WriteQueue[Job, OpenDir] = WriteQueue(
+        w.write_job, w.close_directory, workers=workers, write_many=w.write_jobs
+    )
     try:
         for ev in decoder:
             if isinstance(ev, DirEnd):
@@ -97,7 +99,7 @@ def _node(
     elif w.archive is not None:  # the decoder skips the payload: a worker copies it
         queue.add((parent, name, node, w.archive.base + decoder.pos), node.size + 256)
     elif node.size <= SMALL_FILE:
-        queue.add((parent, name, node, list(decoder.payload())), node.size + 256)
+        queue.add((parent, name, node, [decoder.payload_bytes()]), node.size + 256)
     else:
         with w.errors(node):
             w.file(parent, name, node, decoder.payload())

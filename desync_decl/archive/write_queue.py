@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -42,6 +42,9 @@ class WriteQueue(Generic[Item, Dir]):
     the caller's thread once everything queued before the directory's end is done.
 
     With ``workers=0`` both run at once on the caller's thread (a sequential extraction).
+    ``write_many(batch, stopped)``, if given, writes a worker's whole batch instead, in
+    order, checking ``stopped()`` between items it writes apart (a batch made in one
+    call to C holds the GIL once, not once per file: ``file_batch.py``).
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class WriteQueue(Generic[Item, Dir]):
         finish: Callable[[Dir], None],
         *,
         workers: int = 2,
+        write_many: Callable[[Sequence[Item], Callable[[], bool]], None] | None = None,
     ) -> None:
         self._write = write
+        self._write_many = write_many
         self._finish = finish
         self._workers = max(0, workers)
         self._pool = ThreadPoolExecutor(self._workers, "untar") if self._workers else None
@@ -140,6 +145,13 @@ class WriteQueue(Generic[Item, Dir]):
     # -- workers ---------------------------------------------------------------------
 
     def _run(self, number: int, batch: list[Item]) -> None:
+        if self._write_many is not None:
+            try:
+                self._write_many(batch, lambda: number > self._failed)
+            except BaseException:
+                self._fail(number)
+                raise
+            return
         for item in batch:
             if number > self._failed:
                 return

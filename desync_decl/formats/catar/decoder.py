@@ -39,6 +39,7 @@ from desync_decl.formats.catar.features import NODE_TYPES
 
 BLOCK_SIZE = 1 << 20
 MAX_DEPTH = 1024
+_CONTENT = {stat.S_IFREG: r.PAYLOAD, stat.S_IFLNK: r.SYMLINK}  # else DEVICE (fifos: none)
 
 
 @dataclass(slots=True)
@@ -122,6 +123,16 @@ class Decoder:
             self.pos += len(data)
             yield data
 
+    def payload_bytes(self) -> bytes:
+        """The rest of the current file's payload in one piece: for a small file, what
+        ``payload`` gives without a generator and a list per file."""
+        data = self._stream.read(self._left)
+        self._left -= len(data)
+        self.pos += len(data)
+        if self._left:  # a short read: the end of the stream, which payload reports
+            data += b"".join(self.payload())
+        return data
+
     def _skip_payload(self) -> None:
         if self._left and self._stream.seekable():
             self._stream.seek(self._left, io.SEEK_CUR)
@@ -198,12 +209,14 @@ class Decoder:
             raise self.fail(f"node type {entry.mode & 0o170000:o} not allowed here", at)
         if (problem := self._rules.problem(entry)) is not None:
             raise self.fail(problem, at)
+        typ, size, rec_at = self._header()
+        if typ not in METADATA_TYPES:  # most nodes have no optional record
+            return entry, (typ, size, rec_at)
         meta = MetadataReader(entry)
         while True:
-            typ, size, rec_at = self._header()
             if typ not in METADATA_TYPES:
                 meta.finish()
-                if meta.has_records and (problem := feature_gates.node_problem(entry)):
+                if (problem := feature_gates.node_problem(entry)) is not None:
                     raise self.fail(problem, at)
                 return entry, (typ, size, rec_at)
             body = self._body(typ, size, rec_at)
@@ -211,6 +224,7 @@ class Decoder:
                 meta.add(typ, body)
             except MetadataError as e:
                 raise self.fail(str(e), rec_at) from None
+            typ, size, rec_at = self._header()
 
     def _leaf(
         self, path: tuple[bytes, ...], entry: Entry, typ: int, size: int, at: int
@@ -218,7 +232,7 @@ class Decoder:
         """A non-directory's content record; returns the node and, for fifos and
         sockets, the header already read after it."""
         fmt = stat.S_IFMT(entry.mode)
-        want = {stat.S_IFREG: r.PAYLOAD, stat.S_IFLNK: r.SYMLINK}.get(fmt, r.DEVICE)
+        want = _CONTENT.get(fmt, r.DEVICE)
         if fmt in (stat.S_IFIFO, stat.S_IFSOCK):
             return Node(path, entry), (typ, size, at)
         if typ != want:

@@ -9,7 +9,7 @@ writes that order and ``MetadataReader`` accepts nothing else.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from desync_decl.formats.catar import records as r
 
@@ -60,6 +60,11 @@ class Acl:
         )
 
 
+# What a node without ACL records has: one shared value (an Acl is frozen), where a new
+# Acl() per ENTRY was six attribute stores for each of a tree's entries.
+NO_ACL = Acl()
+
+
 @dataclass(slots=True)
 class Entry:
     feature_flags: int
@@ -71,7 +76,7 @@ class Entry:
     user: bytes | None = None
     group: bytes | None = None
     xattrs: tuple[tuple[bytes, bytes], ...] = ()
-    acl: Acl = field(default_factory=Acl)
+    acl: Acl = NO_ACL
     selinux: bytes | None = None
     fcaps: bytes | None = None
     quota_projid: int | None = None
@@ -211,11 +216,6 @@ class MetadataReader:
             r.ACL_DEFAULT_GROUP: "default_groups",
         }[typ]
         self._acl[key] = (*self._acl.get(key, ()), AclEntry(ident, perms, name))  # type: ignore[misc]  # the entries so far: a tuple
-
-    @property
-    def has_records(self) -> bool:
-        """Whether any optional record was added (most nodes have none)."""
-        return self._rank > 0
 
     def finish(self) -> Entry:
         if self._xattrs:

@@ -1,0 +1,122 @@
+/* The common case of untar's regular files, one batch per call without the GIL.
+
+   A worker thread of untar (desync_decl/archive/write_queue.py) that made each file
+   in Python released and took back the GIL around each of its five system calls,
+   and waited for it behind the decoding thread each time: two threads wrote no
+   faster than one. Here a whole batch of files is made in one call. Each is made as
+   disk_writer.Writer.file makes it: unnamed (O_TMPFILE) in the directory fd, filled
+   (from the archive file by offset, or from the batch), its owner, mode and times
+   set on the open fd, then linked in under its final name, which must not exist
+   (linkat never replaces and never follows a symlink there). A file that fails is
+   left to the caller (nothing of it remains: an unnamed file vanishes when closed),
+   which makes it again the careful way and reports its error. */
+#define _GNU_SOURCE
+#include "filebatch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fill(int fd, int src_fd, int64_t offset, uint64_t size, const uint8_t *data)
+{
+    while (size) {
+        ssize_t n;
+        if (data) {
+            n = write(fd, data, size);
+        } else {
+            off_t off = (off_t)offset;
+            n = sendfile(fd, src_fd, &off, size > (1u << 30) ? (1u << 30) : size);
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) { /* the archive ends inside the payload: the caller says so */
+            errno = 0;
+            return -1;
+        }
+        size -= (uint64_t)n;
+        offset += n;
+        if (data)
+            data += n;
+    }
+    return 0;
+}
+
+static int one_file(const struct ca_file_job *job, const char *name, const uint8_t *data,
+                    int src_fd)
+{
+    /* made with its final mode where the kernel gives exactly that, else 0600 and
+       fchmod'ed, as disk_writer.Writer.file decides */
+    mode_t made = (job->what & CA_FILE_CHMOD) ? 0600 : (mode_t)(job->mode & 07777);
+    int fd = openat(job->dir_fd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, made);
+    if (fd < 0)
+        return -1;
+    char proc[64];
+    int failed = fill(fd, src_fd, job->src_offset, job->size, data) ||
+                 ((job->what & CA_FILE_CHOWN) && fchown(fd, job->uid, job->gid)) ||
+                 ((job->what & CA_FILE_CHMOD) && fchmod(fd, (mode_t)(job->mode & 07777)));
+    if (!failed && (job->what & CA_FILE_TIMES)) {
+        struct timespec times[2];
+        times[0].tv_sec = job->mtime_ns / 1000000000;
+        times[0].tv_nsec = job->mtime_ns % 1000000000;
+        times[1] = times[0];
+        failed = futimens(fd, times) != 0;
+    }
+    if (!failed) {
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        failed = linkat(AT_FDCWD, proc, job->dir_fd, name, AT_SYMLINK_FOLLOW) != 0;
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return failed ? -1 : 0;
+}
+
+/* Makes the files of the batch from the one at index ``start`` (at the batch's
+   start, the caller having skipped the records before it) on; returns the index of
+   the first that failed, with its errno in *error (0: the archive ended inside its
+   payload; EINVAL: a name that is not one path component), or n when all were made
+   (or with *error EINVAL when the batch is not one FileBatch made: nothing more). */
+size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_fd,
+                      size_t start, int *error)
+{
+    size_t at = 0;
+    *error = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct ca_file_job job;
+        if (at + sizeof job > batch_len) { /* not a batch FileBatch made: nothing more */
+            *error = EINVAL;
+            return n;
+        }
+        memcpy(&job, batch + at, sizeof job);
+        const char *name = (const char *)batch + at + sizeof job;
+        const uint8_t *data =
+            (job.what & CA_FILE_INLINE) ? batch + at + sizeof job + job.name_len + 1 : NULL;
+        size_t len = sizeof job + job.name_len + 1 + (data ? job.size : 0);
+        len = (len + 7) & ~(size_t)7;
+        if (job.name_len > batch_len || (data && job.size > batch_len) || at + len > batch_len) {
+            *error = EINVAL;
+            return n;
+        }
+        at += len;
+        if (i < start)
+            continue;
+        /* one path component, as the caller checked: never a path to somewhere else */
+        if (name[job.name_len] != 0 || job.name_len == 0 || memchr(name, '/', job.name_len) ||
+            memchr(name, 0, job.name_len)) {
+            *error = EINVAL;
+            return i;
+        }
+        if (one_file(&job, name, data, src_fd) != 0) {
+            *error = errno;
+            return i;
+        }
+    }
+    return n;
+}
