@@ -15,7 +15,7 @@ import io
 import mmap
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -25,8 +25,11 @@ from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.fsutil import find_holes
 from desync_decl.units import MiB
 
-READ_BLOCK_SIZE = 4 * MiB
+READ_BLOCK_SIZE = (
+    2 * MiB
+)  # scanned per call; with the drop behind what workers finished, make's peak memory
 _DROP_LAG = 16 * MiB  # mapped input pages this far behind the scan are unmapped
+_DROP_STEP = 1 * MiB  # ... or, when the consumer says what it finished, that far behind it
 WINDOW = 48  # bytes in the rolling hash's window (CA_CHUNKER_WINDOW)
 
 
@@ -124,13 +127,18 @@ def iter_pieces(
     *,
     block_size: int = READ_BLOCK_SIZE,
     holes: Sequence[tuple[int, int]] | None = None,
+    finished: Callable[[], int] | None = None,
 ) -> Iterator[Piece]:
     """``iter_chunks`` that skips a sparse file's holes: the chunks wholly inside a
     hole come as ``ZeroRun``s, computed without reading or hashing the hole.
 
     The cuts are the same as ``iter_chunks``'s. ``holes`` (sorted, disjoint
     ``(first, stop)`` file offsets that read as zeros) defaults to what
-    ``SEEK_HOLE`` finds; a caller may name zero ranges of its own.
+    ``SEEK_HOLE`` finds; a caller may name zero ranges of its own. ``finished``
+    says how many bytes from the start the consumer is done with (every piece
+    before that offset processed): the mapped input's pages are then dropped right
+    behind it instead of a fixed lag behind the scan, which keeps make's peak memory
+    at the pieces in flight whatever the number of workers.
     """
     mapped = _map(reader)
     if mapped is None:
@@ -139,7 +147,7 @@ def iter_pieces(
     data, position = mapped
     if holes is None:
         holes = find_holes(reader.fileno(), position, len(data))
-    yield from _iter_mapped(data, position, sizes, block_size, holes)
+    yield from _iter_mapped(data, position, sizes, block_size, holes, finished)
 
 
 def _map(reader: BinaryIO) -> tuple[mmap.mmap, int] | None:
@@ -164,9 +172,15 @@ class _MappedScan:
     """
 
     def __init__(
-        self, mapped: mmap.mmap, position: int, sizes: ChunkSizes, block_size: int
+        self,
+        mapped: mmap.mmap,
+        position: int,
+        sizes: ChunkSizes,
+        block_size: int,
+        finished: Callable[[], int] | None = None,
     ) -> None:
         self.mapped, self.position, self.block_size = mapped, position, block_size
+        self.finished = finished
         self.chunker = Chunker(sizes)
         self.first_test = max(sizes.min, WINDOW)
         self.view = memoryview(mapped)
@@ -208,9 +222,14 @@ class _MappedScan:
         self.drop()
 
     def drop(self) -> None:
-        """Unmap the pages far behind the scan (``_iter_mapped`` says why that is safe)."""
-        if self.start - self.dropped >= 2 * _DROP_LAG:
-            upto = (self.start - _DROP_LAG) & ~(mmap.PAGESIZE - 1)
+        """Unmap the pages behind what the consumer finished, or far behind the scan
+        when it does not say (``_iter_mapped`` says why either is safe)."""
+        if self.finished is None:
+            behind, step = self.start - _DROP_LAG, _DROP_LAG
+        else:
+            behind, step = min(self.start, self.position + self.finished()), _DROP_STEP
+        upto = behind & ~(mmap.PAGESIZE - 1)
+        if upto - self.dropped >= step:
             self.mapped.madvise(mmap.MADV_DONTNEED, self.dropped, upto - self.dropped)
             self.dropped = upto
 
@@ -221,6 +240,7 @@ def _iter_mapped(
     sizes: ChunkSizes,
     block_size: int,
     holes: Sequence[tuple[int, int]],
+    finished: Callable[[], int] | None = None,
 ) -> Iterator[Piece]:
     """Chunks as views of the mapping, and the zero chunks of ``holes`` as ``ZeroRun``s.
 
@@ -228,7 +248,7 @@ def _iter_mapped(
     a worker still reading a dropped page faults it back in with the same bytes.
     Views stay valid after the generator ends; the mapping goes with the last one.
     """
-    scan = _MappedScan(mapped, position, sizes, block_size)
+    scan = _MappedScan(mapped, position, sizes, block_size, finished)
     size = len(mapped)
     tail_is_zero = False
     for first, stop in holes:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import random
+from collections import deque
 from itertools import accumulate
 
 import pytest
@@ -13,9 +15,10 @@ from desync_decl._chunker_cffi import ffi, lib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desync_decl.chunker import Chunker, discriminator, iter_chunks
+from desync_decl.chunker import _DROP_STEP, Chunker, _iter_mapped, discriminator, iter_chunks
 from desync_decl.errors import UsageError
-from desync_decl.formats.chunk_sizes import ChunkSizes
+from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_decl.units import MiB
 from tests import reference_chunker as ref
 from tests.conftest import ROOT
 from tests.vectors import VECTORS
@@ -253,3 +256,35 @@ def test_scan_releases_the_gil():
     inside = [t for t in ticks if began < t < ended]
     assert ended - began > 0.02
     assert len(inside) > 100, "no Python thread ran during the scan: the GIL was held"
+
+
+class _WatchedMap(mmap.mmap):
+    """A read-only mapping that records the ranges dropped from it."""
+
+    dropped: list[tuple[int, int]]
+
+    def madvise(self, option: int, start: int = 0, length: int = -1) -> None:
+        self.dropped.append((start, start + length))
+        super().madvise(option, start, length)
+
+
+def test_the_mapped_input_is_dropped_right_behind_what_the_consumer_finished(tmp_path):
+    """With ``finished``, pages go once the consumer is done with them, never before:
+    every drop ends at or before what it had finished, and the pages kept behind it
+    are at most a step (make's memory is then what is in flight, not a fixed lag)."""
+    path = tmp_path / "input"
+    path.write_bytes(random.Random(7).randbytes(24 * MiB))
+    done = [0]
+    with open(path, "rb") as f:
+        mapped = _WatchedMap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped.dropped = []
+        in_flight: deque[int] = deque()  # ends of pieces handed out, not yet finished
+        for piece in _iter_mapped(mapped, 0, DEFAULT_CHUNK_SIZES, 1 * MiB, (), lambda: done[0]):
+            offset, view = piece
+            assert all(stop <= done[0] for _, stop in mapped.dropped)
+            in_flight.append(offset + len(view))
+            if len(in_flight) > 40:  # about 2.5 MiB behind the scan, as workers would be
+                done[0] = in_flight.popleft()
+    assert mapped.dropped, "nothing was dropped"
+    assert [a for a, _ in mapped.dropped] == [0] + [b for _, b in mapped.dropped[:-1]]
+    assert mapped.dropped[-1][1] >= done[0] - _DROP_STEP - 1 * MiB
