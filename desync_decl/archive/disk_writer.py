@@ -203,31 +203,25 @@ class Writer:
             what |= file_batch.CHOWN
         if e.feature_flags & _TIME_FLAGS:
             what |= file_batch.TIMES
+        offset, content = 0, None  # the contents: at an offset of the archive, or in hand
         if isinstance(data, int):
             if self.archive is None:
                 return False
-            batch.add(
-                parent.fd,
-                name,
-                mode,
-                what,
-                uid=e.uid,
-                gid=e.gid,
-                mtime_ns=e.mtime,
-                offset=data,
-                size=node.size,
-            )
+            offset = data
         else:
-            batch.add(
-                parent.fd,
-                name,
-                mode,
-                what,
-                uid=e.uid,
-                gid=e.gid,
-                mtime_ns=e.mtime,
-                data=b"".join(data),
-            )
+            content = b"".join(data)
+        batch.add(
+            parent.fd,
+            name,
+            mode,
+            what,
+            uid=e.uid,
+            gid=e.gid,
+            mtime_ns=e.mtime,
+            offset=offset,
+            size=node.size,
+            data=content,
+        )
         return True
 
     def close_directory(self, d: OpenDir) -> None:
