@@ -6,14 +6,10 @@ index: no store is opened, no chunk fetched for an index the trust refuses).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from desync_decl.formats.index import Index
+from desync_decl.signing import Signer, SigningKey, Trust
 from desync_decl.stores.index_store import SignedIndex
 from desync_decl.stores.location import Opener
-
-if TYPE_CHECKING:  # the signing package loads its crypto libraries only when it signs
-    from desync_decl.signing import Signer, SigningKey, Trust
 
 
 def write_signed_index(

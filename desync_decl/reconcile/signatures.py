@@ -18,17 +18,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.index import Index
 from desync_decl.manifest import TrustDef
+from desync_decl.signing import (
+    NAMESPACE,
+    SignatureRefused,
+    Signer,
+    SigningKey,
+    Trust,
+    load_signing_key,
+    load_trust,
+)
 from desync_decl.stores.config import Config
 from desync_decl.stores.index_store import SignedIndex
 from desync_decl.stores.location import Opener
-
-if TYPE_CHECKING:  # the package loads its crypto when imported: only where it is used
-    from desync_decl.signing import Signer, SigningKey, Trust
 
 
 @dataclass(frozen=True)
@@ -78,8 +83,6 @@ class Signatures:
                 del self._done[key]
 
     def trust(self, definition: TrustDef) -> Trust:
-        from desync_decl.signing import load_trust
-
         found = self._once(
             ("trust", definition),
             lambda: load_trust(
@@ -89,16 +92,12 @@ class Signatures:
         return found  # type: ignore[return-value]  # stored by this key only: a Trust
 
     def key(self, path: Path) -> SigningKey:
-        from desync_decl.signing import load_signing_key
-
         found = self._once(("key", path), lambda: load_signing_key(path))
         return found  # type: ignore[return-value]  # stored by this key only: a SigningKey
 
     def verified(self, location: str, definition: TrustDef, config: Config) -> Trusted:
         """The index at ``location`` if ``definition`` accepts its signature, else
         ``SignatureRefused`` (one line: the index, why)."""
-
-        from desync_decl.signing import SignatureRefused
 
         def judge() -> Trusted | SignatureRefused:
             signed = self.read(location, config)
@@ -122,7 +121,7 @@ def signed_with(key: SigningKey, data: bytes, signature: bytes | None) -> bool:
     (a converged make whose ``.sig`` is missing, stale or by another key signs again)."""
     if signature is None:
         return False
-    from desync_decl.signing import NAMESPACE, sshsig
+    from desync_decl.signing import sshsig  # it loads cryptography: only for a make with sign
 
     try:
         decoded = sshsig.decode_armored(signature)

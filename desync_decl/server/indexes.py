@@ -50,6 +50,7 @@ from desync_decl.formats import index as index_format
 from desync_decl.fsutil import AtomicFile
 from desync_decl.server import upload
 from desync_decl.server.messages import OCTETS, Request, Response, failure, refusal
+from desync_decl.signing import MAX_SIGNATURE_SIZE
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.index_store import (
     IndexStore,
@@ -114,8 +115,8 @@ class IndexService:
 
     def _signature(self, name: str, index: str, request: Request) -> Response:
         """``<index>.sig``: GET/HEAD what the store holds, PUT one armored SSHSIG.
-        (The signing package loads its crypto on import: imported here, not by
-        every verb that imports this module, ``index_store.signature_name``.)"""
+        (``signing.sshsig`` loads cryptography: imported here, where a signature is
+        served, not by every command that imports this module.)"""
         if request.method == "PUT":
             return self._put_signature(name, index, request)
         from desync_decl.signing.sshsig import decode_armored
@@ -136,8 +137,7 @@ class IndexService:
     def _put_signature(self, name: str, index: str, request: Request) -> Response:
         """A signature upload: refused unread past ``MAX_SIGNATURE_SIZE`` (413), and
         unless it is one armored SSHSIG (415); then written atomically beside the index."""
-        from desync_decl.signing import MAX_SIGNATURE_SIZE
-        from desync_decl.signing.sshsig import decode_armored
+        from desync_decl.signing.sshsig import decode_armored  # see _signature
 
         if not self.writable:
             return Response.text(400, "writing to upstream index store is not enabled")

@@ -18,6 +18,7 @@ from desync_decl.errors import IndexMissing, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_file, walk_error, write_atomic
+from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
 from desync_decl.stores.base import StoreError
 
 
@@ -73,21 +74,13 @@ class IndexStore(Protocol):
 
 def signature_name(index_name: str) -> str:
     """The file or key of the signature of the index ``index_name`` (a name, or a path
-    or location ending in one): ``<name>.sig``.
-
-    The signing package is imported where a signature is at hand, not when this
-    module loads: it loads its crypto library on import, and every verb opens stores
-    (``tests/test_cli_startup.py``)."""
-    from desync_decl.signing import SIGNATURE_SUFFIX
-
+    or location ending in one): ``<name>.sig``."""
     return index_name + SIGNATURE_SUFFIX
 
 
 def index_of_signature(name: str) -> str | None:
     """The index whose signature the file or key ``name`` is (``x.caibx`` of
     ``x.caibx.sig``); None when ``name`` names no signature."""
-    from desync_decl.signing import SIGNATURE_SUFFIX  # see signature_name
-
     if name.endswith(SIGNATURE_SUFFIX) and len(name) > len(SIGNATURE_SUFFIX):
         return name[: -len(SIGNATURE_SUFFIX)]
     return None
@@ -174,8 +167,6 @@ def read_local_signature(index_path: Path) -> bytes | None:
     and only when it is a regular file (a FIFO would block the reader); at most
     ``MAX_SIGNATURE_SIZE`` bytes are read. Any other failure is a ``StoreError``:
     an unreadable signature is never "no signature"."""
-    from desync_decl.signing import MAX_SIGNATURE_SIZE  # see signature_name
-
     path = Path(signature_name(str(index_path)))
     try:
         fd = open_file(path, os.O_RDONLY | os.O_NONBLOCK)

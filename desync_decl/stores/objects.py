@@ -25,6 +25,7 @@ from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
+from desync_decl.signing import MAX_SIGNATURE_SIZE
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
@@ -309,8 +310,6 @@ class ObjectIndexStore:
         return data
 
     def get_signature(self, name: str) -> bytes | None:
-        from desync_decl.signing import MAX_SIGNATURE_SIZE  # see index_store.signature_name
-
         key = signature_name(checked_index_name(name))
         try:
             return bytes(self.objects.read(key, MAX_SIGNATURE_SIZE))

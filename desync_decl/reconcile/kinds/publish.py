@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID, Digest
@@ -42,13 +42,11 @@ from desync_decl.reconcile.model import (
     chunks,
 )
 from desync_decl.reconcile.signatures import signed_with
+from desync_decl.signing import SigningKey
 from desync_decl.stores.base import WriteStore
 from desync_decl.stores.index_store import signature_name
 from desync_decl.stores.location import Opener
 from desync_decl.stores.store_lock import writing
-
-if TYPE_CHECKING:  # the signing package loads its crypto when imported: only where used
-    from desync_decl.signing import SigningKey
 
 A = TypeVar("A", bound=TaskAction)
 
