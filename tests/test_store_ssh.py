@@ -23,7 +23,7 @@ from desync_decl.stores.base import ChunkMissing, StoreError, WriteStore
 from desync_decl.stores.local import LocalStore
 from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
-from desync_decl.stores.ssh import SshStore, open_chunk_store, parse_location
+from desync_decl.stores.ssh import SessionPool, SshStore, open_chunk_store, parse_location
 from tests import servers_ssh, store_contract
 from tests.servers_ssh import SshServer
 from tests.store_contract import ID_NEVER_STORED, random_chunks
@@ -284,3 +284,28 @@ def test_messages_keep_to_casyncs_shapes():
         proto.parse_chunk(proto.Message(proto.CHUNK, proto.U64.pack(2) + bytes(33)))
     sha = Digest.SHA256.hash(b"x")
     assert proto.parse_request(replies(proto.request([sha, sha]))[0]) == (1, [sha, sha])
+
+
+def test_the_pool_ends_idle_sessions_that_died_instead_of_handing_them_out():
+    """A dropped connection left its sessions idle in the pool; a call retried on each
+    of them in turn failed every attempt ("Socket is closed") while a new session would
+    have worked (the SFTP fault runs found it). Plain objects stand for sessions: what
+    is tested is the pool's bookkeeping."""
+    made, ended = [], []
+
+    def make() -> dict:
+        made.append({"alive": True, "n": len(made)})
+        return made[-1]
+
+    pool = SessionPool(make, 3, ended.append, lambda session: session["alive"])
+    first, second, third = pool.acquire(), pool.acquire(), pool.acquire()
+    for session in (first, second, third):
+        pool.release(session)
+    first["alive"] = third["alive"] = False  # their connection dropped while idle
+    assert pool.acquire() is second
+    fresh = pool.acquire()  # the dead ones were ended and their places freed
+    assert fresh["n"] == 3 and fresh["alive"]
+    assert ended == [third, first]
+    pool.release(fresh)
+    pool.release(second)
+    assert {id(pool.acquire()), id(pool.acquire())} == {id(fresh), id(second)}

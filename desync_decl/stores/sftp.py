@@ -245,7 +245,7 @@ class SftpObjects:
         self.options = options
         connector = _Connector(shown, self.root, ssh_settings(target, shown), options.timeout)
         self._pool: SessionPool[_Session] = SessionPool(
-            connector.open_session, options.n, connector.end_session
+            connector.open_session, options.n, connector.end_session, _Session.alive
         )
         self._end_session = connector.end_session
         self._abandon = connector.abandon

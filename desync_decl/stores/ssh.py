@@ -97,27 +97,46 @@ def parse_location(location: str) -> SshTarget:
 
 
 class SessionPool(Generic[S]):
-    """Up to ``size`` sessions made on demand; a caller checks one out per call."""
+    """Up to ``size`` sessions made on demand; a caller checks one out per call.
 
-    def __init__(self, make: Callable[[], S], size: int, end: Callable[[S], None]) -> None:
-        self._make, self._end, self._size = make, end, max(1, size)
+    An idle session whose connection died while it waited (``alive`` says so) is
+    ended, not handed out: a dropped connection can leave several sessions idle in the
+    pool, and a call retried on each of them in turn used all its attempts on dead
+    sessions (the SFTP fault runs found it)."""
+
+    def __init__(
+        self,
+        make: Callable[[], S],
+        size: int,
+        end: Callable[[S], None],
+        alive: Callable[[S], bool] = lambda session: True,
+    ) -> None:
+        self._make, self._end, self._alive, self._size = make, end, alive, max(1, size)
         self._idle: list[S] = []
         self._count = 0
         self._closed = False
         self._cond = threading.Condition()
 
     def acquire(self) -> S:
+        while (session := self._checked_out()) is not None:
+            if self._alive(session):
+                return session
+            self.discard(session)
+        try:
+            return self._make()
+        except BaseException:
+            self._forget()
+            raise
+
+    def _checked_out(self) -> S | None:
+        """An idle session, or None when the caller is to make one (its place taken)."""
         with self._cond:
             while not self._idle and self._count >= self._size:
                 self._cond.wait()
             if self._idle:
                 return self._idle.pop()
             self._count += 1
-        try:
-            return self._make()
-        except BaseException:
-            self._forget()
-            raise
+            return None
 
     def release(self, session: S) -> None:
         with self._cond:
