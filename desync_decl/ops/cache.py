@@ -23,6 +23,7 @@ from desync_decl.parallel import ordered_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Flushable, Store, WriteStore
 from desync_decl.stores.index_store import SignedIndex
+from desync_decl.stores.keys import UploadCheck
 from desync_decl.stores.location import Opener, index_name_of
 from desync_decl.stores.store_lock import confirm, keeper_of, writing
 
@@ -46,6 +47,7 @@ def fill_cache(
     wanted = sorted(set(ids))
 
     locks = keeper_of(target)
+    keys = UploadCheck(target)  # chunks there under another key: said before the first copy
 
     def copy(id: ChunkID) -> bool:
         try:
@@ -53,7 +55,9 @@ def fill_cache(
                 locks.hold_shared("cache")  # taken before the first has_chunk
             if target.has_chunk(id):
                 return False
-            target.store_chunk(source.get_chunk(id))
+            chunk = source.get_chunk(id)
+            keys.before_upload()
+            target.store_chunk(chunk)
             return True
         finally:
             progress.advance(1)

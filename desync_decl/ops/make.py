@@ -26,6 +26,7 @@ from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Flushable, WriteStore
+from desync_decl.stores.keys import UploadCheck
 from desync_decl.stores.store_lock import confirm, keeper_of
 
 
@@ -54,6 +55,7 @@ class ChunkStorer:
     def __init__(self, store: WriteStore, command: str) -> None:
         self.store, self.command = store, command
         self._locks = keeper_of(store)
+        self._keys = UploadCheck(store)  # chunks there under another key: said before uploading
         self._seen: set[ChunkID] = set()
         self._lock = threading.Lock()
         self.stored = 0
@@ -77,6 +79,7 @@ class ChunkStorer:
             self._locks.hold_shared(self.command)  # taken once, then refreshed when due
         if self.store.has_chunk(chunk.id):
             return
+        self._keys.before_upload()
         self.store.store_chunk(chunk)
         with self._lock:
             self.stored += 1

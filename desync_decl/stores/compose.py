@@ -36,6 +36,7 @@ from desync_decl.stores.base import (
     StoreError,
     WriteStore,
 )
+from desync_decl.stores.keys import WrongKey
 from desync_decl.stores.retry import asked_once
 from desync_decl.stores.tally import Repair, Switch, ask, current
 
@@ -348,7 +349,7 @@ class Cache(Composite):
     def get_chunk(self, id: ChunkID) -> Chunk:
         try:
             return ask(self.cache, id)
-        except ChunkMissing:
+        except (ChunkMissing, WrongKey):  # a copy under another key is no copy: fetch it
             pass
         except ChunkInvalid as e:
             if not self.repair:
@@ -371,6 +372,8 @@ class Cache(Composite):
             where = locate(self.cache, id, known)
         except NotLocated as e:
             missed = e
+        except WrongKey:
+            missed = NotLocated(id, [self.cache])
         else:
             return _through(self, dataclasses.replace(where, cached=True))
         try:

@@ -48,6 +48,7 @@ from desync_decl.stores.base import (
     verify_chunk,
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
+from desync_decl.stores.keys import MissCheck
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 from desync_decl.stores.writeback import Writeback
 
@@ -79,6 +80,8 @@ _CANNOT_LINK_ANONYMOUS = {
 _TEMP_TAG = secrets.token_hex(4)
 _READ_HINT = 320 * 1024  # a default-sized chunk file (<= 256 KiB + framing) in one read
 _temp_counter = itertools.count()
+_ANY_CHUNK = re.compile(r"[0-9a-f]{64}(\.[a-z0-9.-]+)?")  # a chunk file of any format
+SAMPLED_PREFIXES = 4  # prefix directories whose names tell which keys a store holds
 
 
 class LocalStore:
@@ -107,6 +110,7 @@ class LocalStore:
         cipher_suffix = re.escape(format.cipher.extension) if format.cipher else ""
         self._chunk_name = re.compile(rf"^([0-9a-f]{{64}})(\.cacnk)?{cipher_suffix}$")
         self.skip_verify = skip_verify
+        self._misses = MissCheck(format)  # a miss under another key's suffix is WrongKey
         self.locks = LockKeeper(self, str(self))
         self._writeback = Writeback(self._root)  # overlaps disk writes with the run
         if self.path.exists() and not self.path.is_dir():
@@ -155,7 +159,7 @@ class LocalStore:
         try:
             directory = self._prefix_directory(h[:4], create=False)
         except FileNotFoundError:
-            raise ChunkMissing(id, str(self)) from None
+            raise ChunkMissing(id, str(self)) from None  # no chunk of that prefix, in any form
         except OSError as e:
             raise StoreError(f"cannot read chunk {h} from {self}: {e.strerror}") from e
         try:
@@ -171,6 +175,7 @@ class LocalStore:
                 except DecodeError as e:
                     raise ChunkInvalid(id, str(self), str(e)) from None
                 return chunk if self.skip_verify else verify_chunk(chunk, self.digest, self)
+            self._misses.after_miss(id, self, lambda: self._forms_in(directory, h))
         finally:
             os.close(directory)
         raise ChunkMissing(id, str(self))
@@ -245,7 +250,12 @@ class LocalStore:
         """The size of the chunk's file (either form), None when there is none
         (``compose.locate``)."""
         st = self._chunk_stat(id, self._formats)
-        return None if st is None else st.st_size
+        if st is None:
+            with self._existing_prefix(id) as directory:
+                if directory is not None:
+                    self._misses.after_miss(id, self, lambda: self._forms_in(directory, id.hex()))
+            return None
+        return st.st_size
 
     def stored_size(self, id: ChunkID) -> int | None:
         """Size of the compressed chunk file, None when there is none (inspect-chunks)."""
@@ -290,6 +300,30 @@ class LocalStore:
         finally:
             if directory is not None:
                 os.close(directory)
+
+    def _forms_in(self, directory: int, h: str) -> list[str]:
+        """The extensions of the files of chunk ``h`` (hex) in its open prefix directory,
+        whatever their format (``keys.MissCheck``)."""
+        try:
+            listing = os.open(".", _PREFIX_LISTING_FLAGS, dir_fd=directory)
+        except OSError as e:
+            raise StoreError(f"cannot list {self}/{h[:4]}: {e.strerror}") from e
+        try:
+            return [e.name[len(h) :] for e in os.scandir(listing) if e.name.startswith(h)]
+        finally:
+            os.close(listing)
+
+    def sample_forms(self) -> set[str]:
+        """The extensions of the chunk files in the first few prefix directories
+        (``keys.KeyedStore``: which keys the store's chunks are under)."""
+        forms: set[str] = set()
+        with contextlib.closing(self._walk()) as prefixes:
+            for count, (_, _, files) in enumerate(prefixes):
+                names = (_ANY_CHUNK.fullmatch(entry.name) for entry, _ in files)
+                forms |= {m.group(1) or "" for m in names if m}
+                if count + 1 >= SAMPLED_PREFIXES:
+                    break
+        return forms
 
     def flush(self) -> None:
         """Make every chunk written so far durable (before an index refers to them)."""

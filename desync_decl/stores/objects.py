@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from desync_decl.errors import IndexMissing
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk import Chunk
-from desync_decl.formats.chunkfile import DecodeError
+from desync_decl.formats.chunkfile import COMPRESSED_SUFFIX, DecodeError
 from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.signing import MAX_SIGNATURE_SIZE
@@ -38,6 +38,7 @@ from desync_decl.stores.base import (
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.index_store import SignedIndex, checked_index_name, signature_name
+from desync_decl.stores.keys import MissCheck, configured_key, key_of
 from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 
 MAX_INDEX_SIZE = 1 << 30  # 40 bytes a chunk: about 27 million chunks (index-server's limit)
@@ -166,13 +167,16 @@ class ObjectChunkStore:
         self.skip_verify, self.reread = skip_verify, reread
         suffix = re.escape(format.extension)
         self._name = re.compile(rf"^([0-9a-f]{{4}})/(\1[0-9a-f]{{60}}){suffix}$")
+        self._misses = MissCheck(format)  # a miss under another key's suffix is WrongKey
+        self._sampled: set[str] | None = None
 
     def __str__(self) -> str:
         return self.objects.location
 
-    def key(self, id: ChunkID) -> str:
+    def key(self, id: ChunkID, extension: str | None = None) -> str:
+        """The chunk's object key, in the store's format or with ``extension``."""
         h = id.hex()
-        return f"{h[:4]}/{h}{self.format.extension}"
+        return f"{h[:4]}/{h}{self.format.extension if extension is None else extension}"
 
     def get_chunk(self, id: ChunkID) -> Chunk:
         return self.reread(lambda: self._read_chunk(id))
@@ -182,6 +186,7 @@ class ObjectChunkStore:
         try:
             data = self.objects.read(self.key(id), limit)
         except ObjectMissing:
+            self._misses.after_miss(id, self, lambda: self._other_forms(id))
             raise ChunkMissing(id, str(self)) from None
         try:
             chunk = self.format.decode(id, bytes(data))  # immutable, as a chunk's data is
@@ -196,7 +201,26 @@ class ObjectChunkStore:
         """The chunk's size as stored (what a read transfers) in the one request that
         tells whether it is there, for a backend that says it (``size``); -1 when
         there but of unknown size; None when absent (``compose.locate``)."""
-        return object_size(self.objects, self.key(id))
+        size = object_size(self.objects, self.key(id))
+        if size is None:
+            self._misses.after_miss(id, self, lambda: self._other_forms(id))
+        return size
+
+    def _other_forms(self, id: ChunkID) -> list[str]:
+        """The extensions, other than the store's own, that the chunk is held under:
+        each one the store's chunks are seen under (``sample_forms``, asked once) is
+        checked for this chunk (``keys.MissCheck``)."""
+        if self._sampled is None:
+            self._sampled = self.sample_forms()
+        ours = configured_key(self.format)
+        others = sorted(ext for ext in self._sampled if key_of(ext) != ours)
+        return [ext for ext in others if self.objects.exists(self.key(id, ext))]
+
+    def sample_forms(self) -> set[str]:
+        """The extensions the store's chunks may be under (``keys.KeyedStore``): a
+        backend that cannot list is asked for the unencrypted forms only (another
+        key's fingerprint cannot be guessed)."""
+        return {COMPRESSED_SUFFIX, ""}
 
     def store_chunk(self, chunk: Chunk) -> None:
         refuse_empty(chunk, self)
@@ -216,6 +240,11 @@ class ListableObjectChunkStore(ObjectChunkStore):
     def __init__(self, objects: ListableObjects, **kwargs: Any) -> None:
         super().__init__(objects, **kwargs)
         self.locks: LockKeeper | None = LockKeeper(self, str(self))
+
+    def sample_forms(self) -> set[str]:
+        """The extensions of the chunks on the first page of the store's listing."""
+        entries, _ = self.objects.list_page("", None)
+        return {m.group(1) or "" for m in (_ANY_CHUNK.fullmatch(key) for key, _ in entries) if m}
 
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
         """Each chunk's id and the store's modification time of its object."""
@@ -272,6 +301,7 @@ class ListableObjectChunkStore(ObjectChunkStore):
 
 
 LOCKS = "locks/"  # where lock objects live, beside the chunks' xxxx/ folders
+_ANY_CHUNK = re.compile(r"[0-9a-f]{4}/[0-9a-f]{64}(\.[a-z0-9.-]+)?")  # a chunk of any format
 
 
 def doomed_chunks(
