@@ -31,14 +31,20 @@ if TYPE_CHECKING:  # the signing package's crypto is loaded only when a flag ask
 
 def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
     """What opens this command's stores: config file (read once), digest, store flags."""
-    config = getattr(args, "_config", None)
-    if config is None:
-        config = args._config = Config.load(getattr(args, "config", None))
     return Opener(
         digest=digest or digest_arg(args),
-        config=config,
+        config=config(args),
         overrides=store_overrides(args),
     )
+
+
+def config(args: argparse.Namespace) -> Config:
+    """The command's config file, read once; ``main`` asks it after the verb which
+    chunk stores were opened and what to say about their keys (``key_warnings``)."""
+    loaded = getattr(args, "_config", None)
+    if loaded is None:
+        loaded = args._config = Config.load(getattr(args, "config", None))
+    return loaded
 
 
 def read_index(args: argparse.Namespace, arg: str) -> Index:

@@ -35,7 +35,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store",
         metavar="LOCATION",
-        help="print the options this store would be opened with instead",
+        help="print the options this store would be opened with instead, the config key"
+        " that matched (config-key), where its encryption key comes from"
+        " (encryption-key-from: config file, $DESYNC_ENCRYPTION_KEY, ...) and the key's"
+        " fingerprint (encryption-key-id, as in chunk names: never the key)",
     )
     p.add_argument(
         "--show-secrets",
@@ -45,13 +48,35 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
+def _show_store(args: argparse.Namespace, console: Console, config: Config) -> None:
+    """The options ``args.store`` would be opened with, which config key they came
+    from, where the encryption key comes from and its fingerprint (never the key);
+    each member of a failover group ``a|b`` on its own. What ``key_warnings`` would
+    say about a run using it goes to stderr."""
+    opener = common.opener(args)
+    members = [m for m in args.store.split("|") if m]
+    origins = []
+    shown_all = []
+    for location in members:
+        options = opener.options(location)
+        origin = config.origin(location, options, opener.overrides)
+        origins.append(origin)
+        shown = {k.replace("_", "-"): v for k, v in dataclasses.asdict(options).items()}
+        secrets = frozenset() if args.show_secrets else SECRET_KEYS["store-options"]
+        shown = masked(shown, secrets)
+        shown["config-key"] = origin.config_key
+        shown["encryption-key-from"] = origin.key_from
+        shown["encryption-key-id"] = origin.key_id
+        shown_all.append(shown)
+    console.json(shown_all[0] if len(shown_all) == 1 else shown_all)
+    for warning in config.key_warnings(origins):
+        console.warn(warning)
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     config = Config.load(args.config)
     if args.store:
-        options = common.opener(args).options(args.store)
-        shown = {k.replace("_", "-"): v for k, v in dataclasses.asdict(options).items()}
-        secrets = frozenset() if args.show_secrets else SECRET_KEYS["store-options"]
-        console.json(masked(shown, secrets))
+        _show_store(args, console, config)
         return 0
     if args.write:
         path = config.path or default_path()

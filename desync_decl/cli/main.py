@@ -225,6 +225,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             return int(args.func(args, console))
         finally:
             close_opened(args)
+            _warn_about_keys(args, console)
     except DesyncError as e:
         return _failed(console, str(e), e if args.debug else None)
     except KeyboardInterrupt:
@@ -235,6 +236,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     except OSError as e:
         where = f"{e.filename} " if e.filename else ""
         return _failed(console, f"{where}{e.strerror or e}", e if args.debug else None)
+
+
+def _warn_about_keys(args: argparse.Namespace, console: Console) -> None:
+    """After the verb (before its error, if it failed): an encryption key set but not
+    used, a config entry for encryption that matched no store (``Config.key_warnings``
+    over the chunk stores the verb opened through the config it loaded, if any)."""
+    config = args.__dict__.get("_config")
+    if config is not None:
+        for warning in config.key_warnings():
+            console.note(f"desync-decl: {warning}")
 
 
 def _failed(console: Console, message: str, traced: BaseException | None = None) -> int:

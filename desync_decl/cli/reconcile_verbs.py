@@ -44,7 +44,6 @@ from desync_decl.reconcile.handlers import HandlerStatus, run_handlers
 from desync_decl.reconcile.markdown import plan_markdown
 from desync_decl.reconcile.model import TaskResult
 from desync_decl.reconcile.plan import os_message
-from desync_decl.stores.config import Config
 
 GIT_SECONDS = 10.0  # for `git rev-parse`: a hung git costs the comment its commit, no more
 _SHORT_HASH = re.compile(r"[0-9a-f]{4,64}")
@@ -140,7 +139,7 @@ def _context(args: argparse.Namespace, console: Console) -> Context:
         raise DesyncError(str(e.problems[-1]) if e.problems else str(e)) from None
     return open_context(
         manifest,
-        config=Config.load(args.config),
+        config=common.config(args),  # read once; main then warns about unused keys
         state_dir=Path(args.state_dir) if args.state_dir else None,
         verify=args.verify,
         concurrency=args.concurrency,

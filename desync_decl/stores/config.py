@@ -6,6 +6,15 @@ globs (``*`` and ``?`` do not cross ``/``), matched as desync matches them
 guess. Unlike desync, ``s3-credentials`` globs really match.
 Unknown keys are ignored, as desync does.
 
+Which entry a store's options came from, and where its encryption key came from
+(the entry, the manifest or flags, ``$DESYNC_ENCRYPTION_KEY``), is a ``KeyOrigin``:
+``config --store`` shows it, and the chunk stores a run opens are recorded on the
+config (``record``) so that ``key_warnings`` can say, at the end of the run, when a
+key is set but no store used takes it, or when an entry that turns encryption on
+matches none of the stores used although it was likely meant for one of them (a
+``*`` that stops at ``/``): encryption never stays off in silence. Only
+fingerprints of keys are shown.
+
 The file holds secrets (``SECRET_KEYS``: encryption keys, HTTP auth headers and
 cookies, S3 keys, registry secrets, and passwords in URL keys). Whatever shows
 the file to a person shows ``shown()``, where each is ``(sensitive value)``.
@@ -16,12 +25,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from desync_decl.errors import DesyncError
+from desync_decl.stores.converters import fingerprint
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials
 
@@ -33,6 +45,40 @@ SECRET_KEYS: dict[str, frozenset[str]] = {  # per section, the keys whose values
 }
 
 
+ENV_KEY = "DESYNC_ENCRYPTION_KEY"  # the key of stores whose options enable encryption without one
+FROM_CONFIG = "config file"
+FROM_ENV = f"${ENV_KEY}"
+FROM_OVERRIDES = "command line or manifest"
+
+
+@dataclass(frozen=True)
+class KeyOrigin:
+    """Where a chunk store's options and encryption key come from."""
+
+    location: str  # credentials masked
+    config_key: str | None  # the store-options key that matched (credentials masked)
+    encryption: bool
+    key_from: str | None  # FROM_CONFIG, FROM_ENV, FROM_OVERRIDES; None without encryption
+    key_id: str | None  # the key's fingerprint (never the key)
+
+
+class _Uses:
+    """The chunk stores a run opened, by location (thread-safe: tasks open stores
+    from several threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._origins: dict[str, KeyOrigin] = {}
+
+    def add(self, origin: KeyOrigin) -> None:
+        with self._lock:
+            self._origins.setdefault(origin.location, origin)
+
+    def all(self) -> list[KeyOrigin]:
+        with self._lock:
+            return list(self._origins.values())
+
+
 def default_path() -> Path:
     return Path(os.environ.get("HOME", "~")).expanduser() / ".config" / "desync" / "config.json"
 
@@ -41,6 +87,7 @@ def default_path() -> Path:
 class Config:
     path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    uses: _Uses = field(default_factory=_Uses, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Config:
@@ -76,6 +123,83 @@ class Config:
             )
         return StoreOptions.from_config(
             entry, f"{self.path}: store-options '{mask_credentials(key)}'"
+        )
+
+    def origin(
+        self, location: str, options: StoreOptions, overrides: Mapping[str, object]
+    ) -> KeyOrigin:
+        """Where the options ``options`` of the store ``location`` (its config entry
+        under ``overrides``) and their key come from."""
+        key, entry = self._lookup("store-options", location)
+        source: str | None = None
+        key_hex: str | None = None
+        if options.encryption:
+            if overrides.get("encryption_key"):
+                source, key_hex = FROM_OVERRIDES, str(overrides["encryption_key"])
+            elif isinstance(entry, dict) and entry.get("encryption-key"):
+                source, key_hex = FROM_CONFIG, str(entry["encryption-key"])
+            elif os.environ.get(ENV_KEY):
+                source, key_hex = FROM_ENV, os.environ[ENV_KEY]
+        return KeyOrigin(
+            mask_credentials(location),
+            mask_credentials(key) if entry is not None else None,
+            options.encryption,
+            source,
+            fingerprint(key_hex) if key_hex else None,
+        )
+
+    def record(self, location: str, options: StoreOptions, overrides: Mapping[str, object]) -> None:
+        """Note that this run opened the chunk store ``location`` (for ``key_warnings``)."""
+        self.uses.add(self.origin(location, options, overrides))
+
+    def key_warnings(self, origins: Sequence[KeyOrigin] | None = None) -> list[str]:
+        """What to tell about keys after a run that opened the chunk stores ``origins``
+        (by default those ``record`` noted): ``$DESYNC_ENCRYPTION_KEY`` set while no
+        store used takes it and some store is used without encryption; a store-options
+        entry that turns encryption on, matches none of the stores used, and was
+        likely meant for one of those used without encryption."""
+        used = self.uses.all() if origins is None else list(origins)
+        plain = [o.location for o in used if not o.encryption]
+        if not plain:
+            return []
+        out = []
+        env_key = os.environ.get(ENV_KEY)
+        if env_key and not any(o.key_from == FROM_ENV for o in used):
+            out.append(
+                f"warning: {FROM_ENV} is set (key {fingerprint(env_key)}) but encryption is"
+                f" off for {', '.join(plain)}: the key is not used (encryption is turned on"
+                ' per store: "encryption": true in the config file\'s store-options, or'
+                " encryption: true in a manifest's store)"
+            )
+        entries = self.raw.get("store-options")
+        for pattern, entry in entries.items() if isinstance(entries, dict) else ():
+            if not isinstance(entry, dict) or entry.get("encryption") is not True:
+                continue
+            if any(location_match(pattern, o.location) for o in used):
+                continue
+            meant = [p for p in plain if _meant_for(pattern, p)]
+            if meant:
+                out.append(self._unmatched(pattern, entry, meant[0], env_key))
+        return out
+
+    def _unmatched(
+        self, pattern: str, entry: dict[str, Any], location: str, env: str | None
+    ) -> str:
+        """The warning for an entry turning encryption on that ``location`` misses."""
+        key = entry.get("encryption-key")
+        if isinstance(key, str) and key:
+            which = f"key {fingerprint(key)}"
+        elif env:
+            which = f"key {fingerprint(env)} from {FROM_ENV}"
+        else:
+            which = f"no key set: it would take {FROM_ENV}"
+        hint = ""
+        if location_match(pattern, location, across=True):
+            hint = " ('*' and '?' in a key do not match '/': give the store's full location)"
+        return (
+            f"warning: {self.path}: store-options '{mask_credentials(pattern)}' turns"
+            f" encryption on ({which}) but matches no store used: {location} is used"
+            f" without encryption{hint}"
         )
 
     def section(self, name: str, location: str) -> dict[str, Any] | None:
@@ -118,9 +242,10 @@ def masked(entry: dict[str, Any], secrets: frozenset[str]) -> dict[str, Any]:
     return {k: SENSITIVE if k in secrets and v not in (None, "") else v for k, v in entry.items()}
 
 
-def location_match(pattern: str, location: str) -> bool:
+def location_match(pattern: str, location: str, *, across: bool = False) -> bool:
     """Whether the config key ``pattern`` names the store ``location`` (desync's
-    ``locationMatch``).
+    ``locationMatch``); with ``across``, whether it would if ``*`` and ``?`` matched
+    ``/`` too (what a user who wrote ``host/*`` for ``host/a/b`` meant).
 
     A URL (a scheme of two letters or more) is matched as text, one trailing ``/``
     ignored on each side. A local path is matched as absolute and clean on both
@@ -132,8 +257,29 @@ def location_match(pattern: str, location: str) -> bool:
         pattern, location = pattern.removesuffix("/"), location.removesuffix("/")
     else:
         pattern, location = _absolute(pattern), _absolute(location)
-    glob = _glob(pattern)
+    glob = _glob(pattern, across)
     return glob is not None and glob.fullmatch(location) is not None
+
+
+_GLOB_CHARS = re.compile(r"[*?\[\\]")
+
+
+def _meant_for(pattern: str, location: str) -> bool:
+    """Whether the glob ``pattern`` was likely written for ``location``, which it does
+    not match: it would if ``*`` crossed ``/``, or ``location`` starts with the
+    directory the pattern names before its first wildcard. A pattern without a
+    wildcard is meant for its one location only."""
+    head = _GLOB_CHARS.search(pattern)
+    if head is None:
+        return False
+    if location_match(pattern, location, across=True):
+        return True
+    literal = pattern[: head.start()]
+    directory = literal[: literal.rfind("/") + 1]
+    if not _URL.match(location):
+        directory = _absolute(directory).rstrip("/") + "/" if directory else ""
+        location = _absolute(location)
+    return "/" in directory.rstrip("/").removeprefix("/") and location.startswith(directory)
 
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
@@ -145,18 +291,18 @@ def _absolute(path: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _glob(pattern: str) -> re.Pattern[str] | None:
+def _glob(pattern: str, across: bool = False) -> re.Pattern[str] | None:
     """Go's ``path.Match`` pattern as a regex (None when Go refuses it): ``*`` and
-    ``?`` within one path element, ``[a-z]`` and ``[^a-z]`` classes, ``\\``
-    escapes."""
+    ``?`` within one path element (any characters with ``across``), ``[a-z]`` and
+    ``[^a-z]`` classes, ``\\`` escapes."""
     out = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "*":
-            out.append("[^/]*")
+            out.append(".*" if across else "[^/]*")
         elif c == "?":
-            out.append("[^/]")
+            out.append("." if across else "[^/]")
         elif c == "[":
             parsed = _character_class(pattern, i + 1)
             if parsed is None:

@@ -27,6 +27,21 @@ _NONCE_SIZES = {"xchacha20-poly1305": 24, "aes-256-gcm": 12}
 _TAG_SIZE = 16
 
 
+def key_id(key: bytes) -> str:
+    """A key's fingerprint, as desync names it in chunk names: the first 4 bytes of
+    its SHA-256, in hex. What messages show of a key (never the key itself)."""
+    return hashlib.sha256(key).digest()[:4].hex()
+
+
+def fingerprint(key_hex: str) -> str:
+    """The fingerprint of a key as configured (64 hex digits), or ``not a valid key``."""
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        key = b""
+    return key_id(key) if len(key) == 32 else "not a valid key"
+
+
 class Cipher:
     """An AEAD cipher with one key, safe to share between threads."""
 
@@ -42,7 +57,7 @@ class Cipher:
         if len(key) != 32:
             raise DesyncError("an encryption key must be 64 hex characters (256 bits)")
         self.algorithm = algorithm
-        self.key_id = hashlib.sha256(key).digest()[:4].hex()
+        self.key_id = key_id(key)
         self._nonce_size = _NONCE_SIZES[algorithm]
         self._key = key
         if algorithm == "aes-256-gcm":

@@ -103,6 +103,7 @@ class Opener:
             members = [m for m in location.split("|") if m]
             return FailoverGroup([self.chunk_store(m, create=create) for m in members])
         options = self.options(location)
+        self.config.record(location, options, self.overrides)  # for config.key_warnings
         scheme = url_scheme(location)
         if scheme is None:
             return LocalStore(
