@@ -19,6 +19,8 @@ import pytest
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import Digest
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
+from desync_decl.stores.compose import locate
+from desync_decl.stores.keys import WrongKey
 from desync_decl.stores.options import StoreOptions
 
 KEY = "11" * 32
@@ -159,13 +161,39 @@ class StoreContract:
         store.store_chunk(chunk)
         assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
         other_key = env.open(StoreOptions(encryption=True, encryption_key="22" * 32))
-        with pytest.raises(ChunkMissing):  # another key id: another name
-            other_key.get_chunk(chunk.id)
+        ours = options.storage_format().cipher.key_id
+        theirs = other_key.format.cipher.key_id
+        if env.can_prune:  # a store that lists tells the key its chunk is under (issue 19)
+            wrong = f"in .* is encrypted with key {ours}, not the configured key {theirs}"
+            with pytest.raises(WrongKey, match=wrong):
+                other_key.get_chunk(chunk.id)
+            with pytest.raises(WrongKey, match=wrong):  # what a plan asks: the same answer
+                locate(env.open(StoreOptions(encryption=True, encryption_key="22" * 32)), chunk.id)
+            unencrypted = env.open(StoreOptions())
+            with pytest.raises(WrongKey, match=f"key {ours}, but no key is configured"):
+                unencrypted.get_chunk(chunk.id)
+        else:  # HTTP cannot list: another key's fingerprint cannot be guessed
+            with pytest.raises(ChunkMissing):  # another key id: another name
+                other_key.get_chunk(chunk.id)
         h = chunk.id.hex()
         name = f"{h[:4]}/{h}.cacnk.xchacha20-poly1305-"
         env.put_raw(name + options.storage_format().cipher.key_id, b"\0" * 64)
         with pytest.raises(ChunkInvalid):
             store.get_chunk(chunk.id)
+
+    def test_a_plain_chunk_read_with_a_key_is_no_missing_chunk(self, env):
+        """Every backend, HTTP too, can look for the unencrypted name of a chunk it
+        misses: a key configured for a plain store is a wrong key, not missing chunks."""
+        chunk = random_chunks(1, seed=16)[0]
+        env.open(StoreOptions()).store_chunk(chunk)
+        keyed = env.open(StoreOptions(encryption=True, encryption_key=KEY))
+        fingerprint = keyed.format.cipher.key_id
+        with pytest.raises(
+            WrongKey, match=f"is not encrypted, but the configured key {fingerprint}"
+        ):
+            keyed.get_chunk(chunk.id)
+        with pytest.raises(ChunkMissing):  # a chunk in no form at all is missing, as before
+            keyed.get_chunk(ID_NEVER_STORED)
 
     def test_eight_threads_store_and_read_at_once(self, env):
         store = env.open(StoreOptions())

@@ -82,6 +82,16 @@ class TestChunkServerStore(StoreContract):
             reads_both_forms=True,  # the local store behind it reads either file form
         )
 
+    def test_a_plain_chunk_read_with_a_key_is_no_missing_chunk(self, env):
+        """The server behind the store finds the chunk under no key and says so in its
+        log (``stores.keys.WrongKey``); the client sees a failing store, not a missing
+        chunk."""
+        chunk = random_chunks(1, seed=16)[0]
+        env.open(StoreOptions()).store_chunk(chunk)
+        keyed = env.open(StoreOptions(encryption=True, encryption_key=KEY, error_retry=1))
+        with pytest.raises(StoreError, match="500"):
+            keyed.get_chunk(chunk.id)
+
     def test_encrypted_chunks_round_trip_and_need_the_key(self, env):
         """As the contract, except for data that does not decrypt: the server decrypts
         what it reads to re-encrypt it with a fresh nonce, so a chunk that cannot be
@@ -91,8 +101,8 @@ class TestChunkServerStore(StoreContract):
         chunk = random_chunks(1, seed=6)[0]
         store.store_chunk(chunk)
         assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
-        other_key = env.open(StoreOptions(encryption=True, encryption_key="22" * 32))
-        with pytest.raises(ChunkMissing):
+        other_key = env.open(StoreOptions(encryption=True, encryption_key="22" * 32, error_retry=1))
+        with pytest.raises(StoreError, match="500"):  # the server's store: a wrong key (issue 19)
             other_key.get_chunk(chunk.id)
         h = chunk.id.hex()
         name = f"{h[:4]}/{h}.cacnk.xchacha20-poly1305-"

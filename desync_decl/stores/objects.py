@@ -242,9 +242,18 @@ class ListableObjectChunkStore(ObjectChunkStore):
         self.locks: LockKeeper | None = LockKeeper(self, str(self))
 
     def sample_forms(self) -> set[str]:
-        """The extensions of the chunks on the first page of the store's listing."""
-        entries, _ = self.objects.list_page("", None)
-        return {m.group(1) or "" for m in (_ANY_CHUNK.fullmatch(key) for key, _ in entries) if m}
+        """The extensions of the chunks on the first page of the store's listing that
+        names any (SFTP's first page is the folders; at most ``SAMPLED_PAGES`` pages)."""
+        forms: set[str] = set()
+        cursor: object = None
+        for _ in range(SAMPLED_PAGES):
+            entries, cursor = self.objects.list_page("", cursor)
+            forms = {
+                m.group(1) or "" for m in map(_ANY_CHUNK.fullmatch, (k for k, _ in entries)) if m
+            }
+            if forms or cursor is None:
+                break
+        return forms
 
     def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
         """Each chunk's id and the store's modification time of its object."""
@@ -301,6 +310,7 @@ class ListableObjectChunkStore(ObjectChunkStore):
 
 
 LOCKS = "locks/"  # where lock objects live, beside the chunks' xxxx/ folders
+SAMPLED_PAGES = 4  # listing pages looked at for the keys a store's chunks are under
 _ANY_CHUNK = re.compile(r"[0-9a-f]{4}/[0-9a-f]{64}(\.[a-z0-9.-]+)?")  # a chunk of any format
 
 
