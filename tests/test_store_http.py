@@ -117,6 +117,7 @@ class TestNginxStore(StoreContract):
     @pytest.fixture
     def env(self, nginx, opened) -> ContractEnv:
         location = nginx.url + "store"  # no trailing slash: the client adds it
+        (nginx.root / "store").mkdir()  # an empty store; a base nothing answers at is none
         return ContractEnv(
             location,
             lambda options: open_store(location, options, opened),
@@ -156,10 +157,14 @@ def test_a_refusal_fails_at_once_with_its_status_and_body(scripted, opened):
 
 
 def test_404_is_missing_for_get_and_has(scripted, opened):
-    store = open_store(scripted(Step(404)).url, FAST, opened)
+    """...when something answers at the base (here 403, as nginx without a listing):
+    the first 404 of a read asks it once (``test_store_not_found.py``)."""
+    server = scripted(Step(404), Step(403), Step(404))
+    store = open_store(server.url, FAST, opened)
     with pytest.raises(ChunkMissing):
         store.get_chunk(ID_NEVER_STORED)
     assert store.has_chunk(ID_NEVER_STORED) is False
+    assert [r[0] for r in server.requests] == ["GET", "HEAD", "HEAD"]
 
 
 def test_chunk_urls_are_the_base_plus_prefix_id_and_extension(scripted, opened):

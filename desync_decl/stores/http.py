@@ -78,6 +78,7 @@ class HttpObjects:
         )
         timeout = options.timeout
         self._timeout = (timeout, timeout) if timeout is not None else None
+        self._base_seen = False  # once something answers at the base, a 404 is the object's
 
     def __str__(self) -> str:
         return self.location
@@ -100,6 +101,25 @@ class HttpObjects:
         except ObjectMissing:
             return None
         return int(length) if length.isdigit() else -1
+
+    def check_base(self) -> None:
+        """``objects.BaseChecked``: after a first 404, a ``HEAD`` of the base itself. A
+        store's directory answers something else (200 with a listing, 403 without; a
+        chunk-server 400, the base not being a chunk); a 404 there means no store is
+        at this URL, which is said as such rather than as every chunk missing."""
+        if self._base_seen:
+            return
+        try:
+            self._request("HEAD", "")
+        except ObjectMissing:
+            url = self.url("")
+            raise StoreError(
+                f"{self.location}: no store there (HEAD {url}: 404 Not Found; check the URL)"
+            ) from None
+        except StoreError as e:
+            if e.transient:
+                raise
+        self._base_seen = True
 
     def write(self, key: str, data: bytes | memoryview) -> None:
         # requests would iterate a memoryview byte by byte: hand it bytes

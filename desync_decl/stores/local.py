@@ -31,7 +31,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
 from desync_decl.formats.chunk import Chunk
@@ -334,7 +334,9 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot sync {self}: {e.strerror}") from e
 
-    def _walk(self) -> Iterator[tuple[str, int, list[tuple[os.DirEntry, re.Match | None]]]]:
+    def _walk(
+        self,
+    ) -> Generator[tuple[str, int, list[tuple[os.DirEntry, re.Match | None]]], None, None]:
         """Each prefix directory's name and descriptor (opened relative to the store root
         without following a link) with its regular files and their chunk-name matches
         (None if not a chunk).

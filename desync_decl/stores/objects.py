@@ -108,6 +108,18 @@ def object_size(objects: Objects, key: str) -> int | None:
     return -1 if objects.exists(key) else None
 
 
+@runtime_checkable
+class BaseChecked(Protocol):
+    """A backend whose "not found" cannot tell a missing object from a wrong store
+    location (HTTP: every path under a wrong base answers 404): asked once, after the
+    first object found missing, whether anything is at the base at all."""
+
+    def check_base(self) -> None:
+        """Raise ``StoreError`` (one line: what was asked, what answered) when the
+        store's base location does not exist."""
+        ...
+
+
 # One page of a listing: (key, modification time) pairs and where the next page starts
 # (None: this was the last). A cursor is the backend's own (a token, a URL, a stack).
 ListPage = tuple[list[tuple[str, float | None]], object]
@@ -210,6 +222,8 @@ class ObjectChunkStore:
         """The extensions, other than the store's own, that the chunk is held under:
         each one the store's chunks are seen under (``sample_forms``, asked once) is
         checked for this chunk (``keys.MissCheck``)."""
+        if isinstance(self.objects, BaseChecked):  # a wrong URL is no missing chunk
+            self.objects.check_base()
         if self._sampled is None:
             self._sampled = self.sample_forms()
         ours = configured_key(self.format)
@@ -366,6 +380,8 @@ class ObjectIndexStore:
         try:
             return self.objects.read(name, MAX_INDEX_SIZE)  # not copied: up to 1 GiB
         except ObjectMissing:
+            if isinstance(self.objects, BaseChecked):  # a wrong URL is no missing index
+                self.objects.check_base()
             raise IndexMissing(f"index {name} not found in {self}") from None
 
     def store_index(self, name: str, index: Index) -> None:

@@ -33,7 +33,13 @@ from typing import TypeVar
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
 from desync_decl.stores.base import ChunkInvalid, Store, StoreError
-from desync_decl.stores.objects import ListableObjects, ListPage, Objects, object_size
+from desync_decl.stores.objects import (
+    BaseChecked,
+    ListableObjects,
+    ListPage,
+    Objects,
+    object_size,
+)
 from desync_decl.stores.options import StoreOptions
 
 T = TypeVar("T")
@@ -106,6 +112,13 @@ class RetryingObjects:
 
     def size(self, key: str) -> int | None:
         return retrying(lambda: object_size(self.inner, key), self.options)
+
+    def check_base(self) -> None:
+        """The backend's ``objects.BaseChecked`` check, retried; nothing for a backend
+        whose "not found" is the object's own."""
+        inner = self.inner
+        if isinstance(inner, BaseChecked):
+            retrying(inner.check_base, self.options)
 
     def close(self) -> None:
         self.inner.close()
