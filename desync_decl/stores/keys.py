@@ -101,6 +101,11 @@ class MissCheck:
         self.format = format
         self._looking = True
 
+    @property
+    def looking(self) -> bool:
+        """Whether a miss is still looked into (a caller may skip preparing the look)."""
+        return self._looking
+
     def after_miss(self, id: ChunkID, store: object, forms: Callable[[], Iterable[str]]) -> None:
         if not self._looking:
             return

@@ -251,6 +251,8 @@ class LocalStore:
         (``compose.locate``)."""
         st = self._chunk_stat(id, self._formats)
         if st is None:
+            if not self._misses.looking:  # the hot path of a cache's misses: no more calls
+                return None
             with self._existing_prefix(id) as directory:
                 if directory is not None:
                     self._misses.after_miss(id, self, lambda: self._forms_in(directory, id.hex()))
