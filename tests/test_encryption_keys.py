@@ -226,3 +226,72 @@ def test_config_store_shows_the_matching_key_and_where_the_encryption_key_comes_
     assert (options["config-key"], options["encryption-key-from"]) == (store, "config file")
     assert options["encryption-key-id"] == ID_A
     assert options["encryption-key"] == "(sensitive value)"
+
+
+def manifest(tmp_path: Path, store: str, index: Path, options: str = "") -> list[str]:
+    """A manifest extracting ``index`` from ``store`` (with store ``options``, YAML
+    flow), and the arguments of plan/apply for it."""
+    path = tmp_path / "site.yaml"
+    opts = f"\n    options: {options}" if options else ""
+    path.write_text(
+        f"version: 1\nstores:\n  models:\n    url: {store}{opts}\n"
+        f"tasks:\n  - name: model\n    extract:\n      index: {index}\n"
+        f"      path: {tmp_path / 'model.bin'}\n      stores: [models]\n"
+    )
+    return [str(path), "--state-dir", str(tmp_path / "state")]
+
+
+def test_plan_names_the_wrong_key_instead_of_chunks_in_none_of_its_stores(
+    cli, tmp_path, store, monkeypatch
+):
+    made = cli(
+        "--config",
+        keyed(tmp_path, store, KEY_A),
+        "make",
+        "-s",
+        store,
+        tmp_path / "i",
+        blob(tmp_path, 9),
+    )
+    assert made.code == 0, made.err
+    monkeypatch.setenv("MODEL_KEY", KEY_B)
+    site = manifest(
+        tmp_path, store, tmp_path / "i", '{encryption: true, encryption_key: "${env:MODEL_KEY}"}'
+    )
+
+    planned = cli("plan", *site)
+    assert planned.code == 1
+    assert f"is encrypted with key {ID_A}, not the configured key {ID_B}" in planned.out
+    assert "none of its stores" not in planned.out and "missing" not in planned.out
+    no_secret(planned.out, planned.err)
+
+
+def test_the_issues_case_a_key_in_the_environment_and_a_config_glob_that_stops_at_a_slash(
+    cli, tmp_path, store, monkeypatch
+):
+    """``DESYNC_ENCRYPTION_KEY`` set, the config's ``<registry>/*`` meant for
+    ``<registry>/…/models/chunks``: plan says both, and why the chunks are not found."""
+    nested = store + "/models/chunks"
+    made = cli(
+        "--config",
+        keyed(tmp_path, nested, KEY_A),
+        "make",
+        "-s",
+        nested,
+        tmp_path / "i",
+        blob(tmp_path, 10),
+    )
+    assert made.code == 0, made.err
+    monkeypatch.setenv("DESYNC_ENCRYPTION_KEY", KEY_A)
+    pattern = store + "/*"
+    config = config_file(tmp_path, {pattern: {"encryption": True}}, "glob.json")
+
+    planned = cli("--config", config, "plan", *manifest(tmp_path, nested, tmp_path / "i"))
+    assert planned.code == 1
+    assert f"is encrypted with key {ID_A}, but no key is configured" in planned.out
+    assert (
+        f"$DESYNC_ENCRYPTION_KEY is set (key {ID_A}) but encryption is off for {nested}"
+        in planned.err
+    )
+    assert f"store-options '{pattern}' turns encryption on" in planned.err
+    no_secret(planned.out, planned.err)
