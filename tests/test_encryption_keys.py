@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import servers_http
 from tests.servers_oci import fresh_repo
 
 pytestmark = pytest.mark.usefixtures("no_ambient_credentials")
+cli_server = servers_http.cli_server  # the fixture
 
 KEY_A, KEY_B = "a1" * 32, "b2" * 32
 
@@ -295,3 +297,22 @@ def test_the_issues_case_a_key_in_the_environment_and_a_config_glob_that_stops_a
     )
     assert f"store-options '{pattern}' turns encryption on" in planned.err
     no_secret(planned.out, planned.err)
+
+
+def test_a_chunk_server_says_at_once_that_the_key_in_its_environment_is_unused(
+    cli_server, tmp_path
+):
+    """A server runs until stopped: the warning comes when its stores are open, and
+    not when the variable is the key of its encryption on the wire."""
+    store = tmp_path / "store"
+    store.mkdir()
+    unused = cli_server("chunk-server", "-s", store, env={"DESYNC_ENCRYPTION_KEY": KEY_A})
+    assert any(f"$DESYNC_ENCRYPTION_KEY is set (key {ID_A})" in line for line in unused.stderr)
+    unused.stop()
+    no_secret(*unused.stderr)
+
+    wire = cli_server(
+        "chunk-server", "--encryption", "-s", store, env={"DESYNC_ENCRYPTION_KEY": KEY_A}
+    )
+    assert not any("DESYNC_ENCRYPTION_KEY" in line for line in wire.stderr)
+    wire.stop()

@@ -47,6 +47,14 @@ def config(args: argparse.Namespace) -> Config:
     return loaded
 
 
+def warn_about_keys(args: argparse.Namespace, console: Console) -> None:
+    """Say now what ``main`` says after the verb about the keys of the chunk stores
+    opened so far (``Config.key_warnings``): for a server or a mount, which run until
+    stopped. Each warning is said once."""
+    for warning in config(args).key_warnings():
+        console.warn(warning)
+
+
 def read_index(args: argparse.Namespace, arg: str) -> Index:
     """An index from a path, an index-store URL, or stdin for ``-``."""
     if arg == "-":

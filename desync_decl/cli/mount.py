@@ -87,6 +87,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         store, reload = _from_store_file(args, index.digest, console)
     else:
         store, reload = common.open_stores(args, index.digest), None
+    common.warn_about_keys(args, console)  # mounted until unmounted: not at the end
     try:
         result = mount_index(
             index,

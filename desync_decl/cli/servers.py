@@ -128,6 +128,8 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
     authorization = _authorization(args)
     digest = common.digest_arg(args)
     wire = _wire_format(args)
+    if wire.cipher is not None and not args.encryption_key:  # the wire's key is the variable
+        common.config(args).record_env_key_use("chunk-server's encryption on the wire")
     args.skip_verify = True if args.skip_verify_read else None  # clients verify every chunk
     upstream = _upstream_opener(args, digest)
     if args.store_file:
@@ -135,6 +137,7 @@ def run_chunk_server(args: argparse.Namespace, console: Console) -> int:
         stack = StoreStack(upstream(spec.stores, spec.cache))
     else:
         stack = StoreStack(upstream(args.store, args.cache))
+    common.warn_about_keys(args, console)  # it serves until stopped: not at the end
     service = ChunkService(
         stack,
         wire=wire,
@@ -180,6 +183,7 @@ def _upstream_opener(
     args: argparse.Namespace, digest: Digest
 ) -> Callable[[list[str], str | None], Store]:
     """What opens the stack a chunk-server answers from, from ``-s``/``-c`` or a store file."""
+    common.config(args)  # read here, so every stack's namespace shares it (warn_about_keys)
 
     def upstream(stores: list[str], cache: str | None) -> Store:
         if args.writable and (len(common.store_locations(stores)) != 1 or cache):

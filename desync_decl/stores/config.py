@@ -69,6 +69,7 @@ class _Uses:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._origins: dict[str, KeyOrigin] = {}
+        self._said: set[str] = set()
 
     def add(self, origin: KeyOrigin) -> None:
         with self._lock:
@@ -77,6 +78,14 @@ class _Uses:
     def all(self) -> list[KeyOrigin]:
         with self._lock:
             return list(self._origins.values())
+
+    def not_said(self, warnings: list[str]) -> list[str]:
+        """Those of ``warnings`` not returned before (a server warns when its stores
+        are open, and the end of the run must not say it again)."""
+        with self._lock:
+            fresh = [w for w in warnings if w not in self._said]
+            self._said.update(fresh)
+            return fresh
 
 
 def default_path() -> Path:
@@ -152,13 +161,22 @@ class Config:
         """Note that this run opened the chunk store ``location`` (for ``key_warnings``)."""
         self.uses.add(self.origin(location, options, overrides))
 
+    def record_env_key_use(self, what: str) -> None:
+        """Note that ``$DESYNC_ENCRYPTION_KEY`` is used other than by a chunk store (a
+        chunk-server's encryption on the wire): then it is no unused key."""
+        key = os.environ.get(ENV_KEY, "")
+        self.uses.add(KeyOrigin(what, None, True, FROM_ENV, fingerprint(key) if key else None))
+
     def key_warnings(self, origins: Sequence[KeyOrigin] | None = None) -> list[str]:
         """What to tell about keys after a run that opened the chunk stores ``origins``
-        (by default those ``record`` noted): ``$DESYNC_ENCRYPTION_KEY`` set while no
-        store used takes it and some store is used without encryption; a store-options
-        entry that turns encryption on, matches none of the stores used, and was
-        likely meant for one of those used without encryption."""
-        used = self.uses.all() if origins is None else list(origins)
+        (by default those ``record`` noted, each warning once):
+        ``$DESYNC_ENCRYPTION_KEY`` set while no store used takes it and some store is
+        used without encryption; a store-options entry that turns encryption on,
+        matches none of the stores used, and was likely meant for one of those used
+        without encryption."""
+        if origins is None:
+            return self.uses.not_said(self.key_warnings(self.uses.all()))
+        used = list(origins)
         plain = [o.location for o in used if not o.encryption]
         if not plain:
             return []
