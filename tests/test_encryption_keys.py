@@ -19,7 +19,7 @@ from tests import servers_http
 from tests.servers_oci import fresh_repo
 
 pytestmark = pytest.mark.usefixtures("no_ambient_credentials")
-cli_server = servers_http.cli_server  # the fixture
+cli_server, nginx = servers_http.cli_server, servers_http.nginx  # the fixtures
 
 KEY_A, KEY_B = "a1" * 32, "b2" * 32
 
@@ -316,3 +316,20 @@ def test_a_chunk_server_says_at_once_that_the_key_in_its_environment_is_unused(
     )
     assert not any("DESYNC_ENCRYPTION_KEY" in line for line in wire.stderr)
     wire.stop()
+
+
+def test_make_into_an_http_store_cannot_tell_its_keys_and_says_nothing(cli, tmp_path, nginx):
+    """An HTTP store cannot list: which keys it holds is unknown, so no warning is
+    guessed (its misses are still checked for the unencrypted names)."""
+    store = nginx.url + "store"
+    made = cli(
+        "--config",
+        keyed(tmp_path, store, KEY_A),
+        "make",
+        "-s",
+        store,
+        tmp_path / "i",
+        blob(tmp_path, 11),
+    )
+    assert made.code == 0, made.err
+    assert "warning" not in made.err

@@ -225,15 +225,15 @@ class ObjectChunkStore:
         if isinstance(self.objects, BaseChecked):  # a wrong URL is no missing chunk
             self.objects.check_base()
         if self._sampled is None:
-            self._sampled = self.sample_forms()
+            self._sampled = self._candidate_forms()
         ours = configured_key(self.format)
         others = sorted(ext for ext in self._sampled if key_of(ext) != ours)
         return [ext for ext in others if self.objects.exists(self.key(id, ext))]
 
-    def sample_forms(self) -> set[str]:
-        """The extensions the store's chunks may be under (``keys.KeyedStore``): a
-        backend that cannot list is asked for the unencrypted forms only (another
-        key's fingerprint cannot be guessed)."""
+    def _candidate_forms(self) -> set[str]:
+        """The extensions a chunk missed may be under: a backend that cannot list is
+        asked for the unencrypted forms only (another key's fingerprint cannot be
+        guessed)."""
         return {COMPRESSED_SUFFIX, ""}
 
     def store_chunk(self, chunk: Chunk) -> None:
@@ -255,9 +255,13 @@ class ListableObjectChunkStore(ObjectChunkStore):
         super().__init__(objects, **kwargs)
         self.locks: LockKeeper | None = LockKeeper(self, str(self))
 
+    def _candidate_forms(self) -> set[str]:
+        return self.sample_forms()
+
     def sample_forms(self) -> set[str]:
-        """The extensions of the chunks on the first page of the store's listing that
-        names any (SFTP's first page is the folders; at most ``SAMPLED_PAGES`` pages)."""
+        """``keys.KeyedStore``: the extensions of the chunks on the first page of the
+        store's listing that names any (SFTP's first page is the folders; at most
+        ``SAMPLED_PAGES`` pages)."""
         forms: set[str] = set()
         cursor: object = None
         for _ in range(SAMPLED_PAGES):
