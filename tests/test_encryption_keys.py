@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from desync_decl.formats.chunk import Chunk
+from desync_decl.formats.digest import Digest
+from desync_decl.stores.compose import Cache, locate
+from desync_decl.stores.local import LocalStore
+from desync_decl.stores.options import StoreOptions
 from tests import servers_http
 from tests.servers_oci import fresh_repo
 
@@ -333,3 +338,20 @@ def test_make_into_an_http_store_cannot_tell_its_keys_and_says_nothing(cli, tmp_
     )
     assert made.code == 0, made.err
     assert "warning" not in made.err
+
+
+def test_a_cache_holding_another_keys_copy_fetches_the_chunk_again(tmp_path):
+    """A cache is disposable: a copy under another key is no copy (not an error), the
+    chunk comes from upstream and is cached under the cache's own key; a plan's
+    ``locate`` says the same."""
+    chunk = Chunk(Digest.SHA512_256.hash(b"model shard"), plain=b"model shard")
+    upstream = LocalStore(tmp_path / "upstream", create=True)
+    upstream.store_chunk(chunk)
+    old = StoreOptions(encryption=True, encryption_key=KEY_A).storage_format()
+    LocalStore(tmp_path / "cache", create=True, format=old).store_chunk(chunk)
+    new = StoreOptions(encryption=True, encryption_key=KEY_B).storage_format()
+    cache = LocalStore(tmp_path / "cache", format=new)
+
+    assert locate(Cache(upstream, cache), chunk.id).leaf is upstream
+    assert bytes(Cache(upstream, cache).get_chunk(chunk.id).plain()) == b"model shard"
+    assert bytes(cache.get_chunk(chunk.id).plain()) == b"model shard"  # cached under key B
