@@ -275,8 +275,17 @@ def location_match(pattern: str, location: str, *, across: bool = False) -> bool
         pattern, location = pattern.removesuffix("/"), location.removesuffix("/")
     else:
         pattern, location = _absolute(pattern), _absolute(location)
-    glob = _glob(pattern, across)
+    glob = _glob(pattern)
+    if glob is not None and across:
+        glob = _across(glob)
     return glob is not None and glob.fullmatch(location) is not None
+
+
+@lru_cache(maxsize=64)
+def _across(glob: re.Pattern[str]) -> re.Pattern[str]:
+    """``glob`` with its ``*`` and ``?`` matching ``/`` too (escaped text and classes
+    never read ``[^/]`` exactly: a negated class is ``[^/…]``)."""
+    return re.compile(glob.pattern.replace("[^/]*", ".*").replace("[^/]", "."))
 
 
 _GLOB_CHARS = re.compile(r"[*?\[\\]")
@@ -309,18 +318,18 @@ def _absolute(path: str) -> str:
 
 
 @lru_cache(maxsize=256)
-def _glob(pattern: str, across: bool = False) -> re.Pattern[str] | None:
+def _glob(pattern: str) -> re.Pattern[str] | None:
     """Go's ``path.Match`` pattern as a regex (None when Go refuses it): ``*`` and
-    ``?`` within one path element (any characters with ``across``), ``[a-z]`` and
-    ``[^a-z]`` classes, ``\\`` escapes."""
+    ``?`` within one path element, ``[a-z]`` and ``[^a-z]`` classes, ``\\``
+    escapes."""
     out = []
     i = 0
     while i < len(pattern):
         c = pattern[i]
         if c == "*":
-            out.append(".*" if across else "[^/]*")
+            out.append("[^/]*")
         elif c == "?":
-            out.append("." if across else "[^/]")
+            out.append("[^/]")
         elif c == "[":
             parsed = _character_class(pattern, i + 1)
             if parsed is None:
