@@ -410,3 +410,20 @@ def no_ambient_credentials(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
     monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+def pull_artifact(url: str, repo: str, tag: str) -> tuple[dict, bytes] | None:
+    """The manifest tagged ``tag`` and its first layer's bytes, fetched with plain
+    requests (as oras would); None when there is no such tag."""
+    v2 = f"{url}/v2/{repo}"
+    answer = requests.get(
+        f"{v2}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    if answer.status_code == 404:
+        return None
+    manifest = answer.json()
+    layer = manifest["layers"][0]
+    data = requests.get(f"{v2}/blobs/{layer['digest']}", timeout=10).content
+    return manifest, data
