@@ -142,6 +142,11 @@ class OciChunkStore(ListableObjectChunkStore):
 
     objects: RetryingListableObjects
     chunk_ages_known = False
+    reclaim_note = (
+        "an OCI registry frees the space of deleted chunks only when its own garbage"
+        " collection runs (distribution: 'registry garbage-collect CONFIG', with the"
+        " registry read-only; hosted registries on their own schedule)"
+    )
 
     def __init__(self, objects: RetryingListableObjects, **kwargs: Any) -> None:
         super().__init__(objects, **kwargs)
