@@ -17,7 +17,7 @@ import pytest
 
 from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
-from tests.servers_oci import TcpRelay, fresh_repo, list_tags
+from tests.servers_oci import TcpRelay, fresh_repo, list_tags, push_artifact
 from tests.store_contract import random_chunks
 from tests.test_reconcile_kinds import SIZES, apply, blob, index_of, manifest, plan, write
 
@@ -194,3 +194,27 @@ def test_a_run_store_remembers_what_it_pushed(registry, relay):
     assert store.has_chunk(chunk.id) is True
     assert bytes(store.get_chunk(chunk.id).plain()) == bytes(chunk.plain())
     assert kinds(relay.requests) == {"GET blobs": 1}  # the manifest it pushed is known
+
+
+def test_a_verify_with_repair_reads_each_chunk_once_and_the_bad_one_again(
+    cli, registry, relay, tmp_path
+):
+    repo, index, n = published(cli, registry, tmp_path, 36)
+    victim = sorted(index_of(index).unique_ids())[0].hex() + ".cacnk"
+    push_artifact(registry.url, repo, victim, b"not the chunk")  # a desync artifact, bad bytes
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{r: {{url: "{at(relay, repo)}"}}}}
+        tasks:
+        - {{name: check, verify: {{store: r, repair: true}}}}
+        """,
+    )
+    [result] = apply(m, tmp_path / "state")
+    assert result.status.value == "changed"
+    assert sorted(list_tags(registry.url, repo)) == sorted(
+        id.hex() + ".cacnk" for id in index_of(index).unique_ids() if id.hex() + ".cacnk" != victim
+    )
+    asked = kinds(relay.requests)
+    assert asked["GET blobs"] == n + 1  # every chunk once; the bad one again before deleting
+    assert asked["GET manifests"] == n and asked["DELETE manifests"] == 1
