@@ -124,7 +124,10 @@ def test_a_publish_asks_once_per_chunk_and_pushes_each_once(registry, relay, tmp
     assert len(list_tags(registry.url, repo)) == n
     # per chunk: the plan's HEAD (apply's upload trusts it), then the push: POST, PUT
     # of the blob, PUT of its manifest; once per store: HEAD and push of the config blob
-    assert kinds(relay.requests) == {
+    # (and at most one page of tags: which keys the store's chunks are under)
+    asked = kinds(relay.requests)
+    assert asked.pop("GET tags", 0) <= 1
+    assert asked == {
         "HEAD manifests": n,
         "HEAD blobs": 1,
         "POST uploads": n + 1,
