@@ -101,3 +101,13 @@ def test_a_cache_in_a_new_repository_is_an_empty_cache(cli, registry, published,
     r = cli("extract", "-s", registry.location(repo), "-c", registry.location(fresh_repo()),
             index, tmp_path / "again.img")  # fmt: skip
     assert r.code == 0, r.err
+
+
+def test_prune_and_verify_of_an_unknown_repository_name_it(cli, registry, published):
+    _, index, _ = published
+    wrong = registry.location("test/no-such-repo")
+    prune = ("prune", "--dry-run", "--min-age", "0", "-s", wrong, index)
+    for argv in (prune, ("verify", "-s", wrong)):
+        r = cli(*argv)
+        assert r.code == 1, argv
+        assert "has no repository 'test/no-such-repo'" in one_line(r.err)

@@ -133,8 +133,11 @@ def test_prune_follows_tag_pages_and_deletes_only_desync_artifacts(registry, mon
     assert all(store.has_chunk(c.id) for c in (chunks[0], chunks[2]))
 
 
-def test_prune_of_a_repository_that_does_not_exist_yet_deletes_nothing(registry):
-    assert open_store(registry.location(fresh_repo())).prune(set()) == 0
+def test_prune_of_a_repository_that_does_not_exist_names_it_and_deletes_nothing(registry):
+    with pytest.raises(StoreError, match="has no repository"):  # a typo, most likely
+        open_store(registry.location(fresh_repo())).prune(set())
+    writer = Opener(config=Config()).chunk_store(registry.location(fresh_repo()), create=True)
+    assert writer.prune(set()) == 0  # one that writing would create: empty
 
 
 def test_dropped_connections_are_retried_with_backoff(registry):

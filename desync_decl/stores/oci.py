@@ -129,6 +129,7 @@ def _index_or_signature(tag: str) -> str:
 
 
 def _chunk(tag: str) -> str:
+    """The artifact type of every tag of a chunk store."""
     return ARTIFACT_TYPE
 
 
@@ -276,8 +277,11 @@ class RegistryObjects:
             return [], None
         url = cursor if isinstance(cursor, str) else f"{self._v2}/tags/list?n={TAG_PAGE}"
         page = self._tags(url)
-        if page is None:  # the repository does not exist (yet): no tags
+        if page is None:  # no such repository: empty if this store creates it, else wrong
+            self._repository = self._repository or False
+            self._check_repository()
             return [], None
+        self._repository = True
         tags, following = page
         return [(f"{tag[:4]}/{tag}", None) for tag in tags], following
 
