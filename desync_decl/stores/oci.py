@@ -47,7 +47,7 @@ import json
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +111,11 @@ def open_chunk_store(location: str, options: StoreOptions, opener: Opener) -> Oc
     )
     objects = RetryingListableObjects(registry, options)
     return OciChunkStore(
-        objects, digest=opener.digest, format=format, skip_verify=options.skip_verify
+        objects,
+        registry=registry,
+        digest=opener.digest,
+        format=format,
+        skip_verify=options.skip_verify,
     )
 
 
@@ -149,9 +153,23 @@ class OciChunkStore(ListableObjectChunkStore):
         " registry read-only; hosted registries on their own schedule)"
     )
 
-    def __init__(self, objects: RetryingListableObjects, **kwargs: Any) -> None:
+    def __init__(
+        self, objects: RetryingListableObjects, *, registry: RegistryObjects, **kwargs: Any
+    ) -> None:
         super().__init__(objects, **kwargs)
+        self.registry = registry
         self.locks = None
+
+    def chunk_ages(self) -> Iterator[tuple[ChunkID, float | None]]:
+        """The listing prune and verify go by: a repository that does not exist is an
+        error (a mistyped path would otherwise hold nothing to prune, all valid),
+        unless this store is the one to create it."""
+        listed = False
+        for entry in super().chunk_ages():
+            listed = True
+            yield entry
+        if not listed:
+            self.registry.check_repository()
 
     def prune(
         self, keep: set[ChunkID], *, older_than: float | None = None, before_delete: Hook = no_hook
@@ -277,9 +295,8 @@ class RegistryObjects:
             return [], None
         url = cursor if isinstance(cursor, str) else f"{self._v2}/tags/list?n={TAG_PAGE}"
         page = self._tags(url)
-        if page is None:  # no such repository: empty if this store creates it, else wrong
+        if page is None:  # the repository does not exist (yet): no tags
             self._repository = self._repository or False
-            self._check_repository()
             return [], None
         self._repository = True
         tags, following = page
@@ -356,7 +373,7 @@ class RegistryObjects:
                 self._manifest_url(tag), tag, MAX_MANIFEST, what, _ACCEPT_HEADER
             )
         except ObjectMissing:
-            self._check_repository()
+            self.check_repository()
             raise
         digest = headers.get("Docker-Content-Digest") or _digest_of(body, "sha256:")
         try:
@@ -368,7 +385,7 @@ class RegistryObjects:
         self._repository = True
         return manifest, digest
 
-    def _check_repository(self) -> None:
+    def check_repository(self) -> None:
         """After a manifest was not found: a ``StoreError`` if the repository itself does
         not exist (asked once per store: its tag list; a registry says so only there)."""
         if self._repository is None:
