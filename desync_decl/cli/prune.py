@@ -2,10 +2,11 @@
 younger than ``--min-age``, holding the store's lock (``ops.prune``).
 
 Before anything is deleted it says how many chunks, and how many bytes as the store
-holds them, would go (``ops.prune.survey``): in the question it asks, on its own
-with ``--dry-run`` (which deletes nothing and takes no lock), and before a ``-y``
-prune. A store that frees space only in its own garbage collection (an OCI
-registry) says so, before and after.
+holds them, would go (``ops.prune.survey``): in the question it asks, and on its
+own with ``--dry-run`` (which deletes nothing and takes no lock); a ``-y`` prune
+says the same numbers when done (before, its words would come ahead of a refusal:
+the store locked by a writer). A store that frees space only in its own garbage
+collection (an OCI registry) says so, before and after.
 """
 
 from __future__ import annotations
@@ -76,11 +77,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if note:
             console.print(f"note: {note}")
         return 0
-    if not args.yes:
-        if not _confirm(console, what, note):
-            return 0
-    else:
-        console.print(f"deleting {what}")
+    if not args.yes and not _confirm(console, what, note):
+        return 0
 
     def reread() -> set[ChunkID]:
         """The indexes again, under the store's lock: one republished meanwhile counts."""
