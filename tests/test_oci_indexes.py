@@ -123,3 +123,19 @@ def test_mount_index_reads_an_index_from_a_registry(cli, repos, tmp_path):
         assert (mount.path / "disk").read_bytes() == source.read_bytes()  # named as the index
     finally:
         assert mount.unmount() == 0
+
+
+def test_chunks_and_indexes_can_share_one_repository(cli, registry, tmp_path):
+    """A prune of the chunks leaves the index artifacts beside them (another type)."""
+    repo = fresh_repo()
+    both = registry.location(repo)
+    for name, seed in (("a", 67), ("b", 68)):
+        source = write(tmp_path / f"{name}.img", blob(seed, 60_000))
+        assert cli("make", "-s", both, f"{both}/{name}.caibx", source).code == 0
+    r = cli("prune", "-y", "--min-age", "0", "-s", both, f"{both}/a.caibx")
+    assert r.code == 0, r.err
+    tags = list_tags(registry.url, repo)
+    assert "a.caibx" in tags and "b.caibx" in tags  # indexes are not chunks
+    out = tmp_path / "a.out"
+    assert cli("extract", "-s", both, f"{both}/a.caibx", out).code == 0
+    assert out.read_bytes() == (tmp_path / "a.img").read_bytes()
