@@ -142,7 +142,9 @@ def self_signed_cert(root: Path) -> tuple[Path, Path]:
 
 class TcpRelay:
     """Forwards 127.0.0.1:<port> to a target port until ``stop()`` cuts every connection;
-    the first ``drop_first`` connections are closed at once (a flaky network)."""
+    the first ``drop_first`` connections are closed at once (a flaky network).
+    ``requests`` lists every HTTP request relayed (what the registry really received),
+    each recorded before its bytes are passed on."""
 
     def __init__(self, target_port: int, *, drop_first: int = 0) -> None:
         self.target, self.drop_first = target_port, drop_first
@@ -151,6 +153,7 @@ class TcpRelay:
         self.sockets: list[socket.socket] = []
         self.lock = threading.Lock()
         self.stopped = False
+        self.requests: list[tuple[str, str]] = []  # (method, path) of each request relayed
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -174,13 +177,16 @@ class TcpRelay:
                     upstream.close()
                     return
                 self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            requests = RequestParser(self.requests, self.lock)
+            for a, b, seen in ((client, upstream, requests), (upstream, client, None)):
+                threading.Thread(target=self._pipe, args=(a, b, seen), daemon=True).start()
 
     @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(src: socket.socket, dst: socket.socket, seen: RequestParser | None) -> None:
         try:
             while data := src.recv(65536):
+                if seen is not None:  # counted before it is sent: before any answer
+                    seen.feed(data)
                 dst.sendall(data)
         except OSError:
             pass
@@ -198,6 +204,38 @@ class TcpRelay:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+
+class RequestParser:
+    """The HTTP/1.1 requests of one client connection, parsed as its bytes pass: each
+    request line is appended to ``log`` as (method, path) and its body (by its
+    ``Content-Length``; the store's requests are never chunked) skipped."""
+
+    def __init__(self, log: list[tuple[str, str]], lock: threading.Lock) -> None:
+        self.log, self.lock = log, lock
+        self.buffer = b""
+        self.body_left = 0
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.body_left:
+                taken = min(self.body_left, len(self.buffer))
+                self.buffer, self.body_left = self.buffer[taken:], self.body_left - taken
+                if self.body_left:
+                    return
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4 :]
+            first, *lines = head.split("\r\n")
+            method, path, _ = first.split(" ", 2)
+            pairs = (x.partition(":") for x in lines)
+            headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
+            assert "chunked" not in headers.get("transfer-encoding", ""), "chunked request"
+            self.body_left = int(headers.get("content-length", "0"))
+            with self.lock:
+                self.log.append((method, urllib.parse.urlsplit(path).path))
 
 
 class TokenServer:
@@ -372,3 +410,20 @@ def no_ambient_credentials(monkeypatch, tmp_path) -> None:
     monkeypatch.delenv("DESYNC_OCI_USERNAME", raising=False)
     monkeypatch.delenv("DESYNC_OCI_PASSWORD", raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+def pull_artifact(url: str, repo: str, tag: str) -> tuple[dict, bytes] | None:
+    """The manifest tagged ``tag`` and its first layer's bytes, fetched with plain
+    requests (as oras would); None when there is no such tag."""
+    v2 = f"{url}/v2/{repo}"
+    answer = requests.get(
+        f"{v2}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=10,
+    )
+    if answer.status_code == 404:
+        return None
+    manifest = answer.json()
+    layer = manifest["layers"][0]
+    data = requests.get(f"{v2}/blobs/{layer['digest']}", timeout=10).content
+    return manifest, data

@@ -35,6 +35,7 @@ from desync_decl.stores.location import Opener
 from desync_decl.stores.options import StoreOptions
 from tests import servers_http, servers_ssh, ssh_keys, test_root_safety
 from tests.servers_http import Step
+from tests.servers_oci import fresh_repo, pull_artifact
 from tests.ssh_keys import Key, OpenSsh, allowed_signers
 from tests.test_root_safety import PLANT_TARGET, SECRET, as_nobody
 from tests.test_servers import ask, connect
@@ -129,7 +130,7 @@ def s3_place(moto_server, bucket: str, prefix: str = "indexes") -> Place:
     return Place(f"s3+http://{moto_server.hostport}/{bucket}/{prefix}/", raw)
 
 
-STORES = ["local", "index-server", "s3", "gcs", "sftp"]
+STORES = ["local", "index-server", "s3", "gcs", "sftp", "oci"]
 
 
 @pytest.fixture(params=STORES)
@@ -154,6 +155,14 @@ def place(request, tmp_path) -> Place:
             return None if blob is None else blob.download_as_bytes()
 
         return Place(f"gs://{bucket.name}/indexes/", raw)
+    if kind == "oci":  # an artifact per index and per signature, tagged with the name
+        registry, repo = request.getfixturevalue("registry"), fresh_repo()
+
+        def pulled(key: str) -> bytes | None:
+            found = pull_artifact(registry.url, repo, key)
+            return None if found is None else found[1]
+
+        return Place(registry.location(repo), pulled)
     assert kind == "sftp"
     directory = local_place(tmp_path / "sftp")
     return Place(request.getfixturevalue("sshd").url("sftp", directory.location), directory.raw)

@@ -16,6 +16,13 @@ publishes an index into the store being pruned:
 
 A store that reports no modification times (an OCI registry) cannot honour a
 minimum age: prune refuses rather than delete a chunk that might be young.
+
+Before deleting, ``survey`` says what a prune would delete, in chunks and in the
+bytes the store holds them in (each chunk's stored size where the store tells it:
+a local file's size, an object's, an OCI artifact's blob), so a person confirms
+a number, and ``prune --dry-run`` (and a manifest's plan) shows it without
+deleting. Where deleting does not free the space by itself (a registry frees
+blobs only in its own garbage collection), the store says so (``reclaim_note``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from dataclasses import dataclass
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
+from desync_decl.parallel import ordered_map
 from desync_decl.stores.base import PruneStore
+from desync_decl.stores.compose import Probing
+from desync_decl.stores.objects import doomed_chunks
 from desync_decl.stores.store_lock import IMPATIENT, Patience, keeper_of
 
 DEFAULT_MIN_AGE = 3600.0  # an hour: longer than any make's upload, shorter than a release cycle
@@ -37,6 +47,57 @@ DEFAULT_MIN_AGE = 3600.0  # an hour: longer than any make's upload, shorter than
 class PruneResult:
     kept: int  # distinct chunk ids referenced by the indexes
     removed: int  # chunk files deleted
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a prune would delete now: the chunks, and the bytes the store holds them
+    in (``sized`` of them told their size; the others count nothing)."""
+
+    doomed: tuple[ChunkID, ...]
+    bytes: int
+    sized: int
+    young: int  # unreferenced chunks that stay: younger than the minimum age
+
+    @property
+    def all_sized(self) -> bool:
+        return self.sized == len(self.doomed)
+
+
+def survey(
+    store: PruneStore,
+    keep: set[ChunkID],
+    *,
+    min_age: float = 0.0,
+    concurrency: int = 8,
+    now: float | None = None,
+) -> Survey:
+    """The chunks of ``store`` a prune keeping ``keep`` would delete (by this host's
+    clock for ``min_age``; apply judges by the store's) and their stored bytes, each
+    size asked on ``concurrency`` threads where the store tells it (``probe``)."""
+    check_ages_known(store, min_age)
+    older_than = (now if now is not None else time.time()) - min_age if min_age > 0 else None
+    ages = [(id, mtime) for id, mtime in store.chunk_ages() if id not in keep]
+    doomed = doomed_chunks(ages, keep, older_than)
+    sizes = stored_sizes(store, doomed, concurrency)
+    known = [size for size in sizes if size is not None and size >= 0]
+    return Survey(tuple(doomed), sum(known), len(known), len(ages) - len(doomed))
+
+
+def stored_sizes(store: object, ids: list[ChunkID], concurrency: int) -> list[int | None]:
+    """Each chunk's size as ``store`` holds it, None where it does not say (or the chunk
+    is gone meanwhile)."""
+    if not isinstance(store, Probing):
+        return [None] * len(ids)
+    return list(ordered_map(store.probe, ids, workers=max(1, concurrency)))
+
+
+def reclaim_note(store: object) -> str | None:
+    """What a person must know about the space a prune frees in ``store``: said by the
+    store (an OCI registry: only its own garbage collection frees blobs); None when
+    deleting frees it."""
+    note = getattr(store, "reclaim_note", None)
+    return note if isinstance(note, str) else None
 
 
 def keep_set(indexes: Iterable[Index]) -> set[ChunkID]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,11 @@ def verify_store(
     repair: bool = False,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    only: Collection[ChunkID] | None = None,
 ) -> list[BadChunk]:
-    """Every chunk whose data does not decode or hash to its id; ``repair`` deletes them."""
+    """Every chunk whose data does not decode or hash to its id; ``repair`` deletes them.
+    ``only``: these chunks, not the store's listing (a plan's bad chunks, read again
+    before they are deleted: the rest were read once already in this run)."""
 
     def check(id: ChunkID) -> BadChunk | None:
         try:
@@ -46,7 +50,7 @@ def verify_store(
         return None
 
     progress.start("verify", 0)
-    ids = store.iter_chunk_ids()
+    ids = store.iter_chunk_ids() if only is None else iter(sorted(only))
     # reading + hashing is CPU work: batches on as many threads as cores (sizes
     # are unknown before reading, so a batch is 16 chunks of a typical 64 KiB)
     bad = [b for b in batched_map(check, ids, workers=concurrency, weight=lambda _: 1 << 16) if b]

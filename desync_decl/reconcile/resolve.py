@@ -128,9 +128,12 @@ class Resolver:
             if "n" not in overrides:  # a pool smaller than the threads reading it churns
                 configured = self.config.store_options(source.url).n
                 overrides["n"] = max(configured, self.manifest.defaults.concurrency)
-            opener = Opener(digest=digest, config=self.config, overrides=overrides)
-            # a local store that does not exist yet holds nothing; writing creates it
-            return opener.chunk_store(source.url, create=not is_url(source.url))
+            # a run's store: what it is told of a chunk holds for the run (plan and apply)
+            opener = Opener(digest=digest, config=self.config, overrides=overrides, remember=True)
+            # a local store, or a cache's copy, that does not exist yet holds nothing;
+            # writing creates it (an OCI repository too)
+            copy = any(c.cache == name for c in self.manifest.caches.values())
+            return opener.chunk_store(source.url, create=copy or not is_url(source.url))
         if isinstance(source, GroupDef):
             return FailoverGroup([self.store(m, digest) for m in source.failover])
         cache: WriteStore = self.write_store(source.cache, digest)

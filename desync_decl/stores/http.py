@@ -38,6 +38,7 @@ from desync_decl.stores.objects import (
     ObjectMissing,
     read_at_most,
 )
+from desync_decl.stores.oci_registry import plain_http_to_registry
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.retry import RetryingObjects
 from desync_decl.stores.url import mask_credentials
@@ -182,6 +183,9 @@ def _check(method: str, url: str, response: requests.Response) -> None:
     if status == 200 or (method != "GET" and 200 <= status < 300):
         return  # a GET must bring the object: no 204 or 206 for one
     if status == 404:
+        wrong = plain_http_to_registry(url, response.headers)  # all would read as missing
+        if wrong is not None:
+            raise wrong
         raise ObjectMissing(url)
     message = f"{method} {url}: {status} {response.reason or ''}".rstrip()
     body = " ".join(_start_of_body(response).split())[:_BODY_IN_MESSAGE] if method != "HEAD" else ""

@@ -9,6 +9,7 @@ a command line actually gave.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Callable
@@ -56,6 +57,8 @@ _INDEX_BACKENDS = {
     "s3+https": "desync_decl.stores.s3:open_index_store",
     "gs": "desync_decl.stores.gcs:open_index_store",
     "sftp": "desync_decl.stores.sftp:open_index_store",
+    "oci+http": "desync_decl.stores.oci:open_index_store",
+    "oci+https": "desync_decl.stores.oci:open_index_store",
 }
 
 
@@ -66,6 +69,13 @@ class Opener:
     digest: Digest = Digest.SHA512_256
     config: Config = field(default_factory=Config)
     overrides: dict[str, Any] = field(default_factory=dict)  # StoreOptions fields given by flags
+    # A store opened for one run (a manifest's plan and apply, one command) may remember
+    # what it was told about each chunk, so the run never asks twice (``stores.oci``);
+    # a long-lived server's stores must not: a chunk pushed meanwhile has to be found.
+    remember: bool = False
+    # Set by ``chunk_store(create=True)`` for the backend: the store is opened to be
+    # written, so a container that writing creates (an OCI repository) may be absent.
+    creating: bool = False
 
     def options(self, location: str) -> StoreOptions:
         url_scheme(location)  # a malformed URL is one clear error, here as everywhere
@@ -113,8 +123,9 @@ class Opener:
                 format=options.storage_format(),
                 skip_verify=options.skip_verify,
             )
+        opener = dataclasses.replace(self, creating=True) if create else self
         opened: Store = _backend(_CHUNK_BACKENDS, scheme, location, "chunk")(
-            location, options, self
+            location, options, opener
         )
         return opened
 

@@ -15,6 +15,7 @@ import base64
 import re
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 import requests
@@ -139,6 +140,24 @@ class RegistryHttp:
 
     def close(self) -> None:
         self.session.close()
+
+
+# Every answer of a distribution registry carries it, a 404 outside /v2/ too.
+API_VERSION_HEADER = "Docker-Distribution-Api-Version"
+
+
+def plain_http_to_registry(url: str, headers: Mapping[str, str]) -> StoreError | None:
+    """For a plain ``http(s)://`` store whose server said 404 to ``url``: the error when
+    that server is an OCI registry (a registry holds chunks only as artifacts: every
+    chunk would read as missing), naming the location to use; else None."""
+    if API_VERSION_HEADER not in headers:
+        return None
+    scheme, netloc = urllib.parse.urlsplit(url)[:2]
+    return StoreError(
+        f"{url}: the server is an OCI registry ({API_VERSION_HEADER}:"
+        f" {headers[API_VERSION_HEADER]}), not an HTTP store: address it as"
+        f" oci+{scheme}://{netloc}/<repository>"
+    )
 
 
 def _error_detail(response: requests.Response) -> str:

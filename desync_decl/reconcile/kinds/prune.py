@@ -10,6 +10,11 @@ Safe while other machines publish into the store (``ops.prune``): chunks younger
 than ``min_age`` stay (the plan leaves them out, by this host's clock; apply
 judges by the store's), and apply holds the store's exclusive lock while it
 reads the keep list again and deletes.
+
+The plan says how many bytes the store holds the doomed chunks in (each one's
+stored size where the store tells it: ``ops.prune.stored_sizes``; for a registry
+its manifest, which apply's deletion then reuses), and notes when deleting frees
+no space by itself (a registry's garbage collection: ``ops.prune.reclaim_note``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,14 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.manifest import PruneAction, Task
 from desync_decl.manifest.convert import is_url
-from desync_decl.ops.prune import check_ages_known, describe_age, keep_set, prune
+from desync_decl.ops.prune import (
+    check_ages_known,
+    describe_age,
+    keep_set,
+    prune,
+    reclaim_note,
+    stored_sizes,
+)
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Kind, Resources, location_key, store_keys
@@ -39,6 +51,7 @@ from desync_decl.reconcile.model import (
     Travel,
     Verb,
     chunks,
+    human_bytes,
 )
 from desync_decl.reconcile.resolve import Resolver
 
@@ -48,6 +61,9 @@ class _Seen:
     keep: frozenset[ChunkID]
     delete: frozenset[ChunkID]
     young: int  # unreferenced chunks younger than the minimum age: they stay
+    bytes: int = 0  # the stored bytes of ``delete`` whose size the store tells
+    sized: int = 0  # how many of ``delete`` told their size
+    note: str | None = None  # what deleting does not do in this store (reclaim_note)
 
 
 class PruneKind:
@@ -88,12 +104,25 @@ class PruneKind:
         if a.min_age <= 0:  # with a minimum age, chunks earlier tasks add are young
             listed |= ctx.overlay.added(a.store)
         delete = frozenset(listed - keep)
+        sizes = [
+            size
+            for size in stored_sizes(store, sorted(delete), ctx.concurrency)
+            if size is not None and size >= 0
+        ]
         fields = {
             "store": location,
             "keep": {loc: index.file_digest() for loc, index in indexes.items()},
             "delete": _ids_digest(delete),
         }
-        return Facts(fields, _Seen(frozenset(keep), delete, len(young - keep)))
+        seen = _Seen(
+            frozenset(keep),
+            delete,
+            len(young - keep),
+            sum(sizes),
+            len(sizes),
+            reclaim_note(store),
+        )
+        return Facts(fields, seen)
 
     def plan(
         self, task: Task[PruneAction], facts: Facts[_Seen], ctx: Context
@@ -111,14 +140,18 @@ class PruneKind:
             return Action(task, Verb.NOOP, why, target, facts, detail=seen)
         ids = tuple(sorted(id.hex() for id in seen.delete))
         deletion = Deletion(a.store, ctx.resolver.location(a.store), ids)
+        size = human_bytes(seen.bytes)
+        if seen.sized < len(ids):
+            size = f"{size} in the {seen.sized} whose size the store tells" if seen.sized else ""
         return Action(
             task,
             Verb.DELETE,
-            f"{chunks(len(ids))} no kept index references ({kept})",
+            f"{chunks(len(ids))}{f' ({size})' if size else ''} no kept index references ({kept})",
             target,
             facts,
             Travel(delete=deletion),
             effects=Effects(removed={a.store: set(seen.delete)}),
+            notes=(seen.note,) if seen.note else (),
             detail=seen,
         )
 
@@ -140,6 +173,8 @@ class PruneKind:
             patience=ctx.lock_patience,
         )
         msg = f"deleted {result.removed} chunk files from '{a.store}' ({result.kept} kept)"
+        if seen.note and result.removed:
+            msg += f"; {seen.note}"
         stats = {"kept": result.kept, "removed": result.removed}
         return TaskResult(action.task, Status.CHANGED, msg, stats=stats)
 

@@ -3,6 +3,8 @@
 An integrity check has no fast path: observing reads every chunk (a local
 store: no network). Clean is ``no-op``; invalid chunks with ``repair`` are a
 ``delete`` of exactly those (listed in the plan), without ``repair`` an error.
+Apply reads only those again before deleting them: a run reads each chunk of a
+remote store once, not twice.
 """
 
 from __future__ import annotations
@@ -95,7 +97,12 @@ class VerifyKind:
             return TaskResult(action.task, Status.OK, action.reason)
         store = ctx.resolver.prune_store(a.store, ctx.digest)
         ctx.state.bump_generation(ctx.resolver.location(a.store))
-        bad = verify_store(store, repair=True, concurrency=ctx.concurrency, progress=progress)
+        # the chunks the plan found invalid, read again (one may have been stored again
+        # since) and deleted if they still are: every other chunk was read once already
+        only = {b.id for b in action.detail.bad}
+        bad = verify_store(
+            store, repair=True, concurrency=ctx.concurrency, progress=progress, only=only
+        )
         msg = f"deleted {len(bad)} invalid {_chunk_word(len(bad))} from '{a.store}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats={"removed": len(bad)})
 
