@@ -11,6 +11,7 @@ An index keeps its table compactly (an ``array`` of end offsets and one
 
 from __future__ import annotations
 
+import io
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -67,12 +68,9 @@ class Index:
         cls, flags: int, sizes: ChunkSizes, chunks: Iterable[tuple[int, bytes]]
     ) -> Index:
         """Build from ``(size, id)`` pairs in file order."""
-        ends, ids, pos = array("Q"), bytearray(), 0
-        for size, cid in chunks:
-            pos += size
-            ends.append(pos)
-            ids += cid
-        return cls(flags, sizes, ends, bytes(ids))
+        table = IndexTable()
+        table.extend(chunks)
+        return table.index(flags, sizes)
 
     @property
     def digest(self) -> Digest:
@@ -109,29 +107,52 @@ class Index:
         return f"{self.digest.value}:{self.digest.hash(self.encode()).hex()}"
 
     def encode(self) -> bytes:
-        """The index file's bytes, exactly as casync writes them."""
+        """The index file's bytes, exactly as casync writes them. Written into a
+        ``BytesIO``, whose ``getvalue()`` hands over its buffer: a large index is held
+        once, not twice (a ``bytearray`` would need a copy to become ``bytes``)."""
         n = len(self)
-        out = bytearray(HEADER_SIZE + TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE)
-        _HEADER.pack_into(
-            out,
-            0,
-            HEADER_SIZE,
-            CA_FORMAT_INDEX,
-            self.flags,
-            self.sizes.min,
-            self.sizes.avg,
-            self.sizes.max,
+        out = io.BytesIO()
+        out.write(
+            _HEADER.pack(
+                HEADER_SIZE,
+                CA_FORMAT_INDEX,
+                self.flags,
+                self.sizes.min,
+                self.sizes.avg,
+                self.sizes.max,
+            )
         )
-        _TABLE_HEADER.pack_into(out, HEADER_SIZE, _U64_MAX, CA_FORMAT_TABLE)
-        pos = HEADER_SIZE + TABLE_HEADER_SIZE
-        ids = self.ids
+        out.write(_TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE))
+        ids, write, end_of = memoryview(self.ids), out.write, struct.Struct("<Q").pack
         for i, end in enumerate(self.ends):
-            struct.pack_into("<Q", out, pos, end)
-            out[pos + 8 : pos + ITEM_SIZE] = ids[i * ID_SIZE : (i + 1) * ID_SIZE]
-            pos += ITEM_SIZE
+            write(end_of(end))
+            write(ids[i * ID_SIZE : (i + 1) * ID_SIZE])
         table_size = TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE
-        _TAIL.pack_into(out, pos, 0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
-        return bytes(out)
+        write(_TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER))
+        return out.getvalue()
+
+
+class IndexTable:
+    """A chunk table growing in file order, 40 bytes per chunk from the start: make
+    adds each chunk as its worker returns it, so an image's table costs 0.6 MiB per GiB,
+    not the ~160 bytes per chunk a list of ``(size, id)`` tuples held until the end.
+    The ids gather in a ``BytesIO``, whose ``getvalue()`` hands over its buffer without
+    a copy (a ``bytearray`` would need one to become the index's ``bytes``)."""
+
+    def __init__(self) -> None:
+        self.ends, self._ids, self._end = array("Q"), io.BytesIO(), 0
+
+    def add(self, size: int, cid: bytes) -> None:
+        self._end += size
+        self.ends.append(self._end)
+        self._ids.write(cid)
+
+    def extend(self, chunks: Iterable[tuple[int, bytes]]) -> None:
+        for size, cid in chunks:
+            self.add(size, cid)
+
+    def index(self, flags: int, sizes: ChunkSizes) -> Index:
+        return Index(flags, sizes, self.ends, self._ids.getvalue())
 
 
 MIN_SIZE = HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE  # an index of no chunks

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.formats.index import Index, blob_flags
+from desync_decl.formats.index import Index, IndexTable, blob_flags
 from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
@@ -38,11 +39,17 @@ class MakeResult:
     bytes_stored: int  # their size as stored (compressed unless the store is not)
 
 
+SEEN_LIMIT = 4096  # ids a ChunkStorer remembers: 400 KiB
+
+
 class ChunkStorer:
     """Writes each chunk a store lacks exactly once, from any number of threads.
 
-    Remembers what this run already handled, so a chunk repeated in the input
-    costs one ``has_chunk`` at most (desync's chunk-storing helper). A context
+    Remembers the last ``SEEN_LIMIT`` chunks this run handled, so a chunk repeated
+    nearby in the input (or by every hole: ``ZeroChunks``) costs one ``has_chunk`` at
+    most (desync's chunk-storing helper). Bounded, unlike desync's: a set of every id
+    grew make's memory by ~1.6 MiB per GiB of input; a repeat from further back costs
+    one more ``has_chunk``, which finds it stored. A context
     manager: its block is a ``store_lock.writing`` scope, ended however the block
     ends (a failed make must not keep the store locked for the rest of an apply).
     Before the first ``has_chunk`` it takes the store's shared lock for
@@ -54,7 +61,7 @@ class ChunkStorer:
     def __init__(self, store: WriteStore, command: str) -> None:
         self.store, self.command = store, command
         self._locks = keeper_of(store)
-        self._seen: set[ChunkID] = set()
+        self._seen: OrderedDict[ChunkID, None] = OrderedDict()  # the oldest goes first
         self._lock = threading.Lock()
         self.stored = 0
         self.bytes_stored = 0
@@ -72,7 +79,9 @@ class ChunkStorer:
         with self._lock:
             if chunk.id in self._seen:
                 return
-            self._seen.add(chunk.id)
+            self._seen[chunk.id] = None
+            if len(self._seen) > SEEN_LIMIT:
+                self._seen.popitem(last=False)
         if self._locks is not None:
             self._locks.hold_shared(self.command)  # taken once, then refreshed when due
         if self.store.has_chunk(chunk.id):
@@ -172,18 +181,18 @@ def _make(
     whole = digest.hasher() if blob_digest else None
     with open_source(Path(source)) as (reader, size):
         progress.start("make", size)
-        table: list[tuple[int, ChunkID]] = []
+        table = IndexTable()
         finished = _Finished()
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
             pieces = _hashed(pieces, whole)
         for run in batched_map(process, pieces, workers=concurrency, weight=_weight):
-            table += run
+            table.extend(run)
             finished.add(run)
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them
-    index = Index.from_chunks(blob_flags(digest), sizes, table)
+    index = table.index(blob_flags(digest), sizes)
     return MakeResult(
         index=index,
         blob_digest=whole.digest() if whole is not None else None,
