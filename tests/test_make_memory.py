@@ -67,3 +67,17 @@ def test_make_of_a_file_repeating_one_block_stores_each_chunk_once(tmp_path):
     result = make(source, store=LocalStore(tmp_path / "store", create=True))
     assert result.chunks_stored == len(result.index.unique_ids())
     assert result.chunks_total > result.chunks_stored
+
+
+def test_a_run_of_one_id_is_the_same_table_as_its_chunks_one_by_one():
+    zero, other = chunk(1).id, chunk(2).id
+    by_run, one_by_one = IndexTable(), IndexTable()
+    by_run.add(500, other)
+    by_run.add_run(1000, zero, 10_000)  # more than one step of the run
+    by_run.add(700, other)
+    one_by_one.extend([(500, other), *[(1000, zero)] * 10_000, (700, other)])
+    assert by_run.ends == one_by_one.ends
+    assert (
+        by_run.index(0, DEFAULT_CHUNK_SIZES).encode()
+        == one_by_one.index(0, DEFAULT_CHUNK_SIZES).encode()
+    )

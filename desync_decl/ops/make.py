@@ -108,8 +108,8 @@ class _Finished:
     def __init__(self) -> None:
         self._bytes = 0
 
-    def add(self, run: list[tuple[int, ChunkID]]) -> None:
-        self._bytes += sum(size for size, _ in run)
+    def add(self, size: int) -> None:
+        self._bytes += size
 
     def bytes(self) -> int:
         return self._bytes
@@ -164,19 +164,20 @@ def _make(
 
     zeros = ZeroChunks(digest)
 
-    def process(piece: Piece) -> list[tuple[int, ChunkID]]:
+    def process(piece: Piece) -> tuple[int, ChunkID, int]:
+        """A piece's chunks as ``(size, id, how many)``: a zero run is one triple."""
         if isinstance(piece, ZeroRun):
             chunk = zeros.chunk(piece.size)
             if storer is not None:
                 storer.add(chunk)  # seen once, then a set lookup
             progress.advance(piece.size * piece.count)
-            return [(piece.size, chunk.id)] * piece.count
+            return piece.size, chunk.id, piece.count
         data = piece[1]
         cid = digest.hash(data)
         if storer is not None:
             storer.add(Chunk(cid, plain=data))
         progress.advance(len(data))
-        return [(len(data), cid)]
+        return len(data), cid, 1
 
     whole = digest.hasher() if blob_digest else None
     with open_source(Path(source)) as (reader, size):
@@ -186,9 +187,12 @@ def _make(
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
             pieces = _hashed(pieces, whole)
-        for run in batched_map(process, pieces, workers=concurrency, weight=_weight):
-            table.extend(run)
-            finished.add(run)
+        for size, cid, count in batched_map(process, pieces, workers=concurrency, weight=_weight):
+            if count == 1:
+                table.add(size, cid)
+            else:
+                table.add_run(size, cid, count)
+            finished.add(size * count)
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them
