@@ -12,5 +12,6 @@ setup(
         "ext/build_siphash.py:ffibuilder",
         "ext/build_goodbye.py:ffibuilder",
         "ext/build_filebatch.py:ffibuilder",
+        "ext/build_repeats.py:ffibuilder",
     ]
 )

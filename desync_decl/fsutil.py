@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -140,10 +140,16 @@ def send_file(dst: int, src: int, offset: int, count: int) -> int:
 
 
 def write_atomic(
-    path: str | os.PathLike, data: bytes, mode: int = 0o644, *, dir_fd: int | None = None
+    path: str | os.PathLike,
+    data: bytes | Iterable[bytes],
+    mode: int = 0o644,
+    *,
+    dir_fd: int | None = None,
 ) -> None:
+    """``data`` (bytes, or pieces of them: a large index is never joined) as ``path``."""
     with AtomicFile(path, mode, dir_fd=dir_fd) as f:
-        f.write(data)
+        for piece in (data,) if isinstance(data, bytes | bytearray | memoryview) else data:
+            f.write(piece)
         f.commit()
 
 

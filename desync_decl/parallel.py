@@ -68,7 +68,7 @@ def batched_map(
         return [fn(item) for item in batch]
 
     for results in ordered_map(
-        run, batches(items, weight, batch_weight), workers=workers, window=4 * workers
+        run, batches(items, weight, batch_weight), workers=workers, window=2 * workers
     ):
         yield from results
 

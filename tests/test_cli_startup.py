@@ -106,7 +106,9 @@ def test_verbs_on_a_local_store_import_no_backend_library(tmp_path):
 
 def test_extract_without_a_seed_to_reindex_imports_no_chunker(tmp_path):
     """Extract only decodes and writes: the chunker (a C extension through cffi) and
-    ``make`` are loaded when a seed must be re-indexed, not by every extraction."""
+    ``make`` are loaded when a seed must be re-indexed, not by every extraction. (cffi's
+    backend is: the planner finds repeated chunks in C, ``desync_decl.repeats``, to plan
+    a large image in 5 bytes per chunk; loading it costs under 2 ms.)"""
     blob = tmp_path / "blob"
     blob.write_bytes(bytes(range(256)) * 1024)
     store, index = tmp_path / "store", tmp_path / "blob.caibx"
@@ -114,7 +116,8 @@ def test_extract_without_a_seed_to_reindex_imports_no_chunker(tmp_path):
     modules = imported(tmp_path, "extract", "-s", store, index, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == blob.read_bytes()
     unused = ("desync_decl.chunker", "desync_decl._chunker_cffi", "desync_decl.ops.make")
-    assert packages(modules, (*unused, "_cffi_backend")) == set()
+    assert packages(modules, unused) == set()
+    assert "desync_decl._repeats_cffi" in modules
 
 
 def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):

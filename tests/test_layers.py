@@ -153,6 +153,7 @@ CFFI_WRAPPERS = {
     "desync_decl._siphash_cffi": "desync_decl.siphash",
     "desync_decl._goodbye_cffi": "desync_decl.goodbye_table",
     "desync_decl._filebatch_cffi": "desync_decl.file_batch",
+    "desync_decl._repeats_cffi": "desync_decl.repeats",
 }
 
 

@@ -19,6 +19,7 @@ only, fast); their verification is spread over the workers like the rest.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import os
@@ -31,7 +32,8 @@ from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
 from desync_decl.assemble.transfer import can_clone, copy_range, transfer
 from desync_decl.errors import DesyncError
 from desync_decl.forked import Report, can_fork, run_forked
-from desync_decl.formats.digest import ChunkID
+from desync_decl.formats.digest import ID_SIZE, ChunkID
+from desync_decl.formats.index import Index
 from desync_decl.fsutil import preallocate, punch_hole, start_writeback
 from desync_decl.parallel import batches, cpu_workers, ordered_map
 from desync_decl.progress import Progress
@@ -84,17 +86,28 @@ class Outcome:
     bytes_zeroed: int  # null runs written over earlier data (on a blank target: none)
 
 
-class _StoreWork(NamedTuple):
-    id: ChunkID
-    size: int
-    offsets: list[int]  # every target offset the chunk occupies
+class _StoreRun(NamedTuple):
+    """Consecutive target chunks fetched from the store, named by their positions in the
+    index (``first`` .. ``first + chunks``): about ``SHARE`` bytes each, so a large image
+    is one small object per MiB of work, not one per chunk with a list of offsets (a
+    4 GiB random image: ~20 MiB). Repeats of these chunks elsewhere in the target are
+    in ``_Builder.repeats``."""
+
+    first: int
+    chunks: int  # how many (``count`` would hide tuple.count)
+    offset: int  # where chunk ``first`` starts in the target
+    length: int
 
 
 class _SeedWork(NamedTuple):
+    """Target chunks ``first`` .. ``first + chunks`` from a seed: a piece of a segment."""
+
     seed: int
     source_offset: int
     offset: int
-    chunks: list[tuple[int, ChunkID]]  # (size, id) in order
+    first: int
+    chunks: int
+    length: int
     placed: bool  # already cloned into the target: only verify
 
 
@@ -110,7 +123,7 @@ class _NullWork(NamedTuple):
     length: int
 
 
-_Work = _StoreWork | _SeedWork | _SelfWork | _NullWork
+_Work = _StoreRun | _SeedWork | _SelfWork | _NullWork
 
 
 def execute(
@@ -137,7 +150,8 @@ def execute(
         if blank:
             for offset, length in _merged(builder.write_ranges):
                 preallocate(fd, length, offset)
-        _run(units, _Runner(plan, fd, store, seed_fds), fd, workers, store, progress)
+        runner = _Runner(plan, fd, store, seed_fds, builder.repeats)
+        _run(units, runner, fd, workers, store, progress)
         progress.finish()
         return Outcome(builder.cloned, builder.blocksize, builder.zeroed)
     finally:
@@ -180,26 +194,33 @@ class _Builder:
         self.cloned = 0
         self.zeroed = 0  # bytes of null runs written (a target not blank)
         self.write_ranges: list[tuple[int, int]] = []  # ranges written by data, not clones
+        # by the position of a chunk fetched from the store: where else it goes (its
+        # repeats in the target, written from the same fetched bytes)
+        self.repeats: dict[int, list[int]] = {}
 
     def build(self) -> list[_Work]:
         units: list[_Work] = []
-        by_id: dict[ChunkID, _StoreWork] = {}
         index = self.plan.index
+        stored_firsts: list[int] = []  # the store segments' first and end chunk positions
+        stored_ends: list[int] = []
         for seg in self.plan.segments:
             if seg.source is Source.STORE:
                 self.write_ranges.append((seg.offset, seg.length))
-                for j in range(seg.first, seg.first + seg.count):
-                    chunk = index.chunk(j)
-                    by_id[chunk.id] = work = _StoreWork(chunk.id, chunk.size, [chunk.start])
-                    units.append(work)
+                stored_firsts.append(seg.first)
+                stored_ends.append(seg.first + seg.count)
+                for first, count, offset, length in _pieces(index, seg, SHARE):
+                    units.append(_StoreRun(first, count, offset, length))
             elif seg.source is Source.SELF:
                 self.write_ranges.append((seg.offset, seg.length))
-                chunk = index.chunk(seg.first)
-                if chunk.id in by_id:
-                    by_id[chunk.id].offsets.append(chunk.start)
+                assert seg.source_offset is not None
+                j = bisect.bisect_right(index.ends, seg.source_offset)  # the chunk there
+                k = bisect.bisect_right(stored_firsts, j) - 1
+                if k >= 0 and j < stored_ends[k]:
+                    self.repeats.setdefault(j, []).append(seg.offset)
                 else:  # first held in place: copy it from there
-                    assert seg.source_offset is not None
-                    units.append(_SelfWork(seg.source_offset, chunk.start, chunk.size, chunk.id))
+                    units.append(
+                        _SelfWork(seg.source_offset, seg.offset, seg.length, index.id(seg.first))
+                    )
             elif seg.source is Source.SEED:
                 units.extend(self._seed_units(seg))
             elif seg.source is Source.NULL and not self.blank:
@@ -225,17 +246,21 @@ class _Builder:
                 )
         else:
             self.write_ranges.append((seg.offset, seg.length))
-        index = self.plan.index
-        piece: list[tuple[int, ChunkID]] = []
-        start = offset = seg.offset
-        for j in range(seg.first, seg.first + seg.count):
-            chunk = index.chunk(j)
-            piece.append((chunk.size, chunk.id))
-            offset += chunk.size
-            if offset - start >= SEED_PIECE or j == seg.first + seg.count - 1:
-                src = seg.source_offset + (start - seg.offset)
-                yield _SeedWork(seg.seed, src, start, piece, placed)
-                piece, start = [], offset
+        for first, count, offset, length in _pieces(self.plan.index, seg, SEED_PIECE):
+            src = seg.source_offset + (offset - seg.offset)
+            yield _SeedWork(seg.seed, src, offset, first, count, length, placed)
+
+
+def _pieces(index: Index, seg: Segment, size: int) -> Iterator[tuple[int, int, int, int]]:
+    """``seg``'s chunks in consecutive pieces of at least ``size`` bytes (the last may be
+    less): ``(first chunk, chunks, offset, length)`` each."""
+    first, offset, stop = seg.first, seg.offset, seg.first + seg.count
+    ends = index.ends
+    while first < stop:
+        last = bisect.bisect_left(ends, offset + size, first, stop - 1)
+        end = ends[last]
+        yield first, last + 1 - first, offset, end - offset
+        first, offset = last + 1, end
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
@@ -256,8 +281,16 @@ def _merged(ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int]]:
 class _Runner:
     """Executes one unit; the bytes of the target it accounts for."""
 
-    def __init__(self, plan: AssemblyPlan, fd: int, store: Store, seed_fds: dict[int, int]) -> None:
+    def __init__(
+        self,
+        plan: AssemblyPlan,
+        fd: int,
+        store: Store,
+        seed_fds: dict[int, int],
+        repeats: dict[int, list[int]],
+    ) -> None:
         self.plan, self.fd, self.store, self.seed_fds = plan, fd, store, seed_fds
+        self.repeats = repeats
         self.digest = plan.index.digest
 
     def batch(self, units: list[_Work]) -> int:
@@ -266,15 +299,27 @@ class _Runner:
         gather = Gather(self.fd)
         done = 0
         for unit in units:
-            if isinstance(unit, _StoreWork):
-                data = plain_of(self.store, unit.id, unit.size, self.plan.index.sizes.max)
-                for offset in unit.offsets:
-                    gather.write(data, offset)
-                done += unit.size * len(unit.offsets)
+            if isinstance(unit, _StoreRun):
+                done += self._store(unit, gather)
             else:
                 gather.flush()
                 done += self(unit)
         gather.flush()
+        return done
+
+    def _store(self, unit: _StoreRun, gather: Gather) -> int:
+        index, repeats, store = self.plan.index, self.repeats, self.store
+        ends, ids, largest = index.ends, index.ids, index.sizes.max
+        done, start = 0, unit.offset
+        for j in range(unit.first, unit.first + unit.chunks):
+            size = ends[j] - start
+            data = plain_of(store, ChunkID(ids[j * ID_SIZE : (j + 1) * ID_SIZE]), size, largest)
+            gather.write(data, start)
+            done += size
+            for offset in repeats.get(j, ()):
+                gather.write(data, offset)
+                done += size
+            start += size
         return done
 
     def __call__(self, unit: _SeedWork | _SelfWork | _NullWork) -> int:
@@ -295,22 +340,23 @@ class _Runner:
         return unit.length
 
     def _seed(self, unit: _SeedWork) -> int:
-        length = sum(size for size, _ in unit.chunks)
         seed = self.plan.seeds[unit.seed]
         if not unit.placed:
             with seed_errors(self.plan, unit.seed):
                 copy_range(
-                    self.seed_fds[unit.seed], unit.source_offset, self.fd, unit.offset, length
+                    self.seed_fds[unit.seed], unit.source_offset, self.fd, unit.offset, unit.length
                 )
+        index = self.plan.index
         offset = unit.offset
-        for size, cid in unit.chunks:
+        for j in range(unit.first, unit.first + unit.chunks):
+            size, cid = index.ends[j] - offset, index.id(j)
             if self.digest.hash(os.pread(self.fd, size, offset)) != cid:
                 at = unit.source_offset + offset - unit.offset
                 raise SeedInvalid(
                     unit.seed, seed.label, f"bytes {at}..{at + size} are not chunk {cid.hex()}"
                 )
             offset += size
-        return length
+        return unit.length
 
 
 def _run(
@@ -370,13 +416,8 @@ class _Syncing:
 
 
 def _weight(unit: _Work) -> int:
-    if isinstance(unit, _StoreWork):
-        return unit.size * len(unit.offsets)
-    if isinstance(unit, _SeedWork):
-        return sum(size for size, _ in unit.chunks)
-    if isinstance(unit, _SelfWork):
-        return unit.size
-    return unit.length
+    """Bytes a unit writes (a store chunk's repeats aside: a rough share is enough)."""
+    return unit.size if isinstance(unit, _SelfWork) else unit.length
 
 
 def _writing(written: Iterable[int], fd: int) -> None:

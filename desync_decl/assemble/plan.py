@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from desync_decl.assemble.seeds import Seed
-from desync_decl.formats.digest import ChunkID, Digest
+from desync_decl.formats.digest import ID_SIZE, ChunkID, Digest
 from desync_decl.formats.index import Index
+from desync_decl.repeats import find_repeats
 
 MAX_CANDIDATES = 16  # positions of one chunk tried per seed: bounds the work on repetitive data
 
@@ -140,17 +141,22 @@ def plan_assembly(
     walk = _Walk(index, in_place)
     finders = [_SeedFinder(seed.index) for seed in seeds]
     null_id = null_chunk_id(index)
-    first_at: dict[ChunkID, int] = {}  # target offset of a chunk's first store/in-place copy
+    first, repeated = find_repeats(index.ids, ID_SIZE)
+    # by the position of a repeated id's first occurrence: the target offset of its first
+    # store/in-place copy (only ids that repeat are kept: a random image has none)
+    first_at: dict[int, int] = {}
     segments = _Segments(walk)
     i = 0
     while i < walk.n:
-        cid = walk.ids[i]
         if walk.in_place[i]:
-            first_at.setdefault(cid, walk.starts[i])
+            if repeated[i]:
+                first_at.setdefault(first[i], walk.start(i))
             segments.extend(Source.IN_PLACE, i)
             i += 1
             continue
-        best = walk.segment(Source.NULL, i, walk.run_of(null_id, i)) if cid == null_id else None
+        best = None
+        if walk.id(i) == null_id:
+            best = walk.segment(Source.NULL, i, walk.run_of(null_id, i))
         for k, finder in enumerate(finders):
             run = finder.longest_run(walk, i)
             if run is not None and (best is None or run.length > best.length):
@@ -159,10 +165,11 @@ def plan_assembly(
             segments.add(best)
             i += best.count
             continue
-        if cid in first_at:
-            segments.add(walk.segment(Source.SELF, i, 1, source_offset=first_at[cid]))
+        if repeated[i] and first[i] in first_at:
+            segments.add(walk.segment(Source.SELF, i, 1, source_offset=first_at[first[i]]))
         else:
-            first_at[cid] = walk.starts[i]
+            if repeated[i]:
+                first_at[first[i]] = walk.start(i)
             segments.extend(Source.STORE, i)
         i += 1
     return AssemblyPlan(index, tuple(seeds), segments.done())
@@ -202,26 +209,34 @@ class _Segments:
 
 
 class _Walk:
-    """The target index as plain lists, for the planner's tight loops."""
+    """The target index for the planner's loops: its compact table as it is (an id is
+    sliced out when asked for), so planning a large image holds ~9 bytes per chunk
+    beside the index, not a list of id objects (~120 bytes per chunk)."""
 
     def __init__(self, index: Index, in_place: Sequence[bool] | None) -> None:
         self.n = len(index)
-        self.ids = [index.id(i) for i in range(self.n)]
-        self.starts = [0, *index.ends]  # starts[i]..starts[i+1] is chunk i
-        self.in_place = in_place if in_place is not None else [False] * self.n
+        self._ids = index.ids
+        self.ends = index.ends  # chunk i is start(i)..ends[i]
+        self.in_place: Sequence[bool] | bytes = in_place if in_place is not None else bytes(self.n)
         if len(self.in_place) != self.n:
             raise ValueError("in_place must have one entry per chunk")
 
+    def id(self, i: int) -> ChunkID:
+        return ChunkID(self._ids[i * ID_SIZE : (i + 1) * ID_SIZE])
+
+    def start(self, i: int) -> int:
+        return self.ends[i - 1] if i else 0
+
     def size(self, i: int) -> int:
-        return self.starts[i + 1] - self.starts[i]
+        return self.ends[i] - self.start(i)
 
     def bytes_of(self, i: int, count: int) -> int:
-        return self.starts[i + count] - self.starts[i]
+        return self.ends[i + count - 1] - self.start(i) if count else 0
 
     def run_of(self, cid: ChunkID, i: int) -> int:
         """How many chunks from ``i`` on are ``cid`` and not in place."""
         j = i
-        while j < self.n and self.ids[j] == cid and not self.in_place[j]:
+        while j < self.n and self.id(j) == cid and not self.in_place[j]:
             j += 1
         return j - i
 
@@ -234,7 +249,7 @@ class _Walk:
         source_offset: int | None = None,
     ) -> Segment:
         return Segment(
-            source, i, count, self.starts[i], self.bytes_of(i, count), seed, source_offset
+            source, i, count, self.start(i), self.bytes_of(i, count), seed, source_offset
         )
 
 
@@ -264,12 +279,12 @@ class _SeedFinder:
         """The longest run from target chunk ``i``; the first candidate wins ties.
         Chunks in place end a run."""
         best: _Run | None = None
-        for p in self.positions.get(walk.ids[i], ()):
+        for p in self.positions.get(walk.id(i), ()):
             k = 0
             while (
                 i + k < walk.n
                 and p + k < self.n
-                and self.ids[p + k] == walk.ids[i + k]
+                and self.ids[p + k] == walk.id(i + k)
                 and self.starts[p + k + 1] - self.starts[p + k] == walk.size(i + k)
                 and not walk.in_place[i + k]
             ):

@@ -12,7 +12,7 @@ import json
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.ops.make import make
+from desync_decl.ops.make import MakeResult, make
 from desync_decl.stores.store_lock import writing
 
 
@@ -51,13 +51,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
             progress=console.progress(),
         )
         common.write_index(args, args.index, result.index, console, key)
-    stats = {
-        "chunks": result.chunks_total,
-        "unique": len(result.index.unique_ids()),
-        "stored": result.chunks_stored,
-        "bytes-stored": result.bytes_stored,
-        "size": result.index.length,
-    }
+    # stats only when asked: counting the unique ids costs ~1.6 MiB per GiB of input
+    stats = _stats(result) if args.print_stats or args.json else {}
     if args.print_stats:
         console.err.write(json.dumps(stats, indent=2) + "\n")
     if args.index == "-":
@@ -71,3 +66,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     else:
         console.print(blob if blob else result.index.file_digest())
     return 0
+
+
+def _stats(result: MakeResult) -> dict[str, int]:
+    return {
+        "chunks": result.chunks_total,
+        "unique": len(result.index.unique_ids()),
+        "stored": result.chunks_stored,
+        "bytes-stored": result.bytes_stored,
+        "size": result.index.length,
+    }

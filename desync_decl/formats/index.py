@@ -11,6 +11,7 @@ An index keeps its table compactly (an ``array`` of end offsets and one
 
 from __future__ import annotations
 
+import io
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +36,8 @@ _HEADER = struct.Struct("<6Q")
 _TABLE_HEADER = struct.Struct("<2Q")
 _TAIL = struct.Struct("<5Q")
 _ITEM = struct.Struct("<Q32s")
+_END = struct.Struct("<Q")
+_RUN_STEP = 4096  # chunks of a run added at a time (their ids: 128 KiB)
 
 
 class IndexChunk(NamedTuple):
@@ -67,12 +70,9 @@ class Index:
         cls, flags: int, sizes: ChunkSizes, chunks: Iterable[tuple[int, bytes]]
     ) -> Index:
         """Build from ``(size, id)`` pairs in file order."""
-        ends, ids, pos = array("Q"), bytearray(), 0
-        for size, cid in chunks:
-            pos += size
-            ends.append(pos)
-            ids += cid
-        return cls(flags, sizes, ends, bytes(ids))
+        table = IndexTable()
+        table.extend(chunks)
+        return table.index(flags, sizes)
 
     @property
     def digest(self) -> Digest:
@@ -106,32 +106,69 @@ class Index:
 
     def file_digest(self) -> str:
         """``<digest>:<hex>`` of the encoded index: its content address, e.g. for pinning."""
-        return f"{self.digest.value}:{self.digest.hash(self.encode()).hex()}"
+        hasher = self.digest.hasher()
+        for piece in self.pieces():
+            hasher.update(piece)
+        return f"{self.digest.value}:{hasher.hexdigest()}"
 
     def encode(self) -> bytes:
-        """The index file's bytes, exactly as casync writes them."""
-        n = len(self)
-        out = bytearray(HEADER_SIZE + TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE)
-        _HEADER.pack_into(
-            out,
-            0,
-            HEADER_SIZE,
-            CA_FORMAT_INDEX,
-            self.flags,
-            self.sizes.min,
-            self.sizes.avg,
-            self.sizes.max,
+        """The index file's bytes, exactly as casync writes them. Gathered in a
+        ``BytesIO``, whose ``getvalue()`` hands over its buffer: a large index is held
+        once, not twice (a ``bytearray`` would need a copy to become ``bytes``)."""
+        out = io.BytesIO()
+        for piece in self.pieces():
+            out.write(piece)
+        return out.getvalue()
+
+    def pieces(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The index file's bytes in pieces of about ``size``: what writes and hashes a
+        large index without holding its bytes whole beside its table."""
+        n, sizes = len(self), self.sizes
+        yield _HEADER.pack(
+            HEADER_SIZE, CA_FORMAT_INDEX, self.flags, sizes.min, sizes.avg, sizes.max
         )
-        _TABLE_HEADER.pack_into(out, HEADER_SIZE, _U64_MAX, CA_FORMAT_TABLE)
-        pos = HEADER_SIZE + TABLE_HEADER_SIZE
-        ids = self.ids
-        for i, end in enumerate(self.ends):
-            struct.pack_into("<Q", out, pos, end)
-            out[pos + 8 : pos + ITEM_SIZE] = ids[i * ID_SIZE : (i + 1) * ID_SIZE]
-            pos += ITEM_SIZE
+        yield _TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE)
+        ids, end_of, per_piece = memoryview(self.ids), _END.pack, max(1, size // ITEM_SIZE)
+        for first in range(0, n, per_piece):
+            out = io.BytesIO()
+            for i in range(first, min(first + per_piece, n)):
+                out.write(end_of(self.ends[i]))
+                out.write(ids[i * ID_SIZE : (i + 1) * ID_SIZE])
+            yield out.getvalue()
         table_size = TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE
-        _TAIL.pack_into(out, pos, 0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
-        return bytes(out)
+        yield _TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
+
+
+class IndexTable:
+    """A chunk table growing in file order, 40 bytes per chunk from the start: make
+    adds each chunk as its worker returns it, so an image's table costs 0.6 MiB per GiB,
+    not the ~160 bytes per chunk a list of ``(size, id)`` tuples held until the end.
+    The ids gather in a ``BytesIO``, whose ``getvalue()`` hands over its buffer without
+    a copy (a ``bytearray`` would need one to become the index's ``bytes``)."""
+
+    def __init__(self) -> None:
+        self.ends, self._ids, self._end = array("Q"), io.BytesIO(), 0
+
+    def add(self, size: int, cid: bytes) -> None:
+        self._end += size
+        self.ends.append(self._end)
+        self._ids.write(cid)
+
+    def extend(self, chunks: Iterable[tuple[int, bytes]]) -> None:
+        for size, cid in chunks:
+            self.add(size, cid)
+
+    def add_run(self, size: int, cid: bytes, count: int) -> None:
+        """``count`` chunks of one id back to back (a hole's zero chunks), added without
+        a pair per chunk: a 64 GiB hole is 262,144 of them."""
+        for first in range(0, count, _RUN_STEP):
+            n = min(_RUN_STEP, count - first)
+            self.ends.extend(range(self._end + size, self._end + size * n + 1, size))
+            self._end += size * n
+            self._ids.write(cid * n)
+
+    def index(self, flags: int, sizes: ChunkSizes) -> Index:
+        return Index(flags, sizes, self.ends, self._ids.getvalue())
 
 
 MIN_SIZE = HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE  # an index of no chunks
@@ -145,24 +182,27 @@ def decode(data: bytes, source: str = "index") -> Index:
     if len(data) < MIN_SIZE:
         raise _truncated(len(data), fail)
     flags, sizes = _check_header(data, fail)
-    ends, ids = array("Q"), bytearray()
+    table = IndexTable()
     view = memoryview(data)[: len(data) - (len(data) - _FIRST_ITEM) % ITEM_SIZE]
-    tail_at, _ = _check_items(view[_FIRST_ITEM:], _FIRST_ITEM, 0, sizes.max, fail, ends, ids)
+    tail_at, _ = _check_items(view[_FIRST_ITEM:], _FIRST_ITEM, 0, sizes.max, fail, table)
     if tail_at is None:
         raise fail(len(data), "file is truncated (no table tail)")
     _check_tail(view[tail_at : tail_at + TAIL_SIZE], tail_at, len(data), fail)
-    return Index(flags, sizes, ends, bytes(ids))
+    return table.index(flags, sizes)
 
 
 class Checker:
-    """Index bytes checked as they arrive (an upload), exactly as ``decode`` checks them,
-    without keeping the table: a 1 GiB index is checked in the memory of one piece.
+    """Index bytes checked as they arrive (an upload, a file read in pieces), exactly as
+    ``decode`` checks them: a 1 GiB index is checked in the memory of one piece, and
+    read (``keep``) in the memory of its compact table, never also of its bytes.
 
     ``feed`` raises ``FormatError`` as soon as the bytes so far cannot be an index,
     ``finish`` when they end before a whole one."""
 
-    def __init__(self, source: str = "index") -> None:
+    def __init__(self, source: str = "index", *, keep: bool = False) -> None:
         self.fail = _failure(source)
+        self.table = IndexTable() if keep else None
+        self.header: tuple[int, ChunkSizes] | None = None
         self.size = 0  # bytes fed
         self.pending = bytearray()  # bytes not checked yet: the head, then part of an item
         self.at = 0  # the file offset of pending[0]
@@ -178,14 +218,15 @@ class Checker:
         if self.max_chunk is None:
             if len(self.pending) < MIN_SIZE:
                 return
-            self.max_chunk = _check_header(self.pending, self.fail)[1].max
+            self.header = _check_header(self.pending, self.fail)
+            self.max_chunk = self.header[1].max
             del self.pending[:_FIRST_ITEM]
             self.at = _FIRST_ITEM
         whole = len(self.pending) - len(self.pending) % ITEM_SIZE
         with memoryview(self.pending) as view:
             items = view[:whole]
             tail_at, self.last_end = _check_items(
-                items, self.at, self.last_end, self.max_chunk, self.fail
+                items, self.at, self.last_end, self.max_chunk, self.fail, self.table
             )
             if tail_at is not None:
                 start = tail_at - self.at
@@ -204,6 +245,11 @@ class Checker:
             raise self.fail(self.size, "file is truncated (no table tail)")
         tail, tail_at = self.tail
         _check_tail(tail, tail_at, self.size, self.fail)
+
+    def index(self) -> Index:
+        """The index fed, once ``finish`` passed (only when made with ``keep``)."""
+        assert self.table is not None and self.header is not None, "not kept, or not finished"
+        return self.table.index(*self.header)
 
 
 def _failure(source: str) -> _Fail:
@@ -241,13 +287,12 @@ def _check_items(
     prev: int,
     cmax: int,
     fail: _Fail,
-    ends: array | None = None,
-    ids: bytearray | None = None,
+    table: IndexTable | None = None,
 ) -> tuple[int | None, int]:
     """Table items (whole 40-byte ones, the first at file offset ``at``) up to the first
     whose end offset is 0, as casync reads them: the offset of that one (where the tail
     starts; None when ``items`` holds none) and the last end offset before it. Items
-    go to ``ends`` and ``ids`` when given."""
+    go to ``table`` when given."""
     pos = at
     for end, cid in _ITEM.iter_unpack(items):
         if end == 0:
@@ -256,9 +301,8 @@ def _check_items(
             raise fail(pos, f"chunk end offsets not increasing ({end} after {prev})")
         if end - prev > cmax:
             raise fail(pos, f"chunk of {end - prev} bytes exceeds the maximum {cmax}")
-        if ends is not None and ids is not None:
-            ends.append(end)
-            ids += cid
+        if table is not None:
+            table.add(end - prev, cid)
         prev = end
         pos += ITEM_SIZE
     return None, prev

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.formats.index import Index, blob_flags
+from desync_decl.formats.index import Index, IndexTable, blob_flags
 from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
@@ -39,11 +40,17 @@ class MakeResult:
     bytes_stored: int  # their size as stored (compressed unless the store is not)
 
 
+SEEN_LIMIT = 4096  # ids a ChunkStorer remembers: 400 KiB
+
+
 class ChunkStorer:
     """Writes each chunk a store lacks exactly once, from any number of threads.
 
-    Remembers what this run already handled, so a chunk repeated in the input
-    costs one ``has_chunk`` at most (desync's chunk-storing helper). A context
+    Remembers the last ``SEEN_LIMIT`` chunks this run handled, so a chunk repeated
+    nearby in the input (or by every hole: ``ZeroChunks``) costs one ``has_chunk`` at
+    most (desync's chunk-storing helper). Bounded, unlike desync's: a set of every id
+    grew make's memory by ~1.6 MiB per GiB of input; a repeat from further back costs
+    one more ``has_chunk``, which finds it stored. A context
     manager: its block is a ``store_lock.writing`` scope, ended however the block
     ends (a failed make must not keep the store locked for the rest of an apply).
     Before the first ``has_chunk`` it takes the store's shared lock for
@@ -56,7 +63,7 @@ class ChunkStorer:
         self.store, self.command = store, command
         self._locks = keeper_of(store)
         self._keys = UploadCheck(store)  # chunks there under another key: said before uploading
-        self._seen: set[ChunkID] = set()
+        self._seen: OrderedDict[ChunkID, None] = OrderedDict()  # the oldest goes first
         self._lock = threading.Lock()
         self.stored = 0
         self.bytes_stored = 0
@@ -74,7 +81,9 @@ class ChunkStorer:
         with self._lock:
             if chunk.id in self._seen:
                 return
-            self._seen.add(chunk.id)
+            self._seen[chunk.id] = None
+            if len(self._seen) > SEEN_LIMIT:
+                self._seen.popitem(last=False)
         if self._locks is not None:
             self._locks.hold_shared(self.command)  # taken once, then refreshed when due
         if self.store.has_chunk(chunk.id):
@@ -102,8 +111,8 @@ class _Finished:
     def __init__(self) -> None:
         self._bytes = 0
 
-    def add(self, run: list[tuple[int, ChunkID]]) -> None:
-        self._bytes += sum(size for size, _ in run)
+    def add(self, size: int) -> None:
+        self._bytes += size
 
     def bytes(self) -> int:
         return self._bytes
@@ -158,35 +167,39 @@ def _make(
 
     zeros = ZeroChunks(digest)
 
-    def process(piece: Piece) -> list[tuple[int, ChunkID]]:
+    def process(piece: Piece) -> tuple[int, ChunkID, int]:
+        """A piece's chunks as ``(size, id, how many)``: a zero run is one triple."""
         if isinstance(piece, ZeroRun):
             chunk = zeros.chunk(piece.size)
             if storer is not None:
                 storer.add(chunk)  # seen once, then a set lookup
             progress.advance(piece.size * piece.count)
-            return [(piece.size, chunk.id)] * piece.count
+            return piece.size, chunk.id, piece.count
         data = piece[1]
         cid = digest.hash(data)
         if storer is not None:
             storer.add(Chunk(cid, plain=data))
         progress.advance(len(data))
-        return [(len(data), cid)]
+        return len(data), cid, 1
 
     whole = digest.hasher() if blob_digest else None
     with open_source(Path(source)) as (reader, size):
         progress.start("make", size)
-        table: list[tuple[int, ChunkID]] = []
+        table = IndexTable()
         finished = _Finished()
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
             pieces = _hashed(pieces, whole)
-        for run in batched_map(process, pieces, workers=concurrency, weight=_weight):
-            table += run
-            finished.add(run)
+        for size, cid, count in batched_map(process, pieces, workers=concurrency, weight=_weight):
+            if count == 1:
+                table.add(size, cid)
+            else:
+                table.add_run(size, cid, count)
+            finished.add(size * count)
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them
-    index = Index.from_chunks(blob_flags(digest), sizes, table)
+    index = table.index(blob_flags(digest), sizes)
     return MakeResult(
         index=index,
         blob_digest=whole.digest() if whole is not None else None,

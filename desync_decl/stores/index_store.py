@@ -21,6 +21,8 @@ from desync_decl.fsutil import open_file, walk_error, write_atomic
 from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
 from desync_decl.stores.base import StoreError
 
+_READ_PIECE = 1 << 20  # a local index is read and checked this many bytes at a time
+
 
 @dataclass(frozen=True)
 class SignedIndex:
@@ -139,8 +141,20 @@ class LocalIndexStore:
 
 
 def read_local_index(path: Path) -> Index:
-    """The index in the file ``path``; ``IndexMissing`` when there is none."""
-    return read_local_index_bytes(path)[0]
+    """The index in the file ``path``; ``IndexMissing`` when there is none. Read in
+    pieces, so a large index is held once, as its compact table (a 64 GiB image's
+    10 MiB index was also held as bytes while it was decoded)."""
+    checker = index_format.Checker(str(path), keep=True)
+    try:
+        with path.open("rb") as f:
+            while piece := f.read(_READ_PIECE):
+                checker.feed(piece)
+    except FileNotFoundError:
+        raise IndexMissing(f"{path}: no such file") from None
+    except OSError as e:
+        raise file_error(path, e, "read") from None
+    checker.finish()
+    return checker.index()
 
 
 def read_local_index_bytes(path: Path) -> tuple[Index, bytes]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, overload
@@ -183,12 +183,12 @@ class Opener:
         index-store URL. The directory is opened by ``fsutil.open_directory``: a symlink
         someone else planted on the way is refused, not written through."""
         if url_scheme(location) is None:
-            _write_local(location, index.encode(), make_dirs=make_dirs)
+            _write_local(location, index.pieces(), make_dirs=make_dirs)
             return
         self._at_index_store(location, lambda store, name: store.store_index(name, index))
 
 
-def _write_local(path: str, data: bytes, *, make_dirs: bool = False) -> None:
+def _write_local(path: str, data: bytes | Iterable[bytes], *, make_dirs: bool = False) -> None:
     """``data`` as the file ``path``: a temp file in its directory, opened by walking from
     ``/`` (made with ``make_dirs``), renamed over the name once whole."""
     try:
