@@ -10,6 +10,8 @@ makes the next character literal.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def glob_regex(pattern: str, *, rsync: bool = False) -> str | None:
@@ -48,6 +50,65 @@ def glob_regex(pattern: str, *, rsync: bool = False) -> str | None:
             out.append(re.escape(c))
         i += 1
     return "".join(out)
+
+
+@dataclass(frozen=True)
+class FilterPattern:
+    """One rsync include/exclude pattern (the rules: ``archive/patterns.py``): its
+    text as written and what it matches."""
+
+    text: str
+    regex: re.Pattern[str]
+    directories_only: bool
+
+    def matches(self, path: str, is_dir: bool) -> bool:
+        """Whether this pattern names ``path`` (relative, ``/``-separated)."""
+        if self.directories_only and not is_dir:
+            return False
+        return self.regex.fullmatch(path) is not None
+
+
+def filter_pattern(text: str) -> FilterPattern:
+    """``text`` as an rsync filter pattern; ``ValueError`` saying why when it is
+    malformed or could never match (here, not in ``archive/``, so a manifest's check
+    can say so at the pattern's line)."""
+    if not text:
+        raise ValueError("empty")
+    if "\0" in text:
+        raise ValueError("contains a NUL byte")
+    anchored = text.startswith("/")
+    body = text.lstrip("/")
+    directories_only = body.endswith("/")
+    body = body.rstrip("/")
+    if not body:
+        raise ValueError("names the root of the tree, which is always kept")
+    if any(part in (".", "..") for part in body.split("/")):
+        raise ValueError("'.' and '..' never match (paths are relative to the tree's root)")
+    if "//" in body:
+        raise ValueError("'//' never matches (paths hold no empty component)")
+    everything_below = body.endswith("/***")
+    body = body.removesuffix("/***")
+    regex = glob_regex(body, rsync=True)
+    if regex is None:
+        raise ValueError("an unclosed '[' class, an empty class or a trailing '\\'")
+    if everything_below:
+        regex += "(?:/.*)?"
+    if not anchored:  # rsync: the path's last components (its last one if no '/')
+        regex = "(?:.*/)?" + regex
+    return FilterPattern(text, re.compile(regex, re.DOTALL), directories_only)
+
+
+def includes_alone(include: Sequence[str], exclude: Sequence[str]) -> str | None:
+    """Why include patterns without an exclude pattern are refused (None when there is
+    an exclude or no include): they could never change anything, and a user of
+    ``huggingface-cli --include`` would expect a filter."""
+    if not include or exclude:
+        return None
+    return (
+        f"include pattern {include[0]!r} has no effect without an exclude pattern"
+        " (includes only take back what an exclude drops); to keep only what it matches,"
+        " also exclude '*' (and include '*/' to enter directories)"
+    )
 
 
 def _character_class(pattern: str, i: int, *, bang_negates: bool) -> tuple[str, int] | None:

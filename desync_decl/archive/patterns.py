@@ -37,62 +37,11 @@ nor deleted, as rsync protects excluded files from ``--delete``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from desync_decl.errors import DesyncError
-from desync_decl.globs import glob_regex
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """One parsed pattern: its text as written and what it matches."""
-
-    text: str
-    regex: re.Pattern[str]
-    directories_only: bool
-
-    def matches(self, path: str, is_dir: bool) -> bool:
-        """Whether this pattern names ``path`` (relative, ``/``-separated)."""
-        if self.directories_only and not is_dir:
-            return False
-        return self.regex.fullmatch(path) is not None
-
-
-def _pattern(text: str, where: str) -> Pattern:
-    """``text`` parsed; a ``DesyncError`` naming ``where`` when it can match nothing
-    or is malformed, so a typo is caught before a tree is written without it."""
-
-    def bad(why: str) -> DesyncError:
-        return DesyncError(f"{where}: bad pattern {text!r}: {why}")
-
-    if not text:
-        raise bad("empty")
-    if "\0" in text:
-        raise bad("contains a NUL byte")
-    body = text
-    anchored = body.startswith("/")
-    body = body.lstrip("/") if anchored else body
-    directories_only = body.endswith("/")
-    body = body.rstrip("/")
-    if not body:
-        raise bad("names the root of the tree, which is always kept")
-    if any(part in (".", "..") for part in body.split("/")):
-        raise bad("'.' and '..' never match (paths are relative to the tree's root)")
-    if "//" in body:
-        raise bad("'//' never matches (paths hold no empty component)")
-    everything_below = body.endswith("/***")
-    if everything_below:
-        body = body.removesuffix("/***")
-    regex = glob_regex(body, rsync=True)
-    if regex is None:
-        raise bad("an unclosed '[' class, an empty class or a trailing '\\'")
-    if everything_below:
-        regex += "(?:/.*)?"
-    if not anchored:  # rsync: the path's last components (its last one if no '/')
-        regex = "(?:.*/)?" + regex
-    return Pattern(text, re.compile(regex, re.DOTALL), directories_only)
+from desync_decl.globs import FilterPattern, filter_pattern, includes_alone
 
 
 @dataclass(frozen=True)
@@ -100,8 +49,8 @@ class Patterns:
     """A set of include and exclude patterns and the verdict they give a path (the
     rule is in the module's docstring). ``Patterns.parse([], [], ...)`` allows all."""
 
-    include: tuple[Pattern, ...]
-    exclude: tuple[Pattern, ...]
+    include: tuple[FilterPattern, ...]
+    exclude: tuple[FilterPattern, ...]
     _directories: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -110,15 +59,11 @@ class Patterns:
         one-line ``DesyncError`` a bad pattern raises."""
         if isinstance(include, str) or isinstance(exclude, str):
             raise TypeError("include and exclude are sequences of patterns, not one string")
-        if include and not exclude:
-            raise DesyncError(
-                f"{where}: include pattern {include[0]!r} has no effect without an exclude "
-                "pattern (includes only take back what an exclude drops); to keep only "
-                f"what it matches, also exclude '*' (and include '*/' to enter directories)"
-            )
+        if (why := includes_alone(include, exclude)) is not None:
+            raise DesyncError(f"{where}: {why}")
         return cls(
-            tuple(_pattern(p, where) for p in include),
-            tuple(_pattern(p, where) for p in exclude),
+            tuple(_parsed(p, where) for p in include),
+            tuple(_parsed(p, where) for p in exclude),
         )
 
     @property
@@ -170,3 +115,12 @@ class Patterns:
         parts = [f"include {p.text!r}" for p in self.include]
         parts += [f"exclude {p.text!r}" for p in self.exclude]
         return "; ".join(parts)
+
+
+def _parsed(text: str, where: str) -> FilterPattern:
+    """``text`` parsed, or the one-line error naming ``where``: a typo is caught before
+    a tree is written without what it should have matched."""
+    try:
+        return filter_pattern(text)
+    except ValueError as e:
+        raise DesyncError(f"{where}: bad pattern {text!r}: {e}") from None
