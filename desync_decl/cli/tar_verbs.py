@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError, file_error
@@ -22,11 +23,12 @@ from desync_decl.formats.catar import features
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
-from desync_decl.ops.tar import TarInput, tar, tar_index
-from desync_decl.ops.untar import Clearing, untar, untar_to_tar
+from desync_decl.ops.tar import TarInput, TarResult, tar, tar_index
+from desync_decl.ops.untar import Clearing, UntarResult, untar, untar_to_tar
 from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
 from desync_decl.stores.url import url_scheme
+from desync_decl.units import human_bytes
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -58,7 +60,62 @@ def tar_arguments(p: argparse.ArgumentParser) -> None:
         "-x", "--one-file-system", action="store_true", help="don't cross filesystem boundaries"
     )
     _feature_args(p)
+    _pattern_args(p, "archive")
     p.set_defaults(func=run_tar)
+
+
+def _pattern_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """rsync's filter flags (the rules: ``archive/patterns.py``), repeatable."""
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help=f"don't {verb} what matches (rsync rules: '*' stops at '/', '**' does not,"
+        " a leading '/' anchors at the root, a trailing '/' matches directories only;"
+        " repeatable)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep what matches even if an --exclude matches it (checked first; a"
+        " directory excluded excludes all below it: --include '*/' --include '*.json'"
+        " --exclude '*' keeps only JSON files)",
+    )
+    p.add_argument(
+        "--exclude-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="--exclude each line of FILE (blank lines and lines starting with # skipped)",
+    )
+    p.add_argument(
+        "--include-from", action="append", default=[], metavar="FILE", help="as --exclude-from"
+    )
+
+
+def patterns_of(args: argparse.Namespace) -> Patterns | None:
+    """The include/exclude flags parsed (None when none given)."""
+    include = [*args.include, *_lines_of(args.include_from)]
+    exclude = [*args.exclude, *_lines_of(args.exclude_from)]
+    if not include and not exclude:
+        return None
+    return Patterns.parse(include, exclude, "--include/--exclude")
+
+
+def _lines_of(files: list[str]) -> list[str]:
+    """The patterns of ``--exclude-from``/``--include-from`` files, as rsync reads them."""
+    out = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise file_error(path, e) from None
+        out += [line for line in lines if line.strip() and not line.startswith(("#", ";"))]
+    return out
 
 
 def _feature_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +163,7 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
         flags=archive_flags(args),
         one_file_system=args.one_file_system,
         add_root=args.tar_add_root,
+        patterns=patterns_of(args),
     )
     if args.index:
         if not args.store:
@@ -124,10 +182,22 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
             common.write_index(args, args.output, result.index, console, key)
         if args.output != "-":
             console.print(result.index.file_digest())
+        console.note(tar_summary(result, args.source))
         return 0
     with _output(args.output, console) as out:
-        tar(what, out, progress=console.progress())
+        result = tar(what, out, progress=console.progress())
+    console.note(tar_summary(result, args.source))
     return 0
+
+
+def tar_summary(result: TarResult, source: str) -> str:
+    """The line that ends a tar (stderr: stdout may be the archive or the index's
+    digest): ``tar: 260.0 MiB archive of model/; 4171 chunks, 114 new (6.7 MiB) stored``."""
+    line = f"tar: {human_bytes(result.size)} archive of {'stdin' if source == '-' else source}"
+    if result.index is None:
+        return line
+    new = f"{result.chunks_stored} new ({human_bytes(result.bytes_stored)}) stored"
+    return f"{line}; {_count(len(result.index), 'chunk')}, {new}"
 
 
 @contextlib.contextmanager
@@ -183,6 +253,7 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
         " the archive only with -i or when stdin is a regular file; refused when a local"
         " store or cache lies in the target",
     )
+    _pattern_args(p, "write or delete")
     p.set_defaults(func=run_untar)
 
 
@@ -191,6 +262,9 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("- as the target needs --output-format gnu-tar")
     if args.delete_extra and args.output_format == "gnu-tar":
         raise UsageError("--delete-extra needs a directory as the target")
+    patterns = patterns_of(args)
+    if patterns is not None and args.output_format == "gnu-tar":
+        raise UsageError("--include/--exclude need a directory as the target")
     with _archive(args) as (archive, store):
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
@@ -203,7 +277,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
                     source=args.archive,
                 )
             return 0
-        untar(
+        result = untar(
             archive,
             args.target,
             store=store,
@@ -214,8 +288,39 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             source=args.archive,
             clearing=Clearing.EXTRA if args.delete_extra else Clearing.NONE,
             kept=_local_stores(args),
+            patterns=patterns,
+            progress=console.progress(),
         )
+    console.note(untar_summary(result))
     return 0
+
+
+def untar_summary(result: UntarResult) -> str:
+    """The line that ends an untar: ``untar: 8 files (260.0 MiB), 3 directories,
+    1 symlink in model/; 2 entries deleted; 1203 chunks (75.2 MiB) from seeds``."""
+    stats = result.stats
+    counted = [
+        _count(stats.files, "file") + f" ({human_bytes(stats.bytes)})",
+        _count(stats.dirs, "directory", "directories"),
+        _count(stats.symlinks, "symlink"),
+        _count(stats.devices, "device"),
+        _count(stats.others, "other node"),
+    ]
+    shown = counted[:2] + [c for c in counted[2:] if not c.startswith("0 ")]
+    parts = [f"untar: {', '.join(shown)} in {result.target}"]
+    removed = result.cleared.deleted + result.cleared.replaced
+    if removed:
+        parts.append(_count(removed, "entry", "entries") + " deleted first")
+    if result.chunks_from_seeds:
+        parts.append(
+            f"{_count(result.chunks_from_seeds, 'chunk')}"
+            f" ({human_bytes(result.bytes_from_seeds)}) from seeds"
+        )
+    return "; ".join(parts)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _local_stores(args: argparse.Namespace) -> list[str]:

@@ -22,13 +22,16 @@ from typing import BinaryIO
 from desync_decl.archive.clearing import Cleared, archive_types, clear, refuse_kept_inside
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
 from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
+from desync_decl.ops.metered import MeteredDecoder, archive_length
 from desync_decl.parallel import cpu_workers
+from desync_decl.progress import NO_PROGRESS, Progress, shown
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Router
 
@@ -52,14 +55,26 @@ class UntarResult:
 
 
 def catar_decoder(
-    archive: BinaryIO | Index, store: Store | None = None, *, source: str, concurrency: int = 10
+    archive: BinaryIO | Index,
+    store: Store | None = None,
+    *,
+    source: str,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
 ) -> Decoder:
-    """A decoder over a catar stream, or over an index's chunks fetched from ``store``."""
+    """A decoder over a catar stream, or over an index's chunks fetched from ``store``;
+    ``progress`` follows its position (``ops/metered.py``)."""
+    stream: BinaryIO
     if isinstance(archive, Index):
         if store is None:
             raise ValueError("an index needs a store")
-        return Decoder(index_reader(archive, store, concurrency=concurrency), source)
-    return Decoder(archive, source)
+        stream = index_reader(archive, store, concurrency=concurrency)
+    else:
+        stream = archive
+    if not shown(progress):
+        return Decoder(stream, source)
+    progress.start("untar", archive_length(archive))
+    return MeteredDecoder(stream, source, progress)
 
 
 @contextlib.contextmanager
@@ -93,12 +108,17 @@ def untar(
     source: str = "archive",
     clearing: Clearing = Clearing.NONE,
     kept: Sequence[str | os.PathLike] = (),
+    patterns: Patterns | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
     matching chunks are used before ``store``'s (the target itself is a good seed
     when updating it; its chunks are read before anything is deleted). ``kept`` are
-    the local stores and caches behind ``store``: see ``make_way``."""
+    the local stores and caches behind ``store``: see ``make_way``. ``patterns``:
+    what is left out is neither written nor deleted (``archive/patterns.py``)."""
+    if patterns is not None and not patterns.empty:  # applied by the entry-by-entry update
+        raise UsageError("untar --include/--exclude: not supported by this build yet")
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         cleared = make_way(
             archive,
@@ -110,7 +130,9 @@ def untar(
             kept=kept,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
         stats = write_tree(decoder, target, options, workers=workers, archive=file)
