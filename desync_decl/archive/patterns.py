@@ -66,6 +66,11 @@ class Patterns:
             tuple(_parsed(p, where) for p in exclude),
         )
 
+    @classmethod
+    def given(cls, include: Sequence[str], exclude: Sequence[str], where: str) -> Patterns | None:
+        """``parse``, or None when no pattern is given: nothing to apply."""
+        return cls.parse(include, exclude, where) if include or exclude else None
+
     @property
     def empty(self) -> bool:
         """Whether these patterns allow every path (nothing to check)."""

@@ -100,9 +100,7 @@ def patterns_of(args: argparse.Namespace) -> Patterns | None:
     """The include/exclude flags parsed (None when none given)."""
     include = [*args.include, *_lines_of(args.include_from)]
     exclude = [*args.exclude, *_lines_of(args.exclude_from)]
-    if not include and not exclude:
-        return None
-    return Patterns.parse(include, exclude, "--include/--exclude")
+    return Patterns.given(include, exclude, "--include/--exclude")
 
 
 def _lines_of(files: list[str]) -> list[str]:

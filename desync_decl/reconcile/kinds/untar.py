@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.tree_walk import NotADirectory
 from desync_decl.errors import DesyncError
@@ -370,6 +371,8 @@ class UntarKind:
                 same_permissions=not a.no_same_permissions,
                 concurrency=ctx.concurrency,
                 source=a.index,
+                patterns=Patterns.given(a.include, a.exclude, f"untar task of {a.path}"),
+                progress=progress,
             )
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
