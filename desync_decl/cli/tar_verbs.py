@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -20,7 +21,7 @@ from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError, file_error
 from desync_decl.formats.catar import features
-from desync_decl.formats.index import Index
+from desync_decl.formats.index import CA_FORMAT_INDEX, Index
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.ops.tar import TarInput, TarResult, tar, tar_index
@@ -343,6 +344,7 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store
             "--allowed-signers checks an index's signature: a plain catar has none (-i for a caidx)"
         )
     if args.archive == "-":
+        _refuse_index(sys.stdin.buffer, "stdin")
         yield sys.stdin.buffer, None
         return
     try:
@@ -350,7 +352,26 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store
     except OSError as e:
         raise file_error(args.archive, e) from None
     with f:
+        _refuse_index(f, args.archive)
         yield f, None
+
+
+_INDEX_HEADER = struct.pack("<QQ", 48, CA_FORMAT_INDEX)  # size and type of its first record
+
+
+def _refuse_index(archive: BinaryIO, shown: str) -> None:
+    """A caidx given without -i: say so (the decoder would say only "not a catar
+    archive"). Looked at without consuming (``peek``), so a stream stays whole."""
+    peek = getattr(archive, "peek", None)
+    try:
+        head = peek(len(_INDEX_HEADER)) if peek is not None else b""
+    except (OSError, ValueError):
+        return
+    if head[: len(_INDEX_HEADER)] == _INDEX_HEADER:
+        raise UsageError(
+            f"{shown} is a caidx index, not a catar archive: add -i, and the store"
+            " holding its chunks with -s"
+        )
 
 
 def mtree_arguments(p: argparse.ArgumentParser) -> None:
