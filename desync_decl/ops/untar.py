@@ -136,6 +136,7 @@ def untar(
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
         stats = write_tree(decoder, target, options, workers=workers, archive=file)
+        progress.finish()
         return _result(os.fsdecode(target), stats, decoder, trees, cleared)
 
 
