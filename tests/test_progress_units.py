@@ -152,9 +152,9 @@ tasks:
     untar: {{index: m.caidx, path: out, stores: [s]}}
 """
     )
-    code, err = run_cli(tmp_path, "apply", "m.yaml", terminal=True)
+    code, err = run_cli(tmp_path, "apply", "m.yaml", "--state-dir", "state", terminal=True)
     assert code == 0, err
     assert re.search(r"\r\[pub\] tar +\[[# ]{30}\] +\d+% [\d.]+ (KiB|MiB)/3\.0 MiB", err), err
     assert re.search(r"\r\[roll\] untar +\[[# ]{30}\] +\d+% [\d.]+ (B|KiB|MiB)/3\.0 MiB", err), err
-    code, err = run_cli(tmp_path, "apply", "m.yaml", terminal=False)
+    code, err = run_cli(tmp_path, "apply", "m.yaml", "--state-dir", "state", terminal=False)
     assert code == 0 and "\r" not in err, err

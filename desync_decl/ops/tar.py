@@ -96,23 +96,25 @@ class TarInput:
 
 
 # catar bytes per entry besides its payload: its entry record (64), filename item
-# (16 + name + NUL), payload or goodbye header (16) and its line in its directory's
-# goodbye table (24); the name is added apart.
-_ENTRY_BYTES = 64 + 17 + 16 + 24
+# (16 + name + NUL) and its line in its directory's goodbye table (24); a file's
+# payload header (16), a directory's goodbye header and tail (16 + 24), a symlink's
+# record (16 + target + NUL; lstat's size is the target's length).
+_ENTRY_BYTES = 64 + 17 + 24
+_EXTRA_BYTES = {stat.S_IFREG: 16, stat.S_IFDIR: 40, stat.S_IFLNK: 17}
 
 
 def _tree_size(fd: int, where: str, source: TarInput) -> int:
     """``TarInput.estimated_size`` of the directory open as ``fd``."""
     patterns = source.patterns
-    total = 0
+    total = 64 + 40  # the root's entry and goodbye
     for rel, st in walk(fd, where, one_file_system=source.one_file_system):
         if rel == b".":
             continue
-        path = os.fsdecode(rel)
-        if patterns is not None and not patterns.allows(path, stat.S_ISDIR(st.st_mode)):
+        fmt = stat.S_IFMT(st.st_mode)
+        if patterns is not None and not patterns.allows(os.fsdecode(rel), fmt == stat.S_IFDIR):
             continue
-        total += _ENTRY_BYTES + len(rel) - rel.rfind(b"/") - 1
-        if stat.S_ISREG(st.st_mode):
+        total += _ENTRY_BYTES + len(rel) - rel.rfind(b"/") - 1 + _EXTRA_BYTES.get(fmt, 0)
+        if fmt in (stat.S_IFREG, stat.S_IFLNK):
             total += st.st_size
     return total
 
