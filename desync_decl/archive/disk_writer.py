@@ -518,7 +518,7 @@ class Writer:
             except FileNotFoundError:
                 pass
             else:
-                outcome = "unchanged" if self._same_node(parent.ref, name, st, node) else "updated"
+                outcome = self._node_change(parent.ref, name, st, node)
         self.tally(outcome)
         if outcome == "unchanged" and parent.ref == parent.fd:
             return  # in place: the very node is there already
@@ -548,18 +548,21 @@ class Writer:
                 ) from None
             raise
 
-    def _same_node(self, dir_fd: int, name: bytes, st: os.stat_result, node: Node) -> bool:
-        """Whether the symlink, device, fifo or socket ``st`` is what ``node`` makes."""
+    def _node_change(self, dir_fd: int, name: bytes, st: os.stat_result, node: Node) -> str:
+        """How the old symlink, device, fifo or socket ``st`` differs from ``node``:
+        ``updated`` (another type, target or device), ``metadata`` or ``unchanged``."""
         e = node.entry
         if stat.S_IFMT(st.st_mode) != stat.S_IFMT(e.mode):
-            return False
+            return "updated"
         if stat.S_ISLNK(st.st_mode):
             if os.readlink(name, dir_fd=dir_fd) != node.target:
-                return False
+                return "updated"
         elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and st.st_rdev != node.rdev:
-            return False
+            return "updated"
         link = stat.S_ISLNK(st.st_mode)  # a symlink's mode is not set
-        return not self._differs(st, e, is_dir=False, mode=not link) and not _extra_metadata(e)
+        if self._differs(st, e, is_dir=False, mode=not link):
+            return "metadata"
+        return "unchanged"
 
     def finish_directory(self, d: OpenDir) -> None:
         if d.before is not None:
