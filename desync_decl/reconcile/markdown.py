@@ -203,7 +203,7 @@ def _entry_changes(a: AnyAction, redactor: Redactor) -> list[str]:
     """An untar's changed entries, one per line, in a folded block."""
     n = len(a.travel.changes)
     lines = [redactor.text(line.strip()) for line in change_lines(a.travel.changes)]
-    fence = "`" * max(3, *(len(run) + 1 for line in lines for run in re.findall("`+", line)))
+    fence = "`" * max([3, *(len(run) + 1 for line in lines for run in re.findall("`+", line))])
     what = "1 entry changes" if n == 1 else f"{n} entries change"
     return [
         f"<details><summary>{_html(a.task.name, redactor)}: {what}</summary>",

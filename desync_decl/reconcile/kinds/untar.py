@@ -191,7 +191,7 @@ class UntarKind:
         local: tuple[TreeSeed, ...] = ()
         spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
-        if content == "differs" and (ctx.verify or not fetch):
+        if content in ("differs", "outdated") and (ctx.verify or not fetch):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
