@@ -186,6 +186,9 @@ class Travel:
     delete: Deletion | None = None
     checked: Amount | None = None  # chunks read to check them (verify)
     entries: Mapping[str, int] | None = None  # untar: directory entries to create, update, ...
+    # untar: (path, change, type, file bytes) of each entry it creates, updates,
+    # fixes the metadata of (``metadata``) or deletes
+    changes: tuple[tuple[str, str, str, int], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -207,6 +210,10 @@ class Travel:
             out["stores"] = [s.to_json() for s in self.stores]
         if self.entries is not None:
             out["entries"] = dict(self.entries)
+        if self.changes:
+            out["changes"] = [
+                {"path": p, "change": c, "type": t, "bytes": b} for p, c, t, b in self.changes
+            ]
         return out
 
 

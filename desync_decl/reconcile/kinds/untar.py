@@ -192,7 +192,7 @@ class UntarKind:
         local: tuple[TreeSeed, ...] = ()
         spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
-        if content == "differs" and (ctx.verify or not fetch):
+        if content in ("differs", "outdated") and (ctx.verify or not fetch):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
@@ -381,7 +381,7 @@ class UntarKind:
             ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred{why_words(action)}:"
+            f"untarred{why_words(action)}: {entry_words(result.stats, cleared)};"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
             f" {human_bytes(stats['bytes-in-place'])} in place,"
             f" {human_bytes(stats['bytes-from-seeds'])} from seeds"
@@ -447,7 +447,13 @@ def _stats(
         "symlinks": written.symlinks,
         "devices": written.devices,
         "others": written.others,
-        "bytes-written": written.bytes,
+        "bytes": written.bytes,
+        "created": written.created,
+        "updated": written.updated,
+        "metadata": written.metadata,
+        "unchanged": written.unchanged,
+        "bytes-written": written.bytes_written,
+        "bytes-kept": written.bytes_kept,
     }
     tree, seeds = (served[0], served[1:]) if in_tree else ((0, 0), served)
     out["chunks-in-place"], out["bytes-in-place"] = tree
@@ -458,8 +464,26 @@ def _stats(
     return out
 
 
+def entry_words(s: UntarStats, cleared: Cleared) -> str:
+    """``1 created, 2 updated, 3 metadata fixed, 40 unchanged, 1 deleted; 2.0 MiB
+    written, 190.1 MiB kept``: what an untar did, in the words its plan uses."""
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (s.created, "created"),
+            (s.updated + cleared.replaced, "updated"),
+            (s.metadata, "metadata fixed"),
+            (s.unchanged, "unchanged"),
+            (cleared.deleted, "deleted"),
+        )
+        if n
+    ]
+    written = f"{human_bytes(s.bytes_written)} written, {human_bytes(s.bytes_kept)} kept"
+    return f"{', '.join(parts) or 'nothing'}; {written}"
+
+
 def _with_entries(travel: Travel, changes: listing.Changes) -> Travel:
-    return dataclasses.replace(travel, entries=changes.to_json())
+    return dataclasses.replace(travel, entries=changes.to_json(), changes=tuple(changes.listed()))
 
 
 def _diff(target: str, seen: _Seen, index: Index) -> Diff:

@@ -1,0 +1,145 @@
+"""``untar`` over an older version of the tree updates it entry by entry: an unchanged
+file keeps its inode and is not written, a changed one is replaced by a new file
+renamed over it, a metadata-only difference is fixed in place (issue 19, item 1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from desync_decl.formats.index import decode
+from desync_decl.ops.untar import untar
+from desync_decl.stores.local import LocalStore
+
+MIB = 1 << 20
+
+
+def _model(root: Path) -> None:
+    """A small model directory: shards, json files, nested folders, a symlink."""
+    (root / "shards").mkdir(parents=True)
+    (root / "tok" / "deep").mkdir(parents=True)
+    for k in range(3):
+        (root / "shards" / f"s{k}.bin").write_bytes(os.urandom(2 * MIB))
+    (root / "config.json").write_text('{"layers": 4}\n')
+    (root / "tok" / "vocab.json").write_text('{"a": 1}\n' * 50)
+    (root / "tok" / "deep" / "merges.txt").write_text("a b\n" * 100)
+    (root / "README").write_text("model v1\n")
+    os.symlink("shards/s0.bin", root / "first")
+
+
+def _v2(root: Path) -> None:
+    """6 % of one shard rewritten in its middle, one json changed, one file's mode and
+    another's mtime changed, a file added."""
+    with open(root / "shards" / "s1.bin", "r+b") as f:
+        f.seek(MIB)
+        f.write(os.urandom(128 * 1024))
+    (root / "config.json").write_text('{"layers": 5}\n')
+    os.chmod(root / "README", 0o600)
+    os.utime(root / "tok" / "deep" / "merges.txt", ns=(10**18, 10**18))
+    (root / "added.txt").write_text("new\n")
+
+
+def _identity(root: Path) -> dict[str, tuple[int, int]]:
+    """Path -> (inode, ctime) of every entry below ``root``."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), root)] = (st.st_ino, st.st_ctime_ns)
+    return out
+
+
+@pytest.fixture
+def versions(cli, tmp_path) -> tuple[Path, Path, Path, Path, Path]:
+    """(store, v1 index, v2 index, v1 tree, v2 tree)."""
+    store, v1, v2 = tmp_path / "store", tmp_path / "v1", tmp_path / "v2"
+    _model(v1)
+    assert cli("tar", "-i", "-s", store, tmp_path / "v1.caidx", v1).code == 0
+    os.system(f"cp -a {v1} {v2}")
+    _v2(v2)
+    assert cli("tar", "-i", "-s", store, tmp_path / "v2.caidx", v2).code == 0
+    return store, tmp_path / "v1.caidx", tmp_path / "v2.caidx", v1, v2
+
+
+def test_update_keeps_unchanged_files_and_replaces_changed_ones(cli, versions, tmp_path):
+    store, i1, i2, _, v2 = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    before = _identity(out)
+    assert cli("untar", "-i", "-s", store, i2, out).code == 0
+    after = _identity(out)
+    assert cli("mtree", out).out == cli("mtree", v2).out
+    for same in ("shards/s0.bin", "shards/s2.bin", "tok/vocab.json"):
+        assert after[same] == before[same], f"{same} was touched"
+    for changed in ("shards/s1.bin", "config.json"):
+        assert after[changed][0] != before[changed][0], f"{changed} was not replaced"
+    for metadata in ("README", "tok/deep/merges.txt"):
+        assert after[metadata][0] == before[metadata][0], f"{metadata} was rewritten"
+    assert os.stat(out / "README").st_mode & 0o777 == 0o600
+    assert os.stat(out / "tok/deep/merges.txt").st_mtime_ns == 10**18
+
+
+def test_update_result_counts_entries_and_bytes(cli, versions, tmp_path):
+    store, i1, i2, _, _ = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    with open(i2, "rb") as f:
+        index = decode(f.read())
+    result = untar(index, out, store=LocalStore(store))
+    s = result.stats
+    # metadata: README's mode, merges.txt's mtime, the root's mtime (a file was added)
+    assert (s.created, s.updated, s.metadata) == (1, 2, 3)
+    assert s.bytes_written == 2 * MIB + len('{"layers": 5}\n') + len("new\n")
+    assert s.bytes_kept == 4 * MIB + os.path.getsize(out / "tok/vocab.json") + 4 * 100 + 9
+    again = untar(index, out, store=LocalStore(store)).stats
+    assert (again.created, again.updated, again.metadata, again.bytes_written) == (0, 0, 0, 0)
+
+
+def test_same_contents_from_a_catar_file_keep_their_inode(cli, versions, tmp_path):
+    _, _, _, v1, _ = versions
+    catar = tmp_path / "v1.catar"
+    assert cli("tar", catar, v1).code == 0
+    out = tmp_path / "out"
+    assert cli("untar", catar, out).code == 0
+    before = _identity(out)
+    with open(out / "config.json", "w") as f:
+        f.write('{"layers": 9}\n')  # drift, same size
+    drifted = os.stat(out / "config.json").st_ino
+    assert cli("untar", catar, out).code == 0
+    after = _identity(out)
+    assert after["shards/s1.bin"] == before["shards/s1.bin"]
+    assert os.stat(out / "config.json").st_ino != drifted
+    assert (out / "config.json").read_text() == '{"layers": 4}\n'
+
+
+def test_a_hard_link_from_outside_is_replaced_not_chmodded(cli, versions, tmp_path):
+    """A file of the tree hard-linked to one outside it (same contents) must not get
+    the archive's mode or owner through the link: it is replaced instead."""
+    store, i1, _, _, _ = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    outside = tmp_path / "outside"
+    outside.write_text("model v1\n")
+    os.chmod(outside, 0o604)
+    os.unlink(out / "README")
+    os.link(outside, out / "README")
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    assert os.stat(outside).st_mode & 0o777 == 0o604
+    assert os.stat(out / "README").st_ino != os.stat(outside).st_ino
+
+
+def test_a_symlink_where_a_file_was_is_replaced_not_followed(cli, versions, tmp_path):
+    store, i1, _, _, _ = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    victim = tmp_path / "victim"
+    victim.write_text('{"layers": 4}\n')
+    os.chmod(victim, 0o600)
+    os.unlink(out / "config.json")
+    os.symlink(victim, out / "config.json")
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    assert not os.path.islink(out / "config.json")
+    assert os.stat(victim).st_mode & 0o777 == 0o600
+    assert victim.read_text() == '{"layers": 4}\n'
