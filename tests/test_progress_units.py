@@ -128,7 +128,9 @@ def test_tar_and_untar_on_a_terminal_show_a_bar_in_units_and_a_summary(
     code, err = run_cli(tmp_path, "untar", "-i", "-s", "store", "m.caidx", "out", terminal=True)
     assert code == 0, err
     assert re.search(r"\runtar +\[#{30}\] 100% 3\.0 MiB/3\.0 MiB +\S+ \S+/s ETA 0s\n", err), err
-    assert err.endswith("untar: 5 files (3.0 MiB), 1 directory in out\n"), err
+    assert err.endswith(
+        "untar: 5 files (3.0 MiB), 1 directory in out: 7 created; 3.0 MiB written\n"
+    )
 
 
 def test_piped_there_is_no_bar_only_the_summary(tmp_path: Path, model: Path) -> None:
@@ -137,7 +139,19 @@ def test_piped_there_is_no_bar_only_the_summary(tmp_path: Path, model: Path) -> 
     assert "\r" not in err and "[" not in err
     assert err.startswith("tar: 3.0 MiB archive of ") and err.count("\n") == 1, err
     code, err = run_cli(tmp_path, "untar", "-i", "-s", "store", "m.caidx", "out", terminal=False)
-    assert (code, err) == (0, "untar: 5 files (3.0 MiB), 1 directory in out\n")
+    assert (code, err) == (
+        0,
+        "untar: 5 files (3.0 MiB), 1 directory in out: 7 created; 3.0 MiB written\n",
+    )
+    with open(model / "s1.bin", "r+b") as f:  # v2: one shard changes
+        f.write(b"v2")
+    assert run_cli(tmp_path, "tar", "-i", "-s", "store", "m.caidx", model, terminal=False)[0] == 0
+    code, err = run_cli(tmp_path, "untar", "-i", "-s", "store", "m.caidx", "out", terminal=False)
+    assert code == 0
+    assert err == (
+        "untar: 5 files (3.0 MiB), 1 directory in out: 1 updated, 6 unchanged;"
+        " 1.0 MiB written, 2.0 MiB kept\n"
+    )
 
 
 def test_apply_shows_each_task_s_stage_with_percent(tmp_path: Path, model: Path) -> None:

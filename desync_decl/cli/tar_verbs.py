@@ -295,18 +295,33 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
 
 
 def untar_summary(result: UntarResult) -> str:
-    """The line that ends an untar: ``untar: 8 files (260.0 MiB), 3 directories,
-    1 symlink in model/; 2 entries deleted; 1203 chunks (75.2 MiB) from seeds``."""
+    """The line that ends an untar: what the archive holds, what became of each entry
+    and the bytes written and kept, e.g. ``untar: 8 files (260.0 MiB), 3 directories,
+    1 symlink in model: 1 updated, 11 unchanged; 6.4 MiB written, 253.6 MiB kept``."""
     stats = result.stats
-    counted = [
-        _count(stats.files, "file") + f" ({human_bytes(stats.bytes)})",
-        _count(stats.dirs, "directory", "directories"),
-        _count(stats.symlinks, "symlink"),
-        _count(stats.devices, "device"),
-        _count(stats.others, "other node"),
+    held = [_count(stats.files, "file") + f" ({human_bytes(stats.bytes)})"]
+    held.append(_count(stats.dirs, "directory", "directories"))
+    for n, word in ((stats.symlinks, "symlink"), (stats.devices, "device")):
+        if n:
+            held.append(_count(n, word))
+    if stats.others:
+        held.append(_count(stats.others, "other node"))
+    fates = [
+        f"{n} {word}"
+        for n, word in (
+            (stats.created, "created"),
+            (stats.updated, "updated"),
+            (stats.metadata, "metadata fixed"),
+            (stats.unchanged, "unchanged"),
+        )
+        if n
     ]
-    shown = counted[:2] + [c for c in counted[2:] if not c.startswith("0 ")]
-    parts = [f"untar: {', '.join(shown)} in {result.target}"]
+    line = f"untar: {', '.join(held)} in {result.target}"
+    if fates:
+        line += ": " + ", ".join(fates)
+    parts = [line, f"{human_bytes(stats.bytes_written)} written"]
+    if stats.bytes_kept:
+        parts[-1] += f", {human_bytes(stats.bytes_kept)} kept"
     removed = result.cleared.deleted + result.cleared.replaced
     if removed:
         parts.append(_count(removed, "entry", "entries") + " deleted first")
