@@ -53,7 +53,11 @@ def _identity(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture
 def versions(cli, tmp_path) -> tuple[Path, Path, Path, Path, Path]:
-    """(store, v1 index, v2 index, v1 tree, v2 tree)."""
+    return model_versions(cli, tmp_path)
+
+
+def model_versions(cli, tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
+    """(store, v1 index, v2 index, v1 tree, v2 tree), published by ``tar -i``."""
     store, v1, v2 = tmp_path / "store", tmp_path / "v1", tmp_path / "v2"
     _model(v1)
     assert cli("tar", "-i", "-s", store, tmp_path / "v1.caidx", v1).code == 0

@@ -252,6 +252,13 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
         " the archive only with -i or when stdin is a regular file; refused when a local"
         " store or cache lies in the target",
     )
+    p.add_argument(
+        "--atomic",
+        action="store_true",
+        help="build the new tree beside the target (unchanged files hard-linked) and switch"
+        " it in with one rename (renameat2 RENAME_EXCHANGE): a reader or an interrupted"
+        " untar sees the whole old tree or the whole new one, never a mix",
+    )
     _pattern_args(p, "write or delete")
     p.set_defaults(func=run_untar)
 
@@ -261,6 +268,8 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("- as the target needs --output-format gnu-tar")
     if args.delete_extra and args.output_format == "gnu-tar":
         raise UsageError("--delete-extra needs a directory as the target")
+    if args.atomic and args.output_format == "gnu-tar":
+        raise UsageError("--atomic needs a directory as the target")
     patterns = patterns_of(args)
     if patterns is not None and args.output_format == "gnu-tar":
         raise UsageError("--include/--exclude need a directory as the target")
@@ -287,6 +296,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             source=args.archive,
             clearing=Clearing.EXTRA if args.delete_extra else Clearing.NONE,
             kept=_local_stores(args),
+            atomic=args.atomic,
             patterns=patterns,
             progress=console.progress(),
         )

@@ -181,6 +181,7 @@ class UntarAction:
     no_same_owner: bool = False
     no_same_permissions: bool = False
     delete_extra: bool = False
+    atomic: bool = False  # built beside and switched in one rename (``archive.switch``)
     pin: str | None = None
     state: str = "present"  # "absent": the tree and its record are removed
     trust: TrustDef | None = None
@@ -433,6 +434,7 @@ class _Builder:
             no_same_owner=a.get("no_same_owner", False),
             no_same_permissions=a.get("no_same_permissions", False),
             delete_extra=a.get("delete_extra", False),
+            atomic=a.get("atomic", False),
             pin=a.get("pin"),
             state=a.get("state", "present"),
             trust=self._trust(a),

@@ -25,6 +25,7 @@ from desync_decl.archive.extract import write_tree
 from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
+from desync_decl.archive.switch import built_beside, carry_extras
 from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
@@ -110,15 +111,35 @@ def untar(
     kept: Sequence[str | os.PathLike] = (),
     patterns: Patterns | None = None,
     progress: Progress = NO_PROGRESS,
+    atomic: bool = False,
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
     matching chunks are used before ``store``'s (the target itself is a good seed
     when updating it; its chunks are read before anything is deleted). ``kept`` are
     the local stores and caches behind ``store``: see ``make_way``. ``patterns``:
-    what is left out is neither written nor deleted (``archive/patterns.py``)."""
+    what is left out is neither written nor deleted (``archive/patterns.py``).
+
+    What the target holds already is updated entry by entry (``archive.extract``).
+    Without ``atomic`` each file is switched on its own, so an interrupted untar
+    leaves every file whole, old or new, but the tree a mix of both versions until
+    the next run; with ``atomic`` the new tree is built beside the old one and
+    switched in one step (``archive.switch``)."""
     if patterns is not None and not patterns.empty:  # applied by the entry-by-entry update
         raise UsageError("untar --include/--exclude: not supported by this build yet")
+    if atomic:
+        return _untar_beside(
+            archive,
+            target,
+            store=store,
+            seeds=seeds,
+            options=WriteOptions(same_owner, same_permissions),
+            concurrency=concurrency,
+            source=source,
+            clearing=clearing,
+            kept=kept,
+            progress=progress,
+        )
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         cleared = make_way(
             archive,
@@ -138,6 +159,49 @@ def untar(
         stats = write_tree(decoder, target, options, workers=workers, archive=file)
         progress.finish()
         return _result(os.fsdecode(target), stats, decoder, trees, cleared)
+
+
+def _untar_beside(
+    archive: BinaryIO | Index,
+    target: str | os.PathLike,
+    *,
+    store: Store | None,
+    seeds: Sequence[str | os.PathLike],
+    options: WriteOptions,
+    concurrency: int,
+    source: str,
+    clearing: Clearing,
+    kept: Sequence[str | os.PathLike],
+    progress: Progress,
+) -> UntarResult:
+    """``untar`` with ``atomic``: nothing is deleted first, the new tree is built from
+    nothing beside the old one (its unchanged files linked), what the archive does not
+    hold carried over unless ``clearing`` deletes extras."""
+    where = os.fsdecode(target)
+    if clearing is Clearing.EXTRA:
+        refuse_kept_inside(target, kept)
+    with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        file = _regular_file(archive, source)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
+        with built_beside(target) as beside:
+            stats = write_tree(
+                decoder,
+                target,
+                options,
+                workers=cpu_workers(concurrency),
+                archive=file,
+                root_fd=os.dup(beside.new),
+                reference=None if beside.old is None else os.dup(beside.old),
+            )
+            dropped = 0
+            if beside.old is not None:
+                dropped = carry_extras(
+                    beside.old, beside.new, lambda _p, _d: clearing is not Clearing.EXTRA, where
+                )
+        progress.finish()
+        return _result(where, stats, decoder, trees, Cleared(0, dropped))
 
 
 def make_way(

@@ -352,7 +352,7 @@ class UntarKind:
             stack.callback(spool.close)
             store = Router([*local, spool])
             cleared = Cleared()
-            if seen.tree is not None:  # what stands in the archive's way goes first
+            if seen.tree is not None and not a.atomic:  # what is in the archive's way goes first
                 way = Clearing.EXTRA if a.delete_extra else Clearing.IN_THE_WAY
                 cleared = make_way(
                     index,
@@ -373,7 +373,12 @@ class UntarKind:
                 source=a.index,
                 patterns=Patterns.given(a.include, a.exclude, f"untar task of {a.path}"),
                 progress=progress,
+                atomic=a.atomic,
+                clearing=Clearing.EXTRA if a.atomic and a.delete_extra else Clearing.NONE,
+                kept=ctx.resolver.local_paths(a.stores) if a.atomic else (),
             )
+            if a.atomic:
+                cleared = result.cleared
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
             ]
