@@ -127,10 +127,14 @@ def test_tar_and_untar_on_a_terminal_show_a_bar_in_units_and_a_summary(
 
     code, err = run_cli(tmp_path, "untar", "-i", "-s", "store", "m.caidx", "out", terminal=True)
     assert code == 0, err
-    assert re.search(r"\runtar +\[#{30}\] 100% 3\.0 MiB/3\.0 MiB +\S+ \S+/s ETA 0s\n", err), err
+    untar = r"\runtar +\[#{30}\] 100% 3\.0 MiB/3\.0 MiB +\S+ \S+/s ETA 0s\n"
+    assert re.search(untar, err), err
     assert err.endswith(
         "untar: 5 files (3.0 MiB), 1 directory in out: 7 created; 3.0 MiB written\n"
     )
+    tar_out = ("--output-format", "gnu-tar", "m.caidx", "m.tar")
+    code, err = run_cli(tmp_path, "untar", "-i", "-s", "store", *tar_out, terminal=True)
+    assert code == 0 and re.fullmatch(f".*{untar}", err, re.DOTALL), err
 
 
 def test_piped_there_is_no_bar_only_the_summary(tmp_path: Path, model: Path) -> None:
