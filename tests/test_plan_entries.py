@@ -99,3 +99,24 @@ def test_extras_are_listed_with_their_bytes_when_deleted(tmp_path):
     (entry,) = plan(m, tmp_path / "state", verify=True).entries
     assert ("stray", "delete", "dir", 1024) in entry.action.travel.changes
     assert entry.action.travel.entries["delete-bytes"] == 1024
+
+
+def test_excluded_entries_are_no_change_in_plan_or_apply(tmp_path):
+    m = untar_manifest(tmp_path, ', delete_extra: true, exclude: ["*.tmp", "doc/"]')
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    assert not (out / "doc").exists()
+    write(out / "scratch.tmp", b"mine")
+    write(out / "doc" / "local.txt", b"mine too")
+    write(out / "stray", b"extra")
+    (entry,) = plan(m, state, verify=True).entries
+    # the root's mtime moved with what was added; the excluded entries are no change
+    changes = [(p, c) for p, c, _, _ in entry.action.travel.changes]
+    assert changes == [(".", "metadata"), ("stray", "delete")]
+    (r,) = apply(m, state)
+    assert r.status is Status.CHANGED
+    assert (out / "scratch.tmp").read_bytes() == b"mine"
+    assert (out / "doc" / "local.txt").read_bytes() == b"mine too"
+    assert not (out / "stray").exists()

@@ -168,6 +168,8 @@ class TarAction:
     features: int  # the archive's "with" bits after with, without and no_time
     one_file_system: bool = False
     sign: Path | None = None  # as MakeAction.sign
+    include: tuple[str, ...] = ()  # rsync patterns (archive/patterns.py), checked at load
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class UntarAction:
     pin: str | None = None
     state: str = "present"  # "absent": the tree and its record are removed
     trust: TrustDef | None = None
+    include: tuple[str, ...] = ()  # rsync patterns: what is left out is neither
+    exclude: tuple[str, ...] = ()  # written nor deleted (archive/patterns.py)
 
 
 TaskAction = (
@@ -417,6 +421,8 @@ class _Builder:
             features,
             a.get("one_file_system", False),
             self._sign(a),
+            tuple(a.get("include", ())),
+            tuple(a.get("exclude", ())),
         )
 
     def _untar(self, a: dict[str, Any]) -> UntarAction:
@@ -432,4 +438,6 @@ class _Builder:
             pin=a.get("pin"),
             state=a.get("state", "present"),
             trust=self._trust(a),
+            include=tuple(a.get("include", ())),
+            exclude=tuple(a.get("exclude", ())),
         )

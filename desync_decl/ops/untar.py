@@ -22,6 +22,7 @@ from typing import BinaryIO
 from desync_decl.archive.clearing import Cleared, archive_types, clear, refuse_kept_inside
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
 from desync_decl.archive.switch import built_beside, carry_extras
@@ -29,7 +30,9 @@ from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
+from desync_decl.ops.metered import MeteredDecoder, archive_length
 from desync_decl.parallel import cpu_workers
+from desync_decl.progress import NO_PROGRESS, Progress, shown
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Router
 
@@ -53,14 +56,26 @@ class UntarResult:
 
 
 def catar_decoder(
-    archive: BinaryIO | Index, store: Store | None = None, *, source: str, concurrency: int = 10
+    archive: BinaryIO | Index,
+    store: Store | None = None,
+    *,
+    source: str,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
 ) -> Decoder:
-    """A decoder over a catar stream, or over an index's chunks fetched from ``store``."""
+    """A decoder over a catar stream, or over an index's chunks fetched from ``store``;
+    ``progress`` follows its position (``ops/metered.py``)."""
+    stream: BinaryIO
     if isinstance(archive, Index):
         if store is None:
             raise ValueError("an index needs a store")
-        return Decoder(index_reader(archive, store, concurrency=concurrency), source)
-    return Decoder(archive, source)
+        stream = index_reader(archive, store, concurrency=concurrency)
+    else:
+        stream = archive
+    if not shown(progress):
+        return Decoder(stream, source)
+    progress.start("untar", archive_length(archive))
+    return MeteredDecoder(stream, source, progress)
 
 
 @contextlib.contextmanager
@@ -95,12 +110,15 @@ def untar(
     clearing: Clearing = Clearing.NONE,
     kept: Sequence[str | os.PathLike] = (),
     atomic: bool = False,
+    patterns: Patterns | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
     matching chunks are used before ``store``'s (the target itself is a good seed
     when updating it; its chunks are read before anything is deleted). ``kept`` are
-    the local stores and caches behind ``store``: see ``make_way``.
+    the local stores and caches behind ``store``: see ``make_way``. ``patterns``:
+    what is left out is neither written nor deleted (``archive/patterns.py``).
 
     What the target holds already is updated entry by entry (``archive.extract``).
     Without ``atomic`` each file is switched on its own, so an interrupted untar
@@ -118,6 +136,8 @@ def untar(
             source=source,
             clearing=clearing,
             kept=kept,
+            patterns=patterns,
+            progress=progress,
         )
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         cleared = make_way(
@@ -128,12 +148,18 @@ def untar(
             concurrency=concurrency,
             source=source,
             kept=kept,
+            patterns=patterns,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
-        stats = write_tree(decoder, target, options, workers=workers, archive=file)
+        stats = write_tree(
+            decoder, target, options, workers=workers, archive=file, patterns=_active(patterns)
+        )
+        progress.finish()
         return _result(os.fsdecode(target), stats, decoder, trees, cleared)
 
 
@@ -148,16 +174,28 @@ def _untar_beside(
     source: str,
     clearing: Clearing,
     kept: Sequence[str | os.PathLike],
+    patterns: Patterns | None,
+    progress: Progress,
 ) -> UntarResult:
     """``untar`` with ``atomic``: nothing is deleted first, the new tree is built from
     nothing beside the old one (its unchanged files linked), what the archive does not
-    hold carried over unless ``clearing`` deletes extras."""
+    hold carried over unless ``clearing`` deletes extras; what ``patterns`` leave out
+    is always carried over (never written nor deleted)."""
     where = os.fsdecode(target)
     if clearing is Clearing.EXTRA:
         refuse_kept_inside(target, kept)
+    active = _active(patterns)
+
+    def keep(path: bytes, is_dir: bool) -> bool:
+        if clearing is not Clearing.EXTRA:
+            return True
+        return active is not None and not active.allows(os.fsdecode(path), is_dir)
+
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         file = _regular_file(archive, source)
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
         with built_beside(target) as beside:
             stats = write_tree(
                 decoder,
@@ -167,13 +205,18 @@ def _untar_beside(
                 archive=file,
                 root_fd=os.dup(beside.new),
                 reference=None if beside.old is None else os.dup(beside.old),
+                patterns=active,
             )
             dropped = 0
             if beside.old is not None:
-                dropped = carry_extras(
-                    beside.old, beside.new, lambda _p, _d: clearing is not Clearing.EXTRA, where
-                )
+                dropped = carry_extras(beside.old, beside.new, keep, where)
+        progress.finish()
         return _result(where, stats, decoder, trees, Cleared(0, dropped))
+
+
+def _active(patterns: Patterns | None) -> Patterns | None:
+    """``patterns`` if they leave anything out (None: every entry is written)."""
+    return None if patterns is None or patterns.empty else patterns
 
 
 def make_way(
@@ -185,13 +228,15 @@ def make_way(
     concurrency: int = 10,
     source: str = "archive",
     kept: Sequence[str | os.PathLike] = (),
+    patterns: Patterns | None = None,
 ) -> Cleared:
     """Delete from the directory ``target`` what ``clearing`` says stands in the
     archive's way (``archive.clearing``). The archive's entry types are read only when
     the target exists: an index through ``store``, a catar file from where it is now,
     and put back there for the extraction (a stream that cannot be is refused).
     Deleting extras is refused first when one of ``kept`` (the local directories of
-    the stores and caches ``store`` reads through) lies in the target."""
+    the stores and caches ``store`` reads through) lies in the target. What
+    ``patterns`` leave out is never deleted."""
     if clearing is Clearing.NONE:
         return Cleared()
     if clearing is Clearing.EXTRA:
@@ -211,7 +256,9 @@ def make_way(
         archive.seek(start)
         return types, decoder.flags or 0
 
-    return clear(target, entries, delete_extra=clearing is Clearing.EXTRA)
+    return clear(
+        target, entries, delete_extra=clearing is Clearing.EXTRA, patterns=_active(patterns)
+    )
 
 
 def _rewindable(archive: BinaryIO) -> bool:

@@ -45,7 +45,7 @@ def verify_store(
             progress.advance(1)
         return None
 
-    progress.start("verify", 0)
+    progress.start("verify", 0, unit="chunks")
     ids = store.iter_chunk_ids()
     # reading + hashing is CPU work: batches on as many threads as cores (sizes
     # are unknown before reading, so a batch is 16 chunks of a typical 64 KiB)

@@ -19,24 +19,13 @@ from typing import Generic, TypeVar
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, TaskAction
+from desync_decl.units import human_bytes as human_bytes  # the kinds import it from here
 
 # A kind's types: its manifest action (``MakeAction``, ...) and what its ``observe``
 # saw or its ``apply`` needs (``Facts.data``, ``Action.detail``). Covariant: a
 # make's ``Action[MakeAction, _Seen]`` is an ``AnyAction`` in a plan's entries.
 A_co = TypeVar("A_co", bound=TaskAction, covariant=True)
 D_co = TypeVar("D_co", covariant=True)
-
-
-def human_bytes(n: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``3.0 GiB``."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def chunks(n: int) -> str:

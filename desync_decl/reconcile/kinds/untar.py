@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.tree_walk import NotADirectory
 from desync_decl.errors import DesyncError
@@ -274,6 +275,7 @@ class UntarKind:
             owners=_owners(a),
             permissions=not a.no_same_permissions,
             delete_extra=a.delete_extra,
+            patterns=_patterns(a),
         )
         return _Listed(changes, archive, tree), local, spool
 
@@ -360,6 +362,7 @@ class UntarKind:
                     store=store,
                     concurrency=ctx.concurrency,
                     kept=ctx.resolver.local_paths(a.stores),
+                    patterns=_patterns(a),
                 )
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
@@ -373,6 +376,8 @@ class UntarKind:
                 atomic=a.atomic,
                 clearing=Clearing.EXTRA if a.atomic and a.delete_extra else Clearing.NONE,
                 kept=ctx.resolver.local_paths(a.stores) if a.atomic else (),
+                patterns=_patterns(a),
+                progress=progress,
             )
             if a.atomic:
                 cleared = result.cleared
@@ -419,13 +424,21 @@ def _owners(a: UntarAction) -> bool:
     return not a.no_same_owner and os.geteuid() == 0
 
 
-def _options(a: UntarAction) -> dict[str, bool]:
+def _options(a: UntarAction) -> dict[str, object]:
     """What the tree converges to besides the archive (a record holds only for these)."""
-    return {
+    out: dict[str, object] = {
         "owners": _owners(a),
         "permissions": not a.no_same_permissions,
         "delete-extra": a.delete_extra,
     }
+    if a.include or a.exclude:
+        out["include"], out["exclude"] = list(a.include), list(a.exclude)
+    return out
+
+
+def _patterns(a: UntarAction) -> Patterns | None:
+    """The task's include/exclude patterns (checked when the manifest was loaded)."""
+    return Patterns.given(a.include, a.exclude, f"untar task of {a.path}")
 
 
 def _record(a: UntarAction, digest: str, tree: str | None) -> dict[str, object]:
