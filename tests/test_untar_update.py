@@ -175,3 +175,18 @@ def test_an_excluded_directory_is_not_made(cli, versions, tmp_path):
     assert r.code == 0, r.err
     assert not (out / "tok").exists() and not (out / "README").exists()
     assert (out / "shards/s0.bin").exists()
+
+
+def test_the_verb_reads_what_the_target_holds_instead_of_fetching_it(cli, versions, tmp_path):
+    """The store keeps only the chunks v2 adds: the rest must come from the target."""
+    store, i1, i2, _, v2 = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    with open(i1, "rb") as f:
+        old = {c.id.hex() for c in decode(f.read())}
+    for chunk in store.rglob("*.cacnk"):
+        if chunk.name.split(".")[0] in old:
+            chunk.unlink()
+    r = cli("untar", "-i", "-s", store, i2, out)
+    assert r.code == 0, r.err
+    assert cli("mtree", out).out == cli("mtree", v2).out

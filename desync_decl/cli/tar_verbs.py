@@ -289,7 +289,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             archive,
             args.target,
             store=store,
-            seeds=common.store_locations(args.seed),
+            seeds=_seeds_with_target(args, archive),
             same_owner=not args.no_same_owner,
             same_permissions=not args.no_same_permissions,
             concurrency=args.concurrency,
@@ -302,6 +302,18 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         )
     console.note(untar_summary(result))
     return 0
+
+
+def _seeds_with_target(args: argparse.Namespace, archive: BinaryIO | Index) -> list[str]:
+    """The ``--seed`` trees, behind the target itself where it is a directory already
+    and the archive an index: what it holds is read there, not fetched (as rsync sends
+    only what changed), and its files are compared entry by entry anyway."""
+    seeds = common.store_locations(args.seed)
+    if not isinstance(archive, Index) or not os.path.isdir(args.target):
+        return seeds
+    if any(os.path.isdir(s) and os.path.samefile(s, args.target) for s in seeds):
+        return seeds
+    return [args.target, *seeds]
 
 
 def untar_summary(result: UntarResult) -> str:
