@@ -120,3 +120,20 @@ def test_excluded_entries_are_no_change_in_plan_or_apply(tmp_path):
     assert (out / "scratch.tmp").read_bytes() == b"mine"
     assert (out / "doc" / "local.txt").read_bytes() == b"mine too"
     assert not (out / "stray").exists()
+
+
+def test_an_entry_of_another_type_is_one_update_in_plan_and_apply(tmp_path):
+    m = untar_manifest(tmp_path)
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    os.unlink(out / "secret.key")
+    write(out / "secret.key" / "inside", b"a directory where a file was")
+    (entry,) = plan(m, state, verify=True).entries
+    e = entry.action.travel.entries
+    assert ("secret.key", "update", "file", 3) in entry.action.travel.changes
+    (r,) = apply(m, state)
+    counts = (r.stats["created"], r.stats["updated"], r.stats["metadata"], r.stats["unchanged"])
+    assert counts == (e["create"], e["update"], e["metadata"], e["unchanged"])
+    assert (out / "secret.key").read_bytes() == b"key"

@@ -296,6 +296,13 @@ def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
         return None
 
 
+def count_replaced(stats: UntarStats, cleared: Cleared) -> None:
+    """An entry of another type deleted first (``make_way``) and then made anew is one
+    updated entry, as the plan counts it, not a created one."""
+    stats.created -= cleared.replaced
+    stats.updated += cleared.replaced
+
+
 def _result(
     target: str,
     stats: UntarStats,
@@ -303,6 +310,7 @@ def _result(
     trees: list[TreeSeed],
     cleared: Cleared,
 ) -> UntarResult:
+    count_replaced(stats, cleared)
     return UntarResult(
         target,
         stats,

@@ -36,7 +36,7 @@ from desync_decl.formats import flags as ff
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, UntarAction
-from desync_decl.ops.untar import Clearing, make_way, untar
+from desync_decl.ops.untar import Clearing, count_replaced, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
@@ -381,6 +381,8 @@ class UntarKind:
             )
             if a.atomic:
                 cleared = result.cleared
+            else:  # deleted by make_way above, not by untar
+                count_replaced(result.stats, cleared)
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
             ]
@@ -486,7 +488,7 @@ def entry_words(s: UntarStats, cleared: Cleared) -> str:
         f"{n} {label}"
         for n, label in (
             (s.created, "created"),
-            (s.updated + cleared.replaced, "updated"),
+            (s.updated, "updated"),
             (s.metadata, "metadata fixed"),
             (s.unchanged, "unchanged"),
             (cleared.deleted, "deleted"),
