@@ -190,3 +190,22 @@ def test_the_verb_reads_what_the_target_holds_instead_of_fetching_it(cli, versio
     r = cli("untar", "-i", "-s", store, i2, out)
     assert r.code == 0, r.err
     assert cli("mtree", out).out == cli("mtree", v2).out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the other user's file needs root (CI runs as root)")
+def test_a_file_of_another_user_is_replaced_never_chowned_in_place(cli, versions, tmp_path):
+    """A file with the archive's bytes but owned by someone else (who may hold it open for
+    writing) must not become root's in place: it is replaced from the archive."""
+    store, i1, _, _, _ = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    os.chown(out / "shards/s0.bin", 65534, 65534)
+    planted = os.stat(out / "shards/s0.bin").st_ino
+    keep = os.open(out / "shards/s0.bin", os.O_RDONLY)  # the old inode stays observable
+    try:
+        assert cli("untar", "-i", "-s", store, i1, out).code == 0
+        assert os.fstat(keep).st_uid == 65534  # never chowned to root
+    finally:
+        os.close(keep)
+    st = os.stat(out / "shards/s0.bin")
+    assert (st.st_ino != planted, st.st_uid) == (True, 0)

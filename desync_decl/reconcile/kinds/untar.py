@@ -8,11 +8,16 @@ index means converged. Else the plan counts, per chunk of the archive, what
 the tree holds in place, what each seed directory holds, and what is fetched
 from which store; where the archive can be listed (every chunk here, or with
 ``--verify``, which fetches the rest) the tree is compared entry by entry
-(``listing.py``), and differences the task does not restore are no change.
+(``listing.py``), and differences the task does not restore are no change:
+the plan then lists each entry it creates, updates (new contents), fixes the
+metadata of, or deletes, with sizes, in the words apply reports.
 Apply deletes what is in the way of an entry of another type (and extras, with
 ``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
-does, runs ``ops.untar`` with
-the tree and seeds ahead of the stores (chunks fetched once) and records it.
+does, runs ``ops.untar`` with the tree and seeds ahead of the stores (chunks
+fetched once), which updates the tree entry by entry (an unchanged file keeps its
+inode and is not written), and records it. With ``atomic`` nothing is deleted
+first: the new tree is built beside the old one and switched in with one rename.
+What the include/exclude patterns leave out is neither written nor deleted.
 Under ``trust`` the index is judged first, every run, as the extract kind does.
 """
 
