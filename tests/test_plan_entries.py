@@ -137,3 +137,21 @@ def test_an_entry_of_another_type_is_one_update_in_plan_and_apply(tmp_path):
     counts = (r.stats["created"], r.stats["updated"], r.stats["metadata"], r.stats["unchanged"])
     assert counts == (e["create"], e["update"], e["metadata"], e["unchanged"])
     assert (out / "secret.key").read_bytes() == b"key"
+
+
+def test_a_stray_file_costs_a_directory_mtime_not_a_rewrite(tmp_path):
+    """delete_extra off: the stray file stays, its directory's mtime is put back, and no
+    file is written (the whole tree was, before)."""
+    m = untar_manifest(tmp_path)
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    inodes = {p: p.lstat().st_ino for p in out.rglob("*")}
+    write(out / "doc" / "stray.tmp", b"left by someone")
+    (entry,) = plan(m, state, verify=True).entries
+    assert entry.action.reason == "1 metadata only, 9 unchanged, 1 extra kept"
+    (r,) = apply(m, state)
+    assert (r.stats["metadata"], r.stats["bytes-written"]) == (1, 0)
+    assert {p: p.lstat().st_ino for p in inodes} == inodes
+    assert (out / "doc" / "stray.tmp").exists()
