@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from desync_decl.reconcile.markdown import plan_markdown
 from desync_decl.reconcile.model import Status, Verb
 from desync_decl.reconcile.report import plan_json, plan_text
-from tests.test_reconcile_kinds import apply, plan, write
+from tests.servers_http import cli_server  # noqa: F401 - fixture
+from tests.test_reconcile_kinds import apply, manifest, plan, write
 from tests.test_reconcile_tree import PLAN_SCHEMA, published, site, untar_manifest
 
 
@@ -155,3 +156,29 @@ def test_a_stray_file_costs_a_directory_mtime_not_a_rewrite(tmp_path):
     assert (r.stats["metadata"], r.stats["bytes-written"]) == (1, 0)
     assert {p: p.lstat().st_ino for p in inodes} == inodes
     assert (out / "doc" / "stray.tmp").exists()
+
+
+def test_entries_behind_a_remote_store_are_listed_with_verify_only(tmp_path, cli_server):  # noqa: F811
+    """Without --verify the plan fetches nothing from a remote store to list entries."""
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    log = tmp_path / "access.log"
+    server = cli_server("chunk-server", "-s", tmp_path / "store", "--log", log)
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{remote: {{url: "{server.url}"}}}}
+        tasks:
+        - name: deploy
+          untar: {{index: site.caidx, path: out, stores: [remote]}}
+        """,
+    )
+    state = tmp_path / "state"
+    apply(m, state)
+    published(site(tmp_path / "v2", 2), tmp_path / "site.caidx", tmp_path / "store")
+    before = log.read_text().count("Request: GET ")
+    (entry,) = plan(m, state).entries
+    assert entry.action.travel.changes == ()
+    assert "entries are counted with --verify (the archive must be fetched)" in entry.action.notes
+    assert log.read_text().count("Request: GET ") == before
+    (entry,) = plan(m, state, verify=True).entries
+    assert ("new.txt", "create", "file", 18) in entry.action.travel.changes

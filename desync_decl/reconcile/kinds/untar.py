@@ -197,7 +197,12 @@ class UntarKind:
         local: tuple[TreeSeed, ...] = ()
         spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
-        if content in ("differs", "outdated") and (ctx.verify or not fetch):
+        # listed when that reads no network: every chunk local (the tree, seeds, local
+        # stores), or with --verify
+        local_only = not (travel.missing and travel.missing.chunks) and not any(
+            s.remote for s in travel.stores
+        )
+        if content in ("differs", "outdated") and (ctx.verify or local_only):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
