@@ -13,6 +13,17 @@ leaves no half-written file under a final name. Directory metadata (owner, mode,
 times) is applied when the directory is complete, so read-only directories can
 be filled. extract.py runs the loop (on worker threads).
 
+Updating a tree that holds an older version (``OpenDir.ref``), each entry is
+compared with what is there first: a file with the same bytes keeps its inode and
+is not written (owner, mode and mtime fixed on its fd where they differ, only on a
+file that is ours and has no other link, else it is copied); a changed file is a
+new file whose unchanged leading bytes are copied from the old one
+(``copy_file_range``: shared extents on btrfs and XFS), renamed over it; a
+directory keeps its inode and gets its metadata back after its entries changed.
+Building beside the old tree (``archive/switch.py``), an unchanged file is hard-
+linked from it instead. The counts of each (``UntarStats``) are what the plan's
+per-entry listing predicts.
+
 Nothing is fsynced, as with casync and tar: after a crash, files extracted
 shortly before may be empty or missing under their final names (never partly
 someone else's data); an extraction that must survive one is followed by
