@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 from desync_decl.reconcile.markdown import plan_markdown
 from desync_decl.reconcile.model import Status, Verb
 from desync_decl.reconcile.report import plan_json, plan_text
-from tests.test_reconcile_kinds import apply, plan, write
+from tests.servers_http import cli_server  # noqa: F401 - fixture
+from tests.test_reconcile_kinds import apply, manifest, plan, write
 from tests.test_reconcile_tree import PLAN_SCHEMA, published, site, untar_manifest
 
 
@@ -99,3 +100,85 @@ def test_extras_are_listed_with_their_bytes_when_deleted(tmp_path):
     (entry,) = plan(m, tmp_path / "state", verify=True).entries
     assert ("stray", "delete", "dir", 1024) in entry.action.travel.changes
     assert entry.action.travel.entries["delete-bytes"] == 1024
+
+
+def test_excluded_entries_are_no_change_in_plan_or_apply(tmp_path):
+    m = untar_manifest(tmp_path, ', delete_extra: true, exclude: ["*.tmp", "doc/"]')
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    assert not (out / "doc").exists()
+    write(out / "scratch.tmp", b"mine")
+    write(out / "doc" / "local.txt", b"mine too")
+    write(out / "stray", b"extra")
+    (entry,) = plan(m, state, verify=True).entries
+    # the root's mtime moved with what was added; the excluded entries are no change
+    changes = [(p, c) for p, c, _, _ in entry.action.travel.changes]
+    assert changes == [(".", "metadata"), ("stray", "delete")]
+    (r,) = apply(m, state)
+    assert r.status is Status.CHANGED
+    assert (out / "scratch.tmp").read_bytes() == b"mine"
+    assert (out / "doc" / "local.txt").read_bytes() == b"mine too"
+    assert not (out / "stray").exists()
+
+
+def test_an_entry_of_another_type_is_one_update_in_plan_and_apply(tmp_path):
+    m = untar_manifest(tmp_path)
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    os.unlink(out / "secret.key")
+    write(out / "secret.key" / "inside", b"a directory where a file was")
+    (entry,) = plan(m, state, verify=True).entries
+    e = entry.action.travel.entries
+    assert ("secret.key", "update", "file", 3) in entry.action.travel.changes
+    (r,) = apply(m, state)
+    counts = (r.stats["created"], r.stats["updated"], r.stats["metadata"], r.stats["unchanged"])
+    assert counts == (e["create"], e["update"], e["metadata"], e["unchanged"])
+    assert (out / "secret.key").read_bytes() == b"key"
+
+
+def test_a_stray_file_costs_a_directory_mtime_not_a_rewrite(tmp_path):
+    """delete_extra off: the stray file stays, its directory's mtime is put back, and no
+    file is written (the whole tree was, before)."""
+    m = untar_manifest(tmp_path)
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    state = tmp_path / "state"
+    apply(m, state)
+    out = tmp_path / "out"
+    inodes = {p: p.lstat().st_ino for p in out.rglob("*")}
+    write(out / "doc" / "stray.tmp", b"left by someone")
+    (entry,) = plan(m, state, verify=True).entries
+    assert entry.action.reason == "1 metadata only, 9 unchanged, 1 extra kept"
+    (r,) = apply(m, state)
+    assert (r.stats["metadata"], r.stats["bytes-written"]) == (1, 0)
+    assert {p: p.lstat().st_ino for p in inodes} == inodes
+    assert (out / "doc" / "stray.tmp").exists()
+
+
+def test_entries_behind_a_remote_store_are_listed_with_verify_only(tmp_path, cli_server):  # noqa: F811
+    """Without --verify the plan fetches nothing from a remote store to list entries."""
+    published(site(tmp_path / "v1"), tmp_path / "site.caidx", tmp_path / "store")
+    log = tmp_path / "access.log"
+    server = cli_server("chunk-server", "-s", tmp_path / "store", "--log", log)
+    m = manifest(
+        tmp_path,
+        f"""\
+        stores: {{remote: {{url: "{server.url}"}}}}
+        tasks:
+        - name: deploy
+          untar: {{index: site.caidx, path: out, stores: [remote]}}
+        """,
+    )
+    state = tmp_path / "state"
+    apply(m, state)
+    published(site(tmp_path / "v2", 2), tmp_path / "site.caidx", tmp_path / "store")
+    before = log.read_text().count("Request: GET ")
+    (entry,) = plan(m, state).entries
+    assert entry.action.travel.changes == ()
+    assert "entries are counted with --verify (the archive must be fetched)" in entry.action.notes
+    assert log.read_text().count("Request: GET ") == before
+    (entry,) = plan(m, state, verify=True).entries
+    assert ("new.txt", "create", "file", 18) in entry.action.travel.changes

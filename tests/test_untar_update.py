@@ -147,3 +147,65 @@ def test_a_symlink_where_a_file_was_is_replaced_not_followed(cli, versions, tmp_
     assert not os.path.islink(out / "config.json")
     assert os.stat(victim).st_mode & 0o777 == 0o600
     assert victim.read_text() == '{"layers": 4}\n'
+
+
+@pytest.mark.parametrize("atomic", [[], ["--atomic"]])
+def test_excluded_entries_are_neither_written_nor_deleted(cli, versions, tmp_path, atomic):
+    store, i1, i2, _, v2 = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    (out / "config.json").write_text("local edit\n")  # excluded: stays as it is
+    (out / "notes.tmp").write_text("mine\n")  # an extra, excluded: not deleted
+    (out / "stray").write_text("extra\n")  # an extra, not excluded: deleted
+    args = ["--exclude", "config.json", "--exclude", "*.tmp", "--exclude", "tok/"]
+    r = cli("untar", *atomic, "--delete-extra", *args, "-i", "-s", store, i2, out)
+    assert r.code == 0, r.err
+    assert (out / "config.json").read_text() == "local edit\n"
+    assert (out / "notes.tmp").read_text() == "mine\n"
+    assert not (out / "stray").exists()
+    assert (out / "added.txt").read_text() == "new\n"  # the rest is v2
+    assert (out / "shards/s1.bin").read_bytes() == (v2 / "shards/s1.bin").read_bytes()
+    assert (out / "tok/vocab.json").exists()  # excluded directory: kept, not emptied
+
+
+def test_an_excluded_directory_is_not_made(cli, versions, tmp_path):
+    store, _, i2, _, _ = versions
+    out = tmp_path / "out"
+    r = cli("untar", "--exclude", "tok/", "--exclude", "/README", "-i", "-s", store, i2, out)
+    assert r.code == 0, r.err
+    assert not (out / "tok").exists() and not (out / "README").exists()
+    assert (out / "shards/s0.bin").exists()
+
+
+def test_the_verb_reads_what_the_target_holds_instead_of_fetching_it(cli, versions, tmp_path):
+    """The store keeps only the chunks v2 adds: the rest must come from the target."""
+    store, i1, i2, _, v2 = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    with open(i1, "rb") as f:
+        old = {c.id.hex() for c in decode(f.read())}
+    for chunk in store.rglob("*.cacnk"):
+        if chunk.name.split(".")[0] in old:
+            chunk.unlink()
+    r = cli("untar", "-i", "-s", store, i2, out)
+    assert r.code == 0, r.err
+    assert cli("mtree", out).out == cli("mtree", v2).out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the other user's file needs root (CI runs as root)")
+def test_a_file_of_another_user_is_replaced_never_chowned_in_place(cli, versions, tmp_path):
+    """A file with the archive's bytes but owned by someone else (who may hold it open for
+    writing) must not become root's in place: it is replaced from the archive."""
+    store, i1, _, _, _ = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    os.chown(out / "shards/s0.bin", 65534, 65534)
+    planted = os.stat(out / "shards/s0.bin").st_ino
+    keep = os.open(out / "shards/s0.bin", os.O_RDONLY)  # the old inode stays observable
+    try:
+        assert cli("untar", "-i", "-s", store, i1, out).code == 0
+        assert os.fstat(keep).st_uid == 65534  # never chowned to root
+    finally:
+        os.close(keep)
+    st = os.stat(out / "shards/s0.bin")
+    assert (st.st_ino != planted, st.st_uid) == (True, 0)

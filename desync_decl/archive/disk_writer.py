@@ -13,6 +13,17 @@ leaves no half-written file under a final name. Directory metadata (owner, mode,
 times) is applied when the directory is complete, so read-only directories can
 be filled. extract.py runs the loop (on worker threads).
 
+Updating a tree that holds an older version (``OpenDir.ref``), each entry is
+compared with what is there first: a file with the same bytes keeps its inode and
+is not written (owner, mode and mtime fixed on its fd where they differ, only on a
+file that is ours and has no other link, else it is copied); a changed file is a
+new file whose unchanged leading bytes are copied from the old one
+(``copy_file_range``: shared extents on btrfs and XFS), renamed over it; a
+directory keeps its inode and gets its metadata back after its entries changed.
+Building beside the old tree (``archive/switch.py``), an unchanged file is hard-
+linked from it instead. The counts of each (``UntarStats``) are what the plan's
+per-entry listing predicts.
+
 Nothing is fsynced, as with casync and tar: after a crash, files extracted
 shortly before may be empty or missing under their final names (never partly
 someone else's data); an extraction that must survive one is followed by
@@ -345,6 +356,11 @@ class Writer:
             self.tally("created", written=node.size)
             return
         old, existed = _open_old_file(parent.ref, name)
+        if old is not None and not self._trusted(old[1], node.entry):
+            # A file of another user than us and than its new owner: its bytes are never
+            # taken (it may change under us); it is replaced, from the archive alone.
+            os.close(old[0])
+            old = None
         try:
             prefix = 0
             if old is not None and old[1].st_size == node.size:
@@ -378,7 +394,9 @@ class Writer:
         where its metadata differs: the old tree must stay as it is)."""
         e = node.entry
         differs = self._differs(st, e, is_dir=False)
-        if parent.ref == parent.fd:
+        # Owner and mode are never set on a file someone else owns (who may hold it open
+        # for writing): such a file is copied, the copy given them, then renamed over.
+        if parent.ref == parent.fd and (not differs or st.st_uid == os.geteuid()):
             if differs or _extra_metadata(e):
                 self._settle(fd, st, e, is_dir=False)
             self.tally("metadata" if differs else "unchanged", kept=node.size)
@@ -393,6 +411,12 @@ class Writer:
                     raise
         self._new(parent, name, node, (), seed=(fd, node.size))
         self.tally("metadata" if differs else "unchanged", written=node.size)
+
+    def _trusted(self, st: os.stat_result, e: Entry) -> bool:
+        """Whether the old file's bytes may seed the new one: it is ours, or its owner is
+        the one the new file gets (who could write those bytes into it anyway)."""
+        owner = e.uid if self._chown(e) else os.geteuid()
+        return st.st_uid in (os.geteuid(), owner)
 
     def _differs(self, st: os.stat_result, e: Entry, *, is_dir: bool, mode: bool = True) -> bool:
         """Whether owner, mode (if ``mode``) or mtime of the old entry ``st`` differ

@@ -201,7 +201,9 @@ def _carry(old: int, new: int, name: bytes, st: os.stat_result, shown: str) -> N
             os.symlink(os.readlink(name, dir_fd=old), name, dir_fd=new)
         else:
             os.mknod(name, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev, dir_fd=new)
-            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=new)
+            # never through a symlink swapped in meanwhile (the new tree's directories
+            # have the archive's modes now): fchmodat(AT_SYMLINK_NOFOLLOW)
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=new, follow_symlinks=False)
         made = os.stat(name, dir_fd=new, follow_symlinks=False)
         if (made.st_uid, made.st_gid) != (st.st_uid, st.st_gid):
             os.chown(name, st.st_uid, st.st_gid, dir_fd=new, follow_symlinks=False)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from desync_decl.archive.patterns import Patterns
+from desync_decl.archive.tree_walk import NotADirectory, open_tree
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError, file_error
@@ -290,7 +291,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             archive,
             args.target,
             store=store,
-            seeds=common.store_locations(args.seed),
+            seeds=_seeds_with_target(args, archive),
             same_owner=not args.no_same_owner,
             same_permissions=not args.no_same_permissions,
             concurrency=args.concurrency,
@@ -303,6 +304,25 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         )
     console.note(untar_summary(result))
     return 0
+
+
+def _seeds_with_target(args: argparse.Namespace, archive: BinaryIO | Index) -> list[str]:
+    """The ``--seed`` trees, behind the target itself where it is a directory already
+    and the archive an index: what it holds is read there, not fetched (as rsync sends
+    only what changed), and its files are compared entry by entry anyway."""
+    seeds = common.store_locations(args.seed)
+    if not isinstance(archive, Index):
+        return seeds
+    try:  # walked as the extraction will: a planted symlink is refused as its target
+        fd = open_tree(args.target, "extract to")
+    except NotADirectory:
+        return seeds  # the extraction says what is wrong with it
+    if fd is None:
+        return seeds
+    os.close(fd)
+    if any(os.path.isdir(s) and os.path.samefile(s, args.target) for s in seeds):
+        return seeds
+    return [args.target, *seeds]
 
 
 def untar_summary(result: UntarResult) -> str:

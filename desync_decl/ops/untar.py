@@ -109,9 +109,9 @@ def untar(
     source: str = "archive",
     clearing: Clearing = Clearing.NONE,
     kept: Sequence[str | os.PathLike] = (),
+    atomic: bool = False,
     patterns: Patterns | None = None,
     progress: Progress = NO_PROGRESS,
-    atomic: bool = False,
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
@@ -125,8 +125,6 @@ def untar(
     leaves every file whole, old or new, but the tree a mix of both versions until
     the next run; with ``atomic`` the new tree is built beside the old one and
     switched in one step (``archive.switch``)."""
-    if patterns is not None and not patterns.empty:  # applied by the entry-by-entry update
-        raise UsageError("untar --include/--exclude: not supported by this build yet")
     if atomic:
         return _untar_beside(
             archive,
@@ -138,6 +136,7 @@ def untar(
             source=source,
             clearing=clearing,
             kept=kept,
+            patterns=patterns,
             progress=progress,
         )
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
@@ -149,6 +148,7 @@ def untar(
             concurrency=concurrency,
             source=source,
             kept=kept,
+            patterns=patterns,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
         decoder = catar_decoder(
@@ -156,7 +156,9 @@ def untar(
         )
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
-        stats = write_tree(decoder, target, options, workers=workers, archive=file)
+        stats = write_tree(
+            decoder, target, options, workers=workers, archive=file, patterns=_active(patterns)
+        )
         progress.finish()
         return _result(os.fsdecode(target), stats, decoder, trees, cleared)
 
@@ -172,14 +174,23 @@ def _untar_beside(
     source: str,
     clearing: Clearing,
     kept: Sequence[str | os.PathLike],
+    patterns: Patterns | None,
     progress: Progress,
 ) -> UntarResult:
     """``untar`` with ``atomic``: nothing is deleted first, the new tree is built from
     nothing beside the old one (its unchanged files linked), what the archive does not
-    hold carried over unless ``clearing`` deletes extras."""
+    hold carried over unless ``clearing`` deletes extras; what ``patterns`` leave out
+    is always carried over (never written nor deleted)."""
     where = os.fsdecode(target)
     if clearing is Clearing.EXTRA:
         refuse_kept_inside(target, kept)
+    active = _active(patterns)
+
+    def keep(path: bytes, is_dir: bool) -> bool:
+        if clearing is not Clearing.EXTRA:
+            return True
+        return active is not None and not active.allows(os.fsdecode(path), is_dir)
+
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         file = _regular_file(archive, source)
         decoder = catar_decoder(
@@ -194,14 +205,18 @@ def _untar_beside(
                 archive=file,
                 root_fd=os.dup(beside.new),
                 reference=None if beside.old is None else os.dup(beside.old),
+                patterns=active,
             )
             dropped = 0
             if beside.old is not None:
-                dropped = carry_extras(
-                    beside.old, beside.new, lambda _p, _d: clearing is not Clearing.EXTRA, where
-                )
+                dropped = carry_extras(beside.old, beside.new, keep, where)
         progress.finish()
         return _result(where, stats, decoder, trees, Cleared(0, dropped))
+
+
+def _active(patterns: Patterns | None) -> Patterns | None:
+    """``patterns`` if they leave anything out (None: every entry is written)."""
+    return None if patterns is None or patterns.empty else patterns
 
 
 def make_way(
@@ -213,13 +228,15 @@ def make_way(
     concurrency: int = 10,
     source: str = "archive",
     kept: Sequence[str | os.PathLike] = (),
+    patterns: Patterns | None = None,
 ) -> Cleared:
     """Delete from the directory ``target`` what ``clearing`` says stands in the
     archive's way (``archive.clearing``). The archive's entry types are read only when
     the target exists: an index through ``store``, a catar file from where it is now,
     and put back there for the extraction (a stream that cannot be is refused).
     Deleting extras is refused first when one of ``kept`` (the local directories of
-    the stores and caches ``store`` reads through) lies in the target."""
+    the stores and caches ``store`` reads through) lies in the target. What
+    ``patterns`` leave out is never deleted."""
     if clearing is Clearing.NONE:
         return Cleared()
     if clearing is Clearing.EXTRA:
@@ -239,7 +256,9 @@ def make_way(
         archive.seek(start)
         return types, decoder.flags or 0
 
-    return clear(target, entries, delete_extra=clearing is Clearing.EXTRA)
+    return clear(
+        target, entries, delete_extra=clearing is Clearing.EXTRA, patterns=_active(patterns)
+    )
 
 
 def _rewindable(archive: BinaryIO) -> bool:
@@ -257,16 +276,11 @@ def untar_to_tar(
     seeds: Sequence[str | os.PathLike] = (),
     concurrency: int = 10,
     source: str = "archive",
-    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Write the archive's tree as a GNU tar stream to ``out``."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
-        decoder = catar_decoder(
-            archive, store, source=source, concurrency=concurrency, progress=progress
-        )
-        stats = write_tar(decoder, out)
-        progress.finish()
-        return _result("-", stats, decoder, trees, Cleared())
+        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        return _result("-", write_tar(decoder, out), decoder, trees, Cleared())
 
 
 def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
@@ -282,6 +296,13 @@ def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
         return None
 
 
+def count_replaced(stats: UntarStats, cleared: Cleared) -> None:
+    """An entry of another type deleted first (``make_way``) and then made anew is one
+    updated entry, as the plan counts it, not a created one."""
+    stats.created -= cleared.replaced
+    stats.updated += cleared.replaced
+
+
 def _result(
     target: str,
     stats: UntarStats,
@@ -289,6 +310,7 @@ def _result(
     trees: list[TreeSeed],
     cleared: Cleared,
 ) -> UntarResult:
+    count_replaced(stats, cleared)
     return UntarResult(
         target,
         stats,

@@ -14,9 +14,11 @@ tree that differs only in those is caught by the byte comparison of the kind.)
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.formats.index import Index
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.stores.base import Store
@@ -125,7 +127,13 @@ def compare(
     owners: bool,
     permissions: bool,
     delete_extra: bool,
+    patterns: Patterns | None = None,
 ) -> Changes:
+    """What an untar changes; an entry ``patterns`` leave out is never one (neither
+    written nor deleted), on either side."""
+    if patterns is not None and not patterns.empty:
+        archive = _allowed(archive, patterns)
+        tree = _allowed(tree, patterns)
     ignored = set() if owners else {"uid", "gid", "xattr"}
     if not permissions:
         ignored.add("mode")
@@ -172,6 +180,21 @@ def compare(
         types,
         kept_bytes,
     )
+
+
+def _allowed(listing: Listing, patterns: Patterns) -> Listing:
+    """The entries of ``listing`` the patterns keep (paths as mtree escapes them)."""
+    return {
+        path: words
+        for path, words in listing.items()
+        if path == "." or patterns.allows(_unescape(path), fields(words).get("type") == "dir")
+    }
+
+
+def _unescape(path: str) -> str:
+    """A path as mtree wrote it (``\\ooo`` per byte outside printable ASCII) back."""
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), path.encode())
+    return os.fsdecode(raw)
 
 
 def _content(f: Fields) -> Fields:
