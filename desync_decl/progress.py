@@ -12,10 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+BYTES = "bytes"
+
 
 class Progress(Protocol):
-    def start(self, stage: str, total: int) -> None:
-        """A new stage begins; ``total`` is in bytes (0 when unknown)."""
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
+        """A new stage begins; ``total`` (0 when unknown) and each ``advance`` count
+        ``unit``: bytes (shown as ``12.5 MiB``), or things such as ``"chunks"``,
+        ``"entries"`` (shown as ``1200/4171 chunks``)."""
         ...
 
     def advance(self, n: int) -> None: ...
@@ -33,7 +37,7 @@ ProgressFor = Callable[[str], TaskProgress]
 
 
 class _NoProgress:
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
         pass
 
     def advance(self, n: int) -> None:
@@ -53,3 +57,9 @@ _NO_TASK_PROGRESS = _NoProgress()
 def no_progress_for(task: str) -> TaskProgress:
     """The ``ProgressFor`` that shows nothing."""
     return _NO_TASK_PROGRESS
+
+
+def shown(progress: Progress) -> bool:
+    """Whether ``progress`` is shown to someone: work done only to give a total (a
+    walk of the tree before ``tar``) is skipped when nobody watches."""
+    return not isinstance(progress, _NoProgress)

@@ -334,22 +334,33 @@ def test_untar_drift_is_found_counted_with_verify_and_repaired(tmp_path, state, 
     os.utime(note, ns=(st.st_atime_ns, st.st_mtime_ns))
     (entry,) = plan(m, state).entries
     assert entry.action.verb is Verb.UPDATE
-    assert entry.action.reason.startswith("the tree differs: ")
-    assert entry.action.notes == (
-        "entries are counted with --verify (the archive must be fetched)",
-    )
+    # the chunk the tree lacks is in a local store: read, the entries are listed
+    assert entry.action.reason == "1 to update, 9 unchanged"
+    assert entry.action.notes == ()
     (entry,) = plan(m, state, verify=True).entries
     assert entry.action.reason == "1 to update, 9 unchanged"
+    size = note.stat().st_size
     assert dict(entry.action.travel.entries) == {
         "create": 0,
         "update": 1,
+        "metadata": 0,
         "delete": 0,
         "unchanged": 9,
         "kept": 0,
+        "write-bytes": size,
+        "keep-bytes": sum(
+            p.lstat().st_size
+            for p in (tmp_path / "v1").rglob("*")
+            if stat.S_ISREG(p.lstat().st_mode)
+        )
+        - size,
+        "delete-bytes": 0,
     }
-    assert entry.action.diff.before["doc/readme.txt"].startswith("type=file mode=0644")
+    assert entry.action.travel.changes == (("doc/readme.txt", "update", "file", size),)
+    assert entry.action.diff.before["doc/readme.txt"].startswith("sha512256digest=")
     (r,) = apply(m, state, diff=True)
-    assert r.status is Status.CHANGED and "doc/readme.txt" not in r.diff.before
+    assert r.status is Status.CHANGED  # listed from the local store: per entry
+    assert r.diff.before["doc/readme.txt"].startswith("sha512256digest=")
     assert snapshot(tmp_path / "out") == snapshot(tmp_path / "v1")
     assert statuses(apply(m, state)) == ["ok"]
     assert statuses(apply(m, state, verify=True)) == ["ok"]
@@ -364,7 +375,7 @@ def test_extras_are_kept_unless_delete_extra(tmp_path, state, v1):
     (entry,) = plan(m, state, verify=True).entries
     # the root and doc/ got new entries, so their mtimes differ from the archive's: they
     # are put back; the extras are kept
-    assert entry.action.reason == "2 to update, 8 unchanged, 2 extras kept"
+    assert entry.action.reason == "2 metadata only, 8 unchanged, 2 extras kept"
     assert statuses(apply(m, state)) == ["changed"]
     assert (out / "doc" / "mine.txt").exists() and (out / "more" / "inside.txt").exists()
     assert statuses(apply(m, state)) == ["ok"]
@@ -416,7 +427,7 @@ def test_no_same_owner_and_permissions_leave_those_aspects_out(tmp_path, state):
     (entry,) = plan(strict, state).entries
     assert entry.action.verb is Verb.UPDATE
     (entry,) = plan(strict, state, verify=True).entries
-    assert entry.action.reason == "2 to update, 8 unchanged"  # readme's owner, the key's mode
+    assert entry.action.reason == "2 metadata only, 8 unchanged"  # readme's owner, the key's mode
     assert statuses(apply(strict, state)) == ["changed"]
     assert snapshot(out) == snapshot(src)
     assert statuses(apply(strict, state)) == ["ok"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.tree_walk import O_DIR, open_tree, shown_path, walk
 from desync_decl.errors import DesyncError, UsageError
 from desync_decl.formats.catar.decoder import Decoder, Node
@@ -226,11 +227,13 @@ def clear(
     archive: Callable[[], tuple[Mapping[bytes, int], int]],
     *,
     delete_extra: bool,
+    patterns: Patterns | None = None,
 ) -> Cleared:
     """Before an untar: delete what stands where the archive has an entry of another
     type and, with ``delete_extra``, what it does not hold. ``archive`` gives its
     entries (relative path -> file type) and feature flags; it is read only when
-    ``root`` exists. Everything is done relative to one fd of ``root``."""
+    ``root`` exists. Everything is done relative to one fd of ``root``. What
+    ``patterns`` leave out is never deleted (as rsync protects excluded files)."""
     where = os.fsdecode(root)
     fd = open_tree(root, "untar to")
     if fd is None:
@@ -243,6 +246,10 @@ def clear(
         replaced = deleted = 0
         for rel, st in entries[1:]:
             if _below(rel, gone):
+                continue
+            if patterns is not None and not patterns.allows(
+                os.fsdecode(rel), stat.S_ISDIR(st.st_mode)
+            ):
                 continue
             want = types.get(rel)
             if want is None:

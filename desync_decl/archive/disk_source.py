@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
+from desync_decl.archive.patterns import Patterns
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
@@ -40,6 +41,7 @@ class DiskOptions:
     flags: int  # the archive's full feature flags
     one_file_system: bool = False
     exclude: frozenset[tuple[int, int]] = frozenset()  # (st_dev, st_ino) left out (the output)
+    patterns: Patterns | None = None  # --include/--exclude: what is left out is never opened
 
 
 class DiskNode:
@@ -194,10 +196,17 @@ class _Walk:
         self.flags = options.flags
         self.one_file_system = options.one_file_system
         self.exclude = options.exclude
+        self.patterns = options.patterns
         self.root_dev = 0
 
     def show(self, path: bytes) -> str:
         return os.fsdecode(self.root + path[1:])
+
+    def allowed(self, path: bytes, is_dir: bool) -> bool:
+        """Whether the include/exclude patterns keep ``path`` (``./a/b``; the root always)."""
+        if self.patterns is None or path == b".":
+            return True
+        return self.patterns.allows(os.fsdecode(path[2:]), is_dir)
 
     def node(
         self,
@@ -215,6 +224,8 @@ class _Walk:
         fstat, one system call fewer than a stat by name before the open. ``fd``: the
         node opened already (the root), ``st`` its fstat.
         """
+        if kind and not self.allowed(path, kind == stat.S_IFDIR):
+            return None  # before it is opened: an unreadable excluded directory is fine
         try:
             if st is None and kind:
                 fd = os.open(name, _O_DIR if kind == stat.S_IFDIR else _O_FILE, dir_fd=dir_fd)
@@ -229,6 +240,7 @@ class _Walk:
                 not ft.stores_type(self.flags, st.st_mode)
                 or (self.exclude and (st.st_dev, st.st_ino) in self.exclude)
                 or (fmt == stat.S_IFDIR and self.one_file_system and st.st_dev != self.root_dev)
+                or not self.allowed(path, fmt == stat.S_IFDIR)
             ):
                 if fd is not None:
                     os.close(fd)

@@ -13,6 +13,17 @@ leaves no half-written file under a final name. Directory metadata (owner, mode,
 times) is applied when the directory is complete, so read-only directories can
 be filled. extract.py runs the loop (on worker threads).
 
+Updating a tree that holds an older version (``OpenDir.ref``), each entry is
+compared with what is there first: a file with the same bytes keeps its inode and
+is not written (owner, mode and mtime fixed on its fd where they differ, only on a
+file that is ours and has no other link, else it is copied); a changed file is a
+new file whose unchanged leading bytes are copied from the old one
+(``copy_file_range``: shared extents on btrfs and XFS), renamed over it; a
+directory keeps its inode and gets its metadata back after its entries changed.
+Building beside the old tree (``archive/switch.py``), an unchanged file is hard-
+linked from it instead. The counts of each (``UntarStats``) are what the plan's
+per-entry listing predicts.
+
 Nothing is fsynced, as with casync and tar: after a crash, files extracted
 shortly before may be empty or missing under their final names (never partly
 someone else's data); an extraction that must survive one is followed by
@@ -29,6 +40,7 @@ import os
 import secrets
 import stat
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +61,8 @@ _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_UNNAMED = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC  # without O_EXCL: it can be linked
 _NOT_SUPPORTED = (errno.ENOTSUP, errno.EOPNOTSUPP)
+_O_OLD = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_COMPARE_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,14 @@ class UntarStats:
     symlinks: int = 0
     devices: int = 0
     others: int = 0  # fifos and sockets
-    bytes: int = 0
+    bytes: int = 0  # the archive's file bytes
+    # what happened to each entry (the root too) where the target had one before
+    created: int = 0  # the target had no entry there
+    updated: int = 0  # its contents (or type) replaced
+    metadata: int = 0  # only owner, mode or mtime fixed, in place
+    unchanged: int = 0  # left alone (or, building beside, linked)
+    bytes_written: int = 0  # file bytes written
+    bytes_kept: int = 0  # file bytes that stayed where they were
 
     def count(self, fmt: int, size: int = 0) -> None:
         """One node of type ``fmt`` (``stat.S_IF*``); ``size``: a file's bytes."""
@@ -108,6 +129,16 @@ class OpenDir:
     owner: tuple[int, int] = (-1, -1)  # its own uid, gid
     new_owner: tuple[int, int] = (-1, -1)  # what the kernel gives an entry made in it
     default_acl: bool = True  # it has a default ACL (modes of new entries follow it)
+    # Updating: ``ref`` is the directory holding the old version of its entries (``fd``
+    # itself in place, the old tree's directory when building beside it; -1: none, every
+    # entry is new), ``before`` the old version's own lstat (None: it is new).
+    ref: int = -1
+    before: os.stat_result | None = None
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.ref >= 0 and self.ref != self.fd:
+            os.close(self.ref)
 
 
 @dataclass
@@ -124,6 +155,7 @@ class Writer:
     # files are made unnamed (O_TMPFILE) and linked in through /proc where both work
     unnamed: bool = field(default_factory=lambda: os.path.isdir("/proc/self/fd"))
     ignored: set[bytes] = field(default_factory=set)  # XATTR names left out (warned once)
+    tally_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def temp_name(self) -> str:
         return f"{self.temp_prefix}{next(self.temp_numbers)}"
@@ -175,8 +207,11 @@ class Writer:
         if not run or stopped():
             return
         src = self.archive.fd if self.archive is not None else -1
+        made = set(range(len(run)))
         for failed, _ in batch.write(src):
+            made.discard(failed)
             self.write_job(run[failed])  # made again the careful way, or its error raised
+        self.tally("created", written=sum(run[k][2].size for k in made), count=len(made))
 
     def _plain(self, batch: file_batch.FileBatch, job: Job) -> bool:
         """Add ``job`` to ``batch`` if it is a file ``file`` would make with no more than
@@ -185,6 +220,7 @@ class Writer:
         e = node.entry
         if (
             data is None
+            or parent.ref >= 0
             or not self.unnamed
             or e.xattrs
             or e.selinux is not None
@@ -229,15 +265,31 @@ class Writer:
             with self.errors(d.path):
                 self.finish_directory(d)
         finally:
-            os.close(d.fd)
+            d.close()
+
+    def tally(self, what: str, *, written: int = 0, kept: int = 0, count: int = 1) -> None:
+        """``count`` entries ``created``, ``updated``, ``metadata`` or ``unchanged``
+        (from worker threads)."""
+        with self.tally_lock:
+            setattr(self.stats, what, getattr(self.stats, what) + count)
+            self.stats.bytes_written += written
+            self.stats.bytes_kept += kept
 
     # -- per node ------------------------------------------------------------------
 
     def directory(self, parent: OpenDir, name: bytes, node: Node) -> OpenDir:
         where = self.show(node.path)
+        if parent.ref >= 0 and parent.ref != parent.fd:  # building beside the old tree
+            self._mkdir(parent.fd, name, node.entry)
+            old = _open_old_dir(parent.ref, name)
+            fd = os.open(name, _O_DIR, dir_fd=parent.fd)
+            before = os.fstat(old) if old >= 0 else None
+            return self.opened(fd, node.entry, where, ref=old, before=before)
         try:
             self._mkdir(parent.fd, name, node.entry)
+            made = True
         except FileExistsError:
+            made = False
             st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
             if stat.S_ISLNK(st.st_mode):
                 raise UntarError(f"refusing to extract into {where}: it is a symlink") from None
@@ -251,7 +303,9 @@ class Writer:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UntarError(f"refusing to extract into {where}: not a directory") from None
             raise
-        return self.opened(fd, node.entry, where)
+        if made:
+            return self.opened(fd, node.entry, where)
+        return self.opened(fd, node.entry, where, ref=fd, before=os.fstat(fd))
 
     def _mkdir(self, parent_fd: int, name: bytes, e: Entry) -> None:
         """A directory, or a btrfs subvolume where the archive had one (and btrfs is here)."""
@@ -263,10 +317,19 @@ class Writer:
             log.warning("not on btrfs: subvolume %s made a plain directory", os.fsdecode(name))
         os.mkdir(name, 0o700, dir_fd=parent_fd)
 
-    def opened(self, fd: int, e: Entry, where: str) -> OpenDir:
+    def opened(
+        self,
+        fd: int,
+        e: Entry,
+        where: str,
+        *,
+        ref: int = -1,
+        before: os.stat_result | None = None,
+    ) -> OpenDir:
         """A directory just opened: writable for us, and what entries made in it get.
         Where its mode in the archive has the setgid bit, it has it already while it is
-        filled, so what is made in it gets its group (as desync does)."""
+        filled, so what is made in it gets its group (as desync does). ``ref`` and
+        ``before``: see ``OpenDir``."""
         st = os.fstat(fd)
         mode = st.st_mode & 0o7777
         if not self.is_root:
@@ -280,9 +343,122 @@ class Writer:
             default_acl = bool(os.getxattr(fd, posix_acl.DEFAULT))
         except OSError:  # ENODATA: none; ENOTSUP: none possible
             default_acl = False
-        return OpenDir(fd, e, where, (st.st_uid, st.st_gid), (os.geteuid(), gid), default_acl)
+        owner = (st.st_uid, st.st_gid)
+        return OpenDir(fd, e, where, owner, (os.geteuid(), gid), default_acl, ref, before)
 
     def file(self, parent: OpenDir, name: bytes, node: Node, data: FileData) -> None:
+        """A regular file. Where the old tree has one (``parent.ref``), its contents are
+        compared first: the same bytes keep their inode (only owner, mode and mtime are
+        fixed where they differ; building beside, it is linked in), else the new file
+        starts as a copy of the old one's common prefix."""
+        if parent.ref < 0:
+            self._new(parent, name, node, data)
+            self.tally("created", written=node.size)
+            return
+        old, existed = _open_old_file(parent.ref, name)
+        if old is not None and not self._trusted(old[1], node.entry):
+            # A file of another user than us and than its new owner: its bytes are never
+            # taken (it may change under us); it is replaced, from the archive alone.
+            os.close(old[0])
+            old = None
+        try:
+            prefix = 0
+            if old is not None and old[1].st_size == node.size:
+                same, prefix, data = self._compare(old[0], node.size, data)
+                if same:
+                    self._keep(parent, name, node, *old)
+                    return
+            self._new(parent, name, node, data, seed=(old[0], prefix) if old else None)
+            self.tally("updated" if existed else "created", written=node.size)
+        finally:
+            if old is not None:
+                os.close(old[0])
+
+    def _compare(self, fd: int, size: int, data: FileData) -> tuple[bool, int, FileData]:
+        """Whether the open file ``fd`` holds ``data`` (``size`` bytes): (True, ...) or
+        (False, how many leading bytes match, the data still to write after them)."""
+        if isinstance(data, int):
+            assert self.archive is not None
+            return _same_as_file(fd, self.archive.fd, data, size), 0, data
+        blocks = iter(data)
+        at = 0
+        for block in blocks:
+            if os.pread(fd, len(block), at) != block:
+                return False, at, itertools.chain([block], blocks)
+            at += len(block)
+        return True, at, ()
+
+    def _keep(self, parent: OpenDir, name: bytes, node: Node, fd: int, st: os.stat_result) -> None:
+        """The old file ``fd`` has the archive's contents: keep it (fixing what metadata
+        differs, in place), or, building beside the old tree, link it in (or copy it
+        where its metadata differs: the old tree must stay as it is)."""
+        e = node.entry
+        differs = self._differs(st, e, is_dir=False)
+        # Owner and mode are never set on a file someone else owns (who may hold it open
+        # for writing): such a file is copied, the copy given them, then renamed over.
+        if parent.ref == parent.fd and (not differs or st.st_uid == os.geteuid()):
+            if differs or _extra_metadata(e):
+                self._settle(fd, st, e, is_dir=False)
+            self.tally("metadata" if differs else "unchanged", kept=node.size)
+            return
+        if not differs and not _extra_metadata(e):
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent.fd)
+                self.tally("unchanged", kept=node.size)
+                return
+            except OSError as err:
+                if err.errno == errno.EEXIST:
+                    raise
+        self._new(parent, name, node, (), seed=(fd, node.size))
+        self.tally("metadata" if differs else "unchanged", written=node.size)
+
+    def _trusted(self, st: os.stat_result, e: Entry) -> bool:
+        """Whether the old file's bytes may seed the new one: it is ours, or its owner is
+        the one the new file gets (who could write those bytes into it anyway)."""
+        owner = e.uid if self._chown(e) else os.geteuid()
+        return st.st_uid in (os.geteuid(), owner)
+
+    def _differs(self, st: os.stat_result, e: Entry, *, is_dir: bool, mode: bool = True) -> bool:
+        """Whether owner, mode (if ``mode``) or mtime of the old entry ``st`` differ
+        from what the archive gives it."""
+        if self._chown(e) and (st.st_uid, st.st_gid) != (e.uid, e.gid):
+            return True
+        if mode and self._restores_mode(e) and stat.S_IMODE(st.st_mode) != self._mode(e, is_dir):
+            return True
+        return bool(e.feature_flags & _TIME_FLAGS) and st.st_mtime_ns != e.mtime
+
+    def _restores_mode(self, e: Entry) -> bool:
+        """An entry that exists keeps its mode unless the archive's is restored (as rsync
+        without ``-p``)."""
+        flags = e.feature_flags
+        return self.options.same_permissions and bool(flags & (ft.WITH_PERMISSIONS | ft.WITH_ACL))
+
+    def _settle(self, fd: int, st: os.stat_result, e: Entry, *, is_dir: bool) -> None:
+        """Owner, mode, xattrs, ACLs and mtime of an entry kept in place, each set only
+        where it differs (the data is not touched)."""
+        chowned = self._chown(e) and (st.st_uid, st.st_gid) != (e.uid, e.gid)
+        if chowned:
+            os.fchown(fd, e.uid, e.gid)  # clears set-id bits: the mode is set again
+        mode = self._mode(e, is_dir)
+        if self._restores_mode(e) and (chowned or stat.S_IMODE(st.st_mode) != mode):
+            os.fchmod(fd, mode)
+        self._xattrs(fd, e)
+        if self.options.same_permissions and e.acl and e.feature_flags & ft.WITH_ACL:
+            self._acls(fd, e, mode, is_dir)
+        if e.feature_flags & _TIME_FLAGS and os.fstat(fd).st_mtime_ns != e.mtime:
+            os.utime(fd, ns=(e.mtime, e.mtime))
+
+    def _new(
+        self,
+        parent: OpenDir,
+        name: bytes,
+        node: Node,
+        data: FileData,
+        *,
+        seed: tuple[int, int] | None = None,
+    ) -> None:
+        """A new file under ``name``, replacing what is there; with ``seed`` (an open
+        old file, a length), its first bytes are copied from the old file first."""
         e = node.entry
         # Made with its final mode where the kernel gives exactly that (no fchmod then):
         # the umask does not cut it, no default ACL replaces it and no chown can clear
@@ -292,6 +468,8 @@ class Writer:
         fd, tmp = self._new_file(parent, mode if exact else 0o600)
         placed = False
         try:
+            if seed is not None and seed[1]:
+                _copy_prefix(fd, *seed)
             if isinstance(data, int):
                 self._copy(fd, data, node.size)
             else:
@@ -357,6 +535,19 @@ class Writer:
         fmt = stat.S_IFMT(e.mode)
         if fmt in (stat.S_IFCHR, stat.S_IFBLK) and not self.is_root:
             raise UntarError(f"refusing to create device node {self.show(node.path)}: needs root")
+        outcome = "created"
+        if parent.ref >= 0:
+            try:
+                st = os.stat(name, dir_fd=parent.ref, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                outcome = self._node_change(parent.ref, name, st, node)
+        self.tally(outcome)
+        if outcome == "unchanged" and parent.ref == parent.fd:
+            return  # in place: the very node is there already
+        # Made again otherwise, even where only its metadata differs: setting that by
+        # name could follow a symlink swapped in meanwhile; a node has no data to save.
         tmp = self.temp_name()
         if fmt == stat.S_IFLNK:
             os.symlink(node.target, tmp, dir_fd=parent.fd)
@@ -381,8 +572,31 @@ class Writer:
                 ) from None
             raise
 
+    def _node_change(self, dir_fd: int, name: bytes, st: os.stat_result, node: Node) -> str:
+        """How the old symlink, device, fifo or socket ``st`` differs from ``node``:
+        ``updated`` (another type, target or device), ``metadata`` or ``unchanged``."""
+        e = node.entry
+        if stat.S_IFMT(st.st_mode) != stat.S_IFMT(e.mode):
+            return "updated"
+        if stat.S_ISLNK(st.st_mode):
+            if os.readlink(name, dir_fd=dir_fd) != node.target:
+                return "updated"
+        elif (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) and st.st_rdev != node.rdev:
+            return "updated"
+        link = stat.S_ISLNK(st.st_mode)  # a symlink's mode is not set
+        if self._differs(st, e, is_dir=False, mode=not link):
+            return "metadata"
+        return "unchanged"
+
     def finish_directory(self, d: OpenDir) -> None:
-        self._metadata(d.fd, d.entry, is_dir=True, owner=d.owner)
+        if d.before is not None:
+            self.tally("metadata" if self._differs(d.before, d.entry, is_dir=True) else "unchanged")
+        else:
+            self.tally("created")
+        if d.ref == d.fd:  # kept in place: only what differs is set
+            self._settle(d.fd, os.fstat(d.fd), d.entry, is_dir=True)
+        else:
+            self._metadata(d.fd, d.entry, is_dir=True, owner=d.owner)
         self._chattr(d.fd, d.entry)
         if d.entry.flags & ff.WITH_SUBVOLUME_RO and self.options.same_permissions:
             fsattrs.set_subvolume_read_only(d.fd)  # last: nothing can change it after this
@@ -489,3 +703,69 @@ _TIME_FLAGS = ft.WITH_NSEC_TIME | ft.WITH_USEC_TIME | ft.WITH_SEC_TIME | ft.WITH
 def _unlink(dir_fd: int, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=dir_fd)
+
+
+def _open_old_file(dir_fd: int, name: bytes) -> tuple[tuple[int, os.stat_result] | None, bool]:
+    """The old entry ``name`` of ``dir_fd`` opened for reading if it is a regular file
+    with no other link (a hard link planted from outside the tree must not have its
+    metadata changed: it is replaced instead), and whether there was an entry at all.
+    Only a regular file by ``lstat`` is opened (opening a device can act on it), with
+    ``O_NOFOLLOW``, and must be the same file once open."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None, False
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        return None, True
+    try:
+        fd = os.open(name, _O_OLD, dir_fd=dir_fd)
+    except OSError:
+        return None, True
+    now = os.fstat(fd)
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) or now.st_nlink != 1:
+        os.close(fd)
+        return None, True
+    return (fd, now), True
+
+
+def _open_old_dir(dir_fd: int, name: bytes) -> int:
+    """The old tree's directory ``name`` (never through a symlink), -1 if it has none."""
+    try:
+        return os.open(name, _O_DIR, dir_fd=dir_fd)
+    except OSError:
+        return -1
+
+
+def _same_as_file(fd: int, archive_fd: int, offset: int, size: int) -> bool:
+    """Whether ``fd`` holds the ``size`` bytes of ``archive_fd`` at ``offset``."""
+    at = 0
+    while at < size:
+        n = min(_COMPARE_BLOCK, size - at)
+        if os.pread(fd, n, at) != os.pread(archive_fd, n, offset + at):
+            return False
+        at += n
+    return True
+
+
+def _copy_prefix(fd: int, old: int, length: int) -> None:
+    """The first ``length`` bytes of the file ``old`` into the new file ``fd``, by
+    ``copy_file_range`` (which shares the extents on btrfs and XFS: nothing written),
+    leaving ``fd``'s position after them."""
+    at = 0
+    while at < length:
+        try:
+            n = os.copy_file_range(old, fd, length - at, at, at)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, *_NOT_SUPPORTED):
+                raise
+            n = send_file(fd, old, at, length - at) if os.lseek(fd, at, os.SEEK_SET) == at else 0
+        if n <= 0:
+            raise OSError(errno.EIO, "the old file shrank while it was copied")
+        at += n
+    os.lseek(fd, length, os.SEEK_SET)
+
+
+def _extra_metadata(e: Entry) -> bool:
+    """Whether the entry carries xattrs, ACLs or a label (set again on a kept file:
+    comparing them would cost more reads than setting them)."""
+    return bool(e.xattrs or e.acl or e.selinux is not None or e.fcaps is not None)

@@ -23,6 +23,7 @@ from desync_decl.archive.disk_writer import (
     WriteOptions,
     Writer,
 )
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.write_queue import WriteQueue
 from desync_decl.formats.catar import records
 from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
@@ -38,33 +39,73 @@ def write_tree(
     *,
     workers: int = 2,
     archive: ArchiveFile | None = None,
+    root_fd: int | None = None,
+    reference: int | None = None,
+    patterns: Patterns | None = None,
 ) -> UntarStats:
     """Extract everything ``decoder`` yields under ``target`` (made if missing), on
     ``workers`` threads; with ``archive`` (the file the decoder reads), payloads are
     copied from it by offset.
+
+    What the target holds already is updated entry by entry (``Writer.file``): an
+    unchanged file keeps its inode, a changed one is replaced by a new file renamed
+    over it. ``root_fd`` (taken over): the target's directory, opened already (a new,
+    empty one when building beside the old tree); ``reference`` (taken over): the old
+    tree's root, whose unchanged files are then linked into the new one. An entry
+    ``patterns`` leave out is not written (nor what is below it, for a directory): the
+    target's own entry there, if any, stays as it is.
 
     The target is opened by ``fsutil.open_directory``: a symlink planted as it, or as a
     directory on the way to it, in a directory others can write is refused, and
     everything below is done relative to the fd (``disk_writer.py``)."""
     target = os.fsdecode(target)
     w = Writer(target, options, umask=current_umask(), archive=archive)
-    try:
-        root = open_directory(target, create=True, mode=0o777)
-    except OSError as e:
-        raise walk_error(target, e, "extract to") from None
+    before: os.stat_result | None = None
+    if root_fd is not None:
+        root = root_fd
+    else:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                reference = open_directory(target)
+            root = (
+                reference
+                if reference is not None
+                else open_directory(target, create=True, mode=0o777)
+            )
+        except OSError as e:
+            raise walk_error(target, e, "extract to") from None
+    if reference is not None:
+        before = os.fstat(reference)
     stack: list[OpenDir] = []
     queue: WriteQueue[Job, OpenDir] = WriteQueue(
         w.write_job, w.close_directory, workers=workers, write_many=w.write_jobs
     )
+    skipped = 0  # depth inside a directory the patterns leave out
     try:
         for ev in decoder:
+            if skipped:
+                if isinstance(ev, DirEnd):
+                    skipped -= 1
+                elif stat.S_ISDIR(ev.entry.mode):
+                    skipped += 1
+                continue
+            if (
+                patterns is not None
+                and isinstance(ev, Node)
+                and ev.path
+                and not _allowed(patterns, ev)
+            ):
+                if stat.S_ISDIR(ev.entry.mode):
+                    skipped = 1
+                continue
             if isinstance(ev, DirEnd):
                 queue.dir_end(stack.pop())
             elif not ev.path:
                 if not stat.S_ISDIR(ev.entry.mode):
                     raise UntarError("the archive's root is not a directory")
-                stack.append(w.opened(root, ev.entry, target))
-                root = -1  # closed with the stack
+                ref = -1 if reference is None else reference
+                stack.append(w.opened(root, ev.entry, target, ref=ref, before=before))
+                root = reference = -1  # closed with the stack
             else:
                 _node(w, stack, ev, decoder, queue)
         queue.close()
@@ -76,10 +117,14 @@ def write_tree(
         raise
     finally:
         for d in [*stack, *queue.pending_dirs()]:
-            os.close(d.fd)
-        if root >= 0:
-            os.close(root)
+            d.close()
+        for fd in {root, -1 if reference is None else reference} - {-1}:
+            os.close(fd)
     return w.stats
+
+
+def _allowed(patterns: Patterns, node: Node) -> bool:
+    return patterns.allows(os.fsdecode(b"/".join(node.path)), stat.S_ISDIR(node.entry.mode))
 
 
 def _node(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.errors import DesyncError
 from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.entry import Entry
@@ -47,6 +48,7 @@ _XATTR = "SCHILY.xattr."
 class TarOptions:
     flags: int  # the archive's full feature flags
     add_root: bool = False  # synthesize the root directory when the tar has no "./"
+    patterns: Patterns | None = None  # --include/--exclude
 
 
 class TarNode:
@@ -158,7 +160,9 @@ class _Builder:
     def __init__(self, options: TarOptions, where: str) -> None:
         self.flags = options.flags
         self.add_root = options.add_root
+        self.patterns = options.patterns
         self.where = where
+        self._left_out: dict[tuple[bytes, ...], TarNode] = {}  # files a hard link may name
         self.root: TarNode | None = None
         self._dirs = TarNode(self._synthesized())  # holds the tree until finish()
 
@@ -172,6 +176,8 @@ class _Builder:
     def add(self, m: tarfile.TarInfo, fd: int, offset: int) -> None:
         parts = self._parts(m, m.name)
         if m.islnk():
+            if not self._keeps(parts, False):
+                return  # its target may be left out too
             node = self._hardlink(m)
         else:
             fmt = _TYPES.get(m.type)
@@ -187,7 +193,17 @@ class _Builder:
                 node.target = os.fsencode(m.linkname)
             elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
                 node.rdev = os.makedev(m.devmajor, m.devminor)
+        if not self._keeps(parts, stat.S_ISDIR(node.entry.mode)):
+            if stat.S_ISREG(node.entry.mode):
+                self._left_out[parts] = node  # a kept hard link to it gets its data
+            return
         self._place(m, parts, node)
+
+    def _keeps(self, parts: tuple[bytes, ...], is_dir: bool) -> bool:
+        """Whether the include/exclude patterns keep the member (the root always)."""
+        if not parts or self.patterns is None:
+            return True
+        return self.patterns.allows(os.fsdecode(b"/".join(parts)), is_dir)
 
     def _parts(self, m: tarfile.TarInfo, name: str) -> tuple[bytes, ...]:
         raw = os.fsencode(name)
@@ -200,8 +216,10 @@ class _Builder:
 
     def _hardlink(self, m: tarfile.TarInfo) -> TarNode:
         node: TarNode | None = self._dirs
-        for p in self._parts(m, m.linkname):
+        target = self._parts(m, m.linkname)
+        for p in target:
             node = node.kids.get(p) if node is not None else None
+        node = node or self._left_out.get(target)
         if node is None or not stat.S_ISREG(node.entry.mode):
             raise self.fail(m, f"hard link to {m.linkname!r}, not an earlier regular file")
         link = TarNode(node.entry)

@@ -36,7 +36,7 @@ from desync_decl.formats.digest import ID_SIZE, ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import preallocate, punch_hole, start_writeback
 from desync_decl.parallel import batches, cpu_workers, ordered_map
-from desync_decl.progress import Progress
+from desync_decl.progress import BYTES, Progress
 from desync_decl.stores.base import Store, plain_of
 
 # Start disk writes early, so the final fsync has little left to wait for: after every
@@ -401,8 +401,8 @@ class _Syncing:
         self._progress, self._fd = progress, fd
         self._unsynced = 0
 
-    def start(self, stage: str, total: int) -> None:
-        self._progress.start(stage, total)
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
+        self._progress.start(stage, total, unit)
 
     def advance(self, n: int) -> None:
         self._progress.advance(n)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from desync_decl.escaping import escape_line, escape_text
-from desync_decl.progress import NO_PROGRESS, Progress, ProgressFor, no_progress_for
+from desync_decl.progress import BYTES, NO_PROGRESS, Progress, ProgressFor, no_progress_for
+from desync_decl.units import human_bytes, human_duration, human_rate
 
 REDRAW_SECONDS = 0.2
 CLEAR_TO_END = "\x1b[K"  # erase what is left of the line (a longer earlier line)
@@ -134,39 +135,60 @@ class _OneLineMessages(logging.Formatter):
 
 
 class _Meter:
-    """One stage's numbers (stage, bytes done of total, since when) and how they read."""
+    """One stage's numbers (stage, done of total in its unit, since when) and how they
+    read: sizes and rates in binary units, a percent and an ETA when the total is known."""
 
     def __init__(self) -> None:
-        self.stage, self.total, self.done = "", 0, 0
+        self.stage, self.total, self.done, self.unit = "", 0, 0, BYTES
         self.started = time.monotonic()
 
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
         self.stage, self.total, self.done = escape_line(stage), total, 0
+        self.unit = escape_line(unit)
         self.started = time.monotonic()
 
-    def bar(self, now: float) -> str:
-        """``make         [#####     ] 1.0MiB/3.0MiB   12.5 MB/s ETA    1s``."""
+    def _amount(self, n: float) -> str:
+        return human_bytes(n) if self.unit == BYTES else f"{int(n)}"
+
+    def _rate(self, rate: float) -> str:
+        return human_rate(rate) if self.unit == BYTES else f"{rate:.0f}/s"
+
+    def bar(self, now: float, width: int = 120) -> str:
+        """``tar          [#####     ]  42% 105.2 MiB/250.0 MiB  18.4 MiB/s ETA 8s``,
+        ``checking chunks [##   ]  20% 840/4171 chunks 350/s ETA 10s``,
+        ``tar 195.7 MiB 18.4 MiB/s 11s`` (no total known). The bar is 10 to 30 cells,
+        as ``width`` columns allow: the numbers and the ETA are what must show."""
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
+        noun = "" if self.unit == BYTES else f" {self.unit}"
         if self.total:
             frac = min(1.0, self.done / self.total)
-            bar = "#" * int(frac * 30)
-            eta = (self.total - self.done) / rate if rate else 0.0
-            return (
-                f"{self.stage:<12} [{bar:<30}] {_mib(self.done)}/{_mib(self.total)}"
-                f" {rate / 1e6:6.1f} MB/s ETA {eta:4.0f}s"
-            )
+            eta = human_duration((self.total - self.done) / rate) if rate else "?"
+            total = self._amount(self.total)  # fields of fixed widths: the bar stays put
+            done = f"{self._amount(self.done):>{10 if self.unit == BYTES else len(total)}}"
+            numbers = f"{100 * frac:3.0f}% {done}/{total}{noun} {self._rate(rate):>12} ETA {eta:<6}"
+            stage = f"{self.stage:<12}"
+            cells = max(10, min(30, width - 1 - len(stage) - len(numbers) - 4))
+            return f"{stage} [{'#' * int(frac * cells):<{cells}}] {numbers}"
         if self.done:
-            return f"{self.stage:<12} {self.done} done {rate:8.0f}/s"
-        return f"{self.stage} {elapsed:.0f}s"  # a stage without counts: how long so far
+            return (
+                f"{self.stage} {self._amount(self.done)}{noun} {self._rate(rate)}"
+                f" {human_duration(elapsed)}"
+            )
+        return f"{self.stage} {human_duration(elapsed)}"  # no counts: how long so far
 
     def short(self, now: float) -> str:
-        """``make 33%``, ``checking chunks 120``, ``observe 3s``: for one of several."""
+        """``make 33% ETA 5s``, ``checking chunks 120 chunks``, ``observe 3s``: for one
+        of several."""
         if self.total:
-            return f"{self.stage} {min(100.0, 100 * self.done / self.total):.0f}%"
+            frac = min(1.0, self.done / self.total)
+            rate = self.done / max(now - self.started, 1e-6)
+            eta = f" ETA {human_duration((self.total - self.done) / rate)}" if rate else ""
+            return f"{self.stage} {100 * frac:.0f}%{eta}"
         if self.done:
-            return f"{self.stage} {self.done}"
-        return f"{self.stage} {now - self.started:.0f}s"
+            noun = "" if self.unit == BYTES else f" {self.unit}"
+            return f"{self.stage} {self._amount(self.done)}{noun}"
+        return f"{self.stage} {human_duration(now - self.started)}"
 
 
 class TerminalProgress:
@@ -178,9 +200,9 @@ class TerminalProgress:
         self._meter = _Meter()
         self._drawn = 0.0
 
-    def start(self, stage: str, total: int) -> None:
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
         with self._lock:
-            self._meter.start(stage, total)
+            self._meter.start(stage, total, unit)
 
     def advance(self, n: int) -> None:
         with self._lock:
@@ -197,7 +219,8 @@ class TerminalProgress:
             self._stream.flush()
 
     def _draw(self, now: float) -> None:
-        self._stream.write("\r" + self._meter.bar(now))
+        # cleared to the end: a shorter line (the next stage's) leaves nothing behind
+        self._stream.write("\r" + self._meter.bar(now, _width(self._stream)) + CLEAR_TO_END)
         self._stream.flush()
 
 
@@ -254,7 +277,7 @@ class ProgressBoard:
         shown = list(self._meters.values())
         if len(shown) == 1:
             name, meter = shown[0]
-            text = f"[{name}] {meter.bar(now)}"
+            text = f"[{name}] {meter.bar(now, _width(self._stream) - len(name) - 3)}"
         else:
             text = " | ".join(f"[{name}] {meter.short(now)}" for name, meter in shown)
         self._stream.write("\r" + text[: _width(self._stream) - 1] + CLEAR_TO_END)
@@ -274,8 +297,8 @@ class BoardMeter:
     def __init__(self, board: ProgressBoard, key: int) -> None:
         self._board, self._key = board, key
 
-    def start(self, stage: str, total: int) -> None:
-        self._board._update(self._key, lambda m: m.start(stage, total), now_or_later=True)
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
+        self._board._update(self._key, lambda m: m.start(stage, total, unit), now_or_later=True)
 
     def advance(self, n: int) -> None:
         def add(meter: _Meter) -> None:
@@ -295,7 +318,3 @@ def _width(stream: TextIO) -> int:
         return os.get_terminal_size(stream.fileno()).columns or 80
     except (OSError, ValueError, AttributeError):
         return 80
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f}MiB"

@@ -61,6 +61,11 @@ def plan_arguments(p: argparse.ArgumentParser) -> None:
     form.add_argument("--markdown", action="store_true", help="the plan as a Markdown comment")
     p.add_argument("--out", metavar="FILE", help="also save the plan (JSON) for apply --plan")
     p.add_argument(
+        "--diff",
+        action="store_true",
+        help="show before and after of each change (untar: per entry, what differs)",
+    )
+    p.add_argument(
         "--detailed-exitcode",
         action="store_true",
         help="exit 0 when nothing would change, 2 when something would, 1 on errors",
@@ -190,7 +195,7 @@ def run_plan(args: argparse.Namespace, console: Console) -> int:
         commit = git_commit(Path(os.path.abspath(args.manifest)).parent)
         console.out.write(plan_markdown(plan, commit=commit))
     else:
-        for line in report.plan_text(plan):
+        for line in report.plan_text(plan, diff=args.diff):
             console.print(line)
     if plan.errors:
         return 1

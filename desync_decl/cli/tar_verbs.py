@@ -11,22 +11,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from desync_decl.archive.patterns import Patterns
+from desync_decl.archive.tree_walk import NotADirectory, open_tree
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.errors import UsageError, file_error
 from desync_decl.formats.catar import features
-from desync_decl.formats.index import Index
+from desync_decl.formats.index import CA_FORMAT_INDEX, Index
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error
 from desync_decl.ops.mtree import mtree, mtree_dir
-from desync_decl.ops.tar import TarInput, tar, tar_index
-from desync_decl.ops.untar import Clearing, untar, untar_to_tar
+from desync_decl.ops.tar import TarInput, TarResult, tar, tar_index
+from desync_decl.ops.untar import Clearing, UntarResult, untar, untar_to_tar
 from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
 from desync_decl.stores.url import url_scheme
+from desync_decl.units import human_bytes
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -58,7 +62,60 @@ def tar_arguments(p: argparse.ArgumentParser) -> None:
         "-x", "--one-file-system", action="store_true", help="don't cross filesystem boundaries"
     )
     _feature_args(p)
+    _pattern_args(p, "archive")
     p.set_defaults(func=run_tar)
+
+
+def _pattern_args(p: argparse.ArgumentParser, verb: str) -> None:
+    """rsync's filter flags (the rules: ``archive/patterns.py``), repeatable."""
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help=f"don't {verb} what matches (rsync rules: '*' stops at '/', '**' does not,"
+        " a leading '/' anchors at the root, a trailing '/' matches directories only;"
+        " repeatable)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="keep what matches even if an --exclude matches it (checked first; a"
+        " directory excluded excludes all below it: --include '*/' --include '*.json'"
+        " --exclude '*' keeps only JSON files)",
+    )
+    p.add_argument(
+        "--exclude-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="--exclude each line of FILE (blank lines and lines starting with # skipped)",
+    )
+    p.add_argument(
+        "--include-from", action="append", default=[], metavar="FILE", help="as --exclude-from"
+    )
+
+
+def patterns_of(args: argparse.Namespace) -> Patterns | None:
+    """The include/exclude flags parsed (None when none given)."""
+    include = [*args.include, *_lines_of(args.include_from)]
+    exclude = [*args.exclude, *_lines_of(args.exclude_from)]
+    return Patterns.given(include, exclude, "--include/--exclude")
+
+
+def _lines_of(files: list[str]) -> list[str]:
+    """The patterns of ``--exclude-from``/``--include-from`` files, as rsync reads them."""
+    out = []
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise file_error(path, e) from None
+        out += [line for line in lines if line.strip() and not line.startswith(("#", ";"))]
+    return out
 
 
 def _feature_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +163,7 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
         flags=archive_flags(args),
         one_file_system=args.one_file_system,
         add_root=args.tar_add_root,
+        patterns=patterns_of(args),
     )
     if args.index:
         if not args.store:
@@ -124,10 +182,22 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
             common.write_index(args, args.output, result.index, console, key)
         if args.output != "-":
             console.print(result.index.file_digest())
+        console.note(tar_summary(result, args.source))
         return 0
     with _output(args.output, console) as out:
-        tar(what, out, progress=console.progress())
+        result = tar(what, out, progress=console.progress())
+    console.note(tar_summary(result, args.source))
     return 0
+
+
+def tar_summary(result: TarResult, source: str) -> str:
+    """The line that ends a tar (stderr: stdout may be the archive or the index's
+    digest): ``tar: 260.0 MiB archive of model/; 4171 chunks, 114 new (6.7 MiB) stored``."""
+    line = f"tar: {human_bytes(result.size)} archive of {'stdin' if source == '-' else source}"
+    if result.index is None:
+        return line
+    new = f"{result.chunks_stored} new ({human_bytes(result.bytes_stored)}) stored"
+    return f"{line}; {_count(len(result.index), 'chunk')}, {new}"
 
 
 @contextlib.contextmanager
@@ -183,6 +253,14 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
         " the archive only with -i or when stdin is a regular file; refused when a local"
         " store or cache lies in the target",
     )
+    p.add_argument(
+        "--atomic",
+        action="store_true",
+        help="build the new tree beside the target (unchanged files hard-linked) and switch"
+        " it in with one rename (renameat2 RENAME_EXCHANGE): a reader or an interrupted"
+        " untar sees the whole old tree or the whole new one, never a mix",
+    )
+    _pattern_args(p, "write or delete")
     p.set_defaults(func=run_untar)
 
 
@@ -191,6 +269,11 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("- as the target needs --output-format gnu-tar")
     if args.delete_extra and args.output_format == "gnu-tar":
         raise UsageError("--delete-extra needs a directory as the target")
+    if args.atomic and args.output_format == "gnu-tar":
+        raise UsageError("--atomic needs a directory as the target")
+    patterns = patterns_of(args)
+    if patterns is not None and args.output_format == "gnu-tar":
+        raise UsageError("--include/--exclude need a directory as the target")
     with _archive(args) as (archive, store):
         if args.output_format == "gnu-tar":
             with _output(args.target, console) as out:
@@ -201,21 +284,88 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
                     seeds=common.store_locations(args.seed),
                     concurrency=args.concurrency,
                     source=args.archive,
+                    progress=console.progress(),
                 )
             return 0
-        untar(
+        result = untar(
             archive,
             args.target,
             store=store,
-            seeds=common.store_locations(args.seed),
+            seeds=_seeds_with_target(args, archive),
             same_owner=not args.no_same_owner,
             same_permissions=not args.no_same_permissions,
             concurrency=args.concurrency,
             source=args.archive,
             clearing=Clearing.EXTRA if args.delete_extra else Clearing.NONE,
             kept=_local_stores(args),
+            atomic=args.atomic,
+            patterns=patterns,
+            progress=console.progress(),
         )
+    console.note(untar_summary(result))
     return 0
+
+
+def _seeds_with_target(args: argparse.Namespace, archive: BinaryIO | Index) -> list[str]:
+    """The ``--seed`` trees, behind the target itself where it is a directory already
+    and the archive an index: what it holds is read there, not fetched (as rsync sends
+    only what changed), and its files are compared entry by entry anyway."""
+    seeds = common.store_locations(args.seed)
+    if not isinstance(archive, Index):
+        return seeds
+    try:  # walked as the extraction will: a planted symlink is refused as its target
+        fd = open_tree(args.target, "extract to")
+    except NotADirectory:
+        return seeds  # the extraction says what is wrong with it
+    if fd is None:
+        return seeds
+    os.close(fd)
+    if any(os.path.isdir(s) and os.path.samefile(s, args.target) for s in seeds):
+        return seeds
+    return [args.target, *seeds]
+
+
+def untar_summary(result: UntarResult) -> str:
+    """The line that ends an untar: what the archive holds, what became of each entry
+    and the bytes written and kept, e.g. ``untar: 8 files (260.0 MiB), 3 directories,
+    1 symlink in model: 1 updated, 11 unchanged; 6.4 MiB written, 253.6 MiB kept``."""
+    stats = result.stats
+    held = [_count(stats.files, "file") + f" ({human_bytes(stats.bytes)})"]
+    held.append(_count(stats.dirs, "directory", "directories"))
+    for n, word in ((stats.symlinks, "symlink"), (stats.devices, "device")):
+        if n:
+            held.append(_count(n, word))
+    if stats.others:
+        held.append(_count(stats.others, "other node"))
+    fates = [
+        f"{n} {word}"
+        for n, word in (
+            (stats.created, "created"),
+            (stats.updated, "updated"),
+            (stats.metadata, "metadata fixed"),
+            (stats.unchanged, "unchanged"),
+        )
+        if n
+    ]
+    line = f"untar: {', '.join(held)} in {result.target}"
+    if fates:
+        line += ": " + ", ".join(fates)
+    parts = [line, f"{human_bytes(stats.bytes_written)} written"]
+    if stats.bytes_kept:
+        parts[-1] += f", {human_bytes(stats.bytes_kept)} kept"
+    removed = result.cleared.deleted + result.cleared.replaced
+    if removed:
+        parts.append(_count(removed, "entry", "entries") + " deleted first")
+    if result.chunks_from_seeds:
+        parts.append(
+            f"{_count(result.chunks_from_seeds, 'chunk')}"
+            f" ({human_bytes(result.bytes_from_seeds)}) from seeds"
+        )
+    return "; ".join(parts)
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _local_stores(args: argparse.Namespace) -> list[str]:
@@ -240,6 +390,7 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store
             "--allowed-signers checks an index's signature: a plain catar has none (-i for a caidx)"
         )
     if args.archive == "-":
+        _refuse_index(sys.stdin.buffer, "stdin")
         yield sys.stdin.buffer, None
         return
     try:
@@ -247,7 +398,26 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store
     except OSError as e:
         raise file_error(args.archive, e) from None
     with f:
+        _refuse_index(f, args.archive)
         yield f, None
+
+
+_INDEX_HEADER = struct.pack("<QQ", 48, CA_FORMAT_INDEX)  # size and type of its first record
+
+
+def _refuse_index(archive: BinaryIO, shown: str) -> None:
+    """A caidx given without -i: say so (the decoder would say only "not a catar
+    archive"). Looked at without consuming (``peek``), so a stream stays whole."""
+    peek = getattr(archive, "peek", None)
+    try:
+        head = peek(len(_INDEX_HEADER)) if peek is not None else b""
+    except (OSError, ValueError):
+        return
+    if head[: len(_INDEX_HEADER)] == _INDEX_HEADER:
+        raise UsageError(
+            f"{shown} is a caidx index, not a catar archive: add -i, and the store"
+            " holding its chunks with -s"
+        )
 
 
 def mtree_arguments(p: argparse.ArgumentParser) -> None:

@@ -168,6 +168,8 @@ class TarAction:
     features: int  # the archive's "with" bits after with, without and no_time
     one_file_system: bool = False
     sign: Path | None = None  # as MakeAction.sign
+    include: tuple[str, ...] = ()  # rsync patterns (archive/patterns.py), checked at load
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,12 @@ class UntarAction:
     no_same_owner: bool = False
     no_same_permissions: bool = False
     delete_extra: bool = False
+    atomic: bool = False  # built beside and switched in one rename (``archive.switch``)
     pin: str | None = None
     state: str = "present"  # "absent": the tree and its record are removed
     trust: TrustDef | None = None
+    include: tuple[str, ...] = ()  # rsync patterns: what is left out is neither
+    exclude: tuple[str, ...] = ()  # written nor deleted (archive/patterns.py)
 
 
 TaskAction = (
@@ -416,6 +421,8 @@ class _Builder:
             features,
             a.get("one_file_system", False),
             self._sign(a),
+            tuple(a.get("include", ())),
+            tuple(a.get("exclude", ())),
         )
 
     def _untar(self, a: dict[str, Any]) -> UntarAction:
@@ -427,7 +434,10 @@ class _Builder:
             no_same_owner=a.get("no_same_owner", False),
             no_same_permissions=a.get("no_same_permissions", False),
             delete_extra=a.get("delete_extra", False),
+            atomic=a.get("atomic", False),
             pin=a.get("pin"),
             state=a.get("state", "present"),
             trust=self._trust(a),
+            include=tuple(a.get("include", ())),
+            exclude=tuple(a.get("exclude", ())),
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk_sizes import ChunkSizes
+from desync_decl.globs import filter_pattern, includes_alone
 from desync_decl.manifest.convert import is_url, local_path, parse_duration
 from desync_decl.manifest.loader import Document
 from desync_decl.manifest.places import SECTIONS, where
@@ -90,6 +91,7 @@ class _Checker:
         self.present_needs()
         self.targets()
         self.trees()
+        self.patterns()
         self.sizes()
         self.store_options()
         self.locations()
@@ -316,6 +318,27 @@ class _Checker:
         """Whether ``path`` lies below ``directory`` (both as the manifest resolves them)."""
         parent = local_path(directory, self.base_dir)
         return parent in local_path(path, self.base_dir).parents
+
+    def patterns(self) -> None:
+        """tar's and untar's include/exclude patterns parse (``globs.filter_pattern``),
+        and include patterns come with an exclude pattern (``globs.includes_alone``)."""
+        for i, task in self.tasks:
+            for kind in ("tar", "untar"):
+                action = _mapping(task.get(kind))
+                lists = {key: _list(action.get(key)) for key in ("include", "exclude")}
+                for key, patterns in lists.items():
+                    for j, text in enumerate(patterns):
+                        if not isinstance(text, str) or not text:
+                            continue  # the schema reports it
+                        try:
+                            filter_pattern(text)
+                        except ValueError as e:
+                            path: DataPath = ("tasks", i, kind, key, j)
+                            self.add(path, f"{self.where(path)}: bad pattern {text!r}: {e}")
+                why = includes_alone([str(p) for p in lists["include"]], lists["exclude"])
+                if why is not None:
+                    path = ("tasks", i, kind, "include")
+                    self.add(path, f"{self.where(path)}: {why}")
 
     def sizes(self) -> None:
         self.chunk_size(("defaults", "chunk_size"), _mapping(self.data.get("defaults")))

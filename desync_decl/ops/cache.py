@@ -62,7 +62,7 @@ def fill_cache(
         finally:
             progress.advance(1)
 
-    progress.start("cache", len(wanted))
+    progress.start("cache", len(wanted), unit="chunks")
     with writing(target):  # the store lock the copies take ends with them (store_lock)
         copied = sum(ordered_map(copy, wanted, workers=concurrency))
         progress.finish()

@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_decl.archive.catar_sink import CatarSink
 from desync_decl.archive.disk_source import DiskOptions, disk_tree
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.streams import IterReader
 from desync_decl.archive.tar_source import TarOptions, tar_tree
+from desync_decl.archive.tree_walk import open_tree, walk
 from desync_decl.chunker import iter_chunks
-from desync_decl.errors import UsageError
+from desync_decl.errors import DesyncError, UsageError
 from desync_decl.formats.catar import encode
 from desync_decl.formats.catar.encoder import Piece
 from desync_decl.formats.catar.features import DESYNC_TAR
@@ -30,7 +33,7 @@ from desync_decl.formats.digest import ChunkID, Digest
 from desync_decl.formats.index import Index
 from desync_decl.ops.make import ChunkStorer
 from desync_decl.parallel import batched_map
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import NO_PROGRESS, Progress, shown
 from desync_decl.stores.base import WriteStore
 
 
@@ -43,6 +46,7 @@ class TarInput:
     flags: int = DESYNC_TAR  # the archive's feature flags (formats/catar/features.py)
     one_file_system: bool = False  # disk: leave out other filesystems (-x)
     add_root: bool = False  # tar: synthesize a root directory if the tar has none
+    patterns: Patterns | None = None  # --include/--exclude (archive/patterns.py)
 
     @contextlib.contextmanager
     def stream(
@@ -56,19 +60,68 @@ class TarInput:
                 raise UsageError("--tar-add-root works only with --input-format tar")
             if not isinstance(self.source, str | os.PathLike):
                 raise UsageError("disk input needs a directory path")
-            options = DiskOptions(self.flags, self.one_file_system, exclude)
+            options = DiskOptions(self.flags, self.one_file_system, exclude, self.patterns)
             with contextlib.closing(  # an error: the walk's open files closed now
                 encode(disk_tree(self.source, options), defer_payloads=defer_payloads)
             ) as pieces:
                 yield pieces
         elif self.input_format == "tar":
             with (
-                tar_tree(self.source, TarOptions(self.flags, self.add_root)) as root,
+                tar_tree(self.source, TarOptions(self.flags, self.add_root, self.patterns)) as root,
                 contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,
             ):
                 yield pieces
         else:
             raise UsageError(f"invalid input format '{self.input_format}' (known: disk, tar)")
+
+    def estimated_size(self) -> int:
+        """About how many bytes the catar will have, for a progress bar's percent and
+        ETA; 0 when unknown (a stream, an unreadable tree: the walk that follows says
+        why). A directory: one ``lstat`` per entry (``archive.tree_walk``), its files'
+        sizes plus ``_ENTRY_BYTES`` and its name each; a tar file: its size."""
+        try:
+            if not isinstance(self.source, str | os.PathLike):
+                return 0
+            if self.input_format == "tar":
+                return os.stat(self.source).st_size
+            fd = open_tree(self.source)
+            if fd is None:
+                return 0
+            try:
+                return _tree_size(fd, os.fsdecode(self.source), self)
+            finally:
+                os.close(fd)
+        except (OSError, DesyncError):
+            return 0
+
+
+# catar bytes per entry besides its payload: its entry record (64), filename item
+# (16 + name + NUL) and its line in its directory's goodbye table (24); a file's
+# payload header (16), a directory's goodbye header and tail (16 + 24), a symlink's
+# record (16 + target + NUL; lstat's size is the target's length).
+_ENTRY_BYTES = 64 + 17 + 24
+_EXTRA_BYTES = {stat.S_IFREG: 16, stat.S_IFDIR: 40, stat.S_IFLNK: 17}
+
+
+def _tree_size(fd: int, where: str, source: TarInput) -> int:
+    """``TarInput.estimated_size`` of the directory open as ``fd``."""
+    patterns = source.patterns
+    total = 64 + 40  # the root's entry and goodbye
+    for rel, st in walk(fd, where, one_file_system=source.one_file_system):
+        if rel == b".":
+            continue
+        fmt = stat.S_IFMT(st.st_mode)
+        if patterns is not None and not patterns.allows(os.fsdecode(rel), fmt == stat.S_IFDIR):
+            continue
+        total += _ENTRY_BYTES + len(rel) - rel.rfind(b"/") - 1 + _EXTRA_BYTES.get(fmt, 0)
+        if fmt in (stat.S_IFREG, stat.S_IFLNK):
+            total += st.st_size
+    return total
+
+
+def _start(progress: Progress, source: TarInput, stage: str = "tar") -> None:
+    """The stage begins, with the archive's estimated size when someone watches."""
+    progress.start(stage, source.estimated_size() if shown(progress) else 0)
 
 
 @dataclass(frozen=True)
@@ -88,7 +141,7 @@ def tar(source: TarInput, out: BinaryIO, *, progress: Progress = NO_PROGRESS) ->
     this thread walks the tree.
     """
     size = 0
-    progress.start("tar", 0)
+    _start(progress, source)
     fd = _fileno(out)
     with contextlib.ExitStack() as stack:
         pieces = stack.enter_context(
@@ -133,12 +186,14 @@ def tar_index(
     sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    stage: str = "tar",
 ) -> TarResult:
     """Chunk the catar of ``source`` into ``store``; the result holds its caidx index,
-    whose header carries the archive's feature flags (as casync writes them)."""
+    whose header carries the archive's feature flags (as casync writes them).
+    ``stage``: what the meter calls it (a plan reading a tree stores nothing)."""
     digest = Digest.from_flags(source.flags)
     with ChunkStorer(store, "tar") as storer:
-        return _tar_index(source, storer, digest, sizes, concurrency, progress)
+        return _tar_index(source, storer, digest, sizes, concurrency, progress, stage)
 
 
 def _tar_index(
@@ -148,6 +203,7 @@ def _tar_index(
     sizes: ChunkSizes,
     concurrency: int,
     progress: Progress,
+    stage: str,
 ) -> TarResult:
     """``tar_index`` with the storer's writing scope open."""
 
@@ -158,7 +214,7 @@ def _tar_index(
         progress.advance(len(data))
         return len(data), cid
 
-    progress.start("tar", 0)
+    _start(progress, source, stage)
     with source.stream() as pieces:
         chunks = iter_chunks(IterReader(pieces), sizes)  # type: ignore[arg-type]  # encode defers no payload here: Buffers; iter_chunks takes any binary stream
         weight = lambda c: len(c[1])  # noqa: E731

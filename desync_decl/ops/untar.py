@@ -22,13 +22,17 @@ from typing import BinaryIO
 from desync_decl.archive.clearing import Cleared, archive_types, clear, refuse_kept_inside
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
+from desync_decl.archive.switch import built_beside, carry_extras
 from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
+from desync_decl.ops.metered import MeteredDecoder, archive_length
 from desync_decl.parallel import cpu_workers
+from desync_decl.progress import NO_PROGRESS, Progress, shown
 from desync_decl.stores.base import Store
 from desync_decl.stores.compose import Router
 
@@ -52,14 +56,27 @@ class UntarResult:
 
 
 def catar_decoder(
-    archive: BinaryIO | Index, store: Store | None = None, *, source: str, concurrency: int = 10
+    archive: BinaryIO | Index,
+    store: Store | None = None,
+    *,
+    source: str,
+    concurrency: int = 10,
+    progress: Progress = NO_PROGRESS,
+    stage: str = "untar",
 ) -> Decoder:
-    """A decoder over a catar stream, or over an index's chunks fetched from ``store``."""
+    """A decoder over a catar stream, or over an index's chunks fetched from ``store``;
+    ``progress`` follows its position (``ops/metered.py``)."""
+    stream: BinaryIO
     if isinstance(archive, Index):
         if store is None:
             raise ValueError("an index needs a store")
-        return Decoder(index_reader(archive, store, concurrency=concurrency), source)
-    return Decoder(archive, source)
+        stream = index_reader(archive, store, concurrency=concurrency)
+    else:
+        stream = archive
+    if not shown(progress):
+        return Decoder(stream, source)
+    progress.start(stage, archive_length(archive))
+    return MeteredDecoder(stream, source, progress)
 
 
 @contextlib.contextmanager
@@ -93,12 +110,36 @@ def untar(
     source: str = "archive",
     clearing: Clearing = Clearing.NONE,
     kept: Sequence[str | os.PathLike] = (),
+    atomic: bool = False,
+    patterns: Patterns | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Extract into the directory ``target`` (created if missing), first deleting
     what ``clearing`` says. With an index, ``seeds`` are directory trees whose
     matching chunks are used before ``store``'s (the target itself is a good seed
     when updating it; its chunks are read before anything is deleted). ``kept`` are
-    the local stores and caches behind ``store``: see ``make_way``."""
+    the local stores and caches behind ``store``: see ``make_way``. ``patterns``:
+    what is left out is neither written nor deleted (``archive/patterns.py``).
+
+    What the target holds already is updated entry by entry (``archive.extract``).
+    Without ``atomic`` each file is switched on its own, so an interrupted untar
+    leaves every file whole, old or new, but the tree a mix of both versions until
+    the next run; with ``atomic`` the new tree is built beside the old one and
+    switched in one step (``archive.switch``)."""
+    if atomic:
+        return _untar_beside(
+            archive,
+            target,
+            store=store,
+            seeds=seeds,
+            options=WriteOptions(same_owner, same_permissions),
+            concurrency=concurrency,
+            source=source,
+            clearing=clearing,
+            kept=kept,
+            patterns=patterns,
+            progress=progress,
+        )
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         cleared = make_way(
             archive,
@@ -108,13 +149,76 @@ def untar(
             concurrency=concurrency,
             source=source,
             kept=kept,
+            patterns=patterns,
+            progress=progress,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
         options = WriteOptions(same_owner, same_permissions)
         workers = cpu_workers(concurrency)
-        stats = write_tree(decoder, target, options, workers=workers, archive=file)
+        stats = write_tree(
+            decoder, target, options, workers=workers, archive=file, patterns=_active(patterns)
+        )
+        progress.finish()
         return _result(os.fsdecode(target), stats, decoder, trees, cleared)
+
+
+def _untar_beside(
+    archive: BinaryIO | Index,
+    target: str | os.PathLike,
+    *,
+    store: Store | None,
+    seeds: Sequence[str | os.PathLike],
+    options: WriteOptions,
+    concurrency: int,
+    source: str,
+    clearing: Clearing,
+    kept: Sequence[str | os.PathLike],
+    patterns: Patterns | None,
+    progress: Progress,
+) -> UntarResult:
+    """``untar`` with ``atomic``: nothing is deleted first, the new tree is built from
+    nothing beside the old one (its unchanged files linked), what the archive does not
+    hold carried over unless ``clearing`` deletes extras; what ``patterns`` leave out
+    is always carried over (never written nor deleted)."""
+    where = os.fsdecode(target)
+    if clearing is Clearing.EXTRA:
+        refuse_kept_inside(target, kept)
+    active = _active(patterns)
+
+    def keep(path: bytes, is_dir: bool) -> bool:
+        if clearing is not Clearing.EXTRA:
+            return True
+        return active is not None and not active.allows(os.fsdecode(path), is_dir)
+
+    with _seeded(archive, store, seeds, concurrency) as (store, trees):
+        file = _regular_file(archive, source)
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
+        with built_beside(target) as beside:
+            stats = write_tree(
+                decoder,
+                target,
+                options,
+                workers=cpu_workers(concurrency),
+                archive=file,
+                root_fd=os.dup(beside.new),
+                reference=None if beside.old is None else os.dup(beside.old),
+                patterns=active,
+            )
+            dropped = 0
+            if beside.old is not None:
+                dropped = carry_extras(beside.old, beside.new, keep, where)
+        progress.finish()
+        return _result(where, stats, decoder, trees, Cleared(0, dropped))
+
+
+def _active(patterns: Patterns | None) -> Patterns | None:
+    """``patterns`` if they leave anything out (None: every entry is written)."""
+    return None if patterns is None or patterns.empty else patterns
 
 
 def make_way(
@@ -126,13 +230,17 @@ def make_way(
     concurrency: int = 10,
     source: str = "archive",
     kept: Sequence[str | os.PathLike] = (),
+    patterns: Patterns | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Cleared:
     """Delete from the directory ``target`` what ``clearing`` says stands in the
     archive's way (``archive.clearing``). The archive's entry types are read only when
     the target exists: an index through ``store``, a catar file from where it is now,
     and put back there for the extraction (a stream that cannot be is refused).
     Deleting extras is refused first when one of ``kept`` (the local directories of
-    the stores and caches ``store`` reads through) lies in the target."""
+    the stores and caches ``store`` reads through) lies in the target. What
+    ``patterns`` leave out is never deleted. ``progress`` follows the reading of the
+    entry types (a whole pass over the archive)."""
     if clearing is Clearing.NONE:
         return Cleared()
     if clearing is Clearing.EXTRA:
@@ -142,17 +250,28 @@ def make_way(
             "deleting what is in the way needs an archive file or an index, not a stream"
         )
 
+    listing = "listing entries"  # the meter's stage
+
     def entries() -> tuple[dict[bytes, int], int]:
         if isinstance(archive, Index):
-            decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+            decoder = catar_decoder(
+                archive,
+                store,
+                source=source,
+                concurrency=concurrency,
+                progress=progress,
+                stage=listing,
+            )
             return archive_types(decoder), archive.flags
         start = archive.tell()
-        decoder = catar_decoder(archive, source=source)
+        decoder = catar_decoder(archive, source=source, progress=progress, stage=listing)
         types = archive_types(decoder)
         archive.seek(start)
         return types, decoder.flags or 0
 
-    return clear(target, entries, delete_extra=clearing is Clearing.EXTRA)
+    return clear(
+        target, entries, delete_extra=clearing is Clearing.EXTRA, patterns=_active(patterns)
+    )
 
 
 def _rewindable(archive: BinaryIO) -> bool:
@@ -170,11 +289,16 @@ def untar_to_tar(
     seeds: Sequence[str | os.PathLike] = (),
     concurrency: int = 10,
     source: str = "archive",
+    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Write the archive's tree as a GNU tar stream to ``out``."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-        return _result("-", write_tar(decoder, out), decoder, trees, Cleared())
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
+        stats = write_tar(decoder, out)
+        progress.finish()
+        return _result("-", stats, decoder, trees, Cleared())
 
 
 def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
@@ -190,6 +314,13 @@ def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:
         return None
 
 
+def count_replaced(stats: UntarStats, cleared: Cleared) -> None:
+    """An entry of another type deleted first (``make_way``) and then made anew is one
+    updated entry, as the plan counts it, not a created one."""
+    stats.created -= cleared.replaced
+    stats.updated += cleared.replaced
+
+
 def _result(
     target: str,
     stats: UntarStats,
@@ -197,6 +328,7 @@ def _result(
     trees: list[TreeSeed],
     cleared: Cleared,
 ) -> UntarResult:
+    count_replaced(stats, cleared)
     return UntarResult(
         target,
         stats,

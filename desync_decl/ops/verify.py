@@ -49,7 +49,7 @@ def verify_store(
             progress.advance(1)
         return None
 
-    progress.start("verify", 0)
+    progress.start("verify", 0 if only is None else len(only), unit="chunks")
     ids = store.iter_chunk_ids() if only is None else iter(sorted(only))
     # reading + hashing is CPU work: batches on as many threads as cores (sizes
     # are unknown before reading, so a batch is 16 chunks of a typical 64 KiB)

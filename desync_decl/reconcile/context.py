@@ -155,7 +155,7 @@ class Context:
     def present(self, store: str, ids: Iterable[ChunkID], digest: Digest) -> set[ChunkID]:
         """The ids ``store`` holds, asked on ``concurrency`` threads."""
         wanted = sorted(set(ids))
-        self.progress.start("checking chunks", 0)  # counted, not sized
+        self.progress.start("checking chunks", len(wanted), unit="chunks")
 
         def has(id: ChunkID) -> bool:
             found = self.has_chunk(store, id, digest)

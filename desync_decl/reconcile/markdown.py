@@ -32,6 +32,7 @@ from desync_decl.manifest.sensitive import Redactor
 from desync_decl.reconcile.model import AnyAction, EntryState, PlanEntry, Verb, chunks, human_bytes
 from desync_decl.reconcile.plan import Plan
 from desync_decl.reconcile.report import (
+    change_lines,
     display,
     lock_lines,
     notified_by,
@@ -83,6 +84,8 @@ def plan_markdown(plan: Plan, *, commit: str | None = None) -> str:
         a = e.action
         if a is not None and a.travel.delete is not None and a.verb.changes:
             out += ["", *_deletion(a, redactor)]
+        if a is not None and a.travel.changes and a.verb.changes:
+            out += ["", *_entry_changes(a, redactor)]
     if plan.handlers:
         out += ["", "Handlers that would run after the apply:", ""]
         out += [
@@ -116,7 +119,9 @@ def _row(e: PlanEntry, redactor: Redactor) -> str:
         name, message = _text(e.task.name, redactor), _text(e.message, redactor)
         return f"| {mark} | {name} | {e.task.kind} | | {message} | | |"
     target = _cell_code(display(a.target, redactor), redactor) if a.target else ""
-    travels = travel_lines(a.travel, redactor, ids=TRAVEL_IDS) if a.verb.changes else []
+    travels = (
+        travel_lines(a.travel, redactor, ids=TRAVEL_IDS, changes=False) if a.verb.changes else []
+    )
     return (
         f"| {_ICONS[a.verb]} {a.verb.value} | {_text(e.task.name, redactor)} | {e.task.kind}"
         f" | {target} | {_lines([a.reason, *signature_lines(a, redactor)], redactor)}"
@@ -190,6 +195,22 @@ def _deletion(a: AnyAction, redactor: Redactor) -> list[str]:
         *ids,
         *more,
         "```",
+        "</details>",
+    ]
+
+
+def _entry_changes(a: AnyAction, redactor: Redactor) -> list[str]:
+    """An untar's changed entries, one per line, in a folded block."""
+    n = len(a.travel.changes)
+    lines = [redactor.text(line.strip()) for line in change_lines(a.travel.changes)]
+    fence = "`" * max([3, *(len(run) + 1 for line in lines for run in re.findall("`+", line))])
+    what = "1 entry changes" if n == 1 else f"{n} entries change"
+    return [
+        f"<details><summary>{_html(a.task.name, redactor)}: {what}</summary>",
+        "",
+        fence,
+        *lines,
+        fence,
         "</details>",
     ]
 

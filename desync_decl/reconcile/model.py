@@ -19,24 +19,13 @@ from typing import Generic, TypeVar
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, TaskAction
+from desync_decl.units import human_bytes as human_bytes  # the kinds import it from here
 
 # A kind's types: its manifest action (``MakeAction``, ...) and what its ``observe``
 # saw or its ``apply`` needs (``Facts.data``, ``Action.detail``). Covariant: a
 # make's ``Action[MakeAction, _Seen]`` is an ``AnyAction`` in a plan's entries.
 A_co = TypeVar("A_co", bound=TaskAction, covariant=True)
 D_co = TypeVar("D_co", covariant=True)
-
-
-def human_bytes(n: int) -> str:
-    """``512 B``, ``1.5 KiB``, ``3.0 GiB``."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 def chunks(n: int) -> str:
@@ -197,6 +186,9 @@ class Travel:
     delete: Deletion | None = None
     checked: Amount | None = None  # chunks read to check them (verify)
     entries: Mapping[str, int] | None = None  # untar: directory entries to create, update, ...
+    # untar: (path, change, type, file bytes) of each entry it creates, updates,
+    # fixes the metadata of (``metadata``) or deletes
+    changes: tuple[tuple[str, str, str, int], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -218,6 +210,10 @@ class Travel:
             out["stores"] = [s.to_json() for s in self.stores]
         if self.entries is not None:
             out["entries"] = dict(self.entries)
+        if self.changes:
+            out["changes"] = [
+                {"path": p, "change": c, "type": t, "bytes": b} for p, c, t, b in self.changes
+            ]
         return out
 
 

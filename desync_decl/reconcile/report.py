@@ -199,7 +199,7 @@ def results_json(
 # --- text ----------------------------------------------------------------------------
 
 
-def plan_text(plan: Plan) -> list[str]:
+def plan_text(plan: Plan, *, diff: bool = False) -> list[str]:
     redactor = plan.manifest.redactor
     verify = " (verify)" if plan.verify else ""
     lines = [f"plan for {display(str(plan.manifest.path), redactor)}{verify}"]
@@ -216,6 +216,8 @@ def plan_text(plan: Plan) -> list[str]:
         lines += [f"            {line}" for line in signature_lines(a, redactor)]
         if a.verb.changes:
             lines += [f"            {line}" for line in travel_lines(a.travel, redactor)]
+            if diff and a.diff is not None:
+                lines += [f"          {line}" for line in diff_lines(a.diff, redactor)]
         lines += [f"            note: {note}" for note in a.notes]
         lines += [f"            warning: {warning}" for warning in a.warnings]
     lines += [f"  * {'run':<7} [{n.handler.name}] handler: {notified_by(n)}" for n in plan.handlers]
@@ -233,8 +235,11 @@ def lock_lines(plan: Plan) -> list[str]:
     ]
 
 
-def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list[str]:
-    """What travels, in words: one line per kind of movement."""
+def travel_lines(
+    t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS, changes: bool = True
+) -> list[str]:
+    """What travels, in words: one line per kind of movement (and with ``changes``, one
+    per entry an untar changes)."""
     lines = []
     if t.seeds or t.null or t.self_seed or t.in_place or (t.stores and t.upload is None):
         lines.append(_extract_line(t, redactor))
@@ -251,6 +256,8 @@ def travel_lines(t: Travel, redactor: Redactor, *, ids: int = SHOWN_IDS) -> list
         lines.append(f"checked {chunks(t.checked.chunks)}")
     if t.entries is not None:
         lines.append(_entries_line(t.entries))
+        if changes:
+            lines += [redactor.text(line) for line in change_lines(t.changes)]
     if t.delete is not None:
         d = t.delete
         shown = ", ".join(d.ids[:ids]) + (
@@ -294,19 +301,46 @@ def _upload_network_line(u: StoreAmount) -> str:
 
 
 def _entries_line(entries: Mapping[str, int]) -> str:
-    """``entries: 2 to create, 1 to update, 40 unchanged, 1 extra kept``."""
+    """``entries: 2 to create, 1 to update (64.0 MiB written), 3 metadata only,
+    40 unchanged (190.2 MiB kept), 1 extra kept``: in the words apply reports."""
     parts = [
         f"{entries[key]} {label}"
         for key, label in (
             ("create", "to create"),
             ("update", "to update"),
+            ("metadata", "metadata only"),
             ("delete", "to delete"),
             ("unchanged", "unchanged"),
             ("kept", "extra kept" if entries.get("kept") == 1 else "extras kept"),
         )
         if entries.get(key)
     ]
-    return "entries: " + (", ".join(parts) or "none")
+    line = "entries: " + (", ".join(parts) or "none")
+    sizes = [
+        f"{human_bytes(entries[key])} {label}"
+        for key, label in (
+            ("write-bytes", "to write"),
+            ("keep-bytes", "kept"),
+            ("delete-bytes", "to delete"),
+        )
+        if entries.get(key)
+    ]
+    return line + (f"; file bytes: {', '.join(sizes)}" if sizes else "")
+
+
+SHOWN_CHANGES = 40  # entries a plan's text lists (its JSON lists all)
+
+
+def change_lines(changes: Sequence[tuple[str, str, str, int]]) -> list[str]:
+    """``  update   shards/s1.bin (file, 64.0 MiB)``, one per changed entry, the first
+    ``SHOWN_CHANGES``."""
+    out = []
+    for path, change, kind, size in changes[:SHOWN_CHANGES]:
+        what = f"{kind}, {human_bytes(size)}" if kind == "file" or size else kind
+        out.append(f"  {change:<8} {path} ({what})")
+    if len(changes) > SHOWN_CHANGES:
+        out.append(f"  … {len(changes) - SHOWN_CHANGES} more (plan --json lists them all)")
+    return out
 
 
 def _store_part(s: StoreAmount) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from desync_decl.errors import DesyncError
+from desync_decl.globs import glob_regex
 from desync_decl.stores.converters import fingerprint
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials
@@ -322,64 +323,5 @@ def _glob(pattern: str) -> re.Pattern[str] | None:
     """Go's ``path.Match`` pattern as a regex (None when Go refuses it): ``*`` and
     ``?`` within one path element, ``[a-z]`` and ``[^a-z]`` classes, ``\\``
     escapes."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            parsed = _character_class(pattern, i + 1)
-            if parsed is None:
-                return None
-            regex, i = parsed
-            out.append(regex)
-            continue
-        elif c == "\\":
-            i += 1
-            if i == len(pattern):
-                return None
-            out.append(re.escape(pattern[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out))
-
-
-def _character_class(pattern: str, i: int) -> tuple[str, int] | None:
-    """The class that starts at ``pattern[i]`` (after its ``[``) as a regex, and where
-    the pattern goes on; None when malformed (unclosed, empty, a bare ``-``)."""
-    negated = pattern.startswith("^", i)
-    i += negated
-    ranges: list[tuple[str, str]] = []
-    while not (pattern.startswith("]", i) and ranges):
-        low = _class_char(pattern, i)
-        if low is None:
-            return None
-        lo, i = low
-        hi = lo
-        if pattern.startswith("-", i):
-            high = _class_char(pattern, i + 1)
-            if high is None:
-                return None
-            hi, i = high
-        ranges.append((lo, hi))
-    body = "".join(f"{re.escape(lo)}-{re.escape(hi)}" for lo, hi in ranges if lo <= hi)
-    if negated:
-        return f"[^/{body}]", i + 1
-    return (f"[{body}]" if body else "(?!)"), i + 1
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int] | None:
-    """One character of a class (``\\`` escapes the next) and what follows it."""
-    if i >= len(pattern) or pattern[i] in "-]":
-        return None
-    if pattern[i] == "\\":
-        i += 1
-        if i >= len(pattern):
-            return None
-    if i + 1 >= len(pattern):  # the class never closes
-        return None
-    return pattern[i], i + 1
+    regex = glob_regex(pattern)
+    return None if regex is None else re.compile(regex)

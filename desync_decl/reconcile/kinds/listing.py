@@ -14,9 +14,11 @@ tree that differs only in those is caught by the byte comparison of the kind.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.formats.index import Index
 from desync_decl.ops.mtree import mtree, mtree_dir
 from desync_decl.stores.base import Store
@@ -47,25 +49,41 @@ def tree_listing(root: str | os.PathLike, index: Index) -> Listing:
     return parse(mtree_dir(root, flags=index.flags, digest=index.digest))
 
 
+# The fields that say what an entry holds; a difference in any other field (mode,
+# owners, time, xattrs) is fixed on the entry in place, its data kept.
+_CONTENT = frozenset({"type", "size", "target"})
+
+
 @dataclass(frozen=True)
 class Changes:
+    """Entry by entry, what an untar does, in the words its apply reports
+    (``disk_writer.Writer``: created, updated, metadata fixed, unchanged)."""
+
     create: tuple[str, ...]
-    update: tuple[str, ...]
+    update: tuple[str, ...]  # contents (or type) replaced: a new file written
     delete: tuple[str, ...]  # extras the task deletes
     kept: tuple[str, ...]  # extras it keeps
     unchanged: int
+    metadata: tuple[str, ...] = ()  # only mode, owners, time or xattrs differ: fixed in place
+    sizes: Mapping[str, int] = field(default_factory=dict)  # file bytes per changed path
+    types: Mapping[str, str] = field(default_factory=dict)  # mtree type per changed path
+    kept_bytes: int = 0  # file bytes that stay (unchanged and metadata-only files)
 
     @property
     def any(self) -> bool:
-        return bool(self.create or self.update or self.delete)
+        return bool(self.create or self.update or self.delete or self.metadata)
+
+    def bytes_of(self, paths: Iterable[str]) -> int:
+        return sum(self.sizes.get(p, 0) for p in paths)
 
     def summary(self) -> str:
-        """``2 to create, 1 to update, 40 unchanged, 1 extra kept``."""
+        """``2 to create, 1 to update, 3 metadata only, 40 unchanged, 1 extra kept``."""
         parts = [
             f"{n} {what}"
             for n, what in (
                 (len(self.create), "to create"),
                 (len(self.update), "to update"),
+                (len(self.metadata), "metadata only"),
                 (len(self.delete), "to delete"),
                 (self.unchanged, "unchanged"),
                 (len(self.kept), "extra kept" if len(self.kept) == 1 else "extras kept"),
@@ -78,10 +96,28 @@ class Changes:
         return {
             "create": len(self.create),
             "update": len(self.update),
+            "metadata": len(self.metadata),
             "delete": len(self.delete),
             "unchanged": self.unchanged,
             "kept": len(self.kept),
+            "write-bytes": self.bytes_of((*self.create, *self.update)),
+            "keep-bytes": self.kept_bytes,
+            "delete-bytes": self.bytes_of(self.delete),
         }
+
+    def listed(self) -> list[tuple[str, str, str, int]]:
+        """``(path, change, type, file bytes)`` of every changed entry, in order of
+        change: create, update, metadata, delete."""
+        return [
+            (path, change, self.types.get(path, ""), self.sizes.get(path, 0))
+            for change, paths in (
+                ("create", self.create),
+                ("update", self.update),
+                ("metadata", self.metadata),
+                ("delete", self.delete),
+            )
+            for path in paths
+        ]
 
 
 def compare(
@@ -91,27 +127,79 @@ def compare(
     owners: bool,
     permissions: bool,
     delete_extra: bool,
+    patterns: Patterns | None = None,
 ) -> Changes:
+    """What an untar changes; an entry ``patterns`` leave out is never one (neither
+    written nor deleted), on either side."""
+    if patterns is not None and not patterns.empty:
+        archive = _allowed(archive, patterns)
+        tree = _allowed(tree, patterns)
     ignored = set() if owners else {"uid", "gid", "xattr"}
     if not permissions:
         ignored.add("mode")
-    create, update, unchanged = [], [], 0
+    create, update, metadata, unchanged = [], [], [], 0
+    sizes: dict[str, int] = {}
+    types: dict[str, str] = {}
+    kept_bytes = 0
     for path, want in archive.items():
         have = tree.get(path)
+        wanted = fields(want)
         if have is None:
             create.append(path)
-        elif have != want and _masked(have, ignored) != _masked(want, ignored):
-            update.append(path)
+        elif have != want and _masked(have, ignored) != (masked := _masked(want, ignored)):
+            held = _masked(have, ignored)
+            if _content(held) != _content(masked):
+                update.append(path)
+            else:
+                metadata.append(path)
+                kept_bytes += int(wanted.get("size", 0))
         else:
             unchanged += 1
+            kept_bytes += int(wanted.get("size", 0))
+            continue
+        sizes[path] = int(wanted.get("size", 0))
+        types[path] = wanted.get("type", "")
     extra = _topmost(p for p in tree if p not in archive)
+    for top in extra:  # an extra directory's bytes: every file below it
+        below = top + "/"
+        held = fields(tree[top])
+        types[top] = held.get("type", "")
+        sizes[top] = sum(
+            int(fields(words).get("size", 0))
+            for p, words in tree.items()
+            if p == top or p.startswith(below)
+        )
     return Changes(
         tuple(create),
         tuple(update),
         tuple(extra) if delete_extra else (),
         () if delete_extra else tuple(extra),
         unchanged,
+        tuple(metadata),
+        sizes,
+        types,
+        kept_bytes,
     )
+
+
+def _allowed(listing: Listing, patterns: Patterns) -> Listing:
+    """The entries of ``listing`` the patterns keep (paths as mtree escapes them)."""
+    return {
+        path: words
+        for path, words in listing.items()
+        if path == "." or patterns.allows(_unescape(path), fields(words).get("type") == "dir")
+    }
+
+
+def _unescape(path: str) -> str:
+    """A path as mtree wrote it (``\\ooo`` per byte outside printable ASCII) back."""
+    raw = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), path.encode())
+    return os.fsdecode(raw)
+
+
+def _content(f: Fields) -> Fields:
+    """The fields that say what an entry holds (its type, size, digest, link target)."""
+    return {k: v for k, v in f.items() if k in _CONTENT or k.endswith("digest")}
 
 
 def _masked(words: str, ignored: set[str]) -> Fields:
@@ -134,10 +222,16 @@ def diff_sides(
     """Before and after, per changed entry (the first ``SHOWN``)."""
     before: dict[str, str] = {}
     after: dict[str, str] = {}
-    changed = [*changes.create, *changes.update, *changes.delete]
+    changed = [path for path, *_ in changes.listed()]
     for path in changed[:SHOWN]:
-        before[path] = _describe(tree.get(path))
-        after[path] = _describe(archive.get(path))
+        had, has = tree.get(path), archive.get(path)
+        if had is not None and has is not None:  # only what changes
+            old, new = fields(had), fields(has)
+            keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+            had = " ".join(f"{k}={old[k]}" for k in keys if k in old)
+            has = " ".join(f"{k}={new[k]}" for k in keys if k in new)
+        before[path] = _describe(had)
+        after[path] = _describe(has)
     if len(changed) > SHOWN:
         before["…"] = after["…"] = f"{len(changed) - SHOWN} more entries"
     return before, after

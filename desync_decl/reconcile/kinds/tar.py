@@ -15,6 +15,7 @@ import glob
 import os
 from typing import TYPE_CHECKING, ClassVar
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import Digest
 from desync_decl.manifest import TarAction, Task
@@ -72,6 +73,9 @@ class TarKind:
             "chunk-size": str(a.chunk_size),
             "store": ctx.resolver.location(a.store),
         }
+        patterns = _patterns(a)
+        if patterns is not None:  # only then: records written before patterns still match
+            fields["patterns"] = patterns.as_json()
         if pending is not None:
             return Facts(fields, Seen(current, None, frozenset(), None, False, pending[1]))
         generation = ctx.state.generation(str(fields["store"]))
@@ -80,7 +84,12 @@ class TarKind:
         if recorded and current is not None and not ctx.verify:
             return Facts(fields, Seen(current, None, frozenset(), record, True, None))
         new = tree_index(
-            a.source, flags, a.chunk_size, concurrency=ctx.concurrency, progress=ctx.progress
+            a.source,
+            flags,
+            a.chunk_size,
+            concurrency=ctx.concurrency,
+            progress=ctx.progress,
+            patterns=patterns,
         )
         return Facts(fields, publish.compared(ctx, a.store, current, new, record, recorded))
 
@@ -97,7 +106,12 @@ class TarKind:
 
         def cut(store: WriteStore) -> Cut:
             result = tar_index(
-                TarInput(a.source, flags=flags, one_file_system=a.one_file_system),
+                TarInput(
+                    a.source,
+                    flags=flags,
+                    one_file_system=a.one_file_system,
+                    patterns=_patterns(a),
+                ),
                 store,
                 sizes=a.chunk_size,
                 concurrency=ctx.concurrency,
@@ -115,6 +129,11 @@ class TarKind:
             cut=cut,
             source_now=lambda: _tree(a),
         )
+
+
+def _patterns(a: TarAction) -> Patterns | None:
+    """The task's include/exclude patterns (checked when the manifest was loaded)."""
+    return Patterns.given(a.include, a.exclude, f"tar task of {a.source}")
 
 
 def _publication(a: TarAction) -> Publication:

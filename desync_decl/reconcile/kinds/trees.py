@@ -16,6 +16,7 @@ import os
 import re
 import struct
 
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.tree_walk import open_tree, walk
 from desync_decl.formats import flags as ff
 from desync_decl.formats.chunk_sizes import ChunkSizes
@@ -64,10 +65,20 @@ def tree_index(
     *,
     concurrency: int,
     progress: Progress = NO_PROGRESS,
+    patterns: Patterns | None = None,
 ) -> Index:
-    """The index ``tar -i`` with ``flags`` and ``sizes`` would write for ``root``."""
-    source = TarInput(root, flags=flags, one_file_system=bool(flags & ff.EXCLUDE_SUBMOUNTS))
-    result = tar_index(source, DryStore(), sizes=sizes, concurrency=concurrency, progress=progress)
+    """The index ``tar -i`` with ``flags``, ``sizes`` and ``patterns`` would write for
+    ``root``."""
+    one_file_system = bool(flags & ff.EXCLUDE_SUBMOUNTS)
+    source = TarInput(root, flags=flags, one_file_system=one_file_system, patterns=patterns)
+    result = tar_index(
+        source,
+        DryStore(),
+        sizes=sizes,
+        concurrency=concurrency,
+        progress=progress,
+        stage="reading tree",
+    )
     assert result.index is not None
     return result.index
 

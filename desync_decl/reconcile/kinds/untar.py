@@ -8,11 +8,16 @@ index means converged. Else the plan counts, per chunk of the archive, what
 the tree holds in place, what each seed directory holds, and what is fetched
 from which store; where the archive can be listed (every chunk here, or with
 ``--verify``, which fetches the rest) the tree is compared entry by entry
-(``listing.py``), and differences the task does not restore are no change.
+(``listing.py``), and differences the task does not restore are no change:
+the plan then lists each entry it creates, updates (new contents), fixes the
+metadata of, or deletes, with sizes, in the words apply reports.
 Apply deletes what is in the way of an entry of another type (and extras, with
 ``delete_extra``) through ``ops.untar.make_way``, as the verb's ``--delete-extra``
-does, runs ``ops.untar`` with
-the tree and seeds ahead of the stores (chunks fetched once) and records it.
+does, runs ``ops.untar`` with the tree and seeds ahead of the stores (chunks
+fetched once), which updates the tree entry by entry (an unchanged file keeps its
+inode and is not written), and records it. With ``atomic`` nothing is deleted
+first: the new tree is built beside the old one and switched in with one rename.
+What the include/exclude patterns leave out is neither written nor deleted.
 Under ``trust`` the index is judged first, every run, as the extract kind does.
 """
 
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from desync_decl.archive.clearing import Cleared
 from desync_decl.archive.disk_writer import UntarStats
+from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.tree_walk import NotADirectory
 from desync_decl.errors import DesyncError
@@ -35,7 +41,7 @@ from desync_decl.formats import flags as ff
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, UntarAction
-from desync_decl.ops.untar import Clearing, make_way, untar
+from desync_decl.ops.untar import Clearing, count_replaced, make_way, untar
 from desync_decl.progress import Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds import absent, listing
@@ -191,7 +197,12 @@ class UntarKind:
         local: tuple[TreeSeed, ...] = ()
         spool: Spool | None = None
         fetch = travel.stores or (travel.missing and travel.missing.chunks)
-        if content == "differs" and (ctx.verify or not fetch):
+        # listed when that reads no network: every chunk local (the tree, seeds, local
+        # stores), or with --verify
+        local_only = not (travel.missing and travel.missing.chunks) and not any(
+            s.remote for s in travel.stores
+        )
+        if content in ("differs", "outdated") and (ctx.verify or local_only):
             listed, local, spool = self._list(a, ctx, index, roots, fetch)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
@@ -274,6 +285,7 @@ class UntarKind:
             owners=_owners(a),
             permissions=not a.no_same_permissions,
             delete_extra=a.delete_extra,
+            patterns=_patterns(a),
         )
         return _Listed(changes, archive, tree), local, spool
 
@@ -351,7 +363,7 @@ class UntarKind:
             stack.callback(spool.close)
             store = Router([*local, spool])
             cleared = Cleared()
-            if seen.tree is not None:  # what stands in the archive's way goes first
+            if seen.tree is not None and not a.atomic:  # what is in the archive's way goes first
                 way = Clearing.EXTRA if a.delete_extra else Clearing.IN_THE_WAY
                 cleared = make_way(
                     index,
@@ -360,6 +372,8 @@ class UntarKind:
                     store=store,
                     concurrency=ctx.concurrency,
                     kept=ctx.resolver.local_paths(a.stores),
+                    patterns=_patterns(a),
+                    progress=progress,
                 )
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
@@ -370,7 +384,16 @@ class UntarKind:
                 same_permissions=not a.no_same_permissions,
                 concurrency=ctx.concurrency,
                 source=a.index,
+                atomic=a.atomic,
+                clearing=Clearing.EXTRA if a.atomic and a.delete_extra else Clearing.NONE,
+                kept=ctx.resolver.local_paths(a.stores) if a.atomic else (),
+                patterns=_patterns(a),
+                progress=progress,
             )
+            if a.atomic:
+                cleared = result.cleared
+            else:  # deleted by make_way above, not by untar
+                count_replaced(result.stats, cleared)
             served = [
                 (s.hits - h, s.bytes_served - b) for s, (h, b) in zip(local, before, strict=True)
             ]
@@ -378,7 +401,7 @@ class UntarKind:
             ctx.state.put(_key(a), _record(a, digest, fingerprint(a.path, action="untar to")))
         stats = _stats(result.stats, served, seen.tree is not None, spool, cleared)
         msg = (
-            f"untarred{why_words(action)}:"
+            f"untarred{why_words(action)}: {entry_words(result.stats, cleared)};"
             f" {fetched_words(ctx, a.stores, spool.bytes_fetched)},"
             f" {human_bytes(stats['bytes-in-place'])} in place,"
             f" {human_bytes(stats['bytes-from-seeds'])} from seeds"
@@ -414,13 +437,21 @@ def _owners(a: UntarAction) -> bool:
     return not a.no_same_owner and os.geteuid() == 0
 
 
-def _options(a: UntarAction) -> dict[str, bool]:
+def _options(a: UntarAction) -> dict[str, object]:
     """What the tree converges to besides the archive (a record holds only for these)."""
-    return {
+    out: dict[str, object] = {
         "owners": _owners(a),
         "permissions": not a.no_same_permissions,
         "delete-extra": a.delete_extra,
     }
+    if a.include or a.exclude:
+        out["include"], out["exclude"] = list(a.include), list(a.exclude)
+    return out
+
+
+def _patterns(a: UntarAction) -> Patterns | None:
+    """The task's include/exclude patterns (checked when the manifest was loaded)."""
+    return Patterns.given(a.include, a.exclude, f"untar task of {a.path}")
 
 
 def _record(a: UntarAction, digest: str, tree: str | None) -> dict[str, object]:
@@ -444,7 +475,13 @@ def _stats(
         "symlinks": written.symlinks,
         "devices": written.devices,
         "others": written.others,
-        "bytes-written": written.bytes,
+        "bytes": written.bytes,
+        "created": written.created,
+        "updated": written.updated,
+        "metadata": written.metadata,
+        "unchanged": written.unchanged,
+        "bytes-written": written.bytes_written,
+        "bytes-kept": written.bytes_kept,
     }
     tree, seeds = (served[0], served[1:]) if in_tree else ((0, 0), served)
     out["chunks-in-place"], out["bytes-in-place"] = tree
@@ -455,8 +492,26 @@ def _stats(
     return out
 
 
+def entry_words(s: UntarStats, cleared: Cleared) -> str:
+    """``1 created, 2 updated, 3 metadata fixed, 40 unchanged, 1 deleted; 2.0 MiB
+    written, 190.1 MiB kept``: what an untar did, in the words its plan uses."""
+    parts = [
+        f"{n} {label}"
+        for n, label in (
+            (s.created, "created"),
+            (s.updated, "updated"),
+            (s.metadata, "metadata fixed"),
+            (s.unchanged, "unchanged"),
+            (cleared.deleted, "deleted"),
+        )
+        if n
+    ]
+    written = f"{human_bytes(s.bytes_written)} written, {human_bytes(s.bytes_kept)} kept"
+    return f"{', '.join(parts) or 'nothing'}; {written}"
+
+
 def _with_entries(travel: Travel, changes: listing.Changes) -> Travel:
-    return dataclasses.replace(travel, entries=changes.to_json())
+    return dataclasses.replace(travel, entries=changes.to_json(), changes=tuple(changes.listed()))
 
 
 def _diff(target: str, seen: _Seen, index: Index) -> Diff:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from desync_decl.errors import DesyncError
 from desync_decl.manifest import Task, VerifyAction
 from desync_decl.ops.verify import BadChunk, verify_store
-from desync_decl.progress import Progress
+from desync_decl.progress import BYTES, Progress
 from desync_decl.reconcile.context import Context
 from desync_decl.reconcile.kinds.base import Kind, Resources, store_keys
 from desync_decl.reconcile.model import (
@@ -118,8 +118,8 @@ class _Counter:
         self.inner, self.count = inner, 0
         self._lock = threading.Lock()
 
-    def start(self, stage: str, total: int) -> None:
-        self.inner.start(stage, total)
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
+        self.inner.start(stage, total, unit)
 
     def advance(self, n: int) -> None:
         with self._lock:
