@@ -29,8 +29,8 @@ from desync_decl.ops.prune import (
     reclaim_note,
     survey,
 )
-from desync_decl.reconcile.model import human_bytes
 from desync_decl.stores.base import PruneStore
+from desync_decl.units import human_bytes
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
