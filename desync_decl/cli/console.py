@@ -153,22 +153,23 @@ class _Meter:
     def _rate(self, rate: float) -> str:
         return human_rate(rate) if self.unit == BYTES else f"{rate:.0f}/s"
 
-    def bar(self, now: float) -> str:
+    def bar(self, now: float, width: int = 120) -> str:
         """``tar          [#####     ]  42% 105.2 MiB/250.0 MiB  18.4 MiB/s ETA 8s``,
         ``checking chunks [##   ]  20% 840/4171 chunks 350/s ETA 10s``,
-        ``tar 195.7 MiB 18.4 MiB/s 11s`` (no total known)."""
+        ``tar 195.7 MiB 18.4 MiB/s 11s`` (no total known). The bar is 10 to 30 cells,
+        as ``width`` columns allow: the numbers and the ETA are what must show."""
         elapsed = max(now - self.started, 1e-6)
         rate = self.done / elapsed
         noun = "" if self.unit == BYTES else f" {self.unit}"
         if self.total:
             frac = min(1.0, self.done / self.total)
-            bar = "#" * int(frac * 30)
             eta = human_duration((self.total - self.done) / rate) if rate else "?"
-            return (
-                f"{self.stage:<12} [{bar:<30}] {100 * frac:3.0f}%"
-                f" {self._amount(self.done)}/{self._amount(self.total)}{noun}"
-                f" {self._rate(rate):>11} ETA {eta}"
-            )
+            total = self._amount(self.total)  # fields of fixed widths: the bar stays put
+            done = f"{self._amount(self.done):>{10 if self.unit == BYTES else len(total)}}"
+            numbers = f"{100 * frac:3.0f}% {done}/{total}{noun} {self._rate(rate):>12} ETA {eta:<6}"
+            stage = f"{self.stage:<12}"
+            cells = max(10, min(30, width - 1 - len(stage) - len(numbers) - 4))
+            return f"{stage} [{'#' * int(frac * cells):<{cells}}] {numbers}"
         if self.done:
             return (
                 f"{self.stage} {self._amount(self.done)}{noun} {self._rate(rate)}"
@@ -218,7 +219,7 @@ class TerminalProgress:
             self._stream.flush()
 
     def _draw(self, now: float) -> None:
-        self._stream.write("\r" + self._meter.bar(now))
+        self._stream.write("\r" + self._meter.bar(now, _width(self._stream)))
         self._stream.flush()
 
 
@@ -275,7 +276,7 @@ class ProgressBoard:
         shown = list(self._meters.values())
         if len(shown) == 1:
             name, meter = shown[0]
-            text = f"[{name}] {meter.bar(now)}"
+            text = f"[{name}] {meter.bar(now, _width(self._stream) - len(name) - 3)}"
         else:
             text = " | ".join(f"[{name}] {meter.short(now)}" for name, meter in shown)
         self._stream.write("\r" + text[: _width(self._stream) - 1] + CLEAR_TO_END)

@@ -284,6 +284,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
                     seeds=common.store_locations(args.seed),
                     concurrency=args.concurrency,
                     source=args.archive,
+                    progress=console.progress(),
                 )
             return 0
         result = untar(

@@ -119,9 +119,9 @@ def _tree_size(fd: int, where: str, source: TarInput) -> int:
     return total
 
 
-def _start(progress: Progress, source: TarInput) -> None:
-    """The ``tar`` stage begins, with the archive's estimated size when someone watches."""
-    progress.start("tar", source.estimated_size() if shown(progress) else 0)
+def _start(progress: Progress, source: TarInput, stage: str = "tar") -> None:
+    """The stage begins, with the archive's estimated size when someone watches."""
+    progress.start(stage, source.estimated_size() if shown(progress) else 0)
 
 
 @dataclass(frozen=True)
@@ -186,12 +186,14 @@ def tar_index(
     sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    stage: str = "tar",
 ) -> TarResult:
     """Chunk the catar of ``source`` into ``store``; the result holds its caidx index,
-    whose header carries the archive's feature flags (as casync writes them)."""
+    whose header carries the archive's feature flags (as casync writes them).
+    ``stage``: what the meter calls it (a plan reading a tree stores nothing)."""
     digest = Digest.from_flags(source.flags)
     with ChunkStorer(store, "tar") as storer:
-        return _tar_index(source, storer, digest, sizes, concurrency, progress)
+        return _tar_index(source, storer, digest, sizes, concurrency, progress, stage)
 
 
 def _tar_index(
@@ -201,6 +203,7 @@ def _tar_index(
     sizes: ChunkSizes,
     concurrency: int,
     progress: Progress,
+    stage: str,
 ) -> TarResult:
     """``tar_index`` with the storer's writing scope open."""
 
@@ -211,7 +214,7 @@ def _tar_index(
         progress.advance(len(data))
         return len(data), cid
 
-    _start(progress, source)
+    _start(progress, source, stage)
     with source.stream() as pieces:
         chunks = iter_chunks(IterReader(pieces), sizes)  # type: ignore[arg-type]  # encode defers no payload here: Buffers; iter_chunks takes any binary stream
         weight = lambda c: len(c[1])  # noqa: E731

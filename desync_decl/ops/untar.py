@@ -276,11 +276,16 @@ def untar_to_tar(
     seeds: Sequence[str | os.PathLike] = (),
     concurrency: int = 10,
     source: str = "archive",
+    progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Write the archive's tree as a GNU tar stream to ``out``."""
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
-        decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
-        return _result("-", write_tar(decoder, out), decoder, trees, Cleared())
+        decoder = catar_decoder(
+            archive, store, source=source, concurrency=concurrency, progress=progress
+        )
+        stats = write_tar(decoder, out)
+        progress.finish()
+        return _result("-", stats, decoder, trees, Cleared())
 
 
 def _regular_file(archive: BinaryIO | Index, source: str) -> ArchiveFile | None:

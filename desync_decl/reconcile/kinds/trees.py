@@ -71,7 +71,14 @@ def tree_index(
     ``root``."""
     one_file_system = bool(flags & ff.EXCLUDE_SUBMOUNTS)
     source = TarInput(root, flags=flags, one_file_system=one_file_system, patterns=patterns)
-    result = tar_index(source, DryStore(), sizes=sizes, concurrency=concurrency, progress=progress)
+    result = tar_index(
+        source,
+        DryStore(),
+        sizes=sizes,
+        concurrency=concurrency,
+        progress=progress,
+        stage="reading tree",
+    )
     assert result.index is not None
     return result.index
 
