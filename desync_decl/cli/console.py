@@ -219,7 +219,8 @@ class TerminalProgress:
             self._stream.flush()
 
     def _draw(self, now: float) -> None:
-        self._stream.write("\r" + self._meter.bar(now, _width(self._stream)))
+        # cleared to the end: a shorter line (the next stage's) leaves nothing behind
+        self._stream.write("\r" + self._meter.bar(now, _width(self._stream)) + CLEAR_TO_END)
         self._stream.flush()
 
 

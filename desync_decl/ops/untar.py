@@ -62,6 +62,7 @@ def catar_decoder(
     source: str,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
+    stage: str = "untar",
 ) -> Decoder:
     """A decoder over a catar stream, or over an index's chunks fetched from ``store``;
     ``progress`` follows its position (``ops/metered.py``)."""
@@ -74,7 +75,7 @@ def catar_decoder(
         stream = archive
     if not shown(progress):
         return Decoder(stream, source)
-    progress.start("untar", archive_length(archive))
+    progress.start(stage, archive_length(archive))
     return MeteredDecoder(stream, source, progress)
 
 
@@ -149,6 +150,7 @@ def untar(
             source=source,
             kept=kept,
             patterns=patterns,
+            progress=progress,
         )
         file = _regular_file(archive, source)  # before the decoder reads from it
         decoder = catar_decoder(
@@ -229,6 +231,7 @@ def make_way(
     source: str = "archive",
     kept: Sequence[str | os.PathLike] = (),
     patterns: Patterns | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Cleared:
     """Delete from the directory ``target`` what ``clearing`` says stands in the
     archive's way (``archive.clearing``). The archive's entry types are read only when
@@ -236,7 +239,8 @@ def make_way(
     and put back there for the extraction (a stream that cannot be is refused).
     Deleting extras is refused first when one of ``kept`` (the local directories of
     the stores and caches ``store`` reads through) lies in the target. What
-    ``patterns`` leave out is never deleted."""
+    ``patterns`` leave out is never deleted. ``progress`` follows the reading of the
+    entry types (a whole pass over the archive)."""
     if clearing is Clearing.NONE:
         return Cleared()
     if clearing is Clearing.EXTRA:
@@ -246,12 +250,21 @@ def make_way(
             "deleting what is in the way needs an archive file or an index, not a stream"
         )
 
+    listing = "listing entries"  # the meter's stage
+
     def entries() -> tuple[dict[bytes, int], int]:
         if isinstance(archive, Index):
-            decoder = catar_decoder(archive, store, source=source, concurrency=concurrency)
+            decoder = catar_decoder(
+                archive,
+                store,
+                source=source,
+                concurrency=concurrency,
+                progress=progress,
+                stage=listing,
+            )
             return archive_types(decoder), archive.flags
         start = archive.tell()
-        decoder = catar_decoder(archive, source=source)
+        decoder = catar_decoder(archive, source=source, progress=progress, stage=listing)
         types = archive_types(decoder)
         archive.seek(start)
         return types, decoder.flags or 0

@@ -389,6 +389,7 @@ class UntarKind:
                     concurrency=ctx.concurrency,
                     kept=ctx.resolver.local_paths(a.stores),
                     patterns=_patterns(a),
+                    progress=progress,
                 )
             before = [(s.hits, s.bytes_served) for s in local]
             result = untar(
