@@ -37,7 +37,7 @@ def test_plan_lists_each_changed_entry_and_apply_does_exactly_that(tmp_path):
     (entry,) = plan(m, state, verify=True).entries
     a = entry.action
     assert a.verb is Verb.UPDATE
-    changes = {path: (change, kind) for path, change, kind, _ in a.travel.changes}
+    changes = {path: (change, kind) for path, change, kind, _, _ in a.travel.changes}
     # v2: big.bin and note.txt changed, new.txt added, old.txt gone (kept: no
     # delete_extra); secret.key's mode drifted
     assert changes == {
@@ -46,7 +46,13 @@ def test_plan_lists_each_changed_entry_and_apply_does_exactly_that(tmp_path):
         "new.txt": ("create", "file"),
         "secret.key": ("metadata", "file"),
     }
-    sizes = {path: size for path, _, _, size in a.travel.changes}
+    sizes = {path: size for path, _, _, size, _ in a.travel.changes}
+    sources = {path: dict(f) for path, _, _, _, f in a.travel.changes}
+    # big.bin: 150 000 bytes, one 4 KiB block rewritten: most of it is in the tree
+    assert sum(sources["big.bin"].values()) == sizes["big.bin"]
+    assert sources["big.bin"]["in place"] > sizes["big.bin"] // 2
+    assert 0 < sources["big.bin"]["stores"] < sizes["big.bin"] // 2
+    assert sources["new.txt"] == {"stores": 18}
     assert sizes["big.bin"] == (tmp_path / "v2" / "big.bin").stat().st_size
     e = a.travel.entries
     assert (e["create"], e["update"], e["metadata"], e["kept"]) == (1, 2, 1, 1)
@@ -54,7 +60,8 @@ def test_plan_lists_each_changed_entry_and_apply_does_exactly_that(tmp_path):
 
     text = "\n".join(plan_text(plan(m, state, verify=True)))
     assert "entries: 1 to create, 2 to update, 1 metadata only," in text
-    assert "  update   big.bin (file, " in text and "  create   new.txt (file, " in text
+    assert "  update   big.bin (file, 146.5 KiB: " in text
+    assert "  create   new.txt (file, 18 B: 18 B from stores)" in text
 
     (r,) = apply(m, state)
     assert r.status is Status.CHANGED
@@ -72,7 +79,8 @@ def test_plan_json_and_markdown_carry_the_entries(tmp_path):
     doc = plan_json(p)
     Draft202012Validator(PLAN_SCHEMA).validate(json.loads(json.dumps(doc)))
     travel = doc["tasks"][0]["travel"]
-    assert {"path": "new.txt", "change": "create", "type": "file", "bytes": 18} in travel["changes"]
+    new = {"path": "new.txt", "change": "create", "type": "file", "bytes": 18}
+    assert {**new, "from": {"stores": 18}} in travel["changes"]
     md = plan_markdown(p)
     assert "<summary>deploy: 3 entries change</summary>" in md
     assert "update   big.bin (file, " in md
@@ -98,7 +106,7 @@ def test_extras_are_listed_with_their_bytes_when_deleted(tmp_path):
     write(tmp_path / "out" / "stray" / "a.tmp", b"x" * 1000)
     write(tmp_path / "out" / "stray" / "b.tmp", b"y" * 24)
     (entry,) = plan(m, tmp_path / "state", verify=True).entries
-    assert ("stray", "delete", "dir", 1024) in entry.action.travel.changes
+    assert ("stray", "delete", "dir", 1024, ()) in entry.action.travel.changes
     assert entry.action.travel.entries["delete-bytes"] == 1024
 
 
@@ -114,7 +122,7 @@ def test_excluded_entries_are_no_change_in_plan_or_apply(tmp_path):
     write(out / "stray", b"extra")
     (entry,) = plan(m, state, verify=True).entries
     # the root's mtime moved with what was added; the excluded entries are no change
-    changes = [(p, c) for p, c, _, _ in entry.action.travel.changes]
+    changes = [(p, c) for p, c, _, _, _ in entry.action.travel.changes]
     assert changes == [(".", "metadata"), ("stray", "delete")]
     (r,) = apply(m, state)
     assert r.status is Status.CHANGED
@@ -133,7 +141,7 @@ def test_an_entry_of_another_type_is_one_update_in_plan_and_apply(tmp_path):
     write(out / "secret.key" / "inside", b"a directory where a file was")
     (entry,) = plan(m, state, verify=True).entries
     e = entry.action.travel.entries
-    assert ("secret.key", "update", "file", 3) in entry.action.travel.changes
+    assert ("secret.key", "update", "file", 3, (("stores", 3),)) in entry.action.travel.changes
     (r,) = apply(m, state)
     counts = (r.stats["created"], r.stats["updated"], r.stats["metadata"], r.stats["unchanged"])
     assert counts == (e["create"], e["update"], e["metadata"], e["unchanged"])
@@ -181,4 +189,4 @@ def test_entries_behind_a_remote_store_are_listed_with_verify_only(tmp_path, cli
     assert "entries are counted with --verify (the archive must be fetched)" in entry.action.notes
     assert log.read_text().count("Request: GET ") == before
     (entry,) = plan(m, state, verify=True).entries
-    assert ("new.txt", "create", "file", 18) in entry.action.travel.changes
+    assert ("new.txt", "create", "file", 18, (("stores", 18),)) in entry.action.travel.changes

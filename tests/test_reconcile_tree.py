@@ -356,7 +356,9 @@ def test_untar_drift_is_found_counted_with_verify_and_repaired(tmp_path, state, 
         - size,
         "delete-bytes": 0,
     }
-    assert entry.action.travel.changes == (("doc/readme.txt", "update", "file", size),)
+    (change,) = entry.action.travel.changes
+    assert change[:4] == ("doc/readme.txt", "update", "file", size)
+    assert sum(n for _, n in change[4]) == size  # its bytes, by where they come from
     assert entry.action.diff.before["doc/readme.txt"].startswith("sha512256digest=")
     (r,) = apply(m, state, diff=True)
     assert r.status is Status.CHANGED  # listed from the local store: per entry

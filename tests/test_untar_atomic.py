@@ -5,15 +5,23 @@ whole old tree (issue 19, item 2)."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from desync_decl.formats.index import decode
 from desync_decl.reconcile.model import Status
+from desync_decl.server.messages import Request, Response
+from tests.conftest import ROOT
+from tests.servers_http import chunk_service, serve  # noqa: F401 - a fixture
 from tests.test_reconcile_kinds import apply
 from tests.test_reconcile_tree import published, site, snapshot, untar_manifest
 from tests.test_untar_update import _identity, model_versions
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -119,3 +127,46 @@ def test_atomic_task_converges_and_keeps_extras(tmp_path):
     got.pop("."), want.pop(".")
     assert got == want
     assert [r.status for r in apply(m, state)] == [Status.OK]
+
+
+def test_a_killed_atomic_untar_leaves_the_old_tree_whole_and_is_finished_next_time(
+    cli,
+    versions,
+    tmp_path,
+    serve,  # noqa: F811
+):
+    """The store answers nothing until the untar is killed: meanwhile a reader sees the
+    whole old tree; after SIGKILL the old tree is there, whole; the next run ends at
+    v2 and removes what the killed one left."""
+    store, i1, i2, _, v2 = versions
+    out = tmp_path / "out"
+    assert cli("untar", "-i", "-s", store, i1, out).code == 0
+    old = cli("mtree", out).out
+    service = chunk_service(store)
+    asked, release = threading.Event(), threading.Event()
+
+    def app(request: Request) -> Response:
+        asked.set()
+        release.wait(60)  # held until the untar is killed
+        return service(request)
+
+    url = serve(app).url
+    argv = [sys.executable, "-m", "desync_decl", "untar", "--atomic", "-i", "-s", url]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    untar = subprocess.Popen([*argv, str(i2), str(out)], env=env, stderr=subprocess.PIPE)
+    try:
+        wait_until(asked.is_set, "the untar asks the store for a chunk v2 adds")
+        assert cli("mtree", out).out == old  # a reader sees the old tree, whole
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.untar-")]
+        untar.send_signal(signal.SIGKILL)
+        untar.wait(30)
+    finally:
+        release.set()
+        if untar.poll() is None:
+            untar.kill()
+            untar.wait(30)
+    assert cli("mtree", out).out == old
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.untar-")]  # left over
+    assert cli("untar", "--atomic", "-i", "-s", url, i2, out).code == 0
+    assert cli("mtree", out).out == cli("mtree", v2).out
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []

@@ -76,6 +76,9 @@ def write_tree(
             raise walk_error(target, e, "extract to") from None
     if reference is not None:
         before = os.fstat(reference)
+    # an empty target is filled as a new one: no entry to compare (the files go to C in
+    # batches, as in a new directory)
+    fresh = reference is not None and reference == root and not os.listdir(root)
     stack: list[OpenDir] = []
     queue: WriteQueue[Job, OpenDir] = WriteQueue(
         w.write_job, w.close_directory, workers=workers, write_many=w.write_jobs
@@ -103,7 +106,7 @@ def write_tree(
             elif not ev.path:
                 if not stat.S_ISDIR(ev.entry.mode):
                     raise UntarError("the archive's root is not a directory")
-                ref = -1 if reference is None else reference
+                ref = -1 if reference is None or fresh else reference
                 stack.append(w.opened(root, ev.entry, target, ref=ref, before=before))
                 root = reference = -1  # closed with the stack
             else:

@@ -35,17 +35,31 @@ def escape(name: bytes) -> str:
     return "".join(chr(c) if c in _SAFE else f"\\{c:03o}" for c in name)
 
 
-def mtree_lines(decoder: Decoder, digest: Digest = Digest.SHA512_256) -> Iterator[str]:
+def mtree_lines(
+    decoder: Decoder,
+    digest: Digest = Digest.SHA512_256,
+    payloads: dict[str, tuple[int, int]] | None = None,
+) -> Iterator[str]:
+    """The listing; with ``payloads``, each file's payload is also recorded there as
+    (offset in the archive stream, size) under its listed path (where its bytes come
+    from, for a plan)."""
     yield "#mtree v1.0"
     for ev in decoder:
         if not isinstance(ev, DirEnd):
-            yield _line(ev, decoder, digest)
+            yield _line(ev, decoder, digest, payloads)
 
 
-def _line(node: Node, decoder: Decoder, digest: Digest) -> str:
+def _line(
+    node: Node,
+    decoder: Decoder,
+    digest: Digest,
+    payloads: dict[str, tuple[int, int]] | None = None,
+) -> str:
     e = node.entry
     fmt = stat.S_IFMT(e.mode)
     name = escape(b"/".join(node.path)) if node.path else "."
+    if payloads is not None and fmt == stat.S_IFREG:
+        payloads[name] = (decoder.pos, node.size)
     fields = [name, f"type={_TYPES[fmt]}", f"mode={e.mode & 0o7777:04o}"]
     if fmt == stat.S_IFLNK:
         fields.append(f"target={escape(node.target)}")

@@ -186,9 +186,10 @@ class Travel:
     delete: Deletion | None = None
     checked: Amount | None = None  # chunks read to check them (verify)
     entries: Mapping[str, int] | None = None  # untar: directory entries to create, update, ...
-    # untar: (path, change, type, file bytes) of each entry it creates, updates,
-    # fixes the metadata of (``metadata``) or deletes
-    changes: tuple[tuple[str, str, str, int], ...] = ()
+    # untar: (path, change, type, file bytes, where a written file's bytes come from:
+    # (label, bytes)...) of each entry it creates, updates, fixes the metadata of
+    # (``metadata``) or deletes
+    changes: tuple[tuple[str, str, str, int, tuple[tuple[str, int], ...]], ...] = ()
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -212,7 +213,8 @@ class Travel:
             out["entries"] = dict(self.entries)
         if self.changes:
             out["changes"] = [
-                {"path": p, "change": c, "type": t, "bytes": b} for p, c, t, b in self.changes
+                {"path": p, "change": c, "type": t, "bytes": b, "from": dict(f)}
+                for p, c, t, b, f in self.changes
             ]
         return out
 

@@ -331,12 +331,19 @@ def _entries_line(entries: Mapping[str, int]) -> str:
 SHOWN_CHANGES = 40  # entries a plan's text lists (its JSON lists all)
 
 
-def change_lines(changes: Sequence[tuple[str, str, str, int]]) -> list[str]:
-    """``  update   shards/s1.bin (file, 64.0 MiB)``, one per changed entry, the first
-    ``SHOWN_CHANGES``."""
+def change_lines(
+    changes: Sequence[tuple[str, str, str, int, tuple[tuple[str, int], ...]]],
+) -> list[str]:
+    """``  update   shards/s1.bin (file, 64.0 MiB: 57.6 MiB in place, 6.4 MiB from
+    stores)``, one per changed entry, the first ``SHOWN_CHANGES``."""
     out = []
-    for path, change, kind, size in changes[:SHOWN_CHANGES]:
+    for path, change, kind, size, sources in changes[:SHOWN_CHANGES]:
         what = f"{kind}, {human_bytes(size)}" if kind == "file" or size else kind
+        if sources:
+            what += ": " + ", ".join(
+                f"{human_bytes(n)} {'from stores' if label == 'stores' else label}"
+                for label, n in sources
+            )
         out.append(f"  {change:<8} {path} ({what})")
     if len(changes) > SHOWN_CHANGES:
         out.append(f"  … {len(changes) - SHOWN_CHANGES} more (plan --json lists them all)")

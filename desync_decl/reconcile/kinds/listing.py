@@ -13,14 +13,18 @@ tree that differs only in those is caught by the byte comparison of the kind.)
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from desync_decl.archive.mtree import mtree_lines
 from desync_decl.archive.patterns import Patterns
+from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
-from desync_decl.ops.mtree import mtree, mtree_dir
+from desync_decl.ops.mtree import mtree_dir
+from desync_decl.ops.untar import catar_decoder
 from desync_decl.stores.base import Store
 
 Fields = dict[str, str]
@@ -41,8 +45,47 @@ def fields(words: str) -> Fields:
     return dict(w.split("=", 1) for w in words.split(" ") if w)
 
 
-def archive_listing(index: Index, store: Store, *, concurrency: int) -> Listing:
-    return parse(mtree(index, store=store, digest=index.digest, concurrency=concurrency))
+def archive_listing(
+    index: Index,
+    store: Store,
+    *,
+    concurrency: int,
+    payloads: dict[str, tuple[int, int]] | None = None,
+) -> Listing:
+    """The archive's listing; each file's payload (offset in the archive, size) into
+    ``payloads`` if given (``payload_sources``)."""
+    decoder = catar_decoder(index, store, source="archive", concurrency=concurrency)
+    return parse(mtree_lines(decoder, index.digest, payloads))
+
+
+def payload_sources(
+    index: Index,
+    payloads: Mapping[str, tuple[int, int]],
+    paths: Iterable[str],
+    holders: Sequence[tuple[str, set[ChunkID]]],
+) -> dict[str, tuple[tuple[str, int], ...]]:
+    """Where the bytes of each file of ``paths`` come from: per chunk its payload
+    overlaps, the first of ``holders`` (``(label, chunk ids)``: the tree, seeds) that
+    holds it, else ``stores``; ``(label, bytes)`` in the order of ``holders``."""
+    chunks = list(index)
+    starts = [c.start for c in chunks]
+    labels = [label for label, _ in holders] + ["stores"]
+    out: dict[str, tuple[tuple[str, int], ...]] = {}
+    for path in paths:
+        at = payloads.get(path)
+        if at is None or not at[1]:
+            continue
+        start, end = at[0], at[0] + at[1]
+        by = dict.fromkeys(labels, 0)
+        k = max(0, bisect.bisect_right(starts, start) - 1)
+        while k < len(chunks) and chunks[k].start < end:
+            c = chunks[k]
+            overlap = min(end, c.start + c.size) - max(start, c.start)
+            label = next((name for name, ids in holders if c.id in ids), "stores")
+            by[label] += max(0, overlap)
+            k += 1
+        out[path] = tuple((label, n) for label, n in by.items() if n)
+    return out
 
 
 def tree_listing(root: str | os.PathLike, index: Index) -> Listing:
@@ -68,6 +111,8 @@ class Changes:
     sizes: Mapping[str, int] = field(default_factory=dict)  # file bytes per changed path
     types: Mapping[str, str] = field(default_factory=dict)  # mtree type per changed path
     kept_bytes: int = 0  # file bytes that stay (unchanged and metadata-only files)
+    # where a written file's bytes come from: (label, bytes) (``payload_sources``)
+    sources: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
     @property
     def any(self) -> bool:
@@ -105,11 +150,17 @@ class Changes:
             "delete-bytes": self.bytes_of(self.delete),
         }
 
-    def listed(self) -> list[tuple[str, str, str, int]]:
-        """``(path, change, type, file bytes)`` of every changed entry, in order of
-        change: create, update, metadata, delete."""
+    def listed(self) -> list[tuple[str, str, str, int, tuple[tuple[str, int], ...]]]:
+        """``(path, change, type, file bytes, sources)`` of every changed entry, in order
+        of change: create, update, metadata, delete."""
         return [
-            (path, change, self.types.get(path, ""), self.sizes.get(path, 0))
+            (
+                path,
+                change,
+                self.types.get(path, ""),
+                self.sizes.get(path, 0),
+                self.sources.get(path, ()),
+            )
             for change, paths in (
                 ("create", self.create),
                 ("update", self.update),

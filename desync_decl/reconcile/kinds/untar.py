@@ -203,7 +203,9 @@ class UntarKind:
             s.remote for s in travel.stores
         )
         if content in ("differs", "outdated") and (ctx.verify or local_only):
-            listed, local, spool = self._list(a, ctx, index, roots, fetch)
+            labels = (["in place"] if have is not None else []) + [f"seed {s}" for s in seeds]
+            holders = list(zip(labels, sets, strict=True))
+            listed, local, spool = self._list(a, ctx, index, roots, fetch, holders)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
                     what = "1 entry" if kept == 1 else f"{kept} entries"
@@ -261,10 +263,18 @@ class UntarKind:
         return travel, in_place.chunks
 
     def _list(
-        self, a: UntarAction, ctx: Context, index: Index, roots: list[Path], fetch: object
+        self,
+        a: UntarAction,
+        ctx: Context,
+        index: Index,
+        roots: list[Path],
+        fetch: object,
+        holders: list[tuple[str, set[ChunkID]]],
     ) -> tuple[_Listed | None, tuple[TreeSeed, ...], Spool | None]:
         """Compare entry by entry, the archive read from the tree and the seeds (and
-        with --verify the stores, nothing kept in a cache); None if it cannot be read."""
+        with --verify the stores, nothing kept in a cache); None if it cannot be read.
+        Each file written is told where its bytes come from (``holders``: the chunks
+        of the tree and of each seed, by label; the rest from the stores)."""
         local = tuple(tree_seed(r, index, concurrency=ctx.concurrency) for r in roots)
         spool = Spool(
             ReadOnly(
@@ -274,8 +284,11 @@ class UntarKind:
             else None
         )
         store = Router([*local, spool])
+        payloads: dict[str, tuple[int, int]] = {}
         try:
-            archive = listing.archive_listing(index, store, concurrency=ctx.concurrency)
+            archive = listing.archive_listing(
+                index, store, concurrency=ctx.concurrency, payloads=payloads
+            )
         except ChunkMissing:
             return None, local, spool  # an earlier task's chunks, not stored yet
         tree = listing.tree_listing(a.path, index)
@@ -287,6 +300,9 @@ class UntarKind:
             delete_extra=a.delete_extra,
             patterns=_patterns(a),
         )
+        written = (*changes.create, *changes.update)
+        sources = listing.payload_sources(index, payloads, written, holders)
+        changes = dataclasses.replace(changes, sources=sources)
         return _Listed(changes, archive, tree), local, spool
 
     def plan(
