@@ -182,12 +182,19 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
             common.write_index(args, args.output, result.index, console, key)
         if args.output != "-":
             console.print(result.index.file_digest())
-        console.note(tar_summary(result, args.source))
+        _summary(console, tar_summary(result, args.source))
         return 0
     with _output(args.output, console) as out:
         result = tar(what, out, progress=console.progress())
-    console.note(tar_summary(result, args.source))
+    _summary(console, tar_summary(result, args.source))
     return 0
+
+
+def _summary(console: Console, line: str) -> None:
+    """The line that ends a tar or an untar, for the person at the terminal: piped,
+    the verbs are as quiet as casync's and desync's (scripts parse stdout or --json)."""
+    if console.interactive():
+        console.note(line)
 
 
 def tar_summary(result: TarResult, source: str) -> str:
@@ -302,7 +309,7 @@ def run_untar(args: argparse.Namespace, console: Console) -> int:
             patterns=patterns,
             progress=console.progress(),
         )
-    console.note(untar_summary(result))
+    _summary(console, untar_summary(result))
     return 0
 
 

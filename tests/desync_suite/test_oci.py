@@ -103,13 +103,16 @@ def test_a_chunk_round_trips_tagged_by_its_id_and_stored_compressed(registry, op
     store = open_store(registry.location(repo), opened)
     data = b"some chunk data"
     chunk = chunk_of(data)
+    # beyond desync: a repository nothing was pushed to is an error, not a missing chunk
+    # (issue 19), so the repository gets another chunk first
+    store.store_chunk(chunk_of(b"another chunk"))
     assert store.has_chunk(chunk.id) is False
     with pytest.raises(ChunkMissing):
         store.get_chunk(chunk.id)
     store.store_chunk(chunk)
     assert store.has_chunk(chunk.id) is True
     assert bytes(store.get_chunk(chunk.id).plain()) == data
-    assert list_tags(registry.url, repo) == [chunk.id.hex() + ".cacnk"]
+    assert chunk.id.hex() + ".cacnk" in list_tags(registry.url, repo)
     assert not has_blob(registry, repo, data), "the chunk blob should be compressed"
     assert has_blob(registry, repo, chunk.stored())
 
