@@ -45,6 +45,7 @@ OPERATIONS = ("tar", "tar -i", "untar", "untar -i")
 FEATURES = [n for n, bit in features.NAMES.items() if features.DESYNC_TAR & bit]
 CASYNC_WITH = [f"--with={f}" for f in FEATURES]
 RESULTS_MD = bl.REPO / "bench" / "results-tree.md"
+UPDATE_HEADING = "Rolling a model directory v1 -> v2: local writes"  # bench_tree_update.py's
 TITLE = "desync-decl vs casync, directory trees"
 DATASET = "tree"
 DEFAULT_SOURCE = Path("/usr/share")
@@ -305,7 +306,10 @@ def run(args: argparse.Namespace) -> int:
         for op in OPERATIONS:
             if op in ops:
                 (bench.run_tar if op.startswith("tar") else bench.run_untar)(op.endswith("-i"))
-    bl.write_report(report(bench, args, bl.command_line()), RESULTS_MD)
+    # the v1 -> v2 section bench_tree_update.py keeps in the same file stays
+    update = bl.kept_section(RESULTS_MD, UPDATE_HEADING)
+    text = report(bench, args, bl.command_line())
+    bl.write_report(text.rstrip("\n") + "\n\n" + update if update else text, RESULTS_MD)
     return 1 if bench.problems else 0
 
 

@@ -31,7 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib as bl
+
 MIB = 1 << 20
+HEADING = "Rolling a model directory v1 -> v2: local writes"  # its section of results-tree.md
 REPO = Path(__file__).resolve().parent.parent
 _RUN = (
     "import sys, time\n"
@@ -87,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--baseline", type=Path, help="another checkout to compare with")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results-tree-update.md")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results-tree.md")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tree-update.", dir=args.workdir))
     try:
@@ -136,6 +139,7 @@ def measure(work: Path, baseline: Path | None) -> list[tuple[str, str, dict[str,
 
 
 def report(rows: list[tuple[str, str, dict[str, float], int]], args: argparse.Namespace) -> None:
+    """The table, as the v1 -> v2 section of ``--out`` (bench_tree.py's report keeps it)."""
     rev = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -144,7 +148,7 @@ def report(rows: list[tuple[str, str, dict[str, float], int]], args: argparse.Na
         f" --baseline {args.baseline}" if args.baseline else ""
     )
     lines = [
-        "# Rolling a model directory v1 -> v2: local writes",
+        f"## {HEADING}",
         "",
         f"* Date: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}",
         f"* desync-decl: {rev}" + (f"; baseline: {args.baseline}" if args.baseline else ""),
@@ -164,9 +168,7 @@ def report(rows: list[tuple[str, str, dict[str, float], int]], args: argparse.Na
         cells = [label, f"`{way}`", f"{w / MIB:.1f}", f"{c / MIB:.1f}"]
         cells += [f"{w / changed:.2f}x", f"{io['wall']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    args.out.write_text(text)
-    print(text)
+    bl.put_section(args.out, HEADING, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -778,6 +778,28 @@ def write_report(text: str, path: Path) -> None:
     log(f"written {path}")
 
 
+def kept_section(path: Path, heading: str) -> str:
+    """The section ``## heading`` of ``path`` (to the next ``## `` or the end), or "":
+    what a report rewriting ``path`` carries over from another benchmark."""
+    if not path.exists():
+        return ""
+    for part in re.split(r"^(?=## )", path.read_text(), flags=re.M):
+        if part.startswith(f"## {heading}\n"):
+            return part
+    return ""
+
+
+def put_section(path: Path, heading: str, text: str) -> None:
+    """Print ``text`` (starting ``## heading``) and put it in ``path`` in place of the
+    section of that name, or at the end; the rest of ``path`` stays as it is."""
+    print(text)
+    old = path.read_text() if path.exists() else ""
+    found = kept_section(path, heading)
+    new = old.replace(found, text) if found else old.rstrip("\n") + "\n\n" + text
+    path.write_text(new.lstrip("\n"))
+    log(f"written {path} (section: {heading})")
+
+
 def write_section(path: Path, head: str, heading: str, text: str) -> None:
     """Print ``text`` and put it in ``path`` as the section ``## heading``, replacing the
     section of that name and keeping the others (in heading order) under ``head``."""
