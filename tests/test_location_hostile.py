@@ -161,7 +161,7 @@ def test_a_missing_index_does_not_show_the_password(cli, scripted, tmp_path):
     location = server.url.replace("http://", f"http://user:{SECRET}@") + "app.caibx"
     result = cli("extract", "-s", tmp_path / "store", location, tmp_path / "out")
     assert result.code == 1
-    assert_masked(one_error_line(result.err, "not found"))
+    assert_masked(one_error_line(result.err, "no store there"))
     assert server.requests, "the request reached the server"
 
 
