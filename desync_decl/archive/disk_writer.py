@@ -106,6 +106,21 @@ class UntarStats:
     bytes_written: int = 0  # file bytes written
     bytes_kept: int = 0  # file bytes that stayed where they were
 
+    def fates(self, deleted: int = 0) -> list[str]:
+        """What became of the entries, in the words plan and apply use (``1 created,
+        2 updated, 3 metadata fixed, 40 unchanged``, ``deleted`` last), counts of 0 left out."""
+        return [
+            f"{n} {label}"
+            for n, label in (
+                (self.created, "created"),
+                (self.updated, "updated"),
+                (self.metadata, "metadata fixed"),
+                (self.unchanged, "unchanged"),
+                (deleted, "deleted"),
+            )
+            if n
+        ]
+
     def count(self, fmt: int, size: int = 0) -> None:
         """One node of type ``fmt`` (``stat.S_IF*``); ``size``: a file's bytes."""
         if fmt == stat.S_IFDIR:

@@ -344,16 +344,7 @@ def untar_summary(result: UntarResult) -> str:
             held.append(_count(n, word))
     if stats.others:
         held.append(_count(stats.others, "other node"))
-    fates = [
-        f"{n} {word}"
-        for n, word in (
-            (stats.created, "created"),
-            (stats.updated, "updated"),
-            (stats.metadata, "metadata fixed"),
-            (stats.unchanged, "unchanged"),
-        )
-        if n
-    ]
+    fates = stats.fates()
     line = f"untar: {', '.join(held)} in {result.target}"
     if fates:
         line += ": " + ", ".join(fates)

@@ -511,17 +511,7 @@ def _stats(
 def entry_words(s: UntarStats, cleared: Cleared) -> str:
     """``1 created, 2 updated, 3 metadata fixed, 40 unchanged, 1 deleted; 2.0 MiB
     written, 190.1 MiB kept``: what an untar did, in the words its plan uses."""
-    parts = [
-        f"{n} {label}"
-        for n, label in (
-            (s.created, "created"),
-            (s.updated, "updated"),
-            (s.metadata, "metadata fixed"),
-            (s.unchanged, "unchanged"),
-            (cleared.deleted, "deleted"),
-        )
-        if n
-    ]
+    parts = s.fates(cleared.deleted)
     written = f"{human_bytes(s.bytes_written)} written, {human_bytes(s.bytes_kept)} kept"
     return f"{', '.join(parts) or 'nothing'}; {written}"
 
