@@ -197,3 +197,31 @@ tasks:
     assert re.search(r"\r\[roll\] untar +\[[# ]+\] +\d+% +[\d.]+ (B|KiB|MiB)/3\.0 MiB", err), err
     code, err = run_cli(tmp_path, "apply", "m.yaml", "--state-dir", "state", terminal=False)
     assert code == 0 and "\r" not in err, err
+
+
+def test_prune_counts_its_deletions_on_a_terminal_verb_and_task(tmp_path: Path) -> None:
+    for name in ("keep", "drop1", "drop2"):
+        (tmp_path / name).write_bytes(os.urandom(300_000))
+        code, err = run_cli(tmp_path, "make", "-s", "store", f"{name}.caibx", name, terminal=False)
+        assert code == 0, err
+    code, err = run_cli(
+        tmp_path, "prune", "-y", "--min-age", "0", "-s", "store", "keep.caibx", terminal=True
+    )
+    assert code == 0, err
+    done = re.search(r"\rprune +\[#+\] 100% +(\d+)/(\d+) chunks", err)
+    assert done and done.group(1) == done.group(2) != "0", err
+    (tmp_path / "drop2").write_bytes(os.urandom(300_000))  # another store, another prune
+    assert run_cli(tmp_path, "make", "-s", "store2", "d.caibx", "drop2", terminal=False)[0] == 0
+    assert run_cli(tmp_path, "make", "-s", "store2", "k.caibx", "keep", terminal=False)[0] == 0
+    (tmp_path / "m.yaml").write_text(
+        """version: 1
+stores:
+  s: {url: store2}
+tasks:
+  - name: clean
+    prune: {store: s, keep: [k.caibx], min_age: 0s}
+"""
+    )
+    code, err = run_cli(tmp_path, "apply", "m.yaml", "--state-dir", "state", terminal=True)
+    assert code == 0, err
+    assert re.search(r"\r\[clean\] prune +\[[# ]+\] +\d+% +\d+/\d+ chunks", err), err

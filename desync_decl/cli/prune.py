@@ -85,7 +85,15 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return keep_set(common.read_index(args, name) for name in args.indexes if name != "-")
 
     patience = common.lock_patience(args, console)
-    result = prune(store, keep, min_age=args.min_age, reread=reread, patience=patience)
+    result = prune(
+        store,
+        keep,
+        min_age=args.min_age,
+        reread=reread,
+        patience=patience,
+        progress=console.progress(),
+        expected=len(found.doomed),
+    )
     freed = f" ({human_bytes(found.bytes)})" if result.removed == len(found.doomed) else ""
     console.print(f"kept {result.kept} chunks, removed {result.removed} files{freed} from {store}")
     if note and result.removed:

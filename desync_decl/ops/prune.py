@@ -35,6 +35,7 @@ from desync_decl.errors import DesyncError
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.parallel import ordered_map
+from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import PruneStore
 from desync_decl.stores.compose import Probing
 from desync_decl.stores.objects import doomed_chunks
@@ -114,19 +115,26 @@ def prune(
     min_age: float = 0.0,
     reread: Callable[[], set[ChunkID]] | None = None,
     patience: Patience = IMPATIENT,
+    progress: Progress = NO_PROGRESS,
+    expected: int = 0,
 ) -> PruneResult:
     """Delete the chunks of ``store`` that are neither in ``keep`` nor in ``reread()``
     (the keep set read again under the lock: indexes published meanwhile count) nor
     younger than ``min_age`` seconds. Refuses an empty keep set: that would delete
-    the whole store. ``patience``: how long to wait while writers hold the store."""
+    the whole store. ``patience``: how long to wait while writers hold the store.
+    ``progress`` counts deletions, of ``expected`` (what a survey found; 0: unknown)."""
     if not keep:
         raise DesyncError(f"refusing to prune {store}: the indexes reference no chunks")
     check_ages_known(store, min_age)
     keeper = keeper_of(store)
-    if keeper is None:
-        return _prune(store, keep, reread, time.time(), min_age)
-    with keeper.exclusive("prune", patience) as lock:
-        return _prune(store, keep, reread, lock.store_now, min_age, lock.check)
+    progress.start("prune", expected, unit="chunks")
+    try:
+        if keeper is None:
+            return _prune(store, keep, reread, time.time(), min_age, progress)
+        with keeper.exclusive("prune", patience) as lock:
+            return _prune(store, keep, reread, lock.store_now, min_age, progress, lock.check)
+    finally:
+        progress.finish()
 
 
 def describe_age(seconds: float) -> str:
@@ -153,10 +161,16 @@ def _prune(
     reread: Callable[[], set[ChunkID]] | None,
     now: float,
     min_age: float,
-    before_delete: Callable[[], None] = lambda: None,
+    progress: Progress,
+    check: Callable[[], None] = lambda: None,
 ) -> PruneResult:
     if reread is not None:
         keep = keep | reread()
     older_than = now - min_age if min_age > 0 else None
+
+    def before_delete() -> None:
+        check()  # a lost lock stops the prune before this deletion
+        progress.advance(1)
+
     removed = store.prune(keep, older_than=older_than, before_delete=before_delete)
     return PruneResult(len(keep), removed)

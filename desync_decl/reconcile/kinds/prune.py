@@ -171,6 +171,8 @@ class PruneKind:
             min_age=a.min_age,
             reread=lambda: _keep_now(ctx, a.keep),
             patience=ctx.lock_patience,
+            progress=progress,
+            expected=len(seen.delete),
         )
         msg = f"deleted {result.removed} chunk files from '{a.store}' ({result.kept} kept)"
         if seen.note and result.removed:
