@@ -168,6 +168,10 @@ def test_mtree_and_untar_of_an_index_without_i_suggest_i(cli, tmp_path: Path, mo
     refused(cli("mtree", index), "is a caidx index, not a catar archive: add -i", "-s")
     refused(cli("untar", index, tmp_path / "out"), "add -i")
     assert not (tmp_path / "out").exists()
+    # an index in an index store: a URL is never a catar file (no request is made)
+    remote = "http://127.0.0.1:9/indexes/m.caidx"
+    refused(cli("mtree", remote), "names an index in an index store", "add -i")
+    refused(cli("untar", remote, tmp_path / "out"), "add -i")
 
 
 def write_manifest(tmp_path: Path, model: Path, patterns: str) -> Path:

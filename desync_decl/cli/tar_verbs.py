@@ -391,6 +391,11 @@ def _archive(args: argparse.Namespace) -> Iterator[tuple[BinaryIO | Index, Store
         _refuse_index(sys.stdin.buffer, "stdin")
         yield sys.stdin.buffer, None
         return
+    if url_scheme(args.archive) is not None:  # only an index store holds files behind a URL
+        raise UsageError(
+            f"{args.archive} names an index in an index store, not a catar archive: add -i,"
+            " and the store holding its chunks with -s"
+        )
     try:
         f = open(args.archive, "rb")  # noqa: SIM115 - closed below
     except OSError as e:
