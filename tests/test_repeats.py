@@ -43,3 +43,14 @@ def test_no_ids_and_one_id():
     assert len(find_repeats(b"", ID).first) == 0
     one = find_repeats(bytes(ID), ID)
     assert list(one.first) == [0] and one.repeated == b"\x00"
+
+
+def test_many_distinct_ids_keep_every_answer():
+    """Thousands of distinct ids, most of them once, some repeated."""
+    rng = random.Random(9)
+    pool = [rng.randbytes(ID) for _ in range(5000)]
+    ids = pool + [rng.choice(pool) for _ in range(3000)]
+    found = find_repeats(b"".join(ids), ID)
+    first, repeated = expected(ids)
+    assert list(found.first) == first
+    assert list(found.repeated) == repeated
