@@ -38,6 +38,11 @@ def human_bytes(n: float) -> str:
     return f"{value:.1f} {unit}"
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``1 chunk``, ``2 chunks``, ``3 directories`` (``many`` where adding an s is wrong)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
 def human_rate(bytes_per_second: float) -> str:
     """``18.4 MiB/s``."""
     return f"{human_bytes(bytes_per_second)}/s"

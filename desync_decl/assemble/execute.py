@@ -32,7 +32,7 @@ from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
 from desync_decl.assemble.transfer import can_clone, copy_range, transfer
 from desync_decl.errors import DesyncError
 from desync_decl.forked import Report, can_fork, run_forked
-from desync_decl.formats.digest import ID_SIZE, ChunkID
+from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import preallocate, punch_hole, start_writeback
 from desync_decl.parallel import batches, cpu_workers, ordered_map
@@ -309,11 +309,11 @@ class _Runner:
 
     def _store(self, unit: _StoreRun, gather: Gather) -> int:
         index, repeats, store = self.plan.index, self.repeats, self.store
-        ends, ids, largest = index.ends, index.ids, index.sizes.max
+        ends, largest = index.ends, index.sizes.max
         done, start = 0, unit.offset
         for j in range(unit.first, unit.first + unit.chunks):
             size = ends[j] - start
-            data = plain_of(store, ChunkID(ids[j * ID_SIZE : (j + 1) * ID_SIZE]), size, largest)
+            data = plain_of(store, index.id(j), size, largest)
             gather.write(data, start)
             done += size
             for offset in repeats.get(j, ()):

@@ -215,17 +215,10 @@ class _Walk:
 
     def __init__(self, index: Index, in_place: Sequence[bool] | None) -> None:
         self.n = len(index)
-        self._ids = index.ids
-        self.ends = index.ends  # chunk i is start(i)..ends[i]
+        self.id, self.start, self.ends = index.id, index.start, index.ends  # chunk i: start..end
         self.in_place: Sequence[bool] | bytes = in_place if in_place is not None else bytes(self.n)
         if len(self.in_place) != self.n:
             raise ValueError("in_place must have one entry per chunk")
-
-    def id(self, i: int) -> ChunkID:
-        return ChunkID(self._ids[i * ID_SIZE : (i + 1) * ID_SIZE])
-
-    def start(self, i: int) -> int:
-        return self.ends[i - 1] if i else 0
 
     def size(self, i: int) -> int:
         return self.ends[i] - self.start(i)

@@ -30,7 +30,7 @@ from desync_decl.ops.prune import (
     survey,
 )
 from desync_decl.stores.base import PruneStore
-from desync_decl.units import human_bytes
+from desync_decl.units import counted, human_bytes
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -109,15 +109,11 @@ def doomed_words(found: Survey, store: object, min_age: float, kept: int) -> str
         size = f"{size} in the {found.sized} whose size the store tells" if found.sized else ""
     n = len(found.doomed)
     older = f" and older than {describe_age(min_age)}" if min_age > 0 else ""
-    stay = f"{kept} referenced {_chunks(kept)}"
+    stay = counted(kept, "referenced chunk")
     if found.young:
-        stay += f" and {found.young} younger {_chunks(found.young)}"
+        stay += f" and {counted(found.young, 'younger chunk')}"
     sized = f" ({size})" if size else ""
-    return f"{n} {_chunks(n)}{sized} from {store}, unreferenced{older}; {stay} stay"
-
-
-def _chunks(n: int) -> str:
-    return "chunk" if n == 1 else "chunks"
+    return f"{counted(n, 'chunk')}{sized} from {store}, unreferenced{older}; {stay} stay"
 
 
 def _confirm(console: Console, what: str, note: str | None) -> bool:

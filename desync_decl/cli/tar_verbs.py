@@ -30,7 +30,7 @@ from desync_decl.ops.untar import Clearing, UntarResult, untar, untar_to_tar
 from desync_decl.stores.base import Store
 from desync_decl.stores.store_lock import writing
 from desync_decl.stores.url import url_scheme
-from desync_decl.units import human_bytes
+from desync_decl.units import counted, human_bytes
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -204,7 +204,7 @@ def tar_summary(result: TarResult, source: str) -> str:
     if result.index is None:
         return line
     new = f"{result.chunks_stored} new ({human_bytes(result.bytes_stored)}) stored"
-    return f"{line}; {_count(len(result.index), 'chunk')}, {new}"
+    return f"{line}; {counted(len(result.index), 'chunk')}, {new}"
 
 
 @contextlib.contextmanager
@@ -337,13 +337,13 @@ def untar_summary(result: UntarResult) -> str:
     and the bytes written and kept, e.g. ``untar: 8 files (260.0 MiB), 3 directories,
     1 symlink in model: 1 updated, 11 unchanged; 6.4 MiB written, 253.6 MiB kept``."""
     stats = result.stats
-    held = [_count(stats.files, "file") + f" ({human_bytes(stats.bytes)})"]
-    held.append(_count(stats.dirs, "directory", "directories"))
+    held = [counted(stats.files, "file") + f" ({human_bytes(stats.bytes)})"]
+    held.append(counted(stats.dirs, "directory", "directories"))
     for n, word in ((stats.symlinks, "symlink"), (stats.devices, "device")):
         if n:
-            held.append(_count(n, word))
+            held.append(counted(n, word))
     if stats.others:
-        held.append(_count(stats.others, "other node"))
+        held.append(counted(stats.others, "other node"))
     fates = stats.fates()
     line = f"untar: {', '.join(held)} in {result.target}"
     if fates:
@@ -353,17 +353,13 @@ def untar_summary(result: UntarResult) -> str:
         parts[-1] += f", {human_bytes(stats.bytes_kept)} kept"
     removed = result.cleared.deleted + result.cleared.replaced
     if removed:
-        parts.append(_count(removed, "entry", "entries") + " deleted first")
+        parts.append(counted(removed, "entry", "entries") + " deleted first")
     if result.chunks_from_seeds:
         parts.append(
-            f"{_count(result.chunks_from_seeds, 'chunk')}"
+            f"{counted(result.chunks_from_seeds, 'chunk')}"
             f" ({human_bytes(result.bytes_from_seeds)}) from seeds"
         )
     return "; ".join(parts)
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _local_stores(args: argparse.Namespace) -> list[str]:

@@ -89,8 +89,12 @@ class Index:
     def id(self, i: int) -> ChunkID:
         return ChunkID(self.ids[i * ID_SIZE : (i + 1) * ID_SIZE])
 
+    def start(self, i: int) -> int:
+        """Where chunk ``i`` starts (the table holds only end offsets)."""
+        return self.ends[i - 1] if i else 0
+
     def chunk(self, i: int) -> IndexChunk:
-        start = self.ends[i - 1] if i else 0
+        start = self.start(i)
         return IndexChunk(start, self.ends[i] - start, self.id(i))
 
     def __iter__(self) -> Iterator[IndexChunk]:

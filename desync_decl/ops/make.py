@@ -172,7 +172,7 @@ def _make(
         if isinstance(piece, ZeroRun):
             chunk = zeros.chunk(piece.size)
             if storer is not None:
-                storer.add(chunk)  # seen once, then a set lookup
+                storer.add(chunk)  # the same chunk each time: one has_chunk, then remembered
             progress.advance(piece.size * piece.count)
             return piece.size, chunk.id, piece.count
         data = piece[1]
@@ -190,12 +190,12 @@ def _make(
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
             pieces = _hashed(pieces, whole)
-        for size, cid, count in batched_map(process, pieces, workers=concurrency, weight=_weight):
+        for length, cid, count in batched_map(process, pieces, workers=concurrency, weight=_weight):
             if count == 1:
-                table.add(size, cid)
+                table.add(length, cid)
             else:
-                table.add_run(size, cid, count)
-            finished.add(size * count)
+                table.add_run(length, cid, count)
+            finished.add(length * count)
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 from desync_decl.formats.digest import ChunkID
 from desync_decl.formats.index import Index
 from desync_decl.manifest import Task, TaskAction
+from desync_decl.units import counted
 from desync_decl.units import human_bytes as human_bytes  # the kinds import it from here
 
 # A kind's types: its manifest action (``MakeAction``, ...) and what its ``observe``
@@ -30,7 +31,7 @@ D_co = TypeVar("D_co", covariant=True)
 
 def chunks(n: int) -> str:
     """``1 chunk``, ``2 chunks``."""
-    return f"{n} chunk" if n == 1 else f"{n} chunks"
+    return counted(n, "chunk")
 
 
 class Verb(enum.Enum):

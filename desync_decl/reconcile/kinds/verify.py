@@ -31,6 +31,7 @@ from desync_decl.reconcile.model import (
     Verb,
 )
 from desync_decl.reconcile.resolve import Resolver
+from desync_decl.units import counted
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,14 @@ class VerifyKind:
         first = seen.bad[0]
         if not a.repair:
             raise DesyncError(
-                f"{len(seen.bad)} invalid {_chunk_word(len(seen.bad))} in {location}, the first"
+                f"{counted(len(seen.bad), 'invalid chunk')} in {location}, the first"
                 f" {first.id.hex()}: {first.why}; set repair: true to delete them"
             )
         ids = tuple(sorted(b.id.hex() for b in seen.bad))
         return Action(
             task,
             Verb.DELETE,
-            f"{len(ids)} invalid {_chunk_word(len(ids))}, the first {first.id.hex()}: {first.why}",
+            f"{counted(len(ids), 'invalid chunk')}, the first {first.id.hex()}: {first.why}",
             target,
             facts,
             Travel(checked=travel.checked, delete=Deletion(a.store, location, ids)),
@@ -103,12 +104,8 @@ class VerifyKind:
         bad = verify_store(
             store, repair=True, concurrency=ctx.concurrency, progress=progress, only=only
         )
-        msg = f"deleted {len(bad)} invalid {_chunk_word(len(bad))} from '{a.store}'"
+        msg = f"deleted {counted(len(bad), 'invalid chunk')} from '{a.store}'"
         return TaskResult(action.task, Status.CHANGED, msg, stats={"removed": len(bad)})
-
-
-def _chunk_word(n: int) -> str:
-    return "chunk" if n == 1 else "chunks"
 
 
 class _Counter:
