@@ -67,8 +67,7 @@ def payload_sources(
     """Where the bytes of each file of ``paths`` come from: per chunk its payload
     overlaps, the first of ``holders`` (``(label, chunk ids)``: the tree, seeds) that
     holds it, else ``stores``; ``(label, bytes)`` in the order of ``holders``."""
-    chunks = list(index)
-    starts = [c.start for c in chunks]
+    ends = index.ends
     labels = [label for label, _ in holders] + ["stores"]
     out: dict[str, tuple[tuple[str, int], ...]] = {}
     for path in paths:
@@ -77,11 +76,11 @@ def payload_sources(
             continue
         start, end = at[0], at[0] + at[1]
         by = dict.fromkeys(labels, 0)
-        k = max(0, bisect.bisect_right(starts, start) - 1)
-        while k < len(chunks) and chunks[k].start < end:
-            c = chunks[k]
-            overlap = min(end, c.start + c.size) - max(start, c.start)
-            label = next((name for name, ids in holders if c.id in ids), "stores")
+        k = bisect.bisect_right(ends, start)  # the chunk holding the payload's first byte
+        while k < len(ends) and index.start(k) < end:
+            overlap = min(end, ends[k]) - max(start, index.start(k))
+            cid = index.id(k)
+            label = next((name for name, ids in holders if cid in ids), "stores")
             by[label] += max(0, overlap)
             k += 1
         out[path] = tuple((label, n) for label, n in by.items() if n)
@@ -197,8 +196,9 @@ def compare(
         wanted = fields(want)
         if have is None:
             create.append(path)
-        elif have != want and _masked(have, ignored) != (masked := _masked(want, ignored)):
-            held = _masked(have, ignored)
+        elif have != want and (held := _masked(have, ignored)) != (
+            masked := _masked(want, ignored)
+        ):
             if _content(held) != _content(masked):
                 update.append(path)
             else:
@@ -211,15 +211,12 @@ def compare(
         sizes[path] = int(wanted.get("size", 0))
         types[path] = wanted.get("type", "")
     extra = _topmost(p for p in tree if p not in archive)
-    for top in extra:  # an extra directory's bytes: every file below it
-        below = top + "/"
-        held = fields(tree[top])
-        types[top] = held.get("type", "")
-        sizes[top] = sum(
-            int(fields(words).get("size", 0))
-            for p, words in tree.items()
-            if p == top or p.startswith(below)
-        )
+    tops = set(extra)
+    for top in extra:
+        types[top], sizes[top] = fields(tree[top]).get("type", ""), 0
+    for p, words in tree.items():  # an extra directory's bytes: every file below it
+        if (holder := _within(p, tops)) is not None:
+            sizes[holder] += int(fields(words).get("size", 0))
     return Changes(
         tuple(create),
         tuple(update),
@@ -256,6 +253,16 @@ def _content(f: Fields) -> Fields:
 def _masked(words: str, ignored: set[str]) -> Fields:
     """The fields but those ``ignored`` (``xattr`` stands for every ``xattr.*``)."""
     return {k: v for k, v in fields(words).items() if k.partition(".")[0] not in ignored}
+
+
+def _within(path: str, tops: set[str]) -> str | None:
+    """``path`` itself or the ancestor of it that is in ``tops``, if any (one pass over
+    a tree, not one per extra directory)."""
+    while path not in tops:
+        path, slash, _ = path.rpartition("/")
+        if not slash:
+            return None
+    return path
 
 
 def _topmost(paths: Iterable[str]) -> list[str]:

@@ -74,6 +74,7 @@ from desync_decl.stores.base import ChunkMissing
 from desync_decl.stores.compose import Router
 from desync_decl.stores.read_only import ReadOnly
 from desync_decl.stores.spool import Spool
+from desync_decl.units import counted
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class UntarKind:
             listed, local, spool = self._list(a, ctx, index, roots, fetch, holders)
             if listed is not None and not listed.changes.any:
                 if kept := len(listed.changes.kept):
-                    what = "1 entry" if kept == 1 else f"{kept} entries"
+                    what = counted(kept, "entry", "entries")
                     notes.append(f"{what} the archive does not hold kept (delete_extra is off)")
                 content = "converged"
         elif content != "absent":
@@ -272,7 +273,8 @@ class UntarKind:
         holders: list[tuple[str, set[ChunkID]]],
     ) -> tuple[_Listed | None, tuple[TreeSeed, ...], Spool | None]:
         """Compare entry by entry, the archive read from the tree and the seeds (and
-        with --verify the stores, nothing kept in a cache); None if it cannot be read.
+        with --verify the stores, what they send kept in a declared cache: ``ReadOnly``);
+        None if it cannot be read.
         Each file written is told where its bytes come from (``holders``: the chunks
         of the tree and of each seed, by label; the rest from the stores)."""
         local = tuple(tree_seed(r, index, concurrency=ctx.concurrency) for r in roots)
