@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from desync_decl import output_batch
 from desync_decl.archive import catar_sink
 from desync_decl.archive.catar_sink import CatarSink
-from desync_decl.archive.disk_source import DEFER_FROM, DiskOptions, FilePayload, disk_tree
+from desync_decl.archive.disk_source import DiskOptions, FilePayload, disk_tree
 from desync_decl.errors import DesyncError
 from desync_decl.formats.catar import encode
 from desync_decl.formats.catar.features import DESYNC_TAR
@@ -29,7 +30,7 @@ from tests.test_tar import SIZE_CHANGES
 from tests.test_tar_casync_interop import DESYNC_DEFAULT_AS_CASYNC
 
 BUFFER = catar_sink.BUFFER_BYTES
-SIZES = [0, 1, DEFER_FROM - 1, DEFER_FROM, DEFER_FROM + 1, BUFFER - 1, BUFFER, BUFFER + 1]
+SIZES = [0, 1, 4095, 4096, 4097, BUFFER - 1, BUFFER, BUFFER + 1]
 
 
 def open_fds() -> set[str]:
@@ -46,9 +47,9 @@ def tree(tmp_path_factory) -> Path:
     many = root / "many"  # more payloads than a batch, more pieces than a writev
     many.mkdir()
     for i in range(3 * catar_sink.BATCH_PAYLOADS):
-        size = DEFER_FROM + rng.randrange(4096) if i % 3 == 0 else rng.randrange(64)
+        size = (128 << 10) + rng.randrange(4096) if i % 3 == 0 else rng.randrange(64)
         (many / f"{i:04d}").write_bytes(rng.randbytes(size))
-    for i in range(catar_sink._IOV_MAX + 10):
+    for i in range(output_batch.MAX_IOV + 10):
         os.symlink(f"target{i}", many / f"link{i:04d}")
     (root / "big").write_bytes(rng.randbytes(3 * BUFFER + 12345))
     return root
@@ -123,13 +124,14 @@ def test_an_error_on_the_walking_thread_drops_what_is_queued(tmp_path):
     assert open_fds() == before
 
 
-@pytest.mark.parametrize("how", ["read_into", "copy_to"])
 @pytest.mark.parametrize(("size", "change"), SIZE_CHANGES)
-def test_a_deferred_payload_that_changed_size_is_an_error(tmp_path, how, size, change):
-    """As ``payload()`` (tests/test_tar.py): one byte past the size shows growth."""
+def test_a_deferred_payload_that_changed_size_is_an_error(tmp_path, size, change):
+    """As ``payload()`` (tests/test_tar.py): one byte past the size shows growth, for a
+    payload gathered in the writer's buffer (5 bytes) and one copied through it (3 MiB)."""
     data = random.Random(size).randbytes(size)
     path = tmp_path / "f"
     path.write_bytes(data)
+    before = open_fds()
     payload = FilePayload(os.open(path, os.O_RDONLY), size, str(path))
     if change is not None:
         with open(path, "ab") as f:
@@ -137,20 +139,36 @@ def test_a_deferred_payload_that_changed_size_is_an_error(tmp_path, how, size, c
                 f.write(change)
             else:
                 f.truncate(size // 2)
-    buffer = memoryview(bytearray(size + 1 if how == "read_into" else 1 << 20))
-    with open(tmp_path / "out", "wb") as out:
-
-        def run() -> None:
-            if how == "read_into":
-                payload.read_into(buffer)
-            else:
-                payload.copy_to(out.fileno(), buffer)
-
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    try:
         if change is None:
-            run()
+            with CatarSink(out) as sink:
+                sink.put(payload)
         else:
-            with pytest.raises(DesyncError, match="changed while archiving"):
-                run()
+            with (
+                pytest.raises(DesyncError, match="f: file changed while archiving"),
+                CatarSink(out) as sink,
+            ):
+                sink.put(payload)
+    finally:
+        os.close(out)
+    assert open_fds() == before
     if change is None:
-        got = bytes(buffer[:size]) if how == "read_into" else (tmp_path / "out").read_bytes()
-        assert got == data
+        assert (tmp_path / "out").read_bytes() == data
+
+
+def test_a_payload_that_cannot_be_read_is_an_error_naming_it(tmp_path):
+    (tmp_path / "d").mkdir()
+    before = open_fds()
+    payload = FilePayload(os.open(tmp_path / "d", os.O_RDONLY), 10, "the-dir")
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT)
+    try:
+        with (
+            pytest.raises(DesyncError, match="cannot read the-dir: Is a directory"),
+            CatarSink(out) as sink,
+        ):
+            sink.put(b"header")
+            sink.put(payload)
+    finally:
+        os.close(out)
+    assert open_fds() == before

@@ -28,20 +28,18 @@ Buffer = bytes | bytearray | memoryview
 
 class DeferredPayload(Protocol):
     """A regular file's payload handed to the consumer instead of its bytes, for it to
-    read on a thread of its own. Exactly ``len()`` bytes or an exception (the file
-    changed, a read failed). ``read_into`` or ``copy_to`` is called at most once, and
-    either frees what the payload holds; ``close`` frees it unread (after the others,
-    it does nothing).
+    read on a thread of its own: an open file whose first ``len()`` bytes are the
+    payload, exactly (the consumer refuses a file of another size, naming ``name``).
+    ``take`` hands the file's descriptor over, once; ``close`` frees it untaken (after
+    ``take``, it does nothing).
     """
+
+    name: str
 
     def __len__(self) -> int: ...
 
-    def read_into(self, buffer: memoryview) -> None:
-        """The payload into ``buffer[:len()]``; ``buffer`` holds at least len() + 1 bytes."""
-        ...
-
-    def copy_to(self, fd: int, buffer: memoryview) -> None:
-        """The payload written to ``fd`` at its position, read through ``buffer``."""
+    def take(self) -> int:
+        """The file's descriptor, now the caller's to read from offset 0 and close."""
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,91 @@
+"""A run of an output stream written in C (``ext/outputbatch.c``), without the GIL:
+byte runs and whole files' contents, in order.
+
+``tar``'s writer thread copied each file in Python, a few system calls each taking
+the GIL back from the walking thread; most files of a tree are small, so the walk
+read them itself and the second core idled. A batch is packed here (byte runs into
+one buffer, files as open descriptors) and written in one call: files read with
+``pread`` and gathered with the byte runs into one ``writev``. Every descriptor
+handed in is closed, written or not.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from array import array
+
+from desync_decl._outputbatch_cffi import ffi, lib
+from desync_decl.errors import DesyncError
+
+MAX_IOV = lib.CA_OUT_MAX_IOV  # pieces one writev takes
+
+
+class OutputBatch:
+    """Byte runs and files to write in one call: ``add_bytes``/``add_file``, then
+    ``write`` (or ``close`` to drop it)."""
+
+    __slots__ = ("_heads", "_names", "_segments", "files", "size")
+
+    def __init__(self) -> None:
+        self._heads = bytearray()
+        self._segments = array("q")  # (fd, length) pairs; fd -1: the next bytes of _heads
+        self._names: dict[int, str] = {}  # segment -> its file's name, for messages
+        self.files = 0
+        self.size = 0  # bytes the batch writes
+
+    def __len__(self) -> int:
+        return len(self._segments) // 2
+
+    def add_bytes(self, data: bytes | bytearray | memoryview) -> None:
+        segments = self._segments
+        self._heads += data
+        self.size += len(data)
+        if segments and segments[-2] < 0:
+            segments[-1] += len(data)  # one run with the run before it
+        else:
+            segments.extend((-1, len(data)))
+
+    def add_file(self, fd: int, size: int, name: str) -> None:
+        """The first ``size`` bytes of the open file ``fd`` (exactly: a file of another
+        size is an error), shown as ``name`` in errors. The batch owns ``fd`` now."""
+        self._names[len(self)] = name
+        self._segments.extend((fd, size))
+        self.files += 1
+        self.size += size
+
+    def write(self, fd: int, buffer: bytearray) -> int:
+        """Everything to ``fd`` at its position, files read through ``buffer``; then every
+        file is closed. Returns the bytes written. A write error is the OSError; a file
+        that cannot be read or changed size is a DesyncError naming it, nothing after it
+        written."""
+        failed = ffi.new("size_t *")
+        error = ffi.new("int *")
+        segments = self._segments
+        self._segments = array("q")
+        rc = lib.ca_output_batch(
+            fd,
+            ffi.from_buffer(self._heads),
+            ffi.from_buffer("int64_t[]", segments),
+            len(segments) // 2,
+            ffi.from_buffer(buffer, require_writable=True),
+            len(buffer),
+            failed,
+            error,
+        )
+        if rc == lib.CA_OUT_WRITE_FAILED:
+            code = error[0] or errno.EIO
+            raise OSError(code, os.strerror(code))
+        if rc == lib.CA_OUT_READ_FAILED:
+            name = self._names[failed[0]]
+            raise DesyncError(f"cannot read {name}: {os.strerror(error[0] or errno.EIO)}")
+        if rc == lib.CA_OUT_CHANGED:
+            raise DesyncError(f"{self._names[failed[0]]}: file changed while archiving")
+        return self.size
+
+    def close(self) -> None:
+        """Drop the batch unwritten: its files closed."""
+        segments, self._segments = self._segments, array("q")
+        for fd in segments[::2]:
+            if fd >= 0:
+                os.close(fd)

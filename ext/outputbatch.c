@@ -1,0 +1,166 @@
+/* A run of an output stream written in one call, without the GIL: byte runs the
+ * caller packed into `heads` and whole files' contents, in order.
+ *
+ * `segments` holds n pairs (fd, len): fd < 0 takes the next `len` bytes of `heads`;
+ * fd >= 0 is an open file whose contents, exactly `len` bytes, come next. Files are
+ * read with pread from offset 0 into `buffer` and gathered with the byte runs into
+ * one writev (up to IOV_MAX pieces); a file larger than the buffer is copied through
+ * it. Exactly `len` bytes or CA_OUT_CHANGED: each read asks one byte more than is
+ * left, so a file that grew shows without a read of its own, one that shrank by its
+ * early end. Every file descriptor of the batch is closed, read or not, whatever
+ * happens. */
+#define _GNU_SOURCE
+#include "outputbatch.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static int write_all(int out, struct iovec *iov, int count)
+{
+    while (count > 0) {
+        ssize_t n = writev(out, iov, count);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (count > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (count > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* pread with EINTR retried */
+static ssize_t read_at(int fd, uint8_t *into, size_t want, off_t offset)
+{
+    ssize_t n;
+    do {
+        n = pread(fd, into, want, offset);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* The whole file into `into` (room > len). 0, or CA_OUT_READ_FAILED / CA_OUT_CHANGED. */
+static int read_whole(int fd, uint8_t *into, size_t room, int64_t len)
+{
+    int64_t left = len, filled = 0;
+    for (;;) {
+        size_t want = (size_t)(room - (size_t)filled);
+        if ((int64_t)want > left + 1)
+            want = (size_t)(left + 1);
+        ssize_t n = read_at(fd, into + filled, want, (off_t)filled);
+        if (n < 0)
+            return CA_OUT_READ_FAILED;
+        if (n > left)
+            return CA_OUT_CHANGED;
+        filled += n;
+        left -= n;
+        if (n == 0 || (left == 0 && (size_t)n < want))
+            return left ? CA_OUT_CHANGED : 0;
+    }
+}
+
+/* The file copied to `out` through `buffer`. 0, or a CA_OUT_* code. */
+static int copy_through(int out, int fd, uint8_t *buffer, size_t size, int64_t len)
+{
+    int64_t left = len, offset = 0;
+    for (;;) {
+        size_t want = size;
+        if ((int64_t)want > left + 1)
+            want = (size_t)(left + 1);
+        ssize_t n = read_at(fd, buffer, want, (off_t)offset);
+        if (n < 0)
+            return CA_OUT_READ_FAILED;
+        if (n > left)
+            return CA_OUT_CHANGED;
+        struct iovec one = {buffer, (size_t)n};
+        if (n > 0 && write_all(out, &one, 1) < 0)
+            return CA_OUT_WRITE_FAILED;
+        offset += n;
+        left -= n;
+        if (n == 0 || (left == 0 && (size_t)n < want))
+            return left ? CA_OUT_CHANGED : 0;
+    }
+}
+
+static void close_from(const int64_t *segments, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++)
+        if (segments[2 * i] >= 0)
+            close((int)segments[2 * i]);
+}
+
+int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size_t n,
+                    uint8_t *buffer, size_t buffer_size, size_t *failed, int *error)
+{
+    struct iovec iov[CA_OUT_MAX_IOV];
+    int count = 0;
+    size_t used = 0; /* bytes of buffer holding gathered files */
+    size_t i;
+    int rc = CA_OUT_OK;
+    for (i = 0; i < n; i++) {
+        int64_t fd = segments[2 * i], len = segments[2 * i + 1];
+        if (fd < 0) {
+            if (len > 0) {
+                iov[count].iov_base = (void *)heads;
+                iov[count].iov_len = (size_t)len;
+                count++;
+                heads += len;
+            }
+        } else {
+            if ((uint64_t)len >= buffer_size - used) { /* no room: write what is gathered */
+                if (write_all(out, iov, count) < 0) {
+                    rc = CA_OUT_WRITE_FAILED;
+                    *error = errno;
+                    close((int)fd);
+                    break;
+                }
+                count = 0;
+                used = 0;
+            }
+            if ((uint64_t)len < buffer_size) {
+                rc = read_whole((int)fd, buffer + used, buffer_size - used, len);
+                if (rc == 0 && len > 0) {
+                    iov[count].iov_base = buffer + used;
+                    iov[count].iov_len = (size_t)len;
+                    count++;
+                    used += (size_t)len;
+                }
+            } else {
+                rc = copy_through(out, (int)fd, buffer, buffer_size, len);
+            }
+            if (rc != CA_OUT_OK)
+                *error = errno;
+            close((int)fd);
+            if (rc != CA_OUT_OK)
+                break;
+        }
+        if (count == CA_OUT_MAX_IOV) {
+            if (write_all(out, iov, count) < 0) {
+                rc = CA_OUT_WRITE_FAILED;
+                *error = errno;
+                break;
+            }
+            count = 0;
+            used = 0;
+        }
+    }
+    if (rc == CA_OUT_OK && write_all(out, iov, count) < 0) {
+        rc = CA_OUT_WRITE_FAILED;
+        *error = errno;
+    }
+    if (rc != CA_OUT_OK) {
+        *failed = i;
+        close_from(segments, i + 1, n);
+    }
+    return rc;
+}

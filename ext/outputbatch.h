@@ -1,0 +1,17 @@
+#ifndef DESYNC_OUTPUTBATCH_H
+#define DESYNC_OUTPUTBATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Where a batch stopped (see outputbatch.c). */
+#define CA_OUT_OK 0
+#define CA_OUT_WRITE_FAILED 1   /* writing to the output failed: errno in *error */
+#define CA_OUT_READ_FAILED 2    /* reading segment *failed failed: errno in *error */
+#define CA_OUT_CHANGED 3        /* segment *failed's file is not `len` bytes long any more */
+#define CA_OUT_MAX_IOV 512      /* pieces written by one writev */
+
+int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size_t n,
+                    uint8_t *buffer, size_t buffer_size, size_t *failed, int *error);
+
+#endif
