@@ -14,5 +14,6 @@ setup(
         "ext/build_filebatch.py:ffibuilder",
         "ext/build_repeats.py:ffibuilder",
         "ext/build_outputbatch.py:ffibuilder",
+        "ext/build_entrybatch.py:ffibuilder",
     ]
 )

@@ -30,7 +30,7 @@ class OutputBatch:
     def __init__(self) -> None:
         self._heads = bytearray()
         self._segments = array("q")  # (fd, length) pairs; fd -1: the next bytes of _heads
-        self._names: dict[int, str] = {}  # segment -> its file's name, for messages
+        self._names: dict[int, str | bytes] = {}  # segment -> its file's name, for messages
         self.files = 0
         self.size = 0  # bytes the batch writes
 
@@ -46,7 +46,7 @@ class OutputBatch:
         else:
             segments.extend((-1, len(data)))
 
-    def add_file(self, fd: int, size: int, name: str) -> None:
+    def add_file(self, fd: int, size: int, name: str | bytes) -> None:
         """The first ``size`` bytes of the open file ``fd`` (exactly: a file of another
         size is an error), shown as ``name`` in errors. The batch owns ``fd`` now."""
         self._names[len(self)] = name
@@ -77,10 +77,11 @@ class OutputBatch:
             code = error[0] or errno.EIO
             raise OSError(code, os.strerror(code))
         if rc == lib.CA_OUT_READ_FAILED:
-            name = self._names[failed[0]]
+            name = os.fsdecode(self._names[failed[0]])
             raise DesyncError(f"cannot read {name}: {os.strerror(error[0] or errno.EIO)}")
         if rc == lib.CA_OUT_CHANGED:
-            raise DesyncError(f"{self._names[failed[0]]}: file changed while archiving")
+            name = os.fsdecode(self._names[failed[0]])
+            raise DesyncError(f"{name}: file changed while archiving")
         return self.size
 
     def close(self) -> None:

@@ -155,6 +155,7 @@ CFFI_WRAPPERS = {
     "desync_decl._filebatch_cffi": "desync_decl.file_batch",
     "desync_decl._repeats_cffi": "desync_decl.repeats",
     "desync_decl._outputbatch_cffi": "desync_decl.output_batch",
+    "desync_decl._entrybatch_cffi": "desync_decl.entry_batch",
 }
 
 

@@ -56,7 +56,7 @@ class CatarSink:
         if isinstance(piece, _BUFFERS):
             batch.add_bytes(piece)
         else:
-            batch.add_file(piece.take(), len(piece), piece.name)
+            batch.add_file(piece.take(), len(piece), piece.where)
         self._batch_bytes += len(piece)
         if self._error is not None:
             self._stop()

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from desync_decl.archive import acl as posix_acl
 from desync_decl.archive import fsattrs
 from desync_decl.archive.patterns import Patterns
+from desync_decl.entry_batch import KIND_DIR, KIND_FILE, KIND_OTHER, NAMES, Config, EntryBatch
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
+from desync_decl.formats.catar.encoder import Encoded
 from desync_decl.formats.catar.entry import Acl, Entry
 from desync_decl.fsutil import open_file, walk_error
 
@@ -37,6 +39,9 @@ class DiskOptions:
     one_file_system: bool = False
     exclude: frozenset[tuple[int, int]] = frozenset()  # (st_dev, st_ino) left out (the output)
     patterns: Patterns | None = None  # --include/--exclude: what is left out is never opened
+    # plain children encoded in C (entry_batch) where the flags allow: the children of a
+    # directory may then come as Encoded, not DiskNode (tar; a seed needs every node)
+    encoded: bool = False
 
 
 class DiskNode:
@@ -49,27 +54,7 @@ class DiskNode:
     def payload(self) -> Iterator[bytes]:
         fd, self._fd = self._fd, None
         assert fd is not None
-        try:
-            left = self.size
-            while True:
-                # one byte more than is left: a short read is the end, and a file that
-                # grew shows here without a read of its own at the end
-                want = min(BLOCK_SIZE, left + 1)
-                block = os.read(fd, want)
-                if len(block) > left:
-                    left = -1
-                    break
-                left -= len(block)
-                if block:
-                    yield block
-                if not block or (not left and len(block) < want):
-                    break
-            if left:
-                raise DesyncError(f"{self._walk.show(self.path)}: file changed while archiving")
-        except OSError as e:
-            raise DesyncError(f"cannot read {self._walk.show(self.path)}: {e.strerror}") from None
-        finally:
-            os.close(fd)
+        return _blocks(fd, self.size, self._walk.show(self.path))
 
     def deferred_payload(self) -> FilePayload:
         """Every file, small ones too: tar's writer thread reads them in C
@@ -77,21 +62,55 @@ class DiskNode:
         its 0.9 on /usr/share (46,000 files under 128 KiB, 227 MB)."""
         fd, self._fd = self._fd, None
         assert fd is not None
-        return FilePayload(fd, self.size, self._walk.show(self.path))
+        return FilePayload(fd, self.size, self._walk.root + self.path[1:])
 
-    def children(self) -> Iterator[tuple[bytes, DiskNode]]:
+    def children(self) -> Iterator[tuple[bytes, DiskNode | Encoded]]:
         fd, self._fd = self._fd, None
         assert fd is not None
         try:
             with os.scandir(fd) as listing:
                 listed = sorted(os.fsencode(e.name) + _KIND_SUFFIX[_kind(e)] for e in listing)
-            for key in listed:
-                name, kind = key[:-2], _SUFFIX_KIND[key[-1]]
-                node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
-                if node is not None:
-                    yield name, node
+            if self._walk.batch is None:
+                for key in listed:
+                    name, kind = key[:-2], _SUFFIX_KIND[key[-1]]
+                    node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
+                    if node is not None:
+                        yield name, node
+            else:
+                yield from self._encoded_children(fd, listed, self._walk.batch)
         finally:
             os.close(fd)
+
+    def _encoded_children(
+        self, fd: int, listed: list[bytes], batch: EntryBatch
+    ) -> Iterator[tuple[bytes, DiskNode | Encoded]]:
+        """``children`` with the plain ones encoded in C (``entry_batch``), a run at a time."""
+        where = self._walk.root + self.path[1:] + b"/"
+        at = 0
+        while at < len(listed):
+            keys = listed[at : at + NAMES]
+            names = [key[:-2] for key in keys]
+            kinds = bytes(_BATCH_KIND[key[-1]] for key in keys)
+            done = batch.run(fd, names, kinds)
+            at += len(done)
+            try:
+                for i, (head, payload_fd, size) in enumerate(done):
+                    name = names[i]
+                    if head is None:
+                        kind = _SUFFIX_KIND[keys[i][-1]]
+                        node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
+                        if node is not None:
+                            yield name, node
+                        continue
+                    done[i] = (None, -1, 0)  # its fd is the payload's now
+                    payload = (
+                        None if payload_fd < 0 else FilePayload(payload_fd, size, where + name)
+                    )
+                    yield name, Encoded(head, payload)
+            finally:  # stopped early: the files opened and not handed on closed now
+                for _, payload_fd, _ in done:
+                    if payload_fd >= 0:
+                        os.close(payload_fd)
 
     def __del__(self) -> None:
         if self._fd is not None:
@@ -100,20 +119,28 @@ class DiskNode:
 
 class FilePayload:
     """A regular file's payload read by the consumer (``archive/catar_sink.py``) on its
-    own thread. Owns the file's descriptor until ``take``."""
+    own thread. Owns the file's descriptor until ``take``. ``where``: the file's path,
+    for messages."""
 
-    __slots__ = ("_fd", "name", "size")
+    __slots__ = ("_fd", "size", "where")
 
-    def __init__(self, fd: int, size: int, name: str) -> None:
-        self._fd, self.size, self.name = fd, size, name
+    def __init__(self, fd: int, size: int, where: bytes) -> None:
+        self._fd, self.size, self.where = fd, size, where
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def name(self) -> str:
+        return os.fsdecode(self.where)
 
     def take(self) -> int:
         fd, self._fd = self._fd, -1
         assert fd >= 0, "a payload is taken or closed once"
         return fd
+
+    def blocks(self) -> Iterator[bytes]:
+        return _blocks(self.take(), self.size, self.name)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -122,6 +149,31 @@ class FilePayload:
     def __del__(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+
+
+def _blocks(fd: int, size: int, name: str) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of the open file ``fd``, in blocks; closes it."""
+    try:
+        left = size
+        while True:
+            # one byte more than is left: a short read is the end, and a file that
+            # grew shows here without a read of its own at the end
+            want = min(BLOCK_SIZE, left + 1)
+            block = os.read(fd, want)
+            if len(block) > left:
+                left = -1
+                break
+            left -= len(block)
+            if block:
+                yield block
+            if not block or (not left and len(block) < want):
+                break
+        if left:
+            raise DesyncError(f"{name}: file changed while archiving")
+    except OSError as e:
+        raise DesyncError(f"cannot read {name}: {e.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def disk_tree(path: str | os.PathLike, options: DiskOptions) -> DiskNode:
@@ -152,6 +204,7 @@ class _Walk:
         self.exclude = options.exclude
         self.patterns = options.patterns
         self.root_dev = 0
+        self.batch = _entry_batch(options)
 
     def show(self, path: bytes) -> str:
         return os.fsdecode(self.root + path[1:])
@@ -313,11 +366,50 @@ class _Walk:
             raise DesyncError(f"unreadable ACL: {e}") from None
 
 
+# The feature bits an ENTRY alone holds (entry_batch encodes nothing else) and those
+# it needs; the rest of the flags (which types are stored, xattrs, exclusions) it follows.
+_BATCH_ALLOWS = (
+    ft.WITH_32BIT_UIDS
+    | ft.WITH_NSEC_TIME
+    | ft.WITH_PERMISSIONS
+    | ft.WITH_SYMLINKS
+    | ft.WITH_DEVICE_NODES
+    | ft.WITH_FIFOS
+    | ft.WITH_SOCKETS
+    | ft.WITH_XATTRS
+)
+_BATCH_NEEDS = ft.WITH_32BIT_UIDS | ft.WITH_NSEC_TIME | ft.WITH_PERMISSIONS
+
+
+def _entry_batch(options: DiskOptions) -> EntryBatch | None:
+    """The C encoder of plain children for these options, None when it cannot be used."""
+    flags = options.flags
+    features = flags & ff.WITH_MASK
+    if (
+        not options.encoded
+        or options.patterns is not None
+        or features & ~_BATCH_ALLOWS
+        or features & _BATCH_NEEDS != _BATCH_NEEDS
+        or len(options.exclude) > 1
+    ):
+        return None
+    return EntryBatch(
+        Config(
+            feature_flags=flags,
+            xattrs=bool(flags & ft.WITH_XATTRS),
+            nodump=bool(flags & ff.EXCLUDE_NODUMP),
+            symlinks=bool(flags & ft.WITH_SYMLINKS),
+            exclude=next(iter(options.exclude), None),
+        )
+    )
+
+
 # A directory's listing is held, sorted, while its children are archived: a million
 # entries as (name, kind) tuples took 110 MB, as one bytes each (name, NUL, kind) 50.
 # NUL sorts before any byte a name holds, so the keys sort as the names do.
 _KIND_SUFFIX = {stat.S_IFREG: b"\0f", stat.S_IFDIR: b"\0d", 0: b"\0?"}
 _SUFFIX_KIND = {suffix[-1]: kind for kind, suffix in _KIND_SUFFIX.items()}
+_BATCH_KIND = {ord("f"): KIND_FILE, ord("d"): KIND_DIR, ord("?"): KIND_OTHER}
 
 
 def _kind(entry: os.DirEntry) -> int:

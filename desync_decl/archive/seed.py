@@ -148,6 +148,7 @@ class _Traced:
 
     def children(self) -> Iterator[tuple[bytes, _Traced]]:
         for name, child in self._node.children():
+            assert isinstance(child, DiskNode)  # a seed's DiskOptions encode no child in C
             yield name, _Traced(child)
 
 

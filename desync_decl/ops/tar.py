@@ -60,7 +60,9 @@ class TarInput:
                 raise UsageError("--tar-add-root works only with --input-format tar")
             if not isinstance(self.source, str | os.PathLike):
                 raise UsageError("disk input needs a directory path")
-            options = DiskOptions(self.flags, self.one_file_system, exclude, self.patterns)
+            options = DiskOptions(
+                self.flags, self.one_file_system, exclude, self.patterns, encoded=True
+            )
             with contextlib.closing(  # an error: the walk's open files closed now
                 encode(disk_tree(self.source, options), defer_payloads=defer_payloads)
             ) as pieces:

@@ -29,12 +29,12 @@ Buffer = bytes | bytearray | memoryview
 class DeferredPayload(Protocol):
     """A regular file's payload handed to the consumer instead of its bytes, for it to
     read on a thread of its own: an open file whose first ``len()`` bytes are the
-    payload, exactly (the consumer refuses a file of another size, naming ``name``).
+    payload, exactly (the consumer refuses a file of another size, naming ``where``).
     ``take`` hands the file's descriptor over, once; ``close`` frees it untaken (after
     ``take``, it does nothing).
     """
 
-    name: str
+    where: bytes  # the file's path, for messages
 
     def __len__(self) -> int: ...
 
@@ -42,10 +42,25 @@ class DeferredPayload(Protocol):
         """The file's descriptor, now the caller's to read from offset 0 and close."""
         ...
 
+    def blocks(self) -> Iterator[Buffer]:
+        """The payload read here after all, in blocks; the file is closed after."""
+        ...
+
     def close(self) -> None: ...
 
 
 Piece = Buffer | DeferredPayload
+
+
+class Encoded:
+    """A child its source encoded itself: FILENAME, ENTRY and what follows (PAYLOAD
+    header, SYMLINK) in ``head``, and a regular file's payload. What the encoder
+    checks of a child (its name, the order) it checks of this one too."""
+
+    __slots__ = ("head", "payload")
+
+    def __init__(self, head: bytes, payload: DeferredPayload | None) -> None:
+        self.head, self.payload = head, payload
 
 
 class SourceNode(Protocol):
@@ -64,8 +79,9 @@ class SourceNode(Protocol):
         """Regular files: the payload as one object to copy, or None (then ``payload``)."""
         ...
 
-    def children(self) -> Iterator[tuple[bytes, SourceNode]]:
-        """Directories: (name, node) in ascending byte order of names."""
+    def children(self) -> Iterator[tuple[bytes, SourceNode | Encoded]]:
+        """Directories: (name, node) in ascending byte order of names; a child may come
+        encoded already (not a directory)."""
         ...
 
 
@@ -77,7 +93,7 @@ class EncodeError(DesyncError):
 class _Dir:
     path: bytes
     entry_at: int
-    children: Iterator[tuple[bytes, SourceNode]]
+    children: Iterator[tuple[bytes, SourceNode | Encoded]]
     table: goodbye.Children = field(default_factory=goodbye.Children)  # for its GOODBYE
 
 
@@ -104,9 +120,23 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
                 stack[-1].table.end(pos)
             continue
         name, node = nxt
-        path = d.path + b"/" + name
-        _check_name(d, name, path)
+        _check_name(d, name)
         d.table.add(name, pos)
+        if type(node) is Encoded:
+            yield node.head
+            pos += len(node.head)
+            if node.payload is not None:
+                if defer_payloads:
+                    yield node.payload
+                    pos += len(node.payload)
+                else:
+                    for block in node.payload.blocks():
+                        yield block
+                        pos += len(block)
+            d.table.end(pos)
+            continue
+        assert not isinstance(node, Encoded)
+        path = d.path + b"/" + name
         head = r.filename(name)
         entry_at = pos + len(head)
         head += encode_entry(node.entry)
@@ -125,14 +155,14 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
         d.table.end(pos)
 
 
-def _check_name(d: _Dir, name: bytes, path: bytes) -> None:
+def _check_name(d: _Dir, name: bytes) -> None:
     problem = r.name_problem(name)
     if problem is not None:
-        raise EncodeError(f"cannot archive {os.fsdecode(path)}: {problem}")
+        raise EncodeError(f"cannot archive {os.fsdecode(d.path + b'/' + name)}: {problem}")
     last = d.table.last_name
     if last is not None and name <= last:
         raise EncodeError(
-            f"cannot archive {os.fsdecode(path)}: names not in ascending order"
+            f"cannot archive {os.fsdecode(d.path + b'/' + name)}: names not in ascending order"
             f" (after {os.fsdecode(last)})"
         )
 
