@@ -54,6 +54,18 @@ class OutputBatch:
         self.files += 1
         self.size += size
 
+    def add_run(self, heads: bytes, segments: array[int], names: dict[int, bytes]) -> None:
+        """Segments as ``add_bytes`` and ``add_file`` would make them: (-1, length) for
+        the next bytes of ``heads``, (fd, size) for a file, named by its index in
+        ``names``. The batch owns the files now."""
+        base = len(self)
+        for at, name in names.items():
+            self._names[base + at] = name
+        self._heads += heads
+        self._segments.extend(segments)
+        self.files += len(names)
+        self.size += len(heads) + sum(segments[2 * at + 1] for at in names)
+
     def write(self, fd: int, buffer: bytearray) -> int:
         """Everything to ``fd`` at its position, files read through ``buffer``; then every
         file is closed. Returns the bytes written. A write error is the OSError; a file

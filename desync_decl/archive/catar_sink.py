@@ -22,7 +22,7 @@ import queue
 import threading
 from types import TracebackType
 
-from desync_decl.formats.catar.encoder import Piece
+from desync_decl.formats.catar.encoder import EncodedRun, Piece
 from desync_decl.fsutil import start_writeback
 from desync_decl.output_batch import OutputBatch
 
@@ -55,6 +55,8 @@ class CatarSink:
         batch = self._batch
         if isinstance(piece, _BUFFERS):
             batch.add_bytes(piece)
+        elif isinstance(piece, EncodedRun):
+            batch.add_run(*piece.take())
         else:
             batch.add_file(piece.take(), len(piece), piece.where)
         self._batch_bytes += len(piece)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from desync_decl.entry_batch import KIND_DIR, KIND_FILE, KIND_OTHER, NAMES, Conf
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
-from desync_decl.formats.catar.encoder import Encoded
+from desync_decl.formats.catar.encoder import EncodedRun
 from desync_decl.formats.catar.entry import Acl, Entry
 from desync_decl.fsutil import open_file, walk_error
 
@@ -64,7 +65,7 @@ class DiskNode:
         assert fd is not None
         return FilePayload(fd, self.size, self._walk.root + self.path[1:])
 
-    def children(self) -> Iterator[tuple[bytes, DiskNode | Encoded]]:
+    def children(self) -> Iterator[tuple[bytes, DiskNode | EncodedRun]]:
         fd, self._fd = self._fd, None
         assert fd is not None
         try:
@@ -83,31 +84,38 @@ class DiskNode:
 
     def _encoded_children(
         self, fd: int, listed: list[bytes], batch: EntryBatch
-    ) -> Iterator[tuple[bytes, DiskNode | Encoded]]:
+    ) -> Iterator[tuple[bytes, DiskNode | EncodedRun]]:
         """``children`` with the plain ones encoded in C (``entry_batch``), a run at a time."""
         where = self._walk.root + self.path[1:] + b"/"
         at = 0
         while at < len(listed):
             keys = listed[at : at + NAMES]
             names = [key[:-2] for key in keys]
-            kinds = bytes(_BATCH_KIND[key[-1]] for key in keys)
-            done = batch.run(fd, names, kinds)
+            done = batch.run(fd, names, bytes(_BATCH_KIND[key[-1]] for key in keys))
             at += len(done)
+            run: DiskRun | None = None
             try:
                 for i, (head, payload_fd, size) in enumerate(done):
-                    name = names[i]
-                    if head is None:
-                        kind = _SUFFIX_KIND[keys[i][-1]]
-                        node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
-                        if node is not None:
-                            yield name, node
+                    if head is not None:
+                        if run is None:
+                            run = DiskRun(where)
+                        run.add(names[i], head, payload_fd, size)
+                        done[i] = (None, -1, 0)  # its fd is the run's now
                         continue
-                    done[i] = (None, -1, 0)  # its fd is the payload's now
-                    payload = (
-                        None if payload_fd < 0 else FilePayload(payload_fd, size, where + name)
-                    )
-                    yield name, Encoded(head, payload)
+                    if run is not None:
+                        yield run.names[0], run
+                        run = None
+                    name = names[i]
+                    kind = _SUFFIX_KIND[keys[i][-1]]
+                    node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
+                    if node is not None:
+                        yield name, node
+                if run is not None:
+                    yield run.names[0], run
+                    run = None
             finally:  # stopped early: the files opened and not handed on closed now
+                if run is not None:
+                    run.close()
                 for _, payload_fd, _ in done:
                     if payload_fd >= 0:
                         os.close(payload_fd)
@@ -115,6 +123,66 @@ class DiskNode:
     def __del__(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
+
+
+class DiskRun(EncodedRun):
+    """Children encoded by ``entry_batch``: their heads, and their files open."""
+
+    __slots__ = ("_heads", "_segments", "_where", "wheres")
+
+    def __init__(self, where: bytes) -> None:
+        super().__init__()
+        self._where = where  # the directory's path and a slash, for messages
+        self._heads: list[bytes] = []
+        self._segments = array("q")  # (fd, length): -1 for the next head, else a file
+        self.wheres: dict[int, bytes] = {}  # segment -> its file's path
+
+    def add(self, name: bytes, head: bytes, fd: int, size: int) -> None:
+        at = self.ends[-1] if self.ends else 0
+        self.names.append(name)
+        self.starts.append(at)
+        self._heads.append(head)
+        self._segments.extend((-1, len(head)))
+        at += len(head)
+        if fd >= 0:
+            self.wheres[len(self._segments) // 2] = self._where + name
+            self._segments.extend((fd, size))
+            at += size
+        self.ends.append(at)
+
+    def take(self) -> tuple[bytes, array[int], dict[int, bytes]]:
+        """(heads, segments, paths) for ``output_batch``, which owns the files now."""
+        segments, self._segments = self._segments, array("q")
+        return b"".join(self._heads), segments, self.wheres
+
+    def pieces(self) -> Iterator[bytes]:
+        segments, self._segments = self._segments, array("q")
+        heads = memoryview(b"".join(self._heads))
+        at = 0
+        try:
+            for i in range(0, len(segments), 2):
+                fd, size = segments[i], segments[i + 1]
+                if fd < 0:
+                    yield bytes(heads[at : at + size])
+                    at += size
+                    continue
+                segments[i] = -1  # _blocks closes it
+                yield from _blocks(fd, size, os.fsdecode(self.wheres[i // 2]))
+        finally:
+            _close_files(segments)
+
+    def close(self) -> None:
+        segments, self._segments = self._segments, array("q")
+        _close_files(segments)
+
+    def __del__(self) -> None:
+        _close_files(self._segments)
+
+
+def _close_files(segments: array[int]) -> None:
+    for fd in segments[::2]:
+        if fd >= 0:
+            os.close(fd)
 
 
 class FilePayload:
@@ -138,9 +206,6 @@ class FilePayload:
         fd, self._fd = self._fd, -1
         assert fd >= 0, "a payload is taken or closed once"
         return fd
-
-    def blocks(self) -> Iterator[bytes]:
-        return _blocks(self.take(), self.size, self.name)
 
     def close(self) -> None:
         if self._fd >= 0:

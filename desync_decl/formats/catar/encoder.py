@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
+from array import array
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,25 +43,45 @@ class DeferredPayload(Protocol):
         """The file's descriptor, now the caller's to read from offset 0 and close."""
         ...
 
-    def blocks(self) -> Iterator[Buffer]:
-        """The payload read here after all, in blocks; the file is closed after."""
-        ...
-
     def close(self) -> None: ...
 
 
-Piece = Buffer | DeferredPayload
+class EncodedRun:
+    """Consecutive children (none a directory) a source encoded itself, their names
+    valid and in strictly ascending order (the source checked them): each one's
+    FILENAME, ENTRY and PAYLOAD header or SYMLINK, a regular file's payload after its
+    header. ``starts[i]``/``ends[i]``: where child i begins and ends in the run's bytes.
+    With ``defer_payloads`` the encoder yields the run whole (``Piece``) for the
+    consumer to ``take``; else its ``pieces``. A run's files are closed when the run is
+    dropped unread (``close``). A base class, not a Protocol: checked per child."""
+
+    __slots__ = ("ends", "names", "starts")
+
+    def __init__(self) -> None:
+        self.names: list[bytes] = []
+        self.starts: array[int] = array("Q")
+        self.ends: array[int] = array("Q")
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def pieces(self) -> Iterator[Buffer]:
+        """The run's bytes, payloads read here."""
+        raise NotImplementedError
+
+    def take(self) -> tuple[bytes, array[int], dict[int, bytes]]:
+        """For a consumer that reads the files itself: the heads, one after another; the
+        segments, (fd, length) pairs in stream order, fd -1 for the next ``length``
+        bytes of the heads, else an open file whose first ``length`` bytes (exactly)
+        are the payload, now the consumer's to close; each file's path by its
+        segment's index, for messages."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
-class Encoded:
-    """A child its source encoded itself: FILENAME, ENTRY and what follows (PAYLOAD
-    header, SYMLINK) in ``head``, and a regular file's payload. What the encoder
-    checks of a child (its name, the order) it checks of this one too."""
-
-    __slots__ = ("head", "payload")
-
-    def __init__(self, head: bytes, payload: DeferredPayload | None) -> None:
-        self.head, self.payload = head, payload
+Piece = Buffer | DeferredPayload | EncodedRun
 
 
 class SourceNode(Protocol):
@@ -79,9 +100,9 @@ class SourceNode(Protocol):
         """Regular files: the payload as one object to copy, or None (then ``payload``)."""
         ...
 
-    def children(self) -> Iterator[tuple[bytes, SourceNode | Encoded]]:
-        """Directories: (name, node) in ascending byte order of names; a child may come
-        encoded already (not a directory)."""
+    def children(self) -> Iterator[tuple[bytes, SourceNode | EncodedRun]]:
+        """Directories: (name, node) in ascending byte order of names; children may
+        come encoded already, a run of them under the first one's name."""
         ...
 
 
@@ -93,7 +114,7 @@ class EncodeError(DesyncError):
 class _Dir:
     path: bytes
     entry_at: int
-    children: Iterator[tuple[bytes, SourceNode | Encoded]]
+    children: Iterator[tuple[bytes, SourceNode | EncodedRun]]
     table: goodbye.Children = field(default_factory=goodbye.Children)  # for its GOODBYE
 
 
@@ -121,21 +142,17 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
             continue
         name, node = nxt
         _check_name(d, name)
-        d.table.add(name, pos)
-        if type(node) is Encoded:
-            yield node.head
-            pos += len(node.head)
-            if node.payload is not None:
-                if defer_payloads:
-                    yield node.payload
-                    pos += len(node.payload)
-                else:
-                    for block in node.payload.blocks():
-                        yield block
-                        pos += len(block)
-            d.table.end(pos)
+        if isinstance(node, EncodedRun):
+            d.table.add_run(node.names, pos, node.starts, node.ends)
+            if defer_payloads:
+                yield node
+                pos += len(node)
+            else:
+                for block in node.pieces():
+                    yield block
+                    pos += len(block)
             continue
-        assert not isinstance(node, Encoded)
+        d.table.add(name, pos)
         path = d.path + b"/" + name
         head = r.filename(name)
         entry_at = pos + len(head)

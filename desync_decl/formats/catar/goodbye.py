@@ -61,6 +61,16 @@ class Children:
         if len(self._unhashed) >= _HASH_BATCH:
             self._hash()
 
+    def add_run(self, names: list[bytes], at: int, starts: array[int], ends: array[int]) -> None:
+        """Children whose FILENAME records start at ``at`` + ``starts[i]`` and whose
+        serializations end at ``at`` + ``ends[i]`` (``add`` and ``end`` for each)."""
+        self._unhashed.extend(names)
+        self.starts.extend(at + s for s in starts)
+        self.ends.extend(at + e for e in ends)
+        self.last_name = names[-1]
+        if len(self._unhashed) >= _HASH_BATCH:
+            self._hash()
+
     def end(self, at: int) -> None:
         """The last child's serialization ends at ``at``."""
         self.ends.append(at)
