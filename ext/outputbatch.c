@@ -92,6 +92,36 @@ static int copy_through(int out, int fd, uint8_t *buffer, size_t size, int64_t l
     }
 }
 
+/* The file copied to `out` in the kernel (copy_file_range: one copy, page cache to page
+ * cache, where pread and write make two through `buffer`). 0, a CA_OUT_* code, or -1
+ * when the kernel cannot copy between these files (nothing copied then). */
+static int copy_in_kernel(int out, int fd, int64_t len)
+{
+    loff_t in_at = 0;
+    int64_t left = len;
+    while (left > 0) {
+        ssize_t n = copy_file_range(fd, &in_at, out, NULL, (size_t)left, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (in_at == 0)
+                return -1; /* the careful way says which side failed */
+            return errno == ENOSPC || errno == EDQUOT || errno == EFBIG || errno == EPIPE ||
+                           errno == EBADF
+                       ? CA_OUT_WRITE_FAILED
+                       : CA_OUT_READ_FAILED;
+        }
+        if (n == 0)
+            return CA_OUT_CHANGED; /* shrank */
+        left -= n;
+    }
+    uint8_t more;
+    ssize_t n = read_at(fd, &more, 1, (off_t)len); /* grew? */
+    if (n < 0)
+        return CA_OUT_READ_FAILED;
+    return n ? CA_OUT_CHANGED : 0;
+}
+
 static void close_from(const int64_t *segments, size_t from, size_t n)
 {
     for (size_t i = from; i < n; i++)
@@ -117,7 +147,8 @@ int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size
                 heads += len;
             }
         } else {
-            if ((uint64_t)len >= buffer_size - used) { /* no room: write what is gathered */
+            if ((uint64_t)len >= buffer_size - used || len >= CA_OUT_IN_KERNEL) {
+                /* no room, or copied in the kernel: write what is gathered first */
                 if (write_all(out, iov, count) < 0) {
                     rc = CA_OUT_WRITE_FAILED;
                     *error = errno;
@@ -127,7 +158,10 @@ int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size
                 count = 0;
                 used = 0;
             }
-            if ((uint64_t)len < buffer_size) {
+            rc = len >= CA_OUT_IN_KERNEL ? copy_in_kernel(out, (int)fd, len) : -1;
+            if (rc >= 0) {
+                /* copied in the kernel, or failed */
+            } else if ((uint64_t)len < buffer_size) {
                 rc = read_whole((int)fd, buffer + used, buffer_size - used, len);
                 if (rc == 0 && len > 0) {
                     iov[count].iov_base = buffer + used;

@@ -10,6 +10,7 @@
 #define CA_OUT_READ_FAILED 2    /* reading segment *failed failed: errno in *error */
 #define CA_OUT_CHANGED 3        /* segment *failed's file is not `len` bytes long any more */
 #define CA_OUT_MAX_IOV 512      /* pieces written by one writev */
+#define CA_OUT_IN_KERNEL 65536  /* files from this size copied by copy_file_range */
 
 int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size_t n,
                     uint8_t *buffer, size_t buffer_size, size_t *failed, int *error);

@@ -14,6 +14,7 @@ import io
 import os
 import random
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,27 @@ def test_a_payload_that_cannot_be_read_is_an_error_naming_it(tmp_path):
     finally:
         os.close(out)
     assert open_fds() == before
+
+
+def test_the_archive_through_a_pipe_equals_the_one_in_a_file(tree, tmp_path):
+    """A pipe takes no copy_file_range: every payload is read through the writer's
+    buffer (gathered, or copied through it when larger), with the same bytes."""
+    out = tmp_path / "ours.catar"
+    with open(out, "wb") as f:
+        tar(TarInput(tree), f)
+    read_end, write_end = os.pipe()
+    got = bytearray()
+
+    def drain() -> None:
+        while block := os.read(read_end, 1 << 20):
+            got.extend(block)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        with open(write_end, "wb", closefd=True) as f:
+            tar(TarInput(tree), f)
+    finally:
+        reader.join()
+        os.close(read_end)
+    assert bytes(got) == out.read_bytes()
