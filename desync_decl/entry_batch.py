@@ -22,6 +22,7 @@ from desync_decl._entrybatch_cffi import ffi, lib
 NAMES = 64  # children per call: files opened at once
 KIND_FILE, KIND_DIR, KIND_OTHER = lib.CA_KIND_FILE, lib.CA_KIND_DIR, lib.CA_KIND_OTHER
 _OUT_BYTES = 64 << 10  # encoded bytes per call (an entry takes CA_ENTRY_HEAD_MAX at most)
+_LISTING_BYTES = 256 << 10  # names of a directory listed, kept for the next one
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,36 @@ class EntryBatch:
             },
         )
         self._out = bytearray(_OUT_BYTES)
+        self._names = bytearray(_LISTING_BYTES)
+        self._kinds = bytearray(_LISTING_BYTES // 16)
         self._results = array("q", bytes(8 * 4 * NAMES))
+
+    def listing(self, dir_fd: int) -> tuple[list[bytes], bytes] | None:
+        """The names in the directory ``dir_fd`` but . and .. in byte order, and each
+        one's KIND_* as its listing says; None when it cannot be read (``os.scandir``
+        then says why)."""
+        need_bytes = ffi.new("size_t *")
+        need_count = ffi.new("size_t *")
+        names, kinds = self._names, self._kinds
+        while True:
+            n = lib.ca_list_dir(
+                dir_fd,
+                ffi.from_buffer(names, require_writable=True),
+                len(names),
+                ffi.from_buffer(kinds, require_writable=True),
+                len(kinds),
+                need_bytes,
+                need_count,
+            )
+            if n == -2:
+                return None
+            if n >= 0:
+                break
+            names = bytearray(max(need_bytes[0], len(names)))  # a large directory: once
+            kinds = bytearray(max(need_count[0], len(kinds)))
+        if not n:
+            return [], b""
+        return bytes(names[: need_bytes[0] - 1]).split(b"\0"), bytes(kinds[:n])
 
     def run(
         self, dir_fd: int, names: list[bytes], kinds: bytes

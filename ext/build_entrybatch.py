@@ -27,6 +27,8 @@ ffibuilder.cdef(
     size_t ca_entry_batch(int dir_fd, const uint8_t *names, const uint32_t *ends,
                           const uint8_t *kinds, size_t n, const struct ca_entry_config *config,
                           uint8_t *out, size_t out_size, int64_t *results);
+    long ca_list_dir(int dir_fd, uint8_t *out, size_t out_size, uint8_t *kinds,
+                     size_t kinds_size, size_t *need_bytes, size_t *need_count);
     """
 )
 ffibuilder.set_source(

@@ -17,11 +17,14 @@
 #define _GNU_SOURCE
 #include "entrybatch.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -186,4 +189,85 @@ size_t ca_entry_batch(int dir_fd, const uint8_t *names, const uint32_t *ends,
         }
     }
     return i;
+}
+
+struct listed {
+    uint32_t at; /* of the name in the listing's buffer */
+    uint8_t kind;
+};
+
+static int by_name(const void *a, const void *b, void *names)
+{
+    return strcmp((const char *)names + ((const struct listed *)a)->at,
+                  (const char *)names + ((const struct listed *)b)->at);
+}
+
+long ca_list_dir(int dir_fd, uint8_t *out, size_t out_size, uint8_t *kinds, size_t kinds_size,
+                 size_t *need_bytes, size_t *need_count)
+{
+    char *names = NULL;
+    struct listed *list = NULL;
+    size_t names_used = 0, names_size = 0, count = 0, list_size = 0;
+    long rc = -2;
+    char buf[32768];
+    if (lseek(dir_fd, 0, SEEK_SET) < 0)
+        return -2;
+    for (;;) {
+        long n = syscall(SYS_getdents64, dir_fd, buf, sizeof buf);
+        if (n < 0)
+            goto done;
+        if (n == 0)
+            break;
+        for (long at = 0; at < n;) {
+            struct dirent64 *d = (struct dirent64 *)(buf + at);
+            at += d->d_reclen;
+            const char *name = d->d_name;
+            if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+                continue;
+            size_t len = strlen(name) + 1;
+            if (names_used + len > names_size) {
+                size_t size = names_size ? 2 * names_size : 65536;
+                while (size < names_used + len)
+                    size *= 2;
+                char *grown = realloc(names, size);
+                if (!grown)
+                    goto done;
+                names = grown;
+                names_size = size;
+            }
+            if (count == list_size) {
+                size_t size = list_size ? 2 * list_size : 1024;
+                struct listed *grown = realloc(list, size * sizeof *list);
+                if (!grown)
+                    goto done;
+                list = grown;
+                list_size = size;
+            }
+            memcpy(names + names_used, name, len);
+            list[count].at = (uint32_t)names_used;
+            list[count].kind = d->d_type == DT_REG   ? CA_KIND_FILE
+                               : d->d_type == DT_DIR ? CA_KIND_DIR
+                                                     : CA_KIND_OTHER;
+            names_used += len;
+            count++;
+        }
+    }
+    *need_bytes = names_used;
+    *need_count = count;
+    if (names_used > out_size || count > kinds_size || names_used > UINT32_MAX) {
+        rc = -1;
+        goto done;
+    }
+    qsort_r(list, count, sizeof *list, by_name, names);
+    for (size_t i = 0; i < count; i++) {
+        size_t len = strlen(names + list[i].at) + 1;
+        memcpy(out, names + list[i].at, len);
+        out += len;
+        kinds[i] = list[i].kind;
+    }
+    rc = (long)count;
+done:
+    free(names);
+    free(list);
+    return rc;
 }

@@ -26,4 +26,11 @@ size_t ca_entry_batch(int dir_fd, const uint8_t *names, const uint32_t *ends,
                       const uint8_t *kinds, size_t n, const struct ca_entry_config *config,
                       uint8_t *out, size_t out_size, int64_t *results);
 
+/* The entries of a directory but . and .., sorted by name (bytes): each name and a NUL
+ * in `out`, its CA_KIND_* in `kinds`. Returns how many; -1 when `out` or `kinds` is
+ * too small (what they need in *need_bytes, *need_count); -2 when the directory
+ * cannot be read (errno). */
+long ca_list_dir(int dir_fd, uint8_t *out, size_t out_size, uint8_t *kinds, size_t kinds_size,
+                 size_t *need_bytes, size_t *need_count);
+
 #endif

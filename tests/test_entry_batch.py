@@ -102,3 +102,11 @@ def test_an_id_the_archive_cannot_hold_is_refused_as_python_refuses_it(tmp_path)
         messages.append(str(e.value))
     assert messages[0] == messages[1]
     assert "65535" in messages[0]
+
+
+def test_a_directory_listing_larger_than_the_listing_buffer(tmp_path):
+    """3,000 names of 120 bytes: more than the 256 KiB the listing keeps between calls."""
+    for i in range(3000):
+        (tmp_path / (f"{i:05d}-" + "n" * 114)).write_bytes(b"%d" % i)
+    ours = archive(tmp_path, ft.DESYNC_TAR, encoded=True)
+    assert ours == archive(tmp_path, ft.DESYNC_TAR, encoded=False)

@@ -69,29 +69,31 @@ class DiskNode:
         fd, self._fd = self._fd, None
         assert fd is not None
         try:
+            batch = self._walk.batch
+            listed = None if batch is None else batch.listing(fd)
+            if batch is not None and listed is not None:
+                yield from self._encoded_children(fd, *listed, batch)
+                return
             with os.scandir(fd) as listing:
-                listed = sorted(os.fsencode(e.name) + _KIND_SUFFIX[_kind(e)] for e in listing)
-            if self._walk.batch is None:
-                for key in listed:
-                    name, kind = key[:-2], _SUFFIX_KIND[key[-1]]
-                    node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
-                    if node is not None:
-                        yield name, node
-            else:
-                yield from self._encoded_children(fd, listed, self._walk.batch)
+                keys = sorted(os.fsencode(e.name) + _KIND_SUFFIX[_kind(e)] for e in listing)
+            for key in keys:
+                name, kind = key[:-2], _SUFFIX_KIND[key[-1]]
+                node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
+                if node is not None:
+                    yield name, node
         finally:
             os.close(fd)
 
     def _encoded_children(
-        self, fd: int, listed: list[bytes], batch: EntryBatch
+        self, fd: int, listed: list[bytes], kinds: bytes, batch: EntryBatch
     ) -> Iterator[tuple[bytes, DiskNode | EncodedRun]]:
         """``children`` with the plain ones encoded in C (``entry_batch``), a run at a time."""
         where = self._walk.root + self.path[1:] + b"/"
         at = 0
         while at < len(listed):
-            keys = listed[at : at + NAMES]
-            names = [key[:-2] for key in keys]
-            done = batch.run(fd, names, bytes(_BATCH_KIND[key[-1]] for key in keys))
+            names = listed[at : at + NAMES]
+            run_kinds = kinds[at : at + NAMES]
+            done = batch.run(fd, names, run_kinds)
             at += len(done)
             run: DiskRun | None = None
             try:
@@ -106,7 +108,7 @@ class DiskNode:
                         yield run.names[0], run
                         run = None
                     name = names[i]
-                    kind = _SUFFIX_KIND[keys[i][-1]]
+                    kind = _STAT_KIND[run_kinds[i]]
                     node = self._walk.node(fd, name, self.path + b"/" + name, kind=kind)
                     if node is not None:
                         yield name, node
@@ -474,7 +476,7 @@ def _entry_batch(options: DiskOptions) -> EntryBatch | None:
 # NUL sorts before any byte a name holds, so the keys sort as the names do.
 _KIND_SUFFIX = {stat.S_IFREG: b"\0f", stat.S_IFDIR: b"\0d", 0: b"\0?"}
 _SUFFIX_KIND = {suffix[-1]: kind for kind, suffix in _KIND_SUFFIX.items()}
-_BATCH_KIND = {ord("f"): KIND_FILE, ord("d"): KIND_DIR, ord("?"): KIND_OTHER}
+_STAT_KIND = {KIND_FILE: stat.S_IFREG, KIND_DIR: stat.S_IFDIR, KIND_OTHER: 0}
 
 
 def _kind(entry: os.DirEntry) -> int:
