@@ -13,5 +13,6 @@ setup(
         "ext/build_goodbye.py:ffibuilder",
         "ext/build_filebatch.py:ffibuilder",
         "ext/build_repeats.py:ffibuilder",
+        "ext/build_catar.py:ffibuilder",
     ]
 )

@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "filebatch.h"
 
+#include "catar_leaves.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -117,6 +119,69 @@ size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_
             *error = errno;
             return i;
         }
+    }
+    return n;
+}
+
+#define MAX_ID 0xFFFFFFFEu
+#define MAX_TIME_NS 0x7FFFFFFFFFFFFFFFull
+#define S_FMT 0170000u
+#define S_REG 0100000u
+
+/* Makes the regular files of leaves[start..n) as ca_write_files makes a batch's, their
+   contents from the window, choosing each one's mode and steps as
+   disk_writer.Writer._plain does. Returns the index of the first leaf not made: with
+   *error -1 one the Python writer must make (a symlink, chattr flags, an id or time
+   out of C's range), else its errno; n when all were. made[0], made[1] count the
+   files made and their bytes. */
+size_t ca_write_leaves(const uint8_t *leaves, size_t n, const uint8_t *window,
+                       const struct ca_leaf_policy *p, size_t start, int *error, uint64_t *made)
+{
+    *error = 0;
+    for (size_t i = start; i < n; i++) {
+        struct ca_leaf one; /* leaves: packed struct ca_leaf, as decoded */
+        memcpy(&one, leaves + i * sizeof one, sizeof one);
+        const struct ca_leaf *leaf = &one;
+        int chown_it = p->chown && (leaf->uid != p->new_uid || leaf->gid != p->new_gid);
+        if ((leaf->mode & S_FMT) != S_REG || (leaf->flags & p->python_flags) ||
+            leaf->mtime > MAX_TIME_NS ||
+            (chown_it && (leaf->uid > MAX_ID || leaf->gid > MAX_ID))) {
+            *error = -1;
+            return i;
+        }
+        uint32_t mode;
+        if (p->archive_modes) {
+            mode = (uint32_t)(leaf->mode & 07777);
+        } else {
+            mode = 0666 & ~p->umask;
+            if (p->read_only && !(leaf->mode & 0222))
+                mode &= ~0222u;
+        }
+        struct ca_file_job job = {
+            .dir_fd = p->dir_fd,
+            .mode = mode,
+            .uid = (uint32_t)leaf->uid,
+            .gid = (uint32_t)leaf->gid,
+            .mtime_ns = (int64_t)leaf->mtime,
+            .src_offset = 0,
+            .size = leaf->size,
+            .what = ((mode & (07000 | p->umask)) || p->always_chmod ? CA_FILE_CHMOD : 0) |
+                    (chown_it ? CA_FILE_CHOWN : 0) | (p->times ? CA_FILE_TIMES : 0),
+            .name_len = leaf->name_len,
+        };
+        const char *name = (const char *)window + leaf->name_at;
+        /* one path component, as the decoder checked: never a path to somewhere else */
+        if (name[job.name_len] != 0 || job.name_len == 0 || memchr(name, '/', job.name_len) ||
+            memchr(name, 0, job.name_len)) {
+            *error = EINVAL;
+            return i;
+        }
+        if (one_file(&job, name, window + leaf->data_at, -1) != 0) {
+            *error = errno;
+            return i;
+        }
+        made[0] += 1;
+        made[1] += leaf->size;
     }
     return n;
 }

@@ -154,6 +154,7 @@ CFFI_WRAPPERS = {
     "desync_decl._goodbye_cffi": "desync_decl.goodbye_table",
     "desync_decl._filebatch_cffi": "desync_decl.file_batch",
     "desync_decl._repeats_cffi": "desync_decl.repeats",
+    "desync_decl._catar_cffi": "desync_decl.catar_leaves",
 }
 
 

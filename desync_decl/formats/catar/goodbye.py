@@ -61,6 +61,17 @@ class Children:
         if len(self._unhashed) >= _HASH_BATCH:
             self._hash()
 
+    def add_run(
+        self, hashes: array[int], starts: array[int], ends: array[int], last_name: bytes
+    ) -> None:
+        """Whole children at once (``catar_leaves``): their names' hashes, where their
+        FILENAME records start and their serializations end, and the last name."""
+        self._hash()
+        self.hashes.extend(hashes)
+        self.starts.extend(starts)
+        self.ends.extend(ends)
+        self.last_name = last_name
+
     def end(self, at: int) -> None:
         """The last child's serialization ends at ``at``."""
         self.ends.append(at)
