@@ -13,6 +13,7 @@ behind, for the caller to make the careful way (``archive.disk_writer``).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -98,30 +99,35 @@ class LeafPolicy:
 
 
 class LeafFiles:
-    """The regular files among leaves ``lo..hi`` of a run (packed ``struct ca_leaf``s
-    whose offsets count from ``window[start]``), made in C; ``files`` and ``bytes``
-    count those made."""
+    """The leaves ``lo..hi`` of a run (packed ``struct ca_leaf``s whose offsets count
+    from ``window[start]``) made in C: files and symlinks; ``entries`` and ``bytes``
+    count those made and the file bytes written."""
 
-    __slots__ = ("_made", "_policy", "bytes", "files")
+    __slots__ = ("_made", "_policy", "_prefix", "bytes", "entries")
 
-    def __init__(self, policy: LeafPolicy) -> None:
+    def __init__(self, policy: LeafPolicy, temp_prefix: bytes) -> None:
         self._policy = ffi.new("struct ca_leaf_policy *")
         for name in LeafPolicy.__slots__:
             setattr(self._policy, name, int(getattr(policy, name)))
+        self._prefix = temp_prefix
         self._made = ffi.new("uint64_t[2]")
-        self.files = self.bytes = 0
+        self.entries = self.bytes = 0
 
     def write(
-        self, leaves: bytes, window: bytes, start: int, lo: int, hi: int
+        self, leaves: bytes, starts: array[int], window: bytes, start: int, lo: int, hi: int
     ) -> Iterator[tuple[int, int]]:
         """Yields (index, errno) of each leaf not made (errno -1: one for the Python
-        writer, a symlink say) and goes on after it when resumed."""
+        writer) and goes on after it when resumed. A symlink is made under a temporary
+        name, ``temp_prefix`` and its FILENAME's offset (``starts``), then renamed."""
         error = ffi.new("int *")
         packed = ffi.from_buffer(leaves)
         base = ffi.from_buffer(window) + start
+        offsets = ffi.from_buffer("uint64_t[]", starts)
         while lo < hi:
-            failed = lib.ca_write_leaves(packed, hi, base, self._policy, lo, error, self._made)
-            self.files, self.bytes = int(self._made[0]), int(self._made[1])
+            failed = lib.ca_write_leaves(
+                packed, hi, base, self._policy, self._prefix, offsets, lo, error, self._made
+            )
+            self.entries, self.bytes = int(self._made[0]), int(self._made[1])
             if failed >= hi:
                 return
             yield failed, error[0]

@@ -23,7 +23,8 @@ ffibuilder.cdef(
         uint64_t python_flags;
     };
     size_t ca_write_leaves(const uint8_t *leaves, size_t n, const uint8_t *window,
-                           const struct ca_leaf_policy *policy, size_t start, int *error,
+                           const struct ca_leaf_policy *policy, const char *temp_prefix,
+                           const uint64_t *starts, size_t start, int *error,
                            uint64_t *made);
     size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_fd,
                           size_t start, int *error);

@@ -217,22 +217,24 @@ class Writer:
             raise DesyncError(f"cannot extract {self.show(node.path)}: {e.strerror}") from None
 
     def write_leaf_run(self, job: LeafRun) -> None:
-        """The leaves of ``job``: its plain files made in C (``file_batch.LeafFiles``),
-        its symlinks and any file C could not make one by one (``write_job``), which
-        raises its error."""
+        """The leaves of ``job`` made in C (``file_batch.LeafFiles``), any C could not
+        make one by one (``write_job``), which raises its error."""
         leaves, parent = job.leaves, job.parent
         if not self.unnamed:  # no O_TMPFILE here: each the careful way
             for i in range(job.lo, job.hi):
                 self.write_job(self._leaf_job(parent, leaves, i))
             return
-        files = file_batch.LeafFiles(self._leaf_policy(parent, leaves.feature_flags))
+        made = file_batch.LeafFiles(
+            self._leaf_policy(parent, leaves.feature_flags), os.fsencode(self.temp_prefix)
+        )
+        run = leaves.run
         try:
-            for failed, _ in files.write(
-                leaves.run.leaves, leaves.window, leaves.start, job.lo, job.hi
+            for failed, _ in made.write(
+                run.leaves, run.starts, leaves.window, leaves.start, job.lo, job.hi
             ):
                 self.write_job(self._leaf_job(parent, leaves, failed))
         finally:
-            self.tally("created", written=files.bytes, count=files.files)
+            self.tally("created", written=made.bytes, count=made.entries)
 
     @staticmethod
     def _leaf_job(parent: OpenDir, leaves: Leaves, i: int) -> Job:
