@@ -13,6 +13,12 @@ repeated, records out of place or of the wrong size, feature flags that change
 between entries, nodes with records or values the feature flags exclude (as
 casync refuses them, feature_gates.py), GOODBYE tables that do not match the
 children, truncation and trailing bytes.
+
+``events(leaves=True)`` (untar's writer) gets runs of a directory's plain files and
+symlinks decoded in C as ``Leaves`` (``catar_leaves.py``): C accepts only what this
+decoder accepts and hands the first child it does not take back here, so every
+refusal above keeps its message; ``tests/test_catar_leaves.py`` holds the two to the
+same events and errors.
 """
 
 from __future__ import annotations
