@@ -15,5 +15,6 @@ setup(
         "ext/build_repeats.py:ffibuilder",
         "ext/build_outputbatch.py:ffibuilder",
         "ext/build_entrybatch.py:ffibuilder",
+        "ext/build_catar.py:ffibuilder",
     ]
 )

@@ -13,7 +13,9 @@ behind, for the caller to make the careful way (``archive.disk_writer``).
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from desync_decl._filebatch_cffi import ffi, lib
 
@@ -76,3 +78,57 @@ class FileBatch:
                 return
             yield failed, error[0]
             start = failed + 1
+
+
+@dataclass(frozen=True, slots=True)
+class LeafPolicy:
+    """How the plain files of decoded leaves (``catar_leaves``) are made in one new
+    directory ``dir_fd``: what ``disk_writer.Writer._plain`` decides per file, from
+    values fixed for the directory (``struct ca_leaf_policy``)."""
+
+    dir_fd: int
+    umask: int
+    archive_modes: bool  # the archive's modes, else 0666 & ~umask
+    read_only: bool  # without archive_modes: no write bits where the archive has none
+    always_chmod: bool  # the directory has a default ACL
+    chown: bool  # owners restored
+    new_uid: int  # what a new file gets without a chown
+    new_gid: int
+    times: bool  # mtimes restored
+    python_flags: int  # ENTRY flags only the Python writer sets (chattr)
+
+
+class LeafFiles:
+    """The leaves ``lo..hi`` of a run (packed ``struct ca_leaf``s whose offsets count
+    from ``window[start]``) made in C: files and symlinks; ``entries`` and ``bytes``
+    count those made and the file bytes written."""
+
+    __slots__ = ("_made", "_policy", "_prefix", "bytes", "entries")
+
+    def __init__(self, policy: LeafPolicy, temp_prefix: bytes) -> None:
+        self._policy = ffi.new("struct ca_leaf_policy *")
+        for name in LeafPolicy.__slots__:
+            setattr(self._policy, name, int(getattr(policy, name)))
+        self._prefix = temp_prefix
+        self._made = ffi.new("uint64_t[2]")
+        self.entries = self.bytes = 0
+
+    def write(
+        self, leaves: bytes, starts: array[int], window: bytes, start: int, lo: int, hi: int
+    ) -> Iterator[tuple[int, int]]:
+        """Yields (index, errno) of each leaf not made (errno -1: one for the Python
+        writer) and goes on after it when resumed. A symlink is made under a temporary
+        name, ``temp_prefix`` and its FILENAME's offset (``starts``), then renamed."""
+        error = ffi.new("int *")
+        packed = ffi.from_buffer(leaves)
+        base = ffi.from_buffer(window) + start
+        offsets = ffi.from_buffer("uint64_t[]", starts)
+        while lo < hi:
+            failed = lib.ca_write_leaves(
+                packed, hi, base, self._policy, self._prefix, offsets, lo, error, self._made
+            )
+            self.entries, self.bytes = int(self._made[0]), int(self._made[1])
+            if failed >= hi:
+                return
+            yield failed, error[0]
+            lo = failed + 1

@@ -13,12 +13,15 @@
 #define _GNU_SOURCE
 #include "filebatch.h"
 
+#include "catar_leaves.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int fill(int fd, int src_fd, int64_t offset, uint64_t size, const uint8_t *data)
@@ -117,6 +120,112 @@ size_t ca_write_files(const uint8_t *batch, size_t batch_len, size_t n, int src_
             *error = errno;
             return i;
         }
+    }
+    return n;
+}
+
+#define MAX_ID 0xFFFFFFFEu
+#define MAX_TIME_NS 0x7FFFFFFFFFFFFFFFull
+#define S_FMT 0170000u
+#define S_REG 0100000u
+
+/* A symlink to target made under a temporary name in dir_fd, given its owner and
+   mtime, and renamed to name, as disk_writer.Writer.other makes one; nothing of it
+   is left behind when a step fails. */
+static int one_symlink(const struct ca_leaf_policy *p, const struct ca_leaf *leaf,
+                       const char *name, const char *target, const char *temp_prefix,
+                       uint64_t key, int chown_it)
+{
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%s%llu@", temp_prefix, (unsigned long long)key);
+    if (symlinkat(target, p->dir_fd, tmp) != 0)
+        return -1;
+    int failed = chown_it && fchownat(p->dir_fd, tmp, (uid_t)leaf->uid, (gid_t)leaf->gid,
+                                      AT_SYMLINK_NOFOLLOW) != 0;
+    if (!failed && p->times) {
+        struct timespec times[2];
+        times[0].tv_sec = (time_t)(leaf->mtime / 1000000000);
+        times[0].tv_nsec = (long)(leaf->mtime % 1000000000);
+        times[1] = times[0];
+        failed = utimensat(p->dir_fd, tmp, times, AT_SYMLINK_NOFOLLOW) != 0;
+    }
+    if (!failed)
+        failed = renameat(p->dir_fd, tmp, p->dir_fd, name) != 0;
+    if (failed) {
+        int saved = errno;
+        unlinkat(p->dir_fd, tmp, 0);
+        errno = saved;
+        return -1;
+    }
+    return 0;
+}
+
+/* Makes leaves[start..n) (n packed struct ca_leaf, catar_leaves.h) in p->dir_fd: the
+   regular files as ca_write_files makes a batch's, their contents from the window,
+   each one's mode and steps chosen as disk_writer.Writer._plain does; the symlinks as
+   one_symlink, under temporary names temp_prefix + starts[i] + "@" (the leaf's
+   archive offset: unique in the extraction). Returns the index of the first leaf
+   not made: with *error -1 one the Python writer must make (chattr flags, an id or
+   time out of C's range), else its errno; n when all were. made[0] counts the
+   entries made, made[1] the file bytes written. */
+size_t ca_write_leaves(const uint8_t *leaves, size_t n, const uint8_t *window,
+                       const struct ca_leaf_policy *p, const char *temp_prefix,
+                       const uint64_t *starts, size_t start, int *error, uint64_t *made)
+{
+    *error = 0;
+    for (size_t i = start; i < n; i++) {
+        struct ca_leaf one; /* leaves: packed struct ca_leaf, as decoded */
+        memcpy(&one, leaves + i * sizeof one, sizeof one);
+        const struct ca_leaf *leaf = &one;
+        int chown_it = p->chown && (leaf->uid != p->new_uid || leaf->gid != p->new_gid);
+        int file = (leaf->mode & S_FMT) == S_REG;
+        if ((leaf->flags & p->python_flags) || leaf->mtime > MAX_TIME_NS ||
+            (chown_it && (leaf->uid > MAX_ID || leaf->gid > MAX_ID))) {
+            *error = -1;
+            return i;
+        }
+        const char *name = (const char *)window + leaf->name_at;
+        /* one path component, as the decoder checked: never a path to somewhere else */
+        if (name[leaf->name_len] != 0 || leaf->name_len == 0 ||
+            memchr(name, '/', leaf->name_len) || memchr(name, 0, leaf->name_len)) {
+            *error = EINVAL;
+            return i;
+        }
+        if (!file) {
+            const char *target = (const char *)window + leaf->data_at; /* NUL-terminated */
+            if (one_symlink(p, leaf, name, target, temp_prefix, starts[i], chown_it) != 0) {
+                *error = errno;
+                return i;
+            }
+            made[0] += 1;
+            continue;
+        }
+        uint32_t mode;
+        if (p->archive_modes) {
+            mode = (uint32_t)(leaf->mode & 07777);
+        } else {
+            mode = 0666 & ~p->umask;
+            if (p->read_only && !(leaf->mode & 0222))
+                mode &= ~0222u;
+        }
+        struct ca_file_job job = {
+            .dir_fd = p->dir_fd,
+            .mode = mode,
+            .uid = (uint32_t)leaf->uid,
+            .gid = (uint32_t)leaf->gid,
+            .mtime_ns = (int64_t)leaf->mtime,
+            .src_offset = 0,
+            .size = leaf->size,
+            .what = ((mode & (07000 | p->umask)) || p->always_chmod ? CA_FILE_CHMOD : 0) |
+                    (chown_it ? CA_FILE_CHOWN : 0) | (p->times ? CA_FILE_TIMES : 0),
+            .name_len = leaf->name_len,
+        };
+        if (one_file(&job, name, window + leaf->data_at, -1) != 0) {
+            *error = errno;
+            return i;
+        }
+        made[0] += 1;
+        made[1] += leaf->size;
     }
     return n;
 }

@@ -156,6 +156,7 @@ CFFI_WRAPPERS = {
     "desync_decl._repeats_cffi": "desync_decl.repeats",
     "desync_decl._outputbatch_cffi": "desync_decl.output_batch",
     "desync_decl._entrybatch_cffi": "desync_decl.entry_batch",
+    "desync_decl._catar_cffi": "desync_decl.catar_leaves",
 }
 
 

@@ -51,7 +51,7 @@ from desync_decl.errors import DesyncError, FormatError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import feature_gates
 from desync_decl.formats.catar import features as ft
-from desync_decl.formats.catar.decoder import Node
+from desync_decl.formats.catar.decoder import Leaves, Node
 from desync_decl.formats.catar.entry import Entry
 from desync_decl.fsutil import send_file, write_all
 
@@ -78,6 +78,20 @@ class ArchiveFile:
 # offset of its payload in the ArchiveFile.
 FileData = Iterable[bytes] | int
 Job = tuple["OpenDir", bytes, Node, "list[bytes] | int | None"]  # parent, name, node, data
+
+
+@dataclass(slots=True)
+class LeafRun:
+    """Leaves ``lo..hi`` of a run decoded in C, children of ``parent``, a directory
+    this extraction made (``Writer.write_leaf_run``)."""
+
+    parent: OpenDir
+    leaves: Leaves
+    lo: int
+    hi: int
+
+
+AnyJob = Job | LeafRun
 
 
 class UntarError(DesyncError):
@@ -187,9 +201,12 @@ class Writer:
             shown = self.show(where.path) if isinstance(where, Node) else where
             raise DesyncError(f"cannot extract {shown}: {e.strerror}") from None
 
-    def write_job(self, job: Job) -> None:
+    def write_job(self, job: AnyJob) -> None:
         """A file, symlink or special node, on a worker thread (``errors`` written out:
         a context manager is microseconds for each of a tree's files)."""
+        if isinstance(job, LeafRun):
+            self.write_leaf_run(job)
+            return
         parent, name, node, data = job
         try:
             if data is None:
@@ -199,14 +216,60 @@ class Writer:
         except OSError as e:
             raise DesyncError(f"cannot extract {self.show(node.path)}: {e.strerror}") from None
 
-    def write_jobs(self, jobs: Sequence[Job], stopped: Callable[[], bool]) -> None:
+    def write_leaf_run(self, job: LeafRun) -> None:
+        """The leaves of ``job`` made in C (``file_batch.LeafFiles``), any C could not
+        make one by one (``write_job``), which raises its error."""
+        leaves, parent = job.leaves, job.parent
+        if not self.unnamed:  # no O_TMPFILE here: each the careful way
+            for i in range(job.lo, job.hi):
+                self.write_job(self._leaf_job(parent, leaves, i))
+            return
+        made = file_batch.LeafFiles(
+            self._leaf_policy(parent, leaves.feature_flags), os.fsencode(self.temp_prefix)
+        )
+        run = leaves.run
+        try:
+            for failed, _ in made.write(
+                run.leaves, run.starts, leaves.window, leaves.start, job.lo, job.hi
+            ):
+                self.write_job(self._leaf_job(parent, leaves, failed))
+        finally:
+            self.tally("created", written=made.bytes, count=made.entries)
+
+    @staticmethod
+    def _leaf_job(parent: OpenDir, leaves: Leaves, i: int) -> Job:
+        node, data = leaves.node(i)
+        return parent, node.path[-1], node, [data] if stat.S_ISREG(node.entry.mode) else None
+
+    def _leaf_policy(self, parent: OpenDir, flags: int) -> file_batch.LeafPolicy:
+        """What ``_plain`` decides for every plain file of ``parent`` (flags: the
+        archive's), for the C writer."""
+        same = self.options.same_permissions
+        return file_batch.LeafPolicy(
+            parent.fd,
+            self.umask,
+            archive_modes=same and bool(flags & (ft.WITH_PERMISSIONS | ft.WITH_ACL)),
+            read_only=same and bool(flags & ft.WITH_READ_ONLY),
+            always_chmod=parent.default_acl,
+            chown=bool(
+                self.options.same_owner
+                and self.is_root
+                and flags & (ft.WITH_16BIT_UIDS | ft.WITH_32BIT_UIDS)
+            ),
+            new_uid=parent.new_owner[0] & 0xFFFFFFFF,  # (-1, -1): matches no owner
+            new_gid=parent.new_owner[1] & 0xFFFFFFFF,
+            times=bool(flags & _TIME_FLAGS),
+            python_flags=ft.CHATTR_FLAGS,
+        )
+
+    def write_jobs(self, jobs: Sequence[AnyJob], stopped: Callable[[], bool]) -> None:
         """A worker's batch of jobs, in order, until ``stopped()``: runs of plain files
         (``_plain``) made in one call to C (``file_batch``), the rest and any file the
         C code could not make one by one (``write_job``), which raises its error."""
         run: list[Job] = []
         batch = file_batch.FileBatch()
         for job in jobs:
-            if self._plain(batch, job):
+            if not isinstance(job, LeafRun) and self._plain(batch, job):
                 run.append(job)
                 continue
             self._write_run(run, batch, stopped)

@@ -15,8 +15,9 @@ import os
 import stat
 
 from desync_decl.archive.disk_writer import (
+    AnyJob,
     ArchiveFile,
-    Job,
+    LeafRun,
     OpenDir,
     UntarError,
     UntarStats,
@@ -24,9 +25,9 @@ from desync_decl.archive.disk_writer import (
     Writer,
 )
 from desync_decl.archive.patterns import Patterns
-from desync_decl.archive.write_queue import WriteQueue
+from desync_decl.archive.write_queue import BATCH_ITEMS, WriteQueue
 from desync_decl.formats.catar import records
-from desync_decl.formats.catar.decoder import Decoder, DirEnd, Node
+from desync_decl.formats.catar.decoder import Decoder, DirEnd, Leaves, Node
 from desync_decl.fsutil import open_directory, walk_error
 
 SMALL_FILE = 1 << 20
@@ -80,17 +81,20 @@ def write_tree(
     # batches, as in a new directory)
     fresh = reference is not None and reference == root and not os.listdir(root)
     stack: list[OpenDir] = []
-    queue: WriteQueue[Job, OpenDir] = WriteQueue(
+    queue: WriteQueue[AnyJob, OpenDir] = WriteQueue(
         w.write_job, w.close_directory, workers=workers, write_many=w.write_jobs
     )
     skipped = 0  # depth inside a directory the patterns leave out
     try:
-        for ev in decoder:
+        for ev in decoder.events(leaves=True):
             if skipped:
                 if isinstance(ev, DirEnd):
                     skipped -= 1
-                elif stat.S_ISDIR(ev.entry.mode):
+                elif isinstance(ev, Node) and stat.S_ISDIR(ev.entry.mode):
                     skipped += 1
+                continue
+            if isinstance(ev, Leaves):
+                _leaves(w, stack[-1], ev, queue, patterns)
                 continue
             if (
                 patterns is not None
@@ -130,8 +134,43 @@ def _allowed(patterns: Patterns, node: Node) -> bool:
     return patterns.allows(os.fsdecode(b"/".join(node.path)), stat.S_ISDIR(node.entry.mode))
 
 
+def _leaves(
+    w: Writer,
+    parent: OpenDir,
+    leaves: Leaves,
+    queue: WriteQueue[AnyJob, OpenDir],
+    patterns: Patterns | None,
+) -> None:
+    """A run of files and symlinks decoded in C: in a directory this extraction made,
+    queued in slices for the C writer (``Writer.write_leaf_run``); else each as
+    ``_node`` queues it, with its payload in hand."""
+    run = leaves.run
+    if patterns is None and parent.ref < 0 and w.unnamed:
+        stats = w.stats
+        stats.files += run.files
+        stats.bytes += run.file_bytes
+        stats.symlinks += run.count - run.files
+        weight = run.consumed // run.count + 256
+        for lo in range(0, run.count, BATCH_ITEMS):
+            hi = min(lo + BATCH_ITEMS, run.count)
+            queue.add(LeafRun(parent, leaves, lo, hi), weight * (hi - lo), hi - lo)
+        return
+    for node, data in leaves.nodes():
+        if patterns is not None and not _allowed(patterns, node):
+            continue
+        w.stats.count(stat.S_IFMT(node.entry.mode), node.size)
+        if stat.S_ISREG(node.entry.mode):
+            queue.add((parent, node.path[-1], node, [data]), node.size + 256)
+        else:
+            queue.add((parent, node.path[-1], node, None), 256)
+
+
 def _node(
-    w: Writer, stack: list[OpenDir], node: Node, decoder: Decoder, queue: WriteQueue[Job, OpenDir]
+    w: Writer,
+    stack: list[OpenDir],
+    node: Node,
+    decoder: Decoder,
+    queue: WriteQueue[AnyJob, OpenDir],
 ) -> None:
     name = node.path[-1]
     if records.name_problem(name) is not None:  # the decoder already refused these

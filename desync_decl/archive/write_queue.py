@@ -62,6 +62,7 @@ class WriteQueue(Generic[Item, Dir]):
         self._pool = ThreadPoolExecutor(self._workers, "untar") if self._workers else None
         self._batch: list[Item] = []
         self._weight = 0
+        self._items = 0  # entries in the batch (an item may hold several)
         self._running: deque[Future[None]] = deque()
         self._started = 0  # batches submitted
         self._done = 0  # batches 0 .. _done - 1 are complete
@@ -72,14 +73,16 @@ class WriteQueue(Generic[Item, Dir]):
 
     # -- the decoding thread ---------------------------------------------------------
 
-    def add(self, item: Item, weight: int) -> None:
-        """Queue ``write(item)``; ``weight`` is about the bytes it holds."""
+    def add(self, item: Item, weight: int, entries: int = 1) -> None:
+        """Queue ``write(item)``; ``weight`` is about the bytes it holds, ``entries``
+        how many entries it writes."""
         if self._pool is None:
             self._write(item)
             return
         self._batch.append(item)
         self._weight += weight
-        if len(self._batch) >= BATCH_ITEMS or self._weight >= BATCH_BYTES:
+        self._items += entries
+        if self._items >= BATCH_ITEMS or self._weight >= BATCH_BYTES:
             self._submit()
 
     def dir_end(self, d: Dir) -> None:
@@ -120,7 +123,7 @@ class WriteQueue(Generic[Item, Dir]):
             self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self) -> None:
-        batch, self._batch, self._weight = self._batch, [], 0
+        batch, self._batch, self._weight, self._items = self._batch, [], 0, 0
         assert self._pool is not None
         self._running.append(self._pool.submit(self._run, self._started, batch))
         self._started += 1

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from desync_decl.formats.catar import Decoder, DirEnd, Node
-from desync_decl.formats.catar.decoder import BLOCK_SIZE
+from desync_decl.formats.catar.decoder import BLOCK_SIZE, Leaves
 from desync_decl.formats.index import Index
 from desync_decl.progress import Progress
 
@@ -34,8 +34,8 @@ class MeteredDecoder(Decoder):
             self._progress.advance(self.pos - self._counted)
             self._counted = self.pos
 
-    def __iter__(self) -> Iterator[Node | DirEnd]:
-        for event in super().__iter__():
+    def events(self, leaves: bool = False) -> Iterator[Node | DirEnd | Leaves]:
+        for event in super().events(leaves):
             self._tell()
             yield event
         self._tell()

@@ -13,6 +13,12 @@ repeated, records out of place or of the wrong size, feature flags that change
 between entries, nodes with records or values the feature flags exclude (as
 casync refuses them, feature_gates.py), GOODBYE tables that do not match the
 children, truncation and trailing bytes.
+
+``events(leaves=True)`` (untar's writer) gets runs of a directory's plain files and
+symlinks decoded in C as ``Leaves`` (``catar_leaves.py``): C accepts only what this
+decoder accepts and hands the first child it does not take back here, so every
+refusal above keeps its message; ``tests/test_catar_leaves.py`` holds the two to the
+same events and errors.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from desync_decl.catar_leaves import LEAF, LeafDecoder, Rules, Run
 from desync_decl.errors import FormatError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import feature_gates, goodbye
@@ -39,6 +46,7 @@ from desync_decl.formats.catar.features import NODE_TYPES
 
 BLOCK_SIZE = 1 << 20
 MAX_DEPTH = 1024
+_MIN_WINDOW = 4096  # a buffered window shorter than this is peeked again
 _CONTENT = {stat.S_IFREG: r.PAYLOAD, stat.S_IFLNK: r.SYMLINK}  # else DEVICE (fifos: none)
 
 
@@ -62,6 +70,36 @@ class DirEnd:
     entry: Entry
 
 
+@dataclass(slots=True)
+class Leaves:
+    """Leaf children of the directory ``path`` decoded at once, in C (``events`` with
+    ``leaves``): regular files and symlinks without optional records, their names,
+    payloads and targets in ``window`` (the stream's bytes the run was decoded from)."""
+
+    path: tuple[bytes, ...]
+    feature_flags: int
+    window: bytes
+    start: int  # the leaves' offsets count from window[start]
+    run: Run
+
+    def nodes(self) -> Iterator[tuple[Node, bytes]]:
+        """Each leaf as a ``Node`` and, for a file, its payload."""
+        return map(self.node, range(self.run.count))
+
+    def node(self, i: int) -> tuple[Node, bytes]:
+        """Leaf ``i`` as a ``Node`` and, for a file, its payload."""
+        mode, eflags, uid, gid, mtime, size, name_at, name_len, data_at = LEAF.unpack_from(
+            self.run.leaves, i * LEAF.size
+        )
+        window, s = self.window, self.start
+        entry = Entry(self.feature_flags, mode, eflags, uid, gid, mtime)
+        child = (*self.path, window[s + name_at : s + name_at + name_len])
+        data = window[s + data_at : s + data_at + size]
+        if stat.S_ISREG(mode):
+            return Node(child, entry, size=size), data
+        return Node(child, entry, target=data), b""
+
+
 @dataclass
 class _Dir:
     path: tuple[bytes, ...]
@@ -80,6 +118,10 @@ class Decoder:
         self.flags: int | None = None
         self._rules: feature_gates.EntryRules  # set with the flags, at the first ENTRY
         self._left = 0  # unread payload bytes of the current file
+        self._leaf_decoder: LeafDecoder | None = None  # made with the rules
+        # the stream's buffer as last peeked (``_leaves``) and where it starts in the stream
+        self._window, self._window_at = b"", 0
+        self._file: tuple[int, int] | None = None  # a regular file's fd, where we started
 
     def fail(self, what: str, at: int | None = None) -> FormatError:
         return FormatError(
@@ -149,6 +191,15 @@ class Decoder:
     # -- structure -----------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Node | DirEnd]:
+        return self.events()  # type: ignore[return-value]  # without leaves: no Leaves
+
+    def events(self, leaves: bool = False) -> Iterator[Node | DirEnd | Leaves]:
+        """The nodes in stream order; with ``leaves``, runs of a directory's plain leaf
+        children come as ``Leaves`` decoded in C (from a buffered stream: ``peek``), each
+        checked as the nodes are. Their payloads are in the event, and there is
+        nothing left to read of them (``payload``)."""
+        fast = leaves and isinstance(self._stream, io.BufferedReader)
+        self._file = _regular_file(self._stream) if fast else None
         typ, size, at = self._header()
         if typ != r.ENTRY:
             raise self.fail("not a catar archive (no ENTRY record at the start)", at)
@@ -171,15 +222,24 @@ class Decoder:
                 typ, size, at = self._header() if nxt is None else nxt
                 stack[-1].table.end(at)
             # inside stack[-1]: the next record is a child's FILENAME or the GOODBYE
-            while typ == r.GOODBYE:
-                d = stack.pop()
-                self._goodbye(d, size, at)
-                yield DirEnd(d.path, d.entry)
-                if not stack:
-                    self._at_end()
-                    return
-                stack[-1].table.end(self.pos)
-                typ, size, at = self._header()
+            while True:
+                while typ == r.GOODBYE:
+                    d = stack.pop()
+                    self._goodbye(d, size, at)
+                    yield DirEnd(d.path, d.entry)
+                    if not stack:
+                        self._at_end()
+                        return
+                    stack[-1].table.end(self.pos)
+                    typ, size, at = self._header()
+                if (
+                    not fast
+                    or typ != r.FILENAME
+                    or (run := self._leaves(stack[-1], size, at)) is None
+                ):
+                    break
+                yield run
+                typ, size, at = run.run.next
             if typ != r.FILENAME:
                 raise self.fail(
                     f"{r.NAMES.get(typ, hex(typ))} record where a file name or GOODBYE belongs", at
@@ -188,6 +248,39 @@ class Decoder:
             typ, size, at = self._header()
             if typ != r.ENTRY:
                 raise self.fail("FILENAME not followed by an ENTRY", at)
+
+    def _leaves(self, d: _Dir, size: int, at: int) -> Leaves | None:
+        """The leaf children from the FILENAME whose header was read (body ``size``,
+        at ``at``) on, as far as the stream's buffer holds whole ones; None if the
+        first is not one (or not whole there): the Python decoder takes it."""
+        assert self.flags is not None  # set at the root's ENTRY
+        if self._leaf_decoder is None:
+            self._leaf_decoder = LeafDecoder(_leaf_rules(self.flags, self._rules))
+        stream = self._stream
+        start = self.pos - self._window_at
+        window = self._window
+        if not 0 <= start < len(window) - _MIN_WINDOW:
+            # a new window once the last is used up, not per run (peek copies the buffer)
+            if self._file is not None:
+                fd, base = self._file
+                window = os.pread(fd, BLOCK_SIZE, base + self.pos)
+            else:
+                assert isinstance(stream, io.BufferedReader)  # events() checked
+                window = stream.peek(_MIN_WINDOW)
+            self._window = window
+            start, self._window_at = 0, self.pos
+        run = self._leaf_decoder.decode(window, start, size, at, d.table.last_name)
+        if run is None:
+            return None
+        name_at, name_len = LEAF.unpack_from(run.leaves, (run.count - 1) * LEAF.size)[6:8]
+        name_at += start
+        d.table.add_hashed_run(run.hashes, run.starts, run.ends, window[name_at : name_at + name_len])
+        self.pos += run.consumed
+        if stream.seekable():
+            stream.seek(run.consumed, io.SEEK_CUR)
+        else:
+            stream.read(run.consumed)
+        return Leaves(d.path, self.flags, window, start, run)
 
     def _trailing(self, nxt: tuple[int, int, int]) -> None:
         raise self.fail("data after the end of the archive", nxt[2])
@@ -277,6 +370,33 @@ class Decoder:
             )
         if not goodbye.matches(self._read, size, d.table, at, d.entry_at):
             raise self.fail("GOODBYE table does not match the directory's children", at)
+
+
+def _regular_file(stream: BinaryIO) -> tuple[int, int] | None:
+    """The stream's fd and position if it reads a regular file: windows of leaves are
+    then read from it with ``pread`` in blocks of ``BLOCK_SIZE`` (its buffer, an
+    ``open``'s 8 KiB, would hold few whole leaves)."""
+    try:
+        fd = stream.fileno()
+        if stat.S_ISREG(os.fstat(fd).st_mode) and stream.seekable():
+            return fd, stream.tell()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+    return None
+
+
+def _leaf_rules(flags: int, rules: feature_gates.EntryRules) -> Rules:
+    """``rules`` of an archive with ``flags`` as the C leaf decoder takes them."""
+    return Rules(
+        flags,
+        rules.entry_flags,
+        rules.max_id,
+        rules.time_unit,
+        files=stat.S_IFREG in rules.types,
+        symlinks=stat.S_IFLNK in rules.types,
+        any_mode=rules.any_mode,
+        read_only=0o444 in rules.file_modes,
+    )
 
 
 def _known_type(mode: int) -> bool:

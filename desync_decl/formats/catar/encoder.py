@@ -143,7 +143,7 @@ def encode(root: SourceNode, *, defer_payloads: bool = False) -> Generator[Piece
         name, node = nxt
         _check_name(d, name)
         if isinstance(node, EncodedRun):
-            d.table.add_run(node.names, pos, node.starts, node.ends)
+            d.table.add_named_run(node.names, pos, node.starts, node.ends)
             if defer_payloads:
                 yield node
                 pos += len(node)

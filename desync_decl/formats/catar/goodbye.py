@@ -61,7 +61,9 @@ class Children:
         if len(self._unhashed) >= _HASH_BATCH:
             self._hash()
 
-    def add_run(self, names: list[bytes], at: int, starts: array[int], ends: array[int]) -> None:
+    def add_named_run(
+        self, names: list[bytes], at: int, starts: array[int], ends: array[int]
+    ) -> None:
         """Children whose FILENAME records start at ``at`` + ``starts[i]`` and whose
         serializations end at ``at`` + ``ends[i]`` (``add`` and ``end`` for each)."""
         self._unhashed.extend(names)
@@ -70,6 +72,17 @@ class Children:
         self.last_name = names[-1]
         if len(self._unhashed) >= _HASH_BATCH:
             self._hash()
+
+    def add_hashed_run(
+        self, hashes: array[int], starts: array[int], ends: array[int], last_name: bytes
+    ) -> None:
+        """Whole children at once (``catar_leaves``): their names' hashes, where their
+        FILENAME records start and their serializations end, and the last name."""
+        self._hash()
+        self.hashes.extend(hashes)
+        self.starts.extend(starts)
+        self.ends.extend(ends)
+        self.last_name = last_name
 
     def end(self, at: int) -> None:
         """The last child's serialization ends at ``at``."""
