@@ -274,7 +274,8 @@ class Decoder:
             return None
         name_at, name_len = LEAF.unpack_from(run.leaves, (run.count - 1) * LEAF.size)[6:8]
         name_at += start
-        d.table.add_hashed_run(run.hashes, run.starts, run.ends, window[name_at : name_at + name_len])
+        last_name = window[name_at : name_at + name_len]
+        d.table.add_hashed_run(run.hashes, run.starts, run.ends, last_name)
         self.pos += run.consumed
         if stream.seekable():
             stream.seek(run.consumed, io.SEEK_CUR)
