@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from desync_decl.errors import FormatError, UsageError
 from desync_decl.formats import flags as ff
@@ -192,6 +193,84 @@ class IndexTable:
             del self.ends[self._n :]
         self._ids.truncate(self._n * ID_SIZE)
         return Index(flags, sizes, self.ends, self._ids.getvalue())
+
+
+class TableSink(Protocol):
+    """Where make puts the chunks of an index, in file order: ``IndexTable`` (held)
+    or ``IndexWriter`` (written as they come)."""
+
+    def add(self, size: int, cid: bytes) -> None: ...
+
+    def add_run(self, size: int, cid: bytes, count: int) -> None: ...
+
+
+class Written(NamedTuple):
+    """What an ``IndexWriter`` wrote: the index without its table."""
+
+    chunks: int
+    length: int  # of the blob the index describes
+    file_digest: str  # ``Index.file_digest()`` of the bytes written
+
+
+class IndexWriter:
+    """An index written to ``write`` as its chunks come, hashed on the way: nothing per
+    chunk is held, so make's memory is the same for any size of input (a 64 GiB
+    image's table held whole was 10 MiB). The format needs no count up front: the
+    table header says "to the tail", and the tail, written by ``finish``, states the
+    table's size. The bytes are those ``Index.pieces`` gives for the same chunks."""
+
+    def __init__(
+        self, write: Callable[[bytes], object], flags: int, sizes: ChunkSizes, piece: int = 1 << 16
+    ) -> None:
+        self._write, self._piece = write, piece
+        self._hasher = Digest.from_flags(flags).hasher()
+        self._digest_name = Digest.from_flags(flags).value
+        self._out = io.BytesIO()
+        self.chunks, self.length = 0, 0
+        self._out.write(
+            _HEADER.pack(HEADER_SIZE, CA_FORMAT_INDEX, flags, sizes.min, sizes.avg, sizes.max)
+        )
+        self._out.write(_TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE))
+
+    def add(self, size: int, cid: bytes) -> None:
+        self.length += size
+        self.chunks += 1
+        self._out.write(_END.pack(self.length))
+        self._out.write(cid)
+        if self._out.tell() >= self._piece:
+            self._flush()
+
+    def add_run(self, size: int, cid: bytes, count: int) -> None:
+        """``count`` chunks of one id (a hole's): items made ``_RUN_STEP`` at a time, the
+        end offsets set in place at their stride, not packed one by one."""
+        self._flush()
+        item = bytes(_END.size) + cid
+        for first in range(0, count, _RUN_STEP):
+            n = min(_RUN_STEP, count - first)
+            ends = array("Q", range(self.length + size, self.length + size * n + 1, size))
+            if sys.byteorder != "little":
+                ends.byteswap()
+            items = bytearray(item * n)
+            with memoryview(items) as view, view.cast("Q") as words:
+                words[:: ITEM_SIZE // _END.size] = ends
+            self.length += size * n
+            self.chunks += n
+            self._hasher.update(items)
+            self._write(items)
+
+    def finish(self) -> Written:
+        """Write the tail (and what is buffered); nothing may be added after."""
+        table_size = TABLE_HEADER_SIZE + self.chunks * ITEM_SIZE + TAIL_SIZE
+        self._out.write(_TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER))
+        self._flush()
+        return Written(self.chunks, self.length, f"{self._digest_name}:{self._hasher.hexdigest()}")
+
+    def _flush(self) -> None:
+        data = self._out.getvalue()
+        self._out = io.BytesIO()
+        if data:
+            self._hasher.update(data)
+            self._write(data)
 
 
 MIN_SIZE = HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE  # an index of no chunks
