@@ -21,7 +21,7 @@ from desync_decl.fsutil import open_file, walk_error, write_atomic
 from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
 from desync_decl.stores.base import StoreError
 
-_READ_PIECE = 1 << 20  # a local index is read and checked this many bytes at a time
+_READ_PIECE = 1 << 16  # a local index is read and checked this many bytes at a time
 
 
 @dataclass(frozen=True)
