@@ -83,6 +83,21 @@ def test_make_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_
     assert len(decode((tmp_path / "large.caibx").read_bytes())) > 262_144  # all of them
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="extract still holds the index's table (40 B per chunk, read at its size) and"
+    " the planner's repeats (5 B per chunk): extracting in windows is not done yet",
+)
+def test_extract_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_path):
+    peaks = {}
+    for name, image in images.items():
+        store, index = tmp_path / f"store-{name}", tmp_path / f"{name}.caibx"
+        peak_mib("make", "-s", store, index, image)
+        peaks[name] = peak_mib("extract", "-s", store, index, tmp_path / f"{name}.out")
+    growth = peaks["large"] - peaks["small"]
+    assert growth < GROWTH_LIMIT_MIB, f"peak RSS {peaks}: grew {growth:.1f} MiB with the input"
+
+
 def written(chunks: list[tuple[int, bytes, int]]) -> tuple[bytes, str]:
     """The bytes and digest an ``IndexWriter`` writes for ``(size, id, count)`` chunks."""
     out: list[bytes] = []
