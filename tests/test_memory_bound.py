@@ -20,10 +20,13 @@ import pytest
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, IndexTable, IndexWriter, blob_flags, decode
+from tests import ssh_keys
+from tests.ssh_keys import allowed_signers
 
 ROOT = Path(__file__).resolve().parent.parent
 GROWTH_LIMIT_MIB = 4.0  # what the 64 GiB run may take beyond the 64 MiB run's peak
 MiB, GiB = 1 << 20, 1 << 30
+ssh = ssh_keys.ssh
 
 # The child reports its own peak as it exits: ru_maxrss from wait4 counts the address
 # space it was forked from (the test run's).
@@ -73,14 +76,22 @@ def images(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def test_make_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_path):
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_make_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_path, ssh, signed):
+    key = ssh.key("maker")
+    signing = ["--sign-key", key.path] if signed else []
     peaks = {}
     for name, image in images.items():
         store = tmp_path / f"store-{name}"
-        peaks[name] = peak_mib("make", "-s", store, tmp_path / f"{name}.caibx", image)
+        peaks[name] = peak_mib("make", "-s", store, *signing, tmp_path / f"{name}.caibx", image)
     growth = peaks["large"] - peaks["small"]
     assert growth < GROWTH_LIMIT_MIB, f"peak RSS {peaks}: grew {growth:.1f} MiB with the input"
-    assert len(decode((tmp_path / "large.caibx").read_bytes())) > 262_144  # all of them
+    large = tmp_path / "large.caibx"
+    assert len(decode(large.read_bytes())) > 262_144  # all of them
+    if signed:
+        signers = allowed_signers(tmp_path / "allowed_signers", f"maker@example {key.public}")
+        verified = ssh.verify(signers, "maker@example", large.read_bytes(), Path(f"{large}.sig"))
+        assert verified.code == 0, verified
 
 
 @pytest.mark.xfail(

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     key = common.signing_key(args, args.index)
     store = common.open_single_writable_store(args, digest) if args.store else None
     # a local file is written as the chunks come: the same memory at any size
-    streamed = key is None and args.index != "-" and url_scheme(args.index) is None
+    streamed = args.index != "-" and url_scheme(args.index) is None
     progress = console.progress()
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 concurrency=args.concurrency,
                 blob_digest=args.blob_digest,
                 progress=progress,
+                key=key,
             )
             index_digest = written.file_digest
         else:

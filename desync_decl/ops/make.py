@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.errors import DesyncError
@@ -31,13 +32,17 @@ from desync_decl.formats.index import (
     Written,
     blob_flags,
 )
-from desync_decl.fsutil import AtomicFile, open_directory, walk_error
+from desync_decl.fsutil import AtomicFile, open_directory, walk_error, write_atomic
 from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Flushable, WriteStore
+from desync_decl.stores.index_store import signature_name
 from desync_decl.stores.keys import UploadCheck
 from desync_decl.stores.store_lock import confirm, keeper_of
+
+if TYPE_CHECKING:  # the signing modules load only to sign (tests/test_cli_startup.py)
+    from desync_decl.signing import SigningKey
 
 
 @dataclass(frozen=True)
@@ -211,14 +216,23 @@ def make_file(
     concurrency: int = 10,
     blob_digest: bool = False,
     progress: Progress = NO_PROGRESS,
+    key: SigningKey | None = None,
 ) -> tuple[Made, Written]:
     """``make_into`` the index file ``index_path``: written as the chunks come to a temp
     file beside it, renamed over the name once whole and once the store is flushed
     (atomically, as ``Opener.write_index`` writes one; its directory opened walking
-    from ``/``), removed if the make fails."""
+    from ``/``), removed if the make fails. With ``key``, signed as
+    ``ops.signing.write_signed_index`` signs: the bytes written (hashed on the way),
+    the signature made before the index gets its name and written beside it after."""
 
     def failed(e: OSError) -> DesyncError:
         return walk_error(index_path, e, "write")
+
+    signed = None
+    if key is not None:
+        from desync_decl.signing.sshsig import SIGN_HASH
+
+        signed = hashlib.new(SIGN_HASH)
 
     try:
         dir_fd = open_directory(os.path.dirname(os.path.abspath(index_path)))
@@ -232,6 +246,8 @@ def make_file(
                     out.write(data)
                 except OSError as e:
                     raise failed(e) from None
+                if signed is not None:
+                    signed.update(data)
 
             writer = IndexWriter(write, blob_flags(digest), sizes)
             made = make_into(
@@ -245,8 +261,13 @@ def make_file(
                 progress=progress,
             )
             written = writer.finish()
+            signature = None
+            if key is not None and signed is not None:
+                signature = key.sign_digest(signed.digest())  # a key that cannot: no index
             try:
                 out.commit()
+                if signature is not None:
+                    write_atomic(signature_name(index_path), signature, dir_fd=dir_fd)
             except OSError as e:
                 raise failed(e) from None
     finally:
