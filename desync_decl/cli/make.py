@@ -12,8 +12,10 @@ import json
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
-from desync_decl.ops.make import MakeResult, make
+from desync_decl.formats.index import Index
+from desync_decl.ops.make import Made, make, make_file
 from desync_decl.stores.store_lock import writing
+from desync_decl.stores.url import url_scheme
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -39,40 +41,59 @@ def run(args: argparse.Namespace, console: Console) -> int:
     sizes = common.chunk_sizes(args)
     key = common.signing_key(args, args.index)
     store = common.open_single_writable_store(args, digest) if args.store else None
+    # a local file is written as the chunks come: the same memory at any size
+    streamed = args.index != "-" and url_scheme(args.index) is None
+    progress = console.progress()
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
-        result = make(
-            args.file,
-            sizes=sizes,
-            digest=digest,
-            store=store,
-            concurrency=args.concurrency,
-            blob_digest=args.blob_digest,
-            progress=console.progress(),
-        )
-        common.write_index(args, args.index, result.index, console, key)
+        if streamed:
+            made, written = make_file(
+                args.index,
+                args.file,
+                sizes=sizes,
+                digest=digest,
+                store=store,
+                concurrency=args.concurrency,
+                blob_digest=args.blob_digest,
+                progress=progress,
+                key=key,
+            )
+            index_digest = written.file_digest
+        else:
+            result = make(
+                args.file,
+                sizes=sizes,
+                digest=digest,
+                store=store,
+                concurrency=args.concurrency,
+                blob_digest=args.blob_digest,
+                progress=progress,
+            )
+            common.write_index(args, args.index, result.index, console, key)
+            made, index_digest = result, result.index.file_digest()
     # stats only when asked: counting the unique ids costs ~1.6 MiB per GiB of input
-    stats = _stats(result) if args.print_stats or args.json else {}
+    # (and a streamed index is read back for them)
+    stats: dict[str, int] = {}
+    if args.print_stats or args.json:
+        stats = _stats(made, common.read_index(args, args.index) if streamed else result.index)
     if args.print_stats:
         console.err.write(json.dumps(stats, indent=2) + "\n")
     if args.index == "-":
         return 0
-    blob = result.blob_digest.hex() if result.blob_digest is not None else None
+    blob = made.blob_digest.hex() if made.blob_digest is not None else None
     if args.json:
         extra = {"blob-digest": blob} if blob else {}
-        console.json(
-            {"index": args.index, "index-digest": result.index.file_digest(), **extra, **stats}
-        )
+        console.json({"index": args.index, "index-digest": index_digest, **extra, **stats})
     else:
-        console.print(blob if blob else result.index.file_digest())
+        console.print(blob if blob else index_digest)
     return 0
 
 
-def _stats(result: MakeResult) -> dict[str, int]:
+def _stats(made: Made, index: Index) -> dict[str, int]:
     return {
-        "chunks": result.chunks_total,
-        "unique": len(result.index.unique_ids()),
-        "stored": result.chunks_stored,
-        "bytes-stored": result.bytes_stored,
-        "size": result.index.length,
+        "chunks": made.chunks_total,
+        "unique": len(index.unique_ids()),
+        "stored": made.chunks_stored,
+        "bytes-stored": made.bytes_stored,
+        "size": index.length,
     }

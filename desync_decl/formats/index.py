@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import io
 import struct
+import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from desync_decl.errors import FormatError, UsageError
 from desync_decl.formats import flags as ff
@@ -148,14 +149,28 @@ class IndexTable:
     adds each chunk as its worker returns it, so an image's table costs 0.6 MiB per GiB,
     not the ~160 bytes per chunk a list of ``(size, id)`` tuples held until the end.
     The ids gather in a ``BytesIO``, whose ``getvalue()`` hands over its buffer without
-    a copy (a ``bytearray`` would need one to become the index's ``bytes``)."""
+    a copy (a ``bytearray`` would need one to become the index's ``bytes``).
 
-    def __init__(self) -> None:
-        self.ends, self._ids, self._end = array("Q"), io.BytesIO(), 0
+    ``expected``: how many chunks the table will hold, when known (an index file's
+    size says it): both buffers are then allocated once at their size and filled in
+    place. Grown as items came, reading a 64 GiB image's 10 MiB table took 19 MiB of
+    RSS (buffers moved as they grew, around the pieces of the file being read)."""
+
+    def __init__(self, expected: int = 0) -> None:
+        self.ends, self._ids, self._end = array("Q", [0]) * expected, io.BytesIO(), 0
+        self._n = 0  # chunks added
+        if expected:  # sized exactly (one byte over, trimmed in place by getvalue())
+            self._ids.seek(expected * ID_SIZE)
+            self._ids.write(b"\0")
+            self._ids.seek(0)
 
     def add(self, size: int, cid: bytes) -> None:
         self._end += size
-        self.ends.append(self._end)
+        if self._n < len(self.ends):
+            self.ends[self._n] = self._end
+        else:
+            self.ends.append(self._end)
+        self._n += 1
         self._ids.write(cid)
 
     def extend(self, chunks: Iterable[tuple[int, bytes]]) -> None:
@@ -167,12 +182,95 @@ class IndexTable:
         a pair per chunk: a 64 GiB hole is 262,144 of them."""
         for first in range(0, count, _RUN_STEP):
             n = min(_RUN_STEP, count - first)
-            self.ends.extend(range(self._end + size, self._end + size * n + 1, size))
+            ends = array("Q", range(self._end + size, self._end + size * n + 1, size))
+            self.ends[self._n : self._n + n] = ends
+            self._n += n
             self._end += size * n
             self._ids.write(cid * n)
 
     def index(self, flags: int, sizes: ChunkSizes) -> Index:
+        if self._n < len(self.ends):  # fewer than expected (the tail's slot): trimmed in place
+            del self.ends[self._n :]
+        self._ids.truncate(self._n * ID_SIZE)
         return Index(flags, sizes, self.ends, self._ids.getvalue())
+
+
+class TableSink(Protocol):
+    """Where make puts the chunks of an index, in file order: ``IndexTable`` (held)
+    or ``IndexWriter`` (written as they come)."""
+
+    def add(self, size: int, cid: bytes) -> None: ...
+
+    def add_run(self, size: int, cid: bytes, count: int) -> None: ...
+
+
+class Written(NamedTuple):
+    """What an ``IndexWriter`` wrote: the index without its table."""
+
+    chunks: int
+    length: int  # of the blob the index describes
+    file_digest: str  # ``Index.file_digest()`` of the bytes written
+
+
+class IndexWriter:
+    """An index written to ``write`` as its chunks come, hashed on the way: nothing per
+    chunk is held, so make's memory is the same for any size of input (a 64 GiB
+    image's table held whole was 10 MiB). The format needs no count up front: the
+    table header says "to the tail", and the tail, written by ``finish``, states the
+    table's size. The bytes are those ``Index.pieces`` gives for the same chunks."""
+
+    def __init__(
+        self, write: Callable[[bytes], object], flags: int, sizes: ChunkSizes, piece: int = 1 << 16
+    ) -> None:
+        self._write, self._piece = write, piece
+        self._hasher = Digest.from_flags(flags).hasher()
+        self._digest_name = Digest.from_flags(flags).value
+        self._out = io.BytesIO()
+        self.chunks, self.length = 0, 0
+        self._out.write(
+            _HEADER.pack(HEADER_SIZE, CA_FORMAT_INDEX, flags, sizes.min, sizes.avg, sizes.max)
+        )
+        self._out.write(_TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE))
+
+    def add(self, size: int, cid: bytes) -> None:
+        self.length += size
+        self.chunks += 1
+        self._out.write(_END.pack(self.length))
+        self._out.write(cid)
+        if self._out.tell() >= self._piece:
+            self._flush()
+
+    def add_run(self, size: int, cid: bytes, count: int) -> None:
+        """``count`` chunks of one id (a hole's): items made ``_RUN_STEP`` at a time, the
+        end offsets set in place at their stride, not packed one by one."""
+        self._flush()
+        item = bytes(_END.size) + cid
+        for first in range(0, count, _RUN_STEP):
+            n = min(_RUN_STEP, count - first)
+            ends = array("Q", range(self.length + size, self.length + size * n + 1, size))
+            if sys.byteorder != "little":
+                ends.byteswap()
+            items = bytearray(item * n)
+            with memoryview(items) as view, view.cast("Q") as words:
+                words[:: ITEM_SIZE // _END.size] = ends
+            self.length += size * n
+            self.chunks += n
+            self._hasher.update(items)
+            self._write(items)
+
+    def finish(self) -> Written:
+        """Write the tail (and what is buffered); nothing may be added after."""
+        table_size = TABLE_HEADER_SIZE + self.chunks * ITEM_SIZE + TAIL_SIZE
+        self._out.write(_TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER))
+        self._flush()
+        return Written(self.chunks, self.length, f"{self._digest_name}:{self._hasher.hexdigest()}")
+
+    def _flush(self) -> None:
+        data = self._out.getvalue()
+        self._out = io.BytesIO()
+        if data:
+            self._hasher.update(data)
+            self._write(data)
 
 
 MIN_SIZE = HEADER_SIZE + TABLE_HEADER_SIZE + TAIL_SIZE  # an index of no chunks
@@ -186,7 +284,7 @@ def decode(data: bytes, source: str = "index") -> Index:
     if len(data) < MIN_SIZE:
         raise _truncated(len(data), fail)
     flags, sizes = _check_header(data, fail)
-    table = IndexTable()
+    table = IndexTable(_items_in(len(data)))
     view = memoryview(data)[: len(data) - (len(data) - _FIRST_ITEM) % ITEM_SIZE]
     tail_at, _ = _check_items(view[_FIRST_ITEM:], _FIRST_ITEM, 0, sizes.max, fail, table)
     if tail_at is None:
@@ -203,9 +301,12 @@ class Checker:
     ``feed`` raises ``FormatError`` as soon as the bytes so far cannot be an index,
     ``finish`` when they end before a whole one."""
 
-    def __init__(self, source: str = "index", *, keep: bool = False) -> None:
+    def __init__(self, source: str = "index", *, keep: bool = False, size: int = 0) -> None:
+        """``size``: the bytes that will be fed, when known (a file's size): a kept
+        table is then allocated once (``IndexTable``'s ``expected``). Never more may
+        be fed."""
         self.fail = _failure(source)
-        self.table = IndexTable() if keep else None
+        self.table = IndexTable(_items_in(size)) if keep else None
         self.header: tuple[int, ChunkSizes] | None = None
         self.size = 0  # bytes fed
         self.pending = bytearray()  # bytes not checked yet: the head, then part of an item
@@ -254,6 +355,12 @@ class Checker:
         """The index fed, once ``finish`` passed (only when made with ``keep``)."""
         assert self.table is not None and self.header is not None, "not kept, or not finished"
         return self.table.index(*self.header)
+
+
+def _items_in(size: int) -> int:
+    """Whole 40-byte items after the header in ``size`` bytes of an index: its chunks
+    and its tail, if it is one (never fewer than its chunks)."""
+    return max(0, size - _FIRST_ITEM) // ITEM_SIZE
 
 
 def _failure(source: str) -> _Fail:

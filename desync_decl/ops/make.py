@@ -14,30 +14,50 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from desync_decl.chunker import Piece, ZeroRun, iter_pieces
+from desync_decl.errors import DesyncError
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
-from desync_decl.formats.index import Index, IndexTable, blob_flags
+from desync_decl.formats.index import (
+    Index,
+    IndexTable,
+    IndexWriter,
+    TableSink,
+    Written,
+    blob_flags,
+)
+from desync_decl.fsutil import AtomicFile, open_directory, walk_error, write_atomic
 from desync_decl.ops.source import open_source
 from desync_decl.parallel import batched_map
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Flushable, WriteStore
+from desync_decl.stores.index_store import signature_name
 from desync_decl.stores.keys import UploadCheck
 from desync_decl.stores.store_lock import confirm, keeper_of
 
+if TYPE_CHECKING:  # the signing modules load only to sign (tests/test_cli_startup.py)
+    from desync_decl.signing import SigningKey
+
 
 @dataclass(frozen=True)
-class MakeResult:
-    index: Index
+class Made:
+    """What a make did, whichever way its index went (``make``, ``make_into``)."""
+
     blob_digest: bytes | None  # digest of the whole file (what `casync make` prints), if asked
     chunks_total: int
     chunks_stored: int  # chunks written to the store by this run
     bytes_stored: int  # their size as stored (compressed unless the store is not)
+
+
+@dataclass(frozen=True)
+class MakeResult(Made):
+    index: Index
 
 
 SEEN_LIMIT = 4096  # ids a ChunkStorer remembers: 400 KiB
@@ -148,13 +168,122 @@ def make(
     progress: Progress = NO_PROGRESS,
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
-    SHA pass, about 1 s/GiB of CPU, so only when asked)."""
+    SHA pass, about 1 s/GiB of CPU, so only when asked). The index is held
+    (``IndexTable``, 40 bytes per chunk); ``make_into`` writes it as it goes."""
+    table = IndexTable()
+    made = make_into(
+        table,
+        source,
+        sizes=sizes,
+        digest=digest,
+        store=store,
+        concurrency=concurrency,
+        blob_digest=blob_digest,
+        progress=progress,
+    )
+    index = table.index(blob_flags(digest), sizes)
+    return MakeResult(
+        made.blob_digest, made.chunks_total, made.chunks_stored, made.bytes_stored, index
+    )
+
+
+def make_into(
+    table: TableSink,
+    source: str | os.PathLike,
+    *,
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
+    digest: Digest = Digest.SHA512_256,
+    store: WriteStore | None = None,
+    concurrency: int = 10,
+    blob_digest: bool = False,
+    progress: Progress = NO_PROGRESS,
+) -> Made:
+    """``make``, each chunk given to ``table`` in file order as its worker returns it
+    (an ``IndexWriter``: an index of any size in the same memory). The store is
+    flushed before this returns: the index may be published then."""
     storing = ChunkStorer(store, "make") if store is not None else contextlib.nullcontext()
     with storing as storer:
-        return _make(source, sizes, digest, storer, concurrency, blob_digest, progress)
+        return _make(table, source, sizes, digest, storer, concurrency, blob_digest, progress)
+
+
+def make_file(
+    index_path: str,
+    source: str | os.PathLike,
+    *,
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
+    digest: Digest = Digest.SHA512_256,
+    store: WriteStore | None = None,
+    concurrency: int = 10,
+    blob_digest: bool = False,
+    progress: Progress = NO_PROGRESS,
+    key: SigningKey | None = None,
+) -> tuple[Made, Written]:
+    """``make_into`` the index file ``index_path``: written as the chunks come to a temp
+    file beside it, renamed over the name once whole and once the store is flushed
+    (atomically, as ``Opener.write_index`` writes one; its directory opened walking
+    from ``/``), removed if the make fails. With ``key``, signed as
+    ``ops.signing.write_signed_index`` signs: the bytes written (hashed on the way),
+    the signature made before the index gets its name and written beside it after."""
+
+    def failed(e: OSError) -> DesyncError:
+        return walk_error(index_path, e, "write")
+
+    signed = None
+    if key is not None:
+        from desync_decl.signing.sshsig import SIGN_HASH
+
+        signed = hashlib.new(SIGN_HASH)
+
+    try:
+        dir_fd = open_directory(os.path.dirname(os.path.abspath(index_path)))
+    except OSError as e:
+        raise failed(e) from None
+    try:
+        with _atomic(index_path, dir_fd, failed) as out:
+
+            def write(data: bytes) -> None:
+                try:
+                    out.write(data)
+                except OSError as e:
+                    raise failed(e) from None
+                if signed is not None:
+                    signed.update(data)
+
+            writer = IndexWriter(write, blob_flags(digest), sizes)
+            made = make_into(
+                writer,
+                source,
+                sizes=sizes,
+                digest=digest,
+                store=store,
+                concurrency=concurrency,
+                blob_digest=blob_digest,
+                progress=progress,
+            )
+            written = writer.finish()
+            signature = None
+            if key is not None and signed is not None:
+                signature = key.sign_digest(signed.digest())  # a key that cannot: no index
+            try:
+                out.commit()
+                if signature is not None:
+                    write_atomic(signature_name(index_path), signature, dir_fd=dir_fd)
+            except OSError as e:
+                raise failed(e) from None
+    finally:
+        os.close(dir_fd)
+    return made, written
+
+
+def _atomic(path: str, dir_fd: int, failed: Callable[[OSError], DesyncError]) -> AtomicFile:
+    try:
+        return AtomicFile(path, dir_fd=dir_fd)
+    except OSError as e:
+        raise failed(e) from None
 
 
 def _make(
+    table: TableSink,
     source: str | os.PathLike,
     sizes: ChunkSizes,
     digest: Digest,
@@ -162,8 +291,8 @@ def _make(
     concurrency: int,
     blob_digest: bool,
     progress: Progress,
-) -> MakeResult:
-    """``make`` with the storer's writing scope open (if there is a store)."""
+) -> Made:
+    """``make_into`` with the storer's writing scope open (if there is a store)."""
 
     zeros = ZeroChunks(digest)
 
@@ -183,9 +312,9 @@ def _make(
         return len(data), cid, 1
 
     whole = digest.hasher() if blob_digest else None
+    chunks = 0
     with open_source(Path(source)) as (reader, size):
         progress.start("make", size)
-        table = IndexTable()
         finished = _Finished()
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
@@ -195,15 +324,14 @@ def _make(
                 table.add(length, cid)
             else:
                 table.add_run(length, cid, count)
+            chunks += count
             finished.add(length * count)
     progress.finish()
     if storer is not None:
         storer.flush()  # chunks durable before any index refers to them
-    index = table.index(blob_flags(digest), sizes)
-    return MakeResult(
-        index=index,
+    return Made(
         blob_digest=whole.digest() if whole is not None else None,
-        chunks_total=len(index),
+        chunks_total=chunks,
         chunks_stored=storer.stored if storer else 0,
         bytes_stored=storer.bytes_stored if storer else 0,
     )

@@ -49,6 +49,11 @@ class SigningKey(Protocol):
         """The armored SSHSIG (``-----BEGIN SSH SIGNATURE-----`` …) of ``data``."""
         ...
 
+    def sign_digest(self, digest: bytes, namespace: str = NAMESPACE) -> bytes:
+        """``sign`` of data whose SHA-512 (``sshsig.SIGN_HASH``, what ``ssh-keygen -Y
+        sign`` hashes with) is ``digest``: data hashed as it was written."""
+        ...
+
 
 class Trust(Protocol):
     """Which signers a host accepts: an allowed_signers file, optionally narrowed to

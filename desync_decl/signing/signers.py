@@ -50,6 +50,9 @@ class _Key:
     def sign(self, data: bytes, namespace: str = NAMESPACE) -> bytes:
         return sshsig.sign(self.public, self._raw_sign, data, namespace)
 
+    def sign_digest(self, digest: bytes, namespace: str = NAMESPACE) -> bytes:
+        return sshsig.sign_digest(self.public, self._raw_sign, digest, namespace)
+
     def _raw_sign(self, message: bytes) -> bytes:
         raise NotImplementedError
 

@@ -48,7 +48,11 @@ class Signature:
 
 def signed_data(data: bytes, namespace: str, hash_algorithm: str) -> bytes:
     """What the key signs: the magic, the namespace and the hash of ``data``."""
-    digest = hashlib.new(hash_algorithm, data).digest()
+    return signed_digest(hashlib.new(hash_algorithm, data).digest(), namespace, hash_algorithm)
+
+
+def signed_digest(digest: bytes, namespace: str, hash_algorithm: str) -> bytes:
+    """``signed_data`` of data whose ``hash_algorithm`` hash is ``digest``."""
     return (
         MAGIC
         + wire.string(namespace)
@@ -124,7 +128,18 @@ def sign(
     through ``raw_sign`` (a file key or ssh-agent). The signature is checked before it
     is returned: a key that signs wrongly (an agent holding another key) is an error
     here, not a refusal on every host."""
-    message = signed_data(data, namespace, SIGN_HASH)
+    return sign_digest(public, raw_sign, hashlib.new(SIGN_HASH, data).digest(), namespace)
+
+
+def sign_digest(
+    public: PublicKey,
+    raw_sign: Callable[[bytes], bytes],
+    digest: bytes,
+    namespace: str,
+) -> bytes:
+    """``sign`` of data whose ``SIGN_HASH`` hash is ``digest``: what signs an index
+    written as it was made, hashed on the way, without holding its bytes."""
+    message = signed_digest(digest, namespace, SIGN_HASH)
     signature = raw_sign(message)
     why = public.verify(signature, message)
     if why is not None:

@@ -21,7 +21,7 @@ from desync_decl.fsutil import open_file, walk_error, write_atomic
 from desync_decl.signing import MAX_SIGNATURE_SIZE, SIGNATURE_SUFFIX
 from desync_decl.stores.base import StoreError
 
-_READ_PIECE = 1 << 20  # a local index is read and checked this many bytes at a time
+_READ_PIECE = 1 << 16  # a local index is read and checked this many bytes at a time
 
 
 @dataclass(frozen=True)
@@ -143,12 +143,14 @@ class LocalIndexStore:
 def read_local_index(path: Path) -> Index:
     """The index in the file ``path``; ``IndexMissing`` when there is none. Read in
     pieces, so a large index is held once, as its compact table (a 64 GiB image's
-    10 MiB index was also held as bytes while it was decoded)."""
-    checker = index_format.Checker(str(path), keep=True)
+    10 MiB index was also held as bytes while it was decoded), allocated at its size."""
     try:
         with path.open("rb") as f:
-            while piece := f.read(_READ_PIECE):
+            left = os.fstat(f.fileno()).st_size  # read as of now: the table's size
+            checker = index_format.Checker(str(path), keep=True, size=left)
+            while left and (piece := f.read(min(_READ_PIECE, left))):
                 checker.feed(piece)
+                left -= len(piece)
     except FileNotFoundError:
         raise IndexMissing(f"{path}: no such file") from None
     except OSError as e:
