@@ -5,7 +5,7 @@ The plan's segments become units of work, run by ``workers`` forked processes
 
 * store chunks: fetched once (verified by the store), size-checked, written at
   every offset where they occur (the self seed's repeats come for free), those
-  end to end in one ``pwritev`` (``gather``);
+  end to end in one write, their whole blocks with ``O_DIRECT`` (``gather``);
 * seed ranges: moved into the target (clone / kernel copy / read-write, see
   ``transfer``), then read back from the target and hashed chunk by chunk: a
   seed that does not hold what its index says raises ``SeedInvalid`` and
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from desync_decl.assemble.gather import Gather, pwrite_all
+from desync_decl.assemble.gather import Direct, Gather, pwrite_all
 from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
 from desync_decl.assemble.transfer import can_clone, copy_range, transfer
 from desync_decl.errors import DesyncError
@@ -142,6 +142,7 @@ def execute(
     need no writing and ranges about to be written can be preallocated.
     """
     seed_fds = _open_seeds(plan)
+    direct = Direct(fd)
     try:
         clonable = {k: can_clone(f, fd, target_dir) for k, f in seed_fds.items()}
         progress.start("assemble", plan.index.length)
@@ -150,11 +151,12 @@ def execute(
         if blank:
             for offset, length in _merged(builder.write_ranges):
                 preallocate(fd, length, offset)
-        runner = _Runner(plan, fd, store, seed_fds, builder.repeats)
+        runner = _Runner(plan, fd, direct, store, seed_fds, builder.repeats)
         _run(units, runner, fd, workers, store, progress)
         progress.finish()
         return Outcome(builder.cloned, builder.blocksize, builder.zeroed)
     finally:
+        direct.close()
         for f in seed_fds.values():
             os.close(f)
 
@@ -285,18 +287,20 @@ class _Runner:
         self,
         plan: AssemblyPlan,
         fd: int,
+        direct: Direct,
         store: Store,
         seed_fds: dict[int, int],
         repeats: dict[int, list[int]],
     ) -> None:
         self.plan, self.fd, self.store, self.seed_fds = plan, fd, store, seed_fds
+        self.direct = direct
         self.repeats = repeats
         self.digest = plan.index.digest
 
     def batch(self, units: list[_Work]) -> int:
         """Execute consecutive units: store chunks that follow each other in the target
         go out in one write (``gather``), flushed before any other unit runs."""
-        gather = Gather(self.fd)
+        gather = Gather(self.fd, self.direct)
         done = 0
         for unit in units:
             if isinstance(unit, _StoreRun):
