@@ -367,6 +367,10 @@ def _run(
     units: list[_Work], runner: _Runner, fd: int, workers: int, store: Store, progress: Progress
 ) -> None:
     workers = cpu_workers(workers)
+    # Writes that bypass the page cache leave nothing to write back: the early writeback
+    # and the parent's syncs are then only calls (256 MiB on an ext4 loop image, 11 runs
+    # interleaved: 0.016 s less CPU without them, in each pair, of 0.51 s).
+    early = runner.direct.fd is None
     if can_fork(store, workers):
 
         def share(i: int, n: int, report: Report) -> None:
@@ -380,9 +384,9 @@ def _run(
                         report(written)
                         yield written
 
-            _writing(mine(), fd)
+            _writing(mine(), fd, early)
 
-        run_forked(share, workers, _Syncing(progress, fd))
+        run_forked(share, workers, _Syncing(progress, fd) if early else progress)
         return
 
     def run_and_report(batch: list[_Work]) -> int:
@@ -390,7 +394,8 @@ def _run(
         progress.advance(written)
         return written
 
-    _writing(ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers), fd)
+    written = ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers)
+    _writing(written, fd, early)
 
 
 class _Syncing:
@@ -424,11 +429,12 @@ def _weight(unit: _Work) -> int:
     return unit.size if isinstance(unit, _SelfWork) else unit.length
 
 
-def _writing(written: Iterable[int], fd: int) -> None:
-    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY."""
+def _writing(written: Iterable[int], fd: int, early: bool) -> None:
+    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY
+    when ``early``."""
     unflushed = 0
     for n in written:
         unflushed += n
-        if unflushed >= WRITEBACK_EVERY:
+        if early and unflushed >= WRITEBACK_EVERY:
             start_writeback(fd)
             unflushed = 0
