@@ -90,6 +90,7 @@ def test_whole_blocks_go_out_with_o_direct_and_the_edges_buffered(direct_target,
         g.write(p, offset)
         offset += len(p)
     g.flush()
+    direct.drain()  # the O_DIRECT writes run in the background
     data = b"".join(pieces)
     assert os.pread(fd, len(data) + 2, start - 1) == b"\x00" + data + b"\x00"
     low, high = gather.ALIGN, (start + len(data)) // gather.ALIGN * gather.ALIGN
@@ -115,6 +116,7 @@ def test_a_refused_o_direct_write_is_done_buffered_and_o_direct_given_up(
     g = Gather(fd, direct)
     g.write(data, 5)
     g.flush()
+    direct.drain()
     assert direct.fd is None
     assert os.pread(fd, len(data), 5) == data
 
@@ -131,3 +133,24 @@ def test_a_file_that_cannot_take_o_direct_is_written_buffered():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_failed_o_direct_write_is_raised_by_the_worker(direct_target, monkeypatch):
+    fd, direct = direct_target
+    if direct.fd is None:
+        pytest.skip("this filesystem refuses O_DIRECT")
+    real = os.pwrite
+    failing = direct.fd
+
+    def fail(f: int, data: memoryview, offset: int) -> int:
+        if f == failing:
+            raise OSError(errno.EIO, "the disk failed")
+        return real(f, data, offset)
+
+    monkeypatch.setattr(gather.os, "pwrite", fail)
+    g = Gather(fd, direct)
+    g.write(bytes(300_000), 0)
+    g.flush()
+    with pytest.raises(OSError, match="the disk failed"):
+        direct.drain()
+    direct.drain()  # raised once: the caller has it

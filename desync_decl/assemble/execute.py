@@ -385,6 +385,7 @@ def _run(
                         yield written
 
             _writing(mine(), fd, early)
+            runner.direct.drain()
 
         run_forked(share, workers, _Syncing(progress, fd) if early else progress)
         return
@@ -396,6 +397,7 @@ def _run(
 
     written = ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers)
     _writing(written, fd, early)
+    runner.direct.drain()
 
 
 class _Syncing:
