@@ -208,9 +208,11 @@ def test_writes_that_bypass_the_page_cache_are_not_written_back_early(
     started: list[int] = []
     monkeypatch.setattr(execute, "WRITEBACK_EVERY", 64 * 1024)
     monkeypatch.setattr(execute, "start_writeback", started.append)
+    threads = threading.active_count()
     extract(index, tmp_path / "out", store, concurrency=1)  # in this process: calls seen
     assert (tmp_path / "out").read_bytes() == data
     assert bool(started) is not direct
+    assert threading.active_count() == threads  # the writer thread is gone: a later run may fork
 
 
 def _takes_o_direct(path) -> bool:

@@ -66,6 +66,7 @@ class Direct:
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
         self._todo: queue.SimpleQueue[tuple[memoryview, int, int] | None] = queue.SimpleQueue()
         self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def write(self, parts: Iterable[memoryview], offset: int) -> None:
         """Write ``parts`` (whole blocks, at most ``STAGE`` bytes together) at the aligned
@@ -93,8 +94,10 @@ class Direct:
         finished run; here the caller is already failing (or has drained): not again."""
         with contextlib.suppress(Exception):
             self.drain()
-        if self._pid == os.getpid():
+        if self._pid == os.getpid() and self._thread is not None:
             self._todo.put(None)
+            self._thread.join()  # gone before the caller may fork (``forked.can_fork``)
+            self._thread = None
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -115,7 +118,8 @@ class Direct:
             self._free, self._todo = queue.SimpleQueue(), queue.SimpleQueue()
             for _ in range(STAGES):
                 self._free.put(memoryview(mmap.mmap(-1, STAGE)))
-            threading.Thread(target=self._writer, name="direct-writer", daemon=True).start()
+            self._thread = threading.Thread(target=self._writer, name="direct-writer", daemon=True)
+            self._thread.start()
 
     def _writer(self) -> None:
         free, todo = self._free, self._todo
