@@ -24,7 +24,6 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from desync_decl.assemble.gather import Direct, Gather, pwrite_all
@@ -49,6 +48,10 @@ WRITEBACK_EVERY = 8 * 1024 * 1024
 # either way). Early writeback alone does not do it: the final fsync still had to
 # push everything through to the device under the filesystem.
 SYNC_EVERY = 16 * 1024 * 1024
+# O_DIRECT saves ~0.4 ms of CPU per MiB written and costs ~3 ms per run (its writer
+# threads, buffers, second descriptor: 100 KB extracted, 40 runs interleaved, median
+# 93.1 ms buffered, 96.8 with O_DIRECT): smaller targets are written buffered.
+DIRECT_FROM = 8 * 1024 * 1024
 SEED_PIECE = 8 * 1024 * 1024  # seed ranges are split into units of about this many bytes
 SHARE = 1024 * 1024  # workers take consecutive work in batches of about this many bytes
 _ZEROS = bytes(1 << 16)
@@ -79,8 +82,7 @@ def seed_errors(plan: AssemblyPlan, seed: int) -> Iterator[None]:
         raise SeedInvalid(seed, s.label, f"cannot read {s.path}: {e.strerror or e}") from None
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):  # not a dataclass: a third of the time to define (start-up)
     bytes_cloned: int  # seed bytes shared with the seed file rather than copied
     blocksize: int  # the target's block size: what clones align to
     bytes_zeroed: int  # null runs written over earlier data (on a blank target: none)
@@ -142,7 +144,7 @@ def execute(
     need no writing and ranges about to be written can be preallocated.
     """
     seed_fds = _open_seeds(plan)
-    direct = Direct(fd)
+    direct = Direct(fd, use=plan.index.length >= DIRECT_FROM)
     try:
         clonable = {k: can_clone(f, fd, target_dir) for k, f in seed_fds.items()}
         progress.start("assemble", plan.index.length)

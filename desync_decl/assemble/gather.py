@@ -58,9 +58,9 @@ class Direct:
     after it are written buffered through the caller's descriptor ``target``.
     """
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, *, use: bool = True) -> None:
         self.target = target
-        self.fd = _open_direct(target)
+        self.fd = _open_direct(target) if use else None
         self._lock = threading.Lock()
         self._pid = 0  # the process whose writer thread and buffers these are
         self._free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
