@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
 from desync_decl.escaping import escape_line, escape_text
@@ -58,16 +57,23 @@ class ShownText:
         return self.raw.buffer
 
 
-@dataclass
 class Console:
-    out: TextIO = field(default_factory=lambda: sys.stdout)
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    binary_out: BinaryIO | None = None
+    """Where a command's lines go. A plain class, not a dataclass: every command
+    imports it, and neither ``dataclasses`` (with ``inspect``) nor the generated
+    methods are needed here (a few ms of every command's start-up)."""
 
-    def __post_init__(self) -> None:
-        self._terminal = self.err  # for the progress bar, whose own \r must act
-        self.out = ShownText(self.out)  # type: ignore[assignment]  # the methods used, not all TextIO
-        self.err = ShownText(self.err)  # type: ignore[assignment]  # the methods used, not all TextIO
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        binary_out: BinaryIO | None = None,
+    ) -> None:
+        err = sys.stderr if err is None else err
+        self._terminal = err  # for the progress bar, whose own \r must act
+        shown_out, shown_err = ShownText(sys.stdout if out is None else out), ShownText(err)
+        self.out: TextIO = shown_out  # type: ignore[assignment]  # the methods used, not all TextIO
+        self.err: TextIO = shown_err  # type: ignore[assignment]  # the methods used, not all TextIO
+        self.binary_out = binary_out
         self._board: ProgressBoard | None = None
 
     def print(self, *parts: object) -> None:
