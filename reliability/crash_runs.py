@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,21 +110,27 @@ class CrashCase:
     store: Callable[[CrashBench, Path], Path | None]  # the store to verify
 
 
-def kill_trial(bench: CrashBench, case: CrashCase, delay: float) -> tuple[Verdict, bool]:
-    """One kill after ``delay`` seconds and the rerun; returns the verdict and whether
-    the kill found the process still running."""
+def kill_trial(bench: CrashBench, case: CrashCase, delay: float) -> tuple[Verdict, float | None]:
+    """One kill after ``delay`` seconds and the rerun; returns the verdict and, when
+    the run had ended by itself before the kill, how long it took (None: killed)."""
     work = bench.workdir()
     try:
         argv = case.prepare(bench, work)
+        started = time.monotonic()
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(delay)
-        killed = process.poll() is None
+        ended: float | None = None
+        try:
+            process.wait(timeout=delay)
+            ended = time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            pass
+        killed = ended is None
         if killed:
             process.send_signal(signal.SIGKILL)
         _, err = process.communicate(timeout=120)
         if not killed and process.returncode != 0:
             why = f"the run failed by itself: {err.decode()[-300:]}"
-            return Verdict("unclear_error", why), False
+            return Verdict("unclear_error", why), ended
         problems = case.after_kill(bench, work)
         store = case.store(bench, work)
         if store is not None and store.is_dir():
@@ -141,8 +147,8 @@ def kill_trial(bench: CrashBench, case: CrashCase, delay: float) -> tuple[Verdic
             problems["corrupt_store"] = problems.get("corrupt_store") or store_problem(store)
         for outcome in ("data_lost", "corrupt_store", "wrong_output"):
             if problems.get(outcome):
-                return Verdict(outcome, str(problems[outcome]), leftovers=leftovers), killed
-        return Verdict("ok", leftovers=leftovers), killed
+                return Verdict(outcome, str(problems[outcome]), leftovers=leftovers), ended
+        return Verdict("ok", leftovers=leftovers), ended
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -165,6 +171,24 @@ def delays(bench: CrashBench, case: CrashCase, n: int, rng: random.Random) -> li
     length = duration(bench, case)
     low = bench.startup if length > bench.startup + 0.02 else 0.02
     return [rng.uniform(low, length) for _ in range(n)]
+
+
+def kills_through_runs(
+    bench: CrashBench, case: CrashCase, delays: list[float], redraws: int = 2
+) -> Iterator[tuple[Verdict, bool]]:
+    """A ``kill_trial`` per delay, each with its verdict and whether the kill found the
+    run still going. A run that ended before its kill (this one ran faster than the
+    measured one: the machine's load moves run lengths) is tried again, up to
+    ``redraws`` times, at a delay drawn within the length it just had, so the kills
+    land inside runs however the load changes."""
+    rng = random.Random(f"redraw {case.name}")
+    for delay in delays:
+        for _ in range(redraws + 1):
+            verdict, ended = kill_trial(bench, case, delay)
+            if ended is None or verdict.outcome != "ok":
+                break
+            delay = rng.uniform(min(bench.startup, ended / 2), ended)
+        yield verdict, ended is None
 
 
 def _seconds(argv: list[str]) -> float:

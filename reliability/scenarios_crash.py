@@ -17,7 +17,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from reliability.crash_runs import CASES, CrashBench, CrashCase, delays, kill_trial
+from reliability.crash_runs import CASES, CrashBench, CrashCase, delays, kills_through_runs
 from reliability.disk_full import CASES as FULL_DISK_CASES
 from reliability.disk_full import Inputs, full_disk_trial, small_tmpfs
 from reliability.fault_runs import timed
@@ -45,8 +45,12 @@ def _kills(tally: Tally, bench: CrashBench, case: CrashCase, n: int) -> None:
     fault = f"SIGKILL during {case.name}"
     chosen = delays(bench, case, n, random.Random(f"crash {case.name}"))
     killed = 0
-    for delay in chosen:
-        (verdict, was_running), seconds = timed(lambda d=delay: kill_trial(bench, case, d))
+    trials = kills_through_runs(bench, case, chosen)
+    while True:
+        done, seconds = timed(lambda: next(trials, None))
+        if done is None:
+            break
+        verdict, was_running = done
         killed += was_running
         tally.add("crash", fault, TARGET, verdict)
         tally.add_time("crash", fault, TARGET, seconds)

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from desync_decl.formats import index as index_format
-from reliability.crash_runs import CASE_NAMES, MIB, CrashBench, case, delays, kill_trial
+from reliability.crash_runs import (
+    CASE_NAMES,
+    MIB,
+    CrashBench,
+    case,
+    delays,
+    kill_trial,
+    kills_through_runs,
+)
 from reliability.disk_full import CASES as FULL_DISK_CASES
 from reliability.disk_full import Inputs, full_disk_trial, small_tmpfs
 
@@ -42,8 +50,8 @@ def test_a_killed_run_leaves_nothing_half_written_and_a_rerun_converges(bench, n
 def test_kills_all_through_a_run_never_lose_or_corrupt_anything(bench, name):
     """Delays drawn over the length of an uninterrupted run (measured first)."""
     killed = 0
-    for delay in delays(bench, case(name), KILLS_PER_CASE, random.Random(f"slow {name}")):
-        verdict, was_running = kill_trial(bench, case(name), delay)
+    chosen = delays(bench, case(name), KILLS_PER_CASE, random.Random(f"slow {name}"))
+    for verdict, was_running in kills_through_runs(bench, case(name), chosen):
         assert verdict.outcome == "ok", verdict
         killed += was_running
     assert killed >= 2, "the kills came after the run had finished"
