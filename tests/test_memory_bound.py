@@ -94,11 +94,6 @@ def test_make_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_
         assert verified.code == 0, verified
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="extract still holds the index's table (40 B per chunk, read at its size) and"
-    " the planner's repeats (5 B per chunk): extracting in windows is not done yet",
-)
 def test_extract_of_a_64_gib_image_takes_no_more_memory_than_of_64_mib(images, tmp_path):
     peaks = {}
     for name, image in images.items():
