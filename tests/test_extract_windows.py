@@ -21,11 +21,15 @@ from desync_decl.formats.index import Index
 from desync_decl.ops.extract import InvalidSeeds, extract
 from desync_decl.ops.make import make
 from desync_decl.progress import BYTES
+from desync_decl.signing import SignatureRefused, load_trust
 from desync_decl.stores.index_file import IndexFile, open_index
 from desync_decl.stores.index_store import read_local_index
 from desync_decl.stores.local import LocalStore
+from tests import ssh_keys
+from tests.ssh_keys import allowed_signers
 
 SIZES = ChunkSizes(256, 1024, 4096)
+ssh = ssh_keys.ssh
 WINDOW = 7  # chunks: the test blobs hold a few hundred
 
 
@@ -210,3 +214,37 @@ def test_progress_covers_the_whole_index(blobs, tmp_path):
     assembling = {total for stage, total in progress.stages if stage == "assemble"}
     assert assembling == {blobs.new.length}
     assert progress.done["assemble"] == blobs.new.length
+
+
+@pytest.fixture
+def trusted(blobs, tmp_path, ssh):
+    """``blobs.index_file`` signed by ssh-keygen, and a trust that accepts its key."""
+    key = ssh.key("maker")
+    ssh.sign(key.path, blobs.index_file)
+    return load_trust(allowed_signers(tmp_path / "allowed", f"maker@example {key.public}"))
+
+
+def test_a_signed_index_file_is_verified_as_it_is_checked(blobs, tmp_path, trusted):
+    whole = run(blobs, tmp_path / "whole", window=len(blobs.new))
+    source = open_index(blobs.index_file, WINDOW, trust=trusted)
+    assert isinstance(source, IndexFile)
+    assert run(blobs, tmp_path / "windows", window=WINDOW, index=source) == whole
+    held = open_index(blobs.index_file, len(blobs.new), trust=trusted)
+    assert held == blobs.new
+
+
+@pytest.mark.parametrize("window", [WINDOW, 10_000], ids=["windows", "held"])
+def test_a_signed_index_file_changed_after_signing_is_refused(blobs, trusted, window):
+    data = bytearray(blobs.index_file.read_bytes())
+    last_id = len(data) - 40 - 32  # still an index: another chunk's id
+    data[last_id : last_id + 32] = blobs.new.id(0)
+    blobs.index_file.write_bytes(bytes(data))
+    with pytest.raises(SignatureRefused, match="signature does not verify"):
+        open_index(blobs.index_file, window, trust=trusted)
+
+
+def test_an_unsigned_index_file_is_refused_with_trust(blobs, tmp_path, ssh):
+    key = ssh.key("maker")
+    trust = load_trust(allowed_signers(tmp_path / "allowed", f"maker@example {key.public}"))
+    with pytest.raises(SignatureRefused, match="no signature"):
+        open_index(blobs.index_file, WINDOW, trust=trust)

@@ -96,11 +96,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _index(args: argparse.Namespace) -> Windowed:
-    """A local index file without ``--allowed-signers`` checked in one pass and, when
-    larger than a window, read back a window at a time (memory that does not grow with
-    it); any other (stdin, a URL, signed, or a dry run, which prints the whole plan)
-    held whole, as ``read_checked_index`` reads it."""
-    held = args.dry_run or args.index == "-" or url_scheme(args.index) is not None
-    if held or common.trust_of(args) is not None:
+    """A local index file checked in one pass (with ``--allowed-signers``, its
+    signature too) and, when larger than a window, read back a window at a time
+    (memory that does not grow with it); any other (stdin, a URL, or a dry run, which
+    prints the whole plan) held whole, as ``read_checked_index`` reads it."""
+    if args.dry_run or args.index == "-" or url_scheme(args.index) is not None:
         return common.read_checked_index(args, args.index)[0]
-    return open_index(Path(args.index))
+    return open_index(Path(args.index), trust=common.trust_of(args))

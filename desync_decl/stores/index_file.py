@@ -18,7 +18,7 @@ import sys
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from desync_decl.errors import DesyncError, IndexMissing, file_error
 from desync_decl.formats import index as index_format
@@ -32,6 +32,10 @@ from desync_decl.formats.index import (
     WINDOW_CHUNKS,
     Index,
 )
+from desync_decl.stores.index_store import read_local_signature, read_local_signed_index
+
+if TYPE_CHECKING:  # the signing package's crypto is loaded only when a flag asks for it
+    from desync_decl.signing import Trust
 
 _READ_PIECE = 1 << 16  # bytes read and checked at a time (as ``read_local_index``)
 _FIRST_ITEM = HEADER_SIZE + TABLE_HEADER_SIZE
@@ -105,22 +109,38 @@ class IndexFile:
         return Index(self.flags, self.sizes, *table.table(), origin)
 
 
-def open_index(path: Path, window: int = WINDOW_CHUNKS) -> Index | IndexFile:
+def open_index(
+    path: Path, window: int = WINDOW_CHUNKS, *, trust: Trust | None = None
+) -> Index | IndexFile:
     """The index in the file ``path``, checked: held (an ``Index``, read as
     ``read_local_index`` reads it) when it has no more than ``window`` chunks, else an
-    ``IndexFile`` read back in windows. ``IndexMissing`` when there is none."""
+    ``IndexFile`` read back in windows. ``IndexMissing`` when there is none.
+
+    With ``trust``, its signature (``<path>.sig``) must be one the trust accepts
+    (``SignatureRefused`` otherwise), of the bytes checked: a held index as
+    ``ops.signing.read_trusted_index`` checks it, a larger one hashed as it is read,
+    never held whole (its windows are the bytes checked: ``IndexFile.windows``)."""
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size  # read as of now
             chunks = max(0, size - _FIRST_ITEM - TAIL_SIZE) // ITEM_SIZE
             keep = chunks <= window
-            checker = index_format.Checker(str(path), keep=keep, size=size)
-            digests = _check(f, size, checker, 0 if keep else window * ITEM_SIZE)
+            if not (keep and trust is not None):
+                checker = index_format.Checker(str(path), keep=keep, size=size)
+                hashes = {} if trust is None else _hashers()
+                digests = _check(f, size, checker, 0 if keep else window * ITEM_SIZE, hashes)
     except FileNotFoundError:
         raise IndexMissing(f"{path}: no such file") from None
     except OSError as e:
         raise file_error(path, e, "read") from None
+    if keep and trust is not None:
+        signed = read_local_signed_index(path)
+        trust.verify(signed.data, signed.signature, signed.where)
+        return signed.index
     checker.finish()
+    if trust is not None:
+        signature = read_local_signature(path)
+        trust.verify_hashed(lambda name: hashes[name].digest(), signature, str(path))
     if keep:
         return checker.index()
     assert checker.header is not None  # finish() passed
@@ -128,14 +148,31 @@ def open_index(path: Path, window: int = WINDOW_CHUNKS) -> Index | IndexFile:
     return IndexFile(path, flags, sizes, chunks, checker.last_end, window, digests)
 
 
-def _check(f: BinaryIO, size: int, checker: index_format.Checker, window_bytes: int) -> list[bytes]:
-    """Feed ``size`` bytes of ``f`` to ``checker``; with ``window_bytes``, the digests of
-    the table's windows (``_WindowDigests``) as the bytes pass."""
+def _hashers() -> dict[str, Any]:
+    """One hasher per algorithm a signature may name; imported here, as the trust
+    that asks for them loaded the signing package (and its crypto) already."""
+    from desync_decl.signing.sshsig import HASHES
+
+    return {name: hashlib.new(name) for name in HASHES}
+
+
+def _check(
+    f: BinaryIO,
+    size: int,
+    checker: index_format.Checker,
+    window_bytes: int,
+    hashes: dict[str, Any],
+) -> list[bytes]:
+    """Feed ``size`` bytes of ``f`` to ``checker`` and to ``hashes``; with
+    ``window_bytes``, the digests of the table's windows (``_WindowDigests``) as the
+    bytes pass."""
     table_end = _FIRST_ITEM + max(0, size - _FIRST_ITEM - TAIL_SIZE) // ITEM_SIZE * ITEM_SIZE
     windows = _WindowDigests(table_end, window_bytes) if window_bytes else None
     at, left = 0, size
     while left and (piece := f.read(min(_READ_PIECE, left))):
         checker.feed(piece)
+        for hasher in hashes.values():
+            hasher.update(piece)
         if windows is not None:
             windows.feed(piece, at)
         at, left = at + len(piece), left - len(piece)
