@@ -22,7 +22,10 @@ windows' plans up (``PlanTotals``).
 
 A seed that turns out not to hold what its index says fails the extraction,
 or (as the user chose) is dropped or re-indexed, and the plan is made again
-(all windows, from the first: stats and the file are the last attempt's).
+(all windows, from the first: stats and the file are the last attempt's). In place,
+each window's seed chunks are checked before that window is written: a seed found
+invalid in a later window fails an extraction whose earlier windows are written
+already (with verified bytes only; a rerun converges, as after an interruption).
 ``plan_with_valid_seeds`` does the same before anything is written: it reads
 the seed chunks a plan takes, so a plan states what ``extract`` will do.
 """
@@ -135,10 +138,8 @@ def extract(
     seeds, given = list(seeds), len(seeds)
     problems: list[str] = []
     with _open_target(target, dir_fd, index.length, in_place, mode) as out:
-        if len(index) > window:
-            progress = _Overall(progress, _whole_totals(index, out))
         for attempt in range(1, len(seeds) + 2):
-            run = _Attempt(out, store, concurrency, progress)
+            run = _Attempt(out, store, concurrency, _shown(progress, index, window, out))
             try:
                 totals, outcome = run(index.windows(window), seeds)
             except (SeedInvalid, ChunkMissing, ChunkInvalid, StoreError) as e:
@@ -193,9 +194,14 @@ def _added(a: Outcome, b: Outcome) -> Outcome:
     return Outcome(a.bytes_cloned + b.bytes_cloned, b.blocksize, a.bytes_zeroed + b.bytes_zeroed)
 
 
-def _whole_totals(index: Windowed, out: _Target) -> dict[str, int]:
-    """The totals of the stages every window starts again, over the whole index."""
-    return {"assemble": index.length, "check in place": min(out.size, index.length)}
+def _shown(progress: Progress, index: Windowed, window: int, out: _Target) -> Progress:
+    """An attempt's progress: over the whole index when it goes in windows (the
+    stages each window starts again, with their totals over the whole index)."""
+    if len(index) <= window:
+        return progress
+    return _Overall(
+        progress, {"assemble": index.length, "check in place": min(out.size, index.length)}
+    )
 
 
 class _Overall:
