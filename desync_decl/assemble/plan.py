@@ -76,6 +76,47 @@ class Tally:
 
 
 @dataclass(frozen=True)
+class PlanTotals:
+    """What a plan adds up to: chunks and bytes per source and per seed. Plans of an
+    index's windows add up to the whole's (``+``): what ``extract`` reports when it
+    worked in windows, without holding every window's segments."""
+
+    seeds: tuple[Seed, ...]
+    length: int  # bytes planned
+    chunks: int
+    sources: dict[Source, Tally]  # every kind present
+    per_seed: tuple[Tally, ...]  # one per seed
+
+    def by_source(self) -> dict[Source, Tally]:
+        return dict(self.sources)
+
+    def by_seed(self) -> list[Tally]:
+        return list(self.per_seed)
+
+    def __add__(self, other: PlanTotals) -> PlanTotals:
+        return PlanTotals(
+            self.seeds,
+            self.length + other.length,
+            self.chunks + other.chunks,
+            {src: t + other.sources[src] for src, t in self.sources.items()},
+            tuple(a + b for a, b in zip(self.per_seed, other.per_seed, strict=True)),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bytes-total": self.length,
+            "chunks-total": self.chunks,
+            "sources": {
+                src.value: {"chunks": t.chunks, "bytes": t.bytes} for src, t in self.sources.items()
+            },
+            "seeds": [
+                {"file": str(seed.path), "name": seed.label, "chunks": t.chunks, "bytes": t.bytes}
+                for seed, t in zip(self.seeds, self.per_seed, strict=True)
+            ],
+        }
+
+
+@dataclass(frozen=True)
 class AssemblyPlan:
     index: Index
     seeds: tuple[Seed, ...]
@@ -96,21 +137,15 @@ class AssemblyPlan:
                 totals[s.seed] += Tally(s.count, s.length)
         return totals
 
+    def totals(self) -> PlanTotals:
+        """The plan's sums (of a window: of its bytes and chunks only)."""
+        length = self.index.length - self.index.origin
+        sources, per_seed = self.by_source(), tuple(self.by_seed())
+        return PlanTotals(self.seeds, length, len(self.index), sources, per_seed)
+
     def to_json(self, *, segments: bool = True) -> dict[str, object]:
         """The plan as data: totals per source and per seed, then (optionally) every segment."""
-        per_seed = self.by_seed()
-        out: dict[str, object] = {
-            "bytes-total": self.index.length,
-            "chunks-total": len(self.index),
-            "sources": {
-                src.value: {"chunks": t.chunks, "bytes": t.bytes}
-                for src, t in self.by_source().items()
-            },
-            "seeds": [
-                {"file": str(seed.path), "name": seed.label, "chunks": t.chunks, "bytes": t.bytes}
-                for seed, t in zip(self.seeds, per_seed, strict=True)
-            ],
-        }
+        out = self.totals().to_json()
         if segments:
             out["segments"] = [s.to_json() for s in self.segments]
         return out
@@ -134,12 +169,18 @@ def _zeros_id(digest: Digest, size: int) -> ChunkID:
 
 
 def plan_assembly(
-    index: Index, seeds: Sequence[Seed] = (), *, in_place: Sequence[bool] | None = None
+    index: Index,
+    seeds: Sequence[Seed] = (),
+    *,
+    in_place: Sequence[bool] | None = None,
+    finders: Sequence[SeedFinder] | None = None,
 ) -> AssemblyPlan:
     """Decide the source of every target chunk; ``in_place[i]`` says the target
-    already holds chunk ``i`` at its offset. Reads and writes nothing."""
+    already holds chunk ``i`` at its offset. Reads and writes nothing. ``finders``:
+    ``seed_finders(seeds)`` made once for every window of an index planned in turn."""
     walk = _Walk(index, in_place)
-    finders = [_SeedFinder(seed.index) for seed in seeds]
+    if finders is None:
+        finders = seed_finders(seeds)
     null_id = null_chunk_id(index)
     first, repeated = find_repeats(index.ids, ID_SIZE)
     # by the position of a repeated id's first occurrence: the target offset of its first
@@ -252,7 +293,12 @@ class _Run(NamedTuple):
     seed_first: int  # position of the run's first chunk in the seed's index
 
 
-class _SeedFinder:
+def seed_finders(seeds: Sequence[Seed]) -> list[SeedFinder]:
+    """What ``plan_assembly`` looks seed runs up in, one per seed, in order."""
+    return [SeedFinder(seed.index) for seed in seeds]
+
+
+class SeedFinder:
     """Where each chunk of one seed sits, to find the longest run matching the target."""
 
     def __init__(self, index: Index) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.cli.seeding import add_seed_args, print_plan, seed_specs
 from desync_decl.errors import DesyncError
+from desync_decl.formats.index import Index, Windowed
 from desync_decl.ops.extract import InvalidSeeds, extract, plan_extract
 from desync_decl.ops.seeding import open_seeds
+from desync_decl.stores.index_file import open_index
+from desync_decl.stores.url import url_scheme
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -56,12 +60,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.index != "-" and os.path.abspath(args.index) == os.path.abspath(args.output):
         raise DesyncError(f"{args.output}: the output would overwrite the index")
-    index, _ = common.read_checked_index(args, args.index)
+    index = _index(args)
     progress = console.progress()
     seeds = open_seeds(
         seed_specs(args, console), index, concurrency=args.concurrency, progress=progress
     )
-    if args.dry_run:
+    if isinstance(index, Index) and args.dry_run:
         plan = plan_extract(
             index, args.output, seeds=seeds, in_place=args.in_place, concurrency=args.concurrency
         )
@@ -89,3 +93,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
     elif console.interactive():
         print_plan(result.plan, console, to_err=True)
     return 0
+
+
+def _index(args: argparse.Namespace) -> Windowed:
+    """A local index file checked in one pass (with ``--allowed-signers``, its
+    signature too) and, when larger than a window, read back a window at a time
+    (memory that does not grow with it); any other (stdin, a URL, or a dry run, which
+    prints the whole plan) held whole, as ``read_checked_index`` reads it."""
+    if args.dry_run or args.index == "-" or url_scheme(args.index) is not None:
+        return common.read_checked_index(args, args.index)[0]
+    return open_index(Path(args.index), trust=common.trust_of(args))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from desync_decl.assemble.plan import AssemblyPlan, Source
+from desync_decl.assemble.plan import AssemblyPlan, PlanTotals, Source
 from desync_decl.assemble.seeds import INDEX_SUFFIX, SeedSpec, parse_seed_arg, seeds_in_dir
 from desync_decl.cli.console import Console
 
@@ -60,15 +60,18 @@ def seed_specs(args: argparse.Namespace, console: Console) -> list[SeedSpec]:
     return specs
 
 
-def print_plan(plan: AssemblyPlan, console: Console, *, to_err: bool = False) -> None:
+def print_plan(
+    planned: AssemblyPlan | PlanTotals, console: Console, *, to_err: bool = False
+) -> None:
     """Bytes and chunks per source, each seed on its own line."""
     emit = console.note if to_err else console.print
+    plan = planned.totals() if isinstance(planned, AssemblyPlan) else planned
     by_source = plan.by_source()
-    total = plan.index.length or 1
+    total = plan.length or 1
     for source, label in _SOURCE_LABELS.items():
         t = by_source[source]
         emit(f"{label:<14} {t.chunks:>9} chunks {t.bytes:>16} bytes {100 * t.bytes / total:6.1f}%")
         if source is Source.SEED:
             for seed, st in zip(plan.seeds, plan.by_seed(), strict=True):
                 emit(f"  {seed.label}: {st.chunks} chunks, {st.bytes} bytes")
-    emit(f"{'total':<14} {len(plan.index):>9} chunks {plan.index.length:>16} bytes")
+    emit(f"{'total':<14} {plan.chunks:>9} chunks {plan.length:>16} bytes")

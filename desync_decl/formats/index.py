@@ -6,7 +6,9 @@ per chunk (chunk *end* offset + 32-byte id), and a 40-byte tail. The reader
 checks everything casync checks and names the byte offset of the first problem.
 
 An index keeps its table compactly (an ``array`` of end offsets and one
-``bytes`` of ids, 40 bytes per chunk), so large images stay cheap to hold.
+``bytes`` of ids, 40 bytes per chunk), so large images stay cheap to hold. An
+``Index`` may also be a window of a larger one (``origin``): extract plans and writes
+a large image a window at a time, at the window's offsets in the blob.
 """
 
 from __future__ import annotations
@@ -59,12 +61,17 @@ class IndexChunk(NamedTuple):
 
 @dataclass
 class Index:
-    """An index: header fields plus the chunk table (end offsets and ids)."""
+    """An index: header fields plus the chunk table (end offsets and ids).
+
+    ``origin``: where its first chunk starts in the blob, 0 but for a window of a
+    larger index (``windows``): its end offsets are the blob's, so a plan made of a
+    window writes at the right offsets; its positions count from its first chunk."""
 
     flags: int
     sizes: ChunkSizes
     ends: array = field(default_factory=lambda: array("Q"))
     ids: bytes = b""
+    origin: int = 0
 
     @classmethod
     def from_chunks(
@@ -81,8 +88,9 @@ class Index:
 
     @property
     def length(self) -> int:
-        """Size of the blob (or catar stream) the index describes."""
-        return self.ends[-1] if self.ends else 0
+        """Size of the blob (or catar stream) the index describes; of a window, where
+        its last chunk ends."""
+        return self.ends[-1] if self.ends else self.origin
 
     def __len__(self) -> int:
         return len(self.ends)
@@ -92,18 +100,30 @@ class Index:
 
     def start(self, i: int) -> int:
         """Where chunk ``i`` starts (the table holds only end offsets)."""
-        return self.ends[i - 1] if i else 0
+        return self.ends[i - 1] if i else self.origin
 
     def chunk(self, i: int) -> IndexChunk:
         start = self.start(i)
         return IndexChunk(start, self.ends[i] - start, self.id(i))
 
     def __iter__(self) -> Iterator[IndexChunk]:
-        start = 0
+        start = self.origin
         ids = self.ids
         for i, end in enumerate(self.ends):
             yield IndexChunk(start, end - start, ChunkID(ids[i * ID_SIZE : (i + 1) * ID_SIZE]))
             start = end
+
+    def windows(self, chunks: int) -> Iterator[Index]:
+        """The index in windows of ``chunks`` chunks (the last may hold fewer): itself
+        when it holds no more. Each is a copy of its part of the table."""
+        n = len(self)
+        if n <= chunks:
+            yield self
+            return
+        for first in range(0, n, chunks):
+            last = min(first + chunks, n)
+            ids = self.ids[first * ID_SIZE : last * ID_SIZE]
+            yield Index(self.flags, self.sizes, self.ends[first:last], ids, self.start(first))
 
     def unique_ids(self) -> set[ChunkID]:
         ids = self.ids
@@ -142,6 +162,28 @@ class Index:
             yield out.getvalue()
         table_size = TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE
         yield _TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
+
+
+WINDOW_CHUNKS = 1 << 16  # chunks extract plans and writes at a time: 4 GiB at 64 KiB each
+
+
+class Windowed(Protocol):
+    """An index as ``extract`` goes through it: header fields and sizes, its table a
+    window at a time (an ``Index``, or ``stores.index_file.IndexFile``: a file read
+    back in windows)."""
+
+    flags: int
+    sizes: ChunkSizes
+
+    @property
+    def digest(self) -> Digest: ...
+
+    @property
+    def length(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def windows(self, chunks: int) -> Iterator[Index]: ...
 
 
 class IndexTable:

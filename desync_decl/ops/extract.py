@@ -12,8 +12,20 @@ target's directory is opened walking from ``/`` (``fsutil.open_directory``) and 
 target relative to it: a symlink planted at the target, or as one of its
 directories, where others can write is not followed (``fsutil.open_in``).
 
+A large index is planned and written a window of ``WINDOW_CHUNKS`` chunks at a time
+(``Windowed``: a held ``Index`` sliced, or a file read back window by window), each
+window's plan at its offsets in the same file, so memory does not grow with the
+index. A chunk repeated in two windows is fetched for each (the self seed looks
+within a window), as is a seed run that crosses a window's edge split in two; an
+index of one window is planned whole, as it always was. The result adds the
+windows' plans up (``PlanTotals``).
+
 A seed that turns out not to hold what its index says fails the extraction,
-or (as the user chose) is dropped or re-indexed, and the plan is made again.
+or (as the user chose) is dropped or re-indexed, and the plan is made again
+(all windows, from the first: stats and the file are the last attempt's). In place,
+each window's seed chunks are checked before that window is written: a seed found
+invalid in a later window fails an extraction whose earlier windows are written
+already (with verified bytes only; a rerun converges, as after an interruption).
 ``plan_with_valid_seeds`` does the same before anything is written: it reads
 the seed chunks a plan takes, so a plan states what ``extract`` will do.
 """
@@ -24,20 +36,28 @@ import contextlib
 import enum
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from desync_decl.assemble.execute import Outcome, SeedInvalid, execute
 from desync_decl.assemble.inplace import chunks_in_place
-from desync_decl.assemble.plan import AssemblyPlan, Source, plan_assembly
+from desync_decl.assemble.plan import (
+    AssemblyPlan,
+    PlanTotals,
+    SeedFinder,
+    Source,
+    plan_assembly,
+    seed_finders,
+)
 from desync_decl.assemble.seeds import Seed
 from desync_decl.assemble.validate import validate_seeds
 from desync_decl.errors import DesyncError
-from desync_decl.formats.index import Index
+from desync_decl.formats.index import WINDOW_CHUNKS, Index, Windowed
 from desync_decl.fsutil import AtomicFile, current_umask, open_in, open_parent, walk_error
 from desync_decl.ops.seeding import reindex
-from desync_decl.progress import NO_PROGRESS, Progress
+from desync_decl.progress import BYTES, NO_PROGRESS, Progress
 from desync_decl.stores.base import ChunkInvalid, ChunkMissing, Store, StoreError
 
 
@@ -52,7 +72,7 @@ class InvalidSeeds(enum.Enum):
 @dataclass(frozen=True)
 class ExtractResult:
     path: Path
-    plan: AssemblyPlan  # what the final attempt did
+    plan: PlanTotals  # what the final attempt did, all windows added up
     outcome: Outcome  # what the final attempt's writing did: clones, zeroed nulls, block size
     seeds_given: int  # seeds the extraction started with, before any was dropped
     attempts: int
@@ -73,7 +93,7 @@ class ExtractResult:
         from_seeds = src[Source.SEED]
         copied = from_seeds.bytes - self.outcome.bytes_cloned
         copied += src[Source.SELF].bytes + self.outcome.bytes_zeroed
-        empty = len(self.plan.index) == 0
+        empty = self.plan.chunks == 0
         return {
             "chunks-from-seeds": from_seeds.chunks + src[Source.NULL].chunks,
             "chunks-from-store": src[Source.STORE].chunks,
@@ -81,18 +101,18 @@ class ExtractResult:
             "bytes-copied-from-seeds": copied,
             "bytes-cloned-from-seeds": self.outcome.bytes_cloned,
             "blocksize": 0 if empty else self.outcome.blocksize,
-            "bytes-total": self.plan.index.length,
-            "chunks-total": len(self.plan.index),
+            "bytes-total": self.plan.length,
+            "chunks-total": self.plan.chunks,
             "seeds": 0 if empty else self.seeds_given + 1,
             "bytes-from-store": src[Source.STORE].bytes,
             "attempts": self.attempts,
             "seed-problems": list(self.seed_problems),
-            "plan": self.plan.to_json(segments=False),
+            "plan": self.plan.to_json(),
         }
 
 
 def extract(
-    index: Index,
+    index: Windowed,
     path: str | os.PathLike,
     store: Store,
     *,
@@ -104,8 +124,9 @@ def extract(
     mode: int = 0o644,
     settle: Callable[[int], None] | None = None,
     dir_fd: int | None = None,
+    window: int = WINDOW_CHUNKS,
 ) -> ExtractResult:
-    """Rebuild ``index``'s blob at ``path``.
+    """Rebuild ``index``'s blob at ``path``, ``window`` chunks at a time.
 
     A file this creates gets ``mode`` less the umask once complete, or instead
     whatever ``settle(fd)`` sets then (owner, mode, xattrs), before it is renamed
@@ -116,23 +137,13 @@ def extract(
     _check_seeds_against_target(target, seeds, in_place)
     seeds, given = list(seeds), len(seeds)
     problems: list[str] = []
-    with _open_target(target, dir_fd, index, in_place, mode) as out:
+    with _open_target(target, dir_fd, index.length, in_place, mode) as out:
         for attempt in range(1, len(seeds) + 2):
-            plan = _plan(index, seeds, out, concurrency, progress)
+            run = _Attempt(out, store, concurrency, _shown(progress, index, window, out))
             try:
-                if out.atomic is None:  # the user's file: no unverified seed byte may land in it
-                    validate_seeds(plan, workers=concurrency, progress=progress)
-                outcome = execute(
-                    plan,
-                    out.fd,
-                    store,
-                    target_dir=f"/proc/self/fd/{out.dir_fd}",  # that directory, not a path to it
-                    blank=out.blank,
-                    workers=concurrency,
-                    progress=progress,
-                )
+                totals, outcome = run(index.windows(window), seeds)
             except (SeedInvalid, ChunkMissing, ChunkInvalid, StoreError) as e:
-                bad = _seed_at_fault(e, plan, out, concurrency, progress)
+                bad = _seed_at_fault(e, run.plan, out, concurrency, progress)
                 if bad is None:
                     raise
                 seeds = _without_invalid(seeds, bad, invalid_seeds, concurrency, progress)
@@ -140,8 +151,88 @@ def extract(
                 out.written(index.length)
                 continue
             written = out.commit(settle)
-            return ExtractResult(target, plan, outcome, given, attempt, tuple(problems), written)
+            return ExtractResult(target, totals, outcome, given, attempt, tuple(problems), written)
     raise AssertionError("unreachable: every attempt drops or re-indexes a seed")
+
+
+class _Attempt:
+    """One attempt at the whole index: each window planned against what the target
+    holds now, its seed chunks checked first when writing in place, and written."""
+
+    def __init__(self, out: _Target, store: Store, concurrency: int, progress: Progress) -> None:
+        self.out, self.store, self.concurrency, self.progress = out, store, concurrency, progress
+        self.plan: AssemblyPlan | None = None  # the window being written: what fails is its
+
+    def __call__(self, windows: Iterator[Index], seeds: list[Seed]) -> tuple[PlanTotals, Outcome]:
+        finders = seed_finders(seeds)
+        totals: PlanTotals | None = None
+        outcome: Outcome | None = None
+        for window in windows:
+            plan = self.plan = _plan(
+                window, seeds, finders, self.out, self.concurrency, self.progress
+            )
+            if self.out.atomic is None:  # the user's file: no unverified seed byte may land in it
+                validate_seeds(plan, workers=self.concurrency, progress=self.progress)
+            done = execute(
+                plan,
+                self.out.fd,
+                self.store,
+                target_dir=f"/proc/self/fd/{self.out.dir_fd}",  # that directory, not a path to it
+                blank=self.out.blank,
+                workers=self.concurrency,
+                progress=self.progress,
+            )
+            totals = plan.totals() if totals is None else totals + plan.totals()
+            outcome = done if outcome is None else _added(outcome, done)
+            del window, plan  # not held while the next is read: one window at a time
+            self.plan = None
+        assert totals is not None and outcome is not None, "an index has one window at least"
+        return totals, outcome
+
+
+def _added(a: Outcome, b: Outcome) -> Outcome:
+    return Outcome(a.bytes_cloned + b.bytes_cloned, b.blocksize, a.bytes_zeroed + b.bytes_zeroed)
+
+
+def _shown(progress: Progress, index: Windowed, window: int, out: _Target) -> Progress:
+    """An attempt's progress: over the whole index when it goes in windows (the
+    stages each window starts again, with their totals over the whole index)."""
+    if len(index) <= window:
+        return progress
+    return _Overall(
+        progress, {"assemble": index.length, "check in place": min(out.size, index.length)}
+    )
+
+
+class _Overall:
+    """Progress of an index written in windows: a stage each window starts again
+    (``totals``) is shown as one over the whole index, resumed where the last window
+    left it; any other (seed checks) as each window starts it."""
+
+    def __init__(self, progress: Progress, totals: dict[str, int]) -> None:
+        self._progress, self._totals = progress, totals
+        self._done: dict[str, int] = {}
+        self._stage = ""
+        self._lock = threading.Lock()  # workers advance at once
+
+    def start(self, stage: str, total: int, unit: str = BYTES) -> None:
+        with self._lock:
+            self._stage = stage
+            done = self._done.get(stage, 0)
+        if stage not in self._totals:
+            self._progress.start(stage, total, unit)
+            return
+        self._progress.start(stage, self._totals[stage], unit)
+        if done:
+            self._progress.advance(done)
+
+    def advance(self, n: int) -> None:
+        with self._lock:
+            self._done[self._stage] = self._done.get(self._stage, 0) + n
+        self._progress.advance(n)
+
+    def finish(self) -> None:
+        self._progress.finish()
 
 
 def plan_extract(
@@ -270,7 +361,7 @@ class _Target:
 
 @contextlib.contextmanager
 def _open_target(
-    target: Path, dir_fd: int | None, index: Index, in_place: bool, mode: int
+    target: Path, dir_fd: int | None, length: int, in_place: bool, mode: int
 ) -> Iterator[_Target]:
     """The file to write, in the directory ``dir_fd`` (else the target's directory,
     opened here)."""
@@ -288,11 +379,11 @@ def _open_target(
                 fd, made = _open_in_place(dir_fd, target.name, mode)
                 opened.callback(os.close, fd)
                 size = _existing_size(fd)
-                _set_length(fd, target, index.length)
+                _set_length(fd, target, length)
                 yield _Target(fd, dir_fd, size == 0, size, None, made)
                 return
             with AtomicFile(target, mode, dir_fd=dir_fd) as atomic:
-                os.ftruncate(atomic.fd, index.length)
+                os.ftruncate(atomic.fd, length)
                 yield _Target(atomic.fd, dir_fd, True, 0, atomic)
         except OSError as e:
             raise DesyncError(f"cannot write {target}: {e.strerror}") from None
@@ -360,13 +451,18 @@ def _set_length(fd: int, target: Path, length: int) -> None:
 
 
 def _plan(
-    index: Index, seeds: list[Seed], out: _Target, concurrency: int, progress: Progress
+    index: Index,
+    seeds: list[Seed],
+    finders: list[SeedFinder],
+    out: _Target,
+    concurrency: int,
+    progress: Progress,
 ) -> AssemblyPlan:
     """Plan against what the target holds now (in place: hashed again every attempt)."""
     in_place_map = None
     if out.atomic is None:
         in_place_map = _in_place_map(index, out.fd, out.size, concurrency, progress)
-    return plan_assembly(index, seeds, in_place=in_place_map)
+    return plan_assembly(index, seeds, in_place=in_place_map, finders=finders)
 
 
 def _in_place_map(
@@ -379,7 +475,11 @@ def _in_place_map(
 
 
 def _seed_at_fault(
-    error: DesyncError, plan: AssemblyPlan, out: _Target, concurrency: int, progress: Progress
+    error: DesyncError,
+    plan: AssemblyPlan | None,
+    out: _Target,
+    concurrency: int,
+    progress: Progress,
 ) -> SeedInvalid | None:
     """The invalid seed behind a failed attempt, if there is one.
 
@@ -388,10 +488,14 @@ def _seed_at_fault(
     index says. desync checks the seeds first: a seed re-indexed (or dropped) makes
     a new plan, and the chunks the store lacked may then come from the seed. So a
     store failure is put down to a seed when the plan's seed chunks, read again,
-    show one invalid; else it stands (None)."""
+    show one invalid; else it stands (None). ``plan``: the window that failed."""
     if isinstance(error, SeedInvalid):
         return error
-    if out.atomic is None or not any(s.source is Source.SEED for s in plan.segments):
+    if (
+        plan is None
+        or out.atomic is None
+        or not any(s.source is Source.SEED for s in plan.segments)
+    ):
         return None  # in place the seeds were checked before anything was written
     try:
         validate_seeds(plan, workers=concurrency, progress=progress)

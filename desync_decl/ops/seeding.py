@@ -8,13 +8,13 @@ from pathlib import Path
 from desync_decl.assemble.seeds import Seed, SeedSpec
 from desync_decl.errors import DesyncError, file_error
 from desync_decl.formats import index as index_format
-from desync_decl.formats.index import Index
+from desync_decl.formats.index import Index, Windowed
 from desync_decl.progress import NO_PROGRESS, Progress
 
 
 def open_seeds(
     specs: Sequence[SeedSpec],
-    target: Index,
+    target: Windowed,
     *,
     concurrency: int = 10,
     progress: Progress = NO_PROGRESS,
@@ -38,7 +38,7 @@ def open_seeds(
 
 
 def reindex(
-    file: Path, like: Index, label: str, concurrency: int, progress: Progress = NO_PROGRESS
+    file: Path, like: Windowed, label: str, concurrency: int, progress: Progress = NO_PROGRESS
 ) -> Seed:
     """A seed whose index is made now from the file's bytes, chunked like ``like``.
 

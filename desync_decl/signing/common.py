@@ -4,6 +4,7 @@ the package (keys, signatures, trust) can import it without importing the packag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,6 +66,13 @@ class Trust(Protocol):
         ``desync-decl`` namespace by a key the trust allows, for one of the wanted
         principals, valid now, not revoked; else ``SignatureRefused`` whose message
         starts with ``what`` (the index's location)."""
+        ...
+
+    def verify_hashed(
+        self, hash_of: Callable[[str], bytes], signature: bytes | None, what: str
+    ) -> Signer:
+        """``verify`` of data whose hash by the algorithm named (``sshsig.HASHES``) is
+        ``hash_of(name)``: an index checked as it was read, never held whole."""
         ...
 
     def check_key(self, public_key: str, what: str) -> Signer:

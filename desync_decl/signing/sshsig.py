@@ -41,8 +41,13 @@ class Signature:
 
     def verify(self, data: bytes) -> str | None:
         """Why this is not a valid signature of ``data`` by its key; None when it is."""
+        return self.verify_digest(hashlib.new(self.hash_algorithm, data).digest())
+
+    def verify_digest(self, digest: bytes) -> str | None:
+        """``verify`` of data whose ``hash_algorithm`` hash is ``digest``: data hashed as
+        it was read (a large index, never held whole)."""
         return self.public.verify(
-            self.signature, signed_data(data, self.namespace, self.hash_algorithm)
+            self.signature, signed_digest(digest, self.namespace, self.hash_algorithm)
         )
 
 

@@ -10,8 +10,9 @@ closest: the line that matched the key and why it did not allow the signature.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,11 @@ class FileTrust:
     revoked: Revocations | None
 
     def verify(self, data: bytes, signature: bytes | None, what: str) -> Signer:
+        return self.verify_hashed(lambda name: hashlib.new(name, data).digest(), signature, what)
+
+    def verify_hashed(
+        self, hash_of: Callable[[str], bytes], signature: bytes | None, what: str
+    ) -> Signer:
         if signature is None:
             raise SignatureRefused(f"{what}: no signature (the index is not signed)")
         try:
@@ -134,7 +140,7 @@ class FileTrust:
             raise SignatureRefused(
                 f"{what}: wrong namespace: signed for {decoded.namespace!r}, not {NAMESPACE!r}"
             )
-        why = decoded.verify(data)
+        why = decoded.verify_digest(hash_of(decoded.hash_algorithm))
         if why is not None:
             raise SignatureRefused(
                 f"{what}: signature does not verify ({why}): the index changed after "
