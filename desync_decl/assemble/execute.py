@@ -5,7 +5,7 @@ The plan's segments become units of work, run by ``workers`` forked processes
 
 * store chunks: fetched once (verified by the store), size-checked, written at
   every offset where they occur (the self seed's repeats come for free), those
-  end to end in one write, their whole blocks with ``O_DIRECT`` (``gather``);
+  end to end in one ``pwritev`` (``gather``);
 * seed ranges: moved into the target (clone / kernel copy / read-write, see
   ``transfer``), then read back from the target and hashed chunk by chunk: a
   seed that does not hold what its index says raises ``SeedInvalid`` and
@@ -24,9 +24,10 @@ import contextlib
 import errno
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from desync_decl.assemble.gather import Direct, Gather, pwrite_all
+from desync_decl.assemble.gather import Gather, pwrite_all
 from desync_decl.assemble.plan import AssemblyPlan, Segment, Source
 from desync_decl.assemble.transfer import can_clone, copy_range, transfer
 from desync_decl.errors import DesyncError
@@ -48,10 +49,6 @@ WRITEBACK_EVERY = 8 * 1024 * 1024
 # either way). Early writeback alone does not do it: the final fsync still had to
 # push everything through to the device under the filesystem.
 SYNC_EVERY = 16 * 1024 * 1024
-# O_DIRECT saves ~0.4 ms of CPU per MiB written and costs ~3 ms per run (its writer
-# threads, buffers, second descriptor: 100 KB extracted, 40 runs interleaved, median
-# 93.1 ms buffered, 96.8 with O_DIRECT): smaller targets are written buffered.
-DIRECT_FROM = 8 * 1024 * 1024
 SEED_PIECE = 8 * 1024 * 1024  # seed ranges are split into units of about this many bytes
 SHARE = 1024 * 1024  # workers take consecutive work in batches of about this many bytes
 _ZEROS = bytes(1 << 16)
@@ -82,7 +79,8 @@ def seed_errors(plan: AssemblyPlan, seed: int) -> Iterator[None]:
         raise SeedInvalid(seed, s.label, f"cannot read {s.path}: {e.strerror or e}") from None
 
 
-class Outcome(NamedTuple):  # not a dataclass: a third of the time to define (start-up)
+@dataclass(frozen=True)
+class Outcome:
     bytes_cloned: int  # seed bytes shared with the seed file rather than copied
     blocksize: int  # the target's block size: what clones align to
     bytes_zeroed: int  # null runs written over earlier data (on a blank target: none)
@@ -144,7 +142,6 @@ def execute(
     need no writing and ranges about to be written can be preallocated.
     """
     seed_fds = _open_seeds(plan)
-    direct = Direct(fd, use=plan.index.length >= DIRECT_FROM)
     try:
         clonable = {k: can_clone(f, fd, target_dir) for k, f in seed_fds.items()}
         progress.start("assemble", plan.index.length)
@@ -153,12 +150,11 @@ def execute(
         if blank:
             for offset, length in _merged(builder.write_ranges):
                 preallocate(fd, length, offset)
-        runner = _Runner(plan, fd, direct, store, seed_fds, builder.repeats)
+        runner = _Runner(plan, fd, store, seed_fds, builder.repeats)
         _run(units, runner, fd, workers, store, progress)
         progress.finish()
         return Outcome(builder.cloned, builder.blocksize, builder.zeroed)
     finally:
-        direct.close()
         for f in seed_fds.values():
             os.close(f)
 
@@ -289,20 +285,18 @@ class _Runner:
         self,
         plan: AssemblyPlan,
         fd: int,
-        direct: Direct,
         store: Store,
         seed_fds: dict[int, int],
         repeats: dict[int, list[int]],
     ) -> None:
         self.plan, self.fd, self.store, self.seed_fds = plan, fd, store, seed_fds
-        self.direct = direct
         self.repeats = repeats
         self.digest = plan.index.digest
 
     def batch(self, units: list[_Work]) -> int:
         """Execute consecutive units: store chunks that follow each other in the target
         go out in one write (``gather``), flushed before any other unit runs."""
-        gather = Gather(self.fd, self.direct)
+        gather = Gather(self.fd)
         done = 0
         for unit in units:
             if isinstance(unit, _StoreRun):
@@ -369,10 +363,6 @@ def _run(
     units: list[_Work], runner: _Runner, fd: int, workers: int, store: Store, progress: Progress
 ) -> None:
     workers = cpu_workers(workers)
-    # Writes that bypass the page cache leave nothing to write back: the early writeback
-    # and the parent's syncs are then only calls (256 MiB on an ext4 loop image, 11 runs
-    # interleaved: 0.016 s less CPU without them, in each pair, of 0.51 s).
-    early = runner.direct.fd is None
     if can_fork(store, workers):
 
         def share(i: int, n: int, report: Report) -> None:
@@ -386,10 +376,9 @@ def _run(
                         report(written)
                         yield written
 
-            _writing(mine(), fd, early)
-            runner.direct.drain()
+            _writing(mine(), fd)
 
-        run_forked(share, workers, _Syncing(progress, fd) if early else progress)
+        run_forked(share, workers, _Syncing(progress, fd))
         return
 
     def run_and_report(batch: list[_Work]) -> int:
@@ -397,9 +386,7 @@ def _run(
         progress.advance(written)
         return written
 
-    written = ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers)
-    _writing(written, fd, early)
-    runner.direct.drain()
+    _writing(ordered_map(run_and_report, batches(units, _weight, SHARE), workers=workers), fd)
 
 
 class _Syncing:
@@ -433,12 +420,11 @@ def _weight(unit: _Work) -> int:
     return unit.size if isinstance(unit, _SelfWork) else unit.length
 
 
-def _writing(written: Iterable[int], fd: int, early: bool) -> None:
-    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY
-    when ``early``."""
+def _writing(written: Iterable[int], fd: int) -> None:
+    """Consume byte counts of finished writes, starting writeback every WRITEBACK_EVERY."""
     unflushed = 0
     for n in written:
         unflushed += n
-        if early and unflushed >= WRITEBACK_EVERY:
+        if unflushed >= WRITEBACK_EVERY:
             start_writeback(fd)
             unflushed = 0
