@@ -148,11 +148,8 @@ class Index:
     def pieces(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The index file's bytes in pieces of about ``size``: what writes and hashes a
         large index without holding its bytes whole beside its table."""
-        n, sizes = len(self), self.sizes
-        yield _HEADER.pack(
-            HEADER_SIZE, CA_FORMAT_INDEX, self.flags, sizes.min, sizes.avg, sizes.max
-        )
-        yield _TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE)
+        n = len(self)
+        yield _head(self.flags, self.sizes)
         ids, end_of, per_piece = memoryview(self.ids), _END.pack, max(1, size // ITEM_SIZE)
         for first in range(0, n, per_piece):
             out = io.BytesIO()
@@ -160,8 +157,29 @@ class Index:
                 out.write(end_of(self.ends[i]))
                 out.write(ids[i * ID_SIZE : (i + 1) * ID_SIZE])
             yield out.getvalue()
-        table_size = TABLE_HEADER_SIZE + n * ITEM_SIZE + TAIL_SIZE
-        yield _TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
+        yield _tail(n)
+
+
+def _head(flags: int, sizes: ChunkSizes) -> bytes:
+    """An index file's header and its table's header (the table runs to the tail)."""
+    return _HEADER.pack(
+        HEADER_SIZE, CA_FORMAT_INDEX, flags, sizes.min, sizes.avg, sizes.max
+    ) + _TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE)
+
+
+def _tail(chunks: int) -> bytes:
+    """The tail of an index file of ``chunks`` chunks: it states the table's size."""
+    table_size = TABLE_HEADER_SIZE + chunks * ITEM_SIZE + TAIL_SIZE
+    return _TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER)
+
+
+def _run_ends(end: int, size: int, count: int) -> Iterator[array]:
+    """The end offsets of ``count`` chunks of ``size`` after ``end``, ``_RUN_STEP`` at a
+    time (a 64 GiB hole is 262,144 chunks: never one object per chunk)."""
+    for first in range(0, count, _RUN_STEP):
+        n = min(_RUN_STEP, count - first)
+        yield array("Q", range(end + size, end + size * n + 1, size))
+        end += size * n
 
 
 WINDOW_CHUNKS = 1 << 16  # chunks extract plans and writes at a time: 4 GiB at 64 KiB each
@@ -222,12 +240,11 @@ class IndexTable:
     def add_run(self, size: int, cid: bytes, count: int) -> None:
         """``count`` chunks of one id back to back (a hole's zero chunks), added without
         a pair per chunk: a 64 GiB hole is 262,144 of them."""
-        for first in range(0, count, _RUN_STEP):
-            n = min(_RUN_STEP, count - first)
-            ends = array("Q", range(self._end + size, self._end + size * n + 1, size))
+        for ends in _run_ends(self._end, size, count):
+            n = len(ends)
             self.ends[self._n : self._n + n] = ends
             self._n += n
-            self._end += size * n
+            self._end = ends[-1]
             self._ids.write(cid * n)
 
     def index(self, flags: int, sizes: ChunkSizes) -> Index:
@@ -265,14 +282,11 @@ class IndexWriter:
         self, write: Callable[[bytes], object], flags: int, sizes: ChunkSizes, piece: int = 1 << 16
     ) -> None:
         self._write, self._piece = write, piece
-        self._hasher = Digest.from_flags(flags).hasher()
-        self._digest_name = Digest.from_flags(flags).value
+        digest = Digest.from_flags(flags)
+        self._hasher, self._digest_name = digest.hasher(), digest.value
         self._out = io.BytesIO()
         self.chunks, self.length = 0, 0
-        self._out.write(
-            _HEADER.pack(HEADER_SIZE, CA_FORMAT_INDEX, flags, sizes.min, sizes.avg, sizes.max)
-        )
-        self._out.write(_TABLE_HEADER.pack(_U64_MAX, CA_FORMAT_TABLE))
+        self._out.write(_head(flags, sizes))
 
     def add(self, size: int, cid: bytes) -> None:
         self.length += size
@@ -287,23 +301,21 @@ class IndexWriter:
         end offsets set in place at their stride, not packed one by one."""
         self._flush()
         item = bytes(_END.size) + cid
-        for first in range(0, count, _RUN_STEP):
-            n = min(_RUN_STEP, count - first)
-            ends = array("Q", range(self.length + size, self.length + size * n + 1, size))
+        for ends in _run_ends(self.length, size, count):
+            n = len(ends)
+            self.length = ends[-1]
             if sys.byteorder != "little":
                 ends.byteswap()
             items = bytearray(item * n)
             with memoryview(items) as view, view.cast("Q") as words:
                 words[:: ITEM_SIZE // _END.size] = ends
-            self.length += size * n
             self.chunks += n
             self._hasher.update(items)
             self._write(items)
 
     def finish(self) -> Written:
         """Write the tail (and what is buffered); nothing may be added after."""
-        table_size = TABLE_HEADER_SIZE + self.chunks * ITEM_SIZE + TAIL_SIZE
-        self._out.write(_TAIL.pack(0, 0, HEADER_SIZE, table_size, CA_FORMAT_TABLE_TAIL_MARKER))
+        self._out.write(_tail(self.chunks))
         self._flush()
         return Written(self.chunks, self.length, f"{self._digest_name}:{self._hasher.hexdigest()}")
 
