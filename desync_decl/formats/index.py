@@ -247,11 +247,28 @@ class IndexTable:
             self._end = ends[-1]
             self._ids.write(cid * n)
 
-    def index(self, flags: int, sizes: ChunkSizes) -> Index:
+    def add_items(self, items: bytes) -> None:
+        """Whole 40-byte table items as an index file holds them (end offset, id),
+        taken as they are: for a table read back from a file checked before
+        (``stores.index_file``), not for bytes that were never checked."""
+        with memoryview(items) as view, view.cast("Q") as words:
+            ends = array("Q", words[:: ITEM_SIZE // _END.size].tobytes())
+            if sys.byteorder != "little":
+                ends.byteswap()
+            self.ends[self._n : self._n + len(ends)] = ends
+            self._n += len(ends)
+            for at in range(_END.size, len(items), ITEM_SIZE):
+                self._ids.write(view[at : at + ID_SIZE])
+        if ends:
+            self._end = ends[-1]
+
+    def index(self, flags: int, sizes: ChunkSizes, origin: int = 0) -> Index:
+        """The table as an ``Index`` (``origin``: where its first chunk starts, for a
+        window of a larger index whose items were added)."""
         if self._n < len(self.ends):  # fewer than expected (the tail's slot): trimmed in place
             del self.ends[self._n :]
         self._ids.truncate(self._n * ID_SIZE)
-        return Index(flags, sizes, self.ends, self._ids.getvalue())
+        return Index(flags, sizes, self.ends, self._ids.getvalue(), origin)
 
 
 class TableSink(Protocol):

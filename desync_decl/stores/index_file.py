@@ -12,10 +12,7 @@ digest, not the inode, is what says the bytes are the ones checked.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import sys
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -23,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from desync_decl.errors import DesyncError, IndexMissing, file_error
 from desync_decl.formats import index as index_format
 from desync_decl.formats.chunk_sizes import ChunkSizes
-from desync_decl.formats.digest import ID_SIZE, Digest
+from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import (
     HEADER_SIZE,
     ITEM_SIZE,
@@ -85,7 +82,7 @@ class IndexFile:
         """Items ``first`` .. ``first + count``, read a piece at a time into the window's
         table, allocated once at its size (grown as pieces came, its buffers took twice
         their size while they moved)."""
-        table, hasher = _Table(count), _hasher()
+        table, hasher = index_format.IndexTable(count), _hasher()
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -98,7 +95,7 @@ class IndexFile:
                 if len(piece) != n * ITEM_SIZE:
                     break
                 hasher.update(piece)
-                table.add(piece)
+                table.add_items(piece)
                 at, left = at + len(piece), left - n
         except OSError as e:
             raise file_error(self.path, e, "read") from None
@@ -106,7 +103,7 @@ class IndexFile:
             os.close(fd)
         if left or hasher.digest() != digest:
             raise DesyncError(f"{self.path}: the index changed while it was used; run again")
-        return Index(self.flags, self.sizes, *table.table(), origin)
+        return table.index(self.flags, self.sizes, origin)
 
 
 def open_index(
@@ -213,31 +210,3 @@ class _WindowDigests:
 
 def _hasher() -> hashlib.blake2b:
     return hashlib.blake2b(digest_size=32)
-
-
-class _Table:
-    """A window's end offsets and ids, filled from whole 40-byte items in place. The
-    ids gather in a ``BytesIO`` sized at the start, whose ``getvalue()`` hands over its
-    buffer (as ``index.IndexTable`` does)."""
-
-    def __init__(self, count: int) -> None:
-        self.ends, self.ids, self._n = array("Q", [0]) * count, io.BytesIO(), 0
-        self.ids.seek(count * ID_SIZE)
-        self.ids.write(b"\0")  # sized at once; the byte over is cut by ``table``
-        self.ids.seek(0)
-        self._size = count * ID_SIZE
-
-    def add(self, piece: bytes) -> None:
-        with memoryview(piece) as view, view.cast("Q") as words:
-            offsets = array("Q", words[:: ITEM_SIZE // 8].tobytes())
-            if sys.byteorder != "little":
-                offsets.byteswap()
-            self.ends[self._n : self._n + len(offsets)] = offsets
-            self._n += len(offsets)
-            for at in range(8, len(piece), ITEM_SIZE):
-                self.ids.write(view[at : at + ID_SIZE])
-
-    def table(self) -> tuple[array, bytes]:
-        """The end offsets and the ids, whole."""
-        self.ids.truncate(self._size)
-        return self.ends, self.ids.getvalue()
