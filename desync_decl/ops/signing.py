@@ -1,7 +1,10 @@
-"""Signed indexes where verbs and tasks publish and read them: the one place that
-decides which bytes a signature covers (the index file's, exactly as written or
-read, never re-encoded) and when the check happens (before anything else uses the
-index: no store is opened, no chunk fetched for an index the trust refuses).
+"""Signed indexes where verbs and tasks publish and read them: which bytes a
+signature covers (the index file's, exactly as written or read, never re-encoded) and
+when the check happens (before anything else uses the index: no store is opened, no
+chunk fetched for an index the trust refuses). Two streamed paths follow the same
+rules without holding the index: ``ops.make.make_file`` signs the bytes it writes as
+it hashes them, and ``stores.index_file.open_index`` checks a large index's signature
+on the digests taken as it is read.
 """
 
 from __future__ import annotations
