@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -197,4 +198,36 @@ int ca_output_batch(int out, const uint8_t *heads, const int64_t *segments, size
         close_from(segments, i + 1, n);
     }
     return rc;
+}
+
+int ca_gather_batch(uint8_t *into, size_t room, const uint8_t *heads, const int64_t *segments,
+                    size_t n, size_t *failed, int *error)
+{
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t fd = segments[2 * i], len = segments[2 * i + 1];
+        int rc = CA_OUT_OK;
+        if (len < 0 || (uint64_t)len >= room - used) { /* `into` sized wrong: the caller's bug */
+            *failed = i;
+            *error = EINVAL;
+            close_from(segments, i, n);
+            return CA_OUT_READ_FAILED;
+        }
+        if (fd < 0) {
+            memcpy(into + used, heads, (size_t)len);
+            heads += len;
+        } else {
+            rc = read_whole((int)fd, into + used, room - used, len);
+            if (rc != CA_OUT_OK)
+                *error = errno;
+            close((int)fd);
+        }
+        if (rc != CA_OUT_OK) {
+            *failed = i;
+            close_from(segments, i + 1, n);
+            return rc;
+        }
+        used += (size_t)len;
+    }
+    return CA_OUT_OK;
 }

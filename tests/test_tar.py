@@ -256,3 +256,62 @@ def test_a_file_that_changes_size_while_being_read_is_an_error(tmp_path, size, c
             f.truncate(size // 2)
     with pytest.raises(DesyncError, match="changed while archiving"):
         b"".join(node.payload())
+
+
+RUN_SIZES = {"a": 5, "b": 100, "c": 3 << 20, "d": 0, "e": 2048}  # c: read in blocks
+
+
+def _run_of(tree: Path):
+    """The one encoded run of ``tree``'s plain files (the walk tar and tar -i use)."""
+    from desync_decl.archive.disk_source import DiskOptions, disk_tree
+    from desync_decl.formats.catar.encoder import EncodedRun
+
+    ((_, run),) = disk_tree(tree, DiskOptions(DESYNC_TAR, encoded=True)).children()
+    assert isinstance(run, EncodedRun)
+    return run
+
+
+def test_a_run_of_files_reads_as_its_heads_and_contents_in_order(tmp_path):
+    """Small files gathered in one C call, a large one in blocks: the same bytes as the
+    heads and the files one after another (what ``take`` hands tar's writer)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name, size in RUN_SIZES.items():
+        (tree / name).write_bytes(name.encode() * size)
+    before = set(os.listdir("/proc/self/fd"))
+    got = b"".join(_run_of(tree).pieces())
+    heads, segments, _ = _run_of(tree).take()
+    want, at = [], 0
+    for fd, size in zip(segments[::2], segments[1::2], strict=True):
+        if fd < 0:
+            want.append(heads[at : at + size])
+            at += size
+        else:
+            want.append(os.read(fd, size + 1))
+            os.close(fd)
+    assert got == b"".join(want)
+    assert got.count(b"c" * (3 << 20)) == 1
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("victim", ["a", "b", "c", "e"])
+@pytest.mark.parametrize("change", [b"more", b""])
+def test_a_file_of_a_run_that_changes_size_is_an_error_naming_it(tmp_path, victim, change):
+    """Gathered or in blocks, a file that grew or shrank since its size was taken is an
+    error naming it, and every file of the run is closed."""
+    from desync_decl.errors import DesyncError
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name, size in RUN_SIZES.items():
+        (tree / name).write_bytes(name.encode() * size)
+    before = set(os.listdir("/proc/self/fd"))
+    run = _run_of(tree)
+    with open(tree / victim, "ab") as f:
+        if change:
+            f.write(change)
+        else:
+            f.truncate(RUN_SIZES[victim] // 2)
+    with pytest.raises(DesyncError, match=f"/{victim}: file changed while archiving"):
+        b"".join(run.pieces())
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -24,9 +24,10 @@ from desync_decl.entry_batch import KIND_DIR, KIND_FILE, KIND_OTHER, NAMES, Conf
 from desync_decl.errors import DesyncError
 from desync_decl.formats import flags as ff
 from desync_decl.formats.catar import features as ft
-from desync_decl.formats.catar.encoder import EncodedRun
+from desync_decl.formats.catar.encoder import Buffer, EncodedRun
 from desync_decl.formats.catar.entry import Acl, Entry
 from desync_decl.fsutil import open_file, walk_error
+from desync_decl.output_batch import gather
 
 BLOCK_SIZE = 1 << 20
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -157,19 +158,33 @@ class DiskRun(EncodedRun):
         segments, self._segments = self._segments, array("q")
         return b"".join(self._heads), segments, self.wheres
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self) -> Iterator[Buffer]:
+        """The run's bytes: heads and files up to ``BLOCK_SIZE`` gathered in one C call
+        per ``BLOCK_SIZE`` (``output_batch.gather``), a larger file in blocks."""
         segments, self._segments = self._segments, array("q")
         heads = memoryview(b"".join(self._heads))
-        at = 0
+        at = 0  # bytes of heads taken
+        i, n = 0, len(segments)
         try:
-            for i in range(0, len(segments), 2):
-                fd, size = segments[i], segments[i + 1]
-                if fd < 0:
-                    yield bytes(heads[at : at + size])
-                    at += size
+            while i < n:
+                if segments[i] >= 0 and segments[i + 1] >= BLOCK_SIZE:
+                    fd, segments[i] = segments[i], -1  # _blocks closes it
+                    yield from _blocks(fd, segments[i + 1], os.fsdecode(self.wheres[i // 2]))
+                    i += 2
                     continue
-                segments[i] = -1  # _blocks closes it
-                yield from _blocks(fd, size, os.fsdecode(self.wheres[i // 2]))
+                j, size, head_bytes = i, 0, 0
+                while j < n and (j == i or size + segments[j + 1] < BLOCK_SIZE):
+                    if segments[j] < 0:
+                        head_bytes += segments[j + 1]
+                    elif segments[j + 1] >= BLOCK_SIZE:
+                        break
+                    size += segments[j + 1]
+                    j += 2
+                group = segments[i:j]
+                segments[i:j:2] = array("q", [-1]) * ((j - i) // 2)  # gather closes them
+                yield gather(heads[at:], group, self.wheres, i // 2)
+                at += head_bytes
+                i = j
         finally:
             _close_files(segments)
 
