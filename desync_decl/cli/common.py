@@ -22,11 +22,11 @@ from desync_decl.stores.compose import Cache, single_or_router
 from desync_decl.stores.config import Config
 from desync_decl.stores.location import Opener
 from desync_decl.stores.lru import SizeLimited
-from desync_decl.stores.store_lock import COLLISION_WAIT, Patience
 from desync_decl.units import parse_size
 
 if TYPE_CHECKING:  # the signing package's crypto is loaded only when a flag asks for it
     from desync_decl.signing import Signer, SigningKey, Trust
+    from desync_decl.stores.store_lock import Patience
 
 
 def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
@@ -427,6 +427,8 @@ def ignored_ids(args: argparse.Namespace) -> set[ChunkID]:
 def add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
     """``--lock-timeout`` of the verbs that take a store's lock (make, tar, chop, cache,
     prune): how long to wait while another process holds a conflicting one."""
+    from desync_decl.stores.store_lock import COLLISION_WAIT  # those verbs take the lock
+
     p.add_argument(
         "--lock-timeout",
         type=parse_duration,
@@ -439,4 +441,6 @@ def add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
 
 def lock_patience(args: argparse.Namespace, console: Console) -> Patience:
     """The store-lock wait ``--lock-timeout`` asks for, said once on stderr when it waits."""
+    from desync_decl.stores.store_lock import Patience
+
     return Patience(args.lock_timeout, console.warn)
