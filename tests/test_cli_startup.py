@@ -141,3 +141,68 @@ def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
         modules = imported(tmp_path, *argv)
         assert packages(modules, BACKEND_LIBRARIES) == set()
     assert (tmp_path / "copy").read_bytes() == (tmp_path / "blob").read_bytes()
+
+
+# What a verb on a LOCAL store (or a plain catar) leaves unloaded: the wrappers of
+# other commands (failover groups, caches, retries), the key/value backends' common
+# layer, the store lock of the writers and prune, the signing vocabulary, the config
+# file's patterns (globs: tar and untar filter with them), and the other verbs'
+# operations sharing its cli module.
+NOT_FOR_A_LOCAL_STORE = (
+    "desync_decl.stores.objects",
+    "desync_decl.stores.retry",
+    "desync_decl.stores.compose",
+    "desync_decl.stores.tally",
+    "desync_decl.stores.lru",
+    "desync_decl.signing.common",
+)
+NOT_LOADED = {
+    "extract": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.stores.store_lock", "desync_decl.globs"),
+    "make": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.globs"),
+    "tar": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.stores.location", "desync_decl.ops.untar"),
+    "tar -i": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.ops.untar", "desync_decl.ops.mtree"),
+    "untar": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.location",
+        "desync_decl.stores.config",
+        "desync_decl.stores.local",
+        "desync_decl.chunker",
+        "desync_decl.ops.tar",
+        "desync_decl.archive.seed",
+        "desync_decl.archive.switch",
+        "desync_decl.archive.tar_writer",
+    ),
+    "untar -i": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.store_lock",
+        "desync_decl.chunker",
+        "desync_decl.ops.tar",
+        "desync_decl.archive.seed",
+        "desync_decl.archive.tar_writer",
+    ),
+}
+
+
+def test_the_hot_verbs_on_a_local_store_load_only_what_they_use(tmp_path):
+    """make, extract, tar and untar (-i or not) are what a machine runs most, each a
+    fresh process whose imports are part of its time (casync starts in a few ms):
+    none loads the modules of what it does not do."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    blob = tree / "d" / "blob"
+    blob.write_bytes(bytes(range(256)) * 1024)
+    store, index = tmp_path / "store", tmp_path / "blob.caibx"
+    runs = {
+        "make": ("make", "-s", store, index, blob),
+        "extract": ("extract", "-s", store, index, tmp_path / "out"),
+        "tar": ("tar", tmp_path / "t.catar", tree),
+        "tar -i": ("tar", "-i", "-s", store, tmp_path / "t.caidx", tree),
+        "untar": ("untar", tmp_path / "t.catar", tmp_path / "u1"),
+        "untar -i": ("untar", "-i", "-s", store, tmp_path / "t.caidx", tmp_path / "u2"),
+    }
+    for name, argv in runs.items():
+        modules = imported(tmp_path, *argv)
+        assert packages(modules, NOT_LOADED[name]) == set(), name
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+    for untarred in ("u1", "u2"):
+        assert (tmp_path / untarred / "d" / "blob").read_bytes() == blob.read_bytes()

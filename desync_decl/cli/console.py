@@ -14,7 +14,6 @@ written ``\\n``, so no message can fake a line of its own). Binary output
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -113,6 +112,8 @@ class Console:
         return self.err.isatty()
 
     def json(self, data: object) -> None:
+        import json  # only the verbs that print JSON need it
+
         json.dump(data, self.out, indent=2)
         self.out.write("\n")
 

@@ -28,7 +28,6 @@ import errno
 import itertools
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -81,7 +80,7 @@ _CANNOT_LINK_ANONYMOUS = {
 }
 # Temp names: unique per process (random tag, pid) and per write (counter),
 # without a getrandom() call for every chunk.
-_TEMP_TAG = secrets.token_hex(4)
+_TEMP_TAG = os.urandom(4).hex()
 _READ_HINT = 320 * 1024  # a default-sized chunk file (<= 256 KiB + framing) in one read
 _temp_counter = itertools.count()
 _ANY_CHUNK = re.compile(r"[0-9a-f]{64}(\.[a-z0-9.-]+)?")  # a chunk file of any format
