@@ -157,7 +157,13 @@ NOT_FOR_A_LOCAL_STORE = (
     "desync_decl.signing.common",
 )
 NOT_LOADED = {
-    "extract": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.stores.store_lock", "desync_decl.globs"),
+    # nothing on extract's path logs: logging is loaded by what logs (cli/logs.py)
+    "extract": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.store_lock",
+        "desync_decl.globs",
+        "logging",
+    ),
     "make": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.globs"),
     "tar": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.stores.location", "desync_decl.ops.untar"),
     "tar -i": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.ops.untar", "desync_decl.ops.mtree"),
@@ -206,3 +212,30 @@ def test_the_hot_verbs_on_a_local_store_load_only_what_they_use(tmp_path):
     assert (tmp_path / "out").read_bytes() == blob.read_bytes()
     for untarred in ("u1", "u2"):
         assert (tmp_path / untarred / "d" / "blob").read_bytes() == blob.read_bytes()
+
+
+def test_records_logged_once_logging_is_loaded_mid_verb_reach_the_console(tmp_path):
+    """logging is loaded by what logs, after the verb started (cli/logs.py): the
+    console's handler is attached then, so a record is written as before: with
+    --debug in its format (level and logger), without it once, as its message. The
+    record: make warns before uploading into a store holding another key's chunks."""
+    store = tmp_path / "store"
+
+    def make(key: str, n: int, *flags: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / f"config-{n}.json"
+        entry = {"encryption": True, "encryption-key": key}
+        config.write_text(json.dumps({"store-options": {str(store): entry}}))
+        blob = tmp_path / f"blob-{n}"
+        blob.write_bytes(bytes([n]) * 200_000 + bytes(range(256)) * 400)
+        argv = [*flags, "--config", config, "make", "-s", store, tmp_path / f"{n}.caibx", blob]
+        done = subprocess.run(
+            [sys.executable, "-m", "desync_decl", *map(str, argv)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert make("a1" * 32, 0).stderr == ""
+    plain, debug = make("b2" * 32, 1), make("b2" * 32, 2, "--debug")
+    warned = [line for line in plain.stderr.splitlines() if "already holds chunks" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), plain.stderr
+    assert "WARNING:desync_decl.stores.keys:warning: " in debug.stderr, debug.stderr
