@@ -156,6 +156,14 @@ NOT_FOR_A_LOCAL_STORE = (
     "desync_decl.stores.lru",
     "desync_decl.signing.common",
 )
+# tar encodes a directory: no decoder (nor its C leaf decoder), no tar input
+NOT_FOR_TAR = (
+    "desync_decl.ops.untar",
+    "desync_decl.ops.mtree",
+    "desync_decl.formats.catar.decoder",
+    "desync_decl.catar_leaves",
+    "desync_decl.archive.tar_source",
+)
 NOT_LOADED = {
     # nothing on extract's path logs: logging is loaded by what logs (cli/logs.py)
     "extract": (
@@ -165,13 +173,14 @@ NOT_LOADED = {
         "logging",
     ),
     "make": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.globs"),
-    "tar": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.stores.location", "desync_decl.ops.untar"),
-    "tar -i": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.ops.untar", "desync_decl.ops.mtree"),
+    "tar": (*NOT_FOR_A_LOCAL_STORE, *NOT_FOR_TAR, "desync_decl.stores.location"),
+    "tar -i": (*NOT_FOR_A_LOCAL_STORE, *NOT_FOR_TAR),
     "untar": (
         *NOT_FOR_A_LOCAL_STORE,
         "desync_decl.stores.location",
         "desync_decl.stores.config",
         "desync_decl.stores.local",
+        "desync_decl.formats.catar.encoder",
         "desync_decl.chunker",
         "desync_decl.ops.tar",
         "desync_decl.archive.seed",
@@ -181,6 +190,7 @@ NOT_LOADED = {
     "untar -i": (
         *NOT_FOR_A_LOCAL_STORE,
         "desync_decl.stores.store_lock",
+        "desync_decl.formats.catar.encoder",
         "desync_decl.chunker",
         "desync_decl.ops.tar",
         "desync_decl.archive.seed",
