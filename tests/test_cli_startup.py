@@ -137,9 +137,14 @@ def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
         )
     )
     argv = ("apply", "--state-dir", tmp_path / "state", tmp_path / "m.yaml")
+    unused_kinds = {
+        f"desync_decl.reconcile.kinds.{k}"
+        for k in ("chop", "cache", "prune", "verify", "tar", "untar")
+    }
     for _ in range(2):  # changed, then converged
         modules = imported(tmp_path, *argv)
         assert packages(modules, BACKEND_LIBRARIES) == set()
+        assert packages(modules, unused_kinds) == set()  # a kind is loaded by its tasks
     assert (tmp_path / "copy").read_bytes() == (tmp_path / "blob").read_bytes()
 
 
