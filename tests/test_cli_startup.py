@@ -262,3 +262,22 @@ def test_records_logged_once_logging_is_loaded_mid_verb_reach_the_console(tmp_pa
     warned = [line for line in plain.stderr.splitlines() if "already holds chunks" in line]
     assert len(warned) == 1 and warned[0].startswith("warning: "), plain.stderr
     assert "WARNING:desync_decl.stores.keys:warning: " in debug.stderr, debug.stderr
+
+
+def test_the_program_collects_again_after_loading_its_verb(tmp_path):
+    """The program loads its verb's modules with the collector off, then keeps them in
+    its permanent generation (cli/main.py): the collector must be on again for the
+    verb, which may run for days (a chunk-server, a mount)."""
+    probe = textwrap.dedent(
+        """
+        import gc, json, sys
+        from desync_decl.cli.main import main
+        sys.argv = ["desync-decl", "config"]
+        status = main()
+        print(json.dumps([status, gc.isenabled(), gc.get_freeze_count() > 0]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, True, True]
