@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ _O_NEW = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def temp_name_for(path: Path) -> Path:
     """A hidden, unique name in the same directory (same filesystem, so rename is atomic)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    return path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
 
 
 def current_umask() -> int:

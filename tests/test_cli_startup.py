@@ -137,7 +137,147 @@ def test_apply_on_a_local_store_imports_no_backend_library(tmp_path):
         )
     )
     argv = ("apply", "--state-dir", tmp_path / "state", tmp_path / "m.yaml")
+    unused_kinds = {
+        f"desync_decl.reconcile.kinds.{k}"
+        for k in ("chop", "cache", "prune", "verify", "tar", "untar")
+    }
     for _ in range(2):  # changed, then converged
         modules = imported(tmp_path, *argv)
         assert packages(modules, BACKEND_LIBRARIES) == set()
+        assert packages(modules, unused_kinds) == set()  # a kind is loaded by its tasks
     assert (tmp_path / "copy").read_bytes() == (tmp_path / "blob").read_bytes()
+
+
+# What a verb on a LOCAL store (or a plain catar) leaves unloaded: the wrappers of
+# other commands (failover groups, caches, retries), the key/value backends' common
+# layer, the store lock of the writers and prune, the signing vocabulary, the config
+# file's patterns (globs: tar and untar filter with them), and the other verbs'
+# operations sharing its cli module.
+NOT_FOR_A_LOCAL_STORE = (
+    "desync_decl.stores.objects",
+    "desync_decl.stores.retry",
+    "desync_decl.stores.compose",
+    "desync_decl.stores.tally",
+    "desync_decl.stores.lru",
+    "desync_decl.signing.common",
+)
+# tar encodes a directory: no decoder (nor its C leaf decoder), no tar input
+NOT_FOR_TAR = (
+    "desync_decl.ops.untar",
+    "desync_decl.ops.mtree",
+    "desync_decl.formats.catar.decoder",
+    "desync_decl.catar_leaves",
+    "desync_decl.archive.tar_source",
+)
+NOT_LOADED = {
+    # nothing on extract's path logs: logging is loaded by what logs (cli/logs.py)
+    "extract": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.store_lock",
+        "desync_decl.globs",
+        "logging",
+    ),
+    "make": (*NOT_FOR_A_LOCAL_STORE, "desync_decl.globs"),
+    "tar": (*NOT_FOR_A_LOCAL_STORE, *NOT_FOR_TAR, "desync_decl.stores.location"),
+    "tar -i": (*NOT_FOR_A_LOCAL_STORE, *NOT_FOR_TAR),
+    "untar": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.location",
+        "desync_decl.stores.config",
+        "desync_decl.stores.local",
+        "desync_decl.formats.catar.encoder",
+        "desync_decl.chunker",
+        "desync_decl.ops.tar",
+        "desync_decl.archive.seed",
+        "desync_decl.archive.switch",
+        "desync_decl.archive.tar_writer",
+    ),
+    "untar -i": (
+        *NOT_FOR_A_LOCAL_STORE,
+        "desync_decl.stores.store_lock",
+        "desync_decl.formats.catar.encoder",
+        "desync_decl.chunker",
+        "desync_decl.ops.tar",
+        "desync_decl.archive.seed",
+        "desync_decl.archive.tar_writer",
+    ),
+}
+
+
+def test_the_hot_verbs_on_a_local_store_load_only_what_they_use(tmp_path):
+    """make, extract, tar and untar (-i or not) are what a machine runs most, each a
+    fresh process whose imports are part of its time (casync starts in a few ms):
+    none loads the modules of what it does not do."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    blob = tree / "d" / "blob"
+    blob.write_bytes(bytes(range(256)) * 1024)
+    store, index = tmp_path / "store", tmp_path / "blob.caibx"
+    runs = {
+        "make": ("make", "-s", store, index, blob),
+        "extract": ("extract", "-s", store, index, tmp_path / "out"),
+        "tar": ("tar", tmp_path / "t.catar", tree),
+        "tar -i": ("tar", "-i", "-s", store, tmp_path / "t.caidx", tree),
+        "untar": ("untar", tmp_path / "t.catar", tmp_path / "u1"),
+        "untar -i": ("untar", "-i", "-s", store, tmp_path / "t.caidx", tmp_path / "u2"),
+    }
+    # what the interpreter loads before any of ours (site's .pth files): not the verb's
+    bare = subprocess.run(
+        [sys.executable, "-c", "import json, sys; print(json.dumps(sorted(sys.modules)))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    before = set(json.loads(bare.stdout))
+    for name, argv in runs.items():
+        modules = imported(tmp_path, *argv) - before
+        assert packages(modules, NOT_LOADED[name]) == set(), name
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+    for untarred in ("u1", "u2"):
+        assert (tmp_path / untarred / "d" / "blob").read_bytes() == blob.read_bytes()
+
+
+def test_records_logged_once_logging_is_loaded_mid_verb_reach_the_console(tmp_path):
+    """logging is loaded by what logs, after the verb started (cli/logs.py): the
+    console's handler is attached then, so a record is written as before: with
+    --debug in its format (level and logger), without it once, as its message. The
+    record: make warns before uploading into a store holding another key's chunks."""
+    store = tmp_path / "store"
+
+    def make(key: str, n: int, *flags: str) -> subprocess.CompletedProcess[str]:
+        config = tmp_path / f"config-{n}.json"
+        entry = {"encryption": True, "encryption-key": key}
+        config.write_text(json.dumps({"store-options": {str(store): entry}}))
+        blob = tmp_path / f"blob-{n}"
+        blob.write_bytes(bytes([n]) * 200_000 + bytes(range(256)) * 400)
+        argv = [*flags, "--config", config, "make", "-s", store, tmp_path / f"{n}.caibx", blob]
+        done = subprocess.run(
+            [sys.executable, "-m", "desync_decl", *map(str, argv)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done
+
+    assert make("a1" * 32, 0).stderr == ""
+    plain, debug = make("b2" * 32, 1), make("b2" * 32, 2, "--debug")
+    warned = [line for line in plain.stderr.splitlines() if "already holds chunks" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), plain.stderr
+    assert "WARNING:desync_decl.stores.keys:warning: " in debug.stderr, debug.stderr
+
+
+def test_the_program_collects_again_after_loading_its_verb(tmp_path):
+    """The program loads its verb's modules with the collector off, then keeps them in
+    its permanent generation (cli/main.py): the collector must be on again for the
+    verb, which may run for days (a chunk-server, a mount)."""
+    probe = textwrap.dedent(
+        """
+        import gc, json, sys
+        from desync_decl.cli.main import main
+        sys.argv = ["desync-decl", "config"]
+        status = main()
+        print(json.dumps([status, gc.isenabled(), gc.get_freeze_count() > 0]))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, True, True]

@@ -35,9 +35,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-import logging
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -54,8 +52,7 @@ from desync_decl.formats.catar import features as ft
 from desync_decl.formats.catar.decoder import Leaves, Node
 from desync_decl.formats.catar.entry import Entry
 from desync_decl.fsutil import send_file, write_all
-
-log = logging.getLogger(__name__)
+from desync_decl.lazy_logging import logger
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -178,7 +175,7 @@ class Writer:
     umask: int = 0o022
     is_root: bool = field(default_factory=lambda: os.geteuid() == 0)
     # temporary names: unguessable per extraction, then counted (no getrandom per file)
-    temp_prefix: str = field(default_factory=lambda: f".#untar.{secrets.token_hex(8)}.")
+    temp_prefix: str = field(default_factory=lambda: f".#untar.{os.urandom(8).hex()}.")
     temp_numbers: Iterator[int] = field(default_factory=itertools.count)
     archive: ArchiveFile | None = None  # where payloads given by offset are
     # files are made unnamed (O_TMPFILE) and linked in through /proc where both work
@@ -392,7 +389,9 @@ class Writer:
                 raise FileExistsError(errno.EEXIST, "exists")
             if fsattrs.create_subvolume(parent_fd, name):
                 return
-            log.warning("not on btrfs: subvolume %s made a plain directory", os.fsdecode(name))
+            logger(__name__).warning(
+                "not on btrfs: subvolume %s made a plain directory", os.fsdecode(name)
+            )
         os.mkdir(name, 0o700, dir_fd=parent_fd)
 
     def opened(
@@ -712,7 +711,7 @@ class Writer:
         for name in feature_gates.ignored_xattrs(e):
             if name not in self.ignored:
                 self.ignored.add(name)  # one warning per name, not per file
-                log.warning(
+                logger(__name__).warning(
                     "xattr %s not set: XATTR records carry only user.* and trusted.*"
                     " (capabilities, labels and ACLs have records and feature flags of"
                     " their own)",
@@ -765,14 +764,14 @@ class Writer:
         except OSError as e:
             if e.errno not in _NOT_SUPPORTED and e.errno != errno.EPERM:
                 raise
-            log.warning("cannot set xattr %s: %s", os.fsdecode(name), e.strerror)
+            logger(__name__).warning("cannot set xattr %s: %s", os.fsdecode(name), e.strerror)
 
     def _chattr(self, fd: int, e: Entry) -> None:
         if not e.flags & ft.CHATTR_FLAGS:
             return
         bits = fsattrs.from_features(e.flags & ft.CHATTR_FLAGS)
         if bits and self.options.same_permissions and not fsattrs.set_chattr(fd, bits):
-            log.warning("filesystem has no chattr flags; flags %#x not set", bits)
+            logger(__name__).warning("filesystem has no chattr flags; flags %#x not set", bits)
 
 
 _TIME_FLAGS = ft.WITH_NSEC_TIME | ft.WITH_USEC_TIME | ft.WITH_SEC_TIME | ft.WITH_2SEC_TIME

@@ -18,19 +18,20 @@ from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest, parse_id
 from desync_decl.formats.index import Index
 from desync_decl.stores.base import Store, WriteStore
-from desync_decl.stores.compose import Cache, single_or_router
-from desync_decl.stores.config import Config
-from desync_decl.stores.location import Opener
-from desync_decl.stores.lru import SizeLimited
-from desync_decl.stores.store_lock import COLLISION_WAIT, Patience
 from desync_decl.units import parse_size
 
 if TYPE_CHECKING:  # the signing package's crypto is loaded only when a flag asks for it
     from desync_decl.signing import Signer, SigningKey, Trust
+    from desync_decl.stores.config import Config
+    from desync_decl.stores.location import Opener
+    from desync_decl.stores.store_lock import Patience
 
 
 def opener(args: argparse.Namespace, digest: Digest | None = None) -> Opener:
-    """What opens this command's stores: config file (read once), digest, store flags."""
+    """What opens this command's stores: config file (read once), digest, store flags.
+    (Imported here: a verb that reaches no store, such as untar of a catar, loads none.)"""
+    from desync_decl.stores.location import Opener
+
     return Opener(
         digest=digest or digest_arg(args),
         config=config(args),
@@ -43,6 +44,8 @@ def config(args: argparse.Namespace) -> Config:
     chunk stores were opened and what to say about their keys (``key_warnings``)."""
     loaded = getattr(args, "_config", None)
     if loaded is None:
+        from desync_decl.stores.config import Config
+
         loaded = args._config = Config.load(getattr(args, "config", None))
     return loaded
 
@@ -305,8 +308,14 @@ def store_locations(values: list[str]) -> list[str]:
 def open_stores(args: argparse.Namespace, digest: Digest, *, with_cache: bool = True) -> Store:
     """The ``-s`` stores as one store (a router when there are several), behind the
     ``-c`` cache when one is given and ``with_cache``."""
-    store = single_or_router(open_store_list(args, digest))
+    stores = open_store_list(args, digest)
     cache = getattr(args, "cache", None) if with_cache else None
+    if len(stores) == 1 and not cache:
+        return stores[0]  # as it is: the wrappers' modules are not loaded
+    from desync_decl.stores.compose import Cache, single_or_router
+    from desync_decl.stores.lru import SizeLimited
+
+    store = single_or_router(stores)
     if cache:
         cache_store = open_writable_store(args, digest, cache)
         if getattr(args, "cache_max_size", None):
@@ -427,6 +436,8 @@ def ignored_ids(args: argparse.Namespace) -> set[ChunkID]:
 def add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
     """``--lock-timeout`` of the verbs that take a store's lock (make, tar, chop, cache,
     prune): how long to wait while another process holds a conflicting one."""
+    from desync_decl.stores.store_lock import COLLISION_WAIT  # those verbs take the lock
+
     p.add_argument(
         "--lock-timeout",
         type=parse_duration,
@@ -439,4 +450,6 @@ def add_lock_timeout_arg(p: argparse.ArgumentParser) -> None:
 
 def lock_patience(args: argparse.Namespace, console: Console) -> Patience:
     """The store-lock wait ``--lock-timeout`` asks for, said once on stderr when it waits."""
+    from desync_decl.stores.store_lock import Patience
+
     return Patience(args.lock_timeout, console.warn)

@@ -14,8 +14,6 @@ written ``\\n``, so no message can fake a line of its own). Binary output
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import sys
 import threading
@@ -100,19 +98,13 @@ class Console:
             print(text, file=stream)
             stream.flush()  # before the line is drawn again
 
-    def log_handler(self, level: int, format: str) -> logging.Handler:
-        """Log records on stderr, each message one escaped line (tracebacks keep their
-        lines)."""
-        handler = logging.StreamHandler(self.err)
-        handler.setLevel(level)
-        handler.setFormatter(_OneLineMessages(format))
-        return handler
-
     def interactive(self) -> bool:
         """Whether stderr is a terminal (someone is watching)."""
         return self.err.isatty()
 
     def json(self, data: object) -> None:
+        import json  # only the verbs that print JSON need it
+
         json.dump(data, self.out, indent=2)
         self.out.write("\n")
 
@@ -133,11 +125,6 @@ class Console:
             return no_progress_for
         self._board = ProgressBoard(self._terminal)
         return self._board.task
-
-
-class _OneLineMessages(logging.Formatter):
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_line(super().formatMessage(record))
 
 
 class _Meter:

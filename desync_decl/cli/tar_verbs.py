@@ -14,7 +14,7 @@ import os
 import struct
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.tree_walk import NotADirectory, open_tree
@@ -24,13 +24,13 @@ from desync_decl.errors import UsageError, file_error
 from desync_decl.formats.catar import features
 from desync_decl.formats.index import CA_FORMAT_INDEX, Index
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error
-from desync_decl.ops.mtree import mtree, mtree_dir
-from desync_decl.ops.tar import TarInput, TarResult, tar, tar_index
-from desync_decl.ops.untar import Clearing, UntarResult, untar, untar_to_tar
-from desync_decl.stores.base import Store
-from desync_decl.stores.store_lock import writing
 from desync_decl.stores.url import url_scheme
 from desync_decl.units import counted, human_bytes
+
+if TYPE_CHECKING:  # each verb imports its operation when it runs: one module, three verbs
+    from desync_decl.ops.tar import TarResult
+    from desync_decl.ops.untar import UntarResult
+    from desync_decl.stores.base import Store
 
 _TIME_BITS = (
     features.WITH_NSEC_TIME | features.WITH_USEC_TIME | features.WITH_SEC_TIME
@@ -145,6 +145,8 @@ def archive_flags(args: argparse.Namespace) -> int:
 
 
 def run_tar(args: argparse.Namespace, console: Console) -> int:
+    from desync_decl.ops.tar import TarInput, tar, tar_index
+
     if args.tar_add_root and args.input_format != "tar":
         raise UsageError("--tar-add-root works only with --input-format tar")
     if args.sign_key and not args.index:
@@ -168,6 +170,8 @@ def run_tar(args: argparse.Namespace, console: Console) -> int:
     if args.index:
         if not args.store:
             raise UsageError("-i requires a store (-s)")
+        from desync_decl.stores.store_lock import writing
+
         store = common.open_single_writable_store(args, common.digest_arg(args))
         # the index is published under the store's lock (store_lock)
         with writing(store, common.lock_patience(args, console)):
@@ -272,6 +276,8 @@ def untar_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_untar(args: argparse.Namespace, console: Console) -> int:
+    from desync_decl.ops.untar import Clearing, untar, untar_to_tar
+
     if args.target == "-" and args.output_format != "gnu-tar":
         raise UsageError("- as the target needs --output-format gnu-tar")
     if args.delete_extra and args.output_format == "gnu-tar":
@@ -427,6 +433,8 @@ def mtree_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_mtree(args: argparse.Namespace, console: Console) -> int:
+    from desync_decl.ops.mtree import mtree, mtree_dir
+
     digest = common.digest_arg(args)
     if os.path.isdir(args.archive):
         if args.index:

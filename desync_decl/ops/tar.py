@@ -20,7 +20,6 @@ from desync_decl.archive.catar_sink import CatarSink
 from desync_decl.archive.disk_source import DiskOptions, disk_tree
 from desync_decl.archive.patterns import Patterns
 from desync_decl.archive.streams import IterReader
-from desync_decl.archive.tar_source import TarOptions, tar_tree
 from desync_decl.archive.tree_walk import open_tree, walk
 from desync_decl.chunker import iter_chunks
 from desync_decl.errors import DesyncError, UsageError
@@ -68,6 +67,8 @@ class TarInput:
             ) as pieces:
                 yield pieces
         elif self.input_format == "tar":
+            from desync_decl.archive.tar_source import TarOptions, tar_tree  # tar input only
+
             with (
                 tar_tree(self.source, TarOptions(self.flags, self.add_root, self.patterns)) as root,
                 contextlib.closing(encode(root, defer_payloads=defer_payloads)) as pieces,

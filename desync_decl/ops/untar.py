@@ -17,16 +17,13 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from desync_decl.archive.clearing import Cleared, archive_types, clear, refuse_kept_inside
 from desync_decl.archive.disk_writer import ArchiveFile, UntarStats, WriteOptions
 from desync_decl.archive.extract import write_tree
 from desync_decl.archive.patterns import Patterns
-from desync_decl.archive.seed import TreeSeed, tree_seed
 from desync_decl.archive.streams import index_reader
-from desync_decl.archive.switch import built_beside, carry_extras
-from desync_decl.archive.tar_writer import write_tar
 from desync_decl.errors import UsageError
 from desync_decl.formats.catar import Decoder
 from desync_decl.formats.index import Index
@@ -34,7 +31,9 @@ from desync_decl.ops.metered import MeteredDecoder, archive_length
 from desync_decl.parallel import cpu_workers
 from desync_decl.progress import NO_PROGRESS, Progress, shown
 from desync_decl.stores.base import Store
-from desync_decl.stores.compose import Router
+
+if TYPE_CHECKING:  # seeds, --atomic and a tar output load their modules when asked for
+    from desync_decl.archive.seed import TreeSeed
 
 
 class Clearing(enum.Enum):
@@ -89,6 +88,12 @@ def _seeded(
     """``store`` behind the tree seeds (their chunks are tried first)."""
     if seeds and not isinstance(archive, Index):
         raise UsageError("seeds need an index (-i): a catar has no chunks")
+    if not seeds:
+        yield store, []
+        return
+    from desync_decl.archive.seed import tree_seed
+    from desync_decl.stores.compose import Router
+
     with contextlib.ExitStack() as stack:
         trees = [
             stack.enter_context(contextlib.closing(tree_seed(p, archive, concurrency=concurrency)))
@@ -183,6 +188,8 @@ def _untar_beside(
     nothing beside the old one (its unchanged files linked), what the archive does not
     hold carried over unless ``clearing`` deletes extras; what ``patterns`` leave out
     is always carried over (never written nor deleted)."""
+    from desync_decl.archive.switch import built_beside, carry_extras
+
     where = os.fsdecode(target)
     if clearing is Clearing.EXTRA:
         refuse_kept_inside(target, kept)
@@ -292,6 +299,8 @@ def untar_to_tar(
     progress: Progress = NO_PROGRESS,
 ) -> UntarResult:
     """Write the archive's tree as a GNU tar stream to ``out``."""
+    from desync_decl.archive.tar_writer import write_tar
+
     with _seeded(archive, store, seeds, concurrency) as (store, trees):
         decoder = catar_decoder(
             archive, store, source=source, concurrency=concurrency, progress=progress

@@ -9,26 +9,26 @@ and the signature's bytes, and get a ``Signer`` or a ``SignatureRefused``.
 
 Importing the package costs nothing: the two entry points load the key and trust
 modules (and ``cryptography``) when called, so a verb that signs nothing and trusts
-nothing starts without them (``tests/test_cli_startup.py``).
+nothing starts without them (``tests/test_cli_startup.py``); the vocabulary
+(``common``: its classes) is loaded at its first use, so an index store, which
+needs only the names and sizes below, does not load it either.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from desync_decl.signing.common import (
-    MAX_SIGNATURE_SIZE,
-    NAMESPACE,
-    SIGNATURE_SUFFIX,
-    SignatureRefused,
-    Signer,
-    SigningKey,
-    Trust,
-)
+NAMESPACE = "desync-decl"
+SIGNATURE_SUFFIX = ".sig"  # the signature of index X is the file X.sig beside it
+MAX_SIGNATURE_SIZE = 64 * 1024  # an armored SSHSIG is under 2 KiB even for RSA-8192
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
+
+    from desync_decl.signing.common import SignatureRefused, Signer, SigningKey, Trust
+
+_COMMON = frozenset({"SignatureRefused", "Signer", "SigningKey", "Trust"})
 
 __all__ = [
     "MAX_SIGNATURE_SIZE",
@@ -41,6 +41,15 @@ __all__ = [
     "load_signing_key",
     "load_trust",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``common``'s classes, loaded at the first ask."""
+    if name in _COMMON:
+        from desync_decl.signing import common
+
+        return getattr(common, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_signing_key(path: str | Path) -> SigningKey:

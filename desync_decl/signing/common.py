@@ -1,6 +1,6 @@
 """The signing package's vocabulary, in a module of its own so that every part of
-the package (keys, signatures, trust) can import it without importing the package's
-``__init__``, which imports them."""
+the package (keys, signatures, trust) can import it, and the package's ``__init__``
+loads it only when one of its classes is asked for."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from desync_decl.errors import DesyncError
-
-NAMESPACE = "desync-decl"
-SIGNATURE_SUFFIX = ".sig"  # the signature of index X is the file X.sig beside it
-MAX_SIGNATURE_SIZE = 64 * 1024  # an armored SSHSIG is under 2 KiB even for RSA-8192
+from desync_decl.signing import NAMESPACE
 
 
 class SignatureRefused(DesyncError):

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from desync_decl.errors import DesyncError
-from desync_decl.signing import agent, sshsig, wire
-from desync_decl.signing.common import NAMESPACE, SigningKey
+from desync_decl.signing import NAMESPACE, agent, sshsig, wire
+from desync_decl.signing.common import SigningKey
 from desync_decl.signing.keys import (
     MAX_KEY_FILE_SIZE,
     PrivateKeyObject,

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from desync_decl.errors import DesyncError
-from desync_decl.signing import wire
-from desync_decl.signing.common import MAX_SIGNATURE_SIZE
+from desync_decl.signing import MAX_SIGNATURE_SIZE, wire
 from desync_decl.signing.keys import PublicKey, UnsupportedKey, parse_public_blob
 
 MAGIC = b"SSHSIG"

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desync_decl.errors import DesyncError
-from desync_decl.signing import allowed_signers, sshsig, wire
+from desync_decl.signing import NAMESPACE, allowed_signers, sshsig, wire
 from desync_decl.signing.allowed_signers import AllowedSigner, format_time
-from desync_decl.signing.common import NAMESPACE, SignatureRefused, Signer
+from desync_decl.signing.common import SignatureRefused, Signer
 from desync_decl.signing.keys import USER_CERT, PublicKey, UnsupportedKey, parse_public_text
 from desync_decl.signing.revocation import Revocations, load_revocations
 

@@ -28,6 +28,7 @@ from typing import Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
+from desync_decl.stores.asked_once import asked_once
 from desync_decl.stores.base import (
     ChunkInvalid,
     ChunkMissing,
@@ -37,7 +38,6 @@ from desync_decl.stores.base import (
     WriteStore,
 )
 from desync_decl.stores.keys import WrongKey
-from desync_decl.stores.retry import asked_once
 from desync_decl.stores.tally import Repair, Switch, ask, current
 
 T = TypeVar("T")
@@ -200,7 +200,7 @@ class FailoverGroup(Composite):
     member that has not failed in the last ``RECOVERY`` seconds: with the origin
     hung and the mirror active, one transient 503 from the mirror does not send
     every request back to wait for the origin's timeout. A member is first asked
-    once, without its retries (``retry.asked_once``), while a healthy member is
+    once, without its retries (``asked_once``), while a healthy member is
     left to hand over to: a dead member costs a request one failed attempt, not
     its whole backoff. With no healthy member left, the one asked gets its
     retries (a blip on the member that works still heals), and then the others

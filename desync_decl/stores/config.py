@@ -22,7 +22,6 @@ the file to a person shows ``shown()``, where each is ``(sensitive value)``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from desync_decl.errors import DesyncError
-from desync_decl.globs import glob_regex
 from desync_decl.stores.converters import fingerprint
 from desync_decl.stores.options import StoreOptions
 from desync_decl.stores.url import mask_credentials
@@ -112,6 +110,8 @@ class Config:
             return cls(None, {})
         except OSError as e:
             raise DesyncError(f"cannot read config file {file}: {e.strerror}") from None
+        import json  # here: most machines have no config file
+
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
@@ -323,5 +323,7 @@ def _glob(pattern: str) -> re.Pattern[str] | None:
     """Go's ``path.Match`` pattern as a regex (None when Go refuses it): ``*`` and
     ``?`` within one path element, ``[a-z]`` and ``[^a-z]`` classes, ``\\``
     escapes."""
+    from desync_decl.globs import glob_regex  # only a config file with patterns needs it
+
     regex = glob_regex(pattern)
     return None if regex is None else re.compile(regex)

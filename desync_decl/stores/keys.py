@@ -21,16 +21,14 @@ Only fingerprints are ever shown, never a key.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from desync_decl.formats.digest import ChunkID
+from desync_decl.lazy_logging import logger
 from desync_decl.stores.base import StoreError
 from desync_decl.stores.converters import ALGORITHMS, StorageFormat
-
-log = logging.getLogger(__name__)
 
 Key = tuple[str, str] | None  # (algorithm, fingerprint); None: not encrypted
 
@@ -165,8 +163,8 @@ class UploadCheck:
             try:
                 warning = upload_warning(self.store)
             except StoreError as e:  # the upload that follows reports a failing store itself
-                log.debug("cannot tell which keys %s holds: %s", self.store, e)
+                logger(__name__).debug("cannot tell which keys %s holds: %s", self.store, e)
                 warning = None
             self._done = True
         if warning:
-            log.warning("warning: %s", warning)
+            logger(__name__).warning("warning: %s", warning)

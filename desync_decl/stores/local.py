@@ -28,11 +28,12 @@ import errno
 import itertools
 import os
 import re
-import secrets
 import stat
+import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunkfile import DecodeError
@@ -49,8 +50,10 @@ from desync_decl.stores.base import (
 )
 from desync_decl.stores.converters import COMPRESSED, StorageFormat
 from desync_decl.stores.keys import MissCheck
-from desync_decl.stores.store_lock import MAX_LOCK_SIZE, LockKeeper
 from desync_decl.stores.writeback import Writeback
+
+if TYPE_CHECKING:  # loaded when a lock is first asked for: reading commands take none
+    from desync_decl.stores.store_lock import LockKeeper
 
 LOCKS = "locks"  # the directory of lock objects (store_lock); no prefix has 5 letters
 TEMP_PREFIX = ".tmp-cacnk"  # desync's temp-file name: its prune cleans these up too
@@ -77,7 +80,7 @@ _CANNOT_LINK_ANONYMOUS = {
 }
 # Temp names: unique per process (random tag, pid) and per write (counter),
 # without a getrandom() call for every chunk.
-_TEMP_TAG = secrets.token_hex(4)
+_TEMP_TAG = os.urandom(4).hex()
 _READ_HINT = 320 * 1024  # a default-sized chunk file (<= 256 KiB + framing) in one read
 _temp_counter = itertools.count()
 _ANY_CHUNK = re.compile(r"[0-9a-f]{64}(\.[a-z0-9.-]+)?")  # a chunk file of any format
@@ -111,7 +114,8 @@ class LocalStore:
         self._chunk_name = re.compile(rf"^([0-9a-f]{{64}})(\.cacnk)?{cipher_suffix}$")
         self.skip_verify = skip_verify
         self._misses = MissCheck(format)  # a miss under another key's suffix is WrongKey
-        self.locks = LockKeeper(self, str(self))
+        self._locks: LockKeeper | None = None
+        self._locks_made = threading.Lock()
         self._writeback = Writeback(self._root)  # overlaps disk writes with the run
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
@@ -487,6 +491,8 @@ class LocalStore:
             raise StoreError(f"cannot write lock {name} in {self}: {e.strerror}") from e
 
     def read_lock(self, name: str) -> bytes | None:
+        from desync_decl.stores.store_lock import MAX_LOCK_SIZE  # loaded by the lock asking
+
         try:
             with self._open_locks() as directory:
                 if directory is None:
@@ -536,9 +542,24 @@ class LocalStore:
             if directory is not None:
                 os.close(directory)
 
+    @property
+    def locks(self) -> LockKeeper:
+        """The locks this store object holds (``store_lock.HoldsLocks``), made at the
+        first ask: a command that only reads never loads ``store_lock``."""
+        locks = self._locks
+        if locks is None:
+            with self._locks_made:  # writer threads ask at once: one keeper
+                if self._locks is None:
+                    from desync_decl.stores.store_lock import LockKeeper
+
+                    self._locks = LockKeeper(self, str(self))
+                locks = self._locks
+        return locks
+
     def close(self) -> None:
         self._writeback.wait()
-        self.locks.release()
+        if self._locks is not None:
+            self._locks.release()
 
 
 def _newest_per_chunk(files: list[tuple[os.DirEntry, re.Match | None]]) -> dict[str, float]:

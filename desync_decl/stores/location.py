@@ -22,7 +22,6 @@ from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index
 from desync_decl.fsutil import open_directory, walk_error, write_atomic
 from desync_decl.stores.base import Store, StoreError, WriteStore
-from desync_decl.stores.compose import FailoverGroup
 from desync_decl.stores.config import Config
 from desync_decl.stores.index_store import (
     IndexStore,
@@ -111,6 +110,8 @@ class Opener:
     def _open_chunk_store(self, location: str, create: bool) -> Store:
         if "|" in location:
             members = [m for m in location.split("|") if m]
+            from desync_decl.stores.compose import FailoverGroup  # only groups load it
+
             return FailoverGroup([self.chunk_store(m, create=create) for m in members])
         options = self.options(location)
         self.config.record(location, options, self.overrides)  # for config.key_warnings

@@ -24,14 +24,13 @@ requests running at once pays it.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import TypeVar
 
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.digest import ChunkID
+from desync_decl.stores.asked_once import is_asked_once
 from desync_decl.stores.base import ChunkInvalid, Store, StoreError
 from desync_decl.stores.objects import (
     BaseChecked,
@@ -43,17 +42,6 @@ from desync_decl.stores.objects import (
 from desync_decl.stores.options import StoreOptions
 
 T = TypeVar("T")
-_once: ContextVar[bool] = ContextVar("store_asked_once", default=False)
-
-
-@contextlib.contextmanager
-def asked_once() -> Iterator[None]:
-    """Store calls in this block (on this thread) get one attempt each."""
-    token = _once.set(True)
-    try:
-        yield
-    finally:
-        _once.reset(token)
 
 
 def transient(error: Exception) -> bool:
@@ -67,7 +55,7 @@ def retrying(
     """``call()``, tried up to ``error_retry`` times (at least once; once inside
     ``asked_once``) while it fails with an error ``again`` accepts; before attempt
     k+1 it waits k x ``error_retry_base_interval`` (desync's schedule)."""
-    attempts = 1 if _once.get() else max(1, options.error_retry)
+    attempts = 1 if is_asked_once() else max(1, options.error_retry)
     for attempt in range(1, attempts + 1):
         try:
             return call()

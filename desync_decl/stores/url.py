@@ -35,10 +35,12 @@ MASK = "***"
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]+)://")
 # a known scheme followed by one slash only: a typo, not a local path
 _ONE_SLASH = re.compile(r"^(https?|s3\+https?|gs|sftp|ssh|oci\+https?):/(?!/)", re.IGNORECASE)
+# The patterns below are compiled at their first use (re caches them): a local
+# path, what most commands are given, never needs them.
 # a host name or IPv4 address (no percent-encoding, no sub-delims: no store host has
 # them and HTTP libraries fail on them deep inside); an IP literal in brackets is
 # checked by urlsplit itself
-_AUTHORITY = re.compile(
+_AUTHORITY = (
     r"(?:(?P<userinfo>[^\s@]*)@)?"
     r"(?P<host>\[[^\[\]\s]*\]|[A-Za-z0-9._-]*)"
     r"(?::(?P<port>[0-9]*))?"
@@ -48,12 +50,10 @@ _AUTHORITY = re.compile(
 # first letter of its run only: the same match as from any later letter (the run must
 # end at "://"), without trying every letter of a long run of text (quadratic: 64 KiB
 # of a handler's output took seconds).
-_USERINFO = re.compile(
-    r"(?<![A-Za-z])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s]*)@"
-)
+_USERINFO = r"(?<![A-Za-z])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<userinfo>[^/?#\s]*)@"
 # A password with an unencoded "/", "?" or "#" (what precedes it is not a port): the
 # URL does not parse; everything from "user:" to the last "@" before white space
-_BROKEN_USERINFO = re.compile(
+_BROKEN_USERINFO = (
     r"(?<![A-Za-z])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^/?#\s:@]*)"
     r":(?![0-9]*[/?#])[^/?#\s@]*[/?#]\S*@"
 )
@@ -75,7 +75,7 @@ def url_scheme(location: str) -> str | None:
     if match is None:
         return None
     shown = _masked_location(location)
-    if _BROKEN_USERINFO.match(location):
+    if re.match(_BROKEN_USERINFO, location):
         raise LocationError(
             f"{shown}: invalid URL (a '/', '?' or '#' in the user or password must be"
             " percent-encoded)"
@@ -93,7 +93,7 @@ def _authority_problem(location: str) -> str | None:
         netloc = urlsplit(location).netloc
     except ValueError as e:  # an unbalanced bracket, a bracketed host that is no IP
         return f"invalid URL: {e}"
-    parts = _AUTHORITY.fullmatch(netloc)
+    parts = re.fullmatch(_AUTHORITY, netloc)
     if parts is None:
         return f"invalid authority '{netloc}' (expected [user[:password]@]host[:port])"
     port = parts.group("port")
@@ -104,13 +104,15 @@ def _authority_problem(location: str) -> str | None:
 
 def mask_credentials(text: str) -> str:
     """``text`` with the secret part of every URL's userinfo replaced by ``***``."""
-    text = _BROKEN_USERINFO.sub(lambda m: f"{m['scheme']}://{m['user']}:{MASK}@", text)
-    return _USERINFO.sub(lambda m: _masked_userinfo(m["scheme"], m["userinfo"]), text)
+    if "://" not in text:  # no URL (both patterns need one): a local path as it is
+        return text
+    text = re.sub(_BROKEN_USERINFO, lambda m: f"{m['scheme']}://{m['user']}:{MASK}@", text)
+    return re.sub(_USERINFO, lambda m: _masked_userinfo(m["scheme"], m["userinfo"]), text)
 
 
 def _masked_location(location: str) -> str:
     """One location masked even when it does not parse (a space in the password)."""
-    if _BROKEN_USERINFO.match(location):
+    if re.match(_BROKEN_USERINFO, location):
         return mask_credentials(location)
     userinfo = _userinfo(location)
     if userinfo is None:
