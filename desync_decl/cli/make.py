@@ -13,7 +13,7 @@ import json
 from desync_decl.cli import common
 from desync_decl.cli.console import Console
 from desync_decl.formats.index import Index
-from desync_decl.ops.make import Made, make, make_file
+from desync_decl.ops.make import Made, MakeOptions, make_file, make_held
 from desync_decl.stores.store_lock import writing
 from desync_decl.stores.url import url_scheme
 
@@ -43,32 +43,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     store = common.open_single_writable_store(args, digest) if args.store else None
     # a local file is written as the chunks come: the same memory at any size
     streamed = args.index != "-" and url_scheme(args.index) is None
-    progress = console.progress()
+    options = MakeOptions(
+        sizes, digest, store, args.concurrency, args.blob_digest, console.progress()
+    )
     # the index is published under the store's lock (store_lock)
     with writing(store, common.lock_patience(args, console)):
         if streamed:
-            made, written = make_file(
-                args.index,
-                args.file,
-                sizes=sizes,
-                digest=digest,
-                store=store,
-                concurrency=args.concurrency,
-                blob_digest=args.blob_digest,
-                progress=progress,
-                key=key,
-            )
+            made, written = make_file(args.index, args.file, options, key)
             index_digest = written.file_digest
         else:
-            result = make(
-                args.file,
-                sizes=sizes,
-                digest=digest,
-                store=store,
-                concurrency=args.concurrency,
-                blob_digest=args.blob_digest,
-                progress=progress,
-            )
+            result = make_held(args.file, options)
             common.write_index(args, args.index, result.index, console, key)
             made, index_digest = result, result.index.file_digest()
     # stats only when asked: counting the unique ids costs ~1.6 MiB per GiB of input

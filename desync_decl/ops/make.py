@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.errors import DesyncError
@@ -157,6 +157,18 @@ class ZeroChunks:
             return found
 
 
+class MakeOptions(NamedTuple):
+    """How a make chunks, hashes and stores: what ``make``, ``make_into`` and
+    ``make_file`` share, whichever way the index goes."""
+
+    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES
+    digest: Digest = Digest.SHA512_256
+    store: WriteStore | None = None
+    concurrency: int = 10
+    blob_digest: bool = False  # also hash the whole file (a full extra SHA pass)
+    progress: Progress = NO_PROGRESS
+
+
 def make(
     source: str | os.PathLike,
     *,
@@ -169,53 +181,34 @@ def make(
 ) -> MakeResult:
     """Chunk ``source``; ``blob_digest`` also hashes the whole file (a full extra
     SHA pass, about 1 s/GiB of CPU, so only when asked). The index is held
-    (``IndexTable``, 40 bytes per chunk); ``make_into`` writes it as it goes."""
+    (``IndexTable``, 40 bytes per chunk); ``make_file`` writes it as it goes."""
+    return make_held(source, MakeOptions(sizes, digest, store, concurrency, blob_digest, progress))
+
+
+def make_held(source: str | os.PathLike, options: MakeOptions) -> MakeResult:
+    """``make`` with its options in one record."""
     table = IndexTable()
-    made = make_into(
-        table,
-        source,
-        sizes=sizes,
-        digest=digest,
-        store=store,
-        concurrency=concurrency,
-        blob_digest=blob_digest,
-        progress=progress,
-    )
-    index = table.index(blob_flags(digest), sizes)
+    made = make_into(table, source, options)
+    index = table.index(blob_flags(options.digest), options.sizes)
     return MakeResult(
         made.blob_digest, made.chunks_total, made.chunks_stored, made.bytes_stored, index
     )
 
 
-def make_into(
-    table: TableSink,
-    source: str | os.PathLike,
-    *,
-    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
-    digest: Digest = Digest.SHA512_256,
-    store: WriteStore | None = None,
-    concurrency: int = 10,
-    blob_digest: bool = False,
-    progress: Progress = NO_PROGRESS,
-) -> Made:
+def make_into(table: TableSink, source: str | os.PathLike, options: MakeOptions) -> Made:
     """``make``, each chunk given to ``table`` in file order as its worker returns it
     (an ``IndexWriter``: an index of any size in the same memory). The store is
     flushed before this returns: the index may be published then."""
+    store = options.store
     storing = ChunkStorer(store, "make") if store is not None else contextlib.nullcontext()
     with storing as storer:
-        return _make(table, source, sizes, digest, storer, concurrency, blob_digest, progress)
+        return _make(table, source, options, storer)
 
 
 def make_file(
     index_path: str,
     source: str | os.PathLike,
-    *,
-    sizes: ChunkSizes = DEFAULT_CHUNK_SIZES,
-    digest: Digest = Digest.SHA512_256,
-    store: WriteStore | None = None,
-    concurrency: int = 10,
-    blob_digest: bool = False,
-    progress: Progress = NO_PROGRESS,
+    options: MakeOptions,
     key: SigningKey | None = None,
 ) -> tuple[Made, Written]:
     """``make_into`` the index file ``index_path``: written as the chunks come to a temp
@@ -249,17 +242,8 @@ def make_file(
                 if signed is not None:
                     signed.update(data)
 
-            writer = IndexWriter(write, blob_flags(digest), sizes)
-            made = make_into(
-                writer,
-                source,
-                sizes=sizes,
-                digest=digest,
-                store=store,
-                concurrency=concurrency,
-                blob_digest=blob_digest,
-                progress=progress,
-            )
+            writer = IndexWriter(write, blob_flags(options.digest), options.sizes)
+            made = make_into(writer, source, options)
             written = writer.finish()
             signature = None
             if key is not None and signed is not None:
@@ -283,17 +267,10 @@ def _atomic(path: str, dir_fd: int, failed: Callable[[OSError], DesyncError]) ->
 
 
 def _make(
-    table: TableSink,
-    source: str | os.PathLike,
-    sizes: ChunkSizes,
-    digest: Digest,
-    storer: ChunkStorer | None,
-    concurrency: int,
-    blob_digest: bool,
-    progress: Progress,
+    table: TableSink, source: str | os.PathLike, options: MakeOptions, storer: ChunkStorer | None
 ) -> Made:
     """``make_into`` with the storer's writing scope open (if there is a store)."""
-
+    sizes, digest, _, concurrency, blob_digest, progress = options
     zeros = ZeroChunks(digest)
 
     def process(piece: Piece) -> tuple[int, ChunkID, int]:
