@@ -8,11 +8,7 @@ exits: the large run may take only a little more than the small one.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,39 +17,19 @@ from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES
 from desync_decl.formats.digest import Digest
 from desync_decl.formats.index import Index, IndexTable, IndexWriter, blob_flags, decode
 from tests import ssh_keys
+from tests.peak_rss import run_measured
 from tests.ssh_keys import allowed_signers
 
-ROOT = Path(__file__).resolve().parent.parent
 GROWTH_LIMIT_MIB = 4.0  # what the 64 GiB run may take beyond the 64 MiB run's peak
 MiB, GiB = 1 << 20, 1 << 30
 ssh = ssh_keys.ssh
 
-# The child reports its own peak as it exits: ru_maxrss from wait4 counts the address
-# space it was forked from (the test run's).
-_PEAK_AT_EXIT = """\
-import atexit, os, runpy
-peak_file = os.environ.pop("DESYNC_TEST_PEAK_FILE")
-def report():
-    with open("/proc/self/status") as status, open(peak_file, "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")))
-atexit.register(report)
-runpy.run_module("desync_decl", run_name="__main__")
-"""
-
 
 def peak_mib(*argv: object) -> float:
     """Peak RSS of ``desync-decl ARGV`` run as a child process (which must succeed)."""
-    with tempfile.NamedTemporaryFile("r") as peak:
-        done = subprocess.run(
-            [sys.executable, "-c", _PEAK_AT_EXIT, *map(str, argv)],
-            env={**os.environ, "PYTHONPATH": str(ROOT), "DESYNC_TEST_PEAK_FILE": peak.name},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        return int(peak.read().split()[1]) / 1024
+    run = run_measured(*argv)
+    assert run.code == 0, run.err
+    return run.peak_mib
 
 
 def sparse_image(path: Path, size: int) -> Path:

@@ -16,9 +16,7 @@ import http.server
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ from desync_decl.stores.base import StoreError
 from desync_decl.stores.http import HttpObjects
 from desync_decl.stores.options import StoreOptions
 from tests import servers_cloud, servers_http, servers_ssh
-from tests.conftest import ROOT
+from tests.peak_rss import Run, run_measured
 from tests.servers_ssh import SshServer
 
 moto_server, s3_bucket = servers_cloud.moto_server, servers_cloud.s3_bucket
@@ -70,51 +68,9 @@ def made(cli, tmp_path) -> Made:
     return Made(blob, index, store, [f"{h[:4]}/{h}.cacnk" for h in dict.fromkeys(ids)])
 
 
-@dataclass
-class Run:
-    code: int
-    err: str
-    peak_mib: float
-
-
-# The child reports its own peak (VmHWM of its own address space) as it exits:
-# ru_maxrss from wait4 counts the address space it was forked from, which is the
-# whole test run's by the time this file runs in the full suite.
-_PEAK_AT_EXIT = """\
-import atexit, os, runpy
-peak_file = os.environ.pop("DESYNC_TEST_PEAK_FILE")
-def report():
-    with open("/proc/self/status") as status, open(peak_file, "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")))
-atexit.register(report)
-runpy.run_module("desync_decl", run_name="__main__")
-"""
-
-
 def extract(*argv: object, env: dict[str, str] | None = None) -> Run:
     """``desync-decl extract ARGV`` as a child process: exit status, stderr, peak RSS."""
-    with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
-        process = subprocess.Popen(
-            [sys.executable, "-c", _PEAK_AT_EXIT, "extract", *map(str, argv)],
-            env={
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "DESYNC_TEST_PEAK_FILE": peak.name,
-                **(env or {}),
-            },
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        err.seek(0)
-        reported = peak.read().split()  # ["VmHWM:", "<kB>", "kB"], or nothing if killed
-        peak_mib = int(reported[1]) / 1024 if reported else float("inf")
-        return Run(process.returncode, err.read().decode(), peak_mib)
+    return run_measured("extract", *argv, env=env)
 
 
 def assert_refused(run: Run, out: Path, *expected: str) -> None:
