@@ -6,6 +6,14 @@ processes against 1.07-1.31 s on two threads: hashing, decompression and
 CPU. Only for fork-safe work (local files, no sockets or threads to inherit)
 and only from a single-threaded process.
 
+The children share the work as they go: items ``0 .. items - 1`` are tickets in
+one pipe, fed by the parent, and a child reads the next ticket whenever it is free
+(a pipe read of 4 bytes is atomic, so no ticket is taken twice). A split fixed at
+the start left one child idle for a fifth of the run whenever the other was slower
+(its chunks compressed better, its core was shared): the two ended 40-570 ms apart
+in a 256 MiB extraction on 2 vCPUs. Ten runs interleaved with casync, 256 MiB of
+random data, medians: 0.52 s with the fixed split, 0.46 s shared (casync 0.74 s).
+
 A child reports progress and its first error through a pipe; the parent
 raises that error (a ``DesyncError`` keeps its type, so callers can tell a bad
 seed from a missing chunk; anything else becomes one) and kills the other
@@ -23,7 +31,8 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from desync_decl.errors import DesyncError
@@ -33,7 +42,10 @@ _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
 Report = Callable[[int], None]
-Work = Callable[[int, int, Report], None]  # (worker index, worker count, report progress)
+Work = Callable[[Iterator[int], Report], None]  # (the items this worker takes, report progress)
+
+_TICKET = array("I").itemsize  # bytes of one ticket in the pipe
+_TICKETS_PER_WRITE = select.PIPE_BUF // _TICKET  # a write of at most PIPE_BUF is atomic
 
 
 class MayFork(Protocol):
@@ -48,23 +60,72 @@ def can_fork(store: MayFork, workers: int) -> bool:
     return workers > 1 and hasattr(os, "fork") and store.fork_safe and threading.active_count() == 1
 
 
-def run_forked(work: Work, workers: int, progress: Progress) -> None:
-    """Run ``work(i, workers, report)`` in ``workers`` children; raise the first failure."""
-    children: dict[int, int] = {}  # read end of the pipe -> pid
+def run_forked(work: Work, items: int, workers: int, progress: Progress) -> None:
+    """Run ``work(claims, report)`` in ``workers`` children, where ``claims`` yields the
+    items (of ``range(items)``) that child takes, each when it is ready for it, in
+    increasing order; raise the first failure."""
+    children: dict[int, int] = {}  # read end of the report pipe -> pid
+    tickets = _Tickets(items)
     try:
-        _fork(work, workers, children)
-        failure = _collect(children, progress)
+        tickets.feed()  # the first ones before forking: the children start at once
+        _fork(work, workers, children, tickets)
+        failure = _collect(children, tickets, progress)
     except BaseException:  # e.g. KeyboardInterrupt: no worker may outlive the call
         _kill(children)
         for pid in children.values():
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
         raise
+    finally:
+        tickets.close()
     if failure is not None:
         raise failure
 
 
-def _fork(work: Work, workers: int, children: dict[int, int]) -> None:
+class _Tickets:
+    """The items still to hand out, written to a pipe as the children take them."""
+
+    def __init__(self, items: int) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        self._next, self._items = 0, items
+
+    @property
+    def feeding(self) -> bool:
+        return self.write_end >= 0
+
+    def feed(self) -> None:
+        """Write as many tickets as the pipe takes now; close it after the last one,
+        so a child reading past it sees the end of the work."""
+        while self._next < self._items:
+            stop = min(self._next + _TICKETS_PER_WRITE, self._items)
+            try:
+                os.write(self.write_end, array("I", range(self._next, stop)).tobytes())
+            except BlockingIOError:
+                return  # the pipe is full: more once the children have read some
+            self._next = stop
+        self._close_write_end()
+
+    def claims(self) -> Iterator[int]:
+        """In a child: the next ticket, read when asked for; none left at the end."""
+        while ticket := os.read(self.read_end, _TICKET):
+            yield array("I", ticket)[0]
+
+    def in_child(self) -> None:
+        """A child only reads: the write end it inherited would keep the pipe open."""
+        self._close_write_end()
+
+    def _close_write_end(self) -> None:
+        if self.write_end >= 0:
+            os.close(self.write_end)
+            self.write_end = -1
+
+    def close(self) -> None:
+        self._close_write_end()
+        os.close(self.read_end)
+
+
+def _fork(work: Work, workers: int, children: dict[int, int], tickets: _Tickets) -> None:
     """Start the children, each in ``children`` as soon as it runs.
 
     Everything they inherit is frozen for their collector (``gc.freeze``): a
@@ -73,19 +134,20 @@ def _fork(work: Work, workers: int, children: dict[int, int]) -> None:
     """
     gc.freeze()
     try:
-        for i in range(workers):
+        for _ in range(workers):
             read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 os.close(read_end)
-                _child(work, i, workers, write_end)
+                tickets.in_child()
+                _child(work, tickets.claims(), write_end)
             os.close(write_end)
             children[read_end] = pid
     finally:
         gc.unfreeze()
 
 
-def _child(work: Work, index: int, count: int, write_end: int) -> None:
+def _child(work: Work, claims: Iterator[int], write_end: int) -> None:
     code = 1
     try:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -94,7 +156,7 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
             def report(n: int) -> None:
                 pipe.write(f"P {n}\n")
 
-            work(index, count, report)
+            work(claims, report)
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
         import pickle  # only on failure: every extraction's start-up would pay for it
@@ -106,12 +168,16 @@ def _child(work: Work, index: int, count: int, write_end: int) -> None:
         os._exit(code)
 
 
-def _collect(children: dict[int, int], progress: Progress) -> DesyncError | None:
-    """Forward progress until every child is done; the first error, if any."""
+def _collect(children: dict[int, int], tickets: _Tickets, progress: Progress) -> DesyncError | None:
+    """Forward progress and feed tickets until every child is done; the first error,
+    if any."""
     buffers = {fd: b"" for fd in children}
     failure = None
     while buffers:
-        ready, _, _ = select.select(list(buffers), [], [])
+        wanted = [tickets.write_end] if tickets.feeding else []
+        ready, writable, _ = select.select(list(buffers), wanted, [])
+        if writable:
+            tickets.feed()
         for fd in ready:
             data = os.read(fd, 65536)
             if data:

@@ -121,13 +121,14 @@ class Quiet:
     def advance(self, n): pass
     def finish(self): pass
 
-def work(i, n, report):
-    report(10)
-    if i == 1:
-        raise DesyncError("chunk abc missing from somewhere")
+def work(claims, report):
+    for item in claims:
+        report(10)
+        if item == 1:
+            raise DesyncError("chunk abc missing from somewhere")
 
 try:
-    run_forked(work, 3, Quiet())
+    run_forked(work, 3, 3, Quiet())
 except DesyncError as e:
     print("error:", e)
 try:
@@ -150,11 +151,11 @@ def test_a_failing_worker_is_one_error_and_no_worker_outlives_the_call():
 
 
 def test_an_unexpected_worker_exception_is_reported_not_swallowed():
-    def work(i: int, n: int, report) -> None:
+    def work(claims, report) -> None:
         raise ValueError("boom")
 
     with pytest.raises(DesyncError, match="worker failed: ValueError"):
-        run_forked(work, 2, Counter())
+        run_forked(work, 1, 2, Counter())
 
 
 def test_while_workers_write_the_parent_makes_their_writes_durable(tmp_path, monkeypatch):
@@ -190,3 +191,49 @@ def test_while_workers_write_the_parent_makes_their_writes_durable(tmp_path, mon
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+class Recorder:
+    """Progress that keeps every report, in the order the parent received them."""
+
+    def __init__(self) -> None:
+        self.reports: list[int] = []
+
+    def start(self, stage: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        self.reports.append(n)
+
+    def finish(self) -> None:
+        pass
+
+
+def test_workers_take_the_next_item_when_free_so_a_slow_one_holds_no_share_back():
+    """Whoever takes item 0 stops until every other item is done: with a split fixed
+    at the start it would wait for items that are its own, forever (the per-test
+    timeout fails it). More items than the ticket pipe holds at once, so the parent
+    must refill it as the workers read."""
+    items = 40_000  # 160 KB of tickets; a pipe holds 64 KiB
+    done_read, done_write = os.pipe()  # a byte for each item but 0, once it is done
+
+    def work(claims, report) -> None:
+        taken: list[int] = []
+        for item in claims:
+            taken.append(item)
+            if item == 0:
+                waited = 0
+                while waited < items - 1:
+                    waited += len(os.read(done_read, items))
+            else:
+                os.write(done_write, b"x")
+            report(item + 1)
+        assert taken == sorted(taken)  # each worker's items come in increasing order
+
+    recorder = Recorder()
+    try:
+        run_forked(work, items, 2, recorder)
+    finally:
+        os.close(done_read)
+        os.close(done_write)
+    assert sorted(recorder.reports) == list(range(1, items + 1))  # each item once

@@ -364,21 +364,18 @@ def _run(
 ) -> None:
     workers = cpu_workers(workers)
     if can_fork(store, workers):
+        shares = list(batches(units, _weight, SHARE))  # a few references per MiB of target
 
-        def share(i: int, n: int, report: Report) -> None:
+        def share(claims: Iterator[int], report: Report) -> None:
             def mine() -> Iterator[int]:
-                loads = [0] * n  # every child computes the same split: batches go to the
-                for batch in batches(units, _weight, SHARE):  # least loaded worker so far
-                    k = loads.index(min(loads))
-                    loads[k] += sum(map(_weight, batch))
-                    if k == i:
-                        written = runner.batch(batch)
-                        report(written)
-                        yield written
+                for k in claims:
+                    written = runner.batch(shares[k])
+                    report(written)
+                    yield written
 
             _writing(mine(), fd)
 
-        run_forked(share, workers, _Syncing(progress, fd))
+        run_forked(share, len(shares), workers, _Syncing(progress, fd))
         return
 
     def run_and_report(batch: list[_Work]) -> int:
