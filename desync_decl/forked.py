@@ -6,7 +6,11 @@ processes against 1.07-1.31 s on two threads: hashing, decompression and
 CPU. Only for fork-safe work (local files, no sockets or threads to inherit)
 and only from a single-threaded process.
 
-The children share the work as they go: items ``0 .. items - 1`` are tickets in
+Two shapes: ``run_forked`` (extraction: the children write the target themselves
+and only report progress) and ``forked_map`` (make: small records out, small
+results back in order, while the parent goes on chunking).
+
+``run_forked``'s children share the work as they go: items ``0 .. items - 1`` are tickets in
 one pipe, fed by the parent, and a child reads the next ticket whenever it is free
 (a pipe read of 4 bytes is atomic, so no ticket is taken twice). A split fixed at
 the start left one child idle for a fifth of the run whenever the other was slower
@@ -30,12 +34,14 @@ import gc
 import os
 import select
 import signal
+import struct
 import threading
 from array import array
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple, Protocol
 
 from desync_decl.errors import DesyncError
+from desync_decl.fsutil import write_all
 from desync_decl.progress import Progress
 
 _PR_SET_PDEATHSIG = 1
@@ -212,3 +218,183 @@ def _kill(children: dict[int, int]) -> None:
     for pid in children.values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+class Done(NamedTuple):
+    """An item of ``forked_map`` whose result the parent already has: passed through
+    in its place in the order, never sent to a child."""
+
+    result: object
+
+
+_RECORD_HEAD = struct.Struct("<Q")  # an item's sequence number, before its payload
+_MESSAGE_HEAD = struct.Struct("<cI")  # a message's kind and the length of its body
+_RESULT, _NOTE, _ERROR = b"R", b"N", b"E"
+IN_FLIGHT = 1024  # items sent but not yet yielded back: the reordering stays bounded
+_TAKE = 16  # items a child reads from the shared pipe at once
+
+
+def forked_map(
+    work: Callable[[bytes, Callable[[str], None]], bytes],
+    items: Iterable[bytes | Done],
+    payload_size: int,
+    workers: int,
+    on_note: Callable[[str], None],
+) -> Iterator[object]:
+    """``work(payload, note)`` for each payload of ``items`` in ``workers`` children,
+    results yielded in the order of ``items`` (a ``Done`` yields its own result).
+
+    Every payload is ``payload_size`` bytes. The parent pulls items only while
+    fewer than ``IN_FLIGHT`` are out, and writes them to one pipe the children
+    share, ``_TAKE`` at a time; each child answers on a pipe of its own. What a
+    child passes to ``note`` reaches ``on_note`` in the parent. The first failure
+    is raised once every child has been stopped and reaped; so is a child that
+    ends before its work is done.
+    """
+    record = _RECORD_HEAD.size + payload_size
+    work_read, work_write = os.pipe()
+    children: dict[int, int] = {}  # read end of a child's answer pipe -> pid
+    try:
+        gc.freeze()
+        try:
+            for _ in range(workers):
+                read_end, write_end = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                    os.close(read_end)
+                    os.close(work_write)
+                    _map_child(work, work_read, record, write_end)
+                os.close(write_end)
+                children[read_end] = pid
+        finally:
+            gc.unfreeze()
+        os.close(work_read)
+        work_read = -1
+        os.set_blocking(work_write, False)
+        yield from _map_parent(items, record, work_write, children, on_note)
+        os.close(work_write)
+        work_write = -1
+        _reap(children)
+    finally:
+        for fd in (work_read, work_write):
+            if fd >= 0:
+                os.close(fd)
+        if children:  # stopped early: by a failure, or the consumer
+            _kill(children)
+            for fd, pid in children.items():
+                os.close(fd)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+
+
+def _map_parent(
+    items: Iterable[bytes | Done],
+    record: int,
+    work_write: int,
+    children: dict[int, int],
+    on_note: Callable[[str], None],
+) -> Iterator[object]:
+    """Feed the shared pipe, read the answers, yield results in order."""
+    pending = iter(items)
+    exhausted = False
+    sent = yielded = out = 0  # items numbered, yielded back, sent and not answered
+    ready: dict[int, object] = {}
+    outgoing = bytearray()
+    answers = {fd: bytearray() for fd in children}
+    per_write = select.PIPE_BUF // record * record  # an atomic write: whole records
+    while True:
+        while not exhausted and len(outgoing) < per_write and out + len(ready) < IN_FLIGHT:
+            item = next(pending, None)
+            if item is None:
+                exhausted = True
+            elif isinstance(item, Done):
+                ready[sent] = item.result
+                sent += 1
+            else:
+                outgoing += _RECORD_HEAD.pack(sent) + item
+                sent += 1
+                out += 1
+        while yielded in ready:
+            yield ready.pop(yielded)
+            yielded += 1
+        if exhausted and yielded == sent:
+            return
+        readable, writable, _ = select.select(list(answers), [work_write] if outgoing else [], [])
+        if writable:
+            with contextlib.suppress(BlockingIOError):  # no room after all: next time
+                take = len(outgoing) - len(outgoing) % record
+                os.write(work_write, outgoing[: min(take, per_write)])
+                del outgoing[: min(take, per_write)]
+        for fd in readable:
+            data = os.read(fd, 1 << 16)
+            if not data:
+                raise DesyncError("a worker process ended before its work was done")
+            buffer = answers[fd]
+            buffer += data
+            for kind, body in _messages(buffer):
+                if kind == _RESULT:
+                    (number,) = _RECORD_HEAD.unpack_from(body)
+                    ready[number] = body[_RECORD_HEAD.size :]
+                    out -= 1
+                elif kind == _NOTE:
+                    on_note(body.decode())
+                else:
+                    raise _error_from(body)
+
+
+def _messages(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
+    """The whole messages at the start of ``buffer``, removed from it once read."""
+    at = 0
+    try:
+        while len(buffer) - at >= _MESSAGE_HEAD.size:
+            kind, length = _MESSAGE_HEAD.unpack_from(buffer, at)
+            end = at + _MESSAGE_HEAD.size + length
+            if end > len(buffer):
+                break
+            yield kind, bytes(buffer[at + _MESSAGE_HEAD.size : end])
+            at = end
+    finally:
+        del buffer[:at]
+
+
+def _map_child(
+    work: Callable[[bytes, Callable[[str], None]], bytes], work_read: int, record: int, answer: int
+) -> None:
+    """A child of ``forked_map``: take records while there are any, answer each."""
+    code = 1
+
+    def send(kind: bytes, body: bytes) -> None:
+        write_all(answer, _MESSAGE_HEAD.pack(kind, len(body)) + body)
+
+    def note(text: str) -> None:
+        send(_NOTE, text.encode())
+
+    try:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        taken = b""
+        while data := os.read(work_read, record * _TAKE):
+            taken += data
+            whole = len(taken) - len(taken) % record
+            for at in range(0, whole, record):
+                head = taken[at : at + _RECORD_HEAD.size]
+                send(_RESULT, head + work(taken[at + _RECORD_HEAD.size : at + record], note))
+            taken = taken[whole:]
+        code = 0
+    except BaseException as e:  # a child must never unwind into the parent's code
+        import pickle
+
+        error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")
+        with contextlib.suppress(OSError):
+            send(_ERROR, base64.b64encode(pickle.dumps(error)))
+    finally:
+        os._exit(code)
+
+
+def _reap(children: dict[int, int]) -> None:
+    """Wait for children that were told the work is over; a failed one is an error."""
+    while children:
+        fd, pid = children.popitem()
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise DesyncError(f"a worker process ended abnormally (wait status {status})")

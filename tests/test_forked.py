@@ -237,3 +237,44 @@ def test_workers_take_the_next_item_when_free_so_a_slow_one_holds_no_share_back(
         os.close(done_read)
         os.close(done_write)
     assert sorted(recorder.reports) == list(range(1, items + 1))  # each item once
+
+
+def test_forked_map_yields_in_order_with_the_parents_own_results_in_place():
+    """Children answer in whatever order they finish; the results come back in the
+    items' order, ``Done`` items in their place, more of them than may be in flight
+    at once; what a child notes reaches the parent."""
+    import struct
+
+    from desync_decl.forked import IN_FLIGHT, Done, forked_map
+
+    count = 3 * IN_FLIGHT
+    notes: list[str] = []
+
+    def items():
+        for n in range(count):
+            yield Done(-n) if n % 7 == 0 else struct.pack("<I", n)
+
+    def work(payload: bytes, note) -> bytes:
+        (n,) = struct.unpack("<I", payload)
+        if n == 1:
+            note(f"worker {os.getpid()} saw 1")
+        return struct.pack("<Q", n * n)
+
+    results = list(forked_map(work, items(), 4, 2, notes.append))
+    expected = [-n if n % 7 == 0 else struct.pack("<Q", n * n) for n in range(count)]
+    assert results == expected
+    assert len(notes) == 1 and notes[0].endswith(" saw 1") and str(os.getpid()) not in notes[0]
+
+
+def test_a_forked_map_worker_failure_is_raised_with_its_type():
+    """The worker's own error, not a generic one (the other worker is killed and
+    reaped by forked_map's cleanup, as run_forked's is)."""
+    from desync_decl.forked import forked_map
+
+    def work(payload: bytes, note) -> bytes:
+        if payload == b"\x05":
+            raise DesyncError("chunk 5 cannot be written")
+        return payload
+
+    with pytest.raises(DesyncError, match="chunk 5 cannot be written"):
+        list(forked_map(work, (bytes([n]) for n in range(200)), 1, 2, print))

@@ -2,7 +2,8 @@
 
 One pass over the file: the main thread runs the C chunker over the mapped
 file (and, if asked, the whole-file digest; both drop the GIL), workers hash
-each chunk and compress and write the ones the store lacks. The index is
+each chunk and compress and write the ones the store lacks: forked processes for a
+regular file and a local store (``_forked``), threads otherwise. The index is
 identical to ``casync make``'s. A sparse file's holes are neither read nor hashed:
 their chunks are all zeros, whose id is computed once per size (``ZeroChunks``).
 """
@@ -12,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from desync_decl.chunker import Piece, ZeroRun, iter_pieces
 from desync_decl.errors import DesyncError
+from desync_decl.forked import Done, can_fork, forked_map
 from desync_decl.formats.chunk import Chunk
 from desync_decl.formats.chunk_sizes import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_decl.formats.digest import ChunkID, Digest
@@ -34,11 +38,11 @@ from desync_decl.formats.index import (
 )
 from desync_decl.fsutil import AtomicFile, open_directory, walk_error, write_atomic
 from desync_decl.ops.source import open_source
-from desync_decl.parallel import batched_map
+from desync_decl.parallel import batched_map, cpu_workers
 from desync_decl.progress import NO_PROGRESS, Progress
 from desync_decl.stores.base import Flushable, WriteStore
 from desync_decl.stores.index_store import signature_name
-from desync_decl.stores.keys import UploadCheck
+from desync_decl.stores.keys import UploadCheck, say_upload_warning
 from desync_decl.stores.store_lock import confirm, keeper_of
 
 if TYPE_CHECKING:  # the signing modules load only to sign (tests/test_cli_startup.py)
@@ -98,21 +102,52 @@ class ChunkStorer:
             self._locks.end_writing(failed=kind is not None)
 
     def add(self, chunk: Chunk) -> None:
+        if self._first_time(chunk.id):
+            self.hold_lock()
+            self.count(self._put(chunk, self._keys.before_upload))
+
+    def hold_lock(self) -> None:
+        """Take the store's shared lock (once), or refresh it when that is due."""
+        if self._locks is not None:
+            self._locks.hold_shared(self.command)
+
+    def add_in_worker(self, chunk: Chunk, note: Callable[[str], None]) -> int:
+        """``add`` in a forked worker (``_forked``): the parent holds the lock and
+        counts, so the bytes written (0 if none) are returned, and the upload warning
+        goes to ``note``, for the parent to say once for all its workers."""
+        if not self._first_time(chunk.id):
+            return 0
+
+        def before_upload() -> None:
+            warning = self._keys.first_warning()
+            if warning:
+                note(warning)
+
+        return self._put(chunk, before_upload)
+
+    def count(self, written: int) -> None:
+        """Count a chunk written (``written`` bytes; 0: none was)."""
+        if written:
+            with self._lock:
+                self.stored += 1
+                self.bytes_stored += written
+
+    def _first_time(self, id: ChunkID) -> bool:
         with self._lock:
-            if chunk.id in self._seen:
-                return
-            self._seen[chunk.id] = None
+            if id in self._seen:
+                return False
+            self._seen[id] = None
             if len(self._seen) > SEEN_LIMIT:
                 self._seen.popitem(last=False)
-        if self._locks is not None:
-            self._locks.hold_shared(self.command)  # taken once, then refreshed when due
+            return True
+
+    def _put(self, chunk: Chunk, before_upload: Callable[[], None]) -> int:
+        """Write the chunk unless the store has it; the bytes written (0: none)."""
         if self.store.has_chunk(chunk.id):
-            return
-        self._keys.before_upload()
+            return 0
+        before_upload()
         self.store.store_chunk(chunk)
-        with self._lock:
-            self.stored += 1
-            self.bytes_stored += chunk.held_size()
+        return chunk.held_size()
 
     def flush(self) -> None:
         """Make the chunks durable, and make sure the store's lock held while they were
@@ -296,7 +331,13 @@ def _make(
         pieces: Iterable[Piece] = iter_pieces(reader, sizes, finished=finished.bytes)
         if whole is not None:
             pieces = _hashed(pieces, whole)
-        for length, cid, count in batched_map(process, pieces, workers=concurrency, weight=_weight):
+        workers = cpu_workers(concurrency)
+        results: Iterable[tuple[int, ChunkID, int]]
+        if storer is not None and _forkable(reader, storer, workers):
+            results = _forked(pieces, reader.fileno(), digest, storer, zeros, progress, workers)
+        else:
+            results = batched_map(process, pieces, workers=workers, weight=_weight)
+        for length, cid, count in results:
             if count == 1:
                 table.add(length, cid)
             else:
@@ -312,6 +353,71 @@ def _make(
         chunks_stored=storer.stored if storer else 0,
         bytes_stored=storer.bytes_stored if storer else 0,
     )
+
+
+_AT = struct.Struct("<QI")  # a chunk's offset in the input and its size
+_SIZES = struct.Struct("<II")  # after its id: the chunk's size, the bytes written to the store
+
+
+def _forkable(reader: BinaryIO, storer: ChunkStorer, workers: int) -> bool:
+    """Whether to hash and store on forked workers: a regular file (the workers read
+    their chunks from it themselves) and a store that can be written from them."""
+    return stat.S_ISREG(os.fstat(reader.fileno()).st_mode) and can_fork(storer.store, workers)
+
+
+def _forked(
+    pieces: Iterable[Piece],
+    fd: int,
+    digest: Digest,
+    storer: ChunkStorer,
+    zeros: ZeroChunks,
+    progress: Progress,
+    workers: int,
+) -> Iterator[tuple[int, ChunkID, int]]:
+    """The pieces' ``(size, id, how many)`` in order, each chunk read from ``fd``,
+    hashed and stored (if missing) by a forked worker: only the chunker and the index
+    stay here. On threads, the GIL and the kernel's locks on one process's file table
+    kept two workers to 1.3-1.4 cores (256 MiB to a local store on 2 vCPUs: 1.24-1.47 s
+    with one worker, 1.14-1.22 s with two). A worker reads the chunk from the file
+    again (the page cache has it) and stores the bytes it hashed, so a file changed
+    during the make cannot put a chunk under another chunk's id. Zero runs are done
+    here, as on threads."""
+    storer.hold_lock()  # taken before the workers exist; refreshed here while they run
+    warned: list[str] = []
+
+    def work(payload: bytes, note: Callable[[str], None]) -> bytes:
+        offset, size = _AT.unpack(payload)
+        data = os.pread(fd, size, offset)
+        if len(data) != size:  # the file was cut short while being made
+            raise DesyncError(f"input shrank during make: bytes {offset}..{offset + size} gone")
+        cid = digest.hash(data)
+        return cid + _SIZES.pack(size, storer.add_in_worker(Chunk(cid, plain=data), note))
+
+    def note(warning: str) -> None:
+        if not warned:  # each worker may find the same: said once
+            warned.append(warning)
+            say_upload_warning(warning)
+
+    def items() -> Iterator[bytes | Done]:
+        for piece in pieces:
+            if isinstance(piece, ZeroRun):
+                chunk = zeros.chunk(piece.size)
+                storer.add(chunk)
+                yield Done((piece.size, chunk.id, piece.count))
+            else:
+                yield _AT.pack(piece[0], len(piece[1]))
+
+    for result in forked_map(work, items(), _AT.size, workers, note):
+        if isinstance(result, tuple):
+            progress.advance(result[0] * result[2])
+            yield result
+            continue
+        assert isinstance(result, bytes)
+        size, written = _SIZES.unpack_from(result, len(result) - _SIZES.size)
+        storer.count(written)
+        storer.hold_lock()
+        progress.advance(size)
+        yield size, ChunkID(result[: -_SIZES.size]), 1
 
 
 def _weight(piece: Piece) -> int:

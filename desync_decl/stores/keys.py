@@ -155,16 +155,26 @@ class UploadCheck:
         self._lock = threading.Lock()
 
     def before_upload(self) -> None:
+        warning = self.first_warning()
+        if warning:
+            say_upload_warning(warning)
+
+    def first_warning(self) -> str | None:
+        """The warning on the first call (None if there is none); None after that. A
+        forked worker sends it to its parent, which says it (``say_upload_warning``)."""
         if self._done:
-            return
+            return None
         with self._lock:
             if self._done:
-                return
+                return None
             try:
                 warning = upload_warning(self.store)
             except StoreError as e:  # the upload that follows reports a failing store itself
                 logger(__name__).debug("cannot tell which keys %s holds: %s", self.store, e)
                 warning = None
             self._done = True
-        if warning:
-            logger(__name__).warning("warning: %s", warning)
+        return warning
+
+
+def say_upload_warning(warning: str) -> None:
+    logger(__name__).warning("warning: %s", warning)
