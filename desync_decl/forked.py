@@ -74,7 +74,12 @@ def run_forked(work: Work, items: int, workers: int, progress: Progress) -> None
     tickets = _Tickets(items)
     try:
         tickets.feed()  # the first ones before forking: the children start at once
-        _fork(work, workers, children, tickets)
+
+        def run_child(answer: int) -> None:
+            tickets.in_child()
+            _child(work, tickets.claims(), answer)
+
+        _fork(run_child, workers, children)
         failure = _collect(children, tickets, progress)
     except BaseException:  # e.g. KeyboardInterrupt: no worker may outlive the call
         _kill(children)
@@ -131,8 +136,10 @@ class _Tickets:
         os.close(self.read_end)
 
 
-def _fork(work: Work, workers: int, children: dict[int, int], tickets: _Tickets) -> None:
-    """Start the children, each in ``children`` as soon as it runs.
+def _fork(run_child: Callable[[int], None], workers: int, children: dict[int, int]) -> None:
+    """Start ``workers`` children, each in ``children`` (its answer pipe's read end ->
+    its pid) as soon as it runs; ``run_child(answer pipe's write end)`` runs in each
+    and never returns.
 
     Everything they inherit is frozen for their collector (``gc.freeze``): a
     collection in a child would otherwise write to every inherited object and
@@ -145,8 +152,7 @@ def _fork(work: Work, workers: int, children: dict[int, int], tickets: _Tickets)
             pid = os.fork()
             if pid == 0:  # pragma: no cover - runs in the child, which never returns
                 os.close(read_end)
-                tickets.in_child()
-                _child(work, tickets.claims(), write_end)
+                run_child(write_end)
             os.close(write_end)
             children[read_end] = pid
     finally:
@@ -230,7 +236,6 @@ class Done(NamedTuple):
 _RECORD_HEAD = struct.Struct("<Q")  # an item's sequence number, before its payload
 _MESSAGE_HEAD = struct.Struct("<cI")  # a message's kind and the length of its body
 _RESULT, _NOTE, _ERROR = b"R", b"N", b"E"
-IN_FLIGHT = 1024  # items sent but not yet yielded back: the reordering stays bounded
 _TAKE = 16  # items a child reads from the shared pipe at once
 
 
@@ -240,12 +245,14 @@ def forked_map(
     payload_size: int,
     workers: int,
     on_note: Callable[[str], None],
+    in_flight: int,
 ) -> Iterator[object]:
     """``work(payload, note)`` for each payload of ``items`` in ``workers`` children,
     results yielded in the order of ``items`` (a ``Done`` yields its own result).
 
     Every payload is ``payload_size`` bytes. The parent pulls items only while
-    fewer than ``IN_FLIGHT`` are out, and writes them to one pipe the children
+    fewer than ``in_flight`` are out (at least ``_TAKE`` per worker), and writes them
+    to one pipe the children
     share, ``_TAKE`` at a time; each child answers on a pipe of its own. What a
     child passes to ``note`` reaches ``on_note`` in the parent. The first failure
     is raised once every child has been stopped and reaped; so is a child that
@@ -255,23 +262,17 @@ def forked_map(
     work_read, work_write = os.pipe()
     children: dict[int, int] = {}  # read end of a child's answer pipe -> pid
     try:
-        gc.freeze()
-        try:
-            for _ in range(workers):
-                read_end, write_end = os.pipe()
-                pid = os.fork()
-                if pid == 0:  # pragma: no cover - runs in the child, which never returns
-                    os.close(read_end)
-                    os.close(work_write)
-                    _map_child(work, work_read, record, write_end)
-                os.close(write_end)
-                children[read_end] = pid
-        finally:
-            gc.unfreeze()
+
+        def run_child(answer: int) -> None:
+            os.close(work_write)
+            _map_child(work, work_read, record, answer)
+
+        _fork(run_child, workers, children)
         os.close(work_read)
         work_read = -1
         os.set_blocking(work_write, False)
-        yield from _map_parent(items, record, work_write, children, on_note)
+        in_flight = max(in_flight, _TAKE * workers)
+        yield from _map_parent(items, record, work_write, children, on_note, in_flight)
         os.close(work_write)
         work_write = -1
         _reap(children)
@@ -293,6 +294,7 @@ def _map_parent(
     work_write: int,
     children: dict[int, int],
     on_note: Callable[[str], None],
+    in_flight: int,
 ) -> Iterator[object]:
     """Feed the shared pipe, read the answers, yield results in order."""
     pending = iter(items)
@@ -303,7 +305,10 @@ def _map_parent(
     answers = {fd: bytearray() for fd in children}
     per_write = select.PIPE_BUF // record * record  # an atomic write: whole records
     while True:
-        while not exhausted and len(outgoing) < per_write and out + len(ready) < IN_FLIGHT:
+        while yielded in ready:
+            yield ready.pop(yielded)
+            yielded += 1
+        while not exhausted and len(outgoing) < per_write and out + len(ready) < in_flight:
             item = next(pending, None)
             if item is None:
                 exhausted = True
@@ -314,11 +319,12 @@ def _map_parent(
                 outgoing += _RECORD_HEAD.pack(sent) + item
                 sent += 1
                 out += 1
-        while yielded in ready:
-            yield ready.pop(yielded)
-            yielded += 1
+        if yielded in ready:  # a Done just pulled, or all in flight were answered
+            continue
         if exhausted and yielded == sent:
             return
+        # Something is out or waiting to go: every item not yet yielded is in
+        # ``ready`` or out, and the next one to yield is not in ``ready``.
         readable, writable, _ = select.select(list(answers), [work_write] if outgoing else [], [])
         if writable:
             with contextlib.suppress(BlockingIOError):  # no room after all: next time

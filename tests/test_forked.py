@@ -245,9 +245,9 @@ def test_forked_map_yields_in_order_with_the_parents_own_results_in_place():
     at once; what a child notes reaches the parent."""
     import struct
 
-    from desync_decl.forked import IN_FLIGHT, Done, forked_map
+    from desync_decl.forked import Done, forked_map
 
-    count = 3 * IN_FLIGHT
+    count, in_flight = 3000, 100
     notes: list[str] = []
 
     def items():
@@ -260,7 +260,7 @@ def test_forked_map_yields_in_order_with_the_parents_own_results_in_place():
             note(f"worker {os.getpid()} saw 1")
         return struct.pack("<Q", n * n)
 
-    results = list(forked_map(work, items(), 4, 2, notes.append))
+    results = list(forked_map(work, items(), 4, 2, notes.append, in_flight))
     expected = [-n if n % 7 == 0 else struct.pack("<Q", n * n) for n in range(count)]
     assert results == expected
     assert len(notes) == 1 and notes[0].endswith(" saw 1") and str(os.getpid()) not in notes[0]
@@ -277,4 +277,4 @@ def test_a_forked_map_worker_failure_is_raised_with_its_type():
         return payload
 
     with pytest.raises(DesyncError, match="chunk 5 cannot be written"):
-        list(forked_map(work, (bytes([n]) for n in range(200)), 1, 2, print))
+        list(forked_map(work, (bytes([n]) for n in range(200)), 1, 2, print, 50))

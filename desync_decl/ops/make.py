@@ -334,7 +334,9 @@ def _make(
         workers = cpu_workers(concurrency)
         results: Iterable[tuple[int, ChunkID, int]]
         if storer is not None and _forkable(reader, storer, workers):
-            results = _forked(pieces, reader.fileno(), digest, storer, zeros, progress, workers)
+            results = _forked(
+                pieces, reader.fileno(), sizes, digest, storer, zeros, progress, workers
+            )
         else:
             results = batched_map(process, pieces, workers=workers, weight=_weight)
         for length, cid, count in results:
@@ -356,6 +358,8 @@ def _make(
 
 
 _AT = struct.Struct("<QI")  # a chunk's offset in the input and its size
+IN_FLIGHT = 2 << 20  # bytes of chunks sent to forked workers and not yet back, per worker:
+# the mapped input's pages are dropped only behind what came back
 _SIZES = struct.Struct("<II")  # after its id: the chunk's size, the bytes written to the store
 
 
@@ -368,6 +372,7 @@ def _forkable(reader: BinaryIO, storer: ChunkStorer, workers: int) -> bool:
 def _forked(
     pieces: Iterable[Piece],
     fd: int,
+    sizes: ChunkSizes,
     digest: Digest,
     storer: ChunkStorer,
     zeros: ZeroChunks,
@@ -407,7 +412,8 @@ def _forked(
             else:
                 yield _AT.pack(piece[0], len(piece[1]))
 
-    for result in forked_map(work, items(), _AT.size, workers, note):
+    in_flight = IN_FLIGHT * workers // sizes.avg  # of pieces: ~2 MiB per worker, as on threads
+    for result in forked_map(work, items(), _AT.size, workers, note, in_flight):
         if isinstance(result, tuple):
             progress.advance(result[0] * result[2])
             yield result
