@@ -18,8 +18,9 @@ the start left one child idle for a fifth of the run whenever the other was slow
 in a 256 MiB extraction on 2 vCPUs. Ten runs interleaved with casync, 256 MiB of
 random data, medians: 0.52 s with the fixed split, 0.46 s shared (casync 0.74 s).
 
-A child reports progress and its first error through a pipe; the parent
-raises that error (a ``DesyncError`` keeps its type, so callers can tell a bad
+Every child answers on a pipe of its own, in messages of one framing (a kind, a
+length, a body: progress, a result, a note, its first error; ``_as_child``); the
+parent raises that error (a ``DesyncError`` keeps its type, so callers can tell a bad
 seed from a missing chunk; anything else becomes one) and kills the other
 children. A child dies with its parent (PR_SET_PDEATHSIG), so a killed run
 leaves no worker writing behind it.
@@ -27,7 +28,6 @@ leaves no worker writing behind it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ctypes
 import gc
@@ -49,6 +49,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 Report = Callable[[int], None]
 Work = Callable[[Iterator[int], Report], None]  # (the items this worker takes, report progress)
+
+_MESSAGE_HEAD = struct.Struct("<cI")  # a child's message: its kind, the length of its body
+_PROGRESS, _RESULT, _NOTE, _ERROR = b"P", b"R", b"N", b"E"
+_COUNT = struct.Struct("<Q")  # a progress message's body
 
 _TICKET = array("I").itemsize  # bytes of one ticket in the pipe
 _TICKETS_PER_WRITE = select.PIPE_BUF // _TICKET  # a write of at most PIPE_BUF is atomic
@@ -82,10 +86,7 @@ def run_forked(work: Work, items: int, workers: int, progress: Progress) -> None
         _fork(run_child, workers, children)
         failure = _collect(children, tickets, progress)
     except BaseException:  # e.g. KeyboardInterrupt: no worker may outlive the call
-        _kill(children)
-        for pid in children.values():
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        _stop(children)
         raise
     finally:
         tickets.close()
@@ -159,23 +160,30 @@ def _fork(run_child: Callable[[int], None], workers: int, children: dict[int, in
         gc.unfreeze()
 
 
-def _child(work: Work, claims: Iterator[int], write_end: int) -> None:
+def _child(work: Work, claims: Iterator[int], answer: int) -> None:
+    """A child of ``run_forked``: its work, each report sent as a progress message."""
+    _as_child(lambda send: work(claims, lambda n: send(_PROGRESS, _COUNT.pack(n))), answer)
+
+
+def _as_child(body: Callable[[Callable[[bytes, bytes], None]], None], answer: int) -> None:
+    """Run ``body(send)`` as a forked child and exit: ``send(kind, bytes)`` writes one
+    message to the parent on ``answer``, and a failure goes there as an error message
+    (a ``DesyncError`` keeps its type). Never returns into the parent's code."""
     code = 1
+
+    def send(kind: bytes, data: bytes) -> None:
+        write_all(answer, _MESSAGE_HEAD.pack(kind, len(data)) + data)
+
     try:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        with os.fdopen(write_end, "w", buffering=1, closefd=False) as pipe:
-
-            def report(n: int) -> None:
-                pipe.write(f"P {n}\n")
-
-            work(claims, report)
+        body(send)
         code = 0
     except BaseException as e:  # a child must never unwind into the parent's code
         import pickle  # only on failure: every extraction's start-up would pay for it
 
         error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")
         with contextlib.suppress(OSError):
-            os.write(write_end, b"E " + base64.b64encode(pickle.dumps(error)) + b"\n")
+            send(_ERROR, pickle.dumps(error))
     finally:
         os._exit(code)
 
@@ -183,7 +191,7 @@ def _child(work: Work, claims: Iterator[int], write_end: int) -> None:
 def _collect(children: dict[int, int], tickets: _Tickets, progress: Progress) -> DesyncError | None:
     """Forward progress and feed tickets until every child is done; the first error,
     if any."""
-    buffers = {fd: b"" for fd in children}
+    buffers = {fd: bytearray() for fd in children}
     failure = None
     while buffers:
         wanted = [tickets.write_end] if tickets.feeding else []
@@ -193,12 +201,12 @@ def _collect(children: dict[int, int], tickets: _Tickets, progress: Progress) ->
         for fd in ready:
             data = os.read(fd, 65536)
             if data:
-                *lines, buffers[fd] = (buffers[fd] + data).split(b"\n")
-                for line in lines:
-                    if line.startswith(b"P "):
-                        progress.advance(int(line[2:]))
-                    elif line.startswith(b"E ") and failure is None:
-                        failure = _error_from(line[2:])
+                buffers[fd] += data
+                for kind, body in _messages(buffers[fd]):
+                    if kind == _PROGRESS:
+                        progress.advance(_COUNT.unpack(body)[0])
+                    elif kind == _ERROR and failure is None:
+                        failure = _error_from(body)
                         _kill({f: p for f, p in children.items() if f != fd})
                 continue
             os.close(fd)
@@ -209,12 +217,12 @@ def _collect(children: dict[int, int], tickets: _Tickets, progress: Progress) ->
     return failure
 
 
-def _error_from(encoded: bytes) -> DesyncError:
+def _error_from(pickled: bytes) -> DesyncError:
     """The error a child sent (the pipe carries only what our own children write)."""
     import pickle
 
     try:
-        error = pickle.loads(base64.b64decode(encoded))
+        error = pickle.loads(pickled)
     except Exception as e:  # a garbled report must still fail the run, clearly
         return DesyncError(f"a worker failed and its report was unreadable: {e!r}")
     return error if isinstance(error, DesyncError) else DesyncError(repr(error))
@@ -226,6 +234,17 @@ def _kill(children: dict[int, int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _stop(children: dict[int, int]) -> None:
+    """Kill the children still running, close their pipes and reap them: none may
+    outlive a call that failed or was given up."""
+    _kill(children)
+    for fd, pid in children.items():
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    children.clear()
+
+
 class Done(NamedTuple):
     """An item of ``forked_map`` whose result the parent already has: passed through
     in its place in the order, never sent to a child."""
@@ -234,8 +253,6 @@ class Done(NamedTuple):
 
 
 _RECORD_HEAD = struct.Struct("<Q")  # an item's sequence number, before its payload
-_MESSAGE_HEAD = struct.Struct("<cI")  # a message's kind and the length of its body
-_RESULT, _NOTE, _ERROR = b"R", b"N", b"E"
 _TAKE = 16  # items a child reads from the shared pipe at once
 
 
@@ -280,12 +297,7 @@ def forked_map(
         for fd in (work_read, work_write):
             if fd >= 0:
                 os.close(fd)
-        if children:  # stopped early: by a failure, or the consumer
-            _kill(children)
-            for fd, pid in children.items():
-                os.close(fd)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, 0)
+        _stop(children)  # none left unless stopped early: by a failure, or the consumer
 
 
 def _map_parent(
@@ -367,16 +379,11 @@ def _map_child(
     work: Callable[[bytes, Callable[[str], None]], bytes], work_read: int, record: int, answer: int
 ) -> None:
     """A child of ``forked_map``: take records while there are any, answer each."""
-    code = 1
 
-    def send(kind: bytes, body: bytes) -> None:
-        write_all(answer, _MESSAGE_HEAD.pack(kind, len(body)) + body)
+    def answer_records(send: Callable[[bytes, bytes], None]) -> None:
+        def note(text: str) -> None:
+            send(_NOTE, text.encode())
 
-    def note(text: str) -> None:
-        send(_NOTE, text.encode())
-
-    try:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         taken = b""
         while data := os.read(work_read, record * _TAKE):
             taken += data
@@ -385,15 +392,8 @@ def _map_child(
                 head = taken[at : at + _RECORD_HEAD.size]
                 send(_RESULT, head + work(taken[at + _RECORD_HEAD.size : at + record], note))
             taken = taken[whole:]
-        code = 0
-    except BaseException as e:  # a child must never unwind into the parent's code
-        import pickle
 
-        error = e if isinstance(e, DesyncError) else DesyncError(f"worker failed: {e!r}")
-        with contextlib.suppress(OSError):
-            send(_ERROR, base64.b64encode(pickle.dumps(error)))
-    finally:
-        os._exit(code)
+    _as_child(answer_records, answer)
 
 
 def _reap(children: dict[int, int]) -> None:

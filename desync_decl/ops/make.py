@@ -308,14 +308,18 @@ def _make(
     sizes, digest, _, concurrency, blob_digest, progress = options
     zeros = ZeroChunks(digest)
 
+    def zero_run(piece: ZeroRun) -> tuple[int, ChunkID, int]:
+        """A run of zero chunks as one ``(size, id, how many)``, done here on either path."""
+        chunk = zeros.chunk(piece.size)
+        if storer is not None:
+            storer.add(chunk)  # the same chunk each time: one has_chunk, then remembered
+        progress.advance(piece.size * piece.count)
+        return piece.size, chunk.id, piece.count
+
     def process(piece: Piece) -> tuple[int, ChunkID, int]:
         """A piece's chunks as ``(size, id, how many)``: a zero run is one triple."""
         if isinstance(piece, ZeroRun):
-            chunk = zeros.chunk(piece.size)
-            if storer is not None:
-                storer.add(chunk)  # the same chunk each time: one has_chunk, then remembered
-            progress.advance(piece.size * piece.count)
-            return piece.size, chunk.id, piece.count
+            return zero_run(piece)
         data = piece[1]
         cid = digest.hash(data)
         if storer is not None:
@@ -335,7 +339,7 @@ def _make(
         results: Iterable[tuple[int, ChunkID, int]]
         if storer is not None and _forkable(reader, storer, workers):
             results = _forked(
-                pieces, reader.fileno(), sizes, digest, storer, zeros, progress, workers
+                pieces, reader.fileno(), sizes, digest, storer, zero_run, progress, workers
             )
         else:
             results = batched_map(process, pieces, workers=workers, weight=_weight)
@@ -375,7 +379,7 @@ def _forked(
     sizes: ChunkSizes,
     digest: Digest,
     storer: ChunkStorer,
-    zeros: ZeroChunks,
+    zero_run: Callable[[ZeroRun], tuple[int, ChunkID, int]],
     progress: Progress,
     workers: int,
 ) -> Iterator[tuple[int, ChunkID, int]]:
@@ -386,7 +390,7 @@ def _forked(
     with one worker, 1.14-1.22 s with two). A worker reads the chunk from the file
     again (the page cache has it) and stores the bytes it hashed, so a file changed
     during the make cannot put a chunk under another chunk's id. Zero runs are done
-    here, as on threads."""
+    here (``zero_run``), as on threads."""
     storer.hold_lock()  # taken before the workers exist; refreshed here while they run
     warned: list[str] = []
 
@@ -406,16 +410,13 @@ def _forked(
     def items() -> Iterator[bytes | Done]:
         for piece in pieces:
             if isinstance(piece, ZeroRun):
-                chunk = zeros.chunk(piece.size)
-                storer.add(chunk)
-                yield Done((piece.size, chunk.id, piece.count))
+                yield Done(zero_run(piece))
             else:
                 yield _AT.pack(piece[0], len(piece[1]))
 
     in_flight = IN_FLIGHT * workers // sizes.avg  # of pieces: ~2 MiB per worker, as on threads
     for result in forked_map(work, items(), _AT.size, workers, note, in_flight):
-        if isinstance(result, tuple):
-            progress.advance(result[0] * result[2])
+        if isinstance(result, tuple):  # a zero run's, done here
             yield result
             continue
         assert isinstance(result, bytes)
