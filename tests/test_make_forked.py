@@ -29,8 +29,8 @@ from desync_decl.stores.local import LocalStore
 
 forks = []
 os.register_at_fork(after_in_parent=lambda: forks.append(1))
-source, store_dir, index_file = sys.argv[1:]
-made = make(source, sizes=ChunkSizes.parse("4:16:64"), store=LocalStore(store_dir, create=True),
+source, store_dir, index_file, sizes = sys.argv[1:]
+made = make(source, sizes=ChunkSizes.parse(sizes), store=LocalStore(store_dir, create=True),
             concurrency=2)
 with open(index_file, "wb") as f:
     f.write(made.index.encode())
@@ -54,16 +54,23 @@ def _files(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in store.rglob("*.cacnk")}
 
 
-def test_a_forked_make_stores_and_indexes_what_threads_do(tmp_path):
-    source = _source(tmp_path)
+def _forked_make(source: Path, store: Path, index: Path, sizes: str) -> tuple[int, ...]:
+    """``FORKED_MAKE`` in a fresh interpreter: forks, chunks, stored, bytes stored."""
     done = subprocess.run(
-        [sys.executable, "-c", FORKED_MAKE, source, tmp_path / "forked", tmp_path / "f.caibx"],
+        [sys.executable, "-c", FORKED_MAKE, source, store, index, sizes],
         capture_output=True,
         text=True,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    forks, total, stored, stored_bytes = map(int, done.stdout.split())
+    return tuple(map(int, done.stdout.split()))
+
+
+def test_a_forked_make_stores_and_indexes_what_threads_do(tmp_path):
+    source = _source(tmp_path)
+    forks, total, stored, stored_bytes = _forked_make(
+        source, tmp_path / "forked", tmp_path / "f.caibx", SIZES
+    )
     assert forks == 2  # one worker process per core asked for
 
     threaded = make(
@@ -77,6 +84,23 @@ def test_a_forked_make_stores_and_indexes_what_threads_do(tmp_path):
     )
     assert stored < total  # the repeat and the hole's zero chunks were found, not stored again
     assert _files(tmp_path / "forked") == _files(tmp_path / "threads")
+
+
+def test_a_chunk_both_workers_wrote_is_counted_once(tmp_path):
+    """One block repeated back to back: its chunks come to both workers at once, and
+    each may find a chunk missing that the other is writing. The store ends with each
+    chunk once, and the counts say so. Five makes, as the race is not certain in one."""
+    source = tmp_path / "rep.bin"
+    source.write_bytes(random.Random(9).randbytes(300_000) * 40)
+    for run in range(5):
+        store = tmp_path / f"store{run}"
+        forks, total, stored, stored_bytes = _forked_make(
+            source, store, tmp_path / f"{run}.caibx", "16:64:256"
+        )
+        assert forks == 2
+        files = _files(store)
+        assert (stored, stored_bytes) == (len(files), sum(map(len, files.values())))
+        assert total > stored
 
 
 def test_a_worker_that_cannot_store_fails_the_make_and_no_index_is_published(tmp_path):

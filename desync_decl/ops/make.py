@@ -132,6 +132,14 @@ class ChunkStorer:
                 self.stored += 1
                 self.bytes_stored += written
 
+    def count_from_worker(self, id: ChunkID, written: int) -> None:
+        """``count`` a chunk a forked worker wrote, once per id among the recent ones:
+        each worker remembers only its own chunks, so two of them may both find a
+        chunk repeated nearby missing and both write it (the second link replaces
+        the first with the same bytes)."""
+        if written and self._first_time(id):
+            self.count(written)
+
     def _first_time(self, id: ChunkID) -> bool:
         with self._lock:
             if id in self._seen:
@@ -421,10 +429,11 @@ def _forked(
             continue
         assert isinstance(result, bytes)
         size, written = _SIZES.unpack_from(result, len(result) - _SIZES.size)
-        storer.count(written)
+        cid = ChunkID(result[: -_SIZES.size])
+        storer.count_from_worker(cid, written)
         storer.hold_lock()
         progress.advance(size)
-        yield size, ChunkID(result[: -_SIZES.size]), 1
+        yield size, cid, 1
 
 
 def _weight(piece: Piece) -> int:
