@@ -269,9 +269,9 @@ def forked_map(
 
     Every payload is ``payload_size`` bytes. The parent pulls items only while
     fewer than ``in_flight`` are out (at least ``_TAKE`` per worker), and writes them
-    to one pipe the children
-    share, ``_TAKE`` at a time; each child answers on a pipe of its own. What a
-    child passes to ``note`` reaches ``on_note`` in the parent. The first failure
+    to one pipe the children share, ``_TAKE`` at a time; each child answers on a
+    pipe of its own. What a child passes to ``note`` reaches ``on_note`` in the
+    parent. The first failure
     is raised once every child has been stopped and reaped; so is a child that
     ends before its work is done.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import struct
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import threading
 import pytest
 
 from desync_decl.errors import DesyncError
-from desync_decl.forked import can_fork, run_forked
+from desync_decl.forked import Done, can_fork, forked_map, run_forked
 from desync_decl.formats.chunk_sizes import ChunkSizes
 from desync_decl.ops.extract import extract
 from desync_decl.ops.make import make
@@ -20,14 +21,20 @@ from desync_decl.stores.local import LocalStore
 
 
 class Counter:
+    """Progress that keeps every report, in the order the parent received them."""
+
     def __init__(self) -> None:
-        self.total = 0
+        self.reports: list[int] = []
+
+    @property
+    def total(self) -> int:
+        return sum(self.reports)
 
     def start(self, stage: str, total: int) -> None:
         pass
 
     def advance(self, n: int) -> None:
-        self.total += n
+        self.reports.append(n)
 
     def finish(self) -> None:
         pass
@@ -193,22 +200,6 @@ def test_while_workers_write_the_parent_makes_their_writes_durable(tmp_path, mon
         os.close(write_end)
 
 
-class Recorder:
-    """Progress that keeps every report, in the order the parent received them."""
-
-    def __init__(self) -> None:
-        self.reports: list[int] = []
-
-    def start(self, stage: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int) -> None:
-        self.reports.append(n)
-
-    def finish(self) -> None:
-        pass
-
-
 def test_workers_take_the_next_item_when_free_so_a_slow_one_holds_no_share_back():
     """Whoever takes item 0 stops until every other item is done: with a split fixed
     at the start it would wait for items that are its own, forever (the per-test
@@ -230,23 +221,19 @@ def test_workers_take_the_next_item_when_free_so_a_slow_one_holds_no_share_back(
             report(item + 1)
         assert taken == sorted(taken)  # each worker's items come in increasing order
 
-    recorder = Recorder()
+    counter = Counter()
     try:
-        run_forked(work, items, 2, recorder)
+        run_forked(work, items, 2, counter)
     finally:
         os.close(done_read)
         os.close(done_write)
-    assert sorted(recorder.reports) == list(range(1, items + 1))  # each item once
+    assert sorted(counter.reports) == list(range(1, items + 1))  # each item once
 
 
 def test_forked_map_yields_in_order_with_the_parents_own_results_in_place():
     """Children answer in whatever order they finish; the results come back in the
     items' order, ``Done`` items in their place, more of them than may be in flight
     at once; what a child notes reaches the parent."""
-    import struct
-
-    from desync_decl.forked import Done, forked_map
-
     count, in_flight = 3000, 100
     notes: list[str] = []
 
@@ -269,7 +256,6 @@ def test_forked_map_yields_in_order_with_the_parents_own_results_in_place():
 def test_a_forked_map_worker_failure_is_raised_with_its_type():
     """The worker's own error, not a generic one (the other worker is killed and
     reaped by forked_map's cleanup, as run_forked's is)."""
-    from desync_decl.forked import forked_map
 
     def work(payload: bytes, note) -> bytes:
         if payload == b"\x05":

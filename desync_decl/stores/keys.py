@@ -177,4 +177,5 @@ class UploadCheck:
 
 
 def say_upload_warning(warning: str) -> None:
+    """Log ``UploadCheck``'s warning: here for threads, in the parent for forked workers."""
     logger(__name__).warning("warning: %s", warning)
